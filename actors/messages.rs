@@ -1,0 +1,46 @@
+//! Typed messages between the actors. Records always travel in batches.
+
+use actix::prelude::*;
+
+use crate::pipeline::Parsed;
+use crate::record::Processed;
+use crate::store::ApplyReport;
+
+/// Parser → validator: one consumed batch, parsed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ParsedBatch {
+    pub records: Vec<Parsed>,
+    /// Where the store acknowledges the batch.
+    pub ack: Recipient<Stored>,
+}
+
+/// Validator → store: one batch, validated, to write atomically.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StoreBatch {
+    pub records: Vec<Processed>,
+    pub ack: Recipient<Stored>,
+}
+
+/// Store → parser: the batch is durable (or could not be written).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stored {
+    pub result: Result<ApplyReport, String>,
+}
+
+/// Parser, to itself: consume the next batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pull;
+
+/// Stop consuming, let every batch in flight reach the store, commit, leave the group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Producer: stop producing and flush what is queued.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct StopProducing;

@@ -1,0 +1,16 @@
+//! The actor layer: one file per actor, typed messages carrying batches.
+//! Actors are thin: they receive a message, call the logic in `src/`, and send
+//! the result on.
+//!
+//! ```text
+//! producer ──▶ Kafka ──▶ parser ──ParsedBatch──▶ validator ──StoreBatch──▶ store
+//!                          ▲                                                │
+//!                          └──────────────────── Stored (commit) ◀──────────┘
+//! ```
+
+pub mod messages;
+pub mod monitor;
+pub mod parser;
+pub mod producer;
+pub mod store;
+pub mod validator;

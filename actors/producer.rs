@@ -1,0 +1,117 @@
+//! Producer actor: sends a synthetic (or prepared) record stream to a topic at a
+//! rate, and — against the embedded broker, which silently drops data past ~5 MiB
+//! per partition — never more than `max_lag` records ahead of the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rdkafka::producer::BaseProducer;
+
+use super::messages::StopProducing;
+use crate::kafka;
+use crate::pipeline::Progress;
+use crate::produce::{event_key, Pacer, Synth};
+use crate::wire;
+
+/// What a producer sends.
+pub enum Feed {
+    Synth(Synth),
+    /// Prepared (key, payload) records, sent once in order.
+    Prepared { records: Vec<(Vec<u8>, Vec<u8>)>, next: usize },
+}
+
+impl Feed {
+    fn send_next(&mut self, producer: &BaseProducer, topic: &str) -> Result<bool, kafka::KafkaGlueError> {
+        match self {
+            Feed::Synth(s) => {
+                let ev = s.next_event();
+                kafka::send(producer, topic, event_key(&ev).as_bytes(), &wire::to_json(&ev), None)?;
+                Ok(true)
+            }
+            Feed::Prepared { records, next } => match records.get(*next) {
+                Some((k, p)) => {
+                    kafka::send(producer, topic, k, p, None)?;
+                    *next += 1;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        }
+    }
+}
+
+pub struct ProducerActor {
+    producer: BaseProducer,
+    topic: String,
+    feed: Feed,
+    pacer: Pacer,
+    max_lag: Option<u64>,
+    progress: Arc<Progress>,
+    sent: u64,
+    running: bool,
+}
+
+/// Records sent per tick at most (ticks are 5 ms apart).
+const MAX_PER_TICK: u64 = 20_000;
+
+impl ProducerActor {
+    pub fn new(producer: BaseProducer, topic: String, feed: Feed, rate: f64, max_lag: Option<u64>, progress: Arc<Progress>) -> ProducerActor {
+        ProducerActor { producer, topic, feed, pacer: Pacer::new(rate), max_lag, progress, sent: 0, running: true }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if !self.running {
+            return;
+        }
+        let mut n = self.pacer.allowance().min(MAX_PER_TICK);
+        if let Some(max_lag) = self.max_lag {
+            let ahead = Progress::get(&self.progress.produced).saturating_sub(self.progress.done());
+            n = n.min(max_lag.saturating_sub(ahead));
+        }
+        let mut sent = 0;
+        for _ in 0..n {
+            match self.feed.send_next(&self.producer, &self.topic) {
+                Ok(true) => sent += 1,
+                Ok(false) => {
+                    self.running = false;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!("producer for {} stopped: {e}", self.topic);
+                    self.running = false;
+                    ctx.stop();
+                    break;
+                }
+            }
+        }
+        self.pacer.sent(sent);
+        self.sent += sent;
+        Progress::add(&self.progress.produced, sent);
+        self.producer.poll(Duration::ZERO);
+    }
+}
+
+impl Actor for ProducerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(5), |a, ctx| a.tick(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Err(e) = kafka::flush(&self.producer, Duration::from_secs(10)) {
+            tracing::warn!("producer for {}: records left unsent at stop: {e}", self.topic);
+        }
+    }
+}
+
+impl Handler<StopProducing> for ProducerActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: StopProducing, ctx: &mut Context<Self>) -> u64 {
+        self.running = false;
+        ctx.stop();
+        self.sent
+    }
+}

@@ -1,0 +1,62 @@
+//! Store actor: owns the sled store; writes each batch atomically and durably,
+//! then acknowledges it so the parser may commit to Kafka.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::messages::{StoreBatch, Stored};
+use crate::pipeline::Progress;
+use crate::store::Store;
+
+pub struct StoreActor {
+    pub store: Store,
+    pub namespace: String,
+    pub progress: Arc<Progress>,
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<StoreBatch> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreBatch, _: &mut Context<Self>) {
+        let result = self.store.apply(&self.namespace, &msg.records);
+        match &result {
+            Ok(r) => {
+                let p = &self.progress;
+                Progress::add(&p.stored, r.stored);
+                Progress::add(&p.rejected, r.rejected);
+                Progress::add(&p.duplicates_skipped, r.duplicates_skipped);
+                Progress::add(&p.batches, 1);
+            }
+            Err(e) => tracing::error!("store write failed, batch not acknowledged: {e}"),
+        }
+        msg.ack.do_send(Stored { result: result.map_err(|e| e.to_string()) });
+    }
+}
+
+/// Runs a closure against the store on the store's thread (reads for status, tests, benches).
+pub struct WithStore<F>(pub F);
+
+impl<F, R> Message for WithStore<F>
+where
+    F: FnOnce(&Store) -> R,
+    R: 'static,
+{
+    type Result = R;
+}
+
+impl<F, R> Handler<WithStore<F>> for StoreActor
+where
+    F: FnOnce(&Store) -> R,
+    R: 'static,
+{
+    type Result = MessageResult<WithStore<F>>;
+
+    fn handle(&mut self, msg: WithStore<F>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((msg.0)(&self.store))
+    }
+}

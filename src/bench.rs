@@ -1,0 +1,162 @@
+//! `playpulse bench ingest`: the whole pipeline on the embedded broker, with the
+//! store compared to what was produced afterwards.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::actors::producer::Feed;
+use crate::config::{Config, ProducerMode};
+use crate::daemon::Daemon;
+use crate::event::{Event, Kind};
+use crate::generate::{bad_rng, corrupt_video, VideoGen, World};
+use crate::store::Store;
+use crate::wire;
+
+#[derive(Debug, Clone)]
+pub struct IngestBenchArgs {
+    pub events: u64,
+    pub bad_fraction: f64,
+    pub seed: u64,
+    pub users: usize,
+    pub videos: usize,
+    pub partitions: i32,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestBenchReport {
+    pub bench: &'static str,
+    pub events: u64,
+    pub valid_produced: u64,
+    pub bad_injected: u64,
+    pub stored: u64,
+    pub rejected: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub rejected_reason_mismatch: u64,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub bytes: u64,
+    pub partitions: i32,
+    pub batch_size: usize,
+    pub batches: u64,
+    pub generate_seconds: f64,
+    pub verify_seconds: f64,
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Runs the benchmark in `data_dir` (which should be empty).
+pub fn ingest(args: &IngestBenchArgs, data_dir: &std::path::Path) -> anyhow::Result<IngestBenchReport> {
+    let t_gen = Instant::now();
+    let mut gen = VideoGen::new(World::new(args.users, args.videos, args.seed), args.seed, 1_735_689_600_000, 50);
+    let mut brng = bad_rng(args.seed);
+    let mut records = Vec::with_capacity(args.events as usize);
+    let mut expected: HashMap<u64, i64> = HashMap::with_capacity(args.events as usize);
+    let mut expected_reasons: HashMap<String, u64> = HashMap::new();
+    let mut bytes = 0u64;
+    let mut bad = 0u64;
+    for _ in 0..args.events {
+        let ev = gen.next_event();
+        let key = ev.user_id.clone().into_bytes();
+        let payload = if brng.gen::<f64>() < args.bad_fraction {
+            let (p, reason) = corrupt_video(&ev, &mut brng);
+            *expected_reasons.entry(reason.to_string()).or_default() += 1;
+            bad += 1;
+            p
+        } else {
+            let e = Event::Video(ev);
+            *expected.entry(fingerprint(&serde_json::to_vec(&e)?)).or_default() += 1;
+            wire::to_json(&e)
+        };
+        bytes += payload.len() as u64;
+        records.push((key, payload));
+    }
+    let generate_seconds = t_gen.elapsed().as_secs_f64();
+
+    let mut cfg = Config::default();
+    cfg.data_dir = data_dir.to_path_buf();
+    cfg.kafka.brokers = String::new();
+    cfg.kafka.embedded_partitions = args.partitions;
+    cfg.kafka.topics = [(Kind::Video, "bench.video".to_string())].into_iter().collect();
+    cfg.producers.mode = ProducerMode::Never;
+    cfg.producers.max_lag_events = 300_000;
+    cfg.ingest.batch_size = args.batch_size;
+    cfg.ingest.log_interval_seconds = 5;
+
+    let total = args.events;
+    let system = actix::System::new();
+    let (seconds, batches) = system.block_on(async move {
+        let daemon = Daemon::start(&cfg, vec![(Kind::Video, Feed::Prepared { records, next: 0 }, 0.0)])?;
+        let t0 = Instant::now();
+        let mut last = (Instant::now(), 0u64);
+        loop {
+            let done = daemon.progress.done();
+            if done >= total {
+                break;
+            }
+            if done != last.1 {
+                last = (Instant::now(), done);
+            } else if last.0.elapsed() > Duration::from_secs(120) {
+                anyhow::bail!("ingest stalled at {done} of {total} records for 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let batches = crate::pipeline::Progress::get(&daemon.progress.batches);
+        daemon.shutdown().await;
+        Ok::<_, anyhow::Error>((seconds, batches))
+    })?;
+
+    let t_verify = Instant::now();
+    let store = Store::open(data_dir, 256)?;
+    let mut stored = 0u64;
+    for item in store.events() {
+        let (_, ev) = item?;
+        stored += 1;
+        *expected.entry(fingerprint(&serde_json::to_vec(&ev)?)).or_default() -= 1;
+    }
+    let lost: i64 = expected.values().filter(|&&v| v > 0).sum();
+    let duplicated: i64 = -expected.values().filter(|&&v| v < 0).sum::<i64>();
+    let dead = store.dead_letters()?;
+    let mut got_reasons: HashMap<String, u64> = HashMap::new();
+    for d in &dead {
+        *got_reasons.entry(d.rejection.reason.clone()).or_default() += 1;
+    }
+    let mismatch: u64 = expected_reasons
+        .keys()
+        .chain(got_reasons.keys())
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .map(|k| expected_reasons.get(k).copied().unwrap_or(0).abs_diff(got_reasons.get(k).copied().unwrap_or(0)))
+        .sum();
+    Ok(IngestBenchReport {
+        bench: "ingest",
+        events: args.events,
+        valid_produced: args.events - bad,
+        bad_injected: bad,
+        stored,
+        rejected: dead.len() as u64,
+        lost: lost as u64,
+        duplicated: duplicated as u64,
+        rejected_reason_mismatch: mismatch,
+        seconds,
+        events_per_sec: args.events as f64 / seconds,
+        mb_per_sec: bytes as f64 / seconds / 1e6,
+        bytes,
+        partitions: args.partitions,
+        batch_size: args.batch_size,
+        batches,
+        generate_seconds,
+        verify_seconds: t_verify.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,405 @@
+//! The configuration tree. Defaults in code equal `config.toml`; environment
+//! variables `PLAYPULSE_SECTION__KEY` (and `PLAYPULSE_DATA_DIR`) override the file;
+//! unknown keys and bad values are rejected at load with a message naming them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::event::Kind;
+use crate::timefmt::{parse_timestamp_ms, TimePolicy};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass an existing file with --config")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config key `{key}` = {value}: {message}")]
+    Invalid { key: String, value: String, message: String },
+}
+
+fn invalid(key: &str, value: impl std::fmt::Debug, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), value: format!("{value:?}"), message: message.into() }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store, the admin socket and exports live.
+    pub data_dir: PathBuf,
+    pub kafka: KafkaConfig,
+    pub ingest: IngestConfig,
+    pub validation: ValidationConfig,
+    pub producers: ProducersConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            validation: ValidationConfig::default(),
+            producers: ProducersConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated. Empty: start the embedded broker.
+    pub brokers: String,
+    pub group_id: String,
+    pub client_id: String,
+    /// Partitions of each topic created on the embedded broker.
+    pub embedded_partitions: i32,
+    /// Topic (or `^regex` pattern) per kind of record; remove a kind to not consume it.
+    pub topics: BTreeMap<Kind, String>,
+    /// Extra librdkafka properties for the consumer and the producers.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            group_id: "playpulse".into(),
+            client_id: "playpulse".into(),
+            embedded_partitions: 16,
+            topics: Kind::ALL.into_iter().map(|k| (k, format!("playpulse.{k}"))).collect(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn embedded(&self) -> bool {
+        self.brokers.trim().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most records per batch (one batch = one atomic store write).
+    pub batch_size: usize,
+    /// Longest wait to fill a batch, in milliseconds.
+    pub batch_linger_ms: u64,
+    /// Batches parsed but not yet stored, at most.
+    pub max_in_flight_batches: usize,
+    /// Seconds between progress log lines.
+    pub log_interval_seconds: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { batch_size: 5000, batch_linger_ms: 50, max_in_flight_batches: 4, log_interval_seconds: 5 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    pub resolutions: Vec<String>,
+    pub genres: Vec<String>,
+    pub regions: Vec<String>,
+    pub max_watch_time_seconds: f64,
+    pub max_buffering_events: i64,
+    pub max_bitrate_kbps: i64,
+    /// Earliest accepted event time (RFC 3339).
+    pub min_timestamp: String,
+    /// How far past the wall clock an event time may be, in seconds.
+    pub max_future_skew_seconds: i64,
+    /// Lower-case ids (user, video, track, ...) as the music pipeline did.
+    pub lowercase_ids: bool,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+        ValidationConfig {
+            resolutions: v(&["240p", "360p", "480p", "720p", "1080p", "4K"]),
+            genres: v(&["Action", "Comedy", "Drama", "Sci-Fi", "Documentary", "Horror", "Romance", "Animation"]),
+            regions: v(&["US", "BR", "IN", "DE", "MX", "JP", "GB", "FR"]),
+            max_watch_time_seconds: 86_400.0,
+            max_buffering_events: 10,
+            max_bitrate_kbps: 200_000,
+            min_timestamp: "2000-01-01T00:00:00Z".into(),
+            max_future_skew_seconds: 86_400,
+            lowercase_ids: true,
+        }
+    }
+}
+
+/// When the built-in synthetic producers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProducerMode {
+    /// Only against the embedded broker (a demo that runs with no setup).
+    Embedded,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducersConfig {
+    pub mode: ProducerMode,
+    pub seed: u64,
+    /// Size of the synthetic world.
+    pub users: u32,
+    pub videos: u32,
+    pub tracks: u32,
+    /// Events per second per kind; 0 = as fast as the pipeline takes them.
+    pub rate: BTreeMap<Kind, f64>,
+    /// Produced but not yet stored events, at most (the embedded broker keeps ~5 MiB per partition).
+    pub max_lag_events: u64,
+}
+
+impl Default for ProducersConfig {
+    fn default() -> Self {
+        ProducersConfig {
+            mode: ProducerMode::Embedded,
+            seed: 42,
+            users: 5000,
+            videos: 1000,
+            tracks: 2000,
+            rate: [(Kind::Video, 2000.0), (Kind::Users, 5.0), (Kind::Movies, 2.0), (Kind::Series, 1.0), (Kind::Music, 500.0)]
+                .into_iter()
+                .collect(),
+            max_lag_events: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache, MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { cache_mb: 256 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. `info` or `playpulse=debug,rdkafka=warn`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "PLAYPULSE_";
+
+impl Config {
+    /// Loads `path` (if given) over the defaults, then the environment overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let t: toml::Table = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { origin: p.display().to_string(), message: e.to_string() })?;
+                (t, p.display().to_string())
+            }
+            None => (toml::Table::new(), "defaults".to_string()),
+        };
+        let mut overridden = Vec::new();
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(|p| p.is_empty()) {
+                continue;
+            }
+            set_path(&mut table, &path, env_value(&v));
+            overridden.push(k);
+        }
+        let origin = if overridden.is_empty() { origin } else { format!("{origin} + environment ({})", overridden.join(", ")) };
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin, message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value a type cannot (ranges, sets, names).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", &self.data_dir, "must name a directory"));
+        }
+        let k = &self.kafka;
+        if k.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", &k.group_id, "must not be empty"));
+        }
+        if !(1..=1024).contains(&k.embedded_partitions) {
+            return Err(invalid("kafka.embedded_partitions", k.embedded_partitions, "must be 1..=1024"));
+        }
+        if k.topics.is_empty() {
+            return Err(invalid("kafka.topics", "{}", "name at least one topic to consume"));
+        }
+        for (kind, t) in &k.topics {
+            if t.trim().is_empty() {
+                return Err(invalid(&format!("kafka.topics.{kind}"), t, "must name a topic or a ^pattern"));
+            }
+            if let Some(p) = t.strip_prefix('^') {
+                regex::Regex::new(&format!("^{p}"))
+                    .map_err(|e| invalid(&format!("kafka.topics.{kind}"), t, format!("bad pattern: {e}")))?;
+            }
+        }
+        let i = &self.ingest;
+        if !(1..=1_000_000).contains(&i.batch_size) {
+            return Err(invalid("ingest.batch_size", i.batch_size, "must be 1..=1000000"));
+        }
+        if i.max_in_flight_batches == 0 {
+            return Err(invalid("ingest.max_in_flight_batches", i.max_in_flight_batches, "must be at least 1"));
+        }
+        if i.log_interval_seconds == 0 {
+            return Err(invalid("ingest.log_interval_seconds", 0, "must be at least 1"));
+        }
+        let v = &self.validation;
+        for (key, set) in [("resolutions", &v.resolutions), ("genres", &v.genres), ("regions", &v.regions)] {
+            if set.is_empty() || set.iter().any(|s| s.trim().is_empty()) {
+                return Err(invalid(&format!("validation.{key}"), set, "must list at least one non-empty value"));
+            }
+        }
+        if !(v.max_watch_time_seconds > 0.0 && v.max_watch_time_seconds.is_finite()) {
+            return Err(invalid("validation.max_watch_time_seconds", v.max_watch_time_seconds, "must be a positive number"));
+        }
+        if v.max_buffering_events < 0 {
+            return Err(invalid("validation.max_buffering_events", v.max_buffering_events, "must be ≥ 0"));
+        }
+        if v.max_bitrate_kbps <= 0 {
+            return Err(invalid("validation.max_bitrate_kbps", v.max_bitrate_kbps, "must be > 0"));
+        }
+        if parse_timestamp_ms(&v.min_timestamp, TimePolicy::Strict).is_none() {
+            return Err(invalid("validation.min_timestamp", &v.min_timestamp, "must be RFC 3339, e.g. 2000-01-01T00:00:00Z"));
+        }
+        if v.max_future_skew_seconds < 0 {
+            return Err(invalid("validation.max_future_skew_seconds", v.max_future_skew_seconds, "must be ≥ 0"));
+        }
+        let p = &self.producers;
+        if p.users == 0 || p.videos == 0 || p.tracks == 0 {
+            return Err(invalid("producers.users/videos/tracks", (p.users, p.videos, p.tracks), "must each be ≥ 1"));
+        }
+        for (kind, r) in &p.rate {
+            if !(r.is_finite() && *r >= 0.0) {
+                return Err(invalid(&format!("producers.rate.{kind}"), r, "must be ≥ 0 (0 = as fast as possible)"));
+            }
+        }
+        if p.max_lag_events == 0 {
+            return Err(invalid("producers.max_lag_events", 0, "must be at least 1"));
+        }
+        if self.store.cache_mb == 0 {
+            return Err(invalid("store.cache_mb", 0, "must be at least 1"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", &self.log.level, "must be a tracing filter such as info or playpulse=debug"));
+        }
+        Ok(())
+    }
+}
+
+/// An environment value as TOML when it parses as one (numbers, booleans, arrays), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = table.entry(head.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn shipped_config_toml_equals_code_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let cfg = Config::load_with_env(Some(&path), no_env()).expect("config.toml loads");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_nested_and_top_level_keys() {
+        let env = vec![
+            ("PLAYPULSE_KAFKA__BROKERS".to_string(), "127.0.0.1:9092".to_string()),
+            ("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "77".to_string()),
+            ("PLAYPULSE_DATA_DIR".to_string(), "/tmp/pp".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let cfg = Config::load_with_env(None, env).unwrap();
+        assert_eq!(cfg.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(cfg.ingest.batch_size, 77);
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/pp"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[ingest]\nbatch_sise = 10\n").unwrap();
+        let err = Config::load_with_env(Some(&p), no_env()).unwrap_err().to_string();
+        assert!(err.contains("batch_sise"), "{err}");
+        let env = vec![("PLAYPULSE_KAFKA__BROKER".to_string(), "x".to_string())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("broker") && err.contains("PLAYPULSE_KAFKA__BROKER"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_key_value_and_fix() {
+        let env = vec![("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "0".to_string())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("ingest.batch_size") && err.contains("1..="), "{err}");
+        let env = vec![("PLAYPULSE_VALIDATION__MIN_TIMESTAMP".to_string(), "yesterday".to_string())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("validation.min_timestamp") && err.contains("yesterday"), "{err}");
+        let env = vec![("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "many".to_string())];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(err.contains("batch_size"), "{err}");
+    }
+}

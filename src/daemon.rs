@@ -1,0 +1,171 @@
+//! Wires the actors into a running pipeline and takes it down cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use thiserror::Error;
+
+use crate::actors::messages::{Drain, StopProducing};
+use crate::actors::monitor::MonitorActor;
+use crate::actors::parser::ParserActor;
+use crate::actors::producer::{Feed, ProducerActor};
+use crate::actors::store::StoreActor;
+use crate::actors::validator::ValidatorActor;
+use crate::config::{Config, ProducerMode};
+use crate::event::Kind;
+use crate::kafka::{self, Embedded, KafkaGlueError, Source, TopicKinds};
+use crate::pipeline::Progress;
+use crate::produce::{Synth, SynthSpec};
+use crate::store::{Store, StoreError};
+use crate::validate::Validator;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaGlueError),
+    #[error("cannot create the data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+/// A running pipeline.
+pub struct Daemon {
+    pub progress: Arc<Progress>,
+    pub bootstrap: String,
+    pub namespace: String,
+    pub store: Addr<StoreActor>,
+    parser: Addr<ParserActor>,
+    producers: Vec<Addr<ProducerActor>>,
+    _monitor: Addr<MonitorActor>,
+    arbiters: Vec<Arbiter>,
+    embedded: Option<Embedded>,
+}
+
+/// Extra producers a caller supplies (benchmarks): (kind, feed, rate).
+pub type ExtraFeeds = Vec<(Kind, Feed, f64)>;
+
+impl Daemon {
+    /// Starts the pipeline (call inside a running actix `System`).
+    pub fn start(cfg: &Config, extra: ExtraFeeds) -> Result<Daemon, DaemonError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| DaemonError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+        let store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
+        let kinds = TopicKinds::new(&cfg.kafka.topics)?;
+        let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
+            let topics: Vec<String> = cfg.kafka.topics.values().filter(|t| !t.starts_with('^')).cloned().collect();
+            let e = Embedded::start(&topics, cfg.kafka.embedded_partitions)?;
+            let bootstrap = e.bootstrap.clone();
+            // Every embedded broker starts empty at offset 0: its offsets are its own.
+            let ns = format!("embedded:{}", crate::timefmt::now_ms());
+            tracing::info!("embedded Kafka broker listening at {bootstrap} (other clients may connect)");
+            (Some(e), bootstrap, ns)
+        } else {
+            let b = cfg.kafka.brokers.clone();
+            let ns = kafka::cluster_namespace(&b, &cfg.kafka, Duration::from_secs(60))?;
+            tracing::info!("using brokers {b} (cluster {ns})");
+            (None, b, ns)
+        };
+        let progress = Arc::new(Progress::default());
+        let source = Source::new(&bootstrap, &cfg.kafka, &kinds, store.tree(), &namespace)?;
+
+        let store_arb = Arbiter::new();
+        let validator_arb = Arbiter::new();
+        let parser_arb = Arbiter::new();
+        let producer_arb = Arbiter::new();
+
+        let (p, ns) = (progress.clone(), namespace.clone());
+        let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor { store, namespace: ns, progress: p });
+        let store_rcpt = store.clone().recipient();
+        let validator = Validator::new(&cfg.validation);
+        let validator = ValidatorActor::start_in_arbiter(&validator_arb.handle(), move |_| ValidatorActor { validator, store: store_rcpt });
+        let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());
+        let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| ParserActor::new(source, kinds, vr, &ingest, p));
+
+        let run_synth = match cfg.producers.mode {
+            ProducerMode::Always => true,
+            ProducerMode::Embedded => cfg.kafka.embedded(),
+            ProducerMode::Never => false,
+        };
+        let max_lag = cfg.kafka.embedded().then_some(cfg.producers.max_lag_events);
+        let spec = SynthSpec {
+            users: cfg.producers.users as usize,
+            videos: cfg.producers.videos as usize,
+            tracks: cfg.producers.tracks as usize,
+            seed: cfg.producers.seed,
+            start_ms: None,
+        };
+        let mut feeds: ExtraFeeds = Vec::new();
+        if run_synth {
+            for (kind, rate) in &cfg.producers.rate {
+                feeds.push((*kind, Feed::Synth(Synth::new(*kind, &spec)), *rate));
+            }
+        }
+        feeds.extend(extra);
+        let mut producers = Vec::new();
+        for (kind, feed, rate) in feeds {
+            let Some(topic) = cfg.kafka.topics.get(&kind).filter(|t| !t.starts_with('^')).cloned() else {
+                tracing::warn!("no plain topic configured for {kind}: its producer does not run");
+                continue;
+            };
+            let producer = kafka::producer(&bootstrap, &cfg.kafka)?;
+            let p = progress.clone();
+            tracing::info!("producing {kind} records to {topic} at {}", if rate > 0.0 { format!("{rate}/s") } else { "full speed".into() });
+            producers.push(ProducerActor::start_in_arbiter(&producer_arb.handle(), move |_| {
+                ProducerActor::new(producer, topic, feed, rate, max_lag, p)
+            }));
+        }
+        let monitor = MonitorActor::new(progress.clone(), Duration::from_secs(cfg.ingest.log_interval_seconds)).start();
+        Ok(Daemon {
+            progress,
+            bootstrap,
+            namespace,
+            store,
+            parser,
+            producers,
+            _monitor: monitor,
+            arbiters: vec![store_arb, validator_arb, parser_arb, producer_arb],
+            embedded,
+        })
+    }
+
+    /// Stops producers, drains every batch in flight into the store, commits, and stops the threads.
+    pub async fn shutdown(mut self) {
+        for p in self.producers.drain(..) {
+            let _ = p.send(StopProducing).await;
+        }
+        if self.parser.send(Drain).await.is_err() {
+            tracing::warn!("parser already stopped");
+        }
+        for a in self.arbiters.drain(..) {
+            a.stop();
+            let _ = a.join();
+        }
+        drop(self.embedded.take());
+        let p = &self.progress;
+        tracing::info!(
+            "stopped: {} stored, {} rejected, {} duplicates skipped",
+            Progress::get(&p.stored),
+            Progress::get(&p.rejected),
+            Progress::get(&p.duplicates_skipped)
+        );
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); use SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,199 @@
+//! Domain types: the typed events the parser produces and the store keeps.
+//!
+//! Field names follow the reference notebooks. Catalog records accept both the
+//! English canonical names and the Spanish names the catalog producers used
+//! (`titulo`, `generos`, ...); they are always stored under the English names.
+
+use serde::{Deserialize, Serialize};
+
+/// What a topic (or a record on a mixed topic) carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Video viewing events.
+    Video,
+    /// User profiles (catalog).
+    Users,
+    /// Movies (catalog).
+    Movies,
+    /// Series (catalog).
+    Series,
+    /// Music: tracks and listening events on one topic, told apart per record.
+    Music,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Video, Kind::Users, Kind::Movies, Kind::Series, Kind::Music];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Users => "users",
+            Kind::Movies => "movies",
+            Kind::Series => "series",
+            Kind::Music => "music",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One viewing event (the seed schema plus optional QoE fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoEvent {
+    pub user_id: String,
+    pub video_id: String,
+    pub watch_time_seconds: f64,
+    pub resolution: String,
+    pub bitrate_kbps: i64,
+    pub buffering_events: i64,
+    pub paused: bool,
+    pub skipped: bool,
+    pub genre: String,
+    pub region: String,
+    pub recommended: bool,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub timestamp_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_time_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuffer_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl VideoEvent {
+    /// The notebooks' per-event implicit feedback:
+    /// `(watch_time_seconds/3600)*0.6 + (1 - buffering_events/10)*0.3 + (1 - skipped)*0.1`.
+    pub fn implicit_feedback(&self) -> f64 {
+        let skipped = if self.skipped { 1.0 } else { 0.0 };
+        (self.watch_time_seconds / 3600.0) * 0.6
+            + (1.0 - self.buffering_events as f64 / 10.0) * 0.3
+            + (1.0 - skipped) * 0.1
+    }
+}
+
+/// A user profile from the catalog producers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub id: String,
+    pub timestamp_ms: i64,
+    pub name: String,
+    pub subscription_date: String,
+    pub genres: Vec<String>,
+    pub directors: Vec<String>,
+    pub actors: Vec<String>,
+    pub classification: String,
+    pub favorite_decades: Vec<String>,
+}
+
+/// A movie or a series from the catalog producers (series carry seasons and episodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Title {
+    pub id: String,
+    pub timestamp_ms: i64,
+    pub title: String,
+    pub genres: Vec<String>,
+    pub directors: Vec<String>,
+    pub actors: Vec<String>,
+    pub classification: String,
+    pub release_decade: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seasons: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes: Option<i64>,
+}
+
+/// A music track (the music seed's tracks.csv).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    pub track_id: String,
+    pub artist: String,
+    pub album: String,
+    pub duration_ms: i64,
+    pub genre: String,
+}
+
+/// What a listener did with a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MusicAction {
+    Play,
+    Skip,
+    Like,
+    Pause,
+    Seek,
+}
+
+impl MusicAction {
+    pub const ALL: [MusicAction; 5] = [
+        MusicAction::Play,
+        MusicAction::Skip,
+        MusicAction::Like,
+        MusicAction::Pause,
+        MusicAction::Seek,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MusicAction::Play => "play",
+            MusicAction::Skip => "skip",
+            MusicAction::Like => "like",
+            MusicAction::Pause => "pause",
+            MusicAction::Seek => "seek",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MusicAction> {
+        MusicAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A listening event (the music seed's user_events.csv).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MusicEvent {
+    pub user_id: String,
+    pub track_id: String,
+    pub event_type: MusicAction,
+    pub event_ts_ms: i64,
+    pub session_id: String,
+    pub device: String,
+}
+
+/// Any typed event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Video(VideoEvent),
+    User(UserProfile),
+    Movie(Title),
+    Series(Title),
+    Track(Track),
+    Music(MusicEvent),
+}
+
+impl Event {
+    /// Short name of the record type, as counted in statistics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Video(_) => "video",
+            Event::User(_) => "user",
+            Event::Movie(_) => "movie",
+            Event::Series(_) => "series",
+            Event::Track(_) => "track",
+            Event::Music(_) => "music_event",
+        }
+    }
+}

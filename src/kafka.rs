@@ -1,0 +1,388 @@
+//! Kafka glue: client configuration, the consumer that seeks to the offsets kept
+//! in the store, the embedded broker, a paced producer, topic → kind mapping.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use regex::Regex;
+use thiserror::Error;
+
+use crate::config::KafkaConfig;
+use crate::event::Kind;
+use crate::record::{RawRecord, SourcePos};
+use crate::store::read_offset;
+
+#[derive(Debug, Error)]
+pub enum KafkaGlueError {
+    #[error("kafka client setup failed: {0}; check kafka.brokers and kafka.properties")]
+    Client(#[from] KafkaError),
+    #[error("embedded broker failed to start: {0}")]
+    Embedded(String),
+    #[error("topic {topic:?}: {message}")]
+    Topic { topic: String, message: String },
+}
+
+/// Maps a record's topic to the kind of records it carries.
+#[derive(Debug, Clone)]
+pub struct TopicKinds {
+    exact: Vec<(String, Kind)>,
+    patterns: Vec<(Regex, Kind)>,
+}
+
+impl TopicKinds {
+    pub fn new(topics: &std::collections::BTreeMap<Kind, String>) -> Result<TopicKinds, KafkaGlueError> {
+        let mut exact = Vec::new();
+        let mut patterns = Vec::new();
+        for (kind, t) in topics {
+            if t.starts_with('^') {
+                let re = Regex::new(t).map_err(|e| KafkaGlueError::Topic { topic: t.clone(), message: e.to_string() })?;
+                patterns.push((re, *kind));
+            } else {
+                exact.push((t.clone(), *kind));
+            }
+        }
+        Ok(TopicKinds { exact, patterns })
+    }
+
+    pub fn kind_of(&self, topic: &str) -> Option<Kind> {
+        self.exact
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, k)| *k)
+            .or_else(|| self.patterns.iter().find(|(re, _)| re.is_match(topic)).map(|(_, k)| *k))
+    }
+
+    /// What to subscribe to (librdkafka treats `^...` as a pattern).
+    pub fn subscription(&self) -> Vec<String> {
+        self.exact.iter().map(|(t, _)| t.clone()).chain(self.patterns.iter().map(|(r, _)| r.as_str().to_string())).collect()
+    }
+}
+
+/// Partitions this consumer currently owns.
+pub type Assignment = Arc<Mutex<Vec<(String, i32)>>>;
+
+/// Consumer context: on every assignment, start each partition at the next offset
+/// stored in sled (or at the beginning), never at Kafka's committed offset.
+pub struct StoreSeekContext {
+    tree: sled::Tree,
+    namespace: String,
+    assignment: Assignment,
+}
+
+impl ClientContext for StoreSeekContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "kafka client error: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for StoreSeekContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                for (topic, partition) in &parts {
+                    let offset = match read_offset(&self.tree, &self.namespace, topic, *partition) {
+                        Some(o) => Offset::Offset(o),
+                        None => Offset::Beginning,
+                    };
+                    if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                        tracing::error!("cannot seek {topic}/{partition} to {offset:?}: {e}");
+                    }
+                    tracing::info!("assigned {topic}/{partition}, starting at {offset:?} (from the store)");
+                }
+                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = r {
+                    tracing::error!("partition assignment failed: {e}");
+                }
+                if let Ok(mut a) = self.assignment.lock() {
+                    if !cooperative {
+                        a.clear();
+                    }
+                    a.extend(parts);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                tracing::info!("partitions revoked: {parts:?}");
+                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = r {
+                    tracing::error!("partition revocation failed: {e}");
+                }
+                if let Ok(mut a) = self.assignment.lock() {
+                    a.retain(|p| !parts.contains(p));
+                }
+            }
+            other => {
+                tracing::error!("rebalance error: {:?}", RDKafkaErrorCode::from(other));
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!("unassign after rebalance error failed: {e}");
+                }
+                if let Ok(mut a) = self.assignment.lock() {
+                    a.clear();
+                }
+            }
+        }
+    }
+}
+
+fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("client.id", &cfg.client_id);
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The consumer: batches of raw records, commits after durable writes.
+pub struct Source {
+    consumer: BaseConsumer<StoreSeekContext>,
+    pub assignment: Assignment,
+}
+
+fn header_str(h: &Header<'_, &[u8]>) -> Option<String> {
+    h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string)
+}
+
+impl Source {
+    pub fn new(
+        brokers: &str,
+        cfg: &KafkaConfig,
+        kinds: &TopicKinds,
+        tree: sled::Tree,
+        namespace: &str,
+    ) -> Result<Source, KafkaGlueError> {
+        let assignment: Assignment = Arc::default();
+        let ctx = StoreSeekContext { tree, namespace: namespace.to_string(), assignment: assignment.clone() };
+        let mut c = base_config(brokers, cfg);
+        c.set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("queued.min.messages", "200000")
+            .set("fetch.wait.max.ms", "50");
+        for (k, v) in &cfg.properties {
+            c.set(k, v);
+        }
+        let consumer: BaseConsumer<StoreSeekContext> = c.create_with_context(ctx)?;
+        let subs = kinds.subscription();
+        let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        Ok(Source { consumer, assignment })
+    }
+
+    /// Up to `max` records: waits up to `linger` for the first, then takes what is
+    /// buffered until `max` or `linger` runs out.
+    pub fn poll_batch(&self, max: usize, linger: Duration) -> Vec<RawRecord> {
+        let deadline = Instant::now() + linger;
+        let mut out = Vec::with_capacity(max.min(65_536));
+        let mut topics: Vec<Arc<str>> = Vec::new();
+        while out.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = if out.is_empty() { left } else { Duration::ZERO.max(left.min(Duration::from_millis(2))) };
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    let topic = match topics.iter().find(|t| ***t == *m.topic()) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t: Arc<str> = Arc::from(m.topic());
+                            topics.push(t.clone());
+                            t
+                        }
+                    };
+                    let (mut format, mut columns, mut origin) = (None, None, None);
+                    if let Some(hs) = m.headers() {
+                        for h in hs.iter() {
+                            match h.key {
+                                crate::parse::HEADER_FORMAT => format = header_str(&h),
+                                crate::parse::HEADER_COLUMNS => columns = header_str(&h),
+                                crate::parse::HEADER_SOURCE => origin = header_str(&h),
+                                _ => {}
+                            }
+                        }
+                    }
+                    out.push(RawRecord {
+                        pos: SourcePos { topic, partition: m.partition(), offset: m.offset() },
+                        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        format,
+                        columns,
+                        origin,
+                        kafka_ts_ms: m.timestamp().to_millis(),
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("consume error: {e}");
+                    if out.is_empty() && Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                None => {
+                    if !out.is_empty() || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            if Instant::now() >= deadline && !out.is_empty() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Commits next offsets to Kafka (for lag monitoring; the store holds the truth).
+    pub fn commit(&self, offsets: &[(String, i32, i64)], mode: CommitMode) {
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in offsets {
+            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
+                tracing::warn!("cannot commit {t}/{p}@{o}: {e}");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::debug!("kafka commit failed (the store keeps the offsets): {e}");
+        }
+    }
+
+    pub fn close(self) {
+        self.consumer.unsubscribe();
+    }
+}
+
+/// The identity of the cluster behind `brokers`, to name the offset namespace
+/// (offsets are only meaningful for the cluster they were read from).
+pub fn cluster_namespace(brokers: &str, cfg: &KafkaConfig, wait: Duration) -> Result<String, KafkaGlueError> {
+    let consumer: BaseConsumer = base_config(brokers, cfg).create()?;
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(id) = consumer.client().fetch_cluster_id(Duration::from_secs(2)) {
+            return Ok(format!("kafka:{id}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(KafkaGlueError::Topic {
+                topic: String::new(),
+                message: format!("no broker at {brokers} answered within {wait:?}; check kafka.brokers and that the brokers run"),
+            });
+        }
+        tracing::warn!("waiting for the brokers at {brokers} ...");
+    }
+}
+
+/// A producer with idempotence (no duplicates on retries).
+pub fn producer(brokers: &str, cfg: &KafkaConfig) -> Result<BaseProducer, KafkaGlueError> {
+    let mut c = base_config(brokers, cfg);
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .set("message.timeout.ms", "0");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    Ok(c.create()?)
+}
+
+/// Sends one record, waiting for queue room when the local queue is full.
+pub fn send(p: &BaseProducer, topic: &str, key: &[u8], payload: &[u8], headers: Option<&OwnedHeaders>) -> Result<(), KafkaGlueError> {
+    loop {
+        let mut rec = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = headers {
+            rec = rec.headers(h.clone());
+        }
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => p.poll(Duration::from_millis(5)),
+            Err((e, _)) => return Err(KafkaGlueError::Client(e)),
+        }
+    }
+}
+
+/// Waits until every queued record is delivered.
+pub fn flush(p: &BaseProducer, timeout: Duration) -> Result<(), KafkaGlueError> {
+    p.flush(timeout).map_err(KafkaGlueError::Client)
+}
+
+/// The embedded Kafka-protocol broker (librdkafka's mock cluster). It lives on
+/// its own thread (it is not `Send`) until this handle is dropped.
+pub struct Embedded {
+    pub bootstrap: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Embedded {
+    pub fn start(topics: &[String], partitions: i32) -> Result<Embedded, KafkaGlueError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let topics = topics.to_vec();
+        let thread = std::thread::Builder::new()
+            .name("embedded-broker".into())
+            .spawn(move || {
+                let cluster = match rdkafka::mocking::MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                for t in &topics {
+                    if let Err(e) = cluster.create_topic(t, partitions, 1) {
+                        let _ = tx.send(Err(format!("create topic {t}: {e}")));
+                        return;
+                    }
+                }
+                let _ = tx.send(Ok(cluster.bootstrap_servers()));
+                let _ = stop_rx.recv();
+                drop(cluster);
+            })
+            .map_err(|e| KafkaGlueError::Embedded(e.to_string()))?;
+        let bootstrap = rx
+            .recv()
+            .map_err(|e| KafkaGlueError::Embedded(e.to_string()))?
+            .map_err(KafkaGlueError::Embedded)?;
+        Ok(Embedded { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Record headers for a replayed record.
+pub fn import_headers(format: &str, columns: Option<&str>, origin: &str) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new().insert(Header { key: crate::parse::HEADER_FORMAT, value: Some(format) });
+    if let Some(c) = columns {
+        h = h.insert(Header { key: crate::parse::HEADER_COLUMNS, value: Some(c) });
+    }
+    h.insert(Header { key: crate::parse::HEADER_SOURCE, value: Some(origin) })
+}

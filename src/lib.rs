@@ -1,0 +1,22 @@
+//! playpulse: a streaming analytics and recommendation daemon for video and music
+//! platforms. See DESIGN.md in the shared docs and README.md for the shape.
+
+pub mod bench;
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod generate;
+pub mod import;
+pub mod kafka;
+pub mod parse;
+pub mod pipeline;
+pub mod produce;
+pub mod record;
+pub mod reject;
+pub mod store;
+pub mod timefmt;
+pub mod validate;
+pub mod wire;
+
+#[path = "../actors/mod.rs"]
+pub mod actors;

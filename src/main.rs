@@ -1,0 +1,225 @@
+//! The `playpulse` command line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use playpulse::bench::{self, IngestBenchArgs};
+use playpulse::config::{Config, KafkaConfig};
+use playpulse::daemon::{shutdown_signal, Daemon};
+use playpulse::event::Kind;
+use playpulse::import::{import_file, FileFormat};
+use playpulse::kafka;
+use playpulse::produce::{produce, Synth, SynthSpec};
+use playpulse::store::{QoeDim, Store};
+use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
+
+#[derive(Parser)]
+#[command(name = "playpulse", version, about = "Streaming analytics and recommendation daemon for video and music platforms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (embedded broker when no brokers are configured).
+    Run {
+        /// Configuration file (defaults apply when absent).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides `data_dir` and PLAYPULSE_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Send synthetic records to a topic.
+    Produce(ProduceArgs),
+    /// Replay a file (JSON Lines, legacy lines or CSV) into a topic.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// auto, json, legacy or csv.
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
+    /// Print the store's counters, QoE, catalog sizes and offsets as JSON (daemon stopped).
+    Stats {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Print the dead-letter store, one JSON object per line (daemon stopped).
+    Dlq {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Benchmarks that print one JSON line.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[arg(long)]
+    brokers: String,
+    #[arg(long)]
+    topic: String,
+    /// video, users, movies, series or music.
+    #[arg(long, default_value = "video")]
+    kind: String,
+    /// Records to send (0 = without end).
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Records per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 5000)]
+    users: usize,
+    #[arg(long, default_value_t = 1000)]
+    videos: usize,
+    #[arg(long, default_value_t = 2000)]
+    tracks: usize,
+    /// First event time (RFC 3339), or `now` to stamp records with the wall clock.
+    #[arg(long, default_value = "2025-01-01T00:00:00Z")]
+    start: String,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The whole ingest pipeline on the embedded broker.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 0.01)]
+        bad_fraction: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        videos: usize,
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+        #[arg(long, default_value_t = 20_000)]
+        batch_size: usize,
+        /// Where the store goes (default: a fresh temporary directory, removed after).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, data_dir } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            init_logging(&cfg.log.level);
+            let system = actix::System::new();
+            system.block_on(async move {
+                let daemon = Daemon::start(&cfg, Vec::new())?;
+                if cfg.kafka.embedded() {
+                    println!("embedded broker: {}", daemon.bootstrap);
+                }
+                tracing::info!("playpulse running; data dir {}", cfg.data_dir.display());
+                shutdown_signal().await;
+                daemon.shutdown().await;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(())
+        }
+        Command::Produce(a) => {
+            init_logging("warn");
+            let Some(kind) = Kind::parse(&a.kind) else {
+                bail!("--kind {:?}: must be one of video, users, movies, series, music", a.kind);
+            };
+            let start_ms = if a.start == "now" {
+                None
+            } else {
+                Some(parse_timestamp_ms(&a.start, TimePolicy::Strict).with_context(|| {
+                    format!("--start {:?}: write an RFC 3339 time such as 2025-01-01T00:00:00Z, or now", a.start)
+                })?)
+            };
+            if !(a.rate.is_finite() && a.rate >= 0.0) {
+                bail!("--rate {}: must be ≥ 0 (0 = as fast as possible)", a.rate);
+            }
+            let spec = SynthSpec { users: a.users, videos: a.videos, tracks: a.tracks, seed: a.seed, start_ms };
+            let mut synth = Synth::new(kind, &spec);
+            let producer = kafka::producer(&a.brokers, &KafkaConfig::default())?;
+            let t0 = Instant::now();
+            let sent = produce(&producer, &a.topic, &mut synth, a.events, a.rate, |_| {})?;
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({"produced": sent, "topic": a.topic, "kind": kind, "seconds": secs, "events_per_sec": sent as f64 / secs.max(1e-9)})
+            );
+            Ok(())
+        }
+        Command::Import { file, brokers, topic, format } => {
+            init_logging("warn");
+            let format = FileFormat::resolve(&format, &file)?;
+            let producer = kafka::producer(&brokers, &KafkaConfig::default())?;
+            let report = import_file(&producer, &file, &topic, format)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Stats { data_dir } => {
+            let store = Store::open(&data_dir, 64)?;
+            let qoe = |d| store.qoe(d);
+            let out = serde_json::json!({
+                "counters": store.counters()?,
+                "qoe": {
+                    "region": qoe(QoeDim::Region)?,
+                    "resolution": qoe(QoeDim::Resolution)?,
+                    "genre": qoe(QoeDim::Genre)?,
+                    "videos": qoe(QoeDim::Video)?.len(),
+                },
+                "catalog": {
+                    "users": store.catalog_len("user"),
+                    "movies": store.catalog_len("movie"),
+                    "series": store.catalog_len("series"),
+                    "tracks": store.catalog_len("track"),
+                },
+                "size_on_disk_bytes": store.size_on_disk(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Dlq { data_dir } => {
+            let store = Store::open(&data_dir, 64)?;
+            for d in store.dead_letters()? {
+                println!("{}", serde_json::to_string(&d)?);
+            }
+            Ok(())
+        }
+        Command::Bench { which: BenchCommand::Ingest { events, bad_fraction, seed, users, videos, partitions, batch_size, data_dir } } => {
+            init_logging("warn");
+            if !(0.0..1.0).contains(&bad_fraction) {
+                bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
+            }
+            let tmp = tempfile::tempdir()?;
+            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            let args = IngestBenchArgs { events, bad_fraction, seed, users, videos, partitions, batch_size };
+            let report = bench::ingest(&args, &dir)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}

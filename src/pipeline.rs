@@ -1,0 +1,84 @@
+//! The pure steps of ingest, callable without actors or a broker: parse a batch
+//! of raw records, validate a batch of parsed ones; plus the shared progress
+//! counters the actors publish and the monitor reads.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::event::Event;
+use crate::kafka::TopicKinds;
+use crate::parse::{parse_payload, Format};
+use crate::record::{Outcome, Processed, RawRecord, SourcePos};
+use crate::reject::Rejection;
+use crate::validate::Validator;
+
+/// A parsed (not yet validated) record; the raw bytes ride along for the dead-letter store.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub pos: SourcePos,
+    pub origin: Option<String>,
+    pub result: Result<Event, Rejection>,
+    pub raw: Vec<u8>,
+}
+
+/// Parses one raw record.
+pub fn parse_one(kinds: &TopicKinds, r: RawRecord) -> Parsed {
+    let result = match kinds.kind_of(&r.pos.topic) {
+        None => Err(Rejection::field(
+            "unknown_topic",
+            "topic",
+            Some(r.pos.topic.to_string()),
+            "no kind is configured for this topic; map it under [kafka.topics]",
+        )),
+        Some(kind) => Format::from_headers(r.format.as_deref(), r.columns.as_deref())
+            .and_then(|format| parse_payload(kind, &format, &r.payload)),
+    };
+    Parsed { pos: r.pos, origin: r.origin, result, raw: r.payload }
+}
+
+pub fn parse_batch(kinds: &TopicKinds, raws: Vec<RawRecord>) -> Vec<Parsed> {
+    raws.into_iter().map(|r| parse_one(kinds, r)).collect()
+}
+
+/// Validates parsed records; rejected ones keep their raw bytes, valid ones drop them.
+pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
+    let now = crate::timefmt::now_ms();
+    parsed
+        .into_iter()
+        .map(|p| {
+            let outcome = match p.result.and_then(|ev| v.validate_at(ev, now)) {
+                Ok(ev) => Outcome::Valid(ev),
+                Err(rejection) => Outcome::Rejected { rejection, raw: p.raw },
+            };
+            Processed { pos: p.pos, origin: p.origin, outcome }
+        })
+        .collect()
+}
+
+/// Live counters shared by the actors (monotonic since start).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub produced: AtomicU64,
+    pub consumed: AtomicU64,
+    pub stored: AtomicU64,
+    pub rejected: AtomicU64,
+    pub duplicates_skipped: AtomicU64,
+    pub batches: AtomicU64,
+    pub bytes: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub lag: AtomicI64,
+}
+
+impl Progress {
+    pub fn get(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+
+    pub fn add(a: &AtomicU64, n: u64) {
+        a.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records that reached the store (stored or dead-lettered).
+    pub fn done(&self) -> u64 {
+        Self::get(&self.stored) + Self::get(&self.rejected)
+    }
+}

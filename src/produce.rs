@@ -1,0 +1,161 @@
+//! Synthetic record streams (one per kind) and the loop that sends them to Kafka.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::BaseProducer;
+
+use crate::event::{Event, Kind};
+use crate::generate::{CatalogGen, MusicGen, VideoGen, World};
+use crate::kafka::{self, KafkaGlueError};
+use crate::timefmt::now_ms;
+use crate::wire;
+
+/// Size and seed of a synthetic world.
+#[derive(Debug, Clone)]
+pub struct SynthSpec {
+    pub users: usize,
+    pub videos: usize,
+    pub tracks: usize,
+    pub seed: u64,
+    /// First event time (ms); `None` stamps records with the wall clock.
+    pub start_ms: Option<i64>,
+}
+
+enum Inner {
+    Video(VideoGen),
+    Catalog(CatalogGen),
+    Music(MusicGen),
+}
+
+/// A deterministic stream of records of one kind.
+pub struct Synth {
+    kind: Kind,
+    inner: Inner,
+    live: bool,
+    ts_ms: i64,
+}
+
+impl Synth {
+    pub fn new(kind: Kind, spec: &SynthSpec) -> Synth {
+        let live = spec.start_ms.is_none();
+        let start = spec.start_ms.unwrap_or_else(now_ms);
+        let step = if live { 0 } else { 50 };
+        let world = || World::new(spec.users, spec.videos, spec.seed);
+        let inner = match kind {
+            Kind::Video => Inner::Video(VideoGen::new(world(), spec.seed, start, step)),
+            Kind::Users | Kind::Movies | Kind::Series => Inner::Catalog(CatalogGen::new(world(), spec.seed)),
+            Kind::Music => Inner::Music(MusicGen::new(spec.tracks, spec.users, spec.seed, start)),
+        };
+        Synth { kind, inner, live, ts_ms: start }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The next event.
+    pub fn next_event(&mut self) -> Event {
+        if self.live {
+            self.ts_ms = now_ms();
+        } else {
+            self.ts_ms += 1000;
+        }
+        match &mut self.inner {
+            Inner::Video(g) => {
+                if self.live {
+                    g.set_time(self.ts_ms);
+                }
+                Event::Video(g.next_event())
+            }
+            Inner::Catalog(g) => match self.kind {
+                Kind::Users => Event::User(g.next_user(self.ts_ms)),
+                Kind::Movies => Event::Movie(g.next_movie(self.ts_ms)),
+                _ => Event::Series(g.next_series(self.ts_ms)),
+            },
+            Inner::Music(g) => {
+                if self.live {
+                    g.set_time(self.ts_ms);
+                }
+                g.next_record()
+            }
+        }
+    }
+}
+
+/// The partition key of an event: who it is about.
+pub fn event_key(ev: &Event) -> &str {
+    match ev {
+        Event::Video(v) => &v.user_id,
+        Event::User(u) => &u.id,
+        Event::Movie(t) | Event::Series(t) => &t.id,
+        Event::Track(t) => &t.track_id,
+        Event::Music(m) => &m.user_id,
+    }
+}
+
+/// Paces a producer at `rate` records per second (0 = unpaced).
+pub struct Pacer {
+    rate: f64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    pub fn new(rate: f64) -> Pacer {
+        Pacer { rate, start: Instant::now(), sent: 0 }
+    }
+
+    /// How many records may go now.
+    pub fn allowance(&self) -> u64 {
+        if self.rate <= 0.0 {
+            return u64::MAX;
+        }
+        let due = (self.start.elapsed().as_secs_f64() * self.rate) as u64;
+        due.saturating_sub(self.sent)
+    }
+
+    pub fn sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    /// Time until the next record is due.
+    pub fn wait(&self) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let next_at = (self.sent + 1) as f64 / self.rate;
+        Duration::from_secs_f64((next_at - self.start.elapsed().as_secs_f64()).max(0.0))
+    }
+}
+
+/// Sends `events` records (0 = without end) from `synth` to `topic` at `rate`.
+/// `on_progress` is called with the running count after each chunk.
+pub fn produce(
+    producer: &BaseProducer,
+    topic: &str,
+    synth: &mut Synth,
+    events: u64,
+    rate: f64,
+    mut on_progress: impl FnMut(u64),
+) -> Result<u64, KafkaGlueError> {
+    let mut pacer = Pacer::new(rate);
+    let mut sent = 0u64;
+    while events == 0 || sent < events {
+        let n = pacer.allowance().min(10_000).min(if events == 0 { u64::MAX } else { events - sent });
+        if n == 0 {
+            std::thread::sleep(pacer.wait().min(Duration::from_millis(50)));
+            producer.poll(Duration::ZERO);
+            continue;
+        }
+        for _ in 0..n {
+            let ev = synth.next_event();
+            kafka::send(producer, topic, event_key(&ev).as_bytes(), &wire::to_json(&ev), None)?;
+        }
+        producer.poll(Duration::ZERO);
+        sent += n;
+        pacer.sent(n);
+        on_progress(sent);
+    }
+    kafka::flush(producer, Duration::from_secs(60))?;
+    Ok(sent)
+}

@@ -1,0 +1,45 @@
+//! Records as they move through the pipeline: raw from Kafka, then parsed and
+//! validated, each keeping its source position.
+
+use std::sync::Arc;
+
+use crate::event::Event;
+use crate::reject::Rejection;
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourcePos {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One record as consumed.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub pos: SourcePos,
+    pub payload: Vec<u8>,
+    /// `pp-format` header.
+    pub format: Option<String>,
+    /// `pp-columns` header.
+    pub columns: Option<String>,
+    /// `pp-source` header (file:line of imported data).
+    pub origin: Option<String>,
+    /// Kafka record timestamp, ms since the epoch.
+    pub kafka_ts_ms: Option<i64>,
+}
+
+/// The outcome of parsing and validating a record.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Valid(Event),
+    /// Rejected, with the raw bytes kept for the dead-letter store.
+    Rejected { rejection: Rejection, raw: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub pos: SourcePos,
+    pub origin: Option<String>,
+    pub outcome: Outcome,
+}

@@ -1,0 +1,210 @@
+//! Validation rules and normalisation: required content, ranges, known sets,
+//! sane timestamps; strings trimmed, ids lower-cased. Each rejection names the
+//! field, the value and the rule.
+
+use crate::config::ValidationConfig;
+use crate::event::{Event, MusicEvent, Title, Track, UserProfile, VideoEvent};
+use crate::reject::Rejection;
+use crate::timefmt::{now_ms, parse_timestamp_ms, TimePolicy};
+
+/// Compiled validation rules.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    resolutions: Vec<String>,
+    genres: Vec<String>,
+    regions: Vec<String>,
+    max_watch: f64,
+    max_buffering: i64,
+    max_bitrate: i64,
+    min_ts_ms: i64,
+    max_skew_ms: i64,
+    lowercase_ids: bool,
+}
+
+fn trim_in_place(s: &mut String) {
+    let t = s.trim();
+    if t.len() != s.len() {
+        *s = t.to_string();
+    }
+}
+
+impl Validator {
+    pub fn new(cfg: &ValidationConfig) -> Validator {
+        Validator {
+            resolutions: cfg.resolutions.clone(),
+            genres: cfg.genres.clone(),
+            regions: cfg.regions.clone(),
+            max_watch: cfg.max_watch_time_seconds,
+            max_buffering: cfg.max_buffering_events,
+            max_bitrate: cfg.max_bitrate_kbps,
+            // Config::validate checked it; the fallback is the documented default.
+            min_ts_ms: parse_timestamp_ms(&cfg.min_timestamp, TimePolicy::Strict).unwrap_or(946_684_800_000),
+            max_skew_ms: cfg.max_future_skew_seconds.saturating_mul(1000),
+            lowercase_ids: cfg.lowercase_ids,
+        }
+    }
+
+    /// Validates and normalises one event, using the wall clock for the future bound.
+    pub fn validate(&self, ev: Event) -> Result<Event, Rejection> {
+        self.validate_at(ev, now_ms())
+    }
+
+    /// As [`Validator::validate`] with an explicit "now" (ms since the epoch).
+    pub fn validate_at(&self, ev: Event, now_ms: i64) -> Result<Event, Rejection> {
+        match ev {
+            Event::Video(v) => self.video(v, now_ms).map(Event::Video),
+            Event::User(u) => self.user(u, now_ms).map(Event::User),
+            Event::Movie(t) => self.title(t, now_ms).map(Event::Movie),
+            Event::Series(t) => self.title(t, now_ms).map(Event::Series),
+            Event::Track(t) => self.track(t).map(Event::Track),
+            Event::Music(m) => self.music(m, now_ms).map(Event::Music),
+        }
+    }
+
+    fn id(&self, field: &str, s: &mut String) -> Result<(), Rejection> {
+        trim_in_place(s);
+        if s.is_empty() {
+            return Err(Rejection::field("empty_id", field, Some("\"\"".into()), "ids must not be empty; send the entity's id"));
+        }
+        if self.lowercase_ids {
+            if s.is_ascii() {
+                if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    s.make_ascii_lowercase();
+                }
+            } else {
+                *s = s.to_lowercase();
+            }
+        }
+        Ok(())
+    }
+
+    fn non_empty(field: &str, s: &mut String) -> Result<(), Rejection> {
+        trim_in_place(s);
+        if s.is_empty() {
+            return Err(Rejection::field("empty_value", field, Some("\"\"".into()), "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn one_of(field: &str, s: &mut String, set: &[String]) -> Result<(), Rejection> {
+        trim_in_place(s);
+        if set.iter().any(|x| x == s) {
+            return Ok(());
+        }
+        Err(Rejection::field(
+            "unknown_value",
+            field,
+            Some(format!("{s:?}")),
+            format!("must be one of {} (configure validation.{field}s to accept more)", set.join(", ")),
+        ))
+    }
+
+    fn timestamp(&self, field: &str, ms: i64, now_ms: i64) -> Result<(), Rejection> {
+        if ms < self.min_ts_ms {
+            return Err(Rejection::field(
+                "bad_timestamp",
+                field,
+                Some(crate::timefmt::format_timestamp_ms(ms)),
+                "earlier than validation.min_timestamp; send the event's real time",
+            ));
+        }
+        if ms > now_ms.saturating_add(self.max_skew_ms) {
+            return Err(Rejection::field(
+                "bad_timestamp",
+                field,
+                Some(crate::timefmt::format_timestamp_ms(ms)),
+                "in the future beyond validation.max_future_skew_seconds; check the sender's clock",
+            ));
+        }
+        Ok(())
+    }
+
+    fn range_f64(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), Rejection> {
+        if v.is_finite() && v >= lo && v <= hi {
+            return Ok(());
+        }
+        Err(Rejection::field("out_of_range", field, Some(v.to_string()), format!("must be between {lo} and {hi}")))
+    }
+
+    fn range_i64(field: &str, v: i64, lo: i64, hi: i64) -> Result<(), Rejection> {
+        if (lo..=hi).contains(&v) {
+            return Ok(());
+        }
+        Err(Rejection::field("out_of_range", field, Some(v.to_string()), format!("must be between {lo} and {hi}")))
+    }
+
+    fn video(&self, mut v: VideoEvent, now_ms: i64) -> Result<VideoEvent, Rejection> {
+        self.id("user_id", &mut v.user_id)?;
+        self.id("video_id", &mut v.video_id)?;
+        Self::range_f64("watch_time_seconds", v.watch_time_seconds, 0.0, self.max_watch)?;
+        Self::one_of("resolution", &mut v.resolution, &self.resolutions)?;
+        Self::range_i64("bitrate_kbps", v.bitrate_kbps, 0, self.max_bitrate)?;
+        Self::range_i64("buffering_events", v.buffering_events, 0, self.max_buffering)?;
+        Self::one_of("genre", &mut v.genre, &self.genres)?;
+        Self::one_of("region", &mut v.region, &self.regions)?;
+        self.timestamp("timestamp", v.timestamp_ms, now_ms)?;
+        if let Some(s) = v.startup_time_ms {
+            Self::range_f64("startup_time_ms", s, 0.0, 3_600_000.0)?;
+        }
+        if let Some(r) = v.rebuffer_ms {
+            Self::range_f64("rebuffer_ms", r, 0.0, self.max_watch * 1000.0)?;
+        }
+        if let Some(e) = &mut v.error {
+            trim_in_place(e);
+            if e.is_empty() {
+                v.error = None;
+            }
+        }
+        Ok(v)
+    }
+
+    fn user(&self, mut u: UserProfile, now_ms: i64) -> Result<UserProfile, Rejection> {
+        self.id("id", &mut u.id)?;
+        self.timestamp("timestamp", u.timestamp_ms, now_ms)?;
+        Self::non_empty("name", &mut u.name)?;
+        for list in [&mut u.genres, &mut u.directors, &mut u.actors, &mut u.favorite_decades] {
+            list.iter_mut().for_each(trim_in_place);
+            list.retain(|s| !s.is_empty());
+        }
+        trim_in_place(&mut u.classification);
+        trim_in_place(&mut u.subscription_date);
+        Ok(u)
+    }
+
+    fn title(&self, mut t: Title, now_ms: i64) -> Result<Title, Rejection> {
+        self.id("id", &mut t.id)?;
+        self.timestamp("timestamp", t.timestamp_ms, now_ms)?;
+        Self::non_empty("title", &mut t.title)?;
+        for list in [&mut t.genres, &mut t.directors, &mut t.actors] {
+            list.iter_mut().for_each(trim_in_place);
+            list.retain(|s| !s.is_empty());
+        }
+        trim_in_place(&mut t.classification);
+        trim_in_place(&mut t.release_decade);
+        if let Some(s) = t.seasons {
+            Self::range_i64("seasons", s, 1, 1000)?;
+        }
+        if let Some(e) = t.episodes {
+            Self::range_i64("episodes", e, 1, 100_000)?;
+        }
+        Ok(t)
+    }
+
+    fn track(&self, mut t: Track) -> Result<Track, Rejection> {
+        self.id("track_id", &mut t.track_id)?;
+        Self::non_empty("artist", &mut t.artist)?;
+        trim_in_place(&mut t.album);
+        Self::non_empty("genre", &mut t.genre)?;
+        Self::range_i64("duration_ms", t.duration_ms, 1, 24 * 3_600_000)?;
+        Ok(t)
+    }
+
+    fn music(&self, mut m: MusicEvent, now_ms: i64) -> Result<MusicEvent, Rejection> {
+        self.id("user_id", &mut m.user_id)?;
+        self.id("track_id", &mut m.track_id)?;
+        self.timestamp("event_ts", m.event_ts_ms, now_ms)?;
+        trim_in_place(&mut m.session_id);
+        trim_in_place(&mut m.device);
+        Ok(m)
+    }
+}
