@@ -69,7 +69,7 @@ impl Format {
 pub fn parse_payload(kind: Kind, format: &Format, payload: &[u8]) -> Result<Event, Rejection> {
     match format {
         Format::Sniff => match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => parse_json(kind, payload),
+            Some(b'{' | b'[') => parse_json(kind, payload),
             Some(b'"') => parse_text_map(kind, legacy_map(payload)?),
             Some(_) => Err(Rejection::new(
                 "unrecognised_format",

@@ -1,0 +1,110 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::event::{Event, MusicAction, MusicEvent, Title};
+use crate::generate::{VideoGen, World};
+use crate::record::{Outcome, Processed, SourcePos};
+use crate::reject::Rejection;
+
+fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed {
+    Processed { pos: SourcePos { topic: Arc::from(topic), partition, offset }, origin: None, outcome }
+}
+
+fn videos(n: usize) -> Vec<crate::event::VideoEvent> {
+    let mut g = VideoGen::new(World::new(20, 10, 9), 9, 1_735_689_600_000, 50);
+    (0..n).map(|_| g.next_event()).collect()
+}
+
+#[test]
+fn batch_writes_events_aggregates_dead_letters_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(300);
+    let mut records: Vec<Processed> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| rec("v", (i % 3) as i32, (i / 3) as i64, Outcome::Valid(Event::Video(e.clone()))))
+        .collect();
+    records.push(rec("v", 0, 100, Outcome::Rejected { rejection: Rejection::new("invalid_json", "x"), raw: b"{oops".to_vec() }));
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        let r = s.apply("ns", &records).unwrap();
+        assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (300, 1, 0));
+        assert_eq!(r.offsets, vec![("v".into(), 0, 101), ("v".into(), 1, 100), ("v".into(), 2, 100)]);
+        // The same batch again (a redelivery) changes nothing.
+        let r = s.apply("ns", &records).unwrap();
+        assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (0, 0, 301));
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.next_offset("ns", "v", 0), Some(101));
+    assert_eq!(s.next_offset("other", "v", 0), None);
+    assert_eq!(s.events().count(), 300);
+    let mut expect: std::collections::HashMap<(String, String), (f64, u64)> = Default::default();
+    for e in &evs {
+        let x = expect.entry((e.user_id.clone(), e.video_id.clone())).or_default();
+        x.0 += e.implicit_feedback();
+        x.1 += 1;
+    }
+    let got: Vec<_> = s.pair_aggregates().map(Result::unwrap).collect();
+    assert_eq!(got.len(), expect.len());
+    for (u, i, a) in got {
+        let (w, n) = expect[&(u, i)];
+        assert!((a.weight - w).abs() < 1e-9);
+        assert_eq!(a.events, n);
+    }
+    let dead = s.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].topic.as_str(), dead[0].partition, dead[0].offset), ("v", 0, 100));
+    assert_eq!(dead[0].raw.as_deref(), Some("{oops"));
+    let c = s.counters().unwrap();
+    assert_eq!((c["stored"], c["rejected"], c["rejected/invalid_json"], c["duplicates_skipped"]), (300, 1, 1, 301));
+    let regions = s.qoe(QoeDim::Region).unwrap();
+    assert_eq!(regions.values().map(|q| q.events).sum::<u64>(), 300);
+    let watch: f64 = evs.iter().map(|e| e.watch_time_seconds).sum();
+    assert!((regions.values().map(|q| q.watch_seconds).sum::<f64>() - watch).abs() < 1e-6);
+}
+
+#[test]
+fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    let movie = |ts: i64, title: &str| {
+        Event::Movie(Title {
+            id: "vid_0001".into(),
+            timestamp_ms: ts,
+            title: title.into(),
+            genres: vec!["Drama".into()],
+            directors: vec![],
+            actors: vec![],
+            classification: String::new(),
+            release_decade: String::new(),
+            seasons: None,
+            episodes: None,
+        })
+    };
+    let play = |action| {
+        Event::Music(MusicEvent {
+            user_id: "u1".into(),
+            track_id: "t1".into(),
+            event_type: action,
+            event_ts_ms: 5,
+            session_id: String::new(),
+            device: String::new(),
+        })
+    };
+    let batch = vec![
+        rec("c", 0, 0, Outcome::Valid(movie(20, "New"))),
+        rec("c", 0, 1, Outcome::Valid(movie(10, "Old"))),
+        rec("m", 0, 0, Outcome::Valid(play(MusicAction::Play))),
+        rec("m", 0, 1, Outcome::Valid(play(MusicAction::Play))),
+        rec("m", 0, 2, Outcome::Valid(play(MusicAction::Like))),
+    ];
+    s.apply("ns", &batch).unwrap();
+    s.apply("ns", &[rec("c", 0, 2, Outcome::Valid(movie(15, "Older")))]).unwrap();
+    match s.catalog("movie", "vid_0001").unwrap() {
+        Some(Event::Movie(t)) => assert_eq!(t.title, "New"),
+        other => panic!("{other:?}"),
+    }
+    let m = s.music_aggregates().unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].2.counts, [2, 0, 1, 0, 0]);
+}

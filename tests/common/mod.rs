@@ -1,0 +1,225 @@
+//! Helpers shared by the integration tests: a Kafka-protocol broker owned by the
+//! test (so it outlives daemon restarts), the daemon as a child process, and
+//! waits on the consumer group's committed offsets (the daemon commits after
+//! each durable store write), never on sleeps.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use playpulse::config::KafkaConfig;
+use playpulse::event::{Event, VideoEvent};
+use playpulse::generate::{bad_rng, corrupt_video, VideoGen, World};
+use playpulse::kafka;
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_playpulse")
+}
+
+/// A broker for one test; it lives as long as this value (on the test's thread).
+pub struct Broker {
+    _cluster: MockCluster<'static, DefaultProducerContext>,
+    pub bootstrap: String,
+}
+
+impl Broker {
+    pub fn start(topics: &[(&str, i32)]) -> Broker {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        for (t, p) in topics {
+            cluster.create_topic(t, *p, 1).expect("create topic");
+        }
+        let bootstrap = cluster.bootstrap_servers();
+        Broker { _cluster: cluster, bootstrap }
+    }
+}
+
+/// What was produced: the valid events and the reasons of the bad ones.
+#[derive(Default)]
+pub struct Produced {
+    pub valid: Vec<VideoEvent>,
+    pub bad_reasons: Vec<&'static str>,
+}
+
+pub fn produce_video(bootstrap: &str, topic: &str, n: usize, bad_fraction: f64, seed: u64) -> Produced {
+    let producer = kafka::producer(bootstrap, &KafkaConfig::default()).expect("producer");
+    let mut g = VideoGen::new(World::new(300, 80, seed), seed, 1_735_689_600_000, 50);
+    let mut rng = bad_rng(seed);
+    let mut out = Produced::default();
+    for _ in 0..n {
+        let ev = g.next_event();
+        let payload = if rng.gen::<f64>() < bad_fraction {
+            let (p, reason) = corrupt_video(&ev, &mut rng);
+            out.bad_reasons.push(reason);
+            p
+        } else {
+            let p = playpulse::wire::to_json(&Event::Video(ev.clone()));
+            out.valid.push(ev);
+            p
+        };
+        kafka::send(&producer, topic, out.valid.len().to_string().as_bytes(), &payload, None).expect("send");
+    }
+    kafka::flush(&producer, Duration::from_secs(60)).expect("flush");
+    out
+}
+
+/// A daemon child process with its log in `dir/daemon-N.log`.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn spawn_daemon(dir: &Path, brokers: &str, group: &str, topics: &[(&str, &str)], env: &[(&str, &str)], run: usize) -> Daemon {
+    let log = dir.join(format!("daemon-{run}.log"));
+    let f = std::fs::File::create(&log).expect("log file");
+    let mut cmd = Command::new(bin());
+    cmd.arg("run")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PLAYPULSE_KAFKA__BROKERS", brokers)
+        .env("PLAYPULSE_KAFKA__GROUP_ID", group)
+        .env("PLAYPULSE_PRODUCERS__MODE", "never")
+        .env("PLAYPULSE_INGEST__LOG_INTERVAL_SECONDS", "1")
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(f));
+    let table: Vec<String> = topics.iter().map(|(k, t)| format!("{k} = \"{t}\"")).collect();
+    cmd.env("PLAYPULSE_KAFKA__TOPICS", format!("{{ {} }}", table.join(", ")));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Daemon { child: cmd.spawn().expect("spawn daemon"), log }
+}
+
+impl Daemon {
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test with the log if the daemon died.
+    pub fn assert_alive(&mut self) {
+        if let Some(s) = self.child.try_wait().expect("wait") {
+            panic!("daemon exited early ({s}); log:\n{}", self.log_text());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads a group's committed offsets and the high watermarks of `topics`.
+pub struct GroupWatch {
+    consumer: BaseConsumer,
+    parts: Vec<(String, i32)>,
+}
+
+impl GroupWatch {
+    pub fn new(bootstrap: &str, group: &str, topics: &[(&str, i32)]) -> GroupWatch {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("watch consumer");
+        let parts = topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.to_string(), p))).collect();
+        GroupWatch { consumer, parts }
+    }
+
+    /// Sum over partitions of (committed, high watermark).
+    pub fn progress(&self) -> (i64, i64) {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &self.parts {
+            tpl.add_partition(t, *p);
+        }
+        let committed = match self.consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => c
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        };
+        let high = self
+            .parts
+            .iter()
+            .map(|(t, p)| self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5)).map(|(_, h)| h).unwrap_or(0))
+            .sum();
+        (committed, high)
+    }
+
+    /// Waits until `pred(committed, high)` holds, failing after `limit` with the daemon's log.
+    pub fn wait_until(&self, daemon: &mut Daemon, limit: Duration, pred: impl Fn(i64, i64) -> bool) -> (i64, i64) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (c, h) = self.progress();
+            if h > 0 && pred(c, h) {
+                return (c, h);
+            }
+            daemon.assert_alive();
+            if Instant::now() > deadline {
+                panic!("committed {c} of {h} after {limit:?}; log:\n{}", daemon.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Reference per-(user, video) (weight, events) from produced events, as the notebooks define it.
+pub fn reference_pairs(valid: &[VideoEvent]) -> HashMap<(String, String), (f64, u64)> {
+    let mut m: HashMap<(String, String), (f64, u64)> = HashMap::new();
+    for e in valid {
+        let x = m.entry((e.user_id.clone(), e.video_id.clone())).or_default();
+        x.0 += e.implicit_feedback();
+        x.1 += 1;
+    }
+    m
+}
+
+/// Asserts the store's pair aggregates equal the reference.
+pub fn assert_pairs_match(store: &playpulse::store::Store, valid: &[VideoEvent]) {
+    let expect = reference_pairs(valid);
+    let mut n = 0;
+    for item in store.pair_aggregates() {
+        let (u, i, a) = item.expect("pair");
+        let (w, c) = expect.get(&(u.clone(), i.clone())).unwrap_or_else(|| panic!("unexpected pair {u}/{i}"));
+        assert_eq!(a.events, *c, "events of {u}/{i}");
+        assert!((a.weight - w).abs() <= 1e-9 * w.abs().max(1.0), "weight of {u}/{i}: {} vs {w}", a.weight);
+        n += 1;
+    }
+    assert_eq!(n, expect.len(), "pair count");
+}
