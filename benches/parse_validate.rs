@@ -1,1 +1,43 @@
-fn main() {}
+//! Parse + validate throughput on one core (goal ≥ 1.5M events/s for JSON video events).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use playpulse::config::ValidationConfig;
+use playpulse::event::{Event, Kind};
+use playpulse::generate::{VideoGen, World};
+use playpulse::parse::{parse_payload, Format};
+use playpulse::validate::Validator;
+use playpulse::wire;
+
+fn bench(c: &mut Criterion) {
+    let mut g = VideoGen::new(World::new(50_000, 5_000, 42), 42, 1_735_689_600_000, 50);
+    let events: Vec<_> = (0..20_000).map(|_| g.next_event()).collect();
+    let json: Vec<Vec<u8>> = events.iter().map(|e| wire::to_json(&Event::Video(e.clone()))).collect();
+    let legacy: Vec<Vec<u8>> = events.iter().map(|e| wire::video_to_legacy(e).into_bytes()).collect();
+    let v = Validator::new(&ValidationConfig::default());
+    let now = 1_900_000_000_000;
+
+    let mut group = c.benchmark_group("parse_validate");
+    group.throughput(Throughput::Elements(json.len() as u64));
+    group.bench_function("json_video", |b| {
+        b.iter(|| {
+            for p in &json {
+                let ev = parse_payload(Kind::Video, &Format::Sniff, p).and_then(|e| v.validate_at(e, now));
+                black_box(ev.is_ok());
+            }
+        })
+    });
+    group.bench_function("legacy_video", |b| {
+        b.iter(|| {
+            for p in &legacy {
+                let ev = parse_payload(Kind::Video, &Format::Legacy, p).and_then(|e| v.validate_at(e, now));
+                black_box(ev.is_ok());
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
