@@ -15,7 +15,11 @@ pub struct MonitorActor {
 
 impl MonitorActor {
     pub fn new(progress: Arc<Progress>, interval: Duration) -> MonitorActor {
-        MonitorActor { progress, interval, last: (Instant::now(), 0) }
+        MonitorActor {
+            progress,
+            interval,
+            last: (Instant::now(), 0),
+        }
     }
 
     fn report(&mut self) {

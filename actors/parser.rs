@@ -57,7 +57,8 @@ impl ParserActor {
 
     fn finish_drain(&mut self) {
         if let Some(source) = self.source.take() {
-            let offsets: Vec<(String, i32, i64)> = self.acked.drain().map(|((t, p), o)| (t, p, o)).collect();
+            let offsets: Vec<(String, i32, i64)> =
+                self.acked.drain().map(|((t, p), o)| (t, p, o)).collect();
             source.commit(&offsets, CommitMode::Sync);
             source.close();
         }
@@ -95,7 +96,10 @@ impl Handler<Pull> for ParserActor {
             let records = parse_batch(&self.kinds, raws);
             self.in_flight += 1;
             Progress::add(&self.progress.in_flight, 1);
-            self.validator.do_send(ParsedBatch { records, ack: ctx.address().recipient() });
+            self.validator.do_send(ParsedBatch {
+                records,
+                ack: ctx.address().recipient(),
+            });
         }
         ctx.notify(Pull);
     }
@@ -106,7 +110,9 @@ impl Handler<Stored> for ParserActor {
 
     fn handle(&mut self, msg: Stored, ctx: &mut Context<Self>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.progress.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.progress
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match msg.result {
             Ok(report) => {
                 if let Some(source) = &self.source {

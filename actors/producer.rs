@@ -16,17 +16,30 @@ use crate::wire;
 
 /// What a producer sends.
 pub enum Feed {
-    Synth(Synth),
+    Synth(Box<Synth>),
     /// Prepared (key, payload) records, sent once in order.
-    Prepared { records: Vec<(Vec<u8>, Vec<u8>)>, next: usize },
+    Prepared {
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        next: usize,
+    },
 }
 
 impl Feed {
-    fn send_next(&mut self, producer: &BaseProducer, topic: &str) -> Result<bool, kafka::KafkaGlueError> {
+    fn send_next(
+        &mut self,
+        producer: &BaseProducer,
+        topic: &str,
+    ) -> Result<bool, kafka::KafkaGlueError> {
         match self {
             Feed::Synth(s) => {
                 let ev = s.next_event();
-                kafka::send(producer, topic, event_key(&ev).as_bytes(), &wire::to_json(&ev), None)?;
+                kafka::send(
+                    producer,
+                    topic,
+                    event_key(&ev).as_bytes(),
+                    &wire::to_json(&ev),
+                    None,
+                )?;
                 Ok(true)
             }
             Feed::Prepared { records, next } => match records.get(*next) {
@@ -56,8 +69,24 @@ pub struct ProducerActor {
 const MAX_PER_TICK: u64 = 20_000;
 
 impl ProducerActor {
-    pub fn new(producer: BaseProducer, topic: String, feed: Feed, rate: f64, max_lag: Option<u64>, progress: Arc<Progress>) -> ProducerActor {
-        ProducerActor { producer, topic, feed, pacer: Pacer::new(rate), max_lag, progress, sent: 0, running: true }
+    pub fn new(
+        producer: BaseProducer,
+        topic: String,
+        feed: Feed,
+        rate: f64,
+        max_lag: Option<u64>,
+        progress: Arc<Progress>,
+    ) -> ProducerActor {
+        ProducerActor {
+            producer,
+            topic,
+            feed,
+            pacer: Pacer::new(rate),
+            max_lag,
+            progress,
+            sent: 0,
+            running: true,
+        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -101,7 +130,10 @@ impl Actor for ProducerActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         if let Err(e) = kafka::flush(&self.producer, Duration::from_secs(10)) {
-            tracing::warn!("producer for {}: records left unsent at stop: {e}", self.topic);
+            tracing::warn!(
+                "producer for {}: records left unsent at stop: {e}",
+                self.topic
+            );
         }
     }
 }

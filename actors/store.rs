@@ -19,6 +19,23 @@ impl Actor for StoreActor {
     type Context = Context<Self>;
 }
 
+/// Checkpoint and flush before the daemon exits.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseStore;
+
+impl Handler<CloseStore> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseStore, _: &mut Context<Self>) {
+        if let Err(e) = self.store.close() {
+            tracing::error!(
+                "store checkpoint at shutdown failed (the journal still has everything): {e}"
+            );
+        }
+    }
+}
+
 impl Handler<StoreBatch> for StoreActor {
     type Result = ();
 
@@ -34,7 +51,9 @@ impl Handler<StoreBatch> for StoreActor {
             }
             Err(e) => tracing::error!("store write failed, batch not acknowledged: {e}"),
         }
-        msg.ack.do_send(Stored { result: result.map_err(|e| e.to_string()) });
+        msg.ack.do_send(Stored {
+            result: result.map_err(|e| e.to_string()),
+        });
     }
 }
 

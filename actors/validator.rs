@@ -20,6 +20,9 @@ impl Handler<ParsedBatch> for ValidatorActor {
 
     fn handle(&mut self, msg: ParsedBatch, _: &mut Context<Self>) {
         let records = validate_batch(&self.validator, msg.records);
-        self.store.do_send(StoreBatch { records, ack: msg.ack });
+        self.store.do_send(StoreBatch {
+            records,
+            ack: msg.ack,
+        });
     }
 }

@@ -13,8 +13,14 @@ use playpulse::wire;
 fn bench(c: &mut Criterion) {
     let mut g = VideoGen::new(World::new(50_000, 5_000, 42), 42, 1_735_689_600_000, 50);
     let events: Vec<_> = (0..20_000).map(|_| g.next_event()).collect();
-    let json: Vec<Vec<u8>> = events.iter().map(|e| wire::to_json(&Event::Video(e.clone()))).collect();
-    let legacy: Vec<Vec<u8>> = events.iter().map(|e| wire::video_to_legacy(e).into_bytes()).collect();
+    let json: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| wire::to_json(&Event::Video(e.clone())))
+        .collect();
+    let legacy: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| wire::video_to_legacy(e).into_bytes())
+        .collect();
     let v = Validator::new(&ValidationConfig::default());
     let now = 1_900_000_000_000;
 
@@ -23,7 +29,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("json_video", |b| {
         b.iter(|| {
             for p in &json {
-                let ev = parse_payload(Kind::Video, &Format::Sniff, p).and_then(|e| v.validate_at(e, now));
+                let ev = parse_payload(Kind::Video, &Format::Sniff, p)
+                    .and_then(|e| v.validate_at(e, now));
                 black_box(ev.is_ok());
             }
         })
@@ -31,7 +38,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("legacy_video", |b| {
         b.iter(|| {
             for p in &legacy {
-                let ev = parse_payload(Kind::Video, &Format::Legacy, p).and_then(|e| v.validate_at(e, now));
+                let ev = parse_payload(Kind::Video, &Format::Legacy, p)
+                    .and_then(|e| v.validate_at(e, now));
                 black_box(ev.is_ok());
             }
         })

@@ -14,15 +14,26 @@ use crate::timefmt::{parse_timestamp_ms, TimePolicy};
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}; pass an existing file with --config")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("config key `{key}` = {value}: {message}")]
-    Invalid { key: String, value: String, message: String },
+    Invalid {
+        key: String,
+        value: String,
+        message: String,
+    },
 }
 
 fn invalid(key: &str, value: impl std::fmt::Debug, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.to_string(), value: format!("{value:?}"), message: message.into() }
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: format!("{value:?}"),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +85,10 @@ impl Default for KafkaConfig {
             group_id: "playpulse".into(),
             client_id: "playpulse".into(),
             embedded_partitions: 16,
-            topics: Kind::ALL.into_iter().map(|k| (k, format!("playpulse.{k}"))).collect(),
+            topics: Kind::ALL
+                .into_iter()
+                .map(|k| (k, format!("playpulse.{k}")))
+                .collect(),
             properties: BTreeMap::new(),
         }
     }
@@ -101,7 +115,12 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { batch_size: 5000, batch_linger_ms: 50, max_in_flight_batches: 4, log_interval_seconds: 5 }
+        IngestConfig {
+            batch_size: 5000,
+            batch_linger_ms: 50,
+            max_in_flight_batches: 4,
+            log_interval_seconds: 5,
+        }
     }
 }
 
@@ -127,7 +146,16 @@ impl Default for ValidationConfig {
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
         ValidationConfig {
             resolutions: v(&["240p", "360p", "480p", "720p", "1080p", "4K"]),
-            genres: v(&["Action", "Comedy", "Drama", "Sci-Fi", "Documentary", "Horror", "Romance", "Animation"]),
+            genres: v(&[
+                "Action",
+                "Comedy",
+                "Drama",
+                "Sci-Fi",
+                "Documentary",
+                "Horror",
+                "Romance",
+                "Animation",
+            ]),
             regions: v(&["US", "BR", "IN", "DE", "MX", "JP", "GB", "FR"]),
             max_watch_time_seconds: 86_400.0,
             max_buffering_events: 10,
@@ -172,9 +200,15 @@ impl Default for ProducersConfig {
             users: 5000,
             videos: 1000,
             tracks: 2000,
-            rate: [(Kind::Video, 2000.0), (Kind::Users, 5.0), (Kind::Movies, 2.0), (Kind::Series, 1.0), (Kind::Music, 500.0)]
-                .into_iter()
-                .collect(),
+            rate: [
+                (Kind::Video, 2000.0),
+                (Kind::Users, 5.0),
+                (Kind::Movies, 2.0),
+                (Kind::Series, 1.0),
+                (Kind::Music, 500.0),
+            ]
+            .into_iter()
+            .collect(),
             max_lag_events: 100_000,
         }
     }
@@ -202,7 +236,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
@@ -221,16 +257,23 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let (mut table, origin) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
-                let t: toml::Table = toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { origin: p.display().to_string(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let t: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    origin: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
                 (t, p.display().to_string())
             }
             None => (toml::Table::new(), "defaults".to_string()),
         };
         let mut overridden = Vec::new();
         for (k, v) in env {
-            let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             if path.iter().any(|p| p.is_empty()) {
                 continue;
@@ -238,10 +281,17 @@ impl Config {
             set_path(&mut table, &path, env_value(&v));
             overridden.push(k);
         }
-        let origin = if overridden.is_empty() { origin } else { format!("{origin} + environment ({})", overridden.join(", ")) };
+        let origin = if overridden.is_empty() {
+            origin
+        } else {
+            format!("{origin} + environment ({})", overridden.join(", "))
+        };
         let cfg: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin, message: e.to_string() })?;
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin,
+                message: e.to_string(),
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -256,58 +306,123 @@ impl Config {
             return Err(invalid("kafka.group_id", &k.group_id, "must not be empty"));
         }
         if !(1..=1024).contains(&k.embedded_partitions) {
-            return Err(invalid("kafka.embedded_partitions", k.embedded_partitions, "must be 1..=1024"));
+            return Err(invalid(
+                "kafka.embedded_partitions",
+                k.embedded_partitions,
+                "must be 1..=1024",
+            ));
         }
         if k.topics.is_empty() {
-            return Err(invalid("kafka.topics", "{}", "name at least one topic to consume"));
+            return Err(invalid(
+                "kafka.topics",
+                "{}",
+                "name at least one topic to consume",
+            ));
         }
         for (kind, t) in &k.topics {
             if t.trim().is_empty() {
-                return Err(invalid(&format!("kafka.topics.{kind}"), t, "must name a topic or a ^pattern"));
+                return Err(invalid(
+                    &format!("kafka.topics.{kind}"),
+                    t,
+                    "must name a topic or a ^pattern",
+                ));
             }
             if let Some(p) = t.strip_prefix('^') {
-                regex::Regex::new(&format!("^{p}"))
-                    .map_err(|e| invalid(&format!("kafka.topics.{kind}"), t, format!("bad pattern: {e}")))?;
+                regex::Regex::new(&format!("^{p}")).map_err(|e| {
+                    invalid(
+                        &format!("kafka.topics.{kind}"),
+                        t,
+                        format!("bad pattern: {e}"),
+                    )
+                })?;
             }
         }
         let i = &self.ingest;
         if !(1..=1_000_000).contains(&i.batch_size) {
-            return Err(invalid("ingest.batch_size", i.batch_size, "must be 1..=1000000"));
+            return Err(invalid(
+                "ingest.batch_size",
+                i.batch_size,
+                "must be 1..=1000000",
+            ));
         }
         if i.max_in_flight_batches == 0 {
-            return Err(invalid("ingest.max_in_flight_batches", i.max_in_flight_batches, "must be at least 1"));
+            return Err(invalid(
+                "ingest.max_in_flight_batches",
+                i.max_in_flight_batches,
+                "must be at least 1",
+            ));
         }
         if i.log_interval_seconds == 0 {
-            return Err(invalid("ingest.log_interval_seconds", 0, "must be at least 1"));
+            return Err(invalid(
+                "ingest.log_interval_seconds",
+                0,
+                "must be at least 1",
+            ));
         }
         let v = &self.validation;
-        for (key, set) in [("resolutions", &v.resolutions), ("genres", &v.genres), ("regions", &v.regions)] {
+        for (key, set) in [
+            ("resolutions", &v.resolutions),
+            ("genres", &v.genres),
+            ("regions", &v.regions),
+        ] {
             if set.is_empty() || set.iter().any(|s| s.trim().is_empty()) {
-                return Err(invalid(&format!("validation.{key}"), set, "must list at least one non-empty value"));
+                return Err(invalid(
+                    &format!("validation.{key}"),
+                    set,
+                    "must list at least one non-empty value",
+                ));
             }
         }
         if !(v.max_watch_time_seconds > 0.0 && v.max_watch_time_seconds.is_finite()) {
-            return Err(invalid("validation.max_watch_time_seconds", v.max_watch_time_seconds, "must be a positive number"));
+            return Err(invalid(
+                "validation.max_watch_time_seconds",
+                v.max_watch_time_seconds,
+                "must be a positive number",
+            ));
         }
         if v.max_buffering_events < 0 {
-            return Err(invalid("validation.max_buffering_events", v.max_buffering_events, "must be ≥ 0"));
+            return Err(invalid(
+                "validation.max_buffering_events",
+                v.max_buffering_events,
+                "must be ≥ 0",
+            ));
         }
         if v.max_bitrate_kbps <= 0 {
-            return Err(invalid("validation.max_bitrate_kbps", v.max_bitrate_kbps, "must be > 0"));
+            return Err(invalid(
+                "validation.max_bitrate_kbps",
+                v.max_bitrate_kbps,
+                "must be > 0",
+            ));
         }
         if parse_timestamp_ms(&v.min_timestamp, TimePolicy::Strict).is_none() {
-            return Err(invalid("validation.min_timestamp", &v.min_timestamp, "must be RFC 3339, e.g. 2000-01-01T00:00:00Z"));
+            return Err(invalid(
+                "validation.min_timestamp",
+                &v.min_timestamp,
+                "must be RFC 3339, e.g. 2000-01-01T00:00:00Z",
+            ));
         }
         if v.max_future_skew_seconds < 0 {
-            return Err(invalid("validation.max_future_skew_seconds", v.max_future_skew_seconds, "must be ≥ 0"));
+            return Err(invalid(
+                "validation.max_future_skew_seconds",
+                v.max_future_skew_seconds,
+                "must be ≥ 0",
+            ));
         }
         let p = &self.producers;
         if p.users == 0 || p.videos == 0 || p.tracks == 0 {
-            return Err(invalid("producers.users/videos/tracks", (p.users, p.videos, p.tracks), "must each be ≥ 1"));
+            return Err(invalid(
+                "producers.users/videos/tracks",
+                (p.users, p.videos, p.tracks),
+                "must each be ≥ 1",
+            ));
         }
         for (kind, r) in &p.rate {
             if !(r.is_finite() && *r >= 0.0) {
-                return Err(invalid(&format!("producers.rate.{kind}"), r, "must be ≥ 0 (0 = as fast as possible)"));
+                return Err(invalid(
+                    &format!("producers.rate.{kind}"),
+                    r,
+                    "must be ≥ 0 (0 = as fast as possible)",
+                ));
             }
         }
         if p.max_lag_events == 0 {
@@ -317,7 +432,11 @@ impl Config {
             return Err(invalid("store.cache_mb", 0, "must be at least 1"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid("log.level", &self.log.level, "must be a tracing filter such as info or playpulse=debug"));
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "must be a tracing filter such as info or playpulse=debug",
+            ));
         }
         Ok(())
     }
@@ -326,7 +445,9 @@ impl Config {
 /// An environment value as TOML when it parses as one (numbers, booleans, arrays), else a string.
 fn env_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -338,7 +459,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
             table.insert(last.clone(), value);
         }
         [head, rest @ ..] => {
-            let entry = table.entry(head.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if !entry.is_table() {
                 *entry = toml::Value::Table(toml::Table::new());
             }
@@ -367,7 +490,10 @@ mod tests {
     #[test]
     fn env_overrides_nested_and_top_level_keys() {
         let env = vec![
-            ("PLAYPULSE_KAFKA__BROKERS".to_string(), "127.0.0.1:9092".to_string()),
+            (
+                "PLAYPULSE_KAFKA__BROKERS".to_string(),
+                "127.0.0.1:9092".to_string(),
+            ),
             ("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "77".to_string()),
             ("PLAYPULSE_DATA_DIR".to_string(), "/tmp/pp".to_string()),
             ("OTHER".to_string(), "x".to_string()),
@@ -383,22 +509,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[ingest]\nbatch_sise = 10\n").unwrap();
-        let err = Config::load_with_env(Some(&p), no_env()).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&p), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("batch_sise"), "{err}");
         let env = vec![("PLAYPULSE_KAFKA__BROKER".to_string(), "x".to_string())];
         let err = Config::load_with_env(None, env).unwrap_err().to_string();
-        assert!(err.contains("broker") && err.contains("PLAYPULSE_KAFKA__BROKER"), "{err}");
+        assert!(
+            err.contains("broker") && err.contains("PLAYPULSE_KAFKA__BROKER"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_values_are_rejected_with_key_value_and_fix() {
         let env = vec![("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "0".to_string())];
         let err = Config::load_with_env(None, env).unwrap_err().to_string();
-        assert!(err.contains("ingest.batch_size") && err.contains("1..="), "{err}");
-        let env = vec![("PLAYPULSE_VALIDATION__MIN_TIMESTAMP".to_string(), "yesterday".to_string())];
+        assert!(
+            err.contains("ingest.batch_size") && err.contains("1..="),
+            "{err}"
+        );
+        let env = vec![(
+            "PLAYPULSE_VALIDATION__MIN_TIMESTAMP".to_string(),
+            "yesterday".to_string(),
+        )];
         let err = Config::load_with_env(None, env).unwrap_err().to_string();
-        assert!(err.contains("validation.min_timestamp") && err.contains("yesterday"), "{err}");
-        let env = vec![("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "many".to_string())];
+        assert!(
+            err.contains("validation.min_timestamp") && err.contains("yesterday"),
+            "{err}"
+        );
+        let env = vec![(
+            "PLAYPULSE_INGEST__BATCH_SIZE".to_string(),
+            "many".to_string(),
+        )];
         let err = Config::load_with_env(None, env).unwrap_err().to_string();
         assert!(err.contains("batch_size"), "{err}");
     }

@@ -10,7 +10,7 @@ use crate::actors::messages::{Drain, StopProducing};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::parser::ParserActor;
 use crate::actors::producer::{Feed, ProducerActor};
-use crate::actors::store::StoreActor;
+use crate::actors::store::{CloseStore, StoreActor};
 use crate::actors::validator::ValidatorActor;
 use crate::config::{Config, ProducerMode};
 use crate::event::Kind;
@@ -27,7 +27,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Kafka(#[from] KafkaGlueError),
     #[error("cannot create the data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running pipeline.
@@ -49,17 +52,27 @@ pub type ExtraFeeds = Vec<(Kind, Feed, f64)>;
 impl Daemon {
     /// Starts the pipeline (call inside a running actix `System`).
     pub fn start(cfg: &Config, extra: ExtraFeeds) -> Result<Daemon, DaemonError> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|source| DaemonError::DataDir { path: cfg.data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| DaemonError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
         let store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
         let kinds = TopicKinds::new(&cfg.kafka.topics)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
-            let topics: Vec<String> = cfg.kafka.topics.values().filter(|t| !t.starts_with('^')).cloned().collect();
+            let topics: Vec<String> = cfg
+                .kafka
+                .topics
+                .values()
+                .filter(|t| !t.starts_with('^'))
+                .cloned()
+                .collect();
             let e = Embedded::start(&topics, cfg.kafka.embedded_partitions)?;
             let bootstrap = e.bootstrap.clone();
             // Every embedded broker starts empty at offset 0: its offsets are its own.
             let ns = format!("embedded:{}", crate::timefmt::now_ms());
-            tracing::info!("embedded Kafka broker listening at {bootstrap} (other clients may connect)");
+            tracing::info!(
+                "embedded Kafka broker listening at {bootstrap} (other clients may connect)"
+            );
             (Some(e), bootstrap, ns)
         } else {
             let b = cfg.kafka.brokers.clone();
@@ -76,12 +89,22 @@ impl Daemon {
         let producer_arb = Arbiter::new();
 
         let (p, ns) = (progress.clone(), namespace.clone());
-        let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor { store, namespace: ns, progress: p });
+        let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
+            store,
+            namespace: ns,
+            progress: p,
+        });
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
-        let validator = ValidatorActor::start_in_arbiter(&validator_arb.handle(), move |_| ValidatorActor { validator, store: store_rcpt });
+        let validator =
+            ValidatorActor::start_in_arbiter(&validator_arb.handle(), move |_| ValidatorActor {
+                validator,
+                store: store_rcpt,
+            });
         let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());
-        let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| ParserActor::new(source, kinds, vr, &ingest, p));
+        let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| {
+            ParserActor::new(source, kinds, vr, &ingest, p)
+        });
 
         let run_synth = match cfg.producers.mode {
             ProducerMode::Always => true,
@@ -99,24 +122,46 @@ impl Daemon {
         let mut feeds: ExtraFeeds = Vec::new();
         if run_synth {
             for (kind, rate) in &cfg.producers.rate {
-                feeds.push((*kind, Feed::Synth(Synth::new(*kind, &spec)), *rate));
+                feeds.push((
+                    *kind,
+                    Feed::Synth(Box::new(Synth::new(*kind, &spec))),
+                    *rate,
+                ));
             }
         }
         feeds.extend(extra);
         let mut producers = Vec::new();
         for (kind, feed, rate) in feeds {
-            let Some(topic) = cfg.kafka.topics.get(&kind).filter(|t| !t.starts_with('^')).cloned() else {
+            let Some(topic) = cfg
+                .kafka
+                .topics
+                .get(&kind)
+                .filter(|t| !t.starts_with('^'))
+                .cloned()
+            else {
                 tracing::warn!("no plain topic configured for {kind}: its producer does not run");
                 continue;
             };
             let producer = kafka::producer(&bootstrap, &cfg.kafka)?;
             let p = progress.clone();
-            tracing::info!("producing {kind} records to {topic} at {}", if rate > 0.0 { format!("{rate}/s") } else { "full speed".into() });
-            producers.push(ProducerActor::start_in_arbiter(&producer_arb.handle(), move |_| {
-                ProducerActor::new(producer, topic, feed, rate, max_lag, p)
-            }));
+            tracing::info!(
+                "producing {kind} records to {topic} at {}",
+                if rate > 0.0 {
+                    format!("{rate}/s")
+                } else {
+                    "full speed".into()
+                }
+            );
+            producers.push(ProducerActor::start_in_arbiter(
+                &producer_arb.handle(),
+                move |_| ProducerActor::new(producer, topic, feed, rate, max_lag, p),
+            ));
         }
-        let monitor = MonitorActor::new(progress.clone(), Duration::from_secs(cfg.ingest.log_interval_seconds)).start();
+        let monitor = MonitorActor::new(
+            progress.clone(),
+            Duration::from_secs(cfg.ingest.log_interval_seconds),
+        )
+        .start();
         Ok(Daemon {
             progress,
             bootstrap,
@@ -137,6 +182,9 @@ impl Daemon {
         }
         if self.parser.send(Drain).await.is_err() {
             tracing::warn!("parser already stopped");
+        }
+        if self.store.send(CloseStore).await.is_err() {
+            tracing::warn!("store already stopped");
         }
         for a in self.arbiters.drain(..) {
             a.stop();

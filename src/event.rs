@@ -23,7 +23,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Video, Kind::Users, Kind::Movies, Kind::Series, Kind::Music];
+    pub const ALL: [Kind; 5] = [
+        Kind::Video,
+        Kind::Users,
+        Kind::Movies,
+        Kind::Series,
+        Kind::Music,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -21,7 +21,16 @@ const GENRE_BONUS: f64 = 0.8;
 const EPSILON: f64 = 0.15;
 
 /// Genres, regions and resolutions of the synthetic video world (the validator's defaults).
-pub const GENRES: [&str; 8] = ["Action", "Comedy", "Drama", "Sci-Fi", "Documentary", "Horror", "Romance", "Animation"];
+pub const GENRES: [&str; 8] = [
+    "Action",
+    "Comedy",
+    "Drama",
+    "Sci-Fi",
+    "Documentary",
+    "Horror",
+    "Romance",
+    "Animation",
+];
 const GENRE_W: [f64; 8] = [0.20, 0.17, 0.17, 0.10, 0.08, 0.08, 0.10, 0.10];
 pub const REGIONS: [&str; 8] = ["US", "BR", "IN", "DE", "MX", "JP", "GB", "FR"];
 const REGION_W: [f64; 8] = [0.30, 0.12, 0.15, 0.08, 0.08, 0.09, 0.10, 0.08];
@@ -29,14 +38,34 @@ const REGION_Q: [f64; 8] = [0.85, 0.55, 0.45, 0.85, 0.55, 0.92, 0.85, 0.80];
 pub const RESOLUTIONS: [&str; 6] = ["240p", "360p", "480p", "720p", "1080p", "4K"];
 const RES_KBPS: [f64; 6] = [400.0, 800.0, 1500.0, 3000.0, 6000.0, 16000.0];
 const RES_LOAD: [f64; 6] = [0.2, 0.35, 0.6, 1.0, 1.8, 3.5];
-const MUSIC_GENRES: [&str; 8] = ["pop", "rock", "hip-hop", "jazz", "electronic", "classical", "latin", "indie"];
+const MUSIC_GENRES: [&str; 8] = [
+    "pop",
+    "rock",
+    "hip-hop",
+    "jazz",
+    "electronic",
+    "classical",
+    "latin",
+    "indie",
+];
 const DEVICES: [&str; 4] = ["mobile", "desktop", "tablet", "smart_speaker"];
 const CLASSIFICATIONS: [&str; 5] = ["G", "PG", "PG-13", "R", "NC-17"];
 const DECADES: [&str; 6] = ["1970s", "1980s", "1990s", "2000s", "2010s", "2020s"];
-const FIRST: [&str; 12] = ["Ana", "Luis", "Mia", "Noah", "Sofia", "Liam", "Emma", "Mateo", "Olivia", "Lucas", "Ava", "Diego"];
-const LAST: [&str; 10] = ["Garcia", "Smith", "Kim", "Silva", "Müller", "Rossi", "Tanaka", "Martin", "Lopez", "Brown"];
-const ADJ: [&str; 12] = ["Silent", "Last", "Hidden", "Broken", "Golden", "Lost", "Wild", "Dark", "Bright", "Final", "Secret", "Endless"];
-const NOUN: [&str; 12] = ["River", "Empire", "Signal", "Garden", "Horizon", "Promise", "Machine", "Kingdom", "Echo", "Storm", "Journey", "Mirror"];
+const FIRST: [&str; 12] = [
+    "Ana", "Luis", "Mia", "Noah", "Sofia", "Liam", "Emma", "Mateo", "Olivia", "Lucas", "Ava",
+    "Diego",
+];
+const LAST: [&str; 10] = [
+    "Garcia", "Smith", "Kim", "Silva", "Müller", "Rossi", "Tanaka", "Martin", "Lopez", "Brown",
+];
+const ADJ: [&str; 12] = [
+    "Silent", "Last", "Hidden", "Broken", "Golden", "Lost", "Wild", "Dark", "Bright", "Final",
+    "Secret", "Endless",
+];
+const NOUN: [&str; 12] = [
+    "River", "Empire", "Signal", "Garden", "Horizon", "Promise", "Machine", "Kingdom", "Echo",
+    "Storm", "Journey", "Mirror",
+];
 
 fn seeded(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
@@ -116,7 +145,9 @@ impl World {
             .collect();
         let genre_cdf = cdf_of(&GENRE_W);
         let noise = 0.5 / (DIM as f64).sqrt();
-        let video_genre: Vec<usize> = (0..videos).map(|_| pick_weighted(&mut rng, &genre_cdf)).collect();
+        let video_genre: Vec<usize> = (0..videos)
+            .map(|_| pick_weighted(&mut rng, &genre_cdf))
+            .collect();
         let video_vec = video_genre
             .iter()
             .map(|&g| {
@@ -127,7 +158,9 @@ impl World {
         let bias_n = Normal::new(0.0, 0.3).expect("valid normal");
         let video_bias = (0..videos).map(|_| bias_n.sample(&mut rng)).collect();
         let dur_n = LogNormal::new(2400f64.ln(), 0.5).expect("valid lognormal");
-        let video_duration = (0..videos).map(|_| dur_n.sample(&mut rng).clamp(300.0, 10_800.0)).collect();
+        let video_duration = (0..videos)
+            .map(|_| dur_n.sample(&mut rng).clamp(300.0, 10_800.0))
+            .collect();
         let mut ranks: Vec<usize> = (1..=videos).collect();
         for i in (1..ranks.len()).rev() {
             ranks.swap(i, rng.gen_range(0..=i));
@@ -179,7 +212,11 @@ impl World {
     }
 
     fn affinity(&self, u: usize, v: usize) -> f64 {
-        let bonus = if self.user_genres[u].contains(&self.video_genre[v]) { GENRE_BONUS } else { 0.0 };
+        let bonus = if self.user_genres[u].contains(&self.video_genre[v]) {
+            GENRE_BONUS
+        } else {
+            0.0
+        };
         dot(&self.user_vec[u], &self.video_vec[v]) + bonus + self.video_bias[v]
     }
 }
@@ -195,7 +232,12 @@ pub struct VideoGen {
 impl VideoGen {
     /// `start_ms`: the first event's time; `step_ms`: mean spacing between events.
     pub fn new(world: World, seed: u64, start_ms: i64, step_ms: i64) -> VideoGen {
-        VideoGen { world, rng: seeded(seed, 2), ts_ms: start_ms, step_ms: step_ms.max(0) }
+        VideoGen {
+            world,
+            rng: seeded(seed, 2),
+            ts_ms: start_ms,
+            step_ms: step_ms.max(0),
+        }
     }
 
     pub fn world(&self) -> &World {
@@ -219,7 +261,15 @@ impl VideoGen {
         for c in 0..CANDIDATES {
             let v = pick_weighted(rng, &w.video_cdf);
             let a = w.affinity(u, v);
-            let key = if explore { if c == explore_pick { 1.0 } else { 0.0 } } else { a / tau + gumbel(rng) };
+            let key = if explore {
+                if c == explore_pick {
+                    1.0
+                } else {
+                    0.0
+                }
+            } else {
+                a / tau + gumbel(rng)
+            };
             if key > best.0 {
                 best = (key, v, a);
             }
@@ -241,11 +291,25 @@ impl VideoGen {
         } else {
             sigmoid(1.5 * (a - 1.6) + frac_noise - 0.1 * buffering as f64)
         };
-        let watch = if failed { 0.0 } else { (w.video_duration[v] * frac * 10.0).round() / 10.0 };
-        let paused = !failed && rng.gen::<f64>() < sigmoid(watch / 1800.0 - 1.0 - 2.0 * f64::from(u8::from(skipped)));
-        let startup = LogNormal::new((400.0 + 1600.0 * (1.0 - q)).ln(), 0.4).expect("valid lognormal").sample(rng);
-        let rebuffer = (0..buffering).map(|_| rng.gen_range(200.0..4000.0)).sum::<f64>();
-        self.ts_ms += if self.step_ms > 0 { rng.gen_range(0..=2 * self.step_ms) } else { 0 };
+        let watch = if failed {
+            0.0
+        } else {
+            (w.video_duration[v] * frac * 10.0).round() / 10.0
+        };
+        let paused = !failed
+            && rng.gen::<f64>()
+                < sigmoid(watch / 1800.0 - 1.0 - 2.0 * f64::from(u8::from(skipped)));
+        let startup = LogNormal::new((400.0 + 1600.0 * (1.0 - q)).ln(), 0.4)
+            .expect("valid lognormal")
+            .sample(rng);
+        let rebuffer = (0..buffering)
+            .map(|_| rng.gen_range(200.0..4000.0))
+            .sum::<f64>();
+        self.ts_ms += if self.step_ms > 0 {
+            rng.gen_range(0..=2 * self.step_ms)
+        } else {
+            0
+        };
         VideoEvent {
             user_id: user_id(u),
             video_id: video_id(v),
@@ -261,7 +325,11 @@ impl VideoGen {
             timestamp_ms: self.ts_ms,
             startup_time_ms: if failed { None } else { Some(startup.round()) },
             rebuffer_ms: Some(rebuffer.round()),
-            error: if failed { Some("playback_failed: manifest request timed out".into()) } else { None },
+            error: if failed {
+                Some("playback_failed: manifest request timed out".into())
+            } else {
+                None
+            },
         }
     }
 }
@@ -276,33 +344,56 @@ pub struct CatalogGen {
 
 fn person(rng: &mut ChaCha8Rng, pool: usize, prefix: &str) -> String {
     let i = rng.gen_range(0..pool);
-    format!("{prefix} {} {}", FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()])
+    format!(
+        "{prefix} {} {}",
+        FIRST[i % FIRST.len()],
+        LAST[(i / FIRST.len()) % LAST.len()]
+    )
 }
 
 impl CatalogGen {
     pub fn new(world: World, seed: u64) -> CatalogGen {
         let series = (world.videos / 5).max(1);
-        CatalogGen { world, rng: seeded(seed, 3), next: 0, series }
+        CatalogGen {
+            world,
+            rng: seeded(seed, 3),
+            next: 0,
+            series,
+        }
     }
 
     fn title_name(&mut self) -> String {
-        format!("The {} {}", ADJ[self.rng.gen_range(0..ADJ.len())], NOUN[self.rng.gen_range(0..NOUN.len())])
+        format!(
+            "The {} {}",
+            ADJ[self.rng.gen_range(0..ADJ.len())],
+            NOUN[self.rng.gen_range(0..NOUN.len())]
+        )
     }
 
     /// The next profile, cycling through the world's users (later versions upsert earlier ones).
     pub fn next_user(&mut self, ts_ms: i64) -> UserProfile {
         let u = self.next % self.world.users;
         self.next += 1;
-        let genres = self.world.user_genres[u].iter().map(|&g| GENRES[g].to_string()).collect::<Vec<_>>();
+        let genres = self.world.user_genres[u]
+            .iter()
+            .map(|&g| GENRES[g].to_string())
+            .collect::<Vec<_>>();
         let first = self.world.user_genres[u][0];
         UserProfile {
             id: user_id(u),
             timestamp_ms: ts_ms,
-            name: format!("{} {}", FIRST[u % FIRST.len()], LAST[(u / FIRST.len()) % LAST.len()]),
+            name: format!(
+                "{} {}",
+                FIRST[u % FIRST.len()],
+                LAST[(u / FIRST.len()) % LAST.len()]
+            ),
             subscription_date: format!("20{:02}-{:02}-{:02}", 15 + u % 10, 1 + u % 12, 1 + u % 28),
             genres,
             directors: vec![person(&mut self.rng, 8, &format!("Dir{first}"))],
-            actors: vec![person(&mut self.rng, 20, &format!("Act{first}")), person(&mut self.rng, 20, &format!("Act{first}"))],
+            actors: vec![
+                person(&mut self.rng, 20, &format!("Act{first}")),
+                person(&mut self.rng, 20, &format!("Act{first}")),
+            ],
             classification: CLASSIFICATIONS[u % CLASSIFICATIONS.len()].to_string(),
             favorite_decades: vec![DECADES[(u + first) % DECADES.len()].to_string()],
         }
@@ -319,7 +410,10 @@ impl CatalogGen {
             title: self.title_name(),
             genres: vec![GENRES[g].to_string()],
             directors: vec![person(&mut self.rng, 8, &format!("Dir{g}"))],
-            actors: vec![person(&mut self.rng, 20, &format!("Act{g}")), person(&mut self.rng, 20, &format!("Act{g}"))],
+            actors: vec![
+                person(&mut self.rng, 20, &format!("Act{g}")),
+                person(&mut self.rng, 20, &format!("Act{g}")),
+            ],
             classification: CLASSIFICATIONS[v % CLASSIFICATIONS.len()].to_string(),
             release_decade: DECADES[v % DECADES.len()].to_string(),
             seasons: None,
@@ -369,10 +463,23 @@ impl MusicGen {
         let tracks = tracks.max(1);
         let users = users.max(1);
         let mut rng = seeded(seed, 4);
-        let track_genre = (0..tracks).map(|_| rng.gen_range(0..MUSIC_GENRES.len())).collect();
+        let track_genre = (0..tracks)
+            .map(|_| rng.gen_range(0..MUSIC_GENRES.len()))
+            .collect();
         let pop: Vec<f64> = (0..tracks).map(|t| 1.0 / ((t % 97) as f64 + 3.0)).collect();
-        let user_genre = (0..users).map(|_| rng.gen_range(0..MUSIC_GENRES.len())).collect();
-        MusicGen { rng, tracks, users, track_genre, track_cdf: cdf_of(&pop), user_genre, emitted_tracks: 0, ts_ms: start_ms }
+        let user_genre = (0..users)
+            .map(|_| rng.gen_range(0..MUSIC_GENRES.len()))
+            .collect();
+        MusicGen {
+            rng,
+            tracks,
+            users,
+            track_genre,
+            track_cdf: cdf_of(&pop),
+            user_genre,
+            emitted_tracks: 0,
+            ts_ms: start_ms,
+        }
     }
 
     pub fn track(&self, t: usize) -> Track {
@@ -454,47 +561,87 @@ pub fn corrupt_video(ev: &VideoEvent, rng: &mut impl Rng) -> (Vec<u8>, &'static 
             return (good[..cut].to_vec(), "invalid_json");
         }
         "missing_field" => {
-            let f = ["user_id", "video_id", "watch_time_seconds", "resolution", "genre", "region", "timestamp"]
-                [rng.gen_range(0..7)];
+            let f = [
+                "user_id",
+                "video_id",
+                "watch_time_seconds",
+                "resolution",
+                "genre",
+                "region",
+                "timestamp",
+            ][rng.gen_range(0..7)];
             obj.remove(f);
             "missing_field"
         }
         "wrong_type" => {
             match rng.gen_range(0..5) {
-                0 => obj.insert("watch_time_seconds".into(), json!(ev.watch_time_seconds.to_string())),
-                1 => obj.insert("buffering_events".into(), json!(ev.buffering_events as f64 + 0.5)),
+                0 => obj.insert(
+                    "watch_time_seconds".into(),
+                    json!(ev.watch_time_seconds.to_string()),
+                ),
+                1 => obj.insert(
+                    "buffering_events".into(),
+                    json!(ev.buffering_events as f64 + 0.5),
+                ),
                 2 => obj.insert("paused".into(), json!(if ev.paused { "yes" } else { "no" })),
-                3 => obj.insert("bitrate_kbps".into(), json!(format!("{}kbps", ev.bitrate_kbps))),
+                3 => obj.insert(
+                    "bitrate_kbps".into(),
+                    json!(format!("{}kbps", ev.bitrate_kbps)),
+                ),
                 _ => obj.insert("video_id".into(), json!([ev.video_id])),
             };
             "wrong_type"
         }
         "negative_watch_time" => {
-            obj.insert("watch_time_seconds".into(), json!(-(ev.watch_time_seconds + 1.0)));
+            obj.insert(
+                "watch_time_seconds".into(),
+                json!(-(ev.watch_time_seconds + 1.0)),
+            );
             "out_of_range"
         }
         "unknown_resolution" => {
-            obj.insert("resolution".into(), json!(["144p", "8K", "HD", "720P"][rng.gen_range(0..4)]));
+            obj.insert(
+                "resolution".into(),
+                json!(["144p", "8K", "HD", "720P"][rng.gen_range(0..4)]),
+            );
             "unknown_value"
         }
         "empty_id" => {
-            obj.insert(["user_id", "video_id"][rng.gen_range(0..2)].into(), json!(""));
+            obj.insert(
+                ["user_id", "video_id"][rng.gen_range(0..2)].into(),
+                json!(""),
+            );
             "empty_id"
         }
         "out_of_range_buffering" => {
-            obj.insert("buffering_events".into(), json!([11, 15, 99, -1][rng.gen_range(0..4)]));
+            obj.insert(
+                "buffering_events".into(),
+                json!([11, 15, 99, -1][rng.gen_range(0..4)]),
+            );
             "out_of_range"
         }
         "unknown_genre" => {
-            obj.insert("genre".into(), json!(["Western", "action", "Musical"][rng.gen_range(0..3)]));
+            obj.insert(
+                "genre".into(),
+                json!(["Western", "action", "Musical"][rng.gen_range(0..3)]),
+            );
             "unknown_value"
         }
         "unknown_region" => {
-            obj.insert("region".into(), json!(["XX", "us", "CN"][rng.gen_range(0..3)]));
+            obj.insert(
+                "region".into(),
+                json!(["XX", "us", "CN"][rng.gen_range(0..3)]),
+            );
             "unknown_value"
         }
         _ => {
-            obj.insert("timestamp".into(), json!(["2024-13-01T00:00:00Z", "yesterday", "2024-01-01 00:00:00"][rng.gen_range(0..3)]));
+            obj.insert(
+                "timestamp".into(),
+                json!(
+                    ["2024-13-01T00:00:00Z", "yesterday", "2024-01-01 00:00:00"]
+                        [rng.gen_range(0..3)]
+                ),
+            );
             "bad_timestamp"
         }
     };

@@ -17,7 +17,10 @@ use crate::kafka::{self, KafkaGlueError};
 #[derive(Debug, Error)]
 pub enum ImportError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Csv { path: String, message: String },
     #[error(transparent)]
@@ -51,16 +54,26 @@ impl FileFormat {
             "legacy" => Ok(FileFormat::Legacy),
             "csv" => Ok(FileFormat::Csv),
             "auto" => {
-                if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+                if path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+                {
                     return Ok(FileFormat::Csv);
                 }
-                let io = |source| ImportError::Io { path: path.display().to_string(), source };
+                let io = |source| ImportError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
                 let f = File::open(path).map_err(io)?;
                 for line in BufReader::new(f).lines() {
                     let line = line.map_err(io)?;
                     let t = line.trim_start();
                     if !t.is_empty() {
-                        return Ok(if t.starts_with('{') { FileFormat::Json } else { FileFormat::Legacy });
+                        return Ok(if t.starts_with('{') {
+                            FileFormat::Json
+                        } else {
+                            FileFormat::Legacy
+                        });
                     }
                 }
                 Ok(FileFormat::Json)
@@ -80,16 +93,26 @@ pub struct ImportReport {
 
 fn bar(len: u64) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {per_sec} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {per_sec} {msg}")
+    {
         pb.set_style(style);
     }
     pb
 }
 
 /// Sends every record of `path` to `topic`.
-pub fn import_file(producer: &BaseProducer, path: &Path, topic: &str, format: FileFormat) -> Result<ImportReport, ImportError> {
+pub fn import_file(
+    producer: &BaseProducer,
+    path: &Path,
+    topic: &str,
+    format: FileFormat,
+) -> Result<ImportReport, ImportError> {
     let name = path.display().to_string();
-    let io = |source| ImportError::Io { path: name.clone(), source };
+    let io = |source| ImportError::Io {
+        path: name.clone(),
+        source,
+    };
     let len = std::fs::metadata(path).map_err(io)?.len();
     let pb = bar(len);
     let file = File::open(path).map_err(io)?;
@@ -112,15 +135,33 @@ pub fn import_file(producer: &BaseProducer, path: &Path, topic: &str, format: Fi
                 if body.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let headers = kafka::import_headers(format.as_str(), None, &format!("{name}:{line_no}"));
-                kafka::send(producer, topic, format!("{name}:{line_no}").as_bytes(), body, Some(&headers))?;
+                let headers =
+                    kafka::import_headers(format.as_str(), None, &format!("{name}:{line_no}"));
+                kafka::send(
+                    producer,
+                    topic,
+                    format!("{name}:{line_no}").as_bytes(),
+                    body,
+                    Some(&headers),
+                )?;
                 records += 1;
             }
         }
         FileFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(pb.wrap_read(file));
-            let csv_err = |e: csv::Error| ImportError::Csv { path: name.clone(), message: e.to_string() };
-            let columns = reader.headers().map_err(csv_err)?.iter().map(str::trim).collect::<Vec<_>>().join(",");
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(pb.wrap_read(file));
+            let csv_err = |e: csv::Error| ImportError::Csv {
+                path: name.clone(),
+                message: e.to_string(),
+            };
+            let columns = reader
+                .headers()
+                .map_err(csv_err)?
+                .iter()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(",");
             let mut row = csv::ByteRecord::new();
             loop {
                 match reader.read_byte_record(&mut row) {
@@ -129,19 +170,36 @@ pub fn import_file(producer: &BaseProducer, path: &Path, topic: &str, format: Fi
                     Err(e) => return Err(csv_err(e)),
                 }
                 let line_no = row.position().map(|p| p.line()).unwrap_or(0);
-                let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+                let mut w = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::Any(b'\n'))
+                    .from_writer(Vec::new());
                 w.write_byte_record(&row).map_err(csv_err)?;
-                let mut payload = w.into_inner().map_err(|e| ImportError::Csv { path: name.clone(), message: e.to_string() })?;
+                let mut payload = w.into_inner().map_err(|e| ImportError::Csv {
+                    path: name.clone(),
+                    message: e.to_string(),
+                })?;
                 if payload.last() == Some(&b'\n') {
                     payload.pop();
                 }
-                let headers = kafka::import_headers("csv", Some(&columns), &format!("{name}:{line_no}"));
-                kafka::send(producer, topic, format!("{name}:{line_no}").as_bytes(), &payload, Some(&headers))?;
+                let headers =
+                    kafka::import_headers("csv", Some(&columns), &format!("{name}:{line_no}"));
+                kafka::send(
+                    producer,
+                    topic,
+                    format!("{name}:{line_no}").as_bytes(),
+                    &payload,
+                    Some(&headers),
+                )?;
                 records += 1;
             }
         }
     }
     kafka::flush(producer, Duration::from_secs(120))?;
     pb.finish_and_clear();
-    Ok(ImportReport { file: name, format, records, bytes: len })
+    Ok(ImportReport {
+        file: name,
+        format,
+        records,
+        bytes: len,
+    })
 }

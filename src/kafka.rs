@@ -37,12 +37,17 @@ pub struct TopicKinds {
 }
 
 impl TopicKinds {
-    pub fn new(topics: &std::collections::BTreeMap<Kind, String>) -> Result<TopicKinds, KafkaGlueError> {
+    pub fn new(
+        topics: &std::collections::BTreeMap<Kind, String>,
+    ) -> Result<TopicKinds, KafkaGlueError> {
         let mut exact = Vec::new();
         let mut patterns = Vec::new();
         for (kind, t) in topics {
             if t.starts_with('^') {
-                let re = Regex::new(t).map_err(|e| KafkaGlueError::Topic { topic: t.clone(), message: e.to_string() })?;
+                let re = Regex::new(t).map_err(|e| KafkaGlueError::Topic {
+                    topic: t.clone(),
+                    message: e.to_string(),
+                })?;
                 patterns.push((re, *kind));
             } else {
                 exact.push((t.clone(), *kind));
@@ -56,12 +61,21 @@ impl TopicKinds {
             .iter()
             .find(|(t, _)| t == topic)
             .map(|(_, k)| *k)
-            .or_else(|| self.patterns.iter().find(|(re, _)| re.is_match(topic)).map(|(_, k)| *k))
+            .or_else(|| {
+                self.patterns
+                    .iter()
+                    .find(|(re, _)| re.is_match(topic))
+                    .map(|(_, k)| *k)
+            })
     }
 
     /// What to subscribe to (librdkafka treats `^...` as a pattern).
     pub fn subscription(&self) -> Vec<String> {
-        self.exact.iter().map(|(t, _)| t.clone()).chain(self.patterns.iter().map(|(r, _)| r.as_str().to_string())).collect()
+        self.exact
+            .iter()
+            .map(|(t, _)| t.clone())
+            .chain(self.patterns.iter().map(|(r, _)| r.as_str().to_string()))
+            .collect()
     }
 }
 
@@ -79,10 +93,15 @@ pub struct StoreSeekContext {
 impl ClientContext for StoreSeekContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", "{fac}: {log_message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "{fac}: {log_message}")
+            }
             _ => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
         }
     }
@@ -93,12 +112,23 @@ impl ClientContext for StoreSeekContext {
 }
 
 impl ConsumerContext for StoreSeekContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
                 for (topic, partition) in &parts {
                     let offset = match read_offset(&self.tree, &self.namespace, topic, *partition) {
                         Some(o) => Offset::Offset(o),
@@ -107,9 +137,15 @@ impl ConsumerContext for StoreSeekContext {
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         tracing::error!("cannot seek {topic}/{partition} to {offset:?}: {e}");
                     }
-                    tracing::info!("assigned {topic}/{partition}, starting at {offset:?} (from the store)");
+                    tracing::info!(
+                        "assigned {topic}/{partition}, starting at {offset:?} (from the store)"
+                    );
                 }
-                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
                 if let Err(e) = r {
                     tracing::error!("partition assignment failed: {e}");
                 }
@@ -121,10 +157,17 @@ impl ConsumerContext for StoreSeekContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
                 tracing::info!("partitions revoked: {parts:?}");
-                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
                 if let Err(e) = r {
                     tracing::error!("partition revocation failed: {e}");
                 }
@@ -147,7 +190,8 @@ impl ConsumerContext for StoreSeekContext {
 
 fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("client.id", &cfg.client_id);
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", &cfg.client_id);
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -161,7 +205,9 @@ pub struct Source {
 }
 
 fn header_str(h: &Header<'_, &[u8]>) -> Option<String> {
-    h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string)
+    h.value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
 }
 
 impl Source {
@@ -173,7 +219,11 @@ impl Source {
         namespace: &str,
     ) -> Result<Source, KafkaGlueError> {
         let assignment: Assignment = Arc::default();
-        let ctx = StoreSeekContext { tree, namespace: namespace.to_string(), assignment: assignment.clone() };
+        let ctx = StoreSeekContext {
+            tree,
+            namespace: namespace.to_string(),
+            assignment: assignment.clone(),
+        };
         let mut c = base_config(brokers, cfg);
         c.set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
@@ -191,7 +241,10 @@ impl Source {
         let subs = kinds.subscription();
         let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
-        Ok(Source { consumer, assignment })
+        Ok(Source {
+            consumer,
+            assignment,
+        })
     }
 
     /// Up to `max` records: waits up to `linger` for the first, then takes what is
@@ -202,7 +255,11 @@ impl Source {
         let mut topics: Vec<Arc<str>> = Vec::new();
         while out.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
-            let wait = if out.is_empty() { left } else { Duration::ZERO.max(left.min(Duration::from_millis(2))) };
+            let wait = if out.is_empty() {
+                left
+            } else {
+                Duration::ZERO.max(left.min(Duration::from_millis(2)))
+            };
             match self.consumer.poll(wait) {
                 Some(Ok(m)) => {
                     let topic = match topics.iter().find(|t| ***t == *m.topic()) {
@@ -225,7 +282,11 @@ impl Source {
                         }
                     }
                     out.push(RawRecord {
-                        pos: SourcePos { topic, partition: m.partition(), offset: m.offset() },
+                        pos: SourcePos {
+                            topic,
+                            partition: m.partition(),
+                            offset: m.offset(),
+                        },
                         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                         format,
                         columns,
@@ -275,7 +336,11 @@ impl Source {
 
 /// The identity of the cluster behind `brokers`, to name the offset namespace
 /// (offsets are only meaningful for the cluster they were read from).
-pub fn cluster_namespace(brokers: &str, cfg: &KafkaConfig, wait: Duration) -> Result<String, KafkaGlueError> {
+pub fn cluster_namespace(
+    brokers: &str,
+    cfg: &KafkaConfig,
+    wait: Duration,
+) -> Result<String, KafkaGlueError> {
     let consumer: BaseConsumer = base_config(brokers, cfg).create()?;
     let deadline = Instant::now() + wait;
     loop {
@@ -308,7 +373,13 @@ pub fn producer(brokers: &str, cfg: &KafkaConfig) -> Result<BaseProducer, KafkaG
 }
 
 /// Sends one record, waiting for queue room when the local queue is full.
-pub fn send(p: &BaseProducer, topic: &str, key: &[u8], payload: &[u8], headers: Option<&OwnedHeaders>) -> Result<(), KafkaGlueError> {
+pub fn send(
+    p: &BaseProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: Option<&OwnedHeaders>,
+) -> Result<(), KafkaGlueError> {
     loop {
         let mut rec = BaseRecord::to(topic).key(key).payload(payload);
         if let Some(h) = headers {
@@ -316,7 +387,9 @@ pub fn send(p: &BaseProducer, topic: &str, key: &[u8], payload: &[u8], headers: 
         }
         match p.send(rec) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => p.poll(Duration::from_millis(5)),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                p.poll(Duration::from_millis(5))
+            }
             Err((e, _)) => return Err(KafkaGlueError::Client(e)),
         }
     }
@@ -365,7 +438,11 @@ impl Embedded {
             .recv()
             .map_err(|e| KafkaGlueError::Embedded(e.to_string()))?
             .map_err(KafkaGlueError::Embedded)?;
-        Ok(Embedded { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(Embedded {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -380,9 +457,18 @@ impl Drop for Embedded {
 
 /// Record headers for a replayed record.
 pub fn import_headers(format: &str, columns: Option<&str>, origin: &str) -> OwnedHeaders {
-    let mut h = OwnedHeaders::new().insert(Header { key: crate::parse::HEADER_FORMAT, value: Some(format) });
+    let mut h = OwnedHeaders::new().insert(Header {
+        key: crate::parse::HEADER_FORMAT,
+        value: Some(format),
+    });
     if let Some(c) = columns {
-        h = h.insert(Header { key: crate::parse::HEADER_COLUMNS, value: Some(c) });
+        h = h.insert(Header {
+            key: crate::parse::HEADER_COLUMNS,
+            value: Some(c),
+        });
     }
-    h.insert(Header { key: crate::parse::HEADER_SOURCE, value: Some(origin) })
+    h.insert(Header {
+        key: crate::parse::HEADER_SOURCE,
+        value: Some(origin),
+    })
 }

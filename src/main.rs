@@ -18,7 +18,11 @@ use playpulse::store::{QoeDim, Store};
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
 
 #[derive(Parser)]
-#[command(name = "playpulse", version, about = "Streaming analytics and recommendation daemon for video and music platforms")]
+#[command(
+    name = "playpulse",
+    version,
+    about = "Streaming analytics and recommendation daemon for video and music platforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -153,7 +157,10 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(a) => {
             init_logging("warn");
             let Some(kind) = Kind::parse(&a.kind) else {
-                bail!("--kind {:?}: must be one of video, users, movies, series, music", a.kind);
+                bail!(
+                    "--kind {:?}: must be one of video, users, movies, series, music",
+                    a.kind
+                );
             };
             let start_ms = if a.start == "now" {
                 None
@@ -165,7 +172,13 @@ fn main() -> anyhow::Result<()> {
             if !(a.rate.is_finite() && a.rate >= 0.0) {
                 bail!("--rate {}: must be ≥ 0 (0 = as fast as possible)", a.rate);
             }
-            let spec = SynthSpec { users: a.users, videos: a.videos, tracks: a.tracks, seed: a.seed, start_ms };
+            let spec = SynthSpec {
+                users: a.users,
+                videos: a.videos,
+                tracks: a.tracks,
+                seed: a.seed,
+                start_ms,
+            };
             let mut synth = Synth::new(kind, &spec);
             let producer = kafka::producer(&a.brokers, &KafkaConfig::default())?;
             let t0 = Instant::now();
@@ -177,7 +190,12 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Import { file, brokers, topic, format } => {
+        Command::Import {
+            file,
+            brokers,
+            topic,
+            format,
+        } => {
             init_logging("warn");
             let format = FileFormat::resolve(&format, &file)?;
             let producer = kafka::producer(&brokers, &KafkaConfig::default())?;
@@ -214,14 +232,34 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { which: BenchCommand::Ingest { events, bad_fraction, seed, users, videos, partitions, batch_size, data_dir } } => {
+        Command::Bench {
+            which:
+                BenchCommand::Ingest {
+                    events,
+                    bad_fraction,
+                    seed,
+                    users,
+                    videos,
+                    partitions,
+                    batch_size,
+                    data_dir,
+                },
+        } => {
             init_logging("warn");
             if !(0.0..1.0).contains(&bad_fraction) {
                 bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
             }
             let tmp = tempfile::tempdir()?;
             let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let args = IngestBenchArgs { events, bad_fraction, seed, users, videos, partitions, batch_size };
+            let args = IngestBenchArgs {
+                events,
+                bad_fraction,
+                seed,
+                users,
+                videos,
+                partitions,
+                batch_size,
+            };
             let report = bench::ingest(&args, &dir)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

@@ -32,7 +32,12 @@ pub fn parse_one(kinds: &TopicKinds, r: RawRecord) -> Parsed {
         Some(kind) => Format::from_headers(r.format.as_deref(), r.columns.as_deref())
             .and_then(|format| parse_payload(kind, &format, &r.payload)),
     };
-    Parsed { pos: r.pos, origin: r.origin, result, raw: r.payload }
+    Parsed {
+        pos: r.pos,
+        origin: r.origin,
+        result,
+        raw: r.payload,
+    }
 }
 
 pub fn parse_batch(kinds: &TopicKinds, raws: Vec<RawRecord>) -> Vec<Parsed> {
@@ -47,9 +52,16 @@ pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
         .map(|p| {
             let outcome = match p.result.and_then(|ev| v.validate_at(ev, now)) {
                 Ok(ev) => Outcome::Valid(ev),
-                Err(rejection) => Outcome::Rejected { rejection, raw: p.raw },
+                Err(rejection) => Outcome::Rejected {
+                    rejection,
+                    raw: p.raw,
+                },
             };
-            Processed { pos: p.pos, origin: p.origin, outcome }
+            Processed {
+                pos: p.pos,
+                origin: p.origin,
+                outcome,
+            }
         })
         .collect()
 }

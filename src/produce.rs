@@ -43,10 +43,17 @@ impl Synth {
         let world = || World::new(spec.users, spec.videos, spec.seed);
         let inner = match kind {
             Kind::Video => Inner::Video(VideoGen::new(world(), spec.seed, start, step)),
-            Kind::Users | Kind::Movies | Kind::Series => Inner::Catalog(CatalogGen::new(world(), spec.seed)),
+            Kind::Users | Kind::Movies | Kind::Series => {
+                Inner::Catalog(CatalogGen::new(world(), spec.seed))
+            }
             Kind::Music => Inner::Music(MusicGen::new(spec.tracks, spec.users, spec.seed, start)),
         };
-        Synth { kind, inner, live, ts_ms: start }
+        Synth {
+            kind,
+            inner,
+            live,
+            ts_ms: start,
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -102,7 +109,11 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(rate: f64) -> Pacer {
-        Pacer { rate, start: Instant::now(), sent: 0 }
+        Pacer {
+            rate,
+            start: Instant::now(),
+            sent: 0,
+        }
     }
 
     /// How many records may go now.
@@ -141,7 +152,11 @@ pub fn produce(
     let mut pacer = Pacer::new(rate);
     let mut sent = 0u64;
     while events == 0 || sent < events {
-        let n = pacer.allowance().min(10_000).min(if events == 0 { u64::MAX } else { events - sent });
+        let n =
+            pacer
+                .allowance()
+                .min(10_000)
+                .min(if events == 0 { u64::MAX } else { events - sent });
         if n == 0 {
             std::thread::sleep(pacer.wait().min(Duration::from_millis(50)));
             producer.poll(Duration::ZERO);
@@ -149,7 +164,13 @@ pub fn produce(
         }
         for _ in 0..n {
             let ev = synth.next_event();
-            kafka::send(producer, topic, event_key(&ev).as_bytes(), &wire::to_json(&ev), None)?;
+            kafka::send(
+                producer,
+                topic,
+                event_key(&ev).as_bytes(),
+                &wire::to_json(&ev),
+                None,
+            )?;
         }
         producer.poll(Duration::ZERO);
         sent += n;

@@ -34,7 +34,10 @@ pub struct RawRecord {
 pub enum Outcome {
     Valid(Event),
     /// Rejected, with the raw bytes kept for the dead-letter store.
-    Rejected { rejection: Rejection, raw: Vec<u8> },
+    Rejected {
+        rejection: Rejection,
+        raw: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]

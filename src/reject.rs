@@ -24,10 +24,20 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: &str, message: impl Into<String>) -> Rejection {
-        Rejection { reason: reason.to_string(), field: None, value: None, message: message.into() }
+        Rejection {
+            reason: reason.to_string(),
+            field: None,
+            value: None,
+            message: message.into(),
+        }
     }
 
-    pub fn field(reason: &str, field: &str, value: Option<String>, message: impl Into<String>) -> Rejection {
+    pub fn field(
+        reason: &str,
+        field: &str,
+        value: Option<String>,
+        message: impl Into<String>,
+    ) -> Rejection {
         Rejection {
             reason: reason.to_string(),
             field: Some(field.to_string()),

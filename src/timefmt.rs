@@ -21,7 +21,9 @@ pub fn parse_timestamp_ms(s: &str, policy: TimePolicy) -> Option<i64> {
     let b = s.as_bytes();
     // RFC 3339: date 'T' time, then 'Z' or an offset.
     if b.len() >= 20 && b[10] == b'T' {
-        return DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis());
+        return DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis());
     }
     if policy == TimePolicy::Strict {
         return None;
@@ -90,7 +92,10 @@ mod tests {
     #[test]
     fn lenient_accepts_notebook_forms() {
         let day = parse_timestamp_ms("05/14/2025", TimePolicy::Lenient);
-        assert_eq!(day, parse_timestamp_ms("2025-05-14T00:00:00Z", TimePolicy::Strict));
+        assert_eq!(
+            day,
+            parse_timestamp_ms("2025-05-14T00:00:00Z", TimePolicy::Strict)
+        );
         assert_eq!(
             parse_timestamp_ms("2025-10-29 18:30:00", TimePolicy::Lenient),
             parse_timestamp_ms("2025-10-29T18:30:00Z", TimePolicy::Strict)

@@ -38,7 +38,8 @@ impl Validator {
             max_buffering: cfg.max_buffering_events,
             max_bitrate: cfg.max_bitrate_kbps,
             // Config::validate checked it; the fallback is the documented default.
-            min_ts_ms: parse_timestamp_ms(&cfg.min_timestamp, TimePolicy::Strict).unwrap_or(946_684_800_000),
+            min_ts_ms: parse_timestamp_ms(&cfg.min_timestamp, TimePolicy::Strict)
+                .unwrap_or(946_684_800_000),
             max_skew_ms: cfg.max_future_skew_seconds.saturating_mul(1000),
             lowercase_ids: cfg.lowercase_ids,
         }
@@ -64,7 +65,12 @@ impl Validator {
     fn id(&self, field: &str, s: &mut String) -> Result<(), Rejection> {
         trim_in_place(s);
         if s.is_empty() {
-            return Err(Rejection::field("empty_id", field, Some("\"\"".into()), "ids must not be empty; send the entity's id"));
+            return Err(Rejection::field(
+                "empty_id",
+                field,
+                Some("\"\"".into()),
+                "ids must not be empty; send the entity's id",
+            ));
         }
         if self.lowercase_ids {
             if s.is_ascii() {
@@ -81,7 +87,12 @@ impl Validator {
     fn non_empty(field: &str, s: &mut String) -> Result<(), Rejection> {
         trim_in_place(s);
         if s.is_empty() {
-            return Err(Rejection::field("empty_value", field, Some("\"\"".into()), "must not be empty"));
+            return Err(Rejection::field(
+                "empty_value",
+                field,
+                Some("\"\"".into()),
+                "must not be empty",
+            ));
         }
         Ok(())
     }
@@ -95,7 +106,10 @@ impl Validator {
             "unknown_value",
             field,
             Some(format!("{s:?}")),
-            format!("must be one of {} (configure validation.{field}s to accept more)", set.join(", ")),
+            format!(
+                "must be one of {} (configure validation.{field}s to accept more)",
+                set.join(", ")
+            ),
         ))
     }
 
@@ -123,23 +137,43 @@ impl Validator {
         if v.is_finite() && v >= lo && v <= hi {
             return Ok(());
         }
-        Err(Rejection::field("out_of_range", field, Some(v.to_string()), format!("must be between {lo} and {hi}")))
+        Err(Rejection::field(
+            "out_of_range",
+            field,
+            Some(v.to_string()),
+            format!("must be between {lo} and {hi}"),
+        ))
     }
 
     fn range_i64(field: &str, v: i64, lo: i64, hi: i64) -> Result<(), Rejection> {
         if (lo..=hi).contains(&v) {
             return Ok(());
         }
-        Err(Rejection::field("out_of_range", field, Some(v.to_string()), format!("must be between {lo} and {hi}")))
+        Err(Rejection::field(
+            "out_of_range",
+            field,
+            Some(v.to_string()),
+            format!("must be between {lo} and {hi}"),
+        ))
     }
 
     fn video(&self, mut v: VideoEvent, now_ms: i64) -> Result<VideoEvent, Rejection> {
         self.id("user_id", &mut v.user_id)?;
         self.id("video_id", &mut v.video_id)?;
-        Self::range_f64("watch_time_seconds", v.watch_time_seconds, 0.0, self.max_watch)?;
+        Self::range_f64(
+            "watch_time_seconds",
+            v.watch_time_seconds,
+            0.0,
+            self.max_watch,
+        )?;
         Self::one_of("resolution", &mut v.resolution, &self.resolutions)?;
         Self::range_i64("bitrate_kbps", v.bitrate_kbps, 0, self.max_bitrate)?;
-        Self::range_i64("buffering_events", v.buffering_events, 0, self.max_buffering)?;
+        Self::range_i64(
+            "buffering_events",
+            v.buffering_events,
+            0,
+            self.max_buffering,
+        )?;
         Self::one_of("genre", &mut v.genre, &self.genres)?;
         Self::one_of("region", &mut v.region, &self.regions)?;
         self.timestamp("timestamp", v.timestamp_ms, now_ms)?;
@@ -162,7 +196,12 @@ impl Validator {
         self.id("id", &mut u.id)?;
         self.timestamp("timestamp", u.timestamp_ms, now_ms)?;
         Self::non_empty("name", &mut u.name)?;
-        for list in [&mut u.genres, &mut u.directors, &mut u.actors, &mut u.favorite_decades] {
+        for list in [
+            &mut u.genres,
+            &mut u.directors,
+            &mut u.actors,
+            &mut u.favorite_decades,
+        ] {
             list.iter_mut().for_each(trim_in_place);
             list.retain(|s| !s.is_empty());
         }

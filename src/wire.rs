@@ -183,20 +183,38 @@ pub const TRACKS_CSV_HEADER: &str = "track_id,artist,album,duration_ms,genre";
 pub const MUSIC_EVENTS_CSV_HEADER: &str = "user_id,track_id,event_type,event_ts,session_id,device";
 
 fn csv_line(fields: &[&str]) -> String {
-    let mut w = csv::WriterBuilder::new().has_headers(false).terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
     // Writing into a Vec cannot fail.
     let _ = w.write_record(fields);
     let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string()
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\n')
+        .to_string()
 }
 
 pub fn track_to_csv(t: &Track) -> String {
-    csv_line(&[&t.track_id, &t.artist, &t.album, &t.duration_ms.to_string(), &t.genre])
+    csv_line(&[
+        &t.track_id,
+        &t.artist,
+        &t.album,
+        &t.duration_ms.to_string(),
+        &t.genre,
+    ])
 }
 
 pub fn music_to_csv(m: &MusicEvent) -> String {
     let ts = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(m.event_ts_ms)
         .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default();
-    csv_line(&[&m.user_id, &m.track_id, m.event_type.as_str(), &ts, &m.session_id, &m.device])
+    csv_line(&[
+        &m.user_id,
+        &m.track_id,
+        m.event_type.as_str(),
+        &ts,
+        &m.session_id,
+        &m.device,
+    ])
 }

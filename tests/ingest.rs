@@ -15,11 +15,25 @@ use playpulse::wire;
 
 fn import(bootstrap: &str, topic: &str, file: &std::path::Path, format: &str) {
     let out = Command::new(bin())
-        .args(["import", file.to_str().unwrap(), "--brokers", bootstrap, "--topic", topic, "--format", format])
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--brokers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--format",
+            format,
+        ])
         .output()
         .expect("run import");
-    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("import prints JSON");
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("import prints JSON");
     assert!(report["records"].as_u64().unwrap() > 0);
 }
 
@@ -38,7 +52,13 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
         json.push_str(&String::from_utf8(wire::to_json(&Event::Video(e.clone()))).unwrap());
         json.push('\n');
         if i % 50 == 49 && i < 150 {
-            json.push_str(["{\"user_id\":\"user_1\",\"vid", "{\"user_id\":\"u\"}", "{\"user_id\":\"u\",\"video_id\":\"v\",\"watch_time_seconds\":\"10s\"}"][i / 50]);
+            json.push_str(
+                [
+                    "{\"user_id\":\"user_1\",\"vid",
+                    "{\"user_id\":\"u\"}",
+                    "{\"user_id\":\"u\",\"video_id\":\"v\",\"watch_time_seconds\":\"10s\"}",
+                ][i / 50],
+            );
             json.push('\n');
             json_bad.push(json.lines().count());
         }
@@ -70,7 +90,12 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
     tracks.push_str("trk_bad,Someone,Album,not-a-number,rock\n");
     events.push_str("user_1,trk_00001,play\n");
 
-    let files = [("v.jsonl", json, tv, "auto"), ("v.legacy", legacy, tv, "legacy"), ("tracks.csv", tracks, tm, "auto"), ("events.csv", events, tm, "csv")];
+    let files = [
+        ("v.jsonl", json, tv, "auto"),
+        ("v.legacy", legacy, tv, "legacy"),
+        ("tracks.csv", tracks, tm, "auto"),
+        ("events.csv", events, tm, "csv"),
+    ];
     for (name, body, topic, format) in &files {
         let p = dir.path().join(name);
         std::fs::write(&p, body).unwrap();
@@ -78,42 +103,92 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
     }
 
     let group = "fmt-group";
-    let mut d = spawn_daemon(dir.path(), &broker.bootstrap, group, &[("video", tv), ("music", tm)], &[], 0);
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        group,
+        &[("video", tv), ("music", tm)],
+        &[],
+        0,
+    );
     let watch = GroupWatch::new(&broker.bootstrap, group, &[(tv, 4), (tm, 4)]);
     let (c, h) = watch.wait_until(&mut d, Duration::from_secs(90), |c, h| c == h);
     assert_eq!((c, h), (305 + 30 + 100 + 2, 305 + 30 + 100 + 2));
     d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(30)).success(), "{}", d.log_text());
+    assert!(
+        d.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        d.log_text()
+    );
 
     let store = Store::open(&dir.path().join("data"), 16).unwrap();
     let mut types: BTreeMap<&str, usize> = BTreeMap::new();
     for item in store.events() {
         *types.entry(item.unwrap().1.type_name()).or_default() += 1;
     }
-    assert_eq!(types, BTreeMap::from([("music_event", music_events), ("track", 30), ("video", 300)]));
+    assert_eq!(
+        types,
+        BTreeMap::from([("music_event", music_events), ("track", 30), ("video", 300)])
+    );
     assert_pairs_match(&store, &evs);
 
     let dead = store.dead_letters().unwrap();
     let mut got: Vec<(String, Option<String>, String)> = dead
         .iter()
-        .map(|d| (d.rejection.reason.clone(), d.rejection.field.clone(), d.origin.clone().unwrap_or_default()))
+        .map(|d| {
+            (
+                d.rejection.reason.clone(),
+                d.rejection.field.clone(),
+                d.origin.clone().unwrap_or_default(),
+            )
+        })
         .collect();
     got.sort();
     let jsonl = dir.path().join("v.jsonl").display().to_string();
     let leg = dir.path().join("v.legacy").display().to_string();
     let mut want = vec![
-        ("invalid_json".to_string(), None, format!("{jsonl}:{}", json_bad[0])),
-        ("missing_field".to_string(), Some("video_id".to_string()), format!("{jsonl}:{}", json_bad[1])),
-        ("wrong_type".to_string(), Some("watch_time_seconds".to_string()), format!("{jsonl}:{}", json_bad[2])),
+        (
+            "invalid_json".to_string(),
+            None,
+            format!("{jsonl}:{}", json_bad[0]),
+        ),
+        (
+            "missing_field".to_string(),
+            Some("video_id".to_string()),
+            format!("{jsonl}:{}", json_bad[1]),
+        ),
+        (
+            "wrong_type".to_string(),
+            Some("watch_time_seconds".to_string()),
+            format!("{jsonl}:{}", json_bad[2]),
+        ),
         ("legacy_syntax".to_string(), None, format!("{leg}:101")),
-        ("unknown_value".to_string(), Some("genre".to_string()), format!("{leg}:102")),
-        ("wrong_type".to_string(), Some("duration_ms".to_string()), format!("{}:32", dir.path().join("tracks.csv").display())),
-        ("csv_columns".to_string(), None, format!("{}:{}", dir.path().join("events.csv").display(), music_events + 2)),
+        (
+            "unknown_value".to_string(),
+            Some("genre".to_string()),
+            format!("{leg}:102"),
+        ),
+        (
+            "wrong_type".to_string(),
+            Some("duration_ms".to_string()),
+            format!("{}:32", dir.path().join("tracks.csv").display()),
+        ),
+        (
+            "csv_columns".to_string(),
+            None,
+            format!(
+                "{}:{}",
+                dir.path().join("events.csv").display(),
+                music_events + 2
+            ),
+        ),
     ];
     want.sort();
     assert_eq!(got, want);
     // Each dead letter keeps its raw bytes and where it was read.
-    assert!(dead.iter().all(|d| d.raw.as_deref().is_some_and(|r| !r.is_empty()) && d.offset >= 0));
+    assert!(dead
+        .iter()
+        .all(|d| d.raw.as_deref().is_some_and(|r| !r.is_empty()) && d.offset >= 0));
     assert_eq!(store.counter("rejected").unwrap(), 7);
 }
 
@@ -148,20 +223,44 @@ fn sigkill_mid_stream_then_restart_stores_everything_exactly_once() {
     let produced = produce_video(&broker.bootstrap, topic, 60_000, 0.01, 11);
     let total = 60_000i64;
     let group = "crash-group";
-    let env = [("PLAYPULSE_INGEST__BATCH_SIZE", "200"), ("PLAYPULSE_INGEST__BATCH_LINGER_MS", "5")];
+    let env = [
+        ("PLAYPULSE_INGEST__BATCH_SIZE", "200"),
+        ("PLAYPULSE_INGEST__BATCH_LINGER_MS", "5"),
+    ];
     let watch = GroupWatch::new(&broker.bootstrap, group, &[(topic, 8)]);
 
-    let mut d = spawn_daemon(dir.path(), &broker.bootstrap, group, &[("video", topic)], &env, 0);
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        group,
+        &[("video", topic)],
+        &env,
+        0,
+    );
     let (c, _) = watch.wait_until(&mut d, Duration::from_secs(90), |c, _| c >= total / 10);
     d.signal(libc::SIGKILL);
     d.wait_exit(Duration::from_secs(10));
-    assert!(c < total, "the kill must land mid-stream (committed {c} of {total})");
+    assert!(
+        c < total,
+        "the kill must land mid-stream (committed {c} of {total})"
+    );
     drop(d);
 
-    let mut d = spawn_daemon(dir.path(), &broker.bootstrap, group, &[("video", topic)], &env, 1);
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        group,
+        &[("video", topic)],
+        &env,
+        1,
+    );
     watch.wait_until(&mut d, Duration::from_secs(120), |c, h| c == h);
     d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(30)).success(), "{}", d.log_text());
+    assert!(
+        d.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        d.log_text()
+    );
     check_exactly_once(dir.path(), &produced);
 }
 
@@ -172,28 +271,54 @@ fn sigterm_persists_the_batch_in_flight_and_resumes_from_stored_offsets() {
     let broker = Broker::start(&[(topic, 4)]);
     let produced = produce_video(&broker.bootstrap, topic, 40_000, 0.02, 12);
     let group = "term-group";
-    let env = [("PLAYPULSE_INGEST__BATCH_SIZE", "300"), ("PLAYPULSE_INGEST__BATCH_LINGER_MS", "5")];
+    let env = [
+        ("PLAYPULSE_INGEST__BATCH_SIZE", "300"),
+        ("PLAYPULSE_INGEST__BATCH_LINGER_MS", "5"),
+    ];
     let watch = GroupWatch::new(&broker.bootstrap, group, &[(topic, 4)]);
 
-    let mut d = spawn_daemon(dir.path(), &broker.bootstrap, group, &[("video", topic)], &env, 0);
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        group,
+        &[("video", topic)],
+        &env,
+        0,
+    );
     watch.wait_until(&mut d, Duration::from_secs(90), |c, _| c >= 4000);
     d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(30)).success(), "{}", d.log_text());
+    assert!(
+        d.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        d.log_text()
+    );
     drop(d);
     {
         // After a clean stop, the store holds exactly the offsets below its stored
         // next offsets, and Kafka's committed offsets equal the store's.
         let store = Store::open(&dir.path().join("data"), 16).unwrap();
         let done = store.counter("stored").unwrap() + store.counter("rejected").unwrap();
-        let ns_offsets: i64 = store.events().count() as i64 + store.dead_letters().unwrap().len() as i64;
+        let ns_offsets: i64 =
+            store.events().count() as i64 + store.dead_letters().unwrap().len() as i64;
         assert_eq!(done as i64, ns_offsets);
         let (committed, high) = watch.progress();
         assert_eq!(committed, done as i64);
         assert!(committed < high, "stopped before the end");
     }
-    let mut d = spawn_daemon(dir.path(), &broker.bootstrap, group, &[("video", topic)], &env, 1);
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        group,
+        &[("video", topic)],
+        &env,
+        1,
+    );
     watch.wait_until(&mut d, Duration::from_secs(120), |c, h| c == h);
     d.signal(libc::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(30)).success(), "{}", d.log_text());
+    assert!(
+        d.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        d.log_text()
+    );
     check_exactly_once(dir.path(), &produced);
 }

@@ -44,7 +44,10 @@ impl<'a> Fields<'a> {
 
     /// The value under the first of `names` present (canonical name first, then aliases).
     fn lookup(&self, names: &[&str]) -> Option<&'a Value> {
-        names.iter().find_map(|n| self.map.get(*n)).filter(|v| !v.is_null())
+        names
+            .iter()
+            .find_map(|n| self.map.get(*n))
+            .filter(|v| !v.is_null())
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -52,12 +55,19 @@ impl<'a> Fields<'a> {
     }
 
     fn missing(names: &[&str]) -> Rejection {
-        let also = if names.len() > 1 { format!(" (also accepted as {})", names[1..].join(", ")) } else { String::new() };
+        let also = if names.len() > 1 {
+            format!(" (also accepted as {})", names[1..].join(", "))
+        } else {
+            String::new()
+        };
         Rejection::field(
             "missing_field",
             names[0],
             None,
-            format!("required field `{}`{} is absent or null; add it to the record", names[0], also),
+            format!(
+                "required field `{}`{} is absent or null; add it to the record",
+                names[0], also
+            ),
         )
     }
 
@@ -70,14 +80,22 @@ impl<'a> Fields<'a> {
         )
     }
 
-    pub fn req<T>(&self, names: &[&str], get: impl Fn(&Self, &str, &Value) -> Result<T, Rejection>) -> Result<T, Rejection> {
+    pub fn req<T>(
+        &self,
+        names: &[&str],
+        get: impl Fn(&Self, &str, &Value) -> Result<T, Rejection>,
+    ) -> Result<T, Rejection> {
         match self.lookup(names) {
             Some(v) => get(self, names[0], v),
             None => Err(Self::missing(names)),
         }
     }
 
-    pub fn opt<T>(&self, names: &[&str], get: impl Fn(&Self, &str, &Value) -> Result<T, Rejection>) -> Result<Option<T>, Rejection> {
+    pub fn opt<T>(
+        &self,
+        names: &[&str],
+        get: impl Fn(&Self, &str, &Value) -> Result<T, Rejection>,
+    ) -> Result<Option<T>, Rejection> {
         match self.lookup(names) {
             Some(v) => get(self, names[0], v).map(Some),
             None => Ok(None),
@@ -95,9 +113,10 @@ impl<'a> Fields<'a> {
     pub fn f64(&self, name: &str, v: &Value) -> Result<f64, Rejection> {
         match v {
             Value::Number(n) => n.as_f64().ok_or_else(|| Self::wrong(name, v, "a number")),
-            Value::String(s) if self.coerce == Coerce::Text => {
-                s.trim().parse::<f64>().map_err(|_| Self::wrong(name, v, "a number"))
-            }
+            Value::String(s) if self.coerce == Coerce::Text => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| Self::wrong(name, v, "a number")),
             _ => Err(Self::wrong(name, v, "a number")),
         }
     }
@@ -105,9 +124,10 @@ impl<'a> Fields<'a> {
     pub fn i64(&self, name: &str, v: &Value) -> Result<i64, Rejection> {
         match v {
             Value::Number(n) => n.as_i64().ok_or_else(|| Self::wrong(name, v, "an integer")),
-            Value::String(s) if self.coerce == Coerce::Text => {
-                s.trim().parse::<i64>().map_err(|_| Self::wrong(name, v, "an integer"))
-            }
+            Value::String(s) if self.coerce == Coerce::Text => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| Self::wrong(name, v, "an integer")),
             _ => Err(Self::wrong(name, v, "an integer")),
         }
     }
@@ -115,11 +135,13 @@ impl<'a> Fields<'a> {
     pub fn bool(&self, name: &str, v: &Value) -> Result<bool, Rejection> {
         match v {
             Value::Bool(b) => Ok(*b),
-            Value::String(s) if self.coerce == Coerce::Text => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(Self::wrong(name, v, "true or false")),
-            },
+            Value::String(s) if self.coerce == Coerce::Text => {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" => Ok(true),
+                    "false" | "0" => Ok(false),
+                    _ => Err(Self::wrong(name, v, "true or false")),
+                }
+            }
             _ => Err(Self::wrong(name, v, "true or false")),
         }
     }
@@ -156,7 +178,9 @@ pub fn timestamp_ms(name: &str, s: &str, policy: TimePolicy) -> Result<i64, Reje
     parse_timestamp_ms(s.trim(), policy).ok_or_else(|| {
         let forms = match policy {
             TimePolicy::Strict => "RFC 3339 with an offset, e.g. 2024-01-01T00:00:00Z",
-            TimePolicy::Lenient => "RFC 3339 (2024-01-01T00:00:00Z), YYYY-MM-DD HH:MM:SS, YYYY-MM-DD or MM/DD/YYYY",
+            TimePolicy::Lenient => {
+                "RFC 3339 (2024-01-01T00:00:00Z), YYYY-MM-DD HH:MM:SS, YYYY-MM-DD or MM/DD/YYYY"
+            }
         };
         Rejection::field(
             "bad_timestamp",

@@ -56,11 +56,17 @@ pub fn parse_legacy_line(line: &str) -> Result<Map<String, Value>, Rejection> {
     let mut body = line.trim();
     if let Some(b) = body.strip_prefix('{') {
         body = b.strip_suffix('}').ok_or_else(|| {
-            Rejection::new("legacy_syntax", "the line opens with `{` but does not close with `}`; the record looks truncated")
+            Rejection::new(
+                "legacy_syntax",
+                "the line opens with `{` but does not close with `}`; the record looks truncated",
+            )
         })?;
     }
     let mut map = Map::new();
-    for (i, pair) in split_unquoted(body, ',', usize::MAX).into_iter().enumerate() {
+    for (i, pair) in split_unquoted(body, ',', usize::MAX)
+        .into_iter()
+        .enumerate()
+    {
         let pair = pair.trim();
         if pair.is_empty() {
             continue;
@@ -69,18 +75,27 @@ pub fn parse_legacy_line(line: &str) -> Result<Map<String, Value>, Rejection> {
         if kv.len() != 2 {
             return Err(Rejection::new(
                 "legacy_syntax",
-                format!("pair {} ({pair:?}) has no `:`; write each pair as \"key\": value", i + 1),
+                format!(
+                    "pair {} ({pair:?}) has no `:`; write each pair as \"key\": value",
+                    i + 1
+                ),
             ));
         }
         let key_tok = kv[0].trim();
         let key = unquote(key_tok).unwrap_or_else(|| key_tok.to_string());
         if key.is_empty() {
-            return Err(Rejection::new("legacy_syntax", format!("pair {} has an empty key; name every value", i + 1)));
+            return Err(Rejection::new(
+                "legacy_syntax",
+                format!("pair {} has an empty key; name every value", i + 1),
+            ));
         }
         map.insert(key, token_value(kv[1].trim()));
     }
     if map.is_empty() {
-        return Err(Rejection::new("empty_record", "the legacy line holds no `\"key\": value` pairs"));
+        return Err(Rejection::new(
+            "empty_record",
+            "the legacy line holds no `\"key\": value` pairs",
+        ));
     }
     Ok(map)
 }

@@ -76,7 +76,10 @@ pub fn parse_payload(kind: Kind, format: &Format, payload: &[u8]) -> Result<Even
                 "the record is neither a JSON object nor a legacy `\"key\": value` line; \
                  send JSON, or set the `pp-format` header (json, legacy, csv)",
             )),
-            None => Err(Rejection::new("empty_record", "the record is empty; send one event per record")),
+            None => Err(Rejection::new(
+                "empty_record",
+                "the record is empty; send one event per record",
+            )),
         },
         Format::Json => parse_json(kind, payload),
         Format::Legacy => parse_text_map(kind, legacy_map(payload)?),
@@ -86,7 +89,13 @@ pub fn parse_payload(kind: Kind, format: &Format, payload: &[u8]) -> Result<Even
 
 fn utf8(payload: &[u8]) -> Result<&str, Rejection> {
     std::str::from_utf8(payload).map_err(|e| {
-        Rejection::new("invalid_utf8", format!("the record is not UTF-8 text (byte {}); encode it as UTF-8", e.valid_up_to()))
+        Rejection::new(
+            "invalid_utf8",
+            format!(
+                "the record is not UTF-8 text (byte {}); encode it as UTF-8",
+                e.valid_up_to()
+            ),
+        )
     })
 }
 
@@ -95,12 +104,24 @@ fn legacy_map(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
 }
 
 fn csv_map(columns: &[String], payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(payload);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(payload);
     let mut row = csv::StringRecord::new();
     match reader.read_record(&mut row) {
         Ok(true) => {}
-        Ok(false) => return Err(Rejection::new("empty_record", "the CSV row is empty; send one row per record")),
-        Err(e) => return Err(Rejection::new("csv_syntax", format!("{e}; fix the row's quoting"))),
+        Ok(false) => {
+            return Err(Rejection::new(
+                "empty_record",
+                "the CSV row is empty; send one row per record",
+            ))
+        }
+        Err(e) => {
+            return Err(Rejection::new(
+                "csv_syntax",
+                format!("{e}; fix the row's quoting"),
+            ))
+        }
     }
     if row.len() != columns.len() {
         return Err(Rejection::new(
@@ -179,13 +200,21 @@ fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
     }
     // Slow path (other kinds, and the diagnosis of a video record the fast path refused).
     let value: Value = serde_json::from_slice(payload).map_err(|e| {
-        Rejection::new("invalid_json", format!("{e}; send one complete JSON object per record"))
+        Rejection::new(
+            "invalid_json",
+            format!("{e}; send one complete JSON object per record"),
+        )
     })?;
     match value {
-        Value::Object(map) => records::from_map(kind, &Fields::new(&map, Coerce::Strict, TimePolicy::Strict)),
+        Value::Object(map) => {
+            records::from_map(kind, &Fields::new(&map, Coerce::Strict, TimePolicy::Strict))
+        }
         other => Err(Rejection::new(
             "not_an_object",
-            format!("the record is JSON {} but must be a JSON object", fields_type(&other)),
+            format!(
+                "the record is JSON {} but must be a JSON object",
+                fields_type(&other)
+            ),
         )),
     }
 }

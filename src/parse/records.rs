@@ -66,10 +66,21 @@ fn user(f: &Fields) -> Result<UserProfile, Rejection> {
         name: f.req(&["name", "nombre_usuario"], Fields::string)?,
         subscription_date: f.req(&["subscription_date", "fecha_suscripcion"], Fields::string)?,
         genres: f.req(&["genres", "generos"], Fields::string_list)?,
-        directors: f.opt(&["directors", "directores"], Fields::string_list)?.unwrap_or_default(),
-        actors: f.opt(&["actors", "actores"], Fields::string_list)?.unwrap_or_default(),
-        classification: f.opt(&["classification", "clasificacion"], Fields::string)?.unwrap_or_default(),
-        favorite_decades: f.opt(&["favorite_decades", "decadas_favoritas"], Fields::string_list)?.unwrap_or_default(),
+        directors: f
+            .opt(&["directors", "directores"], Fields::string_list)?
+            .unwrap_or_default(),
+        actors: f
+            .opt(&["actors", "actores"], Fields::string_list)?
+            .unwrap_or_default(),
+        classification: f
+            .opt(&["classification", "clasificacion"], Fields::string)?
+            .unwrap_or_default(),
+        favorite_decades: f
+            .opt(
+                &["favorite_decades", "decadas_favoritas"],
+                Fields::string_list,
+            )?
+            .unwrap_or_default(),
     })
 }
 
@@ -87,10 +98,18 @@ fn title(f: &Fields, series: bool) -> Result<Title, Rejection> {
         timestamp_ms: f.req(&["timestamp"], Fields::timestamp)?,
         title: f.req(&["title", "titulo"], Fields::string)?,
         genres: f.req(&["genres", "generos"], Fields::string_list)?,
-        directors: f.opt(&["directors", "directores"], Fields::string_list)?.unwrap_or_default(),
-        actors: f.opt(&["actors", "actores"], Fields::string_list)?.unwrap_or_default(),
-        classification: f.opt(&["classification", "clasificacion"], Fields::string)?.unwrap_or_default(),
-        release_decade: f.opt(&["release_decade", "decada_lanzamiento"], Fields::string)?.unwrap_or_default(),
+        directors: f
+            .opt(&["directors", "directores"], Fields::string_list)?
+            .unwrap_or_default(),
+        actors: f
+            .opt(&["actors", "actores"], Fields::string_list)?
+            .unwrap_or_default(),
+        classification: f
+            .opt(&["classification", "clasificacion"], Fields::string)?
+            .unwrap_or_default(),
+        release_decade: f
+            .opt(&["release_decade", "decada_lanzamiento"], Fields::string)?
+            .unwrap_or_default(),
         seasons,
         episodes,
     })

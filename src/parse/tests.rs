@@ -20,9 +20,15 @@ fn generated_video_events_round_trip_through_json_and_legacy() {
     for _ in 0..500 {
         let ev = g.next_event();
         let json = wire::to_json(&Event::Video(ev.clone()));
-        assert_eq!(checked(Kind::Video, &Format::Sniff, &json), Ok(Event::Video(ev.clone())));
+        assert_eq!(
+            checked(Kind::Video, &Format::Sniff, &json),
+            Ok(Event::Video(ev.clone()))
+        );
         let legacy = wire::video_to_legacy(&ev);
-        assert_eq!(checked(Kind::Video, &Format::Sniff, legacy.as_bytes()), Ok(Event::Video(ev)));
+        assert_eq!(
+            checked(Kind::Video, &Format::Sniff, legacy.as_bytes()),
+            Ok(Event::Video(ev))
+        );
     }
 }
 
@@ -38,7 +44,10 @@ fn notebook_legacy_line_parses_with_its_date_form() {
     assert_eq!(ev.timestamp_ms, 1_747_180_800_000);
     // The same line sent as JSON is held to RFC 3339.
     let err = video(line.as_bytes()).unwrap_err();
-    assert_eq!((err.reason.as_str(), err.field.as_deref()), ("bad_timestamp", Some("timestamp")));
+    assert_eq!(
+        (err.reason.as_str(), err.field.as_deref()),
+        ("bad_timestamp", Some("timestamp"))
+    );
 }
 
 #[test]
@@ -49,7 +58,12 @@ fn every_injected_bad_kind_is_rejected_with_its_reason() {
     for _ in 0..2000 {
         let (bytes, reason) = corrupt_video(&g.next_event(), &mut rng);
         let err = checked(Kind::Video, &Format::Sniff, &bytes).unwrap_err();
-        assert_eq!(err.reason, reason, "{} -> {err}", String::from_utf8_lossy(&bytes));
+        assert_eq!(
+            err.reason,
+            reason,
+            "{} -> {err}",
+            String::from_utf8_lossy(&bytes)
+        );
         seen.insert(reason);
     }
     assert_eq!(seen.len(), 7, "{seen:?}");
@@ -57,7 +71,9 @@ fn every_injected_bad_kind_is_rejected_with_its_reason() {
 
 #[test]
 fn rejections_name_field_value_and_fix() {
-    let ok = wire::to_json(&Event::Video(VideoGen::new(World::new(5, 5, 1), 1, 1_735_689_600_000, 0).next_event()));
+    let ok = wire::to_json(&Event::Video(
+        VideoGen::new(World::new(5, 5, 1), 1, 1_735_689_600_000, 0).next_event(),
+    ));
     let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&ok).unwrap();
     obj.insert("watch_time_seconds".into(), serde_json::json!("221s"));
     let err = video(&serde_json::to_vec(&obj).unwrap()).unwrap_err();
@@ -68,19 +84,46 @@ fn rejections_name_field_value_and_fix() {
 
     obj.insert("watch_time_seconds".into(), serde_json::json!(10));
     obj.insert("genre".into(), serde_json::json!("Western"));
-    let err = checked(Kind::Video, &Format::Json, &serde_json::to_vec(&obj).unwrap()).unwrap_err();
-    assert_eq!((err.reason.as_str(), err.field.as_deref()), ("unknown_value", Some("genre")));
+    let err = checked(
+        Kind::Video,
+        &Format::Json,
+        &serde_json::to_vec(&obj).unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.reason.as_str(), err.field.as_deref()),
+        ("unknown_value", Some("genre"))
+    );
     assert!(err.message.contains("validation.genres"), "{err}");
 
     obj.remove("region");
     let err = video(&serde_json::to_vec(&obj).unwrap()).unwrap_err();
-    assert_eq!((err.reason.as_str(), err.field.as_deref()), ("missing_field", Some("region")));
+    assert_eq!(
+        (err.reason.as_str(), err.field.as_deref()),
+        ("missing_field", Some("region"))
+    );
 }
 
 #[test]
 fn malformed_bytes_never_panic() {
-    for p in [&b""[..], b"   ", b"{", b"[1,2]", b"\"a\"", b"\xff\xfe", b"hello", b"\"k\" 1", b"{\"a\":1", b"\"a\": \"b\", c"] {
-        for f in [Format::Sniff, Format::Json, Format::Legacy, Format::Csv(vec!["a".into()])] {
+    for p in [
+        &b""[..],
+        b"   ",
+        b"{",
+        b"[1,2]",
+        b"\"a\"",
+        b"\xff\xfe",
+        b"hello",
+        b"\"k\" 1",
+        b"{\"a\":1",
+        b"\"a\": \"b\", c",
+    ] {
+        for f in [
+            Format::Sniff,
+            Format::Json,
+            Format::Legacy,
+            Format::Csv(vec!["a".into()]),
+        ] {
             for k in Kind::ALL {
                 assert!(parse_payload(k, &f, p).is_err(), "{k} {f:?} {p:?}");
             }
@@ -93,8 +136,18 @@ fn malformed_bytes_never_panic() {
 
 #[test]
 fn csv_rows_of_the_music_seed_files() {
-    let tracks = Format::Csv(wire::TRACKS_CSV_HEADER.split(',').map(String::from).collect());
-    let t = checked(Kind::Music, &tracks, b"TRK_001 , Artist A,\"Album, One\",215000,rock").unwrap();
+    let tracks = Format::Csv(
+        wire::TRACKS_CSV_HEADER
+            .split(',')
+            .map(String::from)
+            .collect(),
+    );
+    let t = checked(
+        Kind::Music,
+        &tracks,
+        b"TRK_001 , Artist A,\"Album, One\",215000,rock",
+    )
+    .unwrap();
     assert_eq!(
         t,
         Event::Track(Track {
@@ -105,20 +158,45 @@ fn csv_rows_of_the_music_seed_files() {
             genre: "rock".into()
         })
     );
-    let events = Format::Csv(wire::MUSIC_EVENTS_CSV_HEADER.split(',').map(String::from).collect());
-    match checked(Kind::Music, &events, b"User_7,trk_001,LIKE,2025-10-29 18:30:00,s1,mobile").unwrap() {
+    let events = Format::Csv(
+        wire::MUSIC_EVENTS_CSV_HEADER
+            .split(',')
+            .map(String::from)
+            .collect(),
+    );
+    match checked(
+        Kind::Music,
+        &events,
+        b"User_7,trk_001,LIKE,2025-10-29 18:30:00,s1,mobile",
+    )
+    .unwrap()
+    {
         Event::Music(m) => {
-            assert_eq!((m.user_id.as_str(), m.event_type), ("user_7", MusicAction::Like));
+            assert_eq!(
+                (m.user_id.as_str(), m.event_type),
+                ("user_7", MusicAction::Like)
+            );
             assert_eq!(m.event_ts_ms, 1_761_762_600_000);
         }
         other => panic!("{other:?}"),
     }
     let err = checked(Kind::Music, &events, b"user_7,trk_001,like").unwrap_err();
     assert_eq!(err.reason, "csv_columns");
-    let err = checked(Kind::Music, &events, b"user_7,trk_001,dance,2025-10-29 18:30:00,s1,mobile").unwrap_err();
-    assert_eq!((err.reason.as_str(), err.field.as_deref()), ("unknown_value", Some("event_type")));
+    let err = checked(
+        Kind::Music,
+        &events,
+        b"user_7,trk_001,dance,2025-10-29 18:30:00,s1,mobile",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err.reason.as_str(), err.field.as_deref()),
+        ("unknown_value", Some("event_type"))
+    );
     let err = checked(Kind::Music, &tracks, b"trk_2,Artist,Album,long,rock").unwrap_err();
-    assert_eq!((err.reason.as_str(), err.field.as_deref()), ("wrong_type", Some("duration_ms")));
+    assert_eq!(
+        (err.reason.as_str(), err.field.as_deref()),
+        ("wrong_type", Some("duration_ms"))
+    );
 }
 
 #[test]
@@ -134,7 +212,16 @@ fn catalog_records_accept_the_seed_field_names() {
     }
     let series = br#"{"id":"ser_1","type":"series","timestamp":"2025-01-01T00:00:00Z","title":"X","genres":["Comedy"],"seasons":2}"#;
     let err = checked(Kind::Series, &Format::Sniff, series).unwrap_err();
-    assert_eq!((err.reason.as_str(), err.field.as_deref()), ("missing_field", Some("episodes")));
+    assert_eq!(
+        (err.reason.as_str(), err.field.as_deref()),
+        ("missing_field", Some("episodes"))
+    );
     let odd = br#"{"id":"x","type":"podcast","timestamp":"2025-01-01T00:00:00Z"}"#;
-    assert_eq!(checked(Kind::Users, &Format::Sniff, odd).unwrap_err().field.as_deref(), Some("type"));
+    assert_eq!(
+        checked(Kind::Users, &Format::Sniff, odd)
+            .unwrap_err()
+            .field
+            .as_deref(),
+        Some("type")
+    );
 }

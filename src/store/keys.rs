@@ -3,15 +3,17 @@
 //!
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
-//! | `e/`   | topic 0 partition(be32) offset(be64)  | the event, JSON                |
+//! | `e/`   | topic 0 partition(be32) first offset(be64) | a log segment: (offset, length, event JSON)* |
 //! | `d/`   | topic 0 partition offset              | dead letter, JSON              |
 //! | `o/`   | namespace 0 topic 0 partition         | next offset to read (be64)     |
-//! | `a/`   | user 0 item                           | pair aggregate (f64 slots)     |
-//! | `q/v/`, `q/r/`, `q/s/` | video / region / resolution | QoE counters (f64 slots)   |
-//! | `g/`   | genre                                 | engagement counters (f64 slots)|
-//! | `m/`   | user 0 track                          | music action counters          |
+//! | `j/`   | sequence(be64)                        | aggregate deltas of one batch  |
+//! | `k/`   | `current`, `g/` generation chunk      | aggregate checkpoints          |
 //! | `c/u/`, `c/m/`, `c/s/`, `c/t/` | id        | latest catalog record, JSON    |
-//! | `s/`   | counter name                          | count (f64 slot)               |
+//!
+//! Aggregate keys (in the journal, checkpoints and memory): `a/` user 0 item
+//! (pair aggregate), `q/v/`, `q/r/`, `q/s/` video / region / resolution (QoE
+//! counters), `g/` genre (engagement), `m/` user 0 track (listening counts),
+//! `s/` counter name.
 
 pub const EVENT: &[u8] = b"e/";
 pub const DEAD: &[u8] = b"d/";
@@ -81,5 +83,8 @@ pub fn offset_prefix(namespace: &str) -> Vec<u8> {
 /// Splits `a 0 b` into (a, b).
 pub fn split_pair(rest: &[u8]) -> Option<(String, String)> {
     let i = rest.iter().position(|&b| b == 0)?;
-    Some((String::from_utf8(rest[..i].to_vec()).ok()?, String::from_utf8(rest[i + 1..].to_vec()).ok()?))
+    Some((
+        String::from_utf8(rest[..i].to_vec()).ok()?,
+        String::from_utf8(rest[i + 1..].to_vec()).ok()?,
+    ))
 }

@@ -1,14 +1,19 @@
-//! The sled store. Each input batch — events, aggregates, QoE and engagement
-//! counters, catalog upserts, dead letters and the next source offset per
+//! The sled store. Each input batch — its events (one log segment per
+//! partition), the deltas of the aggregates (QoE and engagement counters, pair
+//! aggregates), catalog upserts, dead letters and the next source offset per
 //! partition — is one atomic `apply_batch` on one tree, flushed before it is
 //! acknowledged. A record whose offset is below its partition's stored next
 //! offset was already stored and is skipped: replays never count twice.
+//! Aggregates are served from memory (see [`state`]).
 
 pub mod keys;
 mod read;
 pub mod slots;
+mod state;
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -32,8 +37,8 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
 }
 
-/// Entries of the in-memory aggregate cache before it is cleared (bounds memory).
-const CACHE_LIMIT: usize = 2_000_000;
+/// Journal bytes since the last checkpoint that trigger the next one (at least).
+const MIN_CHECKPOINT_JOURNAL_BYTES: usize = 64 << 20;
 
 /// What one applied batch did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -52,8 +57,14 @@ pub struct Store {
     path: PathBuf,
     /// Next offset per (namespace, topic, partition), as stored.
     offsets: HashMap<(String, String, i32), i64>,
-    /// Aggregate slots as stored (a read cache, written through).
-    cache: HashMap<Vec<u8>, Vec<f64>>,
+    /// The aggregates (durable through the journal and checkpoints).
+    state: state::State,
+    /// Next journal sequence number.
+    seq: u64,
+    /// Current checkpoint generation.
+    gen: u64,
+    /// Journal bytes written since the last checkpoint.
+    journal_bytes: usize,
 }
 
 /// A dead-letter entry as written.
@@ -72,18 +83,29 @@ struct DeadOut<'a> {
     raw_hex: Option<String>,
 }
 
+#[derive(Default)]
 struct Deltas {
-    map: HashMap<Vec<u8>, (Layout, Vec<f64>)>,
+    map: FxHashMap<Vec<u8>, Vec<f64>>,
 }
 
 impl Deltas {
     fn add(&mut self, key: Vec<u8>, layout: Layout, delta: &[f64]) {
-        let e = self.map.entry(key).or_insert_with(|| (layout, slots::zero(layout)));
-        slots::combine(layout, &mut e.1, delta);
+        match self.map.get_mut(&key) {
+            Some(v) => slots::combine(layout, v, delta),
+            None => {
+                let mut v = slots::zero(layout);
+                slots::combine(layout, &mut v, delta);
+                self.map.insert(key, v);
+            }
+        }
     }
 
     fn count(&mut self, name: &str, n: f64) {
-        self.add(keys::join(keys::COUNTER, &[name.as_bytes()]), slots::COUNT, &[n]);
+        self.add(
+            keys::join(keys::COUNTER, &[name.as_bytes()]),
+            slots::COUNT,
+            &[n],
+        );
     }
 }
 
@@ -112,8 +134,14 @@ impl Store {
             .path(&path)
             .cache_capacity(cache_mb.saturating_mul(1 << 20))
             .open()
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
-        let tree = db.open_tree("main").map_err(|source| StoreError::Open { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let tree = db.open_tree("main").map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let mut offsets = HashMap::new();
         for item in tree.scan_prefix(keys::OFFSET) {
             let (k, v) = item?;
@@ -134,7 +162,117 @@ impl Store {
             })?;
             offsets.insert(key, next);
         }
-        Ok(Store { db, tree, path, offsets, cache: HashMap::new() })
+        let mut store = Store {
+            db,
+            tree,
+            path,
+            offsets,
+            state: state::State::default(),
+            seq: 0,
+            gen: 0,
+            journal_bytes: 0,
+        };
+        store.load_state()?;
+        Ok(store)
+    }
+
+    /// Loads the latest checkpoint, drops unfinished ones, replays the journal after it.
+    fn load_state(&mut self) -> Result<(), StoreError> {
+        let (gen, covered) = match self.tree.get(state::CHECKPOINT_CURRENT)? {
+            Some(v) if v.len() == 16 => {
+                let gen = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+                let covered = u64::from_be_bytes(v[8..].try_into().unwrap_or([0; 8]));
+                (gen, Some(covered))
+            }
+            Some(_) => {
+                return Err(StoreError::Corrupt {
+                    key: "k/current".into(),
+                    message: "wrong length".into(),
+                })
+            }
+            None => (0, None),
+        };
+        self.gen = gen;
+        let current = state::checkpoint_gen_prefix(gen);
+        let mut orphans = Vec::new();
+        for item in self.tree.scan_prefix(state::CHECKPOINT) {
+            let (k, v) = item?;
+            if covered.is_some() && k.starts_with(&current) {
+                let st = &mut self.state;
+                state::decode_entries(&v, |key, slots| st.merge(key, slots)).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        message: "unreadable checkpoint chunk".into(),
+                    }
+                })?;
+            } else {
+                orphans.push(k);
+            }
+        }
+        for k in orphans {
+            self.tree.remove(k)?;
+        }
+        let mut next = covered.map_or(0, |c| c + 1);
+        for item in self.tree.scan_prefix(state::JOURNAL) {
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(k[state::JOURNAL.len()..].try_into().unwrap_or([0; 8]));
+            if covered.is_some_and(|c| seq <= c) {
+                continue;
+            }
+            let st = &mut self.state;
+            state::decode_entries(&v, |key, slots| st.merge(key, slots)).ok_or_else(|| {
+                StoreError::Corrupt {
+                    key: format!("j/{seq}"),
+                    message: "unreadable journal entry".into(),
+                }
+            })?;
+            self.journal_bytes += v.len();
+            next = seq + 1;
+        }
+        self.seq = next;
+        Ok(())
+    }
+
+    /// Writes the whole aggregate state as a new checkpoint and drops the journal it covers.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if self.seq == 0 {
+            return Ok(());
+        }
+        let gen = self.gen + 1;
+        let entries: Vec<(&Vec<u8>, &Box<[f64]>)> = self.state.entries().collect();
+        for (i, chunk) in entries.chunks(65_536).enumerate() {
+            let value = state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), &v[..])));
+            self.tree
+                .insert(state::checkpoint_chunk_key(gen, i as u32), value)?;
+        }
+        let covered = self.seq - 1;
+        let mut batch = sled::Batch::default();
+        let mut pointer = gen.to_be_bytes().to_vec();
+        pointer.extend_from_slice(&covered.to_be_bytes());
+        batch.insert(state::CHECKPOINT_CURRENT, pointer);
+        for item in self.tree.scan_prefix(state::JOURNAL) {
+            batch.remove(item?.0);
+        }
+        for item in self
+            .tree
+            .scan_prefix(state::checkpoint_gen_prefix(self.gen))
+        {
+            batch.remove(item?.0);
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.gen = gen;
+        self.journal_bytes = 0;
+        Ok(())
+    }
+
+    /// Checkpoints and flushes (a clean shutdown makes the next open fast).
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        if self.journal_bytes > 0 {
+            self.checkpoint()?;
+        }
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -143,7 +281,9 @@ impl Store {
 
     /// The stored next offset of a partition in an offset namespace.
     pub fn next_offset(&self, namespace: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.offsets.get(&(namespace.to_string(), topic.to_string(), partition)).copied()
+        self.offsets
+            .get(&(namespace.to_string(), topic.to_string(), partition))
+            .copied()
     }
 
     /// All stored next offsets of a namespace.
@@ -163,28 +303,26 @@ impl Store {
         self.tree.clone()
     }
 
-    fn slots_of(&self, key: &[u8], layout: Layout) -> Result<Vec<f64>, StoreError> {
-        if let Some(v) = self.cache.get(key) {
-            return Ok(v.clone());
-        }
-        match self.tree.get(key)? {
-            Some(bytes) => slots::decode(layout, &bytes).ok_or_else(|| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                message: format!("expected {} bytes, found {}", layout.len() * 8, bytes.len()),
-            }),
-            None => Ok(slots::zero(layout)),
-        }
-    }
-
     /// Upserts a catalog record unless the stored one is newer.
-    fn upsert(&self, batch: &mut sled::Batch, pending: &mut HashMap<Vec<u8>, i64>, key: Vec<u8>, ts_ms: i64, value: Vec<u8>) -> Result<(), StoreError> {
+    fn upsert(
+        &self,
+        batch: &mut sled::Batch,
+        pending: &mut HashMap<Vec<u8>, i64>,
+        key: Vec<u8>,
+        ts_ms: i64,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
         let current = match pending.get(&key) {
             Some(ts) => Some(*ts),
-            None => self.tree.get(&key)?.and_then(|b| serde_json::from_slice::<Event>(&b).ok()).map(|e| match e {
-                Event::User(u) => u.timestamp_ms,
-                Event::Movie(t) | Event::Series(t) => t.timestamp_ms,
-                _ => i64::MIN,
-            }),
+            None => self
+                .tree
+                .get(&key)?
+                .and_then(|b| serde_json::from_slice::<Event>(&b).ok())
+                .map(|e| match e {
+                    Event::User(u) => u.timestamp_ms,
+                    Event::Movie(t) | Event::Series(t) => t.timestamp_ms,
+                    _ => i64::MIN,
+                }),
         };
         if current.is_none_or(|c| ts_ms >= c) {
             pending.insert(key.clone(), ts_ms);
@@ -194,9 +332,14 @@ impl Store {
     }
 
     /// Applies one input batch atomically and durably (see the module docs).
-    pub fn apply(&mut self, namespace: &str, records: &[Processed]) -> Result<ApplyReport, StoreError> {
+    pub fn apply(
+        &mut self,
+        namespace: &str,
+        records: &[Processed],
+    ) -> Result<ApplyReport, StoreError> {
         let mut batch = sled::Batch::default();
-        let mut deltas = Deltas { map: HashMap::new() };
+        let mut deltas = Deltas::default();
+        let mut segments: HashMap<(&str, i32), (i64, Vec<u8>)> = HashMap::new();
         let mut running: HashMap<(&str, i32), i64> = HashMap::new();
         let mut report = ApplyReport::default();
         let mut catalog_pending: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -205,9 +348,10 @@ impl Store {
 
         for r in records {
             let topic: &str = &r.pos.topic;
-            let next = running
-                .entry((topic, r.pos.partition))
-                .or_insert_with(|| self.next_offset(namespace, topic, r.pos.partition).unwrap_or(0));
+            let next = running.entry((topic, r.pos.partition)).or_insert_with(|| {
+                self.next_offset(namespace, topic, r.pos.partition)
+                    .unwrap_or(0)
+            });
             if r.pos.offset < *next {
                 report.duplicates_skipped += 1;
                 continue;
@@ -222,7 +366,12 @@ impl Store {
                         message: e.to_string(),
                     })?;
                     self.index_event(ev, &value, &mut batch, &mut deltas, &mut catalog_pending)?;
-                    batch.insert(keys::position(keys::EVENT, topic, r.pos.partition, r.pos.offset), value);
+                    let seg = segments
+                        .entry((topic, r.pos.partition))
+                        .or_insert_with(|| (r.pos.offset, Vec::new()));
+                    seg.1.extend_from_slice(&r.pos.offset.to_le_bytes());
+                    seg.1.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    seg.1.extend_from_slice(&value);
                 }
                 Outcome::Rejected { rejection, raw } => {
                     report.rejected += 1;
@@ -235,10 +384,17 @@ impl Store {
                         offset: r.pos.offset,
                         origin: r.origin.as_deref(),
                         raw: text,
-                        raw_hex: if text.is_none() { Some(raw.iter().map(|b| format!("{b:02x}")).collect()) } else { None },
+                        raw_hex: if text.is_none() {
+                            Some(raw.iter().map(|b| format!("{b:02x}")).collect())
+                        } else {
+                            None
+                        },
                     };
                     let value = serde_json::to_vec(&dead).unwrap_or_default();
-                    batch.insert(keys::position(keys::DEAD, topic, r.pos.partition, r.pos.offset), value);
+                    batch.insert(
+                        keys::position(keys::DEAD, topic, r.pos.partition, r.pos.offset),
+                        value,
+                    );
                 }
             }
         }
@@ -252,31 +408,39 @@ impl Store {
         deltas.count("rejected", report.rejected as f64);
         deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
 
-        let mut staged = Vec::with_capacity(deltas.map.len());
-        for (key, (layout, delta)) in deltas.map {
-            let mut base = self.slots_of(&key, layout)?;
-            slots::combine(layout, &mut base, &delta);
-            batch.insert(key.clone(), slots::encode(&base));
-            staged.push((key, base));
+        for ((topic, partition), (first, bytes)) in segments {
+            batch.insert(keys::position(keys::EVENT, topic, partition, first), bytes);
         }
+        let journal =
+            state::encode_entries(deltas.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let journal_len = journal.len();
+        batch.insert(state::journal_key(self.seq), journal);
         let mut new_offsets = Vec::with_capacity(running.len());
         for ((topic, partition), next) in running {
-            batch.insert(keys::offset_key(namespace, topic, partition), &next.to_be_bytes());
+            batch.insert(
+                keys::offset_key(namespace, topic, partition),
+                &next.to_be_bytes(),
+            );
             new_offsets.push((topic.to_string(), partition, next));
         }
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
 
         // Durable: now the in-memory views may follow.
-        if self.cache.len() + staged.len() > CACHE_LIMIT {
-            self.cache.clear();
+        for (k, d) in &deltas.map {
+            self.state.merge(k, d);
         }
-        self.cache.extend(staged);
+        self.seq += 1;
+        self.journal_bytes += journal_len;
         for (t, p, o) in &new_offsets {
-            self.offsets.insert((namespace.to_string(), t.clone(), *p), *o);
+            self.offsets
+                .insert((namespace.to_string(), t.clone(), *p), *o);
         }
         new_offsets.sort();
         report.offsets = new_offsets;
+        if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
+            self.checkpoint()?;
+        }
         Ok(report)
     }
 
@@ -298,32 +462,62 @@ impl Store {
                     &[fb, 1.0, positive, fb, v.timestamp_ms as f64],
                 );
                 let q = video_qoe(v, fb).slots();
-                deltas.add(keys::join(keys::QOE_VIDEO, &[v.video_id.as_bytes()]), slots::QOE, &q);
-                deltas.add(keys::join(keys::QOE_REGION, &[v.region.as_bytes()]), slots::QOE, &q);
-                deltas.add(keys::join(keys::QOE_RESOLUTION, &[v.resolution.as_bytes()]), slots::QOE, &q);
-                deltas.add(keys::join(keys::GENRE, &[v.genre.as_bytes()]), slots::QOE, &q);
+                deltas.add(
+                    keys::join(keys::QOE_VIDEO, &[v.video_id.as_bytes()]),
+                    slots::QOE,
+                    &q,
+                );
+                deltas.add(
+                    keys::join(keys::QOE_REGION, &[v.region.as_bytes()]),
+                    slots::QOE,
+                    &q,
+                );
+                deltas.add(
+                    keys::join(keys::QOE_RESOLUTION, &[v.resolution.as_bytes()]),
+                    slots::QOE,
+                    &q,
+                );
+                deltas.add(
+                    keys::join(keys::GENRE, &[v.genre.as_bytes()]),
+                    slots::QOE,
+                    &q,
+                );
             }
             Event::Music(m) => {
                 let mut d = [0.0; 6];
                 d[m.event_type.index()] = 1.0;
                 d[5] = m.event_ts_ms as f64;
-                deltas.add(keys::join(keys::MUSIC_PAIR, &[m.user_id.as_bytes(), m.track_id.as_bytes()]), slots::MUSIC, &d);
+                deltas.add(
+                    keys::join(
+                        keys::MUSIC_PAIR,
+                        &[m.user_id.as_bytes(), m.track_id.as_bytes()],
+                    ),
+                    slots::MUSIC,
+                    &d,
+                );
             }
             Event::User(u) => {
                 let key = keys::join(keys::CAT_USER, &[u.id.as_bytes()]);
                 self.upsert(batch, catalog_pending, key, u.timestamp_ms, value.to_vec())?;
             }
-            Event::Movie(Title { id, timestamp_ms, .. }) => {
+            Event::Movie(Title {
+                id, timestamp_ms, ..
+            }) => {
                 let key = keys::join(keys::CAT_MOVIE, &[id.as_bytes()]);
                 self.upsert(batch, catalog_pending, key, *timestamp_ms, value.to_vec())?;
             }
-            Event::Series(Title { id, timestamp_ms, .. }) => {
+            Event::Series(Title {
+                id, timestamp_ms, ..
+            }) => {
                 let key = keys::join(keys::CAT_SERIES, &[id.as_bytes()]);
                 self.upsert(batch, catalog_pending, key, *timestamp_ms, value.to_vec())?;
             }
             Event::Track(t) => {
                 // Tracks carry no timestamp: the latest delivered wins.
-                batch.insert(keys::join(keys::CAT_TRACK, &[t.track_id.as_bytes()]), value.to_vec());
+                batch.insert(
+                    keys::join(keys::CAT_TRACK, &[t.track_id.as_bytes()]),
+                    value.to_vec(),
+                );
             }
         }
         Ok(())

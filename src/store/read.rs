@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keys, slots, MusicAgg, PairAgg, Qoe, Store, StoreError};
+use super::{keys, MusicAgg, PairAgg, Qoe, Store, StoreError};
 use crate::event::Event;
 use crate::record::SourcePos;
 use crate::reject::Rejection;
@@ -26,7 +26,10 @@ pub struct DeadLetter {
 }
 
 fn corrupt(key: &[u8], message: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), message: message.into() }
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: message.into(),
+    }
 }
 
 /// Which QoE breakdown to read.
@@ -49,15 +52,44 @@ impl QoeDim {
     }
 }
 
+fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<(SourcePos, Event)>, StoreError> {
+    let (topic, partition, _) = keys::parse_position(&k[keys::EVENT.len()..])
+        .ok_or_else(|| corrupt(k, "bad segment key"))?;
+    let topic: std::sync::Arc<str> = topic.into();
+    let mut out = Vec::new();
+    let mut b = v;
+    while !b.is_empty() {
+        let head = b.get(..12).ok_or_else(|| corrupt(k, "truncated segment"))?;
+        let offset = i64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+        let len = u32::from_le_bytes(head[8..].try_into().unwrap_or([0; 4])) as usize;
+        let body = b
+            .get(12..12 + len)
+            .ok_or_else(|| corrupt(k, "truncated segment"))?;
+        let ev: Event = serde_json::from_slice(body).map_err(|e| corrupt(k, e.to_string()))?;
+        out.push((
+            SourcePos {
+                topic: topic.clone(),
+                partition,
+                offset,
+            },
+            ev,
+        ));
+        b = &b[12 + len..];
+    }
+    Ok(out)
+}
+
 impl Store {
-    /// Every stored event with its source position, in key order.
+    /// Every stored event with its source position, by topic, partition and offset.
     pub fn events(&self) -> impl Iterator<Item = Result<(SourcePos, Event), StoreError>> + '_ {
-        self.tree.scan_prefix(keys::EVENT).map(|item| {
-            let (k, v) = item?;
-            let (topic, partition, offset) =
-                keys::parse_position(&k[keys::EVENT.len()..]).ok_or_else(|| corrupt(&k, "bad event key"))?;
-            let ev: Event = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?;
-            Ok((SourcePos { topic: topic.into(), partition, offset }, ev))
+        self.tree.scan_prefix(keys::EVENT).flat_map(|item| {
+            let decoded = item
+                .map_err(StoreError::from)
+                .and_then(|(k, v)| decode_segment(&k, &v));
+            match decoded {
+                Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
         })
     }
 
@@ -72,55 +104,60 @@ impl Store {
     }
 
     /// Per (user, item) implicit-feedback aggregates.
-    pub fn pair_aggregates(&self) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
-        self.tree.scan_prefix(keys::PAIR).map(|item| {
-            let (k, v) = item?;
-            let (u, i) = keys::split_pair(&k[keys::PAIR.len()..]).ok_or_else(|| corrupt(&k, "bad pair key"))?;
-            let s = slots::decode(slots::PAIR, &v).ok_or_else(|| corrupt(&k, "bad pair value"))?;
-            Ok((u, i, PairAgg::from_slots(&s)))
-        })
+    pub fn pair_aggregates(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
+        self.state
+            .big
+            .iter()
+            .filter(|(k, _)| k.starts_with(keys::PAIR))
+            .map(|(k, v)| {
+                let (u, i) = keys::split_pair(&k[keys::PAIR.len()..])
+                    .ok_or_else(|| corrupt(k, "bad pair key"))?;
+                Ok((u, i, PairAgg::from_slots(v)))
+            })
     }
 
     /// Per (user, track) listening counters.
     pub fn music_aggregates(&self) -> Result<Vec<(String, String, MusicAgg)>, StoreError> {
-        self.tree
-            .scan_prefix(keys::MUSIC_PAIR)
-            .map(|item| {
-                let (k, v) = item?;
-                let (u, t) = keys::split_pair(&k[keys::MUSIC_PAIR.len()..]).ok_or_else(|| corrupt(&k, "bad key"))?;
-                let s = slots::decode(slots::MUSIC, &v).ok_or_else(|| corrupt(&k, "bad value"))?;
-                Ok((u, t, MusicAgg::from_slots(&s)))
+        self.state
+            .big
+            .iter()
+            .filter(|(k, _)| k.starts_with(keys::MUSIC_PAIR))
+            .map(|(k, v)| {
+                let (u, t) = keys::split_pair(&k[keys::MUSIC_PAIR.len()..])
+                    .ok_or_else(|| corrupt(k, "bad key"))?;
+                Ok((u, t, MusicAgg::from_slots(v)))
             })
             .collect()
     }
 
+    fn small_prefix<'a>(&'a self, p: &'a [u8]) -> impl Iterator<Item = (String, &'a [f64])> + 'a {
+        self.state
+            .small
+            .range(p.to_vec()..)
+            .take_while(move |(k, _)| k.starts_with(p))
+            .map(move |(k, v)| (String::from_utf8_lossy(&k[p.len()..]).into_owned(), &v[..]))
+    }
+
     pub fn qoe(&self, dim: QoeDim) -> Result<BTreeMap<String, Qoe>, StoreError> {
-        let p = dim.prefix();
-        self.tree
-            .scan_prefix(p)
-            .map(|item| {
-                let (k, v) = item?;
-                let s = slots::decode(slots::QOE, &v).ok_or_else(|| corrupt(&k, "bad QoE value"))?;
-                Ok((String::from_utf8_lossy(&k[p.len()..]).into_owned(), Qoe::from_slots(&s)))
-            })
-            .collect()
+        Ok(self
+            .small_prefix(dim.prefix())
+            .map(|(k, v)| (k, Qoe::from_slots(v)))
+            .collect())
     }
 
     /// Every counter (`stored`, `rejected`, `stored/<type>`, `rejected/<reason[:field]>`, ...).
     pub fn counters(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        self.tree
-            .scan_prefix(keys::COUNTER)
-            .map(|item| {
-                let (k, v) = item?;
-                let s = slots::decode(slots::COUNT, &v).ok_or_else(|| corrupt(&k, "bad counter"))?;
-                Ok((String::from_utf8_lossy(&k[keys::COUNTER.len()..]).into_owned(), s[0] as u64))
-            })
-            .collect()
+        Ok(self
+            .small_prefix(keys::COUNTER)
+            .map(|(k, v)| (k, v[0] as u64))
+            .collect())
     }
 
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
         let k = keys::join(keys::COUNTER, &[name.as_bytes()]);
-        Ok(self.tree.get(&k)?.and_then(|v| slots::decode(slots::COUNT, &v)).map(|s| s[0] as u64).unwrap_or(0))
+        Ok(self.state.get(&k).map(|s| s[0] as u64).unwrap_or(0))
     }
 
     /// The latest catalog record of a kind (`user`, `movie`, `series`, `track`) and id.
@@ -133,7 +170,9 @@ impl Store {
         };
         let k = keys::join(prefix, &[id.as_bytes()]);
         match self.tree.get(&k)? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&k, e.to_string())),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&k, e.to_string())),
             None => Ok(None),
         }
     }
@@ -158,6 +197,8 @@ impl Store {
 /// Reads a partition's stored next offset from a tree handle (for threads that do
 /// not own the [`Store`], such as the consumer's rebalance callback).
 pub fn read_offset(tree: &sled::Tree, namespace: &str, topic: &str, partition: i32) -> Option<i64> {
-    let v = tree.get(keys::offset_key(namespace, topic, partition)).ok()??;
+    let v = tree
+        .get(keys::offset_key(namespace, topic, partition))
+        .ok()??;
     Some(i64::from_be_bytes(v.as_ref().try_into().ok()?))
 }

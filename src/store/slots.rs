@@ -10,7 +10,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub const fn len(self) -> usize {
+    /// Number of slots.
+    pub const fn slots(self) -> usize {
         self.sums + self.maxes
     }
 }
@@ -28,28 +29,17 @@ pub fn combine(layout: Layout, base: &mut [f64], delta: &[f64]) {
     for i in 0..layout.sums {
         base[i] += delta[i];
     }
-    for i in layout.sums..layout.len() {
+    for i in layout.sums..layout.slots() {
         base[i] = base[i].max(delta[i]);
     }
 }
 
 pub fn zero(layout: Layout) -> Vec<f64> {
-    let mut v = vec![0.0; layout.len()];
+    let mut v = vec![0.0; layout.slots()];
     for x in &mut v[layout.sums..] {
         *x = f64::NEG_INFINITY;
     }
     v
-}
-
-pub fn encode(v: &[f64]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub fn decode(layout: Layout, bytes: &[u8]) -> Option<Vec<f64>> {
-    if bytes.len() != layout.len() * 8 {
-        return None;
-    }
-    Some(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
 }
 
 /// The implicit-feedback aggregate of one (user, item) pair.
@@ -151,6 +141,9 @@ pub struct MusicAgg {
 
 impl MusicAgg {
     pub fn from_slots(s: &[f64]) -> MusicAgg {
-        MusicAgg { counts: std::array::from_fn(|i| s[i] as u64), last_ts_ms: s[5] as i64 }
+        MusicAgg {
+            counts: std::array::from_fn(|i| s[i] as u64),
+            last_ts_ms: s[5] as i64,
+        }
     }
 }

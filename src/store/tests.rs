@@ -7,7 +7,15 @@ use crate::record::{Outcome, Processed, SourcePos};
 use crate::reject::Rejection;
 
 fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed {
-    Processed { pos: SourcePos { topic: Arc::from(topic), partition, offset }, origin: None, outcome }
+    Processed {
+        pos: SourcePos {
+            topic: Arc::from(topic),
+            partition,
+            offset,
+        },
+        origin: None,
+        outcome,
+    }
 }
 
 fn videos(n: usize) -> Vec<crate::event::VideoEvent> {
@@ -22,14 +30,36 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     let mut records: Vec<Processed> = evs
         .iter()
         .enumerate()
-        .map(|(i, e)| rec("v", (i % 3) as i32, (i / 3) as i64, Outcome::Valid(Event::Video(e.clone()))))
+        .map(|(i, e)| {
+            rec(
+                "v",
+                (i % 3) as i32,
+                (i / 3) as i64,
+                Outcome::Valid(Event::Video(e.clone())),
+            )
+        })
         .collect();
-    records.push(rec("v", 0, 100, Outcome::Rejected { rejection: Rejection::new("invalid_json", "x"), raw: b"{oops".to_vec() }));
+    records.push(rec(
+        "v",
+        0,
+        100,
+        Outcome::Rejected {
+            rejection: Rejection::new("invalid_json", "x"),
+            raw: b"{oops".to_vec(),
+        },
+    ));
     {
         let mut s = Store::open(dir.path(), 16).unwrap();
         let r = s.apply("ns", &records).unwrap();
         assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (300, 1, 0));
-        assert_eq!(r.offsets, vec![("v".into(), 0, 101), ("v".into(), 1, 100), ("v".into(), 2, 100)]);
+        assert_eq!(
+            r.offsets,
+            vec![
+                ("v".into(), 0, 101),
+                ("v".into(), 1, 100),
+                ("v".into(), 2, 100)
+            ]
+        );
         // The same batch again (a redelivery) changes nothing.
         let r = s.apply("ns", &records).unwrap();
         assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (0, 0, 301));
@@ -40,7 +70,9 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     assert_eq!(s.events().count(), 300);
     let mut expect: std::collections::HashMap<(String, String), (f64, u64)> = Default::default();
     for e in &evs {
-        let x = expect.entry((e.user_id.clone(), e.video_id.clone())).or_default();
+        let x = expect
+            .entry((e.user_id.clone(), e.video_id.clone()))
+            .or_default();
         x.0 += e.implicit_feedback();
         x.1 += 1;
     }
@@ -53,10 +85,21 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     }
     let dead = s.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].topic.as_str(), dead[0].partition, dead[0].offset), ("v", 0, 100));
+    assert_eq!(
+        (dead[0].topic.as_str(), dead[0].partition, dead[0].offset),
+        ("v", 0, 100)
+    );
     assert_eq!(dead[0].raw.as_deref(), Some("{oops"));
     let c = s.counters().unwrap();
-    assert_eq!((c["stored"], c["rejected"], c["rejected/invalid_json"], c["duplicates_skipped"]), (300, 1, 1, 301));
+    assert_eq!(
+        (
+            c["stored"],
+            c["rejected"],
+            c["rejected/invalid_json"],
+            c["duplicates_skipped"]
+        ),
+        (300, 1, 1, 301)
+    );
     let regions = s.qoe(QoeDim::Region).unwrap();
     assert_eq!(regions.values().map(|q| q.events).sum::<u64>(), 300);
     let watch: f64 = evs.iter().map(|e| e.watch_time_seconds).sum();
@@ -99,7 +142,8 @@ fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
         rec("m", 0, 2, Outcome::Valid(play(MusicAction::Like))),
     ];
     s.apply("ns", &batch).unwrap();
-    s.apply("ns", &[rec("c", 0, 2, Outcome::Valid(movie(15, "Older")))]).unwrap();
+    s.apply("ns", &[rec("c", 0, 2, Outcome::Valid(movie(15, "Older")))])
+        .unwrap();
     match s.catalog("movie", "vid_0001").unwrap() {
         Some(Event::Movie(t)) => assert_eq!(t.title, "New"),
         other => panic!("{other:?}"),
@@ -107,4 +151,55 @@ fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
     let m = s.music_aggregates().unwrap();
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].2.counts, [2, 0, 1, 0, 0]);
+}
+
+#[test]
+fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(900);
+    let batch = |from: usize, to: usize| -> Vec<Processed> {
+        (from..to)
+            .map(|i| {
+                rec(
+                    "v",
+                    0,
+                    i as i64,
+                    Outcome::Valid(Event::Video(evs[i].clone())),
+                )
+            })
+            .collect()
+    };
+    let snapshot = |s: &Store| {
+        let mut pairs: Vec<(String, String, u64, u64)> = s
+            .pair_aggregates()
+            .map(Result::unwrap)
+            .map(|(u, i, a)| (u, i, a.events, a.weight.to_bits()))
+            .collect();
+        pairs.sort();
+        (pairs, s.counters().unwrap(), s.qoe(QoeDim::Genre).unwrap())
+    };
+    let expected = {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.apply("ns", &batch(0, 300)).unwrap();
+        s.checkpoint().unwrap();
+        s.apply("ns", &batch(300, 600)).unwrap();
+        s.checkpoint().unwrap();
+        s.apply("ns", &batch(600, 900)).unwrap();
+        // A checkpoint that never got its pointer switched (a crash mid-checkpoint).
+        s.tree
+            .insert(
+                state::checkpoint_chunk_key(s.gen + 1, 0),
+                state::encode_entries(std::iter::once((&b"s/stored"[..], &[1e9][..]))),
+            )
+            .unwrap();
+        snapshot(&s)
+        // Dropped without close(): the last batch lives only in the journal.
+    };
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(snapshot(&s), expected);
+    assert_eq!(s.counter("stored").unwrap(), 900);
+    assert_eq!(s.events().count(), 900);
+    // Only one checkpoint generation and the journal after it remain.
+    assert_eq!(s.tree.scan_prefix(state::CHECKPOINT).count(), 1);
+    assert_eq!(s.tree.scan_prefix(state::JOURNAL).count(), 1);
 }

@@ -36,7 +36,10 @@ impl Broker {
             cluster.create_topic(t, *p, 1).expect("create topic");
         }
         let bootstrap = cluster.bootstrap_servers();
-        Broker { _cluster: cluster, bootstrap }
+        Broker {
+            _cluster: cluster,
+            bootstrap,
+        }
     }
 }
 
@@ -47,7 +50,13 @@ pub struct Produced {
     pub bad_reasons: Vec<&'static str>,
 }
 
-pub fn produce_video(bootstrap: &str, topic: &str, n: usize, bad_fraction: f64, seed: u64) -> Produced {
+pub fn produce_video(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    bad_fraction: f64,
+    seed: u64,
+) -> Produced {
     let producer = kafka::producer(bootstrap, &KafkaConfig::default()).expect("producer");
     let mut g = VideoGen::new(World::new(300, 80, seed), seed, 1_735_689_600_000, 50);
     let mut rng = bad_rng(seed);
@@ -63,7 +72,14 @@ pub fn produce_video(bootstrap: &str, topic: &str, n: usize, bad_fraction: f64, 
             out.valid.push(ev);
             p
         };
-        kafka::send(&producer, topic, out.valid.len().to_string().as_bytes(), &payload, None).expect("send");
+        kafka::send(
+            &producer,
+            topic,
+            out.valid.len().to_string().as_bytes(),
+            &payload,
+            None,
+        )
+        .expect("send");
     }
     kafka::flush(&producer, Duration::from_secs(60)).expect("flush");
     out
@@ -75,7 +91,14 @@ pub struct Daemon {
     pub log: PathBuf,
 }
 
-pub fn spawn_daemon(dir: &Path, brokers: &str, group: &str, topics: &[(&str, &str)], env: &[(&str, &str)], run: usize) -> Daemon {
+pub fn spawn_daemon(
+    dir: &Path,
+    brokers: &str,
+    group: &str,
+    topics: &[(&str, &str)],
+    env: &[(&str, &str)],
+    run: usize,
+) -> Daemon {
     let log = dir.join(format!("daemon-{run}.log"));
     let f = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(bin());
@@ -91,12 +114,21 @@ pub fn spawn_daemon(dir: &Path, brokers: &str, group: &str, topics: &[(&str, &st
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::from(f));
-    let table: Vec<String> = topics.iter().map(|(k, t)| format!("{k} = \"{t}\"")).collect();
-    cmd.env("PLAYPULSE_KAFKA__TOPICS", format!("{{ {} }}", table.join(", ")));
+    let table: Vec<String> = topics
+        .iter()
+        .map(|(k, t)| format!("{k} = \"{t}\""))
+        .collect();
+    cmd.env(
+        "PLAYPULSE_KAFKA__TOPICS",
+        format!("{{ {} }}", table.join(", ")),
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Daemon { child: cmd.spawn().expect("spawn daemon"), log }
+    Daemon {
+        child: cmd.spawn().expect("spawn daemon"),
+        log,
+    }
 }
 
 impl Daemon {
@@ -114,7 +146,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {limit:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -153,7 +188,10 @@ impl GroupWatch {
             .set("enable.auto.commit", "false")
             .create()
             .expect("watch consumer");
-        let parts = topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.to_string(), p))).collect();
+        let parts = topics
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| (t.to_string(), p)))
+            .collect();
         GroupWatch { consumer, parts }
     }
 
@@ -177,13 +215,23 @@ impl GroupWatch {
         let high = self
             .parts
             .iter()
-            .map(|(t, p)| self.consumer.fetch_watermarks(t, *p, Duration::from_secs(5)).map(|(_, h)| h).unwrap_or(0))
+            .map(|(t, p)| {
+                self.consumer
+                    .fetch_watermarks(t, *p, Duration::from_secs(5))
+                    .map(|(_, h)| h)
+                    .unwrap_or(0)
+            })
             .sum();
         (committed, high)
     }
 
     /// Waits until `pred(committed, high)` holds, failing after `limit` with the daemon's log.
-    pub fn wait_until(&self, daemon: &mut Daemon, limit: Duration, pred: impl Fn(i64, i64) -> bool) -> (i64, i64) {
+    pub fn wait_until(
+        &self,
+        daemon: &mut Daemon,
+        limit: Duration,
+        pred: impl Fn(i64, i64) -> bool,
+    ) -> (i64, i64) {
         let deadline = Instant::now() + limit;
         loop {
             let (c, h) = self.progress();
@@ -192,7 +240,10 @@ impl GroupWatch {
             }
             daemon.assert_alive();
             if Instant::now() > deadline {
-                panic!("committed {c} of {h} after {limit:?}; log:\n{}", daemon.log_text());
+                panic!(
+                    "committed {c} of {h} after {limit:?}; log:\n{}",
+                    daemon.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -203,7 +254,9 @@ impl GroupWatch {
 pub fn reference_pairs(valid: &[VideoEvent]) -> HashMap<(String, String), (f64, u64)> {
     let mut m: HashMap<(String, String), (f64, u64)> = HashMap::new();
     for e in valid {
-        let x = m.entry((e.user_id.clone(), e.video_id.clone())).or_default();
+        let x = m
+            .entry((e.user_id.clone(), e.video_id.clone()))
+            .or_default();
         x.0 += e.implicit_feedback();
         x.1 += 1;
     }
@@ -216,9 +269,15 @@ pub fn assert_pairs_match(store: &playpulse::store::Store, valid: &[VideoEvent])
     let mut n = 0;
     for item in store.pair_aggregates() {
         let (u, i, a) = item.expect("pair");
-        let (w, c) = expect.get(&(u.clone(), i.clone())).unwrap_or_else(|| panic!("unexpected pair {u}/{i}"));
+        let (w, c) = expect
+            .get(&(u.clone(), i.clone()))
+            .unwrap_or_else(|| panic!("unexpected pair {u}/{i}"));
         assert_eq!(a.events, *c, "events of {u}/{i}");
-        assert!((a.weight - w).abs() <= 1e-9 * w.abs().max(1.0), "weight of {u}/{i}: {} vs {w}", a.weight);
+        assert!(
+            (a.weight - w).abs() <= 1e-9 * w.abs().max(1.0),
+            "weight of {u}/{i}: {} vs {w}",
+            a.weight
+        );
         n += 1;
     }
     assert_eq!(n, expect.len(), "pair count");

@@ -1,0 +1,147 @@
+//! The aggregates, held in memory and made durable as a journal: each input
+//! batch writes its aggregate *deltas* as one journal entry inside the batch's
+//! atomic write; a checkpoint now and then writes the whole state and drops the
+//! journal it covers. Opening loads the latest checkpoint and replays the
+//! journal after it. Deltas combine associatively (sums add, maxima max), so
+//! replay gives exactly the state the writes produced.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use super::keys;
+use super::slots::{self, Layout};
+
+/// Many-keyed aggregates (per pair) live in a hash map; the few others
+/// (QoE, genre, counters) in an ordered map for prefix scans.
+#[derive(Default)]
+pub struct State {
+    pub big: FxHashMap<Vec<u8>, Box<[f64]>>,
+    pub small: BTreeMap<Vec<u8>, Box<[f64]>>,
+}
+
+pub fn layout_of(key: &[u8]) -> Option<Layout> {
+    if key.starts_with(keys::PAIR) {
+        Some(slots::PAIR)
+    } else if key.starts_with(keys::MUSIC_PAIR) {
+        Some(slots::MUSIC)
+    } else if key.starts_with(b"q/") || key.starts_with(keys::GENRE) {
+        Some(slots::QOE)
+    } else if key.starts_with(keys::COUNTER) {
+        Some(slots::COUNT)
+    } else {
+        None
+    }
+}
+
+fn is_big(key: &[u8]) -> bool {
+    key.starts_with(keys::PAIR) || key.starts_with(keys::MUSIC_PAIR)
+}
+
+impl State {
+    pub fn get(&self, key: &[u8]) -> Option<&[f64]> {
+        if is_big(key) {
+            self.big.get(key)
+        } else {
+            self.small.get(key)
+        }
+        .map(|b| &b[..])
+    }
+
+    /// Combines a delta into the state.
+    pub fn merge(&mut self, key: &[u8], delta: &[f64]) {
+        let Some(layout) = layout_of(key) else { return };
+        if delta.len() != layout.slots() {
+            return;
+        }
+        let map_entry = |slot: &mut Box<[f64]>| slots::combine(layout, slot, delta);
+        if is_big(key) {
+            match self.big.get_mut(key) {
+                Some(v) => map_entry(v),
+                None => {
+                    let mut v = slots::zero(layout).into_boxed_slice();
+                    slots::combine(layout, &mut v, delta);
+                    self.big.insert(key.to_vec(), v);
+                }
+            }
+        } else {
+            match self.small.get_mut(key) {
+                Some(v) => map_entry(v),
+                None => {
+                    let mut v = slots::zero(layout).into_boxed_slice();
+                    slots::combine(layout, &mut v, delta);
+                    self.small.insert(key.to_vec(), v);
+                }
+            }
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&Vec<u8>, &Box<[f64]>)> {
+        self.big.iter().chain(self.small.iter())
+    }
+
+    /// Rough bytes held (for the checkpoint policy).
+    pub fn approx_bytes(&self) -> usize {
+        self.entries()
+            .map(|(k, v)| k.len() + v.len() * 8 + 48)
+            .sum()
+    }
+}
+
+/// Encodes (key, slots) entries: `u16 key length, key, u8 slot count, slots (f64 LE)`.
+pub fn encode_entries<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [f64])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let klen = k.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(klen as u16).to_le_bytes());
+        out.extend_from_slice(&k[..klen]);
+        out.push(v.len() as u8);
+        for x in v {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes what [`encode_entries`] wrote, calling `f` per entry; `None` if malformed.
+pub fn decode_entries(mut b: &[u8], mut f: impl FnMut(&[u8], &[f64])) -> Option<()> {
+    let mut slots_buf = Vec::with_capacity(16);
+    while !b.is_empty() {
+        let klen = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+        let key = b.get(2..2 + klen)?;
+        let n = *b.get(2 + klen)? as usize;
+        let start = 3 + klen;
+        let raw = b.get(start..start + n * 8)?;
+        slots_buf.clear();
+        slots_buf.extend(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
+        );
+        f(key, &slots_buf);
+        b = &b[start + n * 8..];
+    }
+    Some(())
+}
+
+pub const JOURNAL: &[u8] = b"j/";
+pub const CHECKPOINT_CURRENT: &[u8] = b"k/current";
+pub const CHECKPOINT: &[u8] = b"k/g/";
+
+pub fn journal_key(seq: u64) -> Vec<u8> {
+    let mut k = JOURNAL.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn checkpoint_chunk_key(gen: u64, chunk: u32) -> Vec<u8> {
+    let mut k = CHECKPOINT.to_vec();
+    k.extend_from_slice(&gen.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+pub fn checkpoint_gen_prefix(gen: u64) -> Vec<u8> {
+    let mut k = CHECKPOINT.to_vec();
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
+}
