@@ -40,6 +40,10 @@ pub enum StoreError {
 /// Journal bytes since the last checkpoint that trigger the next one (at least).
 const MIN_CHECKPOINT_JOURNAL_BYTES: usize = 64 << 20;
 
+/// Largest value written, so sled keeps every value inline in its log (it writes
+/// values past ~128 KiB as one file each, which costs far more).
+const MAX_VALUE_BYTES: usize = 64 << 10;
+
 /// What one applied batch did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ApplyReport {
@@ -215,7 +219,7 @@ impl Store {
         let mut next = covered.map_or(0, |c| c + 1);
         for item in self.tree.scan_prefix(state::JOURNAL) {
             let (k, v) = item?;
-            let seq = u64::from_be_bytes(k[state::JOURNAL.len()..].try_into().unwrap_or([0; 8]));
+            let seq = state::journal_seq(&k);
             if covered.is_some_and(|c| seq <= c) {
                 continue;
             }
@@ -240,7 +244,7 @@ impl Store {
         }
         let gen = self.gen + 1;
         let entries: Vec<(&Vec<u8>, &Box<[f64]>)> = self.state.entries().collect();
-        for (i, chunk) in entries.chunks(65_536).enumerate() {
+        for (i, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
             let value = state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), &v[..])));
             self.tree
                 .insert(state::checkpoint_chunk_key(gen, i as u32), value)?;
@@ -340,6 +344,9 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut deltas = Deltas::default();
         let mut segments: HashMap<(&str, i32), (i64, Vec<u8>)> = HashMap::new();
+        let seg_key = |topic: &str, partition: i32, first: i64| {
+            keys::position(keys::EVENT, topic, partition, first)
+        };
         let mut running: HashMap<(&str, i32), i64> = HashMap::new();
         let mut report = ApplyReport::default();
         let mut catalog_pending: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -369,6 +376,11 @@ impl Store {
                     let seg = segments
                         .entry((topic, r.pos.partition))
                         .or_insert_with(|| (r.pos.offset, Vec::new()));
+                    if !seg.1.is_empty() && seg.1.len() + value.len() + 12 > MAX_VALUE_BYTES {
+                        let full = std::mem::take(&mut seg.1);
+                        batch.insert(seg_key(topic, r.pos.partition, seg.0), full);
+                        seg.0 = r.pos.offset;
+                    }
                     seg.1.extend_from_slice(&r.pos.offset.to_le_bytes());
                     seg.1.extend_from_slice(&(value.len() as u32).to_le_bytes());
                     seg.1.extend_from_slice(&value);
@@ -409,12 +421,17 @@ impl Store {
         deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
 
         for ((topic, partition), (first, bytes)) in segments {
-            batch.insert(keys::position(keys::EVENT, topic, partition, first), bytes);
+            batch.insert(seg_key(topic, partition, first), bytes);
         }
-        let journal =
-            state::encode_entries(deltas.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-        let journal_len = journal.len();
-        batch.insert(state::journal_key(self.seq), journal);
+        let mut journal_len = 0;
+        let entries: Vec<(&Vec<u8>, &Vec<f64>)> = deltas.map.iter().collect();
+        // About 70 bytes an entry: parts of at most MAX_VALUE_BYTES.
+        for (part, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
+            let journal =
+                state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            journal_len += journal.len();
+            batch.insert(state::journal_key(self.seq, part as u32), journal);
+        }
         let mut new_offsets = Vec::with_capacity(running.len());
         for ((topic, partition), next) in running {
             batch.insert(

@@ -127,10 +127,18 @@ pub const JOURNAL: &[u8] = b"j/";
 pub const CHECKPOINT_CURRENT: &[u8] = b"k/current";
 pub const CHECKPOINT: &[u8] = b"k/g/";
 
-pub fn journal_key(seq: u64) -> Vec<u8> {
+/// A journal entry's key: the batch's sequence number and the part within it.
+pub fn journal_key(seq: u64, part: u32) -> Vec<u8> {
     let mut k = JOURNAL.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&part.to_be_bytes());
     k
+}
+
+pub fn journal_seq(key: &[u8]) -> u64 {
+    key.get(JOURNAL.len()..JOURNAL.len() + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 pub fn checkpoint_chunk_key(gen: u64, chunk: u32) -> Vec<u8> {
