@@ -88,12 +88,18 @@ impl Handler<Pull> for ParserActor {
             return;
         }
         let Some(source) = &self.source else { return };
+        let t = std::time::Instant::now();
         let raws = source.poll_batch(self.batch_size, self.linger);
+        if !raws.is_empty() {
+            Progress::time(&self.progress.poll_ns, t);
+        }
         if !raws.is_empty() {
             let bytes: usize = raws.iter().map(|r| r.payload.len()).sum();
             Progress::add(&self.progress.consumed, raws.len() as u64);
             Progress::add(&self.progress.bytes, bytes as u64);
+            let t = std::time::Instant::now();
             let records = parse_batch(&self.kinds, raws);
+            Progress::time(&self.progress.parse_ns, t);
             self.in_flight += 1;
             Progress::add(&self.progress.in_flight, 1);
             self.validator.do_send(ParsedBatch {

@@ -48,6 +48,9 @@ impl Handler<StoreBatch> for StoreActor {
                 Progress::add(&p.rejected, r.rejected);
                 Progress::add(&p.duplicates_skipped, r.duplicates_skipped);
                 Progress::add(&p.batches, 1);
+                Progress::add(&p.store_prepare_ns, r.prepare_ns);
+                Progress::add(&p.store_write_ns, r.write_ns);
+                Progress::add(&p.store_flush_ns, r.flush_ns);
             }
             Err(e) => tracing::error!("store write failed, batch not acknowledged: {e}"),
         }

@@ -3,11 +3,14 @@
 use actix::prelude::*;
 
 use super::messages::{ParsedBatch, StoreBatch};
-use crate::pipeline::validate_batch;
+use std::sync::Arc;
+
+use crate::pipeline::{validate_batch, Progress};
 use crate::validate::Validator;
 
 pub struct ValidatorActor {
     pub validator: Validator,
+    pub progress: Arc<Progress>,
     pub store: Recipient<StoreBatch>,
 }
 
@@ -19,7 +22,9 @@ impl Handler<ParsedBatch> for ValidatorActor {
     type Result = ();
 
     fn handle(&mut self, msg: ParsedBatch, _: &mut Context<Self>) {
+        let t = std::time::Instant::now();
         let records = validate_batch(&self.validator, msg.records);
+        Progress::time(&self.progress.validate_ns, t);
         self.store.do_send(StoreBatch {
             records,
             ack: msg.ack,

@@ -50,6 +50,8 @@ pub struct IngestBenchReport {
     pub batches: u64,
     pub generate_seconds: f64,
     pub verify_seconds: f64,
+    /// Busy time per pipeline stage (each stage runs on its own thread).
+    pub stage_seconds: serde_json::Value,
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {
@@ -112,7 +114,7 @@ pub fn ingest(
 
     let total = args.events;
     let system = actix::System::new();
-    let (seconds, wall_seconds, batches) = system.block_on(async move {
+    let (seconds, wall_seconds, batches, stage_seconds) = system.block_on(async move {
         let daemon = Daemon::start(
             &cfg,
             vec![(Kind::Video, Feed::Prepared { records, next: 0 }, 0.0)],
@@ -138,8 +140,9 @@ pub fn ingest(
         let seconds = t0.unwrap_or(t_start).elapsed().as_secs_f64();
         let wall = t_start.elapsed().as_secs_f64();
         let batches = crate::pipeline::Progress::get(&daemon.progress.batches);
+        let stages = daemon.progress.stage_seconds();
         daemon.shutdown().await;
-        Ok::<_, anyhow::Error>((seconds, wall, batches))
+        Ok::<_, anyhow::Error>((seconds, wall, batches, stages))
     })?;
 
     let t_verify = Instant::now();
@@ -192,5 +195,6 @@ pub fn ingest(
         batches,
         generate_seconds,
         verify_seconds: t_verify.elapsed().as_secs_f64(),
+        stage_seconds,
     })
 }

@@ -96,9 +96,11 @@ impl Daemon {
         });
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
+        let vp = progress.clone();
         let validator =
             ValidatorActor::start_in_arbiter(&validator_arb.handle(), move |_| ValidatorActor {
                 validator,
+                progress: vp,
                 store: store_rcpt,
             });
         let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());

@@ -3,6 +3,7 @@
 //! counters the actors publish and the monitor reads.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::event::Event;
 use crate::kafka::TopicKinds;
@@ -78,6 +79,13 @@ pub struct Progress {
     pub bytes: AtomicU64,
     pub in_flight: AtomicU64,
     pub lag: AtomicI64,
+    /// Where the time goes, nanoseconds per stage (summed over batches).
+    pub poll_ns: AtomicU64,
+    pub parse_ns: AtomicU64,
+    pub validate_ns: AtomicU64,
+    pub store_prepare_ns: AtomicU64,
+    pub store_write_ns: AtomicU64,
+    pub store_flush_ns: AtomicU64,
 }
 
 impl Progress {
@@ -87,6 +95,24 @@ impl Progress {
 
     pub fn add(a: &AtomicU64, n: u64) {
         a.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `since` to a stage counter.
+    pub fn time(a: &AtomicU64, since: Instant) {
+        a.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Seconds spent per stage so far.
+    pub fn stage_seconds(&self) -> serde_json::Value {
+        let s = |a: &AtomicU64| Self::get(a) as f64 / 1e9;
+        serde_json::json!({
+            "poll": s(&self.poll_ns),
+            "parse": s(&self.parse_ns),
+            "validate": s(&self.validate_ns),
+            "store_prepare": s(&self.store_prepare_ns),
+            "store_write": s(&self.store_write_ns),
+            "store_flush": s(&self.store_flush_ns),
+        })
     }
 
     /// Records that reached the store (stored or dead-lettered).
