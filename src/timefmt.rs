@@ -20,6 +20,9 @@ pub enum TimePolicy {
 pub fn parse_timestamp_ms(s: &str, policy: TimePolicy) -> Option<i64> {
     let b = s.as_bytes();
     // RFC 3339: date 'T' time, then 'Z' or an offset.
+    if let Some(ms) = fast_utc_seconds(b) {
+        return Some(ms);
+    }
     if b.len() >= 20 && b[10] == b'T' {
         return DateTime::parse_from_rfc3339(s)
             .ok()
@@ -46,6 +49,38 @@ pub fn parse_timestamp_ms(s: &str, policy: TimePolicy) -> Option<i64> {
             .map(|d| d.and_utc().timestamp_millis());
     }
     None
+}
+
+/// The common exact forms `YYYY-MM-DDTHH:MM:SSZ` and `YYYY-MM-DDTHH:MM:SS.mmmZ`,
+/// without a general parser.
+fn fast_utc_seconds(b: &[u8]) -> Option<i64> {
+    let digits = |r: &[u8]| -> Option<i64> {
+        r.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+    };
+    let millis = match b {
+        [head @ .., b'Z'] if head.len() == 19 => 0,
+        [_head @ .., b'.', m0, m1, m2, b'Z'] if b.len() == 24 => digits(&[*m0, *m1, *m2])?,
+        _ => return None,
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (h, mi, s) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month[(mo - 1) as usize] || h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + s) * 1000 + millis)
 }
 
 /// Formats milliseconds since the epoch as RFC 3339 UTC (`...Z`), seconds precision
@@ -102,6 +137,23 @@ mod tests {
         );
         assert_eq!(parse_timestamp_ms("13/14/2025", TimePolicy::Lenient), None);
         assert_eq!(parse_timestamp_ms("2025-02-30", TimePolicy::Lenient), None);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        let mut t = -2_208_988_800i64; // 1900-01-01
+        while t < 4_102_444_800 {
+            let s = format_timestamp_ms(t * 1000);
+            let general = DateTime::parse_from_rfc3339(&s).map(|d| d.timestamp_millis()).ok();
+            assert_eq!(fast_utc_seconds(s.as_bytes()), general, "{s}");
+            let ms = format_timestamp_ms(t * 1000 + 123);
+            assert_eq!(fast_utc_seconds(ms.as_bytes()), Some(t * 1000 + 123), "{ms}");
+            t += 86_400 * 7 + 3_599;
+        }
+        for bad in ["2023-02-29T00:00:00Z", "2024-02-30T00:00:00Z", "2024-00-10T00:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T00:60:00Z", "2024-01-0aT00:00:00Z", "2024-01-01T00:00:00.12Z", "2024-01-01T00:00:00.1234"] {
+            assert_eq!(fast_utc_seconds(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(fast_utc_seconds(b"2024-02-29T12:00:00Z").is_some());
     }
 
     #[test]
