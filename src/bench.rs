@@ -89,7 +89,7 @@ pub fn ingest(
         } else {
             let e = Event::Video(ev);
             *expected
-                .entry(fingerprint(&serde_json::to_vec(&e)?))
+                .entry(fingerprint(&e.encode()))
                 .or_default() += 1;
             wire::to_json(&e)
         };
@@ -152,7 +152,7 @@ pub fn ingest(
         let (_, ev) = item?;
         stored += 1;
         *expected
-            .entry(fingerprint(&serde_json::to_vec(&ev)?))
+            .entry(fingerprint(&ev.encode()))
             .or_default() -= 1;
     }
     let lost: i64 = expected.values().filter(|&&v| v > 0).sum();

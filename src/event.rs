@@ -68,11 +68,8 @@ pub struct VideoEvent {
     pub recommended: bool,
     /// Milliseconds since the Unix epoch, UTC.
     pub timestamp_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_time_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuffer_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -112,9 +109,7 @@ pub struct Title {
     pub actors: Vec<String>,
     pub classification: String,
     pub release_decade: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seasons: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub episodes: Option<i64>,
 }
 
@@ -178,9 +173,9 @@ pub struct MusicEvent {
     pub device: String,
 }
 
-/// Any typed event.
+/// Any typed event. Stored in the compact binary form of [`Event::encode`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Video(VideoEvent),
     User(UserProfile),
@@ -191,6 +186,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The compact binary form kept in the store's event log.
+    pub fn encode(&self) -> Vec<u8> {
+        // Plain data with serde derive: encoding into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+
     /// Short name of the record type, as counted in statistics.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -326,7 +326,7 @@ impl Store {
             None => self
                 .tree
                 .get(&key)?
-                .and_then(|b| serde_json::from_slice::<Event>(&b).ok())
+                .and_then(|b| Event::decode(&b).ok())
                 .map(|e| match e {
                     Event::User(u) => u.timestamp_ms,
                     Event::Movie(t) | Event::Series(t) => t.timestamp_ms,
@@ -374,10 +374,7 @@ impl Store {
                 Outcome::Valid(ev) => {
                     report.stored += 1;
                     *per_type.entry(ev.type_name()).or_default() += 1.0;
-                    let value = serde_json::to_vec(ev).map_err(|e| StoreError::Corrupt {
-                        key: format!("{topic}/{}/{}", r.pos.partition, r.pos.offset),
-                        message: e.to_string(),
-                    })?;
+                    let value = ev.encode();
                     self.index_event(ev, &value, &mut batch, &mut deltas, &mut catalog_pending)?;
                     let seg = segments
                         .entry((topic, r.pos.partition))

@@ -65,7 +65,7 @@ fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<(SourcePos, Event)>, StoreEr
         let body = b
             .get(12..12 + len)
             .ok_or_else(|| corrupt(k, "truncated segment"))?;
-        let ev: Event = serde_json::from_slice(body).map_err(|e| corrupt(k, e.to_string()))?;
+        let ev = Event::decode(body).map_err(|e| corrupt(k, e))?;
         out.push((
             SourcePos {
                 topic: topic.clone(),
@@ -170,9 +170,9 @@ impl Store {
         };
         let k = keys::join(prefix, &[id.as_bytes()]);
         match self.tree.get(&k)? {
-            Some(v) => serde_json::from_slice(&v)
+            Some(v) => Event::decode(&v)
                 .map(Some)
-                .map_err(|e| corrupt(&k, e.to_string())),
+                .map_err(|e| corrupt(&k, e)),
             None => Ok(None),
         }
     }
