@@ -3,8 +3,7 @@
 use actix::prelude::*;
 
 use crate::pipeline::Parsed;
-use crate::record::Processed;
-use crate::store::ApplyReport;
+use crate::store::{ApplyReport, Prepared};
 
 /// Parser → validator: one consumed batch, parsed.
 #[derive(Message)]
@@ -15,11 +14,11 @@ pub struct ParsedBatch {
     pub ack: Recipient<Stored>,
 }
 
-/// Validator → store: one batch, validated, to write atomically.
+/// Validator → store: one batch, validated and prepared, to write atomically.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StoreBatch {
-    pub records: Vec<Processed>,
+    pub prepared: Prepared,
     pub ack: Recipient<Stored>,
 }
 

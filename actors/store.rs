@@ -40,7 +40,7 @@ impl Handler<StoreBatch> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: StoreBatch, _: &mut Context<Self>) {
-        let result = self.store.apply(&self.namespace, &msg.records);
+        let result = self.store.apply(&self.namespace, msg.prepared);
         match &result {
             Ok(r) => {
                 let p = &self.progress;

@@ -1,4 +1,5 @@
-//! Validator actor: parsed batch → validated batch → store.
+//! Validator actor: parsed batch → validated and prepared batch (events encoded,
+//! aggregate deltas summed) → store.
 
 use actix::prelude::*;
 
@@ -6,6 +7,7 @@ use super::messages::{ParsedBatch, StoreBatch};
 use std::sync::Arc;
 
 use crate::pipeline::{validate_batch, Progress};
+use crate::store::prepare;
 use crate::validate::Validator;
 
 pub struct ValidatorActor {
@@ -25,8 +27,11 @@ impl Handler<ParsedBatch> for ValidatorActor {
         let t = std::time::Instant::now();
         let records = validate_batch(&self.validator, msg.records);
         Progress::time(&self.progress.validate_ns, t);
+        let t = std::time::Instant::now();
+        let prepared = prepare(records);
+        Progress::time(&self.progress.prepare_ns, t);
         self.store.do_send(StoreBatch {
-            records,
+            prepared,
             ack: msg.ack,
         });
     }

@@ -88,9 +88,7 @@ pub fn ingest(
             p
         } else {
             let e = Event::Video(ev);
-            *expected
-                .entry(fingerprint(&e.encode()))
-                .or_default() += 1;
+            *expected.entry(fingerprint(&e.encode())).or_default() += 1;
             wire::to_json(&e)
         };
         bytes += payload.len() as u64;
@@ -151,9 +149,7 @@ pub fn ingest(
     for item in store.events() {
         let (_, ev) = item?;
         stored += 1;
-        *expected
-            .entry(fingerprint(&ev.encode()))
-            .or_default() -= 1;
+        *expected.entry(fingerprint(&ev.encode())).or_default() -= 1;
     }
     let lost: i64 = expected.values().filter(|&&v| v > 0).sum();
     let duplicated: i64 = -expected.values().filter(|&&v| v < 0).sum::<i64>();

@@ -55,7 +55,9 @@ pub fn parse_timestamp_ms(s: &str, policy: TimePolicy) -> Option<i64> {
 /// without a general parser.
 fn fast_utc_seconds(b: &[u8]) -> Option<i64> {
     let digits = |r: &[u8]| -> Option<i64> {
-        r.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+        r.iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
     };
     let millis = match b {
         [head @ .., b'Z'] if head.len() == 19 => 0,
@@ -66,10 +68,33 @@ fn fast_utc_seconds(b: &[u8]) -> Option<i64> {
         return None;
     }
     let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (h, mi, s) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (h, mi, s) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month[(mo - 1) as usize] || h > 23 || mi > 59 || s > 59 {
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > days_in_month[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || s > 59
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -144,13 +169,28 @@ mod tests {
         let mut t = -2_208_988_800i64; // 1900-01-01
         while t < 4_102_444_800 {
             let s = format_timestamp_ms(t * 1000);
-            let general = DateTime::parse_from_rfc3339(&s).map(|d| d.timestamp_millis()).ok();
+            let general = DateTime::parse_from_rfc3339(&s)
+                .map(|d| d.timestamp_millis())
+                .ok();
             assert_eq!(fast_utc_seconds(s.as_bytes()), general, "{s}");
             let ms = format_timestamp_ms(t * 1000 + 123);
-            assert_eq!(fast_utc_seconds(ms.as_bytes()), Some(t * 1000 + 123), "{ms}");
+            assert_eq!(
+                fast_utc_seconds(ms.as_bytes()),
+                Some(t * 1000 + 123),
+                "{ms}"
+            );
             t += 86_400 * 7 + 3_599;
         }
-        for bad in ["2023-02-29T00:00:00Z", "2024-02-30T00:00:00Z", "2024-00-10T00:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T00:60:00Z", "2024-01-0aT00:00:00Z", "2024-01-01T00:00:00.12Z", "2024-01-01T00:00:00.1234"] {
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2024-00-10T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:60:00Z",
+            "2024-01-0aT00:00:00Z",
+            "2024-01-01T00:00:00.12Z",
+            "2024-01-01T00:00:00.1234",
+        ] {
             assert_eq!(fast_utc_seconds(bad.as_bytes()), None, "{bad}");
         }
         assert!(fast_utc_seconds(b"2024-02-29T12:00:00Z").is_some());

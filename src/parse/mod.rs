@@ -178,7 +178,9 @@ fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
     if kind == Kind::Video {
         // Fast path: one pass straight into the typed shape.
         // One UTF-8 check of the whole record is cheaper than serde_json's per string.
-        let fast = std::str::from_utf8(payload).ok().and_then(|text| serde_json::from_str::<VideoWire>(text).ok());
+        let fast = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|text| serde_json::from_str::<VideoWire>(text).ok());
         if let Some(w) = fast {
             let timestamp_ms = timestamp_ms("timestamp", &w.timestamp, TimePolicy::Strict)?;
             return Ok(Event::Video(VideoEvent {

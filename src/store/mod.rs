@@ -7,6 +7,7 @@
 //! Aggregates are served from memory (see [`state`]).
 
 pub mod keys;
+pub mod prepare;
 mod read;
 pub mod slots;
 mod state;
@@ -19,11 +20,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::event::{Event, Title, VideoEvent};
+use crate::event::Event;
 use crate::record::{Outcome, Processed};
 use crate::reject::Rejection;
-use slots::Layout;
 
+pub use prepare::{prepare, Prepared};
 pub use read::{read_offset, DeadLetter, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
@@ -90,50 +91,6 @@ struct DeadOut<'a> {
     raw: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     raw_hex: Option<String>,
-}
-
-#[derive(Default)]
-struct Deltas {
-    map: FxHashMap<Vec<u8>, Vec<f64>>,
-}
-
-impl Deltas {
-    fn add(&mut self, key: Vec<u8>, layout: Layout, delta: &[f64]) {
-        match self.map.get_mut(&key) {
-            Some(v) => slots::combine(layout, v, delta),
-            None => {
-                let mut v = slots::zero(layout);
-                slots::combine(layout, &mut v, delta);
-                self.map.insert(key, v);
-            }
-        }
-    }
-
-    fn count(&mut self, name: &str, n: f64) {
-        self.add(
-            keys::join(keys::COUNTER, &[name.as_bytes()]),
-            slots::COUNT,
-            &[n],
-        );
-    }
-}
-
-fn video_qoe(v: &VideoEvent, feedback: f64) -> Qoe {
-    let failed = v.error.is_some() && v.watch_time_seconds == 0.0;
-    Qoe {
-        events: 1,
-        watch_seconds: v.watch_time_seconds,
-        buffering_events: v.buffering_events as u64,
-        rebuffer_ms: v.rebuffer_ms.unwrap_or(0.0),
-        startup_ms_sum: v.startup_time_ms.unwrap_or(0.0),
-        startups: u64::from(v.startup_time_ms.is_some()),
-        start_failures: u64::from(failed),
-        skipped: u64::from(v.skipped),
-        paused: u64::from(v.paused),
-        bitrate_kbps_sum: v.bitrate_kbps as f64,
-        recommended: u64::from(v.recommended),
-        feedback_sum: feedback,
-    }
 }
 
 impl Store {
@@ -340,32 +297,46 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one input batch atomically and durably (see the module docs).
+    /// Prepares and applies records (see [`prepare::prepare`] and [`Store::apply`]).
+    pub fn apply_records(
+        &mut self,
+        namespace: &str,
+        records: Vec<Processed>,
+    ) -> Result<ApplyReport, StoreError> {
+        self.apply(namespace, prepare::prepare(records))
+    }
+
+    /// Applies one prepared input batch atomically and durably (see the module docs).
     pub fn apply(
         &mut self,
         namespace: &str,
-        records: &[Processed],
+        prepared: Prepared,
     ) -> Result<ApplyReport, StoreError> {
         let t0 = std::time::Instant::now();
+        let Prepared {
+            records,
+            encoded,
+            deltas,
+        } = prepared;
         let mut batch = sled::Batch::default();
-        let mut deltas = Deltas::default();
-        let mut segments: HashMap<(&str, i32), (i64, Vec<u8>)> = HashMap::new();
+        let mut segments: FxHashMap<(&str, i32), (i64, Vec<u8>)> = FxHashMap::default();
         let seg_key = |topic: &str, partition: i32, first: i64| {
             keys::position(keys::EVENT, topic, partition, first)
         };
-        let mut running: HashMap<(&str, i32), i64> = HashMap::new();
+        let mut running: FxHashMap<(&str, i32), i64> = FxHashMap::default();
         let mut report = ApplyReport::default();
         let mut catalog_pending: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut per_type: HashMap<&'static str, f64> = HashMap::new();
-        let mut rejected_by: HashMap<String, f64> = HashMap::new();
+        let mut fresh = Vec::with_capacity(records.len());
 
-        for r in records {
+        for (r, value) in records.iter().zip(&encoded) {
             let topic: &str = &r.pos.topic;
             let next = running.entry((topic, r.pos.partition)).or_insert_with(|| {
                 self.next_offset(namespace, topic, r.pos.partition)
                     .unwrap_or(0)
             });
-            if r.pos.offset < *next {
+            let is_new = r.pos.offset >= *next;
+            fresh.push(is_new);
+            if !is_new {
                 report.duplicates_skipped += 1;
                 continue;
             }
@@ -373,9 +344,7 @@ impl Store {
             match &r.outcome {
                 Outcome::Valid(ev) => {
                     report.stored += 1;
-                    *per_type.entry(ev.type_name()).or_default() += 1.0;
-                    let value = ev.encode();
-                    self.index_event(ev, &value, &mut batch, &mut deltas, &mut catalog_pending)?;
+                    self.upsert_catalog(ev, value, &mut batch, &mut catalog_pending)?;
                     let seg = segments
                         .entry((topic, r.pos.partition))
                         .or_insert_with(|| (r.pos.offset, Vec::new()));
@@ -386,11 +355,10 @@ impl Store {
                     }
                     seg.1.extend_from_slice(&r.pos.offset.to_le_bytes());
                     seg.1.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                    seg.1.extend_from_slice(&value);
+                    seg.1.extend_from_slice(value);
                 }
                 Outcome::Rejected { rejection, raw } => {
                     report.rejected += 1;
-                    *rejected_by.entry(rejection.key()).or_default() += 1.0;
                     let text = std::str::from_utf8(raw).ok();
                     let dead = DeadOut {
                         rejection,
@@ -413,14 +381,18 @@ impl Store {
                 }
             }
         }
-        for (t, n) in per_type {
-            deltas.count(&format!("stored/{t}"), n);
-        }
-        for (k, n) in rejected_by {
-            deltas.count(&format!("rejected/{k}"), n);
-        }
-        deltas.count("stored", report.stored as f64);
-        deltas.count("rejected", report.rejected as f64);
+        // Redelivered records were skipped: their deltas must not count.
+        let mut deltas = if report.duplicates_skipped > 0 {
+            prepare::deltas_of(
+                records
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(_, f)| **f)
+                    .map(|(r, _)| r),
+            )
+        } else {
+            deltas
+        };
         deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
 
         for ((topic, partition), (first, bytes)) in segments {
@@ -469,83 +441,34 @@ impl Store {
         Ok(report)
     }
 
-    fn index_event(
+    fn upsert_catalog(
         &self,
         ev: &Event,
         value: &[u8],
         batch: &mut sled::Batch,
-        deltas: &mut Deltas,
-        catalog_pending: &mut HashMap<Vec<u8>, i64>,
+        pending: &mut HashMap<Vec<u8>, i64>,
     ) -> Result<(), StoreError> {
-        match ev {
-            Event::Video(v) => {
-                let fb = v.implicit_feedback();
-                let positive = if fb >= 0.5 { 1.0 } else { 0.0 };
-                deltas.add(
-                    keys::join(keys::PAIR, &[v.user_id.as_bytes(), v.video_id.as_bytes()]),
-                    slots::PAIR,
-                    &[fb, 1.0, positive, fb, v.timestamp_ms as f64],
-                );
-                let q = video_qoe(v, fb).slots();
-                deltas.add(
-                    keys::join(keys::QOE_VIDEO, &[v.video_id.as_bytes()]),
-                    slots::QOE,
-                    &q,
-                );
-                deltas.add(
-                    keys::join(keys::QOE_REGION, &[v.region.as_bytes()]),
-                    slots::QOE,
-                    &q,
-                );
-                deltas.add(
-                    keys::join(keys::QOE_RESOLUTION, &[v.resolution.as_bytes()]),
-                    slots::QOE,
-                    &q,
-                );
-                deltas.add(
-                    keys::join(keys::GENRE, &[v.genre.as_bytes()]),
-                    slots::QOE,
-                    &q,
-                );
-            }
-            Event::Music(m) => {
-                let mut d = [0.0; 6];
-                d[m.event_type.index()] = 1.0;
-                d[5] = m.event_ts_ms as f64;
-                deltas.add(
-                    keys::join(
-                        keys::MUSIC_PAIR,
-                        &[m.user_id.as_bytes(), m.track_id.as_bytes()],
-                    ),
-                    slots::MUSIC,
-                    &d,
-                );
-            }
-            Event::User(u) => {
-                let key = keys::join(keys::CAT_USER, &[u.id.as_bytes()]);
-                self.upsert(batch, catalog_pending, key, u.timestamp_ms, value.to_vec())?;
-            }
-            Event::Movie(Title {
-                id, timestamp_ms, ..
-            }) => {
-                let key = keys::join(keys::CAT_MOVIE, &[id.as_bytes()]);
-                self.upsert(batch, catalog_pending, key, *timestamp_ms, value.to_vec())?;
-            }
-            Event::Series(Title {
-                id, timestamp_ms, ..
-            }) => {
-                let key = keys::join(keys::CAT_SERIES, &[id.as_bytes()]);
-                self.upsert(batch, catalog_pending, key, *timestamp_ms, value.to_vec())?;
-            }
-            Event::Track(t) => {
-                // Tracks carry no timestamp: the latest delivered wins.
-                batch.insert(
-                    keys::join(keys::CAT_TRACK, &[t.track_id.as_bytes()]),
-                    value.to_vec(),
-                );
-            }
-        }
-        Ok(())
+        let (key, ts) = match ev {
+            Event::User(u) => (
+                keys::join(keys::CAT_USER, &[u.id.as_bytes()]),
+                u.timestamp_ms,
+            ),
+            Event::Movie(t) => (
+                keys::join(keys::CAT_MOVIE, &[t.id.as_bytes()]),
+                t.timestamp_ms,
+            ),
+            Event::Series(t) => (
+                keys::join(keys::CAT_SERIES, &[t.id.as_bytes()]),
+                t.timestamp_ms,
+            ),
+            // Tracks carry no timestamp: the latest delivered wins.
+            Event::Track(t) => (
+                keys::join(keys::CAT_TRACK, &[t.track_id.as_bytes()]),
+                i64::MAX,
+            ),
+            Event::Video(_) | Event::Music(_) => return Ok(()),
+        };
+        self.upsert(batch, pending, key, ts, value.to_vec())
     }
 }
 

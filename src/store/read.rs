@@ -170,9 +170,7 @@ impl Store {
         };
         let k = keys::join(prefix, &[id.as_bytes()]);
         match self.tree.get(&k)? {
-            Some(v) => Event::decode(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&k, e)),
+            Some(v) => Event::decode(&v).map(Some).map_err(|e| corrupt(&k, e)),
             None => Ok(None),
         }
     }

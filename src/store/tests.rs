@@ -51,7 +51,7 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     ));
     {
         let mut s = Store::open(dir.path(), 16).unwrap();
-        let r = s.apply("ns", &records).unwrap();
+        let r = s.apply_records("ns", records.clone()).unwrap();
         assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (300, 1, 0));
         assert_eq!(
             r.offsets,
@@ -62,7 +62,7 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
             ]
         );
         // The same batch again (a redelivery) changes nothing.
-        let r = s.apply("ns", &records).unwrap();
+        let r = s.apply_records("ns", records.clone()).unwrap();
         assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (0, 0, 301));
     }
     let s = Store::open(dir.path(), 16).unwrap();
@@ -142,9 +142,12 @@ fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
         rec("m", 0, 1, Outcome::Valid(play(MusicAction::Play))),
         rec("m", 0, 2, Outcome::Valid(play(MusicAction::Like))),
     ];
-    s.apply("ns", &batch).unwrap();
-    s.apply("ns", &[rec("c", 0, 2, Outcome::Valid(movie(15, "Older")))])
-        .unwrap();
+    s.apply_records("ns", batch).unwrap();
+    s.apply_records(
+        "ns",
+        vec![rec("c", 0, 2, Outcome::Valid(movie(15, "Older")))],
+    )
+    .unwrap();
     match s.catalog("movie", "vid_0001").unwrap() {
         Some(Event::Movie(t)) => assert_eq!(t.title, "New"),
         other => panic!("{other:?}"),
@@ -181,11 +184,11 @@ fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
     };
     let expected = {
         let mut s = Store::open(dir.path(), 16).unwrap();
-        s.apply("ns", &batch(0, 300)).unwrap();
+        s.apply_records("ns", batch(0, 300)).unwrap();
         s.checkpoint().unwrap();
-        s.apply("ns", &batch(300, 600)).unwrap();
+        s.apply_records("ns", batch(300, 600)).unwrap();
         s.checkpoint().unwrap();
-        s.apply("ns", &batch(600, 900)).unwrap();
+        s.apply_records("ns", batch(600, 900)).unwrap();
         // A checkpoint that never got its pointer switched (a crash mid-checkpoint).
         s.tree
             .insert(
@@ -210,4 +213,32 @@ fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
             .len(),
         1
     );
+}
+
+#[test]
+fn a_batch_overlapping_stored_offsets_counts_only_its_new_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(300);
+    let batch = |from: usize, to: usize| -> Vec<Processed> {
+        (from..to)
+            .map(|i| {
+                rec(
+                    "v",
+                    0,
+                    i as i64,
+                    Outcome::Valid(Event::Video(evs[i].clone())),
+                )
+            })
+            .collect()
+    };
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.apply_records("ns", batch(0, 200)).unwrap();
+    let r = s.apply_records("ns", batch(100, 300)).unwrap();
+    assert_eq!((r.stored, r.duplicates_skipped), (100, 100));
+    assert_eq!(s.counter("stored").unwrap(), 300);
+    assert_eq!(s.events().count(), 300);
+    let events: u64 = s.pair_aggregates().map(|p| p.unwrap().2.events).sum();
+    assert_eq!(events, 300);
+    let regions = s.qoe(QoeDim::Region).unwrap();
+    assert_eq!(regions.values().map(|q| q.events).sum::<u64>(), 300);
 }

@@ -1,0 +1,159 @@
+//! Getting a batch ready for the store, off the store's thread: valid events
+//! encoded, aggregate deltas summed (assuming every record is new; the store
+//! recomputes them in the rare batch that holds redelivered records).
+
+use rustc_hash::FxHashMap;
+
+use super::keys;
+use super::slots::{self, Layout, Qoe};
+use crate::event::{Event, VideoEvent};
+use crate::record::{Outcome, Processed};
+
+/// Aggregate deltas of one batch, by aggregate key.
+#[derive(Default, Debug, Clone)]
+pub struct Deltas {
+    pub map: FxHashMap<Vec<u8>, Vec<f64>>,
+    key: Vec<u8>,
+}
+
+impl Deltas {
+    /// Adds `delta` under the key `prefix + parts joined by 0`, allocating the key only when new.
+    fn add(&mut self, prefix: &[u8], parts: &[&[u8]], layout: Layout, delta: &[f64]) {
+        self.key.clear();
+        self.key.extend_from_slice(prefix);
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                self.key.push(0);
+            }
+            self.key.extend_from_slice(p);
+        }
+        match self.map.get_mut(self.key.as_slice()) {
+            Some(v) => slots::combine(layout, v, delta),
+            None => {
+                let mut v = slots::zero(layout);
+                slots::combine(layout, &mut v, delta);
+                self.map.insert(self.key.clone(), v);
+            }
+        }
+    }
+
+    pub fn count(&mut self, name: &str, n: f64) {
+        if n != 0.0 {
+            self.add(keys::COUNTER, &[name.as_bytes()], slots::COUNT, &[n]);
+        }
+    }
+
+    fn event(&mut self, ev: &Event) {
+        match ev {
+            Event::Video(v) => {
+                let fb = v.implicit_feedback();
+                let positive = if fb >= 0.5 { 1.0 } else { 0.0 };
+                let pair = [fb, 1.0, positive, fb, v.timestamp_ms as f64];
+                self.add(
+                    keys::PAIR,
+                    &[v.user_id.as_bytes(), v.video_id.as_bytes()],
+                    slots::PAIR,
+                    &pair,
+                );
+                let q = video_qoe(v, fb).slots();
+                self.add(keys::QOE_VIDEO, &[v.video_id.as_bytes()], slots::QOE, &q);
+                self.add(keys::QOE_REGION, &[v.region.as_bytes()], slots::QOE, &q);
+                self.add(
+                    keys::QOE_RESOLUTION,
+                    &[v.resolution.as_bytes()],
+                    slots::QOE,
+                    &q,
+                );
+                self.add(keys::GENRE, &[v.genre.as_bytes()], slots::QOE, &q);
+            }
+            Event::Music(m) => {
+                let mut d = [0.0; 6];
+                d[m.event_type.index()] = 1.0;
+                d[5] = m.event_ts_ms as f64;
+                self.add(
+                    keys::MUSIC_PAIR,
+                    &[m.user_id.as_bytes(), m.track_id.as_bytes()],
+                    slots::MUSIC,
+                    &d,
+                );
+            }
+            Event::User(_) | Event::Movie(_) | Event::Series(_) | Event::Track(_) => {}
+        }
+    }
+}
+
+fn video_qoe(v: &VideoEvent, feedback: f64) -> Qoe {
+    let failed = v.error.is_some() && v.watch_time_seconds == 0.0;
+    Qoe {
+        events: 1,
+        watch_seconds: v.watch_time_seconds,
+        buffering_events: v.buffering_events as u64,
+        rebuffer_ms: v.rebuffer_ms.unwrap_or(0.0),
+        startup_ms_sum: v.startup_time_ms.unwrap_or(0.0),
+        startups: u64::from(v.startup_time_ms.is_some()),
+        start_failures: u64::from(failed),
+        skipped: u64::from(v.skipped),
+        paused: u64::from(v.paused),
+        bitrate_kbps_sum: v.bitrate_kbps as f64,
+        recommended: u64::from(v.recommended),
+        feedback_sum: feedback,
+    }
+}
+
+/// The aggregate deltas and counters of `records`.
+pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
+    let mut d = Deltas::default();
+    let mut per_type: Vec<(&'static str, f64)> = Vec::new();
+    let mut rejected_by: FxHashMap<String, f64> = FxHashMap::default();
+    let (mut stored, mut rejected) = (0.0, 0.0);
+    for r in records {
+        match &r.outcome {
+            Outcome::Valid(ev) => {
+                stored += 1.0;
+                match per_type.iter_mut().find(|(t, _)| *t == ev.type_name()) {
+                    Some((_, n)) => *n += 1.0,
+                    None => per_type.push((ev.type_name(), 1.0)),
+                }
+                d.event(ev);
+            }
+            Outcome::Rejected { rejection, .. } => {
+                rejected += 1.0;
+                *rejected_by.entry(rejection.key()).or_default() += 1.0;
+            }
+        }
+    }
+    for (t, n) in per_type {
+        d.count(&format!("stored/{t}"), n);
+    }
+    for (k, n) in rejected_by {
+        d.count(&format!("rejected/{k}"), n);
+    }
+    d.count("stored", stored);
+    d.count("rejected", rejected);
+    d
+}
+
+/// A batch ready for [`super::Store::apply`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub records: Vec<Processed>,
+    /// The encoded event per record (empty for rejected ones).
+    pub encoded: Vec<Vec<u8>>,
+    pub deltas: Deltas,
+}
+
+pub fn prepare(records: Vec<Processed>) -> Prepared {
+    let encoded = records
+        .iter()
+        .map(|r| match &r.outcome {
+            Outcome::Valid(ev) => ev.encode(),
+            Outcome::Rejected { .. } => Vec::new(),
+        })
+        .collect();
+    let deltas = deltas_of(records.iter());
+    Prepared {
+        records,
+        encoded,
+        deltas,
+    }
+}
