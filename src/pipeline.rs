@@ -51,12 +51,12 @@ pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
     parsed
         .into_iter()
         .map(|p| {
-            let outcome = match p.result.and_then(|ev| v.validate_at(ev, now)) {
-                Ok(ev) => Outcome::Valid(ev),
-                Err(rejection) => Outcome::Rejected {
-                    rejection,
-                    raw: p.raw,
+            let outcome = match p.result {
+                Ok(mut ev) => match v.validate_in_place(&mut ev, now) {
+                    Ok(()) => Outcome::Valid(ev),
+                    Err(rejection) => Outcome::Rejected { rejection, raw: p.raw },
                 },
+                Err(rejection) => Outcome::Rejected { rejection, raw: p.raw },
             };
             Processed {
                 pos: p.pos,

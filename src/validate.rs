@@ -22,6 +22,13 @@ pub struct Validator {
 }
 
 fn trim_in_place(s: &mut String) {
+    // Fast path: nothing to trim when both ends are visible ASCII.
+    let b = s.as_bytes();
+    if let (Some(&first), Some(&last)) = (b.first(), b.last()) {
+        if first.is_ascii_graphic() && last.is_ascii_graphic() {
+            return;
+        }
+    }
     let t = s.trim();
     if t.len() != s.len() {
         *s = t.to_string();
@@ -51,14 +58,19 @@ impl Validator {
     }
 
     /// As [`Validator::validate`] with an explicit "now" (ms since the epoch).
-    pub fn validate_at(&self, ev: Event, now_ms: i64) -> Result<Event, Rejection> {
+    pub fn validate_at(&self, mut ev: Event, now_ms: i64) -> Result<Event, Rejection> {
+        self.validate_in_place(&mut ev, now_ms)?;
+        Ok(ev)
+    }
+
+    /// Validates and normalises an event where it lies (no moves of the event).
+    pub fn validate_in_place(&self, ev: &mut Event, now_ms: i64) -> Result<(), Rejection> {
         match ev {
-            Event::Video(v) => self.video(v, now_ms).map(Event::Video),
-            Event::User(u) => self.user(u, now_ms).map(Event::User),
-            Event::Movie(t) => self.title(t, now_ms).map(Event::Movie),
-            Event::Series(t) => self.title(t, now_ms).map(Event::Series),
-            Event::Track(t) => self.track(t).map(Event::Track),
-            Event::Music(m) => self.music(m, now_ms).map(Event::Music),
+            Event::Video(v) => self.video(v, now_ms),
+            Event::User(u) => self.user(u, now_ms),
+            Event::Movie(t) | Event::Series(t) => self.title(t, now_ms),
+            Event::Track(t) => self.track(t),
+            Event::Music(m) => self.music(m, now_ms),
         }
     }
 
@@ -157,7 +169,7 @@ impl Validator {
         ))
     }
 
-    fn video(&self, mut v: VideoEvent, now_ms: i64) -> Result<VideoEvent, Rejection> {
+    fn video(&self, v: &mut VideoEvent, now_ms: i64) -> Result<(), Rejection> {
         self.id("user_id", &mut v.user_id)?;
         self.id("video_id", &mut v.video_id)?;
         Self::range_f64(
@@ -189,10 +201,10 @@ impl Validator {
                 v.error = None;
             }
         }
-        Ok(v)
+        Ok(())
     }
 
-    fn user(&self, mut u: UserProfile, now_ms: i64) -> Result<UserProfile, Rejection> {
+    fn user(&self, u: &mut UserProfile, now_ms: i64) -> Result<(), Rejection> {
         self.id("id", &mut u.id)?;
         self.timestamp("timestamp", u.timestamp_ms, now_ms)?;
         Self::non_empty("name", &mut u.name)?;
@@ -207,10 +219,10 @@ impl Validator {
         }
         trim_in_place(&mut u.classification);
         trim_in_place(&mut u.subscription_date);
-        Ok(u)
+        Ok(())
     }
 
-    fn title(&self, mut t: Title, now_ms: i64) -> Result<Title, Rejection> {
+    fn title(&self, t: &mut Title, now_ms: i64) -> Result<(), Rejection> {
         self.id("id", &mut t.id)?;
         self.timestamp("timestamp", t.timestamp_ms, now_ms)?;
         Self::non_empty("title", &mut t.title)?;
@@ -226,24 +238,24 @@ impl Validator {
         if let Some(e) = t.episodes {
             Self::range_i64("episodes", e, 1, 100_000)?;
         }
-        Ok(t)
+        Ok(())
     }
 
-    fn track(&self, mut t: Track) -> Result<Track, Rejection> {
+    fn track(&self, t: &mut Track) -> Result<(), Rejection> {
         self.id("track_id", &mut t.track_id)?;
         Self::non_empty("artist", &mut t.artist)?;
         trim_in_place(&mut t.album);
         Self::non_empty("genre", &mut t.genre)?;
         Self::range_i64("duration_ms", t.duration_ms, 1, 24 * 3_600_000)?;
-        Ok(t)
+        Ok(())
     }
 
-    fn music(&self, mut m: MusicEvent, now_ms: i64) -> Result<MusicEvent, Rejection> {
+    fn music(&self, m: &mut MusicEvent, now_ms: i64) -> Result<(), Rejection> {
         self.id("user_id", &mut m.user_id)?;
         self.id("track_id", &mut m.track_id)?;
         self.timestamp("event_ts", m.event_ts_ms, now_ms)?;
         trim_in_place(&mut m.session_id);
         trim_in_place(&mut m.device);
-        Ok(m)
+        Ok(())
     }
 }
