@@ -54,9 +54,15 @@ pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
             let outcome = match p.result {
                 Ok(mut ev) => match v.validate_in_place(&mut ev, now) {
                     Ok(()) => Outcome::Valid(ev),
-                    Err(rejection) => Outcome::Rejected { rejection, raw: p.raw },
+                    Err(rejection) => Outcome::Rejected {
+                        rejection,
+                        raw: p.raw,
+                    },
                 },
-                Err(rejection) => Outcome::Rejected { rejection, raw: p.raw },
+                Err(rejection) => Outcome::Rejected {
+                    rejection,
+                    raw: p.raw,
+                },
             };
             Processed {
                 pos: p.pos,

@@ -4,6 +4,7 @@
 //!
 //! A record that cannot be parsed becomes a [`Rejection`]; parsing never panics.
 
+pub(crate) mod canonical;
 mod fields;
 mod legacy;
 mod records;
@@ -178,9 +179,11 @@ fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
     if kind == Kind::Video {
         // Fast path: one pass straight into the typed shape.
         // One UTF-8 check of the whole record is cheaper than serde_json's per string.
-        let fast = std::str::from_utf8(payload)
-            .ok()
-            .and_then(|text| serde_json::from_str::<VideoWire>(text).ok());
+        let text = std::str::from_utf8(payload).ok();
+        if let Some(ev) = text.and_then(canonical::video) {
+            return Ok(Event::Video(ev));
+        }
+        let fast = text.and_then(|t| serde_json::from_str::<VideoWire>(t).ok());
         if let Some(w) = fast {
             let timestamp_ms = timestamp_ms("timestamp", &w.timestamp, TimePolicy::Strict)?;
             return Ok(Event::Video(VideoEvent {

@@ -225,3 +225,71 @@ fn catalog_records_accept_the_seed_field_names() {
         Some("type")
     );
 }
+
+/// The general decoder's answer for a video record (the reference for the canonical one).
+fn general_video(bytes: &[u8]) -> Option<crate::event::VideoEvent> {
+    let w: VideoWire = serde_json::from_slice(bytes).ok()?;
+    let timestamp_ms = crate::timefmt::parse_timestamp_ms(&w.timestamp, TimePolicy::Strict)?;
+    Some(crate::event::VideoEvent {
+        user_id: w.user_id.into_owned(),
+        video_id: w.video_id.into_owned(),
+        watch_time_seconds: w.watch_time_seconds,
+        resolution: w.resolution.into_owned(),
+        bitrate_kbps: w.bitrate_kbps,
+        buffering_events: w.buffering_events,
+        paused: w.paused,
+        skipped: w.skipped,
+        genre: w.genre.into_owned(),
+        region: w.region.into_owned(),
+        recommended: w.recommended,
+        timestamp_ms,
+        startup_time_ms: w.startup_time_ms,
+        rebuffer_ms: w.rebuffer_ms,
+        error: w.error.map(|e| e.into_owned()),
+    })
+}
+
+#[test]
+fn canonical_decoder_agrees_with_the_general_one_or_defers() {
+    use rand::{Rng, SeedableRng};
+    let mut g = VideoGen::new(World::new(200, 50, 13), 13, 1_735_689_600_000, 50);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let (mut fast, mut mutated_fast) = (0, 0);
+    for i in 0..20_000 {
+        let mut ev = g.next_event();
+        match i % 4 {
+            0 => ev.startup_time_ms = None,
+            1 => ev.rebuffer_ms = None,
+            2 => ev.error = Some("net".into()),
+            _ => {}
+        }
+        let json = wire::to_json(&Event::Video(ev.clone()));
+        let text = std::str::from_utf8(&json).unwrap();
+        let c = canonical::video(text);
+        assert_eq!(c.as_ref(), Some(&ev), "{text}");
+        fast += 1;
+        // Mutations: the canonical decoder must agree with the general one or defer.
+        let mut m = json.clone();
+        for _ in 0..rng.gen_range(1..4) {
+            let at = rng.gen_range(0..m.len());
+            match rng.gen_range(0..3) {
+                0 => {
+                    let alphabet = b"0123456789.-+eE\"\\,:{}[] tfnul";
+                    m[at] = alphabet[rng.gen_range(0..alphabet.len())];
+                }
+                1 => {
+                    m.remove(at);
+                }
+                _ => m.insert(at, b"0.e-\" ,"[rng.gen_range(0..7)]),
+            }
+        }
+        if let Some(text) = std::str::from_utf8(&m).ok() {
+            if let Some(got) = canonical::video(text) {
+                mutated_fast += 1;
+                assert_eq!(Some(got), general_video(&m), "{text}");
+            }
+        }
+    }
+    assert_eq!(fast, 20_000);
+    assert!(mutated_fast > 100, "{mutated_fast}");
+}
