@@ -29,10 +29,9 @@ impl Deltas {
         }
         match self.map.get_mut(self.key.as_slice()) {
             Some(v) => slots::combine(layout, v, delta),
+            // A first delta combined into zero slots is the delta itself.
             None => {
-                let mut v = slots::zero(layout);
-                slots::combine(layout, &mut v, delta);
-                self.map.insert(self.key.clone(), v);
+                self.map.insert(self.key.clone(), delta.to_vec());
             }
         }
     }
@@ -102,7 +101,11 @@ fn video_qoe(v: &VideoEvent, feedback: f64) -> Qoe {
 
 /// The aggregate deltas and counters of `records`.
 pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
-    let mut d = Deltas::default();
+    let (low, high) = records.size_hint();
+    let mut d = Deltas {
+        map: FxHashMap::with_capacity_and_hasher(high.unwrap_or(low) + 64, Default::default()),
+        key: Vec::new(),
+    };
     let mut per_type: Vec<(&'static str, f64)> = Vec::new();
     let mut rejected_by: FxHashMap<String, f64> = FxHashMap::default();
     let (mut stored, mut rejected) = (0.0, 0.0);

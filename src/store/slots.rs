@@ -85,8 +85,8 @@ pub struct Qoe {
 }
 
 impl Qoe {
-    pub fn slots(&self) -> Vec<f64> {
-        vec![
+    pub fn slots(&self) -> [f64; 12] {
+        [
             self.events as f64,
             self.watch_seconds,
             self.buffering_events as f64,
