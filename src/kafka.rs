@@ -472,3 +472,29 @@ pub fn import_headers(format: &str, columns: Option<&str>, origin: &str) -> Owne
         value: Some(origin),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_map_to_kinds_exactly_or_by_pattern() {
+        let topics = [
+            (Kind::Video, "views".to_string()),
+            (Kind::Music, "^music\\..*".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let k = TopicKinds::new(&topics).unwrap();
+        assert_eq!(k.kind_of("views"), Some(Kind::Video));
+        assert_eq!(k.kind_of("music.eu"), Some(Kind::Music));
+        assert_eq!(k.kind_of("views2"), None);
+        assert_eq!(k.kind_of("xmusic.eu"), None);
+        assert_eq!(
+            k.subscription(),
+            vec!["views".to_string(), "^music\\..*".to_string()]
+        );
+        let bad = [(Kind::Video, "^(".to_string())].into_iter().collect();
+        assert!(TopicKinds::new(&bad).is_err());
+    }
+}

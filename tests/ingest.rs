@@ -322,3 +322,109 @@ fn sigterm_persists_the_batch_in_flight_and_resumes_from_stored_offsets() {
     );
     check_exactly_once(dir.path(), &produced);
 }
+
+fn produce_cli(bootstrap: &str, topic: &str, kind: &str, events: u64) {
+    let out = Command::new(bin())
+        .args([
+            "produce",
+            "--brokers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--kind",
+            kind,
+            "--events",
+            &events.to_string(),
+        ])
+        .args([
+            "--users", "100", "--videos", "60", "--tracks", "40", "--seed", "3",
+        ])
+        .output()
+        .expect("run produce");
+    assert!(
+        out.status.success(),
+        "produce {kind}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("produce prints JSON");
+    assert_eq!(report["produced"].as_u64(), Some(events));
+}
+
+#[test]
+fn every_producer_kind_flows_through_the_daemon_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = [
+        ("video", "kinds.video"),
+        ("users", "kinds.users"),
+        ("movies", "kinds.movies"),
+        ("series", "kinds.series"),
+        ("music", "kinds.music"),
+    ];
+    let broker = Broker::start(&topics.iter().map(|(_, t)| (*t, 2)).collect::<Vec<_>>());
+    // 250 profiles over 100 users: later versions upsert earlier ones.
+    for (kind, events) in [
+        ("video", 500),
+        ("users", 250),
+        ("movies", 60),
+        ("series", 30),
+        ("music", 240),
+    ] {
+        let topic = topics.iter().find(|(k, _)| *k == kind).unwrap().1;
+        produce_cli(&broker.bootstrap, topic, kind, events);
+    }
+    let group = "kinds-group";
+    let mut d = spawn_daemon(dir.path(), &broker.bootstrap, group, &topics, &[], 0);
+    let watch = GroupWatch::new(
+        &broker.bootstrap,
+        group,
+        &topics.iter().map(|(_, t)| (*t, 2)).collect::<Vec<_>>(),
+    );
+    watch.wait_until(&mut d, Duration::from_secs(90), |c, h| c == h);
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        d.log_text()
+    );
+
+    let store = Store::open(&dir.path().join("data"), 16).unwrap();
+    let c = store.counters().unwrap();
+    assert_eq!(c.get("rejected"), None, "{c:?}");
+    assert_eq!(
+        (
+            c["stored/video"],
+            c["stored/user"],
+            c["stored/movie"],
+            c["stored/series"],
+            c["stored/track"],
+            c["stored/music_event"]
+        ),
+        (500, 250, 60, 30, 40, 200)
+    );
+    // Catalog records are upserts: one per id, the latest version kept.
+    assert_eq!(store.catalog_len("user"), 100);
+    assert_eq!(store.catalog_len("movie"), 60);
+    assert_eq!(store.catalog_len("series"), 12);
+    assert_eq!(store.catalog_len("track"), 40);
+    let latest = store
+        .events()
+        .map(Result::unwrap)
+        .filter_map(|(_, e)| match e {
+            Event::User(u) if u.id == "user_00007" => Some(u.timestamp_ms),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    match store.catalog("user", "user_00007").unwrap() {
+        Some(Event::User(u)) => assert_eq!(u.timestamp_ms, latest),
+        other => panic!("{other:?}"),
+    }
+    let plays: u64 = store
+        .music_aggregates()
+        .unwrap()
+        .iter()
+        .map(|(_, _, a)| a.counts.iter().sum::<u64>())
+        .sum();
+    assert_eq!(plays, 200);
+}
