@@ -8,6 +8,7 @@ pub mod event;
 pub mod generate;
 pub mod import;
 pub mod kafka;
+pub mod ml;
 pub mod parse;
 pub mod pipeline;
 pub mod produce;

@@ -13,6 +13,8 @@ use playpulse::daemon::{shutdown_signal, Daemon};
 use playpulse::event::Kind;
 use playpulse::import::{import_file, FileFormat};
 use playpulse::kafka;
+use playpulse::ml::als::AlsParams;
+use playpulse::ml::bench::AlsBenchArgs;
 use playpulse::produce::{produce, Synth, SynthSpec};
 use playpulse::store::{QoeDim, Store};
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
@@ -99,6 +101,39 @@ struct ProduceArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Implicit ALS: fit on a train split, top-k metrics on its test split.
+    Als {
+        /// Tab-separated `user item weight events positive` with a header.
+        #[arg(long)]
+        train: PathBuf,
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        factors: usize,
+        #[arg(long, default_value_t = 15)]
+        iterations: usize,
+        #[arg(long, default_value_t = 0.1)]
+        regularization: f32,
+        #[arg(long, default_value_t = 1.0)]
+        alpha: f32,
+        #[arg(long, default_value_t = 3)]
+        cg_steps: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Project factors onto ≥ 0 (as the reference notebooks' Spark model).
+        #[arg(long)]
+        nonnegative: bool,
+        /// Regularization scaled by each row's interaction count (ALS-WR, as Spark).
+        #[arg(long)]
+        weighted_regularization: bool,
+        /// Solve each row exactly (Cholesky) instead of by CG steps.
+        #[arg(long)]
+        exact: bool,
+    },
     /// The whole ingest pipeline on the embedded broker.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]
@@ -230,6 +265,40 @@ fn main() -> anyhow::Result<()> {
             for d in store.dead_letters()? {
                 println!("{}", serde_json::to_string(&d)?);
             }
+            Ok(())
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Als {
+                    train,
+                    test,
+                    factors,
+                    iterations,
+                    regularization,
+                    alpha,
+                    cg_steps,
+                    seed,
+                    k,
+                    threads,
+                    nonnegative,
+                    weighted_regularization,
+                    exact,
+                },
+        } => {
+            let params = AlsParams {
+                factors,
+                iterations,
+                regularization,
+                alpha,
+                cg_steps,
+                seed,
+                nonnegative,
+                weighted_regularization,
+                exact,
+            };
+            let args = AlsBenchArgs { train, test, params, k, threads: threads.max(1) };
+            let report = playpulse::ml::bench::als(&args)?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Bench {

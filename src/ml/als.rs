@@ -1,0 +1,418 @@
+//! Implicit-feedback ALS (Hu, Koren, Volinsky 2008) with the conjugate-gradient
+//! solver of Takács et al., as the `implicit` library does: each half-iteration
+//! solves, for every user (then every item), `(YᵀY + Yᵀ(Cᵤ − I)Y + λI) xᵤ = YᵀCᵤ pᵤ`
+//! by a few CG steps warm-started from the current factors. Rows are solved in
+//! parallel (rayon), in f32.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::sparse::Csr;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum AlsError {
+    #[error("ALS parameter `{name}` = {value}: {rule}")]
+    Param { name: &'static str, value: String, rule: &'static str },
+    #[error("no interactions to train on; ingest some events first")]
+    Empty,
+}
+
+/// ALS hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlsParams {
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    /// Confidence `c = 1 + alpha * w` for an interaction of weight `w`.
+    pub alpha: f32,
+    pub cg_steps: usize,
+    pub seed: u64,
+    /// Project factors onto ≥ 0 after each solve.
+    pub nonnegative: bool,
+    /// Scale the regularization of each row by its number of interactions
+    /// (ALS-WR, as Spark MLlib does) instead of one λ for every row.
+    pub weighted_regularization: bool,
+    /// Solve each row exactly (Cholesky) instead of by `cg_steps` CG steps.
+    pub exact: bool,
+}
+
+impl Default for AlsParams {
+    fn default() -> Self {
+        AlsParams { factors: 64, iterations: 15, regularization: 0.1, alpha: 1.0, cg_steps: 3, seed: 42, nonnegative: false, weighted_regularization: false, exact: false }
+    }
+}
+
+/// Parameters checked once before training (linfa's ParamGuard pattern).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedAlsParams(AlsParams);
+
+impl AlsParams {
+    pub fn check(self) -> Result<CheckedAlsParams, AlsError> {
+        let bad = |name, value: String, rule| Err(AlsError::Param { name, value, rule });
+        if !(1..=1024).contains(&self.factors) {
+            return bad("factors", self.factors.to_string(), "must be 1..=1024");
+        }
+        if !(1..=10_000).contains(&self.iterations) {
+            return bad("iterations", self.iterations.to_string(), "must be 1..=10000");
+        }
+        if !(self.regularization.is_finite() && self.regularization >= 0.0) {
+            return bad("regularization", self.regularization.to_string(), "must be a finite number ≥ 0");
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return bad("alpha", self.alpha.to_string(), "must be a finite number > 0");
+        }
+        if !(1..=256).contains(&self.cg_steps) {
+            return bad("cg_steps", self.cg_steps.to_string(), "must be 1..=256");
+        }
+        Ok(CheckedAlsParams(self))
+    }
+}
+
+impl CheckedAlsParams {
+    pub fn params(&self) -> &AlsParams {
+        &self.0
+    }
+}
+
+/// Learned factors, row-major (`factors` floats per user / item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlsModel {
+    pub factors: usize,
+    pub users: usize,
+    pub items: usize,
+    pub user_factors: Vec<f32>,
+    pub item_factors: Vec<f32>,
+}
+
+impl AlsModel {
+    pub fn user(&self, u: usize) -> &[f32] {
+        &self.user_factors[u * self.factors..(u + 1) * self.factors]
+    }
+
+    pub fn item(&self, i: usize) -> &[f32] {
+        &self.item_factors[i * self.factors..(i + 1) * self.factors]
+    }
+
+    pub fn score(&self, u: usize, i: usize) -> f32 {
+        dot(self.user(u), self.item(i))
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[inline]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// `YᵀY + λI` (f × f, row-major).
+fn gram(y: &[f32], f: usize, reg: f32) -> Vec<f32> {
+    let mut g = y
+        .par_chunks(f * 4096)
+        .map(|block| {
+            let mut g = vec![0f32; f * f];
+            for row in block.chunks_exact(f) {
+                for a in 0..f {
+                    let ra = row[a];
+                    axpy(ra, row, &mut g[a * f..(a + 1) * f]);
+                }
+            }
+            g
+        })
+        .reduce(
+            || vec![0f32; f * f],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    for a in 0..f {
+        g[a * f + a] += reg;
+    }
+    g
+}
+
+struct Scratch {
+    r: Vec<f32>,
+    p: Vec<f32>,
+    ap: Vec<f32>,
+    a: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(f: usize) -> Scratch {
+        Scratch { r: vec![0.0; f], p: vec![0.0; f], ap: vec![0.0; f], a: vec![0.0; f * f], b: vec![0.0; f] }
+    }
+}
+
+/// Solves one row's system exactly: builds `A` and `b`, Cholesky, substitution.
+/// Leaves `x` unchanged if `A` is not positive definite.
+#[allow(clippy::too_many_arguments)]
+fn solve_row_exact(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32], conf: &[f32], extra_reg: f32, s: &mut Scratch) {
+    let (a, b) = (&mut s.a, &mut s.b);
+    for (ai, &g) in a.iter_mut().zip(yty) {
+        *ai = g as f64;
+    }
+    b.iter_mut().for_each(|v| *v = 0.0);
+    for d in 0..f {
+        a[d * f + d] += extra_reg as f64;
+    }
+    for (&i, &c) in cols.iter().zip(conf) {
+        let yi = &y[i as usize * f..(i as usize + 1) * f];
+        let w = (c.abs() - 1.0) as f64;
+        for r in 0..f {
+            let yr = yi[r] as f64;
+            if c > 0.0 {
+                b[r] += c as f64 * yr;
+            }
+            let row = &mut a[r * f..(r + 1) * f];
+            for (k, ak) in row.iter_mut().enumerate().take(r + 1) {
+                *ak += w * yr * yi[k] as f64;
+            }
+        }
+    }
+    // In-place Cholesky of the lower triangle: A = L Lᵀ.
+    for j in 0..f {
+        let mut d = a[j * f + j];
+        for k in 0..j {
+            d -= a[j * f + k] * a[j * f + k];
+        }
+        if d <= 0.0 || !d.is_finite() {
+            return;
+        }
+        let d = d.sqrt();
+        a[j * f + j] = d;
+        for i in j + 1..f {
+            let mut v = a[i * f + j];
+            for k in 0..j {
+                v -= a[i * f + k] * a[j * f + k];
+            }
+            a[i * f + j] = v / d;
+        }
+    }
+    for i in 0..f {
+        let mut v = b[i];
+        for k in 0..i {
+            v -= a[i * f + k] * b[k];
+        }
+        b[i] = v / a[i * f + i];
+    }
+    for i in (0..f).rev() {
+        let mut v = b[i];
+        for k in i + 1..f {
+            v -= a[k * f + i] * b[k];
+        }
+        b[i] = v / a[i * f + i];
+    }
+    for (xi, &bi) in x.iter_mut().zip(b.iter()) {
+        *xi = bi as f32;
+    }
+}
+
+/// A few CG steps on one row's system, warm-started from `x`.
+#[allow(clippy::too_many_arguments)]
+fn solve_row(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32], conf: &[f32], extra_reg: f32, steps: usize, s: &mut Scratch) {
+    let Scratch { r, p, ap, .. } = s;
+    // r = YᵀCᵤpᵤ − (YᵀY + λI + Yᵀ(Cᵤ − I)Y) x   (λ partly in `yty`, partly `extra_reg`)
+    for a in 0..f {
+        r[a] = -dot(&yty[a * f..(a + 1) * f], x) - extra_reg * x[a];
+    }
+    for (&i, &c) in cols.iter().zip(conf) {
+        let yi = &y[i as usize * f..(i as usize + 1) * f];
+        let yx = dot(yi, x);
+        // Negative confidence: a negative preference (pᵤᵢ = 0) of weight |c|.
+        let coef = if c > 0.0 { c - (c - 1.0) * yx } else { -(-c - 1.0) * yx };
+        axpy(coef, yi, r);
+    }
+    p.copy_from_slice(r);
+    let mut rs_old = dot(r, r);
+    if rs_old < 1e-20 {
+        return;
+    }
+    for _ in 0..steps {
+        for a in 0..f {
+            ap[a] = dot(&yty[a * f..(a + 1) * f], p) + extra_reg * p[a];
+        }
+        for (&i, &c) in cols.iter().zip(conf) {
+            let yi = &y[i as usize * f..(i as usize + 1) * f];
+            axpy((c.abs() - 1.0) * dot(yi, p), yi, ap);
+        }
+        let pap = dot(p, ap);
+        if pap <= 0.0 || !pap.is_finite() {
+            break;
+        }
+        let step = rs_old / pap;
+        axpy(step, p, x);
+        axpy(-step, ap, r);
+        let rs_new = dot(r, r);
+        if rs_new < 1e-20 {
+            break;
+        }
+        let beta = rs_new / rs_old;
+        for (pi, ri) in p.iter_mut().zip(r.iter()) {
+            *pi = ri + beta * *pi;
+        }
+        rs_old = rs_new;
+    }
+}
+
+/// One half-iteration: every row of `x` re-solved given `y`.
+fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
+    let f = p.factors;
+    let (base_reg, per_interaction) =
+        if p.weighted_regularization { (0.0, p.regularization) } else { (p.regularization, 0.0) };
+    let yty = gram(y, f, base_reg);
+    x.par_chunks_mut(f).enumerate().for_each_init(
+        || Scratch::new(f),
+        |s, (u, xu)| {
+            let (cols, conf) = m.row(u);
+            let extra = per_interaction * cols.len() as f32;
+            if p.exact {
+                solve_row_exact(xu, &yty, y, f, cols, conf, extra, s);
+            } else {
+                solve_row(xu, &yty, y, f, cols, conf, extra, p.cg_steps, s);
+            }
+            if p.nonnegative {
+                xu.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        },
+    );
+}
+
+/// Trains on `weights` (users × items, implicit-feedback weights; confidence is
+/// `1 + alpha·w`, negative weights are negative preferences). `on_iteration` gets
+/// each iteration's index and seconds.
+pub fn fit(params: &CheckedAlsParams, weights: &Csr, mut on_iteration: impl FnMut(usize, f64)) -> Result<AlsModel, AlsError> {
+    let p = params.params();
+    if weights.nnz() == 0 {
+        return Err(AlsError::Empty);
+    }
+    let conf_u = weights.map_values(|w| if w >= 0.0 { 1.0 + p.alpha * w } else { -(1.0 + p.alpha * -w) });
+    let conf_i = conf_u.transpose();
+    let f = p.factors;
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    let mut init = |n: usize| (0..n * f).map(|_| rng.gen::<f32>() * 0.01).collect::<Vec<f32>>();
+    let mut user_factors = init(weights.rows);
+    let mut item_factors = init(weights.cols);
+    for it in 0..p.iterations {
+        let t = std::time::Instant::now();
+        solve_all(&mut user_factors, &item_factors, &conf_u, p);
+        solve_all(&mut item_factors, &user_factors, &conf_i, p);
+        on_iteration(it, t.elapsed().as_secs_f64());
+    }
+    Ok(AlsModel { factors: f, users: weights.rows, items: weights.cols, user_factors, item_factors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Solves A x = b densely (Gaussian elimination with partial pivoting), f64.
+    fn dense_solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+        let n = b.len();
+        for c in 0..n {
+            let piv = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+            a.swap(c, piv);
+            b.swap(c, piv);
+            for r in c + 1..n {
+                let m = a[r][c] / a[c][c];
+                for k in c..n {
+                    a[r][k] -= m * a[c][k];
+                }
+                b[r] -= m * b[c];
+            }
+        }
+        let mut x = vec![0.0; n];
+        for r in (0..n).rev() {
+            x[r] = (b[r] - (r + 1..n).map(|k| a[r][k] * x[k]).sum::<f64>()) / a[r][r];
+        }
+        x
+    }
+
+    #[test]
+    fn cg_with_enough_steps_matches_the_direct_solution() {
+        let f = 4;
+        let y: Vec<f32> = (0..6 * f).map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0).collect();
+        let cols = [0u32, 2, 5];
+        let conf = [3.0f32, 1.5, 5.0];
+        let reg = 0.1f32;
+        let yty = gram(&y, f, reg);
+        let mut x = vec![0.01f32; f];
+        let mut s = Scratch::new(f);
+        let mut exact = vec![0.5f32; f];
+        solve_row_exact(&mut exact, &yty, &y, f, &cols, &conf, 0.0, &mut s);
+        solve_row(&mut x, &yty, &y, f, &cols, &conf, 0.0, 50, &mut s);
+        // A = YᵀY + λI + Σ (c−1) yᵢyᵢᵀ, b = Σ c yᵢ
+        let yi = |i: usize| -> Vec<f64> { y[i * f..(i + 1) * f].iter().map(|&v| v as f64).collect() };
+        let mut a = vec![vec![0.0f64; f]; f];
+        for i in 0..6 {
+            let v = yi(i);
+            for r in 0..f {
+                for c in 0..f {
+                    a[r][c] += v[r] * v[c];
+                }
+            }
+        }
+        let mut b = vec![0.0; f];
+        for (&i, &c) in cols.iter().zip(&conf) {
+            let v = yi(i as usize);
+            for r in 0..f {
+                b[r] += c as f64 * v[r];
+                for k in 0..f {
+                    a[r][k] += (c as f64 - 1.0) * v[r] * v[k];
+                }
+            }
+        }
+        for r in 0..f {
+            a[r][r] += reg as f64;
+        }
+        let want = dense_solve(a, b);
+        for ((got, exact), want) in x.iter().zip(&exact).zip(&want) {
+            assert!((*got as f64 - want).abs() < 1e-3, "{x:?} vs {want:?}");
+            assert!((*exact as f64 - want).abs() < 1e-4, "{exact:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn learns_two_planted_blocks() {
+        // Users 0..20 like items 0..10, users 20..40 like items 10..20; each user saw 6.
+        let mut t = Vec::new();
+        for u in 0..40u32 {
+            let base = if u < 20 { 0 } else { 10 };
+            for k in 0..6 {
+                t.push((u, base + (u * 3 + k * 7) % 10, 1.0 + (k % 2) as f32));
+            }
+        }
+        let m = Csr::from_triplets(40, 20, &t);
+        let params = AlsParams { factors: 4, iterations: 10, regularization: 0.05, ..AlsParams::default() }.check().unwrap();
+        let mut iters = 0;
+        let model = fit(&params, &m, |_, _| iters += 1).unwrap();
+        assert_eq!(iters, 10);
+        for u in 0..40 {
+            let own = if u < 20 { 0..10 } else { 10..20 };
+            let other = if u < 20 { 10..20 } else { 0..10 };
+            let best_own = own.map(|i| model.score(u, i)).fold(f32::MIN, f32::max);
+            let best_other = other.map(|i| model.score(u, i)).fold(f32::MIN, f32::max);
+            assert!(best_own > best_other + 0.1, "user {u}: {best_own} vs {best_other}");
+        }
+    }
+
+    #[test]
+    fn parameters_are_checked_once_with_names() {
+        let e = AlsParams { factors: 0, ..AlsParams::default() }.check().unwrap_err();
+        assert!(e.to_string().contains("factors") && e.to_string().contains("1..=1024"), "{e}");
+        let e = AlsParams { alpha: -1.0, ..AlsParams::default() }.check().unwrap_err();
+        assert!(e.to_string().contains("alpha"), "{e}");
+        let empty = Csr::from_triplets(3, 3, &[]);
+        assert_eq!(fit(&AlsParams::default().check().unwrap(), &empty, |_, _| {}), Err(AlsError::Empty));
+    }
+}

@@ -1,0 +1,108 @@
+//! `playpulse bench als`: fit on a train split, evaluate top-k on its test split.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::als::{fit, AlsParams};
+use super::metrics::evaluate;
+use super::split::load;
+
+#[derive(Debug, Clone)]
+pub struct AlsBenchArgs {
+    pub train: PathBuf,
+    pub test: PathBuf,
+    pub params: AlsParams,
+    pub k: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlsBenchReport {
+    pub bench: &'static str,
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    pub alpha: f32,
+    pub cg_steps: usize,
+    pub threads: usize,
+    pub users: usize,
+    pub items: usize,
+    pub train_pairs: usize,
+    pub load_s: f64,
+    pub fit_s: f64,
+    /// Median seconds per iteration.
+    pub per_iter_s: f64,
+    pub iter_s: Vec<f64>,
+    pub peak_rss_mb: f64,
+    #[serde(rename = "precision@10")]
+    pub precision: f64,
+    #[serde(rename = "recall@10")]
+    pub recall: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg: f64,
+    #[serde(rename = "map@10")]
+    pub map: f64,
+    pub coverage: f64,
+    pub k: usize,
+    pub eval_users: usize,
+    pub eval_s: f64,
+}
+
+/// Peak resident memory of this process, MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let params = args.params.clone().check()?;
+    let t = Instant::now();
+    let (train, test) = load(&args.train, &args.test)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let mut iter_s = Vec::new();
+    let t = Instant::now();
+    let model = pool.install(|| fit(&params, &train, |_, s| iter_s.push(s)))?;
+    let fit_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let f = model.factors;
+    let m = pool.install(|| {
+        evaluate(&train, &test, args.k, |u, scores| {
+            scores.clear();
+            let x = model.user(u);
+            scores.extend(model.item_factors.chunks_exact(f).map(|y| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>()));
+        })
+    });
+    let mut sorted = iter_s.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p = params.params();
+    Ok(AlsBenchReport {
+        bench: "als",
+        factors: p.factors,
+        iterations: p.iterations,
+        regularization: p.regularization,
+        alpha: p.alpha,
+        cg_steps: p.cg_steps,
+        threads: args.threads,
+        users: train.rows,
+        items: train.cols,
+        train_pairs: train.nnz(),
+        load_s,
+        fit_s,
+        per_iter_s: sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+        iter_s,
+        peak_rss_mb: peak_rss_mb(),
+        precision: m.precision,
+        recall: m.recall,
+        ndcg: m.ndcg,
+        map: m.map,
+        coverage: m.coverage,
+        k: m.k,
+        eval_users: m.users,
+        eval_s: t.elapsed().as_secs_f64(),
+    })
+}

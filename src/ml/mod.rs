@@ -1,0 +1,7 @@
+//! Models: implicit-feedback ALS, ranking metrics, and the data they read.
+
+pub mod als;
+pub mod bench;
+pub mod metrics;
+pub mod sparse;
+pub mod split;
