@@ -296,7 +296,13 @@ fn main() -> anyhow::Result<()> {
                 weighted_regularization,
                 exact,
             };
-            let args = AlsBenchArgs { train, test, params, k, threads: threads.max(1) };
+            let args = AlsBenchArgs {
+                train,
+                test,
+                params,
+                k,
+                threads: threads.max(1),
+            };
             let report = playpulse::ml::bench::als(&args)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

@@ -4,7 +4,7 @@
 //! by a few CG steps warm-started from the current factors. Rows are solved in
 //! parallel (rayon), in f32.
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,11 @@ use super::sparse::Csr;
 #[derive(Debug, Error, PartialEq)]
 pub enum AlsError {
     #[error("ALS parameter `{name}` = {value}: {rule}")]
-    Param { name: &'static str, value: String, rule: &'static str },
+    Param {
+        name: &'static str,
+        value: String,
+        rule: &'static str,
+    },
     #[error("no interactions to train on; ingest some events first")]
     Empty,
 }
@@ -30,7 +34,8 @@ pub struct AlsParams {
     pub alpha: f32,
     pub cg_steps: usize,
     pub seed: u64,
-    /// Project factors onto ≥ 0 after each solve.
+    /// Non-negative factors: exact solves use a non-negative least-squares
+    /// solve (as Spark's NNLS); CG steps are projected onto ≥ 0.
     pub nonnegative: bool,
     /// Scale the regularization of each row by its number of interactions
     /// (ALS-WR, as Spark MLlib does) instead of one λ for every row.
@@ -41,7 +46,17 @@ pub struct AlsParams {
 
 impl Default for AlsParams {
     fn default() -> Self {
-        AlsParams { factors: 64, iterations: 15, regularization: 0.1, alpha: 1.0, cg_steps: 3, seed: 42, nonnegative: false, weighted_regularization: false, exact: false }
+        AlsParams {
+            factors: 64,
+            iterations: 15,
+            regularization: 0.1,
+            alpha: 1.0,
+            cg_steps: 3,
+            seed: 42,
+            nonnegative: false,
+            weighted_regularization: false,
+            exact: false,
+        }
     }
 }
 
@@ -56,13 +71,25 @@ impl AlsParams {
             return bad("factors", self.factors.to_string(), "must be 1..=1024");
         }
         if !(1..=10_000).contains(&self.iterations) {
-            return bad("iterations", self.iterations.to_string(), "must be 1..=10000");
+            return bad(
+                "iterations",
+                self.iterations.to_string(),
+                "must be 1..=10000",
+            );
         }
         if !(self.regularization.is_finite() && self.regularization >= 0.0) {
-            return bad("regularization", self.regularization.to_string(), "must be a finite number ≥ 0");
+            return bad(
+                "regularization",
+                self.regularization.to_string(),
+                "must be a finite number ≥ 0",
+            );
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return bad("alpha", self.alpha.to_string(), "must be a finite number > 0");
+            return bad(
+                "alpha",
+                self.alpha.to_string(),
+                "must be a finite number > 0",
+            );
         }
         if !(1..=256).contains(&self.cg_steps) {
             return bad("cg_steps", self.cg_steps.to_string(), "must be 1..=256");
@@ -146,18 +173,36 @@ struct Scratch {
     ap: Vec<f32>,
     a: Vec<f64>,
     b: Vec<f64>,
+    x: Vec<f64>,
 }
 
 impl Scratch {
     fn new(f: usize) -> Scratch {
-        Scratch { r: vec![0.0; f], p: vec![0.0; f], ap: vec![0.0; f], a: vec![0.0; f * f], b: vec![0.0; f] }
+        Scratch {
+            r: vec![0.0; f],
+            p: vec![0.0; f],
+            ap: vec![0.0; f],
+            a: vec![0.0; f * f],
+            b: vec![0.0; f],
+            x: vec![0.0; f],
+        }
     }
 }
 
 /// Solves one row's system exactly: builds `A` and `b`, Cholesky, substitution.
 /// Leaves `x` unchanged if `A` is not positive definite.
 #[allow(clippy::too_many_arguments)]
-fn solve_row_exact(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32], conf: &[f32], extra_reg: f32, s: &mut Scratch) {
+fn solve_row_exact(
+    x: &mut [f32],
+    yty: &[f32],
+    y: &[f32],
+    f: usize,
+    cols: &[u32],
+    conf: &[f32],
+    extra_reg: f32,
+    nonnegative: bool,
+    s: &mut Scratch,
+) {
     let (a, b) = (&mut s.a, &mut s.b);
     for (ai, &g) in a.iter_mut().zip(yty) {
         *ai = g as f64;
@@ -179,6 +224,39 @@ fn solve_row_exact(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32]
                 *ak += w * yr * yi[k] as f64;
             }
         }
+    }
+    if nonnegative {
+        // min ½xᵀAx − bᵀx subject to x ≥ 0, by cyclic coordinate descent from
+        // the current (projected) factors: exact for this convex box-constrained QP.
+        for r in 0..f {
+            for k in r + 1..f {
+                a[r * f + k] = a[k * f + r];
+            }
+        }
+        let xs = &mut s.x;
+        for (xd, &xi) in xs.iter_mut().zip(x.iter()) {
+            *xd = (xi as f64).max(0.0);
+        }
+        for _ in 0..200 {
+            let mut moved = 0f64;
+            for j in 0..f {
+                let ajj = a[j * f + j];
+                if ajj <= 0.0 {
+                    continue;
+                }
+                let grad: f64 = (0..f).map(|k| a[j * f + k] * xs[k]).sum::<f64>() - b[j];
+                let new = (xs[j] - grad / ajj).max(0.0);
+                moved = moved.max((new - xs[j]).abs());
+                xs[j] = new;
+            }
+            if moved < 1e-9 {
+                break;
+            }
+        }
+        for (xi, &v) in x.iter_mut().zip(xs.iter()) {
+            *xi = v as f32;
+        }
+        return;
     }
     // In-place Cholesky of the lower triangle: A = L Lᵀ.
     for j in 0..f {
@@ -220,7 +298,17 @@ fn solve_row_exact(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32]
 
 /// A few CG steps on one row's system, warm-started from `x`.
 #[allow(clippy::too_many_arguments)]
-fn solve_row(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32], conf: &[f32], extra_reg: f32, steps: usize, s: &mut Scratch) {
+fn solve_row(
+    x: &mut [f32],
+    yty: &[f32],
+    y: &[f32],
+    f: usize,
+    cols: &[u32],
+    conf: &[f32],
+    extra_reg: f32,
+    steps: usize,
+    s: &mut Scratch,
+) {
     let Scratch { r, p, ap, .. } = s;
     // r = YᵀCᵤpᵤ − (YᵀY + λI + Yᵀ(Cᵤ − I)Y) x   (λ partly in `yty`, partly `extra_reg`)
     for a in 0..f {
@@ -230,7 +318,11 @@ fn solve_row(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32], conf
         let yi = &y[i as usize * f..(i as usize + 1) * f];
         let yx = dot(yi, x);
         // Negative confidence: a negative preference (pᵤᵢ = 0) of weight |c|.
-        let coef = if c > 0.0 { c - (c - 1.0) * yx } else { -(-c - 1.0) * yx };
+        let coef = if c > 0.0 {
+            c - (c - 1.0) * yx
+        } else {
+            -(-c - 1.0) * yx
+        };
         axpy(coef, yi, r);
     }
     p.copy_from_slice(r);
@@ -268,8 +360,11 @@ fn solve_row(x: &mut [f32], yty: &[f32], y: &[f32], f: usize, cols: &[u32], conf
 /// One half-iteration: every row of `x` re-solved given `y`.
 fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
     let f = p.factors;
-    let (base_reg, per_interaction) =
-        if p.weighted_regularization { (0.0, p.regularization) } else { (p.regularization, 0.0) };
+    let (base_reg, per_interaction) = if p.weighted_regularization {
+        (0.0, p.regularization)
+    } else {
+        (p.regularization, 0.0)
+    };
     let yty = gram(y, f, base_reg);
     x.par_chunks_mut(f).enumerate().for_each_init(
         || Scratch::new(f),
@@ -277,7 +372,7 @@ fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
             let (cols, conf) = m.row(u);
             let extra = per_interaction * cols.len() as f32;
             if p.exact {
-                solve_row_exact(xu, &yty, y, f, cols, conf, extra, s);
+                solve_row_exact(xu, &yty, y, f, cols, conf, extra, p.nonnegative, s);
             } else {
                 solve_row(xu, &yty, y, f, cols, conf, extra, p.cg_steps, s);
             }
@@ -291,28 +386,58 @@ fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
 /// Trains on `weights` (users × items, implicit-feedback weights; confidence is
 /// `1 + alpha·w`, negative weights are negative preferences). `on_iteration` gets
 /// each iteration's index and seconds.
-pub fn fit(params: &CheckedAlsParams, weights: &Csr, mut on_iteration: impl FnMut(usize, f64)) -> Result<AlsModel, AlsError> {
+pub fn fit(
+    params: &CheckedAlsParams,
+    weights: &Csr,
+    mut on_iteration: impl FnMut(usize, f64),
+) -> Result<AlsModel, AlsError> {
     let p = params.params();
     if weights.nnz() == 0 {
         return Err(AlsError::Empty);
     }
-    let conf_u = weights.map_values(|w| if w >= 0.0 { 1.0 + p.alpha * w } else { -(1.0 + p.alpha * -w) });
+    let conf_u = weights.map_values(|w| {
+        if w >= 0.0 {
+            1.0 + p.alpha * w
+        } else {
+            -(1.0 + p.alpha * -w)
+        }
+    });
     let conf_i = conf_u.transpose();
     let f = p.factors;
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let mut init = |n: usize| (0..n * f).map(|_| rng.gen::<f32>() * 0.01).collect::<Vec<f32>>();
+    // As Spark MLlib: unit-norm Gaussian rows (absolute values for non-negative
+    // factors); items are solved first.
+    let normal = rand_distr::StandardNormal;
+    let mut init = |n: usize| {
+        let mut v: Vec<f32> = (0..n * f)
+            .map(|_| rand_distr::Distribution::<f32>::sample(&normal, &mut rng))
+            .collect();
+        for row in v.chunks_exact_mut(f) {
+            let norm = dot(row, row).sqrt().max(1e-12);
+            row.iter_mut()
+                .for_each(|x| *x = if p.nonnegative { x.abs() } else { *x } / norm);
+        }
+        v
+    };
     let mut user_factors = init(weights.rows);
     let mut item_factors = init(weights.cols);
     for it in 0..p.iterations {
         let t = std::time::Instant::now();
-        solve_all(&mut user_factors, &item_factors, &conf_u, p);
         solve_all(&mut item_factors, &user_factors, &conf_i, p);
+        solve_all(&mut user_factors, &item_factors, &conf_u, p);
         on_iteration(it, t.elapsed().as_secs_f64());
     }
-    Ok(AlsModel { factors: f, users: weights.rows, items: weights.cols, user_factors, item_factors })
+    Ok(AlsModel {
+        factors: f,
+        users: weights.rows,
+        items: weights.cols,
+        user_factors,
+        item_factors,
+    })
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // dense reference algebra reads best indexed
 mod tests {
     use super::*;
 
@@ -320,7 +445,9 @@ mod tests {
     fn dense_solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         let n = b.len();
         for c in 0..n {
-            let piv = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+            let piv = (c..n)
+                .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+                .unwrap();
             a.swap(c, piv);
             b.swap(c, piv);
             for r in c + 1..n {
@@ -341,7 +468,9 @@ mod tests {
     #[test]
     fn cg_with_enough_steps_matches_the_direct_solution() {
         let f = 4;
-        let y: Vec<f32> = (0..6 * f).map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0).collect();
+        let y: Vec<f32> = (0..6 * f)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0)
+            .collect();
         let cols = [0u32, 2, 5];
         let conf = [3.0f32, 1.5, 5.0];
         let reg = 0.1f32;
@@ -349,10 +478,11 @@ mod tests {
         let mut x = vec![0.01f32; f];
         let mut s = Scratch::new(f);
         let mut exact = vec![0.5f32; f];
-        solve_row_exact(&mut exact, &yty, &y, f, &cols, &conf, 0.0, &mut s);
+        solve_row_exact(&mut exact, &yty, &y, f, &cols, &conf, 0.0, false, &mut s);
         solve_row(&mut x, &yty, &y, f, &cols, &conf, 0.0, 50, &mut s);
         // A = YᵀY + λI + Σ (c−1) yᵢyᵢᵀ, b = Σ c yᵢ
-        let yi = |i: usize| -> Vec<f64> { y[i * f..(i + 1) * f].iter().map(|&v| v as f64).collect() };
+        let yi =
+            |i: usize| -> Vec<f64> { y[i * f..(i + 1) * f].iter().map(|&v| v as f64).collect() };
         let mut a = vec![vec![0.0f64; f]; f];
         for i in 0..6 {
             let v = yi(i);
@@ -383,6 +513,46 @@ mod tests {
     }
 
     #[test]
+    fn nonnegative_exact_solve_meets_the_kkt_conditions() {
+        let f = 4;
+        let y: Vec<f32> = (0..6 * f)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let (cols, conf) = ([1u32, 3, 4], [4.0f32, 2.0, 3.0]);
+        let yty = gram(&y, f, 0.1);
+        let mut s = Scratch::new(f);
+        let mut x = vec![0.0f32; f];
+        solve_row_exact(&mut x, &yty, &y, f, &cols, &conf, 0.0, true, &mut s);
+        // Rebuild A and b, then check x ≥ 0, (Ax − b)ⱼ ≈ 0 where xⱼ > 0 and ≥ 0 where xⱼ = 0.
+        let mut a = vec![0.0f64; f * f];
+        let mut b = vec![0.0f64; f];
+        for r in 0..f {
+            for k in 0..f {
+                a[r * f + k] = yty[r * f + k] as f64;
+            }
+        }
+        for (&i, &c) in cols.iter().zip(&conf) {
+            let yi = &y[i as usize * f..(i as usize + 1) * f];
+            for r in 0..f {
+                b[r] += c as f64 * yi[r] as f64;
+                for k in 0..f {
+                    a[r * f + k] += (c as f64 - 1.0) * yi[r] as f64 * yi[k] as f64;
+                }
+            }
+        }
+        assert!(x.contains(&0.0) && x.iter().any(|&v| v > 0.0), "{x:?}");
+        for j in 0..f {
+            let g: f64 = (0..f).map(|k| a[j * f + k] * x[k] as f64).sum::<f64>() - b[j];
+            assert!(x[j] >= 0.0);
+            if x[j] > 0.0 {
+                assert!(g.abs() < 1e-4, "{j}: {g}");
+            } else {
+                assert!(g > -1e-4, "{j}: {g}");
+            }
+        }
+    }
+
+    #[test]
     fn learns_two_planted_blocks() {
         // Users 0..20 like items 0..10, users 20..40 like items 10..20; each user saw 6.
         let mut t = Vec::new();
@@ -393,7 +563,14 @@ mod tests {
             }
         }
         let m = Csr::from_triplets(40, 20, &t);
-        let params = AlsParams { factors: 4, iterations: 10, regularization: 0.05, ..AlsParams::default() }.check().unwrap();
+        let params = AlsParams {
+            factors: 4,
+            iterations: 10,
+            regularization: 0.05,
+            ..AlsParams::default()
+        }
+        .check()
+        .unwrap();
         let mut iters = 0;
         let model = fit(&params, &m, |_, _| iters += 1).unwrap();
         assert_eq!(iters, 10);
@@ -402,17 +579,36 @@ mod tests {
             let other = if u < 20 { 10..20 } else { 0..10 };
             let best_own = own.map(|i| model.score(u, i)).fold(f32::MIN, f32::max);
             let best_other = other.map(|i| model.score(u, i)).fold(f32::MIN, f32::max);
-            assert!(best_own > best_other + 0.1, "user {u}: {best_own} vs {best_other}");
+            assert!(
+                best_own > best_other + 0.1,
+                "user {u}: {best_own} vs {best_other}"
+            );
         }
     }
 
     #[test]
     fn parameters_are_checked_once_with_names() {
-        let e = AlsParams { factors: 0, ..AlsParams::default() }.check().unwrap_err();
-        assert!(e.to_string().contains("factors") && e.to_string().contains("1..=1024"), "{e}");
-        let e = AlsParams { alpha: -1.0, ..AlsParams::default() }.check().unwrap_err();
+        let e = AlsParams {
+            factors: 0,
+            ..AlsParams::default()
+        }
+        .check()
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("factors") && e.to_string().contains("1..=1024"),
+            "{e}"
+        );
+        let e = AlsParams {
+            alpha: -1.0,
+            ..AlsParams::default()
+        }
+        .check()
+        .unwrap_err();
         assert!(e.to_string().contains("alpha"), "{e}");
         let empty = Csr::from_triplets(3, 3, &[]);
-        assert_eq!(fit(&AlsParams::default().check().unwrap(), &empty, |_, _| {}), Err(AlsError::Empty));
+        assert_eq!(
+            fit(&AlsParams::default().check().unwrap(), &empty, |_, _| {}),
+            Err(AlsError::Empty)
+        );
     }
 }

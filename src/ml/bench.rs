@@ -26,6 +26,9 @@ pub struct AlsBenchReport {
     pub regularization: f32,
     pub alpha: f32,
     pub cg_steps: usize,
+    pub exact: bool,
+    pub weighted_regularization: bool,
+    pub nonnegative: bool,
     pub threads: usize,
     pub users: usize,
     pub items: usize,
@@ -54,12 +57,18 @@ pub struct AlsBenchReport {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
     let params = args.params.clone().check()?;
     let t = Instant::now();
     let (train, test) = load(&args.train, &args.test)?;
@@ -74,7 +83,12 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
         evaluate(&train, &test, args.k, |u, scores| {
             scores.clear();
             let x = model.user(u);
-            scores.extend(model.item_factors.chunks_exact(f).map(|y| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>()));
+            scores.extend(
+                model
+                    .item_factors
+                    .chunks_exact(f)
+                    .map(|y| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>()),
+            );
         })
     });
     let mut sorted = iter_s.clone();
@@ -87,6 +101,9 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
         regularization: p.regularization,
         alpha: p.alpha,
         cg_steps: p.cg_steps,
+        exact: p.exact,
+        weighted_regularization: p.weighted_regularization,
+        nonnegative: p.nonnegative,
         threads: args.threads,
         users: train.rows,
         items: train.cols,

@@ -37,7 +37,12 @@ pub fn user_metrics(ranked: &[u32], test: &[u32], k: usize) -> (f64, f64, f64, f
         }
     }
     let idcg: f64 = (0..rel).map(|p| 1.0 / ((p + 2) as f64).log2()).sum();
-    (hits as f64 / k as f64, hits as f64 / rel as f64, dcg / idcg, ap / rel as f64)
+    (
+        hits as f64 / k as f64,
+        hits as f64 / rel as f64,
+        dcg / idcg,
+        ap / rel as f64,
+    )
 }
 
 /// The `k` best-scored candidates (ties to the lower id), best first.
@@ -58,21 +63,36 @@ pub fn top_k(scores: &[f32], candidate: impl Fn(usize) -> bool, k: usize) -> Vec
 }
 
 /// Evaluates `score_user` (fills one score per item) on every user with test items.
-pub fn evaluate(train: &Csr, test: &Csr, k: usize, score_user: impl Fn(usize, &mut Vec<f32>) + Sync) -> RankingMetrics {
+pub fn evaluate(
+    train: &Csr,
+    test: &Csr,
+    k: usize,
+    score_user: impl Fn(usize, &mut Vec<f32>) + Sync,
+) -> RankingMetrics {
     let items = train.cols.max(test.cols);
     let mut in_train = vec![false; items];
     for &i in &train.indices {
         in_train[i as usize] = true;
     }
-    let users: Vec<usize> = (0..test.rows).filter(|&u| !test.row(u).0.is_empty()).collect();
+    let users: Vec<usize> = (0..test.rows)
+        .filter(|&u| !test.row(u).0.is_empty())
+        .collect();
     let (sums, recommended) = users
         .par_iter()
         .fold(
             || ((0.0, 0.0, 0.0, 0.0), vec![false; items], Vec::new()),
             |(mut acc, mut rec, mut scores), &u| {
                 score_user(u, &mut scores);
-                let seen = if u < train.rows { train.row(u).0 } else { &[][..] };
-                let ranked = top_k(&scores, |i| in_train[i] && seen.binary_search(&(i as u32)).is_err(), k);
+                let seen = if u < train.rows {
+                    train.row(u).0
+                } else {
+                    &[][..]
+                };
+                let ranked = top_k(
+                    &scores,
+                    |i| in_train[i] && seen.binary_search(&(i as u32)).is_err(),
+                    k,
+                );
                 for &i in &ranked {
                     rec[i as usize] = true;
                 }

@@ -45,7 +45,13 @@ impl Csr {
             }
             indptr.push(indices.len());
         }
-        Csr { rows, cols, indptr, indices, values }
+        Csr {
+            rows,
+            cols,
+            indptr,
+            indices,
+            values,
+        }
     }
 
     pub fn nnz(&self) -> usize {
@@ -70,7 +76,10 @@ impl Csr {
 
     /// The same pattern with every value mapped.
     pub fn map_values(&self, f: impl Fn(f32) -> f32) -> Csr {
-        Csr { values: self.values.iter().map(|&v| f(v)).collect(), ..self.clone() }
+        Csr {
+            values: self.values.iter().map(|&v| f(v)).collect(),
+            ..self.clone()
+        }
     }
 }
 

@@ -11,25 +11,46 @@ use super::sparse::Csr;
 #[derive(Debug, Error)]
 pub enum SplitError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Format { path: String, line: usize, message: String },
+    Format {
+        path: String,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Rows of one file: (user, item, weight).
 pub fn read_tsv(path: &Path) -> Result<Vec<(u32, u32, f32)>, SplitError> {
     let name = path.display().to_string();
-    let io = |source| SplitError::Io { path: name.clone(), source };
+    let io = |source| SplitError::Io {
+        path: name.clone(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();
     let mut cols = (usize::MAX, usize::MAX, usize::MAX);
-    for (n, line) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
+    for (n, line) in std::io::BufReader::with_capacity(1 << 20, file)
+        .lines()
+        .enumerate()
+    {
         let line = line.map_err(io)?;
         let fields: Vec<&str> = line.split('\t').collect();
-        let err = |message: String| SplitError::Format { path: name.clone(), line: n + 1, message };
+        let err = |message: String| SplitError::Format {
+            path: name.clone(),
+            line: n + 1,
+            message,
+        };
         if n == 0 {
             let find = |c: &str| {
-                fields.iter().position(|f| f.trim() == c).ok_or_else(|| err(format!("header lacks the `{c}` column; expected user, item, weight")))
+                fields.iter().position(|f| f.trim() == c).ok_or_else(|| {
+                    err(format!(
+                        "header lacks the `{c}` column; expected user, item, weight"
+                    ))
+                })
             };
             cols = (find("user")?, find("item")?, find("weight")?);
             continue;
@@ -37,13 +58,26 @@ pub fn read_tsv(path: &Path) -> Result<Vec<(u32, u32, f32)>, SplitError> {
         if line.trim().is_empty() {
             continue;
         }
-        let get = |i: usize, what: &str| fields.get(i).map(|s| s.trim()).ok_or_else(|| err(format!("missing `{what}` field")));
+        let get = |i: usize, what: &str| {
+            fields
+                .get(i)
+                .map(|s| s.trim())
+                .ok_or_else(|| err(format!("missing `{what}` field")))
+        };
         let user = get(cols.0, "user")?;
         let item = get(cols.1, "item")?;
         let weight = get(cols.2, "weight")?;
-        let user: u32 = user.parse().map_err(|_| err(format!("user {user:?} is not a non-negative integer id")))?;
-        let item: u32 = item.parse().map_err(|_| err(format!("item {item:?} is not a non-negative integer id")))?;
-        let weight: f32 = weight.parse().ok().filter(|w: &f32| w.is_finite()).ok_or_else(|| err(format!("weight {weight:?} is not a finite number")))?;
+        let user: u32 = user
+            .parse()
+            .map_err(|_| err(format!("user {user:?} is not a non-negative integer id")))?;
+        let item: u32 = item
+            .parse()
+            .map_err(|_| err(format!("item {item:?} is not a non-negative integer id")))?;
+        let weight: f32 = weight
+            .parse()
+            .ok()
+            .filter(|w: &f32| w.is_finite())
+            .ok_or_else(|| err(format!("weight {weight:?} is not a finite number")))?;
         out.push((user, item, weight));
     }
     Ok(out)
@@ -53,10 +87,23 @@ pub fn read_tsv(path: &Path) -> Result<Vec<(u32, u32, f32)>, SplitError> {
 pub fn load(train: &Path, test: &Path) -> Result<(Csr, Csr), SplitError> {
     let tr = read_tsv(train)?;
     let te = read_tsv(test)?;
-    let users = tr.iter().chain(&te).map(|t| t.0 as usize + 1).max().unwrap_or(0);
-    let items = tr.iter().chain(&te).map(|t| t.1 as usize + 1).max().unwrap_or(0);
+    let users = tr
+        .iter()
+        .chain(&te)
+        .map(|t| t.0 as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let items = tr
+        .iter()
+        .chain(&te)
+        .map(|t| t.1 as usize + 1)
+        .max()
+        .unwrap_or(0);
     let te: Vec<(u32, u32, f32)> = te.into_iter().map(|(u, i, _)| (u, i, 1.0)).collect();
-    Ok((Csr::from_triplets(users, items, &tr), Csr::from_triplets(users, items, &te)))
+    Ok((
+        Csr::from_triplets(users, items, &tr),
+        Csr::from_triplets(users, items, &te),
+    ))
 }
 
 #[cfg(test)]
@@ -68,10 +115,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tr = dir.path().join("train.tsv");
         let te = dir.path().join("test.tsv");
-        std::fs::write(&tr, "user\titem\tweight\tevents\tpositive\n0\t3\t1.5\t2\t1\n2\t1\t0.25\t1\t0\n").unwrap();
-        std::fs::write(&te, "user\titem\tweight\tevents\tpositive\n0\t1\t0.7\t1\t1\n").unwrap();
+        std::fs::write(
+            &tr,
+            "user\titem\tweight\tevents\tpositive\n0\t3\t1.5\t2\t1\n2\t1\t0.25\t1\t0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &te,
+            "user\titem\tweight\tevents\tpositive\n0\t1\t0.7\t1\t1\n",
+        )
+        .unwrap();
         let (train, test) = load(&tr, &te).unwrap();
-        assert_eq!((train.rows, train.cols, train.nnz(), test.nnz()), (3, 4, 2, 1));
+        assert_eq!(
+            (train.rows, train.cols, train.nnz(), test.nnz()),
+            (3, 4, 2, 1)
+        );
         assert_eq!(train.row(0), (&[3u32][..], &[1.5f32][..]));
         assert_eq!(test.row(0), (&[1u32][..], &[1.0f32][..]));
         std::fs::write(&te, "user\titem\tweight\n0\tx\t1\n").unwrap();

@@ -283,7 +283,7 @@ fn canonical_decoder_agrees_with_the_general_one_or_defers() {
                 _ => m.insert(at, b"0.e-\" ,"[rng.gen_range(0..7)]),
             }
         }
-        if let Some(text) = std::str::from_utf8(&m).ok() {
+        if let Ok(text) = std::str::from_utf8(&m) {
             if let Some(got) = canonical::video(text) {
                 mutated_fast += 1;
                 assert_eq!(Some(got), general_video(&m), "{text}");
