@@ -11,8 +11,7 @@ use rdkafka::producer::BaseProducer;
 use super::messages::StopProducing;
 use crate::kafka;
 use crate::pipeline::Progress;
-use crate::produce::{event_key, Pacer, Synth};
-use crate::wire;
+use crate::produce::{Pacer, Synth};
 
 /// What a producer sends.
 pub enum Feed {
@@ -31,17 +30,7 @@ impl Feed {
         topic: &str,
     ) -> Result<bool, kafka::KafkaGlueError> {
         match self {
-            Feed::Synth(s) => {
-                let ev = s.next_event();
-                kafka::send(
-                    producer,
-                    topic,
-                    event_key(&ev).as_bytes(),
-                    &wire::to_json(&ev),
-                    None,
-                )?;
-                Ok(true)
-            }
+            Feed::Synth(s) => s.send_next(producer, topic).map(|()| true),
             Feed::Prepared { records, next } => match records.get(*next) {
                 Some((k, p)) => {
                     kafka::send(producer, topic, k, p, None)?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::event::Kind;
+use crate::generate;
 use crate::timefmt::{parse_timestamp_ms, TimePolicy};
 
 #[derive(Debug, Error)]
@@ -143,20 +144,12 @@ pub struct ValidationConfig {
 
 impl Default for ValidationConfig {
     fn default() -> Self {
+        // The synthetic world's sets are the reference notebooks' sets.
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
         ValidationConfig {
-            resolutions: v(&["240p", "360p", "480p", "720p", "1080p", "4K"]),
-            genres: v(&[
-                "Action",
-                "Comedy",
-                "Drama",
-                "Sci-Fi",
-                "Documentary",
-                "Horror",
-                "Romance",
-                "Animation",
-            ]),
-            regions: v(&["US", "BR", "IN", "DE", "MX", "JP", "GB", "FR"]),
+            resolutions: v(&generate::RESOLUTIONS),
+            genres: v(&generate::GENRES),
+            regions: v(&generate::REGIONS),
             max_watch_time_seconds: 86_400.0,
             max_buffering_events: 10,
             max_bitrate_kbps: 200_000,

@@ -60,6 +60,22 @@ impl Synth {
         self.kind
     }
 
+    /// Sends the next event to `topic`, keyed by who it is about.
+    pub fn send_next(
+        &mut self,
+        producer: &BaseProducer,
+        topic: &str,
+    ) -> Result<(), KafkaGlueError> {
+        let ev = self.next_event();
+        kafka::send(
+            producer,
+            topic,
+            event_key(&ev).as_bytes(),
+            &wire::to_json(&ev),
+            None,
+        )
+    }
+
     /// The next event.
     pub fn next_event(&mut self) -> Event {
         if self.live {
@@ -163,14 +179,7 @@ pub fn produce(
             continue;
         }
         for _ in 0..n {
-            let ev = synth.next_event();
-            kafka::send(
-                producer,
-                topic,
-                event_key(&ev).as_bytes(),
-                &wire::to_json(&ev),
-                None,
-            )?;
+            synth.send_next(producer, topic)?;
         }
         producer.poll(Duration::ZERO);
         sent += n;

@@ -26,7 +26,8 @@ fn show(v: &Value) -> String {
     v.to_string()
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// How a JSON value's type reads in a message ("a string", "an array", ...).
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

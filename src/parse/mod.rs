@@ -175,34 +175,38 @@ struct VideoWire<'a> {
     error: Option<Cow<'a, str>>,
 }
 
+impl VideoWire<'_> {
+    fn into_event(self) -> Result<VideoEvent, Rejection> {
+        Ok(VideoEvent {
+            timestamp_ms: timestamp_ms("timestamp", &self.timestamp, TimePolicy::Strict)?,
+            user_id: self.user_id.into_owned(),
+            video_id: self.video_id.into_owned(),
+            watch_time_seconds: self.watch_time_seconds,
+            resolution: self.resolution.into_owned(),
+            bitrate_kbps: self.bitrate_kbps,
+            buffering_events: self.buffering_events,
+            paused: self.paused,
+            skipped: self.skipped,
+            genre: self.genre.into_owned(),
+            region: self.region.into_owned(),
+            recommended: self.recommended,
+            startup_time_ms: self.startup_time_ms,
+            rebuffer_ms: self.rebuffer_ms,
+            error: self.error.map(Cow::into_owned),
+        })
+    }
+}
+
 fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
     if kind == Kind::Video {
-        // Fast path: one pass straight into the typed shape.
         // One UTF-8 check of the whole record is cheaper than serde_json's per string.
         let text = std::str::from_utf8(payload).ok();
+        // Fastest: the canonical record; then one serde pass into the typed shape.
         if let Some(ev) = text.and_then(canonical::video) {
             return Ok(Event::Video(ev));
         }
-        let fast = text.and_then(|t| serde_json::from_str::<VideoWire>(t).ok());
-        if let Some(w) = fast {
-            let timestamp_ms = timestamp_ms("timestamp", &w.timestamp, TimePolicy::Strict)?;
-            return Ok(Event::Video(VideoEvent {
-                user_id: w.user_id.into_owned(),
-                video_id: w.video_id.into_owned(),
-                watch_time_seconds: w.watch_time_seconds,
-                resolution: w.resolution.into_owned(),
-                bitrate_kbps: w.bitrate_kbps,
-                buffering_events: w.buffering_events,
-                paused: w.paused,
-                skipped: w.skipped,
-                genre: w.genre.into_owned(),
-                region: w.region.into_owned(),
-                recommended: w.recommended,
-                timestamp_ms,
-                startup_time_ms: w.startup_time_ms,
-                rebuffer_ms: w.rebuffer_ms,
-                error: w.error.map(Cow::into_owned),
-            }));
+        if let Some(w) = text.and_then(|t| serde_json::from_str::<VideoWire>(t).ok()) {
+            return w.into_event().map(Event::Video);
         }
     }
     // Slow path (other kinds, and the diagnosis of a video record the fast path refused).
@@ -220,7 +224,7 @@ fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
             "not_an_object",
             format!(
                 "the record is JSON {} but must be a JSON object",
-                fields_type(&other)
+                fields::type_name(&other)
             ),
         )),
     }
@@ -228,17 +232,6 @@ fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
 
 fn parse_text_map(kind: Kind, map: Map<String, Value>) -> Result<Event, Rejection> {
     records::from_map(kind, &Fields::new(&map, Coerce::Text, TimePolicy::Lenient))
-}
-
-fn fields_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -228,25 +228,10 @@ fn catalog_records_accept_the_seed_field_names() {
 
 /// The general decoder's answer for a video record (the reference for the canonical one).
 fn general_video(bytes: &[u8]) -> Option<crate::event::VideoEvent> {
-    let w: VideoWire = serde_json::from_slice(bytes).ok()?;
-    let timestamp_ms = crate::timefmt::parse_timestamp_ms(&w.timestamp, TimePolicy::Strict)?;
-    Some(crate::event::VideoEvent {
-        user_id: w.user_id.into_owned(),
-        video_id: w.video_id.into_owned(),
-        watch_time_seconds: w.watch_time_seconds,
-        resolution: w.resolution.into_owned(),
-        bitrate_kbps: w.bitrate_kbps,
-        buffering_events: w.buffering_events,
-        paused: w.paused,
-        skipped: w.skipped,
-        genre: w.genre.into_owned(),
-        region: w.region.into_owned(),
-        recommended: w.recommended,
-        timestamp_ms,
-        startup_time_ms: w.startup_time_ms,
-        rebuffer_ms: w.rebuffer_ms,
-        error: w.error.map(|e| e.into_owned()),
-    })
+    serde_json::from_slice::<VideoWire>(bytes)
+        .ok()?
+        .into_event()
+        .ok()
 }
 
 #[test]
