@@ -15,6 +15,7 @@ use playpulse::import::{import_file, FileFormat};
 use playpulse::kafka;
 use playpulse::ml::als::AlsParams;
 use playpulse::ml::bench::AlsBenchArgs;
+use playpulse::ml::classify::ClassifyParams;
 use playpulse::produce::{produce, Synth, SynthSpec};
 use playpulse::store::{QoeDim, Store};
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
@@ -101,6 +102,20 @@ struct ProduceArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Engagement classifiers (decision tree, SVM) on a JSON Lines events file, 80/20 split.
+    Classify {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long, default_value_t = 57)]
+        seed: u64,
+        #[arg(long, default_value_t = 12)]
+        tree_max_depth: usize,
+        #[arg(long, default_value_t = 200_000)]
+        tree_max_rows: usize,
+        /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
+        #[arg(long, default_value_t = 5_000)]
+        svm_max_rows: usize,
+    },
     /// Implicit ALS: fit on a train split, top-k metrics on its test split.
     Als {
         /// Tab-separated `user item weight events positive` with a header.
@@ -264,6 +279,28 @@ fn main() -> anyhow::Result<()> {
             let store = Store::open(&data_dir, 64)?;
             for d in store.dead_letters()? {
                 println!("{}", serde_json::to_string(&d)?);
+            }
+            Ok(())
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Classify {
+                    events,
+                    seed,
+                    tree_max_depth,
+                    tree_max_rows,
+                    svm_max_rows,
+                },
+        } => {
+            let params = ClassifyParams {
+                seed,
+                tree_max_depth,
+                tree_max_rows,
+                svm_max_rows,
+                ..ClassifyParams::default()
+            };
+            for line in playpulse::ml::bench::classify(&events, &params)? {
+                println!("{line}");
             }
             Ok(())
         }

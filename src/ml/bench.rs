@@ -123,3 +123,50 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
         eval_s: t.elapsed().as_secs_f64(),
     })
 }
+
+/// Valid video events of a JSON Lines file (rejected lines are counted, not used).
+pub fn read_video_events(
+    path: &std::path::Path,
+) -> anyhow::Result<(Vec<crate::event::VideoEvent>, usize)> {
+    use std::io::BufRead;
+    let validator = crate::validate::Validator::new(&crate::config::ValidationConfig::default());
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let (mut events, mut rejected) = (Vec::new(), 0);
+    for line in std::io::BufReader::with_capacity(1 << 20, file).split(b'\n') {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = crate::parse::parse_payload(
+            crate::event::Kind::Video,
+            &crate::parse::Format::Sniff,
+            &line,
+        )
+        .and_then(|e| validator.validate(e));
+        match parsed {
+            Ok(crate::event::Event::Video(v)) => events.push(v),
+            _ => rejected += 1,
+        }
+    }
+    Ok((events, rejected))
+}
+
+/// `playpulse bench classify`: one report per model.
+pub fn classify(
+    path: &std::path::Path,
+    params: &super::classify::ClassifyParams,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (events, rejected) = read_video_events(path)?;
+    let reports = super::classify::train_and_evaluate(&events, params)?;
+    reports
+        .into_iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r)?;
+            v["events"] = events.len().into();
+            v["rejected_lines"] = rejected.into();
+            v["peak_rss_mb"] = peak_rss_mb().into();
+            Ok(v)
+        })
+        .collect()
+}

@@ -2,6 +2,7 @@
 
 pub mod als;
 pub mod bench;
+pub mod classify;
 pub mod metrics;
 pub mod sparse;
 pub mod split;
