@@ -193,10 +193,10 @@ pub fn class_metrics(truth: &[bool], predicted: &[bool]) -> ClassMetrics {
     }
     let n = truth.len().max(1) as f64;
     let (mut wp, mut wr, mut wf) = (0.0, 0.0, 0.0);
-    for class in 0..2 {
-        let support = (c[class][0] + c[class][1]) as f64;
+    for (class, row) in c.iter().enumerate() {
+        let support = (row[0] + row[1]) as f64;
         let predicted = (c[0][class] + c[1][class]) as f64;
-        let tp = c[class][class] as f64;
+        let tp = row[class] as f64;
         let precision = if predicted > 0.0 { tp / predicted } else { 0.0 };
         let recall = if support > 0.0 { tp / support } else { 0.0 };
         let f1 = if precision + recall > 0.0 {
