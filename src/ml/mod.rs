@@ -3,6 +3,8 @@
 pub mod als;
 pub mod bench;
 pub mod classify;
+pub mod dataset;
 pub mod metrics;
+pub mod serve;
 pub mod sparse;
 pub mod split;

@@ -1,7 +1,9 @@
 //! Compressed sparse rows of (user, item, value) interactions, and their transpose.
 
+use serde::{Deserialize, Serialize};
+
 /// Rows of (column, value), columns sorted within each row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Csr {
     pub rows: usize,
     pub cols: usize,
