@@ -13,4 +13,5 @@ pub mod monitor;
 pub mod parser;
 pub mod producer;
 pub mod store;
+pub mod trainer;
 pub mod validator;

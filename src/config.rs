@@ -47,6 +47,7 @@ pub struct Config {
     pub validation: ValidationConfig,
     pub producers: ProducersConfig,
     pub store: StoreConfig,
+    pub models: ModelsConfig,
     pub log: LogConfig,
 }
 
@@ -59,6 +60,7 @@ impl Default for Config {
             validation: ValidationConfig::default(),
             producers: ProducersConfig::default(),
             store: StoreConfig::default(),
+            models: ModelsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -217,6 +219,81 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { cache_mb: 256 }
+    }
+}
+
+/// Held-out metric that decides promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromoteMetric {
+    Ndcg,
+    Map,
+    Precision,
+    Recall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Train the recommender in the daemon.
+    pub enabled: bool,
+    /// Train after this many newly stored events (0 = never on count).
+    pub train_every_events: u64,
+    /// Train at least this often while new events arrive (0 = never on time).
+    pub train_every_seconds: u64,
+    /// Stored events needed before the first training.
+    pub min_events: u64,
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    pub alpha: f32,
+    pub cg_steps: usize,
+    pub weighted_regularization: bool,
+    /// Share of each active user's positive items held out for evaluation.
+    pub test_fraction: f64,
+    /// Users with fewer distinct items keep them all for training.
+    pub min_user_items: usize,
+    /// Cut-off of the ranking metrics.
+    pub k: usize,
+    pub promote_metric: PromoteMetric,
+    pub seed: u64,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            enabled: true,
+            train_every_events: 200_000,
+            train_every_seconds: 600,
+            min_events: 10_000,
+            factors: 32,
+            iterations: 15,
+            regularization: 0.1,
+            alpha: 1.0,
+            cg_steps: 3,
+            weighted_regularization: true,
+            test_fraction: 0.2,
+            min_user_items: 5,
+            k: 10,
+            promote_metric: PromoteMetric::Ndcg,
+            seed: 42,
+        }
+    }
+}
+
+impl ModelsConfig {
+    pub fn als(&self) -> crate::ml::als::AlsParams {
+        crate::ml::als::AlsParams {
+            factors: self.factors,
+            iterations: self.iterations,
+            regularization: self.regularization,
+            alpha: self.alpha,
+            cg_steps: self.cg_steps,
+            seed: self.seed,
+            nonnegative: false,
+            weighted_regularization: self.weighted_regularization,
+            exact: false,
+        }
     }
 }
 
@@ -420,6 +497,20 @@ impl Config {
         }
         if p.max_lag_events == 0 {
             return Err(invalid("producers.max_lag_events", 0, "must be at least 1"));
+        }
+        let m = &self.models;
+        if let Err(e) = m.als().check() {
+            return Err(invalid("models", "", e.to_string()));
+        }
+        if !(m.test_fraction > 0.0 && m.test_fraction < 1.0) {
+            return Err(invalid(
+                "models.test_fraction",
+                m.test_fraction,
+                "must be in (0, 1)",
+            ));
+        }
+        if !(1..=1000).contains(&m.k) {
+            return Err(invalid("models.k", m.k, "must be 1..=1000"));
         }
         if self.store.cache_mb == 0 {
             return Err(invalid("store.cache_mb", 0, "must be at least 1"));

@@ -11,6 +11,7 @@ use crate::actors::monitor::MonitorActor;
 use crate::actors::parser::ParserActor;
 use crate::actors::producer::{Feed, ProducerActor};
 use crate::actors::store::{CloseStore, StoreActor};
+use crate::actors::trainer::TrainerActor;
 use crate::actors::validator::ValidatorActor;
 use crate::config::{Config, ProducerMode};
 use crate::event::Kind;
@@ -39,6 +40,7 @@ pub struct Daemon {
     pub bootstrap: String,
     pub namespace: String,
     pub store: Addr<StoreActor>,
+    pub trainer: Addr<TrainerActor>,
     parser: Addr<ParserActor>,
     producers: Vec<Addr<ProducerActor>>,
     _monitor: Addr<MonitorActor>,
@@ -159,6 +161,8 @@ impl Daemon {
                 move |_| ProducerActor::new(producer, topic, feed, rate, max_lag, p),
             ));
         }
+        let trainer =
+            TrainerActor::new(cfg.models.clone(), store.clone(), progress.clone()).start();
         let monitor = MonitorActor::new(
             progress.clone(),
             Duration::from_secs(cfg.ingest.log_interval_seconds),
@@ -169,6 +173,7 @@ impl Daemon {
             bootstrap,
             namespace,
             store,
+            trainer,
             parser,
             producers,
             _monitor: monitor,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+use playpulse::actors::trainer::load_champion;
 use playpulse::bench::{self, IngestBenchArgs};
 use playpulse::config::{Config, KafkaConfig};
 use playpulse::daemon::{shutdown_signal, Daemon};
@@ -16,6 +17,7 @@ use playpulse::kafka;
 use playpulse::ml::als::AlsParams;
 use playpulse::ml::bench::AlsBenchArgs;
 use playpulse::ml::classify::ClassifyParams;
+use playpulse::ml::serve::Recommender;
 use playpulse::produce::{produce, Synth, SynthSpec};
 use playpulse::store::{QoeDim, Store};
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
@@ -64,6 +66,23 @@ enum Command {
     Dlq {
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+    },
+    /// List the model versions, one JSON object per line (daemon stopped).
+    Models {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Recommendations of the champion model for a user, as JSON (daemon stopped).
+    Recommend {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// For unknown users: the genre to take popular items from.
+        #[arg(long)]
+        genre: Option<String>,
     },
     /// Benchmarks that print one JSON line.
     Bench {
@@ -273,6 +292,34 @@ fn main() -> anyhow::Result<()> {
                 "size_on_disk_bytes": store.size_on_disk(),
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Models { data_dir } => {
+            let store = Store::open(&data_dir, 64)?;
+            let champion = store.champion_id()?;
+            for m in store.models()? {
+                let mut v = serde_json::to_value(&m)?;
+                v["champion"] = (Some(m.id) == champion).into();
+                println!("{v}");
+            }
+            Ok(())
+        }
+        Command::Recommend {
+            data_dir,
+            user,
+            k,
+            genre,
+        } => {
+            let store = Store::open(&data_dir, 64)?;
+            let Some((id, bundle)) = load_champion(&store).map_err(anyhow::Error::msg)? else {
+                bail!("no model has been trained yet in {}: let the daemon ingest models.min_events events", data_dir.display());
+            };
+            let r = Recommender::new(bundle);
+            let recs = r.recommend(&user.trim().to_lowercase(), k, genre.as_deref());
+            println!(
+                "{}",
+                serde_json::json!({ "model": id, "user": user, "recommendations": recs })
+            );
             Ok(())
         }
         Command::Dlq { data_dir } => {

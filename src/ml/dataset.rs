@@ -34,7 +34,12 @@ fn key_hash(seed: u64, user: u32, item: u32) -> u64 {
 }
 
 /// Builds the matrices; `test_fraction` 0 keeps every pair for training.
-pub fn build(pairs: impl IntoIterator<Item = (String, String, PairAgg)>, test_fraction: f64, min_items: usize, seed: u64) -> Interactions {
+pub fn build(
+    pairs: impl IntoIterator<Item = (String, String, PairAgg)>,
+    test_fraction: f64,
+    min_items: usize,
+    seed: u64,
+) -> Interactions {
     let mut users = Vec::new();
     let mut items = Vec::new();
     let mut user_index: HashMap<String, u32> = HashMap::new();
@@ -57,8 +62,11 @@ pub fn build(pairs: impl IntoIterator<Item = (String, String, PairAgg)>, test_fr
         let u = u as u32;
         let mut held = std::collections::HashSet::new();
         if test_fraction > 0.0 && list.len() >= min_items {
-            let mut positives: Vec<(u64, u32)> =
-                list.iter().filter(|p| p.2).map(|p| (key_hash(seed, u, p.0), p.0)).collect();
+            let mut positives: Vec<(u64, u32)> = list
+                .iter()
+                .filter(|p| p.2)
+                .map(|p| (key_hash(seed, u, p.0), p.0))
+                .collect();
             positives.sort_unstable();
             let n = (positives.len() as f64 * test_fraction + 0.5).floor() as usize;
             held.extend(positives.into_iter().take(n).map(|(_, i)| i));
@@ -87,7 +95,13 @@ mod tests {
     use super::*;
 
     fn agg(w: f64, positive: bool) -> PairAgg {
-        PairAgg { weight: w, events: 1, positive_events: u64::from(positive), max_feedback: w, last_ts_ms: 0 }
+        PairAgg {
+            weight: w,
+            events: 1,
+            positive_events: u64::from(positive),
+            max_feedback: w,
+            last_ts_ms: 0,
+        }
     }
 
     #[test]

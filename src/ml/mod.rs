@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod serve;
 pub mod sparse;
 pub mod split;
+pub mod train;

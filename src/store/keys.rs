@@ -13,7 +13,7 @@
 //! Aggregate keys (in the journal, checkpoints and memory): `a/` user 0 item
 //! (pair aggregate), `q/v/`, `q/r/`, `q/s/` video / region / resolution (QoE
 //! counters), `g/` genre (engagement), `m/` user 0 track (listening counts),
-//! `s/` counter name.
+//! `s/` counter name, `n/` video 0 genre (events).
 
 pub const EVENT: &[u8] = b"e/";
 pub const DEAD: &[u8] = b"d/";
@@ -29,6 +29,12 @@ pub const CAT_MOVIE: &[u8] = b"c/m/";
 pub const CAT_SERIES: &[u8] = b"c/s/";
 pub const CAT_TRACK: &[u8] = b"c/t/";
 pub const COUNTER: &[u8] = b"s/";
+/// Events per (video, genre): a video's genre is its most frequent one.
+pub const ITEM_GENRE: &[u8] = b"n/";
+/// Model versions (`x/v/` id), their serving bundles (`x/b/` id), the champion (`x/champion`).
+pub const MODEL_META: &[u8] = b"x/v/";
+pub const MODEL_BUNDLE: &[u8] = b"x/b/";
+pub const MODEL_CHAMPION: &[u8] = b"x/champion";
 
 pub fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let len = prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();

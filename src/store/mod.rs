@@ -7,6 +7,7 @@
 //! Aggregates are served from memory (see [`state`]).
 
 pub mod keys;
+pub mod models;
 pub mod prepare;
 mod read;
 pub mod slots;

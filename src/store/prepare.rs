@@ -64,6 +64,12 @@ impl Deltas {
                     &q,
                 );
                 self.add(keys::GENRE, &[v.genre.as_bytes()], slots::QOE, &q);
+                self.add(
+                    keys::ITEM_GENRE,
+                    &[v.video_id.as_bytes(), v.genre.as_bytes()],
+                    slots::COUNT,
+                    &[1.0],
+                );
             }
             Event::Music(m) => {
                 let mut d = [0.0; 6];

@@ -155,6 +155,23 @@ impl Store {
             .collect())
     }
 
+    /// Each video's genre (the most frequent among its events).
+    pub fn item_genres(&self) -> std::collections::HashMap<String, String> {
+        let mut best: std::collections::HashMap<String, (String, f64)> =
+            std::collections::HashMap::new();
+        for (k, v) in self.small_prefix(keys::ITEM_GENRE) {
+            if let Some((video, genre)) = k.split_once('\0') {
+                let e = best
+                    .entry(video.to_string())
+                    .or_insert_with(|| (genre.to_string(), 0.0));
+                if v[0] > e.1 {
+                    *e = (genre.to_string(), v[0]);
+                }
+            }
+        }
+        best.into_iter().map(|(k, (g, _))| (k, g)).collect()
+    }
+
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
         let k = keys::join(keys::COUNTER, &[name.as_bytes()]);
         Ok(self.state.get(&k).map(|s| s[0] as u64).unwrap_or(0))

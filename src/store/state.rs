@@ -27,7 +27,7 @@ pub fn layout_of(key: &[u8]) -> Option<Layout> {
         Some(slots::MUSIC)
     } else if key.starts_with(b"q/") || key.starts_with(keys::GENRE) {
         Some(slots::QOE)
-    } else if key.starts_with(keys::COUNTER) {
+    } else if key.starts_with(keys::COUNTER) || key.starts_with(keys::ITEM_GENRE) {
         Some(slots::COUNT)
     } else {
         None

@@ -1,0 +1,161 @@
+//! The daemon trains on its own trigger, evaluates, promotes; the champion's
+//! recommendations for users with a planted taste are dominated by that taste's
+//! genre; a restart serves the stored champion without retraining.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::bin;
+use playpulse::generate::{user_id, World, GENRES};
+use playpulse::store::Store;
+
+fn start(data: &std::path::Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "run",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        "--data-dir",
+    ])
+    .arg(data)
+    .env("RUST_LOG", "info,librdkafka=warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn daemon");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    (child, rx)
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, child: &mut Child, what: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut log = String::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(what) {
+                    return log;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `{what}` within {limit:?}; log:\n{log}");
+            }
+        }
+    }
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("PLAYPULSE_PRODUCERS__RATE", "{ video = 20000.0 }"),
+        ("PLAYPULSE_MODELS__MIN_EVENTS", "150000"),
+        ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "150000"),
+        ("PLAYPULSE_MODELS__FACTORS", "16"),
+    ];
+    let (mut child, rx) = start(&data, &env);
+    let log = wait_for(&rx, &mut child, "promoted", Duration::from_secs(300));
+    assert!(log.contains("model v1 trained"), "{log}");
+    stop(child);
+
+    let store = Store::open(&data, 64).unwrap();
+    let champion = store.champion().unwrap().expect("a champion");
+    let ndcg = champion.metrics["ndcg"].as_f64().unwrap();
+    let baseline = champion.baseline["ndcg"].as_f64().unwrap();
+    assert!(
+        ndcg > baseline * 1.5,
+        "ALS ndcg {ndcg} vs popularity {baseline}"
+    );
+    let models_before = store.models().unwrap().len();
+
+    // Users of the synthetic world (config.toml's producers) with one preferred genre.
+    let world = World::new(5000, 1000, 42);
+    let mut activity: HashMap<String, u64> = HashMap::new();
+    for p in store.pair_aggregates() {
+        let (u, _, a) = p.unwrap();
+        *activity.entry(u).or_default() += a.events;
+    }
+    drop(store);
+    let mut planted: Vec<(u64, String, &str)> = (0..world.users)
+        .filter(|&u| world.user_genres[u].len() == 1)
+        .map(|u| {
+            (
+                activity.get(&user_id(u)).copied().unwrap_or(0),
+                user_id(u),
+                GENRES[world.user_genres[u][0]],
+            )
+        })
+        .collect();
+    // Typical users: the most active have already seen most of their genre.
+    planted.sort_by(|a, b| b.cmp(a));
+    let typical = planted.len() / 4;
+    let (mut hits, mut total, mut chance) = (0, 0, 0.0);
+    for (_, user, genre) in planted.iter().skip(typical).take(20) {
+        // What a genre-blind pick would give: the genre's share of the catalog.
+        let g = GENRES.iter().position(|x| x == genre).unwrap();
+        chance +=
+            world.video_genre.iter().filter(|&&v| v == g).count() as f64 / world.videos as f64;
+        let out = Command::new(bin())
+            .args(["recommend", "--data-dir"])
+            .arg(&data)
+            .args(["--user", user, "--k", "10"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let recs = v["recommendations"].as_array().unwrap();
+        assert_eq!(recs.len(), 10, "{v}");
+        assert!(recs.iter().all(|r| r["because"].is_string()), "{v}");
+        hits += recs.iter().filter(|r| r["genre"] == *genre).count();
+        total += recs.len();
+    }
+    let share = hits as f64 / total as f64;
+    let chance = chance / 20.0;
+    eprintln!("planted genre share {share:.3}, chance {chance:.3}");
+    assert!(
+        share > 0.7 && share > 3.0 * chance,
+        "planted genre share {share:.2} of {total} recommendations (chance {chance:.2})"
+    );
+
+    // Restart with no training due: the stored champion is served as is.
+    let (mut child, rx) = start(&data, &[("PLAYPULSE_PRODUCERS__MODE", "never")]);
+    let log = wait_for(
+        &rx,
+        &mut child,
+        &format!("serving champion model v{}", champion.id),
+        Duration::from_secs(60),
+    );
+    assert!(!log.contains("trained in"), "{log}");
+    stop(child);
+    let store = Store::open(&data, 64).unwrap();
+    assert_eq!(store.models().unwrap().len(), models_before);
+    assert_eq!(store.champion_id().unwrap(), Some(champion.id));
+}
