@@ -125,6 +125,7 @@ impl TrainerActor {
         }));
         let cfg = self.cfg.clone();
         let me = ctx.address();
+        let champion = self.champion.as_ref().map(|(_, r)| r.bundle().clone());
         actix::spawn(async move {
             let snap = match snapshot.await {
                 Ok(Ok(s)) => s,
@@ -146,7 +147,7 @@ impl TrainerActor {
                             k: cfg.k,
                             seed: cfg.seed,
                         };
-                        train(pairs, &genres, &spec).map_err(|e| e.to_string())
+                        train(pairs, &genres, &spec, champion.as_ref()).map_err(|e| e.to_string())
                     })
                     .map(|t| (t, data));
                 me.do_send(TrainingDone(result));
@@ -220,14 +221,18 @@ impl Handler<TrainingDone> for TrainerActor {
             }
         };
         let summary = serde_json::to_value(&trained).unwrap_or_default();
+        // The champion as scored on this run's held-out split.
+        let champion_now = trained.champion.map(|m| metric(&m, which));
         let save = self.store.send(WithStore(move |s: &crate::store::Store| -> Result<(u64, bool, String), String> {
             let id = s.next_model_id().map_err(|e| e.to_string())?;
             let champion = s.champion().map_err(|e| e.to_string())?;
-            let best = champion.as_ref().and_then(|c| c.metrics[name].as_f64());
+            let best = champion.as_ref().and(champion_now);
             let promote = best.is_none_or(|b| value > b);
             let decision = match (&champion, best) {
-                (Some(c), Some(b)) if promote => format!("promoted: {name}@{} {value:.4} > champion v{} {b:.4}", cfg.k, c.id),
-                (Some(c), Some(b)) => format!("kept champion v{}: {name}@{} {value:.4} ≤ {b:.4}", c.id, cfg.k),
+                (Some(c), Some(b)) if promote => {
+                    format!("promoted: {name}@{} {value:.4} > champion v{} {b:.4} on the same held-out data", cfg.k, c.id)
+                }
+                (Some(c), Some(b)) => format!("kept champion v{}: {name}@{} {value:.4} ≤ {b:.4} on the same held-out data", c.id, cfg.k),
                 _ => format!("promoted: first model ({name}@{} {value:.4})", cfg.k),
             };
             let meta = ModelVersion {
