@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod export;
 pub mod generate;
 pub mod import;
 pub mod kafka;

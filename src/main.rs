@@ -84,6 +84,15 @@ enum Command {
         #[arg(long)]
         genre: Option<String>,
     },
+    /// Write the champion's top-k per user as final_recommendations.csv (daemon stopped).
+    Export {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "final_recommendations.csv")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+    },
     /// Benchmarks that print one JSON line.
     Bench {
         #[command(subcommand)]
@@ -320,6 +329,12 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({ "model": id, "user": user, "recommendations": recs })
             );
+            Ok(())
+        }
+        Command::Export { data_dir, out, k } => {
+            let store = Store::open(&data_dir, 64)?;
+            let report = playpulse::export::recommendations_csv(&store, &out, k)?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Dlq { data_dir } => {

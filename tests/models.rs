@@ -72,7 +72,10 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env = [
-        ("PLAYPULSE_PRODUCERS__RATE", "{ video = 20000.0 }"),
+        (
+            "PLAYPULSE_PRODUCERS__RATE",
+            "{ video = 20000.0, movies = 400.0 }",
+        ),
         ("PLAYPULSE_MODELS__MIN_EVENTS", "150000"),
         ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "150000"),
         ("PLAYPULSE_MODELS__FACTORS", "16"),
@@ -143,6 +146,45 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     assert!(
         share > 0.7 && share > 3.0 * chance,
         "planted genre share {share:.2} of {total} recommendations (chance {chance:.2})"
+    );
+
+    // The notebooks' export for Power BI, with the catalog's titles.
+    let csv_path = dir.path().join("final_recommendations.csv");
+    let out = Command::new(bin())
+        .args(["export", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&csv_path)
+        .args(["--k", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec![
+            "user_id",
+            "rank",
+            "recommended_content",
+            "title",
+            "predicted_rating"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let users: std::collections::HashSet<&str> = rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(rows.len(), users.len() * 5);
+    assert!(rows
+        .iter()
+        .all(|r| (1..=5).contains(&r[1].parse::<u32>().unwrap()) && r[4].parse::<f32>().is_ok()));
+    let titled = rows.iter().filter(|r| !r[3].is_empty()).count();
+    assert!(
+        titled * 10 >= rows.len() * 9,
+        "{titled} of {} rows have a title",
+        rows.len()
     );
 
     // Restart with no training due: the stored champion is served as is.

@@ -1,0 +1,113 @@
+//! Exports for notebooks and BI tools: the champion's recommendations as
+//! `final_recommendations.csv` (user_id, rank, recommended_content, title,
+//! predicted_rating), as the reference notebooks wrote for Power BI.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::actors::trainer::load_champion;
+use crate::event::Event;
+use crate::ml::serve::Recommender;
+use crate::store::Store;
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("no model has been trained yet: let the daemon ingest models.min_events events first")]
+    NoModel,
+    #[error("store: {0}")]
+    Store(String),
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub file: String,
+    pub model: u64,
+    pub users: usize,
+    pub rows: usize,
+    pub with_title: usize,
+}
+
+/// user_id, rank, recommended_content, title, predicted_rating
+type Row = (String, usize, String, String, f32);
+
+/// Writes the top `k` of every known user.
+pub fn recommendations_csv(
+    store: &Store,
+    out: &Path,
+    k: usize,
+) -> Result<ExportReport, ExportError> {
+    let (id, bundle) = load_champion(store)
+        .map_err(ExportError::Store)?
+        .ok_or(ExportError::NoModel)?;
+    let r = Recommender::new(bundle);
+    let titles: Vec<String> = r
+        .bundle()
+        .items
+        .iter()
+        .map(|i| match store.catalog("movie", i) {
+            Ok(Some(Event::Movie(t))) => t.title,
+            _ => String::new(),
+        })
+        .collect();
+    let index: std::collections::HashMap<&str, usize> = r
+        .bundle()
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_str(), i))
+        .collect();
+    let rows: Vec<Vec<Row>> = r
+        .bundle()
+        .users
+        .par_iter()
+        .map(|u| {
+            r.recommend(u, k, None)
+                .into_iter()
+                .enumerate()
+                .map(|(rank, rec)| {
+                    let title = index
+                        .get(rec.item.as_str())
+                        .map(|&i| titles[i].clone())
+                        .unwrap_or_default();
+                    (u.clone(), rank + 1, rec.item, title, rec.score)
+                })
+                .collect()
+        })
+        .collect();
+    let werr = |e: csv::Error| ExportError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut w = csv::Writer::from_path(out).map_err(werr)?;
+    w.write_record([
+        "user_id",
+        "rank",
+        "recommended_content",
+        "title",
+        "predicted_rating",
+    ])
+    .map_err(werr)?;
+    let (mut n, mut with_title) = (0, 0);
+    for (user, rank, item, title, score) in rows.into_iter().flatten() {
+        with_title += usize::from(!title.is_empty());
+        w.write_record([user, rank.to_string(), item, title, format!("{score:.6}")])
+            .map_err(werr)?;
+        n += 1;
+    }
+    w.flush().map_err(|e| ExportError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(ExportReport {
+        file: out.display().to_string(),
+        model: id,
+        users: r.bundle().users.len(),
+        rows: n,
+        with_title,
+    })
+}
