@@ -243,7 +243,11 @@ impl Handler<TrainingDone> for TrainerActor {
                 data: serde_json::json!({ "snapshot": data, "users": summary["users"], "items": summary["items"],
                     "train_pairs": summary["train_pairs"], "test_pairs": summary["test_pairs"] }),
                 timings: serde_json::json!({ "fit_s": summary["fit_s"], "eval_s": summary["eval_s"] }),
-                metrics: summary["metrics"].clone(),
+                metrics: {
+                    let mut m = summary["metrics"].clone();
+                    m["rmse"] = summary["rmse"].clone();
+                    m
+                },
                 baseline: summary["baseline"].clone(),
                 decision: decision.clone(),
             };

@@ -67,10 +67,16 @@ enum Command {
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
-    /// List the model versions, one JSON object per line (daemon stopped).
+    /// List the model versions, one JSON object per line; or promote / roll back (daemon stopped).
     Models {
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// Make this version the champion.
+        #[arg(long, conflicts_with = "rollback")]
+        promote: Option<u64>,
+        /// Go back to the previous champion.
+        #[arg(long)]
+        rollback: bool,
     },
     /// Recommendations of the champion model for a user, as JSON (daemon stopped).
     Recommend {
@@ -303,8 +309,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        Command::Models { data_dir } => {
+        Command::Models {
+            data_dir,
+            promote,
+            rollback,
+        } => {
             let store = Store::open(&data_dir, 64)?;
+            if let Some(id) = promote {
+                store.promote(id)?;
+            }
+            if rollback {
+                let id = store.rollback()?;
+                eprintln!("champion is now v{id}");
+            }
             let champion = store.champion_id()?;
             for m in store.models()? {
                 let mut v = serde_json::to_value(&m)?;

@@ -18,7 +18,7 @@ pub struct Interactions {
     pub item_index: HashMap<String, u32>,
     /// users × items, summed implicit feedback.
     pub train: Csr,
-    /// users × items, held-out positive pairs (value 1).
+    /// users × items, held-out positive pairs (their summed implicit feedback).
     pub test: Csr,
 }
 
@@ -73,7 +73,7 @@ pub fn build(
         }
         for &(i, w, _) in list.iter() {
             if held.contains(&i) {
-                test.push((u, i, 1.0));
+                test.push((u, i, w));
             } else {
                 train.push((u, i, w));
             }

@@ -27,6 +27,9 @@ pub struct Trained {
     #[serde(skip)]
     pub bundle: Bundle,
     pub metrics: RankingMetrics,
+    /// Root mean squared error of the predicted preference against the held-out
+    /// pairs' implicit feedback (as the notebooks' RegressionEvaluator).
+    pub rmse: f64,
     pub baseline: RankingMetrics,
     /// The serving champion scored on this run's held-out split (so the two compare).
     pub champion: Option<RankingMetrics>,
@@ -62,6 +65,15 @@ pub fn train(
                 .map(|y| y.iter().zip(x).map(|(a, b)| a * b).sum::<f32>()),
         );
     });
+    let (mut se, mut n) = (0.0f64, 0usize);
+    for u in 0..d.test.rows {
+        let (items, weights) = d.test.row(u);
+        for (&i, &w) in items.iter().zip(weights) {
+            se += (f64::from(model.score(u, i as usize)) - f64::from(w)).powi(2);
+            n += 1;
+        }
+    }
+    let rmse = (se / n.max(1) as f64).sqrt();
     let mut popularity = vec![0u32; d.items.len()];
     for &i in &d.train.indices {
         popularity[i as usize] += 1;
@@ -133,6 +145,7 @@ pub fn train(
         .collect();
     Ok(Trained {
         metrics,
+        rmse,
         baseline,
         champion,
         fit_s,

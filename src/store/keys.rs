@@ -35,6 +35,7 @@ pub const ITEM_GENRE: &[u8] = b"n/";
 pub const MODEL_META: &[u8] = b"x/v/";
 pub const MODEL_BUNDLE: &[u8] = b"x/b/";
 pub const MODEL_CHAMPION: &[u8] = b"x/champion";
+pub const MODEL_HISTORY: &[u8] = b"x/history";
 
 pub fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let len = prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();

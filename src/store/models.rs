@@ -55,24 +55,66 @@ impl Store {
         batch.insert(id_key(keys::MODEL_META, meta.id), json);
         batch.insert(id_key(keys::MODEL_BUNDLE, meta.id), bundle);
         if promote {
+            let mut history = self.champion_history()?;
+            history.push(meta.id);
             batch.insert(keys::MODEL_CHAMPION, &meta.id.to_be_bytes());
+            batch.insert(
+                keys::MODEL_HISTORY,
+                serde_json::to_vec(&history).unwrap_or_default(),
+            );
         }
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
     }
 
-    /// Makes an existing version the champion (promote, rollback).
-    pub fn set_champion(&self, id: u64) -> Result<(), StoreError> {
+    /// The champions in the order they served, the current one last.
+    pub fn champion_history(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .tree
+            .get(keys::MODEL_HISTORY)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default())
+    }
+
+    fn write_champion(&self, id: u64, history: &[u64]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::MODEL_CHAMPION, &id.to_be_bytes());
+        batch.insert(
+            keys::MODEL_HISTORY,
+            serde_json::to_vec(history).unwrap_or_default(),
+        );
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Makes an existing version the champion.
+    pub fn promote(&self, id: u64) -> Result<(), StoreError> {
         if self.tree.get(id_key(keys::MODEL_META, id))?.is_none() {
             return Err(StoreError::Corrupt {
                 key: format!("model {id}"),
-                message: "no such model version; list them with `models`".into(),
+                message: "no such model version; list them with `playpulse models`".into(),
             });
         }
-        self.tree.insert(keys::MODEL_CHAMPION, &id.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        let mut history = self.champion_history()?;
+        history.push(id);
+        self.write_champion(id, &history)
+    }
+
+    /// Goes back to the champion before the current one; returns it.
+    pub fn rollback(&self) -> Result<u64, StoreError> {
+        let mut history = self.champion_history()?;
+        if history.len() < 2 {
+            return Err(StoreError::Corrupt {
+                key: "champion history".into(),
+                message: "no earlier champion to roll back to".into(),
+            });
+        }
+        history.pop();
+        let id = *history.last().unwrap_or(&0);
+        self.write_champion(id, &history)?;
+        Ok(id)
     }
 
     pub fn models(&self) -> Result<Vec<ModelVersion>, StoreError> {
@@ -109,5 +151,48 @@ impl Store {
             .tree
             .get(id_key(keys::MODEL_BUNDLE, id))?
             .map(|v| v.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: u64) -> ModelVersion {
+        ModelVersion {
+            id,
+            kind: "als".into(),
+            created_ms: 0,
+            params: serde_json::json!({}),
+            data: serde_json::json!({}),
+            timings: serde_json::json!({}),
+            metrics: serde_json::json!({ "ndcg": 0.1 * id as f64 }),
+            baseline: serde_json::json!({}),
+            decision: String::new(),
+        }
+    }
+
+    #[test]
+    fn versions_promote_and_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16).unwrap();
+        assert_eq!(s.next_model_id().unwrap(), 1);
+        s.add_model(&meta(1), b"one", true).unwrap();
+        s.add_model(&meta(2), b"two", false).unwrap();
+        s.add_model(&meta(3), b"three", true).unwrap();
+        assert_eq!(s.next_model_id().unwrap(), 4);
+        assert_eq!(s.champion_id().unwrap(), Some(3));
+        assert_eq!(s.model_bundle(2).unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.rollback().unwrap(), 1);
+        assert_eq!(s.champion().unwrap().map(|m| m.id), Some(1));
+        assert!(s.rollback().is_err());
+        s.promote(2).unwrap();
+        assert_eq!(s.champion_id().unwrap(), Some(2));
+        assert!(s
+            .promote(9)
+            .unwrap_err()
+            .to_string()
+            .contains("no such model version"));
+        assert_eq!(s.models().unwrap().len(), 3);
     }
 }
