@@ -11,6 +11,7 @@ use actix::prelude::*;
 
 use super::store::{StoreActor, WithStore};
 use crate::config::{ModelsConfig, PromoteMetric};
+use crate::ml::classify::{self, ClassifierReport};
 use crate::ml::metrics::RankingMetrics;
 use crate::ml::serve::{Bundle, Recommendation, Recommender};
 use crate::ml::train::{train, TrainSpec, Trained};
@@ -36,7 +37,41 @@ pub struct TrainNow;
 /// A finished training run (or why it failed).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct TrainingDone(Result<(Trained, serde_json::Value), String>);
+struct TrainingDone(Result<TrainingRun, String>);
+
+/// The recommender, what it was trained on, and each classifier with its encoded predictions.
+type TrainingRun = (Trained, serde_json::Value, Vec<(ClassifierReport, Vec<u8>)>);
+
+/// One held-out prediction of an engagement classifier, as exported.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Prediction {
+    pub user_id: String,
+    pub video_id: String,
+    pub timestamp_ms: i64,
+    pub engaged: bool,
+    pub predicted: bool,
+}
+
+/// The classifier's held-out predictions, encoded for its model version.
+fn prediction_rows(
+    events: &[crate::event::VideoEvent],
+    predictions: &[(usize, bool, bool)],
+) -> Vec<u8> {
+    let rows: Vec<Prediction> = predictions
+        .iter()
+        .filter_map(|&(i, engaged, predicted)| {
+            let e = events.get(i)?;
+            Some(Prediction {
+                user_id: e.user_id.clone(),
+                video_id: e.video_id.clone(),
+                timestamp_ms: e.timestamp_ms,
+                engaged,
+                predicted,
+            })
+        })
+        .collect();
+    postcard::to_stdvec(&rows).unwrap_or_default()
+}
 
 /// Recommendations from the champion.
 #[derive(Message)]
@@ -112,6 +147,11 @@ impl TrainerActor {
         self.trained_at = Progress::get(&self.progress.stored);
         self.last = Instant::now();
         let min_events = self.cfg.min_events;
+        let max_events = if self.cfg.classifiers {
+            self.cfg.classifier_max_events
+        } else {
+            0
+        };
         let snapshot = self.store.send(WithStore(move |s: &crate::store::Store| {
             let stored = s.counter("stored").unwrap_or(0);
             if stored < min_events {
@@ -120,8 +160,16 @@ impl TrainerActor {
                 ));
             }
             let pairs: Result<Vec<_>, _> = s.pair_aggregates().collect();
+            let events = s
+                .recent_video_events(max_events)
+                .map_err(|e| e.to_string())?;
             let data = serde_json::json!({ "stored_events": stored });
-            Ok((pairs.map_err(|e| e.to_string())?, s.item_genres(), data))
+            Ok((
+                pairs.map_err(|e| e.to_string())?,
+                s.item_genres(),
+                events,
+                data,
+            ))
         }));
         let cfg = self.cfg.clone();
         let me = ctx.address();
@@ -134,7 +182,24 @@ impl TrainerActor {
             };
             // CPU-heavy: off the actor threads.
             std::thread::spawn(move || {
-                let (pairs, genres, data) = snap;
+                let (pairs, genres, events, data) = snap;
+                let classifiers: Vec<(ClassifierReport, Vec<u8>)> = if events.is_empty() {
+                    Vec::new()
+                } else {
+                    match classify::train_and_evaluate(&events, &cfg.classify()) {
+                        Ok(reports) => reports
+                            .into_iter()
+                            .map(|r| {
+                                let rows = prediction_rows(&events, &r.predictions);
+                                (r, rows)
+                            })
+                            .collect(),
+                        Err(e) => {
+                            tracing::info!("classifiers skipped: {e}");
+                            Vec::new()
+                        }
+                    }
+                };
                 let result = cfg
                     .als()
                     .check()
@@ -149,7 +214,7 @@ impl TrainerActor {
                         };
                         train(pairs, &genres, &spec, champion.as_ref()).map_err(|e| e.to_string())
                     })
-                    .map(|t| (t, data));
+                    .map(|t| (t, data, classifiers));
                 me.do_send(TrainingDone(result));
             });
         });
@@ -200,7 +265,7 @@ impl Handler<TrainingDone> for TrainerActor {
     type Result = ();
 
     fn handle(&mut self, msg: TrainingDone, ctx: &mut Context<Self>) {
-        let (trained, data) = match msg.0 {
+        let (trained, data, classifiers) = match msg.0 {
             Ok(t) => t,
             Err(why) => {
                 self.busy = false;
@@ -252,6 +317,24 @@ impl Handler<TrainingDone> for TrainerActor {
                 decision: decision.clone(),
             };
             s.add_model(&meta, &bundle, promote).map_err(|e| e.to_string())?;
+            for (r, rows) in &classifiers {
+                let cid = s.next_model_id().map_err(|e| e.to_string())?;
+                let report = serde_json::to_value(r).unwrap_or_default();
+                let cmeta = ModelVersion {
+                    id: cid,
+                    kind: r.model.to_string(),
+                    created_ms: crate::timefmt::now_ms(),
+                    params: serde_json::json!({ "params": r.params, "features": classify::FEATURES }),
+                    data: serde_json::json!({ "snapshot": meta.data["snapshot"], "train_rows": r.train_rows,
+                        "train_rows_available": r.train_rows_available, "test_rows": r.test_rows }),
+                    timings: serde_json::json!({ "fit_s": r.fit_s }),
+                    metrics: serde_json::json!({ "accuracy": report["accuracy"], "weighted_precision": report["weighted_precision"],
+                        "weighted_recall": report["weighted_recall"], "f1": report["f1"], "confusion": report["confusion"] }),
+                    baseline: serde_json::json!({}),
+                    decision: "recorded: classifiers are evaluated and exported, not served".into(),
+                };
+                s.add_model(&cmeta, rows, false).map_err(|e| e.to_string())?;
+            }
             Ok((id, promote, decision))
         }));
         let pop = metric(&trained.baseline, which);

@@ -257,6 +257,14 @@ pub struct ModelsConfig {
     pub k: usize,
     pub promote_metric: PromoteMetric,
     pub seed: u64,
+    /// Also train and evaluate the engagement classifiers (decision tree, SVM).
+    pub classifiers: bool,
+    /// Most recent video events the classifiers train and test on.
+    pub classifier_max_events: usize,
+    /// Deepest decision tree.
+    pub tree_max_depth: usize,
+    /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
+    pub svm_max_rows: usize,
 }
 
 impl Default for ModelsConfig {
@@ -277,11 +285,23 @@ impl Default for ModelsConfig {
             k: 10,
             promote_metric: PromoteMetric::Ndcg,
             seed: 42,
+            classifiers: true,
+            classifier_max_events: 100_000,
+            tree_max_depth: 12,
+            svm_max_rows: 5_000,
         }
     }
 }
 
 impl ModelsConfig {
+    pub fn classify(&self) -> crate::ml::classify::ClassifyParams {
+        crate::ml::classify::ClassifyParams {
+            tree_max_depth: self.tree_max_depth,
+            svm_max_rows: self.svm_max_rows,
+            ..crate::ml::classify::ClassifyParams::default()
+        }
+    }
+
     pub fn als(&self) -> crate::ml::als::AlsParams {
         crate::ml::als::AlsParams {
             factors: self.factors,
@@ -508,6 +528,9 @@ impl Config {
                 m.test_fraction,
                 "must be in (0, 1)",
             ));
+        }
+        if let Err(e) = m.classify().check() {
+            return Err(invalid("models", "", e.to_string()));
         }
         if !(1..=1000).contains(&m.k) {
             return Err(invalid("models.k", m.k, "must be 1..=1000"));

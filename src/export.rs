@@ -1,6 +1,7 @@
 //! Exports for notebooks and BI tools: the champion's recommendations as
 //! `final_recommendations.csv` (user_id, rank, recommended_content, title,
-//! predicted_rating), as the reference notebooks wrote for Power BI.
+//! predicted_rating), as the reference notebooks wrote for Power BI, and the
+//! engagement classifiers' held-out predictions.
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::actors::trainer::load_champion;
+use crate::actors::trainer::{load_champion, Prediction};
 use crate::event::Event;
 use crate::ml::serve::Recommender;
 use crate::store::Store;
@@ -109,5 +110,75 @@ pub fn recommendations_csv(
         users: r.bundle().users.len(),
         rows: n,
         with_title,
+    })
+}
+
+/// Writes the held-out predictions of the latest version of each engagement
+/// classifier: model, version, user_id, video_id, timestamp, engaged, predicted.
+pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, ExportError> {
+    let models = store
+        .models()
+        .map_err(|e| ExportError::Store(e.to_string()))?;
+    let mut latest: Vec<&crate::store::models::ModelVersion> = Vec::new();
+    for kind in ["decision_tree", "svm"] {
+        if let Some(m) = models
+            .iter()
+            .filter(|m| m.kind == kind)
+            .max_by_key(|m| m.id)
+        {
+            latest.push(m);
+        }
+    }
+    if latest.is_empty() {
+        return Err(ExportError::NoModel);
+    }
+    let werr = |e: csv::Error| ExportError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut w = csv::Writer::from_path(out).map_err(werr)?;
+    w.write_record([
+        "model",
+        "version",
+        "user_id",
+        "video_id",
+        "timestamp",
+        "engaged",
+        "predicted",
+    ])
+    .map_err(werr)?;
+    let mut rows = 0;
+    for m in &latest {
+        let bytes = store
+            .model_bundle(m.id)
+            .map_err(|e| ExportError::Store(e.to_string()))?
+            .unwrap_or_default();
+        let preds: Vec<Prediction> = postcard::from_bytes(&bytes).map_err(|e| {
+            ExportError::Store(format!("model {}: unreadable predictions: {e}", m.id))
+        })?;
+        for p in preds {
+            w.write_record([
+                m.kind.clone(),
+                m.id.to_string(),
+                p.user_id,
+                p.video_id,
+                crate::timefmt::format_timestamp_ms(p.timestamp_ms),
+                p.engaged.to_string(),
+                p.predicted.to_string(),
+            ])
+            .map_err(werr)?;
+            rows += 1;
+        }
+    }
+    w.flush().map_err(|e| ExportError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(ExportReport {
+        file: out.display().to_string(),
+        model: latest[0].id,
+        users: 0,
+        rows,
+        with_title: 0,
     })
 }

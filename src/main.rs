@@ -90,8 +90,12 @@ enum Command {
         #[arg(long)]
         genre: Option<String>,
     },
-    /// Write the champion's top-k per user as final_recommendations.csv (daemon stopped).
+    /// Write the champion's top-k per user as final_recommendations.csv, or the
+    /// classifiers' held-out predictions (daemon stopped).
     Export {
+        /// recommendations or predictions.
+        #[arg(long, default_value = "recommendations")]
+        what: String,
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         #[arg(long, default_value = "final_recommendations.csv")]
@@ -348,9 +352,18 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Export { data_dir, out, k } => {
+        Command::Export {
+            what,
+            data_dir,
+            out,
+            k,
+        } => {
             let store = Store::open(&data_dir, 64)?;
-            let report = playpulse::export::recommendations_csv(&store, &out, k)?;
+            let report = match what.as_str() {
+                "recommendations" => playpulse::export::recommendations_csv(&store, &out, k)?,
+                "predictions" => playpulse::export::predictions_csv(&store, &out)?,
+                other => bail!("--what {other:?}: export recommendations or predictions"),
+            };
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -187,6 +187,44 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         rows.len()
     );
 
+    // The classifiers were trained alongside, and their held-out predictions export.
+    let store = Store::open(&data, 64).unwrap();
+    let models = store.models().unwrap();
+    drop(store);
+    for kind in ["decision_tree", "svm"] {
+        let m = models
+            .iter()
+            .find(|m| m.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} version: {models:?}"));
+        assert!(m.metrics["accuracy"].as_f64().unwrap() > 0.9, "{m:?}");
+    }
+    let pred_path = dir.path().join("predictions.csv");
+    let out = Command::new(bin())
+        .args(["export", "--what", "predictions", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&pred_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader = csv::Reader::from_path(&pred_path).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    for kind in ["decision_tree", "svm"] {
+        let mine: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[0] == kind).collect();
+        let right = mine.iter().filter(|r| r[5] == r[6]).count() as f64 / mine.len() as f64;
+        let stored = models.iter().find(|m| m.kind == kind).unwrap().metrics["accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (right - stored).abs() < 1e-9,
+            "{kind}: CSV accuracy {right} vs recorded {stored}"
+        );
+    }
+
     // Restart with no training due: the stored champion is served as is.
     let (mut child, rx) = start(&data, &[("PLAYPULSE_PRODUCERS__MODE", "never")]);
     let log = wait_for(

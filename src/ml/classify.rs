@@ -229,6 +229,9 @@ pub struct ClassifierReport {
     #[serde(flatten)]
     pub metrics: ClassMetrics,
     pub params: String,
+    /// Per held-out row: (event index, label, prediction).
+    #[serde(skip)]
+    pub predictions: Vec<(usize, bool, bool)>,
 }
 
 /// Features as the tree sees them. linfa-trees 0.8 evaluates the boundary
@@ -328,6 +331,12 @@ pub fn train_and_evaluate(
         test_rows: test.len(),
         metrics: class_metrics(&y_test, &pred),
         params: format!("max_depth={}", p.tree_max_depth),
+        predictions: test
+            .iter()
+            .zip(&y_test)
+            .zip(&pred)
+            .map(|((&i, &t), &p)| (i, t, p))
+            .collect(),
     });
 
     // SVM (Gaussian kernel, standardized features) on a stratified subsample.
@@ -365,6 +374,12 @@ pub fn train_and_evaluate(
             p.svm_c,
             svm_rows.len()
         ),
+        predictions: test
+            .iter()
+            .zip(&y_test)
+            .zip(&pred)
+            .map(|((&i, &t), &p)| (i, t, p))
+            .collect(),
     });
     Ok(out)
 }

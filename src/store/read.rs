@@ -93,6 +93,26 @@ impl Store {
         })
     }
 
+    /// Up to `n` of the most recently stored video events (by log position).
+    pub fn recent_video_events(
+        &self,
+        n: usize,
+    ) -> Result<Vec<crate::event::VideoEvent>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::EVENT).rev() {
+            let (k, v) = item?;
+            for (_, ev) in decode_segment(&k, &v)?.into_iter().rev() {
+                if let Event::Video(e) = ev {
+                    out.push(e);
+                    if out.len() >= n {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.tree
             .scan_prefix(keys::DEAD)
