@@ -126,6 +126,17 @@ impl AlsModel {
     pub fn score(&self, u: usize, i: usize) -> f32 {
         dot(self.user(u), self.item(i))
     }
+
+    /// Every item's score for user `u`, into `out`.
+    pub fn scores_into(&self, u: usize, out: &mut Vec<f32>) {
+        let x = self.user(u);
+        out.clear();
+        out.extend(
+            self.item_factors
+                .chunks_exact(self.factors)
+                .map(|y| dot(x, y)),
+        );
+    }
 }
 
 #[inline]

@@ -78,17 +78,9 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
     let model = pool.install(|| fit(&params, &train, |_, s| iter_s.push(s)))?;
     let fit_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let f = model.factors;
     let m = pool.install(|| {
         evaluate(&train, &test, args.k, |u, scores| {
-            scores.clear();
-            let x = model.user(u);
-            scores.extend(
-                model
-                    .item_factors
-                    .chunks_exact(f)
-                    .map(|y| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>()),
-            );
+            model.scores_into(u, scores)
         })
     });
     let mut sorted = iter_s.clone();

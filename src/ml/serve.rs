@@ -99,10 +99,8 @@ impl Recommender {
         let Some(&u) = self.user_index.get(user) else {
             return self.popular(k, genre);
         };
-        let x = self.b.model.user(u as usize);
-        let scores: Vec<f32> = (0..self.b.model.items)
-            .map(|i| self.b.model.item(i).iter().zip(x).map(|(a, b)| a * b).sum())
-            .collect();
+        let mut scores = Vec::with_capacity(self.b.model.items);
+        self.b.model.scores_into(u as usize, &mut scores);
         let seen = self.b.seen.row(u as usize).0;
         top_k(&scores, |i| seen.binary_search(&(i as u32)).is_err(), k)
             .into_iter()

@@ -54,17 +54,7 @@ pub fn train(
     let model = fit(&spec.als, &d.train, |_, _| {})?;
     let fit_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let f = model.factors;
-    let metrics = evaluate(&d.train, &d.test, spec.k, |u, s| {
-        s.clear();
-        let x = model.user(u);
-        s.extend(
-            model
-                .item_factors
-                .chunks_exact(f)
-                .map(|y| y.iter().zip(x).map(|(a, b)| a * b).sum::<f32>()),
-        );
-    });
+    let metrics = evaluate(&d.train, &d.test, spec.k, |u, s| model.scores_into(u, s));
     let (mut se, mut n) = (0.0f64, 0usize);
     for u in 0..d.test.rows {
         let (items, weights) = d.test.row(u);
