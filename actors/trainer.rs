@@ -152,6 +152,7 @@ impl TrainerActor {
         } else {
             0
         };
+        let weights = self.cfg.event_weights.by_action();
         let snapshot = self.store.send(WithStore(move |s: &crate::store::Store| {
             let stored = s.counter("stored").unwrap_or(0);
             if stored < min_events {
@@ -159,17 +160,15 @@ impl TrainerActor {
                     "{stored} events stored, training waits for models.min_events = {min_events}"
                 ));
             }
-            let pairs: Result<Vec<_>, _> = s.pair_aggregates().collect();
-            let events = s
-                .recent_video_events(max_events)
-                .map_err(|e| e.to_string())?;
-            let data = serde_json::json!({ "stored_events": stored });
-            Ok((
-                pairs.map_err(|e| e.to_string())?,
-                s.item_genres(),
-                events,
-                data,
-            ))
+            let mut pairs: Vec<_> = s.pair_aggregates().collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+            let videos = pairs.len();
+            let music = s.music_aggregates().map_err(|e| e.to_string())?;
+            pairs.extend(crate::ml::dataset::music_pairs(music, weights));
+            let events = s.recent_video_events(max_events).map_err(|e| e.to_string())?;
+            let mut genres = s.item_genres();
+            genres.extend(s.track_genres());
+            let data = serde_json::json!({ "stored_events": stored, "video_pairs": videos, "music_pairs": pairs.len() - videos });
+            Ok((pairs, genres, events, data))
         }));
         let cfg = self.cfg.clone();
         let me = ctx.address();

@@ -265,6 +265,38 @@ pub struct ModelsConfig {
     pub tree_max_depth: usize,
     /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
     pub svm_max_rows: usize,
+    /// Weight of each listening action in a (user, track) pair's implicit feedback;
+    /// negative = a negative preference. Music pairs train with the video pairs.
+    pub event_weights: EventWeights,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventWeights {
+    pub play: f64,
+    pub like: f64,
+    pub pause: f64,
+    pub seek: f64,
+    pub skip: f64,
+}
+
+impl Default for EventWeights {
+    fn default() -> Self {
+        EventWeights {
+            play: 1.0,
+            like: 4.0,
+            pause: 0.25,
+            seek: 0.25,
+            skip: -1.0,
+        }
+    }
+}
+
+impl EventWeights {
+    /// In the order of [`crate::event::MusicAction`]: play, skip, like, pause, seek.
+    pub fn by_action(&self) -> [f64; 5] {
+        [self.play, self.skip, self.like, self.pause, self.seek]
+    }
 }
 
 impl Default for ModelsConfig {
@@ -289,6 +321,7 @@ impl Default for ModelsConfig {
             classifier_max_events: 100_000,
             tree_max_depth: 12,
             svm_max_rows: 5_000,
+            event_weights: EventWeights::default(),
         }
     }
 }
@@ -531,6 +564,13 @@ impl Config {
         }
         if let Err(e) = m.classify().check() {
             return Err(invalid("models", "", e.to_string()));
+        }
+        if m.event_weights.by_action().iter().any(|w| !w.is_finite()) {
+            return Err(invalid(
+                "models.event_weights",
+                &m.event_weights,
+                "every weight must be a finite number",
+            ));
         }
         if !(1..=1000).contains(&m.k) {
             return Err(invalid("models.k", m.k, "must be 1..=1000"));

@@ -1,9 +1,13 @@
 //! Interactions from the store's pair aggregates: id dictionaries, a train matrix,
 //! and a per-user held-out test set chosen deterministically (seeded hash).
 //!
-//! As the peers' split: a pair is positive when one of its events had feedback
-//! ≥ 0.5; users with at least `min_items` distinct items hold out
-//! round(`test_fraction` × their positive items) positive items.
+//! A pair is held out when the seeded hash of (user, item) falls in the lowest
+//! `test_fraction` of its range; the held-out pairs that are positive (an event
+//! with feedback ≥ 0.5) of users with at least `min_items` distinct items are the
+//! test set, the others are neither trained on nor scored. A pair's side never
+//! depends on the other pairs or on later events, so it stays put as data grows,
+//! and a champion trained on an older snapshot never trained on a newer run's
+//! test pairs: the two compare fairly on the same held-out data.
 
 use std::collections::HashMap;
 
@@ -20,6 +24,8 @@ pub struct Interactions {
     pub train: Csr,
     /// users × items, held-out positive pairs (their summed implicit feedback).
     pub test: Csr,
+    /// Held-out pairs that are not positive: neither trained on nor scored.
+    pub unscored: Csr,
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -29,8 +35,45 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn key_hash(seed: u64, user: u32, item: u32) -> u64 {
-    splitmix64(splitmix64(seed ^ u64::from(user)) ^ u64::from(item))
+/// FNV-1a of the bytes, mixed: stable across runs, builds and platforms.
+fn text_hash(seed: u64, s: &str) -> u64 {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ seed, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    splitmix64(h)
+}
+
+/// The held-out draw of a pair: a function of the names alone (never of the
+/// order pairs are read in), so a pair keeps its side across snapshots.
+fn pair_hash(seed: u64, user: &str, item: &str) -> u64 {
+    splitmix64(text_hash(seed, user) ^ text_hash(seed.rotate_left(17), item))
+}
+
+/// Music pairs as implicit feedback: Σ action count × its weight (play, skip,
+/// like, pause, seek order); a pair is positive when its weight is.
+pub fn music_pairs(
+    aggs: Vec<(String, String, crate::store::MusicAgg)>,
+    weights: [f64; 5],
+) -> Vec<(String, String, PairAgg)> {
+    aggs.into_iter()
+        .map(|(u, t, a)| {
+            let weight: f64 = a
+                .counts
+                .iter()
+                .zip(weights)
+                .map(|(&c, w)| c as f64 * w)
+                .sum();
+            let events: u64 = a.counts.iter().sum();
+            let pair = PairAgg {
+                weight,
+                events,
+                positive_events: u64::from(weight > 0.0),
+                max_feedback: weight,
+                last_ts_ms: a.last_ts_ms,
+            };
+            (u, t, pair)
+        })
+        .collect()
 }
 
 /// Builds the matrices; `test_fraction` 0 keeps every pair for training.
@@ -44,7 +87,8 @@ pub fn build(
     let mut items = Vec::new();
     let mut user_index: HashMap<String, u32> = HashMap::new();
     let mut item_index: HashMap<String, u32> = HashMap::new();
-    let mut per_user: Vec<Vec<(u32, f32, bool)>> = Vec::new();
+    // (item, weight, positive, held-out draw) per user
+    let mut per_user: Vec<Vec<(u32, f32, bool, u64)>> = Vec::new();
     for (u, i, agg) in pairs {
         let ui = *user_index.entry(u.clone()).or_insert_with(|| {
             users.push(u);
@@ -55,25 +99,24 @@ pub fn build(
             items.push(i);
             (items.len() - 1) as u32
         });
-        per_user[ui as usize].push((ii, agg.weight as f32, agg.positive_events > 0));
+        let h = pair_hash(seed, &users[ui as usize], &items[ii as usize]);
+        per_user[ui as usize].push((ii, agg.weight as f32, agg.positive_events > 0, h));
     }
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    for (u, list) in per_user.iter_mut().enumerate() {
+    let (mut train, mut test, mut unscored) = (Vec::new(), Vec::new(), Vec::new());
+    let cut = (test_fraction.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
+    for (u, list) in per_user.iter().enumerate() {
         let u = u as u32;
-        let mut held = std::collections::HashSet::new();
-        if test_fraction > 0.0 && list.len() >= min_items {
-            let mut positives: Vec<(u64, u32)> = list
-                .iter()
-                .filter(|p| p.2)
-                .map(|p| (key_hash(seed, u, p.0), p.0))
-                .collect();
-            positives.sort_unstable();
-            let n = (positives.len() as f64 * test_fraction + 0.5).floor() as usize;
-            held.extend(positives.into_iter().take(n).map(|(_, i)| i));
-        }
-        for &(i, w, _) in list.iter() {
-            if held.contains(&i) {
-                test.push((u, i, w));
+        let scored_user = list.len() >= min_items;
+        for &(i, w, positive, h) in list {
+            if test_fraction > 0.0 && h < cut {
+                // Held out whatever it is now, so no model ever trains on it (a pair
+                // may turn positive later, a user may reach min_items later);
+                // scored when positive and the user has min_items items.
+                if positive && scored_user {
+                    test.push((u, i, w));
+                } else {
+                    unscored.push((u, i, w));
+                }
             } else {
                 train.push((u, i, w));
             }
@@ -87,6 +130,7 @@ pub fn build(
         item_index,
         train: Csr::from_triplets(nu, ni, &train),
         test: Csr::from_triplets(nu, ni, &test),
+        unscored: Csr::from_triplets(nu, ni, &unscored),
     }
 }
 
@@ -105,6 +149,24 @@ mod tests {
     }
 
     #[test]
+    fn music_actions_weigh_into_pair_feedback() {
+        let a = |counts| crate::store::MusicAgg {
+            counts,
+            last_ts_ms: 9,
+        };
+        let got = music_pairs(
+            vec![
+                ("u".into(), "t1".into(), a([2, 0, 1, 0, 1])),
+                ("u".into(), "t2".into(), a([0, 3, 0, 0, 0])),
+            ],
+            [1.0, -1.0, 4.0, 0.25, 0.25],
+        );
+        assert_eq!(got[0].2.weight, 2.0 + 4.0 + 0.25);
+        assert_eq!((got[0].2.events, got[0].2.positive_events), (4, 1));
+        assert_eq!((got[1].2.weight, got[1].2.positive_events), (-3.0, 0));
+    }
+
+    #[test]
     fn holds_out_a_deterministic_fifth_of_each_active_users_positives() {
         let mut pairs = Vec::new();
         for i in 0..10 {
@@ -113,11 +175,41 @@ mod tests {
         for i in 0..3 {
             pairs.push(("b".to_string(), format!("v{i}"), agg(1.0, true)));
         }
+        for i in 10..200 {
+            pairs.push(("a".to_string(), format!("v{i}"), agg(1.0, i % 2 == 0)));
+        }
         let d = build(pairs.clone(), 0.2, 5, 7);
-        assert_eq!((d.users.len(), d.items.len()), (2, 10));
-        assert_eq!(d.test.row(0).0.len(), 2, "a holds out 2 of 10");
+        assert_eq!((d.users.len(), d.items.len()), (2, 200));
+        let held = d.test.row(0).0.len();
+        assert!(
+            (15..=45).contains(&held),
+            "a holds out about a fifth of its 105 positives: {held}"
+        );
+        let positive = |name: &str| {
+            name[1..]
+                .parse::<usize>()
+                .is_ok_and(|n| n < 10 || n % 2 == 0)
+        };
+        assert!(d
+            .test
+            .row(0)
+            .0
+            .iter()
+            .all(|&i| positive(&d.items[i as usize])));
         assert_eq!(d.test.row(1).0.len(), 0, "b has fewer than 5 items");
-        assert_eq!(d.train.nnz() + d.test.nnz(), 13);
+        // A pair's side does not depend on the others: more data, same held-out pairs.
+        let fewer = build(pairs[..100].to_vec(), 0.2, 5, 7);
+        let names = |d: &Interactions| -> std::collections::HashSet<String> {
+            d.test
+                .row(0)
+                .0
+                .iter()
+                .map(|&i| d.items[i as usize].clone())
+                .collect()
+        };
+        assert!(names(&fewer).is_subset(&names(&d)));
+        assert_eq!(d.train.nnz() + d.test.nnz() + d.unscored.nnz(), 203);
+        assert!(d.unscored.nnz() > 0);
         let again = build(pairs, 0.2, 5, 7);
         assert_eq!(again.test, d.test);
         assert_eq!(build(Vec::new(), 0.2, 5, 7).train.nnz(), 0);

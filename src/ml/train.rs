@@ -122,7 +122,7 @@ pub fn train(
     let eval_s = t.elapsed().as_secs_f64();
     // Serving excludes everything a user has seen, held out or not.
     let mut seen = Vec::with_capacity(d.train.nnz() + d.test.nnz());
-    for m in [&d.train, &d.test] {
+    for m in [&d.train, &d.test, &d.unscored] {
         for u in 0..m.rows {
             seen.extend(m.row(u).0.iter().map(|&i| (u as u32, i, 1.0)));
         }

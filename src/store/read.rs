@@ -192,6 +192,18 @@ impl Store {
         best.into_iter().map(|(k, (g, _))| (k, g)).collect()
     }
 
+    /// Each catalog track's genre.
+    pub fn track_genres(&self) -> std::collections::HashMap<String, String> {
+        self.tree
+            .scan_prefix(keys::CAT_TRACK)
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, v)| match Event::decode(&v) {
+                Ok(Event::Track(t)) => Some((t.track_id, t.genre)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
         let k = keys::join(keys::COUNTER, &[name.as_bytes()]);
         Ok(self.state.get(&k).map(|s| s[0] as u64).unwrap_or(0))
