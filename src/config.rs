@@ -249,9 +249,9 @@ pub struct ModelsConfig {
     pub alpha: f32,
     pub cg_steps: usize,
     pub weighted_regularization: bool,
-    /// Share of each active user's positive items held out for evaluation.
+    /// Share of (user, item) pairs held out for evaluation (seeded hash of the names).
     pub test_fraction: f64,
-    /// Users with fewer distinct items keep them all for training.
+    /// Users with fewer distinct items are not scored.
     pub min_user_items: usize,
     /// Cut-off of the ranking metrics.
     pub k: usize,
