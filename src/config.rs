@@ -204,7 +204,7 @@ impl Default for ProducersConfig {
             ]
             .into_iter()
             .collect(),
-            max_lag_events: 100_000,
+            max_lag_events: 20_000,
         }
     }
 }

@@ -99,6 +99,14 @@ impl ClientContext for StoreSeekContext {
             | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", "{fac}: {log_message}")
             }
+            // The broker dropped records before this consumer read them (retention;
+            // the embedded broker keeps ~5 MiB a partition): they cannot be stored.
+            RDKafkaLogLevel::Warning if log_message.contains("Offset out of range") => {
+                tracing::error!(
+                    target: "librdkafka",
+                    "records lost before they were read (broker retention; slow the producers or raise retention): {fac}: {log_message}"
+                )
+            }
             RDKafkaLogLevel::Warning => {
                 tracing::warn!(target: "librdkafka", "{fac}: {log_message}")
             }
