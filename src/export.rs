@@ -33,6 +33,13 @@ pub struct ExportReport {
     pub with_title: usize,
 }
 
+fn write_error(out: &Path, e: impl std::fmt::Display) -> ExportError {
+    ExportError::Write {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
 /// user_id, rank, recommended_content, title, predicted_rating
 type Row = (String, usize, String, String, f32);
 
@@ -80,10 +87,7 @@ pub fn recommendations_csv(
                 .collect()
         })
         .collect();
-    let werr = |e: csv::Error| ExportError::Write {
-        path: out.display().to_string(),
-        message: e.to_string(),
-    };
+    let werr = |e: csv::Error| write_error(out, e);
     let mut w = csv::Writer::from_path(out).map_err(werr)?;
     w.write_record([
         "user_id",
@@ -100,10 +104,7 @@ pub fn recommendations_csv(
             .map_err(werr)?;
         n += 1;
     }
-    w.flush().map_err(|e| ExportError::Write {
-        path: out.display().to_string(),
-        message: e.to_string(),
-    })?;
+    w.flush().map_err(|e| write_error(out, e))?;
     Ok(ExportReport {
         file: out.display().to_string(),
         model: id,
@@ -132,10 +133,7 @@ pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, Export
     if latest.is_empty() {
         return Err(ExportError::NoModel);
     }
-    let werr = |e: csv::Error| ExportError::Write {
-        path: out.display().to_string(),
-        message: e.to_string(),
-    };
+    let werr = |e: csv::Error| write_error(out, e);
     let mut w = csv::Writer::from_path(out).map_err(werr)?;
     w.write_record([
         "model",
@@ -170,10 +168,7 @@ pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, Export
             rows += 1;
         }
     }
-    w.flush().map_err(|e| ExportError::Write {
-        path: out.display().to_string(),
-        message: e.to_string(),
-    })?;
+    w.flush().map_err(|e| write_error(out, e))?;
     Ok(ExportReport {
         file: out.display().to_string(),
         model: latest[0].id,

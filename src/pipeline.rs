@@ -2,7 +2,7 @@
 //! of raw records, validate a batch of parsed ones; plus the shared progress
 //! counters the actors publish and the monitor reads.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::event::Event;
@@ -84,7 +84,6 @@ pub struct Progress {
     pub batches: AtomicU64,
     pub bytes: AtomicU64,
     pub in_flight: AtomicU64,
-    pub lag: AtomicI64,
     /// Where the time goes, nanoseconds per stage (summed over batches).
     pub poll_ns: AtomicU64,
     pub parse_ns: AtomicU64,

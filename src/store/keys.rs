@@ -29,6 +29,16 @@ pub const CAT_MOVIE: &[u8] = b"c/m/";
 pub const CAT_SERIES: &[u8] = b"c/s/";
 pub const CAT_TRACK: &[u8] = b"c/t/";
 pub const COUNTER: &[u8] = b"s/";
+
+/// The catalog prefix of a record type (`user`, `movie`, `series`, else tracks).
+pub fn catalog_prefix(record_type: &str) -> &'static [u8] {
+    match record_type {
+        "user" => CAT_USER,
+        "movie" => CAT_MOVIE,
+        "series" => CAT_SERIES,
+        _ => CAT_TRACK,
+    }
+}
 /// Events per (video, genre): a video's genre is its most frequent one.
 pub const ITEM_GENRE: &[u8] = b"n/";
 /// Model versions (`x/v/` id), their serving bundles (`x/b/` id), the champion (`x/champion`).

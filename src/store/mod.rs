@@ -23,7 +23,6 @@ use thiserror::Error;
 
 use crate::event::Event;
 use crate::record::{Outcome, Processed};
-use crate::reject::Rejection;
 
 pub use prepare::{prepare, Prepared};
 pub use read::{read_offset, DeadLetter, QoeDim};
@@ -76,22 +75,6 @@ pub struct Store {
     gen: u64,
     /// Journal bytes written since the last checkpoint.
     journal_bytes: usize,
-}
-
-/// A dead-letter entry as written.
-#[derive(Serialize)]
-struct DeadOut<'a> {
-    #[serde(flatten)]
-    rejection: &'a Rejection,
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    origin: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_hex: Option<String>,
 }
 
 impl Store {
@@ -361,13 +344,13 @@ impl Store {
                 Outcome::Rejected { rejection, raw } => {
                     report.rejected += 1;
                     let text = std::str::from_utf8(raw).ok();
-                    let dead = DeadOut {
-                        rejection,
-                        topic,
+                    let dead = DeadLetter {
+                        rejection: rejection.clone(),
+                        topic: topic.to_string(),
                         partition: r.pos.partition,
                         offset: r.pos.offset,
-                        origin: r.origin.as_deref(),
-                        raw: text,
+                        origin: r.origin.clone(),
+                        raw: text.map(str::to_string),
                         raw_hex: if text.is_none() {
                             Some(raw.iter().map(|b| format!("{b:02x}")).collect())
                         } else {

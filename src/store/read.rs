@@ -17,11 +17,11 @@ pub struct DeadLetter {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_hex: Option<String>,
 }
 
@@ -211,12 +211,7 @@ impl Store {
 
     /// The latest catalog record of a kind (`user`, `movie`, `series`, `track`) and id.
     pub fn catalog(&self, record_type: &str, id: &str) -> Result<Option<Event>, StoreError> {
-        let prefix = match record_type {
-            "user" => keys::CAT_USER,
-            "movie" => keys::CAT_MOVIE,
-            "series" => keys::CAT_SERIES,
-            _ => keys::CAT_TRACK,
-        };
+        let prefix = keys::catalog_prefix(record_type);
         let k = keys::join(prefix, &[id.as_bytes()]);
         match self.tree.get(&k)? {
             Some(v) => Event::decode(&v).map(Some).map_err(|e| corrupt(&k, e)),
@@ -226,12 +221,7 @@ impl Store {
 
     /// Number of catalog records of a kind.
     pub fn catalog_len(&self, record_type: &str) -> usize {
-        let prefix = match record_type {
-            "user" => keys::CAT_USER,
-            "movie" => keys::CAT_MOVIE,
-            "series" => keys::CAT_SERIES,
-            _ => keys::CAT_TRACK,
-        };
+        let prefix = keys::catalog_prefix(record_type);
         self.tree.scan_prefix(prefix).count()
     }
 

@@ -54,22 +54,20 @@ impl State {
         if delta.len() != layout.slots() {
             return;
         }
-        let map_entry = |slot: &mut Box<[f64]>| slots::combine(layout, slot, delta);
-        if is_big(key) {
-            match self.big.get_mut(key) {
-                Some(v) => map_entry(v),
-                None => {
-                    let mut v = slots::zero(layout).into_boxed_slice();
-                    slots::combine(layout, &mut v, delta);
-                    self.big.insert(key.to_vec(), v);
-                }
-            }
+        let big = is_big(key);
+        let slot = if big {
+            self.big.get_mut(key)
         } else {
-            match self.small.get_mut(key) {
-                Some(v) => map_entry(v),
-                None => {
-                    let mut v = slots::zero(layout).into_boxed_slice();
-                    slots::combine(layout, &mut v, delta);
+            self.small.get_mut(key)
+        };
+        match slot {
+            Some(v) => slots::combine(layout, v, delta),
+            // A first delta combined into zero slots is the delta itself.
+            None => {
+                let v = delta.to_vec().into_boxed_slice();
+                if big {
+                    self.big.insert(key.to_vec(), v);
+                } else {
                     self.small.insert(key.to_vec(), v);
                 }
             }
