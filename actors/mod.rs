@@ -6,8 +6,13 @@
 //! producer ──▶ Kafka ──▶ parser ──ParsedBatch──▶ validator ──StoreBatch──▶ store
 //!                          ▲                                                │
 //!                          └──────────────────── Stored (commit) ◀──────────┘
+//!
+//! trainer ──WithStore (snapshot)──▶ store
+//!    └──Candidates──▶ evaluator ──WithStore (record versions)──▶ store
+//!                        └──▶ Serving (the champion every reader shares)
 //! ```
 
+pub mod evaluator;
 pub mod messages;
 pub mod monitor;
 pub mod parser;

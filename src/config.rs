@@ -319,7 +319,7 @@ impl Default for ModelsConfig {
             seed: 42,
             classifiers: true,
             classifier_max_events: 100_000,
-            tree_max_depth: 12,
+            tree_max_depth: 20,
             svm_max_rows: 5_000,
             event_weights: EventWeights::default(),
         }

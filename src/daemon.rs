@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use thiserror::Error;
 
+use crate::actors::evaluator::EvaluatorActor;
 use crate::actors::messages::{Drain, StopProducing};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::parser::ParserActor;
@@ -16,6 +17,7 @@ use crate::actors::validator::ValidatorActor;
 use crate::config::{Config, ProducerMode};
 use crate::event::Kind;
 use crate::kafka::{self, Embedded, KafkaGlueError, Source, TopicKinds};
+use crate::ml::serve::Serving;
 use crate::pipeline::Progress;
 use crate::produce::{Synth, SynthSpec};
 use crate::store::{Store, StoreError};
@@ -41,6 +43,9 @@ pub struct Daemon {
     pub namespace: String,
     pub store: Addr<StoreActor>,
     pub trainer: Addr<TrainerActor>,
+    pub evaluator: Addr<EvaluatorActor>,
+    /// The serving champion (recommendations read it without waiting on training).
+    pub serving: Serving,
     parser: Addr<ParserActor>,
     producers: Vec<Addr<ProducerActor>>,
     _monitor: Addr<MonitorActor>,
@@ -161,8 +166,16 @@ impl Daemon {
                 move |_| ProducerActor::new(producer, topic, feed, rate, max_lag, p),
             ));
         }
-        let trainer =
-            TrainerActor::new(cfg.models.clone(), store.clone(), progress.clone()).start();
+        let serving = Serving::default();
+        let evaluator =
+            EvaluatorActor::new(cfg.models.clone(), store.clone(), serving.clone()).start();
+        let trainer = TrainerActor::new(
+            cfg.models.clone(),
+            store.clone(),
+            evaluator.clone(),
+            progress.clone(),
+        )
+        .start();
         let monitor = MonitorActor::new(
             progress.clone(),
             Duration::from_secs(cfg.ingest.log_interval_seconds),
@@ -174,6 +187,8 @@ impl Daemon {
             namespace,
             store,
             trainer,
+            evaluator,
+            serving,
             parser,
             producers,
             _monitor: monitor,

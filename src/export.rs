@@ -1,7 +1,8 @@
 //! Exports for notebooks and BI tools: the champion's recommendations as
 //! `final_recommendations.csv` (user_id, rank, recommended_content, title,
 //! predicted_rating), as the reference notebooks wrote for Power BI, and the
-//! engagement classifiers' held-out predictions.
+//! engagement classifiers' held-out predictions, and a stored classifier's
+//! predictions for new events.
 
 use std::path::Path;
 
@@ -9,15 +10,18 @@ use rayon::prelude::*;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::actors::trainer::{load_champion, Prediction};
-use crate::event::Event;
-use crate::ml::serve::Recommender;
+use crate::event::{Event, VideoEvent};
+use crate::ml::classify::{self, ClassifierBundle};
+use crate::ml::serve::{load_champion, Recommender};
+use crate::store::models::ModelVersion;
 use crate::store::Store;
 
 #[derive(Debug, Error)]
 pub enum ExportError {
     #[error("no model has been trained yet: let the daemon ingest models.min_events events first")]
     NoModel,
+    #[error("no {0} classifier has been trained yet: let the daemon train with models.classifiers = true")]
+    NoClassifier(String),
     #[error("store: {0}")]
     Store(String),
     #[error("cannot write {path}: {message}")]
@@ -74,7 +78,7 @@ pub fn recommendations_csv(
         .users
         .par_iter()
         .map(|u| {
-            r.recommend(u, k, None)
+            r.recommend(u, k, &crate::ml::serve::Hints::default())
                 .into_iter()
                 .enumerate()
                 .map(|(rank, rec)| {
@@ -114,21 +118,40 @@ pub fn recommendations_csv(
     })
 }
 
-/// Writes the held-out predictions of the latest version of each engagement
-/// classifier: model, version, user_id, video_id, timestamp, engaged, predicted.
-pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, ExportError> {
+/// The latest version of a classifier kind (`decision_tree`, `svm`) and its stored model.
+pub fn latest_classifier(
+    store: &Store,
+    kind: &str,
+) -> Result<Option<(ModelVersion, ClassifierBundle)>, ExportError> {
     let models = store
         .models()
         .map_err(|e| ExportError::Store(e.to_string()))?;
-    let mut latest: Vec<&crate::store::models::ModelVersion> = Vec::new();
+    let Some(m) = models
+        .into_iter()
+        .filter(|m| m.kind == kind)
+        .max_by_key(|m| m.id)
+    else {
+        return Ok(None);
+    };
+    let bytes = store
+        .model_bundle(m.id)
+        .map_err(|e| ExportError::Store(e.to_string()))?
+        .unwrap_or_default();
+    let b: ClassifierBundle = postcard::from_bytes(&bytes).map_err(|e| {
+        ExportError::Store(format!(
+            "model {}: unreadable classifier ({e}); it was stored by an older version: train a new one",
+            m.id
+        ))
+    })?;
+    Ok(Some((m, b)))
+}
+
+/// Writes the held-out predictions of the latest version of each engagement
+/// classifier: model, version, user_id, video_id, timestamp, engaged, predicted.
+pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, ExportError> {
+    let mut latest = Vec::new();
     for kind in ["decision_tree", "svm"] {
-        if let Some(m) = models
-            .iter()
-            .filter(|m| m.kind == kind)
-            .max_by_key(|m| m.id)
-        {
-            latest.push(m);
-        }
+        latest.extend(latest_classifier(store, kind)?);
     }
     if latest.is_empty() {
         return Err(ExportError::NoModel);
@@ -146,15 +169,9 @@ pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, Export
     ])
     .map_err(werr)?;
     let mut rows = 0;
-    for m in &latest {
-        let bytes = store
-            .model_bundle(m.id)
-            .map_err(|e| ExportError::Store(e.to_string()))?
-            .unwrap_or_default();
-        let preds: Vec<Prediction> = postcard::from_bytes(&bytes).map_err(|e| {
-            ExportError::Store(format!("model {}: unreadable predictions: {e}", m.id))
-        })?;
-        for p in preds {
+    let first = latest[0].0.id;
+    for (m, b) in latest {
+        for p in b.predictions {
             w.write_record([
                 m.kind.clone(),
                 m.id.to_string(),
@@ -171,9 +188,59 @@ pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, Export
     w.flush().map_err(|e| write_error(out, e))?;
     Ok(ExportReport {
         file: out.display().to_string(),
-        model: latest[0].id,
+        model: first,
         users: 0,
         rows,
         with_title: 0,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictReport {
+    pub file: String,
+    pub model: String,
+    pub version: u64,
+    pub events: usize,
+    pub predicted_engaged: usize,
+    /// Against the label computed from the events themselves (implicit feedback ≥ 0.5).
+    pub accuracy: f64,
+}
+
+/// The latest `kind` classifier's prediction for each event, written as CSV
+/// (user_id, video_id, timestamp, engaged, predicted).
+pub fn predict_csv(
+    store: &Store,
+    kind: &str,
+    events: &[VideoEvent],
+    out: &Path,
+) -> Result<PredictReport, ExportError> {
+    let (m, b) =
+        latest_classifier(store, kind)?.ok_or_else(|| ExportError::NoClassifier(kind.into()))?;
+    let predicted = b.classifier.predict(events);
+    let werr = |e: csv::Error| write_error(out, e);
+    let mut w = csv::Writer::from_path(out).map_err(werr)?;
+    w.write_record(["user_id", "video_id", "timestamp", "engaged", "predicted"])
+        .map_err(werr)?;
+    let mut right = 0;
+    for (e, &p) in events.iter().zip(&predicted) {
+        let engaged = classify::label(e);
+        right += usize::from(engaged == p);
+        w.write_record([
+            e.user_id.clone(),
+            e.video_id.clone(),
+            crate::timefmt::format_timestamp_ms(e.timestamp_ms),
+            engaged.to_string(),
+            p.to_string(),
+        ])
+        .map_err(werr)?;
+    }
+    w.flush().map_err(|e| write_error(out, e))?;
+    Ok(PredictReport {
+        file: out.display().to_string(),
+        model: m.kind,
+        version: m.id,
+        events: events.len(),
+        predicted_engaged: predicted.iter().filter(|&&p| p).count(),
+        accuracy: right as f64 / events.len().max(1) as f64,
     })
 }

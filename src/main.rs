@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
-use playpulse::actors::trainer::load_champion;
 use playpulse::bench::{self, IngestBenchArgs};
 use playpulse::config::{Config, KafkaConfig};
 use playpulse::daemon::{shutdown_signal, Daemon};
@@ -17,7 +16,7 @@ use playpulse::kafka;
 use playpulse::ml::als::AlsParams;
 use playpulse::ml::bench::AlsBenchArgs;
 use playpulse::ml::classify::ClassifyParams;
-use playpulse::ml::serve::Recommender;
+use playpulse::ml::serve::{load_champion, Hints, Recommender};
 use playpulse::produce::{produce, Synth, SynthSpec};
 use playpulse::store::{QoeDim, Store};
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
@@ -89,6 +88,9 @@ enum Command {
         /// For unknown users: the genre to take popular items from.
         #[arg(long)]
         genre: Option<String>,
+        /// For unknown users: the region to take popular items from (first choice).
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Write the champion's top-k per user as final_recommendations.csv, or the
     /// classifiers' held-out predictions (daemon stopped).
@@ -102,6 +104,19 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 5)]
         k: usize,
+    },
+    /// Engagement predictions of the latest stored classifier for the video
+    /// events of a JSON Lines file, as CSV (daemon stopped).
+    Predict {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        events: PathBuf,
+        /// decision_tree or svm.
+        #[arg(long, default_value = "decision_tree")]
+        model: String,
+        #[arg(long, default_value = "predictions.csv")]
+        out: PathBuf,
     },
     /// Benchmarks that print one JSON line.
     Bench {
@@ -146,7 +161,7 @@ enum BenchCommand {
         events: PathBuf,
         #[arg(long, default_value_t = 57)]
         seed: u64,
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 20)]
         tree_max_depth: usize,
         #[arg(long, default_value_t = 200_000)]
         tree_max_rows: usize,
@@ -339,16 +354,19 @@ fn main() -> anyhow::Result<()> {
             user,
             k,
             genre,
+            region,
         } => {
             let store = Store::open(&data_dir, 64)?;
             let Some((id, bundle)) = load_champion(&store).map_err(anyhow::Error::msg)? else {
                 bail!("no model has been trained yet in {}: let the daemon ingest models.min_events events", data_dir.display());
             };
             let r = Recommender::new(bundle);
-            let recs = r.recommend(&user.trim().to_lowercase(), k, genre.as_deref());
+            let user = user.trim().to_lowercase();
+            let hints = Hints { region, genre };
+            let recs = r.recommend(&user, k, &hints);
             println!(
                 "{}",
-                serde_json::json!({ "model": id, "user": user, "recommendations": recs })
+                serde_json::json!({ "model": id, "user": user, "known": r.knows(&user), "recommendations": recs })
             );
             Ok(())
         }
@@ -364,6 +382,24 @@ fn main() -> anyhow::Result<()> {
                 "predictions" => playpulse::export::predictions_csv(&store, &out)?,
                 other => bail!("--what {other:?}: export recommendations or predictions"),
             };
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Predict {
+            data_dir,
+            events,
+            model,
+            out,
+        } => {
+            if !["decision_tree", "svm"].contains(&model.as_str()) {
+                bail!("--model {model:?}: use decision_tree or svm");
+            }
+            let (events, rejected) = playpulse::ml::bench::read_video_events(&events)?;
+            if rejected > 0 {
+                eprintln!("{rejected} lines were not valid video events and are left out");
+            }
+            let store = Store::open(&data_dir, 64)?;
+            let report = playpulse::export::predict_csv(&store, &model, &events, &out)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -153,7 +153,7 @@ pub fn classify(
     let reports = super::classify::train_and_evaluate(&events, params)?;
     reports
         .into_iter()
-        .map(|r| {
+        .map(|(r, _)| {
             let mut v = serde_json::to_value(&r)?;
             v["events"] = events.len().into();
             v["rejected_lines"] = rejected.into();

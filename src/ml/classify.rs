@@ -51,7 +51,7 @@ pub struct ClassifyParams {
     /// Share of rows held out for testing.
     pub test_fraction: f64,
     pub seed: u64,
-    /// Deepest tree (linfa's tree is slow without a bound).
+    /// Deepest tree (a bound against degenerate data; scikit-learn's default has none).
     pub tree_max_depth: usize,
     /// Most training rows for the tree (random subsample beyond).
     pub tree_max_rows: usize,
@@ -66,7 +66,7 @@ impl Default for ClassifyParams {
         ClassifyParams {
             test_fraction: 0.2,
             seed: 57,
-            tree_max_depth: 12,
+            tree_max_depth: 20,
             tree_max_rows: 200_000,
             svm_max_rows: 5_000,
             svm_c: 1.0,
@@ -112,67 +112,87 @@ impl ClassifyParams {
     }
 }
 
-/// The number an id ends with (`user_00042` → 42), else its index of first appearance.
-fn id_numbers<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<f64> {
-    let mut seen: HashMap<&str, f64> = HashMap::new();
-    ids.map(|id| {
-        let digits = id
-            .rsplit(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap_or("");
-        match digits.parse::<u64>() {
-            Ok(n) if !digits.is_empty() => n as f64,
-            _ => {
-                let next = seen.len() as f64;
-                *seen.entry(id).or_insert(next)
-            }
+/// The number an id ends with (`user_00042` → 42), else a stable hash of the id
+/// (the same id gets the same number in every snapshot).
+fn id_number(id: &str) -> f64 {
+    let digits = id
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or("");
+    match digits.parse::<u64>() {
+        Ok(n) if !digits.is_empty() && n < (1 << 40) => n as f64,
+        _ => {
+            // FNV-1a, folded to 31 bits so it stays exact in an f64 and in range.
+            let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            (h % (1 << 31)) as f64
         }
-    })
-    .collect()
+    }
 }
 
 /// StringIndexer: most frequent value → 0, ties by name.
-fn string_index<'a>(values: impl Iterator<Item = &'a str> + Clone) -> Vec<f64> {
+fn string_index<'a>(values: impl Iterator<Item = &'a str>) -> HashMap<String, f64> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    for v in values.clone() {
+    for v in values {
         *counts.entry(v).or_default() += 1;
     }
     let mut order: Vec<(&str, usize)> = counts.into_iter().collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let index: HashMap<&str, f64> = order
+    order
         .iter()
         .enumerate()
-        .map(|(i, (v, _))| (*v, i as f64))
-        .collect();
-    values.map(|v| index[v]).collect()
+        .map(|(i, (v, _))| (v.to_string(), i as f64))
+        .collect()
 }
 
-/// Feature matrix and labels of events.
-pub fn features(events: &[VideoEvent]) -> (Array2<f64>, Array1<bool>) {
-    let users = id_numbers(events.iter().map(|e| e.user_id.as_str()));
-    let videos = id_numbers(events.iter().map(|e| e.video_id.as_str()));
-    let genres = string_index(events.iter().map(|e| e.genre.as_str()));
-    let regions = string_index(events.iter().map(|e| e.region.as_str()));
-    let mut x = Array2::zeros((events.len(), FEATURES.len()));
-    for (i, e) in events.iter().enumerate() {
-        let row = [
+/// How events become feature rows: fitted on the training events and stored
+/// with each classifier, so a later prediction encodes exactly as training did.
+/// A genre or region the training data never had gets the next index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Encoder {
+    genres: HashMap<String, f64>,
+    regions: HashMap<String, f64>,
+}
+
+impl Encoder {
+    pub fn fit<'a>(events: impl Iterator<Item = &'a VideoEvent> + Clone) -> Encoder {
+        Encoder {
+            genres: string_index(events.clone().map(|e| e.genre.as_str())),
+            regions: string_index(events.map(|e| e.region.as_str())),
+        }
+    }
+
+    fn index(map: &HashMap<String, f64>, v: &str) -> f64 {
+        map.get(v).copied().unwrap_or(map.len() as f64)
+    }
+
+    pub fn row(&self, e: &VideoEvent) -> [f64; 7] {
+        [
             e.watch_time_seconds,
             e.buffering_events as f64,
             f64::from(u8::from(e.skipped)),
-            users[i],
-            videos[i],
-            genres[i],
-            regions[i],
-        ];
-        for (j, v) in row.into_iter().enumerate() {
-            x[[i, j]] = v;
-        }
+            id_number(&e.user_id),
+            id_number(&e.video_id),
+            Self::index(&self.genres, &e.genre),
+            Self::index(&self.regions, &e.region),
+        ]
     }
-    let y = events
-        .iter()
-        .map(|e| e.implicit_feedback() >= 0.5)
-        .collect();
-    (x, y)
+
+    pub fn matrix<'a>(&self, events: impl ExactSizeIterator<Item = &'a VideoEvent>) -> Array2<f64> {
+        let mut x = Array2::zeros((events.len(), FEATURES.len()));
+        for (mut out, e) in x.axis_iter_mut(Axis(0)).zip(events) {
+            for (o, v) in out.iter_mut().zip(self.row(e)) {
+                *o = v;
+            }
+        }
+        x
+    }
+}
+
+/// The engagement label of an event, as the notebooks define it.
+pub fn label(e: &VideoEvent) -> bool {
+    e.implicit_feedback() >= 0.5
 }
 
 /// Binary classification quality (positive class = engaged).
@@ -229,26 +249,196 @@ pub struct ClassifierReport {
     #[serde(flatten)]
     pub metrics: ClassMetrics,
     pub params: String,
-    /// Per held-out row: (event index, label, prediction).
-    #[serde(skip)]
-    pub predictions: Vec<(usize, bool, bool)>,
 }
 
-/// Features as the tree sees them. linfa-trees 0.8 evaluates the boundary
-/// between two values only at the globally last sample of a run of equal values,
-/// so inside a node whose copy of that sample went elsewhere the boundary is never
-/// tried: on discrete features (buffering, skipped) most splits are missed. Values
-/// are scaled by 10⁶ and, for training, spread by 2·10⁻⁵ per row so that no two
-/// are equal; every run of equal values stays contiguous and test rows fall on
-/// the same side of each threshold.
-fn tree_features(x: &Array2<f64>, spread: bool) -> Array2<f64> {
-    let mut t = x.mapv(|v| v * 1e6);
-    if spread {
-        for (i, mut row) in t.axis_iter_mut(Axis(0)).enumerate() {
-            row.mapv_inplace(|v| v + i as f64 * 2e-5);
+/// A decision tree grown one node at a time, each split chosen by linfa-trees on
+/// that node's rows alone. (linfa-trees 0.8 grows the whole tree over row masks
+/// and, when deciding whether the next sorted value differs, looks at the next
+/// sample of the whole data set even when that sample is outside the node: the
+/// boundary between two values is then skipped, so inside a node most splits on
+/// discrete features — buffering, skipped — are never tried. A depth-1 tree on
+/// the node's own rows has no mask, so every boundary is tried, at the midpoint
+/// between neighbouring values as scikit-learn does.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TreeNode {
+    Leaf {
+        engaged: bool,
+        samples: u32,
+    },
+    Split {
+        feature: u8,
+        threshold: f64,
+        left: Box<TreeNode>,
+        right: Box<TreeNode>,
+    },
+}
+
+impl TreeNode {
+    fn grow(
+        x: &Array2<f64>,
+        y: &[bool],
+        rows: Vec<usize>,
+        depth: usize,
+        max_depth: usize,
+    ) -> Result<TreeNode, ClassifyError> {
+        let pos = rows.iter().filter(|&&i| y[i]).count();
+        let leaf = TreeNode::Leaf {
+            // The majority class; ties go to "not engaged" (class 0), as scikit-learn.
+            engaged: pos * 2 > rows.len(),
+            samples: rows.len() as u32,
+        };
+        if depth >= max_depth || pos == 0 || pos == rows.len() {
+            return Ok(leaf);
+        }
+        let ds = Dataset::new(
+            x.select(Axis(0), &rows),
+            rows.iter()
+                .map(|&i| usize::from(y[i]))
+                .collect::<Array1<usize>>(),
+        );
+        let stump = DecisionTree::params().max_depth(Some(1)).fit(&ds)?;
+        // linfa prunes a split whose two sides predict the same class, but keeps
+        // its feature, threshold and impurity decrease: the split is taken when
+        // it lowers impurity at all (as scikit-learn), the children may then
+        // separate the classes further.
+        let (feature, threshold, gain) = stump.root_node().split();
+        if gain <= 0.0 {
+            return Ok(leaf);
+        }
+        let (left, right): (Vec<usize>, Vec<usize>) = rows
+            .into_iter()
+            .partition(|&i| x[[i, feature]] <= threshold);
+        if left.is_empty() || right.is_empty() {
+            return Ok(leaf);
+        }
+        let left = TreeNode::grow(x, y, left, depth + 1, max_depth)?;
+        let right = TreeNode::grow(x, y, right, depth + 1, max_depth)?;
+        // Two leaves that say the same thing are one leaf (predictions unchanged).
+        if let (
+            TreeNode::Leaf {
+                engaged: a,
+                samples: na,
+            },
+            TreeNode::Leaf {
+                engaged: b,
+                samples: nb,
+            },
+        ) = (&left, &right)
+        {
+            if a == b {
+                return Ok(TreeNode::Leaf {
+                    engaged: *a,
+                    samples: na + nb,
+                });
+            }
+        }
+        Ok(TreeNode::Split {
+            feature: feature as u8,
+            threshold,
+            left: Box::new(left),
+            right: Box::new(right),
+        })
+    }
+
+    pub fn predict(&self, row: &[f64]) -> bool {
+        let mut node = self;
+        loop {
+            match node {
+                TreeNode::Leaf { engaged, .. } => return *engaged,
+                TreeNode::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    node = if row
+                        .get(usize::from(*feature))
+                        .is_some_and(|v| v <= threshold)
+                    {
+                        left
+                    } else {
+                        right
+                    }
+                }
+            }
         }
     }
-    t
+
+    /// (depth, leaves)
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            TreeNode::Leaf { .. } => (0, 1),
+            TreeNode::Split { left, right, .. } => {
+                let (dl, ll) = left.shape();
+                let (dr, lr) = right.shape();
+                (1 + dl.max(dr), ll + lr)
+            }
+        }
+    }
+}
+
+/// A trained classifier as stored with its model version: the feature encoding
+/// and the model, so it predicts later exactly as it was evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classifier {
+    pub encoder: Encoder,
+    pub model: ClassifierModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClassifierModel {
+    Tree(TreeNode),
+    /// Gaussian SVM on features standardized with the training mean and deviation.
+    Svm {
+        mean: Vec<f64>,
+        std: Vec<f64>,
+        svm: Svm<f64, bool>,
+    },
+}
+
+impl Classifier {
+    pub fn kind(&self) -> &'static str {
+        match self.model {
+            ClassifierModel::Tree(_) => "decision_tree",
+            ClassifierModel::Svm { .. } => "svm",
+        }
+    }
+
+    fn predict_matrix(&self, x: &Array2<f64>) -> Vec<bool> {
+        match &self.model {
+            ClassifierModel::Tree(t) => x
+                .axis_iter(Axis(0))
+                .map(|r| t.predict(r.as_slice().unwrap_or(&r.to_vec())))
+                .collect(),
+            ClassifierModel::Svm { mean, std, svm } => {
+                let mean = Array1::from(mean.clone());
+                let std = Array1::from(std.clone());
+                svm.predict(&((x - &mean) / &std)).to_vec()
+            }
+        }
+    }
+
+    /// Predicted engagement of each event.
+    pub fn predict(&self, events: &[VideoEvent]) -> Vec<bool> {
+        self.predict_matrix(&self.encoder.matrix(events.iter()))
+    }
+}
+
+/// One held-out prediction of an engagement classifier, as exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub user_id: String,
+    pub video_id: String,
+    pub timestamp_ms: i64,
+    pub engaged: bool,
+    pub predicted: bool,
+}
+
+/// What a classifier's model version stores: the model and its held-out predictions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassifierBundle {
+    pub classifier: Classifier,
+    pub predictions: Vec<Prediction>,
 }
 
 fn rows(x: &Array2<f64>, idx: &[usize]) -> Array2<f64> {
@@ -265,7 +455,7 @@ pub fn split(n: usize, test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>
 }
 
 /// Up to `max` rows keeping each class's share.
-fn stratified(train: &[usize], y: &Array1<bool>, max: usize, seed: u64) -> Vec<usize> {
+fn stratified(train: &[usize], y: &[bool], max: usize, seed: u64) -> Vec<usize> {
     if train.len() <= max {
         return train.to_vec();
     }
@@ -283,11 +473,12 @@ fn stratified(train: &[usize], y: &Array1<bool>, max: usize, seed: u64) -> Vec<u
     out
 }
 
-/// Trains and evaluates the decision tree and the SVM on `events`.
+/// Trains and evaluates the decision tree and the SVM on `events`: each report
+/// with the trained classifier and its held-out predictions.
 pub fn train_and_evaluate(
     events: &[VideoEvent],
     p: &ClassifyParams,
-) -> Result<Vec<ClassifierReport>, ClassifyError> {
+) -> Result<Vec<(ClassifierReport, ClassifierBundle)>, ClassifyError> {
     p.check()?;
     if events.len() < 20 {
         return Err(ClassifyError::Data(format!(
@@ -295,49 +486,68 @@ pub fn train_and_evaluate(
             events.len()
         )));
     }
-    let (x, y) = features(events);
     let (train, test) = split(events.len(), p.test_fraction, p.seed);
-    let (x_test, y_test) = (
-        rows(&x, &test),
-        test.iter().map(|&i| y[i]).collect::<Vec<bool>>(),
-    );
+    let encoder = Encoder::fit(train.iter().map(|&i| &events[i]));
+    let x = encoder.matrix(events.iter());
+    let y: Vec<bool> = events.iter().map(label).collect();
+    let x_test = rows(&x, &test);
+    let y_test: Vec<bool> = test.iter().map(|&i| y[i]).collect();
+    let report = |model, fit_s, train_rows, params, classifier: Classifier| {
+        let pred = classifier.predict_matrix(&x_test);
+        let predictions = test
+            .iter()
+            .zip(&y_test)
+            .zip(&pred)
+            .map(|((&i, &engaged), &predicted)| {
+                let e = &events[i];
+                Prediction {
+                    user_id: e.user_id.clone(),
+                    video_id: e.video_id.clone(),
+                    timestamp_ms: e.timestamp_ms,
+                    engaged,
+                    predicted,
+                }
+            })
+            .collect();
+        (
+            ClassifierReport {
+                model,
+                fit_s,
+                train_rows,
+                train_rows_available: train.len(),
+                test_rows: test.len(),
+                metrics: class_metrics(&y_test, &pred),
+                params,
+            },
+            ClassifierBundle {
+                classifier,
+                predictions,
+            },
+        )
+    };
     let mut out = Vec::new();
 
     // Decision tree on (a random subsample of) the training rows.
     let mut tree_rows = train.clone();
     tree_rows.truncate(p.tree_max_rows);
+    let n_tree = tree_rows.len();
     let t = std::time::Instant::now();
-    let ds = Dataset::new(
-        tree_features(&rows(&x, &tree_rows), true),
-        tree_rows
-            .iter()
-            .map(|&i| usize::from(y[i]))
-            .collect::<Array1<usize>>(),
-    );
-    let tree = DecisionTree::params()
-        .max_depth(Some(p.tree_max_depth))
-        .fit(&ds)?;
+    let tree = TreeNode::grow(&x, &y, tree_rows, 0, p.tree_max_depth)?;
     let fit_s = t.elapsed().as_secs_f64();
-    let pred: Vec<bool> = tree
-        .predict(&tree_features(&x_test, false))
-        .iter()
-        .map(|&c| c == 1)
-        .collect();
-    out.push(ClassifierReport {
-        model: "decision_tree",
+    let (depth, leaves) = tree.shape();
+    out.push(report(
+        "decision_tree",
         fit_s,
-        train_rows: tree_rows.len(),
-        train_rows_available: train.len(),
-        test_rows: test.len(),
-        metrics: class_metrics(&y_test, &pred),
-        params: format!("max_depth={}", p.tree_max_depth),
-        predictions: test
-            .iter()
-            .zip(&y_test)
-            .zip(&pred)
-            .map(|((&i, &t), &p)| (i, t, p))
-            .collect(),
-    });
+        n_tree,
+        format!(
+            "max_depth={} depth={depth} leaves={leaves}",
+            p.tree_max_depth
+        ),
+        Classifier {
+            encoder: encoder.clone(),
+            model: ClassifierModel::Tree(tree),
+        },
+    ));
 
     // SVM (Gaussian kernel, standardized features) on a stratified subsample.
     let svm_rows = stratified(&train, &y, p.svm_max_rows, p.seed);
@@ -348,10 +558,9 @@ pub fn train_and_evaluate(
     let std = x_svm
         .std_axis(Axis(0), 0.0)
         .mapv(|s| if s > 0.0 { s } else { 1.0 });
-    let scale = |m: &Array2<f64>| (m - &mean) / &std;
     let t = std::time::Instant::now();
     let ds = Dataset::new(
-        scale(&x_svm),
+        (&x_svm - &mean) / &std,
         svm_rows.iter().map(|&i| y[i]).collect::<Array1<bool>>(),
     );
     // Width = number of features: sklearn's gamma="scale" on standardized data.
@@ -360,27 +569,26 @@ pub fn train_and_evaluate(
         .gaussian_kernel(FEATURES.len() as f64)
         .fit(&ds)?;
     let fit_s = t.elapsed().as_secs_f64();
-    let pred: Vec<bool> = svm.predict(&scale(&x_test)).to_vec();
-    out.push(ClassifierReport {
-        model: "svm",
+    out.push(report(
+        "svm",
         fit_s,
-        train_rows: svm_rows.len(),
-        train_rows_available: train.len(),
-        test_rows: test.len(),
-        metrics: class_metrics(&y_test, &pred),
-        params: format!(
-            "kernel=gaussian width={} C={} stratified_subsample={}",
+        svm_rows.len(),
+        format!(
+            "kernel=gaussian width={} C={} stratified_subsample={} support_vectors={}",
             FEATURES.len(),
             p.svm_c,
-            svm_rows.len()
+            svm_rows.len(),
+            svm.nsupport()
         ),
-        predictions: test
-            .iter()
-            .zip(&y_test)
-            .zip(&pred)
-            .map(|((&i, &t), &p)| (i, t, p))
-            .collect(),
-    });
+        Classifier {
+            encoder,
+            model: ClassifierModel::Svm {
+                mean: mean.to_vec(),
+                std: std.to_vec(),
+                svm,
+            },
+        },
+    ));
     Ok(out)
 }
 
@@ -407,14 +615,44 @@ mod tests {
     #[test]
     fn string_index_orders_by_frequency_then_name() {
         let v = ["b", "a", "c", "a", "b", "d"];
-        assert_eq!(
-            string_index(v.iter().copied()),
-            vec![1.0, 0.0, 2.0, 0.0, 1.0, 3.0]
-        );
-        assert_eq!(
-            id_numbers(["user_00042", "vid_7", "x", "y", "x"].into_iter()),
-            vec![42.0, 7.0, 0.0, 1.0, 0.0]
-        );
+        let m = string_index(v.iter().copied());
+        let got: Vec<f64> = v.iter().map(|k| m[*k]).collect();
+        assert_eq!(got, vec![1.0, 0.0, 2.0, 0.0, 1.0, 3.0]);
+        assert_eq!(id_number("user_00042"), 42.0);
+        assert_eq!(id_number("vid_7"), 7.0);
+        // No digits: a stable number, the same every time, different ids apart.
+        assert_eq!(id_number("alice"), id_number("alice"));
+        assert_ne!(id_number("alice"), id_number("bob"));
+        assert!(id_number("alice") < (1u64 << 31) as f64);
+    }
+
+    #[test]
+    fn the_tree_splits_inside_nodes_on_repeated_values() {
+        // label = (a ≥ 2) AND (b == 1), a ∈ 0..4 and b ∈ {0, 1} repeated many
+        // times: the second split must happen inside a child of the first, on
+        // values repeated across both children (and both sides of the first
+        // split predict "no", which linfa alone would prune away).
+        let n = 400;
+        let x = Array2::from_shape_fn((n, 2), |(i, j)| {
+            if j == 0 {
+                (i % 4) as f64
+            } else {
+                ((i / 4) % 2) as f64
+            }
+        });
+        let y: Vec<bool> = (0..n)
+            .map(|i| (x[[i, 0]] >= 2.0) && (x[[i, 1]] == 1.0))
+            .collect();
+        let t = TreeNode::grow(&x, &y, (0..n).collect(), 0, 8).unwrap();
+        for i in 0..n {
+            assert_eq!(t.predict(&[x[[i, 0]], x[[i, 1]]]), y[i], "row {i}");
+        }
+        assert_eq!(t.shape(), (2, 3));
+        // Thresholds sit halfway between neighbouring values.
+        let TreeNode::Split { threshold, .. } = &t else {
+            panic!("{t:?}")
+        };
+        assert!([0.5, 1.5].contains(threshold), "{threshold}");
     }
 
     #[test]
@@ -432,10 +670,24 @@ mod tests {
         };
         let r = train_and_evaluate(&events, &p).unwrap();
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].test_rows, 600);
-        assert!(r[0].metrics.accuracy > 0.95, "{:?}", r[0]);
-        assert!(r[1].metrics.accuracy > 0.85, "{:?}", r[1]);
-        assert_eq!(r[1].train_rows, 800);
+        assert_eq!(r[0].0.test_rows, 600);
+        assert!(r[0].0.metrics.accuracy > 0.98, "{:?}", r[0].0);
+        assert!(r[1].0.metrics.accuracy > 0.85, "{:?}", r[1].0);
+        assert_eq!(r[1].0.train_rows, 800);
+        // The stored artifact predicts as the evaluated model did.
+        let (_, test) = split(events.len(), p.test_fraction, p.seed);
+        let held: Vec<VideoEvent> = test.iter().map(|&i| events[i].clone()).collect();
+        for (report, bundle) in &r {
+            let bytes = postcard::to_stdvec(bundle).unwrap();
+            let back: ClassifierBundle = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.classifier, bundle.classifier);
+            assert_eq!(back.classifier.kind(), report.model);
+            let again = back.classifier.predict(&held);
+            let recorded: Vec<bool> = back.predictions.iter().map(|p| p.predicted).collect();
+            assert_eq!(again, recorded, "{}", report.model);
+            let truth: Vec<bool> = held.iter().map(label).collect();
+            assert_eq!(class_metrics(&truth, &again), report.metrics);
+        }
         let e = train_and_evaluate(
             &events,
             &ClassifyParams {

@@ -1,9 +1,11 @@
 //! Serving recommendations from a trained model: top-N for a user excluding what
 //! they have seen, similar items by factor cosine, a cold start for unknown users
-//! (popular in their genre, else globally), and an explanation ("because you
-//! watched X": the seen item most similar to the recommendation).
+//! (popular in their region and genre, else in their region, else in their genre,
+//! else overall), and an explanation ("because you watched X": the seen item most
+//! similar to the recommendation). [`Serving`] is the champion every reader shares.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,15 @@ pub struct Bundle {
     pub item_genre: Vec<String>,
     /// Distinct users per item.
     pub popularity: Vec<u32>,
+    /// Region → (item, events there), sorted by item.
+    pub region_popularity: HashMap<String, Vec<(u32, u32)>>,
+}
+
+/// What is known of a user the model has never seen, for the cold start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hints {
+    pub region: Option<String>,
+    pub genre: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +44,8 @@ pub struct Recommendation {
     /// The seen item most like this one, when the user is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub because: Option<String>,
+    /// Why, in words: "because you watched X", "popular in region R", ...
+    pub reason: String,
 }
 
 pub struct Recommender {
@@ -80,7 +93,7 @@ impl Recommender {
         &self.b
     }
 
-    fn rec(&self, i: u32, score: f32, because: Option<String>) -> Recommendation {
+    fn rec(&self, i: u32, score: f32, because: Option<String>, reason: String) -> Recommendation {
         Recommendation {
             item: self.b.items[i as usize].clone(),
             score,
@@ -91,13 +104,19 @@ impl Recommender {
                 .cloned()
                 .unwrap_or_default(),
             because,
+            reason,
         }
     }
 
-    /// Top `k` for `user`; unknown users get the cold start (`genre` narrows it).
-    pub fn recommend(&self, user: &str, k: usize, genre: Option<&str>) -> Vec<Recommendation> {
+    /// Whether the model knows `user` (else [`Recommender::recommend`] is a cold start).
+    pub fn knows(&self, user: &str) -> bool {
+        self.user_index.contains_key(user)
+    }
+
+    /// Top `k` for `user`; unknown users get the cold start narrowed by `hints`.
+    pub fn recommend(&self, user: &str, k: usize, hints: &Hints) -> Vec<Recommendation> {
         let Some(&u) = self.user_index.get(user) else {
-            return self.popular(k, genre);
+            return self.popular(k, hints);
         };
         let mut scores = Vec::with_capacity(self.b.model.items);
         self.b.model.scores_into(u as usize, &mut scores);
@@ -121,22 +140,61 @@ impl Recommender {
                     })
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(s, _)| self.b.items[s as usize].clone());
-                self.rec(i, scores[i as usize], because)
+                let reason = match &because {
+                    Some(b) => format!("because you watched {b}"),
+                    None => "from your taste".to_string(),
+                };
+                self.rec(i, scores[i as usize], because, reason)
             })
             .collect()
     }
 
-    /// Most popular items (in `genre` when given and known, else overall).
-    pub fn popular(&self, k: usize, genre: Option<&str>) -> Vec<Recommendation> {
-        let pop: Vec<f32> = self.b.popularity.iter().map(|&p| p as f32).collect();
-        let in_genre =
+    /// Most popular items: in the hinted region and genre, else the region, else
+    /// the genre, else overall (the first of these that has any item).
+    pub fn popular(&self, k: usize, hints: &Hints) -> Vec<Recommendation> {
+        let genre = hints.genre.as_deref();
+        let of_genre =
             |i: usize| genre.is_none_or(|g| self.b.item_genre.get(i).is_some_and(|x| x == g));
-        let mut top = top_k(&pop, in_genre, k);
+        if let Some((region, list)) = hints
+            .region
+            .as_deref()
+            .and_then(|r| self.b.region_popularity.get_key_value(r))
+        {
+            let mut pop = vec![f32::NEG_INFINITY; self.b.items.len()];
+            for &(i, n) in list {
+                if let Some(p) = pop.get_mut(i as usize) {
+                    *p = n as f32;
+                }
+            }
+            for (with_genre, label) in [(true, "and genre"), (false, "")] {
+                if with_genre && genre.is_none() {
+                    continue;
+                }
+                let top = top_k(&pop, |i| !with_genre || of_genre(i), k);
+                if !top.is_empty() {
+                    let reason = match (with_genre, genre) {
+                        (true, Some(g)) => format!("popular in region {region} {label} {g}"),
+                        _ => format!("popular in region {region}"),
+                    };
+                    return top
+                        .into_iter()
+                        .map(|i| self.rec(i, pop[i as usize], None, reason.clone()))
+                        .collect();
+                }
+            }
+        }
+        let pop: Vec<f32> = self.b.popularity.iter().map(|&p| p as f32).collect();
+        let mut top = top_k(&pop, of_genre, k);
+        let mut reason = match genre {
+            Some(g) => format!("popular in genre {g}"),
+            None => "popular overall".to_string(),
+        };
         if top.is_empty() {
             top = top_k(&pop, |_| true, k);
+            reason = "popular overall".to_string();
         }
         top.into_iter()
-            .map(|i| self.rec(i, pop[i as usize], None))
+            .map(|i| self.rec(i, pop[i as usize], None, reason.clone()))
             .collect()
     }
 
@@ -157,10 +215,51 @@ impl Recommender {
         Some(
             top_k(&scores, |j| j != i as usize, k)
                 .into_iter()
-                .map(|j| self.rec(j, scores[j as usize], None))
+                .map(|j| self.rec(j, scores[j as usize], None, format!("similar to {item}")))
                 .collect(),
         )
     }
+}
+
+/// The serving champion, shared by the evaluator (which replaces it) and every
+/// reader (admin socket, HTTP): readers never wait on training.
+#[derive(Clone, Default)]
+pub struct Serving(Arc<RwLock<Option<Arc<Champion>>>>);
+
+pub struct Champion {
+    pub id: u64,
+    pub recommender: Recommender,
+}
+
+impl Serving {
+    pub fn get(&self) -> Option<Arc<Champion>> {
+        self.0.read().ok().and_then(|c| c.clone())
+    }
+
+    pub fn set(&self, id: u64, bundle: Bundle) {
+        let c = Arc::new(Champion {
+            id,
+            recommender: Recommender::new(bundle),
+        });
+        if let Ok(mut w) = self.0.write() {
+            *w = Some(c);
+        }
+    }
+}
+
+/// Loads the champion's serving bundle from the store.
+pub fn load_champion(store: &crate::store::Store) -> Result<Option<(u64, Bundle)>, String> {
+    let Some(id) = store.champion_id().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let bytes = store
+        .model_bundle(id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("model {id} has no bundle"))?;
+    let bundle: Bundle = postcard::from_bytes(&bytes).map_err(|e| {
+        format!("model {id}: unreadable bundle ({e}); it was stored by an older version: train a new one")
+    })?;
+    Ok(Some((id, bundle)))
 }
 
 #[cfg(test)]
@@ -188,13 +287,19 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
             popularity: vec![5, 1, 1, 2, 9, 3],
+            region_popularity: [
+                ("eu".to_string(), vec![(1, 7), (2, 1), (3, 4)]),
+                ("us".to_string(), vec![(5, 2)]),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
     #[test]
     fn recommends_unseen_items_of_the_users_taste_with_a_reason() {
         let r = Recommender::new(bundle());
-        let got = r.recommend("u0", 2, None);
+        let got = r.recommend("u0", 2, &Hints::default());
         assert_eq!(
             got.iter().map(|x| x.item.as_str()).collect::<Vec<_>>(),
             vec!["v1", "v2"]
@@ -202,21 +307,51 @@ mod tests {
         assert!(got
             .iter()
             .all(|x| x.genre == "Drama" && x.because.as_deref() == Some("v0")));
-        let got = r.recommend("u2", 3, None);
+        assert_eq!(got[0].reason, "because you watched v0");
+        let got = r.recommend("u2", 3, &Hints::default());
         assert_eq!(got[0].item, "v4");
         assert!(got.iter().all(|x| x.item != "v3"));
     }
 
     #[test]
-    fn cold_start_serves_the_popular_in_genre_then_overall() {
+    fn cold_start_serves_the_popular_in_region_and_genre_then_wider() {
         let r = Recommender::new(bundle());
+        let hints = |region: Option<&str>, genre: Option<&str>| Hints {
+            region: region.map(String::from),
+            genre: genre.map(String::from),
+        };
         let items = |v: Vec<Recommendation>| v.into_iter().map(|x| x.item).collect::<Vec<_>>();
-        assert_eq!(items(r.recommend("nobody", 2, None)), vec!["v4", "v0"]);
+        assert!(!r.knows("nobody") && r.knows("u0"));
         assert_eq!(
-            items(r.recommend("nobody", 2, Some("Drama"))),
+            items(r.recommend("nobody", 2, &Hints::default())),
+            vec!["v4", "v0"]
+        );
+        assert_eq!(
+            items(r.recommend("nobody", 2, &hints(None, Some("Drama")))),
             vec!["v0", "v1"]
         );
-        assert_eq!(items(r.recommend("nobody", 1, Some("Western"))), vec!["v4"]);
+        assert_eq!(
+            items(r.recommend("nobody", 1, &hints(None, Some("Western")))),
+            vec!["v4"]
+        );
+        // By region: what is watched there, not overall.
+        let eu = r.recommend("nobody", 2, &hints(Some("eu"), None));
+        assert_eq!(items(eu.clone()), vec!["v1", "v3"]);
+        assert_eq!(eu[0].reason, "popular in region eu");
+        assert_eq!(
+            items(r.recommend("nobody", 3, &hints(Some("eu"), Some("Comedy")))),
+            vec!["v3"]
+        );
+        // Nothing of that genre in the region: the region's popular items.
+        assert_eq!(
+            items(r.recommend("nobody", 1, &hints(Some("us"), Some("Drama")))),
+            vec!["v5"]
+        );
+        // An unknown region: the genre, then overall.
+        assert_eq!(
+            items(r.recommend("nobody", 1, &hints(Some("mars"), Some("Drama")))),
+            vec!["v0"]
+        );
     }
 
     #[test]

@@ -1,17 +1,21 @@
-//! One training run on a snapshot of the store: held-out split, ALS fit, held-out
-//! evaluation against a popularity baseline, and the serving bundle.
+//! One training run on a snapshot of the store, in three steps the actors run
+//! on threads of their own: [`fit_candidate`] (held-out split and ALS fit, the
+//! trainer), [`evaluate_candidate`] (held-out ranking metrics, RMSE, popularity
+//! baseline, and the champion scored on the same split, the evaluator) and
+//! [`serving_bundle`] (what serving needs). [`train`] runs all three.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::als::{fit, AlsError, CheckedAlsParams};
-use super::dataset::build;
+use super::als::{fit, AlsError, AlsModel, CheckedAlsParams};
+use super::dataset::{build, Interactions};
 use super::metrics::{evaluate, RankingMetrics};
 use super::serve::Bundle;
 use super::sparse::Csr;
-use crate::store::PairAgg;
+use crate::event::VideoEvent;
+use crate::store::{PairAgg, Store};
 
 #[derive(Debug, Clone)]
 pub struct TrainSpec {
@@ -22,18 +26,91 @@ pub struct TrainSpec {
     pub seed: u64,
 }
 
+/// What a training run reads from the store, taken at once on the store's
+/// thread (so as of the stored offsets).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Video pairs then music pairs (weighted by action).
+    pub pairs: Vec<(String, String, PairAgg)>,
+    /// Item → genre (videos and catalog tracks).
+    pub genres: HashMap<String, String>,
+    /// Region → (video, events).
+    pub regions: HashMap<String, Vec<(String, u64)>>,
+    /// The most recent video events, for the classifiers.
+    pub events: Vec<VideoEvent>,
+    /// Counts recorded with the model version.
+    pub data: serde_json::Value,
+}
+
+/// Takes a snapshot; `Err` says why training waits.
+pub fn snapshot(
+    s: &Store,
+    music_weights: [f64; 5],
+    max_events: usize,
+    min_events: u64,
+) -> Result<Snapshot, String> {
+    let stored = s.counter("stored").unwrap_or(0);
+    if stored < min_events {
+        return Err(format!(
+            "{stored} events stored, training waits for models.min_events = {min_events}"
+        ));
+    }
+    let mut pairs: Vec<_> = s
+        .pair_aggregates()
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let videos = pairs.len();
+    let music = s.music_aggregates().map_err(|e| e.to_string())?;
+    pairs.extend(super::dataset::music_pairs(music, music_weights));
+    let events = s
+        .recent_video_events(max_events)
+        .map_err(|e| e.to_string())?;
+    let mut genres = s.item_genres();
+    genres.extend(s.track_genres());
+    let data = serde_json::json!({ "stored_events": stored, "video_pairs": videos,
+        "music_pairs": pairs.len() - videos, "classifier_events": events.len() });
+    Ok(Snapshot {
+        pairs,
+        genres,
+        regions: s.item_regions(),
+        events,
+        data,
+    })
+}
+
+/// A fitted model and the split it was fitted on.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub data: Interactions,
+    pub model: AlsModel,
+    pub fit_s: f64,
+}
+
+/// The held-out split and the ALS fit on its training side.
+pub fn fit_candidate(
+    pairs: Vec<(String, String, PairAgg)>,
+    spec: &TrainSpec,
+) -> Result<Candidate, AlsError> {
+    let data = build(pairs, spec.test_fraction, spec.min_items, spec.seed);
+    let t = Instant::now();
+    let model = fit(&spec.als, &data.train, |_, _| {})?;
+    Ok(Candidate {
+        data,
+        model,
+        fit_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// A candidate's quality on its held-out split.
 #[derive(Debug, Clone, Serialize)]
-pub struct Trained {
-    #[serde(skip)]
-    pub bundle: Bundle,
+pub struct Evaluation {
     pub metrics: RankingMetrics,
     /// Root mean squared error of the predicted preference against the held-out
     /// pairs' implicit feedback (as the notebooks' RegressionEvaluator).
     pub rmse: f64,
     pub baseline: RankingMetrics,
-    /// The serving champion scored on this run's held-out split (so the two compare).
+    /// The serving champion scored on the same held-out split (so the two compare).
     pub champion: Option<RankingMetrics>,
-    pub fit_s: f64,
     pub eval_s: f64,
     pub users: usize,
     pub items: usize,
@@ -41,87 +118,94 @@ pub struct Trained {
     pub test_pairs: usize,
 }
 
-/// Trains on `pairs`; `genres` gives each item's genre for serving; `champion`,
-/// when given, is evaluated on the same held-out split.
-pub fn train(
-    pairs: Vec<(String, String, PairAgg)>,
-    genres: &HashMap<String, String>,
-    spec: &TrainSpec,
-    champion: Option<&Bundle>,
-) -> Result<Trained, AlsError> {
-    let d = build(pairs, spec.test_fraction, spec.min_items, spec.seed);
+/// Scores the candidate, the popularity baseline and (when given) the champion
+/// on the candidate's held-out split.
+pub fn evaluate_candidate(c: &Candidate, champion: Option<&Bundle>, k: usize) -> Evaluation {
+    let d = &c.data;
     let t = Instant::now();
-    let model = fit(&spec.als, &d.train, |_, _| {})?;
-    let fit_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let metrics = evaluate(&d.train, &d.test, spec.k, |u, s| model.scores_into(u, s));
+    let metrics = evaluate(&d.train, &d.test, k, |u, s| c.model.scores_into(u, s));
     let (mut se, mut n) = (0.0f64, 0usize);
     for u in 0..d.test.rows {
         let (items, weights) = d.test.row(u);
         for (&i, &w) in items.iter().zip(weights) {
-            se += (f64::from(model.score(u, i as usize)) - f64::from(w)).powi(2);
+            se += (f64::from(c.model.score(u, i as usize)) - f64::from(w)).powi(2);
             n += 1;
         }
     }
     let rmse = (se / n.max(1) as f64).sqrt();
-    let mut popularity = vec![0u32; d.items.len()];
-    for &i in &d.train.indices {
-        popularity[i as usize] += 1;
-    }
-    let pop_scores: Vec<f32> = popularity.iter().map(|&p| p as f32).collect();
-    let baseline = evaluate(&d.train, &d.test, spec.k, |_, s| {
+    let pop_scores: Vec<f32> = popularity(&d.train).iter().map(|&p| p as f32).collect();
+    let baseline = evaluate(&d.train, &d.test, k, |_, s| {
         s.clear();
         s.extend_from_slice(&pop_scores);
     });
-    let champion = champion.map(|c| {
-        // Map this run's ids onto the champion's; items it never saw cannot be recommended,
-        // users it never saw get its cold start (popularity).
-        let cu: HashMap<&str, usize> = c
-            .users
+    let champion = champion.map(|b| score_champion(d, b, k));
+    Evaluation {
+        metrics,
+        rmse,
+        baseline,
+        champion,
+        eval_s: t.elapsed().as_secs_f64(),
+        users: d.users.len(),
+        items: d.items.len(),
+        train_pairs: d.train.nnz(),
+        test_pairs: d.test.nnz(),
+    }
+}
+
+/// Distinct training users per item.
+fn popularity(train: &Csr) -> Vec<u32> {
+    let mut p = vec![0u32; train.cols];
+    for &i in &train.indices {
+        p[i as usize] += 1;
+    }
+    p
+}
+
+/// The champion on `d`'s held-out split: this split's ids mapped onto the
+/// champion's; items it never saw cannot be recommended, users it never saw get
+/// its cold start (popularity).
+fn score_champion(d: &Interactions, c: &Bundle, k: usize) -> RankingMetrics {
+    fn index(names: &[String]) -> HashMap<&str, usize> {
+        names
             .iter()
             .enumerate()
-            .map(|(i, u)| (u.as_str(), i))
-            .collect();
-        let ci: HashMap<&str, usize> = c
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.as_str(), i))
-            .collect();
-        let item_map: Vec<Option<usize>> = d
-            .items
-            .iter()
-            .map(|i| ci.get(i.as_str()).copied())
-            .collect();
-        evaluate(&d.train, &d.test, spec.k, |u, s| {
-            s.clear();
-            match cu.get(d.users[u].as_str()) {
-                Some(&cu) => {
-                    let x = c.model.user(cu);
-                    s.extend(item_map.iter().map(|j| {
-                        match j {
-                            Some(j) => c
-                                .model
-                                .item(*j)
-                                .iter()
-                                .zip(x)
-                                .map(|(a, b)| a * b)
-                                .sum::<f32>(),
-                            None => f32::NEG_INFINITY,
-                        }
-                    }));
-                }
-                None => s.extend(
-                    item_map
-                        .iter()
-                        .map(|j| j.map_or(f32::NEG_INFINITY, |j| c.popularity[j] as f32)),
-                ),
+            .map(|(i, n)| (n.as_str(), i))
+            .collect()
+    }
+    let (cu, ci) = (index(&c.users), index(&c.items));
+    let item_map: Vec<Option<usize>> = d
+        .items
+        .iter()
+        .map(|i| ci.get(i.as_str()).copied())
+        .collect();
+    evaluate(&d.train, &d.test, k, |u, s| {
+        s.clear();
+        match cu.get(d.users[u].as_str()) {
+            Some(&cu) => {
+                let x = c.model.user(cu);
+                s.extend(item_map.iter().map(|j| match j {
+                    Some(j) => c.model.item(*j).iter().zip(x).map(|(a, b)| a * b).sum(),
+                    None => f32::NEG_INFINITY,
+                }));
             }
-        })
-    });
-    let eval_s = t.elapsed().as_secs_f64();
-    // Serving excludes everything a user has seen, held out or not.
-    let mut seen = Vec::with_capacity(d.train.nnz() + d.test.nnz());
+            None => s.extend(
+                item_map
+                    .iter()
+                    .map(|j| j.map_or(f32::NEG_INFINITY, |j| c.popularity[j] as f32)),
+            ),
+        }
+    })
+}
+
+/// What serving needs: factors, ids, every pair seen (train and held out, so
+/// serving never recommends them), genres, and popularity overall and by region.
+pub fn serving_bundle(
+    c: Candidate,
+    genres: &HashMap<String, String>,
+    regions: &HashMap<String, Vec<(String, u64)>>,
+) -> Bundle {
+    let d = c.data;
+    let mut seen = Vec::with_capacity(d.train.nnz() + d.test.nnz() + d.unscored.nnz());
     for m in [&d.train, &d.test, &d.unscored] {
         for u in 0..m.rows {
             seen.extend(m.row(u).0.iter().map(|&i| (u as u32, i, 1.0)));
@@ -133,26 +217,45 @@ pub fn train(
         .iter()
         .map(|i| genres.get(i).cloned().unwrap_or_default())
         .collect();
-    Ok(Trained {
-        metrics,
-        rmse,
-        baseline,
-        champion,
+    let region_popularity = regions
+        .iter()
+        .map(|(region, videos)| {
+            let mut v: Vec<(u32, u32)> = videos
+                .iter()
+                .filter_map(|(video, n)| {
+                    let &i = d.item_index.get(video)?;
+                    Some((i, u32::try_from(*n).unwrap_or(u32::MAX)))
+                })
+                .collect();
+            v.sort_unstable();
+            (region.clone(), v)
+        })
+        .collect();
+    Bundle {
+        popularity: popularity(&d.train),
+        model: c.model,
+        users: d.users,
+        items: d.items,
+        seen,
+        item_genre,
+        region_popularity,
+    }
+}
+
+/// A whole run: fit, evaluate, bundle.
+pub fn train(
+    snapshot: Snapshot,
+    spec: &TrainSpec,
+    champion: Option<&Bundle>,
+) -> Result<(Evaluation, f64, Bundle), AlsError> {
+    let c = fit_candidate(snapshot.pairs, spec)?;
+    let e = evaluate_candidate(&c, champion, spec.k);
+    let fit_s = c.fit_s;
+    Ok((
+        e,
         fit_s,
-        eval_s,
-        users: d.users.len(),
-        items: d.items.len(),
-        train_pairs: d.train.nnz(),
-        test_pairs: d.test.nnz(),
-        bundle: Bundle {
-            model,
-            users: d.users,
-            items: d.items,
-            seen,
-            item_genre,
-            popularity,
-        },
-    })
+        serving_bundle(c, &snapshot.genres, &snapshot.regions),
+    ))
 }
 
 #[cfg(test)]
@@ -161,7 +264,7 @@ mod tests {
     use crate::generate::{VideoGen, World};
     use crate::ml::als::AlsParams;
 
-    fn pairs() -> Vec<(String, String, PairAgg)> {
+    fn pairs() -> Snapshot {
         let mut g = VideoGen::new(World::new(300, 80, 5), 5, 1_735_689_600_000, 50);
         let mut m: HashMap<(String, String), PairAgg> = HashMap::new();
         for _ in 0..20_000 {
@@ -180,7 +283,13 @@ mod tests {
         }
         let mut v: Vec<_> = m.into_iter().map(|((u, i), a)| (u, i, a)).collect();
         v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        v
+        Snapshot {
+            pairs: v,
+            genres: HashMap::new(),
+            regions: HashMap::new(),
+            events: Vec::new(),
+            data: serde_json::Value::Null,
+        }
     }
 
     #[test]
@@ -198,7 +307,7 @@ mod tests {
             k: 10,
             seed: 1,
         };
-        let first = train(pairs(), &HashMap::new(), &spec, None).unwrap();
+        let (first, _, bundle) = train(pairs(), &spec, None).unwrap();
         assert!(first.champion.is_none());
         assert!(
             first.metrics.ndcg > first.baseline.ndcg * 1.2,
@@ -208,7 +317,7 @@ mod tests {
         );
         assert!(first.test_pairs > 0 && first.train_pairs > first.test_pairs);
         // Same data, same seed: the challenger is the champion, and scores the same.
-        let second = train(pairs(), &HashMap::new(), &spec, Some(&first.bundle)).unwrap();
+        let (second, _, _) = train(pairs(), &spec, Some(&bundle)).unwrap();
         let champ = second.champion.unwrap();
         assert!(
             (champ.ndcg - second.metrics.ndcg).abs() < 1e-9,

@@ -41,6 +41,8 @@ pub fn catalog_prefix(record_type: &str) -> &'static [u8] {
 }
 /// Events per (video, genre): a video's genre is its most frequent one.
 pub const ITEM_GENRE: &[u8] = b"n/";
+/// Events per (video, region): what is popular where (the cold start by region).
+pub const ITEM_REGION: &[u8] = b"r/";
 /// Model versions (`x/v/` id), their serving bundles (`x/b/` id), the champion (`x/champion`).
 pub const MODEL_META: &[u8] = b"x/v/";
 pub const MODEL_BUNDLE: &[u8] = b"x/b/";

@@ -70,6 +70,12 @@ impl Deltas {
                     slots::COUNT,
                     &[1.0],
                 );
+                self.add(
+                    keys::ITEM_REGION,
+                    &[v.video_id.as_bytes(), v.region.as_bytes()],
+                    slots::COUNT,
+                    &[1.0],
+                );
             }
             Event::Music(m) => {
                 let mut d = [0.0; 6];

@@ -192,6 +192,20 @@ impl Store {
         best.into_iter().map(|(k, (g, _))| (k, g)).collect()
     }
 
+    /// Events per video in each region: region → (video, events).
+    pub fn item_regions(&self) -> std::collections::HashMap<String, Vec<(String, u64)>> {
+        let mut out: std::collections::HashMap<String, Vec<(String, u64)>> =
+            std::collections::HashMap::new();
+        for (k, v) in self.small_prefix(keys::ITEM_REGION) {
+            if let Some((video, region)) = k.split_once('\0') {
+                out.entry(region.to_string())
+                    .or_default()
+                    .push((video.to_string(), v[0] as u64));
+            }
+        }
+        out
+    }
+
     /// Each catalog track's genre.
     pub fn track_genres(&self) -> std::collections::HashMap<String, String> {
         self.tree

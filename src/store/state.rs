@@ -27,7 +27,10 @@ pub fn layout_of(key: &[u8]) -> Option<Layout> {
         Some(slots::MUSIC)
     } else if key.starts_with(b"q/") || key.starts_with(keys::GENRE) {
         Some(slots::QOE)
-    } else if key.starts_with(keys::COUNTER) || key.starts_with(keys::ITEM_GENRE) {
+    } else if key.starts_with(keys::COUNTER)
+        || key.starts_with(keys::ITEM_GENRE)
+        || key.starts_with(keys::ITEM_REGION)
+    {
         Some(slots::COUNT)
     } else {
         None
