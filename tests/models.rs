@@ -94,6 +94,19 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         "ALS ndcg {ndcg} vs popularity {baseline}"
     );
     let models_before = store.models().unwrap().len();
+    // The version records the offsets its snapshot was taken at: every stored
+    // event came from below them.
+    let snap = &champion.data["snapshot"];
+    let offsets = snap["offsets"].as_object().expect("offsets by namespace");
+    let below: i64 = offsets
+        .values()
+        .flat_map(|m| m.as_object().unwrap().values())
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert!(
+        below as u64 >= snap["stored_events"].as_u64().unwrap() && below > 0,
+        "{snap}"
+    );
 
     // Users of the synthetic world (config.toml's producers) with one preferred genre.
     let world = World::new(5000, 1000, 42);

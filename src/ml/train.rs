@@ -67,8 +67,10 @@ pub fn snapshot(
         .map_err(|e| e.to_string())?;
     let mut genres = s.item_genres();
     genres.extend(s.track_genres());
+    // As of these offsets: the snapshot is taken between two store writes.
     let data = serde_json::json!({ "stored_events": stored, "video_pairs": videos,
-        "music_pairs": pairs.len() - videos, "classifier_events": events.len() });
+        "music_pairs": pairs.len() - videos, "classifier_events": events.len(),
+        "offsets": s.all_offsets() });
     Ok(Snapshot {
         pairs,
         genres,

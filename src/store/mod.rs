@@ -248,6 +248,20 @@ impl Store {
         v
     }
 
+    /// Every stored next offset: namespace → `topic/partition` → next offset.
+    pub fn all_offsets(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> {
+        let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> =
+            Default::default();
+        for ((ns, t, p), o) in &self.offsets {
+            out.entry(ns.clone())
+                .or_default()
+                .insert(format!("{t}/{p}"), *o);
+        }
+        out
+    }
+
     /// A handle for readers on other threads (the consumer's rebalance callback).
     pub fn tree(&self) -> sled::Tree {
         self.tree.clone()
