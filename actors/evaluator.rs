@@ -16,7 +16,10 @@ use crate::config::{ModelsConfig, PromoteMetric};
 use crate::ml::classify::{self, ClassifierBundle, ClassifierReport};
 use crate::ml::metrics::RankingMetrics;
 use crate::ml::serve::{load_champion, Bundle, Serving};
-use crate::ml::train::{evaluate_candidate, serving_bundle, Candidate, Evaluation};
+use crate::ml::train::{
+    evaluate_candidate, evaluate_champion, serving_bundle, snapshot, Candidate, Evaluation,
+    TrainSpec,
+};
 use crate::store::models::ModelVersion;
 use crate::store::Store;
 
@@ -52,6 +55,17 @@ struct Evaluated {
     classifiers: Vec<(ClassifierReport, Vec<u8>)>,
     done: Recipient<RunEnded>,
 }
+
+/// Score the serving champion on a fresh snapshot (on demand).
+#[derive(Message)]
+#[rtype(result = "Result<serde_json::Value, String>")]
+pub struct EvaluateChampion;
+
+/// Make a recorded recommender version the champion (`None` = roll back to the
+/// previous champion); answers the new champion's id.
+#[derive(Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct SetChampion(pub Option<u64>);
 
 fn metric(m: &RankingMetrics, which: PromoteMetric) -> f64 {
     match which {
@@ -123,7 +137,9 @@ impl Handler<Candidates> for EvaluatorActor {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!("cannot encode the trained model: {e}");
-                    return msg.done.do_send(RunEnded);
+                    return msg.done.do_send(RunEnded(Err(format!(
+                        "cannot encode the trained model: {e}"
+                    ))));
                 }
             };
             let classifiers = msg
@@ -170,7 +186,7 @@ impl Handler<Evaluated> for EvaluatorActor {
         let cfg = self.cfg.clone();
         let summary = serde_json::to_value(&evaluation).unwrap_or_default();
         let save = self.store.send(WithStore(
-            move |s: &Store| -> Result<(u64, bool, String), String> {
+            move |s: &Store| -> Result<(u64, bool, String, Vec<u64>), String> {
                 let id = s.next_model_id().map_err(|e| e.to_string())?;
                 let champion = s.champion().map_err(|e| e.to_string())?;
                 let best = champion.as_ref().and(champion_now);
@@ -204,8 +220,10 @@ impl Handler<Evaluated> for EvaluatorActor {
                 };
                 s.add_model(&meta, &encoded, promote)
                     .map_err(|e| e.to_string())?;
+                let mut classifier_ids = Vec::new();
                 for (r, bytes) in &classifiers {
                     let cid = s.next_model_id().map_err(|e| e.to_string())?;
+                    classifier_ids.push(cid);
                     let report = serde_json::to_value(r).unwrap_or_default();
                     let cmeta = ModelVersion {
                         id: cid,
@@ -226,26 +244,122 @@ impl Handler<Evaluated> for EvaluatorActor {
                     s.add_model(&cmeta, bytes, false)
                         .map_err(|e| e.to_string())?;
                 }
-                Ok((id, promote, decision))
+                Ok((id, promote, decision, classifier_ids))
             },
         ));
         let pop = metric(&evaluation.baseline, which);
         let k = evaluation.metrics.k;
         let pairs = evaluation.train_pairs;
         ctx.spawn(save.into_actor(self).map(move |r, a, _| {
-            match r {
-                Ok(Ok((id, promote, decision))) => {
+            let outcome = match r {
+                Ok(Ok((id, promote, decision, classifiers))) => {
                     tracing::info!(
                         "model v{id} trained in {fit_s:.2} s on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {decision}"
                     );
                     if promote {
                         a.serving.set(id, bundle);
                     }
+                    Ok(serde_json::json!({ "model": id, "promoted": promote, "decision": decision,
+                        name: value, "popularity": pop, "classifiers": classifiers }))
                 }
-                Ok(Err(e)) => tracing::error!("cannot record the trained model: {e}"),
-                Err(e) => tracing::error!("store unavailable: {e}"),
-            }
-            done.do_send(RunEnded);
+                Ok(Err(e)) => {
+                    tracing::error!("cannot record the trained model: {e}");
+                    Err(format!("cannot record the trained model: {e}"))
+                }
+                Err(e) => {
+                    tracing::error!("store unavailable: {e}");
+                    Err(format!("store unavailable: {e}"))
+                }
+            };
+            done.do_send(RunEnded(outcome));
         }));
+    }
+}
+
+impl Handler<EvaluateChampion> for EvaluatorActor {
+    type Result = ResponseFuture<Result<serde_json::Value, String>>;
+
+    fn handle(&mut self, _: EvaluateChampion, _: &mut Context<Self>) -> Self::Result {
+        let champion = self.serving.get();
+        let cfg = self.cfg.clone();
+        let store = self.store.clone();
+        Box::pin(async move {
+            let champion = champion.ok_or(
+                "no model has been trained yet: wait for models.min_events stored events or run train",
+            )?;
+            let spec = TrainSpec {
+                als: cfg.als().check().map_err(|e| e.to_string())?,
+                test_fraction: cfg.test_fraction,
+                min_items: cfg.min_user_items,
+                k: cfg.k,
+                seed: cfg.seed,
+            };
+            let weights = cfg.event_weights.by_action();
+            let snap = store
+                .send(WithStore(move |s: &Store| snapshot(s, weights, 0, 0)))
+                .await
+                .map_err(|e| format!("store unavailable: {e}"))??;
+            let stored = snap.data["stored_events"].clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            // CPU-heavy: off the actor threads.
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let (m, baseline, test_pairs) =
+                    evaluate_champion(snap.pairs, champion.recommender.bundle(), &spec);
+                let _ = tx.send(serde_json::json!({
+                    "model": champion.id,
+                    "metrics": m,
+                    "baseline": baseline,
+                    "test_pairs": test_pairs,
+                    "stored_events": stored,
+                    "eval_s": t.elapsed().as_secs_f64(),
+                }));
+            });
+            rx.await.map_err(|_| "evaluation failed".to_string())
+        })
+    }
+}
+
+impl Handler<SetChampion> for EvaluatorActor {
+    type Result = ResponseFuture<Result<u64, String>>;
+
+    fn handle(&mut self, msg: SetChampion, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let serving = self.serving.clone();
+        Box::pin(async move {
+            let loaded = store
+                .send(WithStore(move |s: &Store| -> Result<(u64, Bundle), String> {
+                    match msg.0 {
+                        Some(id) => {
+                            let m = s
+                                .models()
+                                .map_err(|e| e.to_string())?
+                                .into_iter()
+                                .find(|m| m.id == id)
+                                .ok_or_else(|| {
+                                    format!("no model version {id}; list them with `models`")
+                                })?;
+                            if m.kind != "als" {
+                                return Err(format!(
+                                    "model {id} is a {} classifier; only recommender (als) versions serve",
+                                    m.kind
+                                ));
+                            }
+                            s.promote(id).map_err(|e| e.to_string())?;
+                        }
+                        None => {
+                            s.rollback().map_err(|e| e.to_string())?;
+                        }
+                    }
+                    let (id, bundle) = load_champion(s)?.ok_or("no champion after the change")?;
+                    Ok((id, bundle))
+                }))
+                .await
+                .map_err(|e| format!("store unavailable: {e}"))??;
+            let (id, bundle) = loaded;
+            tracing::info!("champion is now model v{id} (operator)");
+            serving.set(id, bundle);
+            Ok(id)
+        })
     }
 }

@@ -43,3 +43,30 @@ pub struct Drain;
 #[derive(Message)]
 #[rtype(result = "u64")]
 pub struct StopProducing;
+
+/// Parser: pause (true) or resume (false) consuming; the consumer stays in its group.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct SetPaused(pub bool);
+
+/// Producer: an operator's command.
+#[derive(Message)]
+#[rtype(result = "ProducerState")]
+pub enum ProducerControl {
+    Start,
+    Stop,
+    /// Records per second; 0 = as fast as the pipeline takes them.
+    Rate(f64),
+    Status,
+}
+
+/// What a producer is doing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProducerState {
+    pub topic: String,
+    pub running: bool,
+    pub rate: f64,
+    pub sent: u64,
+    /// A prepared feed that has sent everything.
+    pub exhausted: bool,
+}

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use rdkafka::consumer::CommitMode;
 use tokio::sync::oneshot;
 
-use super::messages::{Drain, ParsedBatch, Pull, Stored};
+use super::messages::{Drain, ParsedBatch, Pull, SetPaused, Stored};
 use crate::kafka::{Source, TopicKinds};
 use crate::pipeline::{parse_batch, Progress};
 
@@ -160,6 +160,17 @@ impl Handler<Drain> for ParserActor {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<SetPaused> for ParserActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: SetPaused, _: &mut Context<Self>) -> Self::Result {
+        let source = self.source.as_ref().ok_or("ingest is shutting down")?;
+        source.set_paused(msg.0).map_err(|e| e.to_string())?;
+        tracing::info!("ingest {}", if msg.0 { "paused" } else { "resumed" });
+        Ok(())
     }
 }
 

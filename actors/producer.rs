@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use rdkafka::producer::BaseProducer;
 
-use super::messages::StopProducing;
+use super::messages::{ProducerControl, ProducerState, StopProducing};
 use crate::kafka;
 use crate::pipeline::Progress;
 use crate::produce::{Pacer, Synth};
@@ -52,6 +52,7 @@ pub struct ProducerActor {
     progress: Arc<Progress>,
     sent: u64,
     running: bool,
+    exhausted: bool,
 }
 
 /// Records sent per tick at most (ticks are 5 ms apart).
@@ -75,7 +76,14 @@ impl ProducerActor {
             progress,
             sent: 0,
             running: true,
+            exhausted: false,
         }
+    }
+
+    /// A producer created stopped (started later by an operator).
+    pub fn stopped(mut self) -> ProducerActor {
+        self.running = false;
+        self
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -93,6 +101,7 @@ impl ProducerActor {
                 Ok(true) => sent += 1,
                 Ok(false) => {
                     self.running = false;
+                    self.exhausted = true;
                     break;
                 }
                 Err(e) => {
@@ -124,6 +133,32 @@ impl Actor for ProducerActor {
                 self.topic
             );
         }
+    }
+}
+
+impl Handler<ProducerControl> for ProducerActor {
+    type Result = MessageResult<ProducerControl>;
+
+    fn handle(&mut self, msg: ProducerControl, _: &mut Context<Self>) -> Self::Result {
+        match msg {
+            ProducerControl::Start if !self.exhausted => {
+                if !self.running {
+                    // Pace from now on, not from when it stopped.
+                    self.pacer = Pacer::new(self.pacer.rate());
+                }
+                self.running = true;
+            }
+            ProducerControl::Start | ProducerControl::Status => {}
+            ProducerControl::Stop => self.running = false,
+            ProducerControl::Rate(r) => self.pacer = Pacer::new(r),
+        }
+        MessageResult(ProducerState {
+            topic: self.topic.clone(),
+            running: self.running,
+            rate: self.pacer.rate(),
+            sent: self.sent,
+            exhausted: self.exhausted,
+        })
     }
 }
 

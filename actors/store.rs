@@ -82,3 +82,26 @@ where
         MessageResult((msg.0)(&self.store))
     }
 }
+
+/// Like [`WithStore`], with the store mutable (checkpoints, snapshots).
+pub struct WithStoreMut<F>(pub F);
+
+impl<F, R> Message for WithStoreMut<F>
+where
+    F: FnOnce(&mut Store) -> R,
+    R: 'static,
+{
+    type Result = R;
+}
+
+impl<F, R> Handler<WithStoreMut<F>> for StoreActor
+where
+    F: FnOnce(&mut Store) -> R,
+    R: 'static,
+{
+    type Result = MessageResult<WithStoreMut<F>>;
+
+    fn handle(&mut self, msg: WithStoreMut<F>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((msg.0)(&mut self.store))
+    }
+}

@@ -24,17 +24,20 @@ pub struct TrainerActor {
     trained_at: u64,
     last: Instant,
     busy: bool,
+    /// Operators waiting for the current run's outcome.
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>>,
 }
 
-/// Train now (if not already training). Answers whether a run started.
+/// Train now (or join the run under way); answers with the run's outcome (the
+/// recorded versions and the promotion decision) when it ends.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<serde_json::Value, String>")]
 pub struct TrainNow;
 
-/// A training run ended (evaluated and recorded, or failed).
+/// A training run ended: what was recorded, or why nothing was.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RunEnded;
+pub struct RunEnded(pub Result<serde_json::Value, String>);
 
 impl TrainerActor {
     pub fn new(
@@ -51,6 +54,7 @@ impl TrainerActor {
             trained_at: 0,
             last: Instant::now(),
             busy: false,
+            waiting: Vec::new(),
         }
     }
 
@@ -65,7 +69,7 @@ impl TrainerActor {
 
     fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
         if self.busy {
-            return Err("a training run is already under way".into());
+            return Ok(());
         }
         let als = self.cfg.als().check().map_err(|e| e.to_string())?;
         self.busy = true;
@@ -89,11 +93,11 @@ impl TrainerActor {
                 Ok(Ok(s)) => s,
                 Ok(Err(why)) => {
                     tracing::info!("training skipped: {why}");
-                    return me.do_send(RunEnded);
+                    return me.do_send(RunEnded(Err(why)));
                 }
                 Err(e) => {
                     tracing::error!("training skipped: store unavailable: {e}");
-                    return me.do_send(RunEnded);
+                    return me.do_send(RunEnded(Err(format!("store unavailable: {e}"))));
                 }
             };
             // CPU-heavy: off the actor threads.
@@ -126,7 +130,7 @@ impl TrainerActor {
                     }),
                     Err(e) => {
                         tracing::info!("training skipped: {e}");
-                        me.do_send(RunEnded);
+                        me.do_send(RunEnded(Err(e.to_string())));
                     }
                 }
             });
@@ -148,17 +152,28 @@ impl Actor for TrainerActor {
 }
 
 impl Handler<TrainNow> for TrainerActor {
-    type Result = Result<(), String>;
+    type Result = ResponseFuture<Result<serde_json::Value, String>>;
 
     fn handle(&mut self, _: TrainNow, ctx: &mut Context<Self>) -> Self::Result {
-        self.start_training(ctx)
+        if let Err(e) = self.start_training(ctx) {
+            return Box::pin(async move { Err(e) });
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.push(tx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the trainer stopped before the run ended".into()))
+        })
     }
 }
 
 impl Handler<RunEnded> for TrainerActor {
     type Result = ();
 
-    fn handle(&mut self, _: RunEnded, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: RunEnded, _: &mut Context<Self>) {
         self.busy = false;
+        for w in self.waiting.drain(..) {
+            let _ = w.send(msg.0.clone());
+        }
     }
 }

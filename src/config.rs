@@ -48,6 +48,7 @@ pub struct Config {
     pub producers: ProducersConfig,
     pub store: StoreConfig,
     pub models: ModelsConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -61,6 +62,7 @@ impl Default for Config {
             producers: ProducersConfig::default(),
             store: StoreConfig::default(),
             models: ModelsConfig::default(),
+            admin: AdminConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -352,6 +354,38 @@ impl ModelsConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The control socket; empty = `<data_dir>/playpulse.sock`.
+    pub socket: String,
+    /// Longest request line accepted, bytes.
+    pub max_request_bytes: usize,
+    /// Most clients connected at once (others wait for a free slot).
+    pub max_clients: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: String::new(),
+            max_request_bytes: 65_536,
+            max_clients: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Where the admin socket lives.
+    pub fn socket_path(&self) -> PathBuf {
+        if self.admin.socket.is_empty() {
+            self.data_dir.join("playpulse.sock")
+        } else {
+            PathBuf::from(&self.admin.socket)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// tracing filter, e.g. `info` or `playpulse=debug,rdkafka=warn`. `RUST_LOG` wins when set.
     pub level: String,
@@ -423,6 +457,30 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", &self.data_dir, "must name a directory"));
+        }
+        let a = &self.admin;
+        if !(256..=16 << 20).contains(&a.max_request_bytes) {
+            return Err(invalid(
+                "admin.max_request_bytes",
+                a.max_request_bytes,
+                "must be 256..=16777216",
+            ));
+        }
+        if !(1..=65_536).contains(&a.max_clients) {
+            return Err(invalid(
+                "admin.max_clients",
+                a.max_clients,
+                "must be 1..=65536",
+            ));
+        }
+        // sockaddr_un holds 108 bytes with the final NUL.
+        let sock = self.socket_path();
+        if sock.as_os_str().len() > 107 {
+            return Err(invalid(
+                "admin.socket",
+                sock.display().to_string(),
+                "a Unix socket path is limited to 107 bytes: set admin.socket to a shorter path",
+            ));
         }
         let k = &self.kafka;
         if k.group_id.trim().is_empty() {

@@ -46,8 +46,9 @@ pub struct Daemon {
     pub evaluator: Addr<EvaluatorActor>,
     /// The serving champion (recommendations read it without waiting on training).
     pub serving: Serving,
-    parser: Addr<ParserActor>,
-    producers: Vec<Addr<ProducerActor>>,
+    pub parser: Addr<ParserActor>,
+    pub started: std::time::Instant,
+    pub producers: Vec<(Kind, Addr<ProducerActor>)>,
     _monitor: Addr<MonitorActor>,
     arbiters: Vec<Arbiter>,
     embedded: Option<Embedded>,
@@ -128,19 +129,20 @@ impl Daemon {
             seed: cfg.producers.seed,
             start_ms: None,
         };
-        let mut feeds: ExtraFeeds = Vec::new();
-        if run_synth {
-            for (kind, rate) in &cfg.producers.rate {
-                feeds.push((
-                    *kind,
-                    Feed::Synth(Box::new(Synth::new(*kind, &spec))),
-                    *rate,
-                ));
-            }
+        // Every configured synthetic producer exists (an operator may start a stopped
+        // one); they run from the start when producers.mode says so.
+        let mut feeds: Vec<(Kind, Feed, f64, bool)> = Vec::new();
+        for (kind, rate) in &cfg.producers.rate {
+            feeds.push((
+                *kind,
+                Feed::Synth(Box::new(Synth::new(*kind, &spec))),
+                *rate,
+                run_synth,
+            ));
         }
-        feeds.extend(extra);
+        feeds.extend(extra.into_iter().map(|(k, f, r)| (k, f, r, true)));
         let mut producers = Vec::new();
-        for (kind, feed, rate) in feeds {
+        for (kind, feed, rate, running) in feeds {
             let Some(topic) = cfg
                 .kafka
                 .topics
@@ -153,18 +155,25 @@ impl Daemon {
             };
             let producer = kafka::producer(&bootstrap, &cfg.kafka)?;
             let p = progress.clone();
-            tracing::info!(
-                "producing {kind} records to {topic} at {}",
-                if rate > 0.0 {
-                    format!("{rate}/s")
+            if running {
+                tracing::info!(
+                    "producing {kind} records to {topic} at {}",
+                    if rate > 0.0 {
+                        format!("{rate}/s")
+                    } else {
+                        "full speed".into()
+                    }
+                );
+            }
+            let actor = ProducerActor::start_in_arbiter(&producer_arb.handle(), move |_| {
+                let a = ProducerActor::new(producer, topic, feed, rate, max_lag, p);
+                if running {
+                    a
                 } else {
-                    "full speed".into()
+                    a.stopped()
                 }
-            );
-            producers.push(ProducerActor::start_in_arbiter(
-                &producer_arb.handle(),
-                move |_| ProducerActor::new(producer, topic, feed, rate, max_lag, p),
-            ));
+            });
+            producers.push((kind, actor));
         }
         let serving = Serving::default();
         let evaluator =
@@ -190,6 +199,7 @@ impl Daemon {
             evaluator,
             serving,
             parser,
+            started: std::time::Instant::now(),
             producers,
             _monitor: monitor,
             arbiters: vec![store_arb, validator_arb, parser_arb, producer_arb],
@@ -199,7 +209,7 @@ impl Daemon {
 
     /// Stops producers, drains every batch in flight into the store, commits, and stops the threads.
     pub async fn shutdown(mut self) {
-        for p in self.producers.drain(..) {
+        for (_, p) in self.producers.drain(..) {
             let _ = p.send(StopProducing).await;
         }
         if self.parser.send(Drain).await.is_err() {

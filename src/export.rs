@@ -14,7 +14,7 @@ use crate::event::{Event, VideoEvent};
 use crate::ml::classify::{self, ClassifierBundle};
 use crate::ml::serve::{load_champion, Recommender};
 use crate::store::models::ModelVersion;
-use crate::store::Store;
+use crate::store::StoreView;
 
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -49,7 +49,7 @@ type Row = (String, usize, String, String, f32);
 
 /// Writes the top `k` of every known user.
 pub fn recommendations_csv(
-    store: &Store,
+    store: &StoreView,
     out: &Path,
     k: usize,
 ) -> Result<ExportReport, ExportError> {
@@ -120,7 +120,7 @@ pub fn recommendations_csv(
 
 /// The latest version of a classifier kind (`decision_tree`, `svm`) and its stored model.
 pub fn latest_classifier(
-    store: &Store,
+    store: &StoreView,
     kind: &str,
 ) -> Result<Option<(ModelVersion, ClassifierBundle)>, ExportError> {
     let models = store
@@ -148,7 +148,7 @@ pub fn latest_classifier(
 
 /// Writes the held-out predictions of the latest version of each engagement
 /// classifier: model, version, user_id, video_id, timestamp, engaged, predicted.
-pub fn predictions_csv(store: &Store, out: &Path) -> Result<ExportReport, ExportError> {
+pub fn predictions_csv(store: &StoreView, out: &Path) -> Result<ExportReport, ExportError> {
     let mut latest = Vec::new();
     for kind in ["decision_tree", "svm"] {
         latest.extend(latest_classifier(store, kind)?);
@@ -209,7 +209,7 @@ pub struct PredictReport {
 /// The latest `kind` classifier's prediction for each event, written as CSV
 /// (user_id, video_id, timestamp, engaged, predicted).
 pub fn predict_csv(
-    store: &Store,
+    store: &StoreView,
     kind: &str,
     events: &[VideoEvent],
     out: &Path,
@@ -242,5 +242,29 @@ pub fn predict_csv(
         events: events.len(),
         predicted_engaged: predicted.iter().filter(|&&p| p).count(),
         accuracy: right as f64 / events.len().max(1) as f64,
+    })
+}
+
+/// Writes every stored event as JSON Lines (the canonical record form, one per
+/// line, in topic/partition/offset order); answers how many.
+pub fn events_jsonl(store: &StoreView, out: &Path) -> Result<ExportReport, ExportError> {
+    use std::io::Write;
+    let file = std::fs::File::create(out).map_err(|e| write_error(out, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut rows = 0;
+    for item in store.events() {
+        let (_, ev) = item.map_err(|e| ExportError::Store(e.to_string()))?;
+        w.write_all(&crate::wire::to_json(&ev))
+            .and_then(|()| w.write_all(b"\n"))
+            .map_err(|e| write_error(out, e))?;
+        rows += 1;
+    }
+    w.flush().map_err(|e| write_error(out, e))?;
+    Ok(ExportReport {
+        file: out.display().to_string(),
+        model: 0,
+        users: 0,
+        rows,
+        with_title: 0,
     })
 }

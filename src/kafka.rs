@@ -1,6 +1,8 @@
 //! Kafka glue: client configuration, the consumer that seeks to the offsets kept
 //! in the store, the embedded broker, a paced producer, topic → kind mapping.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +90,43 @@ pub struct StoreSeekContext {
     tree: sled::Tree,
     namespace: String,
     assignment: Assignment,
+    paused: Arc<AtomicBool>,
+}
+
+/// Asks the brokers for high watermarks (the next offset each partition will
+/// write), for lag: a client of its own, outside any group.
+pub struct WatermarkProbe {
+    consumer: BaseConsumer,
+}
+
+impl WatermarkProbe {
+    pub fn new(brokers: &str, cfg: &KafkaConfig) -> Result<WatermarkProbe, KafkaGlueError> {
+        Ok(WatermarkProbe {
+            consumer: base_config(brokers, cfg).create()?,
+        })
+    }
+
+    /// The high watermark of each partition, in one request per broker (blocking).
+    pub fn high_watermarks(
+        &self,
+        parts: &[(String, i32)],
+        timeout: Duration,
+    ) -> Result<BTreeMap<(String, i32), i64>, KafkaGlueError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in parts {
+            // The "timestamp" -1 (OFFSET_END) asks for the latest offset.
+            tpl.add_partition_offset(t, *p, Offset::End)?;
+        }
+        let got = self.consumer.offsets_for_times(tpl, timeout)?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
 }
 
 impl ClientContext for StoreSeekContext {
@@ -157,6 +196,12 @@ impl ConsumerContext for StoreSeekContext {
                 if let Err(e) = r {
                     tracing::error!("partition assignment failed: {e}");
                 }
+                // Ingest is paused by the operator: new partitions stay paused too.
+                if self.paused.load(Ordering::Relaxed) {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::error!("cannot pause newly assigned partitions: {e}");
+                    }
+                }
                 if let Ok(mut a) = self.assignment.lock() {
                     if !cooperative {
                         a.clear();
@@ -210,6 +255,7 @@ fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
 pub struct Source {
     consumer: BaseConsumer<StoreSeekContext>,
     pub assignment: Assignment,
+    paused: Arc<AtomicBool>,
 }
 
 fn header_str(h: &Header<'_, &[u8]>) -> Option<String> {
@@ -227,10 +273,12 @@ impl Source {
         namespace: &str,
     ) -> Result<Source, KafkaGlueError> {
         let assignment: Assignment = Arc::default();
+        let paused = Arc::new(AtomicBool::new(false));
         let ctx = StoreSeekContext {
             tree,
             namespace: namespace.to_string(),
             assignment: assignment.clone(),
+            paused: paused.clone(),
         };
         let mut c = base_config(brokers, cfg);
         c.set("group.id", &cfg.group_id)
@@ -252,7 +300,25 @@ impl Source {
         Ok(Source {
             consumer,
             assignment,
+            paused,
         })
+    }
+
+    /// Stops (or restarts) fetching from every assigned partition; the consumer
+    /// keeps polling, so it stays in its group and rebalances still happen.
+    pub fn set_paused(&self, paused: bool) -> Result<(), KafkaGlueError> {
+        self.paused.store(paused, Ordering::Relaxed);
+        let tpl = self.consumer.assignment()?;
+        if paused {
+            self.consumer.pause(&tpl)?;
+        } else {
+            self.consumer.resume(&tpl)?;
+        }
+        Ok(())
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
     /// Up to `max` records: waits up to `linger` for the first, then takes what is

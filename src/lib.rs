@@ -1,8 +1,10 @@
 //! playpulse: a streaming analytics and recommendation daemon for video and music
 //! platforms. See DESIGN.md in the shared docs and README.md for the shape.
 
+pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod event;
 pub mod export;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+use playpulse::admin::{Admin, Socket};
 use playpulse::bench::{self, IngestBenchArgs};
 use playpulse::config::{Config, KafkaConfig};
 use playpulse::daemon::{shutdown_signal, Daemon};
@@ -18,7 +19,7 @@ use playpulse::ml::bench::AlsBenchArgs;
 use playpulse::ml::classify::ClassifyParams;
 use playpulse::ml::serve::{load_champion, Hints, Recommender};
 use playpulse::produce::{produce, Synth, SynthSpec};
-use playpulse::store::{QoeDim, Store};
+use playpulse::store::Store;
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
 
 #[derive(Parser)]
@@ -43,6 +44,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Control a running daemon through its admin socket (`ctl --help` lists the commands).
+    Ctl(playpulse::ctl::CtlArgs),
     /// Send synthetic records to a topic.
     Produce(ProduceArgs),
     /// Replay a file (JSON Lines, legacy lines or CSV) into a topic.
@@ -238,6 +241,13 @@ fn init_logging(level: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => match playpulse::ctl::run(&args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        },
         Command::Run { config, data_dir } => {
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(d) = data_dir {
@@ -250,9 +260,24 @@ fn main() -> anyhow::Result<()> {
                 if cfg.kafka.embedded() {
                     println!("embedded broker: {}", daemon.bootstrap);
                 }
+                let admin = std::rc::Rc::new(
+                    Admin::new(&daemon, cfg.clone())
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                );
+                let mut socket = Socket::bind(&cfg.socket_path())?;
+                actix_rt::spawn(socket.serve(
+                    admin.clone(),
+                    cfg.admin.max_clients,
+                    cfg.admin.max_request_bytes,
+                ));
                 tracing::info!("playpulse running; data dir {}", cfg.data_dir.display());
-                shutdown_signal().await;
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = admin.shutdown.notified() => tracing::info!("shutdown requested on the control socket"),
+                }
                 daemon.shutdown().await;
+                drop(socket);
                 Ok::<_, anyhow::Error>(())
             })?;
             Ok(())
@@ -308,24 +333,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Stats { data_dir } => {
             let store = Store::open(&data_dir, 64)?;
-            let qoe = |d| store.qoe(d);
-            let out = serde_json::json!({
-                "counters": store.counters()?,
-                "qoe": {
-                    "region": qoe(QoeDim::Region)?,
-                    "resolution": qoe(QoeDim::Resolution)?,
-                    "genre": qoe(QoeDim::Genre)?,
-                    "videos": qoe(QoeDim::Video)?.len(),
-                },
-                "catalog": {
-                    "users": store.catalog_len("user"),
-                    "movies": store.catalog_len("movie"),
-                    "series": store.catalog_len("series"),
-                    "tracks": store.catalog_len("track"),
-                },
-                "size_on_disk_bytes": store.size_on_disk(),
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", serde_json::to_string_pretty(&store.stats(None)?)?);
             Ok(())
         }
         Command::Models {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::event::Event;
 use crate::kafka::TopicKinds;
 use crate::parse::{parse_payload, Format};
-use crate::record::{Outcome, Processed, RawRecord, SourcePos};
+use crate::record::{FormatHeaders, Outcome, Processed, RawRecord, SourcePos};
 use crate::reject::Rejection;
 use crate::validate::Validator;
 
@@ -17,6 +17,8 @@ use crate::validate::Validator;
 pub struct Parsed {
     pub pos: SourcePos,
     pub origin: Option<String>,
+    /// The record's format headers, kept so a dead letter can be replayed as it came.
+    pub headers: FormatHeaders,
     pub result: Result<Event, Rejection>,
     pub raw: Vec<u8>,
 }
@@ -36,6 +38,10 @@ pub fn parse_one(kinds: &TopicKinds, r: RawRecord) -> Parsed {
     Parsed {
         pos: r.pos,
         origin: r.origin,
+        headers: FormatHeaders {
+            format: r.format,
+            columns: r.columns,
+        },
         result,
         raw: r.payload,
     }
@@ -67,6 +73,7 @@ pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
             Processed {
                 pos: p.pos,
                 origin: p.origin,
+                headers: p.headers,
                 outcome,
             }
         })

@@ -132,6 +132,10 @@ impl Pacer {
         }
     }
 
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
     /// How many records may go now.
     pub fn allowance(&self) -> u64 {
         if self.rate <= 0.0 {

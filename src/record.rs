@@ -40,9 +40,19 @@ pub enum Outcome {
     },
 }
 
+/// The `pp-format` and `pp-columns` headers a record came with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FormatHeaders {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Processed {
     pub pos: SourcePos,
     pub origin: Option<String>,
+    pub headers: FormatHeaders,
     pub outcome: Outcome,
 }

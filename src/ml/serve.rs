@@ -193,6 +193,9 @@ impl Recommender {
             top = top_k(&pop, |_| true, k);
             reason = "popular overall".to_string();
         }
+        if let Some(r) = &hints.region {
+            reason = format!("{reason} (nothing seen in region {r})");
+        }
         top.into_iter()
             .map(|i| self.rec(i, pop[i as usize], None, reason.clone()))
             .collect()
@@ -248,7 +251,7 @@ impl Serving {
 }
 
 /// Loads the champion's serving bundle from the store.
-pub fn load_champion(store: &crate::store::Store) -> Result<Option<(u64, Bundle)>, String> {
+pub fn load_champion(store: &crate::store::StoreView) -> Result<Option<(u64, Bundle)>, String> {
     let Some(id) = store.champion_id().map_err(|e| e.to_string())? else {
         return Ok(None);
     };

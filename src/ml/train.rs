@@ -244,6 +244,22 @@ pub fn serving_bundle(
     }
 }
 
+/// The champion and the popularity baseline scored on a fresh held-out split of
+/// `pairs` (the same draw as training uses, so the champion never trained on it).
+pub fn evaluate_champion(
+    pairs: Vec<(String, String, PairAgg)>,
+    champion: &Bundle,
+    spec: &TrainSpec,
+) -> (RankingMetrics, RankingMetrics, usize) {
+    let d = build(pairs, spec.test_fraction, spec.min_items, spec.seed);
+    let pop: Vec<f32> = popularity(&d.train).iter().map(|&p| p as f32).collect();
+    let baseline = evaluate(&d.train, &d.test, spec.k, |_, s| {
+        s.clear();
+        s.extend_from_slice(&pop);
+    });
+    (score_champion(&d, champion, spec.k), baseline, d.test.nnz())
+}
+
 /// A whole run: fit, evaluate, bundle.
 pub fn train(
     snapshot: Snapshot,

@@ -25,7 +25,7 @@ use crate::event::Event;
 use crate::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
-pub use read::{read_offset, DeadLetter, QoeDim};
+pub use read::{dead_letter_id, read_offset, DeadLetter, QoeDim, STATS_SECTIONS};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
 #[derive(Debug, Error)]
@@ -36,6 +36,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store entry {key} is unreadable: {message}")]
     Corrupt { key: String, message: String },
+    #[error("{id:?}: {rule}")]
+    BadId { id: String, rule: &'static str },
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Journal bytes since the last checkpoint that trigger the next one (at least).
@@ -61,9 +65,18 @@ pub struct ApplyReport {
     pub flush_ns: u64,
 }
 
-pub struct Store {
+/// The part of the store any thread may read (and that model versions and dead
+/// letters are written through): events, dead letters, catalog, models. A
+/// [`Store`] derefs to it; [`Store::view`] hands a clone to other threads, so long
+/// reads (exports) never hold up ingestion.
+#[derive(Clone)]
+pub struct StoreView {
     db: sled::Db,
     tree: sled::Tree,
+}
+
+pub struct Store {
+    view: StoreView,
     path: PathBuf,
     /// Next offset per (namespace, topic, partition), as stored.
     offsets: HashMap<(String, String, i32), i64>,
@@ -77,7 +90,39 @@ pub struct Store {
     journal_bytes: usize,
 }
 
+impl std::ops::Deref for Store {
+    type Target = StoreView;
+
+    fn deref(&self) -> &StoreView {
+        &self.view
+    }
+}
+
+impl StoreView {
+    /// Removes dead letters by id (after a replay, or a purge); answers how many
+    /// existed.
+    pub fn remove_dead_letters(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for id in ids {
+            let k = read::dead_letter_key(id)?;
+            if self.tree.contains_key(&k)? {
+                n += 1;
+                batch.remove(k);
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(n)
+    }
+}
+
 impl Store {
+    /// A handle for reads on other threads.
+    pub fn view(&self) -> StoreView {
+        self.view.clone()
+    }
+
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
         let db = sled::Config::new()
@@ -113,8 +158,7 @@ impl Store {
             offsets.insert(key, next);
         }
         let mut store = Store {
-            db,
-            tree,
+            view: StoreView { db, tree },
             path,
             offsets,
             state: state::State::default(),
@@ -248,6 +292,44 @@ impl Store {
         v
     }
 
+    /// A consistent copy of the whole store into the data dir `dest` (which must
+    /// not hold a store yet): checkpoints, then copies every entry while no batch
+    /// is written (call it on the store's thread). `playpulse run --data-dir DEST`
+    /// starts from the copy. Answers (entries, bytes).
+    pub fn backup(&mut self, dest: &Path) -> Result<(u64, u64), StoreError> {
+        let path = dest.join("store");
+        if path.exists() {
+            return Err(StoreError::BadId {
+                id: dest.display().to_string(),
+                rule: "already holds a store: choose an empty or new directory for the snapshot",
+            });
+        }
+        self.checkpoint()?;
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let db = sled::Config::new().path(&path).open().map_err(open_err)?;
+        let tree = db.open_tree("main").map_err(open_err)?;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let mut batch = sled::Batch::default();
+        let mut pending = 0usize;
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            n += 1;
+            bytes += (k.len() + v.len()) as u64;
+            pending += k.len() + v.len();
+            batch.insert(k, v);
+            if pending > 8 << 20 {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        tree.apply_batch(batch)?;
+        db.flush()?;
+        Ok((n, bytes))
+    }
+
     /// Every stored next offset: namespace → `topic/partition` → next offset.
     pub fn all_offsets(
         &self,
@@ -364,6 +446,7 @@ impl Store {
                         partition: r.pos.partition,
                         offset: r.pos.offset,
                         origin: r.origin.clone(),
+                        headers: r.headers.clone(),
                         raw: text.map(str::to_string),
                         raw_hex: if text.is_none() {
                             Some(raw.iter().map(|b| format!("{b:02x}")).collect())

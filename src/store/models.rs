@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{keys, Store, StoreError};
+use super::{keys, StoreError, StoreView};
 
 /// One trained model as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ fn id_key(prefix: &[u8], id: u64) -> Vec<u8> {
     k
 }
 
-impl Store {
+impl StoreView {
     /// The next free model id.
     pub fn next_model_id(&self) -> Result<u64, StoreError> {
         Ok(match self.tree.scan_prefix(keys::MODEL_META).last() {
@@ -92,12 +92,15 @@ impl Store {
     /// Makes an existing version the champion.
     pub fn promote(&self, id: u64) -> Result<(), StoreError> {
         if self.tree.get(id_key(keys::MODEL_META, id))?.is_none() {
-            return Err(StoreError::Corrupt {
-                key: format!("model {id}"),
-                message: "no such model version; list them with `playpulse models`".into(),
-            });
+            return Err(StoreError::Refused(format!(
+                "no model version {id}; list them with `playpulse models`"
+            )));
         }
         let mut history = self.champion_history()?;
+        if history.last() == Some(&id) {
+            // Already the champion: rolling back must not land on it again.
+            return Ok(());
+        }
         history.push(id);
         self.write_champion(id, &history)
     }
@@ -106,10 +109,9 @@ impl Store {
     pub fn rollback(&self) -> Result<u64, StoreError> {
         let mut history = self.champion_history()?;
         if history.len() < 2 {
-            return Err(StoreError::Corrupt {
-                key: "champion history".into(),
-                message: "no earlier champion to roll back to".into(),
-            });
+            return Err(StoreError::Refused(
+                "no earlier champion to roll back to (the champion history has one model)".into(),
+            ));
         }
         history.pop();
         let id = *history.last().unwrap_or(&0);
@@ -157,6 +159,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     fn meta(id: u64) -> ModelVersion {
         ModelVersion {
@@ -192,7 +195,7 @@ mod tests {
             .promote(9)
             .unwrap_err()
             .to_string()
-            .contains("no such model version"));
+            .contains("no model version 9"));
         assert_eq!(s.models().unwrap().len(), 3);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keys, MusicAgg, PairAgg, Qoe, Store, StoreError};
+use super::{keys, MusicAgg, PairAgg, Qoe, Store, StoreError, StoreView};
 use crate::event::Event;
 use crate::record::SourcePos;
 use crate::reject::Rejection;
@@ -19,10 +19,31 @@ pub struct DeadLetter {
     pub offset: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// How to read `raw` again (format headers), for a replay.
+    #[serde(flatten)]
+    pub headers: crate::record::FormatHeaders,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_hex: Option<String>,
+}
+
+/// A dead letter's id: where it came from, `topic/partition/offset`.
+pub fn dead_letter_id(d: &DeadLetter) -> String {
+    format!("{}/{}/{}", d.topic, d.partition, d.offset)
+}
+
+/// The store key of a dead letter id.
+pub fn dead_letter_key(id: &str) -> Result<Vec<u8>, StoreError> {
+    let bad = || StoreError::BadId {
+        id: id.to_string(),
+        rule: "a dead letter id is topic/partition/offset, as `dlq list` shows",
+    };
+    let mut parts = id.rsplitn(3, '/');
+    let offset: i64 = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
+    let partition: i32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let topic = parts.next().filter(|t| !t.is_empty()).ok_or_else(bad)?;
+    Ok(keys::position(keys::DEAD, topic, partition, offset))
 }
 
 fn corrupt(key: &[u8], message: impl Into<String>) -> StoreError {
@@ -79,7 +100,7 @@ fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<(SourcePos, Event)>, StoreEr
     Ok(out)
 }
 
-impl Store {
+impl StoreView {
     /// Every stored event with its source position, by topic, partition and offset.
     pub fn events(&self) -> impl Iterator<Item = Result<(SourcePos, Event), StoreError>> + '_ {
         self.tree.scan_prefix(keys::EVENT).flat_map(|item| {
@@ -121,6 +142,102 @@ impl Store {
                 serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))
             })
             .collect()
+    }
+
+    /// Up to `limit` dead letters after the one with id `after` (the first page
+    /// when `None`), each with its id, in source order; only those whose reason is
+    /// `reason` when given.
+    pub fn dead_letter_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        reason: Option<&str>,
+    ) -> Result<Vec<(String, DeadLetter)>, StoreError> {
+        let start = match after {
+            Some(id) => {
+                let mut k = dead_letter_key(id)?;
+                k.push(0);
+                k
+            }
+            None => keys::DEAD.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.tree.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(keys::DEAD) || out.len() >= limit {
+                break;
+            }
+            let d: DeadLetter =
+                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?;
+            if reason.is_none_or(|r| d.rejection.reason == r) {
+                out.push((dead_letter_id(&d), d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One dead letter by id (`topic/partition/offset`).
+    pub fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let k = dead_letter_key(id)?;
+        match self.tree.get(&k)? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The sections of [`Store::stats`].
+pub const STATS_SECTIONS: [&str; 4] = ["counters", "qoe", "catalog", "size"];
+
+impl Store {
+    /// Counters, QoE by region/resolution/genre, catalog sizes and size on disk;
+    /// one section of them when `section` names one of [`STATS_SECTIONS`].
+    pub fn stats(&self, section: Option<&str>) -> Result<serde_json::Value, StoreError> {
+        if let Some(s) = section.filter(|s| !STATS_SECTIONS.contains(s)) {
+            return Err(StoreError::BadId {
+                id: s.to_string(),
+                rule: "no such stats section: use counters, qoe, catalog or size",
+            });
+        }
+        let want = |s: &str| section.is_none_or(|x| x == s);
+        let mut out = serde_json::Map::new();
+        if want("counters") {
+            out.insert(
+                "counters".into(),
+                serde_json::to_value(self.counters()?).unwrap_or_default(),
+            );
+        }
+        if want("qoe") {
+            let q = |d| -> Result<serde_json::Value, StoreError> {
+                Ok(serde_json::to_value(self.qoe(d)?).unwrap_or_default())
+            };
+            out.insert(
+                "qoe".into(),
+                serde_json::json!({
+                    "region": q(QoeDim::Region)?,
+                    "resolution": q(QoeDim::Resolution)?,
+                    "genre": q(QoeDim::Genre)?,
+                    "videos": self.qoe(QoeDim::Video)?.len(),
+                }),
+            );
+        }
+        if want("catalog") {
+            out.insert(
+                "catalog".into(),
+                serde_json::json!({
+                    "users": self.catalog_len("user"),
+                    "movies": self.catalog_len("movie"),
+                    "series": self.catalog_len("series"),
+                    "tracks": self.catalog_len("track"),
+                }),
+            );
+        }
+        if want("size") {
+            out.insert("size_on_disk_bytes".into(), self.size_on_disk().into());
+        }
+        Ok(out.into())
     }
 
     /// Per (user, item) implicit-feedback aggregates.
@@ -222,7 +339,9 @@ impl Store {
         let k = keys::join(keys::COUNTER, &[name.as_bytes()]);
         Ok(self.state.get(&k).map(|s| s[0] as u64).unwrap_or(0))
     }
+}
 
+impl StoreView {
     /// The latest catalog record of a kind (`user`, `movie`, `series`, `track`) and id.
     pub fn catalog(&self, record_type: &str, id: &str) -> Result<Option<Event>, StoreError> {
         let prefix = keys::catalog_prefix(record_type);

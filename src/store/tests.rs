@@ -15,6 +15,7 @@ fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed 
             offset,
         },
         origin: None,
+        headers: Default::default(),
         outcome,
     }
 }

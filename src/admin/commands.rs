@@ -1,0 +1,529 @@
+//! What each admin command does: reads go to the store actor (aggregates) or to
+//! a [`StoreView`] on a blocking thread (exports, dead letters), controls go to
+//! the actors, recommendations read the shared serving champion.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::protocol::{
+    parse_request, DlqAction, ExportWhat, ModelsAction, ProducerAction, Request, COMMANDS,
+};
+use crate::actors::evaluator::{EvaluateChampion, EvaluatorActor, SetChampion};
+use crate::actors::messages::{ProducerControl, SetPaused};
+use crate::actors::parser::ParserActor;
+use crate::actors::producer::ProducerActor;
+use crate::actors::store::{StoreActor, WithStore, WithStoreMut};
+use crate::actors::trainer::{TrainNow, TrainerActor};
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::event::Kind;
+use crate::kafka::WatermarkProbe;
+use crate::ml::serve::{Hints, Serving};
+use crate::pipeline::Progress;
+use crate::store::{Store, StoreView};
+
+/// Stored-event counts sampled once a second, for rates over a window.
+#[derive(Default)]
+pub struct Rates {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rates {
+    pub fn sample(&mut self, stored: u64) {
+        let now = Instant::now();
+        self.samples.push_back((now, stored));
+        while self.samples.len() > 61 {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Events stored per second over the last `secs` seconds (or what is sampled).
+    pub fn per_sec(&self, secs: u64) -> f64 {
+        let Some(&(t1, n1)) = self.samples.back() else {
+            return 0.0;
+        };
+        let Some(&(t0, n0)) = self
+            .samples
+            .iter()
+            .find(|(t, _)| t1.duration_since(*t) <= Duration::from_secs(secs))
+        else {
+            return 0.0;
+        };
+        let dt = t1.duration_since(t0).as_secs_f64();
+        if dt > 0.0 {
+            n1.saturating_sub(n0) as f64 / dt
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything the admin commands reach.
+pub struct Admin {
+    pub cfg: Config,
+    pub started: Instant,
+    pub namespace: String,
+    pub bootstrap: String,
+    pub store: Addr<StoreActor>,
+    pub view: StoreView,
+    pub parser: Addr<ParserActor>,
+    pub trainer: Addr<TrainerActor>,
+    pub evaluator: Addr<EvaluatorActor>,
+    pub serving: Serving,
+    pub producers: Vec<(Kind, Addr<ProducerActor>)>,
+    pub progress: Arc<Progress>,
+    /// High watermarks, for lag (queried at most once a second).
+    probe: Arc<WatermarkProbe>,
+    marks: Mutex<Option<(Instant, HighWatermarks)>>,
+    pub paused: AtomicBool,
+    pub rates: Arc<Mutex<Rates>>,
+    /// Notified by the `shutdown` command.
+    pub shutdown: Arc<tokio::sync::Notify>,
+}
+
+type Reply = Result<Value, String>;
+
+/// (topic, partition) → high watermark.
+type HighWatermarks = BTreeMap<(String, i32), i64>;
+
+fn gone(e: MailboxError) -> String {
+    format!("the daemon is stopping ({e})")
+}
+
+/// Runs `f` on a blocking thread (long reads and writes never stall the actors).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("the work failed: {e}"))
+}
+
+impl Admin {
+    /// Gathers the handles of a running daemon.
+    pub async fn new(d: &Daemon, cfg: Config) -> Result<Admin, String> {
+        let view = d
+            .store
+            .send(WithStore(|s: &Store| s.view()))
+            .await
+            .map_err(gone)?;
+        let rates = Arc::new(Mutex::new(Rates::default()));
+        let (r, p) = (rates.clone(), d.progress.clone());
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Ok(mut r) = r.lock() {
+                    r.sample(Progress::get(&p.stored) + Progress::get(&p.rejected));
+                }
+            }
+        });
+        Ok(Admin {
+            cfg: cfg.clone(),
+            started: d.started,
+            namespace: d.namespace.clone(),
+            bootstrap: d.bootstrap.clone(),
+            store: d.store.clone(),
+            view,
+            parser: d.parser.clone(),
+            trainer: d.trainer.clone(),
+            evaluator: d.evaluator.clone(),
+            serving: d.serving.clone(),
+            producers: d.producers.clone(),
+            progress: d.progress.clone(),
+            probe: Arc::new(
+                WatermarkProbe::new(&d.bootstrap, &cfg.kafka).map_err(|e| e.to_string())?,
+            ),
+            marks: Mutex::new(None),
+            paused: AtomicBool::new(false),
+            rates,
+            shutdown: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// One request line in, one reply object out (never fails).
+    pub async fn handle(&self, line: &[u8]) -> Value {
+        let result = match parse_request(line) {
+            Ok(req) => self.run(req).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Value::Object(mut m)) => {
+                m.insert("ok".into(), true.into());
+                Value::Object(m)
+            }
+            Ok(other) => json!({ "ok": true, "result": other }),
+            Err(error) => json!({ "ok": false, "error": error }),
+        }
+    }
+
+    async fn run(&self, req: Request) -> Reply {
+        match req {
+            Request::Status {} => self.status().await,
+            Request::Stats { section } => self
+                .store
+                .send(WithStore(move |s: &Store| {
+                    s.stats(section.as_deref()).map_err(|e| e.to_string())
+                }))
+                .await
+                .map_err(gone)?,
+            Request::Pause {} => self.set_paused(true).await,
+            Request::Resume {} => self.set_paused(false).await,
+            Request::Producer { action, kind, rate } => self.producer(action, kind, rate).await,
+            Request::Train {} => self.trainer.send(TrainNow).await.map_err(gone)?,
+            Request::Evaluate {} => self.evaluator.send(EvaluateChampion).await.map_err(gone)?,
+            Request::Models { action, id } => self.models(action, id).await,
+            Request::Recommend {
+                user,
+                k,
+                region,
+                genre,
+            } => {
+                let c = self.champion()?;
+                let user = user.trim().to_lowercase();
+                let hints = Hints { region, genre };
+                let recs = c.recommender.recommend(&user, k.unwrap_or(10), &hints);
+                Ok(
+                    json!({ "model": c.id, "user": user, "known": c.recommender.knows(&user),
+                    "recommendations": recs }),
+                )
+            }
+            Request::Similar { item, k } => {
+                let c = self.champion()?;
+                let item = item.trim().to_lowercase();
+                let similar = c
+                    .recommender
+                    .similar(&item, k.unwrap_or(10))
+                    .ok_or_else(|| {
+                        format!(
+                            "item {item:?} is not in model v{}: list items with `recommend`",
+                            c.id
+                        )
+                    })?;
+                Ok(json!({ "model": c.id, "item": item, "similar": similar }))
+            }
+            Request::Dlq {
+                action,
+                id,
+                after,
+                limit,
+                reason,
+            } => self.dlq(action, id, after, limit, reason).await,
+            Request::Export { what, out, k } => self.export(what, out, k).await,
+            Request::Snapshot { out } => {
+                let dest = std::path::PathBuf::from(&out);
+                let t = Instant::now();
+                let (entries, bytes) = self
+                    .store
+                    // On the store's thread: no batch is written while it copies.
+                    .send(WithStoreMut(move |s: &mut Store| {
+                        s.backup(&dest).map_err(|e| e.to_string())
+                    }))
+                    .await
+                    .map_err(gone)??;
+                Ok(json!({ "snapshot": out, "entries": entries, "bytes": bytes,
+                    "seconds": t.elapsed().as_secs_f64() }))
+            }
+            Request::Config {} => Ok(json!({ "config": self.cfg })),
+            Request::Help {} => Ok(json!({ "commands": COMMANDS.iter().map(|(c, a, d)|
+                json!({ "cmd": c, "args": a, "does": d })).collect::<Vec<_>>() })),
+            Request::Shutdown {} => {
+                self.shutdown.notify_one();
+                Ok(json!({ "shutdown": "stopping: in-flight batches are stored first" }))
+            }
+        }
+    }
+
+    fn champion(&self) -> Result<Arc<crate::ml::serve::Champion>, String> {
+        self.serving.get().ok_or_else(|| {
+            format!(
+                "no model has been trained yet: it trains after models.min_events = {} stored events, or run `train`",
+                self.cfg.models.min_events
+            )
+        })
+    }
+
+    async fn status(&self) -> Reply {
+        let ns = self.namespace.clone();
+        let store = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.store.send(WithStore(move |s: &Store| s.offsets(&ns))),
+        )
+        .await;
+        let (offsets, store_health) = match store {
+            Ok(Ok(o)) => (o, "ok"),
+            Ok(Err(_)) => (Vec::new(), "stopped"),
+            Err(_) => (Vec::new(), "not answering within 5 s"),
+        };
+        let marks = self.high_watermarks(&offsets).await;
+        let mut lag_total = 0i64;
+        let partitions: Vec<Value> = offsets
+            .iter()
+            .map(|(t, p, next)| {
+                let high = marks.get(&(t.clone(), *p)).copied();
+                let lag = high.map(|h| (h - next).max(0));
+                lag_total += lag.unwrap_or(0);
+                json!({ "topic": t, "partition": p, "next_offset": next,
+                    "high_watermark": high, "lag": lag })
+            })
+            .collect();
+        let mut producers = Vec::new();
+        for (kind, p) in &self.producers {
+            if let Ok(s) = p.send(ProducerControl::Status).await {
+                producers.push(json!({ "kind": kind, "state": s }));
+            }
+        }
+        let health = |connected: bool| if connected { "ok" } else { "stopped" };
+        let (r10, r60) = self
+            .rates
+            .lock()
+            .map(|r| (r.per_sec(10), r.per_sec(60)))
+            .unwrap_or_default();
+        let p = &self.progress;
+        Ok(json!({
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "data_dir": self.cfg.data_dir,
+            "brokers": self.bootstrap,
+            "offset_namespace": self.namespace,
+            "ingest": {
+                "paused": self.paused.load(Ordering::Relaxed),
+                "consumed": Progress::get(&p.consumed),
+                "stored": Progress::get(&p.stored),
+                "rejected": Progress::get(&p.rejected),
+                "duplicates_skipped": Progress::get(&p.duplicates_skipped),
+                "batches_in_flight": Progress::get(&p.in_flight),
+                "events_per_sec_10s": r10,
+                "events_per_sec_60s": r60,
+                "lag": lag_total,
+            },
+            "partitions": partitions,
+            "producers": producers,
+            "actors": {
+                "store": store_health,
+                "parser": health(self.parser.connected()),
+                "trainer": health(self.trainer.connected()),
+                "evaluator": health(self.evaluator.connected()),
+                "producers": health(self.producers.iter().all(|(_, p)| p.connected())),
+            },
+            "champion": self.serving.get().map(|c| c.id),
+        }))
+    }
+
+    /// High watermarks of the stored partitions (cached for a second; empty
+    /// while the brokers do not answer).
+    async fn high_watermarks(&self, offsets: &[(String, i32, i64)]) -> HighWatermarks {
+        if let Ok(m) = self.marks.lock() {
+            if let Some((at, marks)) = &*m {
+                if at.elapsed() < Duration::from_secs(1) {
+                    return marks.clone();
+                }
+            }
+        }
+        let parts: Vec<(String, i32)> = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let probe = self.probe.clone();
+        let got = blocking(move || probe.high_watermarks(&parts, Duration::from_secs(3))).await;
+        match got {
+            Ok(Ok(marks)) => {
+                if let Ok(mut m) = self.marks.lock() {
+                    *m = Some((Instant::now(), marks.clone()));
+                }
+                marks
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read high watermarks for lag: {e}");
+                BTreeMap::new()
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    async fn set_paused(&self, paused: bool) -> Reply {
+        self.parser.send(SetPaused(paused)).await.map_err(gone)??;
+        self.paused.store(paused, Ordering::Relaxed);
+        Ok(json!({ "paused": paused }))
+    }
+
+    async fn producer(
+        &self,
+        action: ProducerAction,
+        kind: Option<String>,
+        rate: Option<f64>,
+    ) -> Reply {
+        let kind =
+            match kind.as_deref() {
+                Some(k) => Some(Kind::parse(k).ok_or_else(|| {
+                    format!("kind {k:?}: use video, users, movies, series or music")
+                })?),
+                None => None,
+            };
+        let msg = || -> Result<ProducerControl, String> {
+            Ok(match action {
+                ProducerAction::Start => ProducerControl::Start,
+                ProducerAction::Stop => ProducerControl::Stop,
+                ProducerAction::Status => ProducerControl::Status,
+                ProducerAction::Rate => match rate {
+                    Some(r) if r.is_finite() && r >= 0.0 => ProducerControl::Rate(r),
+                    Some(r) => {
+                        return Err(format!(
+                            "rate {r}: must be ≥ 0 events/s (0 = as fast as the pipeline takes)"
+                        ))
+                    }
+                    None => return Err("action rate needs `rate` (events/s)".into()),
+                },
+            })
+        };
+        let mut out = Vec::new();
+        for (k, p) in &self.producers {
+            if kind.is_none_or(|want| want == *k) {
+                let s = p.send(msg()?).await.map_err(gone)?;
+                out.push(json!({ "kind": k, "state": s }));
+            }
+        }
+        if out.is_empty() {
+            return Err(match kind {
+                Some(k) => format!("no {k} producer: add it under [producers.rate] in the config"),
+                None => "no producers are configured: add them under [producers.rate]".into(),
+            });
+        }
+        Ok(json!({ "producers": out }))
+    }
+
+    async fn models(&self, action: ModelsAction, id: Option<u64>) -> Reply {
+        match action {
+            ModelsAction::List | ModelsAction::Show => {
+                let view = self.view.clone();
+                let (models, champion) = blocking(move || {
+                    Ok::<_, String>((
+                        view.models().map_err(|e| e.to_string())?,
+                        view.champion_id().map_err(|e| e.to_string())?,
+                    ))
+                })
+                .await??;
+                if action == ModelsAction::Show {
+                    let id = id.or(champion).ok_or("no model has been trained yet")?;
+                    let m = models
+                        .into_iter()
+                        .find(|m| m.id == id)
+                        .ok_or_else(|| format!("no model version {id}; `models` lists them"))?;
+                    return Ok(json!({ "model": m, "champion": Some(id) == champion }));
+                }
+                if models.is_empty() {
+                    return Err(format!(
+                        "no model has been trained yet: it trains after models.min_events = {} stored events, or run `train`",
+                        self.cfg.models.min_events
+                    ));
+                }
+                Ok(json!({ "champion": champion, "models": models }))
+            }
+            ModelsAction::Promote => {
+                let id = id.ok_or("promote needs `id`: `models` lists the versions")?;
+                let id = self
+                    .evaluator
+                    .send(SetChampion(Some(id)))
+                    .await
+                    .map_err(gone)??;
+                Ok(json!({ "champion": id }))
+            }
+            ModelsAction::Rollback => {
+                let id = self
+                    .evaluator
+                    .send(SetChampion(None))
+                    .await
+                    .map_err(gone)??;
+                Ok(json!({ "champion": id }))
+            }
+        }
+    }
+
+    async fn dlq(
+        &self,
+        action: DlqAction,
+        id: Option<String>,
+        after: Option<String>,
+        limit: Option<usize>,
+        reason: Option<String>,
+    ) -> Reply {
+        let view = self.view.clone();
+        match action {
+            DlqAction::List => {
+                let limit = limit.unwrap_or(50).clamp(1, 10_000);
+                let page = blocking(move || {
+                    view.dead_letter_page(after.as_deref(), limit, reason.as_deref())
+                        .map_err(|e| e.to_string())
+                })
+                .await??;
+                let next = (page.len() == limit).then(|| page.last().map(|(id, _)| id.clone()));
+                let items: Vec<Value> = page
+                    .into_iter()
+                    .map(|(id, d)| {
+                        let mut v = serde_json::to_value(d).unwrap_or_default();
+                        v["id"] = id.into();
+                        v
+                    })
+                    .collect();
+                Ok(json!({ "dead_letters": items, "next_after": next.flatten() }))
+            }
+            DlqAction::Show => {
+                let id =
+                    id.ok_or("show needs `id` (topic/partition/offset, as `dlq list` shows)")?;
+                let d = blocking(move || view.dead_letter(&id).map(|d| (id, d)))
+                    .await?
+                    .map_err(|e| e.to_string())?;
+                match d {
+                    (id, Some(d)) => Ok(json!({ "id": id, "dead_letter": d })),
+                    (id, None) => Err(format!("no dead letter {id:?}; `dlq list` shows them")),
+                }
+            }
+            DlqAction::Purge => {
+                let n = blocking(move || -> Result<usize, String> {
+                    let mut removed = 0;
+                    let mut after: Option<String> = None;
+                    loop {
+                        let page = view
+                            .dead_letter_page(after.as_deref(), 10_000, reason.as_deref())
+                            .map_err(|e| e.to_string())?;
+                        let Some((last, _)) = page.last() else { break };
+                        after = Some(last.clone());
+                        let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
+                        removed += view.remove_dead_letters(&ids).map_err(|e| e.to_string())?;
+                    }
+                    Ok(removed)
+                })
+                .await??;
+                Ok(json!({ "purged": n }))
+            }
+            DlqAction::Replay => {
+                let brokers = self.bootstrap.clone();
+                let kafka = self.cfg.kafka.clone();
+                let limit = limit.unwrap_or(10_000).clamp(1, 1_000_000);
+                blocking(move || super::replay::replay(&view, &brokers, &kafka, id, reason, limit))
+                    .await?
+            }
+        }
+    }
+
+    async fn export(&self, what: ExportWhat, out: String, k: Option<usize>) -> Reply {
+        let view = self.view.clone();
+        let path = std::path::PathBuf::from(&out);
+        let t = Instant::now();
+        let report = blocking(move || match what {
+            ExportWhat::Recommendations => {
+                crate::export::recommendations_csv(&view, &path, k.unwrap_or(5))
+            }
+            ExportWhat::Predictions => crate::export::predictions_csv(&view, &path),
+            ExportWhat::Events => crate::export::events_jsonl(&view, &path),
+        })
+        .await?
+        .map_err(|e| e.to_string())?;
+        let mut v = serde_json::to_value(report).unwrap_or_default();
+        v["seconds"] = t.elapsed().as_secs_f64().into();
+        Ok(v)
+    }
+}

@@ -1,0 +1,610 @@
+//! The admin control socket, spoken raw (as a client in any language would) and
+//! through `playpulse ctl`: every command's happy path, the errors (malformed
+//! JSON, unknown command, oversized request, models before they exist), 50
+//! clients at once, the socket's mode, its removal on shutdown and the
+//! replacement of a stale one.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bin, produce_video, spawn_daemon, Broker, Daemon};
+use serde_json::{json, Value};
+
+/// One connection to the control socket.
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    /// The daemon's log, shown when the connection fails.
+    log: PathBuf,
+}
+
+impl Client {
+    /// Connects once the daemon has created its socket.
+    fn connect(path: &Path, daemon: &mut Daemon) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(s) = UnixStream::connect(path) {
+                s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+                return Client {
+                    r: BufReader::new(s.try_clone().unwrap()),
+                    w: s,
+                    log: daemon.log.clone(),
+                };
+            }
+            daemon.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "no control socket at {}; log:\n{}",
+                path.display(),
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn raw(&mut self, line: &[u8]) -> Value {
+        let mut reply = String::new();
+        let sent = self
+            .w
+            .write_all(line)
+            .and_then(|()| self.w.write_all(b"\n"))
+            .and_then(|()| self.r.read_line(&mut reply));
+        if let Err(e) = sent {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("control socket: {e}; daemon log:\n{log}");
+        }
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply:?}"))
+    }
+
+    fn req(&mut self, v: Value) -> Value {
+        self.raw(v.to_string().as_bytes())
+    }
+
+    /// A request that must succeed.
+    fn ok(&mut self, v: Value) -> Value {
+        let r = self.req(v.clone());
+        assert_eq!(r["ok"], true, "{v} → {r}");
+        r
+    }
+
+    /// A request that must fail, with an error containing `what`.
+    fn err(&mut self, v: Value, what: &str) -> String {
+        let r = self.req(v.clone());
+        assert_eq!(r["ok"], false, "{v} → {r}");
+        let e = r["error"].as_str().unwrap().to_string();
+        assert!(e.contains(what), "{v} → {e:?} lacks {what:?}");
+        e
+    }
+
+    /// Polls `status` until `pred` holds.
+    fn wait_status(
+        &mut self,
+        daemon: &mut Daemon,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = self.ok(json!({"cmd": "status"}));
+            if pred(&s) {
+                return s;
+            }
+            daemon.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {s}\nlog:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn ingested(s: &Value) -> u64 {
+    s["ingest"]["stored"].as_u64().unwrap() + s["ingest"]["rejected"].as_u64().unwrap()
+}
+
+fn socket_of(dir: &Path) -> PathBuf {
+    dir.join("data").join("playpulse.sock")
+}
+
+fn start(dir: &Path, broker: &Broker, group: &str, topic: &str, extra: &[(&str, &str)]) -> Daemon {
+    let mut env = vec![
+        ("PLAYPULSE_MODELS__ENABLED", "false"),
+        ("PLAYPULSE_MODELS__MIN_EVENTS", "500"),
+        ("PLAYPULSE_MODELS__SVM_MAX_ROWS", "300"),
+        ("PLAYPULSE_PRODUCERS__RATE", "{ video = 400.0 }"),
+    ];
+    env.extend_from_slice(extra);
+    spawn_daemon(dir, &broker.bootstrap, group, &[("video", topic)], &env, 0)
+}
+
+#[test]
+fn every_command_over_the_raw_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "admin-raw";
+    let broker = Broker::start(&[(topic, 4)]);
+    let mut daemon = start(dir.path(), &broker, "admin-raw", topic, &[]);
+    let sock = socket_of(dir.path());
+    let mut c = Client::connect(&sock, &mut daemon);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+
+    // Protocol errors: each answered, the connection stays usable.
+    c.err(json!({"cmd": "fly"}), "unknown command \"fly\"");
+    assert!(c.raw(b"{not json")["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("malformed JSON"));
+    c.err(json!({"user": "x"}), "missing `cmd`");
+    c.err(json!({"cmd": "recommend"}), "missing field `user`");
+    c.err(
+        json!({"cmd": "status", "extra": 1}),
+        "unknown field `extra`",
+    );
+    let big = format!("{{\"cmd\":\"status\",\"pad\":\"{}\"}}", "x".repeat(70_000));
+    let r = c.raw(big.as_bytes());
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 65536"),
+        "{r}"
+    );
+    c.ok(json!({"cmd": "status"}));
+    let help = c.ok(json!({"cmd": "help"}));
+    assert_eq!(help["commands"].as_array().unwrap().len(), 16);
+
+    // Model commands before any model: a clear error, not a crash.
+    for req in [
+        json!({"cmd": "models"}),
+        json!({"cmd": "recommend", "user": "user_00001"}),
+        json!({"cmd": "similar", "item": "vid_0001"}),
+        json!({"cmd": "evaluate"}),
+    ] {
+        c.err(req, "no model has been trained yet");
+    }
+    let out = dir.path().join("recs.csv");
+    c.err(
+        json!({"cmd": "export", "what": "recommendations", "out": out}),
+        "no model has been trained yet",
+    );
+    c.err(
+        json!({"cmd": "train"}),
+        "training waits for models.min_events = 500",
+    );
+
+    // Ingest: stats and the dead-letter store.
+    let produced = produce_video(&broker.bootstrap, topic, 3000, 0.05, 11);
+    let bad = produced.bad_reasons.len();
+    c.wait_status(&mut daemon, "all 3000 ingested", |s| ingested(s) == 3000);
+    let stats = c.ok(json!({"cmd": "stats"}));
+    assert_eq!(stats["counters"]["stored"], produced.valid.len());
+    assert_eq!(stats["counters"]["rejected"], bad);
+    let counters = c.ok(json!({"cmd": "stats", "section": "counters"}));
+    assert!(counters.get("qoe").is_none() && counters["counters"].is_object());
+    c.err(
+        json!({"cmd": "stats", "section": "nope"}),
+        "no such stats section",
+    );
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut req = json!({"cmd": "dlq", "limit": 7});
+        if let Some(a) = &after {
+            req["after"] = json!(a);
+        }
+        let page = c.ok(req);
+        for d in page["dead_letters"].as_array().unwrap() {
+            assert!(d["reason"].is_string() && d["message"].is_string(), "{d}");
+            ids.push(d["id"].as_str().unwrap().to_string());
+        }
+        match page["next_after"].as_str() {
+            Some(a) => after = Some(a.to_string()),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (bad, bad),
+        "every dead letter once"
+    );
+    let first = ids[0].clone();
+    let shown = c.ok(json!({"cmd": "dlq", "action": "show", "id": first}));
+    assert!(shown["dead_letter"]["raw"].is_string() || shown["dead_letter"]["raw_hex"].is_string());
+    c.err(
+        json!({"cmd": "dlq", "action": "show", "id": "nope"}),
+        "topic/partition/offset",
+    );
+    // Replay: the record is sent again; still bad, it comes back under a new id.
+    let replay = c.ok(json!({"cmd": "dlq", "action": "replay", "id": first}));
+    assert_eq!(replay["replayed"], 1);
+    c.wait_status(&mut daemon, "replayed record ingested", |s| {
+        ingested(s) == 3001
+    });
+    let all = c.ok(json!({"cmd": "dlq", "limit": 10000}));
+    let now: Vec<&str> = all["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(now.len(), bad);
+    assert!(!now.contains(&first.as_str()), "the replayed letter left");
+    let reason = all["dead_letters"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let of_reason = produced
+        .bad_reasons
+        .iter()
+        .filter(|r| **r == reason)
+        .count();
+    let purged = c.ok(json!({"cmd": "dlq", "action": "purge", "reason": reason}));
+    assert_eq!(purged["purged"], of_reason, "{reason}");
+    let left = c.ok(json!({"cmd": "dlq", "limit": 10000}));
+    assert_eq!(
+        left["dead_letters"].as_array().unwrap().len(),
+        bad - of_reason
+    );
+
+    // Pause: records wait in the broker (lag grows), nothing is stored; resume stores them.
+    c.ok(json!({"cmd": "pause"}));
+    let paused = c.wait_status(&mut daemon, "paused and drained", |s| {
+        s["ingest"]["paused"] == true && s["ingest"]["batches_in_flight"] == 0
+    });
+    let stored = paused["ingest"]["stored"].as_u64().unwrap();
+    let more = produce_video(&broker.bootstrap, topic, 500, 0.0, 12);
+    let s = c.wait_status(&mut daemon, "lag seen while paused", |s| {
+        s["ingest"]["lag"].as_i64().unwrap() >= 500
+    });
+    assert_eq!(
+        s["ingest"]["stored"].as_u64().unwrap(),
+        stored,
+        "nothing stored while paused"
+    );
+    c.ok(json!({"cmd": "resume"}));
+    c.wait_status(&mut daemon, "stored after resume", |s| {
+        s["ingest"]["stored"].as_u64().unwrap() == stored + more.valid.len() as u64
+            && s["ingest"]["lag"] == 0
+    });
+
+    // Producers: created stopped (producers.mode = never), started, re-rated, stopped.
+    let p = c.ok(json!({"cmd": "producer", "action": "status"}));
+    assert_eq!(p["producers"][0]["state"]["running"], false, "{p}");
+    c.err(
+        json!({"cmd": "producer", "action": "start", "kind": "music"}),
+        "no music producer",
+    );
+    c.err(json!({"cmd": "producer", "action": "rate"}), "needs `rate`");
+    c.ok(json!({"cmd": "producer", "action": "start", "kind": "video"}));
+    let before = stored + more.valid.len() as u64;
+    c.wait_status(&mut daemon, "the producer's records stored", |s| {
+        s["ingest"]["stored"].as_u64().unwrap() > before + 100
+    });
+    let r = c.ok(json!({"cmd": "producer", "action": "rate", "rate": 50.0}));
+    assert_eq!(r["producers"][0]["state"]["rate"], 50.0);
+    let r = c.ok(json!({"cmd": "producer", "action": "stop"}));
+    assert_eq!(r["producers"][0]["state"]["running"], false);
+
+    // Models: train on demand, list, show, promote, roll back, serve, evaluate.
+    let t = c.ok(json!({"cmd": "train"}));
+    let id = t["model"].as_u64().unwrap();
+    assert_eq!(t["promoted"], true, "{t}");
+    let models = c.ok(json!({"cmd": "models"}));
+    assert_eq!(models["champion"], id);
+    let kinds: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["als", "decision_tree", "svm"]);
+    let show = c.ok(json!({"cmd": "models", "action": "show", "id": id}));
+    assert_eq!(show["champion"], true);
+    assert!(show["model"]["metrics"]["ndcg"].as_f64().unwrap() > 0.0);
+    let tree_id = t["classifiers"][0].as_u64().unwrap();
+    c.err(
+        json!({"cmd": "models", "action": "promote", "id": tree_id}),
+        "classifier",
+    );
+    c.err(
+        json!({"cmd": "models", "action": "promote", "id": 999}),
+        "no model version 999",
+    );
+    c.err(
+        json!({"cmd": "models", "action": "rollback"}),
+        "no earlier champion",
+    );
+    let t2 = c.ok(json!({"cmd": "train"}));
+    let id2 = t2["model"].as_u64().unwrap();
+    c.ok(json!({"cmd": "models", "action": "promote", "id": id2}));
+    let back = c.ok(json!({"cmd": "models", "action": "rollback"}));
+    assert_eq!(back["champion"], id);
+    let user = &produced.valid[0].user_id;
+    let rec = c.ok(json!({"cmd": "recommend", "user": user, "k": 5}));
+    assert_eq!(
+        (rec["model"].as_u64(), rec["known"].as_bool()),
+        (Some(id), Some(true))
+    );
+    assert_eq!(rec["recommendations"].as_array().unwrap().len(), 5);
+    let region = &produced.valid[0].region;
+    let cold = c.ok(json!({"cmd": "recommend", "user": "never-seen", "k": 3, "region": region}));
+    assert_eq!(cold["known"], false);
+    assert_eq!(
+        cold["recommendations"][0]["reason"],
+        format!("popular in region {region}")
+    );
+    let item = rec["recommendations"][0]["item"].as_str().unwrap();
+    let sim = c.ok(json!({"cmd": "similar", "item": item, "k": 4}));
+    assert_eq!(sim["similar"].as_array().unwrap().len(), 4);
+    assert!(sim["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["item"] != item));
+    let ev = c.ok(json!({"cmd": "evaluate"}));
+    assert_eq!(ev["model"], id);
+    assert!(
+        ev["metrics"]["ndcg"].as_f64().unwrap() > 0.0 && ev["test_pairs"].as_u64().unwrap() > 0,
+        "{ev}"
+    );
+
+    // Exports and a consistent snapshot.
+    let r = c.ok(json!({"cmd": "export", "what": "recommendations", "out": out, "k": 3}));
+    assert_eq!(
+        r["rows"].as_u64().unwrap(),
+        3 * r["users"].as_u64().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count() as u64,
+        r["rows"].as_u64().unwrap() + 1
+    );
+    let preds = dir.path().join("preds.csv");
+    let r = c.ok(json!({"cmd": "export", "what": "predictions", "out": preds}));
+    assert!(r["rows"].as_u64().unwrap() > 0);
+    let events = dir.path().join("events.jsonl");
+    let r = c.ok(json!({"cmd": "export", "what": "events", "out": events}));
+    let status = c.ok(json!({"cmd": "status"}));
+    assert_eq!(
+        r["rows"], status["ingest"]["stored"],
+        "every stored event exported (ingest is idle)"
+    );
+    let snap = dir.path().join("snap");
+    let r = c.ok(json!({"cmd": "snapshot", "out": snap}));
+    assert!(r["entries"].as_u64().unwrap() > 0);
+    c.err(
+        json!({"cmd": "snapshot", "out": snap}),
+        "already holds a store",
+    );
+    let copy = playpulse::store::Store::open(&snap, 16).unwrap();
+    assert_eq!(
+        copy.counter("stored").unwrap(),
+        status["ingest"]["stored"].as_u64().unwrap()
+    );
+    assert_eq!(
+        copy.events().count() as u64,
+        copy.counter("stored").unwrap()
+    );
+    assert_eq!(copy.champion_id().unwrap(), Some(id));
+    drop(copy);
+
+    let cfg = c.ok(json!({"cmd": "config"}));
+    assert_eq!(cfg["config"]["admin"]["max_request_bytes"], 65536);
+    assert_eq!(cfg["config"]["models"]["min_events"], 500);
+
+    // Shutdown: a clean exit, and the socket is gone.
+    c.ok(json!({"cmd": "shutdown"}));
+    assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+    assert!(!sock.exists(), "socket removed on clean shutdown");
+}
+
+#[test]
+fn fifty_clients_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "admin-many";
+    let broker = Broker::start(&[(topic, 2)]);
+    let mut daemon = start(
+        dir.path(),
+        &broker,
+        "admin-many",
+        topic,
+        &[("PLAYPULSE_PRODUCERS__MODE", "always")],
+    );
+    let sock = socket_of(dir.path());
+    drop(Client::connect(&sock, &mut daemon));
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let s = UnixStream::connect(&sock).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let mut c = Client {
+                    r: BufReader::new(s.try_clone().unwrap()),
+                    w: s,
+                    log: PathBuf::new(),
+                };
+                for j in 0..20 {
+                    match (i + j) % 4 {
+                        0 => assert!(
+                            c.ok(json!({"cmd": "status"}))["uptime_s"].as_f64().unwrap() > 0.0
+                        ),
+                        1 => {
+                            c.ok(json!({"cmd": "stats", "section": "counters"}));
+                        }
+                        2 => assert_eq!(c.raw(b"{oops")["ok"], false),
+                        _ => {
+                            c.err(json!({"cmd": "nope"}), "unknown command");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client failed");
+    }
+    daemon.assert_alive();
+    let mut c = Client::connect(&sock, &mut daemon);
+    c.wait_status(&mut daemon, "ingest goes on", |s| {
+        s["ingest"]["stored"].as_u64().unwrap() > 0
+    });
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "admin-stale";
+    let broker = Broker::start(&[(topic, 1)]);
+    let sock = socket_of(dir.path());
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    // What a crashed run leaves: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let mut daemon = start(dir.path(), &broker, "admin-stale", topic, &[]);
+    let mut c = Client::connect(&sock, &mut daemon);
+    c.ok(json!({"cmd": "status"}));
+    assert!(
+        daemon
+            .log_text()
+            .contains("replacing the stale control socket"),
+        "{}",
+        daemon.log_text()
+    );
+
+    // A second daemon (its own data dir) told to use the same, live socket refuses to start.
+    let other = tempfile::tempdir().unwrap();
+    let sock_env = sock.display().to_string();
+    let mut second = start(
+        other.path(),
+        &broker,
+        "admin-stale-2",
+        topic,
+        &[("PLAYPULSE_ADMIN__SOCKET", &sock_env)],
+    );
+    let status = second.wait_exit(Duration::from_secs(60));
+    assert!(!status.success());
+    assert!(
+        second
+            .log_text()
+            .contains("another playpulse is serving the control socket"),
+        "{}",
+        second.log_text()
+    );
+    c.ok(json!({"cmd": "status"}));
+    assert!(sock.exists(), "the live daemon's socket is untouched");
+    c.ok(json!({"cmd": "shutdown"}));
+    assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("ctl")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "admin-ctl";
+    let broker = Broker::start(&[(topic, 2)]);
+    let mut daemon = start(dir.path(), &broker, "admin-ctl", topic, &[]);
+    drop(Client::connect(&socket_of(dir.path()), &mut daemon));
+
+    let (ok, help, _) = ctl(dir.path(), &["--help"]);
+    assert!(ok);
+    for cmd in [
+        "status",
+        "stats",
+        "pause",
+        "resume",
+        "producer",
+        "train",
+        "evaluate",
+        "models",
+        "recommend",
+        "similar",
+        "dlq",
+        "export",
+        "snapshot",
+        "config",
+        "shutdown",
+    ] {
+        assert!(
+            help.contains(&format!("  {cmd} ")),
+            "--help lacks {cmd}:\n{help}"
+        );
+    }
+    let produced = produce_video(&broker.bootstrap, topic, 1000, 0.02, 5);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, err) = ctl(dir.path(), &["--json", "status"]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        if ingested(&v) == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, out, _) = ctl(dir.path(), &["status"]);
+    assert!(
+        ok && out.contains("ingest.stored") && out.contains(&format!("{}", produced.valid.len())),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(dir.path(), &["stats", "counters"]);
+    assert!(
+        ok && out.contains("counter") && out.contains("stored/video"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(dir.path(), &["dlq"]);
+    assert!(
+        ok && out.contains("reason") && out.contains("message"),
+        "{out}"
+    );
+    // Errors: exit code 1 and the daemon's message on stderr.
+    let (ok, _, err) = ctl(dir.path(), &["models"]);
+    assert!(
+        !ok && err.contains("no model has been trained yet"),
+        "{err}"
+    );
+    let (ok, out, _) = ctl(dir.path(), &["train"]);
+    assert!(ok, "{out}");
+    let (ok, out, _) = ctl(dir.path(), &["models"]);
+    assert!(
+        ok && out.contains("decision_tree") && out.contains("promoted: first model"),
+        "{out}"
+    );
+    let user = &produced.valid[0].user_id;
+    let (ok, out, _) = ctl(dir.path(), &["recommend", user, "3"]);
+    assert!(ok && out.contains("because you watched"), "{out}");
+    let (ok, _, err) = ctl(dir.path(), &["models", "promote", "77"]);
+    assert!(!ok && err.contains("no model version 77"), "{err}");
+    let (ok, _, err) = ctl(dir.path(), &["--socket", "/nonexistent/p.sock", "status"]);
+    assert!(
+        !ok && err.contains("cannot connect to the control socket"),
+        "{err}"
+    );
+    let (ok, out, _) = ctl(dir.path(), &["--json", "shutdown"]);
+    assert!(ok && serde_json::from_str::<Value>(out.trim()).unwrap()["ok"] == true);
+    assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+}
