@@ -1,11 +1,12 @@
 //! Store actor: owns the sled store; writes each batch atomically and durably,
 //! then acknowledges it so the parser may commit to Kafka.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
 use super::messages::{StoreBatch, Stored};
+use crate::analytics::Analytics;
 use crate::pipeline::Progress;
 use crate::store::Store;
 
@@ -13,6 +14,8 @@ pub struct StoreActor {
     pub store: Store,
     pub namespace: String,
     pub progress: Arc<Progress>,
+    /// Live windows, fed with every durable batch.
+    pub analytics: Arc<Mutex<Analytics>>,
 }
 
 impl Actor for StoreActor {
@@ -40,7 +43,14 @@ impl Handler<StoreBatch> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: StoreBatch, _: &mut Context<Self>) {
-        let result = self.store.apply(&self.namespace, msg.prepared);
+        let analytics = &self.analytics;
+        let result = self
+            .store
+            .apply_observed(&self.namespace, msg.prepared, |records, fresh| {
+                if let Ok(mut a) = analytics.lock() {
+                    a.observe(records, fresh, crate::timefmt::now_ms());
+                }
+            });
         match &result {
             Ok(r) => {
                 let p = &self.progress;

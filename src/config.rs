@@ -48,6 +48,7 @@ pub struct Config {
     pub producers: ProducersConfig,
     pub store: StoreConfig,
     pub models: ModelsConfig,
+    pub analytics: crate::analytics::AnalyticsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -62,6 +63,7 @@ impl Default for Config {
             producers: ProducersConfig::default(),
             store: StoreConfig::default(),
             models: ModelsConfig::default(),
+            analytics: crate::analytics::AnalyticsConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
         }
@@ -457,6 +459,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", &self.data_dir, "must name a directory"));
+        }
+        let an = &self.analytics;
+        if !(1..=10_080).contains(&an.retention_minutes) {
+            return Err(invalid(
+                "analytics.retention_minutes",
+                an.retention_minutes,
+                "must be 1..=10080 (a week)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&an.max_keys) {
+            return Err(invalid(
+                "analytics.max_keys",
+                an.max_keys,
+                "must be 1..=1000000",
+            ));
         }
         let a = &self.admin;
         if !(256..=16 << 20).contains(&a.max_request_bytes) {

@@ -48,6 +48,8 @@ pub struct Daemon {
     pub serving: Serving,
     pub parser: Addr<ParserActor>,
     pub started: std::time::Instant,
+    /// The live QoE, engagement and pipeline windows.
+    pub analytics: Arc<std::sync::Mutex<crate::analytics::Analytics>>,
     pub producers: Vec<(Kind, Addr<ProducerActor>)>,
     _monitor: Addr<MonitorActor>,
     arbiters: Vec<Arbiter>,
@@ -96,11 +98,15 @@ impl Daemon {
         let parser_arb = Arbiter::new();
         let producer_arb = Arbiter::new();
 
-        let (p, ns) = (progress.clone(), namespace.clone());
+        let analytics = Arc::new(std::sync::Mutex::new(crate::analytics::Analytics::new(
+            cfg.analytics.clone(),
+        )));
+        let (p, ns, an) = (progress.clone(), namespace.clone(), analytics.clone());
         let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
             store,
             namespace: ns,
             progress: p,
+            analytics: an,
         });
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
@@ -200,6 +206,7 @@ impl Daemon {
             serving,
             parser,
             started: std::time::Instant::now(),
+            analytics,
             producers,
             _monitor: monitor,
             arbiters: vec![store_arb, validator_arb, parser_arb, producer_arb],

@@ -159,7 +159,7 @@ fn every_command_over_the_raw_socket() {
     );
     c.ok(json!({"cmd": "status"}));
     let help = c.ok(json!({"cmd": "help"}));
-    assert_eq!(help["commands"].as_array().unwrap().len(), 16);
+    assert_eq!(help["commands"].as_array().unwrap().len(), 17);
 
     // Model commands before any model: a clear error, not a crash.
     for req in [
@@ -254,6 +254,10 @@ fn every_command_over_the_raw_socket() {
         left["dead_letters"].as_array().unwrap().len(),
         bad - of_reason
     );
+
+    // Live analytics equal what the produced events say, computed here on their own.
+    // (The replayed dead letter was rejected a second time.)
+    check_analytics(&mut c, &produced.valid, bad + 1);
 
     // Pause: records wait in the broker (lag grows), nothing is stored; resume stores them.
     c.ok(json!({"cmd": "pause"}));
@@ -607,4 +611,100 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     let (ok, out, _) = ctl(dir.path(), &["--json", "shutdown"]);
     assert!(ok && serde_json::from_str::<Value>(out.trim()).unwrap()["ok"] == true);
     assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+}
+
+/// QoE by region, top videos and the pipeline's counts from the daemon's live
+/// windows, against the same figures computed from the produced events.
+fn check_analytics(c: &mut Client, valid: &[playpulse::event::VideoEvent], bad: usize) {
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Sums {
+        views: u64,
+        play_ms: f64,
+        rebuffer_ms: f64,
+        bitrate_play: f64,
+        skipped: u64,
+    }
+    let mut by_region: BTreeMap<&str, Sums> = BTreeMap::new();
+    let mut by_video: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in valid {
+        let s = by_region.entry(&e.region).or_default();
+        let play = e.watch_time_seconds * 1000.0;
+        s.views += 1;
+        s.play_ms += play;
+        s.rebuffer_ms += e.rebuffer_ms.unwrap_or(0.0);
+        s.bitrate_play += e.bitrate_kbps as f64 * play;
+        s.skipped += u64::from(e.skipped);
+        *by_video.entry(&e.video_id).or_default() += 1;
+    }
+    let r = c.ok(
+        json!({"cmd": "analytics", "view": "qoe", "dim": "region", "minutes": 60, "limit": 100}),
+    );
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), by_region.len(), "{r}");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    for row in rows {
+        let s = &by_region[row["key"].as_str().unwrap()];
+        assert_eq!(row["views"].as_u64().unwrap(), s.views, "{row}");
+        assert!(
+            close(row["watch_hours"].as_f64().unwrap(), s.play_ms / 3.6e6),
+            "{row}"
+        );
+        let ratio = s.rebuffer_ms / (s.play_ms + s.rebuffer_ms);
+        assert!(
+            close(row["rebuffering_ratio"].as_f64().unwrap(), ratio),
+            "{row} vs {ratio}"
+        );
+        assert!(
+            close(
+                row["avg_bitrate_kbps"].as_f64().unwrap(),
+                s.bitrate_play / s.play_ms
+            ),
+            "{row}"
+        );
+        assert!(
+            close(
+                row["skip_rate"].as_f64().unwrap(),
+                s.skipped as f64 / s.views as f64
+            ),
+            "{row}"
+        );
+    }
+    let top = c.ok(json!({"cmd": "analytics", "view": "top", "minutes": 60, "limit": 5}));
+    let mut expect: Vec<(u64, &str)> = by_video.iter().map(|(v, n)| (*n, *v)).collect();
+    expect.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    for (row, (n, v)) in top["videos"].as_array().unwrap().iter().zip(&expect) {
+        assert_eq!(
+            (
+                row["video"].as_str().unwrap(),
+                row["views"].as_u64().unwrap()
+            ),
+            (*v, *n),
+            "{top}"
+        );
+    }
+    let p = c.ok(json!({"cmd": "analytics", "view": "pipeline", "minutes": 60}));
+    let points = p["points"].as_array().unwrap();
+    let sum = |k: &str| points.iter().map(|x| x[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("stored"), sum("rejected")),
+        (valid.len() as u64, bad as u64),
+        "{p}"
+    );
+    c.err(
+        json!({"cmd": "analytics", "view": "nope"}),
+        "use qoe, series",
+    );
+    c.err(
+        json!({"cmd": "analytics", "view": "qoe", "dim": "planet"}),
+        "dim \"planet\"",
+    );
+    let series = c.ok(json!({"cmd": "analytics", "view": "series", "dim": "all", "minutes": 60}));
+    let views: u64 = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["views"].as_u64().unwrap())
+        .sum();
+    assert_eq!(views, valid.len() as u64);
 }

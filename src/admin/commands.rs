@@ -82,6 +82,7 @@ pub struct Admin {
     marks: Mutex<Option<(Instant, HighWatermarks)>>,
     pub paused: AtomicBool,
     pub rates: Arc<Mutex<Rates>>,
+    pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
     pub shutdown: Arc<tokio::sync::Notify>,
 }
@@ -140,6 +141,7 @@ impl Admin {
             marks: Mutex::new(None),
             paused: AtomicBool::new(false),
             rates,
+            analytics: d.analytics.clone(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -173,6 +175,23 @@ impl Admin {
             Request::Pause {} => self.set_paused(true).await,
             Request::Resume {} => self.set_paused(false).await,
             Request::Producer { action, kind, rate } => self.producer(action, kind, rate).await,
+            Request::Analytics {
+                view,
+                dim,
+                key,
+                minutes,
+                limit,
+            } => {
+                let q = crate::analytics::Query {
+                    view,
+                    dim,
+                    key,
+                    minutes,
+                    limit,
+                };
+                let a = self.analytics.lock().map_err(|_| "analytics unavailable")?;
+                a.query(&q)
+            }
             Request::Train {} => self.trainer.send(TrainNow).await.map_err(gone)?,
             Request::Evaluate {} => self.evaluator.send(EvaluateChampion).await.map_err(gone)?,
             Request::Models { action, id } => self.models(action, id).await,

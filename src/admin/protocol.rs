@@ -33,6 +33,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "action: start|stop|rate|status, [kind: video|users|movies|series|music], [rate: events/s]",
         "control the built-in producers (all kinds when none is named)",
     ),
+    (
+        "analytics",
+        "view: qoe|series|top|engagement|pipeline, [dim: all|video|region|resolution|genre], [key], [minutes: 15], [limit: 20]",
+        "live 1-minute windows: QoE, engagement, top videos, pipeline progress",
+    ),
     ("train", "", "train now"),
     (
         "evaluate",
@@ -120,6 +125,13 @@ pub enum Request {
         action: ProducerAction,
         kind: Option<String>,
         rate: Option<f64>,
+    },
+    Analytics {
+        view: String,
+        dim: Option<String>,
+        key: Option<String>,
+        minutes: Option<u32>,
+        limit: Option<usize>,
     },
     Train {},
     Evaluate {},

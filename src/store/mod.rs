@@ -392,6 +392,17 @@ impl Store {
         namespace: &str,
         prepared: Prepared,
     ) -> Result<ApplyReport, StoreError> {
+        self.apply_observed(namespace, prepared, |_, _| {})
+    }
+
+    /// [`Store::apply`], then `observe(records, fresh)` once the batch is durable
+    /// (`fresh[i]`: record i was stored, not skipped as a redelivery).
+    pub fn apply_observed(
+        &mut self,
+        namespace: &str,
+        prepared: Prepared,
+        observe: impl FnOnce(&[Processed], &[bool]),
+    ) -> Result<ApplyReport, StoreError> {
         let t0 = std::time::Instant::now();
         let Prepared {
             records,
@@ -516,6 +527,7 @@ impl Store {
         }
         new_offsets.sort();
         report.offsets = new_offsets;
+        observe(&records, &fresh);
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
             self.checkpoint()?;
         }
