@@ -50,6 +50,7 @@ pub struct Config {
     pub models: ModelsConfig,
     pub analytics: crate::analytics::AnalyticsConfig,
     pub admin: AdminConfig,
+    pub http: HttpConfig,
     pub log: LogConfig,
 }
 
@@ -65,6 +66,7 @@ impl Default for Config {
             models: ModelsConfig::default(),
             analytics: crate::analytics::AnalyticsConfig::default(),
             admin: AdminConfig::default(),
+            http: HttpConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -375,6 +377,23 @@ impl Default for AdminConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// Address of the dashboard, JSON API and /metrics (port 0 = any free port).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: "127.0.0.1:8787".into(),
+        }
+    }
+}
+
 impl Config {
     /// Where the admin socket lives.
     pub fn socket_path(&self) -> PathBuf {
@@ -473,6 +492,13 @@ impl Config {
                 "analytics.max_keys",
                 an.max_keys,
                 "must be 1..=1000000",
+            ));
+        }
+        if self.http.enabled && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                &self.http.listen,
+                "must be an IP address and port, e.g. 127.0.0.1:8787 (0.0.0.0 exposes it to the network)",
             ));
         }
         let a = &self.admin;

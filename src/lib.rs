@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod event;
 pub mod export;
 pub mod generate;
+pub mod http;
 pub mod import;
 pub mod kafka;
 pub mod ml;

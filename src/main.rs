@@ -260,7 +260,7 @@ fn main() -> anyhow::Result<()> {
                 if cfg.kafka.embedded() {
                     println!("embedded broker: {}", daemon.bootstrap);
                 }
-                let admin = std::rc::Rc::new(
+                let admin = std::sync::Arc::new(
                     Admin::new(&daemon, cfg.clone())
                         .await
                         .map_err(anyhow::Error::msg)?,
@@ -271,6 +271,25 @@ fn main() -> anyhow::Result<()> {
                     cfg.admin.max_clients,
                     cfg.admin.max_request_bytes,
                 ));
+                if cfg.http.enabled {
+                    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "http.listen = {:?}: cannot listen there (in use? set another port, or 0 for any)",
+                                cfg.http.listen
+                            )
+                        })?;
+                    let addr = listener.local_addr()?.to_string();
+                    tracing::info!("dashboard at http://{addr}/ (JSON API /api/..., metrics /metrics)");
+                    let _ = admin.http.set(addr);
+                    let app = playpulse::http::router(admin.clone());
+                    actix_rt::spawn(async move {
+                        if let Err(e) = axum::serve(listener, app).await {
+                            tracing::error!("http server stopped: {e}");
+                        }
+                    });
+                }
                 tracing::info!("playpulse running; data dir {}", cfg.data_dir.display());
                 tokio::select! {
                     _ = shutdown_signal() => {}

@@ -31,6 +31,7 @@ fn run_on_the_embedded_default_ingests_logs_progress_and_stops_cleanly() {
             "--data-dir",
         ])
         .arg(&data)
+        .env("PLAYPULSE_HTTP__LISTEN", "127.0.0.1:0")
         .env("PLAYPULSE_INGEST__LOG_INTERVAL_SECONDS", "1")
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::piped())

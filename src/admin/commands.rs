@@ -85,6 +85,8 @@ pub struct Admin {
     pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
     pub shutdown: Arc<tokio::sync::Notify>,
+    /// Where the HTTP server listens, once it does.
+    pub http: std::sync::OnceLock<String>,
 }
 
 type Reply = Result<Value, String>;
@@ -143,16 +145,21 @@ impl Admin {
             rates,
             analytics: d.analytics.clone(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
+            http: std::sync::OnceLock::new(),
         })
     }
 
     /// One request line in, one reply object out (never fails).
     pub async fn handle(&self, line: &[u8]) -> Value {
-        let result = match parse_request(line) {
-            Ok(req) => self.run(req).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match parse_request(line) {
+            Ok(req) => self.call(req).await,
+            Err(e) => json!({ "ok": false, "error": e }),
+        }
+    }
+
+    /// One request in, one reply object out (never fails).
+    pub async fn call(&self, req: Request) -> Value {
+        match self.run(req).await {
             Ok(Value::Object(mut m)) => {
                 m.insert("ok".into(), true.into());
                 Value::Object(m)
@@ -308,6 +315,7 @@ impl Admin {
             "data_dir": self.cfg.data_dir,
             "brokers": self.bootstrap,
             "offset_namespace": self.namespace,
+            "http": self.http.get(),
             "ingest": {
                 "paused": self.paused.load(Ordering::Relaxed),
                 "consumed": Progress::get(&p.consumed),

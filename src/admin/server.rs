@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -91,7 +90,7 @@ impl Socket {
     /// system); the socket file stays until this `Socket` is dropped.
     pub fn serve(
         &mut self,
-        admin: Rc<Admin>,
+        admin: Arc<Admin>,
         max_clients: usize,
         max_request: usize,
     ) -> impl std::future::Future<Output = ()> + 'static {
@@ -101,7 +100,7 @@ impl Socket {
 
 async fn serve(
     listener: Option<UnixListener>,
-    admin: Rc<Admin>,
+    admin: Arc<Admin>,
     max_clients: usize,
     max_request: usize,
 ) {

@@ -110,6 +110,7 @@ pub fn spawn_daemon(
         .env("PLAYPULSE_KAFKA__BROKERS", brokers)
         .env("PLAYPULSE_KAFKA__GROUP_ID", group)
         .env("PLAYPULSE_PRODUCERS__MODE", "never")
+        .env("PLAYPULSE_HTTP__LISTEN", "127.0.0.1:0")
         .env("PLAYPULSE_INGEST__LOG_INTERVAL_SECONDS", "1")
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::null())

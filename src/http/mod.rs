@@ -1,0 +1,161 @@
+//! HTTP on loopback by default (`http.listen`): the dashboard page (live charts
+//! of ingest, QoE, engagement, models; a recommendations viewer), the read-only
+//! JSON API behind it, and Prometheus `/metrics`. The page is self-contained:
+//! its chart library (uPlot, MIT, `assets/LICENSE.uplot`) is served from here.
+
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use crate::admin::protocol::{ModelsAction, Request};
+use crate::admin::Admin;
+
+const PAGE: &str = include_str!("dashboard.html");
+const UPLOT_JS: &str = include_str!("assets/uplot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("assets/uplot.min.css");
+
+type Params = Query<HashMap<String, String>>;
+
+/// The router over a running daemon's admin handle.
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route(
+            "/assets/uplot.js",
+            get(|| asset(UPLOT_JS, "text/javascript")),
+        )
+        .route("/assets/uplot.css", get(|| asset(UPLOT_CSS, "text/css")))
+        .route("/api/status", get(status))
+        .route("/api/stats", get(stats))
+        .route("/api/analytics", get(analytics))
+        .route("/api/models", get(models))
+        .route("/api/recommend", get(recommend))
+        .route("/api/similar", get(similar))
+        .route("/metrics", get(metrics::render))
+        .with_state(admin)
+}
+
+async fn page() -> Response {
+    asset(PAGE, "text/html; charset=utf-8").await
+}
+
+async fn asset(body: &'static str, kind: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// An admin reply as HTTP: 200 with the reply, or 400/404/503 with `{ok:false,error}`.
+fn reply(v: Value) -> Response {
+    let code = if v["ok"] == true {
+        StatusCode::OK
+    } else {
+        let e = v["error"].as_str().unwrap_or("");
+        if e.contains("no model has been trained yet") {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if e.contains("is not in model") || e.contains("no model version") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        }
+    };
+    (code, axum::Json(v)).into_response()
+}
+
+fn bad(message: String) -> Response {
+    reply(serde_json::json!({ "ok": false, "error": message }))
+}
+
+fn number<T: std::str::FromStr>(
+    p: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, String> {
+    match p.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("query parameter {key}={v:?} is not a number")),
+    }
+}
+
+async fn status(State(a): State<Arc<Admin>>) -> Response {
+    reply(a.call(Request::Status {}).await)
+}
+
+async fn stats(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+    reply(
+        a.call(Request::Stats {
+            section: p.get("section").cloned(),
+        })
+        .await,
+    )
+}
+
+async fn analytics(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+    let (minutes, limit) = match (number(&p, "minutes"), number(&p, "limit")) {
+        (Ok(m), Ok(l)) => (m, l),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let Some(view) = p.get("view").cloned() else {
+        return bad(
+            "query parameter `view` is missing: qoe, series, top, engagement or pipeline".into(),
+        );
+    };
+    reply(
+        a.call(Request::Analytics {
+            view,
+            dim: p.get("dim").cloned(),
+            key: p.get("key").cloned(),
+            minutes,
+            limit,
+        })
+        .await,
+    )
+}
+
+async fn models(State(a): State<Arc<Admin>>) -> Response {
+    reply(
+        a.call(Request::Models {
+            action: ModelsAction::List,
+            id: None,
+        })
+        .await,
+    )
+}
+
+async fn recommend(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+    let k = match number(&p, "k") {
+        Ok(k) => k,
+        Err(e) => return bad(e),
+    };
+    let Some(user) = p.get("user").cloned() else {
+        return bad("query parameter `user` is missing".into());
+    };
+    reply(
+        a.call(Request::Recommend {
+            user,
+            k,
+            region: p.get("region").cloned().filter(|s| !s.is_empty()),
+            genre: p.get("genre").cloned().filter(|s| !s.is_empty()),
+        })
+        .await,
+    )
+}
+
+async fn similar(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+    let k = match number(&p, "k") {
+        Ok(k) => k,
+        Err(e) => return bad(e),
+    };
+    let Some(item) = p.get("item").cloned() else {
+        return bad("query parameter `item` is missing".into());
+    };
+    reply(a.call(Request::Similar { item, k }).await)
+}

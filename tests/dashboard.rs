@@ -1,0 +1,306 @@
+//! The HTTP side of a running daemon: the JSON API, Prometheus `/metrics`, and
+//! the dashboard page loaded in headless Chromium (Debian's, installed by
+//! tests/run.sh), which must draw non-zero live data in every chart and fill the
+//! recommendations viewer; a screenshot is saved under the test's temp dir.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bin;
+use serde_json::Value;
+
+struct Running {
+    child: Child,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Value {
+        let out = Command::new(bin())
+            .arg("ctl")
+            .arg("--json")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon on its embedded default, with its synthetic producers.
+fn start(dir: &Path) -> Running {
+    let data = dir.join("data");
+    let log = dir.join("daemon.log");
+    let child = Command::new(bin())
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("PLAYPULSE_HTTP__LISTEN", "127.0.0.1:0")
+        .env("PLAYPULSE_MODELS__MIN_EVENTS", "3000")
+        .env("PLAYPULSE_MODELS__SVM_MAX_ROWS", "500")
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Running { child, data, log }
+}
+
+/// A GET on loopback: (status code, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn chromium() -> String {
+    let path = std::env::var("PLAYPULSE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&path).exists(),
+        "no chromium at {path}: run `bash tests/run.sh` (it installs Debian's chromium) or set PLAYPULSE_CHROMIUM"
+    );
+    path
+}
+
+/// Headless Chromium with the flags this machine needs (no network beyond loopback).
+fn browser(profile: &Path) -> Command {
+    let mut c = Command::new(chromium());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        // Page timers run ahead in virtual time: several polls of live data.
+        "--virtual-time-budget=15000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stderr(Stdio::null());
+    c
+}
+
+/// `data-NAME` of the element with `id` in a dumped DOM.
+fn data_attr(dom: &str, id: &str, name: &str) -> Option<f64> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let tag_end = at + dom[at..].find('>')?;
+    let tag = &dom[at..tag_end];
+    let key = format!("data-{name}=\"");
+    let v = tag.find(&key)? + key.len();
+    tag[v..].split('"').next()?.parse().ok()
+}
+
+#[test]
+fn dashboard_api_and_metrics_show_live_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = start(dir.path());
+    // Live data: the producers' events stored, and a model.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let s = d.ctl(&["status"]);
+        if s["ingest"]["stored"].as_u64().unwrap_or(0) > 5000 && s["http"].is_string() {
+            break s;
+        }
+        if let Ok(Some(e)) = d.child.try_wait() {
+            panic!("daemon exited ({e}); log:\n{}", d.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live data: {s}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let addr = status["http"].as_str().unwrap().to_string();
+    let (code, body) = get(&addr, "/api/recommend?user=user_00001");
+    assert_eq!(code, 503, "before any model: {body}");
+    assert!(body.contains("no model has been trained yet"), "{body}");
+    let trained = d.ctl(&["train"]);
+    assert_eq!(trained["ok"], true, "{trained}");
+
+    // JSON API.
+    let (code, body) = get(&addr, "/api/status");
+    assert_eq!(code, 200);
+    let s: Value = serde_json::from_str(&body).unwrap();
+    assert!(s["ingest"]["stored"].as_u64().unwrap() > 5000);
+    let (code, body) = get(&addr, "/api/analytics?view=qoe&dim=region");
+    assert_eq!(code, 200, "{body}");
+    let q: Value = serde_json::from_str(&body).unwrap();
+    assert!(q["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["views"].as_u64().unwrap() > 0));
+    let (code, body) = get(&addr, "/api/analytics?view=qoe&minutes=many");
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("minutes=\\\"many\\\" is not a number"),
+        "{body}"
+    );
+    let (code, _) = get(&addr, "/api/similar?item=no-such-item");
+    assert_eq!(code, 404);
+    let (code, body) = get(&addr, "/api/models");
+    assert_eq!(code, 200, "{body}");
+
+    // Prometheus metrics: the text format, with the ingest counters moving.
+    let (code, metrics) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let sample =
+        regex::Regex::new(r#"^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$"#)
+            .unwrap();
+    let mut stored = None;
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        assert!(sample.is_match(line), "not a sample line: {line:?}");
+        if let Some(v) = line.strip_prefix("playpulse_events_stored_total ") {
+            stored = v.parse::<f64>().ok();
+        }
+    }
+    assert!(stored.unwrap() > 5000.0, "{metrics}");
+    for family in [
+        "playpulse_consumer_lag{topic=",
+        "playpulse_qoe_rebuffering_ratio{region=",
+        "playpulse_actor_up{actor=\"store\"} 1",
+        "playpulse_model_champion ",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
+    }
+
+    // The page in a browser: every chart draws non-zero values, tables fill,
+    // the viewer shows a known user's recommendations with their reasons.
+    let user = "user_00001";
+    let url = format!("http://{addr}/?user={user}");
+    let out = browser(&dir.path().join("chrome-dom"))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium failed");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for chart in [
+        "c-rate",
+        "c-views",
+        "c-rebuffer",
+        "c-startup",
+        "c-latency",
+        "c-models",
+    ] {
+        let points =
+            data_attr(&dom, chart, "points").unwrap_or_else(|| panic!("{chart} not drawn:\n{dom}"));
+        let max = data_attr(&dom, chart, "max").unwrap();
+        assert!(
+            points >= 1.0 && max > 0.0,
+            "{chart}: {points} points, max {max}"
+        );
+    }
+    assert!(
+        data_attr(&dom, "c-rate", "points").unwrap() >= 2.0,
+        "the rate chart follows live polls"
+    );
+    assert!(dom.matches("<tr>").count() > 20, "tables filled:\n{dom}");
+    let (_, rec) = get(&addr, &format!("/api/recommend?user={user}&k=10"));
+    let rec: Value = serde_json::from_str(&rec).unwrap();
+    let table = dom
+        .split("id=\"t-rec\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_default();
+    let first = rec["recommendations"][0]["item"].as_str().unwrap();
+    let reason = rec["recommendations"][0]["reason"].as_str().unwrap();
+    assert!(
+        table.matches("<tr>").count() == 11 && table.contains(first) && table.contains(reason),
+        "the viewer shows {user}'s 10 recommendations, first {first} ({reason}):\n{table}"
+    );
+    let shot = dir.path().join("dashboard.png");
+    let out = browser(&dir.path().join("chrome-shot"))
+        .arg("--window-size=1300,1900")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "screenshot {} bytes",
+        png.len()
+    );
+    eprintln!(
+        "dashboard screenshot: {} ({} bytes)",
+        shot.display(),
+        png.len()
+    );
+
+    let bye = d.ctl(&["shutdown"]);
+    assert_eq!(bye["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no clean exit:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
