@@ -122,7 +122,9 @@ pub fn ingest(
         let t_start = Instant::now();
         let mut t0 = None;
         let mut last = (Instant::now(), 0u64);
+        let pb = crate::progress::bar(total, "ingest");
         loop {
+            pb.set_position(daemon.progress.done());
             if t0.is_none() && crate::pipeline::Progress::get(&daemon.progress.consumed) > 0 {
                 t0 = Some(Instant::now());
             }
@@ -137,6 +139,7 @@ pub fn ingest(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        pb.finish_and_clear();
         let seconds = t0.unwrap_or(t_start).elapsed().as_secs_f64();
         let wall = t_start.elapsed().as_secs_f64();
         let batches = crate::pipeline::Progress::get(&daemon.progress.batches);

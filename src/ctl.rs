@@ -73,7 +73,22 @@ pub enum CtlCommand {
         #[arg(long)]
         kind: Option<String>,
     },
-    /// Train now.
+    /// Live 1-minute windows: qoe, series, top, engagement or pipeline.
+    Analytics {
+        /// qoe | series | top | engagement | pipeline
+        view: String,
+        /// all | video | region | resolution | genre
+        #[arg(long)]
+        dim: Option<String>,
+        /// A key of --dim (series).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        minutes: Option<u32>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Train now (answers when the run is recorded).
     Train,
     /// Score the champion and popularity on a fresh held-out split.
     Evaluate,
@@ -165,6 +180,20 @@ pub fn request(c: &CtlCommand) -> Value {
             opt(&mut o, "rate", *rate);
             opt(&mut o, "kind", kind.as_ref());
             "producer"
+        }
+        CtlCommand::Analytics {
+            view,
+            dim,
+            key,
+            minutes,
+            limit,
+        } => {
+            o.insert("view".into(), json!(view));
+            opt(&mut o, "dim", dim.as_ref());
+            opt(&mut o, "key", key.as_ref());
+            opt(&mut o, "minutes", *minutes);
+            opt(&mut o, "limit", *limit);
+            "analytics"
         }
         CtlCommand::Train => "train",
         CtlCommand::Evaluate => "evaluate",
@@ -318,6 +347,24 @@ pub fn render(c: &CtlCommand, r: &Value) -> String {
             push(producers_table(&r["producers"]));
         }
         CtlCommand::Producer { .. } => push(producers_table(&r["producers"])),
+        CtlCommand::Analytics { .. } => {
+            // Rows of objects under whichever list the view answers with.
+            for list in ["rows", "points", "videos", "genre", "region"] {
+                let Some(rows) = r[list].as_array().filter(|a| !a.is_empty()) else {
+                    continue;
+                };
+                let cols: Vec<String> = rows[0]
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                let mut t = table(&cols.iter().map(String::as_str).collect::<Vec<_>>());
+                for row in rows {
+                    t.add_row(cols.iter().map(|c| text(&row[c])).collect::<Vec<_>>());
+                }
+                push(format!("{list}:"));
+                push(t.to_string());
+            }
+        }
         CtlCommand::Models { .. } if r["models"].is_array() => {
             let mut t = table(&[
                 "id",

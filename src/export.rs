@@ -73,11 +73,13 @@ pub fn recommendations_csv(
         .enumerate()
         .map(|(i, v)| (v.as_str(), i))
         .collect();
+    let pb = crate::progress::bar(r.bundle().users.len() as u64, "recommendations");
     let rows: Vec<Vec<Row>> = r
         .bundle()
         .users
         .par_iter()
         .map(|u| {
+            pb.inc(1);
             r.recommend(u, k, &crate::ml::serve::Hints::default())
                 .into_iter()
                 .enumerate()
@@ -91,6 +93,7 @@ pub fn recommendations_csv(
                 .collect()
         })
         .collect();
+    pb.finish_and_clear();
     let werr = |e: csv::Error| write_error(out, e);
     let mut w = csv::Writer::from_path(out).map_err(werr)?;
     w.write_record([
@@ -252,13 +255,16 @@ pub fn events_jsonl(store: &StoreView, out: &Path) -> Result<ExportReport, Expor
     let file = std::fs::File::create(out).map_err(|e| write_error(out, e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut rows = 0;
+    let pb = crate::progress::bar(0, "events");
     for item in store.events() {
+        pb.inc(1);
         let (_, ev) = item.map_err(|e| ExportError::Store(e.to_string()))?;
         w.write_all(&crate::wire::to_json(&ev))
             .and_then(|()| w.write_all(b"\n"))
             .map_err(|e| write_error(out, e))?;
         rows += 1;
     }
+    pb.finish_and_clear();
     w.flush().map_err(|e| write_error(out, e))?;
     Ok(ExportReport {
         file: out.display().to_string(),

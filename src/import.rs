@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::BaseProducer;
 use serde::Serialize;
 use thiserror::Error;
@@ -91,16 +90,6 @@ pub struct ImportReport {
     pub bytes: u64,
 }
 
-fn bar(len: u64) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {per_sec} {msg}")
-    {
-        pb.set_style(style);
-    }
-    pb
-}
-
 /// Sends every record of `path` to `topic`.
 pub fn import_file(
     producer: &BaseProducer,
@@ -114,7 +103,7 @@ pub fn import_file(
         source,
     };
     let len = std::fs::metadata(path).map_err(io)?.len();
-    let pb = bar(len);
+    let pb = crate::progress::bytes_bar(len, "import");
     let file = File::open(path).map_err(io)?;
     let mut records = 0u64;
     match format {

@@ -17,6 +17,7 @@ pub mod ml;
 pub mod parse;
 pub mod pipeline;
 pub mod produce;
+pub mod progress;
 pub mod record;
 pub mod reject;
 pub mod store;

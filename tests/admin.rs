@@ -542,6 +542,7 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
         "pause",
         "resume",
         "producer",
+        "analytics",
         "train",
         "evaluate",
         "models",
@@ -578,6 +579,11 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     let (ok, out, _) = ctl(dir.path(), &["stats", "counters"]);
     assert!(
         ok && out.contains("counter") && out.contains("stored/video"),
+        "{out}"
+    );
+    let (ok, out, _) = ctl(dir.path(), &["analytics", "qoe", "--dim", "region"]);
+    assert!(
+        ok && out.contains("rebuffering_ratio") && out.contains("rows:"),
         "{out}"
     );
     let (ok, out, _) = ctl(dir.path(), &["dlq"]);

@@ -75,7 +75,14 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
     let load_s = t.elapsed().as_secs_f64();
     let mut iter_s = Vec::new();
     let t = Instant::now();
-    let model = pool.install(|| fit(&params, &train, |_, s| iter_s.push(s)))?;
+    let pb = crate::progress::bar(params.params().iterations as u64, "ALS iterations");
+    let model = pool.install(|| {
+        fit(&params, &train, |_, s| {
+            iter_s.push(s);
+            pb.inc(1);
+        })
+    })?;
+    pb.finish_and_clear();
     let fit_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let m = pool.install(|| {
