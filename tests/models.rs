@@ -68,6 +68,17 @@ fn stop(mut child: Child) {
     assert!(child.wait().expect("wait").success());
 }
 
+/// Runs the binary with `args`; fails with its stderr unless it succeeds.
+fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,17 +147,15 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         let g = GENRES.iter().position(|x| x == genre).unwrap();
         chance +=
             world.video_genre.iter().filter(|&&v| v == g).count() as f64 / world.videos as f64;
-        let out = Command::new(bin())
-            .args(["recommend", "--data-dir"])
-            .arg(&data)
-            .args(["--user", user, "--k", "10"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_ok(&[
+            "recommend",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--user",
+            user,
+            "--k",
+            "10",
+        ]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let recs = v["recommendations"].as_array().unwrap();
         assert_eq!(recs.len(), 10, "{v}");
@@ -164,19 +173,15 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
 
     // The notebooks' export for Power BI, with the catalog's titles.
     let csv_path = dir.path().join("final_recommendations.csv");
-    let out = Command::new(bin())
-        .args(["export", "--data-dir"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&csv_path)
-        .args(["--k", "5"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "export",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        csv_path.to_str().unwrap(),
+        "--k",
+        "5",
+    ]);
     let mut reader = csv::Reader::from_path(&csv_path).unwrap();
     assert_eq!(
         reader.headers().unwrap(),
@@ -213,18 +218,15 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         assert!(m.metrics["accuracy"].as_f64().unwrap() > 0.9, "{m:?}");
     }
     let pred_path = dir.path().join("predictions.csv");
-    let out = Command::new(bin())
-        .args(["export", "--what", "predictions", "--data-dir"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&pred_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "export",
+        "--what",
+        "predictions",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        pred_path.to_str().unwrap(),
+    ]);
     let mut reader = csv::Reader::from_path(&pred_path).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     for kind in ["decision_tree", "svm"] {
@@ -253,20 +255,17 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     std::fs::write(&events_path, lines).unwrap();
     for kind in ["decision_tree", "svm"] {
         let out_csv = dir.path().join(format!("{kind}.csv"));
-        let out = Command::new(bin())
-            .args(["predict", "--model", kind, "--data-dir"])
-            .arg(&data)
-            .arg("--events")
-            .arg(&events_path)
-            .arg("--out")
-            .arg(&out_csv)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_ok(&[
+            "predict",
+            "--model",
+            kind,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--events",
+            events_path.to_str().unwrap(),
+            "--out",
+            out_csv.to_str().unwrap(),
+        ]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["events"], 2000, "{v}");
         assert!(v["accuracy"].as_f64().unwrap() > 0.9, "{v}");
@@ -288,17 +287,17 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     drop(store);
     let (region, counts) = regions.iter().max_by_key(|(_, v)| v.len()).unwrap();
     let counts: HashMap<&str, u64> = counts.iter().map(|(v, n)| (v.as_str(), *n)).collect();
-    let out = Command::new(bin())
-        .args(["recommend", "--data-dir"])
-        .arg(&data)
-        .args(["--user", "someone-new", "--k", "10", "--region", region])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&[
+        "recommend",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--user",
+        "someone-new",
+        "--k",
+        "10",
+        "--region",
+        region,
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["known"], false, "{v}");
     let recs = v["recommendations"].as_array().unwrap();

@@ -66,42 +66,46 @@ pub async fn exposition(a: &Admin) -> String {
         "Seconds since the daemon started.",
         a.started.elapsed().as_secs_f64(),
     );
-    e.one(
-        "playpulse_events_produced_total",
-        "counter",
-        "Records sent by the built-in producers.",
-        c(&p.produced),
-    );
-    e.one(
-        "playpulse_events_consumed_total",
-        "counter",
-        "Records consumed from Kafka.",
-        c(&p.consumed),
-    );
-    e.one(
-        "playpulse_events_stored_total",
-        "counter",
-        "Valid events durably stored.",
-        c(&p.stored),
-    );
-    e.one(
-        "playpulse_events_rejected_total",
-        "counter",
-        "Records sent to the dead-letter store.",
-        c(&p.rejected),
-    );
-    e.one(
-        "playpulse_duplicates_skipped_total",
-        "counter",
-        "Redelivered records skipped (already stored).",
-        c(&p.duplicates_skipped),
-    );
-    e.one(
-        "playpulse_batches_in_flight",
-        "gauge",
-        "Batches between the consumer and the store.",
-        c(&p.in_flight),
-    );
+    for (name, kind, help, value) in [
+        (
+            "playpulse_events_produced_total",
+            "counter",
+            "Records sent by the built-in producers.",
+            &p.produced,
+        ),
+        (
+            "playpulse_events_consumed_total",
+            "counter",
+            "Records consumed from Kafka.",
+            &p.consumed,
+        ),
+        (
+            "playpulse_events_stored_total",
+            "counter",
+            "Valid events durably stored.",
+            &p.stored,
+        ),
+        (
+            "playpulse_events_rejected_total",
+            "counter",
+            "Records sent to the dead-letter store.",
+            &p.rejected,
+        ),
+        (
+            "playpulse_duplicates_skipped_total",
+            "counter",
+            "Redelivered records skipped (already stored).",
+            &p.duplicates_skipped,
+        ),
+        (
+            "playpulse_batches_in_flight",
+            "gauge",
+            "Batches between the consumer and the store.",
+            &p.in_flight,
+        ),
+    ] {
+        e.one(name, kind, help, c(value));
+    }
     e.family(
         "playpulse_stage_seconds_total",
         "counter",
