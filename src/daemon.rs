@@ -156,7 +156,11 @@ impl Daemon {
                 .filter(|t| !t.starts_with('^'))
                 .cloned()
             else {
-                tracing::warn!("no plain topic configured for {kind}: its producer does not run");
+                if running {
+                    tracing::warn!(
+                        "no plain topic configured for {kind}: its producer does not run"
+                    );
+                }
                 continue;
             };
             let producer = kafka::producer(&bootstrap, &cfg.kafka)?;
