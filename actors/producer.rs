@@ -21,6 +21,9 @@ pub enum Feed {
         records: Vec<(Vec<u8>, Vec<u8>)>,
         next: usize,
     },
+    /// `left` more video records made as they are sent (a share of them
+    /// malformed), for runs too long to prepare in memory.
+    Generated(Box<crate::produce::VideoStream>),
 }
 
 impl Feed {
@@ -37,6 +40,10 @@ impl Feed {
                     *next += 1;
                     Ok(true)
                 }
+                None => Ok(false),
+            },
+            Feed::Generated(g) => match g.next_record() {
+                Some((k, p)) => kafka::send(producer, topic, &k, &p, None).map(|()| true),
                 None => Ok(false),
             },
         }

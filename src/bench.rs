@@ -60,6 +60,28 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The daemon as the benchmarks run it: embedded broker, one video topic fed by
+/// the benchmark's own producer, no synthetic producers, no training.
+pub fn bench_config(data_dir: &std::path::Path, partitions: i32, batch_size: usize) -> Config {
+    let mut cfg = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    cfg.kafka.brokers = String::new();
+    cfg.kafka.embedded_partitions = partitions;
+    cfg.kafka.topics = [(Kind::Video, "bench.video".to_string())]
+        .into_iter()
+        .collect();
+    cfg.producers.mode = ProducerMode::Never;
+    // The embedded broker keeps ~5 MiB per partition and was seen dropping data
+    // past ~3k records of lag on one partition: stay well inside (1.5k a partition).
+    cfg.producers.max_lag_events = 1_500 * partitions.max(1) as u64;
+    cfg.ingest.batch_size = batch_size;
+    cfg.ingest.log_interval_seconds = 5;
+    cfg.models.enabled = false;
+    cfg
+}
+
 /// Runs the benchmark in `data_dir` (which should be empty).
 pub fn ingest(
     args: &IngestBenchArgs,
@@ -96,21 +118,7 @@ pub fn ingest(
     }
     let generate_seconds = t_gen.elapsed().as_secs_f64();
 
-    let mut cfg = Config {
-        data_dir: data_dir.to_path_buf(),
-        ..Config::default()
-    };
-    cfg.kafka.brokers = String::new();
-    cfg.kafka.embedded_partitions = args.partitions;
-    cfg.kafka.topics = [(Kind::Video, "bench.video".to_string())]
-        .into_iter()
-        .collect();
-    cfg.producers.mode = ProducerMode::Never;
-    // The embedded broker keeps ~5 MiB per partition and was seen dropping data
-    // past ~3k records of lag on one partition: stay well inside (1.5k a partition).
-    cfg.producers.max_lag_events = 1_500 * args.partitions.max(1) as u64;
-    cfg.ingest.batch_size = args.batch_size;
-    cfg.ingest.log_interval_seconds = 5;
+    let cfg = bench_config(data_dir, args.partitions, args.batch_size);
 
     let total = args.events;
     let system = actix::System::new();

@@ -20,6 +20,7 @@ pub mod produce;
 pub mod progress;
 pub mod record;
 pub mod reject;
+pub mod soak;
 pub mod store;
 pub mod timefmt;
 pub mod validate;

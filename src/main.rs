@@ -158,6 +158,27 @@ struct ProduceArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A long run on the embedded broker: memory and store size sampled every 5 %,
+    /// then every record checked (lost, duplicated).
+    Soak {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 0.001)]
+        bad_fraction: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        videos: usize,
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+        #[arg(long, default_value_t = 20_000)]
+        batch_size: usize,
+        /// Keep the store here (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Engagement classifiers (decision tree, SVM) on a JSON Lines events file, 80/20 split.
     Classify {
         #[arg(long)]
@@ -496,6 +517,38 @@ fn main() -> anyhow::Result<()> {
                 threads: threads.max(1),
             };
             let report = playpulse::ml::bench::als(&args)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Soak {
+                    events,
+                    bad_fraction,
+                    seed,
+                    users,
+                    videos,
+                    partitions,
+                    batch_size,
+                    data_dir,
+                },
+        } => {
+            init_logging("warn");
+            if !(0.0..1.0).contains(&bad_fraction) {
+                bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
+            }
+            let tmp = tempfile::tempdir()?;
+            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+            let args = playpulse::soak::SoakArgs {
+                events,
+                bad_fraction,
+                seed,
+                users,
+                videos,
+                partitions,
+                batch_size,
+            };
+            let report = playpulse::soak::soak(&args, &dir)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -193,3 +193,51 @@ pub fn produce(
     kafka::flush(producer, Duration::from_secs(60))?;
     Ok(sent)
 }
+
+/// A seeded, finite stream of video records, `bad_fraction` of them malformed
+/// (as `generate::corrupt_video` makes them): the same seed gives the same
+/// records, so a run can be checked afterwards by making them again.
+pub struct VideoStream {
+    gen: crate::generate::VideoGen,
+    rng: rand_chacha::ChaCha8Rng,
+    bad_fraction: f64,
+    left: u64,
+}
+
+impl VideoStream {
+    pub fn new(users: usize, videos: usize, seed: u64, events: u64, bad_fraction: f64) -> Self {
+        VideoStream {
+            gen: crate::generate::VideoGen::new(
+                crate::generate::World::new(users, videos, seed),
+                seed,
+                1_735_689_600_000,
+                50,
+            ),
+            rng: crate::generate::bad_rng(seed),
+            bad_fraction,
+            left: events,
+        }
+    }
+
+    /// The next (key, payload), and whether it is valid; `None` at the end.
+    pub fn next_event(&mut self) -> Option<(Vec<u8>, Vec<u8>, Option<crate::event::Event>)> {
+        use rand::Rng;
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let ev = self.gen.next_event();
+        let key = ev.user_id.clone().into_bytes();
+        if self.rng.gen::<f64>() < self.bad_fraction {
+            let (p, _) = crate::generate::corrupt_video(&ev, &mut self.rng);
+            Some((key, p, None))
+        } else {
+            let e = crate::event::Event::Video(ev);
+            Some((key, crate::wire::to_json(&e), Some(e)))
+        }
+    }
+
+    pub fn next_record(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.next_event().map(|(k, p, _)| (k, p))
+    }
+}
