@@ -1,7 +1,7 @@
 //! Crash harness, sled's approach: this test is the supervisor. A producer
 //! thread streams video events (1 % malformed) into a broker the test owns;
 //! the daemon runs as a child and is SIGKILLed at a random moment 0–2 s into
-//! its ingest, again and again (`PLAYPULSE_CRASH_TRIALS`, default 50). After
+//! its ingest, again and again (`CRASH_TRIALS`, default 50). After
 //! every kill the store is reopened and checked: every partition's records
 //! below the stored offset are stored or dead-lettered exactly once, each
 //! stored event is a produced one and each dead letter a produced bad record,
@@ -162,15 +162,15 @@ fn check(dir: &std::path::Path, sent: &Mutex<Sent>) -> (usize, usize) {
 
 #[test]
 fn sigkill_at_random_moments_never_loses_or_duplicates() {
-    let trials: usize = std::env::var("PLAYPULSE_CRASH_TRIALS")
+    let trials: usize = std::env::var("CRASH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let seed: u64 = std::env::var("PLAYPULSE_CRASH_SEED")
+    let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20261121);
-    eprintln!("crash harness: {trials} trials, seed {seed} (PLAYPULSE_CRASH_TRIALS, PLAYPULSE_CRASH_SEED)");
+    eprintln!("crash harness: {trials} trials, seed {seed} (CRASH_TRIALS, CRASH_SEED)");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&[(TOPIC, PARTITIONS)]);

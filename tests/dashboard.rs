@@ -111,10 +111,10 @@ fn dechunk(mut body: &str) -> String {
 }
 
 fn chromium() -> String {
-    let path = std::env::var("PLAYPULSE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let path = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&path).exists(),
-        "no chromium at {path}: run `bash tests/run.sh` (it installs Debian's chromium) or set PLAYPULSE_CHROMIUM"
+        "no chromium at {path}: run `bash tests/run.sh` (it installs Debian's chromium) or set CHROMIUM_BIN"
     );
     path
 }

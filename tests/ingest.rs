@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -190,29 +190,6 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
         .iter()
         .all(|d| d.raw.as_deref().is_some_and(|r| !r.is_empty()) && d.offset >= 0));
     assert_eq!(store.counter("rejected").unwrap(), 7);
-}
-
-fn check_exactly_once(dir: &std::path::Path, produced: &Produced) {
-    let store = Store::open(&dir.join("data"), 16).unwrap();
-    let mut positions = HashSet::new();
-    let mut n = 0;
-    for item in store.events() {
-        let (pos, _) = item.unwrap();
-        assert!(positions.insert(pos), "a position stored twice");
-        n += 1;
-    }
-    assert_eq!(n, produced.valid.len(), "stored events");
-    assert_pairs_match(&store, &produced.valid);
-    let dead = store.dead_letters().unwrap();
-    assert_eq!(dead.len(), produced.bad_reasons.len(), "dead letters");
-    let mut want: Vec<&str> = produced.bad_reasons.clone();
-    let mut got: Vec<&str> = dead.iter().map(|d| d.rejection.reason.as_str()).collect();
-    want.sort();
-    got.sort();
-    assert_eq!(got, want);
-    let c = store.counters().unwrap();
-    assert_eq!(c["stored"] as usize, produced.valid.len());
-    assert_eq!(c["rejected"] as usize, produced.bad_reasons.len());
 }
 
 #[test]

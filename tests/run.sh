@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, unit and
 # integration tests. Installs what the tests need when it is missing:
-# Debian's chromium for the dashboard's browser test.
+# - Debian's chromium, for the dashboard's browser test;
+# - tansu, an independent Kafka-protocol broker, for the ingest tests against a
+#   real broker: built once into ~/.cache/playpulse/tansu (about 25-40 minutes
+#   cold on 2 cores; its target dir is kept there, so a rebuild takes seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -10,6 +13,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+TANSU_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/playpulse/tansu"
+export TANSU_BIN="$TANSU_ROOT/bin/tansu"
+if [ ! -x "$TANSU_BIN" ]; then
+  echo "building tansu 0.6.0 into $TANSU_ROOT (once)" >&2
+  CARGO_TARGET_DIR="$TANSU_ROOT-target" cargo install tansu --version 0.6.0 --locked \
+    --features libsql --root "$TANSU_ROOT" --quiet
 fi
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -283,3 +283,185 @@ pub fn assert_pairs_match(store: &playpulse::store::Store, valid: &[VideoEvent])
     }
     assert_eq!(n, expect.len(), "pair count");
 }
+
+/// After a run: every produced valid event stored once (positions unique, the
+/// aggregates equal the reference), every bad record dead-lettered once with its reason.
+pub fn check_exactly_once(dir: &std::path::Path, produced: &Produced) {
+    let store = playpulse::store::Store::open(&dir.join("data"), 16).unwrap();
+    let mut positions = std::collections::HashSet::new();
+    let mut n = 0;
+    for item in store.events() {
+        let (pos, _) = item.unwrap();
+        assert!(positions.insert(pos), "a position stored twice");
+        n += 1;
+    }
+    assert_eq!(n, produced.valid.len(), "stored events");
+    assert_pairs_match(&store, &produced.valid);
+    let dead = store.dead_letters().unwrap();
+    assert_eq!(dead.len(), produced.bad_reasons.len(), "dead letters");
+    let mut want: Vec<&str> = produced.bad_reasons.clone();
+    let mut got: Vec<&str> = dead.iter().map(|d| d.rejection.reason.as_str()).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let c = store.counters().unwrap();
+    assert_eq!(c["stored"] as usize, produced.valid.len());
+    assert_eq!(c["rejected"] as usize, produced.bad_reasons.len());
+}
+
+/// A tansu broker (an independent implementation of the Kafka protocol, with
+/// SQLite storage) on a free port, for one test; it stops when dropped.
+pub struct Tansu {
+    child: Child,
+    pub bootstrap: String,
+    pub dir: PathBuf,
+    port: u16,
+    cluster: String,
+}
+
+fn tansu_bin() -> PathBuf {
+    let path = std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/playpulse/tansu/bin/tansu")
+        });
+    assert!(
+        path.exists(),
+        "no tansu broker at {}: run `bash tests/run.sh` (it installs tansu) or set TANSU_BIN",
+        path.display()
+    );
+    path
+}
+
+impl Tansu {
+    /// Starts a broker storing in `dir` (kept across restarts) with `topics` created.
+    pub fn start(dir: &Path, cluster: &str, topics: &[(&str, i32)]) -> Tansu {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut t = Tansu::run(dir, cluster, port);
+        for (topic, partitions) in topics {
+            let out = Command::new(tansu_bin())
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--partitions",
+                    &partitions.to_string(),
+                    "--broker",
+                ])
+                .arg(format!("tcp://{}", t.bootstrap))
+                .output()
+                .expect("tansu topic create");
+            assert!(
+                out.status.success(),
+                "topic create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        t.port = port;
+        t
+    }
+
+    fn run(dir: &Path, cluster: &str, port: u16) -> Tansu {
+        std::fs::create_dir_all(dir).expect("tansu dir");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("tansu.log")).expect("tansu log");
+        let child = Command::new(tansu_bin())
+            .current_dir(dir)
+            .args([
+                "broker",
+                "--cluster-id",
+                cluster,
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tansu");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {bootstrap}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tansu {
+            child,
+            bootstrap,
+            dir: dir.to_path_buf(),
+            port,
+            cluster: cluster.to_string(),
+        }
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
+    pub fn restart_after(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let again = Tansu::run(&self.dir, &self.cluster, self.port);
+        *self = again;
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `playpulse ctl --json status` of the daemon with data dir `dir/data`.
+pub fn ctl_status(dir: &Path) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["ctl", "--json", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("status")
+        .output()
+        .expect("ctl");
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Records below the stored offsets (stored or dead-lettered), from `status`.
+pub fn stored_below_offsets(status: &serde_json::Value) -> i64 {
+    status["partitions"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["next_offset"].as_i64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Polls the daemon's status over its control socket until `pred` holds
+/// (the store's offsets are the truth; Kafka's committed offsets are only a
+/// courtesy and may lag behind a rebalance).
+pub fn wait_status(
+    dir: &Path,
+    daemon: &mut Daemon,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = ctl_status(dir);
+        if pred(&s) {
+            return s;
+        }
+        daemon.assert_alive();
+        if Instant::now() > deadline {
+            panic!("status after {limit:?}: {s}\nlog:\n{}", daemon.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
