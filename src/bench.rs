@@ -82,6 +82,45 @@ pub fn bench_config(data_dir: &std::path::Path, partitions: i32, batch_size: usi
     cfg
 }
 
+/// Waits until `total` records are stored or rejected, with a progress bar;
+/// `tick` sees the count every few milliseconds. Fails when nothing moves for 120 s.
+pub async fn wait_until_done(
+    daemon: &Daemon,
+    total: u64,
+    what: &str,
+    mut tick: impl FnMut(u64),
+) -> anyhow::Result<()> {
+    let mut last = (Instant::now(), 0u64);
+    let pb = crate::progress::bar(total, what);
+    loop {
+        let done = daemon.progress.done();
+        pb.set_position(done);
+        tick(done);
+        if done >= total {
+            pb.finish_and_clear();
+            return Ok(());
+        }
+        if done != last.1 {
+            last = (Instant::now(), done);
+        } else if last.0.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("ingest stalled at {done} of {total} records for 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A `/proc/self/status` memory figure (`VmRSS`, `VmHWM`, ...) in MiB.
+pub fn proc_status_mb(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Runs the benchmark in `data_dir` (which should be empty).
 pub fn ingest(
     args: &IngestBenchArgs,
@@ -129,25 +168,12 @@ pub fn ingest(
         )?;
         let t_start = Instant::now();
         let mut t0 = None;
-        let mut last = (Instant::now(), 0u64);
-        let pb = crate::progress::bar(total, "ingest");
-        loop {
-            pb.set_position(daemon.progress.done());
-            if t0.is_none() && crate::pipeline::Progress::get(&daemon.progress.consumed) > 0 {
+        wait_until_done(&daemon, total, "ingest", |done| {
+            if t0.is_none() && done > 0 {
                 t0 = Some(Instant::now());
             }
-            let done = daemon.progress.done();
-            if done >= total {
-                break;
-            }
-            if done != last.1 {
-                last = (Instant::now(), done);
-            } else if last.0.elapsed() > Duration::from_secs(120) {
-                anyhow::bail!("ingest stalled at {done} of {total} records for 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        pb.finish_and_clear();
+        })
+        .await?;
         let seconds = t0.unwrap_or(t_start).elapsed().as_secs_f64();
         let wall = t_start.elapsed().as_secs_f64();
         let batches = crate::pipeline::Progress::get(&daemon.progress.batches);

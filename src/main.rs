@@ -521,25 +521,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            which:
-                BenchCommand::Soak {
-                    events,
-                    bad_fraction,
-                    seed,
-                    users,
-                    videos,
-                    partitions,
-                    batch_size,
-                    data_dir,
-                },
+            which: which @ (BenchCommand::Soak { .. } | BenchCommand::Ingest { .. }),
         } => {
-            init_logging("warn");
-            if !(0.0..1.0).contains(&bad_fraction) {
-                bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
-            }
-            let tmp = tempfile::tempdir()?;
-            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let args = playpulse::soak::SoakArgs {
+            let soak = matches!(which, BenchCommand::Soak { .. });
+            let (BenchCommand::Soak {
                 events,
                 bad_fraction,
                 seed,
@@ -547,24 +532,21 @@ fn main() -> anyhow::Result<()> {
                 videos,
                 partitions,
                 batch_size,
+                data_dir,
+            }
+            | BenchCommand::Ingest {
+                events,
+                bad_fraction,
+                seed,
+                users,
+                videos,
+                partitions,
+                batch_size,
+                data_dir,
+            }) = which
+            else {
+                unreachable!("matched above")
             };
-            let report = playpulse::soak::soak(&args, &dir)?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
-        Command::Bench {
-            which:
-                BenchCommand::Ingest {
-                    events,
-                    bad_fraction,
-                    seed,
-                    users,
-                    videos,
-                    partitions,
-                    batch_size,
-                    data_dir,
-                },
-        } => {
             init_logging("warn");
             if !(0.0..1.0).contains(&bad_fraction) {
                 bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
@@ -580,8 +562,12 @@ fn main() -> anyhow::Result<()> {
                 partitions,
                 batch_size,
             };
-            let report = bench::ingest(&args, &dir)?;
-            println!("{}", serde_json::to_string(&report)?);
+            let line = if soak {
+                serde_json::to_string(&playpulse::soak::soak(&args, &dir)?)?
+            } else {
+                serde_json::to_string(&bench::ingest(&args, &dir)?)?
+            };
+            println!("{line}");
             Ok(())
         }
     }

@@ -3,27 +3,16 @@
 //! benchmark's), sampling resident memory and the store's size on disk at every
 //! 5 % of progress, then checking every record: lost, duplicated, rejected.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::actors::producer::Feed;
-use crate::bench::bench_config;
+use crate::bench::{bench_config, proc_status_mb, wait_until_done, IngestBenchArgs as SoakArgs};
 use crate::daemon::Daemon;
 use crate::event::Kind;
 use crate::produce::VideoStream;
 use crate::store::Store;
-
-#[derive(Debug, Clone)]
-pub struct SoakArgs {
-    pub events: u64,
-    pub bad_fraction: f64,
-    pub seed: u64,
-    pub users: usize,
-    pub videos: usize,
-    pub partitions: i32,
-    pub batch_size: usize,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SoakReport {
@@ -46,17 +35,6 @@ pub struct SoakReport {
     /// grows with the data (memory beyond it would be a leak).
     pub pairs: u64,
     pub verify_seconds: f64,
-}
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn dir_mb(dir: &std::path::Path) -> f64 {
@@ -94,30 +72,21 @@ pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakR
             &cfg,
             vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)],
         )?;
-        let t0 = Instant::now();
+        // From the first record stored (the embedded broker's first group join takes ~3 s).
+        let mut t0 = None;
         let (mut rss, mut sled) = (Vec::new(), Vec::new());
-        let pb = crate::progress::bar(total, "soak");
-        let mut last = (Instant::now(), 0u64);
-        loop {
-            let done = daemon.progress.done();
-            pb.set_position(done);
+        wait_until_done(&daemon, total, "soak", |done| {
+            if t0.is_none() && done > 0 {
+                t0 = Some(Instant::now());
+            }
             // A sample at every 5 % of progress.
             while (rss.len() as u64 + 1) * total <= done * 20 && rss.len() < 20 {
-                rss.push(rss_mb());
+                rss.push(proc_status_mb("VmRSS"));
                 sled.push(dir_mb(&store_dir));
             }
-            if done >= total {
-                break;
-            }
-            if done != last.1 {
-                last = (Instant::now(), done);
-            } else if last.0.elapsed() > Duration::from_secs(120) {
-                anyhow::bail!("ingest stalled at {done} of {total} records for 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        pb.finish_and_clear();
-        let seconds = t0.elapsed().as_secs_f64();
+        })
+        .await?;
+        let seconds = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
         daemon.shutdown().await;
         Ok::<_, anyhow::Error>((seconds, rss, sled))
     })?;

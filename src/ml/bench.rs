@@ -55,14 +55,7 @@ pub struct AlsBenchReport {
 
 /// Peak resident memory of this process, MiB (Linux `VmHWM`).
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::bench::proc_status_mb("VmHWM")
 }
 
 pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
