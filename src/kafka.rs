@@ -112,6 +112,11 @@ impl WatermarkProbe {
         parts: &[(String, i32)],
         timeout: Duration,
     ) -> Result<BTreeMap<(String, i32), i64>, KafkaGlueError> {
+        if parts.is_empty() {
+            // Nothing to ask about: still tell whether the brokers answer.
+            self.consumer.fetch_metadata(None, timeout)?;
+            return Ok(BTreeMap::new());
+        }
         let mut tpl = TopicPartitionList::new();
         for (t, p) in parts {
             // The "timestamp" -1 (OFFSET_END) asks for the latest offset.

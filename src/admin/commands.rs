@@ -80,6 +80,8 @@ pub struct Admin {
     /// High watermarks, for lag (queried at most once a second).
     probe: Arc<WatermarkProbe>,
     marks: Mutex<Option<(Instant, HighWatermarks)>>,
+    /// Since when the brokers have not answered, and why (None: they answer).
+    outage: Mutex<Option<(Instant, String)>>,
     pub paused: AtomicBool,
     pub rates: Arc<Mutex<Rates>>,
     pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
@@ -141,6 +143,7 @@ impl Admin {
                 WatermarkProbe::new(&d.bootstrap, &cfg.kafka).map_err(|e| e.to_string())?,
             ),
             marks: Mutex::new(None),
+            outage: Mutex::new(None),
             paused: AtomicBool::new(false),
             rates,
             analytics: d.analytics.clone(),
@@ -316,6 +319,7 @@ impl Admin {
             "brokers": self.bootstrap,
             "offset_namespace": self.namespace,
             "http": self.http.get(),
+            "broker": self.broker_state(),
             "ingest": {
                 "paused": self.paused.load(Ordering::Relaxed),
                 "consumed": Progress::get(&p.consumed),
@@ -353,21 +357,43 @@ impl Admin {
         let parts: Vec<(String, i32)> = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
         let probe = self.probe.clone();
         let got = blocking(move || probe.high_watermarks(&parts, Duration::from_secs(3))).await;
+        let got = got.and_then(|r| r.map_err(|e| e.to_string()));
+        let mut outage = self.outage.lock().ok();
         match got {
-            Ok(Ok(marks)) => {
+            Ok(marks) => {
+                if let Some(o) = outage.as_mut() {
+                    if let Some((since, _)) = o.take() {
+                        tracing::info!(
+                            "brokers answer again after {:.0} s",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                }
                 if let Ok(mut m) = self.marks.lock() {
                     *m = Some((Instant::now(), marks.clone()));
                 }
                 marks
             }
-            Ok(Err(e)) => {
-                tracing::warn!("cannot read high watermarks for lag: {e}");
-                BTreeMap::new()
-            }
             Err(e) => {
-                tracing::warn!("{e}");
+                if let Some(o) = outage.as_mut() {
+                    if o.is_none() {
+                        tracing::error!("brokers {} do not answer: {e}; ingest waits and resumes when they are back", self.bootstrap);
+                        **o = Some((Instant::now(), e));
+                    } else if let Some((_, why)) = o.as_mut() {
+                        *why = e;
+                    }
+                }
                 BTreeMap::new()
             }
+        }
+    }
+
+    /// Whether the brokers answered the last probe: (reachable, error, seconds down).
+    fn broker_state(&self) -> Value {
+        match self.outage.lock().ok().and_then(|o| o.clone()) {
+            None => json!({ "reachable": true, "error": null, "down_for_s": null }),
+            Some((since, why)) => json!({ "reachable": false, "error": why,
+                "down_for_s": since.elapsed().as_secs_f64() }),
         }
     }
 

@@ -128,6 +128,12 @@ pub async fn exposition(a: &Admin) -> String {
         f64::from(u8::from(status["ingest"]["paused"] == true)),
     );
     e.one(
+        "playpulse_broker_up",
+        "gauge",
+        "1 while the Kafka brokers answer (probed when status or metrics are read).",
+        f64::from(u8::from(status["broker"]["reachable"] == true)),
+    );
+    e.one(
         "playpulse_events_per_second",
         "gauge",
         "Events stored or rejected per second over the last 10 s.",
