@@ -167,17 +167,8 @@ enum BenchCommand {
         bad_fraction: f64,
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        #[arg(long, default_value_t = 50_000)]
-        users: usize,
-        #[arg(long, default_value_t = 5_000)]
-        videos: usize,
-        #[arg(long, default_value_t = 32)]
-        partitions: i32,
-        #[arg(long, default_value_t = 20_000)]
-        batch_size: usize,
-        /// Keep the store here (default: a temporary directory).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
     },
     /// Engagement classifiers (decision tree, SVM) on a JSON Lines events file, 80/20 split.
     Classify {
@@ -234,18 +225,25 @@ enum BenchCommand {
         bad_fraction: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        #[arg(long, default_value_t = 50_000)]
-        users: usize,
-        #[arg(long, default_value_t = 5_000)]
-        videos: usize,
-        #[arg(long, default_value_t = 32)]
-        partitions: i32,
-        #[arg(long, default_value_t = 20_000)]
-        batch_size: usize,
-        /// Where the store goes (default: a fresh temporary directory, removed after).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
     },
+}
+
+/// The pipeline the ingest and soak benchmarks run.
+#[derive(Args)]
+struct PipelineArgs {
+    #[arg(long, default_value_t = 50_000)]
+    users: usize,
+    #[arg(long, default_value_t = 5_000)]
+    videos: usize,
+    #[arg(long, default_value_t = 32)]
+    partitions: i32,
+    #[arg(long, default_value_t = 20_000)]
+    batch_size: usize,
+    /// Where the store goes (default: a fresh temporary directory, removed after).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 fn init_logging(level: &str) {
@@ -257,6 +255,33 @@ fn init_logging(level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Checks and gathers the ingest and soak benchmarks' arguments, with where the
+/// store goes (`--data-dir`, else the temporary dir returned alongside, removed
+/// when it is dropped).
+fn pipeline_bench(
+    events: u64,
+    bad_fraction: f64,
+    seed: u64,
+    p: PipelineArgs,
+) -> anyhow::Result<(IngestBenchArgs, PathBuf, tempfile::TempDir)> {
+    init_logging("warn");
+    if !(0.0..1.0).contains(&bad_fraction) {
+        bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
+    }
+    let tmp = tempfile::tempdir()?;
+    let dir = p.data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let args = IngestBenchArgs {
+        events,
+        bad_fraction,
+        seed,
+        users: p.users,
+        videos: p.videos,
+        partitions: p.partitions,
+        batch_size: p.batch_size,
+    };
+    Ok((args, dir, tmp))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -521,53 +546,31 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            which: which @ (BenchCommand::Soak { .. } | BenchCommand::Ingest { .. }),
+            which:
+                BenchCommand::Soak {
+                    events,
+                    bad_fraction,
+                    seed,
+                    pipeline,
+                },
         } => {
-            let soak = matches!(which, BenchCommand::Soak { .. });
-            let (BenchCommand::Soak {
-                events,
-                bad_fraction,
-                seed,
-                users,
-                videos,
-                partitions,
-                batch_size,
-                data_dir,
-            }
-            | BenchCommand::Ingest {
-                events,
-                bad_fraction,
-                seed,
-                users,
-                videos,
-                partitions,
-                batch_size,
-                data_dir,
-            }) = which
-            else {
-                unreachable!("matched above")
-            };
-            init_logging("warn");
-            if !(0.0..1.0).contains(&bad_fraction) {
-                bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
-            }
-            let tmp = tempfile::tempdir()?;
-            let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let args = IngestBenchArgs {
-                events,
-                bad_fraction,
-                seed,
-                users,
-                videos,
-                partitions,
-                batch_size,
-            };
-            let line = if soak {
-                serde_json::to_string(&playpulse::soak::soak(&args, &dir)?)?
-            } else {
-                serde_json::to_string(&bench::ingest(&args, &dir)?)?
-            };
-            println!("{line}");
+            let (args, dir, _tmp) = pipeline_bench(events, bad_fraction, seed, pipeline)?;
+            let report = playpulse::soak::soak(&args, &dir)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Ingest {
+                    events,
+                    bad_fraction,
+                    seed,
+                    pipeline,
+                },
+        } => {
+            let (args, dir, _tmp) = pipeline_bench(events, bad_fraction, seed, pipeline)?;
+            let report = bench::ingest(&args, &dir)?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
     }
