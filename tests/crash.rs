@@ -240,27 +240,10 @@ fn sigkill_at_random_moments_never_loses_or_duplicates() {
         trials,
     );
     // Drained: the control socket says every partition is stored up to the broker's end.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let out = std::process::Command::new(bin())
-            .args(["ctl", "--json", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("status")
-            .output()
-            .unwrap();
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    wait_status(dir.path(), &mut d, Duration::from_secs(180), |s| {
         let parts = s["partitions"].as_array().map(Vec::len).unwrap_or(0);
-        if parts == PARTITIONS as usize && s["ingest"]["lag"] == 0 {
-            break;
-        }
-        d.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "not drained: {s}\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        parts == PARTITIONS as usize && s["ingest"]["lag"] == 0
+    });
     d.signal(libc::SIGTERM);
     assert!(
         d.wait_exit(Duration::from_secs(60)).success(),
