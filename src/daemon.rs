@@ -48,6 +48,8 @@ pub struct Daemon {
     pub serving: Serving,
     pub parser: Addr<ParserActor>,
     pub started: std::time::Instant,
+    /// Whether an operator paused ingest.
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
     /// The live QoE, engagement and pipeline windows.
     pub analytics: Arc<std::sync::Mutex<crate::analytics::Analytics>>,
     pub producers: Vec<(Kind, Addr<ProducerActor>)>,
@@ -92,6 +94,7 @@ impl Daemon {
         };
         let progress = Arc::new(Progress::default());
         let source = Source::new(&bootstrap, &cfg.kafka, &kinds, store.tree(), &namespace)?;
+        let paused = source.paused_flag();
 
         let store_arb = Arbiter::new();
         let validator_arb = Arbiter::new();
@@ -210,6 +213,7 @@ impl Daemon {
             serving,
             parser,
             started: std::time::Instant::now(),
+            paused,
             analytics,
             producers,
             _monitor: monitor,

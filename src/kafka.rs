@@ -312,18 +312,24 @@ impl Source {
     /// Stops (or restarts) fetching from every assigned partition; the consumer
     /// keeps polling, so it stays in its group and rebalances still happen.
     pub fn set_paused(&self, paused: bool) -> Result<(), KafkaGlueError> {
-        self.paused.store(paused, Ordering::Relaxed);
-        let tpl = self.consumer.assignment()?;
-        if paused {
-            self.consumer.pause(&tpl)?;
-        } else {
-            self.consumer.resume(&tpl)?;
+        let before = self.paused.swap(paused, Ordering::Relaxed);
+        let r = self.consumer.assignment().and_then(|tpl| {
+            if paused {
+                self.consumer.pause(&tpl)
+            } else {
+                self.consumer.resume(&tpl)
+            }
+        });
+        if let Err(e) = r {
+            self.paused.store(before, Ordering::Relaxed);
+            return Err(e.into());
         }
         Ok(())
     }
 
-    pub fn paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
+    /// Whether ingest is paused (the flag the rebalance callback also reads).
+    pub fn paused_flag(&self) -> Arc<AtomicBool> {
+        self.paused.clone()
     }
 
     /// Up to `max` records: waits up to `linger` for the first, then takes what is

@@ -82,7 +82,8 @@ pub struct Admin {
     marks: Mutex<Option<(Instant, HighWatermarks)>>,
     /// Since when the brokers have not answered, and why (None: they answer).
     outage: Mutex<Option<(Instant, String)>>,
-    pub paused: AtomicBool,
+    /// The consumer's paused flag.
+    pub paused: Arc<AtomicBool>,
     pub rates: Arc<Mutex<Rates>>,
     pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
@@ -144,7 +145,7 @@ impl Admin {
             ),
             marks: Mutex::new(None),
             outage: Mutex::new(None),
-            paused: AtomicBool::new(false),
+            paused: d.paused.clone(),
             rates,
             analytics: d.analytics.clone(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
@@ -399,7 +400,6 @@ impl Admin {
 
     async fn set_paused(&self, paused: bool) -> Reply {
         self.parser.send(SetPaused(paused)).await.map_err(gone)??;
-        self.paused.store(paused, Ordering::Relaxed);
         Ok(json!({ "paused": paused }))
     }
 

@@ -82,10 +82,6 @@ impl Socket {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The server: serves clients until the runtime stops (spawn it on the actix
     /// system); the socket file stays until this `Socket` is dropped.
     pub fn serve(

@@ -25,7 +25,7 @@ use crate::event::Event;
 use crate::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
-pub use read::{dead_letter_id, read_offset, DeadLetter, QoeDim, STATS_SECTIONS};
+pub use read::{dead_letter_id, read_offset, DeadLetter, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
 #[derive(Debug, Error)]
