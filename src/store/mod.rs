@@ -299,10 +299,10 @@ impl Store {
     pub fn backup(&mut self, dest: &Path) -> Result<(u64, u64), StoreError> {
         let path = dest.join("store");
         if path.exists() {
-            return Err(StoreError::BadId {
-                id: dest.display().to_string(),
-                rule: "already holds a store: choose an empty or new directory for the snapshot",
-            });
+            return Err(StoreError::Refused(format!(
+                "{:?}: already holds a store: choose an empty or new directory for the snapshot",
+                dest.display().to_string()
+            )));
         }
         self.checkpoint()?;
         let open_err = |source| StoreError::Open {

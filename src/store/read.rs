@@ -196,10 +196,9 @@ impl Store {
     /// one section of them when `section` names one of [`STATS_SECTIONS`].
     pub fn stats(&self, section: Option<&str>) -> Result<serde_json::Value, StoreError> {
         if let Some(s) = section.filter(|s| !STATS_SECTIONS.contains(s)) {
-            return Err(StoreError::BadId {
-                id: s.to_string(),
-                rule: "no such stats section: use counters, qoe, catalog or size",
-            });
+            return Err(StoreError::Refused(format!(
+                "{s:?}: no such stats section: use counters, qoe, catalog or size"
+            )));
         }
         let want = |s: &str| section.is_none_or(|x| x == s);
         let mut out = serde_json::Map::new();
