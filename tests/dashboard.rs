@@ -26,15 +26,7 @@ impl Running {
     }
 
     fn ctl(&self, args: &[&str]) -> Value {
-        let out = Command::new(bin())
-            .arg("ctl")
-            .arg("--json")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+        common::ctl_json(&self.data, args)
     }
 }
 

@@ -422,10 +422,16 @@ impl Drop for Tansu {
 
 /// `playpulse ctl --json status` of the daemon with data dir `dir/data`.
 pub fn ctl_status(dir: &Path) -> serde_json::Value {
+    ctl_json(&dir.join("data"), &["status"])
+}
+
+/// `playpulse ctl --json ARGS` against the daemon with data dir `data`: its
+/// reply (null when there is none, e.g. no daemon yet).
+pub fn ctl_json(data: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(bin())
         .args(["ctl", "--json", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("status")
+        .arg(data)
+        .args(args)
         .output()
         .expect("ctl");
     serde_json::from_slice(&out.stdout).unwrap_or_default()
