@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod event;
 pub mod export;
+pub mod fuzzing;
 pub mod generate;
 pub mod http;
 pub mod import;

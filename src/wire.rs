@@ -147,33 +147,71 @@ pub fn to_json(ev: &Event) -> Vec<u8> {
     r.unwrap_or_default()
 }
 
+/// A string as a quoted legacy token: `\` and `"` escaped with a backslash,
+/// line breaks and tabs as `\n`, `\r`, `\t` (a record stays one line).
+fn legacy_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// The legacy comma-separated `"key": value` line of a video event (no braces).
 pub fn video_to_legacy(v: &VideoEvent) -> String {
-    let mut s = format!(
-        "\"user_id\": \"{}\", \"video_id\": \"{}\", \"watch_time_seconds\": {}, \"resolution\": \"{}\", \
-         \"bitrate_kbps\": {}, \"buffering_events\": {}, \"paused\": {}, \"skipped\": {}, \"genre\": \"{}\", \
-         \"region\": \"{}\", \"recommended\": {}, \"timestamp\": \"{}\"",
-        v.user_id,
-        v.video_id,
-        v.watch_time_seconds,
-        v.resolution,
-        v.bitrate_kbps,
-        v.buffering_events,
-        v.paused,
-        v.skipped,
-        v.genre,
-        v.region,
-        v.recommended,
-        format_timestamp_ms(v.timestamp_ms)
-    );
+    use std::fmt::Write;
+    let mut s = String::with_capacity(320);
+    let key = |s: &mut String, k: &str| {
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+        s.push('"');
+        s.push_str(k);
+        s.push_str("\": ");
+    };
+    // Writing into a String cannot fail.
+    for (k, val) in [("user_id", &v.user_id), ("video_id", &v.video_id)] {
+        key(&mut s, k);
+        legacy_str(&mut s, val);
+    }
+    key(&mut s, "watch_time_seconds");
+    let _ = write!(s, "{}", v.watch_time_seconds);
+    key(&mut s, "resolution");
+    legacy_str(&mut s, &v.resolution);
+    key(&mut s, "bitrate_kbps");
+    let _ = write!(s, "{}", v.bitrate_kbps);
+    key(&mut s, "buffering_events");
+    let _ = write!(s, "{}", v.buffering_events);
+    key(&mut s, "paused");
+    let _ = write!(s, "{}", v.paused);
+    key(&mut s, "skipped");
+    let _ = write!(s, "{}", v.skipped);
+    key(&mut s, "genre");
+    legacy_str(&mut s, &v.genre);
+    key(&mut s, "region");
+    legacy_str(&mut s, &v.region);
+    key(&mut s, "recommended");
+    let _ = write!(s, "{}", v.recommended);
+    key(&mut s, "timestamp");
+    legacy_str(&mut s, &format_timestamp_ms(v.timestamp_ms));
     if let Some(x) = v.startup_time_ms {
-        s.push_str(&format!(", \"startup_time_ms\": {x}"));
+        key(&mut s, "startup_time_ms");
+        let _ = write!(s, "{x}");
     }
     if let Some(x) = v.rebuffer_ms {
-        s.push_str(&format!(", \"rebuffer_ms\": {x}"));
+        key(&mut s, "rebuffer_ms");
+        let _ = write!(s, "{x}");
     }
     if let Some(e) = &v.error {
-        s.push_str(&format!(", \"error\": \"{e}\""));
+        key(&mut s, "error");
+        legacy_str(&mut s, e);
     }
     s
 }

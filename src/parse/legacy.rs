@@ -27,9 +27,30 @@ fn split_unquoted(s: &str, sep: char, max: usize) -> Vec<&str> {
     parts
 }
 
+/// The text of a quoted token: `\"`, `\\`, `\n`, `\r` and `\t` are escapes (as
+/// [`crate::wire::video_to_legacy`] writes them); a backslash before any other
+/// character keeps that character.
 fn unquote(s: &str) -> Option<String> {
     let inner = s.strip_prefix('"')?.strip_suffix('"')?;
-    Some(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
+    if !inner.contains('\\') {
+        return Some(inner.to_string());
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    Some(out)
 }
 
 fn token_value(tok: &str) -> Value {

@@ -230,6 +230,21 @@ fn parse_json(kind: Kind, payload: &[u8]) -> Result<Event, Rejection> {
     }
 }
 
+/// The fast path for canonical video JSON agrees with the serde path on every
+/// record it accepts (a fuzzing invariant; panics when it does not).
+pub fn check_video_fast_path(text: &str) {
+    if let Some(fast) = canonical::video(text) {
+        let slow = serde_json::from_str::<VideoWire>(text)
+            .map_err(|e| e.to_string())
+            .and_then(|w| w.into_event().map_err(|r| r.to_string()));
+        assert_eq!(
+            slow.as_ref(),
+            Ok(&fast),
+            "the fast path accepted a record the serde path reads otherwise: {text:?}"
+        );
+    }
+}
+
 fn parse_text_map(kind: Kind, map: Map<String, Value>) -> Result<Event, Rejection> {
     records::from_map(kind, &Fields::new(&map, Coerce::Text, TimePolicy::Lenient))
 }
