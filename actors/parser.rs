@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::messages::{Drain, ParsedBatch, Pull, SetPaused, Stored};
 use crate::kafka::{Source, TopicKinds};
-use crate::pipeline::{parse_batch, Progress};
+use crate::pipeline::{parse_batch, Flight, Progress};
 
 pub struct ParserActor {
     source: Option<Source>,
@@ -29,6 +29,7 @@ pub struct ParserActor {
     /// Latest acknowledged next offset per partition, committed synchronously on drain.
     acked: HashMap<(String, i32), i64>,
     progress: Arc<Progress>,
+    flight: Arc<Flight>,
 }
 
 impl ParserActor {
@@ -38,6 +39,7 @@ impl ParserActor {
         validator: Recipient<ParsedBatch>,
         ingest: &crate::config::IngestConfig,
         progress: Arc<Progress>,
+        flight: Arc<Flight>,
     ) -> ParserActor {
         ParserActor {
             source: Some(source),
@@ -52,6 +54,7 @@ impl ParserActor {
             drained: Vec::new(),
             acked: HashMap::new(),
             progress,
+            flight,
         }
     }
 
@@ -101,6 +104,7 @@ impl Handler<Pull> for ParserActor {
             let records = parse_batch(&self.kinds, raws);
             Progress::time(&self.progress.parse_ns, t);
             self.in_flight += 1;
+            self.flight.sent();
             Progress::add(&self.progress.in_flight, 1);
             self.validator.do_send(ParsedBatch {
                 records,

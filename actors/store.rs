@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::messages::{StoreBatch, Stored};
 use crate::analytics::Analytics;
-use crate::pipeline::Progress;
+use crate::pipeline::{Flight, Progress};
 use crate::store::Store;
 
 pub struct StoreActor {
@@ -16,6 +16,8 @@ pub struct StoreActor {
     pub progress: Arc<Progress>,
     /// Live windows, fed with every durable batch.
     pub analytics: Arc<Mutex<Analytics>>,
+    /// Settled batches, for hand-overs of revoked partitions.
+    pub flight: Arc<Flight>,
 }
 
 impl Actor for StoreActor {
@@ -64,6 +66,7 @@ impl Handler<StoreBatch> for StoreActor {
             }
             Err(e) => tracing::error!("store write failed, batch not acknowledged: {e}"),
         }
+        self.flight.settled();
         msg.ack.do_send(Stored {
             result: result.map_err(|e| e.to_string()),
         });

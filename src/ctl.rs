@@ -321,24 +321,25 @@ pub fn render(c: &CtlCommand, r: &Value) -> String {
             }
             push(t.to_string());
             // Lag per topic (partitions summed).
-            let mut by_topic: std::collections::BTreeMap<String, (i64, i64, usize)> =
+            let mut by_topic: std::collections::BTreeMap<String, (i64, i64, usize, usize)> =
                 Default::default();
             for p in r["partitions"].as_array().into_iter().flatten() {
                 let e = by_topic.entry(text(&p["topic"])).or_default();
                 e.0 += p["next_offset"].as_i64().unwrap_or(0);
                 e.1 += p["lag"].as_i64().unwrap_or(0);
                 e.2 += 1;
+                e.3 += usize::from(p["assigned"] == true);
             }
             let mut t = table(&[
                 "topic",
-                "partitions",
+                "partitions (owned now)",
                 "stored up to (sum of next offsets)",
-                "lag",
+                "lag (owned)",
             ]);
-            for (topic, (next, lag, n)) in by_topic {
+            for (topic, (next, lag, n, owned)) in by_topic {
                 t.add_row(vec![
                     topic,
-                    n.to_string(),
+                    format!("{n} ({owned})"),
                     next.to_string(),
                     lag.to_string(),
                 ]);

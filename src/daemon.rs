@@ -18,7 +18,7 @@ use crate::config::{Config, ProducerMode};
 use crate::event::Kind;
 use crate::kafka::{self, Embedded, KafkaGlueError, Source, TopicKinds};
 use crate::ml::serve::Serving;
-use crate::pipeline::Progress;
+use crate::pipeline::{Flight, Progress};
 use crate::produce::{Synth, SynthSpec};
 use crate::store::{Store, StoreError};
 use crate::validate::Validator;
@@ -50,6 +50,8 @@ pub struct Daemon {
     pub started: std::time::Instant,
     /// Whether an operator paused ingest.
     pub paused: Arc<std::sync::atomic::AtomicBool>,
+    /// The partitions this member of the consumer group owns now.
+    pub assignment: kafka::Assignment,
     /// The live QoE, engagement and pipeline windows.
     pub analytics: Arc<std::sync::Mutex<crate::analytics::Analytics>>,
     pub producers: Vec<(Kind, Addr<ProducerActor>)>,
@@ -93,8 +95,17 @@ impl Daemon {
             (None, b, ns)
         };
         let progress = Arc::new(Progress::default());
-        let source = Source::new(&bootstrap, &cfg.kafka, &kinds, store.tree(), &namespace)?;
+        let flight = Arc::new(Flight::default());
+        let source = Source::new(
+            &bootstrap,
+            &cfg.kafka,
+            &kinds,
+            store.tree(),
+            &namespace,
+            flight.clone(),
+        )?;
         let paused = source.paused_flag();
+        let assignment = source.assignment.clone();
 
         let store_arb = Arbiter::new();
         let validator_arb = Arbiter::new();
@@ -104,12 +115,18 @@ impl Daemon {
         let analytics = Arc::new(std::sync::Mutex::new(crate::analytics::Analytics::new(
             cfg.analytics.clone(),
         )));
-        let (p, ns, an) = (progress.clone(), namespace.clone(), analytics.clone());
+        let (p, ns, an, fl) = (
+            progress.clone(),
+            namespace.clone(),
+            analytics.clone(),
+            flight.clone(),
+        );
         let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
             store,
             namespace: ns,
             progress: p,
             analytics: an,
+            flight: fl,
         });
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
@@ -122,7 +139,7 @@ impl Daemon {
             });
         let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());
         let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| {
-            ParserActor::new(source, kinds, vr, &ingest, p)
+            ParserActor::new(source, kinds, vr, &ingest, p, flight)
         });
 
         let run_synth = match cfg.producers.mode {
@@ -214,6 +231,7 @@ impl Daemon {
             parser,
             started: std::time::Instant::now(),
             paused,
+            assignment,
             analytics,
             producers,
             _monitor: monitor,

@@ -2,7 +2,7 @@
 //! in the store, the embedded broker, a paced producer, topic → kind mapping.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use thiserror::Error;
 
 use crate::config::KafkaConfig;
 use crate::event::Kind;
+use crate::pipeline::Flight;
 use crate::record::{RawRecord, SourcePos};
 use crate::store::read_offset;
 
@@ -84,13 +85,102 @@ impl TopicKinds {
 /// Partitions this consumer currently owns.
 pub type Assignment = Arc<Mutex<Vec<(String, i32)>>>;
 
-/// Consumer context: on every assignment, start each partition at the next offset
-/// stored in sled (or at the beginning), never at Kafka's committed offset.
+/// Consumer context. On every assignment a partition starts at the later of the
+/// next offset stored in sled and the group's committed offset (another member
+/// of the group may have stored past this store; a crash may have left this
+/// store past the last commit), else at the beginning. Before a partition is
+/// revoked, every batch consumed from it is settled in the store and the store's
+/// offset is committed, so its next owner starts exactly there.
 pub struct StoreSeekContext {
     tree: sled::Tree,
     namespace: String,
     assignment: Assignment,
     paused: Arc<AtomicBool>,
+    flight: Arc<Flight>,
+    /// Revocations so far: records a poll fetched before one are checked against
+    /// the assignment before they go on.
+    revocations: Arc<AtomicU64>,
+}
+
+/// How long a revocation waits for the batches in flight to reach the store.
+const REVOKE_SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an assignment waits for the group's committed offsets.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl StoreSeekContext {
+    /// Where each newly assigned partition starts, and why.
+    fn start_offsets(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        parts: &[(String, i32)],
+    ) -> Vec<(Offset, &'static str)> {
+        let mut ask = TopicPartitionList::new();
+        for (t, p) in parts {
+            ask.add_partition(t, *p);
+        }
+        let committed: BTreeMap<(String, i32), i64> =
+            match consumer.committed_offsets(ask, COMMITTED_TIMEOUT) {
+                Ok(tpl) => tpl
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read the group's committed offsets ({e}); starting from the store's"
+                    );
+                    BTreeMap::new()
+                }
+            };
+        parts
+            .iter()
+            .map(|(t, p)| {
+                let stored = read_offset(&self.tree, &self.namespace, t, *p);
+                match (stored, committed.get(&(t.clone(), *p)).copied()) {
+                    (Some(s), Some(c)) if c > s => (Offset::Offset(c), "the group's commit"),
+                    (Some(s), _) => (Offset::Offset(s), "the store"),
+                    (None, Some(c)) => (Offset::Offset(c), "the group's commit"),
+                    (None, None) => (Offset::Beginning, "nothing stored or committed"),
+                }
+            })
+            .collect()
+    }
+
+    /// Settles the batches in flight and commits the store's offsets of `parts`
+    /// (synchronously) before they go to another member.
+    fn hand_over(&self, consumer: &BaseConsumer<Self>, parts: &[(String, i32)]) {
+        if consumer.assignment_lost() {
+            tracing::warn!(
+                "partitions {parts:?} were lost (this member missed its session): records stored \
+                 since the last commit may be stored again by their next owner"
+            );
+            return;
+        }
+        if !self.flight.wait_settled(REVOKE_SETTLE_TIMEOUT) {
+            tracing::error!(
+                "batches still in flight after {REVOKE_SETTLE_TIMEOUT:?} while handing over {parts:?}; committing what is stored"
+            );
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in parts {
+            if let Some(o) = read_offset(&self.tree, &self.namespace, t, *p) {
+                if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(o)) {
+                    tracing::error!("cannot commit {t}/{p}@{o}: {e}");
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => tracing::info!("handed over {parts:?} at the stored offsets"),
+                Err(e) => tracing::error!(
+                    "commit while handing over {parts:?} failed ({e}): their next owner may store again what this store holds past the last commit"
+                ),
+            }
+        }
+    }
 }
 
 /// Asks the brokers for high watermarks (the next offset each partition will
@@ -151,6 +241,13 @@ impl ClientContext for StoreSeekContext {
                     "records lost before they were read (broker retention; slow the producers or raise retention): {fac}: {log_message}"
                 )
             }
+            // Async commits refused while the group rebalances: the hand-over
+            // commits synchronously once the partitions are revoked.
+            RDKafkaLogLevel::Warning
+                if fac == "COMMITFAIL" && log_message.contains("rebalance in progress") =>
+            {
+                tracing::debug!(target: "librdkafka", "{fac}: {log_message}")
+            }
             RDKafkaLogLevel::Warning => {
                 tracing::warn!(target: "librdkafka", "{fac}: {log_message}")
             }
@@ -181,17 +278,12 @@ impl ConsumerContext for StoreSeekContext {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
-                for (topic, partition) in &parts {
-                    let offset = match read_offset(&self.tree, &self.namespace, topic, *partition) {
-                        Some(o) => Offset::Offset(o),
-                        None => Offset::Beginning,
-                    };
+                let starts = self.start_offsets(consumer, &parts);
+                for ((topic, partition), (offset, why)) in parts.iter().zip(starts) {
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         tracing::error!("cannot seek {topic}/{partition} to {offset:?}: {e}");
                     }
-                    tracing::info!(
-                        "assigned {topic}/{partition}, starting at {offset:?} (from the store)"
-                    );
+                    tracing::info!("assigned {topic}/{partition}, starting at {offset:?} ({why})");
                 }
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -221,6 +313,8 @@ impl ConsumerContext for StoreSeekContext {
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
                 tracing::info!("partitions revoked: {parts:?}");
+                self.hand_over(consumer, &parts);
+                self.revocations.fetch_add(1, Ordering::SeqCst);
                 let r = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -261,6 +355,7 @@ pub struct Source {
     consumer: BaseConsumer<StoreSeekContext>,
     pub assignment: Assignment,
     paused: Arc<AtomicBool>,
+    revocations: Arc<AtomicU64>,
 }
 
 fn header_str(h: &Header<'_, &[u8]>) -> Option<String> {
@@ -276,14 +371,18 @@ impl Source {
         kinds: &TopicKinds,
         tree: sled::Tree,
         namespace: &str,
+        flight: Arc<Flight>,
     ) -> Result<Source, KafkaGlueError> {
         let assignment: Assignment = Arc::default();
         let paused = Arc::new(AtomicBool::new(false));
+        let revocations = Arc::new(AtomicU64::new(0));
         let ctx = StoreSeekContext {
             tree,
             namespace: namespace.to_string(),
             assignment: assignment.clone(),
             paused: paused.clone(),
+            flight,
+            revocations: revocations.clone(),
         };
         let mut c = base_config(brokers, cfg);
         c.set("group.id", &cfg.group_id)
@@ -306,6 +405,7 @@ impl Source {
             consumer,
             assignment,
             paused,
+            revocations,
         })
     }
 
@@ -338,6 +438,7 @@ impl Source {
         let deadline = Instant::now() + linger;
         let mut out = Vec::with_capacity(max.min(65_536));
         let mut topics: Vec<Arc<str>> = Vec::new();
+        let mut revocations = self.revocations.load(Ordering::SeqCst);
         while out.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
             let wait = if out.is_empty() {
@@ -345,7 +446,27 @@ impl Source {
             } else {
                 Duration::ZERO.max(left.min(Duration::from_millis(2)))
             };
-            match self.consumer.poll(wait) {
+            let polled = self.consumer.poll(wait);
+            let now_revoked = self.revocations.load(Ordering::SeqCst);
+            if now_revoked != revocations {
+                // A rebalance ran inside that poll: records of partitions this
+                // member no longer owns belong to their next owner now.
+                revocations = now_revoked;
+                if let Ok(a) = self.assignment.lock() {
+                    let before = out.len();
+                    out.retain(|r: &RawRecord| {
+                        a.iter()
+                            .any(|(t, p)| *p == r.pos.partition && t.as_str() == &*r.pos.topic)
+                    });
+                    if out.len() < before {
+                        tracing::info!(
+                            "dropped {} records of revoked partitions (their next owner reads them)",
+                            before - out.len()
+                        );
+                    }
+                }
+            }
+            match polled {
                 Some(Ok(m)) => {
                     let topic = match topics.iter().find(|t| ***t == *m.topic()) {
                         Some(t) => t.clone(),

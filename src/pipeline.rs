@@ -134,3 +134,40 @@ impl Progress {
         Self::get(&self.stored) + Self::get(&self.rejected)
     }
 }
+
+/// Batches between the consumer and the store: how many the consumer handed on
+/// and how many the store has settled (written, or failed). Before a revoked
+/// partition goes to another member of the group, the consumer waits until
+/// every batch it handed on is settled and commits what the store holds, so the
+/// next owner starts exactly where this one stopped.
+#[derive(Debug, Default)]
+pub struct Flight {
+    sent: AtomicU64,
+    settled: std::sync::Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+impl Flight {
+    /// One more batch handed on towards the store.
+    pub fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The store finished one batch.
+    pub fn settled(&self) {
+        let mut s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        *s += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until every batch handed on so far is settled; false on timeout.
+    pub fn wait_settled(&self, timeout: std::time::Duration) -> bool {
+        let target = self.sent.load(Ordering::SeqCst);
+        let s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| *s < target)
+            .unwrap_or_else(|e| e.into_inner());
+        *s >= target
+    }
+}

@@ -84,6 +84,8 @@ pub struct Admin {
     outage: Mutex<Option<(Instant, String)>>,
     /// The consumer's paused flag.
     pub paused: Arc<AtomicBool>,
+    /// The partitions the consumer owns now.
+    pub assignment: crate::kafka::Assignment,
     pub rates: Arc<Mutex<Rates>>,
     pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
@@ -146,6 +148,7 @@ impl Admin {
             marks: Mutex::new(None),
             outage: Mutex::new(None),
             paused: d.paused.clone(),
+            assignment: d.assignment.clone(),
             rates,
             analytics: d.analytics.clone(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
@@ -288,18 +291,38 @@ impl Admin {
             Ok(Err(_)) => (Vec::new(), "stopped"),
             Err(_) => (Vec::new(), "not answering within 5 s"),
         };
-        let marks = self.high_watermarks(&offsets).await;
+        let assigned: Vec<(String, i32)> = self
+            .assignment
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        // Owned partitions nothing was stored from yet count from offset 0.
+        let unstored: Vec<(String, i32, i64)> = assigned
+            .iter()
+            .filter(|(t, p)| !offsets.iter().any(|(ot, op, _)| ot == t && op == p))
+            .map(|(t, p)| (t.clone(), *p, 0))
+            .collect();
+        let asked: Vec<(String, i32, i64)> = offsets.iter().chain(&unstored).cloned().collect();
+        let marks = self.high_watermarks(&asked).await;
         let mut lag_total = 0i64;
-        let partitions: Vec<Value> = offsets
+        let mut partitions: Vec<Value> = offsets
             .iter()
             .map(|(t, p, next)| {
                 let high = marks.get(&(t.clone(), *p)).copied();
-                let lag = high.map(|h| (h - next).max(0));
+                let owned = assigned.iter().any(|(at, ap)| at == t && ap == p);
+                // Lag is this member's only for the partitions it owns.
+                let lag = high.filter(|_| owned).map(|h| (h - next).max(0));
                 lag_total += lag.unwrap_or(0);
                 json!({ "topic": t, "partition": p, "next_offset": next,
-                    "high_watermark": high, "lag": lag })
+                    "high_watermark": high, "lag": lag, "assigned": owned })
             })
             .collect();
+        for (t, p, _) in &unstored {
+            let high = marks.get(&(t.clone(), *p)).copied();
+            lag_total += high.unwrap_or(0);
+            partitions.push(json!({ "topic": t, "partition": p, "next_offset": null,
+                "high_watermark": high, "lag": high, "assigned": true }));
+        }
         let mut producers = Vec::new();
         for (kind, p) in &self.producers {
             if let Ok(s) = p.send(ProducerControl::Status).await {
