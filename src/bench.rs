@@ -25,6 +25,8 @@ pub struct IngestBenchArgs {
     pub videos: usize,
     pub partitions: i32,
     pub batch_size: usize,
+    /// The store's cache, MiB.
+    pub cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +64,8 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 
 /// The daemon as the benchmarks run it: embedded broker, one video topic fed by
 /// the benchmark's own producer, no synthetic producers, no training.
-pub fn bench_config(data_dir: &std::path::Path, partitions: i32, batch_size: usize) -> Config {
+pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Config {
+    let (partitions, batch_size) = (args.partitions, args.batch_size);
     let mut cfg = Config {
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
@@ -77,6 +80,7 @@ pub fn bench_config(data_dir: &std::path::Path, partitions: i32, batch_size: usi
     // past ~3k records of lag on one partition: stay well inside (1.5k a partition).
     cfg.producers.max_lag_events = 1_500 * partitions.max(1) as u64;
     cfg.ingest.batch_size = batch_size;
+    cfg.store.cache_mb = args.cache_mb;
     cfg.ingest.log_interval_seconds = 5;
     cfg.models.enabled = false;
     cfg
@@ -157,7 +161,7 @@ pub fn ingest(
     }
     let generate_seconds = t_gen.elapsed().as_secs_f64();
 
-    let cfg = bench_config(data_dir, args.partitions, args.batch_size);
+    let cfg = bench_config(args, data_dir);
 
     let total = args.events;
     let system = actix::System::new();

@@ -241,6 +241,9 @@ struct PipelineArgs {
     partitions: i32,
     #[arg(long, default_value_t = 20_000)]
     batch_size: usize,
+    /// The store's cache (store.cache_mb).
+    #[arg(long, default_value_t = playpulse::config::StoreConfig::default().cache_mb)]
+    cache_mb: u64,
     /// Where the store goes (default: a fresh temporary directory, removed after).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -267,6 +270,9 @@ fn pipeline_bench(
     p: PipelineArgs,
 ) -> anyhow::Result<(IngestBenchArgs, PathBuf, tempfile::TempDir)> {
     init_logging("warn");
+    if p.cache_mb == 0 {
+        bail!("--cache-mb 0: the store needs a cache; give at least 1 (MiB)");
+    }
     if !(0.0..1.0).contains(&bad_fraction) {
         bail!("--bad-fraction {bad_fraction}: must be in [0, 1)");
     }
@@ -280,6 +286,7 @@ fn pipeline_bench(
         videos: p.videos,
         partitions: p.partitions,
         batch_size: p.batch_size,
+        cache_mb: p.cache_mb,
     };
     Ok((args, dir, tmp))
 }

@@ -56,7 +56,7 @@ fn dir_mb(dir: &std::path::Path) -> f64 {
 
 /// Runs the soak in `data_dir` (which should be empty).
 pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakReport> {
-    let cfg = bench_config(data_dir, args.partitions, args.batch_size);
+    let cfg = bench_config(args, data_dir);
     let stream = VideoStream::new(
         args.users,
         args.videos,
