@@ -117,6 +117,24 @@ pub enum CtlCommand {
         #[arg(default_value_t = 10)]
         k: usize,
     },
+    /// The listening graph: user_tracks, artist_tracks, genre_tracks, top (who
+    /// paused what), also_liked, artist_neighbours, genre_neighbours.
+    Graph {
+        query: String,
+        #[arg(long)]
+        user: Option<String>,
+        /// play | skip | like | pause | seek (or PLAYED, LIKED, ...).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        artist: Option<String>,
+        #[arg(long)]
+        genre: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// The dead-letter store: list, show ID, replay [ID], purge.
     Dlq {
         /// list | show | replay | purge
@@ -218,6 +236,24 @@ pub fn request(c: &CtlCommand) -> Value {
             o.insert("item".into(), json!(item));
             o.insert("k".into(), json!(k));
             "similar"
+        }
+        CtlCommand::Graph {
+            query,
+            user,
+            action,
+            artist,
+            genre,
+            offset,
+            limit,
+        } => {
+            o.insert("query".into(), json!(query));
+            opt(&mut o, "user", user.as_ref());
+            opt(&mut o, "action", action.as_ref());
+            opt(&mut o, "artist", artist.as_ref());
+            opt(&mut o, "genre", genre.as_ref());
+            o.insert("offset".into(), json!(offset));
+            o.insert("limit".into(), json!(limit));
+            "graph"
         }
         CtlCommand::Dlq {
             action,
@@ -419,6 +455,30 @@ pub fn render(c: &CtlCommand, r: &Value) -> String {
                 ]);
             }
             push(t.to_string());
+        }
+        CtlCommand::Graph { .. } => {
+            let items: Vec<&Value> = r["items"].as_array().into_iter().flatten().collect();
+            // Columns: the fields of the first item, in their order.
+            let cols: Vec<String> = items
+                .first()
+                .and_then(|i| i.as_object())
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+            let mut t = table(&names);
+            for i in &items {
+                t.add_row(cols.iter().map(|c| text(&i[c])).collect::<Vec<_>>());
+            }
+            push(format!(
+                "{}: {} of {} from {}",
+                text(&r["query"]),
+                items.len(),
+                text(&r["total"]),
+                text(&r["offset"])
+            ));
+            if !items.is_empty() {
+                push(t.to_string());
+            }
         }
         CtlCommand::Dlq { .. } if r["dead_letters"].is_array() => {
             let mut t = table(&["id", "reason", "field", "value", "message"]);

@@ -11,6 +11,7 @@ pub mod event;
 pub mod export;
 pub mod fuzzing;
 pub mod generate;
+pub mod graph;
 pub mod http;
 pub mod import;
 pub mod kafka;

@@ -159,7 +159,21 @@ fn every_command_over_the_raw_socket() {
     );
     c.ok(json!({"cmd": "status"}));
     let help = c.ok(json!({"cmd": "help"}));
-    assert_eq!(help["commands"].as_array().unwrap().len(), 17);
+    let listed: Vec<&str> = help["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["cmd"]
+                .as_str()
+                .or_else(|| c["name"].as_str())
+                .unwrap_or("")
+        })
+        .collect();
+    for (name, _, _) in playpulse::admin::protocol::COMMANDS {
+        assert!(listed.contains(name), "help does not list {name}: {help}");
+    }
+    assert_eq!(listed.len(), 18, "{help}");
 
     // Model commands before any model: a clear error, not a crash.
     for req in [

@@ -56,6 +56,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("similar", "item, [k: 10]", "items most like an item"),
     (
+        "graph",
+        "query: user_tracks|artist_tracks|genre_tracks|top|also_liked|artist_neighbours|genre_neighbours, [user], [action: play|skip|like|pause|seek], [artist], [genre], [offset: 0], [limit: 20]",
+        "the listening graph: a user's tracks, tracks by artist or genre, who paused what, users like me also liked, neighbourhoods",
+    ),
+    (
         "dlq",
         "[action: list|show|replay|purge], [id], [after], [limit: 50], [reason]",
         "the dead-letter store; replay re-sends records to their topic",
@@ -149,6 +154,15 @@ pub enum Request {
     Similar {
         item: String,
         k: Option<usize>,
+    },
+    Graph {
+        query: String,
+        user: Option<String>,
+        action: Option<String>,
+        artist: Option<String>,
+        genre: Option<String>,
+        offset: Option<usize>,
+        limit: Option<usize>,
     },
     Dlq {
         #[serde(default)]

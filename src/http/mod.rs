@@ -39,6 +39,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/models", get(models))
         .route("/api/recommend", get(recommend))
         .route("/api/similar", get(similar))
+        .route("/api/graph", get(graph))
         .route("/metrics", get(metrics::render))
         .with_state(admin)
 }
@@ -144,6 +145,29 @@ async fn recommend(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
             k,
             region: p.get("region").cloned().filter(|s| !s.is_empty()),
             genre: p.get("genre").cloned().filter(|s| !s.is_empty()),
+        })
+        .await,
+    )
+}
+
+async fn graph(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+    let (offset, limit) = match (number(&p, "offset"), number(&p, "limit")) {
+        (Ok(o), Ok(l)) => (o, l),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let Some(query) = p.get("query").cloned() else {
+        return bad("query parameter `query` is missing: user_tracks, artist_tracks, genre_tracks, top, also_liked, artist_neighbours or genre_neighbours".into());
+    };
+    let arg = |k: &str| p.get(k).cloned().filter(|s| !s.is_empty());
+    reply(
+        a.call(Request::Graph {
+            query,
+            user: arg("user"),
+            action: arg("action"),
+            artist: arg("artist"),
+            genre: arg("genre"),
+            offset,
+            limit,
         })
         .await,
     )

@@ -88,6 +88,8 @@ pub struct Store {
     gen: u64,
     /// Journal bytes written since the last checkpoint.
     journal_bytes: usize,
+    /// The listening graph's index over the stored edges.
+    graph: crate::graph::MusicGraph,
 }
 
 impl std::ops::Deref for Store {
@@ -165,8 +167,10 @@ impl Store {
             seq: 0,
             gen: 0,
             journal_bytes: 0,
+            graph: crate::graph::MusicGraph::default(),
         };
         store.load_state()?;
+        store.rebuild_graph()?;
         Ok(store)
     }
 
@@ -527,11 +531,45 @@ impl Store {
         }
         new_offsets.sort();
         report.offsets = new_offsets;
+        for (r, _) in records.iter().zip(&fresh).filter(|(_, f)| **f) {
+            match &r.outcome {
+                Outcome::Valid(Event::Music(m)) => self.graph.observe(m),
+                Outcome::Valid(Event::Track(t)) => self.graph.upsert_track(t),
+                _ => {}
+            }
+        }
         observe(&records, &fresh);
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
             self.checkpoint()?;
         }
         Ok(report)
+    }
+
+    /// The listening graph (queries answer from its index).
+    pub fn graph(&self) -> &crate::graph::MusicGraph {
+        &self.graph
+    }
+
+    /// Builds the graph's index from the stored listening aggregates and tracks.
+    fn rebuild_graph(&mut self) -> Result<(), StoreError> {
+        let mut g = crate::graph::MusicGraph::default();
+        for (u, t, agg) in self.music_aggregates()? {
+            g.set_edge(&u, &t, agg);
+        }
+        for item in self.tree.scan_prefix(keys::CAT_TRACK) {
+            let (k, v) = item?;
+            match Event::decode(&v) {
+                Ok(Event::Track(t)) => g.upsert_track(&t),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        message: "not a track record".into(),
+                    })
+                }
+            }
+        }
+        self.graph = g;
+        Ok(())
     }
 
     fn upsert_catalog(

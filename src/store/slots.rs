@@ -132,7 +132,7 @@ impl Qoe {
 }
 
 /// Listening counters of one (user, track) pair.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct MusicAgg {
     /// play, skip, like, pause, seek.
     pub counts: [u64; 5],
