@@ -170,6 +170,21 @@ enum BenchCommand {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Listening-graph queries: the graph built from N generated music events,
+    /// then every query kind timed (p50/p99 per kind).
+    Graph {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+        #[arg(long, default_value_t = 10_000)]
+        tracks: usize,
+        /// Queries per kind.
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+    },
     /// Engagement classifiers (decision tree, SVM) on a JSON Lines events file, 80/20 split.
     Classify {
         #[arg(long)]
@@ -488,6 +503,29 @@ fn main() -> anyhow::Result<()> {
             for d in store.dead_letters()? {
                 println!("{}", serde_json::to_string(&d)?);
             }
+            Ok(())
+        }
+        Command::Bench {
+            which:
+                BenchCommand::Graph {
+                    events,
+                    users,
+                    tracks,
+                    queries,
+                    seed,
+                },
+        } => {
+            if events == 0 || users == 0 || tracks == 0 || queries == 0 {
+                bail!("--events, --users, --tracks and --queries must be at least 1");
+            }
+            let report = playpulse::graph::bench::run(&playpulse::graph::bench::GraphBenchArgs {
+                events,
+                users,
+                tracks,
+                queries,
+                seed,
+            });
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Bench {

@@ -51,6 +51,75 @@ struct TrackNode {
 /// Edges ordered by count (highest first), then user and track id.
 type Ranked = BTreeSet<(Reverse<u64>, Arc<str>, Arc<str>)>;
 
+/// Users per artist (or genre) and artists (or genres) per user, each with how
+/// many of the user's tracks carry it: neighbourhoods walk these, not edges.
+/// Names are interned to dense ids so a walk only hashes integers.
+#[derive(Default)]
+struct Facet {
+    ids: FxHashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+    /// name id → user → tracks.
+    users: Vec<FxHashMap<u32, u32>>,
+    /// user → name id → tracks.
+    of_user: FxHashMap<u32, FxHashMap<u32, u32>>,
+}
+
+fn dec<K: std::hash::Hash + Eq>(m: &mut FxHashMap<K, u32>, k: &K) {
+    if let Some(c) = m.get_mut(k) {
+        *c -= 1;
+        if *c == 0 {
+            m.remove(k);
+        }
+    }
+}
+
+impl Facet {
+    fn id(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&i) = self.ids.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.ids.insert(name.clone(), i);
+        self.names.push(name.clone());
+        self.users.push(FxHashMap::default());
+        i
+    }
+
+    fn add(&mut self, user: u32, name: &Arc<str>) {
+        let n = self.id(name);
+        *self.users[n as usize].entry(user).or_default() += 1;
+        *self.of_user.entry(user).or_default().entry(n).or_default() += 1;
+    }
+
+    fn remove(&mut self, user: u32, name: &Arc<str>) {
+        let Some(&n) = self.ids.get(name) else { return };
+        dec(&mut self.users[n as usize], &user);
+        if let Some(m) = self.of_user.get_mut(&user) {
+            dec(m, &n);
+        }
+    }
+
+    /// For each other name, how many of `name`'s users also have it.
+    fn neighbours(&self, name: &str) -> FxHashMap<Arc<str>, u64> {
+        let Some(&n) = self.ids.get(name) else {
+            return FxHashMap::default();
+        };
+        let mut scores = vec![0u64; self.names.len()];
+        for u in self.users[n as usize].keys() {
+            for &other in self.of_user.get(u).into_iter().flat_map(FxHashMap::keys) {
+                scores[other as usize] += 1;
+            }
+        }
+        scores[n as usize] = 0;
+        scores
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| *c > 0)
+            .map(|(i, c)| (self.names[i].clone(), c))
+            .collect()
+    }
+}
+
 #[derive(Default)]
 pub struct MusicGraph {
     user_ix: FxHashMap<Arc<str>, u32>,
@@ -63,6 +132,8 @@ pub struct MusicGraph {
     by_artist: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     by_genre: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     ranked: [Ranked; 5],
+    artist_facet: Facet,
+    genre_facet: Facet,
 }
 
 /// One page of a query's answer.
@@ -176,7 +247,20 @@ impl MusicGraph {
         let (u, t) = (self.user(user), self.track(track));
         let old = self.out[u as usize].insert(t, agg);
         self.reindex(u, t, old.as_ref(), Some(&agg));
-        self.nodes[t as usize].listeners.insert(u);
+        self.listen(u, t);
+    }
+
+    /// Marks `u` a listener of `t`; a new listener joins the track's artist and genre.
+    fn listen(&mut self, u: u32, t: u32) {
+        let node = &mut self.nodes[t as usize];
+        if node.listeners.insert(u) {
+            if let Some(a) = &node.artist {
+                self.artist_facet.add(u, a);
+            }
+            if let Some(g) = &node.genre {
+                self.genre_facet.add(u, g);
+            }
+        }
     }
 
     /// One stored listening event.
@@ -188,7 +272,7 @@ impl MusicGraph {
         edge.last_ts_ms = edge.last_ts_ms.max(m.event_ts_ms);
         let new = *edge;
         self.reindex(u, t, Some(&old), Some(&new));
-        self.nodes[t as usize].listeners.insert(u);
+        self.listen(u, t);
     }
 
     fn reindex(&mut self, u: u32, t: u32, old: Option<&MusicAgg>, new: Option<&MusicAgg>) {
@@ -208,7 +292,8 @@ impl MusicGraph {
         }
     }
 
-    /// A track record (latest wins): its BY and IN_GENRE edges.
+    /// A track record (latest wins): its BY and IN_GENRE edges; its listeners
+    /// move from the old artist and genre to the new ones.
     pub fn upsert_track(&mut self, tr: &Track) {
         let t = self.track(&tr.track_id);
         let name = self.tracks[t as usize].clone();
@@ -217,14 +302,24 @@ impl MusicGraph {
             if let Some(set) = self.by_artist.get_mut(&old) {
                 set.remove(&name);
             }
+            for &u in &node.listeners {
+                self.artist_facet.remove(u, &old);
+            }
         }
         if let Some(old) = node.genre.take() {
             if let Some(set) = self.by_genre.get_mut(&old) {
                 set.remove(&name);
             }
+            for &u in &node.listeners {
+                self.genre_facet.remove(u, &old);
+            }
         }
         let artist: Arc<str> = Arc::from(tr.artist.as_str());
         let genre: Arc<str> = Arc::from(tr.genre.as_str());
+        for &u in &node.listeners {
+            self.artist_facet.add(u, &artist);
+            self.genre_facet.add(u, &genre);
+        }
         node.artist = Some(artist.clone());
         node.genre = Some(genre.clone());
         node.album = Some(Arc::from(tr.album.as_str()));
@@ -382,304 +477,21 @@ impl MusicGraph {
 
     /// Artists or genres sharing listeners with `name`: for each other one, how
     /// many users have an edge to a track of both.
-    fn neighbours(
-        &self,
-        name: &str,
-        index: &HashMap<Arc<str>, BTreeSet<Arc<str>>>,
-        key: impl Fn(&TrackNode) -> Option<&Arc<str>>,
-        offset: usize,
-        limit: usize,
-    ) -> Page<Scored> {
-        let mut listeners: FxHashSet<u32> = FxHashSet::default();
-        for t in index.get(name).into_iter().flatten() {
-            if let Some(&ti) = self.track_ix.get(t) {
-                listeners.extend(self.nodes[ti as usize].listeners.iter().copied());
-            }
-        }
-        let mut scores: FxHashMap<Arc<str>, u64> = FxHashMap::default();
-        for &u in &listeners {
-            let mut seen: FxHashSet<&Arc<str>> = FxHashSet::default();
-            for &t in self.out[u as usize].keys() {
-                if let Some(k) = key(&self.nodes[t as usize]) {
-                    if &**k != name && seen.insert(k) {
-                        *scores.entry(k.clone()).or_default() += 1;
-                    }
-                }
-            }
-        }
-        page(rank(scores), offset, limit)
-    }
-
     /// Artists sharing listeners with an artist.
     pub fn artist_neighbours(&self, artist: &str, offset: usize, limit: usize) -> Page<Scored> {
-        self.neighbours(
-            artist,
-            &self.by_artist,
-            |n| n.artist.as_ref(),
-            offset,
-            limit,
-        )
+        page(rank(self.artist_facet.neighbours(artist)), offset, limit)
     }
 
     /// Genres sharing listeners with a genre.
     pub fn genre_neighbours(&self, genre: &str, offset: usize, limit: usize) -> Page<Scored> {
-        self.neighbours(genre, &self.by_genre, |n| n.genre.as_ref(), offset, limit)
+        page(rank(self.genre_facet.neighbours(genre)), offset, limit)
     }
 }
 
-/// The graph's queries, as the admin socket and the HTTP API name them.
-pub const QUERIES: &[(&str, &str)] = &[
-    (
-        "user_tracks",
-        "a user's tracks with one relation (user, action)",
-    ),
-    ("artist_tracks", "tracks BY an artist (artist)"),
-    ("genre_tracks", "tracks IN_GENRE a genre (genre)"),
-    (
-        "top",
-        "the edges of one relation with the highest counts, e.g. who paused what ([action: pause])",
-    ),
-    ("also_liked", "users like me also liked (user)"),
-    (
-        "artist_neighbours",
-        "artists sharing listeners with an artist (artist)",
-    ),
-    (
-        "genre_neighbours",
-        "genres sharing listeners with a genre (genre)",
-    ),
-];
+mod request;
+pub use request::{answer, GraphRequest, MAX_LIMIT, QUERIES};
 
-/// Answers at most this many items a page.
-pub const MAX_LIMIT: usize = 1000;
-
-/// One graph query with its arguments.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GraphRequest {
-    pub query: String,
-    pub user: Option<String>,
-    pub action: Option<String>,
-    pub artist: Option<String>,
-    pub genre: Option<String>,
-    pub offset: Option<usize>,
-    pub limit: Option<usize>,
-}
-
-fn need<'a>(v: &'a Option<String>, query: &str, arg: &str) -> Result<&'a str, String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("graph query {query:?} needs `{arg}`"))
-}
-
-fn action_of(
-    v: &Option<String>,
-    query: &str,
-    default: Option<MusicAction>,
-) -> Result<MusicAction, String> {
-    match v.as_deref().map(str::trim) {
-        None | Some("") => default.ok_or_else(|| {
-            format!("graph query {query:?} needs `action`: play, skip, like, pause or seek")
-        }),
-        Some(a) => parse_action(a).ok_or_else(|| {
-            format!("action {a:?} is not one of play, skip, like, pause, seek (or PLAYED, SKIPPED, LIKED, PAUSED, SEEKED)")
-        }),
-    }
-}
-
-/// Answers a graph query as JSON: `{query, total, offset, items}`.
-pub fn answer(g: &MusicGraph, r: &GraphRequest) -> Result<serde_json::Value, String> {
-    let (offset, limit) = (r.offset.unwrap_or(0), r.limit.unwrap_or(20));
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(format!(
-            "limit {limit}: give 1 to {MAX_LIMIT} and page with offset"
-        ));
-    }
-    let q = r.query.trim();
-    // Ids are stored lower-cased (validation.lowercase_ids); names as sent.
-    let user = || need(&r.user, q, "user").map(str::to_lowercase);
-    let page = match q {
-        "user_tracks" => {
-            let u = user()?;
-            let a = action_of(&r.action, q, None)?;
-            serde_json::to_value(g.user_tracks(&u, a, offset, limit))
-        }
-        "artist_tracks" => {
-            serde_json::to_value(g.artist_tracks(need(&r.artist, q, "artist")?, offset, limit))
-        }
-        "genre_tracks" => {
-            serde_json::to_value(g.genre_tracks(need(&r.genre, q, "genre")?, offset, limit))
-        }
-        "top" => {
-            let a = action_of(&r.action, q, Some(MusicAction::Pause))?;
-            serde_json::to_value(g.top_edges(a, offset, limit))
-        }
-        "also_liked" => serde_json::to_value(g.also_liked(&user()?, offset, limit)),
-        "artist_neighbours" => {
-            serde_json::to_value(g.artist_neighbours(need(&r.artist, q, "artist")?, offset, limit))
-        }
-        "genre_neighbours" => {
-            serde_json::to_value(g.genre_neighbours(need(&r.genre, q, "genre")?, offset, limit))
-        }
-        other => {
-            let names: Vec<&str> = QUERIES.iter().map(|(n, _)| *n).collect();
-            return Err(format!(
-                "unknown graph query {other:?}; queries: {}",
-                names.join(", ")
-            ));
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    let mut v = page;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("query".into(), serde_json::json!(q));
-    }
-    Ok(v)
-}
+pub mod bench;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(u: &str, t: &str, a: MusicAction, ts: i64) -> MusicEvent {
-        MusicEvent {
-            user_id: u.into(),
-            track_id: t.into(),
-            event_type: a,
-            event_ts_ms: ts,
-            session_id: "s".into(),
-            device: "d".into(),
-        }
-    }
-
-    fn track(t: &str, artist: &str, genre: &str) -> Track {
-        Track {
-            track_id: t.into(),
-            artist: artist.into(),
-            album: "al".into(),
-            duration_ms: 1000,
-            genre: genre.into(),
-        }
-    }
-
-    fn names(p: &Page<Scored>) -> Vec<(&str, u64)> {
-        p.items.iter().map(|s| (s.name.as_str(), s.score)).collect()
-    }
-
-    #[test]
-    fn queries_follow_the_edges_both_ways() {
-        let mut g = MusicGraph::default();
-        for (t, a, gen) in [
-            ("t1", "A", "rock"),
-            ("t2", "A", "pop"),
-            ("t3", "B", "rock"),
-            ("t4", "C", "jazz"),
-        ] {
-            g.upsert_track(&track(t, a, gen));
-        }
-        use MusicAction::*;
-        for (u, t, a, ts) in [
-            ("u1", "t1", Like, 1),
-            ("u1", "t1", Play, 2),
-            ("u1", "t1", Play, 3),
-            ("u1", "t2", Pause, 4),
-            ("u2", "t1", Like, 5),
-            ("u2", "t3", Like, 6),
-            ("u2", "t4", Like, 7),
-            ("u3", "t1", Like, 8),
-            ("u3", "t3", Like, 9),
-            ("u3", "t2", Pause, 10),
-            ("u3", "t2", Pause, 11),
-            ("u4", "t4", Play, 12),
-        ] {
-            g.observe(&ev(u, t, a, ts));
-        }
-        let played = g.user_tracks("u1", Play, 0, 10);
-        assert_eq!(played.total, 1);
-        assert_eq!((played.items[0].count, played.items[0].last_ts_ms), (2, 3));
-        assert_eq!(played.items[0].artist.as_deref(), Some("A"));
-        assert_eq!(g.user_tracks("nobody", Like, 0, 10).total, 0);
-        // Paged by track id.
-        let a = g.artist_tracks("A", 1, 5);
-        assert_eq!(
-            (a.total, a.items.len(), a.items[0].track.as_str()),
-            (2, 1, "t2")
-        );
-        assert_eq!(
-            g.genre_tracks("rock", 0, 5)
-                .items
-                .iter()
-                .map(|t| t.listeners)
-                .collect::<Vec<_>>(),
-            vec![3, 2]
-        );
-        // Who paused what: u3 twice, then u1 once.
-        let top = g.top_edges(Pause, 0, 10);
-        let got: Vec<_> = top
-            .items
-            .iter()
-            .map(|e| (e.user.as_str(), e.track.as_str(), e.count))
-            .collect();
-        assert_eq!(got, vec![("u3", "t2", 2), ("u1", "t2", 1)]);
-        // u1 liked t1; u2 and u3 liked it too; they also liked t3 (both) and t4 (u2).
-        assert_eq!(
-            names(&g.also_liked("u1", 0, 10)),
-            vec![("t3", 2), ("t4", 1)]
-        );
-        // Listeners of A (t1, t2): u1, u2, u3; u2 and u3 reach B, u2 reaches C.
-        assert_eq!(
-            names(&g.artist_neighbours("A", 0, 10)),
-            vec![("B", 2), ("C", 1)]
-        );
-        assert_eq!(names(&g.genre_neighbours("jazz", 0, 10)), vec![("rock", 1)]);
-        // A track moved to another artist leaves the old artist's index.
-        g.upsert_track(&track("t2", "B", "pop"));
-        assert_eq!(g.artist_tracks("A", 0, 5).total, 1);
-        assert_eq!(g.artist_tracks("B", 0, 5).total, 2);
-        // Rebuilding from aggregates gives the same ranking as observing.
-        let mut h = MusicGraph::default();
-        h.set_edge(
-            "u3",
-            "t2",
-            MusicAgg {
-                counts: [0, 0, 0, 2, 0],
-                last_ts_ms: 11,
-            },
-        );
-        h.set_edge(
-            "u1",
-            "t2",
-            MusicAgg {
-                counts: [0, 0, 0, 1, 0],
-                last_ts_ms: 4,
-            },
-        );
-        assert_eq!(h.top_edges(Pause, 0, 10), g.top_edges(Pause, 0, 10));
-        assert_eq!(parse_action("LIKED"), Some(Like));
-        assert_eq!(parse_action("pause"), Some(Pause));
-        assert_eq!(parse_action("x"), None);
-        // The request form names what is missing or wrong.
-        let req = |q: &str| GraphRequest {
-            query: q.into(),
-            ..Default::default()
-        };
-        assert!(answer(&g, &req("user_tracks"))
-            .unwrap_err()
-            .contains("needs `user`"));
-        let mut r = req("user_tracks");
-        r.user = Some("U1".into());
-        assert!(answer(&g, &r).unwrap_err().contains("needs `action`"));
-        r.action = Some("LIKED".into());
-        let v = answer(&g, &r).unwrap();
-        assert_eq!(
-            (v["total"].as_u64(), v["items"][0]["track"].as_str()),
-            (Some(1), Some("t1"))
-        );
-        r.limit = Some(5000);
-        assert!(answer(&g, &r).unwrap_err().contains("limit 5000"));
-        assert!(answer(&g, &req("nope"))
-            .unwrap_err()
-            .contains("queries: user_tracks"));
-        assert_eq!(answer(&g, &req("top")).unwrap()["items"][0]["user"], "u3");
-    }
-}
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+
+fn ev(u: &str, t: &str, a: MusicAction, ts: i64) -> MusicEvent {
+    MusicEvent {
+        user_id: u.into(),
+        track_id: t.into(),
+        event_type: a,
+        event_ts_ms: ts,
+        session_id: "s".into(),
+        device: "d".into(),
+    }
+}
+
+fn track(t: &str, artist: &str, genre: &str) -> Track {
+    Track {
+        track_id: t.into(),
+        artist: artist.into(),
+        album: "al".into(),
+        duration_ms: 1000,
+        genre: genre.into(),
+    }
+}
+
+fn names(p: &Page<Scored>) -> Vec<(&str, u64)> {
+    p.items.iter().map(|s| (s.name.as_str(), s.score)).collect()
+}
+
+#[test]
+fn queries_follow_the_edges_both_ways() {
+    let mut g = MusicGraph::default();
+    for (t, a, gen) in [
+        ("t1", "A", "rock"),
+        ("t2", "A", "pop"),
+        ("t3", "B", "rock"),
+        ("t4", "C", "jazz"),
+    ] {
+        g.upsert_track(&track(t, a, gen));
+    }
+    use MusicAction::*;
+    for (u, t, a, ts) in [
+        ("u1", "t1", Like, 1),
+        ("u1", "t1", Play, 2),
+        ("u1", "t1", Play, 3),
+        ("u1", "t2", Pause, 4),
+        ("u2", "t1", Like, 5),
+        ("u2", "t3", Like, 6),
+        ("u2", "t4", Like, 7),
+        ("u3", "t1", Like, 8),
+        ("u3", "t3", Like, 9),
+        ("u3", "t2", Pause, 10),
+        ("u3", "t2", Pause, 11),
+        ("u4", "t4", Play, 12),
+    ] {
+        g.observe(&ev(u, t, a, ts));
+    }
+    let played = g.user_tracks("u1", Play, 0, 10);
+    assert_eq!(played.total, 1);
+    assert_eq!((played.items[0].count, played.items[0].last_ts_ms), (2, 3));
+    assert_eq!(played.items[0].artist.as_deref(), Some("A"));
+    assert_eq!(g.user_tracks("nobody", Like, 0, 10).total, 0);
+    // Paged by track id.
+    let a = g.artist_tracks("A", 1, 5);
+    assert_eq!(
+        (a.total, a.items.len(), a.items[0].track.as_str()),
+        (2, 1, "t2")
+    );
+    assert_eq!(
+        g.genre_tracks("rock", 0, 5)
+            .items
+            .iter()
+            .map(|t| t.listeners)
+            .collect::<Vec<_>>(),
+        vec![3, 2]
+    );
+    // Who paused what: u3 twice, then u1 once.
+    let top = g.top_edges(Pause, 0, 10);
+    let got: Vec<_> = top
+        .items
+        .iter()
+        .map(|e| (e.user.as_str(), e.track.as_str(), e.count))
+        .collect();
+    assert_eq!(got, vec![("u3", "t2", 2), ("u1", "t2", 1)]);
+    // u1 liked t1; u2 and u3 liked it too; they also liked t3 (both) and t4 (u2).
+    assert_eq!(
+        names(&g.also_liked("u1", 0, 10)),
+        vec![("t3", 2), ("t4", 1)]
+    );
+    // Listeners of A (t1, t2): u1, u2, u3; u2 and u3 reach B, u2 reaches C.
+    assert_eq!(
+        names(&g.artist_neighbours("A", 0, 10)),
+        vec![("B", 2), ("C", 1)]
+    );
+    assert_eq!(names(&g.genre_neighbours("jazz", 0, 10)), vec![("rock", 1)]);
+    // A track moved to another artist leaves the old artist's index.
+    g.upsert_track(&track("t2", "B", "pop"));
+    assert_eq!(g.artist_tracks("A", 0, 5).total, 1);
+    assert_eq!(g.artist_tracks("B", 0, 5).total, 2);
+    // ... and its listeners with it: u1 now reaches B through t2.
+    assert_eq!(
+        names(&g.artist_neighbours("A", 0, 10)),
+        vec![("B", 3), ("C", 1)]
+    );
+    // Rebuilding from aggregates gives the same ranking as observing.
+    let mut h = MusicGraph::default();
+    h.set_edge(
+        "u3",
+        "t2",
+        MusicAgg {
+            counts: [0, 0, 0, 2, 0],
+            last_ts_ms: 11,
+        },
+    );
+    h.set_edge(
+        "u1",
+        "t2",
+        MusicAgg {
+            counts: [0, 0, 0, 1, 0],
+            last_ts_ms: 4,
+        },
+    );
+    assert_eq!(h.top_edges(Pause, 0, 10), g.top_edges(Pause, 0, 10));
+    assert_eq!(parse_action("LIKED"), Some(Like));
+    assert_eq!(parse_action("pause"), Some(Pause));
+    assert_eq!(parse_action("x"), None);
+    // The request form names what is missing or wrong.
+    let req = |q: &str| GraphRequest {
+        query: q.into(),
+        ..Default::default()
+    };
+    assert!(answer(&g, &req("user_tracks"))
+        .unwrap_err()
+        .contains("needs `user`"));
+    let mut r = req("user_tracks");
+    r.user = Some("U1".into());
+    assert!(answer(&g, &r).unwrap_err().contains("needs `action`"));
+    r.action = Some("LIKED".into());
+    let v = answer(&g, &r).unwrap();
+    assert_eq!(
+        (v["total"].as_u64(), v["items"][0]["track"].as_str()),
+        (Some(1), Some("t1"))
+    );
+    r.limit = Some(5000);
+    assert!(answer(&g, &r).unwrap_err().contains("limit 5000"));
+    assert!(answer(&g, &req("nope"))
+        .unwrap_err()
+        .contains("queries: user_tracks"));
+    assert_eq!(answer(&g, &req("top")).unwrap()["items"][0]["user"], "u3");
+}
