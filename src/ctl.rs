@@ -443,12 +443,16 @@ pub fn render(c: &CtlCommand, r: &Value) -> String {
             } else {
                 &r["similar"]
             };
-            push(format!("model v{}", text(&r["model"])));
-            let mut t = table(&["rank", "item", "genre", "score", "reason"]);
+            push(match r["cold_start"].as_str() {
+                Some(how) => format!("model v{} (not in it: {how})", text(&r["model"])),
+                None => format!("model v{}", text(&r["model"])),
+            });
+            let mut t = table(&["rank", "item", "title", "genre", "score", "reason"]);
             for (i, x) in list.as_array().into_iter().flatten().enumerate() {
                 t.add_row(vec![
                     (i + 1).to_string(),
                     text(&x["item"]),
+                    text(&x["title"]),
                     text(&x["genre"]),
                     text(&x["score"]),
                     text(&x["reason"]),

@@ -2,6 +2,7 @@
 //! platforms. See DESIGN.md in the shared docs and README.md for the shape.
 
 pub mod admin;
+pub mod affinity;
 pub mod analytics;
 pub mod bench;
 pub mod config;

@@ -240,14 +240,45 @@ impl Admin {
                 region,
                 genre,
             } => {
-                let c = self.champion()?;
                 let user = user.trim().to_lowercase();
+                let k = k.unwrap_or(10);
+                let champion = self.serving.get();
+                if let Some(c) = champion.as_ref().filter(|c| c.recommender.knows(&user)) {
+                    let recs = c.recommender.recommend(&user, k, &Hints::default());
+                    let recs = self
+                        .with_titles(serde_json::to_value(recs).map_err(|e| e.to_string())?)
+                        .await?;
+                    return Ok(json!({ "model": c.id, "user": user, "known": true,
+                        "recommendations": recs }));
+                }
+                // Not in the model: a catalog profile's content affinity, else popularity.
+                let u = user.clone();
+                let by_profile = self
+                    .store
+                    .send(WithStore(move |s: &Store| match s.catalog("user", &u) {
+                        Ok(Some(crate::event::Event::User(p))) => {
+                            Ok(Some(s.titles().rank(&p, k, |_| false)))
+                        }
+                        Ok(_) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }))
+                    .await
+                    .map_err(gone)??;
+                if let Some(ranked) = by_profile.filter(|r| !r.is_empty()) {
+                    return Ok(
+                        json!({ "model": champion.as_ref().map(|c| c.id), "user": user,
+                        "known": false, "cold_start": "profile affinity",
+                        "recommendations": ranked }),
+                    );
+                }
+                let c = self.champion()?;
                 let hints = Hints { region, genre };
-                let recs = c.recommender.recommend(&user, k.unwrap_or(10), &hints);
-                Ok(
-                    json!({ "model": c.id, "user": user, "known": c.recommender.knows(&user),
-                    "recommendations": recs }),
-                )
+                let recs = c.recommender.recommend(&user, k, &hints);
+                let recs = self
+                    .with_titles(serde_json::to_value(recs).map_err(|e| e.to_string())?)
+                    .await?;
+                Ok(json!({ "model": c.id, "user": user, "known": false,
+                    "cold_start": "popularity", "recommendations": recs }))
             }
             Request::Similar { item, k } => {
                 let c = self.champion()?;
@@ -302,6 +333,31 @@ impl Admin {
                 self.cfg.models.min_events
             )
         })
+    }
+
+    /// Adds each recommended item's catalog title (when the catalog has it).
+    async fn with_titles(&self, mut recs: Value) -> Result<Value, String> {
+        let ids: Vec<String> = recs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["item"].as_str().map(str::to_string))
+            .collect();
+        let titles: Vec<Option<String>> = self
+            .store
+            .send(WithStore(move |s: &Store| {
+                ids.iter()
+                    .map(|i| s.titles().get(i).map(|e| e.title.title.clone()))
+                    .collect()
+            }))
+            .await
+            .map_err(gone)?;
+        for (r, t) in recs.as_array_mut().into_iter().flatten().zip(titles) {
+            if let (Some(o), Some(t)) = (r.as_object_mut(), t) {
+                o.insert("title".into(), json!(t));
+            }
+        }
+        Ok(recs)
     }
 
     async fn status(&self) -> Reply {

@@ -90,6 +90,8 @@ pub struct Store {
     journal_bytes: usize,
     /// The listening graph's index over the stored edges.
     graph: crate::graph::MusicGraph,
+    /// Every stored movie and series (latest record), for content affinity.
+    titles: crate::affinity::CatalogIndex,
 }
 
 impl std::ops::Deref for Store {
@@ -168,6 +170,7 @@ impl Store {
             gen: 0,
             journal_bytes: 0,
             graph: crate::graph::MusicGraph::default(),
+            titles: crate::affinity::CatalogIndex::default(),
         };
         store.load_state()?;
         store.rebuild_graph()?;
@@ -535,6 +538,8 @@ impl Store {
             match &r.outcome {
                 Outcome::Valid(Event::Music(m)) => self.graph.observe(m),
                 Outcome::Valid(Event::Track(t)) => self.graph.upsert_track(t),
+                Outcome::Valid(Event::Movie(t)) => self.titles.upsert("movie", t),
+                Outcome::Valid(Event::Series(t)) => self.titles.upsert("series", t),
                 _ => {}
             }
         }
@@ -550,8 +555,31 @@ impl Store {
         &self.graph
     }
 
-    /// Builds the graph's index from the stored listening aggregates and tracks.
+    /// Every stored movie and series (latest record of each).
+    pub fn titles(&self) -> &crate::affinity::CatalogIndex {
+        &self.titles
+    }
+
+    /// Builds the graph's index from the stored listening aggregates and tracks,
+    /// and the titles' index from the catalog.
     fn rebuild_graph(&mut self) -> Result<(), StoreError> {
+        let mut titles = crate::affinity::CatalogIndex::default();
+        for prefix in [keys::CAT_MOVIE, keys::CAT_SERIES] {
+            for item in self.tree.scan_prefix(prefix) {
+                let (k, v) = item?;
+                match Event::decode(&v) {
+                    Ok(Event::Movie(t)) => titles.upsert("movie", &t),
+                    Ok(Event::Series(t)) => titles.upsert("series", &t),
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            key: String::from_utf8_lossy(&k).into_owned(),
+                            message: "not a movie or series record".into(),
+                        })
+                    }
+                }
+            }
+        }
+        self.titles = titles;
         let mut g = crate::graph::MusicGraph::default();
         for (u, t, agg) in self.music_aggregates()? {
             g.set_edge(&u, &t, agg);
