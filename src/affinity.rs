@@ -12,7 +12,7 @@
 //! Names compare case-insensitively, trimmed. The store keeps a [`CatalogIndex`]
 //! of every title (latest record wins) so a ranking reads no disk.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -101,6 +101,41 @@ pub fn affinity(p: &Prefs, t: &Title) -> Affinity {
     Affinity { score, matched }
 }
 
+/// Blends a user's ALS scores with content affinity, in place: the finite
+/// scores are min-max scaled to [0, 1], then `(1 - weight) · scaled + weight ·
+/// affinity` (an item with no catalog title has affinity 0).
+pub fn blend_scores<'a>(
+    scores: &mut [f32],
+    items: &[String],
+    prefs: &Prefs,
+    weight: f64,
+    title_of: impl Fn(&str) -> Option<&'a Title>,
+) {
+    let (lo, hi) = scores
+        .iter()
+        .filter(|s| s.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &s| {
+            (lo.min(s), hi.max(s))
+        });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    for (s, item) in scores.iter_mut().zip(items) {
+        if !s.is_finite() {
+            continue;
+        }
+        let a = title_of(item).map_or(0.0, |t| affinity(prefs, t).score);
+        *s = ((1.0 - weight) * f64::from((*s - lo) / span) + weight * a) as f32;
+    }
+}
+
+/// What the evaluator needs to score the blend: the weight, the profiles of the
+/// users and the titles, as of the training snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Blend {
+    pub weight: f64,
+    pub prefs: HashMap<String, Prefs>,
+    pub titles: HashMap<String, Title>,
+}
+
 /// A title in the index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -151,6 +186,11 @@ impl CatalogIndex {
 
     pub fn get(&self, id: &str) -> Option<&Entry> {
         self.titles.get(id)
+    }
+
+    /// Every title by id.
+    pub fn titles(&self) -> impl Iterator<Item = (&String, &Title)> {
+        self.titles.iter().map(|(id, e)| (id, &e.title))
     }
 
     /// The `k` titles with the highest affinity for `profile` (score > 0),
@@ -273,5 +313,35 @@ mod tests {
         older.timestamp_ms = 0;
         idx.upsert("movie", &older);
         assert_eq!(idx.get("m1").unwrap().title.genres, vec![" horror"]);
+    }
+
+    #[test]
+    fn blending_scales_als_scores_and_adds_affinity() {
+        let p = Prefs::of(&profile());
+        let titles: HashMap<String, Title> = [
+            (
+                "m1".to_string(),
+                title("m1", "Horror", "X", &["Y"], "PG", "2010s"),
+            ),
+            (
+                "m2".to_string(),
+                title("m2", "Comedy", "X", &["Y"], "PG", "2010s"),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let items: Vec<String> = ["m1", "m2", "v9", "v8"].map(String::from).to_vec();
+        // ALS prefers m2; scaled: m1 0.5, m2 1, v9 0, v8 skipped (not finite).
+        let mut s = vec![2.0, 3.0, 1.0, f32::NEG_INFINITY];
+        blend_scores(&mut s, &items, &p, 0.5, |i| titles.get(i));
+        let want = [0.5 * 0.5 + 0.5 * 0.35, 0.5, 0.0];
+        for (g, w) in s.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{s:?}");
+        }
+        assert_eq!(s[3], f32::NEG_INFINITY);
+        // Weight 1: affinity alone decides (m1 matches the genre, m2 nothing).
+        let mut s = vec![2.0, 3.0, 1.0, 0.0];
+        blend_scores(&mut s, &items, &p, 1.0, |i| titles.get(i));
+        assert!(s[0] > s[1] && s[1] == 0.0);
     }
 }

@@ -263,6 +263,10 @@ pub struct ModelsConfig {
     pub k: usize,
     pub promote_metric: PromoteMetric,
     pub seed: u64,
+    /// Weight of content affinity (catalog profile vs title) blended into the
+    /// ALS scores of users with a profile; the evaluator scores the blend against
+    /// pure ALS and serves it only when it ranks better. 0 = never.
+    pub affinity_weight: f64,
     /// Also train and evaluate the engagement classifiers (decision tree, SVM).
     pub classifiers: bool,
     /// Most recent video events the classifiers train and test on.
@@ -323,6 +327,7 @@ impl Default for ModelsConfig {
             k: 10,
             promote_metric: PromoteMetric::Ndcg,
             seed: 42,
+            affinity_weight: 0.3,
             classifiers: true,
             classifier_max_events: 100_000,
             tree_max_depth: 20,
@@ -655,6 +660,13 @@ impl Config {
         let m = &self.models;
         if let Err(e) = m.als().check() {
             return Err(invalid("models", "", e.to_string()));
+        }
+        if !(0.0..=1.0).contains(&m.affinity_weight) {
+            return Err(invalid(
+                "models.affinity_weight",
+                m.affinity_weight,
+                "must be in [0, 1] (0 turns the blend off)",
+            ));
         }
         if !(m.test_fraction > 0.0 && m.test_fraction < 1.0) {
             return Err(invalid(

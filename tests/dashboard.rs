@@ -163,7 +163,9 @@ fn dashboard_api_and_metrics_show_live_data() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let addr = status["http"].as_str().unwrap().to_string();
-    let (code, body) = get(&addr, "/api/recommend?user=user_00001");
+    // Before any model a user without a catalog profile waits for one (users with
+    // a profile get content affinity: tests/affinity.rs).
+    let (code, body) = get(&addr, "/api/recommend?user=nobody_with_no_profile");
     assert_eq!(code, 503, "before any model: {body}");
     assert!(body.contains("no model has been trained yet"), "{body}");
     let trained = d.ctl(&["train"]);

@@ -244,12 +244,46 @@ impl Admin {
                 let k = k.unwrap_or(10);
                 let champion = self.serving.get();
                 if let Some(c) = champion.as_ref().filter(|c| c.recommender.knows(&user)) {
-                    let recs = c.recommender.recommend(&user, k, &Hints::default());
+                    // The champion blends content affinity in for users with a profile
+                    // when that ranked better on held-out data.
+                    let blended = if c.affinity_weight > 0.0 {
+                        let (c2, u2) = (c.clone(), user.clone());
+                        self.store
+                            .send(WithStore(move |s: &Store| match s.catalog("user", &u2) {
+                                Ok(Some(crate::event::Event::User(p))) => {
+                                    let prefs = crate::affinity::Prefs::of(&p);
+                                    let titles = s.titles();
+                                    let w = c2.affinity_weight;
+                                    Some(c2.recommender.recommend_adjusted(
+                                        &u2,
+                                        k,
+                                        &Hints::default(),
+                                        |scores, items| {
+                                            crate::affinity::blend_scores(
+                                                scores,
+                                                items,
+                                                &prefs,
+                                                w,
+                                                |i| titles.get(i).map(|e| &e.title),
+                                            )
+                                        },
+                                    ))
+                                }
+                                _ => None,
+                            }))
+                            .await
+                            .map_err(gone)?
+                    } else {
+                        None
+                    };
+                    let affinity = blended.as_ref().map(|_| c.affinity_weight);
+                    let recs = blended
+                        .unwrap_or_else(|| c.recommender.recommend(&user, k, &Hints::default()));
                     let recs = self
                         .with_titles(serde_json::to_value(recs).map_err(|e| e.to_string())?)
                         .await?;
                     return Ok(json!({ "model": c.id, "user": user, "known": true,
-                        "recommendations": recs }));
+                        "affinity_weight": affinity, "recommendations": recs }));
                 }
                 // Not in the model: a catalog profile's content affinity, else popularity.
                 let u = user.clone();

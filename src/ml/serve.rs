@@ -115,11 +115,24 @@ impl Recommender {
 
     /// Top `k` for `user`; unknown users get the cold start narrowed by `hints`.
     pub fn recommend(&self, user: &str, k: usize, hints: &Hints) -> Vec<Recommendation> {
+        self.recommend_adjusted(user, k, hints, |_, _| {})
+    }
+
+    /// As [`Recommender::recommend`], with the known user's ALS scores (one per
+    /// item, in the bundle's item order) adjusted before ranking (a blend).
+    pub fn recommend_adjusted(
+        &self,
+        user: &str,
+        k: usize,
+        hints: &Hints,
+        adjust: impl FnOnce(&mut [f32], &[String]),
+    ) -> Vec<Recommendation> {
         let Some(&u) = self.user_index.get(user) else {
             return self.popular(k, hints);
         };
         let mut scores = Vec::with_capacity(self.b.model.items);
         self.b.model.scores_into(u as usize, &mut scores);
+        adjust(&mut scores, &self.b.items);
         let seen = self.b.seen.row(u as usize).0;
         top_k(&scores, |i| seen.binary_search(&(i as u32)).is_err(), k)
             .into_iter()
@@ -232,6 +245,9 @@ pub struct Serving(Arc<RwLock<Option<Arc<Champion>>>>);
 pub struct Champion {
     pub id: u64,
     pub recommender: Recommender,
+    /// Content affinity blended into the scores of users with a profile (0: none;
+    /// set when the blend ranked better on the held-out data).
+    pub affinity_weight: f64,
 }
 
 impl Serving {
@@ -239,15 +255,33 @@ impl Serving {
         self.0.read().ok().and_then(|c| c.clone())
     }
 
-    pub fn set(&self, id: u64, bundle: Bundle) {
+    pub fn set(&self, id: u64, bundle: Bundle, affinity_weight: f64) {
         let c = Arc::new(Champion {
             id,
             recommender: Recommender::new(bundle),
+            affinity_weight,
         });
         if let Ok(mut w) = self.0.write() {
             *w = Some(c);
         }
     }
+}
+
+/// The content-affinity weight a model version serves with (recorded by the
+/// evaluator; 0 when the blend did not rank better).
+pub fn serving_affinity_weight(meta: &crate::store::models::ModelVersion) -> f64 {
+    meta.metrics["serving_affinity_weight"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// The champion's serving bundle and affinity weight, from the store.
+pub fn load_serving(store: &crate::store::StoreView) -> Result<Option<(u64, Bundle, f64)>, String> {
+    let weight = store
+        .champion()
+        .map_err(|e| e.to_string())?
+        .map_or(0.0, |m| serving_affinity_weight(&m));
+    Ok(load_champion(store)?.map(|(id, b)| (id, b, weight)))
 }
 
 /// Loads the champion's serving bundle from the store.

@@ -357,6 +357,23 @@ impl StoreView {
         self.tree.scan_prefix(prefix).count()
     }
 
+    /// Every user profile of the catalog, by id.
+    pub fn user_profiles(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::event::UserProfile>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for item in self.tree.scan_prefix(keys::CAT_USER) {
+            let (k, v) = item?;
+            match Event::decode(&v) {
+                Ok(Event::User(u)) => {
+                    out.insert(u.id.clone(), u);
+                }
+                _ => return Err(corrupt(&k, "not a user profile")),
+            }
+        }
+        Ok(out)
+    }
+
     /// On-disk size of the store, bytes.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
