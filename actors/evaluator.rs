@@ -15,7 +15,7 @@ use super::trainer::RunEnded;
 use crate::config::{ModelsConfig, PromoteMetric};
 use crate::ml::classify::{self, ClassifierBundle, ClassifierReport};
 use crate::ml::metrics::RankingMetrics;
-use crate::ml::serve::{load_champion, Bundle, Serving};
+use crate::ml::serve::{load_serving, Bundle, Serving};
 use crate::ml::train::{
     evaluate_candidate, evaluate_champion, serving_bundle, snapshot, Candidate, Evaluation,
     TrainSpec,
@@ -34,6 +34,8 @@ pub struct EvaluatorActor {
 #[rtype(result = "()")]
 pub struct Candidates {
     pub candidate: Candidate,
+    /// Content affinity to blend with the candidate, when configured.
+    pub blend: Option<crate::affinity::Blend>,
     pub genres: HashMap<String, String>,
     pub regions: HashMap<String, Vec<(String, u64)>>,
     /// What the snapshot held (recorded with the versions).
@@ -99,15 +101,15 @@ impl Actor for EvaluatorActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let loaded = self.store.send(WithStore(|s: &Store| load_champion(s)));
+        let loaded = self.store.send(WithStore(|s: &Store| load_serving(s)));
         ctx.spawn(loaded.into_actor(self).map(|r, a, _| match r {
-            Ok(Ok(Some((id, bundle)))) => {
+            Ok(Ok(Some((id, bundle, weight)))) => {
                 tracing::info!(
-                    "serving champion model v{id} (stored; {} users, {} items)",
+                    "serving champion model v{id} (stored; {} users, {} items; affinity weight {weight})",
                     bundle.users.len(),
                     bundle.items.len()
                 );
-                a.serving.set(id, bundle);
+                a.serving.set(id, bundle, weight);
             }
             Ok(Ok(None)) => tracing::info!(
                 "no model yet: the first trains after {} stored events",
@@ -129,7 +131,8 @@ impl Handler<Candidates> for EvaluatorActor {
         // CPU-heavy (every user scored against every item): off the actor threads.
         std::thread::spawn(move || {
             let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
-            let evaluation = evaluate_candidate(&msg.candidate, champion_bundle, k);
+            let evaluation =
+                evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
             drop(champion);
             let fit_s = msg.candidate.fit_s;
             let bundle = serving_bundle(msg.candidate, &msg.genres, &msg.regions);
@@ -183,6 +186,12 @@ impl Handler<Evaluated> for EvaluatorActor {
         let name = metric_name(which);
         let value = metric(&evaluation.metrics, which);
         let champion_now = evaluation.champion.map(|m| metric(&m, which));
+        // The blend serves only when it ranks better than ALS alone on the same data.
+        let blend_weight = evaluation
+            .blend
+            .as_ref()
+            .filter(|b| metric(&b.metrics, which) > value)
+            .map_or(0.0, |b| b.weight);
         let cfg = self.cfg.clone();
         let summary = serde_json::to_value(&evaluation).unwrap_or_default();
         let save = self.store.send(WithStore(
@@ -205,6 +214,8 @@ impl Handler<Evaluated> for EvaluatorActor {
                 };
                 let mut metrics = summary["metrics"].clone();
                 metrics["rmse"] = summary["rmse"].clone();
+                metrics["affinity_blend"] = summary["blend"].clone();
+                metrics["serving_affinity_weight"] = serde_json::json!(blend_weight);
                 let meta = ModelVersion {
                     id,
                     kind: "als".into(),
@@ -257,7 +268,7 @@ impl Handler<Evaluated> for EvaluatorActor {
                         "model v{id} trained in {fit_s:.2} s on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {decision}"
                     );
                     if promote {
-                        a.serving.set(id, bundle);
+                        a.serving.set(id, bundle, blend_weight);
                     }
                     Ok(serde_json::json!({ "model": id, "promoted": promote, "decision": decision,
                         name: value, "popularity": pop, "classifiers": classifiers }))
@@ -328,7 +339,7 @@ impl Handler<SetChampion> for EvaluatorActor {
         let serving = self.serving.clone();
         Box::pin(async move {
             let loaded = store
-                .send(WithStore(move |s: &Store| -> Result<(u64, Bundle), String> {
+                .send(WithStore(move |s: &Store| -> Result<(u64, Bundle, f64), String> {
                     match msg.0 {
                         Some(id) => {
                             let m = s
@@ -351,14 +362,13 @@ impl Handler<SetChampion> for EvaluatorActor {
                             s.rollback().map_err(|e| e.to_string())?;
                         }
                     }
-                    let (id, bundle) = load_champion(s)?.ok_or("no champion after the change")?;
-                    Ok((id, bundle))
+                    load_serving(s)?.ok_or_else(|| "no champion after the change".to_string())
                 }))
                 .await
                 .map_err(|e| format!("store unavailable: {e}"))??;
-            let (id, bundle) = loaded;
+            let (id, bundle, weight) = loaded;
             tracing::info!("champion is now model v{id} (operator)");
-            serving.set(id, bundle);
+            serving.set(id, bundle, weight);
             Ok(id)
         })
     }

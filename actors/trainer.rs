@@ -119,9 +119,11 @@ impl TrainerActor {
                     k: cfg.k,
                     seed: cfg.seed,
                 };
+                let blend = snap.blend(cfg.affinity_weight);
                 match fit_candidate(snap.pairs, &spec) {
                     Ok(candidate) => evaluator.do_send(Candidates {
                         candidate,
+                        blend,
                         genres: snap.genres,
                         regions: snap.regions,
                         data: snap.data,
