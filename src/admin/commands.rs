@@ -186,31 +186,13 @@ impl Admin {
                 }))
                 .await
                 .map_err(gone)?,
-            Request::Graph {
-                query,
-                user,
-                action,
-                artist,
-                genre,
-                offset,
-                limit,
-            } => {
-                let req = crate::graph::GraphRequest {
-                    query,
-                    user,
-                    action,
-                    artist,
-                    genre,
-                    offset,
-                    limit,
-                };
-                self.store
-                    .send(WithStore(move |s: &Store| {
-                        crate::graph::answer(s.graph(), &req)
-                    }))
-                    .await
-                    .map_err(gone)?
-            }
+            Request::Graph(req) => self
+                .store
+                .send(WithStore(move |s: &Store| {
+                    crate::graph::answer(s.graph(), &req)
+                }))
+                .await
+                .map_err(gone)?,
             Request::Pause {} => self.set_paused(true).await,
             Request::Resume {} => self.set_paused(false).await,
             Request::Producer { action, kind, rate } => self.producer(action, kind, rate).await,

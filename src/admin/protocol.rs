@@ -155,15 +155,7 @@ pub enum Request {
         item: String,
         k: Option<usize>,
     },
-    Graph {
-        query: String,
-        user: Option<String>,
-        action: Option<String>,
-        artist: Option<String>,
-        genre: Option<String>,
-        offset: Option<usize>,
-        limit: Option<usize>,
-    },
+    Graph(crate::graph::GraphRequest),
     Dlq {
         #[serde(default)]
         action: DlqAction,

@@ -390,9 +390,12 @@ impl MusicGraph {
         }
     }
 
-    /// Tracks BY an artist, by track id.
-    pub fn artist_tracks(&self, artist: &str, offset: usize, limit: usize) -> Page<TrackInfo> {
-        let set = self.by_artist.get(artist);
+    fn tracks_page(
+        &self,
+        set: Option<&BTreeSet<Arc<str>>>,
+        offset: usize,
+        limit: usize,
+    ) -> Page<TrackInfo> {
         Page {
             total: set.map_or(0, BTreeSet::len),
             offset,
@@ -406,20 +409,14 @@ impl MusicGraph {
         }
     }
 
+    /// Tracks BY an artist, by track id.
+    pub fn artist_tracks(&self, artist: &str, offset: usize, limit: usize) -> Page<TrackInfo> {
+        self.tracks_page(self.by_artist.get(artist), offset, limit)
+    }
+
     /// Tracks IN_GENRE a genre, by track id.
     pub fn genre_tracks(&self, genre: &str, offset: usize, limit: usize) -> Page<TrackInfo> {
-        let set = self.by_genre.get(genre);
-        Page {
-            total: set.map_or(0, BTreeSet::len),
-            offset,
-            items: set
-                .into_iter()
-                .flatten()
-                .skip(offset)
-                .take(limit)
-                .map(|t| self.info(t))
-                .collect(),
-        }
+        self.tracks_page(self.by_genre.get(genre), offset, limit)
     }
 
     /// The (user, track) edges of one relation with the highest counts ("who

@@ -32,7 +32,8 @@ pub const QUERIES: &[(&str, &str)] = &[
 pub const MAX_LIMIT: usize = 1000;
 
 /// One graph query with its arguments.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GraphRequest {
     pub query: String,
     pub user: Option<String>,

@@ -160,7 +160,7 @@ async fn graph(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
     };
     let arg = |k: &str| p.get(k).cloned().filter(|s| !s.is_empty());
     reply(
-        a.call(Request::Graph {
+        a.call(Request::Graph(crate::graph::GraphRequest {
             query,
             user: arg("user"),
             action: arg("action"),
@@ -168,7 +168,7 @@ async fn graph(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
             genre: arg("genre"),
             offset,
             limit,
-        })
+        }))
         .await,
     )
 }

@@ -372,12 +372,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn beats_popularity_and_scores_the_champion_on_the_same_split() {
-        let spec = TrainSpec {
+    fn spec(iterations: usize) -> TrainSpec {
+        TrainSpec {
             als: AlsParams {
                 factors: 8,
-                iterations: 10,
+                iterations,
                 ..AlsParams::default()
             }
             .check()
@@ -386,7 +385,12 @@ mod tests {
             min_items: 5,
             k: 10,
             seed: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn beats_popularity_and_scores_the_champion_on_the_same_split() {
+        let spec = spec(10);
         let (first, _, bundle) = train(pairs(), &spec, None).unwrap();
         assert!(first.champion.is_none());
         assert!(
@@ -409,19 +413,7 @@ mod tests {
 
     #[test]
     fn scores_the_blend_with_content_affinity_on_the_same_split() {
-        let spec = TrainSpec {
-            als: AlsParams {
-                factors: 8,
-                iterations: 5,
-                ..AlsParams::default()
-            }
-            .check()
-            .unwrap(),
-            test_fraction: 0.2,
-            min_items: 5,
-            k: 10,
-            seed: 1,
-        };
+        let spec = spec(5);
         let mut snap = pairs();
         assert!(snap.blend(0.3).is_none(), "no profiles: no blend");
         let users: std::collections::BTreeSet<String> =
