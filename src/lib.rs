@@ -16,6 +16,7 @@ pub mod graph;
 pub mod http;
 pub mod import;
 pub mod kafka;
+pub mod lake;
 pub mod ml;
 pub mod parse;
 pub mod pipeline;

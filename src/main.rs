@@ -95,10 +95,13 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
-    /// Write the champion's top-k per user as final_recommendations.csv, or the
-    /// classifiers' held-out predictions (daemon stopped).
+    /// Write the champion's top-k per user as final_recommendations.csv, the
+    /// classifiers' held-out predictions, or the whole store as a Parquet data lake
+    /// (`export parquet --out DIR`: DIR/<kind>/date=YYYY-MM-DD/*.parquet) — with the
+    /// daemon stopped, or from a `ctl snapshot` of it.
     Export {
-        /// recommendations or predictions.
+        /// recommendations, predictions or parquet (also as --what).
+        kind: Option<String>,
         #[arg(long, default_value = "recommendations")]
         what: String,
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
@@ -466,16 +469,33 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export {
+            kind,
             what,
             data_dir,
             out,
             k,
         } => {
+            let what = kind.unwrap_or(what);
             let store = Store::open(&data_dir, 64)?;
             let report = match what.as_str() {
-                "recommendations" => playpulse::export::recommendations_csv(&store, &out, k)?,
-                "predictions" => playpulse::export::predictions_csv(&store, &out)?,
-                other => bail!("--what {other:?}: export recommendations or predictions"),
+                "recommendations" => {
+                    serde_json::to_value(playpulse::export::recommendations_csv(&store, &out, k)?)?
+                }
+                "predictions" => {
+                    serde_json::to_value(playpulse::export::predictions_csv(&store, &out)?)?
+                }
+                "parquet" => {
+                    // The CSV's default name is no directory for a lake.
+                    let out = if out == std::path::Path::new("final_recommendations.csv") {
+                        PathBuf::from("lake")
+                    } else {
+                        out
+                    };
+                    serde_json::to_value(playpulse::lake::export_parquet(&store, &out, k)?)?
+                }
+                other => {
+                    bail!("export {other:?}: export recommendations, predictions or parquet")
+                }
             };
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

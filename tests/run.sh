@@ -4,7 +4,9 @@
 # - Debian's chromium, for the dashboard's browser test;
 # - tansu, an independent Kafka-protocol broker, for the ingest tests against a
 #   real broker: built once into ~/.cache/playpulse/tansu (about 25-40 minutes
-#   cold on 2 cores; its target dir is kept there, so a rebuild takes seconds).
+#   cold on 2 cores; its target dir is kept there, so a rebuild takes seconds);
+# - pyarrow (PyPI) in a virtualenv at ~/.cache/playpulse/pyarrow-venv, the
+#   independent reader of the Parquet export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null 2>&1; then
@@ -20,6 +22,13 @@ if [ ! -x "$TANSU_BIN" ]; then
   echo "building tansu 0.6.0 into $TANSU_ROOT (once)" >&2
   CARGO_TARGET_DIR="$TANSU_ROOT-target" cargo install tansu --version 0.6.0 --locked \
     --features libsql --root "$TANSU_ROOT" --quiet
+fi
+PYARROW_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/playpulse/pyarrow-venv"
+export PYARROW_PYTHON="$PYARROW_VENV/bin/python"
+if ! "$PYARROW_PYTHON" -c "import pyarrow.dataset" >/dev/null 2>&1; then
+  echo "installing pyarrow into $PYARROW_VENV (once)" >&2
+  python3 -m venv "$PYARROW_VENV"
+  "$PYARROW_PYTHON" -m pip install --quiet --disable-pip-version-check "pyarrow==21.0.0"
 fi
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

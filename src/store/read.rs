@@ -357,6 +357,19 @@ impl StoreView {
         self.tree.scan_prefix(prefix).count()
     }
 
+    /// Every catalog track.
+    pub fn tracks(&self) -> Result<Vec<crate::event::Track>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(keys::CAT_TRACK) {
+            let (k, v) = item?;
+            match Event::decode(&v) {
+                Ok(Event::Track(t)) => out.push(t),
+                _ => return Err(corrupt(&k, "not a track")),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every user profile of the catalog, by id.
     pub fn user_profiles(
         &self,
