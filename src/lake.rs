@@ -110,12 +110,13 @@ fn werr(path: &Path, e: impl std::fmt::Display) -> LakeError {
 }
 
 fn column(c: Col, rows: &[Vec<Cell>], i: usize) -> ArrayRef {
+    // One builder per column; a cell of another shape is a null.
     macro_rules! build {
-        ($b:expr, $pat:pat => $v:expr) => {{
+        ($b:expr, $($pat:pat => $v:expr),+) => {{
             let mut b = $b;
             for r in rows {
                 match &r[i] {
-                    $pat => b.append_option($v),
+                    $($pat => b.append_option($v),)+
                     _ => b.append_null(),
                 }
             }
@@ -123,51 +124,15 @@ fn column(c: Col, rows: &[Vec<Cell>], i: usize) -> ArrayRef {
         }};
     }
     match c {
-        Col::Str | Col::OptStr => {
-            let mut b = StringBuilder::new();
-            for r in rows {
-                match &r[i] {
-                    Cell::S(s) => b.append_value(s),
-                    Cell::OS(s) => b.append_option(s.as_deref()),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Col::I64 | Col::OptI64 => {
-            let mut b = Int64Builder::new();
-            for r in rows {
-                match &r[i] {
-                    Cell::I(v) => b.append_value(*v),
-                    Cell::OI(v) => b.append_option(*v),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        Col::F64 | Col::OptF64 => {
-            let mut b = Float64Builder::new();
-            for r in rows {
-                match &r[i] {
-                    Cell::F(v) => b.append_value(*v),
-                    Cell::OF(v) => b.append_option(*v),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
+        Col::Str | Col::OptStr => build!(StringBuilder::new(),
+            Cell::S(s) => Some(s.as_str()), Cell::OS(s) => s.as_deref()),
+        Col::I64 | Col::OptI64 => build!(Int64Builder::new(),
+            Cell::I(v) => Some(*v), Cell::OI(v) => *v),
+        Col::F64 | Col::OptF64 => build!(Float64Builder::new(),
+            Cell::F(v) => Some(*v), Cell::OF(v) => *v),
         Col::Bool => build!(BooleanBuilder::new(), Cell::B(v) => Some(*v)),
-        Col::Ts | Col::OptTs => {
-            let mut b = TimestampMillisecondBuilder::new().with_timezone(UTC);
-            for r in rows {
-                match &r[i] {
-                    Cell::T(v) => b.append_value(*v),
-                    Cell::OT(v) => b.append_option(*v),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
+        Col::Ts | Col::OptTs => build!(TimestampMillisecondBuilder::new().with_timezone(UTC),
+            Cell::T(v) => Some(*v), Cell::OT(v) => *v),
         Col::List => {
             let mut b = ListBuilder::new(StringBuilder::new());
             for r in rows {
