@@ -128,18 +128,18 @@ fn ranked(scores: HashMap<String, u64>) -> Vec<(String, u64)> {
     v
 }
 
+/// The items of a page, each through `f`.
+fn items<T>(v: &Value, f: impl Fn(&Value) -> T) -> Vec<T> {
+    v["items"].as_array().unwrap().iter().map(f).collect()
+}
+
 fn scored(v: &Value) -> Vec<(String, u64)> {
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap().to_string(),
-                i["score"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    items(v, |i| {
+        (
+            i["name"].as_str().unwrap().to_string(),
+            i["score"].as_u64().unwrap(),
+        )
+    })
 }
 
 #[test]
@@ -194,18 +194,13 @@ fn imported_music_files_become_a_graph_every_query_answers_from() {
                     "1000",
                 ],
             );
-            let got: Vec<(String, u64, i64)> = v["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| {
-                    (
-                        i["track"].as_str().unwrap().to_string(),
-                        i["count"].as_u64().unwrap(),
-                        i["last_ts_ms"].as_i64().unwrap(),
-                    )
-                })
-                .collect();
+            let got: Vec<(String, u64, i64)> = items(&v, |i| {
+                (
+                    i["track"].as_str().unwrap().to_string(),
+                    i["count"].as_u64().unwrap(),
+                    i["last_ts_ms"].as_i64().unwrap(),
+                )
+            });
             assert_eq!(got, want, "{user} {action}");
             nonempty += usize::from(!want.is_empty());
             assert_eq!(v["total"].as_u64(), Some(want.len() as u64));
@@ -227,17 +222,12 @@ fn imported_music_files_become_a_graph_every_query_answers_from() {
             &data,
             &["artist_tracks", "--artist", artist, "--limit", "1000"],
         );
-        let got: Vec<(String, u64)> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["track"].as_str().unwrap().to_string(),
-                    i["listeners"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got: Vec<(String, u64)> = items(&v, |i| {
+            (
+                i["track"].as_str().unwrap().to_string(),
+                i["listeners"].as_u64().unwrap(),
+            )
+        });
         assert_eq!(got, want, "artist {artist}");
     }
     let genres: BTreeSet<&String> = f.tracks.values().map(|(_, g)| g).collect();
@@ -297,7 +287,7 @@ fn imported_music_files_become_a_graph_every_query_answers_from() {
                 "top", "--action", "PAUSED", "--offset", off, "--limit", "20",
             ],
         );
-        got.extend(v["items"].as_array().unwrap().iter().map(|i| {
+        got.extend(items(&v, |i| {
             (
                 i["user"].as_str().unwrap().to_string(),
                 i["track"].as_str().unwrap().to_string(),
