@@ -37,11 +37,29 @@ fn import(bootstrap: &str, topic: &str, file: &std::path::Path, format: &str) {
     assert!(report["records"].as_u64().unwrap() > 0);
 }
 
+const FMT_TOPICS: [(&str, i32); 2] = [("fmt.video", 4), ("fmt.music", 4)];
+
 #[test]
 fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let (tv, tm) = ("fmt.video", "fmt.music");
-    let broker = Broker::start(&[(tv, 4), (tm, 4)]);
+    let broker = Broker::start(&FMT_TOPICS);
+    mixed_formats(dir.path(), &broker.bootstrap, "fmt-group");
+}
+
+/// The same files through tansu, an independent Kafka-protocol broker (record
+/// headers carry each record's format and origin).
+#[test]
+fn mixed_formats_through_tansu_land_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tansu::start(&dir.path().join("tansu"), "pp-tansu-fmt", &FMT_TOPICS);
+    mixed_formats(dir.path(), &t.bootstrap, "fmt-tansu");
+}
+
+/// JSON Lines, legacy lines and CSV files with bad records imported into
+/// `bootstrap`: the store holds every good record, the dead-letter store every
+/// bad one with its reason, field and `file:line`.
+fn mixed_formats(dir: &std::path::Path, bootstrap: &str, group: &str) {
+    let (tv, tm) = (FMT_TOPICS[0].0, FMT_TOPICS[1].0);
     let mut g = VideoGen::new(World::new(100, 40, 5), 5, 1_735_689_600_000, 50);
     let evs: Vec<_> = (0..300).map(|_| g.next_event()).collect();
 
@@ -97,21 +115,20 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
         ("events.csv", events, tm, "csv"),
     ];
     for (name, body, topic, format) in &files {
-        let p = dir.path().join(name);
+        let p = dir.join(name);
         std::fs::write(&p, body).unwrap();
-        import(&broker.bootstrap, topic, &p, format);
+        import(bootstrap, topic, &p, format);
     }
 
-    let group = "fmt-group";
     let mut d = spawn_daemon(
-        dir.path(),
-        &broker.bootstrap,
+        dir,
+        bootstrap,
         group,
         &[("video", tv), ("music", tm)],
         &[],
         0,
     );
-    let watch = GroupWatch::new(&broker.bootstrap, group, &[(tv, 4), (tm, 4)]);
+    let watch = GroupWatch::new(bootstrap, group, &[(tv, 4), (tm, 4)]);
     let (c, h) = watch.wait_until(&mut d, Duration::from_secs(90), |c, h| c == h);
     assert_eq!((c, h), (305 + 30 + 100 + 2, 305 + 30 + 100 + 2));
     d.signal(libc::SIGTERM);
@@ -121,7 +138,7 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
         d.log_text()
     );
 
-    let store = Store::open(&dir.path().join("data"), 16).unwrap();
+    let store = Store::open(&dir.join("data"), 16).unwrap();
     let mut types: BTreeMap<&str, usize> = BTreeMap::new();
     for item in store.events() {
         *types.entry(item.unwrap().1.type_name()).or_default() += 1;
@@ -144,8 +161,8 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
         })
         .collect();
     got.sort();
-    let jsonl = dir.path().join("v.jsonl").display().to_string();
-    let leg = dir.path().join("v.legacy").display().to_string();
+    let jsonl = dir.join("v.jsonl").display().to_string();
+    let leg = dir.join("v.legacy").display().to_string();
     let mut want = vec![
         (
             "invalid_json".to_string(),
@@ -171,16 +188,12 @@ fn mixed_formats_land_in_store_and_dead_letters_with_reasons() {
         (
             "wrong_type".to_string(),
             Some("duration_ms".to_string()),
-            format!("{}:32", dir.path().join("tracks.csv").display()),
+            format!("{}:32", dir.join("tracks.csv").display()),
         ),
         (
             "csv_columns".to_string(),
             None,
-            format!(
-                "{}:{}",
-                dir.path().join("events.csv").display(),
-                music_events + 2
-            ),
+            format!("{}:{}", dir.join("events.csv").display(), music_events + 2),
         ),
     ];
     want.sort();
