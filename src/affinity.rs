@@ -188,9 +188,9 @@ impl CatalogIndex {
         self.titles.get(id)
     }
 
-    /// Every title by id.
-    pub fn titles(&self) -> impl Iterator<Item = (&String, &Title)> {
-        self.titles.iter().map(|(id, e)| (id, &e.title))
+    /// Every title (with its kind) by id.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.titles.iter()
     }
 
     /// The `k` titles with the highest affinity for `profile` (score > 0),

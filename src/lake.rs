@@ -28,6 +28,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::affinity::Entry;
 use crate::event::{Event, MusicAction};
 use crate::store::Store;
 
@@ -418,12 +419,11 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("episodes", Col::OptI64),
         ],
     );
-    for (id, t) in store.titles().titles() {
-        let kind = store.titles().get(id).map_or("movie", |e| e.kind);
+    for (id, Entry { kind, title: t }) in store.titles().entries() {
         titles.push(
             date_of(t.timestamp_ms),
             vec![
-                S(kind.into()),
+                S(kind.to_string()),
                 S(id.clone()),
                 T(t.timestamp_ms),
                 S(t.title.clone()),

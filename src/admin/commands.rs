@@ -231,8 +231,8 @@ impl Admin {
                     let blended = if c.affinity_weight > 0.0 {
                         let (c2, u2) = (c.clone(), user.clone());
                         self.store
-                            .send(WithStore(move |s: &Store| match s.catalog("user", &u2) {
-                                Ok(Some(crate::event::Event::User(p))) => {
+                            .send(WithStore(move |s: &Store| match s.user_profile(&u2) {
+                                Ok(Some(p)) => {
                                     let prefs = crate::affinity::Prefs::of(&p);
                                     let titles = s.titles();
                                     let w = c2.affinity_weight;
@@ -271,12 +271,10 @@ impl Admin {
                 let u = user.clone();
                 let by_profile = self
                     .store
-                    .send(WithStore(move |s: &Store| match s.catalog("user", &u) {
-                        Ok(Some(crate::event::Event::User(p))) => {
-                            Ok(Some(s.titles().rank(&p, k, |_| false)))
-                        }
-                        Ok(_) => Ok(None),
-                        Err(e) => Err(e.to_string()),
+                    .send(WithStore(move |s: &Store| {
+                        s.user_profile(&u)
+                            .map(|p| p.map(|p| s.titles().rank(&p, k, |_| false)))
+                            .map_err(|e| e.to_string())
                     }))
                     .await
                     .map_err(gone)??;

@@ -100,8 +100,8 @@ pub fn snapshot(
         profiles: s.user_profiles().map_err(|e| e.to_string())?,
         titles: s
             .titles()
-            .titles()
-            .map(|(id, t)| (id.clone(), t.clone()))
+            .entries()
+            .map(|(id, e)| (id.clone(), e.title.clone()))
             .collect(),
     })
 }

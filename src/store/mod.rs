@@ -173,7 +173,7 @@ impl Store {
             titles: crate::affinity::CatalogIndex::default(),
         };
         store.load_state()?;
-        store.rebuild_graph()?;
+        store.rebuild_indexes()?;
         Ok(store)
     }
 
@@ -562,7 +562,7 @@ impl Store {
 
     /// Builds the graph's index from the stored listening aggregates and tracks,
     /// and the titles' index from the catalog.
-    fn rebuild_graph(&mut self) -> Result<(), StoreError> {
+    fn rebuild_indexes(&mut self) -> Result<(), StoreError> {
         let mut titles = crate::affinity::CatalogIndex::default();
         for prefix in [keys::CAT_MOVIE, keys::CAT_SERIES] {
             for item in self.tree.scan_prefix(prefix) {

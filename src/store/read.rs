@@ -370,6 +370,18 @@ impl StoreView {
         Ok(out)
     }
 
+    /// A user's catalog profile.
+    pub fn user_profile(&self, id: &str) -> Result<Option<crate::event::UserProfile>, StoreError> {
+        match self.catalog("user", id)? {
+            Some(Event::User(u)) => Ok(Some(u)),
+            Some(_) => Err(corrupt(
+                &keys::join(keys::CAT_USER, &[id.as_bytes()]),
+                "not a user profile",
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// Every user profile of the catalog, by id.
     pub fn user_profiles(
         &self,
