@@ -14,13 +14,10 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use playpulse::config::KafkaConfig;
 use playpulse::event::{Event, VideoEvent};
-use playpulse::generate::{bad_rng, corrupt_video, VideoGen, World};
-use playpulse::kafka;
 use playpulse::store::Store;
 use rand::{Rng, SeedableRng};
 
@@ -33,36 +30,22 @@ struct Sent {
     bad: Vec<Vec<u8>>,
 }
 
-/// Streams events at `rate`/s until `stop`.
+/// Streams events at `rate`/s until `stop`, keeping what was sent.
 fn stream(bootstrap: String, rate: f64, stop: Arc<AtomicBool>, sent: Arc<Mutex<Sent>>) {
-    let producer = kafka::producer(&bootstrap, &KafkaConfig::default()).expect("producer");
-    let mut g = VideoGen::new(World::new(400, 120, 3), 3, 1_767_225_600_000, 20);
-    let mut rng = bad_rng(3);
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let due = (t0.elapsed().as_secs_f64() * rate) as u64;
-        while n < due {
-            let ev = g.next_event();
-            let (payload, valid) = if rng.gen::<f64>() < 0.01 {
-                (corrupt_video(&ev, &mut rng).0, None)
-            } else {
-                (
-                    playpulse::wire::to_json(&Event::Video(ev.clone())),
-                    Some(ev),
-                )
-            };
-            kafka::send(&producer, TOPIC, n.to_string().as_bytes(), &payload, None).expect("send");
+    stream_video(
+        &bootstrap,
+        TOPIC,
+        rate,
+        (400, 120, 3),
+        &stop,
+        |payload, valid| {
             let mut s = sent.lock().unwrap();
             match valid {
                 Some(v) => s.valid.push(v),
                 None => s.bad.push(payload),
             }
-            n += 1;
-        }
-        producer.poll(Duration::from_millis(2));
-    }
-    kafka::flush(&producer, Duration::from_secs(60)).expect("flush");
+        },
+    );
 }
 
 fn key(e: &VideoEvent) -> (String, String, i64) {

@@ -147,14 +147,17 @@ fn imported_music_files_become_a_graph_every_query_answers_from() {
     let dir = tempfile::tempdir().unwrap();
     let f = write_files(dir.path(), 12_000);
     let broker = Broker::start(&[(TOPIC, 4)]);
-    let mut d = spawn_daemon(
-        dir.path(),
-        &broker.bootstrap,
-        "graph-test",
-        &[("music", TOPIC)],
-        &[("PLAYPULSE_MODELS__ENABLED", "false")],
-        0,
-    );
+    let daemon = |run| {
+        spawn_daemon(
+            dir.path(),
+            &broker.bootstrap,
+            "graph-test",
+            &[("music", TOPIC)],
+            &[("PLAYPULSE_MODELS__ENABLED", "false")],
+            run,
+        )
+    };
+    let mut d = daemon(0);
     import(&broker.bootstrap, &dir.path().join("tracks.csv"));
     import(&broker.bootstrap, &dir.path().join("user_events.csv"));
     let total = (f.tracks.len() + f.events) as u64;
@@ -400,14 +403,7 @@ fn imported_music_files_become_a_graph_every_query_answers_from() {
         "{}",
         d.log_text()
     );
-    let mut d = spawn_daemon(
-        dir.path(),
-        &broker.bootstrap,
-        "graph-test",
-        &[("music", TOPIC)],
-        &[("PLAYPULSE_MODELS__ENABLED", "false")],
-        1,
-    );
+    let mut d = daemon(1);
     wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
         !s.is_null()
     });

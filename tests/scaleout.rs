@@ -21,12 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use playpulse::config::KafkaConfig;
 use playpulse::event::{Event, VideoEvent};
-use playpulse::generate::{bad_rng, corrupt_video, VideoGen, World};
-use playpulse::kafka;
 use playpulse::store::Store;
-use rand::Rng;
 
 const TOPIC: &str = "scale.video";
 const PARTITIONS: i32 = 6;
@@ -40,31 +36,14 @@ fn stream(
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 ) -> (Vec<VideoEvent>, usize) {
-    let producer = kafka::producer(&bootstrap, &KafkaConfig::default()).expect("producer");
-    let mut g = VideoGen::new(World::new(300, 90, 5), 5, 1_767_225_600_000, 20);
-    let mut rng = bad_rng(5);
     let (mut valid, mut bad) = (Vec::new(), 0);
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let due = (t0.elapsed().as_secs_f64() * rate) as u64;
-        while n < due {
-            let ev = g.next_event();
-            let payload = if rng.gen::<f64>() < 0.01 {
-                bad += 1;
-                corrupt_video(&ev, &mut rng).0
-            } else {
-                let p = playpulse::wire::to_json(&Event::Video(ev.clone()));
-                valid.push(ev);
-                p
-            };
-            kafka::send(&producer, TOPIC, n.to_string().as_bytes(), &payload, None).expect("send");
-            n += 1;
-            sent.store(n, Ordering::Relaxed);
+    stream_video(&bootstrap, TOPIC, rate, (300, 90, 5), &stop, |_, ev| {
+        match ev {
+            Some(v) => valid.push(v),
+            None => bad += 1,
         }
-        producer.poll(Duration::from_millis(2));
-    }
-    kafka::flush(&producer, Duration::from_secs(60)).expect("flush");
+        sent.fetch_add(1, Ordering::Relaxed);
+    });
     (valid, bad)
 }
 

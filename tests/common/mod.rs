@@ -85,6 +85,43 @@ pub fn produce_video(
     out
 }
 
+/// Streams video events (1 % malformed) of a world of `users` × `videos` to
+/// `topic` at `rate`/s until `stop`; `sent` sees each record once it is handed
+/// to the producer: its payload, and the event when it is a valid one.
+pub fn stream_video(
+    bootstrap: &str,
+    topic: &str,
+    rate: f64,
+    (users, videos, seed): (usize, usize, u64),
+    stop: &std::sync::atomic::AtomicBool,
+    mut sent: impl FnMut(Vec<u8>, Option<VideoEvent>),
+) {
+    let producer = kafka::producer(bootstrap, &KafkaConfig::default()).expect("producer");
+    let mut g = VideoGen::new(World::new(users, videos, seed), seed, 1_767_225_600_000, 20);
+    let mut rng = bad_rng(seed);
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let due = (t0.elapsed().as_secs_f64() * rate) as u64;
+        while n < due {
+            let ev = g.next_event();
+            let (payload, valid) = if rng.gen::<f64>() < 0.01 {
+                (corrupt_video(&ev, &mut rng).0, None)
+            } else {
+                (
+                    playpulse::wire::to_json(&Event::Video(ev.clone())),
+                    Some(ev),
+                )
+            };
+            kafka::send(&producer, topic, n.to_string().as_bytes(), &payload, None).expect("send");
+            sent(payload, valid);
+            n += 1;
+        }
+        producer.poll(Duration::from_millis(2));
+    }
+    kafka::flush(&producer, Duration::from_secs(60)).expect("flush");
+}
+
 /// A daemon child process with its log in `dir/daemon-N.log`.
 pub struct Daemon {
     pub child: Child,
