@@ -307,7 +307,9 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
             };
             let weights = cfg.event_weights.by_action();
             let snap = store
-                .send(WithStore(move |s: &Store| snapshot(s, weights, 0, 0)))
+                .send(WithStore(move |s: &Store| {
+                    snapshot(s, weights, 0, 0, false)
+                }))
                 .await
                 .map_err(|e| format!("store unavailable: {e}"))??;
             let stored = snap.data["stored_events"].clone();

@@ -82,8 +82,9 @@ impl TrainerActor {
             0
         };
         let weights = self.cfg.event_weights.by_action();
+        let catalog = self.cfg.affinity_weight > 0.0;
         let snap = self.store.send(WithStore(move |s: &crate::store::Store| {
-            snapshot(s, weights, max_events, min_events)
+            snapshot(s, weights, max_events, min_events, catalog)
         }));
         let cfg = self.cfg.clone();
         let me = ctx.address();

@@ -62,12 +62,14 @@ impl Snapshot {
     }
 }
 
-/// Takes a snapshot; `Err` says why training waits.
+/// Takes a snapshot; `Err` says why training waits. `catalog`: also the user
+/// profiles and titles (only a blend with content affinity reads them).
 pub fn snapshot(
     s: &Store,
     music_weights: [f64; 5],
     max_events: usize,
     min_events: u64,
+    catalog: bool,
 ) -> Result<Snapshot, String> {
     let stored = s.counter("stored").unwrap_or(0);
     if stored < min_events {
@@ -97,12 +99,19 @@ pub fn snapshot(
         regions: s.item_regions(),
         events,
         data,
-        profiles: s.user_profiles().map_err(|e| e.to_string())?,
-        titles: s
-            .titles()
-            .entries()
-            .map(|(id, e)| (id.clone(), e.title.clone()))
-            .collect(),
+        profiles: if catalog {
+            s.user_profiles().map_err(|e| e.to_string())?
+        } else {
+            HashMap::new()
+        },
+        titles: if catalog {
+            s.titles()
+                .entries()
+                .map(|(id, e)| (id.clone(), e.title.clone()))
+                .collect()
+        } else {
+            HashMap::new()
+        },
     })
 }
 
