@@ -1,5 +1,6 @@
-//! Parser actor: consumes Kafka in batches, parses them, hands them to the
-//! validator; commits to Kafka when the store acknowledges a batch. At most
+//! Parser actor: consumes Kafka in batches (claimed in the group before they go
+//! on, see `claims`), parses them, hands them to the validator; where the
+//! brokers drop commit metadata, commits when the store acknowledges a batch. At most
 //! `max_in_flight` batches are between here and the store (backpressure).
 
 use std::collections::HashMap;
@@ -90,9 +91,11 @@ impl Handler<Pull> for ParserActor {
             self.blocked = true;
             return;
         }
-        let Some(source) = &self.source else { return };
+        let Some(source) = &mut self.source else {
+            return;
+        };
         let t = std::time::Instant::now();
-        let raws = source.poll_batch(self.batch_size, self.linger);
+        let raws = source.next_batch(self.batch_size, self.linger);
         if !raws.is_empty() {
             Progress::time(&self.progress.poll_ns, t);
         }

@@ -52,6 +52,10 @@ pub struct Daemon {
     pub paused: Arc<std::sync::atomic::AtomicBool>,
     /// The partitions this member of the consumer group owns now.
     pub assignment: kafka::Assignment,
+    /// This member's name in the group and how it commits there.
+    pub claims: Arc<kafka::Claims>,
+    /// Set at shutdown: the consumer's waits on the brokers give up.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     /// The live QoE, engagement and pipeline windows.
     pub analytics: Arc<std::sync::Mutex<crate::analytics::Analytics>>,
     pub producers: Vec<(Kind, Addr<ProducerActor>)>,
@@ -106,6 +110,8 @@ impl Daemon {
         )?;
         let paused = source.paused_flag();
         let assignment = source.assignment.clone();
+        let claims = source.claims.clone();
+        let stopping = source.stopping_flag();
 
         let store_arb = Arbiter::new();
         let validator_arb = Arbiter::new();
@@ -232,6 +238,8 @@ impl Daemon {
             started: std::time::Instant::now(),
             paused,
             assignment,
+            claims,
+            stopping,
             analytics,
             producers,
             _monitor: monitor,
@@ -245,6 +253,8 @@ impl Daemon {
         for (_, p) in self.producers.drain(..) {
             let _ = p.send(StopProducing).await;
         }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if self.parser.send(Drain).await.is_err() {
             tracing::warn!("parser already stopped");
         }

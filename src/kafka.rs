@@ -1,7 +1,7 @@
 //! Kafka glue: client configuration, the consumer that seeks to the offsets kept
 //! in the store, the embedded broker, a paced producer, topic → kind mapping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,18 +9,19 @@ use std::time::{Duration, Instant};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use regex::Regex;
 use thiserror::Error;
 
+use crate::claims::Chain;
 use crate::config::KafkaConfig;
 use crate::event::Kind;
 use crate::pipeline::Flight;
 use crate::record::{RawRecord, SourcePos};
-use crate::store::read_offset;
+use crate::store::{member_id, read_offset};
 
 #[derive(Debug, Error)]
 pub enum KafkaGlueError {
@@ -85,13 +86,143 @@ impl TopicKinds {
 /// Partitions this consumer currently owns.
 pub type Assignment = Arc<Mutex<Vec<(String, i32)>>>;
 
+/// How this member commits its progress to the group (see [`crate::claims`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupCommit {
+    /// Each batch is claimed (committed synchronously with its owner chain)
+    /// before it is written: a killed member's records are never stored twice.
+    ClaimBeforeWrite,
+    /// The brokers drop commit metadata (tansu 0.6): offsets are committed after
+    /// each durable write and at every hand-over. A member killed between a
+    /// write and its commit leaves records its partitions' next owner stores
+    /// again (each store alone still holds every record once).
+    AfterWrite,
+}
+
+/// The group-commit state this member shares between its consumer and its
+/// rebalance callback: its name, the commit mode, the owner chains of the
+/// partitions it owns.
+pub struct Claims {
+    pub member: String,
+    mode: Mutex<Option<GroupCommit>>,
+    chains: Mutex<HashMap<(String, i32), Chain>>,
+    /// Claims the group refused (their records were read again).
+    refused: AtomicU64,
+    /// Records read back at start: claimed before the last stop, not stored.
+    recovered: AtomicU64,
+    /// For the metadata probe: the brokers, client settings and group.
+    probe: (String, KafkaConfig),
+}
+
+impl Claims {
+    /// The commit mode, once known (it is decided before the first assignment's
+    /// records are read; until then nothing is committed).
+    pub fn mode(&self) -> Option<GroupCommit> {
+        self.mode.lock().ok().and_then(|m| *m)
+    }
+
+    /// Claims the group refused so far (their records were read again).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Records read back at start (claimed before the last stop, not stored).
+    pub fn recovered(&self) -> u64 {
+        self.recovered.load(Ordering::Relaxed)
+    }
+
+    fn claiming(&self) -> bool {
+        self.mode() == Some(GroupCommit::ClaimBeforeWrite)
+    }
+
+    /// Decides the mode with a probe on `topic`/`partition` if still undecided.
+    fn decide(&self, topic: &str, partition: i32) {
+        let Ok(mut mode) = self.mode.lock() else {
+            return;
+        };
+        if mode.is_some() {
+            return;
+        }
+        let (brokers, cfg) = &self.probe;
+        let m = match probe_commit_metadata(brokers, cfg, topic, partition) {
+            Ok(true) => GroupCommit::ClaimBeforeWrite,
+            Ok(false) => {
+                tracing::warn!(
+                    "the brokers drop commit metadata: offsets are committed after each write; \
+                     a member killed between a write and its commit leaves records that its \
+                     partitions' next owner stores again"
+                );
+                GroupCommit::AfterWrite
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot tell whether the brokers keep commit metadata ({e}): committing after writes"
+                );
+                GroupCommit::AfterWrite
+            }
+        };
+        tracing::info!("group commits: {m:?} (member {})", self.member);
+        *mode = Some(m);
+    }
+
+    fn chain(&self, topic: &str, partition: i32) -> Chain {
+        self.chains
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&(topic.to_string(), partition)).cloned())
+            .unwrap_or_default()
+    }
+
+    fn set_chain(&self, topic: &str, partition: i32, chain: Chain) {
+        if let Ok(mut c) = self.chains.lock() {
+            c.insert((topic.to_string(), partition), chain);
+        }
+    }
+}
+
+/// Commit metadata of a partition entry ("" when it is not UTF-8: the client
+/// library panics on such metadata, which another client may have written).
+fn metadata_of(e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> String {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.metadata().to_string()))
+        .unwrap_or_default()
+}
+
+/// Whether the brokers keep commit metadata: commits a marker to a probe group
+/// of this group's (`<group>.commit-probe`, never joined) and reads it back.
+fn probe_commit_metadata(
+    brokers: &str,
+    cfg: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<bool, KafkaError> {
+    let mut c = base_config(brokers, cfg);
+    c.set("group.id", format!("{}.commit-probe", cfg.group_id))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create()?;
+    let marker = format!("playpulse-probe-{:016x}", rand::random::<u64>());
+    let mut tpl = TopicPartitionList::new();
+    let mut e = tpl.add_partition(topic, partition);
+    e.set_offset(Offset::Offset(0))?;
+    e.set_metadata(&marker);
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition(topic, partition);
+    let got = consumer.committed_offsets(ask, COMMITTED_TIMEOUT)?;
+    Ok(got
+        .find_partition(topic, partition)
+        .is_some_and(|e| metadata_of(&e) == marker))
+}
+
 /// Consumer context. On every assignment a partition starts at the later of the
 /// next offset stored in sled and the group's committed offset (another member
-/// of the group may have stored past this store; a crash may have left this
-/// store past the last commit), else at the beginning. Before a partition is
-/// revoked, every batch consumed from it is settled in the store and the store's
-/// offset is committed, so its next owner starts exactly there.
+/// of the group may have stored or claimed past this store), else at the
+/// beginning, and its owner chain is read from the commit's metadata. Where
+/// offsets are committed after writes, before a partition is revoked every batch
+/// consumed from it is settled in the store and the store's offset committed, so
+/// its next owner starts exactly there.
 pub struct StoreSeekContext {
+    claims: Arc<Claims>,
     tree: sled::Tree,
     namespace: String,
     assignment: Assignment,
@@ -114,27 +245,35 @@ impl StoreSeekContext {
         consumer: &BaseConsumer<Self>,
         parts: &[(String, i32)],
     ) -> Vec<(Offset, &'static str)> {
+        if let Some((t, p)) = parts.first() {
+            self.claims.decide(t, *p);
+        }
         let mut ask = TopicPartitionList::new();
         for (t, p) in parts {
             ask.add_partition(t, *p);
         }
-        let committed: BTreeMap<(String, i32), i64> =
-            match consumer.committed_offsets(ask, COMMITTED_TIMEOUT) {
-                Ok(tpl) => tpl
-                    .elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
+        let committed: BTreeMap<(String, i32), i64> = match consumer
+            .committed_offsets(ask, COMMITTED_TIMEOUT)
+        {
+            Ok(tpl) => tpl
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    self.claims
+                        .set_chain(e.topic(), e.partition(), Chain::parse(&metadata_of(e)));
+                    match e.offset() {
                         Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
                         _ => None,
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot read the group's committed offsets ({e}); starting from the store's"
-                    );
-                    BTreeMap::new()
-                }
-            };
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the group's committed offsets ({e}); starting from the store's"
+                );
+                BTreeMap::new()
+            }
+        };
         parts
             .iter()
             .map(|(t, p)| {
@@ -149,9 +288,15 @@ impl StoreSeekContext {
             .collect()
     }
 
-    /// Settles the batches in flight and commits the store's offsets of `parts`
-    /// (synchronously) before they go to another member.
+    /// Where offsets are committed after writes: settles the batches in flight
+    /// and commits the store's offsets of `parts` (synchronously) before they go
+    /// to another member. Where batches are claimed, nothing is left to do.
     fn hand_over(&self, consumer: &BaseConsumer<Self>, parts: &[(String, i32)]) {
+        if self.claims.claiming() {
+            // Every batch read was claimed before it went on: the next owner
+            // starts after the claims; this store writes what it claimed.
+            return;
+        }
         if consumer.assignment_lost() {
             tracing::warn!(
                 "partitions {parts:?} were lost (this member missed its session): records stored \
@@ -350,12 +495,189 @@ fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// The consumer: batches of raw records, commits after durable writes.
+/// The consumer: batches of raw records, each claimed before it goes on (or,
+/// on brokers that drop commit metadata, committed after its durable write).
 pub struct Source {
     consumer: BaseConsumer<StoreSeekContext>,
     pub assignment: Assignment,
+    pub claims: Arc<Claims>,
     paused: Arc<AtomicBool>,
+    /// Set when the daemon stops: a wait on the brokers gives up.
+    stopping: Arc<AtomicBool>,
     revocations: Arc<AtomicU64>,
+    /// Records this member claimed before it last stopped and its store lacks:
+    /// read (before anything else) by a consumer outside the group.
+    recovery: Option<Recovery>,
+}
+
+/// How long a debt recovery may go without reading a record.
+const RECOVERY_STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Reads back the ranges `[from, to)` a member claimed and did not store.
+struct Recovery {
+    consumer: BaseConsumer,
+    /// Per partition, the end of what is owed (removed once read).
+    until: HashMap<(String, i32), i64>,
+    read: u64,
+    last_progress: Instant,
+}
+
+/// Builds a raw record from a consumed message (topic names shared per batch).
+fn raw_record(m: &BorrowedMessage<'_>, topics: &mut Vec<Arc<str>>) -> RawRecord {
+    let topic = match topics.iter().find(|t| ***t == *m.topic()) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(m.topic());
+            topics.push(t.clone());
+            t
+        }
+    };
+    let (mut format, mut columns, mut origin) = (None, None, None);
+    if let Some(hs) = m.headers() {
+        for h in hs.iter() {
+            match h.key {
+                crate::parse::HEADER_FORMAT => format = header_str(&h),
+                crate::parse::HEADER_COLUMNS => columns = header_str(&h),
+                crate::parse::HEADER_SOURCE => origin = header_str(&h),
+                _ => {}
+            }
+        }
+    }
+    RawRecord {
+        pos: SourcePos {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+        },
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        format,
+        columns,
+        origin,
+        kafka_ts_ms: m.timestamp().to_millis(),
+    }
+}
+
+impl Recovery {
+    /// Finds what `member` owes its store: for every partition of the subscribed
+    /// topics, the claims the group's owner chain attributes to it past the
+    /// store's next offset. None when nothing is owed.
+    fn find(
+        brokers: &str,
+        cfg: &KafkaConfig,
+        group: &BaseConsumer<StoreSeekContext>,
+        kinds: &TopicKinds,
+        tree: &sled::Tree,
+        namespace: &str,
+        member: &str,
+    ) -> Result<Option<Recovery>, KafkaGlueError> {
+        let md = group.fetch_metadata(None, COMMITTED_TIMEOUT)?;
+        let mut ask = TopicPartitionList::new();
+        for t in md.topics() {
+            if t.error().is_some() || kinds.kind_of(t.name()).is_none() {
+                continue;
+            }
+            for p in t.partitions() {
+                ask.add_partition(t.name(), p.id());
+            }
+        }
+        if ask.count() == 0 {
+            return Ok(None);
+        }
+        let committed = group.committed_offsets(ask, COMMITTED_TIMEOUT)?;
+        let mut until = HashMap::new();
+        let mut start = TopicPartitionList::new();
+        for e in committed.elements() {
+            let Offset::Offset(c) = e.offset() else {
+                continue;
+            };
+            let (t, p) = (e.topic(), e.partition());
+            let chain = Chain::parse(&metadata_of(&e));
+            if let Some((from, to)) = chain.debt(member, read_offset(tree, namespace, t, p), c) {
+                tracing::warn!(
+                    "{t}/{p}: this member claimed offsets {from}..{to} and stopped before storing them: reading them back first"
+                );
+                start.add_partition_offset(t, p, Offset::Offset(from))?;
+                until.insert((t.to_string(), p), to);
+            }
+        }
+        if until.is_empty() {
+            return Ok(None);
+        }
+        // Assigned, never joined nor committed: the group id is only required.
+        let mut c = base_config(brokers, cfg);
+        c.set("group.id", format!("{}.read-back.{member}", cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "50");
+        let consumer: BaseConsumer = c.create()?;
+        consumer.assign(&start)?;
+        Ok(Some(Recovery {
+            consumer,
+            until,
+            read: 0,
+            last_progress: Instant::now(),
+        }))
+    }
+
+    /// Up to `max` owed records (waits up to `linger` for the first).
+    fn poll(&mut self, max: usize, linger: Duration) -> Vec<RawRecord> {
+        let deadline = Instant::now() + linger;
+        let mut out = Vec::new();
+        let mut topics: Vec<Arc<str>> = Vec::new();
+        while out.len() < max && !self.until.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.poll(left) {
+                Some(Ok(m)) => {
+                    let key = (m.topic().to_string(), m.partition());
+                    let Some(&to) = self.until.get(&key) else {
+                        continue;
+                    };
+                    if m.offset() < to {
+                        out.push(raw_record(&m, &mut topics));
+                    }
+                    if m.offset() + 1 >= to {
+                        self.until.remove(&key);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    let gone: Vec<(String, i32)> = self
+                        .until
+                        .keys()
+                        .filter(|(_, q)| *q == p)
+                        .cloned()
+                        .collect();
+                    // The log ends before the claim's end: only if it was cut.
+                    for key in gone {
+                        tracing::error!(
+                            "{}/{}: the log ends before the end of this member's claim: the rest is lost",
+                            key.0,
+                            key.1
+                        );
+                        self.until.remove(&key);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("reading back claimed records: {e}");
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        if !out.is_empty() {
+            self.read += out.len() as u64;
+            self.last_progress = Instant::now();
+        } else if self.last_progress.elapsed() > RECOVERY_STALL_LIMIT {
+            tracing::error!(
+                "no claimed record read back for {RECOVERY_STALL_LIMIT:?}: giving up on {:?} (those records are not stored)",
+                self.until
+            );
+            self.until.clear();
+        }
+        out
+    }
 }
 
 fn header_str(h: &Header<'_, &[u8]>) -> Option<String> {
@@ -376,8 +698,21 @@ impl Source {
         let assignment: Assignment = Arc::default();
         let paused = Arc::new(AtomicBool::new(false));
         let revocations = Arc::new(AtomicU64::new(0));
+        let member = member_id(&tree).map_err(|e| KafkaGlueError::Topic {
+            topic: String::new(),
+            message: format!("cannot read or make this member's id: {e}"),
+        })?;
+        let claims = Arc::new(Claims {
+            member,
+            mode: Mutex::new(None),
+            chains: Mutex::default(),
+            refused: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            probe: (brokers.to_string(), cfg.clone()),
+        });
         let ctx = StoreSeekContext {
-            tree,
+            claims: claims.clone(),
+            tree: tree.clone(),
             namespace: namespace.to_string(),
             assignment: assignment.clone(),
             paused: paused.clone(),
@@ -398,15 +733,170 @@ impl Source {
             c.set(k, v);
         }
         let consumer: BaseConsumer<StoreSeekContext> = c.create_with_context(ctx)?;
+        let recovery = Recovery::find(
+            brokers,
+            cfg,
+            &consumer,
+            kinds,
+            &tree,
+            namespace,
+            &claims.member,
+        )?;
         let subs = kinds.subscription();
         let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
         Ok(Source {
             consumer,
             assignment,
+            claims,
             paused,
+            stopping: Arc::new(AtomicBool::new(false)),
             revocations,
+            recovery,
         })
+    }
+
+    /// The next batch to parse: first what this member claimed before it last
+    /// stopped and did not store; then records of its partitions, claimed
+    /// before they go on (records whose claim the group refused are read again,
+    /// here or by their next owner).
+    pub fn next_batch(&mut self, max: usize, linger: Duration) -> Vec<RawRecord> {
+        if let Some(r) = &mut self.recovery {
+            let out = r.poll(max, linger);
+            self.claims
+                .recovered
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            if r.until.is_empty() {
+                tracing::info!(
+                    "read back {} records this member had claimed before it stopped",
+                    r.read
+                );
+                self.recovery = None;
+            }
+            return out;
+        }
+        let raws = self.poll_batch(max, linger);
+        if raws.is_empty() || !self.claims.claiming() {
+            return raws;
+        }
+        self.claim(raws)
+    }
+
+    /// Set when the daemon stops: waits on the brokers give up.
+    pub fn stopping_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    /// Claims a batch: commits each partition's end offset with the owner chain
+    /// naming this member, synchronously. Answers the records of the partitions
+    /// whose claim landed; the others are dropped and their partitions sought
+    /// back to the claim's start.
+    fn claim(&self, mut raws: Vec<RawRecord>) -> Vec<RawRecord> {
+        let mut ranges: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+        for r in &raws {
+            let e = ranges
+                .entry((r.pos.topic.to_string(), r.pos.partition))
+                .or_insert((r.pos.offset, r.pos.offset + 1));
+            e.0 = e.0.min(r.pos.offset);
+            e.1 = e.1.max(r.pos.offset + 1);
+        }
+        let member = &self.claims.member;
+        let mut tpl = TopicPartitionList::new();
+        let mut chains = Vec::with_capacity(ranges.len());
+        for ((t, p), (from, to)) in &ranges {
+            let mut chain = self.claims.chain(t, *p);
+            chain.claim(member, *from);
+            let mut e = tpl.add_partition(t, *p);
+            // A consumed offset is never a logical one: this cannot fail.
+            if let Err(err) = e.set_offset(Offset::Offset(*to)) {
+                tracing::error!("claim {t}/{p}@{to}: {err}");
+            }
+            e.set_metadata(chain.encode());
+            chains.push(chain);
+        }
+        let landed: HashSet<(String, i32)> = match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => ranges.keys().cloned().collect(),
+            Err(e) => {
+                tracing::info!(
+                    "claim of {} partitions failed ({e}); asking whether it landed",
+                    ranges.len()
+                );
+                self.landed_claims(&ranges)
+            }
+        };
+        for (((t, p), (from, _)), chain) in ranges.iter().zip(chains) {
+            if landed.contains(&(t.clone(), *p)) {
+                self.claims.set_chain(t, *p, chain);
+            } else {
+                self.claims.refused.fetch_add(1, Ordering::Relaxed);
+                // Read again from the claim's start, here or by the next owner
+                // (a partition revoked meanwhile cannot be sought: that is fine).
+                if let Err(e) =
+                    self.consumer
+                        .seek(t, *p, Offset::Offset(*from), Duration::from_secs(5))
+                {
+                    tracing::debug!("{t}/{p}: not sought back to {from}: {e}");
+                }
+            }
+        }
+        let before = raws.len();
+        raws.retain(|r| landed.contains(&(r.pos.topic.to_string(), r.pos.partition)));
+        if raws.len() < before {
+            tracing::info!(
+                "dropped {} records whose claim did not land (they are read again)",
+                before - raws.len()
+            );
+        }
+        raws
+    }
+
+    /// After a failed claim commit: which of the claims the group holds. Reads
+    /// the committed offsets and chains back until the brokers answer. If the
+    /// daemon stops first, none is taken as landed: a claim that did land is
+    /// this member's debt, read back at its next start.
+    fn landed_claims(
+        &self,
+        ranges: &BTreeMap<(String, i32), (i64, i64)>,
+    ) -> HashSet<(String, i32)> {
+        let mut attempts = 0u64;
+        loop {
+            let mut ask = TopicPartitionList::new();
+            for (t, p) in ranges.keys() {
+                ask.add_partition(t, *p);
+            }
+            match self.consumer.committed_offsets(ask, COMMITTED_TIMEOUT) {
+                Ok(tpl) => {
+                    let member = self.claims.member.as_str();
+                    return ranges
+                        .iter()
+                        .filter(|((t, p), (_, to))| {
+                            tpl.find_partition(t, *p).is_some_and(|e| match e.offset() {
+                                Offset::Offset(c) => {
+                                    Chain::parse(&metadata_of(&e)).owner(to - 1, c) == Some(member)
+                                }
+                                _ => false,
+                            })
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                }
+                Err(e) => {
+                    if self.stopping.load(Ordering::Relaxed) {
+                        tracing::warn!(
+                            "stopping before the brokers told whether a claim landed: if it did, the next start reads it back"
+                        );
+                        return HashSet::new();
+                    }
+                    if attempts % 10 == 0 {
+                        tracing::warn!(
+                            "cannot read the group's commits ({e}): waiting for the brokers to tell whether a claim landed"
+                        );
+                    }
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// Stops (or restarts) fetching from every assigned partition; the consumer
@@ -434,7 +924,7 @@ impl Source {
 
     /// Up to `max` records: waits up to `linger` for the first, then takes what is
     /// buffered until `max` or `linger` runs out.
-    pub fn poll_batch(&self, max: usize, linger: Duration) -> Vec<RawRecord> {
+    fn poll_batch(&self, max: usize, linger: Duration) -> Vec<RawRecord> {
         let deadline = Instant::now() + linger;
         let mut out = Vec::with_capacity(max.min(65_536));
         let mut topics: Vec<Arc<str>> = Vec::new();
@@ -467,39 +957,7 @@ impl Source {
                 }
             }
             match polled {
-                Some(Ok(m)) => {
-                    let topic = match topics.iter().find(|t| ***t == *m.topic()) {
-                        Some(t) => t.clone(),
-                        None => {
-                            let t: Arc<str> = Arc::from(m.topic());
-                            topics.push(t.clone());
-                            t
-                        }
-                    };
-                    let (mut format, mut columns, mut origin) = (None, None, None);
-                    if let Some(hs) = m.headers() {
-                        for h in hs.iter() {
-                            match h.key {
-                                crate::parse::HEADER_FORMAT => format = header_str(&h),
-                                crate::parse::HEADER_COLUMNS => columns = header_str(&h),
-                                crate::parse::HEADER_SOURCE => origin = header_str(&h),
-                                _ => {}
-                            }
-                        }
-                    }
-                    out.push(RawRecord {
-                        pos: SourcePos {
-                            topic,
-                            partition: m.partition(),
-                            offset: m.offset(),
-                        },
-                        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                        format,
-                        columns,
-                        origin,
-                        kafka_ts_ms: m.timestamp().to_millis(),
-                    });
-                }
+                Some(Ok(m)) => out.push(raw_record(&m, &mut topics)),
                 Some(Err(e)) => {
                     tracing::warn!("consume error: {e}");
                     if out.is_empty() && Instant::now() >= deadline {
@@ -519,9 +977,10 @@ impl Source {
         out
     }
 
-    /// Commits next offsets to Kafka (for lag monitoring; the store holds the truth).
+    /// Commits next offsets after their durable write (when the group's brokers
+    /// drop commit metadata; claims already committed them otherwise).
     pub fn commit(&self, offsets: &[(String, i32, i64)], mode: CommitMode) {
-        if offsets.is_empty() {
+        if offsets.is_empty() || self.claims.claiming() {
             return;
         }
         let mut tpl = TopicPartitionList::new();

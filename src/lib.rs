@@ -5,6 +5,7 @@ pub mod admin;
 pub mod affinity;
 pub mod analytics;
 pub mod bench;
+pub mod claims;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

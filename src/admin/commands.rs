@@ -86,6 +86,8 @@ pub struct Admin {
     pub paused: Arc<AtomicBool>,
     /// The partitions the consumer owns now.
     pub assignment: crate::kafka::Assignment,
+    /// This member's name in the group and how it commits there.
+    pub claims: Arc<crate::kafka::Claims>,
     pub rates: Arc<Mutex<Rates>>,
     pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
@@ -149,6 +151,7 @@ impl Admin {
             outage: Mutex::new(None),
             paused: d.paused.clone(),
             assignment: d.assignment.clone(),
+            claims: d.claims.clone(),
             rates,
             analytics: d.analytics.clone(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
@@ -451,6 +454,12 @@ impl Admin {
                 "lag": lag_total,
             },
             "partitions": partitions,
+            "group": {
+                "member": self.claims.member,
+                "commit": self.claims.mode(),
+                "claims_refused": self.claims.refused(),
+                "claimed_records_read_back": self.claims.recovered(),
+            },
             "producers": producers,
             "actors": {
                 "store": store_health,

@@ -29,6 +29,8 @@ pub const CAT_MOVIE: &[u8] = b"c/m/";
 pub const CAT_SERIES: &[u8] = b"c/s/";
 pub const CAT_TRACK: &[u8] = b"c/t/";
 pub const COUNTER: &[u8] = b"s/";
+/// This store's name among the members of its consumer group (see `claims`).
+pub const MEMBER: &[u8] = b"i/member";
 
 /// The catalog prefix of a record type (`user`, `movie`, `series`, else tracks).
 pub fn catalog_prefix(record_type: &str) -> &'static [u8] {

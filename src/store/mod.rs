@@ -25,7 +25,7 @@ use crate::event::Event;
 use crate::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
-pub use read::{dead_letter_id, read_offset, DeadLetter, QoeDim};
+pub use read::{dead_letter_id, member_id, read_offset, DeadLetter, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
 #[derive(Debug, Error)]
@@ -302,7 +302,8 @@ impl Store {
     /// A consistent copy of the whole store into the data dir `dest` (which must
     /// not hold a store yet): checkpoints, then copies every entry while no batch
     /// is written (call it on the store's thread). `playpulse run --data-dir DEST`
-    /// starts from the copy. Answers (entries, bytes).
+    /// starts from the copy. The copy is a new member of the consumer group: its
+    /// member id (see `claims`) is not copied. Answers (entries, bytes).
     pub fn backup(&mut self, dest: &Path) -> Result<(u64, u64), StoreError> {
         let path = dest.join("store");
         if path.exists() {
@@ -323,6 +324,9 @@ impl Store {
         let mut pending = 0usize;
         for item in self.tree.iter() {
             let (k, v) = item?;
+            if k.as_ref() == keys::MEMBER {
+                continue;
+            }
             n += 1;
             bytes += (k.len() + v.len()) as u64;
             pending += k.len() + v.len();

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: a Kafka-protocol broker owned by the
 //! test (so it outlives daemon restarts), the daemon as a child process, and
-//! waits on the consumer group's committed offsets (the daemon commits after
-//! each durable store write), never on sleeps.
+//! waits on the consumer group's committed offsets (the daemon claims each
+//! batch there before it writes it, and its drain at SIGTERM writes every
+//! claimed batch), never on sleeps.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ pub fn bin() -> &'static str {
 
 /// A broker for one test; it lives as long as this value (on the test's thread).
 pub struct Broker {
-    _cluster: MockCluster<'static, DefaultProducerContext>,
+    cluster: MockCluster<'static, DefaultProducerContext>,
     pub bootstrap: String,
 }
 
@@ -36,10 +37,22 @@ impl Broker {
             cluster.create_topic(t, *p, 1).expect("create topic");
         }
         let bootstrap = cluster.bootstrap_servers();
-        Broker {
-            _cluster: cluster,
-            bootstrap,
-        }
+        Broker { cluster, bootstrap }
+    }
+
+    /// The broker drops its connections and refuses new ones until [`Broker::up`].
+    pub fn down(&self) {
+        self.cluster.broker_down(1).expect("broker down");
+    }
+
+    pub fn up(&self) {
+        self.cluster.broker_up(1).expect("broker up");
+    }
+
+    /// The next offset commits fail with these errors, one each.
+    pub fn fail_commits(&self, errors: &[rdkafka::types::RDKafkaRespErr]) {
+        self.cluster
+            .request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, errors);
     }
 }
 
@@ -261,6 +274,14 @@ impl GroupWatch {
             })
             .sum();
         (committed, high)
+    }
+
+    /// The high watermark of one partition.
+    pub fn high(&self, topic: &str, partition: i32) -> i64 {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .expect("watermarks")
+            .1
     }
 
     /// Waits until `pred(committed, high)` holds, failing after `limit` with the daemon's log.
