@@ -306,7 +306,7 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 seed: cfg.seed,
             };
             let weights = cfg.event_weights.by_action();
-            let snap = store
+            let mut snap = store
                 .send(WithStore(move |s: &Store| {
                     snapshot(s, weights, 0, 0, false)
                 }))
@@ -317,18 +317,22 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
             // CPU-heavy: off the actor threads.
             std::thread::spawn(move || {
                 let t = std::time::Instant::now();
+                if let Err(e) = snap.derive_video_pairs() {
+                    let _ = tx.send(Err(format!("the stored events are unreadable: {e}")));
+                    return;
+                }
                 let (m, baseline, test_pairs) =
                     evaluate_champion(snap.pairs, champion.recommender.bundle(), &spec);
-                let _ = tx.send(serde_json::json!({
+                let _ = tx.send(Ok(serde_json::json!({
                     "model": champion.id,
                     "metrics": m,
                     "baseline": baseline,
                     "test_pairs": test_pairs,
                     "stored_events": stored,
                     "eval_s": t.elapsed().as_secs_f64(),
-                }));
+                })));
             });
-            rx.await.map_err(|_| "evaluation failed".to_string())
+            rx.await.map_err(|_| "evaluation failed".to_string())?
         })
     }
 }

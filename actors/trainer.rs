@@ -90,7 +90,7 @@ impl TrainerActor {
         let me = ctx.address();
         let evaluator = self.evaluator.clone();
         actix::spawn(async move {
-            let snap = match snap.await {
+            let mut snap = match snap.await {
                 Ok(Ok(s)) => s,
                 Ok(Err(why)) => {
                     tracing::info!("training skipped: {why}");
@@ -103,6 +103,10 @@ impl TrainerActor {
             };
             // CPU-heavy: off the actor threads.
             std::thread::spawn(move || {
+                if let Err(e) = snap.derive_video_pairs() {
+                    tracing::error!("training skipped: the stored events are unreadable: {e}");
+                    return me.do_send(RunEnded(Err(e)));
+                }
                 let classifiers = if snap.events.is_empty() {
                     Vec::new()
                 } else {

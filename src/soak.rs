@@ -31,9 +31,10 @@ pub struct SoakReport {
     pub sled_mb_samples: Vec<f64>,
     /// Resident memory at the end over its value at 25 % (after warm-up).
     pub rss_growth_after_warmup: f64,
-    /// Distinct (user, video) aggregates at the end: the in-memory state that
-    /// grows with the data (memory beyond it would be a leak).
+    /// Distinct (user, video) aggregates at the end, and the seconds it took to
+    /// derive them from the stored events (what a training snapshot spends).
     pub pairs: u64,
+    pub pairs_seconds: f64,
     pub verify_seconds: f64,
 }
 
@@ -120,7 +121,9 @@ pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakR
         got.push(fp(&item?.1));
     }
     let rejected = store.counter("rejected")?;
+    let tp = Instant::now();
     let pairs = store.pair_aggregates().count() as u64;
+    let pairs_seconds = tp.elapsed().as_secs_f64();
     want.sort_unstable();
     got.sort_unstable();
     let (mut i, mut j, mut lost, mut dup) = (0, 0, 0u64, 0u64);
@@ -157,6 +160,7 @@ pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakR
         events_per_sec: total as f64 / seconds,
         rss_growth_after_warmup: rss.last().copied().unwrap_or(0.0) / warm.max(1e-9),
         pairs,
+        pairs_seconds,
         rss_mb_samples: rss,
         sled_mb_samples: sled,
         verify_seconds: t.elapsed().as_secs_f64(),

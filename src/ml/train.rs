@@ -16,7 +16,7 @@ use super::serve::Bundle;
 use super::sparse::Csr;
 use crate::affinity::{blend_scores, Blend, Prefs};
 use crate::event::{Title, UserProfile, VideoEvent};
-use crate::store::{PairAgg, Store};
+use crate::store::{PairAgg, Store, StoreView};
 
 #[derive(Debug, Clone)]
 pub struct TrainSpec {
@@ -28,11 +28,16 @@ pub struct TrainSpec {
 }
 
 /// What a training run reads from the store, taken at once on the store's
-/// thread (so as of the stored offsets).
+/// thread (so as of the stored offsets), except the video pairs: those are
+/// derived from the stored events by [`Snapshot::derive_video_pairs`], off the
+/// store's thread (so ingest goes on meanwhile, and events stored since the
+/// snapshot may count too).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// Video pairs then music pairs (weighted by action).
+    /// Video pairs then music pairs (weighted by action); the video pairs once derived.
     pub pairs: Vec<(String, String, PairAgg)>,
+    /// What the video pairs are derived from, until they are.
+    view: Option<StoreView>,
     /// Item → genre (videos and catalog tracks).
     pub genres: HashMap<String, String>,
     /// Region → (video, events).
@@ -47,6 +52,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Derives the video pairs from the stored events (one pass over them: call
+    /// it off the store's thread) and puts them before the music pairs.
+    pub fn derive_video_pairs(&mut self) -> Result<(), String> {
+        let Some(view) = self.view.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let mut pairs: Vec<(String, String, PairAgg)> = view
+            .pair_aggregates()
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        self.data["video_pairs"] = pairs.len().into();
+        self.data["video_pairs_s"] = t.elapsed().as_secs_f64().into();
+        pairs.append(&mut self.pairs);
+        self.pairs = pairs;
+        Ok(())
+    }
+
     /// What the evaluator needs to score ALS blended with content affinity
     /// (`None` when the weight is 0 or no user has a profile).
     pub fn blend(&self, weight: f64) -> Option<Blend> {
@@ -77,24 +100,20 @@ pub fn snapshot(
             "{stored} events stored, training waits for models.min_events = {min_events}"
         ));
     }
-    let mut pairs: Vec<_> = s
-        .pair_aggregates()
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let videos = pairs.len();
     let music = s.music_aggregates().map_err(|e| e.to_string())?;
-    pairs.extend(super::dataset::music_pairs(music, music_weights));
+    let pairs = super::dataset::music_pairs(music, music_weights);
     let events = s
         .recent_video_events(max_events)
         .map_err(|e| e.to_string())?;
     let mut genres = s.item_genres();
     genres.extend(s.track_genres());
     // As of these offsets: the snapshot is taken between two store writes.
-    let data = serde_json::json!({ "stored_events": stored, "video_pairs": videos,
-        "music_pairs": pairs.len() - videos, "classifier_events": events.len(),
+    let data = serde_json::json!({ "stored_events": stored,
+        "music_pairs": pairs.len(), "classifier_events": events.len(),
         "offsets": s.all_offsets() });
     Ok(Snapshot {
         pairs,
+        view: Some(s.view()),
         genres,
         regions: s.item_regions(),
         events,
@@ -372,6 +391,7 @@ mod tests {
         v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         Snapshot {
             pairs: v,
+            view: None,
             genres: HashMap::new(),
             regions: HashMap::new(),
             events: Vec::new(),

@@ -102,6 +102,12 @@ impl std::ops::Deref for Store {
     }
 }
 
+impl std::fmt::Debug for StoreView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreView")
+    }
+}
+
 impl StoreView {
     /// Removes dead letters by id (after a replay, or a purge); answers how many
     /// existed.

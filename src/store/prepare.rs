@@ -45,15 +45,10 @@ impl Deltas {
     fn event(&mut self, ev: &Event) {
         match ev {
             Event::Video(v) => {
+                // Per (user, video) aggregates are derived from the stored
+                // events when read (see `StoreView::pair_aggregates`): as many
+                // as the data has pairs, they are not held.
                 let fb = v.implicit_feedback();
-                let positive = if fb >= 0.5 { 1.0 } else { 0.0 };
-                let pair = [fb, 1.0, positive, fb, v.timestamp_ms as f64];
-                self.add(
-                    keys::PAIR,
-                    &[v.user_id.as_bytes(), v.video_id.as_bytes()],
-                    slots::PAIR,
-                    &pair,
-                );
                 let q = video_qoe(v, fb).slots();
                 self.add(keys::QOE_VIDEO, &[v.video_id.as_bytes()], slots::QOE, &q);
                 self.add(keys::QOE_REGION, &[v.region.as_bytes()], slots::QOE, &q);
@@ -91,6 +86,14 @@ impl Deltas {
             Event::User(_) | Event::Movie(_) | Event::Series(_) | Event::Track(_) => {}
         }
     }
+}
+
+/// One video event's contribution to its (user, video) aggregate, in
+/// [`slots::PAIR`] layout: weight, events, positive events, max feedback, time.
+pub fn pair_delta(v: &VideoEvent) -> [f64; 5] {
+    let fb = v.implicit_feedback();
+    let positive = if fb >= 0.5 { 1.0 } else { 0.0 };
+    [fb, 1.0, positive, fb, v.timestamp_ms as f64]
 }
 
 fn video_qoe(v: &VideoEvent, feedback: f64) -> Qoe {

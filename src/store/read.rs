@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keys, MusicAgg, PairAgg, Qoe, Store, StoreError, StoreView};
+use super::{keys, slots, MusicAgg, PairAgg, Qoe, Store, StoreError, StoreView};
 use crate::event::Event;
 use crate::record::SourcePos;
 use crate::reject::Rejection;
@@ -112,6 +112,39 @@ impl StoreView {
                 Err(e) => vec![Err(e)],
             }
         })
+    }
+
+    /// Per (user, video) implicit-feedback aggregates, derived from the stored
+    /// events (one pass; memory for the pairs only while they are read).
+    pub fn pair_aggregates(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
+        let mut pairs: rustc_hash::FxHashMap<(String, String), [f64; 5]> = Default::default();
+        let mut failed = None;
+        for item in self.events() {
+            match item {
+                Ok((_, Event::Video(v))) => {
+                    let d = super::prepare::pair_delta(&v);
+                    pairs
+                        .entry((v.user_id, v.video_id))
+                        .and_modify(|agg| slots::combine(slots::PAIR, agg, &d))
+                        .or_insert(d);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let result: Vec<Result<(String, String, PairAgg), StoreError>> = match failed {
+            Some(e) => vec![Err(e)],
+            None => pairs
+                .into_iter()
+                .map(|((u, i), s)| Ok((u, i, PairAgg::from_slots(&s))))
+                .collect(),
+        };
+        result.into_iter()
     }
 
     /// Up to `n` of the most recently stored video events (by log position).
@@ -237,21 +270,6 @@ impl Store {
             out.insert("size_on_disk_bytes".into(), self.size_on_disk().into());
         }
         Ok(out.into())
-    }
-
-    /// Per (user, item) implicit-feedback aggregates.
-    pub fn pair_aggregates(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
-        self.state
-            .big
-            .iter()
-            .filter(|(k, _)| k.starts_with(keys::PAIR))
-            .map(|(k, v)| {
-                let (u, i) = keys::split_pair(&k[keys::PAIR.len()..])
-                    .ok_or_else(|| corrupt(k, "bad pair key"))?;
-                Ok((u, i, PairAgg::from_slots(v)))
-            })
     }
 
     /// Per (user, track) listening counters.

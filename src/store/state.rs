@@ -12,8 +12,8 @@ use rustc_hash::FxHashMap;
 use super::keys;
 use super::slots::{self, Layout};
 
-/// Many-keyed aggregates (per pair) live in a hash map; the few others
-/// (QoE, genre, counters) in an ordered map for prefix scans.
+/// Many-keyed aggregates (per (user, track) pair) live in a hash map; the few
+/// others (QoE, genre, counters) in an ordered map for prefix scans.
 #[derive(Default)]
 pub struct State {
     pub big: FxHashMap<Vec<u8>, Box<[f64]>>,
@@ -51,8 +51,13 @@ impl State {
         .map(|b| &b[..])
     }
 
-    /// Combines a delta into the state.
+    /// Combines a delta into the state. Per (user, video) deltas, which older
+    /// stores wrote into checkpoints and the journal, are dropped: those
+    /// aggregates are derived from the stored events now.
     pub fn merge(&mut self, key: &[u8], delta: &[f64]) {
+        if key.starts_with(keys::PAIR) {
+            return;
+        }
         let Some(layout) = layout_of(key) else { return };
         if delta.len() != layout.slots() {
             return;

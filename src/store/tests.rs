@@ -243,3 +243,48 @@ fn a_batch_overlapping_stored_offsets_counts_only_its_new_records() {
     let regions = s.qoe(QoeDim::Region).unwrap();
     assert_eq!(regions.values().map(|q| q.events).sum::<u64>(), 300);
 }
+
+#[test]
+fn video_pair_aggregates_of_an_older_checkpoint_are_dropped_and_derived_from_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(200);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        let recs: Vec<Processed> = (0..200)
+            .map(|i| {
+                rec(
+                    "v",
+                    0,
+                    i,
+                    Outcome::Valid(Event::Video(evs[i as usize].clone())),
+                )
+            })
+            .collect();
+        s.apply_records("ns", recs).unwrap();
+        // What older stores also wrote: a video pair aggregate in the journal.
+        let bogus = keys::join(keys::PAIR, &[b"nobody", b"nothing"]);
+        let j = state::encode_entries(std::iter::once((
+            &bogus[..],
+            &[9.0, 9.0, 9.0, 1.0, 1.0][..],
+        )));
+        s.tree.insert(state::journal_key(s.seq, 0), j).unwrap();
+        s.tree.flush().unwrap();
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert!(s.state.big.is_empty(), "no pair aggregate is held");
+    let mut got: Vec<(String, String, u64)> = s
+        .pair_aggregates()
+        .map(Result::unwrap)
+        .map(|(u, v, a)| (u, v, a.events))
+        .collect();
+    got.sort();
+    let mut want: std::collections::BTreeMap<(String, String), u64> = Default::default();
+    for e in &evs {
+        *want
+            .entry((e.user_id.clone(), e.video_id.clone()))
+            .or_default() += 1;
+    }
+    let want: Vec<(String, String, u64)> = want.into_iter().map(|((u, v), n)| (u, v, n)).collect();
+    assert_eq!(got, want);
+    assert_eq!(s.counter("stored").unwrap(), 200);
+}
