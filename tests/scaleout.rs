@@ -80,6 +80,11 @@ fn owned(s: &serde_json::Value) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether the two members share the partitions between them, each owning some.
+fn shared(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    owned(a) > 0 && owned(b) > 0 && owned(a) + owned(b) == PARTITIONS as usize
+}
+
 /// Next stored offset per partition of one member (0 when none).
 fn next_offsets(s: &serde_json::Value) -> BTreeMap<i64, i64> {
     s["partitions"]
@@ -234,9 +239,7 @@ fn two_members_share_the_partitions_and_store_every_record_exactly_once() {
         Duration::from_secs(90),
         "B owns partitions and both store",
         |sa, sb| {
-            owned(sa) > 0
-                && owned(sb) > 0
-                && owned(sa) + owned(sb) == PARTITIONS as usize
+            shared(sa, sb)
                 && stored_below_offsets(sb) >= 1000
                 && stored_below_offsets(sa) > a0 + 500
         },
@@ -262,12 +265,7 @@ fn two_members_share_the_partitions_and_store_every_record_exactly_once() {
         (&db, &mut b),
         Duration::from_secs(90),
         "A owns partitions again and stores",
-        |sa, sb| {
-            owned(sa) > 0
-                && owned(sb) > 0
-                && owned(sa) + owned(sb) == PARTITIONS as usize
-                && stored_below_offsets(sa) > a1 + 1000
-        },
+        |sa, sb| shared(sa, sb) && stored_below_offsets(sa) > a1 + 1000,
     );
     // The producer stops; the group drains everything.
     stop.store(true, Ordering::Relaxed);
@@ -331,12 +329,7 @@ fn killed_members_hand_over_and_every_record_is_stored_exactly_once() {
                 (&dirs[1], m1),
                 Duration::from_secs(90),
                 "both members own partitions and store",
-                |s0, s1| {
-                    owned(s0) > 0
-                        && owned(s1) > 0
-                        && owned(s0) + owned(s1) == PARTITIONS as usize
-                        && stored_below_offsets([s0, s1][v]) > before + 500
-                },
+                |s0, s1| shared(s0, s1) && stored_below_offsets([s0, s1][v]) > before + 500,
             );
             (ctl_status(&dirs[v]), ctl_status(&dirs[s]))
         };
