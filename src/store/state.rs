@@ -20,10 +20,12 @@ pub struct State {
     pub small: BTreeMap<Vec<u8>, Box<[f64]>>,
 }
 
+/// The layout of a held aggregate's key; `None` for keys the state does not
+/// hold, which merging drops: among them per (user, video) keys, which older
+/// stores wrote into checkpoints and the journal (those aggregates are derived
+/// from the stored events now).
 pub fn layout_of(key: &[u8]) -> Option<Layout> {
-    if key.starts_with(keys::PAIR) {
-        Some(slots::PAIR)
-    } else if key.starts_with(keys::MUSIC_PAIR) {
+    if key.starts_with(keys::MUSIC_PAIR) {
         Some(slots::MUSIC)
     } else if key.starts_with(b"q/") || key.starts_with(keys::GENRE) {
         Some(slots::QOE)
@@ -38,7 +40,7 @@ pub fn layout_of(key: &[u8]) -> Option<Layout> {
 }
 
 fn is_big(key: &[u8]) -> bool {
-    key.starts_with(keys::PAIR) || key.starts_with(keys::MUSIC_PAIR)
+    key.starts_with(keys::MUSIC_PAIR)
 }
 
 impl State {
@@ -51,13 +53,8 @@ impl State {
         .map(|b| &b[..])
     }
 
-    /// Combines a delta into the state. Per (user, video) deltas, which older
-    /// stores wrote into checkpoints and the journal, are dropped: those
-    /// aggregates are derived from the stored events now.
+    /// Combines a delta into the state (keys without a layout are dropped).
     pub fn merge(&mut self, key: &[u8], delta: &[f64]) {
-        if key.starts_with(keys::PAIR) {
-            return;
-        }
         let Some(layout) = layout_of(key) else { return };
         if delta.len() != layout.slots() {
             return;
