@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::bin;
+use common::{bin, run_ok};
 
 fn field(line: &str, name: &str) -> Option<u64> {
     let i = line.find(&format!("{name}="))? + name.len() + 1;
@@ -88,16 +88,11 @@ fn run_on_the_embedded_default_ingests_logs_progress_and_stops_cleanly() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status}; output:\n{log}");
 
-    let out = Command::new(bin())
-        .args(["stats", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&[
+        "stats",
+        "--data-dir",
+        data.to_str().expect("a UTF-8 temporary path"),
+    ]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let last = *stored.last().unwrap();
     assert!(

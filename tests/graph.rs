@@ -9,7 +9,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -100,25 +99,16 @@ fn graph(data: &Path, args: &[&str]) -> Value {
 }
 
 fn import(bootstrap: &str, file: &Path) {
-    let out = Command::new(bin())
-        .args([
-            "import",
-            "--brokers",
-            bootstrap,
-            "--topic",
-            TOPIC,
-            "--format",
-            "csv",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "import",
+        "--brokers",
+        bootstrap,
+        "--topic",
+        TOPIC,
+        "--format",
+        "csv",
+        file.to_str().expect("a UTF-8 temporary path"),
+    ]);
 }
 
 /// Scored names, highest first, then by name.

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::bin;
+use common::{bin, run_ok};
 use playpulse::generate::{user_id, World, GENRES};
 use playpulse::store::Store;
 
@@ -66,17 +66,6 @@ fn stop(mut child: Child) {
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     assert!(child.wait().expect("wait").success());
-}
-
-/// Runs the binary with `args`; fails with its stderr unless it succeeds.
-fn run_ok(args: &[&str]) -> std::process::Output {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]

@@ -140,18 +140,15 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
     );
 
     let lake = dir.path().join("lake");
-    let out = Command::new(bin())
-        .args(["export", "parquet", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--out")
-        .arg(&lake)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let data = dir.path().join("data");
+    let out = run_ok(&[
+        "export",
+        "parquet",
+        "--data-dir",
+        data.to_str().expect("a UTF-8 temporary path"),
+        "--out",
+        lake.to_str().expect("a UTF-8 temporary path"),
+    ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["kinds"]["video_events"]["rows"],

@@ -485,6 +485,21 @@ pub fn ctl_status(dir: &Path) -> serde_json::Value {
 
 /// `playpulse ctl --json ARGS` against the daemon with data dir `data`: its
 /// reply (null when there is none, e.g. no daemon yet).
+/// Runs the binary with `args`; fails with its stderr unless it succeeds.
+pub fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run playpulse");
+    assert!(
+        out.status.success(),
+        "playpulse {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn ctl_json(data: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(bin())
         .args(["ctl", "--json", "--data-dir"])
