@@ -188,6 +188,34 @@ fn metadata_of(e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) ->
         .unwrap_or_default()
 }
 
+/// Per partition, the group's committed offset (none when nothing is
+/// committed) and the owner chain its metadata names.
+type GroupCommits = HashMap<(String, i32), (Option<i64>, Chain)>;
+
+/// The group's commits of `parts`.
+fn group_commits<'a, C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    parts: impl IntoIterator<Item = (&'a str, i32)>,
+) -> Result<GroupCommits, KafkaError> {
+    let mut ask = TopicPartitionList::new();
+    for (t, p) in parts {
+        ask.add_partition(t, p);
+    }
+    Ok(consumer
+        .committed_offsets(ask, COMMITTED_TIMEOUT)?
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            let chain = Chain::parse(&metadata_of(e));
+            ((e.topic().to_string(), e.partition()), (offset, chain))
+        })
+        .collect())
+}
+
 /// Whether the brokers keep commit metadata: commits a marker to a probe group
 /// of this group's (`<group>.commit-probe`, never joined) and reads it back.
 fn probe_commit_metadata(
@@ -248,32 +276,22 @@ impl StoreSeekContext {
         if let Some((t, p)) = parts.first() {
             self.claims.decide(t, *p);
         }
-        let mut ask = TopicPartitionList::new();
-        for (t, p) in parts {
-            ask.add_partition(t, *p);
-        }
-        let committed: BTreeMap<(String, i32), i64> = match consumer
-            .committed_offsets(ask, COMMITTED_TIMEOUT)
-        {
-            Ok(tpl) => tpl
-                .elements()
-                .iter()
-                .filter_map(|e| {
-                    self.claims
-                        .set_chain(e.topic(), e.partition(), Chain::parse(&metadata_of(e)));
-                    match e.offset() {
-                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                        _ => None,
-                    }
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(
+        let committed: BTreeMap<(String, i32), i64> =
+            match group_commits(consumer, parts.iter().map(|(t, p)| (t.as_str(), *p))) {
+                Ok(commits) => commits
+                    .into_iter()
+                    .filter_map(|((t, p), (offset, chain))| {
+                        self.claims.set_chain(&t, p, chain);
+                        Some(((t, p), offset?))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(
                     "cannot read the group's committed offsets ({e}); starting from the store's"
                 );
-                BTreeMap::new()
-            }
-        };
+                    BTreeMap::new()
+                }
+            };
         parts
             .iter()
             .map(|(t, p)| {
@@ -571,33 +589,27 @@ impl Recovery {
         member: &str,
     ) -> Result<Option<Recovery>, KafkaGlueError> {
         let md = group.fetch_metadata(None, COMMITTED_TIMEOUT)?;
-        let mut ask = TopicPartitionList::new();
-        for t in md.topics() {
-            if t.error().is_some() || kinds.kind_of(t.name()).is_none() {
-                continue;
-            }
-            for p in t.partitions() {
-                ask.add_partition(t.name(), p.id());
-            }
-        }
-        if ask.count() == 0 {
+        let parts: Vec<(&str, i32)> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && kinds.kind_of(t.name()).is_some())
+            .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p.id())))
+            .collect();
+        if parts.is_empty() {
             return Ok(None);
         }
-        let committed = group.committed_offsets(ask, COMMITTED_TIMEOUT)?;
         let mut until = HashMap::new();
         let mut start = TopicPartitionList::new();
-        for e in committed.elements() {
-            let Offset::Offset(c) = e.offset() else {
+        for ((t, p), (committed, chain)) in group_commits(group, parts)? {
+            let Some(c) = committed else {
                 continue;
             };
-            let (t, p) = (e.topic(), e.partition());
-            let chain = Chain::parse(&metadata_of(&e));
-            if let Some((from, to)) = chain.debt(member, read_offset(tree, namespace, t, p), c) {
+            if let Some((from, to)) = chain.debt(member, read_offset(tree, namespace, &t, p), c) {
                 tracing::warn!(
                     "{t}/{p}: this member claimed offsets {from}..{to} and stopped before storing them: reading them back first"
                 );
-                start.add_partition_offset(t, p, Offset::Offset(from))?;
-                until.insert((t.to_string(), p), to);
+                start.add_partition_offset(&t, p, Offset::Offset(from))?;
+                until.insert((t, p), to);
             }
         }
         if until.is_empty() {
@@ -860,21 +872,14 @@ impl Source {
     ) -> HashSet<(String, i32)> {
         let mut attempts = 0u64;
         loop {
-            let mut ask = TopicPartitionList::new();
-            for (t, p) in ranges.keys() {
-                ask.add_partition(t, *p);
-            }
-            match self.consumer.committed_offsets(ask, COMMITTED_TIMEOUT) {
-                Ok(tpl) => {
+            match group_commits(&self.consumer, ranges.keys().map(|(t, p)| (t.as_str(), *p))) {
+                Ok(commits) => {
                     let member = self.claims.member.as_str();
                     return ranges
                         .iter()
-                        .filter(|((t, p), (_, to))| {
-                            tpl.find_partition(t, *p).is_some_and(|e| match e.offset() {
-                                Offset::Offset(c) => {
-                                    Chain::parse(&metadata_of(&e)).owner(to - 1, c) == Some(member)
-                                }
-                                _ => false,
+                        .filter(|(k, (_, to))| {
+                            commits.get(*k).is_some_and(|(c, chain)| {
+                                c.is_some_and(|c| chain.owner(to - 1, c) == Some(member))
                             })
                         })
                         .map(|(k, _)| k.clone())
