@@ -345,14 +345,13 @@ pub fn render(c: &CtlCommand, r: &Value) -> String {
             ] {
                 t.add_row(vec![k.to_string(), text(&r[k])]);
             }
-            if let Some(i) = r["ingest"].as_object() {
-                for (k, v) in i {
-                    t.add_row(vec![format!("ingest.{k}"), text(v)]);
-                }
-            }
-            if let Some(a) = r["actors"].as_object() {
-                for (k, v) in a {
-                    t.add_row(vec![format!("actor.{k}"), text(v)]);
+            for (section, prefix) in [
+                ("ingest", "ingest"),
+                ("group", "group"),
+                ("actors", "actor"),
+            ] {
+                for (k, v) in r[section].as_object().into_iter().flatten() {
+                    t.add_row(vec![format!("{prefix}.{k}"), text(v)]);
                 }
             }
             push(t.to_string());

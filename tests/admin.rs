@@ -587,7 +587,10 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     }
     let (ok, out, _) = ctl(dir.path(), &["status"]);
     assert!(
-        ok && out.contains("ingest.stored") && out.contains(&format!("{}", produced.valid.len())),
+        ok && out.contains("ingest.stored")
+            && out.contains(&format!("{}", produced.valid.len()))
+            && out.contains("group.commit")
+            && out.contains("claim_before_write"),
         "{out}"
     );
     let (ok, out, _) = ctl(dir.path(), &["stats", "counters"]);
