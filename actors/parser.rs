@@ -31,6 +31,9 @@ pub struct ParserActor {
     acked: HashMap<(String, i32), i64>,
     progress: Arc<Progress>,
     flight: Arc<Flight>,
+    fatal: Arc<crate::pipeline::Fatal>,
+    /// A batch could not be stored: nothing more is read.
+    failed: bool,
 }
 
 impl ParserActor {
@@ -41,6 +44,7 @@ impl ParserActor {
         ingest: &crate::config::IngestConfig,
         progress: Arc<Progress>,
         flight: Arc<Flight>,
+        fatal: Arc<crate::pipeline::Fatal>,
     ) -> ParserActor {
         ParserActor {
             source: Some(source),
@@ -56,6 +60,8 @@ impl ParserActor {
             acked: HashMap::new(),
             progress,
             flight,
+            fatal,
+            failed: false,
         }
     }
 
@@ -84,7 +90,7 @@ impl Handler<Pull> for ParserActor {
     type Result = ();
 
     fn handle(&mut self, _: Pull, ctx: &mut Context<Self>) {
-        if self.draining {
+        if self.draining || self.failed {
             return;
         }
         if self.in_flight >= self.max_in_flight {
@@ -139,7 +145,12 @@ impl Handler<Stored> for ParserActor {
                 // Nothing of the batch was stored, and it cannot be retried in order:
                 // stop the daemon; a restart replays from the stored offsets.
                 tracing::error!("stopping: the store cannot write ({e})");
-                System::current().stop_with_code(2);
+                self.failed = true;
+                self.fatal
+                    .raise(format!("the store cannot write ({e}); nothing after the last stored batch was acknowledged"));
+                if self.draining && self.in_flight == 0 {
+                    self.finish_drain();
+                }
                 return;
             }
         }

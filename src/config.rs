@@ -148,6 +148,12 @@ pub struct ValidationConfig {
     pub max_future_skew_seconds: i64,
     /// Lower-case ids (user, video, track, ...) as the music pipeline did.
     pub lowercase_ids: bool,
+    /// Longest id, bytes (ids may not hold control characters).
+    pub max_id_bytes: usize,
+    /// Longest free text field or list entry, bytes.
+    pub max_text_bytes: usize,
+    /// Most entries in a list field.
+    pub max_list_entries: usize,
 }
 
 impl Default for ValidationConfig {
@@ -164,6 +170,9 @@ impl Default for ValidationConfig {
             min_timestamp: "2000-01-01T00:00:00Z".into(),
             max_future_skew_seconds: 86_400,
             lowercase_ids: true,
+            max_id_bytes: 256,
+            max_text_bytes: 4096,
+            max_list_entries: 256,
         }
     }
 }
@@ -636,6 +645,15 @@ impl Config {
                 v.max_future_skew_seconds,
                 "must be ≥ 0",
             ));
+        }
+        for (key, value, max) in [
+            ("validation.max_id_bytes", v.max_id_bytes, 65_536),
+            ("validation.max_text_bytes", v.max_text_bytes, 1 << 20),
+            ("validation.max_list_entries", v.max_list_entries, 100_000),
+        ] {
+            if value == 0 || value > max {
+                return Err(invalid(key, value, format!("must be 1 to {max}")));
+            }
         }
         let p = &self.producers;
         if p.users == 0 || p.videos == 0 || p.tracks == 0 {

@@ -39,6 +39,8 @@ pub enum DaemonError {
 /// A running pipeline.
 pub struct Daemon {
     pub progress: Arc<Progress>,
+    /// Raised when the daemon cannot go on (the store cannot write).
+    pub fatal: Arc<crate::pipeline::Fatal>,
     pub bootstrap: String,
     pub namespace: String,
     pub store: Addr<StoreActor>,
@@ -74,7 +76,7 @@ impl Daemon {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
-        let store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
+        let mut store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
         let kinds = TopicKinds::new(&cfg.kafka.topics)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
             let topics: Vec<String> = cfg
@@ -94,8 +96,25 @@ impl Daemon {
             (Some(e), bootstrap, ns)
         } else {
             let b = cfg.kafka.brokers.clone();
-            let ns = kafka::cluster_namespace(&b, &cfg.kafka, Duration::from_secs(60))?;
-            tracing::info!("using brokers {b} (cluster {ns})");
+            let cluster = kafka::cluster_namespace(&b, &cfg.kafka, Duration::from_secs(60))?;
+            let (ns, reset) = store.namespace_epoch(&cluster, |parts| {
+                let probe = kafka::WatermarkProbe::new(&b, &cfg.kafka).ok()?;
+                match probe.high_watermarks(parts, Duration::from_secs(10)) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!("cannot ask the brokers for high watermarks ({e}): keeping the stored offsets");
+                        None
+                    }
+                }
+            })?;
+            for (t, p, next, high) in &reset {
+                tracing::warn!(
+                    "partition {t}/{p} holds fewer records (next offset {high}) than this store read of it ({next}): \
+                     the topic was recreated or the cluster's offsets reset; it is read again from its start \
+                     under offset namespace {ns}, beside what was stored before"
+                );
+            }
+            tracing::info!("using brokers {b} (cluster {cluster}, offset namespace {ns})");
             (None, b, ns)
         };
         let progress = Arc::new(Progress::default());
@@ -143,9 +162,11 @@ impl Daemon {
                 progress: vp,
                 store: store_rcpt,
             });
+        let fatal = Arc::new(crate::pipeline::Fatal::default());
         let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());
+        let fatal_for_parser = fatal.clone();
         let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| {
-            ParserActor::new(source, kinds, vr, &ingest, p, flight)
+            ParserActor::new(source, kinds, vr, &ingest, p, flight, fatal_for_parser)
         });
 
         let run_synth = match cfg.producers.mode {
@@ -228,6 +249,7 @@ impl Daemon {
         .start();
         Ok(Daemon {
             progress,
+            fatal,
             bootstrap,
             namespace,
             store,

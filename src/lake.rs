@@ -261,6 +261,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
         out,
         "video_events",
         vec![
+            ("namespace", Col::Str),
             ("topic", Col::Str),
             ("partition", Col::I64),
             ("offset", Col::I64),
@@ -285,6 +286,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
         out,
         "music_events",
         vec![
+            ("namespace", Col::Str),
             ("topic", Col::Str),
             ("partition", Col::I64),
             ("offset", Col::I64),
@@ -296,13 +298,20 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("device", Col::Str),
         ],
     );
-    for item in store.events() {
-        let (pos, ev) = item.map_err(serr)?;
+    let mut names: std::collections::HashMap<u32, String> = Default::default();
+    for item in store.event_log() {
+        let logged = item.map_err(serr)?;
+        let ns = names
+            .entry(logged.namespace)
+            .or_insert_with(|| store.namespace_name(logged.namespace).unwrap_or_default())
+            .clone();
+        let (pos, ev) = (logged.pos, logged.event);
         let (topic, p, o) = (pos.topic.to_string(), i64::from(pos.partition), pos.offset);
         match ev {
             Event::Video(v) => video.push(
                 date_of(v.timestamp_ms),
                 vec![
+                    S(ns),
                     S(topic),
                     I(p),
                     I(o),
@@ -326,6 +335,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             Event::Music(m) => music.push(
                 date_of(m.event_ts_ms),
                 vec![
+                    S(ns),
                     S(topic),
                     I(p),
                     I(o),

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
@@ -86,7 +86,7 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long)]
         user: String,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = playpulse::admin::protocol::parse_k)]
         k: usize,
         /// For unknown users: the genre to take popular items from.
         #[arg(long)]
@@ -108,7 +108,7 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "final_recommendations.csv")]
         out: PathBuf,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = playpulse::admin::protocol::parse_k)]
         k: usize,
     },
     /// Engagement predictions of the latest stored classifier for the video
@@ -309,6 +309,11 @@ fn pipeline_bench(
     Ok((args, dir, tmp))
 }
 
+/// How long a clean shutdown may take before the process exits anyway.
+const SHUTDOWN_SECONDS: u64 = 30;
+/// How long the way out after a fatal fault may take.
+const FATAL_EXIT_SECONDS: u64 = 10;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -362,15 +367,37 @@ fn main() -> anyhow::Result<()> {
                     });
                 }
                 tracing::info!("playpulse running; data dir {}", cfg.data_dir.display());
-                tokio::select! {
-                    _ = shutdown_signal() => {}
-                    _ = admin.shutdown.notified() => tracing::info!("shutdown requested on the control socket"),
+                let fatal = daemon.fatal.clone();
+                let failed = tokio::select! {
+                    _ = shutdown_signal() => None,
+                    _ = admin.shutdown.notified() => {
+                        tracing::info!("shutdown requested on the control socket");
+                        None
+                    }
+                    m = fatal.wait() => Some(m),
+                };
+                // Whatever hangs on the way out (a full disk under sled's flush, a
+                // broker that does not answer the consumer's close), the process ends.
+                let (limit, code) = match &failed {
+                    Some(_) => (FATAL_EXIT_SECONDS, 2),
+                    None => (SHUTDOWN_SECONDS, 1),
+                };
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(limit));
+                    eprintln!("error: shutdown did not finish within {limit} s; exiting");
+                    std::process::exit(code);
+                });
+                if let Some(m) = &failed {
+                    tracing::error!("stopping: {m}; exiting with status 2 (a restart reads again from the stored offsets)");
                 }
                 daemon.shutdown().await;
                 drop(socket);
-                Ok::<_, anyhow::Error>(())
-            })?;
-            Ok(())
+                Ok::<_, anyhow::Error>(failed)
+            })?
+            .map_or(Ok(()), |m| {
+                eprintln!("error: {m}");
+                std::process::exit(2)
+            })
         }
         Command::Produce(a) => {
             init_logging("warn");

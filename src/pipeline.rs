@@ -171,3 +171,40 @@ impl Flight {
         *s >= target
     }
 }
+
+/// A fault the daemon cannot go on after (the store cannot write): the first
+/// one raised is kept, and whoever waits on it learns of it at once.
+#[derive(Debug, Default)]
+pub struct Fatal {
+    message: std::sync::Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Fatal {
+    pub fn raise(&self, message: String) {
+        let mut m = self.message.lock().unwrap_or_else(|p| p.into_inner());
+        if m.is_none() {
+            *m = Some(message);
+        }
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Resolves with the message once a fault is raised.
+    pub async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(m) = self.get() {
+                return m;
+            }
+            notified.await;
+        }
+    }
+}

@@ -19,6 +19,9 @@ pub struct Validator {
     min_ts_ms: i64,
     max_skew_ms: i64,
     lowercase_ids: bool,
+    max_id_bytes: usize,
+    max_text_bytes: usize,
+    max_list_entries: usize,
 }
 
 fn trim_in_place(s: &mut String) {
@@ -49,6 +52,9 @@ impl Validator {
                 .unwrap_or(946_684_800_000),
             max_skew_ms: cfg.max_future_skew_seconds.saturating_mul(1000),
             lowercase_ids: cfg.lowercase_ids,
+            max_id_bytes: cfg.max_id_bytes,
+            max_text_bytes: cfg.max_text_bytes,
+            max_list_entries: cfg.max_list_entries,
         }
     }
 
@@ -84,6 +90,30 @@ impl Validator {
                 "ids must not be empty; send the entity's id",
             ));
         }
+        if s.len() > self.max_id_bytes {
+            return Err(Rejection::field(
+                "id_too_long",
+                field,
+                Some(format!("{} bytes", s.len())),
+                format!(
+                    "ids are at most {} bytes (validation.max_id_bytes); send the entity's short id",
+                    self.max_id_bytes
+                ),
+            ));
+        }
+        // Control characters are C0, DEL and C1 (U+0080..U+009F, led by 0xC2 in UTF-8).
+        let suspect = s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
+        if let Some(c) = suspect
+            .then(|| s.chars().find(|c| c.is_control()))
+            .flatten()
+        {
+            return Err(Rejection::field(
+                "control_character",
+                field,
+                Some(format!("{s:?}")),
+                format!("ids may not hold control characters (found {c:?}); send printable ids"),
+            ));
+        }
         if self.lowercase_ids {
             if s.is_ascii() {
                 if s.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -96,7 +126,7 @@ impl Validator {
         Ok(())
     }
 
-    fn non_empty(field: &str, s: &mut String) -> Result<(), Rejection> {
+    fn non_empty(&self, field: &str, s: &mut String) -> Result<(), Rejection> {
         trim_in_place(s);
         if s.is_empty() {
             return Err(Rejection::field(
@@ -106,6 +136,43 @@ impl Validator {
                 "must not be empty",
             ));
         }
+        self.text(field, s)
+    }
+
+    /// Free text: trimmed, at most `max_text_bytes`.
+    fn text(&self, field: &str, s: &mut String) -> Result<(), Rejection> {
+        trim_in_place(s);
+        if s.len() > self.max_text_bytes {
+            return Err(Rejection::field(
+                "text_too_long",
+                field,
+                Some(format!("{} bytes", s.len())),
+                format!(
+                    "at most {} bytes (validation.max_text_bytes)",
+                    self.max_text_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A list of free text: entries trimmed, empty ones dropped, bounded.
+    fn list(&self, field: &str, list: &mut Vec<String>) -> Result<(), Rejection> {
+        if list.len() > self.max_list_entries {
+            return Err(Rejection::field(
+                "too_many_entries",
+                field,
+                Some(format!("{} entries", list.len())),
+                format!(
+                    "at most {} entries (validation.max_list_entries)",
+                    self.max_list_entries
+                ),
+            ));
+        }
+        for e in list.iter_mut() {
+            self.text(field, e)?;
+        }
+        list.retain(|s| !s.is_empty());
         Ok(())
     }
 
@@ -196,7 +263,7 @@ impl Validator {
             Self::range_f64("rebuffer_ms", r, 0.0, self.max_watch * 1000.0)?;
         }
         if let Some(e) = &mut v.error {
-            trim_in_place(e);
+            self.text("error", e)?;
             if e.is_empty() {
                 v.error = None;
             }
@@ -207,31 +274,25 @@ impl Validator {
     fn user(&self, u: &mut UserProfile, now_ms: i64) -> Result<(), Rejection> {
         self.id("id", &mut u.id)?;
         self.timestamp("timestamp", u.timestamp_ms, now_ms)?;
-        Self::non_empty("name", &mut u.name)?;
-        for list in [
-            &mut u.genres,
-            &mut u.directors,
-            &mut u.actors,
-            &mut u.favorite_decades,
-        ] {
-            list.iter_mut().for_each(trim_in_place);
-            list.retain(|s| !s.is_empty());
-        }
-        trim_in_place(&mut u.classification);
-        trim_in_place(&mut u.subscription_date);
+        self.non_empty("name", &mut u.name)?;
+        self.list("genres", &mut u.genres)?;
+        self.list("directors", &mut u.directors)?;
+        self.list("actors", &mut u.actors)?;
+        self.list("favorite_decades", &mut u.favorite_decades)?;
+        self.text("classification", &mut u.classification)?;
+        self.text("subscription_date", &mut u.subscription_date)?;
         Ok(())
     }
 
     fn title(&self, t: &mut Title, now_ms: i64) -> Result<(), Rejection> {
         self.id("id", &mut t.id)?;
         self.timestamp("timestamp", t.timestamp_ms, now_ms)?;
-        Self::non_empty("title", &mut t.title)?;
-        for list in [&mut t.genres, &mut t.directors, &mut t.actors] {
-            list.iter_mut().for_each(trim_in_place);
-            list.retain(|s| !s.is_empty());
-        }
-        trim_in_place(&mut t.classification);
-        trim_in_place(&mut t.release_decade);
+        self.non_empty("title", &mut t.title)?;
+        self.list("genres", &mut t.genres)?;
+        self.list("directors", &mut t.directors)?;
+        self.list("actors", &mut t.actors)?;
+        self.text("classification", &mut t.classification)?;
+        self.text("release_decade", &mut t.release_decade)?;
         if let Some(s) = t.seasons {
             Self::range_i64("seasons", s, 1, 1000)?;
         }
@@ -243,9 +304,9 @@ impl Validator {
 
     fn track(&self, t: &mut Track) -> Result<(), Rejection> {
         self.id("track_id", &mut t.track_id)?;
-        Self::non_empty("artist", &mut t.artist)?;
-        trim_in_place(&mut t.album);
-        Self::non_empty("genre", &mut t.genre)?;
+        self.non_empty("artist", &mut t.artist)?;
+        self.text("album", &mut t.album)?;
+        self.non_empty("genre", &mut t.genre)?;
         Self::range_i64("duration_ms", t.duration_ms, 1, 24 * 3_600_000)?;
         Ok(())
     }
@@ -254,8 +315,8 @@ impl Validator {
         self.id("user_id", &mut m.user_id)?;
         self.id("track_id", &mut m.track_id)?;
         self.timestamp("event_ts", m.event_ts_ms, now_ms)?;
-        trim_in_place(&mut m.session_id);
-        trim_in_place(&mut m.device);
+        self.text("session_id", &mut m.session_id)?;
+        self.text("device", &mut m.device)?;
         Ok(())
     }
 }

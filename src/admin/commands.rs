@@ -169,6 +169,9 @@ impl Admin {
 
     /// One request in, one reply object out (never fails).
     pub async fn call(&self, req: Request) -> Value {
+        if let Err(error) = req.check() {
+            return json!({ "ok": false, "error": error });
+        }
         match self.run(req).await {
             Ok(Value::Object(mut m)) => {
                 m.insert("ok".into(), true.into());

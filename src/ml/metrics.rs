@@ -47,6 +47,11 @@ pub fn user_metrics(ranked: &[u32], test: &[u32], k: usize) -> (f64, f64, f64, f
 
 /// The `k` best-scored candidates (ties to the lower id), best first.
 pub fn top_k(scores: &[f32], candidate: impl Fn(usize) -> bool, k: usize) -> Vec<u32> {
+    // No more than there are items, whatever `k` a caller passes.
+    let k = k.min(scores.len());
+    if k == 0 {
+        return Vec::new();
+    }
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
     for (i, &s) in scores.iter().enumerate() {
         if !candidate(i) || !s.is_finite() {
@@ -146,6 +151,8 @@ mod tests {
         let s = [0.1, 0.9, 0.5, 0.9, f32::NAN, 0.7];
         assert_eq!(top_k(&s, |i| i != 3, 3), vec![1, 5, 2]);
         assert_eq!(top_k(&s, |_| true, 2), vec![1, 3]);
+        assert!(top_k(&s, |_| true, 0).is_empty());
+        assert_eq!(top_k(&s, |_| true, usize::MAX).len(), 5);
     }
 
     #[test]

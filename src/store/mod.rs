@@ -7,9 +7,11 @@
 //! Aggregates are served from memory (see [`state`]).
 
 pub mod keys;
+mod migrate;
 pub mod models;
 pub mod prepare;
 mod read;
+pub mod segment;
 pub mod slots;
 mod state;
 
@@ -25,7 +27,7 @@ use crate::event::Event;
 use crate::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
-pub use read::{dead_letter_id, member_id, read_offset, DeadLetter, QoeDim};
+pub use read::{dead_letter_id, member_id, read_offset, DeadLetter, LoggedEvent, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
 #[derive(Debug, Error)]
@@ -33,13 +35,53 @@ pub enum StoreError {
     #[error("cannot open the store at {path}: {source}; is another playpulse using this data dir? (stop it, or pass another --data-dir)")]
     Open { path: PathBuf, source: sled::Error },
     #[error("store write failed: {0}; check free disk space and permissions of the data dir")]
-    Sled(#[from] sled::Error),
-    #[error("store entry {key} is unreadable: {message}")]
+    Sled(sled::Error),
+    #[error("the store's files are damaged ({0}): run `playpulse check --data-dir DIR` to see what, and `--repair` to set it aside")]
+    Damaged(String),
+    #[error("store entry {key} is unreadable: {message}; run `playpulse check --data-dir DIR` to see what is damaged, and `--repair` to set it aside")]
     Corrupt { key: String, message: String },
+    #[error("the store at {path} has layout {found}, newer than this playpulse reads ({known}): run the playpulse that wrote it, or a newer one")]
+    NewerLayout {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
     #[error("{id:?}: {rule}")]
     BadId { id: String, rule: &'static str },
     #[error("{0}")]
     Refused(String),
+}
+
+/// sled writes its snapshot to `snap.<lsn>.generating` and renames it when
+/// done: one left behind (the disk filled, the process was killed) is never
+/// finished and would stop every later open. The finished snapshots and the
+/// log are what recovery reads.
+fn remove_unfinished_snapshots(path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::warn!(
+                    "removed {}: an unfinished snapshot of an earlier run",
+                    e.path().display()
+                ),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Corruption { .. } => StoreError::Damaged(e.to_string()),
+            e => StoreError::Sled(e),
+        }
+    }
 }
 
 /// Journal bytes since the last checkpoint that trigger the next one (at least).
@@ -65,6 +107,10 @@ pub struct ApplyReport {
     pub flush_ns: u64,
 }
 
+/// A partition found holding fewer records than the store read of it:
+/// (topic, partition, the store's next offset, the partition's high watermark).
+pub type PartitionReset = (String, i32, i64, i64);
+
 /// The part of the store any thread may read (and that model versions and dead
 /// letters are written through): events, dead letters, catalog, models. A
 /// [`Store`] derefs to it; [`Store::view`] hands a clone to other threads, so long
@@ -73,6 +119,8 @@ pub struct ApplyReport {
 pub struct StoreView {
     db: sled::Db,
     tree: sled::Tree,
+    /// Segments found damaged by reads since the store opened (key → why).
+    damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, String>>>,
 }
 
 pub struct Store {
@@ -80,6 +128,8 @@ pub struct Store {
     path: PathBuf,
     /// Next offset per (namespace, topic, partition), as stored.
     offsets: HashMap<(String, String, i32), i64>,
+    /// Each offset namespace's store-local number (see `keys::position`).
+    namespaces: HashMap<String, u32>,
     /// The aggregates (durable through the journal and checkpoints).
     state: state::State,
     /// Next journal sequence number.
@@ -135,6 +185,7 @@ impl Store {
 
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
+        remove_unfinished_snapshots(&path);
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_mb.saturating_mul(1 << 20))
@@ -147,6 +198,7 @@ impl Store {
             path: path.clone(),
             source,
         })?;
+        let encoding = migrate::positions(&tree, &path)?;
         let mut offsets = HashMap::new();
         for item in tree.scan_prefix(keys::OFFSET) {
             let (k, v) = item?;
@@ -167,10 +219,16 @@ impl Store {
             })?;
             offsets.insert(key, next);
         }
+        let namespaces = migrate::namespaces(&tree)?;
         let mut store = Store {
-            view: StoreView { db, tree },
+            view: StoreView {
+                db,
+                tree,
+                damaged: Default::default(),
+            },
             path,
             offsets,
+            namespaces,
             state: state::State::default(),
             seq: 0,
             gen: 0,
@@ -178,13 +236,17 @@ impl Store {
             graph: crate::graph::MusicGraph::default(),
             titles: crate::affinity::CatalogIndex::default(),
         };
-        store.load_state()?;
+        store.load_state(encoding)?;
+        if encoding == state::Encoding::Legacy {
+            // The aggregates in today's encoding, and the layout mark, in one step.
+            store.write_checkpoint(true)?;
+        }
         store.rebuild_indexes()?;
         Ok(store)
     }
 
     /// Loads the latest checkpoint, drops unfinished ones, replays the journal after it.
-    fn load_state(&mut self) -> Result<(), StoreError> {
+    fn load_state(&mut self, encoding: state::Encoding) -> Result<(), StoreError> {
         let (gen, covered) = match self.tree.get(state::CHECKPOINT_CURRENT)? {
             Some(v) if v.len() == 16 => {
                 let gen = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
@@ -206,12 +268,12 @@ impl Store {
             let (k, v) = item?;
             if covered.is_some() && k.starts_with(&current) {
                 let st = &mut self.state;
-                state::decode_entries(&v, |key, slots| st.merge(key, slots)).ok_or_else(|| {
-                    StoreError::Corrupt {
+                state::decode_entries(&v, encoding, |key, slots| st.merge(key, slots)).ok_or_else(
+                    || StoreError::Corrupt {
                         key: String::from_utf8_lossy(&k).into_owned(),
                         message: "unreadable checkpoint chunk".into(),
-                    }
-                })?;
+                    },
+                )?;
             } else {
                 orphans.push(k);
             }
@@ -227,12 +289,12 @@ impl Store {
                 continue;
             }
             let st = &mut self.state;
-            state::decode_entries(&v, |key, slots| st.merge(key, slots)).ok_or_else(|| {
-                StoreError::Corrupt {
+            state::decode_entries(&v, encoding, |key, slots| st.merge(key, slots)).ok_or_else(
+                || StoreError::Corrupt {
                     key: format!("j/{seq}"),
                     message: "unreadable journal entry".into(),
-                }
-            })?;
+                },
+            )?;
             self.journal_bytes += v.len();
             next = seq + 1;
         }
@@ -245,6 +307,12 @@ impl Store {
         if self.seq == 0 {
             return Ok(());
         }
+        self.write_checkpoint(false)
+    }
+
+    /// Writes a checkpoint; with `mark_layout`, the layout mark in the same
+    /// atomic step (a store opened in an older layout).
+    fn write_checkpoint(&mut self, mark_layout: bool) -> Result<(), StoreError> {
         let gen = self.gen + 1;
         let entries: Vec<(&Vec<u8>, &Box<[f64]>)> = self.state.entries().collect();
         for (i, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
@@ -252,11 +320,16 @@ impl Store {
             self.tree
                 .insert(state::checkpoint_chunk_key(gen, i as u32), value)?;
         }
-        let covered = self.seq - 1;
         let mut batch = sled::Batch::default();
-        let mut pointer = gen.to_be_bytes().to_vec();
-        pointer.extend_from_slice(&covered.to_be_bytes());
-        batch.insert(state::CHECKPOINT_CURRENT, pointer);
+        if mark_layout {
+            batch.insert(keys::LAYOUT_KEY, &keys::LAYOUT.to_be_bytes());
+        }
+        if self.seq > 0 {
+            let covered = self.seq - 1;
+            let mut pointer = gen.to_be_bytes().to_vec();
+            pointer.extend_from_slice(&covered.to_be_bytes());
+            batch.insert(state::CHECKPOINT_CURRENT, pointer);
+        }
         for item in self.tree.scan_prefix(state::JOURNAL) {
             batch.remove(item?.0);
         }
@@ -427,9 +500,11 @@ impl Store {
             deltas,
         } = prepared;
         let mut batch = sled::Batch::default();
-        let mut segments: FxHashMap<(&str, i32), (i64, Vec<u8>)> = FxHashMap::default();
+        let (ns, new_namespace) = self.namespace_number(namespace, &mut batch)?;
+        let mut segments: FxHashMap<(&str, i32), (i64, segment::SegmentWriter)> =
+            FxHashMap::default();
         let seg_key = |topic: &str, partition: i32, first: i64| {
-            keys::position(keys::EVENT, topic, partition, first)
+            keys::position(keys::EVENT, ns, topic, partition, first)
         };
         let mut running: FxHashMap<(&str, i32), i64> = FxHashMap::default();
         let mut report = ApplyReport::default();
@@ -455,21 +530,22 @@ impl Store {
                     self.upsert_catalog(ev, value, &mut batch, &mut catalog_pending)?;
                     let seg = segments
                         .entry((topic, r.pos.partition))
-                        .or_insert_with(|| (r.pos.offset, Vec::new()));
-                    if !seg.1.is_empty() && seg.1.len() + value.len() + 12 > MAX_VALUE_BYTES {
+                        .or_insert_with(|| (r.pos.offset, segment::SegmentWriter::new()));
+                    if !seg.1.is_empty() && seg.1.len_with(value.len()) > MAX_VALUE_BYTES {
                         let full = std::mem::take(&mut seg.1);
-                        batch.insert(seg_key(topic, r.pos.partition, seg.0), full);
+                        batch.insert(seg_key(topic, r.pos.partition, seg.0), full.finish());
                         seg.0 = r.pos.offset;
+                        seg.1 = segment::SegmentWriter::new();
                     }
-                    seg.1.extend_from_slice(&r.pos.offset.to_le_bytes());
-                    seg.1.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                    seg.1.extend_from_slice(value);
+                    seg.1.push(r.pos.offset, value);
                 }
                 Outcome::Rejected { rejection, raw } => {
                     report.rejected += 1;
                     let text = std::str::from_utf8(raw).ok();
                     let dead = DeadLetter {
                         rejection: rejection.clone(),
+                        namespace: namespace.to_string(),
+                        namespace_id: ns,
                         topic: topic.to_string(),
                         partition: r.pos.partition,
                         offset: r.pos.offset,
@@ -484,7 +560,7 @@ impl Store {
                     };
                     let value = serde_json::to_vec(&dead).unwrap_or_default();
                     batch.insert(
-                        keys::position(keys::DEAD, topic, r.pos.partition, r.pos.offset),
+                        keys::position(keys::DEAD, ns, topic, r.pos.partition, r.pos.offset),
                         value,
                     );
                 }
@@ -504,8 +580,8 @@ impl Store {
         };
         deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
 
-        for ((topic, partition), (first, bytes)) in segments {
-            batch.insert(seg_key(topic, partition, first), bytes);
+        for ((topic, partition), (first, seg)) in segments {
+            batch.insert(seg_key(topic, partition, first), seg.finish());
         }
         let mut journal_len = 0;
         let entries: Vec<(&Vec<u8>, &Vec<f64>)> = deltas.map.iter().collect();
@@ -533,6 +609,9 @@ impl Store {
         report.flush_ns = t2.elapsed().as_nanos() as u64;
 
         // Durable: now the in-memory views may follow.
+        if new_namespace {
+            self.namespaces.insert(namespace.to_string(), ns);
+        }
         for (k, d) in &deltas.map {
             self.state.merge(k, d);
         }
@@ -558,6 +637,104 @@ impl Store {
             self.checkpoint()?;
         }
         Ok(report)
+    }
+
+    /// The store-local number of an offset namespace; a new one is registered
+    /// in `batch` (answers whether it is new).
+    fn namespace_number(
+        &self,
+        namespace: &str,
+        batch: &mut sled::Batch,
+    ) -> Result<(u32, bool), StoreError> {
+        if let Some(n) = self.namespaces.get(namespace) {
+            return Ok((*n, false));
+        }
+        let n = self
+            .namespaces
+            .values()
+            .max()
+            .map_or(Some(1), |m| m.checked_add(1))
+            .ok_or_else(|| {
+                StoreError::Refused(format!(
+                    "{namespace:?}: no namespace number is left (2^32 used)"
+                ))
+            })?;
+        batch.insert(keys::namespace_key(namespace), &n.to_be_bytes());
+        batch.insert(keys::namespace_name_key(n), namespace.as_bytes());
+        Ok((n, true))
+    }
+
+    /// The offset namespace to read `base` (a cluster's name) under, given the
+    /// partitions' high watermarks now: the latest epoch of `base` this store
+    /// read (`base`, `base~2`, `base~3`, ...), or a new epoch when a partition
+    /// holds fewer records than the store read of it (the topic was recreated,
+    /// or the cluster's offsets reset). A new epoch starts with the offsets of
+    /// every partition that was not reset, in one atomic write; the reset ones
+    /// are read again from their start, stored beside the earlier epoch's
+    /// records, never over them. Answers the namespace and the partitions
+    /// found reset.
+    /// `high` asks the brokers for the high watermarks of the partitions it is
+    /// given (`None` when they cannot say: the latest epoch is kept).
+    pub fn namespace_epoch(
+        &mut self,
+        base: &str,
+        high: impl FnOnce(&[(String, i32)]) -> Option<std::collections::BTreeMap<(String, i32), i64>>,
+    ) -> Result<(String, Vec<PartitionReset>), StoreError> {
+        let epoch_of = |ns: &str| -> Option<u64> {
+            if ns == base {
+                Some(1)
+            } else {
+                ns.strip_prefix(base)?.strip_prefix('~')?.parse().ok()
+            }
+        };
+        let latest = self
+            .offsets
+            .keys()
+            .filter_map(|(ns, _, _)| epoch_of(ns))
+            .max();
+        let Some(latest) = latest else {
+            return Ok((base.to_string(), Vec::new()));
+        };
+        let current = if latest == 1 {
+            base.to_string()
+        } else {
+            format!("{base}~{latest}")
+        };
+        let stored = self.offsets(&current);
+        let parts: Vec<(String, i32)> = stored.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let Some(high) = high(&parts) else {
+            return Ok((current, Vec::new()));
+        };
+        let mut reset = Vec::new();
+        let mut kept = Vec::new();
+        for (t, p, next) in stored {
+            match high.get(&(t.clone(), p)) {
+                Some(&h) if h < next => reset.push((t, p, next, h)),
+                _ => kept.push((t, p, next)),
+            }
+        }
+        if reset.is_empty() {
+            return Ok((current, reset));
+        }
+        let next = format!("{base}~{}", latest + 1);
+        let mut batch = sled::Batch::default();
+        for (t, p, o) in &kept {
+            batch.insert(keys::offset_key(&next, t, *p), &o.to_be_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        for (t, p, o) in kept {
+            self.offsets.insert((next.clone(), t, p), o);
+        }
+        Ok((next, reset))
+    }
+
+    /// Every offset namespace this store holds positions of, by number.
+    pub fn namespaces(&self) -> std::collections::BTreeMap<u32, String> {
+        self.namespaces
+            .iter()
+            .map(|(k, v)| (*v, k.clone()))
+            .collect()
     }
 
     /// The listening graph (queries answer from its index).

@@ -17,16 +17,10 @@ pub struct Deltas {
 }
 
 impl Deltas {
-    /// Adds `delta` under the key `prefix + parts joined by 0`, allocating the key only when new.
+    /// Adds `delta` under the key [`keys::join`] makes, allocating the key only when new.
     fn add(&mut self, prefix: &[u8], parts: &[&[u8]], layout: Layout, delta: &[f64]) {
         self.key.clear();
-        self.key.extend_from_slice(prefix);
-        for (i, p) in parts.iter().enumerate() {
-            if i > 0 {
-                self.key.push(0);
-            }
-            self.key.extend_from_slice(p);
-        }
+        keys::extend_parts(&mut self.key, prefix, parts);
         match self.map.get_mut(self.key.as_slice()) {
             Some(v) => slots::combine(layout, v, delta),
             // A first delta combined into zero slots is the delta itself.

@@ -14,6 +14,12 @@ use crate::reject::Rejection;
 pub struct DeadLetter {
     #[serde(flatten)]
     pub rejection: Rejection,
+    /// The offset namespace of the position (a cluster, or one run of the
+    /// embedded broker), and its number in this store (part of the id).
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub namespace_id: u32,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -28,22 +34,49 @@ pub struct DeadLetter {
     pub raw_hex: Option<String>,
 }
 
-/// A dead letter's id: where it came from, `topic/partition/offset`.
+/// A dead letter's id: where it came from, `namespace:topic/partition/offset`
+/// (the namespace's number in this store: positions repeat across namespaces).
 pub fn dead_letter_id(d: &DeadLetter) -> String {
-    format!("{}/{}/{}", d.topic, d.partition, d.offset)
+    format!(
+        "{}:{}/{}/{}",
+        d.namespace_id, d.topic, d.partition, d.offset
+    )
 }
 
 /// The store key of a dead letter id.
 pub fn dead_letter_key(id: &str) -> Result<Vec<u8>, StoreError> {
     let bad = || StoreError::BadId {
-        id: id.to_string(),
-        rule: "a dead letter id is topic/partition/offset, as `dlq list` shows",
+        id: id.chars().take(200).collect(),
+        rule: "a dead letter id is namespace:topic/partition/offset, as `dlq list` shows",
     };
-    let mut parts = id.rsplitn(3, '/');
+    let (ns, rest) = id.split_once(':').ok_or_else(bad)?;
+    let ns: u32 = ns.parse().map_err(|_| bad())?;
+    let mut parts = rest.rsplitn(3, '/');
     let offset: i64 = parts.next().and_then(|o| o.parse().ok()).ok_or_else(bad)?;
     let partition: i32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     let topic = parts.next().filter(|t| !t.is_empty()).ok_or_else(bad)?;
-    Ok(keys::position(keys::DEAD, topic, partition, offset))
+    Ok(keys::position(keys::DEAD, ns, topic, partition, offset))
+}
+
+/// A dead letter read from its entry: the key says where it came from.
+fn decode_dead_letter(view: &StoreView, k: &[u8], v: &[u8]) -> Result<DeadLetter, StoreError> {
+    let mut d: DeadLetter = serde_json::from_slice(v).map_err(|e| corrupt(k, e.to_string()))?;
+    if let Some((ns, ..)) = keys::parse_position(&k[keys::DEAD.len()..]) {
+        if d.namespace.is_empty() || d.namespace_id != ns {
+            d.namespace = view.namespace_name(ns).unwrap_or_default();
+        }
+        d.namespace_id = ns;
+    }
+    Ok(d)
+}
+
+/// One stored event with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    /// The offset namespace's number in this store (see `Store::namespaces`).
+    pub namespace: u32,
+    pub pos: SourcePos,
+    pub event: Event,
 }
 
 fn corrupt(key: &[u8], message: impl Into<String>) -> StoreError {
@@ -73,45 +106,89 @@ impl QoeDim {
     }
 }
 
-fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<(SourcePos, Event)>, StoreError> {
-    let (topic, partition, _) = keys::parse_position(&k[keys::EVENT.len()..])
+fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<LoggedEvent>, StoreError> {
+    let (namespace, topic, partition, _) = keys::parse_position(&k[keys::EVENT.len()..])
         .ok_or_else(|| corrupt(k, "bad segment key"))?;
     let topic: std::sync::Arc<str> = topic.into();
-    let mut out = Vec::new();
-    let mut b = v;
-    while !b.is_empty() {
-        let head = b.get(..12).ok_or_else(|| corrupt(k, "truncated segment"))?;
-        let offset = i64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
-        let len = u32::from_le_bytes(head[8..].try_into().unwrap_or([0; 4])) as usize;
-        let body = b
-            .get(12..12 + len)
-            .ok_or_else(|| corrupt(k, "truncated segment"))?;
-        let ev = Event::decode(body).map_err(|e| corrupt(k, e))?;
-        out.push((
-            SourcePos {
+    let entries = super::segment::entries(v).map_err(|e| corrupt(k, e.to_string()))?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (offset, body) in entries {
+        let event = Event::decode(body).map_err(|e| corrupt(k, e))?;
+        out.push(LoggedEvent {
+            namespace,
+            pos: SourcePos {
                 topic: topic.clone(),
                 partition,
                 offset,
             },
-            ev,
-        ));
-        b = &b[12 + len..];
+            event,
+        });
     }
     Ok(out)
 }
 
+/// A segment key as people read it: `namespace:topic/partition from offset`.
+pub fn segment_name(k: &[u8]) -> String {
+    let rest = k.get(keys::EVENT.len()..).unwrap_or_default();
+    match keys::parse_position(rest) {
+        Some((ns, t, p, o)) => format!("{ns}:{t}/{p} from offset {o}"),
+        None => String::from_utf8_lossy(k).into_owned(),
+    }
+}
+
 impl StoreView {
-    /// Every stored event with its source position, by topic, partition and offset.
-    pub fn events(&self) -> impl Iterator<Item = Result<(SourcePos, Event), StoreError>> + '_ {
-        self.tree.scan_prefix(keys::EVENT).flat_map(|item| {
-            let decoded = item
-                .map_err(StoreError::from)
-                .and_then(|(k, v)| decode_segment(&k, &v));
+    /// A namespace's name by its number in this store.
+    pub fn namespace_name(&self, number: u32) -> Option<String> {
+        let v = self.tree.get(keys::namespace_name_key(number)).ok()??;
+        String::from_utf8(v.to_vec()).ok()
+    }
+
+    /// Every stored event with its namespace and source position, by namespace,
+    /// topic, partition and offset. A segment found damaged (its checksum or
+    /// its entries do not hold) is skipped, logged once and listed in
+    /// [`StoreView::damaged_segments`]; an error of the store's files ends the
+    /// iteration with that error.
+    pub fn event_log(&self) -> impl Iterator<Item = Result<LoggedEvent, StoreError>> + '_ {
+        self.tree.scan_prefix(keys::EVENT).flat_map(move |item| {
+            let decoded = match item {
+                Err(e) => Err(StoreError::from(e)),
+                Ok((k, v)) => match decode_segment(&k, &v) {
+                    Ok(events) => Ok(events),
+                    Err(e) => {
+                        self.note_damage(&k, &e);
+                        Ok(Vec::new())
+                    }
+                },
+            };
             match decoded {
                 Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(e) => vec![Err(e)],
             }
         })
+    }
+
+    /// Every stored event with its source position (see [`StoreView::event_log`]).
+    pub fn events(&self) -> impl Iterator<Item = Result<(SourcePos, Event), StoreError>> + '_ {
+        self.event_log().map(|r| r.map(|e| (e.pos, e.event)))
+    }
+
+    fn note_damage(&self, k: &[u8], e: &StoreError) {
+        let mut d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        if !d.contains_key(k) {
+            tracing::error!(
+                "event segment {} is damaged ({e}); reads skip it: run `playpulse check --data-dir DIR --repair` to set it aside",
+                segment_name(k)
+            );
+            d.insert(k.to_vec(), e.to_string());
+        }
+    }
+
+    /// Segments reads found damaged since the store opened: (name, why).
+    pub fn damaged_segments(&self) -> Vec<(String, String)> {
+        let d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        d.iter()
+            .map(|(k, why)| (segment_name(k), why.clone()))
+            .collect()
     }
 
     /// Per (user, video) implicit-feedback aggregates, derived from the stored
@@ -155,8 +232,15 @@ impl StoreView {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(keys::EVENT).rev() {
             let (k, v) = item?;
-            for (_, ev) in decode_segment(&k, &v)?.into_iter().rev() {
-                if let Event::Video(e) = ev {
+            let events = match decode_segment(&k, &v) {
+                Ok(events) => events,
+                Err(e) => {
+                    self.note_damage(&k, &e);
+                    continue;
+                }
+            };
+            for logged in events.into_iter().rev() {
+                if let Event::Video(e) = logged.event {
                     out.push(e);
                     if out.len() >= n {
                         return Ok(out);
@@ -172,7 +256,7 @@ impl StoreView {
             .scan_prefix(keys::DEAD)
             .map(|item| {
                 let (k, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))
+                decode_dead_letter(self, &k, &v)
             })
             .collect()
     }
@@ -200,8 +284,7 @@ impl StoreView {
             if !k.starts_with(keys::DEAD) || out.len() >= limit {
                 break;
             }
-            let d: DeadLetter =
-                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?;
+            let d = decode_dead_letter(self, &k, &v)?;
             if reason.is_none_or(|r| d.rejection.reason == r) {
                 out.push((dead_letter_id(&d), d));
             }
@@ -213,9 +296,7 @@ impl StoreView {
     pub fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
         let k = dead_letter_key(id)?;
         match self.tree.get(&k)? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v).map_err(|e| corrupt(&k, e.to_string()))?,
-            )),
+            Some(v) => Ok(Some(decode_dead_letter(self, &k, &v)?)),
             None => Ok(None),
         }
     }
@@ -287,11 +368,20 @@ impl Store {
     }
 
     fn small_prefix<'a>(&'a self, p: &'a [u8]) -> impl Iterator<Item = (String, &'a [f64])> + 'a {
+        self.small_prefix_raw(p)
+            .map(move |(k, v)| (String::from_utf8_lossy(k).into_owned(), v))
+    }
+
+    /// The held aggregates under `p`: (the key after `p`, slots).
+    fn small_prefix_raw<'a>(
+        &'a self,
+        p: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [f64])> + 'a {
         self.state
             .small
             .range(p.to_vec()..)
             .take_while(move |(k, _)| k.starts_with(p))
-            .map(move |(k, v)| (String::from_utf8_lossy(&k[p.len()..]).into_owned(), &v[..]))
+            .map(move |(k, v)| (&k[p.len()..], &v[..]))
     }
 
     pub fn qoe(&self, dim: QoeDim) -> Result<BTreeMap<String, Qoe>, StoreError> {
@@ -313,8 +403,8 @@ impl Store {
     pub fn item_genres(&self) -> std::collections::HashMap<String, String> {
         let mut best: std::collections::HashMap<String, (String, f64)> =
             std::collections::HashMap::new();
-        for (k, v) in self.small_prefix(keys::ITEM_GENRE) {
-            if let Some((video, genre)) = k.split_once('\0') {
+        for (k, v) in self.small_prefix_raw(keys::ITEM_GENRE) {
+            if let Some((video, genre)) = keys::split_pair(k) {
                 let e = best
                     .entry(video.to_string())
                     .or_insert_with(|| (genre.to_string(), 0.0));
@@ -330,8 +420,8 @@ impl Store {
     pub fn item_regions(&self) -> std::collections::HashMap<String, Vec<(String, u64)>> {
         let mut out: std::collections::HashMap<String, Vec<(String, u64)>> =
             std::collections::HashMap::new();
-        for (k, v) in self.small_prefix(keys::ITEM_REGION) {
-            if let Some((video, region)) = k.split_once('\0') {
+        for (k, v) in self.small_prefix_raw(keys::ITEM_REGION) {
+            if let Some((video, region)) = keys::split_pair(k) {
                 out.entry(region.to_string())
                     .or_default()
                     .push((video.to_string(), v[0] as u64));

@@ -91,13 +91,13 @@ impl State {
     }
 }
 
-/// Encodes (key, slots) entries: `u16 key length, key, u8 slot count, slots (f64 LE)`.
+/// Encodes (key, slots) entries: `u32 key length (LE), key, u8 slot count,
+/// slots (f64 LE)`. Keys are never cut, whatever their length.
 pub fn encode_entries<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [f64])>) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in entries {
-        let klen = k.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(klen as u16).to_le_bytes());
-        out.extend_from_slice(&k[..klen]);
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
         out.push(v.len() as u8);
         for x in v {
             out.extend_from_slice(&x.to_le_bytes());
@@ -106,24 +106,68 @@ pub fn encode_entries<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [f64])>) 
     out
 }
 
-/// Decodes what [`encode_entries`] wrote, calling `f` per entry; `None` if malformed.
-pub fn decode_entries(mut b: &[u8], mut f: impl FnMut(&[u8], &[f64])) -> Option<()> {
+/// How journal entries and checkpoints were encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// This layout: u32 key lengths, length-prefixed key parts.
+    Current,
+    /// Stores before layout 2: u16 key lengths, key parts joined by a 0 byte.
+    Legacy,
+}
+
+/// Decodes what [`encode_entries`] wrote (or, for [`Encoding::Legacy`], what
+/// older stores wrote, with its keys rewritten to today's parts), calling `f`
+/// per entry; `None` if malformed.
+pub fn decode_entries(
+    mut b: &[u8],
+    encoding: Encoding,
+    mut f: impl FnMut(&[u8], &[f64]),
+) -> Option<()> {
+    let width = match encoding {
+        Encoding::Current => 4,
+        Encoding::Legacy => 2,
+    };
     let mut slots_buf = Vec::with_capacity(16);
+    let mut key_buf = Vec::new();
     while !b.is_empty() {
-        let klen = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
-        let key = b.get(2..2 + klen)?;
-        let n = *b.get(2 + klen)? as usize;
-        let start = 3 + klen;
-        let raw = b.get(start..start + n * 8)?;
+        let head = b.get(..width)?;
+        let klen = match encoding {
+            Encoding::Current => u32::from_le_bytes(head.try_into().ok()?) as usize,
+            Encoding::Legacy => u16::from_le_bytes(head.try_into().ok()?) as usize,
+        };
+        let end = width.checked_add(klen)?;
+        let mut key = b.get(width..end)?;
+        let n = *b.get(end)? as usize;
+        let start = end + 1;
+        let raw = b.get(start..start.checked_add(n * 8)?)?;
         slots_buf.clear();
         slots_buf.extend(
             raw.chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))),
         );
+        if encoding == Encoding::Legacy {
+            key_buf.clear();
+            legacy_key(key, &mut key_buf);
+            key = &key_buf;
+        }
         f(key, &slots_buf);
         b = &b[start + n * 8..];
     }
     Some(())
+}
+
+/// An aggregate key of an older store in today's form: its two-part keys
+/// joined their parts with a 0 byte.
+fn legacy_key(key: &[u8], out: &mut Vec<u8>) {
+    for prefix in [keys::MUSIC_PAIR, keys::ITEM_GENRE, keys::ITEM_REGION] {
+        if let Some(rest) = key.strip_prefix(prefix) {
+            if let Some(i) = rest.iter().position(|&b| b == 0) {
+                keys::extend_parts(out, prefix, &[&rest[..i], &rest[i + 1..]]);
+                return;
+            }
+        }
+    }
+    out.extend_from_slice(key);
 }
 
 pub const JOURNAL: &[u8] = b"j/";
