@@ -222,6 +222,10 @@ pub struct AnalyticsConfig {
     pub retention_minutes: u32,
     /// Most keys a dimension keeps per minute (the rest add up under `(other)`).
     pub max_keys: usize,
+    /// Events dated further than this past the wall clock (still stored when
+    /// validation allows them) are counted apart as `future_events` and never
+    /// move the windows.
+    pub future_skew_seconds: u32,
 }
 
 impl Default for AnalyticsConfig {
@@ -229,6 +233,7 @@ impl Default for AnalyticsConfig {
         AnalyticsConfig {
             retention_minutes: 60,
             max_keys: 2000,
+            future_skew_seconds: 300,
         }
     }
 }
@@ -250,6 +255,8 @@ pub struct Analytics {
     pipeline: BTreeMap<i64, PipelineMinute>,
     /// Events older than the retention when they arrived.
     pub late_events: u64,
+    /// Events dated past the wall clock by more than `future_skew_seconds`.
+    pub future_events: u64,
 }
 
 fn minute_of(ts_ms: i64) -> i64 {
@@ -304,7 +311,12 @@ impl Analytics {
                 }
             }
         }
+        let future_from = now_ms.saturating_add(i64::from(self.cfg.future_skew_seconds) * 1000);
         for v in views {
+            if v.timestamp_ms > future_from {
+                self.future_events += 1;
+                continue;
+            }
             self.add_view(v);
         }
         let keep_from = minute_of(now_ms) - i64::from(self.cfg.retention_minutes) * MINUTE_MS;
@@ -468,7 +480,7 @@ impl Analytics {
                 json!({ "view": "engagement", "minutes": minutes, "genre": rows(Dim::Genre), "region": rows(Dim::Region) })
             }
             "pipeline" => {
-                json!({ "view": "pipeline", "minutes": minutes, "late_events": self.late_events,
+                json!({ "view": "pipeline", "minutes": minutes, "late_events": self.late_events, "future_events": self.future_events,
                 "points": self.pipeline(minutes).iter().map(|(t, p)| json!({
                     "minute": rfc3339(*t), "stored": p.stored, "rejected": p.rejected,
                     "duplicates_skipped": p.duplicates_skipped,
@@ -560,6 +572,7 @@ mod tests {
         let mut a = Analytics::new(AnalyticsConfig {
             retention_minutes: 3,
             max_keys: 2,
+            future_skew_seconds: 300,
         });
         let now = 1_767_225_600_000 + 10 * MINUTE_MS;
         let batch: Vec<Processed> = vec![
@@ -598,6 +611,14 @@ mod tests {
         let s = a.series(Dim::Region, "US", 3);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].1.views, 1);
+        // An event dated 20 h ahead of the clock is counted apart: the windows
+        // stay where they are and later events still count.
+        a.observe(&[rec(view(1200, "a", "US", 10.0))], &[true], now);
+        assert_eq!(a.future_events, 1);
+        assert_eq!(a.latest_minute(), Some(1_767_225_600_000 + 5 * MINUTE_MS));
+        a.observe(&[rec(view(6, "a", "US", 10.0))], &[true], now);
+        assert_eq!(a.series(Dim::Region, "US", 3).len(), 2);
+        assert_eq!(a.late_events, 1);
     }
 
     #[test]

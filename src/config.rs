@@ -377,8 +377,11 @@ pub struct AdminConfig {
     pub socket: String,
     /// Longest request line accepted, bytes.
     pub max_request_bytes: usize,
-    /// Most clients connected at once (others wait for a free slot).
+    /// Most clients connected at once (when all are taken, the one that has
+    /// waited longest for its next request is let go for a newcomer).
     pub max_clients: usize,
+    /// A client that sends no complete request line within this is disconnected.
+    pub client_timeout_seconds: u64,
 }
 
 impl Default for AdminConfig {
@@ -387,6 +390,7 @@ impl Default for AdminConfig {
             socket: String::new(),
             max_request_bytes: 65_536,
             max_clients: 256,
+            client_timeout_seconds: 30,
         }
     }
 }
@@ -528,6 +532,13 @@ impl Config {
                 "admin.max_clients",
                 a.max_clients,
                 "must be 1..=65536",
+            ));
+        }
+        if !(1..=86_400).contains(&a.client_timeout_seconds) {
+            return Err(invalid(
+                "admin.client_timeout_seconds",
+                a.client_timeout_seconds,
+                "must be 1..=86400",
             ));
         }
         // sockaddr_un holds 108 bytes with the final NUL.

@@ -140,7 +140,7 @@ pub enum CtlCommand {
         /// list | show | replay | purge
         #[arg(default_value = "list")]
         action: String,
-        /// A dead letter (topic/partition/offset).
+        /// A dead letter (namespace:topic/partition/offset, as `dlq list` shows).
         id: Option<String>,
         /// Only this rejection reason.
         #[arg(long)]

@@ -111,6 +111,15 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = playpulse::admin::protocol::parse_k)]
         k: usize,
     },
+    /// Reads every entry of the store (daemon stopped) and lists what is
+    /// damaged; with --repair, rebuilds it from what reads back (damaged values
+    /// kept apart, aggregates recomputed). Exits 0 when nothing is (left) damaged.
+    Check {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        repair: bool,
+    },
     /// Engagement predictions of the latest stored classifier for the video
     /// events of a JSON Lines file, as CSV (daemon stopped).
     Predict {
@@ -344,8 +353,11 @@ fn main() -> anyhow::Result<()> {
                 let mut socket = Socket::bind(&cfg.socket_path())?;
                 actix_rt::spawn(socket.serve(
                     admin.clone(),
-                    cfg.admin.max_clients,
-                    cfg.admin.max_request_bytes,
+                    playpulse::admin::server::Limits {
+                        max_clients: cfg.admin.max_clients,
+                        max_request: cfg.admin.max_request_bytes,
+                        idle: Duration::from_secs(cfg.admin.client_timeout_seconds),
+                    },
                 ));
                 if cfg.http.enabled {
                     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
@@ -525,6 +537,29 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Check { data_dir, repair } => {
+            init_logging("warn");
+            let report = playpulse::store::check::check(&data_dir, repair)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(r) = &report.repaired {
+                eprintln!(
+                    "repaired: {} damaged entries kept apart, {} events kept; the damaged files are at {}",
+                    r.quarantined,
+                    r.events_kept,
+                    r.old_files.display()
+                );
+                return Ok(());
+            }
+            if !report.is_clean() {
+                eprintln!(
+                    "{} damaged: stop the daemon and run `playpulse check --data-dir {} --repair`",
+                    report.damaged.len(),
+                    data_dir.display()
+                );
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Predict {

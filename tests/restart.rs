@@ -68,7 +68,7 @@ fn check_store(dir: &Path) -> Seen {
         dead.len(),
         "the rejected counter equals the dead letters"
     );
-    assert!(store.damaged_segments().is_empty());
+    assert!(store.damage().is_empty());
     Seen {
         events: n,
         dead: dead.len(),

@@ -66,6 +66,8 @@ impl Rates {
 /// Everything the admin commands reach.
 pub struct Admin {
     pub cfg: Config,
+    /// A fault that stops the daemon (the store cannot write), once raised.
+    pub fatal: Arc<crate::pipeline::Fatal>,
     pub started: Instant,
     pub namespace: String,
     pub bootstrap: String,
@@ -152,6 +154,7 @@ impl Admin {
             paused: d.paused.clone(),
             assignment: d.assignment.clone(),
             claims: d.claims.clone(),
+            fatal: d.fatal.clone(),
             rates,
             analytics: d.analytics.clone(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
@@ -384,14 +387,20 @@ impl Admin {
         let ns = self.namespace.clone();
         let store = tokio::time::timeout(
             Duration::from_secs(5),
-            self.store.send(WithStore(move |s: &Store| s.offsets(&ns))),
+            self.store.send(WithStore(move |s: &Store| {
+                (s.offsets(&ns), s.damage(), s.quarantined())
+            })),
         )
         .await;
-        let (offsets, store_health) = match store {
-            Ok(Ok(o)) => (o, "ok"),
-            Ok(Err(_)) => (Vec::new(), "stopped"),
-            Err(_) => (Vec::new(), "not answering within 5 s"),
+        let (offsets, damage, quarantined, store_health) = match store {
+            Ok(Ok((o, d, q))) => (o, d, q, "ok"),
+            Ok(Err(_)) => (Vec::new(), Vec::new(), 0, "stopped"),
+            Err(_) => (Vec::new(), Vec::new(), 0, "not answering within 5 s"),
         };
+        let damaged: Vec<Value> = damage
+            .iter()
+            .map(|(what, why)| json!({ "what": what, "why": why }))
+            .collect();
         let assigned: Vec<(String, i32)> = self
             .assignment
             .lock()
@@ -457,6 +466,12 @@ impl Admin {
                 "lag": lag_total,
             },
             "partitions": partitions,
+            "store": {
+                "damaged": damaged,
+                "quarantined": quarantined,
+                "fault": self.fatal.get(),
+                "hint": (!damaged.is_empty()).then_some("stop the daemon and run `playpulse check --data-dir DIR --repair`"),
+            },
             "group": {
                 "member": self.claims.member,
                 "commit": self.claims.mode(),

@@ -6,6 +6,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -87,44 +88,126 @@ impl Socket {
     pub fn serve(
         &mut self,
         admin: Arc<Admin>,
-        max_clients: usize,
-        max_request: usize,
+        limits: Limits,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        serve(self.listener.take(), admin, max_clients, max_request)
+        serve(self.listener.take(), admin, limits)
     }
 }
 
-async fn serve(
-    listener: Option<UnixListener>,
-    admin: Arc<Admin>,
-    max_clients: usize,
-    max_request: usize,
-) {
-    {
-        let Some(listener) = listener else {
-            return;
-        };
-        let slots = Arc::new(Semaphore::new(max_clients));
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("control socket accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let admin = admin.clone();
-            actix_rt::spawn(async move {
-                if let Err(e) = connection(stream, &admin, max_request).await {
-                    tracing::debug!("control client left: {e}");
-                }
-                drop(permit);
-            });
+/// What one control client may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Clients connected at once.
+    pub max_clients: usize,
+    /// Longest request line, bytes.
+    pub max_request: usize,
+    /// A client that sends no complete request line within this is let go.
+    pub idle: Duration,
+}
+
+/// How long a new client waits for the slot an evicted one frees.
+const EVICT_WAIT: Duration = Duration::from_secs(2);
+
+/// The clients waiting for their next request line, with when they began to
+/// wait: when every slot is taken, the one waiting longest is let go so the
+/// newcomer (an operator's `ctl status`) gets in. A client whose request is
+/// being answered is never let go.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    clients: std::collections::HashMap<u64, (std::time::Instant, Arc<tokio::sync::Notify>)>,
+}
+
+type Registry = Arc<std::sync::Mutex<Waiting>>;
+
+fn lock(r: &Registry) -> std::sync::MutexGuard<'_, Waiting> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Enters a client as waiting from now on; answers its entry's id.
+fn enter(r: &Registry, evicted: &Arc<tokio::sync::Notify>) -> u64 {
+    let mut reg = lock(r);
+    reg.next += 1;
+    let id = reg.next;
+    reg.clients
+        .insert(id, (std::time::Instant::now(), evicted.clone()));
+    id
+}
+
+/// Lets the longest-waiting client go; answers whether there was one.
+fn evict_oldest(r: &Registry) -> bool {
+    let mut w = lock(r);
+    let oldest = w
+        .clients
+        .iter()
+        .min_by_key(|(_, (since, _))| *since)
+        .map(|(id, _)| *id);
+    match oldest.and_then(|id| w.clients.remove(&id)) {
+        Some((_, n)) => {
+            n.notify_one();
+            true
         }
+        None => false,
+    }
+}
+
+async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reply: &serde_json::Value) {
+    let mut out = serde_json::to_vec(reply).unwrap_or_default();
+    out.push(b'\n');
+    let _ = tokio::time::timeout(EVICT_WAIT, w.write_all(&out)).await;
+}
+
+async fn serve(listener: Option<UnixListener>, admin: Arc<Admin>, limits: Limits) {
+    let Some(listener) = listener else {
+        return;
+    };
+    let slots = Arc::new(Semaphore::new(limits.max_clients));
+    let waiting: Registry = Default::default();
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let got = if evict_oldest(&waiting) {
+                    tokio::time::timeout(EVICT_WAIT, slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                match got {
+                    Some(p) => p,
+                    None => {
+                        actix_rt::spawn(async move {
+                            let reply = serde_json::json!({
+                                "ok": false,
+                                "error": format!("all {} control slots are answering requests (admin.max_clients); try again in a moment", limits.max_clients),
+                            });
+                            write_reply(&mut stream, &reply).await;
+                        });
+                        continue;
+                    }
+                }
+            }
+        };
+        let (admin, waiting) = (admin.clone(), waiting.clone());
+        // Waiting for its first request from the moment it is accepted.
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        let first = enter(&waiting, &evicted);
+        actix_rt::spawn(async move {
+            if let Err(e) = connection(stream, &admin, limits, &waiting, (first, evicted)).await {
+                tracing::debug!("control client left: {e}");
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -189,11 +272,47 @@ async fn read_line(
     }
 }
 
-async fn connection(stream: UnixStream, admin: &Admin, limit: usize) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    admin: &Admin,
+    limits: Limits,
+    waiting: &Registry,
+    (first, evicted): (u64, Arc<tokio::sync::Notify>),
+) -> std::io::Result<()> {
+    let limit = limits.max_request;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
+    let mut entry = Some(first);
     loop {
-        let reply = match read_line(&mut r, limit).await? {
+        let id = match entry.take() {
+            Some(id) => id,
+            None => enter(waiting, &evicted),
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(limits.idle, read_line(&mut r, limit)) => Some(r),
+            _ = evicted.notified() => None,
+        };
+        lock(waiting).clients.remove(&id);
+        let line = match read {
+            None => {
+                let reply = serde_json::json!({
+                    "ok": false,
+                    "error": "disconnected: every control slot was taken and this client had waited longest (admin.max_clients)",
+                });
+                write_reply(&mut w, &reply).await;
+                return Ok(());
+            }
+            Some(Err(_)) => {
+                let reply = serde_json::json!({
+                    "ok": false,
+                    "error": format!("no complete request within {} s (admin.client_timeout_seconds): disconnected", limits.idle.as_secs()),
+                });
+                write_reply(&mut w, &reply).await;
+                return Ok(());
+            }
+            Some(Ok(line)) => line?,
+        };
+        let reply = match line {
             Line::Eof => return Ok(()),
             Line::TooLong(n) => serde_json::json!({
                 "ok": false,
@@ -205,6 +324,9 @@ async fn connection(stream: UnixStream, admin: &Admin, limit: usize) -> std::io:
         let mut out = serde_json::to_vec(&reply)
             .unwrap_or_else(|_| br#"{"ok":false,"error":"reply could not be encoded"}"#.to_vec());
         out.push(b'\n');
-        w.write_all(&out).await?;
+        // A client that does not read its replies is let go as well.
+        tokio::time::timeout(limits.idle, w.write_all(&out))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "reply not read"))??;
     }
 }

@@ -6,11 +6,13 @@
 //! offset was already stored and is skipped: replays never count twice.
 //! Aggregates are served from memory (see [`state`]).
 
+pub mod check;
 pub mod keys;
 mod migrate;
 pub mod models;
 pub mod prepare;
 mod read;
+mod scan;
 pub mod segment;
 pub mod slots;
 mod state;
@@ -40,6 +42,8 @@ pub enum StoreError {
     Damaged(String),
     #[error("store entry {key} is unreadable: {message}; run `playpulse check --data-dir DIR` to see what is damaged, and `--repair` to set it aside")]
     Corrupt { key: String, message: String },
+    #[error("the store at {path} is damaged past what sled can recover (its log does not read back): restore the data dir from a snapshot (`ctl snapshot`), or move it aside to start empty")]
+    Unrecoverable { path: PathBuf },
     #[error("the store at {path} has layout {found}, newer than this playpulse reads ({known}): run the playpulse that wrote it, or a newer one")]
     NewerLayout {
         path: PathBuf,
@@ -119,8 +123,8 @@ pub type PartitionReset = (String, i32, i64, i64);
 pub struct StoreView {
     db: sled::Db,
     tree: sled::Tree,
-    /// Segments found damaged by reads since the store opened (key → why).
-    damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, String>>>,
+    /// What reads found damaged since the store opened (what → why).
+    damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 pub struct Store {
@@ -186,14 +190,24 @@ impl Store {
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
         remove_unfinished_snapshots(&path);
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
-            .cache_capacity(cache_mb.saturating_mul(1 << 20))
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+            .cache_capacity(cache_mb.saturating_mul(1 << 20));
+        // sled's recovery panics on some damage to its log: that is a damaged
+        // store to report, not a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Corruption { .. })) | Err(_) => {
+                return Err(StoreError::Unrecoverable { path: path.clone() })
+            }
+            Ok(Err(source)) => {
+                return Err(StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
         let tree = db.open_tree("main").map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
@@ -735,6 +749,64 @@ impl Store {
             .iter()
             .map(|(k, v)| (*v, k.clone()))
             .collect()
+    }
+
+    /// Recomputes every aggregate from the event log and the dead letters
+    /// (after a repair dropped what could not be read) and checkpoints them;
+    /// answers the events read.
+    pub fn recompute_aggregates(&mut self) -> Result<u64, StoreError> {
+        let mut st = state::State::default();
+        let mut events = 0u64;
+        let mut chunk = Vec::with_capacity(50_000);
+        let flush = |chunk: &mut Vec<Processed>, st: &mut state::State| {
+            let d = prepare::deltas_of(chunk.iter());
+            for (k, v) in &d.map {
+                st.merge(k, v);
+            }
+            chunk.clear();
+        };
+        for item in self.view.event_log() {
+            let e = item?;
+            events += 1;
+            chunk.push(Processed {
+                pos: e.pos,
+                origin: None,
+                headers: Default::default(),
+                outcome: Outcome::Valid(e.event),
+            });
+            if chunk.len() == chunk.capacity() {
+                flush(&mut chunk, &mut st);
+            }
+        }
+        for d in self.view.dead_letters()? {
+            chunk.push(Processed {
+                pos: crate::record::SourcePos {
+                    topic: d.topic.as_str().into(),
+                    partition: d.partition,
+                    offset: d.offset,
+                },
+                origin: None,
+                headers: Default::default(),
+                outcome: Outcome::Rejected {
+                    rejection: d.rejection,
+                    raw: Vec::new(),
+                },
+            });
+            if chunk.len() == chunk.capacity() {
+                flush(&mut chunk, &mut st);
+            }
+        }
+        flush(&mut chunk, &mut st);
+        self.state = st;
+        self.seq = self.seq.max(1);
+        self.write_checkpoint(true)?;
+        self.rebuild_indexes()?;
+        Ok(events)
+    }
+
+    /// Entries kept apart by `check --repair`.
+    pub fn quarantined(&self) -> usize {
+        self.tree.scan_prefix(keys::QUARANTINE).count()
     }
 
     /// The listening graph (queries answer from its index).

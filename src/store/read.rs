@@ -145,25 +145,24 @@ impl StoreView {
 
     /// Every stored event with its namespace and source position, by namespace,
     /// topic, partition and offset. A segment found damaged (its checksum or
-    /// its entries do not hold) is skipped, logged once and listed in
-    /// [`StoreView::damaged_segments`]; an error of the store's files ends the
-    /// iteration with that error.
+    /// its entries do not hold), or a stretch of sled's files that cannot be
+    /// read, is skipped, logged once and listed in [`StoreView::damage`].
     pub fn event_log(&self) -> impl Iterator<Item = Result<LoggedEvent, StoreError>> + '_ {
-        self.tree.scan_prefix(keys::EVENT).flat_map(move |item| {
-            let decoded = match item {
-                Err(e) => Err(StoreError::from(e)),
+        super::scan::scan_prefix(&self.tree, keys::EVENT).flat_map(move |step| {
+            let events = match step {
+                Err(u) => {
+                    self.note_unreadable(&u);
+                    Vec::new()
+                }
                 Ok((k, v)) => match decode_segment(&k, &v) {
-                    Ok(events) => Ok(events),
+                    Ok(events) => events,
                     Err(e) => {
-                        self.note_damage(&k, &e);
-                        Ok(Vec::new())
+                        self.note_damage(segment_name(&k), e.to_string());
+                        Vec::new()
                     }
                 },
             };
-            match decoded {
-                Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            }
+            events.into_iter().map(Ok)
         })
     }
 
@@ -172,23 +171,26 @@ impl StoreView {
         self.event_log().map(|r| r.map(|e| (e.pos, e.event)))
     }
 
-    fn note_damage(&self, k: &[u8], e: &StoreError) {
+    fn note_damage(&self, what: String, why: String) {
         let mut d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
-        if !d.contains_key(k) {
+        if !d.contains_key(&what) {
             tracing::error!(
-                "event segment {} is damaged ({e}); reads skip it: run `playpulse check --data-dir DIR --repair` to set it aside",
-                segment_name(k)
+                "{what} is damaged ({why}); reads skip it: run `playpulse check --data-dir DIR --repair` to set it aside"
             );
-            d.insert(k.to_vec(), e.to_string());
+            d.insert(what, why);
         }
     }
 
-    /// Segments reads found damaged since the store opened: (name, why).
-    pub fn damaged_segments(&self) -> Vec<(String, String)> {
-        let d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
-        d.iter()
-            .map(|(k, why)| (segment_name(k), why.clone()))
-            .collect()
+    fn note_unreadable(&self, u: &super::scan::Unreadable) {
+        let what = match &u.resumed_at {
+            Some(k) => format!(
+                "the entries after {} up to {}",
+                entry_name(&u.after),
+                entry_name(k)
+            ),
+            None => format!("every entry after {}", entry_name(&u.after)),
+        };
+        self.note_damage(what, u.error.clone());
     }
 
     /// Per (user, video) implicit-feedback aggregates, derived from the stored
@@ -230,12 +232,28 @@ impl StoreView {
         n: usize,
     ) -> Result<Vec<crate::event::VideoEvent>, StoreError> {
         let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
         for item in self.tree.scan_prefix(keys::EVENT).rev() {
-            let (k, v) = item?;
+            let Ok((k, v)) = item else {
+                // A stretch of the files cannot be read: the forward scan
+                // steps over it (and notes it); keep its last `n`.
+                let mut last = std::collections::VecDeque::with_capacity(n.min(1 << 20));
+                for e in self.event_log().flatten() {
+                    if let Event::Video(v) = e.event {
+                        if last.len() == n {
+                            last.pop_front();
+                        }
+                        last.push_back(v);
+                    }
+                }
+                return Ok(last.into_iter().rev().collect());
+            };
             let events = match decode_segment(&k, &v) {
                 Ok(events) => events,
                 Err(e) => {
-                    self.note_damage(&k, &e);
+                    self.note_damage(segment_name(&k), e.to_string());
                     continue;
                 }
             };
@@ -251,14 +269,19 @@ impl StoreView {
         Ok(out)
     }
 
+    /// Every dead letter; damaged ones are skipped and noted (see [`StoreView::damage`]).
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.tree
-            .scan_prefix(keys::DEAD)
-            .map(|item| {
-                let (k, v) = item?;
-                decode_dead_letter(self, &k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for step in super::scan::scan_prefix(&self.tree, keys::DEAD) {
+            match step {
+                Ok((k, v)) => match decode_dead_letter(self, &k, &v) {
+                    Ok(d) => out.push(d),
+                    Err(e) => self.note_damage(entry_name(&k), e.to_string()),
+                },
+                Err(u) => self.note_unreadable(&u),
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `limit` dead letters after the one with id `after` (the first page
@@ -299,6 +322,26 @@ impl StoreView {
             Some(v) => Ok(Some(decode_dead_letter(self, &k, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// What reads found damaged since the store opened: (what, why).
+    pub fn damage(&self) -> Vec<(String, String)> {
+        let d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+        d.iter().map(|(k, why)| (k.clone(), why.clone())).collect()
+    }
+}
+
+/// A store key as people read it.
+pub fn entry_name(k: &[u8]) -> String {
+    if k.starts_with(keys::EVENT) {
+        format!("event segment {}", segment_name(k))
+    } else if k.starts_with(keys::DEAD) {
+        match keys::parse_position(&k[keys::DEAD.len()..]) {
+            Some((ns, t, p, o)) => format!("dead letter {ns}:{t}/{p}/{o}"),
+            None => String::from_utf8_lossy(k).into_owned(),
+        }
+    } else {
+        String::from_utf8_lossy(&k[..k.len().min(120)]).into_owned()
     }
 }
 

@@ -544,3 +544,72 @@ pub fn wait_status(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A GET on loopback with the given `Host` header: (status code, body).
+/// Bodies are read to the end (the request says `Connection: close`).
+pub fn http_get_host(addr: &str, path: &str, host: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read http reply");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+/// A GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_host(addr, path, addr)
+}
+
+/// The body of a chunked HTTP reply.
+pub fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A daemon on a broker of its own with no producers, for tests that talk to
+/// its control socket and HTTP: waits until both answer; answers the daemon
+/// and its HTTP address.
+pub fn quiet_daemon(dir: &Path, broker: &Broker, env: &[(&str, &str)]) -> (Daemon, String) {
+    let mut d = spawn_daemon(
+        dir,
+        &broker.bootstrap,
+        "quiet",
+        &[("video", "q.video"), ("music", "q.music")],
+        env,
+        0,
+    );
+    let s = wait_status(dir, &mut d, Duration::from_secs(60), |s| {
+        s["http"].is_string()
+    });
+    let addr = s["http"].as_str().unwrap().to_string();
+    (d, addr)
+}
