@@ -173,11 +173,12 @@ impl StoreView {
 
     fn note_damage(&self, what: String, why: String) {
         let mut d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
-        if !d.contains_key(&what) {
+        if let std::collections::btree_map::Entry::Vacant(e) = d.entry(what) {
             tracing::error!(
-                "{what} is damaged ({why}); reads skip it: run `playpulse check --data-dir DIR --repair` to set it aside"
+                "{} is damaged ({why}); reads skip it: run `playpulse check --data-dir DIR --repair` to set it aside",
+                e.key()
             );
-            d.insert(what, why);
+            e.insert(why);
         }
     }
 
