@@ -85,6 +85,9 @@ pub struct KafkaConfig {
     pub topics: BTreeMap<Kind, String>,
     /// Extra librdkafka properties for the consumer and the producers.
     pub properties: BTreeMap<String, String>,
+    /// Largest record produced or consumed, bytes: producers refuse larger
+    /// ones with an error; a larger one consumed is dead-lettered.
+    pub max_record_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -99,8 +102,38 @@ impl Default for KafkaConfig {
                 .map(|k| (k, format!("playpulse.{k}")))
                 .collect(),
             properties: BTreeMap::new(),
+            max_record_bytes: 1 << 20,
         }
     }
+}
+
+/// Whether one broker address is `host:port` (an optional `PLAINTEXT://` or
+/// `SSL://` in front, IPv6 hosts in brackets).
+fn broker_ok(b: &str) -> bool {
+    let b = b
+        .strip_prefix("PLAINTEXT://")
+        .or_else(|| b.strip_prefix("SSL://"))
+        .unwrap_or(b);
+    let Some((host, port)) = b.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = (host.starts_with('[') && host.ends_with(']') && host.len() > 2)
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// The first entry of a broker list that is not `host:port`, if any.
+fn bad_broker(list: &str) -> Option<String> {
+    if list.trim().is_empty() {
+        return None;
+    }
+    list.split(',')
+        .map(str::trim)
+        .find(|b| !broker_ok(b))
+        .map(str::to_string)
 }
 
 impl KafkaConfig {
@@ -497,6 +530,24 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", &self.data_dir, "must name a directory"));
         }
+        let k = &self.kafka;
+        if let Some(bad) = bad_broker(&k.brokers) {
+            return Err(invalid(
+                "kafka.brokers",
+                &k.brokers,
+                format!("{bad:?} is not host:port (e.g. localhost:9092, several comma separated; empty = the embedded broker; env PLAYPULSE_KAFKA__BROKERS)"),
+            ));
+        }
+        let max_record = if k.embedded() { 4 << 20 } else { 100 << 20 };
+        if !(1000..=max_record).contains(&k.max_record_bytes) {
+            return Err(invalid(
+                "kafka.max_record_bytes",
+                k.max_record_bytes,
+                format!(
+                    "must be 1000..={max_record} (the embedded broker loses records over ~5 MiB)"
+                ),
+            ));
+        }
         let an = &self.analytics;
         if !(1..=10_080).contains(&an.retention_minutes) {
             return Err(invalid(
@@ -833,5 +884,38 @@ mod tests {
         )];
         let err = Config::load_with_env(None, env).unwrap_err().to_string();
         assert!(err.contains("batch_size"), "{err}");
+        for bad in [
+            "garbage",
+            "host:notaport",
+            "localhost:0",
+            ":9092",
+            "a:1,b",
+            "h:99999",
+        ] {
+            let env = vec![("PLAYPULSE_KAFKA__BROKERS".to_string(), bad.to_string())];
+            let err = Config::load_with_env(None, env).unwrap_err().to_string();
+            assert!(
+                err.contains("kafka.brokers") && err.contains("PLAYPULSE_KAFKA__BROKERS"),
+                "{bad}: {err}"
+            );
+        }
+        for good in [
+            "localhost:9092",
+            "10.0.0.1:9092, b-2.kafka:19092",
+            "[::1]:9092",
+            "SSL://k:9093",
+        ] {
+            let env = vec![("PLAYPULSE_KAFKA__BROKERS".to_string(), good.to_string())];
+            assert!(Config::load_with_env(None, env).is_ok(), "{good}");
+        }
+        let env = vec![(
+            "PLAYPULSE_KAFKA__MAX_RECORD_BYTES".to_string(),
+            "8388608".to_string(),
+        )];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.max_record_bytes") && err.contains("5 MiB"),
+            "{err}"
+        );
     }
 }

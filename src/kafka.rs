@@ -31,6 +31,8 @@ pub enum KafkaGlueError {
     Embedded(String),
     #[error("topic {topic:?}: {message}")]
     Topic { topic: String, message: String },
+    #[error("a record of {size} bytes for topic {topic:?} is over kafka.max_record_bytes: split it, or raise the limit (and the brokers' message.max.bytes)")]
+    TooLarge { topic: String, size: usize },
 }
 
 /// Maps a record's topic to the kind of records it carries.
@@ -517,6 +519,8 @@ fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
 /// on brokers that drop commit metadata, committed after its durable write).
 pub struct Source {
     consumer: BaseConsumer<StoreSeekContext>,
+    /// Records over this are dead-lettered (`kafka.max_record_bytes`).
+    max_record_bytes: usize,
     pub assignment: Assignment,
     pub claims: Arc<Claims>,
     paused: Arc<AtomicBool>,
@@ -572,6 +576,7 @@ fn raw_record(m: &BorrowedMessage<'_>, topics: &mut Vec<Arc<str>>) -> RawRecord 
         columns,
         origin,
         kafka_ts_ms: m.timestamp().to_millis(),
+        oversized: None,
     }
 }
 
@@ -759,6 +764,7 @@ impl Source {
         consumer.subscribe(&refs)?;
         Ok(Source {
             consumer,
+            max_record_bytes: cfg.max_record_bytes,
             assignment,
             claims,
             paused,
@@ -773,6 +779,14 @@ impl Source {
     /// before they go on (records whose claim the group refused are read again,
     /// here or by their next owner).
     pub fn next_batch(&mut self, max: usize, linger: Duration) -> Vec<RawRecord> {
+        let mut out = self.next_records(max, linger);
+        for r in &mut out {
+            r.cap(self.max_record_bytes);
+        }
+        out
+    }
+
+    fn next_records(&mut self, max: usize, linger: Duration) -> Vec<RawRecord> {
         if let Some(r) = &mut self.recovery {
             let out = r.poll(max, linger);
             self.claims
@@ -1031,6 +1045,11 @@ pub fn cluster_namespace(
 pub fn producer(brokers: &str, cfg: &KafkaConfig) -> Result<BaseProducer, KafkaGlueError> {
     let mut c = base_config(brokers, cfg);
     c.set("enable.idempotence", "true")
+        // A record over the limit is refused at once, with a clear error.
+        .set(
+            "message.max.bytes",
+            cfg.max_record_bytes.max(1000).to_string(),
+        )
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "500000")
@@ -1059,6 +1078,12 @@ pub fn send(
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 p.poll(Duration::from_millis(5))
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                return Err(KafkaGlueError::TooLarge {
+                    topic: topic.to_string(),
+                    size: payload.len(),
+                })
             }
             Err((e, _)) => return Err(KafkaGlueError::Client(e)),
         }

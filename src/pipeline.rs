@@ -25,7 +25,14 @@ pub struct Parsed {
 
 /// Parses one raw record.
 pub fn parse_one(kinds: &TopicKinds, r: RawRecord) -> Parsed {
-    let result = match kinds.kind_of(&r.pos.topic) {
+    let result = match (r.oversized, kinds.kind_of(&r.pos.topic)) {
+        (Some((size, limit)), _) => Err(Rejection::field(
+            "record_too_large",
+            "record",
+            Some(format!("{size} bytes")),
+            format!("records are at most {limit} bytes (kafka.max_record_bytes); split it, or raise the limit (the dead letter keeps its first bytes)"),
+        )),
+        (None, kind) => match kind {
         None => Err(Rejection::field(
             "unknown_topic",
             "topic",
@@ -34,6 +41,7 @@ pub fn parse_one(kinds: &TopicKinds, r: RawRecord) -> Parsed {
         )),
         Some(kind) => Format::from_headers(r.format.as_deref(), r.columns.as_deref())
             .and_then(|format| parse_payload(kind, &format, &r.payload)),
+        },
     };
     Parsed {
         pos: r.pos,

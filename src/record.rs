@@ -27,6 +27,24 @@ pub struct RawRecord {
     pub origin: Option<String>,
     /// Kafka record timestamp, ms since the epoch.
     pub kafka_ts_ms: Option<i64>,
+    /// (size, limit) of a record over `kafka.max_record_bytes`: its payload is
+    /// then cut to its first [`OVERSIZED_KEPT_BYTES`], kept for the dead letter.
+    pub oversized: Option<(usize, usize)>,
+}
+
+/// How much of an oversized record's payload its dead letter keeps.
+pub const OVERSIZED_KEPT_BYTES: usize = 4096;
+
+impl RawRecord {
+    /// Marks the record oversized when its payload is over `limit` bytes.
+    pub fn cap(&mut self, limit: usize) {
+        let size = self.payload.len();
+        if size > limit {
+            self.payload.truncate(OVERSIZED_KEPT_BYTES.min(limit));
+            self.payload.shrink_to_fit();
+            self.oversized = Some((size, limit));
+        }
+    }
 }
 
 /// The outcome of parsing and validating a record.

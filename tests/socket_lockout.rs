@@ -70,7 +70,8 @@ fn idle_and_slow_clients_never_lock_an_operator_out() {
     // A client that holds a free slot without a request is let go after the timeout.
     drop(slow);
     let lone = UnixStream::connect(&sock).unwrap();
-    lone.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    lone.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let t = Instant::now();
     let mut line = String::new();
     BufReader::new(lone).read_line(&mut line).unwrap();
