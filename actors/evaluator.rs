@@ -128,44 +128,50 @@ impl Handler<Candidates> for EvaluatorActor {
         let champion = self.serving.get();
         let k = self.cfg.k;
         let me = ctx.address();
-        // CPU-heavy (every user scored against every item): off the actor threads.
-        std::thread::spawn(move || {
-            let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
-            let evaluation =
-                evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
-            drop(champion);
-            let fit_s = msg.candidate.fit_s;
-            let bundle = serving_bundle(msg.candidate, &msg.genres, &msg.regions);
-            let encoded = match postcard::to_stdvec(&bundle) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!("cannot encode the trained model: {e}");
-                    return msg.done.do_send(RunEnded(Err(format!(
-                        "cannot encode the trained model: {e}"
-                    ))));
-                }
-            };
-            let classifiers = msg
-                .classifiers
-                .into_iter()
-                .filter_map(|(r, b)| match postcard::to_stdvec(&b) {
-                    Ok(bytes) => Some((r, bytes)),
+        // CPU-heavy (every user scored against every item): off the actor threads;
+        // a panic ends the run with an error.
+        let done = msg.done.clone();
+        crate::worker::spawn(
+            "evaluation",
+            move || {
+                let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
+                let evaluation =
+                    evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
+                drop(champion);
+                let fit_s = msg.candidate.fit_s;
+                let bundle = serving_bundle(msg.candidate, &msg.genres, &msg.regions);
+                let encoded = match postcard::to_stdvec(&bundle) {
+                    Ok(b) => b,
                     Err(e) => {
-                        tracing::error!("cannot encode the {} classifier: {e}", r.model);
-                        None
+                        tracing::error!("cannot encode the trained model: {e}");
+                        return msg.done.do_send(RunEnded(Err(format!(
+                            "cannot encode the trained model: {e}"
+                        ))));
                     }
-                })
-                .collect();
-            me.do_send(Evaluated {
-                evaluation,
-                fit_s,
-                bundle,
-                encoded,
-                data: msg.data,
-                classifiers,
-                done: msg.done,
-            });
-        });
+                };
+                let classifiers = msg
+                    .classifiers
+                    .into_iter()
+                    .filter_map(|(r, b)| match postcard::to_stdvec(&b) {
+                        Ok(bytes) => Some((r, bytes)),
+                        Err(e) => {
+                            tracing::error!("cannot encode the {} classifier: {e}", r.model);
+                            None
+                        }
+                    })
+                    .collect();
+                me.do_send(Evaluated {
+                    evaluation,
+                    fit_s,
+                    bundle,
+                    encoded,
+                    data: msg.data,
+                    classifiers,
+                    done: msg.done,
+                });
+            },
+            move |why| done.do_send(RunEnded(Err(why))),
+        );
     }
 }
 
@@ -255,6 +261,10 @@ impl Handler<Evaluated> for EvaluatorActor {
                     s.add_model(&cmeta, bytes, false)
                         .map_err(|e| e.to_string())?;
                 }
+                let pruned = s.prune_models(cfg.keep_versions).map_err(|e| e.to_string())?;
+                if pruned > 0 {
+                    tracing::info!("pruned {pruned} model versions past models.keep_versions = {}", cfg.keep_versions);
+                }
                 Ok((id, promote, decision, classifier_ids))
             },
         ));
@@ -314,25 +324,30 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 .map_err(|e| format!("store unavailable: {e}"))??;
             let stored = snap.data["stored_events"].clone();
             let (tx, rx) = tokio::sync::oneshot::channel();
-            // CPU-heavy: off the actor threads.
-            std::thread::spawn(move || {
-                let t = std::time::Instant::now();
-                if let Err(e) = snap.derive_video_pairs() {
-                    let _ = tx.send(Err(format!("the stored events are unreadable: {e}")));
-                    return;
-                }
-                let (m, baseline, test_pairs) =
-                    evaluate_champion(snap.pairs, champion.recommender.bundle(), &spec);
-                let _ = tx.send(Ok(serde_json::json!({
-                    "model": champion.id,
-                    "metrics": m,
-                    "baseline": baseline,
-                    "test_pairs": test_pairs,
-                    "stored_events": stored,
-                    "eval_s": t.elapsed().as_secs_f64(),
-                })));
-            });
-            rx.await.map_err(|_| "evaluation failed".to_string())?
+            // CPU-heavy: off the actor threads (a panic drops `tx`: the reply says so).
+            crate::worker::spawn(
+                "champion evaluation",
+                move || {
+                    let t = std::time::Instant::now();
+                    if let Err(e) = snap.derive_video_pairs() {
+                        let _ = tx.send(Err(format!("the stored events are unreadable: {e}")));
+                        return;
+                    }
+                    let (m, baseline, test_pairs) =
+                        evaluate_champion(snap.pairs, champion.recommender.bundle(), &spec);
+                    let _ = tx.send(Ok(serde_json::json!({
+                        "model": champion.id,
+                        "metrics": m,
+                        "baseline": baseline,
+                        "test_pairs": test_pairs,
+                        "stored_events": stored,
+                        "eval_s": t.elapsed().as_secs_f64(),
+                    })));
+                },
+                |_| {},
+            );
+            rx.await
+                .map_err(|_| "the evaluation failed (see the daemon's log)".to_string())?
         })
     }
 }

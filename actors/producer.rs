@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use rdkafka::producer::BaseProducer;
 
 use super::messages::{ProducerControl, ProducerState, StopProducing};
 use crate::kafka;
@@ -29,7 +28,7 @@ pub enum Feed {
 impl Feed {
     fn send_next(
         &mut self,
-        producer: &BaseProducer,
+        producer: &crate::kafka::Producer,
         topic: &str,
     ) -> Result<bool, kafka::KafkaGlueError> {
         match self {
@@ -51,7 +50,7 @@ impl Feed {
 }
 
 pub struct ProducerActor {
-    producer: BaseProducer,
+    producer: crate::kafka::Producer,
     topic: String,
     feed: Feed,
     pacer: Pacer,
@@ -67,7 +66,7 @@ const MAX_PER_TICK: u64 = 20_000;
 
 impl ProducerActor {
     pub fn new(
-        producer: BaseProducer,
+        producer: crate::kafka::Producer,
         topic: String,
         feed: Feed,
         rate: f64,

@@ -101,46 +101,51 @@ impl TrainerActor {
                     return me.do_send(RunEnded(Err(format!("store unavailable: {e}"))));
                 }
             };
-            // CPU-heavy: off the actor threads.
-            std::thread::spawn(move || {
-                if let Err(e) = snap.derive_video_pairs() {
-                    tracing::error!("training skipped: the stored events are unreadable: {e}");
-                    return me.do_send(RunEnded(Err(e)));
-                }
-                let classifiers = if snap.events.is_empty() {
-                    Vec::new()
-                } else {
-                    classify::train_and_evaluate(&snap.events, &cfg.classify()).unwrap_or_else(
-                        |e| {
-                            tracing::info!("classifiers skipped: {e}");
-                            Vec::new()
-                        },
-                    )
-                };
-                let spec = TrainSpec {
-                    als,
-                    test_fraction: cfg.test_fraction,
-                    min_items: cfg.min_user_items,
-                    k: cfg.k,
-                    seed: cfg.seed,
-                };
-                let blend = snap.blend(cfg.affinity_weight);
-                match fit_candidate(snap.pairs, &spec) {
-                    Ok(candidate) => evaluator.do_send(Candidates {
-                        candidate,
-                        blend,
-                        genres: snap.genres,
-                        regions: snap.regions,
-                        data: snap.data,
-                        classifiers,
-                        done: me.recipient(),
-                    }),
-                    Err(e) => {
-                        tracing::info!("training skipped: {e}");
-                        me.do_send(RunEnded(Err(e.to_string())));
+            // CPU-heavy: off the actor threads; a panic ends the run with an error.
+            let on_panic = me.clone();
+            crate::worker::spawn(
+                "training",
+                move || {
+                    if let Err(e) = snap.derive_video_pairs() {
+                        tracing::error!("training skipped: the stored events are unreadable: {e}");
+                        return me.do_send(RunEnded(Err(e)));
                     }
-                }
-            });
+                    let classifiers = if snap.events.is_empty() {
+                        Vec::new()
+                    } else {
+                        classify::train_and_evaluate(&snap.events, &cfg.classify()).unwrap_or_else(
+                            |e| {
+                                tracing::info!("classifiers skipped: {e}");
+                                Vec::new()
+                            },
+                        )
+                    };
+                    let spec = TrainSpec {
+                        als,
+                        test_fraction: cfg.test_fraction,
+                        min_items: cfg.min_user_items,
+                        k: cfg.k,
+                        seed: cfg.seed,
+                    };
+                    let blend = snap.blend(cfg.affinity_weight);
+                    match fit_candidate(snap.pairs, &spec) {
+                        Ok(candidate) => evaluator.do_send(Candidates {
+                            candidate,
+                            blend,
+                            genres: snap.genres,
+                            regions: snap.regions,
+                            data: snap.data,
+                            classifiers,
+                            done: me.recipient(),
+                        }),
+                        Err(e) => {
+                            tracing::info!("training skipped: {e}");
+                            me.do_send(RunEnded(Err(e.to_string())));
+                        }
+                    }
+                },
+                move |why| on_panic.do_send(RunEnded(Err(why))),
+            );
         });
         Ok(())
     }

@@ -291,6 +291,9 @@ pub struct ModelsConfig {
     pub train_every_seconds: u64,
     /// Stored events needed before the first training.
     pub min_events: u64,
+    /// Model versions kept (the newest; every champion in the history and
+    /// the newest of each kind stay as well).
+    pub keep_versions: usize,
     pub factors: usize,
     pub iterations: usize,
     pub regularization: f32,
@@ -358,6 +361,7 @@ impl Default for ModelsConfig {
             train_every_events: 200_000,
             train_every_seconds: 600,
             min_events: 10_000,
+            keep_versions: 30,
             factors: 32,
             iterations: 15,
             regularization: 0.1,
@@ -434,6 +438,10 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// Address of the dashboard, JSON API and /metrics (port 0 = any free port).
     pub listen: String,
+    /// Host names (besides `localhost` and IP addresses) the server answers
+    /// to, as the `Host` header names them; others get 403 (a page on another
+    /// site that points its DNS name at this address cannot read the API).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -441,6 +449,7 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             listen: "127.0.0.1:8787".into(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -767,6 +776,13 @@ impl Config {
         }
         if !(1..=1000).contains(&m.k) {
             return Err(invalid("models.k", m.k, "must be 1..=1000"));
+        }
+        if !(1..=100_000).contains(&m.keep_versions) {
+            return Err(invalid(
+                "models.keep_versions",
+                m.keep_versions,
+                "must be 1..=100000",
+            ));
         }
         if self.store.cache_mb == 0 {
             return Err(invalid("store.cache_mb", 0, "must be at least 1"));

@@ -70,8 +70,19 @@ pub struct Daemon {
 pub type ExtraFeeds = Vec<(Kind, Feed, f64)>;
 
 impl Daemon {
-    /// Starts the pipeline (call inside a running actix `System`).
+    /// Starts the pipeline (call inside a running actix `System`); with
+    /// brokers configured, waits up to a minute for them to answer.
     pub fn start(cfg: &Config, extra: ExtraFeeds) -> Result<Daemon, DaemonError> {
+        Daemon::start_on(cfg, extra, None)
+    }
+
+    /// [`Daemon::start`] with the brokers' cluster already known (`cluster`,
+    /// from [`kafka::wait_for_cluster`]).
+    pub fn start_on(
+        cfg: &Config,
+        extra: ExtraFeeds,
+        cluster: Option<String>,
+    ) -> Result<Daemon, DaemonError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| DaemonError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
@@ -96,7 +107,10 @@ impl Daemon {
             (Some(e), bootstrap, ns)
         } else {
             let b = cfg.kafka.brokers.clone();
-            let cluster = kafka::cluster_namespace(&b, &cfg.kafka, Duration::from_secs(60))?;
+            let cluster = match cluster {
+                Some(c) => c,
+                None => kafka::cluster_namespace(&b, &cfg.kafka, Duration::from_secs(60))?,
+            };
             let (ns, reset) = store.namespace_epoch(&cluster, |parts| {
                 let probe = kafka::WatermarkProbe::new(&b, &cfg.kafka).ok()?;
                 match probe.high_watermarks(parts, Duration::from_secs(10)) {

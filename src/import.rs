@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::producer::BaseProducer;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -92,7 +91,7 @@ pub struct ImportReport {
 
 /// Sends every record of `path` to `topic`.
 pub fn import_file(
-    producer: &BaseProducer,
+    producer: &crate::kafka::Producer,
     path: &Path,
     topic: &str,
     format: FileFormat,

@@ -10,7 +10,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use regex::Regex;
@@ -33,6 +33,8 @@ pub enum KafkaGlueError {
     Topic { topic: String, message: String },
     #[error("a record of {size} bytes for topic {topic:?} is over kafka.max_record_bytes: split it, or raise the limit (and the brokers' message.max.bytes)")]
     TooLarge { topic: String, size: usize },
+    #[error("{failed} records were not delivered (first: {first}); check that the brokers run and the topic exists, then send them again")]
+    Undelivered { failed: u64, first: String },
 }
 
 /// Maps a record's topic to the kind of records it carries.
@@ -1018,6 +1020,35 @@ impl Source {
     }
 }
 
+/// Waits for the brokers until they answer (or `stop` is set: `None`),
+/// telling `waiting` why it still waits now and then; answers the cluster's
+/// offset namespace (see [`cluster_namespace`]).
+pub fn wait_for_cluster(
+    brokers: &str,
+    cfg: &KafkaConfig,
+    stop: &AtomicBool,
+    waiting: impl Fn(String),
+) -> Result<Option<String>, KafkaGlueError> {
+    let consumer: BaseConsumer = base_config(brokers, cfg).create()?;
+    let t0 = Instant::now();
+    let mut logged = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(id) = consumer.client().fetch_cluster_id(Duration::from_secs(2)) {
+            return Ok(Some(format!("kafka:{id}")));
+        }
+        let why = format!(
+            "the brokers at {brokers} (no answer for {} s; check kafka.brokers and that they run)",
+            t0.elapsed().as_secs()
+        );
+        if logged.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!("waiting for {why}");
+            logged = Instant::now();
+        }
+        waiting(why);
+    }
+    Ok(None)
+}
+
 /// The identity of the cluster behind `brokers`, to name the offset namespace
 /// (offsets are only meaningful for the cluster they were read from).
 pub fn cluster_namespace(
@@ -1041,8 +1072,81 @@ pub fn cluster_namespace(
     }
 }
 
+/// Counts records the brokers did not take (their delivery failed), so a
+/// flush can say so instead of returning as if all were sent.
+#[derive(Default)]
+pub struct Delivery {
+    failed: std::sync::atomic::AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Delivery {}
+
+impl rdkafka::producer::ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// The producers' type: deliveries counted (see [`Delivery`]).
+pub type Producer = BaseProducer<Delivery>;
+
+/// A producer for a command that must end: the brokers are asked first
+/// (within `timeout`) whether `topic` exists, and records not delivered
+/// within `timeout` fail the flush instead of waiting forever.
+pub fn cli_producer(
+    brokers: &str,
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Producer, KafkaGlueError> {
+    check_topic(brokers, cfg, topic, timeout)?;
+    let mut cfg = cfg.clone();
+    cfg.properties
+        .entry("message.timeout.ms".into())
+        .or_insert_with(|| timeout.as_millis().max(1000).to_string());
+    producer(brokers, &cfg)
+}
+
+/// Asks the brokers whether `topic` exists (within `timeout`): an error names
+/// what is wrong (no broker answered, no such topic) and what to do.
+pub fn check_topic(
+    brokers: &str,
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), KafkaGlueError> {
+    let consumer: BaseConsumer = base_config(brokers, cfg).set("log_level", "0").create()?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| KafkaGlueError::Topic {
+            topic: topic.to_string(),
+            message: format!("no broker at {brokers} answered within {timeout:?} ({e}); check --brokers / kafka.brokers and that the brokers run"),
+        })?;
+    let missing = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .is_none_or(|t| t.error().is_some() || t.partitions().is_empty());
+    if missing {
+        return Err(KafkaGlueError::Topic {
+            topic: topic.to_string(),
+            message: format!(
+                "no such topic on the brokers at {brokers}: create it, or name an existing one"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A producer with idempotence (no duplicates on retries).
-pub fn producer(brokers: &str, cfg: &KafkaConfig) -> Result<BaseProducer, KafkaGlueError> {
+pub fn producer(brokers: &str, cfg: &KafkaConfig) -> Result<Producer, KafkaGlueError> {
     let mut c = base_config(brokers, cfg);
     c.set("enable.idempotence", "true")
         // A record over the limit is refused at once, with a clear error.
@@ -1058,12 +1162,12 @@ pub fn producer(brokers: &str, cfg: &KafkaConfig) -> Result<BaseProducer, KafkaG
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
-    Ok(c.create()?)
+    Ok(c.create_with_context(Delivery::default())?)
 }
 
 /// Sends one record, waiting for queue room when the local queue is full.
 pub fn send(
-    p: &BaseProducer,
+    p: &Producer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
@@ -1091,8 +1195,25 @@ pub fn send(
 }
 
 /// Waits until every queued record is delivered.
-pub fn flush(p: &BaseProducer, timeout: Duration) -> Result<(), KafkaGlueError> {
-    p.flush(timeout).map_err(KafkaGlueError::Client)
+pub fn flush(p: &Producer, timeout: Duration) -> Result<(), KafkaGlueError> {
+    p.flush(timeout).map_err(|e| KafkaGlueError::Topic {
+        topic: String::new(),
+        message: format!(
+            "records not delivered within {timeout:?} ({e}); check that the brokers run"
+        ),
+    })?;
+    let ctx = p.context();
+    let failed = ctx.failed.swap(0, Ordering::Relaxed);
+    if failed > 0 {
+        let first = ctx
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        return Err(KafkaGlueError::Undelivered { failed, first });
+    }
+    Ok(())
 }
 
 /// The embedded Kafka-protocol broker (librdkafka's mock cluster). It lives on

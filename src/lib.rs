@@ -30,6 +30,7 @@ pub mod store;
 pub mod timefmt;
 pub mod validate;
 pub mod wire;
+pub mod worker;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;

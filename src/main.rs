@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
-use playpulse::admin::{Admin, Socket};
+use playpulse::admin::{Admin, Gate, Socket};
 use playpulse::bench::{self, IngestBenchArgs};
 use playpulse::config::{Config, KafkaConfig};
 use playpulse::daemon::{shutdown_signal, Daemon};
@@ -318,6 +318,9 @@ fn pipeline_bench(
     Ok((args, dir, tmp))
 }
 
+/// How long `produce` and `import` wait for the brokers (to answer, to take a record).
+const CLI_BROKER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How long a clean shutdown may take before the process exits anyway.
 const SHUTDOWN_SECONDS: u64 = 30;
 /// How long the way out after a fatal fault may take.
@@ -325,6 +328,12 @@ const FATAL_EXIT_SECONDS: u64 = 10;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A command whose output goes to a pipe closed early (`| head`) ends
+        // quietly, as Unix tools do, instead of failing on the write.
+        // SAFETY: signal(2) restores the default action for SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Ctl(args) => match playpulse::ctl::run(&args) {
             Ok(code) => std::process::exit(code),
@@ -339,9 +348,108 @@ fn main() -> anyhow::Result<()> {
                 cfg.data_dir = d;
             }
             init_logging(&cfg.log.level);
+            // The data dir and everything the daemon writes is its owner's alone.
+            // SAFETY: umask(2) only sets the process's file mode mask.
+            unsafe { libc::umask(0o077) };
+            std::fs::create_dir_all(&cfg.data_dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &cfg.data_dir,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                    )
+                })
+                .with_context(|| {
+                    format!(
+                        "data_dir = {:?}: cannot create it as a private directory (choose a directory you own)",
+                        cfg.data_dir.display().to_string()
+                    )
+                })?;
             let system = actix::System::new();
             system.block_on(async move {
-                let daemon = Daemon::start(&cfg, Vec::new())?;
+                // Ports first: nothing starts if the dashboard cannot listen.
+                let http = if cfg.http.enabled {
+                    Some(
+                        tokio::net::TcpListener::bind(&cfg.http.listen)
+                            .await
+                            .with_context(|| {
+                                format!(
+                                    "http.listen = {:?}: cannot listen there (in use? set another port, or 0 for any)",
+                                    cfg.http.listen
+                                )
+                            })?,
+                    )
+                } else {
+                    None
+                };
+                // The control socket and the dashboard answer from here on; until
+                // the daemon runs, `status` says what the start waits for.
+                let gate = std::sync::Arc::new(Gate::new(cfg.clone()));
+                let limits = playpulse::admin::server::Limits {
+                    max_clients: cfg.admin.max_clients,
+                    max_request: cfg.admin.max_request_bytes,
+                    idle: Duration::from_secs(cfg.admin.client_timeout_seconds),
+                };
+                let mut first = Socket::bind(&cfg.socket_path())?;
+                actix_rt::spawn(first.serve(gate.clone(), limits));
+                let socket = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
+                // A socket file removed from under the daemon is made again.
+                let (watched, watch_gate, path) = (socket.clone(), gate.clone(), cfg.socket_path());
+                actix_rt::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        let mut slot = watched.lock().unwrap_or_else(|p| p.into_inner());
+                        let Some(current) = slot.as_ref() else { return };
+                        if current.is_in_place() {
+                            continue;
+                        }
+                        tracing::warn!("the control socket {} went missing; making it again", path.display());
+                        match Socket::bind(&path) {
+                            Ok(mut s) => {
+                                actix_rt::spawn(s.serve(watch_gate.clone(), limits));
+                                *slot = Some(s);
+                            }
+                            Err(e) => tracing::error!("cannot make the control socket again: {e}"),
+                        }
+                    }
+                });
+                let http_addr = match http {
+                    Some(listener) => {
+                        let addr = listener.local_addr()?.to_string();
+                        tracing::info!("dashboard at http://{addr}/ (JSON API /api/..., metrics /metrics)");
+                        let app = playpulse::http::router(gate.clone());
+                        actix_rt::spawn(async move {
+                            if let Err(e) = axum::serve(listener, app).await {
+                                tracing::error!("http server stopped: {e}");
+                            }
+                        });
+                        Some(addr)
+                    }
+                    None => None,
+                };
+                let cluster = if cfg.kafka.embedded() {
+                    None
+                } else {
+                    gate.waiting_for(format!("the brokers at {}", cfg.kafka.brokers));
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let (b, k, st, g) = (cfg.kafka.brokers.clone(), cfg.kafka.clone(), stop.clone(), gate.clone());
+                    let wait = tokio::task::spawn_blocking(move || {
+                        kafka::wait_for_cluster(&b, &k, &st, |why| g.waiting_for(why))
+                    });
+                    tokio::select! {
+                        r = wait => match r.map_err(anyhow::Error::msg)?? {
+                            Some(c) => Some(c),
+                            None => return Ok(None),
+                        },
+                        _ = shutdown_signal() => {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!("stopped while waiting for the brokers");
+                            drop(socket.lock().unwrap_or_else(|p| p.into_inner()).take());
+                            return Ok(None);
+                        }
+                    }
+                };
+                gate.waiting_for("the pipeline to start".into());
+                let daemon = Daemon::start_on(&cfg, Vec::new(), cluster)?;
                 if cfg.kafka.embedded() {
                     println!("embedded broker: {}", daemon.bootstrap);
                 }
@@ -350,34 +458,10 @@ fn main() -> anyhow::Result<()> {
                         .await
                         .map_err(anyhow::Error::msg)?,
                 );
-                let mut socket = Socket::bind(&cfg.socket_path())?;
-                actix_rt::spawn(socket.serve(
-                    admin.clone(),
-                    playpulse::admin::server::Limits {
-                        max_clients: cfg.admin.max_clients,
-                        max_request: cfg.admin.max_request_bytes,
-                        idle: Duration::from_secs(cfg.admin.client_timeout_seconds),
-                    },
-                ));
-                if cfg.http.enabled {
-                    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "http.listen = {:?}: cannot listen there (in use? set another port, or 0 for any)",
-                                cfg.http.listen
-                            )
-                        })?;
-                    let addr = listener.local_addr()?.to_string();
-                    tracing::info!("dashboard at http://{addr}/ (JSON API /api/..., metrics /metrics)");
+                if let Some(addr) = http_addr {
                     let _ = admin.http.set(addr);
-                    let app = playpulse::http::router(admin.clone());
-                    actix_rt::spawn(async move {
-                        if let Err(e) = axum::serve(listener, app).await {
-                            tracing::error!("http server stopped: {e}");
-                        }
-                    });
                 }
+                gate.ready(admin.clone());
                 tracing::info!("playpulse running; data dir {}", cfg.data_dir.display());
                 let fatal = daemon.fatal.clone();
                 let failed = tokio::select! {
@@ -403,7 +487,7 @@ fn main() -> anyhow::Result<()> {
                     tracing::error!("stopping: {m}; exiting with status 2 (a restart reads again from the stored offsets)");
                 }
                 daemon.shutdown().await;
-                drop(socket);
+                drop(socket.lock().unwrap_or_else(|p| p.into_inner()).take());
                 Ok::<_, anyhow::Error>(failed)
             })?
             .map_or(Ok(()), |m| {
@@ -437,7 +521,12 @@ fn main() -> anyhow::Result<()> {
                 start_ms,
             };
             let mut synth = Synth::new(kind, &spec);
-            let producer = kafka::producer(&a.brokers, &KafkaConfig::default())?;
+            let producer = kafka::cli_producer(
+                &a.brokers,
+                &KafkaConfig::default(),
+                &a.topic,
+                CLI_BROKER_TIMEOUT,
+            )?;
             let t0 = Instant::now();
             let sent = produce(&producer, &a.topic, &mut synth, a.events, a.rate, |_| {})?;
             let secs = t0.elapsed().as_secs_f64();
@@ -455,7 +544,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             init_logging("warn");
             let format = FileFormat::resolve(&format, &file)?;
-            let producer = kafka::producer(&brokers, &KafkaConfig::default())?;
+            let producer = kafka::cli_producer(
+                &brokers,
+                &KafkaConfig::default(),
+                &topic,
+                CLI_BROKER_TIMEOUT,
+            )?;
             let report = import_file(&producer, &file, &topic, format)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

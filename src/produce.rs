@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::BaseProducer;
-
 use crate::event::{Event, Kind};
 use crate::generate::{CatalogGen, MusicGen, VideoGen, World};
 use crate::kafka::{self, KafkaGlueError};
@@ -63,7 +61,7 @@ impl Synth {
     /// Sends the next event to `topic`, keyed by who it is about.
     pub fn send_next(
         &mut self,
-        producer: &BaseProducer,
+        producer: &crate::kafka::Producer,
         topic: &str,
     ) -> Result<(), KafkaGlueError> {
         let ev = self.next_event();
@@ -162,7 +160,7 @@ impl Pacer {
 /// Sends `events` records (0 = without end) from `synth` to `topic` at `rate`.
 /// `on_progress` is called with the running count after each chunk.
 pub fn produce(
-    producer: &BaseProducer,
+    producer: &crate::kafka::Producer,
     topic: &str,
     synth: &mut Synth,
     events: u64,

@@ -20,8 +20,13 @@ fn an_oversized_record_is_dead_lettered_alone() {
     // Our producers keep to the limit: a 2 MiB record is refused, by name.
     let ours = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
     let big = vec![b'x'; 2 << 20];
-    let e = kafka::send(&ours, "ov.video", b"k", &big, None).unwrap_err().to_string();
-    assert!(e.contains("max_record_bytes") && e.contains("2097152 bytes"), "{e}");
+    let e = kafka::send(&ours, "ov.video", b"k", &big, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("max_record_bytes") && e.contains("2097152 bytes"),
+        "{e}"
+    );
 
     // Another client, allowed 3 MiB, sends one between ordinary records.
     let cfg = KafkaConfig {

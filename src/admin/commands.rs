@@ -447,6 +447,7 @@ impl Admin {
             .unwrap_or_default();
         let p = &self.progress;
         Ok(json!({
+            "state": "running",
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "version": env!("CARGO_PKG_VERSION"),
             "data_dir": self.cfg.data_dir,

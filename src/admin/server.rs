@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::commands::Admin;
+use super::gate::Gate;
 
 #[derive(Debug, Error)]
 pub enum AdminError {
@@ -83,11 +83,16 @@ impl Socket {
         })
     }
 
+    /// Whether the socket file is still this one (not removed or replaced).
+    pub fn is_in_place(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode)
+    }
+
     /// The server: serves clients until the runtime stops (spawn it on the actix
     /// system); the socket file stays until this `Socket` is dropped.
     pub fn serve(
         &mut self,
-        admin: Arc<Admin>,
+        admin: Arc<Gate>,
         limits: Limits,
     ) -> impl std::future::Future<Output = ()> + 'static {
         serve(self.listener.take(), admin, limits)
@@ -157,7 +162,7 @@ async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, reply: &serde_
     let _ = tokio::time::timeout(EVICT_WAIT, w.write_all(&out)).await;
 }
 
-async fn serve(listener: Option<UnixListener>, admin: Arc<Admin>, limits: Limits) {
+async fn serve(listener: Option<UnixListener>, admin: Arc<Gate>, limits: Limits) {
     let Some(listener) = listener else {
         return;
     };
@@ -274,7 +279,7 @@ async fn read_line(
 
 async fn connection(
     stream: UnixStream,
-    admin: &Admin,
+    admin: &Gate,
     limits: Limits,
     waiting: &Registry,
     (first, evicted): (u64, Arc<tokio::sync::Notify>),

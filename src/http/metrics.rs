@@ -3,9 +3,7 @@
 //! QoE per region over the last 5 minutes, and the champion model.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
-use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
@@ -239,7 +237,7 @@ pub async fn exposition(a: &Admin) -> String {
     e.text()
 }
 
-pub async fn render(State(a): State<Arc<Admin>>) -> Response {
+pub async fn render(super::Ready(a): super::Ready) -> Response {
     (
         [(
             header::CONTENT_TYPE,

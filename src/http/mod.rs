@@ -16,7 +16,7 @@ use axum::Router;
 use serde_json::Value;
 
 use crate::admin::protocol::{ModelsAction, Request};
-use crate::admin::Admin;
+use crate::admin::{Admin, Gate};
 
 const PAGE: &str = include_str!("dashboard.html");
 const UPLOT_JS: &str = include_str!("assets/uplot.iife.min.js");
@@ -24,8 +24,80 @@ const UPLOT_CSS: &str = include_str!("assets/uplot.min.css");
 
 type Params = Query<HashMap<String, String>>;
 
-/// The router over a running daemon's admin handle.
-pub fn router(admin: Arc<Admin>) -> Router {
+/// Whether a `Host` header names this server: an IP address, `localhost`,
+/// or one of `allowed` (case-insensitive), with any port.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((ip, tail)) if tail.is_empty() || tail.starts_with(':') => {
+                return ip.parse::<std::net::Ipv6Addr>().is_ok();
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, port)) if port.parse::<u16>().is_ok() => n,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+async fn check_host(
+    State(gate): State<Arc<Gate>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if host_allowed(host, &gate.cfg.http.allowed_hosts) {
+        return next.run(req).await;
+    }
+    let shown: String = host.chars().take(200).collect();
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(serde_json::json!({
+            "ok": false,
+            "error": format!("Host {shown:?} is not this server's: use its address or localhost, or add the name to http.allowed_hosts"),
+        })),
+    )
+        .into_response()
+}
+
+/// A handler's way to the running daemon: while it starts, requests get 503
+/// with what the start waits for.
+pub struct Ready(pub Arc<Admin>);
+
+impl axum::extract::FromRequestParts<Arc<Gate>> for Ready {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        _: &mut axum::http::request::Parts,
+        gate: &Arc<Gate>,
+    ) -> Result<Ready, Response> {
+        match gate.admin() {
+            Some(a) => Ok(Ready(a.clone())),
+            None => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    serde_json::json!({ "ok": false, "error": gate.starting_error(),
+                    "starting": gate.starting_status() }),
+                ),
+            )
+                .into_response()),
+        }
+    }
+}
+
+/// The router over the daemon's gate (see [`Gate`]).
+pub fn router(admin: Arc<Gate>) -> Router {
     Router::new()
         .route("/", get(page))
         .route(
@@ -41,6 +113,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/api/similar", get(similar))
         .route("/api/graph", get(graph))
         .route("/metrics", get(metrics::render))
+        .layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            check_host,
+        ))
         .with_state(admin)
 }
 
@@ -86,11 +162,11 @@ fn number<T: std::str::FromStr>(
     }
 }
 
-async fn status(State(a): State<Arc<Admin>>) -> Response {
+async fn status(Ready(a): Ready) -> Response {
     reply(a.call(Request::Status {}).await)
 }
 
-async fn stats(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+async fn stats(Ready(a): Ready, Query(p): Params) -> Response {
     reply(
         a.call(Request::Stats {
             section: p.get("section").cloned(),
@@ -99,7 +175,7 @@ async fn stats(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
     )
 }
 
-async fn analytics(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+async fn analytics(Ready(a): Ready, Query(p): Params) -> Response {
     let (minutes, limit) = match (number(&p, "minutes"), number(&p, "limit")) {
         (Ok(m), Ok(l)) => (m, l),
         (Err(e), _) | (_, Err(e)) => return bad(e),
@@ -121,7 +197,7 @@ async fn analytics(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
     )
 }
 
-async fn models(State(a): State<Arc<Admin>>) -> Response {
+async fn models(Ready(a): Ready) -> Response {
     reply(
         a.call(Request::Models {
             action: ModelsAction::List,
@@ -131,7 +207,7 @@ async fn models(State(a): State<Arc<Admin>>) -> Response {
     )
 }
 
-async fn recommend(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+async fn recommend(Ready(a): Ready, Query(p): Params) -> Response {
     let k = match number(&p, "k") {
         Ok(k) => k,
         Err(e) => return bad(e),
@@ -150,7 +226,7 @@ async fn recommend(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
     )
 }
 
-async fn graph(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+async fn graph(Ready(a): Ready, Query(p): Params) -> Response {
     let (offset, limit) = match (number(&p, "offset"), number(&p, "limit")) {
         (Ok(o), Ok(l)) => (o, l),
         (Err(e), _) | (_, Err(e)) => return bad(e),
@@ -173,7 +249,7 @@ async fn graph(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
     )
 }
 
-async fn similar(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
+async fn similar(Ready(a): Ready, Query(p): Params) -> Response {
     let k = match number(&p, "k") {
         Ok(k) => k,
         Err(e) => return bad(e),
@@ -182,4 +258,39 @@ async fn similar(State(a): State<Arc<Admin>>, Query(p): Params) -> Response {
         return bad("query parameter `item` is missing".into());
     };
     reply(a.call(Request::Similar { item, k }).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn hosts_are_addresses_localhost_or_allowed_names() {
+        let allowed = vec!["dash.example.com".to_string()];
+        for ok in [
+            "127.0.0.1:8787",
+            "127.0.0.1",
+            "localhost:8787",
+            "LOCALHOST",
+            "[::1]:8787",
+            "[::1]",
+            "10.1.2.3:80",
+            "dash.example.com:8787",
+            "Dash.Example.com",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example:8787",
+            "attacker.test",
+            "localhost.evil.test:8787",
+            "127.0.0.1.nip.io:8787",
+            "[::1",
+            "localhost:notaport",
+            "[zz]:1",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
 }

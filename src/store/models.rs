@@ -105,6 +105,36 @@ impl StoreView {
         self.write_champion(id, &history)
     }
 
+    /// Deletes model versions (and their bundles) beyond the newest `keep`;
+    /// every version in the champion history and the newest of each kind stay.
+    /// Answers how many were deleted.
+    pub fn prune_models(&self, keep: usize) -> Result<usize, StoreError> {
+        let models = self.models()?;
+        let history = self.champion_history()?;
+        let mut kept: std::collections::HashSet<u64> = history.iter().copied().collect();
+        let mut newest_of_kind: std::collections::HashMap<&str, u64> = Default::default();
+        for m in &models {
+            let e = newest_of_kind.entry(m.kind.as_str()).or_insert(m.id);
+            *e = (*e).max(m.id);
+        }
+        kept.extend(newest_of_kind.values());
+        let mut ids: Vec<u64> = models.iter().map(|m| m.id).collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        kept.extend(ids.iter().take(keep));
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for id in ids.into_iter().filter(|id| !kept.contains(id)) {
+            batch.remove(id_key(keys::MODEL_META, id));
+            batch.remove(id_key(keys::MODEL_BUNDLE, id));
+            n += 1;
+        }
+        if n > 0 {
+            self.tree.apply_batch(batch)?;
+            self.db.flush()?;
+        }
+        Ok(n)
+    }
+
     /// Goes back to the champion before the current one; returns it.
     pub fn rollback(&self) -> Result<u64, StoreError> {
         let mut history = self.champion_history()?;
@@ -197,5 +227,24 @@ mod tests {
             .to_string()
             .contains("no model version 9"));
         assert_eq!(s.models().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_the_champions_and_the_newest_of_each_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16).unwrap();
+        for id in 1..=8 {
+            let mut m = meta(id);
+            if id == 2 {
+                m.kind = "decision_tree".into();
+            }
+            s.add_model(&m, b"b", id == 1 || id == 4).unwrap();
+        }
+        assert_eq!(s.prune_models(2).unwrap(), 3);
+        let ids: Vec<u64> = s.models().unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2, 4, 7, 8]);
+        assert!(s.model_bundle(3).unwrap().is_none());
+        assert_eq!(s.champion_id().unwrap(), Some(4));
+        assert_eq!(s.prune_models(2).unwrap(), 0);
     }
 }

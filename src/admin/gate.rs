@@ -1,0 +1,85 @@
+//! What the control socket and HTTP serve from the moment their ports are
+//! bound: while the daemon is starting (waiting for its brokers), `status`
+//! says what it waits for and other commands say to try again; once it runs,
+//! every request goes to the [`Admin`].
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::commands::Admin;
+use super::protocol::{parse_request, Request};
+use crate::config::Config;
+
+pub struct Gate {
+    pub cfg: Config,
+    admin: OnceLock<Arc<Admin>>,
+    waiting_for: Mutex<String>,
+    started: Instant,
+}
+
+impl Gate {
+    pub fn new(cfg: Config) -> Gate {
+        Gate {
+            cfg,
+            admin: OnceLock::new(),
+            waiting_for: Mutex::new("the store to open".into()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Says what the start waits for now (shown by `status`).
+    pub fn waiting_for(&self, what: String) {
+        *self.waiting_for.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    }
+
+    /// The daemon runs: requests go to `admin` from now on.
+    pub fn ready(&self, admin: Arc<Admin>) {
+        let _ = self.admin.set(admin);
+    }
+
+    pub fn admin(&self) -> Option<&Arc<Admin>> {
+        self.admin.get()
+    }
+
+    /// Why a request cannot be served yet.
+    pub fn starting_error(&self) -> String {
+        let what = self
+            .waiting_for
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        format!("the daemon is starting (waiting for {what}): try again once `status` says it runs")
+    }
+
+    /// `status` while starting.
+    pub fn starting_status(&self) -> Value {
+        let what = self
+            .waiting_for
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        json!({
+            "ok": true,
+            "state": "starting",
+            "waiting_for": what,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "data_dir": self.cfg.data_dir,
+            "brokers": self.cfg.kafka.brokers,
+        })
+    }
+
+    /// One request line in, one reply object out.
+    pub async fn handle(&self, line: &[u8]) -> Value {
+        if let Some(a) = self.admin.get() {
+            return a.handle(line).await;
+        }
+        match parse_request(line) {
+            Ok(Request::Status {}) => self.starting_status(),
+            Ok(_) => json!({ "ok": false, "error": self.starting_error() }),
+            Err(e) => json!({ "ok": false, "error": e }),
+        }
+    }
+}

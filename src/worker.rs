@@ -1,0 +1,88 @@
+//! Supervised worker threads for CPU-heavy runs (training, evaluation): a
+//! panic in one ends that run with an error its owner hears of, instead of
+//! leaving the owner waiting forever; the next run starts as usual.
+//!
+//! `PLAYPULSE_FAULT_PANIC_ONCE=<name>[,<name>...]` makes the first run of each
+//! named worker panic (fault injection, for tests of exactly that).
+
+use std::sync::{Arc, Mutex};
+
+/// What a panic carried, as text.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+static INJECTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Whether this run of `name` is to panic (the first one, when asked for).
+fn inject(name: &str) -> bool {
+    let Ok(want) = std::env::var("PLAYPULSE_FAULT_PANIC_ONCE") else {
+        return false;
+    };
+    if !want.split(',').any(|w| w.trim() == name) {
+        return false;
+    }
+    let mut done = INJECTED.lock().unwrap_or_else(|p| p.into_inner());
+    if done.iter().any(|d| d == name) {
+        return false;
+    }
+    done.push(name.to_string());
+    true
+}
+
+/// Runs `work` on a thread of its own named `name`; if it panics (or the
+/// thread cannot start), `failed` gets the reason.
+pub fn spawn<W, F>(name: &str, work: W, failed: F)
+where
+    W: FnOnce() + Send + 'static,
+    F: FnOnce(String) + Send + 'static,
+{
+    let failed = Arc::new(Mutex::new(Some(failed)));
+    let on_fail = failed.clone();
+    let label = name.to_string();
+    let started = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if inject(&label) {
+                    panic!("injected fault (PLAYPULSE_FAULT_PANIC_ONCE={label})");
+                }
+                work()
+            }));
+            if let Err(p) = run {
+                let why = format!("the {label} run failed: {}", panic_message(p.as_ref()));
+                tracing::error!("{why}; the next run starts as usual");
+                if let Some(f) = on_fail.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    f(why);
+                }
+            }
+        });
+    if let Err(e) = started {
+        let why = format!("cannot start the {name} thread: {e}");
+        tracing::error!("{why}");
+        if let Some(f) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            f(why);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_reaches_the_owner_and_the_next_run_works() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        super::spawn(
+            "unit-worker",
+            || panic!("boom {}", 42),
+            move |why| tx2.send(Err(why)).unwrap(),
+        );
+        let got: Result<(), String> = rx.recv().unwrap();
+        assert_eq!(got, Err("the unit-worker run failed: boom 42".into()));
+        super::spawn("unit-worker", move || tx.send(Ok(())).unwrap(), |_| {});
+        assert_eq!(rx.recv().unwrap(), Ok(()));
+    }
+}
