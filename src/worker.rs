@@ -2,7 +2,7 @@
 //! panic in one ends that run with an error its owner hears of, instead of
 //! leaving the owner waiting forever; the next run starts as usual.
 //!
-//! `PLAYPULSE_FAULT_PANIC_ONCE=<name>[,<name>...]` makes the first run of each
+//! `PP_FAULT_PANIC_ONCE=<name>[,<name>...]` makes the first run of each
 //! named worker panic (fault injection, for tests of exactly that).
 
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ static INJECTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Whether this run of `name` is to panic (the first one, when asked for).
 fn inject(name: &str) -> bool {
-    let Ok(want) = std::env::var("PLAYPULSE_FAULT_PANIC_ONCE") else {
+    let Ok(want) = std::env::var("PP_FAULT_PANIC_ONCE") else {
         return false;
     };
     if !want.split(',').any(|w| w.trim() == name) {
@@ -48,7 +48,7 @@ where
         .spawn(move || {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if inject(&label) {
-                    panic!("injected fault (PLAYPULSE_FAULT_PANIC_ONCE={label})");
+                    panic!("injected fault (PP_FAULT_PANIC_ONCE={label})");
                 }
                 work()
             }));

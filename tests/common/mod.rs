@@ -613,3 +613,48 @@ pub fn quiet_daemon(dir: &Path, broker: &Broker, env: &[(&str, &str)]) -> (Daemo
     let addr = s["http"].as_str().unwrap().to_string();
     (d, addr)
 }
+
+/// A TCP forwarder from `127.0.0.1:port` to `to`, for as long as it lives: a
+/// broker "appears" at an address a daemon already dials (Kafka clients only
+/// bootstrap through it; the broker's metadata names its own address).
+pub struct Forward {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Forward {
+    pub fn start(port: u16, to: &str) -> Forward {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind forward port");
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, to) = (stop.clone(), to.to_string());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((a, _)) => {
+                        let Ok(b) = std::net::TcpStream::connect(&to) else {
+                            continue;
+                        };
+                        a.set_nonblocking(false).unwrap();
+                        for (mut r, mut w) in
+                            [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)]
+                        {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut r, &mut w);
+                                let _ = w.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Forward { stop }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
