@@ -262,11 +262,18 @@ impl Default for ProducersConfig {
 pub struct StoreConfig {
     /// sled page cache, MiB.
     pub cache_mb: u64,
+    /// A store write that has not finished after this many seconds, with
+    /// batches waiting, stops the daemon (a full or failing disk can make sled
+    /// wait instead of fail).
+    pub write_timeout_seconds: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { cache_mb: 256 }
+        StoreConfig {
+            cache_mb: 256,
+            write_timeout_seconds: 60,
+        }
     }
 }
 
@@ -786,6 +793,13 @@ impl Config {
         }
         if self.store.cache_mb == 0 {
             return Err(invalid("store.cache_mb", 0, "must be at least 1"));
+        }
+        if !(5..=86_400).contains(&self.store.write_timeout_seconds) {
+            return Err(invalid(
+                "store.write_timeout_seconds",
+                self.store.write_timeout_seconds,
+                "must be 5..=86400",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

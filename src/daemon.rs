@@ -259,6 +259,8 @@ impl Daemon {
         let monitor = MonitorActor::new(
             progress.clone(),
             Duration::from_secs(cfg.ingest.log_interval_seconds),
+            fatal.clone(),
+            Duration::from_secs(cfg.store.write_timeout_seconds),
         )
         .start();
         Ok(Daemon {

@@ -318,6 +318,13 @@ fn pipeline_bench(
     Ok((args, dir, tmp))
 }
 
+/// Writes a line to stderr, ignoring a failure (a full disk under the log
+/// must not turn a clean exit into a panic).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// How long `produce` and `import` wait for the brokers (to answer, to take a record).
 const CLI_BROKER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -480,7 +487,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_secs(limit));
-                    eprintln!("error: shutdown did not finish within {limit} s; exiting");
+                    say(&format!("error: shutdown did not finish within {limit} s; exiting"));
                     std::process::exit(code);
                 });
                 if let Some(m) = &failed {
@@ -491,7 +498,7 @@ fn main() -> anyhow::Result<()> {
                 Ok::<_, anyhow::Error>(failed)
             })?
             .map_or(Ok(()), |m| {
-                eprintln!("error: {m}");
+                say(&format!("error: {m}"));
                 std::process::exit(2)
             })
         }

@@ -125,6 +125,8 @@ pub struct StoreView {
     tree: sled::Tree,
     /// What reads found damaged since the store opened (what → why).
     damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+    /// Set by the first failed write: nothing is written (or flushed) after it.
+    failed: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 pub struct Store {
@@ -163,6 +165,47 @@ impl std::fmt::Debug for StoreView {
 }
 
 impl StoreView {
+    /// Refuses writes once one has failed.
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.failed.get() {
+            Some(why) => Err(StoreError::Refused(format!(
+                "the store stopped writing after a failed write ({why}); restart the daemon once the cause is fixed"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// After a failed write, sled may hold part of that write in memory: it
+    /// must never reach the disk. No write or flush follows, and sled's final
+    /// flush (when its last handle drops) is kept from running.
+    fn poison(&self, e: &sled::Error) {
+        if self.failed.set(e.to_string()).is_ok() {
+            std::mem::forget(self.db.clone());
+            tracing::error!("store write failed ({e}): the store takes no more writes");
+        }
+    }
+
+    /// A result of sled's, poisoning the store on an error.
+    fn guard<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            self.poison(&e);
+            StoreError::from(e)
+        })
+    }
+
+    /// Applies `batch` atomically and flushes it (see [`StoreView::poison`]).
+    fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.writable()?;
+        self.guard(self.tree.apply_batch(batch))?;
+        self.guard(self.db.flush())?;
+        Ok(())
+    }
+
+    /// The first failed write, if one failed.
+    pub fn write_failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
     /// Removes dead letters by id (after a replay, or a purge); answers how many
     /// existed.
     pub fn remove_dead_letters(&self, ids: &[String]) -> Result<usize, StoreError> {
@@ -175,8 +218,7 @@ impl StoreView {
                 batch.remove(k);
             }
         }
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.commit(batch)?;
         Ok(n)
     }
 }
@@ -190,8 +232,11 @@ impl Store {
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
         remove_unfinished_snapshots(&path);
+        // Every write is flushed by the store itself, never in the background:
+        // after a failed write nothing more may reach the disk (see `poison`).
         let config = sled::Config::new()
             .path(&path)
+            .flush_every_ms(None)
             .cache_capacity(cache_mb.saturating_mul(1 << 20));
         // sled's recovery panics on some damage to its log: that is a damaged
         // store to report, not a crash.
@@ -239,6 +284,7 @@ impl Store {
                 db,
                 tree,
                 damaged: Default::default(),
+                failed: Default::default(),
             },
             path,
             offsets,
@@ -327,12 +373,15 @@ impl Store {
     /// Writes a checkpoint; with `mark_layout`, the layout mark in the same
     /// atomic step (a store opened in an older layout).
     fn write_checkpoint(&mut self, mark_layout: bool) -> Result<(), StoreError> {
+        self.writable()?;
         let gen = self.gen + 1;
         let entries: Vec<(&Vec<u8>, &Box<[f64]>)> = self.state.entries().collect();
         for (i, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
             let value = state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), &v[..])));
-            self.tree
-                .insert(state::checkpoint_chunk_key(gen, i as u32), value)?;
+            let r = self
+                .tree
+                .insert(state::checkpoint_chunk_key(gen, i as u32), value);
+            self.view.guard(r)?;
         }
         let mut batch = sled::Batch::default();
         if mark_layout {
@@ -353,8 +402,7 @@ impl Store {
         {
             batch.remove(item?.0);
         }
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.view.commit(batch)?;
         self.gen = gen;
         self.journal_bytes = 0;
         Ok(())
@@ -362,10 +410,11 @@ impl Store {
 
     /// Checkpoints and flushes (a clean shutdown makes the next open fast).
     pub fn close(&mut self) -> Result<(), StoreError> {
+        self.writable()?;
         if self.journal_bytes > 0 {
             self.checkpoint()?;
         }
-        self.db.flush()?;
+        self.view.guard(self.db.flush())?;
         Ok(())
     }
 
@@ -614,10 +663,11 @@ impl Store {
             );
             new_offsets.push((topic.to_string(), partition, next));
         }
+        self.writable()?;
         let t1 = std::time::Instant::now();
-        self.tree.apply_batch(batch)?;
+        self.view.guard(self.tree.apply_batch(batch))?;
         let t2 = std::time::Instant::now();
-        self.db.flush()?;
+        self.view.guard(self.db.flush())?;
         report.prepare_ns = (t1 - t0).as_nanos() as u64;
         report.write_ns = (t2 - t1).as_nanos() as u64;
         report.flush_ns = t2.elapsed().as_nanos() as u64;
@@ -735,8 +785,7 @@ impl Store {
         for (t, p, o) in &kept {
             batch.insert(keys::offset_key(&next, t, *p), &o.to_be_bytes());
         }
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.view.commit(batch)?;
         for (t, p, o) in kept {
             self.offsets.insert((next.clone(), t, p), o);
         }

@@ -63,8 +63,7 @@ impl StoreView {
                 serde_json::to_vec(&history).unwrap_or_default(),
             );
         }
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.commit(batch)?;
         Ok(())
     }
 
@@ -84,8 +83,7 @@ impl StoreView {
             keys::MODEL_HISTORY,
             serde_json::to_vec(history).unwrap_or_default(),
         );
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.commit(batch)?;
         Ok(())
     }
 
@@ -129,8 +127,7 @@ impl StoreView {
             n += 1;
         }
         if n > 0 {
-            self.tree.apply_batch(batch)?;
-            self.db.flush()?;
+            self.commit(batch)?;
         }
         Ok(n)
     }
