@@ -266,6 +266,12 @@ pub struct StoreConfig {
     /// batches waiting, stops the daemon (a full or failing disk can make sled
     /// wait instead of fail).
     pub write_timeout_seconds: u64,
+    /// Most distinct videos whose counters are held; later ones add up
+    /// under `(other)` (their events are stored whole).
+    pub max_tracked_videos: usize,
+    /// Most distinct (user, track) pairs held (the listening graph's edges);
+    /// later ones add up under (`(other)`, `(other)`).
+    pub max_listening_pairs: usize,
 }
 
 impl Default for StoreConfig {
@@ -273,6 +279,8 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_mb: 256,
             write_timeout_seconds: 60,
+            max_tracked_videos: 500_000,
+            max_listening_pairs: 2_000_000,
         }
     }
 }
@@ -793,6 +801,14 @@ impl Config {
         }
         if self.store.cache_mb == 0 {
             return Err(invalid("store.cache_mb", 0, "must be at least 1"));
+        }
+        for (key, v) in [
+            ("store.max_tracked_videos", self.store.max_tracked_videos),
+            ("store.max_listening_pairs", self.store.max_listening_pairs),
+        ] {
+            if !(1..=1_000_000_000).contains(&v) {
+                return Err(invalid(key, v, "must be 1..=1000000000"));
+            }
         }
         if !(5..=86_400).contains(&self.store.write_timeout_seconds) {
             return Err(invalid(

@@ -88,6 +88,10 @@ impl Daemon {
             source,
         })?;
         let mut store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
+        store.set_limits(crate::store::bounds::Limits {
+            videos: cfg.store.max_tracked_videos,
+            listening_pairs: cfg.store.max_listening_pairs,
+        });
         let kinds = TopicKinds::new(&cfg.kafka.topics)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
             let topics: Vec<String> = cfg

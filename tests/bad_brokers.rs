@@ -78,30 +78,30 @@ fn unreachable_brokers_leave_the_socket_and_http_up_and_the_daemon_starts_when_t
     assert!(d.wait_exit(Duration::from_secs(60)).success());
 }
 
+/// Runs `playpulse ARGS`; answers whether it succeeded and its stderr.
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn import_and_produce_end_with_a_clear_error_when_brokers_or_topics_are_missing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     std::fs::write(&file, "{}\n").unwrap();
+    let file = file.to_str().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let away = format!("127.0.0.1:{port}");
     let t = Instant::now();
-    let out = Command::new(bin())
-        .args([
-            "import",
-            "--brokers",
-            &format!("127.0.0.1:{port}"),
-            "--topic",
-            "t",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = run(&["import", "--brokers", &away, "--topic", "t", file]);
+    assert!(!ok);
     assert!(
         err.contains("no broker at") && err.contains("answered within"),
         "{err}"
@@ -111,29 +111,22 @@ fn import_and_produce_end_with_a_clear_error_when_brokers_or_topics_are_missing(
     assert!(noise < 5, "no flood of client errors: {err}");
 
     let broker = Broker::start(&[("exists", 1)]);
-    let out = Command::new(bin())
-        .args(["import", "--brokers", &broker.bootstrap, "--topic", "nope"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let b = broker.bootstrap.as_str();
+    let (ok, err) = run(&["import", "--brokers", b, "--topic", "nope", file]);
+    assert!(!ok);
     assert!(
         err.contains("\"nope\"") && err.contains("no such topic"),
         "{err}"
     );
-    let out = Command::new(bin())
-        .args([
-            "produce",
-            "--brokers",
-            &broker.bootstrap,
-            "--topic",
-            "nope",
-            "--events",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such topic"));
+    let (ok, err) = run(&[
+        "produce",
+        "--brokers",
+        b,
+        "--topic",
+        "nope",
+        "--events",
+        "5",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no such topic"), "{err}");
 }

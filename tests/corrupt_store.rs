@@ -17,6 +17,14 @@ use playpulse::kafka;
 
 const NEEDLE: &str = "needleuserzz";
 
+const ENV: [(&str, &str); 5] = [
+    ("PLAYPULSE_MODELS__ENABLED", "true"),
+    ("PLAYPULSE_MODELS__MIN_EVENTS", "100"),
+    ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "0"),
+    ("PLAYPULSE_MODELS__TRAIN_EVERY_SECONDS", "0"),
+    ("PLAYPULSE_INGEST__BATCH_SIZE", "200"),
+];
+
 /// Overwrites every occurrence of `needle` in the files of `dir`; answers how many.
 fn overwrite(dir: &Path, needle: &[u8]) -> usize {
     let mut n = 0;
@@ -79,21 +87,17 @@ fn damaged_files_are_reported_skipped_and_repaired() {
     kafka::flush(&p, Duration::from_secs(30)).unwrap();
     let second = produce_video(&broker.bootstrap, "cs.video", 3000, 0.0, 6);
     let total = first.valid.len() + 40 + second.valid.len();
-    let env = [
-        ("PLAYPULSE_MODELS__ENABLED", "true"),
-        ("PLAYPULSE_MODELS__MIN_EVENTS", "100"),
-        ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "0"),
-        ("PLAYPULSE_MODELS__TRAIN_EVERY_SECONDS", "0"),
-        ("PLAYPULSE_INGEST__BATCH_SIZE", "200"),
-    ];
-    let mut d = spawn_daemon(
-        dir.path(),
-        &broker.bootstrap,
-        "cs",
-        &[("video", "cs.video")],
-        &env,
-        0,
-    );
+    let start = |run| {
+        spawn_daemon(
+            dir.path(),
+            &broker.bootstrap,
+            "cs",
+            &[("video", "cs.video")],
+            &ENV,
+            run,
+        )
+    };
+    let mut d = start(0);
     wait_status(dir.path(), &mut d, Duration::from_secs(90), |s| {
         s["ingest"]["stored"].as_u64() == Some(total as u64)
     });
@@ -111,14 +115,7 @@ fn damaged_files_are_reported_skipped_and_repaired() {
     assert!(stderr.contains("--repair"), "{stderr}");
 
     // The daemon runs on it: an export and training skip the damage and say so.
-    let mut d = spawn_daemon(
-        dir.path(),
-        &broker.bootstrap,
-        "cs",
-        &[("video", "cs.video")],
-        &env,
-        1,
-    );
+    let mut d = start(1);
     wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
         s["ingest"].is_object()
     });
@@ -154,14 +151,7 @@ fn damaged_files_are_reported_skipped_and_repaired() {
         assert_eq!(store.counters().unwrap()["stored"] as usize, n);
     }
     // And it runs again from the same offsets: nothing is read twice.
-    let mut d = spawn_daemon(
-        dir.path(),
-        &broker.bootstrap,
-        "cs",
-        &[("video", "cs.video")],
-        &env,
-        2,
-    );
+    let mut d = start(2);
     let s = wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
         stored_below_offsets(s) == total as i64
     });

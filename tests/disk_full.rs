@@ -58,14 +58,17 @@ fn a_full_disk_stops_the_daemon_cleanly_and_space_returning_resumes_exactly_once
         ("PLAYPULSE_STORE__CACHE_MB", "16"),
         ("PLAYPULSE_STORE__WRITE_TIMEOUT_SECONDS", "10"),
     ];
-    let mut d = spawn_daemon(
-        &root,
-        &broker.bootstrap,
-        "df",
-        &[("video", "df.video")],
-        &env,
-        0,
-    );
+    let start = |run| {
+        spawn_daemon(
+            &root,
+            &broker.bootstrap,
+            "df",
+            &[("video", "df.video")],
+            &env,
+            run,
+        )
+    };
+    let mut d = start(0);
     let t = Instant::now();
     let status = d.wait_exit(Duration::from_secs(120));
     assert!(!status.success(), "exits non-zero: {status:?}");
@@ -75,27 +78,13 @@ fn a_full_disk_stops_the_daemon_cleanly_and_space_returning_resumes_exactly_once
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
 
     // Started again while still full: a clear failure or a clean stop, never a hang.
-    let mut d = spawn_daemon(
-        &root,
-        &broker.bootstrap,
-        "df",
-        &[("video", "df.video")],
-        &env,
-        1,
-    );
+    let mut d = start(1);
     let st = d.wait_exit(Duration::from_secs(120));
     assert!(!st.success(), "{}", d.log_text());
 
     // Space returns: everything is stored exactly once.
     std::fs::remove_file(&ballast).unwrap();
-    let mut d = spawn_daemon(
-        &root,
-        &broker.bootstrap,
-        "df",
-        &[("video", "df.video")],
-        &env,
-        2,
-    );
+    let mut d = start(2);
     wait_status(&root, &mut d, Duration::from_secs(180), |s| {
         stored_below_offsets(s) == total
     });

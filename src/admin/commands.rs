@@ -388,14 +388,30 @@ impl Admin {
         let store = tokio::time::timeout(
             Duration::from_secs(5),
             self.store.send(WithStore(move |s: &Store| {
-                (s.offsets(&ns), s.damage(), s.quarantined())
+                let (limits, tracked) = s.tracked();
+                let folded = |name: &str| s.counter(name).unwrap_or(0);
+                let held = json!({
+                    "videos": tracked.videos,
+                    "max_tracked_videos": limits.videos,
+                    "folded_video_events": folded("folded/video_events"),
+                    "listening_pairs": tracked.listening_pairs,
+                    "max_listening_pairs": limits.listening_pairs,
+                    "folded_listening_events": folded("folded/listening_events"),
+                });
+                (s.offsets(&ns), s.damage(), s.quarantined(), held)
             })),
         )
         .await;
-        let (offsets, damage, quarantined, store_health) = match store {
-            Ok(Ok((o, d, q))) => (o, d, q, "ok"),
-            Ok(Err(_)) => (Vec::new(), Vec::new(), 0, "stopped"),
-            Err(_) => (Vec::new(), Vec::new(), 0, "not answering within 5 s"),
+        let (offsets, damage, quarantined, held, store_health) = match store {
+            Ok(Ok((o, d, q, h))) => (o, d, q, h, "ok"),
+            Ok(Err(_)) => (Vec::new(), Vec::new(), 0, Value::Null, "stopped"),
+            Err(_) => (
+                Vec::new(),
+                Vec::new(),
+                0,
+                Value::Null,
+                "not answering within 5 s",
+            ),
         };
         let damaged: Vec<Value> = damage
             .iter()
@@ -470,6 +486,7 @@ impl Admin {
             "store": {
                 "damaged": damaged,
                 "quarantined": quarantined,
+                "held": held,
                 "fault": self.fatal.get(),
                 "hint": (!damaged.is_empty()).then_some("stop the daemon and run `playpulse check --data-dir DIR --repair`"),
             },

@@ -1,7 +1,8 @@
 //! What the control socket and HTTP serve from the moment their ports are
 //! bound: while the daemon is starting (waiting for its brokers), `status`
-//! says what it waits for and other commands say to try again; once it runs,
-//! every request goes to the [`Admin`].
+//! says what it waits for and other commands wait up to [`START_WAIT`] for the
+//! start, then say to try again; once it runs, every request goes to the
+//! [`Admin`].
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -12,9 +13,13 @@ use super::commands::Admin;
 use super::protocol::{parse_request, Request};
 use crate::config::Config;
 
+/// How long a request that needs the running daemon waits for the start.
+pub const START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Gate {
     pub cfg: Config,
     admin: OnceLock<Arc<Admin>>,
+    became_ready: tokio::sync::Notify,
     waiting_for: Mutex<String>,
     started: Instant,
 }
@@ -24,6 +29,7 @@ impl Gate {
         Gate {
             cfg,
             admin: OnceLock::new(),
+            became_ready: tokio::sync::Notify::new(),
             waiting_for: Mutex::new("the store to open".into()),
             started: Instant::now(),
         }
@@ -37,29 +43,43 @@ impl Gate {
     /// The daemon runs: requests go to `admin` from now on.
     pub fn ready(&self, admin: Arc<Admin>) {
         let _ = self.admin.set(admin);
+        self.became_ready.notify_waiters();
     }
 
     pub fn admin(&self) -> Option<&Arc<Admin>> {
         self.admin.get()
     }
 
-    /// Why a request cannot be served yet.
-    pub fn starting_error(&self) -> String {
-        let what = self
-            .waiting_for
+    /// The running daemon, waiting up to [`START_WAIT`] for the start to end.
+    pub async fn admin_soon(&self) -> Option<&Arc<Admin>> {
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        loop {
+            let notified = self.became_ready.notified();
+            if let Some(a) = self.admin.get() {
+                return Some(a);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.admin.get();
+            }
+        }
+    }
+
+    fn what(&self) -> String {
+        self.waiting_for
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// Why a request cannot be served yet.
+    pub fn starting_error(&self) -> String {
+        let what = self.what();
         format!("the daemon is starting (waiting for {what}): try again once `status` says it runs")
     }
 
     /// `status` while starting.
     pub fn starting_status(&self) -> Value {
-        let what = self
-            .waiting_for
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let what = self.what();
         json!({
             "ok": true,
             "state": "starting",
@@ -78,7 +98,11 @@ impl Gate {
         }
         match parse_request(line) {
             Ok(Request::Status {}) => self.starting_status(),
-            Ok(_) => json!({ "ok": false, "error": self.starting_error() }),
+            // A start that ends within moments is waited for.
+            Ok(_) => match self.admin_soon().await {
+                Some(a) => a.handle(line).await,
+                None => json!({ "ok": false, "error": self.starting_error() }),
+            },
             Err(e) => json!({ "ok": false, "error": e }),
         }
     }

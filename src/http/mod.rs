@@ -71,8 +71,8 @@ async fn check_host(
         .into_response()
 }
 
-/// A handler's way to the running daemon: while it starts, requests get 503
-/// with what the start waits for.
+/// A handler's way to the running daemon: a request that comes while it
+/// starts waits for the start a moment, then gets 503 with what it waits for.
 pub struct Ready(pub Arc<Admin>);
 
 impl axum::extract::FromRequestParts<Arc<Gate>> for Ready {
@@ -82,7 +82,7 @@ impl axum::extract::FromRequestParts<Arc<Gate>> for Ready {
         _: &mut axum::http::request::Parts,
         gate: &Arc<Gate>,
     ) -> Result<Ready, Response> {
-        match gate.admin() {
+        match gate.admin_soon().await {
             Some(a) => Ok(Ready(a.clone())),
             None => Err((
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -6,6 +6,7 @@
 //! offset was already stored and is skipped: replays never count twice.
 //! Aggregates are served from memory (see [`state`]).
 
+pub mod bounds;
 pub mod check;
 pub mod keys;
 mod migrate;
@@ -136,6 +137,9 @@ pub struct Store {
     offsets: HashMap<(String, String, i32), i64>,
     /// Each offset namespace's store-local number (see `keys::position`).
     namespaces: HashMap<String, u32>,
+    /// Bounds on the ids held (see [`bounds`]), and how many are.
+    limits: bounds::Limits,
+    tracked: bounds::Tracked,
     /// The aggregates (durable through the journal and checkpoints).
     state: state::State,
     /// Next journal sequence number.
@@ -289,6 +293,8 @@ impl Store {
             path,
             offsets,
             namespaces,
+            limits: bounds::Limits::default(),
+            tracked: bounds::Tracked::default(),
             state: state::State::default(),
             seq: 0,
             gen: 0,
@@ -301,8 +307,19 @@ impl Store {
             // The aggregates in today's encoding, and the layout mark, in one step.
             store.write_checkpoint(true)?;
         }
+        store.tracked = bounds::Tracked::of(&store.state);
         store.rebuild_indexes()?;
         Ok(store)
+    }
+
+    /// Bounds the ids held from now on (see [`bounds`]).
+    pub fn set_limits(&mut self, limits: bounds::Limits) {
+        self.limits = limits;
+    }
+
+    /// The bounds and how many ids are held.
+    pub fn tracked(&self) -> (bounds::Limits, bounds::Tracked) {
+        (self.limits, self.tracked)
     }
 
     /// Loads the latest checkpoint, drops unfinished ones, replays the journal after it.
@@ -642,6 +659,11 @@ impl Store {
             deltas
         };
         deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
+        let mut tracked = self.tracked;
+        let (folded_videos, folded_listening) =
+            bounds::fold(&mut deltas, &self.state, self.limits, &mut tracked);
+        deltas.count("folded/video_events", folded_videos as f64);
+        deltas.count("folded/listening_events", folded_listening as f64);
 
         for ((topic, partition), (first, seg)) in segments {
             batch.insert(seg_key(topic, partition, first), seg.finish());
@@ -673,6 +695,7 @@ impl Store {
         report.flush_ns = t2.elapsed().as_nanos() as u64;
 
         // Durable: now the in-memory views may follow.
+        self.tracked = tracked;
         if new_namespace {
             self.namespaces.insert(namespace.to_string(), ns);
         }
@@ -689,7 +712,18 @@ impl Store {
         report.offsets = new_offsets;
         for (r, _) in records.iter().zip(&fresh).filter(|(_, f)| **f) {
             match &r.outcome {
-                Outcome::Valid(Event::Music(m)) => self.graph.observe(m),
+                // Pairs folded under (other) stay out of the graph.
+                Outcome::Valid(Event::Music(m))
+                    if self
+                        .state
+                        .get(&keys::join(
+                            keys::MUSIC_PAIR,
+                            &[m.user_id.as_bytes(), m.track_id.as_bytes()],
+                        ))
+                        .is_some() =>
+                {
+                    self.graph.observe(m)
+                }
                 Outcome::Valid(Event::Track(t)) => self.graph.upsert_track(t),
                 Outcome::Valid(Event::Movie(t)) => self.titles.upsert("movie", t),
                 Outcome::Valid(Event::Series(t)) => self.titles.upsert("series", t),
@@ -890,7 +924,9 @@ impl Store {
         self.titles = titles;
         let mut g = crate::graph::MusicGraph::default();
         for (u, t, agg) in self.music_aggregates()? {
-            g.set_edge(&u, &t, agg);
+            if u != bounds::OTHER {
+                g.set_edge(&u, &t, agg);
+            }
         }
         for item in self.tree.scan_prefix(keys::CAT_TRACK) {
             let (k, v) = item?;

@@ -288,3 +288,156 @@ fn video_pair_aggregates_of_an_older_checkpoint_are_dropped_and_derived_from_eve
     assert_eq!(got, want);
     assert_eq!(s.counter("stored").unwrap(), 200);
 }
+
+#[test]
+fn multi_part_keys_never_collide_whatever_the_ids_hold() {
+    let a = keys::join(keys::MUSIC_PAIR, &[b"eve\0x", b"t"]);
+    let b = keys::join(keys::MUSIC_PAIR, &[b"eve", b"x\0t"]);
+    let c = keys::join(keys::MUSIC_PAIR, &[b"eve", b"\0xt"]);
+    assert!(a != b && b != c && a != c);
+    let long = vec![b'u'; 70_000];
+    let k = keys::join(keys::MUSIC_PAIR, &[&long, b"t"]);
+    let (u, t) = keys::split_pair(&k[keys::MUSIC_PAIR.len()..]).unwrap();
+    assert_eq!((u.len(), t.as_str()), (70_000, "t"));
+    // Journal entries keep whole keys: a 70 KB key round-trips.
+    let enc = state::encode_entries([(k.as_slice(), &[1.0f64, 2.0][..])].into_iter());
+    let mut got = Vec::new();
+    state::decode_entries(&enc, state::Encoding::Current, |k2, v| {
+        got.push((k2.to_vec(), v.to_vec()))
+    })
+    .unwrap();
+    assert_eq!(got, vec![(k, vec![1.0, 2.0])]);
+}
+
+#[test]
+fn a_store_of_the_older_layout_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        // What an older playpulse wrote: `e/` and `d/` positions without a
+        // namespace, unchecked segments, u16-length journal keys with 0-joined parts.
+        let db = sled::open(&path).unwrap();
+        let t = db.open_tree("main").unwrap();
+        let ev = Event::Video(videos(1).remove(0));
+        let body = ev.encode();
+        let mut seg = Vec::new();
+        seg.extend_from_slice(&5i64.to_le_bytes());
+        seg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        seg.extend_from_slice(&body);
+        let mut k = b"e/v".to_vec();
+        k.push(0);
+        k.extend_from_slice(&0u32.to_be_bytes());
+        k.extend_from_slice(&5u64.to_be_bytes());
+        t.insert(k, seg).unwrap();
+        let dead = serde_json::json!({"reason": "invalid_json", "message": "x", "topic": "v",
+            "partition": 0, "offset": 6, "raw": "{"});
+        let mut k = b"d/v".to_vec();
+        k.push(0);
+        k.extend_from_slice(&0u32.to_be_bytes());
+        k.extend_from_slice(&6u64.to_be_bytes());
+        t.insert(k, serde_json::to_vec(&dead).unwrap()).unwrap();
+        let mut journal = Vec::new();
+        for (key, slots) in [
+            (b"s/stored".to_vec(), vec![1.0]),
+            (
+                [b"m/eve".as_ref(), b"\0", b"t1"].concat(),
+                vec![0.0, 0.0, 1.0, 0.0, 0.0, 9.0],
+            ),
+        ] {
+            journal.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            journal.extend_from_slice(&key);
+            journal.push(slots.len() as u8);
+            for x in slots {
+                journal.extend_from_slice(&f64::to_le_bytes(x));
+            }
+        }
+        t.insert(state::journal_key(0, 0), journal).unwrap();
+        t.insert(keys::offset_key("ns", "v", 0), &7i64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    let events: Vec<_> = s.event_log().map(Result::unwrap).collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].namespace, events[0].pos.offset), (0, 5));
+    let dead = s.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead_letter_id(&dead[0]), "0:v/0/6");
+    assert_eq!(s.counter("stored").unwrap(), 1);
+    let music = s.music_aggregates().unwrap();
+    assert_eq!(music.len(), 1);
+    assert_eq!((music[0].0.as_str(), music[0].1.as_str()), ("eve", "t1"));
+    assert_eq!(s.next_offset("ns", "v", 0), Some(7));
+    drop(s);
+    // Opened again: the same, now in today's layout.
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.events().count(), 1);
+    assert_eq!(s.music_aggregates().unwrap().len(), 1);
+    assert_eq!(s.counter("stored").unwrap(), 1);
+}
+
+#[test]
+fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut evs = videos(10);
+    for (i, e) in evs.iter_mut().enumerate() {
+        e.video_id = format!("vid{}", i % 5);
+    }
+    let music: Vec<Processed> = (0..4)
+        .map(|i| {
+            rec(
+                "m",
+                0,
+                i,
+                Outcome::Valid(Event::Music(MusicEvent {
+                    user_id: format!("u{i}"),
+                    track_id: "t".into(),
+                    event_type: MusicAction::Play,
+                    event_ts_ms: 1_735_689_600_000,
+                    session_id: String::new(),
+                    device: String::new(),
+                })),
+            )
+        })
+        .collect();
+    let records: Vec<Processed> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| rec("v", 0, i as i64, Outcome::Valid(Event::Video(e.clone()))))
+        .chain(music)
+        .collect();
+    let limits = bounds::Limits {
+        videos: 3,
+        listening_pairs: 2,
+    };
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_limits(limits);
+        s.apply_records("ns", records).unwrap();
+        let check = |s: &Store| {
+            let q = s.qoe(QoeDim::Video).unwrap();
+            let names: Vec<&str> = q.keys().map(String::as_str).collect();
+            assert_eq!(names, vec!["(other)", "vid0", "vid1", "vid2"]);
+            assert_eq!(q["(other)"].events, 4, "vid3 and vid4, two events each");
+            assert_eq!(s.counter("folded/video_events").unwrap(), 4);
+            assert_eq!(s.counter("folded/listening_events").unwrap(), 2);
+            assert_eq!(
+                s.tracked().1,
+                bounds::Tracked {
+                    videos: 3,
+                    listening_pairs: 2
+                }
+            );
+            let genres = s.item_genres();
+            assert!(genres.contains_key("(other)") && !genres.contains_key("vid4"));
+            assert_eq!(s.graph().edges(), 2);
+            // Every event is stored whole.
+            assert_eq!(s.events().count(), 14);
+        };
+        check(&s);
+        s.close().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), 16).unwrap();
+        check(&s);
+    }
+}

@@ -598,20 +598,28 @@ pub fn dechunk(mut body: &str) -> String {
 /// A daemon on a broker of its own with no producers, for tests that talk to
 /// its control socket and HTTP: waits until both answer; answers the daemon
 /// and its HTTP address.
-pub fn quiet_daemon(dir: &Path, broker: &Broker, env: &[(&str, &str)]) -> (Daemon, String) {
-    let mut d = spawn_daemon(
-        dir,
-        &broker.bootstrap,
-        "quiet",
-        &[("video", "q.video"), ("music", "q.music")],
-        env,
-        0,
-    );
+pub fn quiet_daemon_with(
+    dir: &Path,
+    broker: &Broker,
+    topics: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> (Daemon, String) {
+    let mut d = spawn_daemon(dir, &broker.bootstrap, "quiet", topics, env, 0);
     let s = wait_status(dir, &mut d, Duration::from_secs(60), |s| {
         s["http"].is_string()
     });
     let addr = s["http"].as_str().unwrap().to_string();
     (d, addr)
+}
+
+/// [`quiet_daemon_with`] on the topics `q.video` and `q.music`.
+pub fn quiet_daemon(dir: &Path, broker: &Broker, env: &[(&str, &str)]) -> (Daemon, String) {
+    quiet_daemon_with(
+        dir,
+        broker,
+        &[("video", "q.video"), ("music", "q.music")],
+        env,
+    )
 }
 
 /// A TCP forwarder from `127.0.0.1:port` to `to`, for as long as it lives: a
