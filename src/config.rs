@@ -272,6 +272,9 @@ pub struct StoreConfig {
     /// Most distinct (user, track) pairs held (the listening graph's edges);
     /// later ones add up under (`(other)`, `(other)`).
     pub max_listening_pairs: usize,
+    /// Free space kept on the store's disk, MiB: a write that would leave
+    /// less is not begun, and the daemon stops cleanly (0: no check).
+    pub min_free_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -281,6 +284,7 @@ impl Default for StoreConfig {
             write_timeout_seconds: 60,
             max_tracked_videos: 500_000,
             max_listening_pairs: 2_000_000,
+            min_free_mb: 64,
         }
     }
 }
@@ -809,6 +813,13 @@ impl Config {
             if !(1..=1_000_000_000).contains(&v) {
                 return Err(invalid(key, v, "must be 1..=1000000000"));
             }
+        }
+        if self.store.min_free_mb > 1_000_000 {
+            return Err(invalid(
+                "store.min_free_mb",
+                self.store.min_free_mb,
+                "must be 0..=1000000",
+            ));
         }
         if !(5..=86_400).contains(&self.store.write_timeout_seconds) {
             return Err(invalid(

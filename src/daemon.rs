@@ -91,6 +91,7 @@ impl Daemon {
         store.set_limits(crate::store::bounds::Limits {
             videos: cfg.store.max_tracked_videos,
             listening_pairs: cfg.store.max_listening_pairs,
+            min_free_bytes: cfg.store.min_free_mb << 20,
         });
         let kinds = TopicKinds::new(&cfg.kafka.topics)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {

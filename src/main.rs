@@ -284,6 +284,9 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk under it) is dropped: its
+        // fallback report to stderr would fail the same way, and panic.
+        .log_internal_errors(false)
         .init();
 }
 

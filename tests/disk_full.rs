@@ -1,6 +1,7 @@
 //! A full disk: the daemon's data dir on a small tmpfs (mounted by the test;
-//! root only). When a store write fails the daemon stops ingest, says why and
-//! exits non-zero within seconds; a restart while the disk is still full fails
+//! root only). When a store write would leave less than `store.min_free_mb`
+//! free, it is not begun: the daemon stops ingest, says why and exits non-zero
+//! within seconds; a restart while the disk is still full fails
 //! cleanly and leaves nothing that blocks a later open; once space returns, a
 //! restart stores every record exactly once — nothing of a batch that was not
 //! acknowledged shows before it.
@@ -38,7 +39,7 @@ fn a_full_disk_stops_the_daemon_cleanly_and_space_returning_resumes_exactly_once
     std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(&mnt).unwrap();
     let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=160m", "tmpfs"])
         .arg(&root)
         .status()
         .unwrap();
@@ -50,9 +51,10 @@ fn a_full_disk_stops_the_daemon_cleanly_and_space_returning_resumes_exactly_once
     let produced = produce_video(&broker.bootstrap, "df.video", 60_000, 0.01, 11);
     let total = (produced.valid.len() + produced.bad_reasons.len()) as i64;
 
-    // Leave ~6 MiB: the store fills up part way through the backlog.
+    // Leave ~70 MiB: past store.min_free_mb (64) the store refuses to write,
+    // part way through the backlog.
     let ballast = root.join("ballast");
-    std::fs::write(&ballast, vec![0u8; 42 << 20]).unwrap();
+    std::fs::write(&ballast, vec![0u8; 90 << 20]).unwrap();
     let env = [
         ("PLAYPULSE_MODELS__ENABLED", "false"),
         ("PLAYPULSE_STORE__CACHE_MB", "16"),

@@ -19,6 +19,9 @@ pub const OTHER: &str = "(other)";
 pub struct Limits {
     pub videos: usize,
     pub listening_pairs: usize,
+    /// Free space the disk must keep: a write that would leave less is not
+    /// attempted (0: no check).
+    pub min_free_bytes: u64,
 }
 
 impl Default for Limits {
@@ -26,8 +29,19 @@ impl Default for Limits {
         Limits {
             videos: usize::MAX,
             listening_pairs: usize::MAX,
+            min_free_bytes: 0,
         }
     }
+}
+
+/// Bytes free to an unprivileged writer on the filesystem of `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills the struct it is given; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (r == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// How many distinct ids the state holds, and how many events were folded.

@@ -45,6 +45,13 @@ pub enum StoreError {
     Corrupt { key: String, message: String },
     #[error("the store at {path} is damaged past what sled can recover (its log does not read back): restore the data dir from a snapshot (`ctl snapshot`), or move it aside to start empty")]
     Unrecoverable { path: PathBuf },
+    #[error("the disk under {path} has {free_mb} MiB free, less than store.min_free_mb = {min_mb} plus this write's {write_mb} MiB: nothing was written; free some space (or lower store.min_free_mb) and start again")]
+    DiskFull {
+        path: PathBuf,
+        free_mb: u64,
+        min_mb: u64,
+        write_mb: u64,
+    },
     #[error("the store at {path} has layout {found}, newer than this playpulse reads ({known}): run the playpulse that wrote it, or a newer one")]
     NewerLayout {
         path: PathBuf,
@@ -302,6 +309,7 @@ impl Store {
             graph: crate::graph::MusicGraph::default(),
             titles: crate::affinity::CatalogIndex::default(),
         };
+        store.drop_fragments()?;
         store.load_state(encoding)?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
@@ -315,6 +323,28 @@ impl Store {
     /// Bounds the ids held from now on (see [`bounds`]).
     pub fn set_limits(&mut self, limits: bounds::Limits) {
         self.limits = limits;
+    }
+
+    /// Refuses a write of about `bytes` that would leave the disk with less
+    /// than the configured free space: a write that fails half way is what
+    /// must not happen, so it is not begun.
+    fn check_space(&self, bytes: u64) -> Result<(), StoreError> {
+        let min = self.limits.min_free_bytes;
+        if min == 0 {
+            return Ok(());
+        }
+        let Some(free) = bounds::free_bytes(&self.path) else {
+            return Ok(());
+        };
+        if free < min.saturating_add(bytes.saturating_mul(2)) {
+            return Err(StoreError::DiskFull {
+                path: self.path.clone(),
+                free_mb: free >> 20,
+                min_mb: min >> 20,
+                write_mb: bytes.div_ceil(1 << 20),
+            });
+        }
+        Ok(())
     }
 
     /// The bounds and how many ids are held.
@@ -359,23 +389,114 @@ impl Store {
             self.tree.remove(k)?;
         }
         let mut next = covered.map_or(0, |c| c + 1);
+        let mut fragments = Vec::new();
         for item in self.tree.scan_prefix(state::JOURNAL) {
             let (k, v) = item?;
             let seq = state::journal_seq(&k);
             if covered.is_some_and(|c| seq <= c) {
                 continue;
             }
-            let st = &mut self.state;
-            state::decode_entries(&v, encoding, |key, slots| st.merge(key, slots)).ok_or_else(
-                || StoreError::Corrupt {
-                    key: format!("j/{seq}"),
-                    message: "unreadable journal entry".into(),
-                },
-            )?;
+            let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();
+            state::decode_entries(&v, encoding, |key, slots| {
+                entries.push((key.to_vec(), slots.to_vec()))
+            })
+            .ok_or_else(|| StoreError::Corrupt {
+                key: format!("j/{seq}"),
+                message: "unreadable journal entry".into(),
+            })?;
+            if let Some(why) = self.fragment(&entries) {
+                // A write that failed left this part behind without its offsets.
+                tracing::warn!(
+                    "dropping journal entry {seq} of a write that did not complete ({why})"
+                );
+                fragments.push(k);
+                continue;
+            }
+            for (key, slots) in &entries {
+                self.state.merge(key, slots);
+            }
             self.journal_bytes += v.len();
             next = seq + 1;
         }
+        for k in fragments {
+            self.tree.remove(k)?;
+        }
         self.seq = next;
+        Ok(())
+    }
+
+    /// Why journal entries are a fragment of a write that did not complete:
+    /// an offset they name is past the one stored.
+    fn fragment(&self, entries: &[(Vec<u8>, Vec<f64>)]) -> Option<String> {
+        entries.iter().find_map(|(k, v)| {
+            let rest = k.strip_prefix(keys::OFFSET)?;
+            let (ns, rest) = rest.split_at(rest.iter().position(|&b| b == 0)?);
+            let rest = &rest[1..];
+            let (topic, tail) = rest.split_at(rest.iter().position(|&b| b == 0)?);
+            let partition = u32::from_be_bytes(tail.get(1..5)?.try_into().ok()?) as i32;
+            let (ns, topic) = (
+                std::str::from_utf8(ns).ok()?,
+                std::str::from_utf8(topic).ok()?,
+            );
+            let want = *v.first()? as i64;
+            let stored = self.next_offset(ns, topic, partition).unwrap_or(0);
+            (stored < want)
+                .then(|| format!("{topic}/{partition}: stored {stored}, the entry names {want}"))
+        })
+    }
+
+    /// Drops what a write that did not complete left behind: event segments
+    /// and dead letters at or past the stored offset of their partition (a
+    /// stored batch always moves the offset past what it holds). One seek per
+    /// partition.
+    fn drop_fragments(&mut self) -> Result<(), StoreError> {
+        let names: HashMap<u32, &str> = self
+            .namespaces
+            .iter()
+            .map(|(n, i)| (*i, n.as_str()))
+            .collect();
+        let with_offsets: std::collections::HashSet<&str> =
+            self.offsets.keys().map(|(ns, _, _)| ns.as_str()).collect();
+        let mut dropped = Vec::new();
+        for prefix in [keys::EVENT, keys::DEAD] {
+            let mut start = prefix.to_vec();
+            loop {
+                let Some(item) = self.tree.range(start.clone()..).next() else {
+                    break;
+                };
+                let (k, _) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let Some((ns, topic, partition, _)) = keys::parse_position(&k[prefix.len()..])
+                else {
+                    break;
+                };
+                // Past this partition: its key prefix with the largest offset.
+                let mut next_partition = keys::position(prefix, ns, &topic, partition, -1);
+                next_partition.push(0xff);
+                let judged = names.get(&ns).filter(|n| with_offsets.contains(*n));
+                if let Some(name) = judged {
+                    let stored = self.next_offset(name, &topic, partition).unwrap_or(0);
+                    let from = keys::position(prefix, ns, &topic, partition, stored);
+                    for item in self.tree.range(from..next_partition.clone()) {
+                        dropped.push(item?.0);
+                    }
+                }
+                start = next_partition;
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(
+                "dropped {} event segments and dead letters of a write that did not complete",
+                dropped.len()
+            );
+            let mut batch = sled::Batch::default();
+            for k in dropped {
+                batch.remove(k);
+            }
+            self.view.commit(batch)?;
+        }
         Ok(())
     }
 
@@ -391,6 +512,7 @@ impl Store {
     /// atomic step (a store opened in an older layout).
     fn write_checkpoint(&mut self, mark_layout: bool) -> Result<(), StoreError> {
         self.writable()?;
+        self.check_space(self.state.approx_bytes() as u64)?;
         let gen = self.gen + 1;
         let entries: Vec<(&Vec<u8>, &Box<[f64]>)> = self.state.entries().collect();
         for (i, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
@@ -670,10 +792,21 @@ impl Store {
         }
         let mut journal_len = 0;
         let entries: Vec<(&Vec<u8>, &Vec<f64>)> = deltas.map.iter().collect();
+        // Every part also names the offsets this batch writes: a part whose
+        // offsets did not reach the disk with it is a fragment of a write that
+        // failed, and opening drops it (see `load_state`). Merging ignores them.
+        let offset_marks: Vec<(Vec<u8>, [f64; 1])> = running
+            .iter()
+            .map(|((t, p), next)| (keys::offset_key(namespace, t, *p), [*next as f64]))
+            .collect();
         // About 70 bytes an entry: parts of at most MAX_VALUE_BYTES.
         for (part, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
-            let journal =
-                state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            let journal = state::encode_entries(
+                chunk
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .chain(offset_marks.iter().map(|(k, v)| (k.as_slice(), &v[..]))),
+            );
             journal_len += journal.len();
             batch.insert(state::journal_key(self.seq, part as u32), journal);
         }
@@ -686,6 +819,8 @@ impl Store {
             new_offsets.push((topic.to_string(), partition, next));
         }
         self.writable()?;
+        let size: usize = encoded.iter().map(Vec::len).sum::<usize>() + journal_len;
+        self.check_space(size as u64)?;
         let t1 = std::time::Instant::now();
         self.view.guard(self.tree.apply_batch(batch))?;
         let t2 = std::time::Instant::now();

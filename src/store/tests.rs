@@ -409,6 +409,7 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
     let limits = bounds::Limits {
         videos: 3,
         listening_pairs: 2,
+        ..bounds::Limits::default()
     };
     {
         let mut s = Store::open(dir.path(), 16).unwrap();
@@ -440,4 +441,51 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
         let s = Store::open(dir.path(), 16).unwrap();
         check(&s);
     }
+}
+
+#[test]
+fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(11);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        let records: Vec<Processed> = evs[..10]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| rec("v", 0, i as i64, Outcome::Valid(Event::Video(e.clone()))))
+            .collect();
+        s.apply_records("ns", records).unwrap();
+        s.close().unwrap();
+        // What a failed write could leave on disk: its segment and journal part
+        // without the offset that would have covered them.
+        let ns = *s.namespaces().keys().next().unwrap();
+        let t = s.tree();
+        let mut w = segment::SegmentWriter::new();
+        w.push(10, &Event::Video(evs[10].clone()).encode());
+        t.insert(keys::position(keys::EVENT, ns, "v", 0, 10), w.finish())
+            .unwrap();
+        t.insert(
+            keys::position(keys::DEAD, ns, "v", 0, 11),
+            serde_json::to_vec(&serde_json::json!({"reason": "x", "message": "y",
+                "topic": "v", "partition": 0, "offset": 11}))
+            .unwrap(),
+        )
+        .unwrap();
+        let journal = state::encode_entries(
+            [
+                (keys::join(keys::COUNTER, &[b"stored"]), vec![1.0]),
+                (keys::offset_key("ns", "v", 0), vec![11.0]),
+            ]
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        );
+        t.insert(state::journal_key(999, 0), journal).unwrap();
+        t.flush().unwrap();
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.events().count(), 10);
+    assert!(s.dead_letters().unwrap().is_empty());
+    assert_eq!(s.counter("stored").unwrap(), 10);
+    assert_eq!(s.next_offset("ns", "v", 0), Some(10));
+    assert_eq!(s.tree().scan_prefix(state::JOURNAL).count(), 0);
 }
