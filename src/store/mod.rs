@@ -337,12 +337,16 @@ impl Store {
             return Ok(());
         };
         if free < min.saturating_add(bytes.saturating_mul(2)) {
-            return Err(StoreError::DiskFull {
+            let e = StoreError::DiskFull {
                 path: self.path.clone(),
                 free_mb: free >> 20,
                 min_mb: min >> 20,
                 write_mb: bytes.div_ceil(1 << 20),
-            });
+            };
+            // No later batch may be written over the one refused: its records
+            // would be skipped by the offsets the later one stores.
+            let _ = self.view.failed.set(e.to_string());
+            return Err(e);
         }
         Ok(())
     }
