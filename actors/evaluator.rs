@@ -2,25 +2,27 @@
 //! split (ranking metrics, RMSE, the popularity baseline, and the serving
 //! champion on the same split) on a thread of its own, records every model as a
 //! version in the store, and promotes the recommender when it beats the
-//! champion on the configured metric. It owns the serving champion: loaded from
-//! the store at start (a restart serves without retraining), replaced on
-//! promotion.
-
-use std::collections::HashMap;
+//! champion on the configured metric ([`crate::ml::promote`]). It owns the
+//! serving champion: loaded from the store at start (a restart serves without
+//! retraining), replaced on promotion.
 
 use actix::prelude::*;
 
+use super::messages::{Candidates, EvaluateChampion, Evaluated, RunEnded, SetChampion};
 use super::store::{StoreActor, WithStore};
-use super::trainer::RunEnded;
-use crate::config::{ModelsConfig, PromoteMetric};
-use crate::ml::classify::{self, ClassifierBundle, ClassifierReport};
-use crate::ml::metrics::RankingMetrics;
+use crate::config::ModelsConfig;
+use crate::ml::classify::{self, ClassifierReport};
+use crate::ml::promote::{self, Standing};
 use crate::ml::serve::{load_serving, Bundle, Serving};
 use crate::ml::train::{
-    evaluate_candidate, evaluate_champion, serving_bundle, snapshot, Candidate, Evaluation,
-    TrainSpec,
+    evaluate_candidate, evaluate_champion, serving_bundle, snapshot, Evaluation, TrainSpec,
 };
-use crate::store::models::ModelVersion;
+use crate::ml::version::{
+    self, ClassifierData, ClassifierParams, ClassifierTimings, ClassifierVersion, ModelVersion,
+    NoBaseline, RecommenderData, RecommenderMetrics, RecommenderTimings, RecommenderVersion,
+    SnapshotInfo, Trained,
+};
+use crate::ml::{ChampionEvaluation, ModelKind, TrainError, TrainOutcome};
 use crate::store::Store;
 
 pub struct EvaluatorActor {
@@ -29,61 +31,69 @@ pub struct EvaluatorActor {
     serving: Serving,
 }
 
-/// A fitted recommender and classifiers to evaluate and record.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Candidates {
-    pub candidate: Candidate,
-    /// Content affinity to blend with the candidate, when configured.
-    pub blend: Option<crate::affinity::Blend>,
-    pub genres: HashMap<String, String>,
-    pub regions: HashMap<String, Vec<(String, u64)>>,
-    /// What the snapshot held (recorded with the versions).
-    pub data: serde_json::Value,
-    pub classifiers: Vec<(ClassifierReport, ClassifierBundle)>,
-    /// Told when the run is recorded (or failed).
-    pub done: Recipient<RunEnded>,
-}
-
-/// The evaluation of a candidate, ready to record.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Evaluated {
-    evaluation: Evaluation,
+/// The recommender's version record.
+fn recommender_version(
+    id: u64,
+    cfg: &ModelsConfig,
+    e: &Evaluation,
     fit_s: f64,
-    bundle: Bundle,
-    encoded: Vec<u8>,
-    data: serde_json::Value,
-    classifiers: Vec<(ClassifierReport, Vec<u8>)>,
-    done: Recipient<RunEnded>,
-}
-
-/// Score the serving champion on a fresh snapshot (on demand).
-#[derive(Message)]
-#[rtype(result = "Result<serde_json::Value, String>")]
-pub struct EvaluateChampion;
-
-/// Make a recorded recommender version the champion (`None` = roll back to the
-/// previous champion); answers the new champion's id.
-#[derive(Message)]
-#[rtype(result = "Result<u64, String>")]
-pub struct SetChampion(pub Option<u64>);
-
-fn metric(m: &RankingMetrics, which: PromoteMetric) -> f64 {
-    match which {
-        PromoteMetric::Ndcg => m.ndcg,
-        PromoteMetric::Map => m.map,
-        PromoteMetric::Precision => m.precision,
-        PromoteMetric::Recall => m.recall,
+    data: SnapshotInfo,
+    serving_affinity_weight: f64,
+    decision: String,
+) -> ModelVersion {
+    ModelVersion {
+        id,
+        created_ms: crate::timefmt::now_ms(),
+        trained: Trained::Als(Box::new(RecommenderVersion {
+            params: cfg.als(),
+            data: RecommenderData {
+                snapshot: data,
+                users: e.users,
+                items: e.items,
+                train_pairs: e.train_pairs,
+                test_pairs: e.test_pairs,
+            },
+            timings: RecommenderTimings {
+                fit_s,
+                eval_s: e.eval_s,
+            },
+            metrics: RecommenderMetrics {
+                ranking: e.metrics,
+                rmse: e.rmse,
+                affinity_blend: e.blend.clone(),
+                serving_affinity_weight,
+            },
+            baseline: e.baseline,
+        })),
+        decision,
     }
 }
 
-fn metric_name(which: PromoteMetric) -> &'static str {
-    match which {
-        PromoteMetric::Ndcg => "ndcg",
-        PromoteMetric::Map => "map",
-        PromoteMetric::Precision => "precision",
-        PromoteMetric::Recall => "recall",
+/// A classifier's version record.
+fn classifier_version(id: u64, r: &ClassifierReport, data: SnapshotInfo) -> ModelVersion {
+    let v = ClassifierVersion {
+        params: ClassifierParams {
+            params: r.params.clone(),
+            features: classify::FEATURES.iter().map(|f| f.to_string()).collect(),
+        },
+        data: ClassifierData {
+            snapshot: data,
+            train_rows: r.train_rows,
+            train_rows_available: r.train_rows_available,
+            test_rows: r.test_rows,
+        },
+        timings: ClassifierTimings { fit_s: r.fit_s },
+        metrics: r.metrics,
+        baseline: NoBaseline {},
+    };
+    ModelVersion {
+        id,
+        created_ms: crate::timefmt::now_ms(),
+        trained: match r.model {
+            ModelKind::Svm => Trained::Svm(v),
+            _ => Trained::DecisionTree(v),
+        },
+        decision: "recorded: the latest classifier of each kind predicts and exports".into(),
     }
 }
 
@@ -144,9 +154,9 @@ impl Handler<Candidates> for EvaluatorActor {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!("cannot encode the trained model: {e}");
-                        return msg.done.do_send(RunEnded(Err(format!(
-                            "cannot encode the trained model: {e}"
-                        ))));
+                        return msg
+                            .done
+                            .do_send(RunEnded(Err(TrainError::Encode(e.to_string()))));
                     }
                 };
                 let classifiers = msg
@@ -170,7 +180,7 @@ impl Handler<Candidates> for EvaluatorActor {
                     done: msg.done,
                 });
             },
-            move |why| done.do_send(RunEnded(Err(why))),
+            move |why| done.do_send(RunEnded(Err(TrainError::Failed(why)))),
         );
     }
 }
@@ -189,107 +199,80 @@ impl Handler<Evaluated> for EvaluatorActor {
             done,
         } = msg;
         let which = self.cfg.promote_metric;
-        let name = metric_name(which);
-        let value = metric(&evaluation.metrics, which);
-        let champion_now = evaluation.champion.map(|m| metric(&m, which));
+        let value = promote::score(&evaluation.metrics, which);
+        let champion_now = evaluation.champion.map(|m| promote::score(&m, which));
         // The blend serves only when it ranks better than ALS alone on the same data.
         let blend_weight = evaluation
             .blend
             .as_ref()
-            .filter(|b| metric(&b.metrics, which) > value)
+            .filter(|b| promote::score(&b.metrics, which) > value)
             .map_or(0.0, |b| b.weight);
         let cfg = self.cfg.clone();
-        let summary = serde_json::to_value(&evaluation).unwrap_or_default();
-        let save = self.store.send(WithStore(
-            move |s: &Store| -> Result<(u64, bool, String, Vec<u64>), String> {
-                let id = s.next_model_id().map_err(|e| e.to_string())?;
-                let champion = s.champion().map_err(|e| e.to_string())?;
-                let best = champion.as_ref().and(champion_now);
-                let promote = best.is_none_or(|b| value > b);
-                let k = cfg.k;
-                let decision = match (&champion, best) {
-                    (Some(c), Some(b)) if promote => format!(
-                        "promoted: {name}@{k} {value:.4} > champion v{} {b:.4} on the same held-out data",
-                        c.id
-                    ),
-                    (Some(c), Some(b)) => format!(
-                        "kept champion v{}: {name}@{k} {value:.4} ≤ {b:.4} on the same held-out data",
-                        c.id
-                    ),
-                    _ => format!("promoted: first model ({name}@{k} {value:.4})"),
-                };
-                let mut metrics = summary["metrics"].clone();
-                metrics["rmse"] = summary["rmse"].clone();
-                metrics["affinity_blend"] = summary["blend"].clone();
-                metrics["serving_affinity_weight"] = serde_json::json!(blend_weight);
-                let meta = ModelVersion {
-                    id,
-                    kind: "als".into(),
-                    created_ms: crate::timefmt::now_ms(),
-                    params: serde_json::to_value(cfg.als()).unwrap_or_default(),
-                    data: serde_json::json!({ "snapshot": data, "users": summary["users"],
-                        "items": summary["items"], "train_pairs": summary["train_pairs"],
-                        "test_pairs": summary["test_pairs"] }),
-                    timings: serde_json::json!({ "fit_s": fit_s, "eval_s": summary["eval_s"] }),
-                    metrics,
-                    baseline: summary["baseline"].clone(),
-                    decision: decision.clone(),
-                };
-                s.add_model(&meta, &encoded, promote)
-                    .map_err(|e| e.to_string())?;
-                let mut classifier_ids = Vec::new();
-                for (r, bytes) in &classifiers {
-                    let cid = s.next_model_id().map_err(|e| e.to_string())?;
-                    classifier_ids.push(cid);
-                    let report = serde_json::to_value(r).unwrap_or_default();
-                    let cmeta = ModelVersion {
-                        id: cid,
-                        kind: r.model.to_string(),
-                        created_ms: crate::timefmt::now_ms(),
-                        params: serde_json::json!({ "params": r.params, "features": classify::FEATURES }),
-                        data: serde_json::json!({ "snapshot": data, "train_rows": r.train_rows,
-                            "train_rows_available": r.train_rows_available, "test_rows": r.test_rows }),
-                        timings: serde_json::json!({ "fit_s": r.fit_s }),
-                        metrics: serde_json::json!({ "accuracy": report["accuracy"],
-                            "weighted_precision": report["weighted_precision"],
-                            "weighted_recall": report["weighted_recall"], "f1": report["f1"],
-                            "confusion": report["confusion"] }),
-                        baseline: serde_json::json!({}),
-                        decision: "recorded: the latest classifier of each kind predicts and exports"
-                            .into(),
-                    };
-                    s.add_model(&cmeta, bytes, false)
-                        .map_err(|e| e.to_string())?;
-                }
-                let pruned = s.prune_models(cfg.keep_versions).map_err(|e| e.to_string())?;
-                if pruned > 0 {
-                    tracing::info!("pruned {pruned} model versions past models.keep_versions = {}", cfg.keep_versions);
-                }
-                Ok((id, promote, decision, classifier_ids))
-            },
-        ));
-        let pop = metric(&evaluation.baseline, which);
+        let pop = promote::score(&evaluation.baseline, which);
         let k = evaluation.metrics.k;
         let pairs = evaluation.train_pairs;
-        ctx.spawn(save.into_actor(self).map(move |r, a, _| {
-            let outcome = match r {
-                Ok(Ok((id, promote, decision, classifiers))) => {
+        let save = self.store.send(WithStore(
+            move |s: &Store| -> Result<(u64, promote::Decision, Vec<u64>), TrainError> {
+                let id = s.next_model_id()?;
+                let champion = s.champion_id()?;
+                let standing = champion
+                    .zip(champion_now)
+                    .map(|(id, score)| Standing { id, score });
+                let decision = promote::decide(which, cfg.k, value, standing);
+                let meta = recommender_version(
+                    id,
+                    &cfg,
+                    &evaluation,
+                    fit_s,
+                    data.clone(),
+                    blend_weight,
+                    decision.why.clone(),
+                );
+                version::record(s, &meta, &encoded, decision.promote)?;
+                let mut classifier_ids = Vec::new();
+                for (r, bytes) in &classifiers {
+                    let cid = s.next_model_id()?;
+                    classifier_ids.push(cid);
+                    version::record(s, &classifier_version(cid, r, data.clone()), bytes, false)?;
+                }
+                let pruned = s.prune_models(cfg.keep_versions)?;
+                if pruned > 0 {
                     tracing::info!(
-                        "model v{id} trained in {fit_s:.2} s on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {decision}"
+                        "pruned {pruned} model versions past models.keep_versions = {}",
+                        cfg.keep_versions
                     );
-                    if promote {
+                }
+                Ok((id, decision, classifier_ids))
+            },
+        ));
+        ctx.spawn(save.into_actor(self).map(move |r, a, _| {
+            let name = which.name();
+            let outcome = match r {
+                Ok(Ok((id, decision, classifiers))) => {
+                    tracing::info!(
+                        "model v{id} trained in {fit_s:.2} s on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {}",
+                        decision.why
+                    );
+                    if decision.promote {
                         a.serving.set(id, bundle, blend_weight);
                     }
-                    Ok(serde_json::json!({ "model": id, "promoted": promote, "decision": decision,
-                        name: value, "popularity": pop, "classifiers": classifiers }))
+                    Ok(TrainOutcome {
+                        model: id,
+                        promoted: decision.promote,
+                        decision: decision.why,
+                        metric: which,
+                        value,
+                        popularity: pop,
+                        classifiers,
+                    })
                 }
                 Ok(Err(e)) => {
                     tracing::error!("cannot record the trained model: {e}");
-                    Err(format!("cannot record the trained model: {e}"))
+                    Err(e)
                 }
                 Err(e) => {
                     tracing::error!("store unavailable: {e}");
-                    Err(format!("store unavailable: {e}"))
+                    Err(e.into())
                 }
             };
             done.do_send(RunEnded(outcome));
@@ -298,18 +281,18 @@ impl Handler<Evaluated> for EvaluatorActor {
 }
 
 impl Handler<EvaluateChampion> for EvaluatorActor {
-    type Result = ResponseFuture<Result<serde_json::Value, String>>;
+    type Result = ResponseFuture<Result<ChampionEvaluation, TrainError>>;
 
     fn handle(&mut self, _: EvaluateChampion, _: &mut Context<Self>) -> Self::Result {
         let champion = self.serving.get();
         let cfg = self.cfg.clone();
         let store = self.store.clone();
         Box::pin(async move {
-            let champion = champion.ok_or(
-                "no model has been trained yet: wait for models.min_events stored events or run train",
-            )?;
+            let champion = champion.ok_or(TrainError::NoModel {
+                min_events: cfg.min_events,
+            })?;
             let spec = TrainSpec {
-                als: cfg.als().check().map_err(|e| e.to_string())?,
+                als: cfg.als().check()?,
                 test_fraction: cfg.test_fraction,
                 min_items: cfg.min_user_items,
                 k: cfg.k,
@@ -320,9 +303,8 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 .send(WithStore(move |s: &Store| {
                     snapshot(s, weights, 0, 0, false)
                 }))
-                .await
-                .map_err(|e| format!("store unavailable: {e}"))??;
-            let stored = snap.data["stored_events"].clone();
+                .await??;
+            let stored_events = snap.data.stored_events;
             let (tx, rx) = tokio::sync::oneshot::channel();
             // CPU-heavy: off the actor threads (a panic drops `tx`: the reply says so).
             crate::worker::spawn(
@@ -330,63 +312,60 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 move || {
                     let t = std::time::Instant::now();
                     if let Err(e) = snap.derive_video_pairs() {
-                        let _ = tx.send(Err(format!("the stored events are unreadable: {e}")));
+                        let _ = tx.send(Err(e));
                         return;
                     }
-                    let (m, baseline, test_pairs) =
+                    let (metrics, baseline, test_pairs) =
                         evaluate_champion(snap.pairs, champion.recommender.bundle(), &spec);
-                    let _ = tx.send(Ok(serde_json::json!({
-                        "model": champion.id,
-                        "metrics": m,
-                        "baseline": baseline,
-                        "test_pairs": test_pairs,
-                        "stored_events": stored,
-                        "eval_s": t.elapsed().as_secs_f64(),
-                    })));
+                    let _ = tx.send(Ok(ChampionEvaluation {
+                        model: champion.id,
+                        metrics,
+                        baseline,
+                        test_pairs,
+                        stored_events,
+                        eval_s: t.elapsed().as_secs_f64(),
+                    }));
                 },
                 |_| {},
             );
-            rx.await
-                .map_err(|_| "the evaluation failed (see the daemon's log)".to_string())?
+            rx.await.map_err(|_| {
+                TrainError::Failed("the evaluation failed (see the daemon's log)".into())
+            })?
         })
     }
 }
 
 impl Handler<SetChampion> for EvaluatorActor {
-    type Result = ResponseFuture<Result<u64, String>>;
+    type Result = ResponseFuture<Result<u64, TrainError>>;
 
     fn handle(&mut self, msg: SetChampion, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
         let serving = self.serving.clone();
         Box::pin(async move {
             let loaded = store
-                .send(WithStore(move |s: &Store| -> Result<(u64, Bundle, f64), String> {
-                    match msg.0 {
-                        Some(id) => {
-                            let m = s
-                                .models()
-                                .map_err(|e| e.to_string())?
-                                .into_iter()
-                                .find(|m| m.id == id)
-                                .ok_or_else(|| {
-                                    format!("no model version {id}; list them with `models`")
-                                })?;
-                            if m.kind != "als" {
-                                return Err(format!(
-                                    "model {id} is a {} classifier; only recommender (als) versions serve",
-                                    m.kind
-                                ));
+                .send(WithStore(
+                    move |s: &Store| -> Result<(u64, Bundle, f64), TrainError> {
+                        match msg.0 {
+                            Some(id) => {
+                                let m = version::versions(s)?
+                                    .into_iter()
+                                    .find(|m| m.id == id)
+                                    .ok_or(TrainError::NoVersion(id))?;
+                                if !m.kind().recommends() {
+                                    return Err(TrainError::NotARecommender { id, kind: m.kind() });
+                                }
+                                s.promote(id)?;
                             }
-                            s.promote(id).map_err(|e| e.to_string())?;
+                            None => {
+                                s.rollback()?;
+                            }
                         }
-                        None => {
-                            s.rollback().map_err(|e| e.to_string())?;
-                        }
-                    }
-                    load_serving(s)?.ok_or_else(|| "no champion after the change".to_string())
-                }))
-                .await
-                .map_err(|e| format!("store unavailable: {e}"))??;
+                        load_serving(s)?.ok_or_else(|| {
+                            TrainError::Refused("no champion after the change".into())
+                        })
+                    },
+                ))
+                .await??;
             let (id, bundle, weight) = loaded;
             tracing::info!("champion is now model v{id} (operator)");
             serving.set(id, bundle, weight);

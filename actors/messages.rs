@@ -50,7 +50,7 @@ pub struct StopProducing;
 pub struct SetPaused(pub bool);
 
 /// Producer: an operator's command.
-#[derive(Message)]
+#[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "ProducerState")]
 pub enum ProducerControl {
     Start,
@@ -61,7 +61,7 @@ pub enum ProducerControl {
 }
 
 /// What a producer is doing.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProducerState {
     pub topic: String,
     pub running: bool,
@@ -70,3 +70,57 @@ pub struct ProducerState {
     /// A prepared feed that has sent everything.
     pub exhausted: bool,
 }
+
+/// Trainer → evaluator: a fitted recommender and classifiers to evaluate and record.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Candidates {
+    pub candidate: crate::ml::train::Candidate,
+    /// Content affinity to blend with the candidate, when configured.
+    pub blend: Option<crate::affinity::Blend>,
+    pub genres: std::collections::HashMap<String, String>,
+    pub regions: std::collections::HashMap<String, Vec<(String, u64)>>,
+    /// What the snapshot held (recorded with the versions).
+    pub data: crate::ml::version::SnapshotInfo,
+    pub classifiers: Vec<(
+        crate::ml::classify::ClassifierReport,
+        crate::ml::classify::ClassifierBundle,
+    )>,
+    /// Told when the run is recorded (or failed).
+    pub done: Recipient<RunEnded>,
+}
+
+/// Evaluator, to itself: a candidate's evaluation, ready to record.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evaluated {
+    pub evaluation: crate::ml::train::Evaluation,
+    pub fit_s: f64,
+    pub bundle: crate::ml::serve::Bundle,
+    pub encoded: Vec<u8>,
+    pub data: crate::ml::version::SnapshotInfo,
+    pub classifiers: Vec<(crate::ml::classify::ClassifierReport, Vec<u8>)>,
+    pub done: Recipient<RunEnded>,
+}
+
+/// Evaluator: score the serving champion on a fresh snapshot (on demand).
+#[derive(Message)]
+#[rtype(result = "Result<crate::ml::ChampionEvaluation, crate::ml::TrainError>")]
+pub struct EvaluateChampion;
+
+/// Evaluator: make a recorded recommender version the champion (`None` = roll
+/// back to the previous champion); answers the new champion's id.
+#[derive(Message)]
+#[rtype(result = "Result<u64, crate::ml::TrainError>")]
+pub struct SetChampion(pub Option<u64>);
+
+/// Trainer: train now (or join the run under way); answers with the run's
+/// outcome when it ends.
+#[derive(Message)]
+#[rtype(result = "Result<crate::ml::TrainOutcome, crate::ml::TrainError>")]
+pub struct TrainNow;
+
+/// Evaluator → trainer: a training run ended: what was recorded, or why nothing was.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunEnded(pub Result<crate::ml::TrainOutcome, crate::ml::TrainError>);

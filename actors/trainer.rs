@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::evaluator::{Candidates, EvaluatorActor};
+use super::evaluator::EvaluatorActor;
+use super::messages::{Candidates, RunEnded, TrainNow};
 use super::store::{StoreActor, WithStore};
 use crate::config::ModelsConfig;
 use crate::ml::classify;
 use crate::ml::train::{fit_candidate, snapshot, TrainSpec};
+use crate::ml::{TrainError, TrainOutcome};
 use crate::pipeline::Progress;
 
 pub struct TrainerActor {
@@ -25,19 +27,8 @@ pub struct TrainerActor {
     last: Instant,
     busy: bool,
     /// Operators waiting for the current run's outcome.
-    waiting: Vec<tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>>,
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<TrainOutcome, TrainError>>>,
 }
-
-/// Train now (or join the run under way); answers with the run's outcome (the
-/// recorded versions and the promotion decision) when it ends.
-#[derive(Message)]
-#[rtype(result = "Result<serde_json::Value, String>")]
-pub struct TrainNow;
-
-/// A training run ended: what was recorded, or why nothing was.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RunEnded(pub Result<serde_json::Value, String>);
 
 impl TrainerActor {
     pub fn new(
@@ -67,11 +58,11 @@ impl TrainerActor {
                 && self.last.elapsed() >= Duration::from_secs(self.cfg.train_every_seconds))
     }
 
-    fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
+    fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), TrainError> {
         if self.busy {
             return Ok(());
         }
-        let als = self.cfg.als().check().map_err(|e| e.to_string())?;
+        let als = self.cfg.als().check()?;
         self.busy = true;
         self.trained_at = Progress::get(&self.progress.stored);
         self.last = Instant::now();
@@ -98,7 +89,7 @@ impl TrainerActor {
                 }
                 Err(e) => {
                     tracing::error!("training skipped: store unavailable: {e}");
-                    return me.do_send(RunEnded(Err(format!("store unavailable: {e}"))));
+                    return me.do_send(RunEnded(Err(e.into())));
                 }
             };
             // CPU-heavy: off the actor threads; a panic ends the run with an error.
@@ -107,7 +98,7 @@ impl TrainerActor {
                 "training",
                 move || {
                     if let Err(e) = snap.derive_video_pairs() {
-                        tracing::error!("training skipped: the stored events are unreadable: {e}");
+                        tracing::error!("training skipped: {e}");
                         return me.do_send(RunEnded(Err(e)));
                     }
                     let classifiers = if snap.events.is_empty() {
@@ -140,11 +131,11 @@ impl TrainerActor {
                         }),
                         Err(e) => {
                             tracing::info!("training skipped: {e}");
-                            me.do_send(RunEnded(Err(e.to_string())));
+                            me.do_send(RunEnded(Err(e.into())));
                         }
                     }
                 },
-                move |why| on_panic.do_send(RunEnded(Err(why))),
+                move |why| on_panic.do_send(RunEnded(Err(TrainError::Failed(why)))),
             );
         });
         Ok(())
@@ -164,7 +155,7 @@ impl Actor for TrainerActor {
 }
 
 impl Handler<TrainNow> for TrainerActor {
-    type Result = ResponseFuture<Result<serde_json::Value, String>>;
+    type Result = ResponseFuture<Result<TrainOutcome, TrainError>>;
 
     fn handle(&mut self, _: TrainNow, ctx: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.start_training(ctx) {
@@ -172,10 +163,7 @@ impl Handler<TrainNow> for TrainerActor {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.waiting.push(tx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("the trainer stopped before the run ended".into()))
-        })
+        Box::pin(async move { rx.await.unwrap_or(Err(TrainError::Stopped)) })
     }
 }
 

@@ -27,8 +27,20 @@ use crate::record::{Outcome, Processed};
 pub const MINUTE_MS: i64 = 60_000;
 
 /// The breakdowns QoE and engagement are kept by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Dim {
     All,
     Video,
@@ -165,7 +177,7 @@ impl QoeSums {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QoeMetrics {
     pub views: u64,
     pub watch_hours: f64,
@@ -417,14 +429,57 @@ impl Analytics {
     }
 }
 
+/// The views the live windows answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum View {
+    Qoe,
+    Series,
+    Top,
+    Engagement,
+    Pipeline,
+}
+
+impl TryFrom<String> for View {
+    type Error = AnalyticsError;
+
+    fn try_from(s: String) -> Result<View, AnalyticsError> {
+        Ok(match s.as_str() {
+            "qoe" => View::Qoe,
+            "series" => View::Series,
+            "top" => View::Top,
+            "engagement" => View::Engagement,
+            "pipeline" => View::Pipeline,
+            _ => return Err(AnalyticsError::View(s)),
+        })
+    }
+}
+
+impl TryFrom<String> for Dim {
+    type Error = AnalyticsError;
+
+    fn try_from(s: String) -> Result<Dim, AnalyticsError> {
+        Dim::parse(&s).ok_or(AnalyticsError::Dim(s))
+    }
+}
+
+/// A question the live windows cannot answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error("view {0:?}: use qoe, series, top, engagement or pipeline")]
+    View(String),
+    #[error("dim {0:?}: use all, video, region, resolution or genre")]
+    Dim(String),
+    #[error("analytics unavailable (a panic while they were updated)")]
+    Unavailable,
+}
+
 /// A question for the live windows (admin `analytics`, HTTP `/api/analytics`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Query {
-    /// qoe | series | top | engagement | pipeline
-    pub view: String,
+    pub view: View,
     /// all | video | region | resolution | genre (qoe, series)
-    pub dim: Option<String>,
+    pub dim: Option<Dim>,
     /// The key of `dim` (series); `all` by default.
     pub key: Option<String>,
     /// Minutes back from the newest (default 15).
@@ -437,65 +492,178 @@ fn rfc3339(ms: i64) -> String {
     crate::timefmt::format_timestamp_ms(ms)
 }
 
-fn with_key(key: &str, name: &str, m: &QoeMetrics) -> serde_json::Value {
-    let mut v = serde_json::to_value(m).unwrap_or_default();
-    v[name] = key.into();
-    v
+/// QoE of one key of a breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyedQoe {
+    pub key: String,
+    #[serde(flatten)]
+    pub metrics: QoeMetrics,
+}
+
+/// QoE of one minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteQoe {
+    pub minute: String,
+    #[serde(flatten)]
+    pub metrics: QoeMetrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopVideo {
+    pub video: String,
+    pub views: u64,
+    pub watch_hours: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngagementRow {
+    pub key: String,
+    pub views: u64,
+    pub watch_hours: f64,
+    pub avg_watch_s: f64,
+    pub skip_rate: f64,
+    pub pause_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelinePoint {
+    pub minute: String,
+    pub stored: u64,
+    pub rejected: u64,
+    pub duplicates_skipped: u64,
+    pub rows_per_sec: f64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+}
+
+/// The answer to a [`Query`], one shape per view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "view", rename_all = "snake_case")]
+pub enum Answer {
+    Qoe {
+        dim: Dim,
+        minutes: u32,
+        latest_minute: Option<String>,
+        rows: Vec<KeyedQoe>,
+    },
+    Series {
+        dim: Dim,
+        key: String,
+        minutes: u32,
+        points: Vec<MinuteQoe>,
+    },
+    Top {
+        minutes: u32,
+        latest_minute: Option<String>,
+        videos: Vec<TopVideo>,
+    },
+    Engagement {
+        minutes: u32,
+        genre: Vec<EngagementRow>,
+        region: Vec<EngagementRow>,
+    },
+    Pipeline {
+        minutes: u32,
+        late_events: u64,
+        future_events: u64,
+        points: Vec<PipelinePoint>,
+    },
 }
 
 impl Analytics {
-    /// Answers a [`Query`] as JSON; the error names the bad field and the choices.
-    pub fn query(&self, q: &Query) -> Result<serde_json::Value, String> {
-        use serde_json::json;
+    /// Answers a [`Query`].
+    pub fn query(&self, q: &Query) -> Answer {
         let minutes = q
             .minutes
             .unwrap_or(15)
             .clamp(1, self.cfg.retention_minutes.max(1));
         let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
-        let dim = match q.dim.as_deref() {
-            None => Dim::All,
-            Some(d) => Dim::parse(d)
-                .ok_or_else(|| format!("dim {d:?}: use all, video, region, resolution or genre"))?,
-        };
-        let latest = self.latest_minute().map(rfc3339);
-        Ok(match q.view.as_str() {
-            "qoe" => {
-                json!({ "view": "qoe", "dim": dim, "minutes": minutes, "latest_minute": latest,
-                "rows": self.summary(dim, minutes, limit).iter().map(|(k, m)| with_key(k, "key", m)).collect::<Vec<_>>() })
+        let dim = q.dim.unwrap_or(Dim::All);
+        let latest_minute = self.latest_minute().map(rfc3339);
+        let keyed = |(key, metrics): (String, QoeMetrics)| KeyedQoe { key, metrics };
+        match q.view {
+            View::Qoe => Answer::Qoe {
+                dim,
+                minutes,
+                latest_minute,
+                rows: self
+                    .summary(dim, minutes, limit)
+                    .into_iter()
+                    .map(keyed)
+                    .collect(),
+            },
+            View::Top => Answer::Top {
+                minutes,
+                latest_minute,
+                videos: self
+                    .summary(Dim::Video, minutes, limit)
+                    .into_iter()
+                    .filter(|(k, _)| k != OTHER)
+                    .map(|(video, m)| TopVideo {
+                        video,
+                        views: m.views,
+                        watch_hours: m.watch_hours,
+                    })
+                    .collect(),
+            },
+            View::Series => {
+                let key = q.key.clone().unwrap_or_else(|| "all".into());
+                let points = self
+                    .series(dim, &key, minutes)
+                    .into_iter()
+                    .map(|(t, metrics)| MinuteQoe {
+                        minute: rfc3339(t),
+                        metrics,
+                    })
+                    .collect();
+                Answer::Series {
+                    dim,
+                    key,
+                    minutes,
+                    points,
+                }
             }
-            "top" => json!({ "view": "top", "minutes": minutes, "latest_minute": latest,
-                "videos": self.summary(Dim::Video, minutes, limit).iter().filter(|(k, _)| k != OTHER)
-                    .map(|(k, m)| json!({ "video": k, "views": m.views, "watch_hours": m.watch_hours })).collect::<Vec<_>>() }),
-            "series" => {
-                let key = q.key.as_deref().unwrap_or("all");
-                json!({ "view": "series", "dim": dim, "key": key, "minutes": minutes,
-                    "points": self.series(dim, key, minutes).iter().map(|(t, m)| with_key(&rfc3339(*t), "minute", m)).collect::<Vec<_>>() })
-            }
-            "engagement" => {
-                let rows = |d| -> Vec<serde_json::Value> {
-                    self.summary(d, minutes, limit).iter().map(|(k, m)| json!({ "key": k, "views": m.views,
-                        "watch_hours": m.watch_hours, "avg_watch_s": m.avg_watch_s, "skip_rate": m.skip_rate,
-                        "pause_rate": m.pause_rate })).collect()
+            View::Engagement => {
+                let rows = |d| -> Vec<EngagementRow> {
+                    self.summary(d, minutes, limit)
+                        .into_iter()
+                        .map(|(key, m)| EngagementRow {
+                            key,
+                            views: m.views,
+                            watch_hours: m.watch_hours,
+                            avg_watch_s: m.avg_watch_s,
+                            skip_rate: m.skip_rate,
+                            pause_rate: m.pause_rate,
+                        })
+                        .collect()
                 };
-                json!({ "view": "engagement", "minutes": minutes, "genre": rows(Dim::Genre), "region": rows(Dim::Region) })
+                Answer::Engagement {
+                    minutes,
+                    genre: rows(Dim::Genre),
+                    region: rows(Dim::Region),
+                }
             }
-            "pipeline" => {
-                json!({ "view": "pipeline", "minutes": minutes, "late_events": self.late_events, "future_events": self.future_events,
-                "points": self.pipeline(minutes).iter().map(|(t, p)| json!({
-                    "minute": rfc3339(*t), "stored": p.stored, "rejected": p.rejected,
-                    "duplicates_skipped": p.duplicates_skipped,
-                    "rows_per_sec": (p.stored + p.rejected) as f64 / 60.0,
-                    "latency_ms_p50": p.latency_quantile(0.5).filter(|x| x.is_finite()),
-                    "latency_ms_p99": p.latency_quantile(0.99).filter(|x| x.is_finite()),
-                    "rejected_by_reason": p.rejected_by_reason,
-                })).collect::<Vec<_>>() })
-            }
-            other => {
-                return Err(format!(
-                    "view {other:?}: use qoe, series, top, engagement or pipeline"
-                ))
-            }
-        })
+            View::Pipeline => Answer::Pipeline {
+                minutes,
+                late_events: self.late_events,
+                future_events: self.future_events,
+                points: self
+                    .pipeline(minutes)
+                    .into_iter()
+                    .map(|(t, p)| PipelinePoint {
+                        minute: rfc3339(t),
+                        stored: p.stored,
+                        rejected: p.rejected,
+                        duplicates_skipped: p.duplicates_skipped,
+                        rows_per_sec: (p.stored + p.rejected) as f64 / 60.0,
+                        latency_ms_p50: p.latency_quantile(0.5).filter(|x| x.is_finite()),
+                        latency_ms_p99: p.latency_quantile(0.99).filter(|x| x.is_finite()),
+                        rejected_by_reason: p.rejected_by_reason.clone(),
+                    })
+                    .collect(),
+            },
+        }
     }
 }
 

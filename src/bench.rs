@@ -53,7 +53,7 @@ pub struct IngestBenchReport {
     pub generate_seconds: f64,
     pub verify_seconds: f64,
     /// Busy time per pipeline stage (each stage runs on its own thread).
-    pub stage_seconds: serde_json::Value,
+    pub stage_seconds: crate::pipeline::StageSeconds,
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {

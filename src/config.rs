@@ -299,6 +299,17 @@ pub enum PromoteMetric {
     Recall,
 }
 
+impl PromoteMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            PromoteMetric::Ndcg => "ndcg",
+            PromoteMetric::Map => "map",
+            PromoteMetric::Precision => "precision",
+            PromoteMetric::Recall => "recall",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsConfig {

@@ -7,10 +7,20 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use thiserror::Error;
+
+use crate::admin::cmd::dlq::DlqReply;
+use crate::admin::cmd::ingest::{ProducerEntry, ProducersReply};
+use crate::admin::cmd::models::ModelsReply;
+use crate::admin::cmd::status::{AnyStatus, StatusReply};
+use crate::admin::protocol::{Request, Verdict};
+use crate::analytics::{Answer, QoeMetrics};
+use crate::ml::recommend::{Listed, RecommendReply, SimilarReply};
+use crate::store::Stats;
 
 #[derive(Debug, Error)]
 pub enum CtlError {
@@ -50,244 +60,27 @@ pub struct CtlArgs {
     #[arg(long, default_value_t = 600, global = true)]
     pub timeout: u64,
     #[command(subcommand)]
-    pub command: CtlCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CtlCommand {
-    /// Uptime, offsets and lag per partition, rates, producers, actor health.
-    Status,
-    /// Stored aggregates: counters, qoe, catalog or size (all when none is named).
-    Stats { section: Option<String> },
-    /// Stop consuming (the consumer stays in its group).
-    Pause,
-    /// Consume again.
-    Resume,
-    /// The built-in producers: start, stop, rate RATE, status.
-    Producer {
-        /// start | stop | rate | status
-        action: String,
-        /// Events per second (for `rate`).
-        rate: Option<f64>,
-        /// Only this kind: video, users, movies, series or music.
-        #[arg(long)]
-        kind: Option<String>,
-    },
-    /// Live 1-minute windows: qoe, series, top, engagement or pipeline.
-    Analytics {
-        /// qoe | series | top | engagement | pipeline
-        view: String,
-        /// all | video | region | resolution | genre
-        #[arg(long)]
-        dim: Option<String>,
-        /// A key of --dim (series).
-        #[arg(long)]
-        key: Option<String>,
-        #[arg(long)]
-        minutes: Option<u32>,
-        #[arg(long)]
-        limit: Option<usize>,
-    },
-    /// Train now (answers when the run is recorded).
-    Train,
-    /// Score the champion and popularity on a fresh held-out split.
-    Evaluate,
-    /// Model versions: list, show [ID], promote ID, rollback.
-    Models {
-        /// list | show | promote | rollback
-        #[arg(default_value = "list")]
-        action: String,
-        id: Option<u64>,
-    },
-    /// The champion's top K for a user.
-    Recommend {
-        user: String,
-        #[arg(default_value_t = 10)]
-        k: usize,
-        /// For a user the model has never seen: their region.
-        #[arg(long)]
-        region: Option<String>,
-        /// For a user the model has never seen: a genre they like.
-        #[arg(long)]
-        genre: Option<String>,
-    },
-    /// Items most like ITEM.
-    Similar {
-        item: String,
-        #[arg(default_value_t = 10)]
-        k: usize,
-    },
-    /// The listening graph: user_tracks, artist_tracks, genre_tracks, top (who
-    /// paused what), also_liked, artist_neighbours, genre_neighbours.
-    Graph {
-        query: String,
-        #[arg(long)]
-        user: Option<String>,
-        /// play | skip | like | pause | seek (or PLAYED, LIKED, ...).
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long)]
-        artist: Option<String>,
-        #[arg(long)]
-        genre: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-    /// The dead-letter store: list, show ID, replay [ID], purge.
-    Dlq {
-        /// list | show | replay | purge
-        #[arg(default_value = "list")]
-        action: String,
-        /// A dead letter (namespace:topic/partition/offset, as `dlq list` shows).
-        id: Option<String>,
-        /// Only this rejection reason.
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long)]
-        limit: Option<usize>,
-        /// List after this id (the previous page's `next_after`).
-        #[arg(long)]
-        after: Option<String>,
-    },
-    /// Write recommendations (CSV), predictions (CSV) or events (JSON Lines) to OUT.
-    Export {
-        /// recommendations | predictions | events
-        what: String,
-        /// A path on the daemon's machine.
-        out: PathBuf,
-        #[arg(long)]
-        k: Option<usize>,
-    },
-    /// A consistent copy of the store into the directory OUT (a data dir to run from).
-    Snapshot { out: PathBuf },
-    /// The daemon's effective configuration.
-    Config,
-    /// Stop the daemon cleanly.
-    Shutdown,
+    pub command: Request,
 }
 
 /// Paths go to the daemon absolute: it may run elsewhere in the file system.
-fn absolute(p: &Path) -> String {
-    std::path::absolute(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn opt<T: serde::Serialize>(o: &mut serde_json::Map<String, Value>, k: &str, v: Option<T>) {
-    if let Some(v) = v {
-        o.insert(k.into(), json!(v));
+/// The request a command line stands for, as the daemon is to read it.
+pub fn request(c: &Request) -> Request {
+    let mut r = c.clone();
+    match &mut r {
+        Request::Export(e) => e.out = absolute(&e.out),
+        Request::Snapshot(s) => s.out = absolute(&s.out),
+        _ => {}
     }
-}
-
-/// The request a command line stands for.
-pub fn request(c: &CtlCommand) -> Value {
-    let mut o = serde_json::Map::new();
-    let cmd = match c {
-        CtlCommand::Status => "status",
-        CtlCommand::Stats { section } => {
-            opt(&mut o, "section", section.as_ref());
-            "stats"
-        }
-        CtlCommand::Pause => "pause",
-        CtlCommand::Resume => "resume",
-        CtlCommand::Producer { action, rate, kind } => {
-            o.insert("action".into(), json!(action));
-            opt(&mut o, "rate", *rate);
-            opt(&mut o, "kind", kind.as_ref());
-            "producer"
-        }
-        CtlCommand::Analytics {
-            view,
-            dim,
-            key,
-            minutes,
-            limit,
-        } => {
-            o.insert("view".into(), json!(view));
-            opt(&mut o, "dim", dim.as_ref());
-            opt(&mut o, "key", key.as_ref());
-            opt(&mut o, "minutes", *minutes);
-            opt(&mut o, "limit", *limit);
-            "analytics"
-        }
-        CtlCommand::Train => "train",
-        CtlCommand::Evaluate => "evaluate",
-        CtlCommand::Models { action, id } => {
-            o.insert("action".into(), json!(action));
-            opt(&mut o, "id", *id);
-            "models"
-        }
-        CtlCommand::Recommend {
-            user,
-            k,
-            region,
-            genre,
-        } => {
-            o.insert("user".into(), json!(user));
-            o.insert("k".into(), json!(k));
-            opt(&mut o, "region", region.as_ref());
-            opt(&mut o, "genre", genre.as_ref());
-            "recommend"
-        }
-        CtlCommand::Similar { item, k } => {
-            o.insert("item".into(), json!(item));
-            o.insert("k".into(), json!(k));
-            "similar"
-        }
-        CtlCommand::Graph {
-            query,
-            user,
-            action,
-            artist,
-            genre,
-            offset,
-            limit,
-        } => {
-            o.insert("query".into(), json!(query));
-            opt(&mut o, "user", user.as_ref());
-            opt(&mut o, "action", action.as_ref());
-            opt(&mut o, "artist", artist.as_ref());
-            opt(&mut o, "genre", genre.as_ref());
-            o.insert("offset".into(), json!(offset));
-            o.insert("limit".into(), json!(limit));
-            "graph"
-        }
-        CtlCommand::Dlq {
-            action,
-            id,
-            reason,
-            limit,
-            after,
-        } => {
-            o.insert("action".into(), json!(action));
-            opt(&mut o, "id", id.as_ref());
-            opt(&mut o, "reason", reason.as_ref());
-            opt(&mut o, "limit", *limit);
-            opt(&mut o, "after", after.as_ref());
-            "dlq"
-        }
-        CtlCommand::Export { what, out, k } => {
-            o.insert("what".into(), json!(what));
-            o.insert("out".into(), json!(absolute(out)));
-            opt(&mut o, "k", *k);
-            "export"
-        }
-        CtlCommand::Snapshot { out } => {
-            o.insert("out".into(), json!(absolute(out)));
-            "snapshot"
-        }
-        CtlCommand::Config => "config",
-        CtlCommand::Shutdown => "shutdown",
-    };
-    o.insert("cmd".into(), json!(cmd));
-    Value::Object(o)
+    r
 }
 
 /// Sends one request, returns the reply.
-pub fn call(socket: &Path, req: &Value, timeout: Duration) -> Result<Value, CtlError> {
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Value, CtlError> {
     let path = socket.display().to_string();
     let io = |source| CtlError::Io {
         path: path.clone(),
@@ -325,190 +118,366 @@ fn text(v: &Value) -> String {
     }
 }
 
+fn num(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+fn opt<T: ToString>(x: &Option<T>) -> String {
+    x.as_ref().map_or_else(|| "-".into(), T::to_string)
+}
+
+/// Reads the reply as the command's reply type.
+fn typed<T: DeserializeOwned>(r: &Value) -> Result<T, CtlError> {
+    T::deserialize(r).map_err(|e| CtlError::Reply(format!("unexpected reply ({e}): {r}")))
+}
+
+/// Any reply's fields, one per line (nested values as JSON).
+fn fields(r: &Value) -> String {
+    let mut t = table(&["", ""]);
+    if let Some(o) = r.as_object() {
+        for (k, v) in o.iter().filter(|(k, _)| k.as_str() != "ok") {
+            let v = match v {
+                Value::Object(_) | Value::Array(_) => {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                }
+                other => text(other),
+            };
+            t.add_row(vec![k.clone(), v]);
+        }
+    }
+    t.to_string()
+}
+
+/// Rows of JSON objects as a table, their fields as the columns.
+fn rows(items: &[Value]) -> String {
+    let cols: Vec<String> = items
+        .first()
+        .and_then(|i| i.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut t = table(&names);
+    for i in items {
+        if let Some(o) = i.as_object() {
+            t.add_row(
+                cols.iter()
+                    .map(|c| o.get(c).map_or_else(|| "-".into(), text))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    t.to_string()
+}
+
+fn qoe_table(first: &str, rows: &[(String, &QoeMetrics)]) -> String {
+    let mut t = table(&[
+        first,
+        "views",
+        "watch_hours",
+        "rebuffering_ratio",
+        "startup_time_ms",
+        "start_failure_rate",
+        "avg_bitrate_kbps",
+        "skip_rate",
+    ]);
+    for (k, m) in rows {
+        t.add_row(vec![
+            k.clone(),
+            m.views.to_string(),
+            num(m.watch_hours),
+            num(m.rebuffering_ratio),
+            num(m.startup_time_ms),
+            num(m.start_failure_rate),
+            num(m.avg_bitrate_kbps),
+            num(m.skip_rate),
+        ]);
+    }
+    t.to_string()
+}
+
+fn listed_table(list: &[Listed]) -> String {
+    let mut t = table(&["rank", "item", "title", "genre", "score", "reason"]);
+    for (i, x) in list.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            x.item.clone(),
+            opt(&x.title),
+            opt(&x.genre),
+            num(x.score),
+            x.reason.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+fn status_text(r: &StatusReply) -> String {
+    let mut t = table(&["", ""]);
+    for (k, v) in [
+        ("uptime_s", num(r.uptime_s)),
+        ("version", r.version.clone()),
+        ("data_dir", r.data_dir.display().to_string()),
+        ("brokers", r.brokers.clone()),
+        ("offset_namespace", r.offset_namespace.clone()),
+        ("champion", opt(&r.champion)),
+        ("ingest.paused", r.ingest.paused.to_string()),
+        ("ingest.consumed", r.ingest.consumed.to_string()),
+        ("ingest.stored", r.ingest.stored.to_string()),
+        ("ingest.rejected", r.ingest.rejected.to_string()),
+        (
+            "ingest.duplicates_skipped",
+            r.ingest.duplicates_skipped.to_string(),
+        ),
+        (
+            "ingest.batches_in_flight",
+            r.ingest.batches_in_flight.to_string(),
+        ),
+        (
+            "ingest.events_per_sec_10s",
+            num(r.ingest.events_per_sec_10s),
+        ),
+        (
+            "ingest.events_per_sec_60s",
+            num(r.ingest.events_per_sec_60s),
+        ),
+        ("ingest.lag", r.ingest.lag.to_string()),
+        ("group.member", r.group.member.clone()),
+        (
+            "group.commit",
+            r.group
+                .commit
+                .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
+        ),
+        ("group.claims_refused", r.group.claims_refused.to_string()),
+        (
+            "group.claimed_records_read_back",
+            r.group.claimed_records_read_back.to_string(),
+        ),
+        ("actor.store", r.actors.store.clone()),
+        ("actor.parser", r.actors.parser.clone()),
+        ("actor.trainer", r.actors.trainer.clone()),
+        ("actor.evaluator", r.actors.evaluator.clone()),
+        ("actor.producers", r.actors.producers.clone()),
+    ] {
+        t.add_row(vec![k.to_string(), v]);
+    }
+    let mut out = t.to_string();
+    out.push('\n');
+    // Lag per topic (partitions summed).
+    let mut by_topic: std::collections::BTreeMap<&str, (i64, i64, usize, usize)> =
+        Default::default();
+    for p in &r.partitions {
+        let e = by_topic.entry(p.topic.as_str()).or_default();
+        e.0 += p.next_offset.unwrap_or(0);
+        e.1 += p.lag.unwrap_or(0);
+        e.2 += 1;
+        e.3 += usize::from(p.assigned);
+    }
+    let mut t = table(&[
+        "topic",
+        "partitions (owned now)",
+        "stored up to (sum of next offsets)",
+        "lag (owned)",
+    ]);
+    for (topic, (next, lag, n, owned)) in by_topic {
+        t.add_row(vec![
+            topic.to_string(),
+            format!("{n} ({owned})"),
+            next.to_string(),
+            lag.to_string(),
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    out.push_str(&producers_table(&r.producers));
+    out
+}
+
 /// The reply as a person reads it.
-pub fn render(c: &CtlCommand, r: &Value) -> String {
+pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
     let mut out = String::new();
     let mut push = |s: String| {
         out.push_str(&s);
         out.push('\n');
     };
     match c {
-        CtlCommand::Status => {
-            let mut t = table(&["", ""]);
-            for k in [
-                "uptime_s",
-                "version",
-                "data_dir",
-                "brokers",
-                "offset_namespace",
-                "champion",
-            ] {
-                t.add_row(vec![k.to_string(), text(&r[k])]);
+        Request::Status(_) => match typed::<AnyStatus>(r)? {
+            AnyStatus::Running(s) => push(status_text(&s)),
+            AnyStatus::Starting(_) => push(fields(r)),
+        },
+        Request::Producer(_) => push(producers_table(&typed::<ProducersReply>(r)?.producers)),
+        Request::Analytics(_) => match typed::<Answer>(r)? {
+            Answer::Qoe { rows, .. } => {
+                let rows: Vec<(String, &QoeMetrics)> =
+                    rows.iter().map(|x| (x.key.clone(), &x.metrics)).collect();
+                push("rows:".into());
+                push(qoe_table("key", &rows));
             }
-            for (section, prefix) in [
-                ("ingest", "ingest"),
-                ("group", "group"),
-                ("actors", "actor"),
-            ] {
-                for (k, v) in r[section].as_object().into_iter().flatten() {
-                    t.add_row(vec![format!("{prefix}.{k}"), text(v)]);
+            Answer::Series { points, .. } => {
+                let rows: Vec<(String, &QoeMetrics)> = points
+                    .iter()
+                    .map(|x| (x.minute.clone(), &x.metrics))
+                    .collect();
+                push("points:".into());
+                push(qoe_table("minute", &rows));
+            }
+            Answer::Top { videos, .. } => {
+                let mut t = table(&["video", "views", "watch h"]);
+                for v in &videos {
+                    t.add_row(vec![
+                        v.video.clone(),
+                        v.views.to_string(),
+                        num(v.watch_hours),
+                    ]);
                 }
-            }
-            push(t.to_string());
-            // Lag per topic (partitions summed).
-            let mut by_topic: std::collections::BTreeMap<String, (i64, i64, usize, usize)> =
-                Default::default();
-            for p in r["partitions"].as_array().into_iter().flatten() {
-                let e = by_topic.entry(text(&p["topic"])).or_default();
-                e.0 += p["next_offset"].as_i64().unwrap_or(0);
-                e.1 += p["lag"].as_i64().unwrap_or(0);
-                e.2 += 1;
-                e.3 += usize::from(p["assigned"] == true);
-            }
-            let mut t = table(&[
-                "topic",
-                "partitions (owned now)",
-                "stored up to (sum of next offsets)",
-                "lag (owned)",
-            ]);
-            for (topic, (next, lag, n, owned)) in by_topic {
-                t.add_row(vec![
-                    topic,
-                    format!("{n} ({owned})"),
-                    next.to_string(),
-                    lag.to_string(),
-                ]);
-            }
-            push(t.to_string());
-            push(producers_table(&r["producers"]));
-        }
-        CtlCommand::Producer { .. } => push(producers_table(&r["producers"])),
-        CtlCommand::Analytics { .. } => {
-            // Rows of objects under whichever list the view answers with.
-            for list in ["rows", "points", "videos", "genre", "region"] {
-                let Some(rows) = r[list].as_array().filter(|a| !a.is_empty()) else {
-                    continue;
-                };
-                let cols: Vec<String> = rows[0]
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect())
-                    .unwrap_or_default();
-                let mut t = table(&cols.iter().map(String::as_str).collect::<Vec<_>>());
-                for row in rows {
-                    t.add_row(cols.iter().map(|c| text(&row[c])).collect::<Vec<_>>());
-                }
-                push(format!("{list}:"));
+                push("videos:".into());
                 push(t.to_string());
             }
-        }
-        CtlCommand::Models { .. } if r["models"].is_array() => {
-            let mut t = table(&[
-                "id",
-                "kind",
-                "created",
-                "ndcg / accuracy",
-                "decision",
-                "champion",
-            ]);
-            let champion = r["champion"].as_u64();
-            for m in r["models"].as_array().into_iter().flatten() {
-                let score = if m["kind"] == "als" {
-                    &m["metrics"]["ndcg"]
-                } else {
-                    &m["metrics"]["accuracy"]
-                };
-                let created = m["created_ms"]
-                    .as_i64()
-                    .map(crate::timefmt::format_timestamp_ms)
-                    .unwrap_or_default();
-                t.add_row(vec![
-                    text(&m["id"]),
-                    text(&m["kind"]),
-                    created,
-                    text(score),
-                    text(&m["decision"]),
-                    if m["id"].as_u64() == champion {
-                        "*".into()
-                    } else {
-                        String::new()
-                    },
-                ]);
+            Answer::Engagement { genre, region, .. } => {
+                for (name, list) in [("genre", genre), ("region", region)] {
+                    let mut t = table(&[
+                        name,
+                        "views",
+                        "watch h",
+                        "avg watch s",
+                        "skip rate",
+                        "pause rate",
+                    ]);
+                    for x in &list {
+                        t.add_row(vec![
+                            x.key.clone(),
+                            x.views.to_string(),
+                            num(x.watch_hours),
+                            num(x.avg_watch_s),
+                            num(x.skip_rate),
+                            num(x.pause_rate),
+                        ]);
+                    }
+                    push(format!("{name}:"));
+                    push(t.to_string());
+                }
             }
-            push(t.to_string());
-        }
-        CtlCommand::Recommend { .. } | CtlCommand::Similar { .. } => {
-            let list = if r["recommendations"].is_array() {
-                &r["recommendations"]
-            } else {
-                &r["similar"]
-            };
-            push(match r["cold_start"].as_str() {
-                Some(how) => format!("model v{} (not in it: {how})", text(&r["model"])),
-                None => format!("model v{}", text(&r["model"])),
+            Answer::Pipeline { points, .. } => {
+                let mut t = table(&[
+                    "minute",
+                    "stored",
+                    "rejected",
+                    "duplicates skipped",
+                    "rows/s",
+                    "latency p50 ms",
+                    "latency p99 ms",
+                ]);
+                for p in &points {
+                    t.add_row(vec![
+                        p.minute.clone(),
+                        p.stored.to_string(),
+                        p.rejected.to_string(),
+                        p.duplicates_skipped.to_string(),
+                        num(p.rows_per_sec),
+                        opt(&p.latency_ms_p50),
+                        opt(&p.latency_ms_p99),
+                    ]);
+                }
+                push("points:".into());
+                push(t.to_string());
+            }
+        },
+        Request::Models(_) => match typed::<ModelsReply>(r)? {
+            ModelsReply::List(list) => {
+                let mut t = table(&[
+                    "id",
+                    "kind",
+                    "created",
+                    "ndcg / accuracy",
+                    "decision",
+                    "champion",
+                ]);
+                for m in &list.models {
+                    t.add_row(vec![
+                        m.id.to_string(),
+                        m.kind().to_string(),
+                        crate::timefmt::format_timestamp_ms(m.created_ms),
+                        num(m.score()),
+                        m.decision.clone(),
+                        if Some(m.id) == list.champion {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                    ]);
+                }
+                push(t.to_string());
+            }
+            _ => push(fields(r)),
+        },
+        Request::Recommend(_) => {
+            let rec: RecommendReply = typed(r)?;
+            push(match &rec.cold_start {
+                Some(how) => format!("model v{} (not in it: {how})", opt(&rec.model)),
+                None => format!("model v{}", opt(&rec.model)),
             });
-            let mut t = table(&["rank", "item", "title", "genre", "score", "reason"]);
-            for (i, x) in list.as_array().into_iter().flatten().enumerate() {
-                t.add_row(vec![
-                    (i + 1).to_string(),
-                    text(&x["item"]),
-                    text(&x["title"]),
-                    text(&x["genre"]),
-                    text(&x["score"]),
-                    text(&x["reason"]),
-                ]);
-            }
-            push(t.to_string());
+            push(listed_table(&rec.recommendations));
         }
-        CtlCommand::Graph { .. } => {
-            let items: Vec<&Value> = r["items"].as_array().into_iter().flatten().collect();
-            // Columns: the fields of the first item, in their order.
-            let cols: Vec<String> = items
-                .first()
-                .and_then(|i| i.as_object())
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default();
-            let names: Vec<&str> = cols.iter().map(String::as_str).collect();
-            let mut t = table(&names);
-            for i in &items {
-                t.add_row(cols.iter().map(|c| text(&i[c])).collect::<Vec<_>>());
+        Request::Similar(_) => {
+            let s: SimilarReply = typed(r)?;
+            push(format!("model v{}", s.model));
+            push(listed_table(&s.similar));
+        }
+        Request::Graph(_) => {
+            // The items' fields depend on the query: shown as they come.
+            #[derive(serde::Deserialize)]
+            struct Page {
+                query: String,
+                total: usize,
+                offset: usize,
+                items: Vec<Value>,
             }
+            let p: Page = typed(r)?;
             push(format!(
                 "{}: {} of {} from {}",
-                text(&r["query"]),
-                items.len(),
-                text(&r["total"]),
-                text(&r["offset"])
+                p.query,
+                p.items.len(),
+                p.total,
+                p.offset
             ));
-            if !items.is_empty() {
+            if !p.items.is_empty() {
+                push(rows(&p.items));
+            }
+        }
+        Request::Dlq(_) => match typed::<DlqReply>(r)? {
+            DlqReply::Page(page) => {
+                let mut t = table(&["id", "reason", "field", "value", "message"]);
+                for d in &page.dead_letters {
+                    let j = &d.letter.rejection;
+                    t.add_row(vec![
+                        d.id.clone(),
+                        j.reason.clone(),
+                        j.field.clone().unwrap_or_else(|| "-".into()),
+                        j.value.clone().unwrap_or_else(|| "-".into()),
+                        j.message.clone(),
+                    ]);
+                }
                 push(t.to_string());
+                if let Some(next) = &page.next_after {
+                    push(format!("more: --after {next}"));
+                }
             }
-        }
-        CtlCommand::Dlq { .. } if r["dead_letters"].is_array() => {
-            let mut t = table(&["id", "reason", "field", "value", "message"]);
-            for d in r["dead_letters"].as_array().into_iter().flatten() {
-                t.add_row(vec![
-                    text(&d["id"]),
-                    text(&d["reason"]),
-                    text(&d["field"]),
-                    text(&d["value"]),
-                    text(&d["message"]),
-                ]);
-            }
-            push(t.to_string());
-            if !r["next_after"].is_null() {
-                push(format!("more: --after {}", text(&r["next_after"])));
-            }
-        }
-        CtlCommand::Stats { .. } if r["counters"].is_object() || r["qoe"].is_object() => {
-            if let Some(c) = r["counters"].as_object() {
+            _ => push(fields(r)),
+        },
+        Request::Stats(_) => {
+            let s: Stats = typed(r)?;
+            if let Some(c) = &s.counters {
                 let mut t = table(&["counter", "value"]);
                 for (k, v) in c {
-                    t.add_row(vec![k.clone(), text(v)]);
+                    t.add_row(vec![k.clone(), v.to_string()]);
                 }
                 push(t.to_string());
             }
-            for dim in ["region", "resolution", "genre"] {
-                if let Some(q) = r["qoe"][dim].as_object() {
+            if let Some(q) = &s.qoe {
+                for (dim, by) in [
+                    ("region", &q.region),
+                    ("resolution", &q.resolution),
+                    ("genre", &q.genre),
+                ] {
                     let mut t = table(&[
                         dim,
                         "events",
@@ -517,55 +486,43 @@ pub fn render(c: &CtlCommand, r: &Value) -> String {
                         "rebuffer ms",
                         "skipped",
                     ]);
-                    for (k, v) in q {
+                    for (k, v) in by {
                         t.add_row(vec![
                             k.clone(),
-                            text(&v["events"]),
-                            text(&v["watch_seconds"]),
-                            text(&v["buffering_events"]),
-                            text(&v["rebuffer_ms"]),
-                            text(&v["skipped"]),
+                            v.events.to_string(),
+                            num(v.watch_seconds),
+                            v.buffering_events.to_string(),
+                            num(v.rebuffer_ms),
+                            v.skipped.to_string(),
                         ]);
                     }
                     push(t.to_string());
                 }
             }
-            for k in ["catalog", "size_on_disk_bytes"] {
-                if !r[k].is_null() {
-                    push(format!("{k}: {}", r[k]));
-                }
+            if let Some(c) = &s.catalog {
+                push(format!(
+                    "catalog: users {}, movies {}, series {}, tracks {}",
+                    c.users, c.movies, c.series, c.tracks
+                ));
+            }
+            if let Some(b) = s.size_on_disk_bytes {
+                push(format!("size_on_disk_bytes: {b}"));
             }
         }
-        _ => {
-            // Any other reply: its fields, one per line.
-            let mut t = table(&["", ""]);
-            if let Some(o) = r.as_object() {
-                for (k, v) in o.iter().filter(|(k, _)| k.as_str() != "ok") {
-                    let v = match v {
-                        Value::Object(_) | Value::Array(_) => {
-                            serde_json::to_string_pretty(v).unwrap_or_default()
-                        }
-                        other => text(other),
-                    };
-                    t.add_row(vec![k.clone(), v]);
-                }
-            }
-            push(t.to_string());
-        }
+        _ => push(fields(r)),
     }
-    out
+    Ok(out)
 }
 
-fn producers_table(p: &Value) -> String {
+fn producers_table(p: &[ProducerEntry]) -> String {
     let mut t = table(&["kind", "topic", "running", "rate/s", "sent"]);
-    for x in p.as_array().into_iter().flatten() {
-        let s = &x["state"];
+    for x in p {
         t.add_row(vec![
-            text(&x["kind"]),
-            text(&s["topic"]),
-            text(&s["running"]),
-            text(&s["rate"]),
-            text(&s["sent"]),
+            x.kind.to_string(),
+            x.state.topic.clone(),
+            x.state.running.to_string(),
+            num(x.state.rate),
+            x.state.sent.to_string(),
         ]);
     }
     t.to_string()
@@ -579,15 +536,15 @@ pub fn run(args: &CtlArgs) -> Result<i32, CtlError> {
         .unwrap_or_else(|| args.data_dir.join("playpulse.sock"));
     let req = request(&args.command);
     let reply = call(&socket, &req, Duration::from_secs(args.timeout))?;
-    let ok = reply["ok"].as_bool() == Some(true);
+    let verdict: Verdict = typed(&reply)?;
     if args.json {
         println!("{reply}");
-    } else if ok {
-        print!("{}", render(&args.command, &reply));
+    } else if verdict.ok {
+        print!("{}", render(&args.command, &reply)?);
     }
-    if ok {
+    if verdict.ok {
         Ok(0)
     } else {
-        Err(CtlError::Refused(text(&reply["error"])))
+        Err(CtlError::Refused(verdict.error.unwrap_or_default()))
     }
 }

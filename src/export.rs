@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::event::{Event, VideoEvent};
 use crate::ml::classify::{self, ClassifierBundle};
 use crate::ml::serve::{load_champion, Recommender};
-use crate::store::models::ModelVersion;
+use crate::ml::{ModelKind, ModelVersion};
 use crate::store::StoreView;
 
 #[derive(Debug, Error)]
@@ -28,7 +28,7 @@ pub enum ExportError {
     Write { path: String, message: String },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ExportReport {
     pub file: String,
     pub model: u64,
@@ -54,7 +54,7 @@ pub fn recommendations_csv(
     k: usize,
 ) -> Result<ExportReport, ExportError> {
     let (id, bundle) = load_champion(store)
-        .map_err(ExportError::Store)?
+        .map_err(|e| ExportError::Store(e.to_string()))?
         .ok_or(ExportError::NoModel)?;
     let r = Recommender::new(bundle);
     let titles: Vec<String> = r
@@ -124,14 +124,13 @@ pub fn recommendations_csv(
 /// The latest version of a classifier kind (`decision_tree`, `svm`) and its stored model.
 pub fn latest_classifier(
     store: &StoreView,
-    kind: &str,
+    kind: ModelKind,
 ) -> Result<Option<(ModelVersion, ClassifierBundle)>, ExportError> {
-    let models = store
-        .models()
-        .map_err(|e| ExportError::Store(e.to_string()))?;
+    let models =
+        crate::ml::version::versions(store).map_err(|e| ExportError::Store(e.to_string()))?;
     let Some(m) = models
         .into_iter()
-        .filter(|m| m.kind == kind)
+        .filter(|m| m.kind() == kind)
         .max_by_key(|m| m.id)
     else {
         return Ok(None);
@@ -153,7 +152,7 @@ pub fn latest_classifier(
 /// classifier: model, version, user_id, video_id, timestamp, engaged, predicted.
 pub fn predictions_csv(store: &StoreView, out: &Path) -> Result<ExportReport, ExportError> {
     let mut latest = Vec::new();
-    for kind in ["decision_tree", "svm"] {
+    for kind in ModelKind::CLASSIFIERS {
         latest.extend(latest_classifier(store, kind)?);
     }
     if latest.is_empty() {
@@ -176,7 +175,7 @@ pub fn predictions_csv(store: &StoreView, out: &Path) -> Result<ExportReport, Ex
     for (m, b) in latest {
         for p in b.predictions {
             w.write_record([
-                m.kind.clone(),
+                m.kind().to_string(),
                 m.id.to_string(),
                 p.user_id,
                 p.video_id,
@@ -201,7 +200,7 @@ pub fn predictions_csv(store: &StoreView, out: &Path) -> Result<ExportReport, Ex
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictReport {
     pub file: String,
-    pub model: String,
+    pub model: ModelKind,
     pub version: u64,
     pub events: usize,
     pub predicted_engaged: usize,
@@ -213,12 +212,12 @@ pub struct PredictReport {
 /// (user_id, video_id, timestamp, engaged, predicted).
 pub fn predict_csv(
     store: &StoreView,
-    kind: &str,
+    kind: ModelKind,
     events: &[VideoEvent],
     out: &Path,
 ) -> Result<PredictReport, ExportError> {
-    let (m, b) =
-        latest_classifier(store, kind)?.ok_or_else(|| ExportError::NoClassifier(kind.into()))?;
+    let (m, b) = latest_classifier(store, kind)?
+        .ok_or_else(|| ExportError::NoClassifier(kind.to_string()))?;
     let predicted = b.classifier.predict(events);
     let werr = |e: csv::Error| write_error(out, e);
     let mut w = csv::Writer::from_path(out).map_err(werr)?;
@@ -240,7 +239,7 @@ pub fn predict_csv(
     w.flush().map_err(|e| write_error(out, e))?;
     Ok(PredictReport {
         file: out.display().to_string(),
-        model: m.kind,
+        model: m.kind(),
         version: m.id,
         events: events.len(),
         predicted_engaged: predicted.iter().filter(|&&p| p).count(),

@@ -91,7 +91,7 @@ impl TopicKinds {
 pub type Assignment = Arc<Mutex<Vec<(String, i32)>>>;
 
 /// How this member commits its progress to the group (see [`crate::claims`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupCommit {
     /// Each batch is claimed (committed synchronously with its owner chain)
@@ -102,6 +102,15 @@ pub enum GroupCommit {
     /// write and its commit leaves records its partitions' next owner stores
     /// again (each store alone still holds every record once).
     AfterWrite,
+}
+
+impl GroupCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupCommit::ClaimBeforeWrite => "claim_before_write",
+            GroupCommit::AfterWrite => "after_write",
+        }
+    }
 }
 
 /// The group-commit state this member shares between its consumer and its

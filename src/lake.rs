@@ -523,7 +523,9 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("score", Col::F64),
         ],
     );
-    if let Some((id, bundle)) = crate::ml::serve::load_champion(store).map_err(LakeError::Store)? {
+    if let Some((id, bundle)) =
+        crate::ml::serve::load_champion(store).map_err(|e| LakeError::Store(e.to_string()))?
+    {
         let r = crate::ml::serve::Recommender::new(bundle);
         let hints = crate::ml::serve::Hints::default();
         for u in &r.bundle().users {

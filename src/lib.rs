@@ -1,5 +1,6 @@
 //! playpulse: a streaming analytics and recommendation daemon for video and music
-//! platforms. See DESIGN.md in the shared docs and README.md for the shape.
+//! platforms. ARCHITECTURE.md (in the repository) shows the shape: the picture,
+//! a paragraph per folder, and where to change what.
 
 pub mod admin;
 pub mod affinity;

@@ -17,7 +17,7 @@ use playpulse::kafka;
 use playpulse::ml::als::AlsParams;
 use playpulse::ml::bench::AlsBenchArgs;
 use playpulse::ml::classify::ClassifyParams;
-use playpulse::ml::serve::{load_champion, Hints, Recommender};
+use playpulse::ml::serve::{load_serving, Hints, Recommender};
 use playpulse::produce::{produce, Synth, SynthSpec};
 use playpulse::store::Store;
 use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
@@ -86,7 +86,7 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long)]
         user: String,
-        #[arg(long, default_value_t = 10, value_parser = playpulse::admin::protocol::parse_k)]
+        #[arg(long, default_value_t = 10, value_parser = playpulse::admin::bounds::parse_k)]
         k: usize,
         /// For unknown users: the genre to take popular items from.
         #[arg(long)]
@@ -108,7 +108,7 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "final_recommendations.csv")]
         out: PathBuf,
-        #[arg(long, default_value_t = 5, value_parser = playpulse::admin::protocol::parse_k)]
+        #[arg(long, default_value_t = 5, value_parser = playpulse::admin::bounds::parse_k)]
         k: usize,
     },
     /// Reads every entry of the store (daemon stopped) and lists what is
@@ -128,8 +128,8 @@ enum Command {
         #[arg(long)]
         events: PathBuf,
         /// decision_tree or svm.
-        #[arg(long, default_value = "decision_tree")]
-        model: String,
+        #[arg(long, value_enum, default_value = "decision_tree")]
+        model: playpulse::ml::ModelKind,
         #[arg(long, default_value = "predictions.csv")]
         out: PathBuf,
     },
@@ -583,10 +583,10 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("champion is now v{id}");
             }
             let champion = store.champion_id()?;
-            for m in store.models()? {
-                let mut v = serde_json::to_value(&m)?;
-                v["champion"] = (Some(m.id) == champion).into();
-                println!("{v}");
+            for model in playpulse::ml::version::versions(&store)? {
+                let champion = Some(model.id) == champion;
+                let shown = playpulse::admin::cmd::models::ModelShown { model, champion };
+                println!("{}", serde_json::to_string(&shown)?);
             }
             Ok(())
         }
@@ -598,17 +598,28 @@ fn main() -> anyhow::Result<()> {
             region,
         } => {
             let store = Store::open(&data_dir, 64)?;
-            let Some((id, bundle)) = load_champion(&store).map_err(anyhow::Error::msg)? else {
+            // The daemon's path: the champion with its affinity weight, the
+            // user's catalog profile, the titles.
+            let champion = load_serving(&store)?.map(|(id, bundle, affinity_weight)| {
+                playpulse::ml::serve::Champion {
+                    id,
+                    recommender: Recommender::new(bundle),
+                    affinity_weight,
+                }
+            });
+            let profile = store.user_profile(&user.trim().to_lowercase())?;
+            let hints = Hints { region, genre };
+            let Some(reply) = playpulse::ml::recommend::recommend(
+                champion.as_ref(),
+                profile.as_ref(),
+                store.titles(),
+                &user,
+                k,
+                &hints,
+            ) else {
                 bail!("no model has been trained yet in {}: let the daemon ingest models.min_events events", data_dir.display());
             };
-            let r = Recommender::new(bundle);
-            let user = user.trim().to_lowercase();
-            let hints = Hints { region, genre };
-            let recs = r.recommend(&user, k, &hints);
-            println!(
-                "{}",
-                serde_json::json!({ "model": id, "user": user, "known": r.knows(&user), "recommendations": recs })
-            );
+            println!("{}", serde_json::to_string(&reply)?);
             Ok(())
         }
         Command::Export {
@@ -672,15 +683,15 @@ fn main() -> anyhow::Result<()> {
             model,
             out,
         } => {
-            if !["decision_tree", "svm"].contains(&model.as_str()) {
-                bail!("--model {model:?}: use decision_tree or svm");
+            if !playpulse::ml::ModelKind::CLASSIFIERS.contains(&model) {
+                bail!("--model {model}: use decision_tree or svm");
             }
             let (events, rejected) = playpulse::ml::bench::read_video_events(&events)?;
             if rejected > 0 {
                 eprintln!("{rejected} lines were not valid video events and are left out");
             }
             let store = Store::open(&data_dir, 64)?;
-            let report = playpulse::export::predict_csv(&store, &model, &events, &out)?;
+            let report = playpulse::export::predict_csv(&store, model, &events, &out)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -124,17 +124,17 @@ impl Progress {
     }
 
     /// Seconds spent per stage so far.
-    pub fn stage_seconds(&self) -> serde_json::Value {
+    pub fn stage_seconds(&self) -> StageSeconds {
         let s = |a: &AtomicU64| Self::get(a) as f64 / 1e9;
-        serde_json::json!({
-            "poll": s(&self.poll_ns),
-            "parse": s(&self.parse_ns),
-            "validate": s(&self.validate_ns),
-            "prepare": s(&self.prepare_ns),
-            "store_prepare": s(&self.store_prepare_ns),
-            "store_write": s(&self.store_write_ns),
-            "store_flush": s(&self.store_flush_ns),
-        })
+        StageSeconds {
+            poll: s(&self.poll_ns),
+            parse: s(&self.parse_ns),
+            validate: s(&self.validate_ns),
+            prepare: s(&self.prepare_ns),
+            store_prepare: s(&self.store_prepare_ns),
+            store_write: s(&self.store_write_ns),
+            store_flush: s(&self.store_flush_ns),
+        }
     }
 
     /// Records that reached the store (stored or dead-lettered).
@@ -214,5 +214,32 @@ impl Fatal {
             }
             notified.await;
         }
+    }
+}
+
+/// Busy seconds per pipeline stage.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct StageSeconds {
+    pub poll: f64,
+    pub parse: f64,
+    pub validate: f64,
+    pub prepare: f64,
+    pub store_prepare: f64,
+    pub store_write: f64,
+    pub store_flush: f64,
+}
+
+impl StageSeconds {
+    /// Each stage by name.
+    pub fn all(&self) -> [(&'static str, f64); 7] {
+        [
+            ("poll", self.poll),
+            ("parse", self.parse),
+            ("validate", self.validate),
+            ("prepare", self.prepare),
+            ("store_prepare", self.store_prepare),
+            ("store_write", self.store_write),
+            ("store_flush", self.store_flush),
+        ]
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, run_ok};
 use playpulse::generate::{user_id, World, GENRES};
+use playpulse::ml::version;
 use playpulse::store::Store;
 
 fn start(data: &std::path::Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
@@ -87,27 +88,20 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     stop(child);
 
     let store = Store::open(&data, 64).unwrap();
-    let champion = store.champion().unwrap().expect("a champion");
-    let ndcg = champion.metrics["ndcg"].as_f64().unwrap();
-    let baseline = champion.baseline["ndcg"].as_f64().unwrap();
+    let champion = version::champion(&store).unwrap().expect("a champion");
+    let rec = champion.recommender().expect("a recommender");
+    let ndcg = rec.metrics.ranking.ndcg;
+    let baseline = rec.baseline.ndcg;
     assert!(
         ndcg > baseline * 1.5,
         "ALS ndcg {ndcg} vs popularity {baseline}"
     );
-    let models_before = store.models().unwrap().len();
+    let models_before = version::versions(&store).unwrap().len();
     // The version records the offsets its snapshot was taken at: every stored
     // event came from below them.
-    let snap = &champion.data["snapshot"];
-    let offsets = snap["offsets"].as_object().expect("offsets by namespace");
-    let below: i64 = offsets
-        .values()
-        .flat_map(|m| m.as_object().unwrap().values())
-        .map(|v| v.as_i64().unwrap())
-        .sum();
-    assert!(
-        below as u64 >= snap["stored_events"].as_u64().unwrap() && below > 0,
-        "{snap}"
-    );
+    let snap = champion.snapshot();
+    let below: i64 = snap.offsets.values().flat_map(|m| m.values()).sum();
+    assert!(below as u64 >= snap.stored_events && below > 0, "{snap:?}");
 
     // Users of the synthetic world (config.toml's producers) with one preferred genre.
     let world = World::new(5000, 1000, 42);
@@ -197,14 +191,15 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
 
     // The classifiers were trained alongside, and their held-out predictions export.
     let store = Store::open(&data, 64).unwrap();
-    let models = store.models().unwrap();
+    let models = version::versions(&store).unwrap();
+    let accuracy = |m: &version::ModelVersion| m.classifier().unwrap().metrics.accuracy;
     drop(store);
     for kind in ["decision_tree", "svm"] {
         let m = models
             .iter()
-            .find(|m| m.kind == kind)
+            .find(|m| m.kind().as_str() == kind)
             .unwrap_or_else(|| panic!("no {kind} version: {models:?}"));
-        assert!(m.metrics["accuracy"].as_f64().unwrap() > 0.9, "{m:?}");
+        assert!(accuracy(m) > 0.9, "{m:?}");
     }
     let pred_path = dir.path().join("predictions.csv");
     run_ok(&[
@@ -221,9 +216,7 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     for kind in ["decision_tree", "svm"] {
         let mine: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[0] == kind).collect();
         let right = mine.iter().filter(|r| r[5] == r[6]).count() as f64 / mine.len() as f64;
-        let stored = models.iter().find(|m| m.kind == kind).unwrap().metrics["accuracy"]
-            .as_f64()
-            .unwrap();
+        let stored = accuracy(models.iter().find(|m| m.kind().as_str() == kind).unwrap());
         assert!(
             (right - stored).abs() < 1e-9,
             "{kind}: CSV accuracy {right} vs recorded {stored}"
@@ -258,7 +251,11 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["events"], 2000, "{v}");
         assert!(v["accuracy"].as_f64().unwrap() > 0.9, "{v}");
-        let version = models.iter().filter(|m| m.kind == kind).map(|m| m.id).max();
+        let version = models
+            .iter()
+            .filter(|m| m.kind().as_str() == kind)
+            .map(|m| m.id)
+            .max();
         assert_eq!(v["version"].as_u64(), version, "{v}");
         let rows: Vec<csv::StringRecord> = csv::Reader::from_path(&out_csv)
             .unwrap()
@@ -316,6 +313,6 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     assert!(!log.contains("trained in"), "{log}");
     stop(child);
     let store = Store::open(&data, 64).unwrap();
-    assert_eq!(store.models().unwrap().len(), models_before);
+    assert_eq!(version::versions(&store).unwrap().len(), models_before);
     assert_eq!(store.champion_id().unwrap(), Some(champion.id));
 }

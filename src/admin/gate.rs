@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use serde_json::{json, Value};
-
-use super::commands::Admin;
-use super::protocol::{parse_request, Request};
+use super::cmd::status::StartingStatus;
+use super::context::Admin;
+use super::error::CommandError;
+use super::protocol::{error_wire, parse_request, Request};
 use crate::config::Config;
 
 /// How long a request that needs the running daemon waits for the start.
@@ -72,38 +72,44 @@ impl Gate {
     }
 
     /// Why a request cannot be served yet.
-    pub fn starting_error(&self) -> String {
-        let what = self.what();
-        format!("the daemon is starting (waiting for {what}): try again once `status` says it runs")
+    pub fn starting_error(&self) -> CommandError {
+        CommandError::Starting(self.what())
     }
 
     /// `status` while starting.
-    pub fn starting_status(&self) -> Value {
-        let what = self.what();
-        json!({
-            "ok": true,
-            "state": "starting",
-            "waiting_for": what,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "data_dir": self.cfg.data_dir,
-            "brokers": self.cfg.kafka.brokers,
-        })
+    pub fn starting_status(&self) -> StartingStatus {
+        StartingStatus {
+            state: "starting".into(),
+            waiting_for: self.what(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            data_dir: self.cfg.data_dir.clone(),
+            brokers: self.cfg.kafka.brokers.clone(),
+        }
+    }
+
+    /// `status` while starting, in its wire form.
+    pub fn starting_wire(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.starting_status()).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("ok".into(), true.into());
+        }
+        v
     }
 
     /// One request line in, one reply object out.
-    pub async fn handle(&self, line: &[u8]) -> Value {
+    pub async fn handle(&self, line: &[u8]) -> serde_json::Value {
         if let Some(a) = self.admin.get() {
             return a.handle(line).await;
         }
         match parse_request(line) {
-            Ok(Request::Status {}) => self.starting_status(),
+            Ok(Request::Status(_)) => self.starting_wire(),
             // A start that ends within moments is waited for.
             Ok(_) => match self.admin_soon().await {
                 Some(a) => a.handle(line).await,
-                None => json!({ "ok": false, "error": self.starting_error() }),
+                None => error_wire(&self.starting_error().to_string()),
             },
-            Err(e) => json!({ "ok": false, "error": e }),
+            Err(e) => error_wire(&e.to_string()),
         }
     }
 }

@@ -7,417 +7,346 @@
 //! {"cmd":"nope"}
 //! {"ok":false,"error":"unknown command \"nope\"; commands: status, stats, ..."}
 //! ```
+//!
+//! [`Request`] is the one definition of every command: serde reads and writes
+//! it on the socket, clap parses it from `ctl`'s command line, the HTTP routes
+//! build it from query parameters, and `help` lists it. Each command's
+//! arguments, bounds, reply and work live in one file of [`super::cmd`].
 
-use serde::Deserialize;
+use clap::{CommandFactory, Parser};
+use serde::{Deserialize, Serialize};
 
-/// Every command with its arguments, as `help` lists them.
-pub const COMMANDS: &[(&str, &str, &str)] = &[
-    (
-        "status",
-        "",
-        "uptime, offsets, lag, rates, producers, actor health",
-    ),
-    (
-        "stats",
-        "[section: counters|qoe|catalog|size]",
-        "stored aggregates",
-    ),
-    (
-        "pause",
-        "",
-        "stop consuming (the consumer stays in its group)",
-    ),
-    ("resume", "", "consume again"),
-    (
-        "producer",
-        "action: start|stop|rate|status, [kind: video|users|movies|series|music], [rate: events/s]",
-        "control the built-in producers (all kinds when none is named)",
-    ),
-    (
-        "analytics",
-        "view: qoe|series|top|engagement|pipeline, [dim: all|video|region|resolution|genre], [key], [minutes: 15], [limit: 20]",
-        "live 1-minute windows: QoE, engagement, top videos, pipeline progress",
-    ),
-    ("train", "", "train now"),
-    (
-        "evaluate",
-        "",
-        "score the champion and popularity on a fresh held-out split",
-    ),
-    (
-        "models",
-        "[action: list|show|promote|rollback], [id]",
-        "model versions and the champion",
-    ),
-    (
-        "recommend",
-        "user, [k: 10], [region], [genre]",
-        "the champion's top k for a user",
-    ),
-    ("similar", "item, [k: 10]", "items most like an item"),
-    (
-        "graph",
-        "query: user_tracks|artist_tracks|genre_tracks|top|also_liked|artist_neighbours|genre_neighbours, [user], [action: play|skip|like|pause|seek], [artist], [genre], [offset: 0], [limit: 20]",
-        "the listening graph: a user's tracks, tracks by artist or genre, who paused what, users like me also liked, neighbourhoods",
-    ),
-    (
-        "dlq",
-        "[action: list|show|replay|purge], [id], [after], [limit: 50], [reason]",
-        "the dead-letter store; replay re-sends records to their topic",
-    ),
-    (
-        "export",
-        "what: recommendations|predictions|events, out: path, [k: 5]",
-        "write a CSV (or JSON Lines for events) on the daemon's machine",
-    ),
-    (
-        "snapshot",
-        "out: directory",
-        "a consistent copy of the store (a data dir to run from)",
-    ),
-    ("config", "", "the effective configuration"),
-    ("help", "", "this list"),
-    ("shutdown", "", "stop the daemon cleanly"),
-];
+use super::cmd::{data, dlq, graph, ingest, models, recommend, stats};
+use super::error::RequestError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProducerAction {
-    Start,
-    Stop,
-    Rate,
-    Status,
-}
+/// A command without arguments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelsAction {
-    #[default]
-    List,
-    Show,
-    Promote,
-    Rollback,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DlqAction {
-    #[default]
-    List,
-    Show,
-    Replay,
-    Purge,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExportWhat {
-    Recommendations,
-    Predictions,
-    Events,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+/// Every admin command with its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    Status {},
-    Stats {
-        section: Option<String>,
-    },
-    Pause {},
-    Resume {},
-    Producer {
-        action: ProducerAction,
-        kind: Option<String>,
-        rate: Option<f64>,
-    },
-    Analytics {
-        view: String,
-        dim: Option<String>,
-        key: Option<String>,
-        minutes: Option<u32>,
-        limit: Option<usize>,
-    },
-    Train {},
-    Evaluate {},
-    Models {
-        #[serde(default)]
-        action: ModelsAction,
-        id: Option<u64>,
-    },
-    Recommend {
-        user: String,
-        k: Option<usize>,
-        region: Option<String>,
-        genre: Option<String>,
-    },
-    Similar {
-        item: String,
-        k: Option<usize>,
-    },
-    Graph(crate::graph::GraphRequest),
-    Dlq {
-        #[serde(default)]
-        action: DlqAction,
-        id: Option<String>,
-        after: Option<String>,
-        limit: Option<usize>,
-        reason: Option<String>,
-    },
-    Export {
-        what: ExportWhat,
-        out: String,
-        k: Option<usize>,
-    },
-    Snapshot {
-        out: String,
-    },
-    Config {},
-    Help {},
-    Shutdown {},
+    /// Uptime, offsets and lag per partition, rates, producers, actor health.
+    Status(NoArgs),
+    /// Stored aggregates: counters, qoe, catalog or size (all when none is named).
+    Stats(stats::Stats),
+    /// Stop consuming (the consumer stays in its group).
+    Pause(NoArgs),
+    /// Consume again.
+    Resume(NoArgs),
+    /// Control the built-in producers (all kinds when none is named).
+    Producer(ingest::Producer),
+    /// Live 1-minute windows: QoE, engagement, top videos, pipeline progress.
+    Analytics(stats::Analytics),
+    /// Train now (answers when the run is recorded).
+    Train(NoArgs),
+    /// Score the champion and popularity on a fresh held-out split.
+    Evaluate(NoArgs),
+    /// Model versions and the champion: list, show [ID], promote ID, rollback.
+    Models(models::Models),
+    /// The champion's top k for a user.
+    Recommend(recommend::Recommend),
+    /// Items most like an item.
+    Similar(recommend::Similar),
+    /// The listening graph: a user's tracks, tracks by artist or genre, who
+    /// paused what, users like me also liked, neighbourhoods.
+    Graph(graph::Graph),
+    /// The dead-letter store: list, show ID, replay [ID], purge; replay re-sends
+    /// records to their topic.
+    Dlq(dlq::Dlq),
+    /// Write recommendations (CSV), predictions (CSV) or events (JSON Lines) on
+    /// the daemon's machine.
+    Export(data::Export),
+    /// A consistent copy of the store into a directory (a data dir to run from).
+    Snapshot(data::Snapshot),
+    /// The daemon's effective configuration.
+    Config(NoArgs),
+    /// This list.
+    #[command(skip)]
+    Help(NoArgs),
+    /// Stop the daemon cleanly.
+    Shutdown(NoArgs),
 }
 
-/// Largest `k` (recommendations, similar items, export rows per user).
-pub const MAX_K: usize = 1000;
-/// Largest page of dead letters, analytics rows or graph items.
-pub const MAX_PAGE: usize = 10_000;
-/// Largest number of dead letters one replay or purge handles.
-pub const MAX_BULK: usize = 1_000_000;
-/// Largest live-analytics window, minutes (a day).
-pub const MAX_MINUTES: u32 = 1440;
-/// Largest producer rate, events/s.
-pub const MAX_RATE: f64 = 10_000_000.0;
-/// Longest id or name argument, bytes.
-pub const MAX_ARG_BYTES: usize = 1024;
-/// Longest path argument, bytes.
-pub const MAX_PATH_BYTES: usize = 4096;
-/// Largest graph page offset.
-pub const MAX_OFFSET: usize = 100_000_000;
-
-fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
-    name: &str,
-    v: Option<T>,
-    lo: T,
-    hi: T,
-) -> Result<(), String> {
-    match v {
-        Some(x) if !(x >= lo && x <= hi) => {
-            Err(format!("`{name}` = {x} is out of range: give {lo} to {hi}"))
-        }
-        _ => Ok(()),
-    }
+/// Clap's view of [`Request`], for the command list and usage lines.
+#[derive(Parser)]
+#[command(name = "admin", disable_help_subcommand = true)]
+struct Commands {
+    #[command(subcommand)]
+    request: Request,
 }
 
-fn text(name: &str, v: Option<&str>, required: bool, max: usize) -> Result<(), String> {
-    let Some(s) = v else { return Ok(()) };
-    if required && s.trim().is_empty() {
-        return Err(format!("`{name}` is empty: give a non-empty value"));
-    }
-    if s.len() > max {
-        return Err(format!(
-            "`{name}` is {} bytes long: give at most {max}",
-            s.len()
-        ));
-    }
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "`{name}` holds the control character {c:?}: send printable text"
-        ));
-    }
-    Ok(())
+/// One command as `help` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandHelp {
+    pub cmd: String,
+    pub args: String,
+    pub does: String,
 }
 
-/// `k` from a command line (`--k`): 1 to [`MAX_K`].
-pub fn parse_k(s: &str) -> Result<usize, String> {
-    let k: usize = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a count: give 1 to {MAX_K}"))?;
-    in_range("k", Some(k), 1, MAX_K)?;
-    Ok(k)
+/// Every command with its arguments and what it does (from [`Request`]).
+pub fn commands() -> Vec<CommandHelp> {
+    let c = Commands::command();
+    let mut out: Vec<CommandHelp> = c
+        .get_subcommands()
+        .map(|s| CommandHelp {
+            cmd: s.get_name().to_string(),
+            args: usage(s),
+            does: s
+                .get_about()
+                .map(|a| a.to_string().trim_end_matches('.').to_string())
+                .unwrap_or_default(),
+        })
+        .collect();
+    // `help` is the socket's own (clap's `--help` serves the command line).
+    let at = out.len().saturating_sub(1);
+    out.insert(
+        at,
+        CommandHelp {
+            cmd: "help".into(),
+            args: String::new(),
+            does: "this list".into(),
+        },
+    );
+    out
+}
+
+/// `user, [k], [region], [genre]`: required arguments bare, optional ones
+/// bracketed, choices after a colon.
+fn usage(c: &clap::Command) -> String {
+    c.get_arguments()
+        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+        .map(|a| {
+            let name = a.get_id().as_str().to_string();
+            let choices: Vec<String> = a
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_string())
+                .collect();
+            let shown = if choices.is_empty() {
+                name
+            } else {
+                format!("{name}: {}", choices.join("|"))
+            };
+            if a.is_required_set() {
+                shown
+            } else {
+                format!("[{shown}]")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Request {
+    /// The command's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status(_) => "status",
+            Request::Stats(_) => "stats",
+            Request::Pause(_) => "pause",
+            Request::Resume(_) => "resume",
+            Request::Producer(_) => "producer",
+            Request::Analytics(_) => "analytics",
+            Request::Train(_) => "train",
+            Request::Evaluate(_) => "evaluate",
+            Request::Models(_) => "models",
+            Request::Recommend(_) => "recommend",
+            Request::Similar(_) => "similar",
+            Request::Graph(_) => "graph",
+            Request::Dlq(_) => "dlq",
+            Request::Export(_) => "export",
+            Request::Snapshot(_) => "snapshot",
+            Request::Config(_) => "config",
+            Request::Help(_) => "help",
+            Request::Shutdown(_) => "shutdown",
+        }
+    }
+
     /// Checks every size, count and id against its bound (for the socket and
     /// HTTP alike): the error names the argument, its value and the range.
-    pub fn check(&self) -> Result<(), String> {
-        let id = |name: &str, v: &str| text(name, Some(v), true, MAX_ARG_BYTES);
-        let opt = |name: &str, v: &Option<String>| text(name, v.as_deref(), false, MAX_ARG_BYTES);
+    pub fn check(&self) -> Result<(), RequestError> {
         match self {
-            Request::Stats { section } => opt("section", section),
-            Request::Producer { kind, rate, .. } => {
-                opt("kind", kind)?;
-                if let Some(r) = rate {
-                    if !r.is_finite() {
-                        return Err(format!(
-                            "`rate` = {r} is not a number: give 0 to {MAX_RATE}"
-                        ));
-                    }
-                }
-                in_range("rate", *rate, 0.0, MAX_RATE)
-            }
-            Request::Analytics {
-                view,
-                dim,
-                key,
-                minutes,
-                limit,
-            } => {
-                id("view", view)?;
-                opt("dim", dim)?;
-                opt("key", key)?;
-                in_range("minutes", *minutes, 1, MAX_MINUTES)?;
-                in_range("limit", *limit, 1, MAX_PAGE)
-            }
-            Request::Recommend {
-                user,
-                k,
-                region,
-                genre,
-            } => {
-                id("user", user)?;
-                opt("region", region)?;
-                opt("genre", genre)?;
-                in_range("k", *k, 1, MAX_K)
-            }
-            Request::Similar { item, k } => {
-                id("item", item)?;
-                in_range("k", *k, 1, MAX_K)
-            }
-            Request::Graph(g) => {
-                id("query", &g.query)?;
-                for (name, v) in [
-                    ("user", &g.user),
-                    ("action", &g.action),
-                    ("artist", &g.artist),
-                    ("genre", &g.genre),
-                ] {
-                    opt(name, v)?;
-                }
-                in_range("offset", g.offset, 0, MAX_OFFSET)?;
-                in_range("limit", g.limit, 1, crate::graph::MAX_LIMIT)
-            }
-            Request::Dlq {
-                action,
-                id: dlq_id,
-                after,
-                limit,
-                reason,
-            } => {
-                opt("id", dlq_id)?;
-                opt("after", after)?;
-                opt("reason", reason)?;
-                let max = match action {
-                    DlqAction::List | DlqAction::Show => MAX_PAGE,
-                    DlqAction::Replay | DlqAction::Purge => MAX_BULK,
-                };
-                in_range("limit", *limit, 1, max)
-            }
-            Request::Export { out, k, .. } => {
-                text("out", Some(out), true, MAX_PATH_BYTES)?;
-                in_range("k", *k, 1, MAX_K)
-            }
-            Request::Snapshot { out } => text("out", Some(out), true, MAX_PATH_BYTES),
-            Request::Status {}
-            | Request::Pause {}
-            | Request::Resume {}
-            | Request::Train {}
-            | Request::Evaluate {}
-            | Request::Models { .. }
-            | Request::Config {}
-            | Request::Help {}
-            | Request::Shutdown {} => Ok(()),
+            Request::Stats(s) => s.check(),
+            Request::Producer(p) => p.check(),
+            Request::Analytics(a) => a.check(),
+            Request::Recommend(r) => r.check(),
+            Request::Similar(s) => s.check(),
+            Request::Graph(g) => g.check(),
+            Request::Dlq(d) => d.check(),
+            Request::Export(e) => e.check(),
+            Request::Snapshot(s) => s.check(),
+            Request::Status(_)
+            | Request::Pause(_)
+            | Request::Resume(_)
+            | Request::Train(_)
+            | Request::Evaluate(_)
+            | Request::Models(_)
+            | Request::Config(_)
+            | Request::Help(_)
+            | Request::Shutdown(_) => Ok(()),
         }
     }
 }
 
 /// Parses one request line; the error says what is wrong and how to fix it.
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
-        format!("malformed JSON ({e}): send one JSON object per line, e.g. {{\"cmd\":\"status\"}}")
-    })?;
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| RequestError::Malformed(e.to_string()))?;
     let Some(obj) = v.as_object() else {
-        return Err(format!(
-            "a request is a JSON object, got {v}: send e.g. {{\"cmd\":\"status\"}}"
-        ));
+        return Err(RequestError::NotAnObject(v.to_string()));
     };
     let cmd = match obj.get("cmd") {
-        Some(serde_json::Value::String(c)) => c.as_str(),
-        Some(other) => return Err(format!("`cmd` must be a string, got {other}")),
-        None => {
-            return Err("missing `cmd`: name a command, e.g. {\"cmd\":\"status\"}".into());
-        }
+        Some(serde_json::Value::String(c)) => c.clone(),
+        Some(other) => return Err(RequestError::CmdNotText(other.to_string())),
+        None => return Err(RequestError::MissingCmd),
     };
-    if !COMMANDS.iter().any(|(c, _, _)| *c == cmd) {
-        let names: Vec<&str> = COMMANDS.iter().map(|(c, _, _)| *c).collect();
-        return Err(format!(
-            "unknown command {cmd:?}; commands: {}",
-            names.join(", ")
-        ));
-    }
-    serde_json::from_value(v.clone()).map_err(|e| {
-        let usage = COMMANDS
-            .iter()
-            .find(|(c, _, _)| *c == cmd)
-            .map(|(_, a, _)| *a)
-            .unwrap_or("");
-        let args = if usage.is_empty() { "none" } else { usage };
-        format!("command {cmd:?}: {e}; its arguments: {args}")
+    let known = commands();
+    let Some(help) = known.iter().find(|c| c.cmd == cmd) else {
+        let names: Vec<&str> = known.iter().map(|c| c.cmd.as_str()).collect();
+        return Err(RequestError::UnknownCommand {
+            name: cmd,
+            known: names.join(", "),
+        });
+    };
+    serde_json::from_value(v).map_err(|e| RequestError::Arguments {
+        cmd: cmd.clone(),
+        message: e.to_string(),
+        usage: if help.args.is_empty() {
+            "none".into()
+        } else {
+            help.args.clone()
+        },
     })
+}
+
+/// A reply or an error in its wire form: the reply's fields with `"ok": true`,
+/// or `{"ok": false, "error": ...}`.
+pub fn to_wire(
+    outcome: &Result<super::cmd::Reply, super::error::CommandError>,
+) -> serde_json::Value {
+    match outcome {
+        Ok(reply) => match serde_json::to_value(reply) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.insert("ok".into(), true.into());
+                serde_json::Value::Object(m)
+            }
+            Ok(other) => serde_json::json!({ "ok": true, "result": other }),
+            Err(e) => error_wire(&format!("the reply could not be written: {e}")),
+        },
+        Err(e) => error_wire(&e.to_string()),
+    }
+}
+
+/// `{"ok": false, "error": message}`.
+pub fn error_wire(message: &str) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": message })
+}
+
+/// The wire form's verdict, as a client reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Verdict {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn err(line: &[u8]) -> String {
+        parse_request(line).unwrap_err().to_string()
+    }
+
     #[test]
     fn parses_commands_and_names_every_mistake() {
         assert_eq!(
             parse_request(br#"{"cmd":"status"}"#).unwrap(),
-            Request::Status {}
+            Request::Status(NoArgs {})
         );
         assert_eq!(
             parse_request(br#"{"cmd":"recommend","user":"u1","k":3}"#).unwrap(),
-            Request::Recommend {
+            Request::Recommend(recommend::Recommend {
                 user: "u1".into(),
                 k: Some(3),
                 region: None,
                 genre: None
-            }
+            })
         );
         assert_eq!(
             parse_request(br#"{"cmd":"models"}"#).unwrap(),
-            Request::Models {
-                action: ModelsAction::List,
+            Request::Models(models::Models {
+                action: models::ModelsAction::List,
                 id: None
-            }
+            })
         );
-        let e = parse_request(b"{nope").unwrap_err();
+        let e = err(b"{nope");
         assert!(e.starts_with("malformed JSON"), "{e}");
-        let e = parse_request(b"[1]").unwrap_err();
+        let e = err(b"[1]");
         assert!(e.contains("JSON object"), "{e}");
-        let e = parse_request(br#"{"user":"x"}"#).unwrap_err();
+        let e = err(br#"{"user":"x"}"#);
         assert!(e.contains("missing `cmd`"), "{e}");
-        let e = parse_request(br#"{"cmd":"fly"}"#).unwrap_err();
+        let e = err(br#"{"cmd":"fly"}"#);
         assert!(
             e.contains("unknown command \"fly\"") && e.contains("status"),
             "{e}"
         );
-        let e = parse_request(br#"{"cmd":"recommend"}"#).unwrap_err();
+        let e = err(br#"{"cmd":"recommend"}"#);
         assert!(
             e.contains("missing field `user`") && e.contains("user, [k"),
             "{e}"
         );
-        let e = parse_request(br#"{"cmd":"status","verbose":true}"#).unwrap_err();
+        let e = err(br#"{"cmd":"status","verbose":true}"#);
         assert!(e.contains("unknown field `verbose`"), "{e}");
-        let e = parse_request(br#"{"cmd":"producer","action":"explode"}"#).unwrap_err();
+        let e = err(br#"{"cmd":"producer","action":"explode"}"#);
         assert!(e.contains("explode") && e.contains("start"), "{e}");
-        let e = parse_request(br#"{"cmd":"recommend","user":"u","k":"ten"}"#).unwrap_err();
+        let e = err(br#"{"cmd":"recommend","user":"u","k":"ten"}"#);
         assert!(e.contains("\"ten\""), "{e}");
     }
 
     #[test]
+    fn a_request_reads_back_as_it_was_written() {
+        for line in [
+            r#"{"cmd":"recommend","user":"u1","k":3,"region":"BR","genre":null}"#,
+            r#"{"cmd":"dlq","action":"replay","id":"0:t/0/5","limit":9}"#,
+            r#"{"cmd":"producer","action":"rate","kind":"music","rate":5.0}"#,
+            r#"{"cmd":"graph","query":"top","action":"pause","limit":3}"#,
+            r#"{"cmd":"help"}"#,
+        ] {
+            let r = parse_request(line.as_bytes()).unwrap();
+            let again = parse_request(&serde_json::to_vec(&r).unwrap()).unwrap();
+            assert_eq!(r, again, "{line}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command_with_its_arguments() {
+        let c = commands();
+        let names: Vec<&str> = c.iter().map(|c| c.cmd.as_str()).collect();
+        assert_eq!(names.len(), 18, "{names:?}");
+        for n in ["status", "help", "shutdown", "recommend", "dlq"] {
+            assert!(names.contains(&n), "{names:?}");
+        }
+        let rec = c.iter().find(|c| c.cmd == "recommend").unwrap();
+        assert_eq!(rec.args, "user, [k], [region], [genre]");
+        let p = c.iter().find(|c| c.cmd == "producer").unwrap();
+        assert!(
+            p.args.starts_with("action: start|stop|rate|status"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn every_size_count_and_id_is_bounded() {
-        let check = |line: &str| parse_request(line.as_bytes()).unwrap().check();
+        let check = |line: &str| {
+            parse_request(line.as_bytes())
+                .unwrap()
+                .check()
+                .map_err(|e| e.to_string())
+        };
         for (line, needle) in [
             (
                 r#"{"cmd":"recommend","user":"x","k":100000000000}"#,

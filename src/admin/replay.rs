@@ -6,14 +6,40 @@
 //! new position) if not.
 
 use rdkafka::message::{Header, OwnedHeaders};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::config::KafkaConfig;
 use crate::kafka;
 use crate::store::StoreView;
-use crate::store::{dead_letter_id, DeadLetter};
+use crate::store::{dead_letter_id, DeadLetter, StoreError};
 
-fn payload(d: &DeadLetter) -> Result<Vec<u8>, String> {
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("dead letter {0}: its raw bytes are unreadable")]
+    Unreadable(String),
+    #[error("no dead letter {0:?}; `dlq list` shows them")]
+    NoSuch(String),
+    #[error("replay of {id} failed: {why}")]
+    Send { id: String, why: String },
+    #[error(
+        "the broker did not take the replayed records: {0}; they stay in the dead-letter store"
+    )]
+    Undelivered(String),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaGlueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a replay sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replayed {
+    pub replayed: usize,
+    pub ids: Vec<String>,
+}
+
+fn payload(d: &DeadLetter) -> Result<Vec<u8>, ReplayError> {
     if let Some(raw) = &d.raw {
         return Ok(raw.clone().into_bytes());
     }
@@ -23,12 +49,7 @@ fn payload(d: &DeadLetter) -> Result<Vec<u8>, String> {
         .map(|i| {
             hex.get(i..i + 2)
                 .and_then(|b| u8::from_str_radix(b, 16).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "dead letter {}: its raw bytes are unreadable",
-                        dead_letter_id(d)
-                    )
-                })
+                .ok_or_else(|| ReplayError::Unreadable(dead_letter_id(d)))
         })
         .collect()
 }
@@ -66,33 +87,38 @@ pub fn replay(
     id: Option<String>,
     reason: Option<String>,
     limit: usize,
-) -> Result<Value, String> {
+) -> Result<Replayed, ReplayError> {
     let letters: Vec<(String, DeadLetter)> = match id {
-        Some(id) => match view.dead_letter(&id).map_err(|e| e.to_string())? {
+        Some(id) => match view.dead_letter(&id)? {
             Some(d) => vec![(id, d)],
-            None => return Err(format!("no dead letter {id:?}; `dlq list` shows them")),
+            None => return Err(ReplayError::NoSuch(id)),
         },
-        None => view
-            .dead_letter_page(None, limit, reason.as_deref())
-            .map_err(|e| e.to_string())?,
+        None => view.dead_letter_page(None, limit, reason.as_deref())?,
     };
     if letters.is_empty() {
-        return Ok(json!({ "replayed": 0, "ids": [] }));
+        return Ok(Replayed {
+            replayed: 0,
+            ids: Vec::new(),
+        });
     }
-    let producer = kafka::producer(brokers, kafka_cfg).map_err(|e| e.to_string())?;
+    let producer = kafka::producer(brokers, kafka_cfg)?;
     let mut ids = Vec::with_capacity(letters.len());
     for (id, d) in &letters {
         let bytes = payload(d)?;
-        kafka::send(&producer, &d.topic, b"", &bytes, Some(&headers(d)))
-            .map_err(|e| format!("replay of {id} failed: {e}"))?;
+        kafka::send(&producer, &d.topic, b"", &bytes, Some(&headers(d))).map_err(|e| {
+            ReplayError::Send {
+                id: id.clone(),
+                why: e.to_string(),
+            }
+        })?;
         ids.push(id.clone());
     }
-    kafka::flush(&producer, std::time::Duration::from_secs(30)).map_err(|e| {
-        format!(
-            "the broker did not take the replayed records: {e}; they stay in the dead-letter store"
-        )
-    })?;
-    let removed = view.remove_dead_letters(&ids).map_err(|e| e.to_string())?;
+    kafka::flush(&producer, std::time::Duration::from_secs(30))
+        .map_err(|e| ReplayError::Undelivered(e.to_string()))?;
+    let removed = view.remove_dead_letters(&ids)?;
     tracing::info!("replayed {removed} dead letters");
-    Ok(json!({ "replayed": removed, "ids": ids }))
+    Ok(Replayed {
+        replayed: removed,
+        ids,
+    })
 }

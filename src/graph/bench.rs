@@ -98,7 +98,7 @@ pub fn run(args: &GraphBenchArgs) -> GraphBenchReport {
             let t = Instant::now();
             let v = answer(&g, &req);
             times.push(t.elapsed().as_secs_f64() * 1e6);
-            totals += v.ok().and_then(|v| v["total"].as_u64()).unwrap_or(0);
+            totals += v.map_or(0, |v| v.total as u64);
         }
         times.sort_by(f64::total_cmp);
         latency.insert(

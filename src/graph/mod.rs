@@ -486,7 +486,7 @@ impl MusicGraph {
 }
 
 mod request;
-pub use request::{answer, GraphRequest, MAX_LIMIT, QUERIES};
+pub use request::{answer, GraphAnswer, GraphError, GraphItems, GraphRequest, MAX_LIMIT, QUERIES};
 
 pub mod bench;
 

@@ -7,9 +7,8 @@ use std::fmt::Write;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::admin::protocol::Request;
 use crate::admin::Admin;
-use crate::analytics::Query;
+use crate::analytics::{Answer, Dim, Query, View};
 use crate::pipeline::Progress;
 
 /// A label value escaped as the format requires.
@@ -109,121 +108,126 @@ pub async fn exposition(a: &Admin) -> String {
         "counter",
         "Busy seconds per pipeline stage.",
     );
-    if let Some(stages) = p.stage_seconds().as_object() {
-        for (stage, secs) in stages {
+    for (stage, secs) in p.stage_seconds().all() {
+        e.sample("playpulse_stage_seconds_total", &[("stage", stage)], secs);
+    }
+    let flag = |b: bool| f64::from(u8::from(b));
+    if let Ok(status) = crate::admin::cmd::status::status(a).await {
+        e.one(
+            "playpulse_ingest_paused",
+            "gauge",
+            "1 while an operator has paused ingest.",
+            flag(status.ingest.paused),
+        );
+        e.one(
+            "playpulse_broker_up",
+            "gauge",
+            "1 while the Kafka brokers answer (probed when status or metrics are read).",
+            flag(status.broker.reachable),
+        );
+        e.one(
+            "playpulse_events_per_second",
+            "gauge",
+            "Events stored or rejected per second over the last 10 s.",
+            status.ingest.events_per_sec_10s,
+        );
+        e.family(
+            "playpulse_consumer_lag",
+            "gauge",
+            "Records in the broker not yet stored, per topic.",
+        );
+        let mut lag: std::collections::BTreeMap<&str, i64> = Default::default();
+        for part in &status.partitions {
+            *lag.entry(part.topic.as_str()).or_default() += part.lag.unwrap_or(0);
+        }
+        for (topic, n) in &lag {
+            e.sample("playpulse_consumer_lag", &[("topic", topic)], *n as f64);
+        }
+        e.family("playpulse_actor_up", "gauge", "1 when the actor answers.");
+        let h = &status.actors;
+        for (actor, state) in [
+            ("store", &h.store),
+            ("parser", &h.parser),
+            ("trainer", &h.trainer),
+            ("evaluator", &h.evaluator),
+            ("producers", &h.producers),
+        ] {
             e.sample(
-                "playpulse_stage_seconds_total",
-                &[("stage", stage)],
-                secs.as_f64().unwrap_or(0.0),
+                "playpulse_actor_up",
+                &[("actor", actor)],
+                flag(state == "ok"),
             );
         }
     }
-    let status = a.call(Request::Status {}).await;
-    e.one(
-        "playpulse_ingest_paused",
-        "gauge",
-        "1 while an operator has paused ingest.",
-        f64::from(u8::from(status["ingest"]["paused"] == true)),
-    );
-    e.one(
-        "playpulse_broker_up",
-        "gauge",
-        "1 while the Kafka brokers answer (probed when status or metrics are read).",
-        f64::from(u8::from(status["broker"]["reachable"] == true)),
-    );
-    e.one(
-        "playpulse_events_per_second",
-        "gauge",
-        "Events stored or rejected per second over the last 10 s.",
-        status["ingest"]["events_per_sec_10s"]
-            .as_f64()
-            .unwrap_or(0.0),
-    );
-    e.family(
-        "playpulse_consumer_lag",
-        "gauge",
-        "Records in the broker not yet stored, per topic.",
-    );
-    let mut lag: std::collections::BTreeMap<String, i64> = Default::default();
-    for part in status["partitions"].as_array().into_iter().flatten() {
-        *lag.entry(part["topic"].as_str().unwrap_or("").to_string())
-            .or_default() += part["lag"].as_i64().unwrap_or(0);
-    }
-    for (topic, n) in &lag {
-        e.sample("playpulse_consumer_lag", &[("topic", topic)], *n as f64);
-    }
-    e.family("playpulse_actor_up", "gauge", "1 when the actor answers.");
-    for (actor, h) in status["actors"].as_object().into_iter().flatten() {
-        e.sample(
-            "playpulse_actor_up",
-            &[("actor", actor)],
-            f64::from(u8::from(h == "ok")),
-        );
-    }
     let counters = a
-        .call(Request::Stats {
-            section: Some("counters".into()),
-        })
-        .await;
+        .store
+        .send(crate::actors::store::WithStore(
+            |s: &crate::store::Store| s.counters(),
+        ))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     e.family(
         "playpulse_rejected_total",
         "counter",
         "Rejected records by reason and field.",
     );
-    for (name, n) in counters["counters"].as_object().into_iter().flatten() {
+    for (name, n) in &counters {
         if let Some(rest) = name.strip_prefix("rejected/") {
             let (reason, field) = rest.split_once(':').unwrap_or((rest, ""));
             e.sample(
                 "playpulse_rejected_total",
                 &[("reason", reason), ("field", field)],
-                n.as_f64().unwrap_or(0.0),
+                *n as f64,
             );
         }
     }
     let qoe = a.analytics.lock().ok().map(|an| {
         an.query(&Query {
-            view: "qoe".into(),
-            dim: Some("region".into()),
+            view: View::Qoe,
+            dim: Some(Dim::Region),
             key: None,
             minutes: Some(5),
             limit: Some(1000),
         })
     });
-    let rows = qoe.and_then(Result::ok).unwrap_or_default();
-    for (metric, field, help) in [
+    let rows = match qoe {
+        Some(Answer::Qoe { rows, .. }) => rows,
+        _ => Vec::new(),
+    };
+    type Field = fn(&crate::analytics::QoeMetrics) -> f64;
+    let fields: [(&str, Field, &str); 5] = [
         (
             "playpulse_qoe_views",
-            "views",
+            |m| m.views as f64,
             "Views in the last 5 event minutes, by region.",
         ),
         (
             "playpulse_qoe_rebuffering_ratio",
-            "rebuffering_ratio",
+            |m| m.rebuffering_ratio,
             "Rebuffer time / (play + rebuffer time), last 5 minutes.",
         ),
         (
             "playpulse_qoe_startup_time_ms",
-            "startup_time_ms",
+            |m| m.startup_time_ms,
             "Mean video startup time, last 5 minutes.",
         ),
         (
             "playpulse_qoe_start_failure_rate",
-            "start_failure_rate",
+            |m| m.start_failure_rate,
             "Video start failures per view, last 5 minutes.",
         ),
         (
             "playpulse_qoe_avg_bitrate_kbps",
-            "avg_bitrate_kbps",
+            |m| m.avg_bitrate_kbps,
             "Play-time-weighted bitrate, last 5 minutes.",
         ),
-    ] {
+    ];
+    for (metric, field, help) in fields {
         e.family(metric, "gauge", help);
-        for r in rows["rows"].as_array().into_iter().flatten() {
-            e.sample(
-                metric,
-                &[("region", r["key"].as_str().unwrap_or(""))],
-                r[field].as_f64().unwrap_or(0.0),
-            );
+        for r in &rows {
+            e.sample(metric, &[("region", &r.key)], field(&r.metrics));
         }
     }
     if let Some(ch) = a.serving.get() {

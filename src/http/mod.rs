@@ -4,6 +4,7 @@
 //! its chart library (uPlot, MIT, `assets/LICENSE.uplot`) is served from here.
 
 pub mod metrics;
+pub mod params;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +14,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::Value;
 
-use crate::admin::protocol::{ModelsAction, Request};
-use crate::admin::{Admin, Gate};
+use crate::admin::cmd::models::{Models, ModelsAction};
+use crate::admin::cmd::Reply;
+use crate::admin::protocol::{error_wire, to_wire, NoArgs, Request};
+use crate::admin::{Admin, CommandError, Gate, RequestError};
 
 const PAGE: &str = include_str!("dashboard.html");
 const UPLOT_JS: &str = include_str!("assets/uplot.iife.min.js");
@@ -63,10 +65,7 @@ async fn check_host(
     let shown: String = host.chars().take(200).collect();
     (
         StatusCode::FORBIDDEN,
-        axum::Json(serde_json::json!({
-            "ok": false,
-            "error": format!("Host {shown:?} is not this server's: use its address or localhost, or add the name to http.allowed_hosts"),
-        })),
+        axum::Json(error_wire(&format!("Host {shown:?} is not this server's: use its address or localhost, or add the name to http.allowed_hosts"))),
     )
         .into_response()
 }
@@ -84,14 +83,16 @@ impl axum::extract::FromRequestParts<Arc<Gate>> for Ready {
     ) -> Result<Ready, Response> {
         match gate.admin_soon().await {
             Some(a) => Ok(Ready(a.clone())),
-            None => Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(
-                    serde_json::json!({ "ok": false, "error": gate.starting_error(),
-                    "starting": gate.starting_status() }),
-                ),
-            )
-                .into_response()),
+            None => {
+                let mut body = error_wire(&gate.starting_error().to_string());
+                if let Some(m) = body.as_object_mut() {
+                    m.insert(
+                        "starting".into(),
+                        serde_json::to_value(gate.starting_status()).unwrap_or_default(),
+                    );
+                }
+                Err((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
+            }
         }
     }
 }
@@ -128,136 +129,64 @@ async fn asset(body: &'static str, kind: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
-/// An admin reply as HTTP: 200 with the reply, or 400/404/503 with `{ok:false,error}`.
-fn reply(v: Value) -> Response {
-    let code = if v["ok"] == true {
-        StatusCode::OK
-    } else {
-        let e = v["error"].as_str().unwrap_or("");
-        if e.contains("no model has been trained yet") {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if e.contains("is not in model") || e.contains("no model version") {
-            StatusCode::NOT_FOUND
-        } else {
-            StatusCode::BAD_REQUEST
-        }
+/// A command's outcome as HTTP: 200 with the reply, or the error's status
+/// with `{ok: false, error}`.
+fn reply(outcome: Result<Reply, CommandError>) -> Response {
+    let code = match &outcome {
+        Ok(_) => StatusCode::OK,
+        Err(e) => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
     };
-    (code, axum::Json(v)).into_response()
+    (code, axum::Json(to_wire(&outcome))).into_response()
 }
 
-fn bad(message: String) -> Response {
-    reply(serde_json::json!({ "ok": false, "error": message }))
-}
-
-fn number<T: std::str::FromStr>(
+/// Runs the request the query parameters make, built by `make` from the
+/// command's argument type.
+async fn call<T: serde::de::DeserializeOwned>(
+    a: &Admin,
     p: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, String> {
-    match p.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("query parameter {key}={v:?} is not a number")),
+    make: impl FnOnce(T) -> Request,
+) -> Response {
+    match params::from_params::<T>(p) {
+        Ok(args) => reply(a.call(make(args)).await),
+        Err(e) => reply(Err(e.into())),
     }
 }
 
 async fn status(Ready(a): Ready) -> Response {
-    reply(a.call(Request::Status {}).await)
+    reply(a.call(Request::Status(NoArgs {})).await)
 }
 
 async fn stats(Ready(a): Ready, Query(p): Params) -> Response {
-    reply(
-        a.call(Request::Stats {
-            section: p.get("section").cloned(),
-        })
-        .await,
-    )
+    call(&a, &p, Request::Stats).await
 }
 
 async fn analytics(Ready(a): Ready, Query(p): Params) -> Response {
-    let (minutes, limit) = match (number(&p, "minutes"), number(&p, "limit")) {
-        (Ok(m), Ok(l)) => (m, l),
-        (Err(e), _) | (_, Err(e)) => return bad(e),
-    };
-    let Some(view) = p.get("view").cloned() else {
-        return bad(
-            "query parameter `view` is missing: qoe, series, top, engagement or pipeline".into(),
-        );
-    };
-    reply(
-        a.call(Request::Analytics {
-            view,
-            dim: p.get("dim").cloned(),
-            key: p.get("key").cloned(),
-            minutes,
-            limit,
-        })
-        .await,
-    )
+    if !p.contains_key("view") {
+        return reply(Err(RequestError::ParamMissing { key: "view".into() }.into()));
+    }
+    call(&a, &p, Request::Analytics).await
 }
 
 async fn models(Ready(a): Ready) -> Response {
     reply(
-        a.call(Request::Models {
+        a.call(Request::Models(Models {
             action: ModelsAction::List,
             id: None,
-        })
-        .await,
-    )
-}
-
-async fn recommend(Ready(a): Ready, Query(p): Params) -> Response {
-    let k = match number(&p, "k") {
-        Ok(k) => k,
-        Err(e) => return bad(e),
-    };
-    let Some(user) = p.get("user").cloned() else {
-        return bad("query parameter `user` is missing".into());
-    };
-    reply(
-        a.call(Request::Recommend {
-            user,
-            k,
-            region: p.get("region").cloned().filter(|s| !s.is_empty()),
-            genre: p.get("genre").cloned().filter(|s| !s.is_empty()),
-        })
-        .await,
-    )
-}
-
-async fn graph(Ready(a): Ready, Query(p): Params) -> Response {
-    let (offset, limit) = match (number(&p, "offset"), number(&p, "limit")) {
-        (Ok(o), Ok(l)) => (o, l),
-        (Err(e), _) | (_, Err(e)) => return bad(e),
-    };
-    let Some(query) = p.get("query").cloned() else {
-        return bad("query parameter `query` is missing: user_tracks, artist_tracks, genre_tracks, top, also_liked, artist_neighbours or genre_neighbours".into());
-    };
-    let arg = |k: &str| p.get(k).cloned().filter(|s| !s.is_empty());
-    reply(
-        a.call(Request::Graph(crate::graph::GraphRequest {
-            query,
-            user: arg("user"),
-            action: arg("action"),
-            artist: arg("artist"),
-            genre: arg("genre"),
-            offset,
-            limit,
         }))
         .await,
     )
 }
 
+async fn recommend(Ready(a): Ready, Query(p): Params) -> Response {
+    call(&a, &p, Request::Recommend).await
+}
+
+async fn graph(Ready(a): Ready, Query(p): Params) -> Response {
+    call(&a, &p, Request::Graph).await
+}
+
 async fn similar(Ready(a): Ready, Query(p): Params) -> Response {
-    let k = match number(&p, "k") {
-        Ok(k) => k,
-        Err(e) => return bad(e),
-    };
-    let Some(item) = p.get("item").cloned() else {
-        return bad("query parameter `item` is missing".into());
-    };
-    reply(a.call(Request::Similar { item, k }).await)
+    call(&a, &p, Request::Similar).await
 }
 
 #[cfg(test)]

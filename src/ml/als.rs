@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::sparse::Csr;
 
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum AlsError {
     #[error("ALS parameter `{name}` = {value}: {rule}")]
     Param {

@@ -196,7 +196,7 @@ pub fn label(e: &VideoEvent) -> bool {
 }
 
 /// Binary classification quality (positive class = engaged).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub accuracy: f64,
     pub weighted_precision: f64,
@@ -240,7 +240,7 @@ pub fn class_metrics(truth: &[bool], predicted: &[bool]) -> ClassMetrics {
 /// One trained and evaluated classifier.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassifierReport {
-    pub model: &'static str,
+    pub model: super::ModelKind,
     pub fit_s: f64,
     pub train_rows: usize,
     /// Rows available for training before subsampling.
@@ -397,10 +397,10 @@ pub enum ClassifierModel {
 }
 
 impl Classifier {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> super::ModelKind {
         match self.model {
-            ClassifierModel::Tree(_) => "decision_tree",
-            ClassifierModel::Svm { .. } => "svm",
+            ClassifierModel::Tree(_) => super::ModelKind::DecisionTree,
+            ClassifierModel::Svm { .. } => super::ModelKind::Svm,
         }
     }
 
@@ -536,7 +536,7 @@ pub fn train_and_evaluate(
     let fit_s = t.elapsed().as_secs_f64();
     let (depth, leaves) = tree.shape();
     out.push(report(
-        "decision_tree",
+        super::ModelKind::DecisionTree,
         fit_s,
         n_tree,
         format!(
@@ -570,7 +570,7 @@ pub fn train_and_evaluate(
         .fit(&ds)?;
     let fit_s = t.elapsed().as_secs_f64();
     out.push(report(
-        "svm",
+        super::ModelKind::Svm,
         fit_s,
         svm_rows.len(),
         format!(

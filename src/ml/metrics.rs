@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::sparse::Csr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct RankingMetrics {
     pub k: usize,
     pub precision: f64,

@@ -5,7 +5,14 @@ pub mod bench;
 pub mod classify;
 pub mod dataset;
 pub mod metrics;
+pub mod outcome;
+pub mod promote;
+pub mod recommend;
 pub mod serve;
 pub mod sparse;
 pub mod split;
 pub mod train;
+pub mod version;
+
+pub use outcome::{ChampionEvaluation, TrainError, TrainOutcome};
+pub use version::{ModelKind, ModelVersion};

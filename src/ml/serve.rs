@@ -269,32 +269,32 @@ impl Serving {
 
 /// The content-affinity weight a model version serves with (recorded by the
 /// evaluator; 0 when the blend did not rank better).
-pub fn serving_affinity_weight(meta: &crate::store::models::ModelVersion) -> f64 {
-    meta.metrics["serving_affinity_weight"]
-        .as_f64()
-        .unwrap_or(0.0)
+pub fn serving_affinity_weight(meta: &super::ModelVersion) -> f64 {
+    meta.recommender()
+        .map_or(0.0, |r| r.metrics.serving_affinity_weight)
 }
 
 /// The champion's serving bundle and affinity weight, from the store.
-pub fn load_serving(store: &crate::store::StoreView) -> Result<Option<(u64, Bundle, f64)>, String> {
-    let weight = store
-        .champion()
-        .map_err(|e| e.to_string())?
-        .map_or(0.0, |m| serving_affinity_weight(&m));
+pub fn load_serving(
+    store: &crate::store::StoreView,
+) -> Result<Option<(u64, Bundle, f64)>, super::TrainError> {
+    let weight = super::version::champion(store)?.map_or(0.0, |m| serving_affinity_weight(&m));
     Ok(load_champion(store)?.map(|(id, b)| (id, b, weight)))
 }
 
 /// Loads the champion's serving bundle from the store.
-pub fn load_champion(store: &crate::store::StoreView) -> Result<Option<(u64, Bundle)>, String> {
-    let Some(id) = store.champion_id().map_err(|e| e.to_string())? else {
+pub fn load_champion(
+    store: &crate::store::StoreView,
+) -> Result<Option<(u64, Bundle)>, super::TrainError> {
+    use super::TrainError;
+    let Some(id) = store.champion_id()? else {
         return Ok(None);
     };
     let bytes = store
-        .model_bundle(id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("model {id} has no bundle"))?;
+        .model_bundle(id)?
+        .ok_or_else(|| TrainError::Decode(format!("model {id} has no bundle")))?;
     let bundle: Bundle = postcard::from_bytes(&bytes).map_err(|e| {
-        format!("model {id}: unreadable bundle ({e}); it was stored by an older version: train a new one")
+        TrainError::Decode(format!("model {id}: unreadable bundle ({e}); it was stored by an older version: train a new one"))
     })?;
     Ok(Some((id, bundle)))
 }

@@ -45,7 +45,7 @@ pub struct Snapshot {
     /// The most recent video events, for the classifiers.
     pub events: Vec<VideoEvent>,
     /// Counts recorded with the model version.
-    pub data: serde_json::Value,
+    pub data: super::version::SnapshotInfo,
     /// The catalog's user profiles and titles (content affinity).
     pub profiles: HashMap<String, UserProfile>,
     pub titles: HashMap<String, Title>,
@@ -54,7 +54,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Derives the video pairs from the stored events (one pass over them: call
     /// it off the store's thread) and puts them before the music pairs.
-    pub fn derive_video_pairs(&mut self) -> Result<(), String> {
+    pub fn derive_video_pairs(&mut self) -> Result<(), super::TrainError> {
         let Some(view) = self.view.take() else {
             return Ok(());
         };
@@ -62,9 +62,9 @@ impl Snapshot {
         let mut pairs: Vec<(String, String, PairAgg)> = view
             .pair_aggregates()
             .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        self.data["video_pairs"] = pairs.len().into();
-        self.data["video_pairs_s"] = t.elapsed().as_secs_f64().into();
+            .map_err(|e| super::TrainError::Unreadable(e.to_string()))?;
+        self.data.video_pairs = pairs.len();
+        self.data.video_pairs_s = t.elapsed().as_secs_f64();
         pairs.append(&mut self.pairs);
         self.pairs = pairs;
         Ok(())
@@ -93,24 +93,25 @@ pub fn snapshot(
     max_events: usize,
     min_events: u64,
     catalog: bool,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, super::TrainError> {
     let stored = s.counter("stored").unwrap_or(0);
     if stored < min_events {
-        return Err(format!(
-            "{stored} events stored, training waits for models.min_events = {min_events}"
-        ));
+        return Err(super::TrainError::Waiting { stored, min_events });
     }
-    let music = s.music_aggregates().map_err(|e| e.to_string())?;
+    let music = s.music_aggregates()?;
     let pairs = super::dataset::music_pairs(music, music_weights);
-    let events = s
-        .recent_video_events(max_events)
-        .map_err(|e| e.to_string())?;
+    let events = s.recent_video_events(max_events)?;
     let mut genres = s.item_genres();
     genres.extend(s.track_genres());
     // As of these offsets: the snapshot is taken between two store writes.
-    let data = serde_json::json!({ "stored_events": stored,
-        "music_pairs": pairs.len(), "classifier_events": events.len(),
-        "offsets": s.all_offsets() });
+    let data = super::version::SnapshotInfo {
+        stored_events: stored,
+        music_pairs: pairs.len(),
+        classifier_events: events.len(),
+        offsets: s.all_offsets(),
+        video_pairs: 0,
+        video_pairs_s: 0.0,
+    };
     Ok(Snapshot {
         pairs,
         view: Some(s.view()),
@@ -119,7 +120,7 @@ pub fn snapshot(
         events,
         data,
         profiles: if catalog {
-            s.user_profiles().map_err(|e| e.to_string())?
+            s.user_profiles()?
         } else {
             HashMap::new()
         },
@@ -178,7 +179,7 @@ pub struct Evaluation {
 
 /// ALS blended with content affinity, scored on the candidate's split: users
 /// with a profile rank by the blend, the others by ALS alone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct BlendEvaluation {
     pub weight: f64,
     pub metrics: RankingMetrics,
@@ -395,7 +396,7 @@ mod tests {
             genres: HashMap::new(),
             regions: HashMap::new(),
             events: Vec::new(),
-            data: serde_json::Value::Null,
+            data: Default::default(),
             profiles: HashMap::new(),
             titles: HashMap::new(),
         }

@@ -30,7 +30,10 @@ use crate::event::Event;
 use crate::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
-pub use read::{dead_letter_id, member_id, read_offset, DeadLetter, LoggedEvent, QoeDim};
+pub use read::{
+    dead_letter_id, member_id, read_offset, CatalogCounts, DeadLetter, LoggedEvent, QoeDim,
+    QoeStats, Stats, StatsSection,
+};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
 #[derive(Debug, Error)]

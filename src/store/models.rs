@@ -1,25 +1,15 @@
-//! Model versions: metadata (parameters, data, timings, metrics) and the serving
+//! Model versions: the metadata (JSON, typed by `ml::version`) and the serving
 //! bundle of each, and which version is the champion — written in one batch.
+//! The store reads of a version's metadata only its `kind` (for pruning).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{keys, StoreError, StoreView};
 
-/// One trained model as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelVersion {
-    pub id: u64,
-    pub kind: String,
-    pub created_ms: i64,
-    pub params: serde_json::Value,
-    /// What it was trained on (stored events, pairs, users, items).
-    pub data: serde_json::Value,
-    pub timings: serde_json::Value,
-    /// Held-out metrics of the model and of the popularity baseline.
-    pub metrics: serde_json::Value,
-    pub baseline: serde_json::Value,
-    /// Why it was or was not promoted.
-    pub decision: String,
+/// What the store reads of a version's metadata.
+#[derive(Deserialize)]
+struct Peek {
+    kind: String,
 }
 
 fn id_key(prefix: &[u8], id: u64) -> Vec<u8> {
@@ -43,21 +33,29 @@ impl StoreView {
     /// Records a version and its bundle; makes it the champion when `promote`.
     pub fn add_model(
         &self,
-        meta: &ModelVersion,
+        id: u64,
+        kind: &str,
+        meta: &[u8],
         bundle: &[u8],
         promote: bool,
     ) -> Result<(), StoreError> {
+        if serde_json::from_slice::<Peek>(meta)
+            .ok()
+            .map(|p| p.kind)
+            .as_deref()
+            != Some(kind)
+        {
+            return Err(StoreError::Refused(format!(
+                "model {id}: its metadata does not name its kind {kind:?}"
+            )));
+        }
         let mut batch = sled::Batch::default();
-        let json = serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt {
-            key: format!("model {}", meta.id),
-            message: e.to_string(),
-        })?;
-        batch.insert(id_key(keys::MODEL_META, meta.id), json);
-        batch.insert(id_key(keys::MODEL_BUNDLE, meta.id), bundle);
+        batch.insert(id_key(keys::MODEL_META, id), meta);
+        batch.insert(id_key(keys::MODEL_BUNDLE, id), bundle);
         if promote {
             let mut history = self.champion_history()?;
-            history.push(meta.id);
-            batch.insert(keys::MODEL_CHAMPION, &meta.id.to_be_bytes());
+            history.push(id);
+            batch.insert(keys::MODEL_CHAMPION, &id.to_be_bytes());
             batch.insert(
                 keys::MODEL_HISTORY,
                 serde_json::to_vec(&history).unwrap_or_default(),
@@ -107,16 +105,23 @@ impl StoreView {
     /// every version in the champion history and the newest of each kind stay.
     /// Answers how many were deleted.
     pub fn prune_models(&self, keep: usize) -> Result<usize, StoreError> {
-        let models = self.models()?;
+        let mut models = Vec::new();
+        for (id, meta) in self.model_metas()? {
+            let peek: Peek = serde_json::from_slice(&meta).map_err(|e| StoreError::Corrupt {
+                key: format!("model {id}"),
+                message: e.to_string(),
+            })?;
+            models.push((id, peek.kind));
+        }
         let history = self.champion_history()?;
         let mut kept: std::collections::HashSet<u64> = history.iter().copied().collect();
         let mut newest_of_kind: std::collections::HashMap<&str, u64> = Default::default();
-        for m in &models {
-            let e = newest_of_kind.entry(m.kind.as_str()).or_insert(m.id);
-            *e = (*e).max(m.id);
+        for (id, kind) in &models {
+            let e = newest_of_kind.entry(kind.as_str()).or_insert(*id);
+            *e = (*e).max(*id);
         }
         kept.extend(newest_of_kind.values());
-        let mut ids: Vec<u64> = models.iter().map(|m| m.id).collect();
+        let mut ids: Vec<u64> = models.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         kept.extend(ids.iter().take(keep));
         let mut batch = sled::Batch::default();
@@ -146,15 +151,20 @@ impl StoreView {
         Ok(id)
     }
 
-    pub fn models(&self) -> Result<Vec<ModelVersion>, StoreError> {
+    /// Every version's id and metadata, oldest first.
+    pub fn model_metas(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.tree
             .scan_prefix(keys::MODEL_META)
             .map(|item| {
                 let (k, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    message: e.to_string(),
-                })
+                let id = k[keys::MODEL_META.len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        message: "not a model id".into(),
+                    })?;
+                Ok((id, v.to_vec()))
             })
             .collect()
     }
@@ -165,13 +175,6 @@ impl StoreView {
             .get(keys::MODEL_CHAMPION)?
             .and_then(|v| v.as_ref().try_into().ok())
             .map(u64::from_be_bytes))
-    }
-
-    pub fn champion(&self) -> Result<Option<ModelVersion>, StoreError> {
-        let Some(id) = self.champion_id()? else {
-            return Ok(None);
-        };
-        Ok(self.models()?.into_iter().find(|m| m.id == id))
     }
 
     /// The serving bundle of a version, as stored.
@@ -185,21 +188,10 @@ impl StoreView {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::store::Store;
 
-    fn meta(id: u64) -> ModelVersion {
-        ModelVersion {
-            id,
-            kind: "als".into(),
-            created_ms: 0,
-            params: serde_json::json!({}),
-            data: serde_json::json!({}),
-            timings: serde_json::json!({}),
-            metrics: serde_json::json!({ "ndcg": 0.1 * id as f64 }),
-            baseline: serde_json::json!({}),
-            decision: String::new(),
-        }
+    fn meta(kind: &str) -> Vec<u8> {
+        format!(r#"{{"kind":"{kind}"}}"#).into_bytes()
     }
 
     #[test]
@@ -207,14 +199,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 16).unwrap();
         assert_eq!(s.next_model_id().unwrap(), 1);
-        s.add_model(&meta(1), b"one", true).unwrap();
-        s.add_model(&meta(2), b"two", false).unwrap();
-        s.add_model(&meta(3), b"three", true).unwrap();
+        s.add_model(1, "als", &meta("als"), b"one", true).unwrap();
+        s.add_model(2, "als", &meta("als"), b"two", false).unwrap();
+        s.add_model(3, "als", &meta("als"), b"three", true).unwrap();
+        assert!(s.add_model(4, "svm", &meta("als"), b"x", false).is_err());
         assert_eq!(s.next_model_id().unwrap(), 4);
         assert_eq!(s.champion_id().unwrap(), Some(3));
         assert_eq!(s.model_bundle(2).unwrap().as_deref(), Some(&b"two"[..]));
         assert_eq!(s.rollback().unwrap(), 1);
-        assert_eq!(s.champion().unwrap().map(|m| m.id), Some(1));
+        assert_eq!(s.champion_id().unwrap(), Some(1));
         assert!(s.rollback().is_err());
         s.promote(2).unwrap();
         assert_eq!(s.champion_id().unwrap(), Some(2));
@@ -223,7 +216,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no model version 9"));
-        assert_eq!(s.models().unwrap().len(), 3);
+        assert_eq!(s.model_metas().unwrap().len(), 3);
     }
 
     #[test]
@@ -231,14 +224,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 16).unwrap();
         for id in 1..=8 {
-            let mut m = meta(id);
-            if id == 2 {
-                m.kind = "decision_tree".into();
-            }
-            s.add_model(&m, b"b", id == 1 || id == 4).unwrap();
+            let kind = if id == 2 { "decision_tree" } else { "als" };
+            s.add_model(id, kind, &meta(kind), b"b", id == 1 || id == 4)
+                .unwrap();
         }
         assert_eq!(s.prune_models(2).unwrap(), 3);
-        let ids: Vec<u64> = s.models().unwrap().iter().map(|m| m.id).collect();
+        let ids: Vec<u64> = s.model_metas().unwrap().iter().map(|m| m.0).collect();
         assert_eq!(ids, vec![1, 2, 4, 7, 8]);
         assert!(s.model_bundle(3).unwrap().is_none());
         assert_eq!(s.champion_id().unwrap(), Some(4));

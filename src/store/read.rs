@@ -347,54 +347,93 @@ pub fn entry_name(k: &[u8]) -> String {
 }
 
 /// The sections of [`Store::stats`].
-pub const STATS_SECTIONS: [&str; 4] = ["counters", "qoe", "catalog", "size"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum StatsSection {
+    Counters,
+    Qoe,
+    Catalog,
+    Size,
+}
+
+impl TryFrom<String> for StatsSection {
+    type Error = StoreError;
+
+    fn try_from(s: String) -> Result<StatsSection, StoreError> {
+        Ok(match s.as_str() {
+            "counters" => StatsSection::Counters,
+            "qoe" => StatsSection::Qoe,
+            "catalog" => StatsSection::Catalog,
+            "size" => StatsSection::Size,
+            _ => {
+                return Err(StoreError::Refused(format!(
+                    "{s:?}: no such stats section: use counters, qoe, catalog or size"
+                )))
+            }
+        })
+    }
+}
+
+/// Stored QoE by region, resolution and genre, and how many videos have some.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QoeStats {
+    pub region: BTreeMap<String, Qoe>,
+    pub resolution: BTreeMap<String, Qoe>,
+    pub genre: BTreeMap<String, Qoe>,
+    pub videos: usize,
+}
+
+/// Catalog records held, by type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogCounts {
+    pub users: usize,
+    pub movies: usize,
+    pub series: usize,
+    pub tracks: usize,
+}
+
+/// What [`Store::stats`] answers: the sections asked for.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Stats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qoe: Option<QoeStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_on_disk_bytes: Option<u64>,
+}
 
 impl Store {
     /// Counters, QoE by region/resolution/genre, catalog sizes and size on disk;
-    /// one section of them when `section` names one of [`STATS_SECTIONS`].
-    pub fn stats(&self, section: Option<&str>) -> Result<serde_json::Value, StoreError> {
-        if let Some(s) = section.filter(|s| !STATS_SECTIONS.contains(s)) {
-            return Err(StoreError::Refused(format!(
-                "{s:?}: no such stats section: use counters, qoe, catalog or size"
-            )));
+    /// one section of them when `section` names one.
+    pub fn stats(&self, section: Option<StatsSection>) -> Result<Stats, StoreError> {
+        let want = |s: StatsSection| section.is_none_or(|x| x == s);
+        let mut out = Stats::default();
+        if want(StatsSection::Counters) {
+            out.counters = Some(self.counters()?);
         }
-        let want = |s: &str| section.is_none_or(|x| x == s);
-        let mut out = serde_json::Map::new();
-        if want("counters") {
-            out.insert(
-                "counters".into(),
-                serde_json::to_value(self.counters()?).unwrap_or_default(),
-            );
+        if want(StatsSection::Qoe) {
+            out.qoe = Some(QoeStats {
+                region: self.qoe(QoeDim::Region)?,
+                resolution: self.qoe(QoeDim::Resolution)?,
+                genre: self.qoe(QoeDim::Genre)?,
+                videos: self.qoe(QoeDim::Video)?.len(),
+            });
         }
-        if want("qoe") {
-            let q = |d| -> Result<serde_json::Value, StoreError> {
-                Ok(serde_json::to_value(self.qoe(d)?).unwrap_or_default())
-            };
-            out.insert(
-                "qoe".into(),
-                serde_json::json!({
-                    "region": q(QoeDim::Region)?,
-                    "resolution": q(QoeDim::Resolution)?,
-                    "genre": q(QoeDim::Genre)?,
-                    "videos": self.qoe(QoeDim::Video)?.len(),
-                }),
-            );
+        if want(StatsSection::Catalog) {
+            out.catalog = Some(CatalogCounts {
+                users: self.catalog_len("user"),
+                movies: self.catalog_len("movie"),
+                series: self.catalog_len("series"),
+                tracks: self.catalog_len("track"),
+            });
         }
-        if want("catalog") {
-            out.insert(
-                "catalog".into(),
-                serde_json::json!({
-                    "users": self.catalog_len("user"),
-                    "movies": self.catalog_len("movie"),
-                    "series": self.catalog_len("series"),
-                    "tracks": self.catalog_len("track"),
-                }),
-            );
+        if want(StatsSection::Size) {
+            out.size_on_disk_bytes = Some(self.size_on_disk());
         }
-        if want("size") {
-            out.insert("size_on_disk_bytes".into(), self.size_on_disk().into());
-        }
-        Ok(out.into())
+        Ok(out)
     }
 
     /// Per (user, track) listening counters.

@@ -67,7 +67,7 @@ impl PairAgg {
 }
 
 /// QoE and engagement counters of a video, region, resolution or genre.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
 pub struct Qoe {
     pub events: u64,
     pub watch_seconds: f64,

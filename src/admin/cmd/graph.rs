@@ -1,0 +1,33 @@
+//! `graph`: the listening graph's queries (the request type is the graph's own).
+
+use crate::actors::store::WithStore;
+use crate::admin::bounds::{id, in_range, opt, MAX_OFFSET};
+use crate::admin::context::Admin;
+use crate::admin::error::{CommandError, RequestError};
+use crate::graph::GraphAnswer;
+pub use crate::graph::GraphRequest as Graph;
+use crate::store::Store;
+
+impl Graph {
+    pub fn check(&self) -> Result<(), RequestError> {
+        id("query", &self.query)?;
+        for (name, v) in [
+            ("user", &self.user),
+            ("action", &self.action),
+            ("artist", &self.artist),
+            ("genre", &self.genre),
+        ] {
+            opt(name, v)?;
+        }
+        in_range("offset", self.offset, 0, MAX_OFFSET)?;
+        in_range("limit", self.limit, 1, crate::graph::MAX_LIMIT)
+    }
+}
+
+pub async fn graph(a: &Admin, req: Graph) -> Result<GraphAnswer, CommandError> {
+    Ok(a.store
+        .send(WithStore(move |s: &Store| {
+            crate::graph::answer(s.graph(), &req)
+        }))
+        .await??)
+}

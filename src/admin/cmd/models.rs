@@ -1,0 +1,107 @@
+//! Models: `train`, `evaluate`, and `models` (list, show, promote, rollback).
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::messages::{EvaluateChampion, SetChampion, TrainNow};
+use crate::admin::context::{blocking, Admin};
+use crate::admin::error::{CommandError, RequestError};
+use crate::ml::{ChampionEvaluation, ModelVersion, TrainOutcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelsAction {
+    #[default]
+    List,
+    Show,
+    Promote,
+    Rollback,
+}
+
+/// `models [ACTION] [ID]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Models {
+    #[serde(default)]
+    #[arg(value_enum, default_value = "list")]
+    pub action: ModelsAction,
+    /// A version (show, promote).
+    pub id: Option<u64>,
+}
+
+/// Every version and the champion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub champion: Option<u64>,
+    pub models: Vec<ModelVersion>,
+}
+
+/// One version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelShown {
+    pub model: ModelVersion,
+    pub champion: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChampionSet {
+    pub champion: u64,
+}
+
+/// What `models` answers, by action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelsReply {
+    Shown(Box<ModelShown>),
+    List(ModelList),
+    Champion(ChampionSet),
+}
+
+pub async fn train(a: &Admin) -> Result<TrainOutcome, CommandError> {
+    Ok(a.trainer.send(TrainNow).await??)
+}
+
+pub async fn evaluate(a: &Admin) -> Result<ChampionEvaluation, CommandError> {
+    Ok(a.evaluator.send(EvaluateChampion).await??)
+}
+
+pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError> {
+    match req.action {
+        ModelsAction::List | ModelsAction::Show => {
+            let view = a.view.clone();
+            let (models, champion) = blocking(move || {
+                Ok::<_, CommandError>((crate::ml::version::versions(&view)?, view.champion_id()?))
+            })
+            .await??;
+            if req.action == ModelsAction::Show {
+                let no_model = CommandError::NoModel {
+                    min_events: a.cfg.models.min_events,
+                };
+                let id = req.id.or(champion).ok_or(no_model)?;
+                let model = models.into_iter().find(|m| m.id == id).ok_or_else(|| {
+                    CommandError::NotFound(format!("no model version {id}; `models` lists them"))
+                })?;
+                return Ok(ModelsReply::Shown(Box::new(ModelShown {
+                    model,
+                    champion: Some(id) == champion,
+                })));
+            }
+            if models.is_empty() {
+                return Err(CommandError::NoModel {
+                    min_events: a.cfg.models.min_events,
+                });
+            }
+            Ok(ModelsReply::List(ModelList { champion, models }))
+        }
+        ModelsAction::Promote => {
+            let id = req.id.ok_or(RequestError::Needs(
+                "promote needs `id`: `models` lists the versions",
+            ))?;
+            let champion = a.evaluator.send(SetChampion(Some(id))).await??;
+            Ok(ModelsReply::Champion(ChampionSet { champion }))
+        }
+        ModelsAction::Rollback => {
+            let champion = a.evaluator.send(SetChampion(None)).await??;
+            Ok(ModelsReply::Champion(ChampionSet { champion }))
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `status`: uptime, offsets and lag per partition, rates, the group, the
+//! producers, actor health and the champion.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ingest::ProducerEntry;
+use crate::actors::messages::ProducerControl;
+use crate::actors::store::WithStore;
+use crate::admin::context::Admin;
+use crate::admin::error::CommandError;
+use crate::kafka::GroupCommit;
+use crate::pipeline::Progress;
+use crate::store::Store;
+
+/// Whether the brokers answered the last probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerState {
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub down_for_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestStatus {
+    pub paused: bool,
+    pub consumed: u64,
+    pub stored: u64,
+    pub rejected: u64,
+    pub duplicates_skipped: u64,
+    pub batches_in_flight: u64,
+    pub events_per_sec_10s: f64,
+    pub events_per_sec_60s: f64,
+    /// Records in the brokers not yet stored, over the owned partitions.
+    pub lag: i64,
+}
+
+/// One partition this store holds offsets for, or this member owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// None: owned, nothing stored from it yet.
+    pub next_offset: Option<i64>,
+    pub high_watermark: Option<i64>,
+    /// Only for the partitions this member owns.
+    pub lag: Option<i64>,
+    pub assigned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Damage {
+    pub what: String,
+    pub why: String,
+}
+
+/// What the store holds per distinct id, against its bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Held {
+    pub videos: usize,
+    pub max_tracked_videos: usize,
+    pub folded_video_events: u64,
+    pub listening_pairs: usize,
+    pub max_listening_pairs: usize,
+    pub folded_listening_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub damaged: Vec<Damage>,
+    pub quarantined: usize,
+    pub held: Option<Held>,
+    /// The fault that stops the daemon, once raised.
+    pub fault: Option<String>,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub member: String,
+    pub commit: Option<GroupCommit>,
+    pub claims_refused: u64,
+    pub claimed_records_read_back: u64,
+}
+
+/// "ok", "stopped" or why the actor does not answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorHealth {
+    pub store: String,
+    pub parser: String,
+    pub trainer: String,
+    pub evaluator: String,
+    pub producers: String,
+}
+
+/// The running daemon's `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// "running".
+    pub state: String,
+    pub uptime_s: f64,
+    pub version: String,
+    pub data_dir: PathBuf,
+    pub brokers: String,
+    pub offset_namespace: String,
+    pub http: Option<String>,
+    pub broker: BrokerState,
+    pub ingest: IngestStatus,
+    pub partitions: Vec<PartitionStatus>,
+    pub store: StoreStatus,
+    pub group: GroupStatus,
+    pub producers: Vec<ProducerEntry>,
+    pub actors: ActorHealth,
+    pub champion: Option<u64>,
+}
+
+/// `status` while the daemon starts (waiting for its store or brokers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartingStatus {
+    /// "starting".
+    pub state: String,
+    pub waiting_for: String,
+    pub uptime_s: f64,
+    pub version: String,
+    pub data_dir: PathBuf,
+    pub brokers: String,
+}
+
+/// Either `status` (for clients that read it before the daemon runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AnyStatus {
+    Running(Box<StatusReply>),
+    Starting(StartingStatus),
+}
+
+fn health(connected: bool) -> String {
+    if connected { "ok" } else { "stopped" }.to_string()
+}
+
+pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
+    let ns = a.namespace.clone();
+    let store = tokio::time::timeout(
+        Duration::from_secs(5),
+        a.store.send(WithStore(move |s: &Store| {
+            let (limits, tracked) = s.tracked();
+            let folded = |name: &str| s.counter(name).unwrap_or(0);
+            let held = Held {
+                videos: tracked.videos,
+                max_tracked_videos: limits.videos,
+                folded_video_events: folded("folded/video_events"),
+                listening_pairs: tracked.listening_pairs,
+                max_listening_pairs: limits.listening_pairs,
+                folded_listening_events: folded("folded/listening_events"),
+            };
+            (s.offsets(&ns), s.damage(), s.quarantined(), held)
+        })),
+    )
+    .await;
+    let (offsets, damage, quarantined, held, store_health) = match store {
+        Ok(Ok((o, d, q, h))) => (o, d, q, Some(h), "ok"),
+        Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, "stopped"),
+        Err(_) => (Vec::new(), Vec::new(), 0, None, "not answering within 5 s"),
+    };
+    let damaged: Vec<Damage> = damage
+        .into_iter()
+        .map(|(what, why)| Damage { what, why })
+        .collect();
+    let assigned: Vec<(String, i32)> = a.assignment.lock().map(|x| x.clone()).unwrap_or_default();
+    // Owned partitions nothing was stored from yet count from offset 0.
+    let unstored: Vec<(String, i32, i64)> = assigned
+        .iter()
+        .filter(|(t, p)| !offsets.iter().any(|(ot, op, _)| ot == t && op == p))
+        .map(|(t, p)| (t.clone(), *p, 0))
+        .collect();
+    let asked: Vec<(String, i32, i64)> = offsets.iter().chain(&unstored).cloned().collect();
+    let marks = a.high_watermarks(&asked).await;
+    let mut lag_total = 0i64;
+    let mut partitions: Vec<PartitionStatus> = offsets
+        .iter()
+        .map(|(t, p, next)| {
+            let high = marks.get(&(t.clone(), *p)).copied();
+            let owned = assigned.iter().any(|(at, ap)| at == t && ap == p);
+            // Lag is this member's only for the partitions it owns.
+            let lag = high.filter(|_| owned).map(|h| (h - next).max(0));
+            lag_total += lag.unwrap_or(0);
+            PartitionStatus {
+                topic: t.clone(),
+                partition: *p,
+                next_offset: Some(*next),
+                high_watermark: high,
+                lag,
+                assigned: owned,
+            }
+        })
+        .collect();
+    for (t, p, _) in &unstored {
+        let high = marks.get(&(t.clone(), *p)).copied();
+        lag_total += high.unwrap_or(0);
+        partitions.push(PartitionStatus {
+            topic: t.clone(),
+            partition: *p,
+            next_offset: None,
+            high_watermark: high,
+            lag: high,
+            assigned: true,
+        });
+    }
+    let mut producers = Vec::new();
+    for (kind, p) in &a.producers {
+        if let Ok(state) = p.send(ProducerControl::Status).await {
+            producers.push(ProducerEntry { kind: *kind, state });
+        }
+    }
+    let (r10, r60) = a
+        .rates
+        .lock()
+        .map(|r| (r.per_sec(10), r.per_sec(60)))
+        .unwrap_or_default();
+    let p = &a.progress;
+    let hint = (!damaged.is_empty())
+        .then(|| "stop the daemon and run `playpulse check --data-dir DIR --repair`".to_string());
+    Ok(StatusReply {
+        state: "running".into(),
+        uptime_s: a.started.elapsed().as_secs_f64(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        data_dir: a.cfg.data_dir.clone(),
+        brokers: a.bootstrap.clone(),
+        offset_namespace: a.namespace.clone(),
+        http: a.http.get().cloned(),
+        broker: a.broker_state(),
+        ingest: IngestStatus {
+            paused: a.paused.load(Ordering::Relaxed),
+            consumed: Progress::get(&p.consumed),
+            stored: Progress::get(&p.stored),
+            rejected: Progress::get(&p.rejected),
+            duplicates_skipped: Progress::get(&p.duplicates_skipped),
+            batches_in_flight: Progress::get(&p.in_flight),
+            events_per_sec_10s: r10,
+            events_per_sec_60s: r60,
+            lag: lag_total,
+        },
+        partitions,
+        store: StoreStatus {
+            damaged,
+            quarantined,
+            held,
+            fault: a.fatal.get(),
+            hint,
+        },
+        group: GroupStatus {
+            member: a.claims.member.clone(),
+            commit: a.claims.mode(),
+            claims_refused: a.claims.refused(),
+            claimed_records_read_back: a.claims.recovered(),
+        },
+        producers,
+        actors: ActorHealth {
+            store: store_health.into(),
+            parser: health(a.parser.connected()),
+            trainer: health(a.trainer.connected()),
+            evaluator: health(a.evaluator.connected()),
+            producers: health(a.producers.iter().all(|(_, p)| p.connected())),
+        },
+        champion: a.serving.get().map(|c| c.id),
+    })
+}

@@ -1,0 +1,224 @@
+//! Query parameters as a request's arguments: `?user=u1&k=5` deserializes into
+//! the same argument types the control socket reads (`admin::cmd`). Numbers
+//! are parsed from their text; an empty value is no value; parameters the
+//! command does not take are ignored (a browser adds its own).
+
+use std::collections::HashMap;
+
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+
+use crate::admin::RequestError;
+
+/// Why query parameters do not make a request.
+#[derive(Debug)]
+pub struct ParamError(pub RequestError);
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ParamError {}
+
+impl de::Error for ParamError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        ParamError(RequestError::Param {
+            key: String::new(),
+            value: String::new(),
+            message: msg.to_string(),
+        })
+    }
+
+    fn missing_field(field: &'static str) -> Self {
+        ParamError(RequestError::ParamMissing { key: field.into() })
+    }
+}
+
+/// Builds `T` from query parameters.
+pub fn from_params<T: DeserializeOwned>(p: &HashMap<String, String>) -> Result<T, RequestError> {
+    T::deserialize(Params(p)).map_err(|e| e.0)
+}
+
+struct Params<'a>(&'a HashMap<String, String>);
+
+impl<'de> de::Deserializer<'de> for Params<'_> {
+    type Error = ParamError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ParamError> {
+        Err(de::Error::custom("query parameters make a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ParamError> {
+        let entries = self
+            .0
+            .iter()
+            .filter(|(k, _)| fields.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), Value { key: k, text: v }));
+        visitor.visit_map(de::value::MapDeserializer::new(entries))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// One parameter's text, read as the field's type asks.
+struct Value<'a> {
+    key: &'a str,
+    text: &'a str,
+}
+
+impl<'de> IntoDeserializer<'de, ParamError> for Value<'_> {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl Value<'_> {
+    fn number<T: std::str::FromStr>(&self) -> Result<T, ParamError> {
+        self.text.trim().parse().map_err(|_| {
+            ParamError(RequestError::ParamNotANumber {
+                key: self.key.into(),
+                value: self.text.into(),
+            })
+        })
+    }
+
+    fn wrong(&self, e: ParamError) -> ParamError {
+        ParamError(RequestError::Param {
+            key: self.key.into(),
+            value: self.text.into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+macro_rules! numbers {
+    ($($method:ident => $visit:ident),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+                visitor.$visit(self.number()?)
+            }
+        )*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for Value<'_> {
+    type Error = ParamError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        visitor.visit_string(self.text.to_string())
+    }
+
+    numbers! {
+        deserialize_u8 => visit_u8, deserialize_u16 => visit_u16, deserialize_u32 => visit_u32,
+        deserialize_u64 => visit_u64, deserialize_i8 => visit_i8, deserialize_i16 => visit_i16,
+        deserialize_i32 => visit_i32, deserialize_i64 => visit_i64, deserialize_f32 => visit_f32,
+        deserialize_f64 => visit_f64,
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        match self.text {
+            "true" | "1" => visitor.visit_bool(true),
+            "false" | "0" => visitor.visit_bool(false),
+            _ => Err(ParamError(RequestError::Param {
+                key: self.key.into(),
+                value: self.text.into(),
+                message: "give true or false".into(),
+            })),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamError> {
+        if self.text.is_empty() {
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ParamError> {
+        let (key, text) = (self.key, self.text);
+        visitor
+            .visit_enum(text.into_deserializer())
+            .map_err(|e: ParamError| Value { key, text }.wrong(e))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ParamError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        i128 u128 char str string bytes byte_buf unit unit_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::cmd::{dlq::Dlq, recommend::Recommend, stats::Analytics};
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn query_parameters_make_the_socket_s_argument_types() {
+        let r: Recommend = from_params(&params(&[
+            ("user", "u1"),
+            ("k", "5"),
+            ("genre", ""),
+            ("_", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (r.user.as_str(), r.k, r.genre, r.region),
+            ("u1", Some(5), None, None)
+        );
+        let e = from_params::<Recommend>(&params(&[("user", "u"), ("k", "-1")])).unwrap_err();
+        assert_eq!(e.to_string(), "query parameter k=\"-1\" is not a number");
+        let e = from_params::<Recommend>(&params(&[("k", "3")])).unwrap_err();
+        assert_eq!(e.to_string(), "query parameter `user` is missing");
+        let a: Analytics = from_params(&params(&[
+            ("view", "qoe"),
+            ("dim", "region"),
+            ("minutes", "60"),
+        ]))
+        .unwrap();
+        assert_eq!(a.minutes, Some(60));
+        let e = from_params::<Analytics>(&params(&[("view", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("use qoe, series"), "{e}");
+        let e =
+            from_params::<Analytics>(&params(&[("view", "qoe"), ("minutes", "many")])).unwrap_err();
+        assert!(
+            e.to_string().contains("minutes=\"many\" is not a number"),
+            "{e}"
+        );
+        let d: Dlq = from_params(&params(&[("action", "show"), ("id", "0:t/0/1")])).unwrap();
+        assert_eq!(d.id.as_deref(), Some("0:t/0/1"));
+        assert!(from_params::<Dlq>(&params(&[("action", "explode")])).is_err());
+    }
+}
