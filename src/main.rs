@@ -607,16 +607,16 @@ fn main() -> anyhow::Result<()> {
                     affinity_weight,
                 }
             });
-            let profile = store.user_profile(&user.trim().to_lowercase())?;
             let hints = Hints { region, genre };
             let Some(reply) = playpulse::ml::recommend::recommend(
                 champion.as_ref(),
-                profile.as_ref(),
+                |u| store.user_profile(u),
                 store.titles(),
                 &user,
                 k,
                 &hints,
-            ) else {
+            )?
+            else {
                 bail!("no model has been trained yet in {}: let the daemon ingest models.min_events events", data_dir.display());
             };
             println!("{}", serde_json::to_string(&reply)?);

@@ -80,23 +80,31 @@ pub struct SimilarReply {
     pub similar: Vec<Listed>,
 }
 
-/// Top `k` for `user` (ids are compared trimmed and lower-cased); `None` when
-/// there is no champion and no catalog profile to rank by.
-pub fn recommend(
+/// Top `k` for `user` (ids are compared trimmed and lower-cased); `Ok(None)`
+/// when there is no champion and no catalog profile to rank by. `profile`
+/// reads the user's catalog profile (by the normalised id), only when the list
+/// needs it: a user the model knows, when affinity is blended in; a user it
+/// does not know.
+pub fn recommend<E>(
     champion: Option<&Champion>,
-    profile: Option<&UserProfile>,
+    profile: impl FnOnce(&str) -> Result<Option<UserProfile>, E>,
     titles: &CatalogIndex,
     user: &str,
     k: usize,
     hints: &Hints,
-) -> Option<RecommendReply> {
+) -> Result<Option<RecommendReply>, E> {
     let user = user.trim().to_lowercase();
     let listed = |recs: Vec<Recommendation>| -> Vec<Listed> {
         recs.into_iter().map(|r| Listed::of(r, titles)).collect()
     };
     if let Some(c) = champion.filter(|c| c.recommender.knows(&user)) {
-        let blend = profile.filter(|_| c.affinity_weight > 0.0).map(|p| {
-            let prefs = Prefs::of(p);
+        let profile = if c.affinity_weight > 0.0 {
+            profile(&user)?
+        } else {
+            None
+        };
+        let blend = profile.map(|p| {
+            let prefs = Prefs::of(&p);
             c.recommender
                 .recommend_adjusted(&user, k, &Hints::default(), |scores, items| {
                     crate::affinity::blend_scores(scores, items, &prefs, c.affinity_weight, |i| {
@@ -106,39 +114,41 @@ pub fn recommend(
         });
         let affinity_weight = blend.as_ref().map(|_| c.affinity_weight);
         let recs = blend.unwrap_or_else(|| c.recommender.recommend(&user, k, &Hints::default()));
-        return Some(RecommendReply {
+        return Ok(Some(RecommendReply {
             model: Some(c.id),
             user,
             known: true,
             affinity_weight,
             cold_start: None,
             recommendations: listed(recs),
-        });
+        }));
     }
     // Not in the model: a catalog profile's content affinity, else popularity.
-    if let Some(p) = profile {
-        let ranked = titles.rank(p, k, |_| false);
+    if let Some(p) = profile(&user)? {
+        let ranked = titles.rank(&p, k, |_| false);
         if !ranked.is_empty() {
-            return Some(RecommendReply {
+            return Ok(Some(RecommendReply {
                 model: champion.map(|c| c.id),
                 user,
                 known: false,
                 affinity_weight: None,
                 cold_start: Some("profile affinity".into()),
                 recommendations: ranked.into_iter().map(Listed::ranked).collect(),
-            });
+            }));
         }
     }
-    let c = champion?;
+    let Some(c) = champion else {
+        return Ok(None);
+    };
     let recs = c.recommender.recommend(&user, k, hints);
-    Some(RecommendReply {
+    Ok(Some(RecommendReply {
         model: Some(c.id),
         user,
         known: false,
         affinity_weight: None,
         cold_start: Some("popularity".into()),
         recommendations: listed(recs),
-    })
+    }))
 }
 
 /// The `k` items most like `item` (`None`: the model does not have it).

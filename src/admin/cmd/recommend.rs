@@ -63,15 +63,14 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
     let reply = a
         .store
         .send(WithStore(move |s: &Store| {
-            let profile = s.user_profile(&user.trim().to_lowercase())?;
-            Ok::<_, CommandError>(crate::ml::recommend::recommend(
+            crate::ml::recommend::recommend(
                 champion.as_deref(),
-                profile.as_ref(),
+                |u| s.user_profile(u),
                 s.titles(),
                 &user,
                 k,
                 &hints,
-            ))
+            )
         }))
         .await??;
     reply.ok_or(CommandError::NoModel {
