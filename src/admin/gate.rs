@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::cmd::status::StartingStatus;
 use super::context::Admin;
 use super::error::CommandError;
-use super::protocol::{error_wire, parse_request, Request};
+use super::protocol::{error_wire, ok_wire, parse_request, Request};
 use crate::config::Config;
 
 /// How long a request that needs the running daemon waits for the start.
@@ -88,22 +88,13 @@ impl Gate {
         }
     }
 
-    /// `status` while starting, in its wire form.
-    pub fn starting_wire(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self.starting_status()).unwrap_or_default();
-        if let Some(m) = v.as_object_mut() {
-            m.insert("ok".into(), true.into());
-        }
-        v
-    }
-
     /// One request line in, one reply object out.
     pub async fn handle(&self, line: &[u8]) -> serde_json::Value {
         if let Some(a) = self.admin.get() {
             return a.handle(line).await;
         }
         match parse_request(line) {
-            Ok(Request::Status(_)) => self.starting_wire(),
+            Ok(Request::Status(_)) => ok_wire(&self.starting_status()),
             // A start that ends within moments is waited for.
             Ok(_) => match self.admin_soon().await {
                 Some(a) => a.handle(line).await,

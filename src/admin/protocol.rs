@@ -228,15 +228,20 @@ pub fn to_wire(
     outcome: &Result<super::cmd::Reply, super::error::CommandError>,
 ) -> serde_json::Value {
     match outcome {
-        Ok(reply) => match serde_json::to_value(reply) {
-            Ok(serde_json::Value::Object(mut m)) => {
-                m.insert("ok".into(), true.into());
-                serde_json::Value::Object(m)
-            }
-            Ok(other) => serde_json::json!({ "ok": true, "result": other }),
-            Err(e) => error_wire(&format!("the reply could not be written: {e}")),
-        },
+        Ok(reply) => ok_wire(reply),
         Err(e) => error_wire(&e.to_string()),
+    }
+}
+
+/// A reply's fields with `"ok": true` (a reply that is no object goes under `result`).
+pub fn ok_wire(reply: &impl Serialize) -> serde_json::Value {
+    match serde_json::to_value(reply) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("ok".into(), true.into());
+            serde_json::Value::Object(m)
+        }
+        Ok(other) => serde_json::json!({ "ok": true, "result": other }),
+        Err(e) => error_wire(&format!("the reply could not be written: {e}")),
     }
 }
 
