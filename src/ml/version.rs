@@ -217,7 +217,7 @@ pub fn record(
     promote: bool,
 ) -> Result<(), StoreError> {
     let meta = serde_json::to_vec(v).map_err(|e| corrupt(v.id, e))?;
-    view.add_model(v.id, v.kind().as_str(), &meta, bundle, promote)
+    view.add_model(v.id, &meta, bundle, promote)
 }
 
 /// Every recorded version, oldest first.
