@@ -56,6 +56,8 @@ pub enum RequestError {
     ParamNotANumber { key: String, value: String },
     #[error("query parameter `{key}` is missing")]
     ParamMissing { key: String },
+    #[error("query parameters: {0}")]
+    Params(String),
     #[error("query parameter {key}={value:?}: {message}")]
     Param {
         key: String,

@@ -23,11 +23,8 @@ impl std::error::Error for ParamError {}
 
 impl de::Error for ParamError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        ParamError(RequestError::Param {
-            key: String::new(),
-            value: String::new(),
-            message: msg.to_string(),
-        })
+        // Named by its parameter where one is being read (`Value::named`).
+        ParamError(RequestError::Params(msg.to_string()))
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -55,12 +52,16 @@ impl<'de> de::Deserializer<'de> for Params<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ParamError> {
-        let entries = self
+        let entries: Vec<(&str, &str)> = self
             .0
             .iter()
             .filter(|(k, _)| fields.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), Value { key: k, text: v }));
-        visitor.visit_map(de::value::MapDeserializer::new(entries))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        visitor.visit_map(Entries {
+            entries: entries.into_iter(),
+            next: None,
+        })
     }
 
     serde::forward_to_deserialize_any! {
@@ -70,18 +71,45 @@ impl<'de> de::Deserializer<'de> for Params<'_> {
     }
 }
 
+/// The parameters a struct takes, one at a time; an error while a value is
+/// read (its type's own check included) names the parameter.
+struct Entries<'a, I> {
+    entries: I,
+    next: Option<(&'a str, &'a str)>,
+}
+
+impl<'de, 'a, I: Iterator<Item = (&'a str, &'a str)>> de::MapAccess<'de> for Entries<'a, I> {
+    type Error = ParamError;
+
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ParamError> {
+        let Some((key, text)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.next = Some((key, text));
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ParamError> {
+        let (key, text) = self
+            .next
+            .take()
+            .ok_or_else(|| de::Error::custom("a value without its parameter"))?;
+        let value = Value { key, text };
+        seed.deserialize(Value { key, text })
+            .map_err(|e| value.named(e))
+    }
+}
+
 /// One parameter's text, read as the field's type asks.
 struct Value<'a> {
     key: &'a str,
     text: &'a str,
-}
-
-impl<'de> IntoDeserializer<'de, ParamError> for Value<'_> {
-    type Deserializer = Self;
-
-    fn into_deserializer(self) -> Self {
-        self
-    }
 }
 
 impl Value<'_> {
@@ -94,12 +122,16 @@ impl Value<'_> {
         })
     }
 
-    fn wrong(&self, e: ParamError) -> ParamError {
-        ParamError(RequestError::Param {
-            key: self.key.into(),
-            value: self.text.into(),
-            message: e.to_string(),
-        })
+    /// An error while this parameter was read, naming it.
+    fn named(&self, e: ParamError) -> ParamError {
+        match e.0 {
+            RequestError::Params(message) => ParamError(RequestError::Param {
+                key: self.key.into(),
+                value: self.text.into(),
+                message,
+            }),
+            other => ParamError(other),
+        }
     }
 }
 
@@ -153,10 +185,7 @@ impl<'de> de::Deserializer<'de> for Value<'_> {
         _: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ParamError> {
-        let (key, text) = (self.key, self.text);
-        visitor
-            .visit_enum(text.into_deserializer())
-            .map_err(|e: ParamError| Value { key, text }.wrong(e))
+        visitor.visit_enum(self.text.into_deserializer())
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -210,7 +239,10 @@ mod tests {
         .unwrap();
         assert_eq!(a.minutes, Some(60));
         let e = from_params::<Analytics>(&params(&[("view", "nope")])).unwrap_err();
-        assert!(e.to_string().contains("use qoe, series"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "query parameter view=\"nope\": view \"nope\": use qoe, series, top, engagement or pipeline"
+        );
         let e =
             from_params::<Analytics>(&params(&[("view", "qoe"), ("minutes", "many")])).unwrap_err();
         assert!(
