@@ -43,7 +43,7 @@ fn recommender_version(
 ) -> ModelVersion {
     ModelVersion {
         id,
-        created_ms: crate::timefmt::now_ms(),
+        created_ms: crate::domain::timefmt::now_ms(),
         trained: Trained::Als(Box::new(RecommenderVersion {
             params: cfg.als(),
             data: RecommenderData {
@@ -88,7 +88,7 @@ fn classifier_version(id: u64, r: &ClassifierReport, data: SnapshotInfo) -> Mode
     };
     ModelVersion {
         id,
-        created_ms: crate::timefmt::now_ms(),
+        created_ms: crate::domain::timefmt::now_ms(),
         trained: match r.model {
             ModelKind::Svm => Trained::Svm(v),
             _ => Trained::DecisionTree(v),
@@ -141,7 +141,7 @@ impl Handler<Candidates> for EvaluatorActor {
         // CPU-heavy (every user scored against every item): off the actor threads;
         // a panic ends the run with an error.
         let done = msg.done.clone();
-        crate::worker::spawn(
+        crate::actors::worker::spawn(
             "evaluation",
             move || {
                 let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
@@ -307,7 +307,7 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
             let stored_events = snap.data.stored_events;
             let (tx, rx) = tokio::sync::oneshot::channel();
             // CPU-heavy: off the actor threads (a panic drops `tx`: the reply says so).
-            crate::worker::spawn(
+            crate::actors::worker::spawn(
                 "champion evaluation",
                 move || {
                     let t = std::time::Instant::now();

@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use crate::pipeline::Parsed;
+use crate::ingest::pipeline::Parsed;
 use crate::store::{ApplyReport, Prepared};
 
 /// Parser → validator: one consumed batch, parsed.
@@ -77,7 +77,7 @@ pub struct ProducerState {
 pub struct Candidates {
     pub candidate: crate::ml::train::Candidate,
     /// Content affinity to blend with the candidate, when configured.
-    pub blend: Option<crate::affinity::Blend>,
+    pub blend: Option<crate::views::affinity::Blend>,
     pub genres: std::collections::HashMap<String, String>,
     pub regions: std::collections::HashMap<String, Vec<(String, u64)>>,
     /// What the snapshot held (recorded with the versions).

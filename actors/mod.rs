@@ -20,3 +20,4 @@ pub mod producer;
 pub mod store;
 pub mod trainer;
 pub mod validator;
+pub mod worker;

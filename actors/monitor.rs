@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::pipeline::{Fatal, Progress};
+use crate::ingest::pipeline::{Fatal, Progress};
 
 pub struct MonitorActor {
     pub progress: Arc<Progress>,

@@ -12,8 +12,8 @@ use rdkafka::consumer::CommitMode;
 use tokio::sync::oneshot;
 
 use super::messages::{Drain, ParsedBatch, Pull, SetPaused, Stored};
+use crate::ingest::pipeline::{parse_batch, Flight, Progress};
 use crate::kafka::{Source, TopicKinds};
-use crate::pipeline::{parse_batch, Flight, Progress};
 
 pub struct ParserActor {
     source: Option<Source>,
@@ -31,7 +31,7 @@ pub struct ParserActor {
     acked: HashMap<(String, i32), i64>,
     progress: Arc<Progress>,
     flight: Arc<Flight>,
-    fatal: Arc<crate::pipeline::Fatal>,
+    fatal: Arc<crate::ingest::pipeline::Fatal>,
     /// A batch could not be stored: nothing more is read.
     failed: bool,
 }
@@ -44,7 +44,7 @@ impl ParserActor {
         ingest: &crate::config::IngestConfig,
         progress: Arc<Progress>,
         flight: Arc<Flight>,
-        fatal: Arc<crate::pipeline::Fatal>,
+        fatal: Arc<crate::ingest::pipeline::Fatal>,
     ) -> ParserActor {
         ParserActor {
             source: Some(source),

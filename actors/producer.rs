@@ -8,9 +8,9 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::messages::{ProducerControl, ProducerState, StopProducing};
+use crate::ingest::pipeline::Progress;
 use crate::kafka;
-use crate::pipeline::Progress;
-use crate::produce::{Pacer, Synth};
+use crate::synth::produce::{Pacer, Synth};
 
 /// What a producer sends.
 pub enum Feed {
@@ -22,7 +22,7 @@ pub enum Feed {
     },
     /// `left` more video records made as they are sent (a share of them
     /// malformed), for runs too long to prepare in memory.
-    Generated(Box<crate::produce::VideoStream>),
+    Generated(Box<crate::synth::produce::VideoStream>),
 }
 
 impl Feed {

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 
 use super::messages::{StoreBatch, Stored};
-use crate::analytics::Analytics;
-use crate::pipeline::{Flight, Progress};
+use crate::ingest::pipeline::{Flight, Progress};
 use crate::store::Store;
+use crate::views::analytics::Analytics;
 
 pub struct StoreActor {
     pub store: Store,
@@ -50,7 +50,7 @@ impl Handler<StoreBatch> for StoreActor {
             .store
             .apply_observed(&self.namespace, msg.prepared, |records, fresh| {
                 if let Ok(mut a) = analytics.lock() {
-                    a.observe(records, fresh, crate::timefmt::now_ms());
+                    a.observe(records, fresh, crate::domain::timefmt::now_ms());
                 }
             });
         match &result {

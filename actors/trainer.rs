@@ -12,10 +12,10 @@ use super::evaluator::EvaluatorActor;
 use super::messages::{Candidates, RunEnded, TrainNow};
 use super::store::{StoreActor, WithStore};
 use crate::config::ModelsConfig;
+use crate::ingest::pipeline::Progress;
 use crate::ml::classify;
 use crate::ml::train::{fit_candidate, snapshot, TrainSpec};
 use crate::ml::{TrainError, TrainOutcome};
-use crate::pipeline::Progress;
 
 pub struct TrainerActor {
     cfg: ModelsConfig,
@@ -94,7 +94,7 @@ impl TrainerActor {
             };
             // CPU-heavy: off the actor threads; a panic ends the run with an error.
             let on_panic = me.clone();
-            crate::worker::spawn(
+            crate::actors::worker::spawn(
                 "training",
                 move || {
                     if let Err(e) = snap.derive_video_pairs() {

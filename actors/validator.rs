@@ -6,9 +6,9 @@ use actix::prelude::*;
 use super::messages::{ParsedBatch, StoreBatch};
 use std::sync::Arc;
 
-use crate::pipeline::{validate_batch, Progress};
+use crate::ingest::pipeline::{validate_batch, Progress};
+use crate::ingest::validate::Validator;
 use crate::store::prepare;
-use crate::validate::Validator;
 
 pub struct ValidatorActor {
     pub validator: Validator,

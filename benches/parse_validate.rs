@@ -5,11 +5,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use playpulse::config::ValidationConfig;
-use playpulse::event::{Event, Kind};
-use playpulse::generate::{VideoGen, World};
-use playpulse::parse::{parse_payload, Format};
-use playpulse::validate::Validator;
-use playpulse::wire;
+use playpulse::domain::event::{Event, Kind};
+use playpulse::ingest::parse::{parse_payload, Format};
+use playpulse::ingest::validate::Validator;
+use playpulse::ingest::wire;
+use playpulse::synth::generate::{VideoGen, World};
 
 fn bench(c: &mut Criterion) {
     let mut g = VideoGen::new(World::new(50_000, 5_000, 42), 42, 1_735_689_600_000, 50);

@@ -3,35 +3,17 @@
 //! a paragraph per folder, and where to change what.
 
 pub mod admin;
-pub mod affinity;
-pub mod analytics;
-pub mod bench;
-pub mod claims;
 pub mod config;
-pub mod ctl;
-pub mod daemon;
-pub mod event;
+pub mod domain;
 pub mod export;
-pub mod fuzzing;
-pub mod generate;
-pub mod graph;
 pub mod http;
-pub mod import;
+pub mod ingest;
 pub mod kafka;
-pub mod lake;
 pub mod ml;
-pub mod parse;
-pub mod pipeline;
-pub mod produce;
-pub mod progress;
-pub mod record;
-pub mod reject;
-pub mod soak;
+pub mod runtime;
 pub mod store;
-pub mod timefmt;
-pub mod validate;
-pub mod wire;
-pub mod worker;
+pub mod synth;
+pub mod views;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;

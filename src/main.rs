@@ -8,19 +8,19 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use playpulse::admin::{Admin, Gate, Socket};
-use playpulse::bench::{self, IngestBenchArgs};
 use playpulse::config::{Config, KafkaConfig};
-use playpulse::daemon::{shutdown_signal, Daemon};
-use playpulse::event::Kind;
-use playpulse::import::{import_file, FileFormat};
+use playpulse::domain::event::Kind;
+use playpulse::domain::timefmt::{parse_timestamp_ms, TimePolicy};
 use playpulse::kafka;
 use playpulse::ml::als::AlsParams;
-use playpulse::ml::bench::AlsBenchArgs;
 use playpulse::ml::classify::ClassifyParams;
 use playpulse::ml::serve::{load_serving, Hints, Recommender};
-use playpulse::produce::{produce, Synth, SynthSpec};
+use playpulse::runtime::bench::ml::AlsBenchArgs;
+use playpulse::runtime::bench::{self, IngestBenchArgs};
+use playpulse::runtime::daemon::{shutdown_signal, Daemon};
 use playpulse::store::Store;
-use playpulse::timefmt::{parse_timestamp_ms, TimePolicy};
+use playpulse::synth::import::{import_file, FileFormat};
+use playpulse::synth::produce::{produce, Synth, SynthSpec};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +45,7 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Control a running daemon through its admin socket (`ctl --help` lists the commands).
-    Ctl(playpulse::ctl::CtlArgs),
+    Ctl(playpulse::admin::ctl::CtlArgs),
     /// Send synthetic records to a topic.
     Produce(ProduceArgs),
     /// Replay a file (JSON Lines, legacy lines or CSV) into a topic.
@@ -345,7 +345,7 @@ fn main() -> anyhow::Result<()> {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
-        Command::Ctl(args) => match playpulse::ctl::run(&args) {
+        Command::Ctl(args) => match playpulse::admin::ctl::run(&args) {
             Ok(code) => std::process::exit(code),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -464,7 +464,7 @@ fn main() -> anyhow::Result<()> {
                     println!("embedded broker: {}", daemon.bootstrap);
                 }
                 let admin = std::sync::Arc::new(
-                    Admin::new(&daemon, cfg.clone())
+                    Admin::new(daemon.handles(), cfg.clone())
                         .await
                         .map_err(anyhow::Error::msg)?,
                 );
@@ -632,11 +632,11 @@ fn main() -> anyhow::Result<()> {
             let what = kind.unwrap_or(what);
             let store = Store::open(&data_dir, 64)?;
             let report = match what.as_str() {
-                "recommendations" => {
-                    serde_json::to_value(playpulse::export::recommendations_csv(&store, &out, k)?)?
-                }
+                "recommendations" => serde_json::to_value(
+                    playpulse::export::csv::recommendations_csv(&store, &out, k)?,
+                )?,
                 "predictions" => {
-                    serde_json::to_value(playpulse::export::predictions_csv(&store, &out)?)?
+                    serde_json::to_value(playpulse::export::csv::predictions_csv(&store, &out)?)?
                 }
                 "parquet" => {
                     // The CSV's default name is no directory for a lake.
@@ -645,7 +645,7 @@ fn main() -> anyhow::Result<()> {
                     } else {
                         out
                     };
-                    serde_json::to_value(playpulse::lake::export_parquet(&store, &out, k)?)?
+                    serde_json::to_value(playpulse::export::lake::export_parquet(&store, &out, k)?)?
                 }
                 other => {
                     bail!("export {other:?}: export recommendations, predictions or parquet")
@@ -686,12 +686,12 @@ fn main() -> anyhow::Result<()> {
             if !playpulse::ml::ModelKind::CLASSIFIERS.contains(&model) {
                 bail!("--model {model}: use decision_tree or svm");
             }
-            let (events, rejected) = playpulse::ml::bench::read_video_events(&events)?;
+            let (events, rejected) = playpulse::runtime::bench::ml::read_video_events(&events)?;
             if rejected > 0 {
                 eprintln!("{rejected} lines were not valid video events and are left out");
             }
             let store = Store::open(&data_dir, 64)?;
-            let report = playpulse::export::predict_csv(&store, model, &events, &out)?;
+            let report = playpulse::export::csv::predict_csv(&store, model, &events, &out)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
@@ -715,13 +715,15 @@ fn main() -> anyhow::Result<()> {
             if events == 0 || users == 0 || tracks == 0 || queries == 0 {
                 bail!("--events, --users, --tracks and --queries must be at least 1");
             }
-            let report = playpulse::graph::bench::run(&playpulse::graph::bench::GraphBenchArgs {
-                events,
-                users,
-                tracks,
-                queries,
-                seed,
-            });
+            let report = playpulse::runtime::bench::graph::run(
+                &playpulse::runtime::bench::graph::GraphBenchArgs {
+                    events,
+                    users,
+                    tracks,
+                    queries,
+                    seed,
+                },
+            );
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
@@ -742,7 +744,7 @@ fn main() -> anyhow::Result<()> {
                 svm_max_rows,
                 ..ClassifyParams::default()
             };
-            for line in playpulse::ml::bench::classify(&events, &params)? {
+            for line in playpulse::runtime::bench::ml::classify(&events, &params)? {
                 println!("{line}");
             }
             Ok(())
@@ -783,7 +785,7 @@ fn main() -> anyhow::Result<()> {
                 k,
                 threads: threads.max(1),
             };
-            let report = playpulse::ml::bench::als(&args)?;
+            let report = playpulse::runtime::bench::ml::als(&args)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
@@ -797,7 +799,7 @@ fn main() -> anyhow::Result<()> {
                 },
         } => {
             let (args, dir, _tmp) = pipeline_bench(events, bad_fraction, seed, pipeline)?;
-            let report = playpulse::soak::soak(&args, &dir)?;
+            let report = playpulse::runtime::soak::soak(&args, &dir)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -639,7 +639,7 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
 
 /// QoE by region, top videos and the pipeline's counts from the daemon's live
 /// windows, against the same figures computed from the produced events.
-fn check_analytics(c: &mut Client, valid: &[playpulse::event::VideoEvent], bad: usize) {
+fn check_analytics(c: &mut Client, valid: &[playpulse::domain::event::VideoEvent], bad: usize) {
     use std::collections::BTreeMap;
     #[derive(Default)]
     struct Sums {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use common::*;
 use playpulse::config::KafkaConfig;
-use playpulse::event::{Event, Title, UserProfile};
-use playpulse::generate::{CatalogGen, World};
+use playpulse::domain::event::{Event, Title, UserProfile};
 use playpulse::kafka;
+use playpulse::synth::generate::{CatalogGen, World};
 
 const USERS: &str = "aff.users";
 const MOVIES: &str = "aff.movies";
@@ -59,13 +59,13 @@ fn a_new_user_with_a_planted_profile_gets_the_matching_titles_first() {
     let mut titles: Vec<Title> = Vec::new();
     for i in 0..300 {
         let m = g.next_movie(1_767_225_600_000 + i);
-        let rec = playpulse::wire::to_json(&Event::Movie(m.clone()));
+        let rec = playpulse::ingest::wire::to_json(&Event::Movie(m.clone()));
         kafka::send(&producer, MOVIES, m.id.as_bytes(), &rec, None).unwrap();
         titles.push(m);
     }
     for i in 0..60 {
         let s = g.next_series(1_767_225_600_000 + i);
-        let rec = playpulse::wire::to_json(&Event::Series(s.clone()));
+        let rec = playpulse::ingest::wire::to_json(&Event::Series(s.clone()));
         kafka::send(&producer, SERIES, s.id.as_bytes(), &rec, None).unwrap();
         titles.push(s);
     }
@@ -87,7 +87,7 @@ fn a_new_user_with_a_planted_profile_gets_the_matching_titles_first() {
         classification: seed.classification.clone(),
         favorite_decades: vec![seed.release_decade.clone()],
     };
-    let rec = playpulse::wire::to_json(&Event::User(planted.clone()));
+    let rec = playpulse::ingest::wire::to_json(&Event::User(planted.clone()));
     kafka::send(&producer, USERS, b"planted_user", &rec, None).unwrap();
     kafka::flush(&producer, Duration::from_secs(30)).unwrap();
 

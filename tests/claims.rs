@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use playpulse::config::{KafkaConfig, ValidationConfig};
-use playpulse::event::Kind;
+use playpulse::domain::event::Kind;
+use playpulse::domain::record::RawRecord;
+use playpulse::ingest::pipeline::{parse_batch, validate_batch, Flight};
+use playpulse::ingest::validate::Validator;
 use playpulse::kafka::{GroupCommit, Source, TopicKinds};
-use playpulse::pipeline::{parse_batch, validate_batch, Flight};
-use playpulse::record::RawRecord;
 use playpulse::store::Store;
-use playpulse::validate::Validator;
 use rdkafka::types::RDKafkaRespErr;
 
 const NS: &str = "claims-test";

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use playpulse::event::{Event, VideoEvent};
+use playpulse::domain::event::{Event, VideoEvent};
 use playpulse::store::Store;
 use rand::{Rng, SeedableRng};
 

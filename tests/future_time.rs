@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use playpulse::config::KafkaConfig;
-use playpulse::event::Event;
-use playpulse::generate::{VideoGen, World};
+use playpulse::domain::event::Event;
 use playpulse::kafka;
+use playpulse::synth::generate::{VideoGen, World};
 use serde_json::Value;
 
 #[test]
@@ -23,11 +23,11 @@ fn an_event_from_the_future_does_not_blank_the_live_windows() {
         &[("video", "ft.video")],
         &[("PLAYPULSE_MODELS__ENABLED", "false")],
     );
-    let now = playpulse::timefmt::now_ms();
+    let now = playpulse::domain::timefmt::now_ms();
     let mut g = VideoGen::new(World::new(50, 20, 3), 3, now - 120_000, 50);
     let p = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
-    let send = |ev: &playpulse::event::VideoEvent| {
-        let payload = playpulse::wire::to_json(&Event::Video(ev.clone()));
+    let send = |ev: &playpulse::domain::event::VideoEvent| {
+        let payload = playpulse::ingest::wire::to_json(&Event::Video(ev.clone()));
         kafka::send(&p, "ft.video", b"k", &payload, None).unwrap();
     };
     for _ in 0..200 {
@@ -59,9 +59,9 @@ fn an_event_from_the_future_does_not_blank_the_live_windows() {
         .map(|r| r["views"].as_u64().unwrap())
         .sum();
     assert_eq!(views, 500, "every real event counts: {qoe}");
-    let latest = playpulse::timefmt::parse_timestamp_ms(
+    let latest = playpulse::domain::timefmt::parse_timestamp_ms(
         qoe["latest_minute"].as_str().unwrap(),
-        playpulse::timefmt::TimePolicy::Strict,
+        playpulse::domain::timefmt::TimePolicy::Strict,
     )
     .unwrap();
     assert!(

@@ -1,5 +1,5 @@
 //! The fuzz targets' seeds and every input a fuzzer once broke on, replayed on
-//! stable Rust through the same functions (`playpulse::fuzzing`). A seed named
+//! stable Rust through the same functions (`playpulse::synth::fuzzing`). A seed named
 //! `ok_*` must be accepted, `bad_*` refused; files under `fuzz/regressions`
 //! reproduce fixed crashes and only have to pass the invariants.
 
@@ -16,7 +16,7 @@ fn replay(dir: &Path, expect_by_name: bool) -> usize {
         for file in std::fs::read_dir(target.path()).expect("readable target dir") {
             let file = file.expect("readable corpus entry");
             let data = std::fs::read(file.path()).expect("readable corpus file");
-            let accepted = playpulse::fuzzing::run(&name, &data)
+            let accepted = playpulse::synth::fuzzing::run(&name, &data)
                 .unwrap_or_else(|| panic!("{}: no fuzz target {name:?}", dir.display()));
             let fname = file.file_name().to_string_lossy().to_string();
             if expect_by_name {

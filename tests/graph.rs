@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use playpulse::event::Event;
-use playpulse::generate::MusicGen;
-use playpulse::wire;
+use playpulse::domain::event::Event;
+use playpulse::ingest::wire;
+use playpulse::synth::generate::MusicGen;
 use serde_json::Value;
 
 const TOPIC: &str = "graph.music";

@@ -8,10 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use playpulse::event::Event;
-use playpulse::generate::{MusicGen, VideoGen, World};
+use playpulse::domain::event::Event;
+use playpulse::ingest::wire;
 use playpulse::store::Store;
-use playpulse::wire;
+use playpulse::synth::generate::{MusicGen, VideoGen, World};
 
 fn import(bootstrap: &str, topic: &str, file: &std::path::Path, format: &str) {
     let out = Command::new(bin())

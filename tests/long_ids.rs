@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use common::*;
 use playpulse::config::KafkaConfig;
-use playpulse::event::{Event, MusicAction, MusicEvent};
+use playpulse::domain::event::{Event, MusicAction, MusicEvent};
 use playpulse::kafka;
 
 fn listen(user: &str, track: &str) -> Vec<u8> {
-    playpulse::wire::to_json(&Event::Music(MusicEvent {
+    playpulse::ingest::wire::to_json(&Event::Music(MusicEvent {
         user_id: user.into(),
         track_id: track.into(),
         event_type: MusicAction::Like,
@@ -29,15 +29,15 @@ fn long_and_nul_ids_are_refused_by_name_and_never_reach_a_key() {
     let broker = Broker::start(&[("li.music", 1), ("li.video", 1)]);
     let p = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
     let long = "u".repeat(70_000);
-    let mut video = playpulse::generate::VideoGen::new(
-        playpulse::generate::World::new(10, 10, 1),
+    let mut video = playpulse::synth::generate::VideoGen::new(
+        playpulse::synth::generate::World::new(10, 10, 1),
         1,
         1_735_689_600_000,
         50,
     )
     .next_event();
     video.video_id = "v".repeat(70_000);
-    let video = playpulse::wire::to_json(&Event::Video(video));
+    let video = playpulse::ingest::wire::to_json(&Event::Video(video));
     for payload in [
         listen("eve", "t1"),
         listen(&long, "t1"),

@@ -11,9 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{bin, run_ok};
-use playpulse::generate::{user_id, World, GENRES};
 use playpulse::ml::version;
 use playpulse::store::Store;
+use playpulse::synth::generate::{user_id, World, GENRES};
 
 fn start(data: &std::path::Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
     let mut cmd = Command::new(bin());
@@ -225,13 +225,17 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
 
     // The stored classifiers predict new events (not seen in training) as well as
     // they did on their held-out rows.
-    let mut g =
-        playpulse::generate::VideoGen::new(World::new(5000, 1000, 7), 7, 1_767_225_600_000, 50);
+    let mut g = playpulse::synth::generate::VideoGen::new(
+        World::new(5000, 1000, 7),
+        7,
+        1_767_225_600_000,
+        50,
+    );
     let events_path = dir.path().join("new_events.jsonl");
     let mut lines = Vec::new();
     for _ in 0..2000 {
-        let e = playpulse::event::Event::Video(g.next_event());
-        lines.extend(playpulse::wire::to_json(&e));
+        let e = playpulse::domain::event::Event::Video(g.next_event());
+        lines.extend(playpulse::ingest::wire::to_json(&e));
         lines.push(b'\n');
     }
     std::fs::write(&events_path, lines).unwrap();

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use playpulse::record::{Outcome, Processed, SourcePos};
-use playpulse::reject::Rejection;
+use playpulse::domain::record::{Outcome, Processed, SourcePos};
+use playpulse::domain::reject::Rejection;
 
 #[test]
 fn a_dashboard_port_in_use_stops_the_start_cleanly() {

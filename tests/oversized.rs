@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use playpulse::config::KafkaConfig;
-use playpulse::event::Event;
-use playpulse::generate::{VideoGen, World};
+use playpulse::domain::event::Event;
 use playpulse::kafka;
+use playpulse::synth::generate::{VideoGen, World};
 
 #[test]
 fn an_oversized_record_is_dead_lettered_alone() {
@@ -44,7 +44,7 @@ fn an_oversized_record_is_dead_lettered_alone() {
             kafka::send(&theirs, "ov.video", b"same-key", &payload, None).unwrap();
         }
         let ev = g.next_event();
-        let payload = playpulse::wire::to_json(&Event::Video(ev.clone()));
+        let payload = playpulse::ingest::wire::to_json(&Event::Video(ev.clone()));
         // One key: every record in one partition, the big one among them.
         kafka::send(&theirs, "ov.video", b"same-key", &payload, None).unwrap();
         valid.push(ev);

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use common::*;
 use playpulse::config::KafkaConfig;
-use playpulse::event::{Event, MusicAction};
-use playpulse::generate::{CatalogGen, MusicGen, World};
+use playpulse::domain::event::{Event, MusicAction};
+use playpulse::export::lake::date_of;
 use playpulse::kafka;
-use playpulse::lake::date_of;
+use playpulse::synth::generate::{CatalogGen, MusicGen, World};
 use serde_json::Value;
 
 type Pair = (String, String);
@@ -73,7 +73,7 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
     let produced = produce_video(&broker.bootstrap, "pq.video", 6_000, 0.01, 31);
     let producer = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
     let send = |topic: &str, ev: &Event| {
-        let rec = playpulse::wire::to_json(ev);
+        let rec = playpulse::ingest::wire::to_json(ev);
         kafka::send(&producer, topic, b"k", &rec, None).unwrap();
     };
     let mut cat = CatalogGen::new(World::new(300, 80, 31), 31);
@@ -100,7 +100,7 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
             Event::Track(_) => tracks += 1,
             Event::Music(m) => {
                 music_events += 1;
-                let rel = playpulse::graph::relation(m.event_type);
+                let rel = playpulse::views::graph::relation(m.event_type);
                 let e = by_action.entry(rel).or_default();
                 e.0.insert((m.user_id.clone(), m.track_id.clone()));
                 e.1 += 1;
@@ -210,7 +210,7 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
     assert_eq!(got["edges"]["BY"][0], tracks);
     assert_eq!(got["edges"]["IN_GENRE"][0], tracks);
     for a in MusicAction::ALL {
-        let rel = playpulse::graph::relation(a);
+        let rel = playpulse::views::graph::relation(a);
         let (edges, events) = by_action.get(rel).cloned().unwrap_or_default();
         assert_eq!(got["edges"][rel][0], edges.len(), "{rel}: {got}");
         assert_eq!(got["edges"][rel][1], events, "{rel}");

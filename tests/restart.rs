@@ -55,7 +55,7 @@ fn check_store(dir: &Path) -> Seen {
         let e = item.unwrap();
         plays += usize::from(matches!(
             e.event,
-            playpulse::event::Event::Video(_) | playpulse::event::Event::Music(_)
+            playpulse::domain::event::Event::Video(_) | playpulse::domain::event::Event::Music(_)
         ));
         assert!(
             positions.insert((e.namespace, e.pos.clone())),

@@ -3,12 +3,12 @@
 //! events), parses back to the same event, for arbitrary field values. Events
 //! the validator accepts also read back unchanged after validation.
 
-use playpulse::event::{
+use playpulse::domain::event::{
     Event, Kind, MusicAction, MusicEvent, Title, Track, UserProfile, VideoEvent,
 };
-use playpulse::parse::{parse_payload, Format};
-use playpulse::validate::Validator;
-use playpulse::wire;
+use playpulse::ingest::parse::{parse_payload, Format};
+use playpulse::ingest::validate::Validator;
+use playpulse::ingest::wire;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -224,7 +224,7 @@ fn reads_back(kind: Kind, format: Format, bytes: &[u8], ev: &Event) -> Result<()
     // What the validator accepts reads back unchanged after validation too.
     let v = Validator::new(&playpulse::config::ValidationConfig::default());
     if let Ok(valid) = v.validate_at(back, 1_893_456_000_000) {
-        playpulse::fuzzing::round_trips(kind, &v, &valid);
+        playpulse::synth::fuzzing::round_trips(kind, &v, &valid);
     }
     Ok(())
 }
@@ -255,7 +255,7 @@ proptest! {
         let valid = validator.validate_at(Event::Video(v), 1_893_456_000_000);
         prop_assert!(valid.is_ok(), "{:?}", valid);
         if let Ok(valid) = valid {
-            playpulse::fuzzing::round_trips(Kind::Video, &validator, &valid);
+            playpulse::synth::fuzzing::round_trips(Kind::Video, &validator, &valid);
         }
     }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use playpulse::event::{Event, VideoEvent};
+use playpulse::domain::event::{Event, VideoEvent};
 use playpulse::store::Store;
 use rand::Rng;
 

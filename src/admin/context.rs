@@ -19,11 +19,10 @@ use crate::actors::producer::ProducerActor;
 use crate::actors::store::{StoreActor, WithStore};
 use crate::actors::trainer::TrainerActor;
 use crate::config::Config;
-use crate::daemon::Daemon;
-use crate::event::Kind;
+use crate::domain::event::Kind;
+use crate::ingest::pipeline::Progress;
 use crate::kafka::WatermarkProbe;
 use crate::ml::serve::Serving;
-use crate::pipeline::Progress;
 use crate::store::{Store, StoreView};
 
 /// Stored-event counts sampled once a second, for rates over a window.
@@ -66,7 +65,7 @@ impl Rates {
 pub struct Admin {
     pub cfg: Config,
     /// A fault that stops the daemon (the store cannot write), once raised.
-    pub fatal: Arc<crate::pipeline::Fatal>,
+    pub fatal: Arc<crate::ingest::pipeline::Fatal>,
     pub started: Instant,
     pub namespace: String,
     pub bootstrap: String,
@@ -90,7 +89,7 @@ pub struct Admin {
     /// This member's name in the group and how it commits there.
     pub claims: Arc<crate::kafka::Claims>,
     pub rates: Arc<Mutex<Rates>>,
-    pub analytics: Arc<Mutex<crate::analytics::Analytics>>,
+    pub analytics: Arc<Mutex<crate::views::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
     pub shutdown: Arc<tokio::sync::Notify>,
     /// Where the HTTP server listens, once it does.
@@ -109,10 +108,30 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| CommandError::Worker(e.to_string()))
 }
 
+/// The running daemon's handles the commands reach (the runtime hands them over).
+pub struct Handles {
+    pub started: Instant,
+    pub namespace: String,
+    pub bootstrap: String,
+    pub store: Addr<StoreActor>,
+    pub parser: Addr<ParserActor>,
+    pub trainer: Addr<TrainerActor>,
+    pub evaluator: Addr<EvaluatorActor>,
+    pub serving: Serving,
+    pub producers: Vec<(Kind, Addr<ProducerActor>)>,
+    pub progress: Arc<Progress>,
+    pub paused: Arc<AtomicBool>,
+    pub assignment: crate::kafka::Assignment,
+    pub claims: Arc<crate::kafka::Claims>,
+    pub fatal: Arc<crate::ingest::pipeline::Fatal>,
+    pub analytics: Arc<Mutex<crate::views::analytics::Analytics>>,
+}
+
 impl Admin {
     /// Gathers the handles of a running daemon.
-    pub async fn new(d: &Daemon, cfg: Config) -> Result<Admin, CommandError> {
+    pub async fn new(d: Handles, cfg: Config) -> Result<Admin, CommandError> {
         let view = d.store.send(WithStore(|s: &Store| s.view())).await?;
+        let probe = Arc::new(WatermarkProbe::new(&d.bootstrap, &cfg.kafka)?);
         let rates = Arc::new(Mutex::new(Rates::default()));
         let (r, p) = (rates.clone(), d.progress.clone());
         actix_rt::spawn(async move {
@@ -127,25 +146,25 @@ impl Admin {
         Ok(Admin {
             cfg: cfg.clone(),
             started: d.started,
-            namespace: d.namespace.clone(),
-            bootstrap: d.bootstrap.clone(),
-            store: d.store.clone(),
+            namespace: d.namespace,
+            bootstrap: d.bootstrap,
+            store: d.store,
             view,
-            parser: d.parser.clone(),
-            trainer: d.trainer.clone(),
-            evaluator: d.evaluator.clone(),
-            serving: d.serving.clone(),
-            producers: d.producers.clone(),
-            progress: d.progress.clone(),
-            probe: Arc::new(WatermarkProbe::new(&d.bootstrap, &cfg.kafka)?),
+            parser: d.parser,
+            trainer: d.trainer,
+            evaluator: d.evaluator,
+            serving: d.serving,
+            producers: d.producers,
+            progress: d.progress,
+            probe,
             marks: Mutex::new(None),
             outage: Mutex::new(None),
-            paused: d.paused.clone(),
-            assignment: d.assignment.clone(),
-            claims: d.claims.clone(),
-            fatal: d.fatal.clone(),
+            paused: d.paused,
+            assignment: d.assignment,
+            claims: d.claims,
+            fatal: d.fatal,
             rates,
-            analytics: d.analytics.clone(),
+            analytics: d.analytics,
             shutdown: Arc::new(tokio::sync::Notify::new()),
             http: std::sync::OnceLock::new(),
         })

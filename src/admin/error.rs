@@ -88,11 +88,11 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Analytics(#[from] crate::analytics::AnalyticsError),
+    Analytics(#[from] crate::views::analytics::AnalyticsError),
     #[error(transparent)]
-    Graph(#[from] crate::graph::GraphError),
+    Graph(#[from] crate::views::graph::GraphError),
     #[error(transparent)]
-    Export(#[from] crate::export::ExportError),
+    Export(#[from] crate::export::csv::ExportError),
     #[error(transparent)]
     Replay(#[from] super::replay::ReplayError),
     #[error(transparent)]
@@ -113,7 +113,7 @@ impl CommandError {
             CommandError::Store(StoreError::Refused(_) | StoreError::BadId { .. }) => 400,
             CommandError::Store(_) | CommandError::Worker(_) => 500,
             CommandError::Training(e) if e.is_internal() => 500,
-            CommandError::Export(crate::export::ExportError::NoModel) => 503,
+            CommandError::Export(crate::export::csv::ExportError::NoModel) => 503,
             CommandError::Request(_)
             | CommandError::Refused(_)
             | CommandError::Analytics(_)

@@ -7,6 +7,7 @@
 pub mod bounds;
 pub mod cmd;
 pub mod context;
+pub mod ctl;
 pub mod error;
 pub mod gate;
 pub mod protocol;

@@ -58,13 +58,13 @@ fn headers(d: &DeadLetter) -> OwnedHeaders {
     let mut h = OwnedHeaders::new();
     if let Some(f) = &d.headers.format {
         h = h.insert(Header {
-            key: crate::parse::HEADER_FORMAT,
+            key: crate::ingest::parse::HEADER_FORMAT,
             value: Some(f.as_str()),
         });
     }
     if let Some(c) = &d.headers.columns {
         h = h.insert(Header {
-            key: crate::parse::HEADER_COLUMNS,
+            key: crate::ingest::parse::HEADER_COLUMNS,
             value: Some(c.as_str()),
         });
     }
@@ -73,7 +73,7 @@ fn headers(d: &DeadLetter) -> OwnedHeaders {
         None => format!("replayed from {}", dead_letter_id(d)),
     };
     h.insert(Header {
-        key: crate::parse::HEADER_SOURCE,
+        key: crate::ingest::parse::HEADER_SOURCE,
         value: Some(origin.as_str()),
     })
 }

@@ -8,8 +8,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::admin::Admin;
-use crate::analytics::{Answer, Dim, Query, View};
-use crate::pipeline::Progress;
+use crate::ingest::pipeline::Progress;
+use crate::views::analytics::{Answer, Dim, Query, View};
 
 /// A label value escaped as the format requires.
 fn esc(v: &str) -> String {
@@ -196,7 +196,7 @@ pub async fn exposition(a: &Admin) -> String {
         Some(Answer::Qoe { rows, .. }) => rows,
         _ => Vec::new(),
     };
-    type Field = fn(&crate::analytics::QoeMetrics) -> f64;
+    type Field = fn(&crate::views::analytics::QoeMetrics) -> f64;
     let fields: [(&str, Field, &str); 5] = [
         (
             "playpulse_qoe_views",

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::event::VideoEvent;
+use crate::domain::event::VideoEvent;
 
 #[derive(Debug, Error)]
 pub enum ClassifyError {
@@ -657,8 +657,8 @@ mod tests {
 
     #[test]
     fn classifiers_learn_the_engagement_label() {
-        let mut g = crate::generate::VideoGen::new(
-            crate::generate::World::new(200, 60, 4),
+        let mut g = crate::synth::generate::VideoGen::new(
+            crate::synth::generate::World::new(200, 60, 4),
             4,
             1_735_689_600_000,
             50,

@@ -1,8 +1,8 @@
 //! Models: implicit-feedback ALS, ranking metrics, and the data they read.
 
 pub mod als;
-pub mod bench;
 pub mod classify;
+pub mod config;
 pub mod dataset;
 pub mod metrics;
 pub mod outcome;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::metrics::RankingMetrics;
-use crate::config::PromoteMetric;
+use super::promote::PromoteMetric;
 
 /// A training run's outcome: the versions recorded and the promotion decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

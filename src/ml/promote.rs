@@ -3,7 +3,26 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PromoteMetric;
+/// Held-out metric that decides promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromoteMetric {
+    Ndcg,
+    Map,
+    Precision,
+    Recall,
+}
+
+impl PromoteMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            PromoteMetric::Ndcg => "ndcg",
+            PromoteMetric::Map => "map",
+            PromoteMetric::Precision => "precision",
+            PromoteMetric::Recall => "recall",
+        }
+    }
+}
 
 /// A champion's score on the challenger's split.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::serve::{Champion, Hints, Recommendation};
-use crate::affinity::{CatalogIndex, Prefs, Ranked};
-use crate::event::UserProfile;
+use crate::domain::event::UserProfile;
+use crate::views::affinity::{CatalogIndex, Prefs, Ranked};
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,9 +107,13 @@ pub fn recommend<E>(
             let prefs = Prefs::of(&p);
             c.recommender
                 .recommend_adjusted(&user, k, &Hints::default(), |scores, items| {
-                    crate::affinity::blend_scores(scores, items, &prefs, c.affinity_weight, |i| {
-                        titles.get(i).map(|e| &e.title)
-                    })
+                    crate::views::affinity::blend_scores(
+                        scores,
+                        items,
+                        &prefs,
+                        c.affinity_weight,
+                        |i| titles.get(i).map(|e| &e.title),
+                    )
                 })
         });
         let affinity_weight = blend.as_ref().map(|_| c.affinity_weight);

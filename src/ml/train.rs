@@ -14,9 +14,9 @@ use super::dataset::{build, Interactions};
 use super::metrics::{evaluate, RankingMetrics};
 use super::serve::Bundle;
 use super::sparse::Csr;
-use crate::affinity::{blend_scores, Blend, Prefs};
-use crate::event::{Title, UserProfile, VideoEvent};
+use crate::domain::event::{Title, UserProfile, VideoEvent};
 use crate::store::{PairAgg, Store, StoreView};
+use crate::views::affinity::{blend_scores, Blend, Prefs};
 
 #[derive(Debug, Clone)]
 pub struct TrainSpec {
@@ -368,8 +368,8 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{VideoGen, World};
     use crate::ml::als::AlsParams;
+    use crate::synth::generate::{VideoGen, World};
 
     fn pairs() -> Snapshot {
         let mut g = VideoGen::new(World::new(300, 80, 5), 5, 1_735_689_600_000, 50);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{keys, read, scan, segment, Store, StoreError};
-use crate::event::Event;
+use crate::domain::event::Event;
 
 /// One damaged thing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -165,7 +165,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
     let new_tree = new_db.open_tree("main")?;
     let bad: std::collections::HashSet<Vec<u8>> =
         damaged_keys.iter().map(|(k, _)| k.to_vec()).collect();
-    let now = crate::timefmt::now_ms();
+    let now = crate::domain::timefmt::now_ms();
     let mut batch = sled::Batch::default();
     let (mut pending, mut copied) = (0usize, 0u64);
     for step in scan::scan_prefix(&tree, b"").flatten() {

@@ -8,6 +8,7 @@
 
 pub mod bounds;
 pub mod check;
+pub mod config;
 pub mod keys;
 mod migrate;
 pub mod models;
@@ -26,8 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::event::Event;
-use crate::record::{Outcome, Processed};
+use crate::domain::event::Event;
+use crate::domain::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
 pub use read::{
@@ -159,9 +160,9 @@ pub struct Store {
     /// Journal bytes written since the last checkpoint.
     journal_bytes: usize,
     /// The listening graph's index over the stored edges.
-    graph: crate::graph::MusicGraph,
+    graph: crate::views::graph::MusicGraph,
     /// Every stored movie and series (latest record), for content affinity.
-    titles: crate::affinity::CatalogIndex,
+    titles: crate::views::affinity::CatalogIndex,
 }
 
 impl std::ops::Deref for Store {
@@ -309,8 +310,8 @@ impl Store {
             seq: 0,
             gen: 0,
             journal_bytes: 0,
-            graph: crate::graph::MusicGraph::default(),
-            titles: crate::affinity::CatalogIndex::default(),
+            graph: crate::views::graph::MusicGraph::default(),
+            titles: crate::views::affinity::CatalogIndex::default(),
         };
         store.drop_fragments()?;
         store.load_state(encoding)?;
@@ -1005,7 +1006,7 @@ impl Store {
         }
         for d in self.view.dead_letters()? {
             chunk.push(Processed {
-                pos: crate::record::SourcePos {
+                pos: crate::domain::record::SourcePos {
                     topic: d.topic.as_str().into(),
                     partition: d.partition,
                     offset: d.offset,
@@ -1035,19 +1036,19 @@ impl Store {
     }
 
     /// The listening graph (queries answer from its index).
-    pub fn graph(&self) -> &crate::graph::MusicGraph {
+    pub fn graph(&self) -> &crate::views::graph::MusicGraph {
         &self.graph
     }
 
     /// Every stored movie and series (latest record of each).
-    pub fn titles(&self) -> &crate::affinity::CatalogIndex {
+    pub fn titles(&self) -> &crate::views::affinity::CatalogIndex {
         &self.titles
     }
 
     /// Builds the graph's index from the stored listening aggregates and tracks,
     /// and the titles' index from the catalog.
     fn rebuild_indexes(&mut self) -> Result<(), StoreError> {
-        let mut titles = crate::affinity::CatalogIndex::default();
+        let mut titles = crate::views::affinity::CatalogIndex::default();
         for prefix in [keys::CAT_MOVIE, keys::CAT_SERIES] {
             for item in self.tree.scan_prefix(prefix) {
                 let (k, v) = item?;
@@ -1064,7 +1065,7 @@ impl Store {
             }
         }
         self.titles = titles;
-        let mut g = crate::graph::MusicGraph::default();
+        let mut g = crate::views::graph::MusicGraph::default();
         for (u, t, agg) in self.music_aggregates()? {
             if u != bounds::OTHER {
                 g.set_edge(&u, &t, agg);

@@ -6,8 +6,8 @@ use rustc_hash::FxHashMap;
 
 use super::keys;
 use super::slots::{self, Layout, Qoe};
-use crate::event::{Event, VideoEvent};
-use crate::record::{Outcome, Processed};
+use crate::domain::event::{Event, VideoEvent};
+use crate::domain::record::{Outcome, Processed};
 
 /// Aggregate deltas of one batch, by aggregate key.
 #[derive(Default, Debug, Clone)]

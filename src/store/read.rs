@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{keys, slots, MusicAgg, PairAgg, Qoe, Store, StoreError, StoreView};
-use crate::event::Event;
-use crate::record::SourcePos;
-use crate::reject::Rejection;
+use crate::domain::event::Event;
+use crate::domain::record::SourcePos;
+use crate::domain::reject::Rejection;
 
 /// A dead-letter entry: why, where from, and the bytes as received.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +27,7 @@ pub struct DeadLetter {
     pub origin: Option<String>,
     /// How to read `raw` again (format headers), for a replay.
     #[serde(flatten)]
-    pub headers: crate::record::FormatHeaders,
+    pub headers: crate::domain::record::FormatHeaders,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,7 +231,7 @@ impl StoreView {
     pub fn recent_video_events(
         &self,
         n: usize,
-    ) -> Result<Vec<crate::event::VideoEvent>, StoreError> {
+    ) -> Result<Vec<crate::domain::event::VideoEvent>, StoreError> {
         let mut out = Vec::new();
         if n == 0 {
             return Ok(out);
@@ -549,7 +549,7 @@ impl StoreView {
     }
 
     /// Every catalog track.
-    pub fn tracks(&self) -> Result<Vec<crate::event::Track>, StoreError> {
+    pub fn tracks(&self) -> Result<Vec<crate::domain::event::Track>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.scan_prefix(keys::CAT_TRACK) {
             let (k, v) = item?;
@@ -562,7 +562,10 @@ impl StoreView {
     }
 
     /// A user's catalog profile.
-    pub fn user_profile(&self, id: &str) -> Result<Option<crate::event::UserProfile>, StoreError> {
+    pub fn user_profile(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::domain::event::UserProfile>, StoreError> {
         match self.catalog("user", id)? {
             Some(Event::User(u)) => Ok(Some(u)),
             Some(_) => Err(corrupt(
@@ -576,7 +579,8 @@ impl StoreView {
     /// Every user profile of the catalog, by id.
     pub fn user_profiles(
         &self,
-    ) -> Result<std::collections::HashMap<String, crate::event::UserProfile>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, crate::domain::event::UserProfile>, StoreError>
+    {
         let mut out = std::collections::HashMap::new();
         for item in self.tree.scan_prefix(keys::CAT_USER) {
             let (k, v) = item?;

@@ -2,10 +2,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::*;
-use crate::event::{Event, MusicAction, MusicEvent, Title};
-use crate::generate::{VideoGen, World};
-use crate::record::{Outcome, Processed, SourcePos};
-use crate::reject::Rejection;
+use crate::domain::event::{Event, MusicAction, MusicEvent, Title};
+use crate::domain::record::{Outcome, Processed, SourcePos};
+use crate::domain::reject::Rejection;
+use crate::synth::generate::{VideoGen, World};
 
 fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed {
     Processed {
@@ -20,7 +20,7 @@ fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed 
     }
 }
 
-fn videos(n: usize) -> Vec<crate::event::VideoEvent> {
+fn videos(n: usize) -> Vec<crate::domain::event::VideoEvent> {
     let mut g = VideoGen::new(World::new(20, 10, 9), 9, 1_735_689_600_000, 50);
     (0..n).map(|_| g.next_event()).collect()
 }

@@ -11,9 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use playpulse::config::KafkaConfig;
-use playpulse::event::{Event, VideoEvent};
-use playpulse::generate::{bad_rng, corrupt_video, VideoGen, World};
+use playpulse::domain::event::{Event, VideoEvent};
 use playpulse::kafka;
+use playpulse::synth::generate::{bad_rng, corrupt_video, VideoGen, World};
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -81,7 +81,7 @@ pub fn produce_video(
             out.bad_reasons.push(reason);
             p
         } else {
-            let p = playpulse::wire::to_json(&Event::Video(ev.clone()));
+            let p = playpulse::ingest::wire::to_json(&Event::Video(ev.clone()));
             out.valid.push(ev);
             p
         };
@@ -122,7 +122,7 @@ pub fn stream_video(
                 (corrupt_video(&ev, &mut rng).0, None)
             } else {
                 (
-                    playpulse::wire::to_json(&Event::Video(ev.clone())),
+                    playpulse::ingest::wire::to_json(&Event::Video(ev.clone())),
                     Some(ev),
                 )
             };

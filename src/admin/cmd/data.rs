@@ -10,7 +10,7 @@ use crate::actors::store::WithStoreMut;
 use crate::admin::bounds::{in_range, path, MAX_K};
 use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
-use crate::export::ExportReport;
+use crate::export::csv::ExportReport;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -76,10 +76,10 @@ pub async fn export(a: &Admin, req: Export) -> Result<Exported, CommandError> {
     let Export { what, out, k } = req;
     let report = blocking(move || match what {
         ExportWhat::Recommendations => {
-            crate::export::recommendations_csv(&view, &out, k.unwrap_or(5))
+            crate::export::csv::recommendations_csv(&view, &out, k.unwrap_or(5))
         }
-        ExportWhat::Predictions => crate::export::predictions_csv(&view, &out),
-        ExportWhat::Events => crate::export::events_jsonl(&view, &out),
+        ExportWhat::Predictions => crate::export::csv::predictions_csv(&view, &out),
+        ExportWhat::Events => crate::export::csv::events_jsonl(&view, &out),
     })
     .await??;
     Ok(Exported {

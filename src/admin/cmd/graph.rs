@@ -4,9 +4,9 @@ use crate::actors::store::WithStore;
 use crate::admin::bounds::{id, in_range, opt, MAX_OFFSET};
 use crate::admin::context::Admin;
 use crate::admin::error::{CommandError, RequestError};
-use crate::graph::GraphAnswer;
-pub use crate::graph::GraphRequest as Graph;
 use crate::store::Store;
+use crate::views::graph::GraphAnswer;
+pub use crate::views::graph::GraphRequest as Graph;
 
 impl Graph {
     pub fn check(&self) -> Result<(), RequestError> {
@@ -20,14 +20,14 @@ impl Graph {
             opt(name, v)?;
         }
         in_range("offset", self.offset, 0, MAX_OFFSET)?;
-        in_range("limit", self.limit, 1, crate::graph::MAX_LIMIT)
+        in_range("limit", self.limit, 1, crate::views::graph::MAX_LIMIT)
     }
 }
 
 pub async fn graph(a: &Admin, req: Graph) -> Result<GraphAnswer, CommandError> {
     Ok(a.store
         .send(WithStore(move |s: &Store| {
-            crate::graph::answer(s.graph(), &req)
+            crate::views::graph::answer(s.graph(), &req)
         }))
         .await??)
 }

@@ -6,7 +6,7 @@ use crate::actors::messages::{ProducerControl, ProducerState, SetPaused};
 use crate::admin::bounds::{finite, MAX_RATE};
 use crate::admin::context::Admin;
 use crate::admin::error::{CommandError, RequestError};
-use crate::event::Kind;
+use crate::domain::event::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

@@ -7,8 +7,8 @@ use crate::actors::store::WithStore;
 use crate::admin::bounds::{in_range, opt, MAX_MINUTES, MAX_PAGE};
 use crate::admin::context::Admin;
 use crate::admin::error::{CommandError, RequestError};
-use crate::analytics::{AnalyticsError, Answer, Dim, View};
 use crate::store::{Stats as StoredStats, StatsSection, Store};
+use crate::views::analytics::{AnalyticsError, Answer, Dim, View};
 
 /// `stats [SECTION]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -58,8 +58,8 @@ impl Analytics {
         in_range("limit", self.limit, 1, MAX_PAGE)
     }
 
-    pub fn query(self) -> crate::analytics::Query {
-        crate::analytics::Query {
+    pub fn query(self) -> crate::views::analytics::Query {
+        crate::views::analytics::Query {
             view: self.view,
             dim: self.dim,
             key: self.key,

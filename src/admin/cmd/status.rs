@@ -12,8 +12,8 @@ use crate::actors::messages::ProducerControl;
 use crate::actors::store::WithStore;
 use crate::admin::context::Admin;
 use crate::admin::error::CommandError;
+use crate::ingest::pipeline::Progress;
 use crate::kafka::GroupCommit;
-use crate::pipeline::Progress;
 use crate::store::Store;
 
 /// Whether the brokers answered the last probe.

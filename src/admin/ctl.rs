@@ -1,0 +1,550 @@
+//! `playpulse ctl`: the admin socket's client. Builds one request from the
+//! command line, prints the reply as tables (or as the raw JSON line with
+//! `--json`), and exits non-zero when the daemon answers with an error.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::admin::cmd::dlq::DlqReply;
+use crate::admin::cmd::ingest::{ProducerEntry, ProducersReply};
+use crate::admin::cmd::models::ModelsReply;
+use crate::admin::cmd::status::{AnyStatus, StatusReply};
+use crate::admin::protocol::{Request, Verdict};
+use crate::ml::recommend::{Listed, RecommendReply, SimilarReply};
+use crate::store::Stats;
+use crate::views::analytics::{Answer, QoeMetrics};
+
+#[derive(Debug, Error)]
+pub enum CtlError {
+    #[error("cannot connect to the control socket {path}: {source}; is the daemon running with this data dir? (pass --socket or --data-dir)")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the daemon's reply is not JSON ({0})")]
+    Reply(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control socket (default: <data dir>/playpulse.sock).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// The daemon's data dir, to find its socket.
+    #[arg(
+        long,
+        env = "PLAYPULSE_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Print the daemon's JSON reply as is (one line), for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for a reply.
+    #[arg(long, default_value_t = 600, global = true)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub command: Request,
+}
+
+/// Paths go to the daemon absolute: it may run elsewhere in the file system.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The request a command line stands for, as the daemon is to read it.
+pub fn request(c: &Request) -> Request {
+    let mut r = c.clone();
+    match &mut r {
+        Request::Export(e) => e.out = absolute(&e.out),
+        Request::Snapshot(s) => s.out = absolute(&s.out),
+        _ => {}
+    }
+    r
+}
+
+/// Sends one request, returns the reply.
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Value, CtlError> {
+    let path = socket.display().to_string();
+    let io = |source| CtlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(|source| CtlError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| CtlError::Reply(e.to_string()))?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).map_err(io)?;
+    serde_json::from_str(&reply).map_err(|e| CtlError::Reply(format!("{e}: {reply:?}")))
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    t
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.4}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn num(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+fn opt<T: ToString>(x: &Option<T>) -> String {
+    x.as_ref().map_or_else(|| "-".into(), T::to_string)
+}
+
+/// Reads the reply as the command's reply type.
+fn typed<T: DeserializeOwned>(r: &Value) -> Result<T, CtlError> {
+    T::deserialize(r).map_err(|e| CtlError::Reply(format!("unexpected reply ({e}): {r}")))
+}
+
+/// Any reply's fields, one per line (nested values as JSON).
+fn fields(r: &Value) -> String {
+    let mut t = table(&["", ""]);
+    if let Some(o) = r.as_object() {
+        for (k, v) in o.iter().filter(|(k, _)| k.as_str() != "ok") {
+            let v = match v {
+                Value::Object(_) | Value::Array(_) => {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                }
+                other => text(other),
+            };
+            t.add_row(vec![k.clone(), v]);
+        }
+    }
+    t.to_string()
+}
+
+/// Rows of JSON objects as a table, their fields as the columns.
+fn rows(items: &[Value]) -> String {
+    let cols: Vec<String> = items
+        .first()
+        .and_then(|i| i.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut t = table(&names);
+    for i in items {
+        if let Some(o) = i.as_object() {
+            t.add_row(
+                cols.iter()
+                    .map(|c| o.get(c).map_or_else(|| "-".into(), text))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    t.to_string()
+}
+
+fn qoe_table(first: &str, rows: &[(String, &QoeMetrics)]) -> String {
+    let mut t = table(&[
+        first,
+        "views",
+        "watch_hours",
+        "rebuffering_ratio",
+        "startup_time_ms",
+        "start_failure_rate",
+        "avg_bitrate_kbps",
+        "skip_rate",
+    ]);
+    for (k, m) in rows {
+        t.add_row(vec![
+            k.clone(),
+            m.views.to_string(),
+            num(m.watch_hours),
+            num(m.rebuffering_ratio),
+            num(m.startup_time_ms),
+            num(m.start_failure_rate),
+            num(m.avg_bitrate_kbps),
+            num(m.skip_rate),
+        ]);
+    }
+    t.to_string()
+}
+
+fn listed_table(list: &[Listed]) -> String {
+    let mut t = table(&["rank", "item", "title", "genre", "score", "reason"]);
+    for (i, x) in list.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            x.item.clone(),
+            opt(&x.title),
+            opt(&x.genre),
+            num(x.score),
+            x.reason.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+fn status_text(r: &StatusReply) -> String {
+    let mut t = table(&["", ""]);
+    for (k, v) in [
+        ("uptime_s", num(r.uptime_s)),
+        ("version", r.version.clone()),
+        ("data_dir", r.data_dir.display().to_string()),
+        ("brokers", r.brokers.clone()),
+        ("offset_namespace", r.offset_namespace.clone()),
+        ("champion", opt(&r.champion)),
+        ("ingest.paused", r.ingest.paused.to_string()),
+        ("ingest.consumed", r.ingest.consumed.to_string()),
+        ("ingest.stored", r.ingest.stored.to_string()),
+        ("ingest.rejected", r.ingest.rejected.to_string()),
+        (
+            "ingest.duplicates_skipped",
+            r.ingest.duplicates_skipped.to_string(),
+        ),
+        (
+            "ingest.batches_in_flight",
+            r.ingest.batches_in_flight.to_string(),
+        ),
+        (
+            "ingest.events_per_sec_10s",
+            num(r.ingest.events_per_sec_10s),
+        ),
+        (
+            "ingest.events_per_sec_60s",
+            num(r.ingest.events_per_sec_60s),
+        ),
+        ("ingest.lag", r.ingest.lag.to_string()),
+        ("group.member", r.group.member.clone()),
+        (
+            "group.commit",
+            r.group
+                .commit
+                .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
+        ),
+        ("group.claims_refused", r.group.claims_refused.to_string()),
+        (
+            "group.claimed_records_read_back",
+            r.group.claimed_records_read_back.to_string(),
+        ),
+        ("actor.store", r.actors.store.clone()),
+        ("actor.parser", r.actors.parser.clone()),
+        ("actor.trainer", r.actors.trainer.clone()),
+        ("actor.evaluator", r.actors.evaluator.clone()),
+        ("actor.producers", r.actors.producers.clone()),
+    ] {
+        t.add_row(vec![k.to_string(), v]);
+    }
+    let mut out = t.to_string();
+    out.push('\n');
+    // Lag per topic (partitions summed).
+    let mut by_topic: std::collections::BTreeMap<&str, (i64, i64, usize, usize)> =
+        Default::default();
+    for p in &r.partitions {
+        let e = by_topic.entry(p.topic.as_str()).or_default();
+        e.0 += p.next_offset.unwrap_or(0);
+        e.1 += p.lag.unwrap_or(0);
+        e.2 += 1;
+        e.3 += usize::from(p.assigned);
+    }
+    let mut t = table(&[
+        "topic",
+        "partitions (owned now)",
+        "stored up to (sum of next offsets)",
+        "lag (owned)",
+    ]);
+    for (topic, (next, lag, n, owned)) in by_topic {
+        t.add_row(vec![
+            topic.to_string(),
+            format!("{n} ({owned})"),
+            next.to_string(),
+            lag.to_string(),
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    out.push_str(&producers_table(&r.producers));
+    out
+}
+
+/// The reply as a person reads it.
+pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
+    let mut out = String::new();
+    let mut push = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    match c {
+        Request::Status(_) => match typed::<AnyStatus>(r)? {
+            AnyStatus::Running(s) => push(status_text(&s)),
+            AnyStatus::Starting(_) => push(fields(r)),
+        },
+        Request::Producer(_) => push(producers_table(&typed::<ProducersReply>(r)?.producers)),
+        Request::Analytics(_) => match typed::<Answer>(r)? {
+            Answer::Qoe { rows, .. } => {
+                let rows: Vec<(String, &QoeMetrics)> =
+                    rows.iter().map(|x| (x.key.clone(), &x.metrics)).collect();
+                push("rows:".into());
+                push(qoe_table("key", &rows));
+            }
+            Answer::Series { points, .. } => {
+                let rows: Vec<(String, &QoeMetrics)> = points
+                    .iter()
+                    .map(|x| (x.minute.clone(), &x.metrics))
+                    .collect();
+                push("points:".into());
+                push(qoe_table("minute", &rows));
+            }
+            Answer::Top { videos, .. } => {
+                let mut t = table(&["video", "views", "watch h"]);
+                for v in &videos {
+                    t.add_row(vec![
+                        v.video.clone(),
+                        v.views.to_string(),
+                        num(v.watch_hours),
+                    ]);
+                }
+                push("videos:".into());
+                push(t.to_string());
+            }
+            Answer::Engagement { genre, region, .. } => {
+                for (name, list) in [("genre", genre), ("region", region)] {
+                    let mut t = table(&[
+                        name,
+                        "views",
+                        "watch h",
+                        "avg watch s",
+                        "skip rate",
+                        "pause rate",
+                    ]);
+                    for x in &list {
+                        t.add_row(vec![
+                            x.key.clone(),
+                            x.views.to_string(),
+                            num(x.watch_hours),
+                            num(x.avg_watch_s),
+                            num(x.skip_rate),
+                            num(x.pause_rate),
+                        ]);
+                    }
+                    push(format!("{name}:"));
+                    push(t.to_string());
+                }
+            }
+            Answer::Pipeline { points, .. } => {
+                let mut t = table(&[
+                    "minute",
+                    "stored",
+                    "rejected",
+                    "duplicates skipped",
+                    "rows/s",
+                    "latency p50 ms",
+                    "latency p99 ms",
+                ]);
+                for p in &points {
+                    t.add_row(vec![
+                        p.minute.clone(),
+                        p.stored.to_string(),
+                        p.rejected.to_string(),
+                        p.duplicates_skipped.to_string(),
+                        num(p.rows_per_sec),
+                        opt(&p.latency_ms_p50),
+                        opt(&p.latency_ms_p99),
+                    ]);
+                }
+                push("points:".into());
+                push(t.to_string());
+            }
+        },
+        Request::Models(_) => match typed::<ModelsReply>(r)? {
+            ModelsReply::List(list) => {
+                let mut t = table(&[
+                    "id",
+                    "kind",
+                    "created",
+                    "ndcg / accuracy",
+                    "decision",
+                    "champion",
+                ]);
+                for m in &list.models {
+                    t.add_row(vec![
+                        m.id.to_string(),
+                        m.kind().to_string(),
+                        crate::domain::timefmt::format_timestamp_ms(m.created_ms),
+                        num(m.score()),
+                        m.decision.clone(),
+                        if Some(m.id) == list.champion {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                    ]);
+                }
+                push(t.to_string());
+            }
+            _ => push(fields(r)),
+        },
+        Request::Recommend(_) => {
+            let rec: RecommendReply = typed(r)?;
+            push(match &rec.cold_start {
+                Some(how) => format!("model v{} (not in it: {how})", opt(&rec.model)),
+                None => format!("model v{}", opt(&rec.model)),
+            });
+            push(listed_table(&rec.recommendations));
+        }
+        Request::Similar(_) => {
+            let s: SimilarReply = typed(r)?;
+            push(format!("model v{}", s.model));
+            push(listed_table(&s.similar));
+        }
+        Request::Graph(_) => {
+            // The items' fields depend on the query: shown as they come.
+            #[derive(serde::Deserialize)]
+            struct Page {
+                query: String,
+                total: usize,
+                offset: usize,
+                items: Vec<Value>,
+            }
+            let p: Page = typed(r)?;
+            push(format!(
+                "{}: {} of {} from {}",
+                p.query,
+                p.items.len(),
+                p.total,
+                p.offset
+            ));
+            if !p.items.is_empty() {
+                push(rows(&p.items));
+            }
+        }
+        Request::Dlq(_) => match typed::<DlqReply>(r)? {
+            DlqReply::Page(page) => {
+                let mut t = table(&["id", "reason", "field", "value", "message"]);
+                for d in &page.dead_letters {
+                    let j = &d.letter.rejection;
+                    t.add_row(vec![
+                        d.id.clone(),
+                        j.reason.clone(),
+                        j.field.clone().unwrap_or_else(|| "-".into()),
+                        j.value.clone().unwrap_or_else(|| "-".into()),
+                        j.message.clone(),
+                    ]);
+                }
+                push(t.to_string());
+                if let Some(next) = &page.next_after {
+                    push(format!("more: --after {next}"));
+                }
+            }
+            _ => push(fields(r)),
+        },
+        Request::Stats(_) => {
+            let s: Stats = typed(r)?;
+            if let Some(c) = &s.counters {
+                let mut t = table(&["counter", "value"]);
+                for (k, v) in c {
+                    t.add_row(vec![k.clone(), v.to_string()]);
+                }
+                push(t.to_string());
+            }
+            if let Some(q) = &s.qoe {
+                for (dim, by) in [
+                    ("region", &q.region),
+                    ("resolution", &q.resolution),
+                    ("genre", &q.genre),
+                ] {
+                    let mut t = table(&[
+                        dim,
+                        "events",
+                        "watch s",
+                        "buffering",
+                        "rebuffer ms",
+                        "skipped",
+                    ]);
+                    for (k, v) in by {
+                        t.add_row(vec![
+                            k.clone(),
+                            v.events.to_string(),
+                            num(v.watch_seconds),
+                            v.buffering_events.to_string(),
+                            num(v.rebuffer_ms),
+                            v.skipped.to_string(),
+                        ]);
+                    }
+                    push(t.to_string());
+                }
+            }
+            if let Some(c) = &s.catalog {
+                push(format!(
+                    "catalog: users {}, movies {}, series {}, tracks {}",
+                    c.users, c.movies, c.series, c.tracks
+                ));
+            }
+            if let Some(b) = s.size_on_disk_bytes {
+                push(format!("size_on_disk_bytes: {b}"));
+            }
+        }
+        _ => push(fields(r)),
+    }
+    Ok(out)
+}
+
+fn producers_table(p: &[ProducerEntry]) -> String {
+    let mut t = table(&["kind", "topic", "running", "rate/s", "sent"]);
+    for x in p {
+        t.add_row(vec![
+            x.kind.to_string(),
+            x.state.topic.clone(),
+            x.state.running.to_string(),
+            num(x.state.rate),
+            x.state.sent.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Runs `ctl`; answers the process exit code.
+pub fn run(args: &CtlArgs) -> Result<i32, CtlError> {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("playpulse.sock"));
+    let req = request(&args.command);
+    let reply = call(&socket, &req, Duration::from_secs(args.timeout))?;
+    let verdict: Verdict = typed(&reply)?;
+    if args.json {
+        println!("{reply}");
+    } else if verdict.ok {
+        print!("{}", render(&args.command, &reply)?);
+    }
+    if verdict.ok {
+        Ok(0)
+    } else {
+        Err(CtlError::Refused(verdict.error.unwrap_or_default()))
+    }
+}

@@ -1,0 +1,11 @@
+//! The vocabulary every layer shares: events and their kinds, source records
+//! and positions, rejections, timestamps, the genre/region/resolution
+//! vocabularies, and progress bars for command-line work.
+
+pub mod event;
+pub mod progress;
+pub mod record;
+pub mod reject;
+pub mod setting;
+pub mod timefmt;
+pub mod vocab;

@@ -1,0 +1,178 @@
+//! `[models]`: training cadence, ALS and classifier hyperparameters, promotion.
+
+use serde::{Deserialize, Serialize};
+
+pub use super::promote::PromoteMetric;
+use crate::domain::setting::{invalid, Invalid};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Train the recommender in the daemon.
+    pub enabled: bool,
+    /// Train after this many newly stored events (0 = never on count).
+    pub train_every_events: u64,
+    /// Train at least this often while new events arrive (0 = never on time).
+    pub train_every_seconds: u64,
+    /// Stored events needed before the first training.
+    pub min_events: u64,
+    /// Model versions kept (the newest; every champion in the history and
+    /// the newest of each kind stay as well).
+    pub keep_versions: usize,
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    pub alpha: f32,
+    pub cg_steps: usize,
+    pub weighted_regularization: bool,
+    /// Share of (user, item) pairs held out for evaluation (seeded hash of the names).
+    pub test_fraction: f64,
+    /// Users with fewer distinct items are not scored.
+    pub min_user_items: usize,
+    /// Cut-off of the ranking metrics.
+    pub k: usize,
+    pub promote_metric: PromoteMetric,
+    pub seed: u64,
+    /// Weight of content affinity (catalog profile vs title) blended into the
+    /// ALS scores of users with a profile; the evaluator scores the blend against
+    /// pure ALS and serves it only when it ranks better. 0 = never.
+    pub affinity_weight: f64,
+    /// Also train and evaluate the engagement classifiers (decision tree, SVM).
+    pub classifiers: bool,
+    /// Most recent video events the classifiers train and test on.
+    pub classifier_max_events: usize,
+    /// Deepest decision tree.
+    pub tree_max_depth: usize,
+    /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
+    pub svm_max_rows: usize,
+    /// Weight of each listening action in a (user, track) pair's implicit feedback;
+    /// negative = a negative preference. Music pairs train with the video pairs.
+    pub event_weights: EventWeights,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventWeights {
+    pub play: f64,
+    pub like: f64,
+    pub pause: f64,
+    pub seek: f64,
+    pub skip: f64,
+}
+
+impl Default for EventWeights {
+    fn default() -> Self {
+        EventWeights {
+            play: 1.0,
+            like: 4.0,
+            pause: 0.25,
+            seek: 0.25,
+            skip: -1.0,
+        }
+    }
+}
+
+impl EventWeights {
+    /// In the order of [`crate::domain::event::MusicAction`]: play, skip, like, pause, seek.
+    pub fn by_action(&self) -> [f64; 5] {
+        [self.play, self.skip, self.like, self.pause, self.seek]
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            enabled: true,
+            train_every_events: 200_000,
+            train_every_seconds: 600,
+            min_events: 10_000,
+            keep_versions: 30,
+            factors: 32,
+            iterations: 15,
+            regularization: 0.1,
+            alpha: 1.0,
+            cg_steps: 3,
+            weighted_regularization: true,
+            test_fraction: 0.2,
+            min_user_items: 5,
+            k: 10,
+            promote_metric: PromoteMetric::Ndcg,
+            seed: 42,
+            affinity_weight: 0.3,
+            classifiers: true,
+            classifier_max_events: 100_000,
+            tree_max_depth: 20,
+            svm_max_rows: 5_000,
+            event_weights: EventWeights::default(),
+        }
+    }
+}
+
+impl ModelsConfig {
+    pub fn classify(&self) -> crate::ml::classify::ClassifyParams {
+        crate::ml::classify::ClassifyParams {
+            tree_max_depth: self.tree_max_depth,
+            svm_max_rows: self.svm_max_rows,
+            ..crate::ml::classify::ClassifyParams::default()
+        }
+    }
+
+    pub fn als(&self) -> crate::ml::als::AlsParams {
+        crate::ml::als::AlsParams {
+            factors: self.factors,
+            iterations: self.iterations,
+            regularization: self.regularization,
+            alpha: self.alpha,
+            cg_steps: self.cg_steps,
+            seed: self.seed,
+            nonnegative: false,
+            weighted_regularization: self.weighted_regularization,
+            exact: false,
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// Checks what a type cannot (ranges, sets, names); errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let m = self;
+        if let Err(e) = m.als().check() {
+            return Err(invalid("models", "", e.to_string()));
+        }
+        if !(0.0..=1.0).contains(&m.affinity_weight) {
+            return Err(invalid(
+                "models.affinity_weight",
+                m.affinity_weight,
+                "must be in [0, 1] (0 turns the blend off)",
+            ));
+        }
+        if !(m.test_fraction > 0.0 && m.test_fraction < 1.0) {
+            return Err(invalid(
+                "models.test_fraction",
+                m.test_fraction,
+                "must be in (0, 1)",
+            ));
+        }
+        if let Err(e) = m.classify().check() {
+            return Err(invalid("models", "", e.to_string()));
+        }
+        if m.event_weights.by_action().iter().any(|w| !w.is_finite()) {
+            return Err(invalid(
+                "models.event_weights",
+                &m.event_weights,
+                "every weight must be a finite number",
+            ));
+        }
+        if !(1..=1000).contains(&m.k) {
+            return Err(invalid("models.k", m.k, "must be 1..=1000"));
+        }
+        if !(1..=100_000).contains(&m.keep_versions) {
+            return Err(invalid(
+                "models.keep_versions",
+                m.keep_versions,
+                "must be 1..=100000",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! `playpulse bench als`: fit on a train split, evaluate top-k on its test split.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::ml::als::{fit, AlsParams};
+use crate::ml::metrics::evaluate;
+use crate::ml::split::load;
+
+#[derive(Debug, Clone)]
+pub struct AlsBenchArgs {
+    pub train: PathBuf,
+    pub test: PathBuf,
+    pub params: AlsParams,
+    pub k: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlsBenchReport {
+    pub bench: &'static str,
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    pub alpha: f32,
+    pub cg_steps: usize,
+    pub exact: bool,
+    pub weighted_regularization: bool,
+    pub nonnegative: bool,
+    pub threads: usize,
+    pub users: usize,
+    pub items: usize,
+    pub train_pairs: usize,
+    pub load_s: f64,
+    pub fit_s: f64,
+    /// Median seconds per iteration.
+    pub per_iter_s: f64,
+    pub iter_s: Vec<f64>,
+    pub peak_rss_mb: f64,
+    #[serde(rename = "precision@10")]
+    pub precision: f64,
+    #[serde(rename = "recall@10")]
+    pub recall: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg: f64,
+    #[serde(rename = "map@10")]
+    pub map: f64,
+    pub coverage: f64,
+    pub k: usize,
+    pub eval_users: usize,
+    pub eval_s: f64,
+}
+
+/// Peak resident memory of this process, MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    crate::runtime::bench::proc_status_mb("VmHWM")
+}
+
+pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+    let params = args.params.clone().check()?;
+    let t = Instant::now();
+    let (train, test) = load(&args.train, &args.test)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let mut iter_s = Vec::new();
+    let t = Instant::now();
+    let pb = crate::domain::progress::bar(params.params().iterations as u64, "ALS iterations");
+    let model = pool.install(|| {
+        fit(&params, &train, |_, s| {
+            iter_s.push(s);
+            pb.inc(1);
+        })
+    })?;
+    pb.finish_and_clear();
+    let fit_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let m = pool.install(|| {
+        evaluate(&train, &test, args.k, |u, scores| {
+            model.scores_into(u, scores)
+        })
+    });
+    let mut sorted = iter_s.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p = params.params();
+    Ok(AlsBenchReport {
+        bench: "als",
+        factors: p.factors,
+        iterations: p.iterations,
+        regularization: p.regularization,
+        alpha: p.alpha,
+        cg_steps: p.cg_steps,
+        exact: p.exact,
+        weighted_regularization: p.weighted_regularization,
+        nonnegative: p.nonnegative,
+        threads: args.threads,
+        users: train.rows,
+        items: train.cols,
+        train_pairs: train.nnz(),
+        load_s,
+        fit_s,
+        per_iter_s: sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+        iter_s,
+        peak_rss_mb: peak_rss_mb(),
+        precision: m.precision,
+        recall: m.recall,
+        ndcg: m.ndcg,
+        map: m.map,
+        coverage: m.coverage,
+        k: m.k,
+        eval_users: m.users,
+        eval_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Valid video events of a JSON Lines file (rejected lines are counted, not used).
+pub fn read_video_events(
+    path: &std::path::Path,
+) -> anyhow::Result<(Vec<crate::domain::event::VideoEvent>, usize)> {
+    use std::io::BufRead;
+    let validator =
+        crate::ingest::validate::Validator::new(&crate::config::ValidationConfig::default());
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let (mut events, mut rejected) = (Vec::new(), 0);
+    for line in std::io::BufReader::with_capacity(1 << 20, file).split(b'\n') {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = crate::ingest::parse::parse_payload(
+            crate::domain::event::Kind::Video,
+            &crate::ingest::parse::Format::Sniff,
+            &line,
+        )
+        .and_then(|e| validator.validate(e));
+        match parsed {
+            Ok(crate::domain::event::Event::Video(v)) => events.push(v),
+            _ => rejected += 1,
+        }
+    }
+    Ok((events, rejected))
+}
+
+/// `playpulse bench classify`: one report per model.
+pub fn classify(
+    path: &std::path::Path,
+    params: &crate::ml::classify::ClassifyParams,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (events, rejected) = read_video_events(path)?;
+    let reports = crate::ml::classify::train_and_evaluate(&events, params)?;
+    reports
+        .into_iter()
+        .map(|(r, _)| {
+            let mut v = serde_json::to_value(&r)?;
+            v["events"] = events.len().into();
+            v["rejected_lines"] = rejected.into();
+            v["peak_rss_mb"] = peak_rss_mb().into();
+            Ok(v)
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! Wires the actors into a running pipeline and takes it down cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use thiserror::Error;
+
+use crate::actors::evaluator::EvaluatorActor;
+use crate::actors::messages::{Drain, StopProducing};
+use crate::actors::monitor::MonitorActor;
+use crate::actors::parser::ParserActor;
+use crate::actors::producer::{Feed, ProducerActor};
+use crate::actors::store::{CloseStore, StoreActor};
+use crate::actors::trainer::TrainerActor;
+use crate::actors::validator::ValidatorActor;
+use crate::config::{Config, ProducerMode};
+use crate::domain::event::Kind;
+use crate::ingest::pipeline::{Flight, Progress};
+use crate::ingest::validate::Validator;
+use crate::ingest::topics::TopicSpec;
+use crate::kafka::{self, Embedded, KafkaGlueError, Source, TopicKinds};
+use crate::ml::serve::Serving;
+use crate::store::{Store, StoreError};
+use crate::synth::produce::{Synth, SynthSpec};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaGlueError),
+    #[error("cannot create the data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running pipeline.
+pub struct Daemon {
+    pub progress: Arc<Progress>,
+    /// Raised when the daemon cannot go on (the store cannot write).
+    pub fatal: Arc<crate::ingest::pipeline::Fatal>,
+    pub bootstrap: String,
+    pub namespace: String,
+    pub store: Addr<StoreActor>,
+    pub trainer: Addr<TrainerActor>,
+    pub evaluator: Addr<EvaluatorActor>,
+    /// The serving champion (recommendations read it without waiting on training).
+    pub serving: Serving,
+    pub parser: Addr<ParserActor>,
+    pub started: std::time::Instant,
+    /// Whether an operator paused ingest.
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
+    /// The partitions this member of the consumer group owns now.
+    pub assignment: kafka::Assignment,
+    /// This member's name in the group and how it commits there.
+    pub claims: Arc<kafka::Claims>,
+    /// Set at shutdown: the consumer's waits on the brokers give up.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The live QoE, engagement and pipeline windows.
+    pub analytics: Arc<std::sync::Mutex<crate::views::analytics::Analytics>>,
+    pub producers: Vec<(Kind, Addr<ProducerActor>)>,
+    _monitor: Addr<MonitorActor>,
+    arbiters: Vec<Arbiter>,
+    embedded: Option<Embedded>,
+}
+
+/// Extra producers a caller supplies (benchmarks): (kind, feed, rate).
+pub type ExtraFeeds = Vec<(Kind, Feed, f64)>;
+
+impl Daemon {
+    /// What the admin commands reach of this daemon.
+    pub fn handles(&self) -> crate::admin::context::Handles {
+        crate::admin::context::Handles {
+            started: self.started,
+            namespace: self.namespace.clone(),
+            bootstrap: self.bootstrap.clone(),
+            store: self.store.clone(),
+            parser: self.parser.clone(),
+            trainer: self.trainer.clone(),
+            evaluator: self.evaluator.clone(),
+            serving: self.serving.clone(),
+            producers: self.producers.clone(),
+            progress: self.progress.clone(),
+            paused: self.paused.clone(),
+            assignment: self.assignment.clone(),
+            claims: self.claims.clone(),
+            fatal: self.fatal.clone(),
+            analytics: self.analytics.clone(),
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the pipeline (call inside a running actix `System`); with
+    /// brokers configured, waits up to a minute for them to answer.
+    pub fn start(cfg: &Config, extra: ExtraFeeds) -> Result<Daemon, DaemonError> {
+        Daemon::start_on(cfg, extra, None)
+    }
+
+    /// [`Daemon::start`] with the brokers' cluster already known (`cluster`,
+    /// from [`kafka::wait_for_cluster`]).
+    pub fn start_on(
+        cfg: &Config,
+        extra: ExtraFeeds,
+        cluster: Option<String>,
+    ) -> Result<Daemon, DaemonError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| DaemonError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        let mut store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
+        store.set_limits(crate::store::bounds::Limits {
+            videos: cfg.store.max_tracked_videos,
+            listening_pairs: cfg.store.max_listening_pairs,
+            min_free_bytes: cfg.store.min_free_mb << 20,
+        });
+        let kinds = TopicKinds::new(&cfg.kafka.topics).map_err(KafkaGlueError::from)?;
+        let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
+            let topics: Vec<String> = cfg
+                .kafka
+                .topics
+                .values()
+                .filter_map(|t| TopicSpec::plain(t).map(str::to_string))
+                .collect();
+            let e = Embedded::start(&topics, cfg.kafka.embedded_partitions)?;
+            let bootstrap = e.bootstrap.clone();
+            // Every embedded broker starts empty at offset 0: its offsets are its own.
+            let ns = format!("embedded:{}", crate::domain::timefmt::now_ms());
+            tracing::info!(
+                "embedded Kafka broker listening at {bootstrap} (other clients may connect)"
+            );
+            (Some(e), bootstrap, ns)
+        } else {
+            let b = cfg.kafka.brokers.clone();
+            let cluster = match cluster {
+                Some(c) => c,
+                None => kafka::cluster_namespace(&b, &cfg.kafka, Duration::from_secs(60))?,
+            };
+            let (ns, reset) = store.namespace_epoch(&cluster, |parts| {
+                let probe = kafka::WatermarkProbe::new(&b, &cfg.kafka).ok()?;
+                match probe.high_watermarks(parts, Duration::from_secs(10)) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!("cannot ask the brokers for high watermarks ({e}): keeping the stored offsets");
+                        None
+                    }
+                }
+            })?;
+            for (t, p, next, high) in &reset {
+                tracing::warn!(
+                    "partition {t}/{p} holds fewer records (next offset {high}) than this store read of it ({next}): \
+                     the topic was recreated or the cluster's offsets reset; it is read again from its start \
+                     under offset namespace {ns}, beside what was stored before"
+                );
+            }
+            tracing::info!("using brokers {b} (cluster {cluster}, offset namespace {ns})");
+            (None, b, ns)
+        };
+        let progress = Arc::new(Progress::default());
+        let flight = Arc::new(Flight::default());
+        let source = Source::new(
+            &bootstrap,
+            &cfg.kafka,
+            &kinds,
+            store.tree(),
+            &namespace,
+            flight.clone(),
+        )?;
+        let paused = source.paused_flag();
+        let assignment = source.assignment.clone();
+        let claims = source.claims.clone();
+        let stopping = source.stopping_flag();
+
+        let store_arb = Arbiter::new();
+        let validator_arb = Arbiter::new();
+        let parser_arb = Arbiter::new();
+        let producer_arb = Arbiter::new();
+
+        let analytics = Arc::new(std::sync::Mutex::new(
+            crate::views::analytics::Analytics::new(cfg.analytics.clone()),
+        ));
+        let (p, ns, an, fl) = (
+            progress.clone(),
+            namespace.clone(),
+            analytics.clone(),
+            flight.clone(),
+        );
+        let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
+            store,
+            namespace: ns,
+            progress: p,
+            analytics: an,
+            flight: fl,
+        });
+        let store_rcpt = store.clone().recipient();
+        let validator = Validator::new(&cfg.validation);
+        let vp = progress.clone();
+        let validator =
+            ValidatorActor::start_in_arbiter(&validator_arb.handle(), move |_| ValidatorActor {
+                validator,
+                progress: vp,
+                store: store_rcpt,
+            });
+        let fatal = Arc::new(crate::ingest::pipeline::Fatal::default());
+        let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());
+        let fatal_for_parser = fatal.clone();
+        let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| {
+            ParserActor::new(source, kinds, vr, &ingest, p, flight, fatal_for_parser)
+        });
+
+        let run_synth = match cfg.producers.mode {
+            ProducerMode::Always => true,
+            ProducerMode::Embedded => cfg.kafka.embedded(),
+            ProducerMode::Never => false,
+        };
+        let max_lag = cfg.kafka.embedded().then_some(cfg.producers.max_lag_events);
+        let spec = SynthSpec {
+            users: cfg.producers.users as usize,
+            videos: cfg.producers.videos as usize,
+            tracks: cfg.producers.tracks as usize,
+            seed: cfg.producers.seed,
+            start_ms: None,
+        };
+        // Every configured synthetic producer exists (an operator may start a stopped
+        // one); they run from the start when producers.mode says so.
+        let mut feeds: Vec<(Kind, Feed, f64, bool)> = Vec::new();
+        for (kind, rate) in &cfg.producers.rate {
+            feeds.push((
+                *kind,
+                Feed::Synth(Box::new(Synth::new(*kind, &spec))),
+                *rate,
+                run_synth,
+            ));
+        }
+        feeds.extend(extra.into_iter().map(|(k, f, r)| (k, f, r, true)));
+        let mut producers = Vec::new();
+        for (kind, feed, rate, running) in feeds {
+            let Some(topic) = cfg
+                .kafka
+                .topics
+                .get(&kind)
+                .and_then(|t| TopicSpec::plain(t).map(str::to_string))
+            else {
+                if running {
+                    tracing::warn!(
+                        "no plain topic configured for {kind}: its producer does not run"
+                    );
+                }
+                continue;
+            };
+            let producer = kafka::producer(&bootstrap, &cfg.kafka)?;
+            let p = progress.clone();
+            if running {
+                tracing::info!(
+                    "producing {kind} records to {topic} at {}",
+                    if rate > 0.0 {
+                        format!("{rate}/s")
+                    } else {
+                        "full speed".into()
+                    }
+                );
+            }
+            let actor = ProducerActor::start_in_arbiter(&producer_arb.handle(), move |_| {
+                let a = ProducerActor::new(producer, topic, feed, rate, max_lag, p);
+                if running {
+                    a
+                } else {
+                    a.stopped()
+                }
+            });
+            producers.push((kind, actor));
+        }
+        let serving = Serving::default();
+        let evaluator =
+            EvaluatorActor::new(cfg.models.clone(), store.clone(), serving.clone()).start();
+        let trainer = TrainerActor::new(
+            cfg.models.clone(),
+            store.clone(),
+            evaluator.clone(),
+            progress.clone(),
+        )
+        .start();
+        let monitor = MonitorActor::new(
+            progress.clone(),
+            Duration::from_secs(cfg.ingest.log_interval_seconds),
+            fatal.clone(),
+            Duration::from_secs(cfg.store.write_timeout_seconds),
+        )
+        .start();
+        Ok(Daemon {
+            progress,
+            fatal,
+            bootstrap,
+            namespace,
+            store,
+            trainer,
+            evaluator,
+            serving,
+            parser,
+            started: std::time::Instant::now(),
+            paused,
+            assignment,
+            claims,
+            stopping,
+            analytics,
+            producers,
+            _monitor: monitor,
+            arbiters: vec![store_arb, validator_arb, parser_arb, producer_arb],
+            embedded,
+        })
+    }
+
+    /// Stops producers, drains every batch in flight into the store, commits, and stops the threads.
+    pub async fn shutdown(mut self) {
+        for (_, p) in self.producers.drain(..) {
+            let _ = p.send(StopProducing).await;
+        }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.parser.send(Drain).await.is_err() {
+            tracing::warn!("parser already stopped");
+        }
+        if self.store.send(CloseStore).await.is_err() {
+            tracing::warn!("store already stopped");
+        }
+        for a in self.arbiters.drain(..) {
+            a.stop();
+            let _ = a.join();
+        }
+        drop(self.embedded.take());
+        let p = &self.progress;
+        tracing::info!(
+            "stopped: {} stored, {} rejected, {} duplicates skipped",
+            Progress::get(&p.stored),
+            Progress::get(&p.rejected),
+            Progress::get(&p.duplicates_skipped)
+        );
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); use SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

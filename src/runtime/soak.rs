@@ -1,0 +1,170 @@
+//! `playpulse bench soak`: a long run of the whole pipeline on the embedded
+//! broker, records made as they are sent (so memory is the daemon's, not the
+//! benchmark's), sampling resident memory and the store's size on disk at every
+//! 5 % of progress, then checking every record: lost, duplicated, rejected.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::actors::producer::Feed;
+use crate::domain::event::Kind;
+use crate::runtime::bench::{
+    bench_config, proc_status_mb, wait_until_done, IngestBenchArgs as SoakArgs,
+};
+use crate::runtime::daemon::Daemon;
+use crate::store::Store;
+use crate::synth::produce::VideoStream;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    pub bench: &'static str,
+    pub events: u64,
+    pub stored: u64,
+    pub rejected: u64,
+    pub bad_injected: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    /// Resident memory (MiB) at 5 %, 10 %, … 100 % of the records stored.
+    pub rss_mb_samples: Vec<f64>,
+    /// The store's size on disk (MiB) at the same points.
+    pub sled_mb_samples: Vec<f64>,
+    /// Resident memory at the end over its value at 25 % (after warm-up).
+    pub rss_growth_after_warmup: f64,
+    /// Distinct (user, video) aggregates at the end, and the seconds it took to
+    /// derive them from the stored events (what a training snapshot spends).
+    pub pairs: u64,
+    pub pairs_seconds: f64,
+    pub verify_seconds: f64,
+}
+
+fn dir_mb(dir: &std::path::Path) -> f64 {
+    fn walk(p: &std::path::Path) -> u64 {
+        match std::fs::read_dir(p) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+    walk(dir) as f64 / (1 << 20) as f64
+}
+
+/// Runs the soak in `data_dir` (which should be empty).
+pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakReport> {
+    let cfg = bench_config(args, data_dir);
+    let stream = VideoStream::new(
+        args.users,
+        args.videos,
+        args.seed,
+        args.events,
+        args.bad_fraction,
+    );
+    let total = args.events;
+    let store_dir = data_dir.join("store");
+    let system = actix::System::new();
+    let (seconds, rss, sled) = system.block_on(async move {
+        let daemon = Daemon::start(
+            &cfg,
+            vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)],
+        )?;
+        // From the first record stored (the embedded broker's first group join takes ~3 s).
+        let mut t0 = None;
+        let (mut rss, mut sled) = (Vec::new(), Vec::new());
+        wait_until_done(&daemon, total, "soak", |done| {
+            if t0.is_none() && done > 0 {
+                t0 = Some(Instant::now());
+            }
+            // A sample at every 5 % of progress.
+            while (rss.len() as u64 + 1) * total <= done * 20 && rss.len() < 20 {
+                rss.push(proc_status_mb("VmRSS"));
+                sled.push(dir_mb(&store_dir));
+            }
+        })
+        .await?;
+        let seconds = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        daemon.shutdown().await;
+        Ok::<_, anyhow::Error>((seconds, rss, sled))
+    })?;
+
+    // Every record checked: the same seed makes the same records again; valid
+    // events are compared as sorted fingerprints, bad ones by count.
+    let t = Instant::now();
+    let fp = |e: &crate::domain::event::Event| -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        e.encode().hash(&mut h);
+        h.finish()
+    };
+    let mut again = VideoStream::new(
+        args.users,
+        args.videos,
+        args.seed,
+        args.events,
+        args.bad_fraction,
+    );
+    let (mut want, mut bad) = (Vec::with_capacity(total as usize), 0u64);
+    while let Some((_, _, ev)) = again.next_event() {
+        match ev {
+            Some(e) => want.push(fp(&e)),
+            None => bad += 1,
+        }
+    }
+    let store = Store::open(data_dir, 64)?;
+    let mut got = Vec::with_capacity(want.len());
+    for item in store.events() {
+        got.push(fp(&item?.1));
+    }
+    let rejected = store.counter("rejected")?;
+    let tp = Instant::now();
+    let pairs = store.pair_aggregates().count() as u64;
+    let pairs_seconds = tp.elapsed().as_secs_f64();
+    want.sort_unstable();
+    got.sort_unstable();
+    let (mut i, mut j, mut lost, mut dup) = (0, 0, 0u64, 0u64);
+    while i < want.len() || j < got.len() {
+        match (want.get(i), got.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                lost += 1;
+                i += 1;
+            }
+            (Some(_), None) => {
+                lost += 1;
+                i += 1;
+            }
+            _ => {
+                dup += 1;
+                j += 1;
+            }
+        }
+    }
+    let warm = rss.get(rss.len() / 4).copied().unwrap_or(0.0);
+    Ok(SoakReport {
+        bench: "soak",
+        events: total,
+        stored: got.len() as u64,
+        rejected,
+        bad_injected: bad,
+        lost,
+        duplicated: dup,
+        seconds,
+        events_per_sec: total as f64 / seconds,
+        rss_growth_after_warmup: rss.last().copied().unwrap_or(0.0) / warm.max(1e-9),
+        pairs,
+        pairs_seconds,
+        rss_mb_samples: rss,
+        sled_mb_samples: sled,
+        verify_seconds: t.elapsed().as_secs_f64(),
+    })
+}

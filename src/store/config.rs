@@ -1,0 +1,69 @@
+//! `[store]`: cache, bounds on ids held, free-space floor, write timeout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::setting::{invalid, Invalid};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache, MiB.
+    pub cache_mb: u64,
+    /// A store write that has not finished after this many seconds, with
+    /// batches waiting, stops the daemon (a full or failing disk can make sled
+    /// wait instead of fail).
+    pub write_timeout_seconds: u64,
+    /// Most distinct videos whose counters are held; later ones add up
+    /// under `(other)` (their events are stored whole).
+    pub max_tracked_videos: usize,
+    /// Most distinct (user, track) pairs held (the listening graph's edges);
+    /// later ones add up under (`(other)`, `(other)`).
+    pub max_listening_pairs: usize,
+    /// Free space kept on the store's disk, MiB: a write that would leave
+    /// less is not begun, and the daemon stops cleanly (0: no check).
+    pub min_free_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_mb: 256,
+            write_timeout_seconds: 60,
+            max_tracked_videos: 500_000,
+            max_listening_pairs: 2_000_000,
+            min_free_mb: 64,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks what a type cannot (ranges, sets, names); errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.cache_mb == 0 {
+            return Err(invalid("store.cache_mb", 0, "must be at least 1"));
+        }
+        for (key, v) in [
+            ("store.max_tracked_videos", self.max_tracked_videos),
+            ("store.max_listening_pairs", self.max_listening_pairs),
+        ] {
+            if !(1..=1_000_000_000).contains(&v) {
+                return Err(invalid(key, v, "must be 1..=1000000000"));
+            }
+        }
+        if self.min_free_mb > 1_000_000 {
+            return Err(invalid(
+                "store.min_free_mb",
+                self.min_free_mb,
+                "must be 0..=1000000",
+            ));
+        }
+        if !(5..=86_400).contains(&self.write_timeout_seconds) {
+            return Err(invalid(
+                "store.write_timeout_seconds",
+                self.write_timeout_seconds,
+                "must be 5..=86400",
+            ));
+        }
+        Ok(())
+    }
+}

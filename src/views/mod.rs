@@ -1,0 +1,8 @@
+//! What is derived from stored events and served from memory, fed after each
+//! durable batch: live analytics windows, the listening graph, content
+//! affinity over the catalog.
+
+pub mod affinity;
+pub mod analytics;
+pub mod config;
+pub mod graph;
