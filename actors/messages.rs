@@ -2,8 +2,16 @@
 
 use actix::prelude::*;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use crate::ingest::pipeline::Parsed;
-use crate::store::{ApplyReport, Prepared};
+use crate::kafka::KafkaGlueError;
+use crate::ml::train::{Snapshot, SnapshotSpec};
+use crate::ml::TrainError;
+use crate::store::{
+    ApplyReport, Prepared, Stats, StatsSection, StoreError, StoreStatus, StoreView,
+};
 
 /// Parser → validator: one consumed batch, parsed.
 #[derive(Message)]
@@ -26,7 +34,47 @@ pub struct StoreBatch {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stored {
-    pub result: Result<ApplyReport, String>,
+    pub result: Result<ApplyReport, StoreError>,
+}
+
+/// Store: checkpoint and flush before the daemon exits.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseStore;
+
+/// Store: a handle for reads on other threads.
+#[derive(Message)]
+#[rtype(result = "StoreView")]
+pub struct GetView;
+
+/// Store: a training snapshot, consistent as of the stored offsets (taken
+/// between two batch writes).
+#[derive(Message)]
+#[rtype(result = "Result<Snapshot, TrainError>")]
+pub struct TakeSnapshot(pub SnapshotSpec);
+
+/// Store: what it holds for the status (offsets of a namespace, damage, ids held).
+#[derive(Message)]
+#[rtype(result = "StoreStatus")]
+pub struct GetStoreStatus {
+    pub namespace: String,
+}
+
+/// Store: the stored statistics (one section, or all).
+#[derive(Message)]
+#[rtype(result = "Result<Stats, StoreError>")]
+pub struct GetStats(pub Option<StatsSection>);
+
+/// Store: every counter (stored, rejected by reason, folded, ...).
+#[derive(Message)]
+#[rtype(result = "Result<BTreeMap<String, u64>, StoreError>")]
+pub struct GetCounters;
+
+/// Store: a consistent copy into the data dir `dest`; answers (entries, bytes).
+#[derive(Message)]
+#[rtype(result = "Result<(u64, u64), StoreError>")]
+pub struct Backup {
+    pub dest: PathBuf,
 }
 
 /// Parser, to itself: consume the next batch.
@@ -46,8 +94,17 @@ pub struct StopProducing;
 
 /// Parser: pause (true) or resume (false) consuming; the consumer stays in its group.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), PauseError>")]
 pub struct SetPaused(pub bool);
+
+/// Why ingest could not be paused or resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error("ingest is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Kafka(#[from] KafkaGlueError),
+}
 
 /// Producer: an operator's command.
 #[derive(Message, Debug, Clone, Copy)]

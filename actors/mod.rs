@@ -7,10 +7,15 @@
 //!                          ▲                                                │
 //!                          └──────────────────── Stored (commit) ◀──────────┘
 //!
-//! trainer ──WithStore (snapshot)──▶ store
-//!    └──Candidates──▶ evaluator ──WithStore (record versions)──▶ store
+//! store, after each commit ──▶ Indexes (graph, titles) and Analytics (shared views)
+//!
+//! trainer ──TakeSnapshot──▶ store
+//!    └──Candidates──▶ evaluator ──(ml::registry, on the StoreView)──▶ model versions
 //!                        └──▶ Serving (the champion every reader shares)
 //! ```
+//!
+//! Every message is in [`messages`]; the admin edge holds the actors only as
+//! `Recipient`s of those messages, and only `runtime` names the actor types.
 
 pub mod evaluator;
 pub mod messages;

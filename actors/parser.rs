@@ -11,7 +11,7 @@ use actix::prelude::*;
 use rdkafka::consumer::CommitMode;
 use tokio::sync::oneshot;
 
-use super::messages::{Drain, ParsedBatch, Pull, SetPaused, Stored};
+use super::messages::{Drain, ParsedBatch, PauseError, Pull, SetPaused, Stored};
 use crate::ingest::pipeline::{parse_batch, Flight, Progress};
 use crate::kafka::{Source, TopicKinds};
 
@@ -182,11 +182,11 @@ impl Handler<Drain> for ParserActor {
 }
 
 impl Handler<SetPaused> for ParserActor {
-    type Result = Result<(), String>;
+    type Result = Result<(), PauseError>;
 
     fn handle(&mut self, msg: SetPaused, _: &mut Context<Self>) -> Self::Result {
-        let source = self.source.as_ref().ok_or("ingest is shutting down")?;
-        source.set_paused(msg.0).map_err(|e| e.to_string())?;
+        let source = self.source.as_ref().ok_or(PauseError::ShuttingDown)?;
+        source.set_paused(msg.0)?;
         tracing::info!("ingest {}", if msg.0 { "paused" } else { "resumed" });
         Ok(())
     }

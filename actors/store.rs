@@ -1,19 +1,31 @@
 //! Store actor: owns the sled store; writes each batch atomically and durably,
-//! then acknowledges it so the parser may commit to Kafka.
+//! feeds the views (indexes, analytics) after the commit, then acknowledges the
+//! batch so the parser may commit to Kafka. Reads that must see a state
+//! between two batch writes (snapshots, status, stats, backups) are typed
+//! messages answered here.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
-use super::messages::{StoreBatch, Stored};
+use super::messages::{
+    Backup, CloseStore, GetCounters, GetStats, GetStoreStatus, GetView, StoreBatch, Stored,
+    TakeSnapshot,
+};
 use crate::ingest::pipeline::{Flight, Progress};
-use crate::store::Store;
+use crate::ml::train::{snapshot, Snapshot};
+use crate::ml::TrainError;
+use crate::store::{Stats, Store, StoreError};
 use crate::views::analytics::Analytics;
+use crate::views::indexes::SharedIndexes;
 
 pub struct StoreActor {
     pub store: Store,
     pub namespace: String,
     pub progress: Arc<Progress>,
+    /// The graph and titles indexes, fed with every durable batch.
+    pub indexes: SharedIndexes,
     /// Live windows, fed with every durable batch.
     pub analytics: Arc<Mutex<Analytics>>,
     /// Settled batches, for hand-overs of revoked partitions.
@@ -23,11 +35,6 @@ pub struct StoreActor {
 impl Actor for StoreActor {
     type Context = Context<Self>;
 }
-
-/// Checkpoint and flush before the daemon exits.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseStore;
 
 impl Handler<CloseStore> for StoreActor {
     type Result = ();
@@ -45,17 +52,16 @@ impl Handler<StoreBatch> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: StoreBatch, _: &mut Context<Self>) {
-        let analytics = &self.analytics;
-        let result = self
-            .store
-            .apply_observed(&self.namespace, msg.prepared, |records, fresh| {
-                if let Ok(mut a) = analytics.lock() {
-                    a.observe(records, fresh, crate::domain::timefmt::now_ms());
+        let result = self.store.apply(&self.namespace, msg.prepared);
+        let result = match result {
+            Ok(c) => {
+                if let Ok(mut ix) = self.indexes.write() {
+                    ix.observe(&self.store, &c.records, &c.fresh);
                 }
-            });
-        match &result {
-            Ok(r) => {
-                let p = &self.progress;
+                if let Ok(mut a) = self.analytics.lock() {
+                    a.observe(&c.records, &c.fresh, crate::domain::timefmt::now_ms());
+                }
+                let (p, r) = (&self.progress, &c.report);
                 Progress::add(&p.stored, r.stored);
                 Progress::add(&p.rejected, r.rejected);
                 Progress::add(&p.duplicates_skipped, r.duplicates_skipped);
@@ -63,58 +69,66 @@ impl Handler<StoreBatch> for StoreActor {
                 Progress::add(&p.store_prepare_ns, r.prepare_ns);
                 Progress::add(&p.store_write_ns, r.write_ns);
                 Progress::add(&p.store_flush_ns, r.flush_ns);
+                Ok(c.report)
             }
-            Err(e) => tracing::error!("store write failed, batch not acknowledged: {e}"),
-        }
+            Err(e) => {
+                tracing::error!("store write failed, batch not acknowledged: {e}");
+                Err(e)
+            }
+        };
         self.flight.settled();
-        msg.ack.do_send(Stored {
-            result: result.map_err(|e| e.to_string()),
-        });
+        msg.ack.do_send(Stored { result });
     }
 }
 
-/// Runs a closure against the store on the store's thread (reads for status, tests, benches).
-pub struct WithStore<F>(pub F);
+impl Handler<GetView> for StoreActor {
+    type Result = MessageResult<GetView>;
 
-impl<F, R> Message for WithStore<F>
-where
-    F: FnOnce(&Store) -> R,
-    R: 'static,
-{
-    type Result = R;
-}
-
-impl<F, R> Handler<WithStore<F>> for StoreActor
-where
-    F: FnOnce(&Store) -> R,
-    R: 'static,
-{
-    type Result = MessageResult<WithStore<F>>;
-
-    fn handle(&mut self, msg: WithStore<F>, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((msg.0)(&self.store))
+    fn handle(&mut self, _: GetView, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.store.view())
     }
 }
 
-/// Like [`WithStore`], with the store mutable (checkpoints, snapshots).
-pub struct WithStoreMut<F>(pub F);
+impl Handler<TakeSnapshot> for StoreActor {
+    type Result = Result<Snapshot, TrainError>;
 
-impl<F, R> Message for WithStoreMut<F>
-where
-    F: FnOnce(&mut Store) -> R,
-    R: 'static,
-{
-    type Result = R;
+    fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let ix = self
+            .indexes
+            .read()
+            .map_err(|_| TrainError::Failed("the titles index is poisoned".into()))?;
+        snapshot(&self.store, &ix.titles, &msg.0)
+    }
 }
 
-impl<F, R> Handler<WithStoreMut<F>> for StoreActor
-where
-    F: FnOnce(&mut Store) -> R,
-    R: 'static,
-{
-    type Result = MessageResult<WithStoreMut<F>>;
+impl Handler<GetStoreStatus> for StoreActor {
+    type Result = MessageResult<GetStoreStatus>;
 
-    fn handle(&mut self, msg: WithStoreMut<F>, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((msg.0)(&mut self.store))
+    fn handle(&mut self, msg: GetStoreStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.store.status(&msg.namespace))
+    }
+}
+
+impl Handler<GetStats> for StoreActor {
+    type Result = Result<Stats, StoreError>;
+
+    fn handle(&mut self, msg: GetStats, _: &mut Context<Self>) -> Self::Result {
+        self.store.stats(msg.0)
+    }
+}
+
+impl Handler<GetCounters> for StoreActor {
+    type Result = Result<BTreeMap<String, u64>, StoreError>;
+
+    fn handle(&mut self, _: GetCounters, _: &mut Context<Self>) -> Self::Result {
+        self.store.counters()
+    }
+}
+
+impl Handler<Backup> for StoreActor {
+    type Result = Result<(u64, u64), StoreError>;
+
+    fn handle(&mut self, msg: Backup, _: &mut Context<Self>) -> Self::Result {
+        self.store.backup(&msg.dest)
     }
 }

@@ -9,17 +9,16 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::evaluator::EvaluatorActor;
-use super::messages::{Candidates, RunEnded, TrainNow};
-use super::store::{StoreActor, WithStore};
+use super::messages::{Candidates, RunEnded, TakeSnapshot, TrainNow};
 use crate::config::ModelsConfig;
 use crate::ingest::pipeline::Progress;
 use crate::ml::classify;
-use crate::ml::train::{fit_candidate, snapshot, TrainSpec};
+use crate::ml::train::{fit_candidate, SnapshotSpec, TrainSpec};
 use crate::ml::{TrainError, TrainOutcome};
 
 pub struct TrainerActor {
     cfg: ModelsConfig,
-    store: Addr<StoreActor>,
+    store: Recipient<TakeSnapshot>,
     evaluator: Addr<EvaluatorActor>,
     progress: Arc<Progress>,
     /// `progress.stored` at the last training.
@@ -33,7 +32,7 @@ pub struct TrainerActor {
 impl TrainerActor {
     pub fn new(
         cfg: ModelsConfig,
-        store: Addr<StoreActor>,
+        store: Recipient<TakeSnapshot>,
         evaluator: Addr<EvaluatorActor>,
         progress: Arc<Progress>,
     ) -> TrainerActor {
@@ -74,8 +73,11 @@ impl TrainerActor {
         };
         let weights = self.cfg.event_weights.by_action();
         let catalog = self.cfg.affinity_weight > 0.0;
-        let snap = self.store.send(WithStore(move |s: &crate::store::Store| {
-            snapshot(s, weights, max_events, min_events, catalog)
+        let snap = self.store.send(TakeSnapshot(SnapshotSpec {
+            music_weights: weights,
+            max_events,
+            min_events,
+            catalog,
         }));
         let cfg = self.cfg.clone();
         let me = ctx.address();

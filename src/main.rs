@@ -611,7 +611,7 @@ fn main() -> anyhow::Result<()> {
             let Some(reply) = playpulse::ml::recommend::recommend(
                 champion.as_ref(),
                 |u| store.user_profile(u),
-                store.titles(),
+                &playpulse::views::indexes::titles_of(&store)?,
                 &user,
                 k,
                 &hints,

@@ -79,7 +79,9 @@ fn store_records(store: &mut Store, rs: Vec<RawRecord>) {
     let kinds = TopicKinds::new(&[(Kind::Video, rs[0].pos.topic.to_string())].into()).unwrap();
     let v = Validator::new(&ValidationConfig::default());
     let processed = validate_batch(&v, parse_batch(&kinds, rs));
-    store.apply_records(NS, processed).unwrap();
+    store
+        .apply(NS, playpulse::store::prepare(processed))
+        .unwrap();
 }
 
 /// Every position a store holds, as an event or a dead letter.

@@ -93,7 +93,9 @@ fn output_into_a_closed_pipe_ends_quietly() {
                 },
             })
             .collect();
-        store.apply_records("ns", records).unwrap();
+        store
+            .apply("ns", playpulse::store::prepare(records))
+            .unwrap();
         store.close().unwrap();
     }
     let mut child = Command::new(bin())

@@ -224,7 +224,7 @@ fn reads_back(kind: Kind, format: Format, bytes: &[u8], ev: &Event) -> Result<()
     // What the validator accepts reads back unchanged after validation too.
     let v = Validator::new(&playpulse::config::ValidationConfig::default());
     if let Ok(valid) = v.validate_at(back, 1_893_456_000_000) {
-        playpulse::synth::fuzzing::round_trips(kind, &v, &valid);
+        playpulse::ingest::fuzz::round_trips(kind, &v, &valid);
     }
     Ok(())
 }
@@ -255,7 +255,7 @@ proptest! {
         let valid = validator.validate_at(Event::Video(v), 1_893_456_000_000);
         prop_assert!(valid.is_ok(), "{:?}", valid);
         if let Ok(valid) = valid {
-            playpulse::synth::fuzzing::round_trips(Kind::Video, &validator, &valid);
+            playpulse::ingest::fuzz::round_trips(Kind::Video, &validator, &valid);
         }
     }
 

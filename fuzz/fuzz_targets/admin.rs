@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    playpulse::synth::fuzzing::admin(data);
+    playpulse::admin::fuzz::request(data);
 });

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    playpulse::synth::fuzzing::csv(data);
+    playpulse::ingest::fuzz::csv(data);
 });

@@ -13,17 +13,17 @@ use super::cmd::status::BrokerState;
 use super::cmd::Reply;
 use super::error::CommandError;
 use super::protocol::{parse_request, to_wire, Request};
-use crate::actors::evaluator::EvaluatorActor;
-use crate::actors::parser::ParserActor;
-use crate::actors::producer::ProducerActor;
-use crate::actors::store::{StoreActor, WithStore};
-use crate::actors::trainer::TrainerActor;
+use crate::actors::messages::{
+    Backup, EvaluateChampion, GetCounters, GetStats, GetStoreStatus, ProducerControl, SetChampion,
+    SetPaused, TrainNow,
+};
 use crate::config::Config;
 use crate::domain::event::Kind;
 use crate::ingest::pipeline::Progress;
 use crate::kafka::WatermarkProbe;
 use crate::ml::serve::Serving;
-use crate::store::{Store, StoreView};
+use crate::store::StoreView;
+use crate::views::indexes::SharedIndexes;
 
 /// Stored-event counts sampled once a second, for rates over a window.
 #[derive(Default)]
@@ -69,13 +69,15 @@ pub struct Admin {
     pub started: Instant,
     pub namespace: String,
     pub bootstrap: String,
-    pub store: Addr<StoreActor>,
+    pub store: StoreHandle,
     pub view: StoreView,
-    pub parser: Addr<ParserActor>,
-    pub trainer: Addr<TrainerActor>,
-    pub evaluator: Addr<EvaluatorActor>,
+    pub indexes: SharedIndexes,
+    pub pause: Recipient<SetPaused>,
+    pub train: Recipient<TrainNow>,
+    pub evaluate: Recipient<EvaluateChampion>,
+    pub set_champion: Recipient<SetChampion>,
     pub serving: Serving,
-    pub producers: Vec<(Kind, Addr<ProducerActor>)>,
+    pub producers: Vec<(Kind, Recipient<ProducerControl>)>,
     pub progress: Arc<Progress>,
     /// High watermarks, for lag (queried at most once a second).
     probe: Arc<WatermarkProbe>,
@@ -108,17 +110,30 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| CommandError::Worker(e.to_string()))
 }
 
-/// The running daemon's handles the commands reach (the runtime hands them over).
+/// What the commands ask of the store's actor (reads between two batch writes).
+#[derive(Clone)]
+pub struct StoreHandle {
+    pub status: Recipient<GetStoreStatus>,
+    pub stats: Recipient<GetStats>,
+    pub counters: Recipient<GetCounters>,
+    pub backup: Recipient<Backup>,
+}
+
+/// The running daemon's handles the commands reach (the runtime hands them
+/// over): the actors by the messages they take, never by their types.
 pub struct Handles {
     pub started: Instant,
     pub namespace: String,
     pub bootstrap: String,
-    pub store: Addr<StoreActor>,
-    pub parser: Addr<ParserActor>,
-    pub trainer: Addr<TrainerActor>,
-    pub evaluator: Addr<EvaluatorActor>,
+    pub store: StoreHandle,
+    pub view: StoreView,
+    pub indexes: SharedIndexes,
+    pub pause: Recipient<SetPaused>,
+    pub train: Recipient<TrainNow>,
+    pub evaluate: Recipient<EvaluateChampion>,
+    pub set_champion: Recipient<SetChampion>,
     pub serving: Serving,
-    pub producers: Vec<(Kind, Addr<ProducerActor>)>,
+    pub producers: Vec<(Kind, Recipient<ProducerControl>)>,
     pub progress: Arc<Progress>,
     pub paused: Arc<AtomicBool>,
     pub assignment: crate::kafka::Assignment,
@@ -130,7 +145,6 @@ pub struct Handles {
 impl Admin {
     /// Gathers the handles of a running daemon.
     pub async fn new(d: Handles, cfg: Config) -> Result<Admin, CommandError> {
-        let view = d.store.send(WithStore(|s: &Store| s.view())).await?;
         let probe = Arc::new(WatermarkProbe::new(&d.bootstrap, &cfg.kafka)?);
         let rates = Arc::new(Mutex::new(Rates::default()));
         let (r, p) = (rates.clone(), d.progress.clone());
@@ -149,10 +163,12 @@ impl Admin {
             namespace: d.namespace,
             bootstrap: d.bootstrap,
             store: d.store,
-            view,
-            parser: d.parser,
-            trainer: d.trainer,
-            evaluator: d.evaluator,
+            view: d.view,
+            indexes: d.indexes,
+            pause: d.pause,
+            train: d.train,
+            evaluate: d.evaluate,
+            set_champion: d.set_champion,
             serving: d.serving,
             producers: d.producers,
             progress: d.progress,

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod context;
 pub mod ctl;
 pub mod error;
+pub mod fuzz;
 pub mod gate;
 pub mod protocol;
 pub mod replay;

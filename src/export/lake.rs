@@ -429,7 +429,8 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("episodes", Col::OptI64),
         ],
     );
-    for (id, Entry { kind, title: t }) in store.titles().entries() {
+    let catalog = crate::views::indexes::titles_of(store).map_err(serr)?;
+    for (id, Entry { kind, title: t }) in catalog.entries() {
         titles.push(
             date_of(t.timestamp_ms),
             vec![
@@ -530,7 +531,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
         let hints = crate::ml::serve::Hints::default();
         for u in &r.bundle().users {
             for (rank, rec) in r.recommend(u, k, &hints).into_iter().enumerate() {
-                let title = store.titles().get(&rec.item).map(|e| e.title.title.clone());
+                let title = catalog.get(&rec.item).map(|e| e.title.title.clone());
                 recs.push(
                     today.clone(),
                     vec![

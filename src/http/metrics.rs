@@ -161,9 +161,8 @@ pub async fn exposition(a: &Admin) -> String {
     }
     let counters = a
         .store
-        .send(crate::actors::store::WithStore(
-            |s: &crate::store::Store| s.counters(),
-        ))
+        .counters
+        .send(crate::actors::messages::GetCounters)
         .await
         .ok()
         .and_then(Result::ok)

@@ -3,6 +3,7 @@
 //! steps the actors call.
 
 pub mod config;
+pub mod fuzz;
 pub mod parse;
 pub mod pipeline;
 pub mod topics;

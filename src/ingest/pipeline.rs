@@ -5,12 +5,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::topics::TopicKinds;
 use crate::domain::event::Event;
 use crate::domain::record::{FormatHeaders, Outcome, Processed, RawRecord, SourcePos};
 use crate::domain::reject::Rejection;
 use crate::ingest::parse::{parse_payload, Format};
 use crate::ingest::validate::Validator;
-use super::topics::TopicKinds;
 
 /// A parsed (not yet validated) record; the raw bytes ride along for the dead-letter store.
 #[derive(Debug, Clone)]

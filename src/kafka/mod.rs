@@ -15,8 +15,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 
-pub use crate::ingest::topics::TopicKinds;
 use crate::ingest::topics::TopicError;
+pub use crate::ingest::topics::TopicKinds;
 
 pub mod claims;
 pub mod config;

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod promote;
 pub mod recommend;
+pub mod registry;
 pub mod serve;
 pub mod sparse;
 pub mod split;

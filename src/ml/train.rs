@@ -85,15 +85,32 @@ impl Snapshot {
     }
 }
 
-/// Takes a snapshot; `Err` says why training waits. `catalog`: also the user
-/// profiles and titles (only a blend with content affinity reads them).
+/// What a training snapshot holds.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSpec {
+    /// Listening weights by action (see `models.event_weights`).
+    pub music_weights: [f64; 5],
+    /// Most recent video events kept for the classifiers (0: none).
+    pub max_events: usize,
+    /// Stored events below which training waits.
+    pub min_events: u64,
+    /// Also the user profiles and titles (only a blend with content affinity reads them).
+    pub catalog: bool,
+}
+
+/// Takes a snapshot; `Err` says why training waits. `titles`: the stored
+/// movies and series (read when `spec.catalog`).
 pub fn snapshot(
     s: &Store,
-    music_weights: [f64; 5],
-    max_events: usize,
-    min_events: u64,
-    catalog: bool,
+    titles: &crate::views::affinity::CatalogIndex,
+    spec: &SnapshotSpec,
 ) -> Result<Snapshot, super::TrainError> {
+    let SnapshotSpec {
+        music_weights,
+        max_events,
+        min_events,
+        catalog,
+    } = *spec;
     let stored = s.counter("stored").unwrap_or(0);
     if stored < min_events {
         return Err(super::TrainError::Waiting { stored, min_events });
@@ -125,7 +142,7 @@ pub fn snapshot(
             HashMap::new()
         },
         titles: if catalog {
-            s.titles()
+            titles
                 .entries()
                 .map(|(id, e)| (id.clone(), e.title.clone()))
                 .collect()

@@ -7,22 +7,24 @@ use actix::prelude::*;
 use thiserror::Error;
 
 use crate::actors::evaluator::EvaluatorActor;
+use crate::actors::messages::CloseStore;
 use crate::actors::messages::{Drain, StopProducing};
 use crate::actors::monitor::MonitorActor;
 use crate::actors::parser::ParserActor;
 use crate::actors::producer::{Feed, ProducerActor};
-use crate::actors::store::{CloseStore, StoreActor};
+use crate::actors::store::StoreActor;
 use crate::actors::trainer::TrainerActor;
 use crate::actors::validator::ValidatorActor;
 use crate::config::{Config, ProducerMode};
 use crate::domain::event::Kind;
 use crate::ingest::pipeline::{Flight, Progress};
-use crate::ingest::validate::Validator;
 use crate::ingest::topics::TopicSpec;
+use crate::ingest::validate::Validator;
 use crate::kafka::{self, Embedded, KafkaGlueError, Source, TopicKinds};
 use crate::ml::serve::Serving;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreView};
 use crate::synth::produce::{Synth, SynthSpec};
+use crate::views::indexes::{Indexes, SharedIndexes};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -45,6 +47,10 @@ pub struct Daemon {
     pub bootstrap: String,
     pub namespace: String,
     pub store: Addr<StoreActor>,
+    /// The store's read handle for other threads.
+    pub view: StoreView,
+    /// The graph and titles indexes (fed by the store's actor after each batch).
+    pub indexes: SharedIndexes,
     pub trainer: Addr<TrainerActor>,
     pub evaluator: Addr<EvaluatorActor>,
     /// The serving champion (recommendations read it without waiting on training).
@@ -77,12 +83,24 @@ impl Daemon {
             started: self.started,
             namespace: self.namespace.clone(),
             bootstrap: self.bootstrap.clone(),
-            store: self.store.clone(),
-            parser: self.parser.clone(),
-            trainer: self.trainer.clone(),
-            evaluator: self.evaluator.clone(),
+            store: crate::admin::context::StoreHandle {
+                status: self.store.clone().recipient(),
+                stats: self.store.clone().recipient(),
+                counters: self.store.clone().recipient(),
+                backup: self.store.clone().recipient(),
+            },
+            view: self.view.clone(),
+            indexes: self.indexes.clone(),
+            pause: self.parser.clone().recipient(),
+            train: self.trainer.clone().recipient(),
+            evaluate: self.evaluator.clone().recipient(),
+            set_champion: self.evaluator.clone().recipient(),
             serving: self.serving.clone(),
-            producers: self.producers.clone(),
+            producers: self
+                .producers
+                .iter()
+                .map(|(k, p)| (*k, p.clone().recipient()))
+                .collect(),
             progress: self.progress.clone(),
             paused: self.paused.clone(),
             assignment: self.assignment.clone(),
@@ -188,10 +206,14 @@ impl Daemon {
             analytics.clone(),
             flight.clone(),
         );
+        let view = store.view();
+        let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(&store)?));
+        let ix = indexes.clone();
         let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
             store,
             namespace: ns,
             progress: p,
+            indexes: ix,
             analytics: an,
             flight: fl,
         });
@@ -274,11 +296,16 @@ impl Daemon {
             producers.push((kind, actor));
         }
         let serving = Serving::default();
-        let evaluator =
-            EvaluatorActor::new(cfg.models.clone(), store.clone(), serving.clone()).start();
+        let evaluator = EvaluatorActor::new(
+            cfg.models.clone(),
+            store.clone().recipient(),
+            view.clone(),
+            serving.clone(),
+        )
+        .start();
         let trainer = TrainerActor::new(
             cfg.models.clone(),
-            store.clone(),
+            store.clone().recipient(),
             evaluator.clone(),
             progress.clone(),
         )
@@ -296,6 +323,8 @@ impl Daemon {
             bootstrap,
             namespace,
             store,
+            view,
+            indexes,
             trainer,
             evaluator,
             serving,

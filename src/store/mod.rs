@@ -12,6 +12,7 @@ pub mod config;
 pub mod keys;
 mod migrate;
 pub mod models;
+pub mod plan;
 pub mod prepare;
 mod read;
 mod scan;
@@ -21,7 +22,6 @@ mod state;
 
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -107,6 +107,30 @@ const MIN_CHECKPOINT_JOURNAL_BYTES: usize = 64 << 20;
 /// values past ~128 KiB as one file each, which costs far more).
 const MAX_VALUE_BYTES: usize = 64 << 10;
 
+/// What the status shows of the store (see [`Store::status`]).
+#[derive(Debug, Clone, Default)]
+pub struct StoreStatus {
+    pub offsets: Vec<(String, i32, i64)>,
+    pub damage: Vec<(String, String)>,
+    pub quarantined: usize,
+    pub limits: bounds::Limits,
+    pub tracked: bounds::Tracked,
+    pub folded_video_events: u64,
+    pub folded_listening_events: u64,
+}
+
+/// Writes that register a new offset namespace.
+type Registration = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A committed batch: what it wrote, and its records with whether each was new
+/// (`fresh[i]`), for the views fed after the commit.
+#[derive(Debug)]
+pub struct Committed {
+    pub report: ApplyReport,
+    pub records: Vec<Processed>,
+    pub fresh: Vec<bool>,
+}
+
 /// What one applied batch did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ApplyReport {
@@ -159,10 +183,6 @@ pub struct Store {
     gen: u64,
     /// Journal bytes written since the last checkpoint.
     journal_bytes: usize,
-    /// The listening graph's index over the stored edges.
-    graph: crate::views::graph::MusicGraph,
-    /// Every stored movie and series (latest record), for content affinity.
-    titles: crate::views::affinity::CatalogIndex,
 }
 
 impl std::ops::Deref for Store {
@@ -310,8 +330,6 @@ impl Store {
             seq: 0,
             gen: 0,
             journal_bytes: 0,
-            graph: crate::views::graph::MusicGraph::default(),
-            titles: crate::views::affinity::CatalogIndex::default(),
         };
         store.drop_fragments()?;
         store.load_state(encoding)?;
@@ -320,7 +338,6 @@ impl Store {
             store.write_checkpoint(true)?;
         }
         store.tracked = bounds::Tracked::of(&store.state);
-        store.rebuild_indexes()?;
         Ok(store)
     }
 
@@ -649,246 +666,101 @@ impl Store {
         self.tree.clone()
     }
 
-    /// Upserts a catalog record unless the stored one is newer.
-    fn upsert(
-        &self,
-        batch: &mut sled::Batch,
-        pending: &mut HashMap<Vec<u8>, i64>,
-        key: Vec<u8>,
-        ts_ms: i64,
-        value: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let current = match pending.get(&key) {
-            Some(ts) => Some(*ts),
-            None => self
-                .tree
-                .get(&key)?
-                .and_then(|b| Event::decode(&b).ok())
-                .map(|e| match e {
-                    Event::User(u) => u.timestamp_ms,
-                    Event::Movie(t) | Event::Series(t) => t.timestamp_ms,
-                    _ => i64::MIN,
-                }),
-        };
-        if current.is_none_or(|c| ts_ms >= c) {
-            pending.insert(key.clone(), ts_ms);
-            batch.insert(key, value);
-        }
-        Ok(())
-    }
-
-    /// Prepares and applies records (see [`prepare::prepare`] and [`Store::apply`]).
-    pub fn apply_records(
-        &mut self,
-        namespace: &str,
-        records: Vec<Processed>,
-    ) -> Result<ApplyReport, StoreError> {
-        self.apply(namespace, prepare::prepare(records))
-    }
-
-    /// Applies one prepared input batch atomically and durably (see the module docs).
-    pub fn apply(
-        &mut self,
-        namespace: &str,
-        prepared: Prepared,
-    ) -> Result<ApplyReport, StoreError> {
-        self.apply_observed(namespace, prepared, |_, _| {})
-    }
-
-    /// [`Store::apply`], then `observe(records, fresh)` once the batch is durable
-    /// (`fresh[i]`: record i was stored, not skipped as a redelivery).
-    pub fn apply_observed(
-        &mut self,
-        namespace: &str,
-        prepared: Prepared,
-        observe: impl FnOnce(&[Processed], &[bool]),
-    ) -> Result<ApplyReport, StoreError> {
+    /// Applies one prepared input batch atomically and durably (see the module
+    /// docs): plans it ([`plan::plan`]), commits the plan in one sled batch and
+    /// flushes it, then moves the in-memory aggregates and offsets. Answers
+    /// what was written and which records were new, for the views fed after it.
+    pub fn apply(&mut self, namespace: &str, prepared: Prepared) -> Result<Committed, StoreError> {
         let t0 = std::time::Instant::now();
-        let Prepared {
-            records,
-            encoded,
-            deltas,
-        } = prepared;
-        let mut batch = sled::Batch::default();
-        let (ns, new_namespace) = self.namespace_number(namespace, &mut batch)?;
-        let mut segments: FxHashMap<(&str, i32), (i64, segment::SegmentWriter)> =
-            FxHashMap::default();
-        let seg_key = |topic: &str, partition: i32, first: i64| {
-            keys::position(keys::EVENT, ns, topic, partition, first)
-        };
-        let mut running: FxHashMap<(&str, i32), i64> = FxHashMap::default();
-        let mut report = ApplyReport::default();
-        let mut catalog_pending: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut fresh = Vec::with_capacity(records.len());
-
-        for (r, value) in records.iter().zip(&encoded) {
-            let topic: &str = &r.pos.topic;
-            let next = running.entry((topic, r.pos.partition)).or_insert_with(|| {
-                self.next_offset(namespace, topic, r.pos.partition)
-                    .unwrap_or(0)
-            });
-            let is_new = r.pos.offset >= *next;
-            fresh.push(is_new);
-            if !is_new {
-                report.duplicates_skipped += 1;
-                continue;
-            }
-            *next = r.pos.offset + 1;
-            match &r.outcome {
-                Outcome::Valid(ev) => {
-                    report.stored += 1;
-                    self.upsert_catalog(ev, value, &mut batch, &mut catalog_pending)?;
-                    let seg = segments
-                        .entry((topic, r.pos.partition))
-                        .or_insert_with(|| (r.pos.offset, segment::SegmentWriter::new()));
-                    if !seg.1.is_empty() && seg.1.len_with(value.len()) > MAX_VALUE_BYTES {
-                        let full = std::mem::take(&mut seg.1);
-                        batch.insert(seg_key(topic, r.pos.partition, seg.0), full.finish());
-                        seg.0 = r.pos.offset;
-                        seg.1 = segment::SegmentWriter::new();
-                    }
-                    seg.1.push(r.pos.offset, value);
-                }
-                Outcome::Rejected { rejection, raw } => {
-                    report.rejected += 1;
-                    let text = std::str::from_utf8(raw).ok();
-                    let dead = DeadLetter {
-                        rejection: rejection.clone(),
-                        namespace: namespace.to_string(),
-                        namespace_id: ns,
-                        topic: topic.to_string(),
-                        partition: r.pos.partition,
-                        offset: r.pos.offset,
-                        origin: r.origin.clone(),
-                        headers: r.headers.clone(),
-                        raw: text.map(str::to_string),
-                        raw_hex: if text.is_none() {
-                            Some(raw.iter().map(|b| format!("{b:02x}")).collect())
-                        } else {
-                            None
-                        },
-                    };
-                    let value = serde_json::to_vec(&dead).unwrap_or_default();
-                    batch.insert(
-                        keys::position(keys::DEAD, ns, topic, r.pos.partition, r.pos.offset),
-                        value,
-                    );
-                }
-            }
-        }
-        // Redelivered records were skipped: their deltas must not count.
-        let mut deltas = if report.duplicates_skipped > 0 {
-            prepare::deltas_of(
-                records
-                    .iter()
-                    .zip(&fresh)
-                    .filter(|(_, f)| **f)
-                    .map(|(r, _)| r),
-            )
-        } else {
-            deltas
-        };
-        deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
-        let mut tracked = self.tracked;
-        let (folded_videos, folded_listening) =
-            bounds::fold(&mut deltas, &self.state, self.limits, &mut tracked);
-        deltas.count("folded/video_events", folded_videos as f64);
-        deltas.count("folded/listening_events", folded_listening as f64);
-
-        for ((topic, partition), (first, seg)) in segments {
-            batch.insert(seg_key(topic, partition, first), seg.finish());
-        }
-        let mut journal_len = 0;
-        let entries: Vec<(&Vec<u8>, &Vec<f64>)> = deltas.map.iter().collect();
-        // Every part also names the offsets this batch writes: a part whose
-        // offsets did not reach the disk with it is a fragment of a write that
-        // failed, and opening drops it (see `load_state`). Merging ignores them.
-        let offset_marks: Vec<(Vec<u8>, [f64; 1])> = running
-            .iter()
-            .map(|((t, p), next)| (keys::offset_key(namespace, t, *p), [*next as f64]))
-            .collect();
-        // About 70 bytes an entry: parts of at most MAX_VALUE_BYTES.
-        for (part, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
-            let journal = state::encode_entries(
-                chunk
-                    .iter()
-                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
-                    .chain(offset_marks.iter().map(|(k, v)| (k.as_slice(), &v[..]))),
-            );
-            journal_len += journal.len();
-            batch.insert(state::journal_key(self.seq, part as u32), journal);
-        }
-        let mut new_offsets = Vec::with_capacity(running.len());
-        for ((topic, partition), next) in running {
-            batch.insert(
-                keys::offset_key(namespace, topic, partition),
-                &next.to_be_bytes(),
-            );
-            new_offsets.push((topic.to_string(), partition, next));
-        }
         self.writable()?;
-        let size: usize = encoded.iter().map(Vec::len).sum::<usize>() + journal_len;
-        self.check_space(size as u64)?;
+        let (ns, registration) = self.namespace_number(namespace)?;
+        let stored_next =
+            |topic: &str, partition: i32| self.next_offset(namespace, topic, partition);
+        let reads = plan::Reads {
+            namespace,
+            ns,
+            stored_next: &stored_next,
+            state: &self.state,
+            limits: self.limits,
+            tracked: self.tracked,
+            seq: self.seq,
+        };
+        let tree = &self.tree;
+        let p = plan::plan(&reads, prepared, |key| {
+            Ok(tree
+                .get(key)?
+                .and_then(|b| Event::decode(&b).ok())
+                .map(|e| plan::catalog_ts(&e)))
+        })?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in registration.iter().chain(&p.writes) {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.check_space(p.bytes as u64)?;
         let t1 = std::time::Instant::now();
         self.view.guard(self.tree.apply_batch(batch))?;
         let t2 = std::time::Instant::now();
         self.view.guard(self.db.flush())?;
+        let mut report = p.report;
         report.prepare_ns = (t1 - t0).as_nanos() as u64;
         report.write_ns = (t2 - t1).as_nanos() as u64;
         report.flush_ns = t2.elapsed().as_nanos() as u64;
 
-        // Durable: now the in-memory views may follow.
-        self.tracked = tracked;
-        if new_namespace {
+        // Durable: now the in-memory state may follow.
+        self.tracked = p.tracked;
+        if !registration.is_empty() {
             self.namespaces.insert(namespace.to_string(), ns);
         }
-        for (k, d) in &deltas.map {
+        for (k, d) in &p.deltas.map {
             self.state.merge(k, d);
         }
         self.seq += 1;
-        self.journal_bytes += journal_len;
-        for (t, p, o) in &new_offsets {
+        self.journal_bytes += p.journal_bytes;
+        for (t, q, o) in &p.offsets {
             self.offsets
-                .insert((namespace.to_string(), t.clone(), *p), *o);
+                .insert((namespace.to_string(), t.clone(), *q), *o);
         }
-        new_offsets.sort();
-        report.offsets = new_offsets;
-        for (r, _) in records.iter().zip(&fresh).filter(|(_, f)| **f) {
-            match &r.outcome {
-                // Pairs folded under (other) stay out of the graph.
-                Outcome::Valid(Event::Music(m))
-                    if self
-                        .state
-                        .get(&keys::join(
-                            keys::MUSIC_PAIR,
-                            &[m.user_id.as_bytes(), m.track_id.as_bytes()],
-                        ))
-                        .is_some() =>
-                {
-                    self.graph.observe(m)
-                }
-                Outcome::Valid(Event::Track(t)) => self.graph.upsert_track(t),
-                Outcome::Valid(Event::Movie(t)) => self.titles.upsert("movie", t),
-                Outcome::Valid(Event::Series(t)) => self.titles.upsert("series", t),
-                _ => {}
-            }
-        }
-        observe(&records, &fresh);
+        report.offsets = p.offsets;
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
             self.checkpoint()?;
         }
-        Ok(report)
+        Ok(Committed {
+            report,
+            records: p.records,
+            fresh: p.fresh,
+        })
     }
 
-    /// The store-local number of an offset namespace; a new one is registered
-    /// in `batch` (answers whether it is new).
-    fn namespace_number(
-        &self,
-        namespace: &str,
-        batch: &mut sled::Batch,
-    ) -> Result<(u32, bool), StoreError> {
+    /// What the status shows of the store: the stored offsets of `namespace`,
+    /// damage found by reads, quarantined entries, the ids held and folded.
+    pub fn status(&self, namespace: &str) -> StoreStatus {
+        StoreStatus {
+            offsets: self.offsets(namespace),
+            damage: self.damage(),
+            quarantined: self.quarantined(),
+            limits: self.limits,
+            tracked: self.tracked,
+            folded_video_events: self.counter("folded/video_events").unwrap_or(0),
+            folded_listening_events: self.counter("folded/listening_events").unwrap_or(0),
+        }
+    }
+
+    /// Whether the listening pair (user, track) is held under its own ids (not
+    /// folded under `(other)` by the bounds).
+    pub fn holds_music_pair(&self, user: &str, track: &str) -> bool {
+        self.state
+            .get(&keys::join(
+                keys::MUSIC_PAIR,
+                &[user.as_bytes(), track.as_bytes()],
+            ))
+            .is_some()
+    }
+
+    /// The store-local number of an offset namespace, and the writes that
+    /// register it when it is new (none when it is known).
+    fn namespace_number(&self, namespace: &str) -> Result<(u32, Registration), StoreError> {
         if let Some(n) = self.namespaces.get(namespace) {
-            return Ok((*n, false));
+            return Ok((*n, Vec::new()));
         }
         let n = self
             .namespaces
@@ -900,9 +772,13 @@ impl Store {
                     "{namespace:?}: no namespace number is left (2^32 used)"
                 ))
             })?;
-        batch.insert(keys::namespace_key(namespace), &n.to_be_bytes());
-        batch.insert(keys::namespace_name_key(n), namespace.as_bytes());
-        Ok((n, true))
+        Ok((
+            n,
+            vec![
+                (keys::namespace_key(namespace), n.to_be_bytes().to_vec()),
+                (keys::namespace_name_key(n), namespace.as_bytes().to_vec()),
+            ],
+        ))
     }
 
     /// The offset namespace to read `base` (a cluster's name) under, given the
@@ -1026,95 +902,12 @@ impl Store {
         self.state = st;
         self.seq = self.seq.max(1);
         self.write_checkpoint(true)?;
-        self.rebuild_indexes()?;
         Ok(events)
     }
 
     /// Entries kept apart by `check --repair`.
     pub fn quarantined(&self) -> usize {
         self.tree.scan_prefix(keys::QUARANTINE).count()
-    }
-
-    /// The listening graph (queries answer from its index).
-    pub fn graph(&self) -> &crate::views::graph::MusicGraph {
-        &self.graph
-    }
-
-    /// Every stored movie and series (latest record of each).
-    pub fn titles(&self) -> &crate::views::affinity::CatalogIndex {
-        &self.titles
-    }
-
-    /// Builds the graph's index from the stored listening aggregates and tracks,
-    /// and the titles' index from the catalog.
-    fn rebuild_indexes(&mut self) -> Result<(), StoreError> {
-        let mut titles = crate::views::affinity::CatalogIndex::default();
-        for prefix in [keys::CAT_MOVIE, keys::CAT_SERIES] {
-            for item in self.tree.scan_prefix(prefix) {
-                let (k, v) = item?;
-                match Event::decode(&v) {
-                    Ok(Event::Movie(t)) => titles.upsert("movie", &t),
-                    Ok(Event::Series(t)) => titles.upsert("series", &t),
-                    _ => {
-                        return Err(StoreError::Corrupt {
-                            key: String::from_utf8_lossy(&k).into_owned(),
-                            message: "not a movie or series record".into(),
-                        })
-                    }
-                }
-            }
-        }
-        self.titles = titles;
-        let mut g = crate::views::graph::MusicGraph::default();
-        for (u, t, agg) in self.music_aggregates()? {
-            if u != bounds::OTHER {
-                g.set_edge(&u, &t, agg);
-            }
-        }
-        for item in self.tree.scan_prefix(keys::CAT_TRACK) {
-            let (k, v) = item?;
-            match Event::decode(&v) {
-                Ok(Event::Track(t)) => g.upsert_track(&t),
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&k).into_owned(),
-                        message: "not a track record".into(),
-                    })
-                }
-            }
-        }
-        self.graph = g;
-        Ok(())
-    }
-
-    fn upsert_catalog(
-        &self,
-        ev: &Event,
-        value: &[u8],
-        batch: &mut sled::Batch,
-        pending: &mut HashMap<Vec<u8>, i64>,
-    ) -> Result<(), StoreError> {
-        let (key, ts) = match ev {
-            Event::User(u) => (
-                keys::join(keys::CAT_USER, &[u.id.as_bytes()]),
-                u.timestamp_ms,
-            ),
-            Event::Movie(t) => (
-                keys::join(keys::CAT_MOVIE, &[t.id.as_bytes()]),
-                t.timestamp_ms,
-            ),
-            Event::Series(t) => (
-                keys::join(keys::CAT_SERIES, &[t.id.as_bytes()]),
-                t.timestamp_ms,
-            ),
-            // Tracks carry no timestamp: the latest delivered wins.
-            Event::Track(t) => (
-                keys::join(keys::CAT_TRACK, &[t.track_id.as_bytes()]),
-                i64::MAX,
-            ),
-            Event::Video(_) | Event::Music(_) => return Ok(()),
-        };
-        self.upsert(batch, pending, key, ts, value.to_vec())
     }
 }
 

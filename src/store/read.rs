@@ -548,6 +548,22 @@ impl StoreView {
         self.tree.scan_prefix(prefix).count()
     }
 
+    /// Every stored movie and series (latest record of each), with its kind.
+    pub fn titles(&self) -> Result<Vec<(&'static str, crate::domain::event::Title)>, StoreError> {
+        let mut out = Vec::new();
+        for prefix in [keys::CAT_MOVIE, keys::CAT_SERIES] {
+            for item in self.tree.scan_prefix(prefix) {
+                let (k, v) = item?;
+                match Event::decode(&v) {
+                    Ok(Event::Movie(t)) => out.push(("movie", t)),
+                    Ok(Event::Series(t)) => out.push(("series", t)),
+                    _ => return Err(corrupt(&k, "not a movie or series record")),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every catalog track.
     pub fn tracks(&self) -> Result<Vec<crate::domain::event::Track>, StoreError> {
         let mut out = Vec::new();

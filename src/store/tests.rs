@@ -7,6 +7,16 @@ use crate::domain::record::{Outcome, Processed, SourcePos};
 use crate::domain::reject::Rejection;
 use crate::synth::generate::{VideoGen, World};
 
+/// Prepares and applies `records` (what the store's actor does, without the views).
+fn apply(
+    s: &mut Store,
+    namespace: &str,
+    records: Vec<Processed>,
+) -> Result<ApplyReport, StoreError> {
+    s.apply(namespace, prepare::prepare(records))
+        .map(|c| c.report)
+}
+
 fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed {
     Processed {
         pos: SourcePos {
@@ -52,7 +62,7 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     ));
     {
         let mut s = Store::open(dir.path(), 16).unwrap();
-        let r = s.apply_records("ns", records.clone()).unwrap();
+        let r = apply(&mut s, "ns", records.clone()).unwrap();
         assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (300, 1, 0));
         assert_eq!(
             r.offsets,
@@ -63,7 +73,7 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
             ]
         );
         // The same batch again (a redelivery) changes nothing.
-        let r = s.apply_records("ns", records.clone()).unwrap();
+        let r = apply(&mut s, "ns", records.clone()).unwrap();
         assert_eq!((r.stored, r.rejected, r.duplicates_skipped), (0, 0, 301));
     }
     let s = Store::open(dir.path(), 16).unwrap();
@@ -143,8 +153,9 @@ fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
         rec("m", 0, 1, Outcome::Valid(play(MusicAction::Play))),
         rec("m", 0, 2, Outcome::Valid(play(MusicAction::Like))),
     ];
-    s.apply_records("ns", batch).unwrap();
-    s.apply_records(
+    apply(&mut s, "ns", batch).unwrap();
+    apply(
+        &mut s,
         "ns",
         vec![rec("c", 0, 2, Outcome::Valid(movie(15, "Older")))],
     )
@@ -185,11 +196,11 @@ fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
     };
     let expected = {
         let mut s = Store::open(dir.path(), 16).unwrap();
-        s.apply_records("ns", batch(0, 300)).unwrap();
+        apply(&mut s, "ns", batch(0, 300)).unwrap();
         s.checkpoint().unwrap();
-        s.apply_records("ns", batch(300, 600)).unwrap();
+        apply(&mut s, "ns", batch(300, 600)).unwrap();
         s.checkpoint().unwrap();
-        s.apply_records("ns", batch(600, 900)).unwrap();
+        apply(&mut s, "ns", batch(600, 900)).unwrap();
         // A checkpoint that never got its pointer switched (a crash mid-checkpoint).
         s.tree
             .insert(
@@ -233,8 +244,8 @@ fn a_batch_overlapping_stored_offsets_counts_only_its_new_records() {
             .collect()
     };
     let mut s = Store::open(dir.path(), 16).unwrap();
-    s.apply_records("ns", batch(0, 200)).unwrap();
-    let r = s.apply_records("ns", batch(100, 300)).unwrap();
+    apply(&mut s, "ns", batch(0, 200)).unwrap();
+    let r = apply(&mut s, "ns", batch(100, 300)).unwrap();
     assert_eq!((r.stored, r.duplicates_skipped), (100, 100));
     assert_eq!(s.counter("stored").unwrap(), 300);
     assert_eq!(s.events().count(), 300);
@@ -260,7 +271,7 @@ fn video_pair_aggregates_of_an_older_checkpoint_are_dropped_and_derived_from_eve
                 )
             })
             .collect();
-        s.apply_records("ns", recs).unwrap();
+        apply(&mut s, "ns", recs).unwrap();
         // What older stores also wrote: a video pair aggregate in the journal.
         let bogus = keys::join(keys::PAIR, &[b"nobody", b"nothing"]);
         let j = state::encode_entries(std::iter::once((
@@ -414,7 +425,7 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
     {
         let mut s = Store::open(dir.path(), 16).unwrap();
         s.set_limits(limits);
-        s.apply_records("ns", records).unwrap();
+        apply(&mut s, "ns", records).unwrap();
         let check = |s: &Store| {
             let q = s.qoe(QoeDim::Video).unwrap();
             let names: Vec<&str> = q.keys().map(String::as_str).collect();
@@ -431,7 +442,13 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
             );
             let genres = s.item_genres();
             assert!(genres.contains_key("(other)") && !genres.contains_key("vid4"));
-            assert_eq!(s.graph().edges(), 2);
+            assert_eq!(
+                crate::views::indexes::Indexes::build(s)
+                    .unwrap()
+                    .graph
+                    .edges(),
+                2
+            );
             // Every event is stored whole.
             assert_eq!(s.events().count(), 14);
         };
@@ -454,7 +471,7 @@ fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
             .enumerate()
             .map(|(i, e)| rec("v", 0, i as i64, Outcome::Valid(Event::Video(e.clone()))))
             .collect();
-        s.apply_records("ns", records).unwrap();
+        apply(&mut s, "ns", records).unwrap();
         s.close().unwrap();
         // What a failed write could leave on disk: its segment and journal part
         // without the offset that would have covered them.

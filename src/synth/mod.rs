@@ -1,7 +1,6 @@
 //! What writes records into Kafka: synthetic generators, the built-in paced
-//! producers, file import, and the fuzz entry points.
+//! producers, and file import.
 
-pub mod fuzzing;
 pub mod generate;
 pub mod import;
 pub mod produce;

@@ -6,3 +6,4 @@ pub mod affinity;
 pub mod analytics;
 pub mod config;
 pub mod graph;
+pub mod indexes;

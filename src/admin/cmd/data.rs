@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::store::WithStoreMut;
+use crate::actors::messages::Backup;
 use crate::admin::bounds::{in_range, path, MAX_K};
 use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
 use crate::export::csv::ExportReport;
-use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -91,11 +90,8 @@ pub async fn export(a: &Admin, req: Export) -> Result<Exported, CommandError> {
 pub async fn snapshot(a: &Admin, req: Snapshot) -> Result<SnapshotTaken, CommandError> {
     let dest = req.out.clone();
     let t = Instant::now();
-    let (entries, bytes) = a
-        .store
-        // On the store's thread: no batch is written while it copies.
-        .send(WithStoreMut(move |s: &mut Store| s.backup(&dest)))
-        .await??;
+    // On the store's thread: no batch is written while it copies.
+    let (entries, bytes) = a.store.backup.send(Backup { dest }).await??;
     Ok(SnapshotTaken {
         snapshot: req.out,
         entries,

@@ -1,10 +1,8 @@
 //! `graph`: the listening graph's queries (the request type is the graph's own).
 
-use crate::actors::store::WithStore;
 use crate::admin::bounds::{id, in_range, opt, MAX_OFFSET};
-use crate::admin::context::Admin;
+use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
-use crate::store::Store;
 use crate::views::graph::GraphAnswer;
 pub use crate::views::graph::GraphRequest as Graph;
 
@@ -25,9 +23,13 @@ impl Graph {
 }
 
 pub async fn graph(a: &Admin, req: Graph) -> Result<GraphAnswer, CommandError> {
-    Ok(a.store
-        .send(WithStore(move |s: &Store| {
-            crate::views::graph::answer(s.graph(), &req)
-        }))
-        .await??)
+    let indexes = a.indexes.clone();
+    let answer = blocking(move || {
+        let ix = indexes
+            .read()
+            .map_err(|_| CommandError::Worker("the graph index is poisoned".into()))?;
+        Ok::<_, CommandError>(crate::views::graph::answer(&ix.graph, &req)?)
+    })
+    .await??;
+    Ok(answer)
 }

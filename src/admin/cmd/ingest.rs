@@ -53,7 +53,7 @@ pub struct PausedReply {
 }
 
 pub async fn set_paused(a: &Admin, paused: bool) -> Result<PausedReply, CommandError> {
-    a.parser
+    a.pause
         .send(SetPaused(paused))
         .await?
         .map_err(|e| CommandError::Refused(e.to_string()))?;

@@ -57,11 +57,11 @@ pub enum ModelsReply {
 }
 
 pub async fn train(a: &Admin) -> Result<TrainOutcome, CommandError> {
-    Ok(a.trainer.send(TrainNow).await??)
+    Ok(a.train.send(TrainNow).await??)
 }
 
 pub async fn evaluate(a: &Admin) -> Result<ChampionEvaluation, CommandError> {
-    Ok(a.evaluator.send(EvaluateChampion).await??)
+    Ok(a.evaluate.send(EvaluateChampion).await??)
 }
 
 pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError> {
@@ -96,11 +96,11 @@ pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError>
             let id = req.id.ok_or(RequestError::Needs(
                 "promote needs `id`: `models` lists the versions",
             ))?;
-            let champion = a.evaluator.send(SetChampion(Some(id))).await??;
+            let champion = a.set_champion.send(SetChampion(Some(id))).await??;
             Ok(ModelsReply::Champion(ChampionSet { champion }))
         }
         ModelsAction::Rollback => {
-            let champion = a.evaluator.send(SetChampion(None)).await??;
+            let champion = a.set_champion.send(SetChampion(None)).await??;
             Ok(ModelsReply::Champion(ChampionSet { champion }))
         }
     }

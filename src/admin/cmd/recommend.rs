@@ -2,13 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::store::WithStore;
 use crate::admin::bounds::{id, in_range, opt, MAX_K};
-use crate::admin::context::Admin;
+use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
 use crate::ml::recommend::{RecommendReply, SimilarReply};
 use crate::ml::serve::Hints;
-use crate::store::Store;
 
 /// `recommend USER [K] [--region R] [--genre G]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -60,19 +58,21 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
     };
     let k = req.k.unwrap_or(10);
     let user = req.user;
-    let reply = a
-        .store
-        .send(WithStore(move |s: &Store| {
-            crate::ml::recommend::recommend(
-                champion.as_deref(),
-                |u| s.user_profile(u),
-                s.titles(),
-                &user,
-                k,
-                &hints,
-            )
-        }))
-        .await??;
+    let (view, indexes) = (a.view.clone(), a.indexes.clone());
+    let reply = blocking(move || {
+        let ix = indexes
+            .read()
+            .map_err(|_| CommandError::Worker("the titles index is poisoned".into()))?;
+        Ok::<_, CommandError>(crate::ml::recommend::recommend(
+            champion.as_deref(),
+            |u| view.user_profile(u),
+            &ix.titles,
+            &user,
+            k,
+            &hints,
+        )?)
+    })
+    .await??;
     reply.ok_or(CommandError::NoModel {
         min_events: a.cfg.models.min_events,
     })
@@ -83,14 +83,14 @@ pub async fn similar(a: &Admin, req: Similar) -> Result<SimilarReply, CommandErr
     let k = req.k.unwrap_or(10);
     let item = req.item;
     let id = c.id;
-    a.store
-        .send(WithStore(move |s: &Store| {
-            crate::ml::recommend::similar(&c, s.titles(), &item, k).ok_or_else(|| {
-                CommandError::NotFound(format!(
-                    "item {:?} is not in model v{id}: list items with `recommend`",
-                    item.trim().to_lowercase()
-                ))
-            })
-        }))
-        .await?
+    let ix = a
+        .indexes
+        .read()
+        .map_err(|_| CommandError::Worker("the titles index is poisoned".into()))?;
+    crate::ml::recommend::similar(&c, &ix.titles, &item, k).ok_or_else(|| {
+        CommandError::NotFound(format!(
+            "item {:?} is not in model v{id}: list items with `recommend`",
+            item.trim().to_lowercase()
+        ))
+    })
 }

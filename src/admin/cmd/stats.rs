@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::store::WithStore;
+use crate::actors::messages::GetStats;
 use crate::admin::bounds::{in_range, opt, MAX_MINUTES, MAX_PAGE};
 use crate::admin::context::Admin;
 use crate::admin::error::{CommandError, RequestError};
-use crate::store::{Stats as StoredStats, StatsSection, Store};
+use crate::store::{Stats as StoredStats, StatsSection};
 use crate::views::analytics::{AnalyticsError, Answer, Dim, View};
 
 /// `stats [SECTION]`.
@@ -26,9 +26,7 @@ impl Stats {
 }
 
 pub async fn stats(a: &Admin, req: Stats) -> Result<StoredStats, CommandError> {
-    Ok(a.store
-        .send(WithStore(move |s: &Store| s.stats(req.section)))
-        .await??)
+    Ok(a.store.stats.send(GetStats(req.section)).await??)
 }
 
 /// `analytics VIEW [--dim D] [--key K] [--minutes M] [--limit N]`.

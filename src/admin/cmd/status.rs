@@ -8,13 +8,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ingest::ProducerEntry;
-use crate::actors::messages::ProducerControl;
-use crate::actors::store::WithStore;
+use crate::actors::messages::{GetStoreStatus, ProducerControl};
 use crate::admin::context::Admin;
 use crate::admin::error::CommandError;
 use crate::ingest::pipeline::Progress;
 use crate::kafka::GroupCommit;
-use crate::store::Store;
 
 /// Whether the brokers answered the last probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,23 +143,21 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
     let ns = a.namespace.clone();
     let store = tokio::time::timeout(
         Duration::from_secs(5),
-        a.store.send(WithStore(move |s: &Store| {
-            let (limits, tracked) = s.tracked();
-            let folded = |name: &str| s.counter(name).unwrap_or(0);
-            let held = Held {
-                videos: tracked.videos,
-                max_tracked_videos: limits.videos,
-                folded_video_events: folded("folded/video_events"),
-                listening_pairs: tracked.listening_pairs,
-                max_listening_pairs: limits.listening_pairs,
-                folded_listening_events: folded("folded/listening_events"),
-            };
-            (s.offsets(&ns), s.damage(), s.quarantined(), held)
-        })),
+        a.store.status.send(GetStoreStatus { namespace: ns }),
     )
     .await;
     let (offsets, damage, quarantined, held, store_health) = match store {
-        Ok(Ok((o, d, q, h))) => (o, d, q, Some(h), "ok"),
+        Ok(Ok(s)) => {
+            let held = Held {
+                videos: s.tracked.videos,
+                max_tracked_videos: s.limits.videos,
+                folded_video_events: s.folded_video_events,
+                listening_pairs: s.tracked.listening_pairs,
+                max_listening_pairs: s.limits.listening_pairs,
+                folded_listening_events: s.folded_listening_events,
+            };
+            (s.offsets, s.damage, s.quarantined, Some(held), "ok")
+        }
         Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, "stopped"),
         Err(_) => (Vec::new(), Vec::new(), 0, None, "not answering within 5 s"),
     };
@@ -260,9 +256,9 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         producers,
         actors: ActorHealth {
             store: store_health.into(),
-            parser: health(a.parser.connected()),
-            trainer: health(a.trainer.connected()),
-            evaluator: health(a.evaluator.connected()),
+            parser: health(a.pause.connected()),
+            trainer: health(a.train.connected()),
+            evaluator: health(a.evaluate.connected()),
             producers: health(a.producers.iter().all(|(_, p)| p.connected())),
         },
         champion: a.serving.get().map(|c| c.id),

@@ -1,6 +1,7 @@
 //! What the fuzz targets (`fuzz/`) run, and the corpus replay test runs on
-//! stable: arbitrary bytes through the parser and the validator, and through
-//! the admin protocol. Each function panics only when an invariant breaks:
+//! stable: arbitrary bytes through the parser and the validator (the admin
+//! protocol's target is `admin::fuzz`). Each function panics only when an
+//! invariant breaks:
 //!
 //! - parsing and validation never panic, and every rejection names its reason
 //!   and says how to fix the record;
@@ -164,39 +165,4 @@ pub fn csv(data: &[u8]) -> bool {
             false
         }
     }
-}
-
-/// Target `admin`: one request line of the admin protocol. A refused line gets a
-/// message; an accepted one is a command `help` lists.
-pub fn admin(data: &[u8]) -> bool {
-    match crate::admin::protocol::parse_request(data) {
-        Ok(req) => {
-            let v: serde_json::Value = serde_json::from_slice(data)
-                .unwrap_or_else(|e| panic!("accepted a request that is not JSON: {e}"));
-            let cmd = v.get("cmd").and_then(|c| c.as_str()).unwrap_or_default();
-            assert!(
-                crate::admin::protocol::commands()
-                    .iter()
-                    .any(|c| c.cmd == cmd),
-                "accepted {req:?} under a command help does not list: {cmd:?}"
-            );
-            true
-        }
-        Err(msg) => {
-            assert!(!msg.to_string().is_empty(), "an empty refusal");
-            false
-        }
-    }
-}
-
-/// Runs the target named `name` (`json`, `legacy`, `csv`, `admin`) on `data`;
-/// answers whether the input was accepted (`None`: no such target).
-pub fn run(name: &str, data: &[u8]) -> Option<bool> {
-    Some(match name {
-        "json" => json(data),
-        "legacy" => legacy(data),
-        "csv" => csv(data),
-        "admin" => admin(data),
-        _ => return None,
-    })
 }
