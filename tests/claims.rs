@@ -42,7 +42,7 @@ fn source(bootstrap: &str, topic: &str, group: &str, store: &Store) -> Source {
         bootstrap,
         &cfg,
         &kinds,
-        store.tree(),
+        store.view(),
         NS,
         Arc::new(Flight::default()),
     )

@@ -183,7 +183,7 @@ impl Daemon {
             &bootstrap,
             &cfg.kafka,
             &kinds,
-            store.tree(),
+            store.view(),
             &namespace,
             flight.clone(),
         )?;

@@ -32,8 +32,7 @@ use crate::domain::record::{Outcome, Processed};
 
 pub use prepare::{prepare, Prepared};
 pub use read::{
-    dead_letter_id, member_id, read_offset, CatalogCounts, DeadLetter, LoggedEvent, QoeDim,
-    QoeStats, Stats, StatsSection,
+    dead_letter_id, CatalogCounts, DeadLetter, LoggedEvent, QoeDim, QoeStats, Stats, StatsSection,
 };
 pub use slots::{MusicAgg, PairAgg, Qoe};
 
@@ -659,11 +658,6 @@ impl Store {
                 .insert(format!("{t}/{p}"), *o);
         }
         out
-    }
-
-    /// A handle for readers on other threads (the consumer's rebalance callback).
-    pub fn tree(&self) -> sled::Tree {
-        self.tree.clone()
     }
 
     /// Applies one prepared input batch atomically and durably (see the module

@@ -616,27 +616,29 @@ impl StoreView {
     }
 }
 
-/// Reads a partition's stored next offset from a tree handle (for threads that do
-/// not own the [`Store`], such as the consumer's rebalance callback).
-/// This store's name in its consumer group's claims: made at first use (random,
-/// 16 hex digits), kept for good.
-pub fn member_id(tree: &sled::Tree) -> Result<String, StoreError> {
-    if let Some(v) = tree.get(keys::MEMBER)? {
-        if let Ok(s) = std::str::from_utf8(&v) {
-            if !s.is_empty() {
-                return Ok(s.to_string());
+impl StoreView {
+    /// This store's member id in the consumer group (made and kept on first use).
+    pub fn member_id(&self) -> Result<String, StoreError> {
+        if let Some(v) = self.tree.get(keys::MEMBER)? {
+            if let Ok(s) = std::str::from_utf8(&v) {
+                if !s.is_empty() {
+                    return Ok(s.to_string());
+                }
             }
         }
+        let id = format!("{:016x}", rand::random::<u64>());
+        self.tree.insert(keys::MEMBER, id.as_bytes())?;
+        self.tree.flush()?;
+        Ok(id)
     }
-    let id = format!("{:016x}", rand::random::<u64>());
-    tree.insert(keys::MEMBER, id.as_bytes())?;
-    tree.flush()?;
-    Ok(id)
-}
 
-pub fn read_offset(tree: &sled::Tree, namespace: &str, topic: &str, partition: i32) -> Option<i64> {
-    let v = tree
-        .get(keys::offset_key(namespace, topic, partition))
-        .ok()??;
-    Some(i64::from_be_bytes(v.as_ref().try_into().ok()?))
+    /// The stored next offset of a partition, as on disk now (readable from
+    /// any thread, e.g. the consumer's rebalance callback).
+    pub fn stored_offset(&self, namespace: &str, topic: &str, partition: i32) -> Option<i64> {
+        let v = self
+            .tree
+            .get(keys::offset_key(namespace, topic, partition))
+            .ok()??;
+        Some(i64::from_be_bytes(v.as_ref().try_into().ok()?))
+    }
 }

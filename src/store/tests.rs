@@ -476,7 +476,7 @@ fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
         // What a failed write could leave on disk: its segment and journal part
         // without the offset that would have covered them.
         let ns = *s.namespaces().keys().next().unwrap();
-        let t = s.tree();
+        let t = s.tree.clone();
         let mut w = segment::SegmentWriter::new();
         w.push(10, &Event::Video(evs[10].clone()).encode());
         t.insert(keys::position(keys::EVENT, ns, "v", 0, 10), w.finish())
@@ -504,5 +504,5 @@ fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
     assert!(s.dead_letters().unwrap().is_empty());
     assert_eq!(s.counter("stored").unwrap(), 10);
     assert_eq!(s.next_offset("ns", "v", 0), Some(10));
-    assert_eq!(s.tree().scan_prefix(state::JOURNAL).count(), 0);
+    assert_eq!(s.tree.scan_prefix(state::JOURNAL).count(), 0);
 }
