@@ -78,7 +78,7 @@ impl Handler<Candidates> for EvaluatorActor {
         // CPU-heavy (every user scored against every item): off the actor threads;
         // a panic ends the run with an error.
         let done = msg.done.clone();
-        crate::actors::worker::spawn(
+        crate::domain::worker::spawn(
             "evaluation",
             move || {
                 let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
@@ -232,7 +232,7 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
             let stored_events = snap.data.stored_events;
             let (tx, rx) = tokio::sync::oneshot::channel();
             // CPU-heavy: off the actor threads (a panic drops `tx`: the reply says so).
-            crate::actors::worker::spawn(
+            crate::domain::worker::spawn(
                 "champion evaluation",
                 move || {
                     let t = std::time::Instant::now();

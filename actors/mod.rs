@@ -25,4 +25,3 @@ pub mod producer;
 pub mod store;
 pub mod trainer;
 pub mod validator;
-pub mod worker;

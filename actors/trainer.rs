@@ -96,7 +96,7 @@ impl TrainerActor {
             };
             // CPU-heavy: off the actor threads; a panic ends the run with an error.
             let on_panic = me.clone();
-            crate::actors::worker::spawn(
+            crate::domain::worker::spawn(
                 "training",
                 move || {
                     if let Err(e) = snap.derive_video_pairs() {

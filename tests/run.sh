@@ -31,5 +31,7 @@ if ! "$PYARROW_PYTHON" -c "import pyarrow.dataset" >/dev/null 2>&1; then
   "$PYARROW_PYTHON" -m pip install --quiet --disable-pip-version-check "pyarrow==21.0.0"
 fi
 cargo fmt --check
+# No import cycle between the library's top-level modules (ARCHITECTURE.md).
+python3 .ci/module-cycles
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

@@ -197,6 +197,11 @@ pub enum Event {
     Music(MusicEvent),
 }
 
+/// A stored event that does not read back (damaged bytes, or a newer layout).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unreadable stored event: {0}")]
+pub struct DecodeError(pub postcard::Error);
+
 impl Event {
     /// The compact binary form kept in the store's event log.
     pub fn encode(&self) -> Vec<u8> {
@@ -204,8 +209,8 @@ impl Event {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
-        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        postcard::from_bytes(bytes).map_err(DecodeError)
     }
 
     /// Short name of the record type, as counted in statistics.

@@ -1,6 +1,7 @@
 //! The vocabulary every layer shares: events and their kinds, source records
 //! and positions, rejections, timestamps, the genre/region/resolution
-//! vocabularies, and progress bars for command-line work.
+//! vocabularies; and the small utilities every layer uses: progress bars for
+//! command-line work, supervised worker threads.
 
 pub mod event;
 pub mod progress;
@@ -9,3 +10,4 @@ pub mod reject;
 pub mod setting;
 pub mod timefmt;
 pub mod vocab;
+pub mod worker;

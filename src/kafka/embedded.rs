@@ -12,7 +12,7 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn start(topics: &[String], partitions: i32) -> Result<Embedded, KafkaGlueError> {
-        let (tx, rx) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<String, KafkaGlueError>>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let topics = topics.to_vec();
         let thread = std::thread::Builder::new()
@@ -21,13 +21,16 @@ impl Embedded {
                 let cluster = match rdkafka::mocking::MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
+                        let _ = tx.send(Err(KafkaGlueError::Client(e)));
                         return;
                     }
                 };
                 for t in &topics {
                     if let Err(e) = cluster.create_topic(t, partitions, 1) {
-                        let _ = tx.send(Err(format!("create topic {t}: {e}")));
+                        let _ = tx.send(Err(KafkaGlueError::Topic {
+                            topic: t.clone(),
+                            message: format!("the embedded broker cannot create it: {e}"),
+                        }));
                         return;
                     }
                 }
@@ -36,10 +39,12 @@ impl Embedded {
                 drop(cluster);
             })
             .map_err(|e| KafkaGlueError::Embedded(e.to_string()))?;
-        let bootstrap = rx
-            .recv()
-            .map_err(|e| KafkaGlueError::Embedded(e.to_string()))?
-            .map_err(KafkaGlueError::Embedded)?;
+        // A start that panicked drops `tx`: the receive fails and says so.
+        let bootstrap = rx.recv().map_err(|_| {
+            KafkaGlueError::Embedded(
+                "its thread ended before the broker started (see the log)".into(),
+            )
+        })??;
         Ok(Embedded {
             bootstrap,
             stop: Some(stop_tx),

@@ -113,7 +113,7 @@ fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<LoggedEvent>, StoreError> {
     let entries = super::segment::entries(v).map_err(|e| corrupt(k, e.to_string()))?;
     let mut out = Vec::with_capacity(entries.len());
     for (offset, body) in entries {
-        let event = Event::decode(body).map_err(|e| corrupt(k, e))?;
+        let event = Event::decode(body).map_err(|e| corrupt(k, e.to_string()))?;
         out.push(LoggedEvent {
             namespace,
             pos: SourcePos {
@@ -537,7 +537,9 @@ impl StoreView {
         let prefix = keys::catalog_prefix(record_type);
         let k = keys::join(prefix, &[id.as_bytes()]);
         match self.tree.get(&k)? {
-            Some(v) => Event::decode(&v).map(Some).map_err(|e| corrupt(&k, e)),
+            Some(v) => Event::decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&k, e.to_string())),
             None => Ok(None),
         }
     }

@@ -145,21 +145,30 @@ pub fn read_video_events(
     Ok((events, rejected))
 }
 
+/// One line of `playpulse bench classify`: a model's report and what it read.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifyBenchReport {
+    #[serde(flatten)]
+    pub report: crate::ml::classify::ClassifierReport,
+    pub events: usize,
+    pub rejected_lines: usize,
+    pub peak_rss_mb: f64,
+}
+
 /// `playpulse bench classify`: one report per model.
 pub fn classify(
     path: &std::path::Path,
     params: &crate::ml::classify::ClassifyParams,
-) -> anyhow::Result<Vec<serde_json::Value>> {
+) -> anyhow::Result<Vec<ClassifyBenchReport>> {
     let (events, rejected) = read_video_events(path)?;
     let reports = crate::ml::classify::train_and_evaluate(&events, params)?;
-    reports
+    Ok(reports
         .into_iter()
-        .map(|(r, _)| {
-            let mut v = serde_json::to_value(&r)?;
-            v["events"] = events.len().into();
-            v["rejected_lines"] = rejected.into();
-            v["peak_rss_mb"] = peak_rss_mb().into();
-            Ok(v)
+        .map(|(report, _)| ClassifyBenchReport {
+            report,
+            events: events.len(),
+            rejected_lines: rejected,
+            peak_rss_mb: peak_rss_mb(),
         })
-        .collect()
+        .collect())
 }

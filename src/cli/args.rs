@@ -1,0 +1,259 @@
+//! The command line's shape: every subcommand and its arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "playpulse",
+    version,
+    about = "Streaming analytics and recommendation daemon for video and music platforms"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon (embedded broker when no brokers are configured).
+    Run {
+        /// Configuration file (defaults apply when absent).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides `data_dir` and PLAYPULSE_DATA_DIR).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Control a running daemon through its admin socket (`ctl --help` lists the commands).
+    Ctl(playpulse::admin::ctl::CtlArgs),
+    /// Send synthetic records to a topic.
+    Produce(ProduceArgs),
+    /// Replay a file (JSON Lines, legacy lines or CSV) into a topic.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// auto, json, legacy or csv.
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
+    /// Print the store's counters, QoE, catalog sizes and offsets as JSON (daemon stopped).
+    Stats {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Print the dead-letter store, one JSON object per line (daemon stopped).
+    Dlq {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// List the model versions, one JSON object per line; or promote / roll back (daemon stopped).
+    Models {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Make this version the champion.
+        #[arg(long, conflicts_with = "rollback")]
+        promote: Option<u64>,
+        /// Go back to the previous champion.
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Recommendations of the champion model for a user, as JSON (daemon stopped).
+    Recommend {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 10, value_parser = playpulse::admin::bounds::parse_k)]
+        k: usize,
+        /// For unknown users: the genre to take popular items from.
+        #[arg(long)]
+        genre: Option<String>,
+        /// For unknown users: the region to take popular items from (first choice).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Write the champion's top-k per user as final_recommendations.csv, the
+    /// classifiers' held-out predictions, or the whole store as a Parquet data lake
+    /// (`export parquet --out DIR`: DIR/<kind>/date=YYYY-MM-DD/*.parquet) — with the
+    /// daemon stopped, or from a `ctl snapshot` of it.
+    Export {
+        /// recommendations, predictions or parquet (also as --what).
+        kind: Option<String>,
+        #[arg(long, default_value = "recommendations")]
+        what: String,
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "final_recommendations.csv")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5, value_parser = playpulse::admin::bounds::parse_k)]
+        k: usize,
+    },
+    /// Reads every entry of the store (daemon stopped) and lists what is
+    /// damaged; with --repair, rebuilds it from what reads back (damaged values
+    /// kept apart, aggregates recomputed). Exits 0 when nothing is (left) damaged.
+    Check {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Engagement predictions of the latest stored classifier for the video
+    /// events of a JSON Lines file, as CSV (daemon stopped).
+    Predict {
+        #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        events: PathBuf,
+        /// decision_tree or svm.
+        #[arg(long, value_enum, default_value = "decision_tree")]
+        model: playpulse::ml::ModelKind,
+        #[arg(long, default_value = "predictions.csv")]
+        out: PathBuf,
+    },
+    /// Benchmarks that print one JSON line.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long)]
+    pub topic: String,
+    /// video, users, movies, series or music.
+    #[arg(long, default_value = "video")]
+    pub kind: String,
+    /// Records to send (0 = without end).
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Records per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 5000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub videos: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub tracks: usize,
+    /// First event time (RFC 3339), or `now` to stamp records with the wall clock.
+    #[arg(long, default_value = "2025-01-01T00:00:00Z")]
+    pub start: String,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// A long run on the embedded broker: memory and store size sampled every 5 %,
+    /// then every record checked (lost, duplicated).
+    Soak {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 0.001)]
+        bad_fraction: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Listening-graph queries: the graph built from N generated music events,
+    /// then every query kind timed (p50/p99 per kind).
+    Graph {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+        #[arg(long, default_value_t = 10_000)]
+        tracks: usize,
+        /// Queries per kind.
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+    },
+    /// Engagement classifiers (decision tree, SVM) on a JSON Lines events file, 80/20 split.
+    Classify {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long, default_value_t = 57)]
+        seed: u64,
+        #[arg(long, default_value_t = 20)]
+        tree_max_depth: usize,
+        #[arg(long, default_value_t = 200_000)]
+        tree_max_rows: usize,
+        /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
+        #[arg(long, default_value_t = 5_000)]
+        svm_max_rows: usize,
+    },
+    /// Implicit ALS: fit on a train split, top-k metrics on its test split.
+    Als {
+        /// Tab-separated `user item weight events positive` with a header.
+        #[arg(long)]
+        train: PathBuf,
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        factors: usize,
+        #[arg(long, default_value_t = 15)]
+        iterations: usize,
+        #[arg(long, default_value_t = 0.1)]
+        regularization: f32,
+        #[arg(long, default_value_t = 1.0)]
+        alpha: f32,
+        #[arg(long, default_value_t = 3)]
+        cg_steps: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Project factors onto ≥ 0 (as the reference notebooks' Spark model).
+        #[arg(long)]
+        nonnegative: bool,
+        /// Regularization scaled by each row's interaction count (ALS-WR, as Spark).
+        #[arg(long)]
+        weighted_regularization: bool,
+        /// Solve each row exactly (Cholesky) instead of by CG steps.
+        #[arg(long)]
+        exact: bool,
+    },
+    /// The whole ingest pipeline on the embedded broker.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 0.01)]
+        bad_fraction: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+}
+
+/// The pipeline the ingest and soak benchmarks run.
+#[derive(Args)]
+pub struct PipelineArgs {
+    #[arg(long, default_value_t = 50_000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 5_000)]
+    pub videos: usize,
+    #[arg(long, default_value_t = 32)]
+    pub partitions: i32,
+    #[arg(long, default_value_t = 20_000)]
+    pub batch_size: usize,
+    /// The store's cache (store.cache_mb).
+    #[arg(long, default_value_t = playpulse::config::StoreConfig::default().cache_mb)]
+    pub cache_mb: u64,
+    /// Where the store goes (default: a fresh temporary directory, removed after).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
