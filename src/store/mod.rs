@@ -8,17 +8,21 @@
 
 pub mod bounds;
 pub mod check;
+mod checkpoint;
 pub mod config;
 pub mod keys;
 mod migrate;
 pub mod models;
+mod namespaces;
 pub mod plan;
 pub mod prepare;
 mod read;
+mod recovery;
 mod scan;
 pub mod segment;
 pub mod slots;
 mod state;
+mod stats;
 
 use std::collections::HashMap;
 
@@ -28,13 +32,12 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::domain::event::Event;
-use crate::domain::record::{Outcome, Processed};
+use crate::domain::record::Processed;
 
 pub use prepare::{prepare, Prepared};
-pub use read::{
-    dead_letter_id, CatalogCounts, DeadLetter, LoggedEvent, QoeDim, QoeStats, Stats, StatsSection,
-};
+pub use read::{dead_letter_id, DeadLetter, LoggedEvent, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
+pub use stats::{CatalogCounts, QoeStats, Stats, StatsSection};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -65,29 +68,6 @@ pub enum StoreError {
     BadId { id: String, rule: &'static str },
     #[error("{0}")]
     Refused(String),
-}
-
-/// sled writes its snapshot to `snap.<lsn>.generating` and renames it when
-/// done: one left behind (the disk filled, the process was killed) is never
-/// finished and would stop every later open. The finished snapshots and the
-/// log are what recovery reads.
-fn remove_unfinished_snapshots(path: &Path) {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            match std::fs::remove_file(e.path()) {
-                Ok(()) => tracing::warn!(
-                    "removed {}: an unfinished snapshot of an earlier run",
-                    e.path().display()
-                ),
-                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
-            }
-        }
-    }
 }
 
 impl From<sled::Error> for StoreError {
@@ -265,7 +245,7 @@ impl Store {
 
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let path = dir.join("store");
-        remove_unfinished_snapshots(&path);
+        recovery::remove_unfinished_snapshots(&path);
         // Every write is flushed by the store itself, never in the background:
         // after a failed write nothing more may reach the disk (see `poison`).
         let config = sled::Config::new()
@@ -376,211 +356,6 @@ impl Store {
         (self.limits, self.tracked)
     }
 
-    /// Loads the latest checkpoint, drops unfinished ones, replays the journal after it.
-    fn load_state(&mut self, encoding: state::Encoding) -> Result<(), StoreError> {
-        let (gen, covered) = match self.tree.get(state::CHECKPOINT_CURRENT)? {
-            Some(v) if v.len() == 16 => {
-                let gen = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
-                let covered = u64::from_be_bytes(v[8..].try_into().unwrap_or([0; 8]));
-                (gen, Some(covered))
-            }
-            Some(_) => {
-                return Err(StoreError::Corrupt {
-                    key: "k/current".into(),
-                    message: "wrong length".into(),
-                })
-            }
-            None => (0, None),
-        };
-        self.gen = gen;
-        let current = state::checkpoint_gen_prefix(gen);
-        let mut orphans = Vec::new();
-        for item in self.tree.scan_prefix(state::CHECKPOINT) {
-            let (k, v) = item?;
-            if covered.is_some() && k.starts_with(&current) {
-                let st = &mut self.state;
-                state::decode_entries(&v, encoding, |key, slots| st.merge(key, slots)).ok_or_else(
-                    || StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&k).into_owned(),
-                        message: "unreadable checkpoint chunk".into(),
-                    },
-                )?;
-            } else {
-                orphans.push(k);
-            }
-        }
-        for k in orphans {
-            self.tree.remove(k)?;
-        }
-        let mut next = covered.map_or(0, |c| c + 1);
-        let mut fragments = Vec::new();
-        for item in self.tree.scan_prefix(state::JOURNAL) {
-            let (k, v) = item?;
-            let seq = state::journal_seq(&k);
-            if covered.is_some_and(|c| seq <= c) {
-                continue;
-            }
-            let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();
-            state::decode_entries(&v, encoding, |key, slots| {
-                entries.push((key.to_vec(), slots.to_vec()))
-            })
-            .ok_or_else(|| StoreError::Corrupt {
-                key: format!("j/{seq}"),
-                message: "unreadable journal entry".into(),
-            })?;
-            if let Some(why) = self.fragment(&entries) {
-                // A write that failed left this part behind without its offsets.
-                tracing::warn!(
-                    "dropping journal entry {seq} of a write that did not complete ({why})"
-                );
-                fragments.push(k);
-                continue;
-            }
-            for (key, slots) in &entries {
-                self.state.merge(key, slots);
-            }
-            self.journal_bytes += v.len();
-            next = seq + 1;
-        }
-        for k in fragments {
-            self.tree.remove(k)?;
-        }
-        self.seq = next;
-        Ok(())
-    }
-
-    /// Why journal entries are a fragment of a write that did not complete:
-    /// an offset they name is past the one stored.
-    fn fragment(&self, entries: &[(Vec<u8>, Vec<f64>)]) -> Option<String> {
-        entries.iter().find_map(|(k, v)| {
-            let rest = k.strip_prefix(keys::OFFSET)?;
-            let (ns, rest) = rest.split_at(rest.iter().position(|&b| b == 0)?);
-            let rest = &rest[1..];
-            let (topic, tail) = rest.split_at(rest.iter().position(|&b| b == 0)?);
-            let partition = u32::from_be_bytes(tail.get(1..5)?.try_into().ok()?) as i32;
-            let (ns, topic) = (
-                std::str::from_utf8(ns).ok()?,
-                std::str::from_utf8(topic).ok()?,
-            );
-            let want = *v.first()? as i64;
-            let stored = self.next_offset(ns, topic, partition).unwrap_or(0);
-            (stored < want)
-                .then(|| format!("{topic}/{partition}: stored {stored}, the entry names {want}"))
-        })
-    }
-
-    /// Drops what a write that did not complete left behind: event segments
-    /// and dead letters at or past the stored offset of their partition (a
-    /// stored batch always moves the offset past what it holds). One seek per
-    /// partition.
-    fn drop_fragments(&mut self) -> Result<(), StoreError> {
-        let names: HashMap<u32, &str> = self
-            .namespaces
-            .iter()
-            .map(|(n, i)| (*i, n.as_str()))
-            .collect();
-        let with_offsets: std::collections::HashSet<&str> =
-            self.offsets.keys().map(|(ns, _, _)| ns.as_str()).collect();
-        let mut dropped = Vec::new();
-        for prefix in [keys::EVENT, keys::DEAD] {
-            let mut start = prefix.to_vec();
-            loop {
-                let Some(item) = self.tree.range(start.clone()..).next() else {
-                    break;
-                };
-                let (k, _) = item?;
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                let Some((ns, topic, partition, _)) = keys::parse_position(&k[prefix.len()..])
-                else {
-                    break;
-                };
-                // Past this partition: its key prefix with the largest offset.
-                let mut next_partition = keys::position(prefix, ns, &topic, partition, -1);
-                next_partition.push(0xff);
-                let judged = names.get(&ns).filter(|n| with_offsets.contains(*n));
-                if let Some(name) = judged {
-                    let stored = self.next_offset(name, &topic, partition).unwrap_or(0);
-                    let from = keys::position(prefix, ns, &topic, partition, stored);
-                    for item in self.tree.range(from..next_partition.clone()) {
-                        dropped.push(item?.0);
-                    }
-                }
-                start = next_partition;
-            }
-        }
-        if !dropped.is_empty() {
-            tracing::warn!(
-                "dropped {} event segments and dead letters of a write that did not complete",
-                dropped.len()
-            );
-            let mut batch = sled::Batch::default();
-            for k in dropped {
-                batch.remove(k);
-            }
-            self.view.commit(batch)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the whole aggregate state as a new checkpoint and drops the journal it covers.
-    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
-        if self.seq == 0 {
-            return Ok(());
-        }
-        self.write_checkpoint(false)
-    }
-
-    /// Writes a checkpoint; with `mark_layout`, the layout mark in the same
-    /// atomic step (a store opened in an older layout).
-    fn write_checkpoint(&mut self, mark_layout: bool) -> Result<(), StoreError> {
-        self.writable()?;
-        self.check_space(self.state.approx_bytes() as u64)?;
-        let gen = self.gen + 1;
-        let entries: Vec<(&Vec<u8>, &Box<[f64]>)> = self.state.entries().collect();
-        for (i, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
-            let value = state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), &v[..])));
-            let r = self
-                .tree
-                .insert(state::checkpoint_chunk_key(gen, i as u32), value);
-            self.view.guard(r)?;
-        }
-        let mut batch = sled::Batch::default();
-        if mark_layout {
-            batch.insert(keys::LAYOUT_KEY, &keys::LAYOUT.to_be_bytes());
-        }
-        if self.seq > 0 {
-            let covered = self.seq - 1;
-            let mut pointer = gen.to_be_bytes().to_vec();
-            pointer.extend_from_slice(&covered.to_be_bytes());
-            batch.insert(state::CHECKPOINT_CURRENT, pointer);
-        }
-        for item in self.tree.scan_prefix(state::JOURNAL) {
-            batch.remove(item?.0);
-        }
-        for item in self
-            .tree
-            .scan_prefix(state::checkpoint_gen_prefix(self.gen))
-        {
-            batch.remove(item?.0);
-        }
-        self.view.commit(batch)?;
-        self.gen = gen;
-        self.journal_bytes = 0;
-        Ok(())
-    }
-
-    /// Checkpoints and flushes (a clean shutdown makes the next open fast).
-    pub fn close(&mut self) -> Result<(), StoreError> {
-        self.writable()?;
-        if self.journal_bytes > 0 {
-            self.checkpoint()?;
-        }
-        self.view.guard(self.db.flush())?;
-        Ok(())
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -602,48 +377,6 @@ impl Store {
             .collect();
         v.sort();
         v
-    }
-
-    /// A consistent copy of the whole store into the data dir `dest` (which must
-    /// not hold a store yet): checkpoints, then copies every entry while no batch
-    /// is written (call it on the store's thread). `playpulse run --data-dir DEST`
-    /// starts from the copy. The copy is a new member of the consumer group: its
-    /// member id (see `claims`) is not copied. Answers (entries, bytes).
-    pub fn backup(&mut self, dest: &Path) -> Result<(u64, u64), StoreError> {
-        let path = dest.join("store");
-        if path.exists() {
-            return Err(StoreError::Refused(format!(
-                "{:?}: already holds a store: choose an empty or new directory for the snapshot",
-                dest.display().to_string()
-            )));
-        }
-        self.checkpoint()?;
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        let db = sled::Config::new().path(&path).open().map_err(open_err)?;
-        let tree = db.open_tree("main").map_err(open_err)?;
-        let (mut n, mut bytes) = (0u64, 0u64);
-        let mut batch = sled::Batch::default();
-        let mut pending = 0usize;
-        for item in self.tree.iter() {
-            let (k, v) = item?;
-            if k.as_ref() == keys::MEMBER {
-                continue;
-            }
-            n += 1;
-            bytes += (k.len() + v.len()) as u64;
-            pending += k.len() + v.len();
-            batch.insert(k, v);
-            if pending > 8 << 20 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-        tree.apply_batch(batch)?;
-        db.flush()?;
-        Ok((n, bytes))
     }
 
     /// Every stored next offset: namespace → `topic/partition` → next offset.
@@ -748,155 +481,6 @@ impl Store {
                 &[user.as_bytes(), track.as_bytes()],
             ))
             .is_some()
-    }
-
-    /// The store-local number of an offset namespace, and the writes that
-    /// register it when it is new (none when it is known).
-    fn namespace_number(&self, namespace: &str) -> Result<(u32, Registration), StoreError> {
-        if let Some(n) = self.namespaces.get(namespace) {
-            return Ok((*n, Vec::new()));
-        }
-        let n = self
-            .namespaces
-            .values()
-            .max()
-            .map_or(Some(1), |m| m.checked_add(1))
-            .ok_or_else(|| {
-                StoreError::Refused(format!(
-                    "{namespace:?}: no namespace number is left (2^32 used)"
-                ))
-            })?;
-        Ok((
-            n,
-            vec![
-                (keys::namespace_key(namespace), n.to_be_bytes().to_vec()),
-                (keys::namespace_name_key(n), namespace.as_bytes().to_vec()),
-            ],
-        ))
-    }
-
-    /// The offset namespace to read `base` (a cluster's name) under, given the
-    /// partitions' high watermarks now: the latest epoch of `base` this store
-    /// read (`base`, `base~2`, `base~3`, ...), or a new epoch when a partition
-    /// holds fewer records than the store read of it (the topic was recreated,
-    /// or the cluster's offsets reset). A new epoch starts with the offsets of
-    /// every partition that was not reset, in one atomic write; the reset ones
-    /// are read again from their start, stored beside the earlier epoch's
-    /// records, never over them. Answers the namespace and the partitions
-    /// found reset.
-    /// `high` asks the brokers for the high watermarks of the partitions it is
-    /// given (`None` when they cannot say: the latest epoch is kept).
-    pub fn namespace_epoch(
-        &mut self,
-        base: &str,
-        high: impl FnOnce(&[(String, i32)]) -> Option<std::collections::BTreeMap<(String, i32), i64>>,
-    ) -> Result<(String, Vec<PartitionReset>), StoreError> {
-        let epoch_of = |ns: &str| -> Option<u64> {
-            if ns == base {
-                Some(1)
-            } else {
-                ns.strip_prefix(base)?.strip_prefix('~')?.parse().ok()
-            }
-        };
-        let latest = self
-            .offsets
-            .keys()
-            .filter_map(|(ns, _, _)| epoch_of(ns))
-            .max();
-        let Some(latest) = latest else {
-            return Ok((base.to_string(), Vec::new()));
-        };
-        let current = if latest == 1 {
-            base.to_string()
-        } else {
-            format!("{base}~{latest}")
-        };
-        let stored = self.offsets(&current);
-        let parts: Vec<(String, i32)> = stored.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-        let Some(high) = high(&parts) else {
-            return Ok((current, Vec::new()));
-        };
-        let mut reset = Vec::new();
-        let mut kept = Vec::new();
-        for (t, p, next) in stored {
-            match high.get(&(t.clone(), p)) {
-                Some(&h) if h < next => reset.push((t, p, next, h)),
-                _ => kept.push((t, p, next)),
-            }
-        }
-        if reset.is_empty() {
-            return Ok((current, reset));
-        }
-        let next = format!("{base}~{}", latest + 1);
-        let mut batch = sled::Batch::default();
-        for (t, p, o) in &kept {
-            batch.insert(keys::offset_key(&next, t, *p), &o.to_be_bytes());
-        }
-        self.view.commit(batch)?;
-        for (t, p, o) in kept {
-            self.offsets.insert((next.clone(), t, p), o);
-        }
-        Ok((next, reset))
-    }
-
-    /// Every offset namespace this store holds positions of, by number.
-    pub fn namespaces(&self) -> std::collections::BTreeMap<u32, String> {
-        self.namespaces
-            .iter()
-            .map(|(k, v)| (*v, k.clone()))
-            .collect()
-    }
-
-    /// Recomputes every aggregate from the event log and the dead letters
-    /// (after a repair dropped what could not be read) and checkpoints them;
-    /// answers the events read.
-    pub fn recompute_aggregates(&mut self) -> Result<u64, StoreError> {
-        let mut st = state::State::default();
-        let mut events = 0u64;
-        let mut chunk = Vec::with_capacity(50_000);
-        let flush = |chunk: &mut Vec<Processed>, st: &mut state::State| {
-            let d = prepare::deltas_of(chunk.iter());
-            for (k, v) in &d.map {
-                st.merge(k, v);
-            }
-            chunk.clear();
-        };
-        for item in self.view.event_log() {
-            let e = item?;
-            events += 1;
-            chunk.push(Processed {
-                pos: e.pos,
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Valid(e.event),
-            });
-            if chunk.len() == chunk.capacity() {
-                flush(&mut chunk, &mut st);
-            }
-        }
-        for d in self.view.dead_letters()? {
-            chunk.push(Processed {
-                pos: crate::domain::record::SourcePos {
-                    topic: d.topic.as_str().into(),
-                    partition: d.partition,
-                    offset: d.offset,
-                },
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Rejected {
-                    rejection: d.rejection,
-                    raw: Vec::new(),
-                },
-            });
-            if chunk.len() == chunk.capacity() {
-                flush(&mut chunk, &mut st);
-            }
-        }
-        flush(&mut chunk, &mut st);
-        self.state = st;
-        self.seq = self.seq.max(1);
-        self.write_checkpoint(true)?;
-        Ok(events)
     }
 
     /// Entries kept apart by `check --repair`.

@@ -193,7 +193,7 @@ pub fn produce(
 }
 
 /// A seeded, finite stream of video records, `bad_fraction` of them malformed
-/// (as `generate::corrupt_video` makes them): the same seed gives the same
+/// (as `corrupt::corrupt_video` makes them): the same seed gives the same
 /// records, so a run can be checked afterwards by making them again.
 pub struct VideoStream {
     gen: crate::synth::generate::VideoGen,
@@ -211,7 +211,7 @@ impl VideoStream {
                 1_735_689_600_000,
                 50,
             ),
-            rng: crate::synth::generate::bad_rng(seed),
+            rng: crate::synth::corrupt::bad_rng(seed),
             bad_fraction,
             left: events,
         }
@@ -229,7 +229,7 @@ impl VideoStream {
         let ev = self.gen.next_event();
         let key = ev.user_id.clone().into_bytes();
         if self.rng.gen::<f64>() < self.bad_fraction {
-            let (p, _) = crate::synth::generate::corrupt_video(&ev, &mut self.rng);
+            let (p, _) = crate::synth::corrupt::corrupt_video(&ev, &mut self.rng);
             Some((key, p, None))
         } else {
             let e = crate::domain::event::Event::Video(ev);

@@ -3,7 +3,8 @@ use crate::config::ValidationConfig;
 use crate::domain::event::{MusicAction, Track};
 use crate::ingest::validate::Validator;
 use crate::ingest::wire;
-use crate::synth::generate::{corrupt_video, VideoGen, World};
+use crate::synth::corrupt::corrupt_video;
+use crate::synth::generate::{VideoGen, World};
 
 fn video(payload: &[u8]) -> Result<Event, Rejection> {
     parse_payload(Kind::Video, &Format::Sniff, payload)
@@ -53,7 +54,7 @@ fn notebook_legacy_line_parses_with_its_date_form() {
 #[test]
 fn every_injected_bad_kind_is_rejected_with_its_reason() {
     let mut g = VideoGen::new(World::new(50, 20, 3), 3, 1_735_689_600_000, 50);
-    let mut rng = crate::synth::generate::bad_rng(3);
+    let mut rng = crate::synth::corrupt::bad_rng(3);
     let mut seen = std::collections::HashSet::new();
     for _ in 0..2000 {
         let (bytes, reason) = corrupt_video(&g.next_event(), &mut rng);

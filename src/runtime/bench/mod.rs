@@ -17,7 +17,8 @@ use crate::domain::event::{Event, Kind};
 use crate::ingest::wire;
 use crate::runtime::daemon::Daemon;
 use crate::store::Store;
-use crate::synth::generate::{bad_rng, corrupt_video, VideoGen, World};
+use crate::synth::corrupt::{bad_rng, corrupt_video};
+use crate::synth::generate::{VideoGen, World};
 
 #[derive(Debug, Clone)]
 pub struct IngestBenchArgs {

@@ -1,0 +1,181 @@
+//! What opening a store recovers: the aggregates from the latest checkpoint
+//! and the journal after it, and what a write that did not complete left behind
+//! (dropped: it was never acknowledged).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{keys, state, Store, StoreError};
+
+/// sled writes its snapshot to `snap.<lsn>.generating` and renames it when
+/// done: one left behind (the disk filled, the process was killed) is never
+/// finished and would stop every later open. The finished snapshots and the
+/// log are what recovery reads.
+pub(super) fn remove_unfinished_snapshots(path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::warn!(
+                    "removed {}: an unfinished snapshot of an earlier run",
+                    e.path().display()
+                ),
+                Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Loads the latest checkpoint, drops unfinished ones, replays the journal after it.
+    pub(super) fn load_state(&mut self, encoding: state::Encoding) -> Result<(), StoreError> {
+        let (gen, covered) = match self.tree.get(state::CHECKPOINT_CURRENT)? {
+            Some(v) if v.len() == 16 => {
+                let gen = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+                let covered = u64::from_be_bytes(v[8..].try_into().unwrap_or([0; 8]));
+                (gen, Some(covered))
+            }
+            Some(_) => {
+                return Err(StoreError::Corrupt {
+                    key: "k/current".into(),
+                    message: "wrong length".into(),
+                })
+            }
+            None => (0, None),
+        };
+        self.gen = gen;
+        let current = state::checkpoint_gen_prefix(gen);
+        let mut orphans = Vec::new();
+        for item in self.tree.scan_prefix(state::CHECKPOINT) {
+            let (k, v) = item?;
+            if covered.is_some() && k.starts_with(&current) {
+                let st = &mut self.state;
+                state::decode_entries(&v, encoding, |key, slots| st.merge(key, slots)).ok_or_else(
+                    || StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        message: "unreadable checkpoint chunk".into(),
+                    },
+                )?;
+            } else {
+                orphans.push(k);
+            }
+        }
+        for k in orphans {
+            self.tree.remove(k)?;
+        }
+        let mut next = covered.map_or(0, |c| c + 1);
+        let mut fragments = Vec::new();
+        for item in self.tree.scan_prefix(state::JOURNAL) {
+            let (k, v) = item?;
+            let seq = state::journal_seq(&k);
+            if covered.is_some_and(|c| seq <= c) {
+                continue;
+            }
+            let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();
+            state::decode_entries(&v, encoding, |key, slots| {
+                entries.push((key.to_vec(), slots.to_vec()))
+            })
+            .ok_or_else(|| StoreError::Corrupt {
+                key: format!("j/{seq}"),
+                message: "unreadable journal entry".into(),
+            })?;
+            if let Some(why) = self.fragment(&entries) {
+                // A write that failed left this part behind without its offsets.
+                tracing::warn!(
+                    "dropping journal entry {seq} of a write that did not complete ({why})"
+                );
+                fragments.push(k);
+                continue;
+            }
+            for (key, slots) in &entries {
+                self.state.merge(key, slots);
+            }
+            self.journal_bytes += v.len();
+            next = seq + 1;
+        }
+        for k in fragments {
+            self.tree.remove(k)?;
+        }
+        self.seq = next;
+        Ok(())
+    }
+
+    /// Why journal entries are a fragment of a write that did not complete:
+    /// an offset they name is past the one stored.
+    pub(super) fn fragment(&self, entries: &[(Vec<u8>, Vec<f64>)]) -> Option<String> {
+        entries.iter().find_map(|(k, v)| {
+            let rest = k.strip_prefix(keys::OFFSET)?;
+            let (ns, rest) = rest.split_at(rest.iter().position(|&b| b == 0)?);
+            let rest = &rest[1..];
+            let (topic, tail) = rest.split_at(rest.iter().position(|&b| b == 0)?);
+            let partition = u32::from_be_bytes(tail.get(1..5)?.try_into().ok()?) as i32;
+            let (ns, topic) = (
+                std::str::from_utf8(ns).ok()?,
+                std::str::from_utf8(topic).ok()?,
+            );
+            let want = *v.first()? as i64;
+            let stored = self.next_offset(ns, topic, partition).unwrap_or(0);
+            (stored < want)
+                .then(|| format!("{topic}/{partition}: stored {stored}, the entry names {want}"))
+        })
+    }
+
+    /// Drops what a write that did not complete left behind: event segments
+    /// and dead letters at or past the stored offset of their partition (a
+    /// stored batch always moves the offset past what it holds). One seek per
+    /// partition.
+    pub(super) fn drop_fragments(&mut self) -> Result<(), StoreError> {
+        let names: HashMap<u32, &str> = self
+            .namespaces
+            .iter()
+            .map(|(n, i)| (*i, n.as_str()))
+            .collect();
+        let with_offsets: std::collections::HashSet<&str> =
+            self.offsets.keys().map(|(ns, _, _)| ns.as_str()).collect();
+        let mut dropped = Vec::new();
+        for prefix in [keys::EVENT, keys::DEAD] {
+            let mut start = prefix.to_vec();
+            loop {
+                let Some(item) = self.tree.range(start.clone()..).next() else {
+                    break;
+                };
+                let (k, _) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let Some((ns, topic, partition, _)) = keys::parse_position(&k[prefix.len()..])
+                else {
+                    break;
+                };
+                // Past this partition: its key prefix with the largest offset.
+                let mut next_partition = keys::position(prefix, ns, &topic, partition, -1);
+                next_partition.push(0xff);
+                let judged = names.get(&ns).filter(|n| with_offsets.contains(*n));
+                if let Some(name) = judged {
+                    let stored = self.next_offset(name, &topic, partition).unwrap_or(0);
+                    let from = keys::position(prefix, ns, &topic, partition, stored);
+                    for item in self.tree.range(from..next_partition.clone()) {
+                        dropped.push(item?.0);
+                    }
+                }
+                start = next_partition;
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(
+                "dropped {} event segments and dead letters of a write that did not complete",
+                dropped.len()
+            );
+            let mut batch = sled::Batch::default();
+            for k in dropped {
+                batch.remove(k);
+            }
+            self.view.commit(batch)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+use super::*;
+use crate::domain::record::SourcePos;
+use std::sync::Arc;
+
+fn view(min: i64, video: &str, region: &str, watch_s: f64) -> VideoEvent {
+    VideoEvent {
+        user_id: "u".into(),
+        video_id: video.into(),
+        watch_time_seconds: watch_s,
+        resolution: "1080p".into(),
+        bitrate_kbps: 4000,
+        buffering_events: 2,
+        paused: true,
+        skipped: false,
+        genre: "Drama".into(),
+        region: region.into(),
+        recommended: false,
+        timestamp_ms: 1_767_225_600_000 + min * MINUTE_MS + 5_000,
+        startup_time_ms: Some(800.0),
+        rebuffer_ms: Some(1500.0),
+        error: None,
+    }
+}
+
+fn rec(v: VideoEvent) -> Processed {
+    Processed {
+        pos: SourcePos {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+        },
+        origin: None,
+        headers: Default::default(),
+        outcome: Outcome::Valid(Event::Video(v)),
+    }
+}
+
+#[test]
+fn qoe_follows_the_industry_definitions() {
+    let mut s = QoeSums::default();
+    s.add_view(&view(0, "a", "US", 600.0)); // 600 s played, 1.5 s rebuffering, 2 rebuffers
+    let mut failed = view(0, "a", "US", 0.0);
+    failed.error = Some("drm".into());
+    failed.startup_time_ms = None;
+    s.add_view(&failed);
+    let mut left = view(0, "a", "US", 0.0);
+    left.startup_time_ms = None;
+    s.add_view(&left);
+    let mut low = view(0, "a", "US", 200.0);
+    low.bitrate_kbps = 1000;
+    low.startup_time_ms = Some(400.0);
+    s.add_view(&low);
+    let m = s.metrics();
+    assert_eq!(m.views, 4);
+    // rebuffer 4 × 1.5 s over (800 s played + 6 s rebuffering)
+    assert!((m.rebuffering_ratio - 6_000.0 / 806_000.0).abs() < 1e-12);
+    assert!((m.startup_time_ms - 600.0).abs() < 1e-12, "{m:?}");
+    assert!((m.start_failure_rate - 0.25).abs() < 1e-12);
+    assert!((m.exits_before_start_rate - 0.25).abs() < 1e-12);
+    // (4000 × 600 + 1000 × 200) / 800
+    assert!((m.avg_bitrate_kbps - 3250.0).abs() < 1e-9);
+    // 8 rebuffers over 800 s of play
+    assert!((m.rebuffers_per_hour - 8.0 / (800.0 / 3600.0)).abs() < 1e-9);
+    assert!((m.pause_rate - 1.0).abs() < 1e-12 && m.skip_rate == 0.0);
+}
+
+#[test]
+fn windows_by_minute_with_bounded_memory() {
+    let mut a = Analytics::new(AnalyticsConfig {
+        retention_minutes: 3,
+        max_keys: 2,
+        future_skew_seconds: 300,
+    });
+    let now = 1_767_225_600_000 + 10 * MINUTE_MS;
+    let batch: Vec<Processed> = vec![
+        rec(view(0, "a", "US", 60.0)),
+        rec(view(0, "b", "US", 60.0)),
+        rec(view(0, "c", "DE", 60.0)),
+        rec(view(1, "a", "DE", 30.0)),
+    ];
+    let fresh = vec![true, true, true, false];
+    a.observe(&batch, &fresh, now);
+    // Minute 0: 3 views, the third video over max_keys goes to (other); the
+    // duplicate (not fresh) is not counted anywhere but in the pipeline.
+    let top = a.summary(Dim::Video, 10, 10);
+    let names: Vec<&str> = top.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, vec!["(other)", "a", "b"]);
+    assert_eq!(
+        a.summary(Dim::Region, 10, 10)[0],
+        ("US".to_string(), {
+            let mut s = QoeSums::default();
+            s.add_view(&view(0, "a", "US", 60.0));
+            s.add_view(&view(0, "b", "US", 60.0));
+            s.metrics()
+        })
+    );
+    let p = a.pipeline(1);
+    assert_eq!((p[0].1.stored, p[0].1.duplicates_skipped), (3, 1));
+    // Latency of events 10 minutes old falls in the open bucket.
+    assert_eq!(p[0].1.latency_quantile(0.5), Some(f64::INFINITY));
+    // Minute 5 arrives: minute 0 leaves the 3-minute retention.
+    a.observe(&[rec(view(5, "a", "US", 10.0))], &[true], now);
+    assert_eq!(a.series(Dim::All, "all", 10).len(), 1);
+    assert_eq!(a.size(), (1, 5));
+    // An event older than the retention is late, not counted.
+    a.observe(&[rec(view(1, "a", "US", 10.0))], &[true], now);
+    assert_eq!(a.late_events, 1);
+    let s = a.series(Dim::Region, "US", 3);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1.views, 1);
+    // An event dated 20 h ahead of the clock is counted apart: the windows
+    // stay where they are and later events still count.
+    a.observe(&[rec(view(1200, "a", "US", 10.0))], &[true], now);
+    assert_eq!(a.future_events, 1);
+    assert_eq!(a.latest_minute(), Some(1_767_225_600_000 + 5 * MINUTE_MS));
+    a.observe(&[rec(view(6, "a", "US", 10.0))], &[true], now);
+    assert_eq!(a.series(Dim::Region, "US", 3).len(), 2);
+    assert_eq!(a.late_events, 1);
+}
+
+#[test]
+fn rejections_count_by_reason_and_latency_quantiles() {
+    let mut a = Analytics::default();
+    let now = 1_767_225_600_000;
+    let mut v = view(0, "a", "US", 1.0);
+    v.timestamp_ms = now - 40; // 40 ms old: the 50 ms bucket
+    let bad = Processed {
+        outcome: Outcome::Rejected {
+            rejection: crate::domain::reject::Rejection::field("out_of_range", "x", None, "fix"),
+            raw: Vec::new(),
+        },
+        ..rec(v.clone())
+    };
+    a.observe(&[rec(v.clone()), rec(v), bad.clone(), bad], &[true; 4], now);
+    let p = a.pipeline(1);
+    assert_eq!(p[0].1.rejected_by_reason["out_of_range"], 2);
+    assert_eq!(p[0].1.latency_quantile(0.99), Some(50.0));
+}
