@@ -61,41 +61,29 @@ impl Rates {
     }
 }
 
-/// Everything the admin commands reach.
+/// Everything the admin commands reach: the daemon's handles (reached
+/// through `Deref`, e.g. `a.store`), and the admin edge's own state.
 pub struct Admin {
     pub cfg: Config,
-    /// A fault that stops the daemon (the store cannot write), once raised.
-    pub fatal: Arc<crate::ingest::pipeline::Fatal>,
-    pub started: Instant,
-    pub namespace: String,
-    pub bootstrap: String,
-    pub store: StoreHandle,
-    pub view: StoreView,
-    pub indexes: SharedIndexes,
-    pub pause: Recipient<SetPaused>,
-    pub train: Recipient<TrainNow>,
-    pub evaluate: Recipient<EvaluateChampion>,
-    pub set_champion: Recipient<SetChampion>,
-    pub serving: Serving,
-    pub producers: Vec<(Kind, Recipient<ProducerControl>)>,
-    pub progress: Arc<Progress>,
+    handles: Handles,
     /// High watermarks, for lag (queried at most once a second).
     probe: Arc<WatermarkProbe>,
     marks: Mutex<Option<(Instant, HighWatermarks)>>,
     /// Since when the brokers have not answered, and why (None: they answer).
     outage: Mutex<Option<(Instant, String)>>,
-    /// The consumer's paused flag.
-    pub paused: Arc<AtomicBool>,
-    /// The partitions the consumer owns now.
-    pub assignment: crate::kafka::Assignment,
-    /// This member's name in the group and how it commits there.
-    pub claims: Arc<crate::kafka::Claims>,
     pub rates: Arc<Mutex<Rates>>,
-    pub analytics: Arc<Mutex<crate::views::analytics::Analytics>>,
     /// Notified by the `shutdown` command.
     pub shutdown: Arc<tokio::sync::Notify>,
     /// Where the HTTP server listens, once it does.
     pub http: std::sync::OnceLock<String>,
+}
+
+impl std::ops::Deref for Admin {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.handles
+    }
 }
 
 /// (topic, partition) → high watermark.
@@ -135,9 +123,13 @@ pub struct Handles {
     pub serving: Serving,
     pub producers: Vec<(Kind, Recipient<ProducerControl>)>,
     pub progress: Arc<Progress>,
+    /// The consumer's paused flag.
     pub paused: Arc<AtomicBool>,
+    /// The partitions the consumer owns now.
     pub assignment: crate::kafka::Assignment,
+    /// This member's name in the group and how it commits there.
     pub claims: Arc<crate::kafka::Claims>,
+    /// A fault that stops the daemon (the store cannot write), once raised.
     pub fatal: Arc<crate::ingest::pipeline::Fatal>,
     pub analytics: Arc<Mutex<crate::views::analytics::Analytics>>,
 }
@@ -159,28 +151,11 @@ impl Admin {
         });
         Ok(Admin {
             cfg: cfg.clone(),
-            started: d.started,
-            namespace: d.namespace,
-            bootstrap: d.bootstrap,
-            store: d.store,
-            view: d.view,
-            indexes: d.indexes,
-            pause: d.pause,
-            train: d.train,
-            evaluate: d.evaluate,
-            set_champion: d.set_champion,
-            serving: d.serving,
-            producers: d.producers,
-            progress: d.progress,
+            handles: d,
             probe,
             marks: Mutex::new(None),
             outage: Mutex::new(None),
-            paused: d.paused,
-            assignment: d.assignment,
-            claims: d.claims,
-            fatal: d.fatal,
             rates,
-            analytics: d.analytics,
             shutdown: Arc::new(tokio::sync::Notify::new()),
             http: std::sync::OnceLock::new(),
         })
