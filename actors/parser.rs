@@ -51,7 +51,7 @@ impl ParserActor {
             kinds,
             validator,
             batch_size: ingest.batch_size,
-            linger: Duration::from_millis(ingest.batch_linger_ms),
+            linger: ingest.batch_linger,
             max_in_flight: ingest.max_in_flight_batches,
             in_flight: 0,
             blocked: false,

@@ -52,9 +52,9 @@ impl TrainerActor {
         let stored = Progress::get(&self.progress.stored);
         let new = stored.saturating_sub(self.trained_at);
         (self.cfg.train_every_events > 0 && new >= self.cfg.train_every_events)
-            || (self.cfg.train_every_seconds > 0
+            || (!self.cfg.train_every.is_zero()
                 && new > 0
-                && self.last.elapsed() >= Duration::from_secs(self.cfg.train_every_seconds))
+                && self.last.elapsed() >= self.cfg.train_every)
     }
 
     fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), TrainError> {

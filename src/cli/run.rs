@@ -62,7 +62,7 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
             let limits = playpulse::admin::server::Limits {
                 max_clients: cfg.admin.max_clients,
                 max_request: cfg.admin.max_request_bytes,
-                idle: Duration::from_secs(cfg.admin.client_timeout_seconds),
+                idle: cfg.admin.client_timeout,
             };
             let mut first = Socket::bind(&cfg.socket_path())?;
             actix_rt::spawn(first.serve(gate.clone(), limits));

@@ -15,7 +15,11 @@ pub struct AdminConfig {
     /// waited longest for its next request is let go for a newcomer).
     pub max_clients: usize,
     /// A client that sends no complete request line within this is disconnected.
-    pub client_timeout_seconds: u64,
+    #[serde(
+        rename = "client_timeout_seconds",
+        with = "crate::domain::setting::seconds"
+    )]
+    pub client_timeout: std::time::Duration,
 }
 
 impl Default for AdminConfig {
@@ -24,7 +28,7 @@ impl Default for AdminConfig {
             socket: String::new(),
             max_request_bytes: 65_536,
             max_clients: 256,
-            client_timeout_seconds: 30,
+            client_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -98,10 +102,10 @@ impl AdminConfig {
                 "must be 1..=65536",
             ));
         }
-        if !(1..=86_400).contains(&a.client_timeout_seconds) {
+        if !(1..=86_400).contains(&a.client_timeout.as_secs()) {
             return Err(invalid(
                 "admin.client_timeout_seconds",
-                a.client_timeout_seconds,
+                a.client_timeout.as_secs(),
                 "must be 1..=86400",
             ));
         }

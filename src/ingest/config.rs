@@ -12,20 +12,25 @@ pub struct IngestConfig {
     /// Most records per batch (one batch = one atomic store write).
     pub batch_size: usize,
     /// Longest wait to fill a batch, in milliseconds.
-    pub batch_linger_ms: u64,
+    #[serde(rename = "batch_linger_ms", with = "crate::domain::setting::millis")]
+    pub batch_linger: std::time::Duration,
     /// Batches parsed but not yet stored, at most.
     pub max_in_flight_batches: usize,
     /// Seconds between progress log lines.
-    pub log_interval_seconds: u64,
+    #[serde(
+        rename = "log_interval_seconds",
+        with = "crate::domain::setting::seconds"
+    )]
+    pub log_interval: std::time::Duration,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             batch_size: 5000,
-            batch_linger_ms: 50,
+            batch_linger: std::time::Duration::from_millis(50),
             max_in_flight_batches: 4,
-            log_interval_seconds: 5,
+            log_interval: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -92,7 +97,7 @@ impl IngestConfig {
                 "must be at least 1",
             ));
         }
-        if i.log_interval_seconds == 0 {
+        if i.log_interval.is_zero() {
             return Err(invalid(
                 "ingest.log_interval_seconds",
                 0,

@@ -13,7 +13,11 @@ pub struct ModelsConfig {
     /// Train after this many newly stored events (0 = never on count).
     pub train_every_events: u64,
     /// Train at least this often while new events arrive (0 = never on time).
-    pub train_every_seconds: u64,
+    #[serde(
+        rename = "train_every_seconds",
+        with = "crate::domain::setting::seconds"
+    )]
+    pub train_every: std::time::Duration,
     /// Stored events needed before the first training.
     pub min_events: u64,
     /// Model versions kept (the newest; every champion in the history and
@@ -84,7 +88,7 @@ impl Default for ModelsConfig {
         ModelsConfig {
             enabled: true,
             train_every_events: 200_000,
-            train_every_seconds: 600,
+            train_every: std::time::Duration::from_secs(600),
             min_events: 10_000,
             keep_versions: 30,
             factors: 32,

@@ -312,9 +312,9 @@ impl Daemon {
         .start();
         let monitor = MonitorActor::new(
             progress.clone(),
-            Duration::from_secs(cfg.ingest.log_interval_seconds),
+            cfg.ingest.log_interval,
             fatal.clone(),
-            Duration::from_secs(cfg.store.write_timeout_seconds),
+            cfg.store.write_timeout,
         )
         .start();
         Ok(Daemon {

@@ -12,7 +12,11 @@ pub struct StoreConfig {
     /// A store write that has not finished after this many seconds, with
     /// batches waiting, stops the daemon (a full or failing disk can make sled
     /// wait instead of fail).
-    pub write_timeout_seconds: u64,
+    #[serde(
+        rename = "write_timeout_seconds",
+        with = "crate::domain::setting::seconds"
+    )]
+    pub write_timeout: std::time::Duration,
     /// Most distinct videos whose counters are held; later ones add up
     /// under `(other)` (their events are stored whole).
     pub max_tracked_videos: usize,
@@ -28,7 +32,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             cache_mb: 256,
-            write_timeout_seconds: 60,
+            write_timeout: std::time::Duration::from_secs(60),
             max_tracked_videos: 500_000,
             max_listening_pairs: 2_000_000,
             min_free_mb: 64,
@@ -57,10 +61,10 @@ impl StoreConfig {
                 "must be 0..=1000000",
             ));
         }
-        if !(5..=86_400).contains(&self.write_timeout_seconds) {
+        if !(5..=86_400).contains(&self.write_timeout.as_secs()) {
             return Err(invalid(
                 "store.write_timeout_seconds",
-                self.write_timeout_seconds,
+                self.write_timeout.as_secs(),
                 "must be 5..=86400",
             ));
         }

@@ -85,7 +85,7 @@ pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Confi
     cfg.producers.max_lag_events = 1_500 * partitions.max(1) as u64;
     cfg.ingest.batch_size = batch_size;
     cfg.store.cache_mb = args.cache_mb;
-    cfg.ingest.log_interval_seconds = 5;
+    cfg.ingest.log_interval = std::time::Duration::from_secs(5);
     cfg.models.enabled = false;
     cfg
 }
