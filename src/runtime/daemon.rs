@@ -296,20 +296,27 @@ impl Daemon {
             producers.push((kind, actor));
         }
         let serving = Serving::default();
-        let evaluator = EvaluatorActor::new(
+        // Training and evaluation on an arbiter of their own: stopping it at
+        // shutdown drops their store handles, so the store closes with the daemon.
+        let models_arb = Arbiter::new();
+        let (mc, sr, v, s) = (
             cfg.models.clone(),
             store.clone().recipient(),
             view.clone(),
             serving.clone(),
-        )
-        .start();
-        let trainer = TrainerActor::new(
+        );
+        let evaluator = EvaluatorActor::start_in_arbiter(&models_arb.handle(), move |_| {
+            EvaluatorActor::new(mc, sr, v, s)
+        });
+        let (mc, sr, ev, p) = (
             cfg.models.clone(),
             store.clone().recipient(),
             evaluator.clone(),
             progress.clone(),
-        )
-        .start();
+        );
+        let trainer = TrainerActor::start_in_arbiter(&models_arb.handle(), move |_| {
+            TrainerActor::new(mc, sr, ev, p)
+        });
         let monitor = MonitorActor::new(
             progress.clone(),
             cfg.ingest.log_interval,
@@ -337,7 +344,13 @@ impl Daemon {
             analytics,
             producers,
             _monitor: monitor,
-            arbiters: vec![store_arb, validator_arb, parser_arb, producer_arb],
+            arbiters: vec![
+                store_arb,
+                validator_arb,
+                parser_arb,
+                producer_arb,
+                models_arb,
+            ],
             embedded,
         })
     }
