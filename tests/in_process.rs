@@ -20,7 +20,11 @@ fn a_daemon_shut_down_in_process_releases_its_store() {
     // `ingest` shuts the daemon down, then opens the store itself to check it.
     let r = ingest(&args, dir.path()).expect("the store opens again after shutdown");
     assert_eq!(r.stored + r.rejected, 20_000, "{r:?}");
-    assert_eq!((r.lost, r.duplicated, r.rejected_reason_mismatch), (0, 0, 0), "{r:?}");
+    assert_eq!(
+        (r.lost, r.duplicated, r.rejected_reason_mismatch),
+        (0, 0, 0),
+        "{r:?}"
+    );
     assert!(r.rejected > 0, "{r:?}");
     // And once more, with nothing of the first run holding it.
     playpulse::store::Store::open(dir.path(), 16).expect("no handle on the store is left");
