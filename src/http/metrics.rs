@@ -1,8 +1,15 @@
-//! Prometheus `/metrics` in the text exposition format (version 0.0.4): ingest
+//! Prometheus `/metrics` in the OpenMetrics text format (prometheus-client): ingest
 //! counters and stage times, lag per topic, rejections by reason, actor health,
 //! QoE per region over the last 5 minutes, and the champion model.
 
-use std::fmt::Write;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -11,44 +18,130 @@ use crate::admin::Admin;
 use crate::ingest::pipeline::Progress;
 use crate::views::analytics::{Answer, Dim, Query, View};
 
-/// A label value escaped as the format requires.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A label value, escaped as the exposition format requires (the client
+/// library writes label values as they are).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Escaped(String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Writes metric families: `# HELP`, `# TYPE`, then samples.
+type Labels = Vec<(&'static str, Escaped)>;
+
+/// What a metric family counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (exposed as `<name>_total`).
+    Counter,
+    /// A measurement that goes up and down.
+    Gauge,
+    /// A whole number that goes up and down (flags, counts, ids).
+    Level,
+}
+
+enum FamilyOf {
+    Counter(Family<Labels, Counter<f64, AtomicU64>>),
+    Gauge(Family<Labels, Gauge<f64, AtomicU64>>),
+    Level(Family<Labels, Gauge>),
+}
+
+/// The families of one scrape, in a prometheus-client registry.
 #[derive(Default)]
-pub struct Exposition(String);
+pub struct Exposition {
+    registry: Registry,
+    families: HashMap<String, FamilyOf>,
+}
 
 impl Exposition {
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    /// Declares the family `name` (for a counter, the name before `_total`).
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
+        let help = help.trim_end_matches('.');
+        let f = match kind {
+            Kind::Counter => {
+                let f = Family::<Labels, Counter<f64, AtomicU64>>::default();
+                self.registry.register(name, help, f.clone());
+                FamilyOf::Counter(f)
+            }
+            Kind::Gauge => {
+                let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+                self.registry.register(name, help, f.clone());
+                FamilyOf::Gauge(f)
+            }
+            Kind::Level => {
+                let f = Family::<Labels, Gauge>::default();
+                self.registry.register(name, help, f.clone());
+                FamilyOf::Level(f)
+            }
+        };
+        self.families.insert(name.to_string(), f);
         self
     }
 
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
+    /// One sample of a declared family (a value that is not finite reads 0).
+    pub fn sample(&mut self, name: &str, labels: &[(&'static str, &str)], value: f64) -> &mut Self {
         let value = if value.is_finite() { value } else { 0.0 };
-        if labels.is_empty() {
-            let _ = writeln!(self.0, "{name} {value}");
-        } else {
-            let l: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
-                .collect();
-            let _ = writeln!(self.0, "{name}{{{}}} {value}", l.join(","));
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| (*k, Escaped(v.to_string())))
+            .collect();
+        match self.families.get(name) {
+            Some(FamilyOf::Counter(f)) => {
+                f.get_or_create(&labels).inc_by(value.max(0.0));
+            }
+            Some(FamilyOf::Gauge(f)) => {
+                f.get_or_create(&labels).set(value);
+            }
+            Some(FamilyOf::Level(f)) => {
+                f.get_or_create(&labels).set(value as i64);
+            }
+            None => tracing::error!("metric {name} sampled before it was declared"),
         }
         self
     }
 
-    pub fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) -> &mut Self {
-        self.family(name, kind, help).sample(name, &[], value)
+    /// A family of one sample without labels.
+    pub fn one(&mut self, name: &str, kind: Kind, help: &str, value: f64) -> &mut Self {
+        let help = help.trim_end_matches('.');
+        let value = if value.is_finite() { value } else { 0.0 };
+        match kind {
+            Kind::Counter => {
+                let c = Counter::<f64, AtomicU64>::default();
+                c.inc_by(value.max(0.0));
+                self.registry.register(name, help, c);
+            }
+            Kind::Gauge => {
+                let g = Gauge::<f64, AtomicU64>::default();
+                g.set(value);
+                self.registry.register(name, help, g);
+            }
+            Kind::Level => {
+                let g = Gauge::<i64>::default();
+                g.set(value as i64);
+                self.registry.register(name, help, g);
+            }
+        }
+        self
     }
 
+    /// The OpenMetrics text of every family.
     pub fn text(self) -> String {
-        self.0
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot encode the metrics: {e}");
+        }
+        out
     }
 }
 
@@ -59,44 +152,44 @@ pub async fn exposition(a: &Admin) -> String {
     let c = |x: &std::sync::atomic::AtomicU64| Progress::get(x) as f64;
     e.one(
         "playpulse_uptime_seconds",
-        "gauge",
+        Kind::Gauge,
         "Seconds since the daemon started.",
         a.started.elapsed().as_secs_f64(),
     );
     for (name, kind, help, value) in [
         (
-            "playpulse_events_produced_total",
-            "counter",
+            "playpulse_events_produced",
+            Kind::Counter,
             "Records sent by the built-in producers.",
             &p.produced,
         ),
         (
-            "playpulse_events_consumed_total",
-            "counter",
+            "playpulse_events_consumed",
+            Kind::Counter,
             "Records consumed from Kafka.",
             &p.consumed,
         ),
         (
-            "playpulse_events_stored_total",
-            "counter",
+            "playpulse_events_stored",
+            Kind::Counter,
             "Valid events durably stored.",
             &p.stored,
         ),
         (
-            "playpulse_events_rejected_total",
-            "counter",
+            "playpulse_events_rejected",
+            Kind::Counter,
             "Records sent to the dead-letter store.",
             &p.rejected,
         ),
         (
-            "playpulse_duplicates_skipped_total",
-            "counter",
+            "playpulse_duplicates_skipped",
+            Kind::Counter,
             "Redelivered records skipped (already stored).",
             &p.duplicates_skipped,
         ),
         (
             "playpulse_batches_in_flight",
-            "gauge",
+            Kind::Level,
             "Batches between the consumer and the store.",
             &p.in_flight,
         ),
@@ -104,36 +197,36 @@ pub async fn exposition(a: &Admin) -> String {
         e.one(name, kind, help, c(value));
     }
     e.family(
-        "playpulse_stage_seconds_total",
-        "counter",
+        "playpulse_stage_seconds",
+        Kind::Counter,
         "Busy seconds per pipeline stage.",
     );
     for (stage, secs) in p.stage_seconds().all() {
-        e.sample("playpulse_stage_seconds_total", &[("stage", stage)], secs);
+        e.sample("playpulse_stage_seconds", &[("stage", stage)], secs);
     }
     let flag = |b: bool| f64::from(u8::from(b));
     if let Ok(status) = crate::admin::cmd::status::status(a).await {
         e.one(
             "playpulse_ingest_paused",
-            "gauge",
+            Kind::Level,
             "1 while an operator has paused ingest.",
             flag(status.ingest.paused),
         );
         e.one(
             "playpulse_broker_up",
-            "gauge",
+            Kind::Level,
             "1 while the Kafka brokers answer (probed when status or metrics are read).",
             flag(status.broker.reachable),
         );
         e.one(
             "playpulse_events_per_second",
-            "gauge",
+            Kind::Gauge,
             "Events stored or rejected per second over the last 10 s.",
             status.ingest.events_per_sec_10s,
         );
         e.family(
             "playpulse_consumer_lag",
-            "gauge",
+            Kind::Level,
             "Records in the broker not yet stored, per topic.",
         );
         let mut lag: std::collections::BTreeMap<&str, i64> = Default::default();
@@ -143,7 +236,11 @@ pub async fn exposition(a: &Admin) -> String {
         for (topic, n) in &lag {
             e.sample("playpulse_consumer_lag", &[("topic", topic)], *n as f64);
         }
-        e.family("playpulse_actor_up", "gauge", "1 when the actor answers.");
+        e.family(
+            "playpulse_actor_up",
+            Kind::Level,
+            "1 when the actor answers.",
+        );
         let h = &status.actors;
         for (actor, state) in [
             ("store", &h.store),
@@ -168,15 +265,15 @@ pub async fn exposition(a: &Admin) -> String {
         .and_then(Result::ok)
         .unwrap_or_default();
     e.family(
-        "playpulse_rejected_total",
-        "counter",
+        "playpulse_rejected",
+        Kind::Counter,
         "Rejected records by reason and field.",
     );
     for (name, n) in &counters {
         if let Some(rest) = name.strip_prefix("rejected/") {
             let (reason, field) = rest.split_once(':').unwrap_or((rest, ""));
             e.sample(
-                "playpulse_rejected_total",
+                "playpulse_rejected",
                 &[("reason", reason), ("field", field)],
                 *n as f64,
             );
@@ -224,7 +321,7 @@ pub async fn exposition(a: &Admin) -> String {
         ),
     ];
     for (metric, field, help) in fields {
-        e.family(metric, "gauge", help);
+        e.family(metric, Kind::Gauge, help);
         for r in &rows {
             e.sample(metric, &[("region", &r.key)], field(&r.metrics));
         }
@@ -232,7 +329,7 @@ pub async fn exposition(a: &Admin) -> String {
     if let Some(ch) = a.serving.get() {
         e.one(
             "playpulse_model_champion",
-            "gauge",
+            Kind::Level,
             "The serving recommender's version.",
             ch.id as f64,
         );
@@ -244,7 +341,7 @@ pub async fn render(super::Ready(a): super::Ready) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         exposition(&a).await,
     )
@@ -256,15 +353,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_the_text_format_with_escaped_labels() {
+    fn writes_openmetrics_with_escaped_labels() {
         let mut e = Exposition::default();
-        e.one("x_total", "counter", "Things.", 3.0)
-            .family("y", "gauge", "Ys.")
+        e.one("x", Kind::Counter, "Things.", 3.0)
+            .family("y", Kind::Gauge, "Ys.")
             .sample("y", &[("a", "q\"uo\\te"), ("b", "n\nl")], 1.5)
-            .sample("y", &[], f64::NAN);
+            .one("z", Kind::Level, "Zs.", f64::NAN)
+            .sample("undeclared", &[], 1.0);
         assert_eq!(
             e.text(),
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total 3\n# HELP y Ys.\n# TYPE y gauge\ny{a=\"q\\\"uo\\\\te\",b=\"n\\nl\"} 1.5\ny 0\n"
+            "# HELP x Things.\n# TYPE x counter\nx_total 3.0\n\
+             # HELP y Ys.\n# TYPE y gauge\ny{a=\"q\\\"uo\\\\te\",b=\"n\\nl\"} 1.5\n\
+             # HELP z Zs.\n# TYPE z gauge\nz 0\n# EOF\n"
         );
     }
 }
