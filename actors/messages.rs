@@ -9,9 +9,7 @@ use crate::ingest::pipeline::Parsed;
 use crate::kafka::KafkaGlueError;
 use crate::ml::train::{Snapshot, SnapshotSpec};
 use crate::ml::TrainError;
-use crate::store::{
-    ApplyReport, Prepared, Stats, StatsSection, StoreError, StoreStatus, StoreView,
-};
+use crate::store::{ApplyReport, Prepared, Stats, StatsSection, StoreError, StoreStatus};
 
 /// Parser → validator: one consumed batch, parsed.
 #[derive(Message)]
@@ -41,11 +39,6 @@ pub struct Stored {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseStore;
-
-/// Store: a handle for reads on other threads.
-#[derive(Message)]
-#[rtype(result = "StoreView")]
-pub struct GetView;
 
 /// Store: a training snapshot, consistent as of the stored offsets (taken
 /// between two batch writes).

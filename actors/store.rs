@@ -10,15 +10,14 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 
 use super::messages::{
-    Backup, CloseStore, GetCounters, GetStats, GetStoreStatus, GetView, StoreBatch, Stored,
-    TakeSnapshot,
+    Backup, CloseStore, GetCounters, GetStats, GetStoreStatus, StoreBatch, Stored, TakeSnapshot,
 };
 use crate::ingest::pipeline::{Flight, Progress};
 use crate::ml::train::{snapshot, Snapshot};
 use crate::ml::TrainError;
 use crate::store::{Stats, Store, StoreError};
 use crate::views::analytics::Analytics;
-use crate::views::indexes::SharedIndexes;
+use crate::views::indexes::{Indexes, SharedIndexes};
 
 pub struct StoreActor {
     pub store: Store,
@@ -55,8 +54,12 @@ impl Handler<StoreBatch> for StoreActor {
         let result = self.store.apply(&self.namespace, msg.prepared);
         let result = match result {
             Ok(c) => {
-                if let Ok(mut ix) = self.indexes.write() {
-                    ix.observe(&self.store, &c.records, &c.fresh);
+                // Video-only batches (most of them) leave the indexes alone:
+                // no lock taken, no reader held up.
+                if Indexes::follows_any(&c.records, &c.fresh) {
+                    if let Ok(mut ix) = self.indexes.write() {
+                        ix.observe(&self.store, &c.records, &c.fresh);
+                    }
                 }
                 if let Ok(mut a) = self.analytics.lock() {
                     a.observe(&c.records, &c.fresh, crate::domain::timefmt::now_ms());
@@ -78,14 +81,6 @@ impl Handler<StoreBatch> for StoreActor {
         };
         self.flight.settled();
         msg.ack.do_send(Stored { result });
-    }
-}
-
-impl Handler<GetView> for StoreActor {
-    type Result = MessageResult<GetView>;
-
-    fn handle(&mut self, _: GetView, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.store.view())
     }
 }
 

@@ -57,6 +57,11 @@ enum FamilyOf {
     Level(Family<Labels, Gauge>),
 }
 
+/// A family's help without its final full stop: the registry adds one.
+fn help_text(help: &str) -> &str {
+    help.trim_end_matches('.')
+}
+
 /// The families of one scrape, in a prometheus-client registry.
 #[derive(Default)]
 pub struct Exposition {
@@ -67,7 +72,7 @@ pub struct Exposition {
 impl Exposition {
     /// Declares the family `name` (for a counter, the name before `_total`).
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
-        let help = help.trim_end_matches('.');
+        let help = help_text(help);
         let f = match kind {
             Kind::Counter => {
                 let f = Family::<Labels, Counter<f64, AtomicU64>>::default();
@@ -113,7 +118,7 @@ impl Exposition {
 
     /// A family of one sample without labels.
     pub fn one(&mut self, name: &str, kind: Kind, help: &str, value: f64) -> &mut Self {
-        let help = help.trim_end_matches('.');
+        let help = help_text(help);
         let value = if value.is_finite() { value } else { 0.0 };
         match kind {
             Kind::Counter => {

@@ -351,11 +351,6 @@ impl Store {
         Ok(())
     }
 
-    /// The bounds and how many ids are held.
-    pub fn tracked(&self) -> (bounds::Limits, bounds::Tracked) {
-        (self.limits, self.tracked)
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -434,7 +434,7 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
             assert_eq!(s.counter("folded/video_events").unwrap(), 4);
             assert_eq!(s.counter("folded/listening_events").unwrap(), 2);
             assert_eq!(
-                s.tracked().1,
+                s.status("ns").tracked,
                 bounds::Tracked {
                     videos: 3,
                     listening_pairs: 2

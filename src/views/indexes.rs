@@ -49,6 +49,20 @@ impl Indexes {
         Ok(Indexes { graph, titles })
     }
 
+    /// Whether a batch holds a new record these indexes follow (listening
+    /// events, tracks, movies, series): a batch without one leaves them as
+    /// they are, and its writer need not take their lock.
+    pub fn follows_any(records: &[Processed], fresh: &[bool]) -> bool {
+        records.iter().zip(fresh).any(|(r, f)| {
+            *f && matches!(
+                r.outcome,
+                Outcome::Valid(
+                    Event::Music(_) | Event::Track(_) | Event::Movie(_) | Event::Series(_)
+                )
+            )
+        })
+    }
+
     /// Follows one committed batch (`fresh[i]`: record i was stored, not a
     /// redelivery).
     pub fn observe(&mut self, store: &Store, records: &[Processed], fresh: &[bool]) {
