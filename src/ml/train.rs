@@ -29,9 +29,9 @@ pub struct TrainSpec {
 
 /// What a training run reads from the store, taken at once on the store's
 /// thread (so as of the stored offsets), except the video pairs: those are
-/// derived from the stored events by [`Snapshot::derive_video_pairs`], off the
-/// store's thread (so ingest goes on meanwhile, and events stored since the
-/// snapshot may count too).
+/// read from their rows by [`Snapshot::derive_video_pairs`] (one pass over the
+/// pairs, not the events), off the store's thread (so ingest goes on
+/// meanwhile, and events stored since the snapshot may count too).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Video pairs then music pairs (weighted by action); the video pairs once derived.
@@ -52,8 +52,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Derives the video pairs from the stored events (one pass over them: call
-    /// it off the store's thread) and puts them before the music pairs.
+    /// Reads the video pairs from their rows (one pass over them: call it off
+    /// the store's thread) and puts them before the music pairs.
     pub fn derive_video_pairs(&mut self) -> Result<(), super::TrainError> {
         let Some(view) = self.view.take() else {
             return Ok(());

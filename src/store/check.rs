@@ -33,6 +33,8 @@ pub struct CheckReport {
     pub events: u64,
     pub dead_letters: u64,
     pub catalog: u64,
+    /// (user, video) pair rows.
+    pub pairs: u64,
     /// Entries kept apart by earlier repairs.
     pub quarantined: u64,
     pub damaged: Vec<Damage>,
@@ -86,6 +88,11 @@ fn verify(k: &[u8], v: &[u8], report: &mut CheckReport) -> Option<String> {
         report.catalog += 1;
         if let Err(e) = Event::decode(v) {
             return Some(format!("not a catalog record: {e}"));
+        }
+    } else if k.starts_with(keys::VIDEO_PAIR) {
+        report.pairs += 1;
+        if super::slots::decode_pair(v).is_none() || keys::split_pair(&k[2..]).is_none() {
+            return Some("not a pair row (5 numbers under a user·video key)".into());
         }
     } else if k.starts_with(keys::QUARANTINE) {
         report.quarantined += 1;

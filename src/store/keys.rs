@@ -9,6 +9,7 @@
 //! | `Q/`   | a damaged segment's key               | the segment, quarantined       |
 //! | `o/`   | namespace 0 topic 0 partition         | next offset to read (be64)     |
 //! | `j/`   | sequence(be64)                        | aggregate deltas of one batch  |
+//! | `V/`   | user·video                            | pair aggregate (5 × f64 LE)    |
 //! | `k/`   | `current`, `g/` generation chunk      | aggregate checkpoints          |
 //! | `c/u/`, `c/m/`, `c/s/`, `c/t/` | id        | latest catalog record, JSON    |
 //!
@@ -37,6 +38,12 @@ pub const LAYOUT_KEY: &[u8] = b"i/layout";
 pub const LAYOUT: u32 = 2;
 pub const OFFSET: &[u8] = b"o/";
 pub const PAIR: &[u8] = b"a/";
+/// Per (user, video) implicit-feedback rows: `V/` user·video → [`super::slots::PAIR`]
+/// slots, rewritten in each batch's atomic write that touches the pair.
+pub const VIDEO_PAIR: &[u8] = b"V/";
+/// Set once the video pair rows hold every stored event's pair (stores
+/// written before them derive the rows once, when they open).
+pub const PAIRS_MARK: &[u8] = b"i/pairs";
 pub const QOE_VIDEO: &[u8] = b"q/v/";
 pub const QOE_REGION: &[u8] = b"q/r/";
 pub const QOE_RESOLUTION: &[u8] = b"q/s/";

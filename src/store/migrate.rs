@@ -128,3 +128,33 @@ pub fn namespaces(tree: &sled::Tree) -> Result<HashMap<String, u32>, StoreError>
     }
     Ok(out)
 }
+
+/// Stores written before the pair rows ([`keys::VIDEO_PAIR`]) derive them once
+/// from their events, in steps that may be cut anywhere (a row is written
+/// whole, as derived, so a step done twice changes nothing); the mark
+/// ([`keys::PAIRS_MARK`]) is set with the last step. Answers the pairs written.
+pub fn pair_rows(view: &super::StoreView) -> Result<usize, StoreError> {
+    if view.tree.contains_key(keys::PAIRS_MARK)? {
+        return Ok(0);
+    }
+    let pairs = view.pairs_from_events()?;
+    let n = pairs.len();
+    let mut batch = sled::Batch::default();
+    let mut bytes = 0;
+    for ((user, video), row) in pairs {
+        let k = keys::join(keys::VIDEO_PAIR, &[user.as_bytes(), video.as_bytes()]);
+        bytes += k.len() + 40;
+        batch.insert(k, super::slots::encode_pair(&row));
+        if bytes > STEP_BYTES {
+            view.tree.apply_batch(std::mem::take(&mut batch))?;
+            bytes = 0;
+        }
+    }
+    batch.insert(keys::PAIRS_MARK, &1u64.to_be_bytes());
+    view.tree.apply_batch(batch)?;
+    view.db.flush()?;
+    if n > 0 {
+        tracing::info!("derived {n} (user, video) pair rows from the stored events (once)");
+    }
+    Ok(n)
+}

@@ -4,7 +4,9 @@
 //! partition — is one atomic `apply_batch` on one tree, flushed before it is
 //! acknowledged. A record whose offset is below its partition's stored next
 //! offset was already stored and is skipped: replays never count twice.
-//! Aggregates are served from memory (see [`state`]).
+//! Aggregates are served from memory (see [`state`]), except the per (user,
+//! video) pairs: as many as the data has pairs, each is a row the batch that
+//! touches it rewrites (`V/`), so reading every pair costs O(pairs).
 
 pub mod bounds;
 pub mod check;
@@ -108,6 +110,47 @@ pub struct Committed {
     pub report: ApplyReport,
     pub records: Vec<Processed>,
     pub fresh: Vec<bool>,
+    /// Every (user, item) pair the batch changed, with its new aggregate.
+    pub pairs: Vec<PairChange>,
+}
+
+/// A (user, item) pair a batch changed, and its aggregate after the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairChange {
+    pub user: String,
+    pub item: String,
+    pub agg: PairChangeAgg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PairChangeAgg {
+    Video(PairAgg),
+    Music(MusicAgg),
+}
+
+/// The stored rows a plan reads, from the tree.
+struct TreeRows<'a>(&'a sled::Tree);
+
+impl plan::Rows for TreeRows<'_> {
+    fn catalog_ts(&mut self, key: &[u8]) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .0
+            .get(key)?
+            .and_then(|b| Event::decode(&b).ok())
+            .map(|e| plan::catalog_ts(&e)))
+    }
+
+    fn pair(&mut self, key: &[u8]) -> Result<Option<[f64; 5]>, StoreError> {
+        match self.0.get(key)? {
+            None => Ok(None),
+            Some(v) => slots::decode_pair(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: read::entry_name(key),
+                    message: "a pair row of the wrong shape".into(),
+                }),
+        }
+    }
 }
 
 /// What one applied batch did.
@@ -312,6 +355,7 @@ impl Store {
         };
         store.drop_fragments()?;
         store.load_state(encoding)?;
+        migrate::pair_rows(&store.view)?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
             store.write_checkpoint(true)?;
@@ -407,13 +451,7 @@ impl Store {
             tracked: self.tracked,
             seq: self.seq,
         };
-        let tree = &self.tree;
-        let p = plan::plan(&reads, prepared, |key| {
-            Ok(tree
-                .get(key)?
-                .and_then(|b| Event::decode(&b).ok())
-                .map(|e| plan::catalog_ts(&e)))
-        })?;
+        let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree))?;
         let mut batch = sled::Batch::default();
         for (k, v) in registration.iter().chain(&p.writes) {
             batch.insert(k.as_slice(), v.as_slice());
@@ -433,8 +471,22 @@ impl Store {
         if !registration.is_empty() {
             self.namespaces.insert(namespace.to_string(), ns);
         }
+        let mut pairs = Vec::with_capacity(p.pairs.len());
+        for (k, row) in &p.pairs {
+            if let Some((user, item)) = keys::split_pair(&k[keys::VIDEO_PAIR.len()..]) {
+                let agg = PairChangeAgg::Video(PairAgg::from_slots(row));
+                pairs.push(PairChange { user, item, agg });
+            }
+        }
         for (k, d) in &p.deltas.map {
             self.state.merge(k, d);
+            if let Some(rest) = k.strip_prefix(keys::MUSIC_PAIR) {
+                let held = self.state.get(k).map(MusicAgg::from_slots);
+                if let (Some((user, item)), Some(agg)) = (keys::split_pair(rest), held) {
+                    let agg = PairChangeAgg::Music(agg);
+                    pairs.push(PairChange { user, item, agg });
+                }
+            }
         }
         self.seq += 1;
         self.journal_bytes += p.journal_bytes;
@@ -450,6 +502,7 @@ impl Store {
             report,
             records: p.records,
             fresh: p.fresh,
+            pairs,
         })
     }
 

@@ -12,7 +12,7 @@ use super::bounds::{self, Limits, Tracked};
 use super::prepare::{self, Deltas, Prepared};
 use super::read::DeadLetter;
 use super::state::{self, State};
-use super::{keys, segment, ApplyReport, StoreError, MAX_VALUE_BYTES};
+use super::{keys, segment, slots, ApplyReport, StoreError, MAX_VALUE_BYTES};
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 
@@ -41,6 +41,8 @@ pub struct Plan {
     pub writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// Merged into the in-memory aggregates once the write is durable.
     pub deltas: Deltas,
+    /// Each touched (user, video) pair row's new slots, as written.
+    pub pairs: Vec<(Vec<u8>, [f64; 5])>,
     pub tracked: Tracked,
     /// (topic, partition, next offset) written, sorted.
     pub offsets: Vec<(String, i32, i64)>,
@@ -73,12 +75,19 @@ fn catalog_key(ev: &Event) -> Option<Vec<u8>> {
     })
 }
 
-/// Plans the write of `prepared`; `stored_catalog_ts(key)` answers the
-/// timestamp of the stored catalog record under `key`, if there is one.
+/// What a plan reads of the stored rows.
+pub trait Rows {
+    /// The timestamp of the stored catalog record under `key`, if there is one.
+    fn catalog_ts(&mut self, key: &[u8]) -> Result<Option<i64>, StoreError>;
+    /// The stored slots of the pair row under `key`, if there is one.
+    fn pair(&mut self, key: &[u8]) -> Result<Option<[f64; 5]>, StoreError>;
+}
+
+/// Plans the write of `prepared`, reading the stored rows it changes from `rows`.
 pub fn plan(
     reads: &Reads<'_>,
     prepared: Prepared,
-    mut stored_catalog_ts: impl FnMut(&[u8]) -> Result<Option<i64>, StoreError>,
+    rows: &mut impl Rows,
 ) -> Result<Plan, StoreError> {
     let Prepared {
         records,
@@ -118,7 +127,7 @@ pub fn plan(
                     let ts = catalog_ts(ev);
                     let current = match catalog_pending.get(&key) {
                         Some(ts) => Some(*ts),
-                        None => stored_catalog_ts(&key)?,
+                        None => rows.catalog_ts(&key)?,
                     };
                     if current.is_none_or(|c| ts >= c) {
                         catalog_pending.insert(key.clone(), ts);
@@ -177,6 +186,19 @@ pub fn plan(
         deltas
     };
     deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
+    // Each touched pair's row: its stored slots and this batch's delta, rewritten.
+    let mut pairs = Vec::with_capacity(deltas.pairs.len());
+    for (key, d) in std::mem::take(&mut deltas.pairs) {
+        let mut row = d;
+        if let Some(stored) = rows.pair(&key)? {
+            row = stored;
+            slots::combine(slots::PAIR, &mut row, &d);
+        }
+        let value = slots::encode_pair(&row);
+        bytes += key.len() + value.len();
+        writes.push((key.clone(), value));
+        pairs.push((key, row));
+    }
     let mut tracked = reads.tracked;
     let (folded_videos, folded_listening) =
         bounds::fold(&mut deltas, reads.state, reads.limits, &mut tracked);
@@ -220,6 +242,7 @@ pub fn plan(
         fresh,
         writes,
         deltas,
+        pairs,
         tracked,
         offsets,
         journal_bytes,
@@ -233,6 +256,22 @@ mod tests {
     use super::*;
     use crate::domain::record::SourcePos;
     use crate::domain::reject::Rejection;
+
+    /// Stored rows from plain maps.
+    #[derive(Default)]
+    struct Held {
+        catalog: FxHashMap<Vec<u8>, i64>,
+        pairs: FxHashMap<Vec<u8>, [f64; 5]>,
+    }
+
+    impl Rows for Held {
+        fn catalog_ts(&mut self, key: &[u8]) -> Result<Option<i64>, StoreError> {
+            Ok(self.catalog.get(key).copied())
+        }
+        fn pair(&mut self, key: &[u8]) -> Result<Option<[f64; 5]>, StoreError> {
+            Ok(self.pairs.get(key).copied())
+        }
+    }
 
     fn reads<'a>(stored: &'a dyn Fn(&str, i32) -> Option<i64>, state: &'a State) -> Reads<'a> {
         Reads {
@@ -271,7 +310,7 @@ mod tests {
         let stored = |t: &str, p: i32| (t == "t" && p == 0).then_some(2);
         let r = reads(&stored, &state);
         let records: Vec<Processed> = (0..5).map(video).collect();
-        let p = plan(&r, prepare::prepare(records), |_| Ok(None)).unwrap();
+        let p = plan(&r, prepare::prepare(records), &mut Held::default()).unwrap();
         assert_eq!(p.fresh, vec![false, false, true, true, true]);
         assert_eq!(p.report.stored, 3);
         assert_eq!(p.report.duplicates_skipped, 2);
@@ -309,7 +348,7 @@ mod tests {
             },
             ..video(4)
         };
-        let p = plan(&r, prepare::prepare(vec![bad]), |_| Ok(None)).unwrap();
+        let p = plan(&r, prepare::prepare(vec![bad]), &mut Held::default()).unwrap();
         assert_eq!(p.report.rejected, 1);
         let key = keys::position(keys::DEAD, 1, "t", 0, 4);
         let (_, v) = p.writes.iter().find(|(k, _)| *k == key).unwrap();
@@ -340,10 +379,12 @@ mod tests {
         };
         let key = keys::join(keys::CAT_MOVIE, &[b"m1"]);
         // Stored at ts 100: the record of ts 50 is kept out, the one of ts 200 in.
+        let mut held = Held::default();
+        held.catalog.insert(key.clone(), 100);
         let p = plan(
             &r,
             prepare::prepare(vec![movie(0, 50), movie(1, 200), movie(2, 150)]),
-            |k| Ok((k == key.as_slice()).then_some(100)),
+            &mut held,
         )
         .unwrap();
         let upserts: Vec<i64> = p
@@ -357,5 +398,37 @@ mod tests {
             .collect();
         assert_eq!(upserts, vec![200]);
         assert_eq!(p.report.stored, 3, "every record is still in the event log");
+    }
+
+    #[test]
+    fn a_touched_pair_row_is_its_stored_slots_plus_the_new_events_only() {
+        let state = State::default();
+        let stored = |_: &str, _: i32| Some(1);
+        let r = reads(&stored, &state);
+        let records: Vec<Processed> = (0..2).map(video).collect();
+        let Outcome::Valid(Event::Video(v)) = &records[1].outcome else {
+            unreachable!()
+        };
+        let key = keys::join(
+            keys::VIDEO_PAIR,
+            &[v.user_id.as_bytes(), v.video_id.as_bytes()],
+        );
+        let d = prepare::pair_delta(v);
+        let mut held = Held::default();
+        held.pairs.insert(key.clone(), [2.0, 3.0, 1.0, 0.9, 10.0]);
+        // Offset 0 was stored already: only offset 1 adds to its pair.
+        let p = plan(&r, prepare::prepare(records), &mut held).unwrap();
+        let (_, row) = p.pairs.iter().find(|(k, _)| *k == key).unwrap();
+        assert_eq!(row[0], 2.0 + d[0]);
+        assert_eq!(row[1], 4.0);
+        assert_eq!(row[3], d[3].max(0.9));
+        assert_eq!(row[4], d[4].max(10.0));
+        let (_, written) = p.writes.iter().find(|(k, _)| *k == key).unwrap();
+        assert_eq!(slots::decode_pair(written), Some(*row));
+        assert_eq!(
+            p.pairs.len(),
+            1,
+            "the redelivered record's pair is not touched"
+        );
     }
 }

@@ -13,6 +13,9 @@ use crate::domain::record::{Outcome, Processed};
 #[derive(Default, Debug, Clone)]
 pub struct Deltas {
     pub map: FxHashMap<Vec<u8>, Vec<f64>>,
+    /// Per (user, video) pair deltas, by pair row key ([`keys::VIDEO_PAIR`]):
+    /// not held in memory, their rows are read and rewritten in the batch.
+    pub pairs: FxHashMap<Vec<u8>, [f64; 5]>,
     key: Vec<u8>,
 }
 
@@ -39,9 +42,21 @@ impl Deltas {
     fn event(&mut self, ev: &Event) {
         match ev {
             Event::Video(v) => {
-                // Per (user, video) aggregates are derived from the stored
-                // events when read (see `StoreView::pair_aggregates`): as many
-                // as the data has pairs, they are not held.
+                // Per (user, video) aggregates: as many as the data has pairs,
+                // so not held; the plan rewrites each touched pair's row.
+                self.key.clear();
+                keys::extend_parts(
+                    &mut self.key,
+                    keys::VIDEO_PAIR,
+                    &[v.user_id.as_bytes(), v.video_id.as_bytes()],
+                );
+                let d = pair_delta(v);
+                match self.pairs.get_mut(self.key.as_slice()) {
+                    Some(p) => slots::combine(slots::PAIR, p, &d),
+                    None => {
+                        self.pairs.insert(self.key.clone(), d);
+                    }
+                }
                 let fb = v.implicit_feedback();
                 let q = video_qoe(v, fb).slots();
                 self.add(keys::QOE_VIDEO, &[v.video_id.as_bytes()], slots::QOE, &q);
@@ -113,6 +128,7 @@ pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
     let (low, high) = records.size_hint();
     let mut d = Deltas {
         map: FxHashMap::with_capacity_and_hasher(high.unwrap_or(low) + 64, Default::default()),
+        pairs: FxHashMap::default(),
         key: Vec::new(),
     };
     let mut per_type: Vec<(&'static str, f64)> = Vec::new();

@@ -194,37 +194,52 @@ impl StoreView {
         self.note_damage(what, u.error.clone());
     }
 
-    /// Per (user, video) implicit-feedback aggregates, derived from the stored
-    /// events (one pass; memory for the pairs only while they are read).
+    /// Per (user, video) implicit-feedback aggregates, from their rows (one
+    /// pass over the pairs, never over the events). A damaged stretch of rows
+    /// is stepped over and noted.
     pub fn pair_aggregates(
         &self,
     ) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
+        super::scan::scan_prefix(&self.tree, keys::VIDEO_PAIR).filter_map(move |step| match step {
+            Ok((k, v)) => Some(pair_row(&k, &v)),
+            Err(u) => {
+                self.note_unreadable(&u);
+                None
+            }
+        })
+    }
+
+    /// One user's video pairs, from their rows.
+    pub fn user_video_pairs(&self, user: &str) -> Result<Vec<(String, PairAgg)>, StoreError> {
+        let mut prefix = keys::VIDEO_PAIR.to_vec();
+        prefix.extend_from_slice(&(user.len() as u32).to_be_bytes());
+        prefix.extend_from_slice(user.as_bytes());
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let (_, item, agg) = pair_row(&k, &v)?;
+            out.push((item, agg));
+        }
+        Ok(out)
+    }
+
+    /// The pairs derived from the stored events (one pass; memory for the
+    /// pairs while they are read): how stores written before the pair rows
+    /// get them.
+    pub(super) fn pairs_from_events(
+        &self,
+    ) -> Result<rustc_hash::FxHashMap<(String, String), [f64; 5]>, StoreError> {
         let mut pairs: rustc_hash::FxHashMap<(String, String), [f64; 5]> = Default::default();
-        let mut failed = None;
         for item in self.events() {
-            match item {
-                Ok((_, Event::Video(v))) => {
-                    let d = super::prepare::pair_delta(&v);
-                    pairs
-                        .entry((v.user_id, v.video_id))
-                        .and_modify(|agg| slots::combine(slots::PAIR, agg, &d))
-                        .or_insert(d);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+            if let (_, Event::Video(v)) = item? {
+                let d = super::prepare::pair_delta(&v);
+                pairs
+                    .entry((v.user_id, v.video_id))
+                    .and_modify(|agg| slots::combine(slots::PAIR, agg, &d))
+                    .or_insert(d);
             }
         }
-        let result: Vec<Result<(String, String, PairAgg), StoreError>> = match failed {
-            Some(e) => vec![Err(e)],
-            None => pairs
-                .into_iter()
-                .map(|((u, i), s)| Ok((u, i, PairAgg::from_slots(&s))))
-                .collect(),
-        };
-        result.into_iter()
+        Ok(pairs)
     }
 
     /// Up to `n` of the most recently stored video events (by log position).
@@ -330,6 +345,14 @@ impl StoreView {
         let d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
         d.iter().map(|(k, why)| (k.clone(), why.clone())).collect()
     }
+}
+
+/// A pair row as (user, video, aggregate).
+fn pair_row(k: &[u8], v: &[u8]) -> Result<(String, String, PairAgg), StoreError> {
+    let (u, i) = keys::split_pair(&k[keys::VIDEO_PAIR.len()..])
+        .ok_or_else(|| corrupt(k, "a pair row's key does not split into user and video"))?;
+    let row = slots::decode_pair(v).ok_or_else(|| corrupt(k, "a pair row of the wrong shape"))?;
+    Ok((u, i, PairAgg::from_slots(&row)))
 }
 
 /// A store key as people read it.

@@ -34,6 +34,26 @@ pub fn combine(layout: Layout, base: &mut [f64], delta: &[f64]) {
     }
 }
 
+/// A pair row's value: its [`PAIR`] slots, little-endian.
+pub fn encode_pair(s: &[f64; 5]) -> Vec<u8> {
+    s.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// What [`encode_pair`] wrote; `None` for any other value (a damaged row).
+pub fn decode_pair(v: &[u8]) -> Option<[f64; 5]> {
+    if v.len() != 40 {
+        return None;
+    }
+    let mut out = [0.0; 5];
+    for (o, c) in out.iter_mut().zip(v.chunks_exact(8)) {
+        *o = f64::from_le_bytes(c.try_into().ok()?);
+        if o.is_nan() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 pub fn zero(layout: Layout) -> Vec<f64> {
     let mut v = vec![0.0; layout.slots()];
     for x in &mut v[layout.sums..] {

@@ -506,3 +506,78 @@ fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
     assert_eq!(s.next_offset("ns", "v", 0), Some(10));
     assert_eq!(s.tree.scan_prefix(state::JOURNAL).count(), 0);
 }
+
+#[test]
+fn pair_rows_equal_the_pairs_of_the_events_and_older_stores_derive_them_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(2000);
+    let records: Vec<Processed> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| rec("v", 0, i as i64, Outcome::Valid(Event::Video(e.clone()))))
+        .collect();
+    let sorted = |s: &Store| {
+        let mut v: Vec<(String, String, u64, u64, String)> = s
+            .pair_aggregates()
+            .map(Result::unwrap)
+            .map(|(u, i, a)| {
+                (
+                    u,
+                    i,
+                    a.events,
+                    a.positive_events,
+                    format!("{:.9}", a.weight),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let from_events = |s: &Store| {
+        let mut v: Vec<(String, String, u64, u64, String)> = s
+            .pairs_from_events()
+            .unwrap()
+            .into_iter()
+            .map(|((u, i), r)| {
+                let a = PairAgg::from_slots(&r);
+                (
+                    u,
+                    i,
+                    a.events,
+                    a.positive_events,
+                    format!("{:.9}", a.weight),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        // Sums in another order than the derivation's: compared to 1e-9.
+        // Small batches: most pairs are touched in several of them.
+        for chunk in records.chunks(137) {
+            let c = s.apply("ns", prepare(chunk.to_vec())).unwrap();
+            assert!(c
+                .pairs
+                .iter()
+                .all(|p| matches!(p.agg, super::PairChangeAgg::Video(_))));
+        }
+        let rows = sorted(&s);
+        assert_eq!(rows, from_events(&s), "rows written batch by batch");
+        assert_eq!(rows.iter().map(|r| r.2).sum::<u64>(), 2000);
+        let (u, ..) = &rows[0];
+        let mine = s.user_video_pairs(u).unwrap();
+        assert_eq!(mine.len(), rows.iter().filter(|r| &r.0 == u).count());
+        // As a store written before the rows: no rows, no mark.
+        for k in s.tree.scan_prefix(keys::VIDEO_PAIR).keys() {
+            s.tree.remove(k.unwrap()).unwrap();
+        }
+        s.tree.remove(keys::PAIRS_MARK).unwrap();
+        s.close().unwrap();
+        rows
+    };
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(sorted(&s), expected, "derived once at open");
+    assert!(s.tree.contains_key(keys::PAIRS_MARK).unwrap());
+}
