@@ -101,10 +101,7 @@ fn verify(k: &[u8], v: &[u8], report: &mut CheckReport) -> Option<String> {
 }
 
 fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        sled::Config::new().path(path).open()
-    }));
-    match opened {
+    match super::open_waiting_for_lock(&sled::Config::new().path(path)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(sled::Error::Corruption { .. })) | Err(_) => Err(StoreError::Unrecoverable {
             path: path.to_path_buf(),

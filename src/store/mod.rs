@@ -280,6 +280,30 @@ impl StoreView {
     }
 }
 
+/// How long an open waits for the store's file lock: a handle of this process
+/// that was just dropped can hold it a moment longer (sled's I/O threads finish
+/// their last writes first); another daemon holds it for good.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled, retrying while its file lock is held (see [`LOCK_WAIT`]). sled's
+/// recovery panics on some damage to its log: that comes back as `Err(_)`.
+pub(crate) fn open_waiting_for_lock(
+    config: &sled::Config,
+) -> std::thread::Result<Result<sled::Db, sled::Error>> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        let locked = matches!(&opened, Ok(Err(sled::Error::Io(e)))
+            if e.to_string().contains("could not acquire lock"));
+        if !locked || start.elapsed() >= LOCK_WAIT {
+            return opened;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
+}
+
 impl Store {
     /// A handle for reads on other threads.
     pub fn view(&self) -> StoreView {
@@ -297,8 +321,7 @@ impl Store {
             .cache_capacity(cache_mb.saturating_mul(1 << 20));
         // sled's recovery panics on some damage to its log: that is a damaged
         // store to report, not a crash.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-        let db = match opened {
+        let db = match open_waiting_for_lock(&config) {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Corruption { .. })) | Err(_) => {
                 return Err(StoreError::Unrecoverable { path: path.clone() })
