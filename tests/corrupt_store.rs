@@ -15,7 +15,9 @@ use common::*;
 use playpulse::config::KafkaConfig;
 use playpulse::kafka;
 
-const NEEDLE: &str = "needleuserzz";
+/// In a field no store key holds (user and video ids are in the pair rows'
+/// keys, where damage would hit sled's own structure rather than an event).
+const NEEDLE: &str = "needlefaultzz";
 
 const ENV: [(&str, &str); 5] = [
     ("PLAYPULSE_MODELS__ENABLED", "true"),
@@ -80,7 +82,7 @@ fn damaged_files_are_reported_skipped_and_repaired() {
     let p = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
     for i in 0..40 {
         let payload = format!(
-            r#"{{"user_id":"{NEEDLE}{i}","video_id":"v1","watch_time_seconds":10,"resolution":"720p","bitrate_kbps":100,"buffering_events":0,"paused":false,"skipped":false,"genre":"Drama","region":"US","recommended":false,"timestamp":"2025-01-01T00:00:00Z"}}"#
+            r#"{{"user_id":"cs-user{i}","error":"{NEEDLE}{i}","video_id":"v1","watch_time_seconds":10,"resolution":"720p","bitrate_kbps":100,"buffering_events":0,"paused":false,"skipped":false,"genre":"Drama","region":"US","recommended":false,"timestamp":"2025-01-01T00:00:00Z"}}"#
         );
         kafka::send(&p, "cs.video", b"k", payload.as_bytes(), None).unwrap();
     }
