@@ -14,7 +14,7 @@ use super::messages::{
 use crate::config::ModelsConfig;
 use crate::ml::promote;
 use crate::ml::registry::{self, Recorded, Run};
-use crate::ml::serve::{load_serving, Serving};
+use crate::ml::serve::{load_serving, Serving, ServingModel};
 use crate::ml::train::{
     evaluate_candidate, evaluate_champion, serving_bundle, SnapshotSpec, TrainSpec,
 };
@@ -51,13 +51,15 @@ impl Actor for EvaluatorActor {
 
     fn started(&mut self, _: &mut Context<Self>) {
         match load_serving(&self.view) {
-            Ok(Some((id, bundle, weight))) => {
+            Ok(Some(m)) => {
                 tracing::info!(
-                    "serving champion model v{id} (stored; {} users, {} items; affinity weight {weight})",
-                    bundle.users.len(),
-                    bundle.items.len()
+                    "serving champion model v{} (stored; {} users, {} items; affinity weight {})",
+                    m.id,
+                    m.bundle.users.len(),
+                    m.bundle.items.len(),
+                    m.affinity_weight
                 );
-                self.serving.set(id, bundle, weight);
+                self.serving.set(m);
             }
             Ok(None) => tracing::info!(
                 "no model yet: the first trains after {} stored events",
@@ -86,7 +88,8 @@ impl Handler<Candidates> for EvaluatorActor {
                     evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
                 drop(champion);
                 let fit_s = msg.candidate.fit_s;
-                let bundle = serving_bundle(msg.candidate, &msg.genres, &msg.regions);
+                let bundle =
+                    serving_bundle(msg.candidate, &msg.genres, &msg.regions, &msg.music_items);
                 let encoded = match postcard::to_stdvec(&bundle) {
                     Ok(b) => b,
                     Err(e) => {
@@ -181,7 +184,12 @@ impl Handler<Evaluated> for EvaluatorActor {
                     );
                 }
                 if decision.promote {
-                    self.serving.set(id, bundle, blend_weight);
+                    self.serving.set(ServingModel {
+                        id,
+                        bundle,
+                        affinity_weight: blend_weight,
+                        params: self.cfg.als(),
+                    });
                 }
                 Ok(TrainOutcome {
                     model: id,
@@ -264,9 +272,10 @@ impl Handler<SetChampion> for EvaluatorActor {
     type Result = Result<u64, TrainError>;
 
     fn handle(&mut self, msg: SetChampion, _: &mut Context<Self>) -> Self::Result {
-        let (id, bundle, weight) = registry::change_champion(&self.view, msg.0)?;
+        let m = registry::change_champion(&self.view, msg.0)?;
+        let id = m.id;
         tracing::info!("champion is now model v{id} (operator)");
-        self.serving.set(id, bundle, weight);
+        self.serving.set(m);
         Ok(id)
     }
 }

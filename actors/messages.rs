@@ -130,6 +130,7 @@ pub struct Candidates {
     pub blend: Option<crate::views::affinity::Blend>,
     pub genres: std::collections::HashMap<String, String>,
     pub regions: std::collections::HashMap<String, Vec<(String, u64)>>,
+    pub music_items: std::collections::HashSet<String>,
     /// What the snapshot held (recorded with the versions).
     pub data: crate::ml::version::SnapshotInfo,
     pub classifiers: Vec<(

@@ -18,6 +18,7 @@
 //! `Recipient`s of those messages, and only `runtime` names the actor types.
 
 pub mod evaluator;
+pub mod fold;
 pub mod messages;
 pub mod monitor;
 pub mod parser;

@@ -29,6 +29,8 @@ pub struct StoreActor {
     pub analytics: Arc<Mutex<Analytics>>,
     /// Settled batches, for hand-overs of revoked partitions.
     pub flight: Arc<Flight>,
+    /// The fold-in, told which users each durable batch touched (none: off).
+    pub fold: Option<super::fold::FoldSender>,
 }
 
 impl Actor for StoreActor {
@@ -63,6 +65,22 @@ impl Handler<StoreBatch> for StoreActor {
                 }
                 if let Ok(mut a) = self.analytics.lock() {
                     a.observe(&c.records, &c.fresh, crate::domain::timefmt::now_ms());
+                }
+                if let (Some(tx), false) = (&self.fold, c.pairs.is_empty()) {
+                    let mut users: Vec<String> = c.pairs.into_iter().map(|p| p.user).collect();
+                    users.sort_unstable();
+                    users.dedup();
+                    users.retain(|u| u != crate::store::bounds::OTHER);
+                    let touched = super::fold::Touched {
+                        users,
+                        committed: std::time::Instant::now(),
+                    };
+                    if tx.send(touched).is_err() {
+                        tracing::warn!(
+                            "the fold-in stopped: lists follow events at the next retrain only"
+                        );
+                        self.fold = None;
+                    }
                 }
                 let (p, r) = (&self.progress, &c.report);
                 Progress::add(&p.stored, r.stored);

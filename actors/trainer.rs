@@ -1,5 +1,6 @@
 //! Trainer actor: decides when to train (every N new events, every T seconds,
-//! on demand), takes a consistent snapshot of the store on the store's thread,
+//! once N users were folded into the champion since the last run — the drift
+//! from what it was trained on —, on demand), takes a consistent snapshot of the store on the store's thread,
 //! fits the recommender and the engagement classifiers on a thread of its own
 //! (ingestion never stalls), and hands the candidates to the evaluator.
 
@@ -21,8 +22,12 @@ pub struct TrainerActor {
     store: Recipient<TakeSnapshot>,
     evaluator: Addr<EvaluatorActor>,
     progress: Arc<Progress>,
+    /// The fold-in's counts (the drift since the last run).
+    serving: crate::ml::serve::Serving,
     /// `progress.stored` at the last training.
     trained_at: u64,
+    /// The fold-in's user solves at the last training.
+    folded_at: u64,
     last: Instant,
     busy: bool,
     /// Operators waiting for the current run's outcome.
@@ -35,13 +40,16 @@ impl TrainerActor {
         store: Recipient<TakeSnapshot>,
         evaluator: Addr<EvaluatorActor>,
         progress: Arc<Progress>,
+        serving: crate::ml::serve::Serving,
     ) -> TrainerActor {
         TrainerActor {
             cfg,
             store,
             evaluator,
             progress,
+            serving,
             trained_at: 0,
+            folded_at: 0,
             last: Instant::now(),
             busy: false,
             waiting: Vec::new(),
@@ -51,10 +59,19 @@ impl TrainerActor {
     fn due(&self) -> bool {
         let stored = Progress::get(&self.progress.stored);
         let new = stored.saturating_sub(self.trained_at);
+        let drift = self.folded().saturating_sub(self.folded_at);
         (self.cfg.train_every_events > 0 && new >= self.cfg.train_every_events)
+            || (self.cfg.retrain_folded_users > 0 && drift >= self.cfg.retrain_folded_users)
             || (!self.cfg.train_every.is_zero()
                 && new > 0
                 && self.last.elapsed() >= self.cfg.train_every)
+    }
+
+    fn folded(&self) -> u64 {
+        self.serving
+            .live()
+            .read()
+            .map_or(0, |l| l.stats().folded_total)
     }
 
     fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), TrainError> {
@@ -64,6 +81,7 @@ impl TrainerActor {
         let als = self.cfg.als().check()?;
         self.busy = true;
         self.trained_at = Progress::get(&self.progress.stored);
+        self.folded_at = self.folded();
         self.last = Instant::now();
         let min_events = self.cfg.min_events;
         let max_events = if self.cfg.classifiers {
@@ -127,6 +145,7 @@ impl TrainerActor {
                             blend,
                             genres: snap.genres,
                             regions: snap.regions,
+                            music_items: snap.music_items,
                             data: snap.data,
                             classifiers,
                             done: me.recipient(),

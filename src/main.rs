@@ -15,7 +15,8 @@ use playpulse::config::KafkaConfig;
 use playpulse::domain::event::Kind;
 use playpulse::domain::timefmt::{parse_timestamp_ms, TimePolicy};
 use playpulse::kafka;
-use playpulse::ml::serve::{load_serving, Hints, Recommender};
+use playpulse::ml::live;
+use playpulse::ml::serve::{load_serving, Hints};
 use playpulse::store::Store;
 use playpulse::synth::import::{import_file, FileFormat};
 use playpulse::synth::produce::{produce, Synth, SynthSpec};
@@ -128,25 +129,41 @@ fn main() -> anyhow::Result<()> {
             k,
             genre,
             region,
+            domain,
+            config,
         } => {
             let store = Store::open(&data_dir, 64)?;
             // The daemon's path: the champion with its affinity weight, the
-            // user's catalog profile, the titles.
-            let champion = load_serving(&store)?.map(|(id, bundle, affinity_weight)| {
-                playpulse::ml::serve::Champion {
-                    id,
-                    recommender: Recommender::new(bundle),
-                    affinity_weight,
+            // user folded in when the daemon had folded them in, the user's
+            // catalog profile, titles and artists.
+            let champion = load_serving(&store)?.map(|m| m.into_champion());
+            let ix = playpulse::views::indexes::Indexes::build(&store)?;
+            let ask = playpulse::ml::recommend::Ask {
+                user: user.trim().to_lowercase(),
+                k,
+                domain,
+                hints: Hints { region, genre },
+            };
+            let folded = match &champion {
+                Some(c) if store.is_folded(c.id, &ask.user)? => {
+                    let weights = playpulse::config::Config::load(config.as_deref())?
+                        .models
+                        .event_weights
+                        .by_action();
+                    let pairs = live::user_pairs(&store, &ix.graph, &ask.user, weights)?;
+                    let solver = live::ChampionSolver::new(c);
+                    live::fold_users(c, &solver, vec![(ask.user.clone(), pairs)])
+                        .pop()
+                        .map(|(_, f, _)| f)
                 }
-            });
-            let hints = Hints { region, genre };
+                _ => None,
+            };
             let Some(reply) = playpulse::ml::recommend::recommend(
                 champion.as_ref(),
+                folded.as_ref(),
                 |u| store.user_profile(u),
-                &playpulse::views::indexes::titles_of(&store)?,
-                &user,
-                k,
-                &hints,
+                &ix,
+                &ask,
             )?
             else {
                 bail!("no model has been trained yet in {}: let the daemon ingest models.min_events events", data_dir.display());

@@ -173,12 +173,19 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
             "rank",
             "recommended_content",
             "title",
-            "predicted_rating"
+            "predicted_rating",
+            "domain"
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    let users: std::collections::HashSet<&str> = rows.iter().map(|r| &r[0]).collect();
-    assert_eq!(rows.len(), users.len() * 5);
+    // One list of 5 per (user, domain), never mixing domains.
+    let mut lists: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for r in &rows {
+        assert!(["video", "music"].contains(&&r[5]), "{r:?}");
+        *lists.entry((&r[0], &r[5])).or_default() += 1;
+    }
+    assert!(!lists.is_empty());
+    assert!(lists.values().all(|&n| n == 5), "{lists:?}");
     assert!(rows
         .iter()
         .all(|r| (1..=5).contains(&r[1].parse::<u32>().unwrap()) && r[4].parse::<f32>().is_ok()));

@@ -54,6 +54,8 @@ out["edges"] = rels
 r = table("recommendations")
 out["rec_rows"] = r.num_rows
 out["rec_users"] = len(set(r["user_id"].to_pylist()))
+out["rec_lists"] = len(set(zip(r["user_id"].to_pylist(), r["domain"].to_pylist())))
+out["rec_domains"] = sorted(set(r["domain"].to_pylist()))
 out["rec_max_rank"] = pc.max(r["rank"]).as_py()
 out["rec_titled"] = r.num_rows - r["title"].null_count
 print(json.dumps(out))
@@ -215,12 +217,20 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
         assert_eq!(got["edges"][rel][0], edges.len(), "{rel}: {got}");
         assert_eq!(got["edges"][rel][1], events, "{rel}");
     }
-    // Recommendations of the champion: 5 per user, ranks 1..5, movie titles.
+    // Recommendations of the champion: 5 per (user, domain), ranks 1..5, titles.
     assert!(got["rec_rows"].as_u64().unwrap() > 0, "{got}");
     assert_eq!(
         got["rec_rows"].as_u64(),
-        got["rec_users"].as_u64().map(|u| u * 5)
+        got["rec_lists"].as_u64().map(|l| l * 5),
+        "{got}"
     );
+    assert!(
+        got["rec_lists"].as_u64() >= got["rec_users"].as_u64(),
+        "{got}"
+    );
+    for d in got["rec_domains"].as_array().unwrap() {
+        assert!(d == "video" || d == "music", "{got}");
+    }
     assert_eq!(got["rec_max_rank"], 5);
     assert!(got["rec_titled"].as_u64().unwrap() > 0, "{got}");
 }

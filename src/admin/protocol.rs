@@ -276,6 +276,7 @@ mod tests {
             parse_request(br#"{"cmd":"recommend","user":"u1","k":3}"#).unwrap(),
             Request::Recommend(recommend::Recommend {
                 user: "u1".into(),
+                domain: None,
                 k: Some(3),
                 region: None,
                 genre: None
@@ -336,7 +337,10 @@ mod tests {
             assert!(names.contains(&n), "{names:?}");
         }
         let rec = c.iter().find(|c| c.cmd == "recommend").unwrap();
-        assert_eq!(rec.args, "user, [k], [region], [genre]");
+        assert_eq!(
+            rec.args,
+            "user, [k], [domain: video|music], [region], [genre]"
+        );
         let p = c.iter().find(|c| c.cmd == "producer").unwrap();
         assert!(
             p.args.starts_with("action: start|stop|rate|status"),

@@ -76,6 +76,12 @@ pub enum Command {
         /// For unknown users: the region to take popular items from (first choice).
         #[arg(long)]
         region: Option<String>,
+        /// Video or music (default: where most of what the user has seen is).
+        #[arg(long)]
+        domain: Option<playpulse::domain::event::Domain>,
+        /// The daemon's config file (its listening weights fold a user in as it does).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write the champion's top-k per user as final_recommendations.csv, the
     /// classifiers' held-out predictions, or the whole store as a Parquet data lake

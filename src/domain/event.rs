@@ -6,6 +6,47 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The two catalogs recommendations come from: a list, similar items or a
+/// popularity ranking holds items of one of them only.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Domain {
+    /// Movies, series and other videos (viewing events).
+    #[default]
+    Video,
+    /// Tracks (listening events).
+    Music,
+}
+
+impl Domain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::Video => "video",
+            Domain::Music => "music",
+        }
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Domain {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Domain, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "video" => Ok(Domain::Video),
+            "music" => Ok(Domain::Music),
+            other => Err(format!("domain {other:?}: must be video or music")),
+        }
+    }
+}
+
 /// What a topic (or a record on a mixed topic) carries.
 #[derive(
     Debug,

@@ -10,9 +10,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::domain::event::{Event, VideoEvent};
+use crate::domain::event::{Domain, Event, VideoEvent};
 use crate::ml::classify::{self, ClassifierBundle};
-use crate::ml::serve::{load_champion, Recommender};
+use crate::ml::serve::{load_champion, Recommender, Taste};
 use crate::ml::{ModelKind, ModelVersion};
 use crate::store::StoreView;
 
@@ -33,6 +33,9 @@ pub struct ExportReport {
     pub file: String,
     pub model: u64,
     pub users: usize,
+    /// Lists written: one per (user, domain they have seen items of).
+    #[serde(default)]
+    pub lists: usize,
     pub rows: usize,
     pub with_title: usize,
 }
@@ -44,10 +47,20 @@ fn write_error(out: &Path, e: impl std::fmt::Display) -> ExportError {
     }
 }
 
-/// user_id, rank, recommended_content, title, predicted_rating
-type Row = (String, usize, String, String, f32);
+/// user_id, rank, recommended_content, title, predicted_rating, domain
+type Row = (String, usize, String, String, f32, Domain);
 
-/// Writes the top `k` of every known user.
+/// The domains a trained user has seen items of (a list per domain).
+pub fn domains_seen(r: &Recommender, u: u32) -> Vec<Domain> {
+    let seen = r.seen_of(u);
+    [Domain::Video, Domain::Music]
+        .into_iter()
+        .filter(|d| seen.iter().any(|&i| r.domain_of(i) == *d))
+        .collect()
+}
+
+/// Writes the top `k` of every known user, one list per domain they have
+/// seen items of (video and music never share a list).
 pub fn recommendations_csv(
     store: &StoreView,
     out: &Path,
@@ -78,17 +91,23 @@ pub fn recommendations_csv(
         .bundle()
         .users
         .par_iter()
-        .map(|u| {
+        .enumerate()
+        .map(|(row, u)| {
             pb.inc(1);
-            r.recommend(u, k, &crate::ml::serve::Hints::default())
+            domains_seen(&r, row as u32)
                 .into_iter()
-                .enumerate()
-                .map(|(rank, rec)| {
+                .flat_map(|d| {
+                    r.recommend_taste(Taste::Trained(row as u32), k, d, |_, _| {})
+                        .into_iter()
+                        .enumerate()
+                        .map(move |(rank, rec)| (d, rank, rec))
+                })
+                .map(|(d, rank, rec)| {
                     let title = index
                         .get(rec.item.as_str())
                         .map(|&i| titles[i].clone())
                         .unwrap_or_default();
-                    (u.clone(), rank + 1, rec.item, title, rec.score)
+                    (u.clone(), rank + 1, rec.item, title, rec.score, d)
                 })
                 .collect()
         })
@@ -102,13 +121,22 @@ pub fn recommendations_csv(
         "recommended_content",
         "title",
         "predicted_rating",
+        "domain",
     ])
     .map_err(werr)?;
-    let (mut n, mut with_title) = (0, 0);
-    for (user, rank, item, title, score) in rows.into_iter().flatten() {
+    let (mut n, mut with_title, mut lists) = (0, 0, 0);
+    for (user, rank, item, title, score, domain) in rows.into_iter().flatten() {
         with_title += usize::from(!title.is_empty());
-        w.write_record([user, rank.to_string(), item, title, format!("{score:.6}")])
-            .map_err(werr)?;
+        lists += usize::from(rank == 1);
+        w.write_record([
+            user,
+            rank.to_string(),
+            item,
+            title,
+            format!("{score:.6}"),
+            domain.to_string(),
+        ])
+        .map_err(werr)?;
         n += 1;
     }
     w.flush().map_err(|e| write_error(out, e))?;
@@ -116,6 +144,7 @@ pub fn recommendations_csv(
         file: out.display().to_string(),
         model: id,
         users: r.bundle().users.len(),
+        lists,
         rows: n,
         with_title,
     })
@@ -192,6 +221,7 @@ pub fn predictions_csv(store: &StoreView, out: &Path) -> Result<ExportReport, Ex
         file: out.display().to_string(),
         model: first,
         users: 0,
+        lists: 0,
         rows,
         with_title: 0,
     })
@@ -269,6 +299,7 @@ pub fn events_jsonl(store: &StoreView, out: &Path) -> Result<ExportReport, Expor
         file: out.display().to_string(),
         model: 0,
         users: 0,
+        lists: 0,
         rows,
         with_title: 0,
     })

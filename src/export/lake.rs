@@ -522,15 +522,21 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("item", Col::Str),
             ("title", Col::OptStr),
             ("score", Col::F64),
+            ("domain", Col::Str),
         ],
     );
     if let Some((id, bundle)) =
         crate::ml::serve::load_champion(store).map_err(|e| LakeError::Store(e.to_string()))?
     {
         let r = crate::ml::serve::Recommender::new(bundle);
-        let hints = crate::ml::serve::Hints::default();
-        for u in &r.bundle().users {
-            for (rank, rec) in r.recommend(u, k, &hints).into_iter().enumerate() {
+        for (row, u) in r.bundle().users.iter().enumerate() {
+            let lists = super::csv::domains_seen(&r, row as u32)
+                .into_iter()
+                .map(|d| {
+                    let taste = crate::ml::serve::Taste::Trained(row as u32);
+                    r.recommend_taste(taste, k, d, |_, _| {})
+                });
+            for (rank, rec) in lists.flat_map(|l| l.into_iter().enumerate()) {
                 let title = catalog.get(&rec.item).map(|e| e.title.title.clone());
                 recs.push(
                     today.clone(),
@@ -541,6 +547,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
                         S(rec.item),
                         OS(title),
                         F(f64::from(rec.score)),
+                        S(rec.domain.to_string()),
                     ],
                 )?;
             }

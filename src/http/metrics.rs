@@ -9,6 +9,7 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use axum::http::header;
@@ -141,6 +142,12 @@ impl Exposition {
     }
 
     /// The OpenMetrics text of every family.
+    /// A histogram kept by the daemon (its observations so far).
+    pub fn histogram(&mut self, name: &str, help: &str, h: Histogram) -> &mut Self {
+        self.registry.register(name, help_text(help), h);
+        self
+    }
+
     pub fn text(self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -337,6 +344,44 @@ pub async fn exposition(a: &Admin) -> String {
             Kind::Level,
             "The serving recommender's version.",
             ch.id as f64,
+        );
+    }
+    let fold = a.serving.fold_stats();
+    e.one(
+        "playpulse_foldin_users",
+        Kind::Counter,
+        "User solves of the fold-in (users folded into the champion after a durable batch).",
+        fold.folded_total as f64,
+    )
+    .one(
+        "playpulse_foldin_held_users",
+        Kind::Level,
+        "Users held folded into the serving champion.",
+        fold.users as f64,
+    )
+    .one(
+        "playpulse_foldin_last_seconds",
+        Kind::Gauge,
+        "Seconds the last fold-in took.",
+        fold.last_seconds,
+    )
+    .one(
+        "playpulse_foldin_users_per_second",
+        Kind::Gauge,
+        "Users per second of the last fold-in.",
+        fold.last_users_per_s,
+    )
+    .one(
+        "playpulse_item_factors_age_seconds",
+        Kind::Gauge,
+        "Seconds since the serving champion's item factors began serving.",
+        fold.item_factors_age_seconds.unwrap_or(0.0),
+    );
+    if let Ok(l) = a.serving.live().read() {
+        e.histogram(
+            "playpulse_freshness_seconds",
+            "From a batch's durable commit to its users served folded in.",
+            l.latency(),
         );
     }
     e.text()

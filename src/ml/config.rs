@@ -52,6 +52,15 @@ pub struct ModelsConfig {
     /// Weight of each listening action in a (user, track) pair's implicit feedback;
     /// negative = a negative preference. Music pairs train with the video pairs.
     pub event_weights: EventWeights,
+    /// Fold each durable batch's users into the serving champion (their
+    /// factors re-solved against its item factors, their seen set updated):
+    /// lists follow events without a retrain.
+    pub fold_in: bool,
+    /// Users held folded in (the least recently folded give way past it).
+    pub fold_in_max_users: usize,
+    /// Retrain once this many users were folded in since the champion began
+    /// serving (the drift from what it was trained on); 0 = never on drift.
+    pub retrain_folded_users: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +117,9 @@ impl Default for ModelsConfig {
             tree_max_depth: 20,
             svm_max_rows: 5_000,
             event_weights: EventWeights::default(),
+            fold_in: true,
+            fold_in_max_users: 1_000_000,
+            retrain_folded_users: 100_000,
         }
     }
 }
@@ -165,6 +177,13 @@ impl ModelsConfig {
                 "models.event_weights",
                 &m.event_weights,
                 "every weight must be a finite number",
+            ));
+        }
+        if !(1..=50_000_000).contains(&m.fold_in_max_users) {
+            return Err(invalid(
+                "models.fold_in_max_users",
+                m.fold_in_max_users,
+                "must be 1..=50000000 (each holds its factors and seen items)",
             ));
         }
         if !(1..=1000).contains(&m.k) {

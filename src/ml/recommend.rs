@@ -6,16 +6,25 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::serve::{Champion, Hints, Recommendation};
-use crate::domain::event::UserProfile;
-use crate::views::affinity::{CatalogIndex, Prefs, Ranked};
+use super::live::Folded;
+use super::serve::{Champion, Hints, Recommendation, Taste};
+use crate::domain::event::{Domain, UserProfile};
+use crate::views::affinity::{Prefs, Ranked};
+use crate::views::indexes::Indexes;
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Listed {
     pub item: String,
+    pub domain: Domain,
+    /// The catalog title (movies and series).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// The track's artist and album (tracks with a catalog record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
     /// movie or series (content affinity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -30,12 +39,28 @@ pub struct Listed {
 }
 
 impl Listed {
-    fn of(r: Recommendation, titles: &CatalogIndex) -> Listed {
+    fn of(r: Recommendation, ix: &Indexes) -> Listed {
+        let (artist, album) = match r.domain {
+            Domain::Music => ix
+                .graph
+                .track_artist(&r.item)
+                .map_or((None, None), |(a, al)| {
+                    (Some(a.to_string()), al.map(str::to_string))
+                }),
+            Domain::Video => (None, None),
+        };
+        let title = match r.domain {
+            Domain::Video => ix.titles.get(&r.item).map(|e| e.title.title.clone()),
+            Domain::Music => None,
+        };
         Listed {
-            title: titles.get(&r.item).map(|e| e.title.title.clone()),
+            title,
+            artist,
+            album,
             item: r.item,
+            domain: r.domain,
             kind: None,
-            genre: Some(r.genre),
+            genre: Some(r.genre).filter(|g| !g.is_empty()),
             score: f64::from(r.score),
             because: r.because,
             reason: r.reason,
@@ -45,7 +70,10 @@ impl Listed {
     fn ranked(r: Ranked) -> Listed {
         Listed {
             item: r.item,
+            domain: Domain::Video,
             title: Some(r.title),
+            artist: None,
+            album: None,
             kind: Some(r.kind.to_string()),
             genre: None,
             score: r.score,
@@ -61,8 +89,14 @@ pub struct RecommendReply {
     /// The champion's version (none before the first model).
     pub model: Option<u64>,
     pub user: String,
-    /// Whether the model knows the user.
+    /// The list's domain: asked for, else where most of what the user has seen is.
+    pub domain: Domain,
+    /// Whether the model knows the user (trained on them, or folded them in).
     pub known: bool,
+    /// When the user's events since the model's training were folded in (ms
+    /// since the epoch); none when the list is the trained model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_at_ms: Option<i64>,
     /// The content-affinity weight blended in (known users with a profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_weight: Option<f64>,
@@ -72,83 +106,126 @@ pub struct RecommendReply {
     pub recommendations: Vec<Listed>,
 }
 
-/// The items most like an item.
+/// The items most like an item (of its domain).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimilarReply {
     pub model: u64,
     pub item: String,
+    pub domain: Domain,
     pub similar: Vec<Listed>,
 }
 
+/// What a list is asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ask {
+    pub user: String,
+    pub k: usize,
+    /// `None`: the domain most of what the user has seen is in (video for a
+    /// user with nothing seen).
+    pub domain: Option<Domain>,
+    pub hints: Hints,
+}
+
 /// Top `k` for `user` (ids are compared trimmed and lower-cased); `Ok(None)`
-/// when there is no champion and no catalog profile to rank by. `profile`
+/// when there is no champion and no catalog profile to rank by. `folded`: the
+/// user as the fold-in has them against this champion (their events since
+/// its training), which takes the place of their trained row. `profile`
 /// reads the user's catalog profile (by the normalised id), only when the list
 /// needs it: a user the model knows, when affinity is blended in; a user it
 /// does not know.
 pub fn recommend<E>(
     champion: Option<&Champion>,
+    folded: Option<&Folded>,
     profile: impl FnOnce(&str) -> Result<Option<UserProfile>, E>,
-    titles: &CatalogIndex,
-    user: &str,
-    k: usize,
-    hints: &Hints,
+    ix: &Indexes,
+    ask: &Ask,
 ) -> Result<Option<RecommendReply>, E> {
-    let user = user.trim().to_lowercase();
+    let user = ask.user.trim().to_lowercase();
+    let k = ask.k;
     let listed = |recs: Vec<Recommendation>| -> Vec<Listed> {
-        recs.into_iter().map(|r| Listed::of(r, titles)).collect()
+        recs.into_iter().map(|r| Listed::of(r, ix)).collect()
     };
-    if let Some(c) = champion.filter(|c| c.recommender.knows(&user)) {
-        let profile = if c.affinity_weight > 0.0 {
+    let taste = champion.and_then(|c| match (folded, c.recommender.user_row(&user)) {
+        (Some(f), _) => Some((
+            c,
+            Taste::Folded {
+                factors: &f.factors,
+                seen: &f.seen,
+            },
+        )),
+        (None, Some(u)) => Some((c, Taste::Trained(u))),
+        (None, None) => None,
+    });
+    if let Some((c, taste)) = taste {
+        let seen = match taste {
+            Taste::Trained(u) => c.recommender.seen_of(u),
+            Taste::Folded { seen, .. } => seen,
+        };
+        let domain = ask
+            .domain
+            .unwrap_or_else(|| c.recommender.main_domain(seen));
+        let profile = if c.affinity_weight > 0.0 && domain == Domain::Video {
             profile(&user)?
         } else {
             None
         };
-        let blend = profile.map(|p| {
-            let prefs = Prefs::of(&p);
-            c.recommender
-                .recommend_adjusted(&user, k, &Hints::default(), |scores, items| {
-                    crate::views::affinity::blend_scores(
-                        scores,
-                        items,
-                        &prefs,
-                        c.affinity_weight,
-                        |i| titles.get(i).map(|e| &e.title),
-                    )
-                })
-        });
-        let affinity_weight = blend.as_ref().map(|_| c.affinity_weight);
-        let recs = blend.unwrap_or_else(|| c.recommender.recommend(&user, k, &Hints::default()));
+        let affinity_weight = profile.as_ref().map(|_| c.affinity_weight);
+        let recs = match profile {
+            Some(p) => {
+                let prefs = Prefs::of(&p);
+                c.recommender
+                    .recommend_taste(taste, k, domain, |scores, items| {
+                        crate::views::affinity::blend_scores(
+                            scores,
+                            items,
+                            &prefs,
+                            c.affinity_weight,
+                            |i| ix.titles.get(i).map(|e| &e.title),
+                        )
+                    })
+            }
+            None => c.recommender.recommend_taste(taste, k, domain, |_, _| {}),
+        };
         return Ok(Some(RecommendReply {
             model: Some(c.id),
             user,
+            domain,
             known: true,
+            folded_at_ms: folded.map(|f| f.at_ms),
             affinity_weight,
             cold_start: None,
             recommendations: listed(recs),
         }));
     }
-    // Not in the model: a catalog profile's content affinity, else popularity.
-    if let Some(p) = profile(&user)? {
-        let ranked = titles.rank(&p, k, |_| false);
-        if !ranked.is_empty() {
-            return Ok(Some(RecommendReply {
-                model: champion.map(|c| c.id),
-                user,
-                known: false,
-                affinity_weight: None,
-                cold_start: Some("profile affinity".into()),
-                recommendations: ranked.into_iter().map(Listed::ranked).collect(),
-            }));
+    let domain = ask.domain.unwrap_or_default();
+    // Not in the model: a catalog profile's content affinity (videos), else popularity.
+    if domain == Domain::Video {
+        if let Some(p) = profile(&user)? {
+            let ranked = ix.titles.rank(&p, k, |_| false);
+            if !ranked.is_empty() {
+                return Ok(Some(RecommendReply {
+                    model: champion.map(|c| c.id),
+                    user,
+                    domain,
+                    known: false,
+                    folded_at_ms: None,
+                    affinity_weight: None,
+                    cold_start: Some("profile affinity".into()),
+                    recommendations: ranked.into_iter().map(Listed::ranked).collect(),
+                }));
+            }
         }
     }
     let Some(c) = champion else {
         return Ok(None);
     };
-    let recs = c.recommender.recommend(&user, k, hints);
+    let recs = c.recommender.popular(k, domain, &ask.hints);
     Ok(Some(RecommendReply {
         model: Some(c.id),
         user,
+        domain,
         known: false,
+        folded_at_ms: None,
         affinity_weight: None,
         cold_start: Some("popularity".into()),
         recommendations: listed(recs),
@@ -156,17 +233,14 @@ pub fn recommend<E>(
 }
 
 /// The `k` items most like `item` (`None`: the model does not have it).
-pub fn similar(
-    champion: &Champion,
-    titles: &CatalogIndex,
-    item: &str,
-    k: usize,
-) -> Option<SimilarReply> {
+pub fn similar(champion: &Champion, ix: &Indexes, item: &str, k: usize) -> Option<SimilarReply> {
     let item = item.trim().to_lowercase();
+    let row = champion.recommender.item_row(&item)?;
     let similar = champion.recommender.similar(&item, k)?;
     Some(SimilarReply {
         model: champion.id,
-        similar: similar.into_iter().map(|r| Listed::of(r, titles)).collect(),
+        domain: champion.recommender.domain_of(row),
+        similar: similar.into_iter().map(|r| Listed::of(r, ix)).collect(),
         item,
     })
 }

@@ -6,7 +6,7 @@
 use super::classify::{self, ClassifierReport};
 use super::config::ModelsConfig;
 use super::promote::{self, Decision, PromoteMetric, Standing};
-use super::serve::{load_serving, Bundle};
+use super::serve::{load_serving, ServingModel};
 use super::train::Evaluation;
 use super::version::{
     self, ClassifierData, ClassifierParams, ClassifierTimings, ClassifierVersion, ModelVersion,
@@ -150,10 +150,7 @@ pub fn record_run(view: &StoreView, run: Run<'_>) -> Result<Recorded, TrainError
 
 /// Makes a recorded recommender version the champion (`None`: back to the
 /// previous champion); answers the new champion as served.
-pub fn change_champion(
-    view: &StoreView,
-    to: Option<u64>,
-) -> Result<(u64, Bundle, f64), TrainError> {
+pub fn change_champion(view: &StoreView, to: Option<u64>) -> Result<ServingModel, TrainError> {
     match to {
         Some(id) => {
             let m = version::versions(view)?

@@ -9,12 +9,13 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::als::AlsModel;
+use super::als::{AlsModel, AlsParams};
 use super::metrics::top_k;
 use super::sparse::Csr;
+use crate::domain::event::Domain;
 
 /// Everything needed to serve: factors, id dictionaries, what each user has seen,
-/// item genres and popularity.
+/// item genres, domains and popularity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bundle {
     pub model: AlsModel,
@@ -27,6 +28,56 @@ pub struct Bundle {
     pub popularity: Vec<u32>,
     /// Region → (item, events there), sorted by item.
     pub region_popularity: HashMap<String, Vec<(u32, u32)>>,
+    /// Each item's domain (video or music): lists never mix them.
+    pub item_domain: Vec<Domain>,
+}
+
+/// A bundle as stored before items carried their domain.
+#[derive(Deserialize)]
+struct BundleWithoutDomains {
+    model: AlsModel,
+    users: Vec<String>,
+    items: Vec<String>,
+    seen: Csr,
+    item_genre: Vec<String>,
+    popularity: Vec<u32>,
+    region_popularity: HashMap<String, Vec<(u32, u32)>>,
+}
+
+impl Bundle {
+    /// Decodes a stored bundle; one stored before items carried their domain
+    /// takes it from `is_track` (an item with a track catalog record is music).
+    pub fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
+        match postcard::from_bytes::<Bundle>(bytes) {
+            Ok(b) if b.item_domain.len() == b.items.len() => Ok(b),
+            Ok(_) => Err("its item domains do not match its items".into()),
+            Err(first) => {
+                let old: BundleWithoutDomains =
+                    postcard::from_bytes(bytes).map_err(|_| first.to_string())?;
+                let item_domain = old
+                    .items
+                    .iter()
+                    .map(|i| {
+                        if is_track(i) {
+                            Domain::Music
+                        } else {
+                            Domain::Video
+                        }
+                    })
+                    .collect();
+                Ok(Bundle {
+                    model: old.model,
+                    users: old.users,
+                    items: old.items,
+                    seen: old.seen,
+                    item_genre: old.item_genre,
+                    popularity: old.popularity,
+                    region_popularity: old.region_popularity,
+                    item_domain,
+                })
+            }
+        }
+    }
 }
 
 /// What is known of a user the model has never seen, for the cold start.
@@ -41,11 +92,21 @@ pub struct Recommendation {
     pub item: String,
     pub score: f32,
     pub genre: String,
+    pub domain: Domain,
     /// The seen item most like this one, when the user is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub because: Option<String>,
     /// Why, in words: "because you watched X", "popular in region R", ...
     pub reason: String,
+}
+
+/// Whose taste a list follows: a user as the model was trained, or as their
+/// events since have folded them in (factors and what they have seen, in the
+/// bundle's item order).
+#[derive(Debug, Clone, Copy)]
+pub enum Taste<'a> {
+    Trained(u32),
+    Folded { factors: &'a [f32], seen: &'a [u32] },
 }
 
 pub struct Recommender {
@@ -93,6 +154,24 @@ impl Recommender {
         &self.b
     }
 
+    /// The model's row of an item.
+    pub fn item_row(&self, item: &str) -> Option<u32> {
+        self.item_index.get(item).copied()
+    }
+
+    /// The model's row of a user.
+    pub fn user_row(&self, user: &str) -> Option<u32> {
+        self.user_index.get(user).copied()
+    }
+
+    pub fn domain_of(&self, i: u32) -> Domain {
+        self.b
+            .item_domain
+            .get(i as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
     fn rec(&self, i: u32, score: f32, because: Option<String>, reason: String) -> Recommendation {
         Recommendation {
             item: self.b.items[i as usize].clone(),
@@ -103,6 +182,7 @@ impl Recommender {
                 .get(i as usize)
                 .cloned()
                 .unwrap_or_default(),
+            domain: self.domain_of(i),
             because,
             reason,
         }
@@ -113,61 +193,110 @@ impl Recommender {
         self.user_index.contains_key(user)
     }
 
-    /// Top `k` for `user`; unknown users get the cold start narrowed by `hints`.
-    pub fn recommend(&self, user: &str, k: usize, hints: &Hints) -> Vec<Recommendation> {
-        self.recommend_adjusted(user, k, hints, |_, _| {})
+    /// The domain most of what a user has seen is in (video when even or none).
+    pub fn main_domain(&self, seen: &[u32]) -> Domain {
+        let music = seen
+            .iter()
+            .filter(|&&i| self.domain_of(i) == Domain::Music)
+            .count();
+        if music * 2 > seen.len() {
+            Domain::Music
+        } else {
+            Domain::Video
+        }
     }
 
-    /// As [`Recommender::recommend`], with the known user's ALS scores (one per
-    /// item, in the bundle's item order) adjusted before ranking (a blend).
-    pub fn recommend_adjusted(
+    /// What a trained user has seen, in item order.
+    pub fn seen_of(&self, u: u32) -> &[u32] {
+        self.b.seen.row(u as usize).0
+    }
+
+    /// Top `k` of `domain` for `user`; unknown users get the cold start narrowed by `hints`.
+    pub fn recommend(
         &self,
         user: &str,
         k: usize,
+        domain: Domain,
         hints: &Hints,
-        adjust: impl FnOnce(&mut [f32], &[String]),
     ) -> Vec<Recommendation> {
-        let Some(&u) = self.user_index.get(user) else {
-            return self.popular(k, hints);
-        };
-        let mut scores = Vec::with_capacity(self.b.model.items);
-        self.b.model.scores_into(u as usize, &mut scores);
-        adjust(&mut scores, &self.b.items);
-        let seen = self.b.seen.row(u as usize).0;
-        top_k(&scores, |i| seen.binary_search(&(i as u32)).is_err(), k)
-            .into_iter()
-            .map(|i| {
-                let yi = self.b.model.item(i as usize);
-                let because = seen
-                    .iter()
-                    .map(|&s| {
-                        (
-                            s,
-                            cosine(
-                                yi,
-                                self.b.model.item(s as usize),
-                                self.norms[i as usize],
-                                self.norms[s as usize],
-                            ),
-                        )
-                    })
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(s, _)| self.b.items[s as usize].clone());
-                let reason = match &because {
-                    Some(b) => format!("because you watched {b}"),
-                    None => "from your taste".to_string(),
-                };
-                self.rec(i, scores[i as usize], because, reason)
-            })
-            .collect()
+        match self.user_index.get(user) {
+            Some(&u) => self.recommend_taste(Taste::Trained(u), k, domain, |_, _| {}),
+            None => self.popular(k, domain, hints),
+        }
     }
 
-    /// Most popular items: in the hinted region and genre, else the region, else
-    /// the genre, else overall (the first of these that has any item).
-    pub fn popular(&self, k: usize, hints: &Hints) -> Vec<Recommendation> {
+    /// Top `k` of `domain` for a taste, its scores (one per item, in the
+    /// bundle's item order) adjusted before ranking (a blend).
+    pub fn recommend_taste(
+        &self,
+        taste: Taste<'_>,
+        k: usize,
+        domain: Domain,
+        adjust: impl FnOnce(&mut [f32], &[String]),
+    ) -> Vec<Recommendation> {
+        let mut scores = Vec::with_capacity(self.b.model.items);
+        let seen = match taste {
+            Taste::Trained(u) => {
+                self.b.model.scores_into(u as usize, &mut scores);
+                self.seen_of(u)
+            }
+            Taste::Folded { factors, seen } => {
+                scores.extend(
+                    self.b
+                        .model
+                        .item_factors
+                        .chunks_exact(self.b.model.factors)
+                        .map(|y| y.iter().zip(factors).map(|(a, b)| a * b).sum::<f32>()),
+                );
+                seen
+            }
+        };
+        adjust(&mut scores, &self.b.items);
+        let verb = match domain {
+            Domain::Video => "watched",
+            Domain::Music => "listened to",
+        };
+        top_k(
+            &scores,
+            |i| self.domain_of(i as u32) == domain && seen.binary_search(&(i as u32)).is_err(),
+            k,
+        )
+        .into_iter()
+        .map(|i| {
+            let yi = self.b.model.item(i as usize);
+            let because = seen
+                .iter()
+                .filter(|&&s| self.domain_of(s) == domain)
+                .map(|&s| {
+                    (
+                        s,
+                        cosine(
+                            yi,
+                            self.b.model.item(s as usize),
+                            self.norms[i as usize],
+                            self.norms[s as usize],
+                        ),
+                    )
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(s, _)| self.b.items[s as usize].clone());
+            let reason = match &because {
+                Some(b) => format!("because you {verb} {b}"),
+                None => "from your taste".to_string(),
+            };
+            self.rec(i, scores[i as usize], because, reason)
+        })
+        .collect()
+    }
+
+    /// Most popular items of `domain`: in the hinted region and genre, else the
+    /// region, else the genre, else overall (the first of these that has any item).
+    pub fn popular(&self, k: usize, domain: Domain, hints: &Hints) -> Vec<Recommendation> {
         let genre = hints.genre.as_deref();
-        let of_genre =
-            |i: usize| genre.is_none_or(|g| self.b.item_genre.get(i).is_some_and(|x| x == g));
+        let in_domain = |i: usize| self.domain_of(i as u32) == domain;
+        let of_genre = |i: usize| {
+            in_domain(i) && genre.is_none_or(|g| self.b.item_genre.get(i).is_some_and(|x| x == g))
+        };
         if let Some((region, list)) = hints
             .region
             .as_deref()
@@ -183,7 +312,17 @@ impl Recommender {
                 if with_genre && genre.is_none() {
                     continue;
                 }
-                let top = top_k(&pop, |i| !with_genre || of_genre(i), k);
+                let top = top_k(
+                    &pop,
+                    |i| {
+                        if with_genre {
+                            of_genre(i)
+                        } else {
+                            in_domain(i)
+                        }
+                    },
+                    k,
+                );
                 if !top.is_empty() {
                     let reason = match (with_genre, genre) {
                         (true, Some(g)) => format!("popular in region {region} {label} {g}"),
@@ -203,7 +342,7 @@ impl Recommender {
             None => "popular overall".to_string(),
         };
         if top.is_empty() {
-            top = top_k(&pop, |_| true, k);
+            top = top_k(&pop, in_domain, k);
             reason = "popular overall".to_string();
         }
         if let Some(r) = &hints.region {
@@ -214,9 +353,10 @@ impl Recommender {
             .collect()
     }
 
-    /// Items most like `item` by factor cosine.
+    /// Items of `item`'s domain most like it by factor cosine.
     pub fn similar(&self, item: &str, k: usize) -> Option<Vec<Recommendation>> {
         let &i = self.item_index.get(item)?;
+        let domain = self.domain_of(i);
         let yi = self.b.model.item(i as usize);
         let scores: Vec<f32> = (0..self.b.model.items)
             .map(|j| {
@@ -229,18 +369,27 @@ impl Recommender {
             })
             .collect();
         Some(
-            top_k(&scores, |j| j != i as usize, k)
-                .into_iter()
-                .map(|j| self.rec(j, scores[j as usize], None, format!("similar to {item}")))
-                .collect(),
+            top_k(
+                &scores,
+                |j| j != i as usize && self.domain_of(j as u32) == domain,
+                k,
+            )
+            .into_iter()
+            .map(|j| self.rec(j, scores[j as usize], None, format!("similar to {item}")))
+            .collect(),
         )
     }
 }
 
-/// The serving champion, shared by the evaluator (which replaces it) and every
-/// reader (admin socket, HTTP): readers never wait on training.
+/// The serving champion and what its users' events since have folded in,
+/// shared by the evaluator (which replaces the champion), the fold-in (which
+/// follows each durable batch) and every reader (admin socket, HTTP): readers
+/// never wait on training, and wait on a fold-in only while it swaps users in.
 #[derive(Clone, Default)]
-pub struct Serving(Arc<RwLock<Option<Arc<Champion>>>>);
+pub struct Serving {
+    champion: Arc<RwLock<Option<Arc<Champion>>>>,
+    live: Arc<RwLock<super::live::Live>>,
+}
 
 pub struct Champion {
     pub id: u64,
@@ -248,22 +397,62 @@ pub struct Champion {
     /// Content affinity blended into the scores of users with a profile (0: none;
     /// set when the blend ranked better on the held-out data).
     pub affinity_weight: f64,
+    /// The parameters it was trained with (a fold-in solves as its training did).
+    pub params: AlsParams,
+    /// When it began serving (ms since the epoch).
+    pub since_ms: i64,
+}
+
+/// A model version ready to serve.
+pub struct ServingModel {
+    pub id: u64,
+    pub bundle: Bundle,
+    pub affinity_weight: f64,
+    pub params: AlsParams,
+}
+
+impl ServingModel {
+    pub fn into_champion(self) -> Champion {
+        Champion {
+            id: self.id,
+            recommender: Recommender::new(self.bundle),
+            affinity_weight: self.affinity_weight,
+            params: self.params,
+            since_ms: crate::domain::timefmt::now_ms(),
+        }
+    }
 }
 
 impl Serving {
     pub fn get(&self) -> Option<Arc<Champion>> {
-        self.0.read().ok().and_then(|c| c.clone())
+        self.champion.read().ok().and_then(|c| c.clone())
     }
 
-    pub fn set(&self, id: u64, bundle: Bundle, affinity_weight: f64) {
-        let c = Arc::new(Champion {
-            id,
-            recommender: Recommender::new(bundle),
-            affinity_weight,
-        });
-        if let Ok(mut w) = self.0.write() {
+    pub fn set(&self, m: ServingModel) {
+        let c = Arc::new(m.into_champion());
+        if let Ok(mut w) = self.champion.write() {
             *w = Some(c);
         }
+    }
+
+    /// The folded-in state.
+    pub fn live(&self) -> &Arc<RwLock<super::live::Live>> {
+        &self.live
+    }
+
+    /// What the fold-in did, with the age of the champion's item factors.
+    pub fn fold_stats(&self) -> super::live::LiveStats {
+        let mut s = self.live.read().map(|l| l.stats()).unwrap_or_default();
+        s.item_factors_age_seconds = self
+            .get()
+            .map(|c| (crate::domain::timefmt::now_ms() - c.since_ms).max(0) as f64 / 1000.0);
+        s
+    }
+
+    /// `user` as the fold-in has them against `champion`, if it has them.
+    pub fn folded(&self, champion: &Champion, user: &str) -> Option<Arc<super::live::Folded>> {
+        let live = self.live.read().ok()?;
+        live.user(champion.id, user)
     }
 }
 
@@ -274,12 +463,23 @@ pub fn serving_affinity_weight(meta: &super::ModelVersion) -> f64 {
         .map_or(0.0, |r| r.metrics.serving_affinity_weight)
 }
 
-/// The champion's serving bundle and affinity weight, from the store.
+/// The champion as it serves, from the store.
 pub fn load_serving(
     store: &crate::store::StoreView,
-) -> Result<Option<(u64, Bundle, f64)>, super::TrainError> {
-    let weight = super::version::champion(store)?.map_or(0.0, |m| serving_affinity_weight(&m));
-    Ok(load_champion(store)?.map(|(id, b)| (id, b, weight)))
+) -> Result<Option<ServingModel>, super::TrainError> {
+    let meta = super::version::champion(store)?;
+    let weight = meta.as_ref().map_or(0.0, serving_affinity_weight);
+    let params = meta
+        .as_ref()
+        .and_then(|m| m.recommender())
+        .map(|r| r.params.clone())
+        .unwrap_or_default();
+    Ok(load_champion(store)?.map(|(id, bundle)| ServingModel {
+        id,
+        bundle,
+        affinity_weight: weight,
+        params,
+    }))
 }
 
 /// Loads the champion's serving bundle from the store.
@@ -293,7 +493,8 @@ pub fn load_champion(
     let bytes = store
         .model_bundle(id)?
         .ok_or_else(|| TrainError::Decode(format!("model {id} has no bundle")))?;
-    let bundle: Bundle = postcard::from_bytes(&bytes).map_err(|e| {
+    let is_track = |i: &str| store.catalog("track", i).ok().flatten().is_some();
+    let bundle = Bundle::decode(&bytes, is_track).map_err(|e| {
         TrainError::Decode(format!("model {id}: unreadable bundle ({e}); it was stored by an older version: train a new one"))
     })?;
     Ok(Some((id, bundle)))
@@ -330,13 +531,14 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            item_domain: vec![Domain::Video; 6],
         }
     }
 
     #[test]
     fn recommends_unseen_items_of_the_users_taste_with_a_reason() {
         let r = Recommender::new(bundle());
-        let got = r.recommend("u0", 2, &Hints::default());
+        let got = r.recommend("u0", 2, Domain::Video, &Hints::default());
         assert_eq!(
             got.iter().map(|x| x.item.as_str()).collect::<Vec<_>>(),
             vec!["v1", "v2"]
@@ -345,7 +547,7 @@ mod tests {
             .iter()
             .all(|x| x.genre == "Drama" && x.because.as_deref() == Some("v0")));
         assert_eq!(got[0].reason, "because you watched v0");
-        let got = r.recommend("u2", 3, &Hints::default());
+        let got = r.recommend("u2", 3, Domain::Video, &Hints::default());
         assert_eq!(got[0].item, "v4");
         assert!(got.iter().all(|x| x.item != "v3"));
     }
@@ -360,33 +562,48 @@ mod tests {
         let items = |v: Vec<Recommendation>| v.into_iter().map(|x| x.item).collect::<Vec<_>>();
         assert!(!r.knows("nobody") && r.knows("u0"));
         assert_eq!(
-            items(r.recommend("nobody", 2, &Hints::default())),
+            items(r.recommend("nobody", 2, Domain::Video, &Hints::default())),
             vec!["v4", "v0"]
         );
         assert_eq!(
-            items(r.recommend("nobody", 2, &hints(None, Some("Drama")))),
+            items(r.recommend("nobody", 2, Domain::Video, &hints(None, Some("Drama")))),
             vec!["v0", "v1"]
         );
         assert_eq!(
-            items(r.recommend("nobody", 1, &hints(None, Some("Western")))),
+            items(r.recommend("nobody", 1, Domain::Video, &hints(None, Some("Western")))),
             vec!["v4"]
         );
         // By region: what is watched there, not overall.
-        let eu = r.recommend("nobody", 2, &hints(Some("eu"), None));
+        let eu = r.recommend("nobody", 2, Domain::Video, &hints(Some("eu"), None));
         assert_eq!(items(eu.clone()), vec!["v1", "v3"]);
         assert_eq!(eu[0].reason, "popular in region eu");
         assert_eq!(
-            items(r.recommend("nobody", 3, &hints(Some("eu"), Some("Comedy")))),
+            items(r.recommend(
+                "nobody",
+                3,
+                Domain::Video,
+                &hints(Some("eu"), Some("Comedy"))
+            )),
             vec!["v3"]
         );
         // Nothing of that genre in the region: the region's popular items.
         assert_eq!(
-            items(r.recommend("nobody", 1, &hints(Some("us"), Some("Drama")))),
+            items(r.recommend(
+                "nobody",
+                1,
+                Domain::Video,
+                &hints(Some("us"), Some("Drama"))
+            )),
             vec!["v5"]
         );
         // An unknown region: the genre, then overall.
         assert_eq!(
-            items(r.recommend("nobody", 1, &hints(Some("mars"), Some("Drama")))),
+            items(r.recommend(
+                "nobody",
+                1,
+                Domain::Video,
+                &hints(Some("mars"), Some("Drama"))
+            )),
             vec!["v0"]
         );
     }
@@ -397,5 +614,42 @@ mod tests {
         let s = r.similar("v3", 2).unwrap();
         assert_eq!(s[0].item, "v5");
         assert!(r.similar("zzz", 2).is_none());
+    }
+
+    #[test]
+    fn lists_similar_items_and_popularity_keep_to_one_domain() {
+        let mut b = bundle();
+        // v3..v5 are tracks: a video list never holds them, nor a music list a video.
+        b.item_domain = [0, 0, 0, 1, 1, 1]
+            .map(|d| if d == 0 { Domain::Video } else { Domain::Music })
+            .to_vec();
+        let r = Recommender::new(b);
+        let domains = |v: &[Recommendation]| v.iter().map(|x| x.domain).collect::<Vec<_>>();
+        let video = r.recommend("u2", 6, Domain::Video, &Hints::default());
+        assert_eq!(domains(&video), vec![Domain::Video; 3]);
+        let music = r.recommend("u0", 6, Domain::Music, &Hints::default());
+        assert_eq!(domains(&music), vec![Domain::Music; 3]);
+        assert!(music
+            .iter()
+            .all(|m| m.reason.starts_with("from your taste")));
+        let music = r.recommend("u2", 6, Domain::Music, &Hints::default());
+        assert_eq!(music[0].reason, "because you listened to v3");
+        let pop = r.popular(6, Domain::Music, &Hints::default());
+        assert_eq!(
+            pop.iter().map(|x| x.item.as_str()).collect::<Vec<_>>(),
+            vec!["v4", "v5", "v3"]
+        );
+        let eu = Hints {
+            region: Some("eu".into()),
+            genre: None,
+        };
+        assert_eq!(
+            domains(&r.popular(6, Domain::Video, &eu)),
+            vec![Domain::Video; 2]
+        );
+        let s = r.similar("v3", 5).unwrap();
+        assert_eq!(domains(&s), vec![Domain::Music; 2]);
+        assert_eq!(r.main_domain(r.seen_of(2)), Domain::Music);
+        assert_eq!(r.main_domain(r.seen_of(0)), Domain::Video);
     }
 }

@@ -40,6 +40,8 @@ pub struct Snapshot {
     view: Option<StoreView>,
     /// Item → genre (videos and catalog tracks).
     pub genres: HashMap<String, String>,
+    /// The items of the music pairs (every other item is a video).
+    pub music_items: std::collections::HashSet<String>,
     /// Region → (video, events).
     pub regions: HashMap<String, Vec<(String, u64)>>,
     /// The most recent video events, for the classifiers.
@@ -117,6 +119,7 @@ pub fn snapshot(
     }
     let music = s.music_aggregates()?;
     let pairs = super::dataset::music_pairs(music, music_weights);
+    let music_items = pairs.iter().map(|(_, t, _)| t.clone()).collect();
     let events = s.recent_video_events(max_events)?;
     let mut genres = s.item_genres();
     genres.extend(s.track_genres());
@@ -133,6 +136,7 @@ pub fn snapshot(
         pairs,
         view: Some(s.view()),
         genres,
+        music_items,
         regions: s.item_regions(),
         events,
         data,
@@ -311,6 +315,7 @@ pub fn serving_bundle(
     c: Candidate,
     genres: &HashMap<String, String>,
     regions: &HashMap<String, Vec<(String, u64)>>,
+    music_items: &std::collections::HashSet<String>,
 ) -> Bundle {
     let d = c.data;
     let mut seen = Vec::with_capacity(d.train.nnz() + d.test.nnz() + d.unscored.nnz());
@@ -339,7 +344,19 @@ pub fn serving_bundle(
             (region.clone(), v)
         })
         .collect();
+    let item_domain = d
+        .items
+        .iter()
+        .map(|i| {
+            if music_items.contains(i) {
+                crate::domain::event::Domain::Music
+            } else {
+                crate::domain::event::Domain::Video
+            }
+        })
+        .collect();
     Bundle {
+        item_domain,
         popularity: popularity(&d.train),
         model: c.model,
         users: d.users,
@@ -378,7 +395,12 @@ pub fn train(
     Ok((
         e,
         fit_s,
-        serving_bundle(c, &snapshot.genres, &snapshot.regions),
+        serving_bundle(
+            c,
+            &snapshot.genres,
+            &snapshot.regions,
+            &snapshot.music_items,
+        ),
     ))
 }
 
@@ -411,6 +433,7 @@ mod tests {
             pairs: v,
             view: None,
             genres: HashMap::new(),
+            music_items: Default::default(),
             regions: HashMap::new(),
             events: Vec::new(),
             data: Default::default(),

@@ -32,6 +32,11 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Kafka(#[from] KafkaGlueError),
+    #[error("cannot start the {what} thread: {source}; the system is out of threads or memory")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot create the data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -70,6 +75,8 @@ pub struct Daemon {
     pub producers: Vec<(Kind, Addr<ProducerActor>)>,
     _monitor: Addr<MonitorActor>,
     arbiters: Vec<Arbiter>,
+    /// The fold-in's thread: it ends once the store's actor (its sender) stops.
+    fold_thread: Option<std::thread::JoinHandle<()>>,
     embedded: Option<Embedded>,
 }
 
@@ -209,6 +216,22 @@ impl Daemon {
         let view = store.view();
         let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(&store)?));
         let ix = indexes.clone();
+        let serving = Serving::default();
+        let (fold, fold_thread) = if cfg.models.fold_in {
+            let (tx, h) = crate::actors::fold::spawn(
+                &cfg.models,
+                serving.clone(),
+                view.clone(),
+                indexes.clone(),
+            )
+            .map_err(|source| DaemonError::Thread {
+                what: "fold-in",
+                source,
+            })?;
+            (Some(tx), Some(h))
+        } else {
+            (None, None)
+        };
         let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
             store,
             namespace: ns,
@@ -216,6 +239,7 @@ impl Daemon {
             indexes: ix,
             analytics: an,
             flight: fl,
+            fold,
         });
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
@@ -295,7 +319,6 @@ impl Daemon {
             });
             producers.push((kind, actor));
         }
-        let serving = Serving::default();
         // Training and evaluation on an arbiter of their own: stopping it at
         // shutdown drops their store handles, so the store closes with the daemon.
         let models_arb = Arbiter::new();
@@ -308,14 +331,15 @@ impl Daemon {
         let evaluator = EvaluatorActor::start_in_arbiter(&models_arb.handle(), move |_| {
             EvaluatorActor::new(mc, sr, v, s)
         });
-        let (mc, sr, ev, p) = (
+        let (mc, sr, ev, p, s) = (
             cfg.models.clone(),
             store.clone().recipient(),
             evaluator.clone(),
             progress.clone(),
+            serving.clone(),
         );
         let trainer = TrainerActor::start_in_arbiter(&models_arb.handle(), move |_| {
-            TrainerActor::new(mc, sr, ev, p)
+            TrainerActor::new(mc, sr, ev, p, s)
         });
         let monitor = MonitorActor::new(
             progress.clone(),
@@ -351,6 +375,7 @@ impl Daemon {
                 producer_arb,
                 models_arb,
             ],
+            fold_thread,
             embedded,
         })
     }
@@ -371,6 +396,11 @@ impl Daemon {
         for a in self.arbiters.drain(..) {
             a.stop();
             let _ = a.join();
+        }
+        if let Some(h) = self.fold_thread.take() {
+            if h.join().is_err() {
+                tracing::error!("the fold-in thread panicked");
+            }
         }
         drop(self.embedded.take());
         let p = &self.progress;

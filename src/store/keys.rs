@@ -41,6 +41,8 @@ pub const PAIR: &[u8] = b"a/";
 /// Per (user, video) implicit-feedback rows: `V/` user·video → [`super::slots::PAIR`]
 /// slots, rewritten in each batch's atomic write that touches the pair.
 pub const VIDEO_PAIR: &[u8] = b"V/";
+/// Users folded in against a model: `F/` user → model id (be64), when (be64 ms).
+pub const FOLDED: &[u8] = b"F/";
 /// Set once the video pair rows hold every stored event's pair (stores
 /// written before them derive the rows once, when they open).
 pub const PAIRS_MARK: &[u8] = b"i/pairs";

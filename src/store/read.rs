@@ -223,6 +223,60 @@ impl StoreView {
         Ok(out)
     }
 
+    /// Records that `users` were folded in against `model` (at the given ms),
+    /// durably: a restart folds them in again.
+    pub fn mark_folded<'a>(
+        &self,
+        model: u64,
+        users: impl Iterator<Item = (&'a str, i64)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (u, at) in users {
+            let mut v = model.to_be_bytes().to_vec();
+            v.extend_from_slice(&at.to_be_bytes());
+            batch.insert(keys::join(keys::FOLDED, &[u.as_bytes()]), v);
+        }
+        self.commit(batch)
+    }
+
+    /// The users folded in against `model`; marks of other models are removed.
+    pub fn folded_users(&self, model: u64) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut stale = sled::Batch::default();
+        let mut any_stale = false;
+        for item in self.tree.scan_prefix(keys::FOLDED) {
+            let (k, v) = item?;
+            let of = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            match (of, std::str::from_utf8(&k[keys::FOLDED.len()..])) {
+                (Some(m), Ok(u)) if m == model => out.push(u.to_string()),
+                _ => {
+                    stale.remove(k);
+                    any_stale = true;
+                }
+            }
+        }
+        if any_stale {
+            self.commit(stale)?;
+        }
+        Ok(out)
+    }
+
+    /// Whether `user` was folded in against `model`.
+    pub fn is_folded(&self, model: u64, user: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .get(keys::join(keys::FOLDED, &[user.as_bytes()]))?
+            .and_then(|v| {
+                v.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+            })
+            == Some(model))
+    }
+
     /// The pairs derived from the stored events (one pass; memory for the
     /// pairs while they are read): how stores written before the pair rows
     /// get them.

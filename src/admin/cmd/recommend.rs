@@ -8,13 +8,18 @@ use crate::admin::error::{CommandError, RequestError};
 use crate::ml::recommend::{RecommendReply, SimilarReply};
 use crate::ml::serve::Hints;
 
-/// `recommend USER [K] [--region R] [--genre G]`.
+/// `recommend USER [K] [--domain video|music] [--region R] [--genre G]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Recommend {
     pub user: String,
     /// How many (default 10).
     pub k: Option<usize>,
+    /// Video or music (default: where most of what the user has seen is; video
+    /// for a user with nothing seen). A list never mixes the two.
+    #[arg(long)]
+    #[serde(default)]
+    pub domain: Option<crate::domain::event::Domain>,
     /// For a user the model has never seen: their region.
     #[arg(long)]
     #[serde(default)]
@@ -56,20 +61,26 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         region: req.region.filter(|s| !s.is_empty()),
         genre: req.genre.filter(|s| !s.is_empty()),
     };
-    let k = req.k.unwrap_or(10);
-    let user = req.user;
+    let ask = crate::ml::recommend::Ask {
+        k: req.k.unwrap_or(10),
+        domain: req.domain,
+        hints,
+        user: req.user,
+    };
+    let folded = champion
+        .as_deref()
+        .and_then(|c| a.serving.folded(c, &ask.user.trim().to_lowercase()));
     let (view, indexes) = (a.view.clone(), a.indexes.clone());
     let reply = blocking(move || {
         let ix = indexes
             .read()
-            .map_err(|_| CommandError::Worker("the titles index is poisoned".into()))?;
+            .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
         Ok::<_, CommandError>(crate::ml::recommend::recommend(
             champion.as_deref(),
+            folded.as_deref(),
             |u| view.user_profile(u),
-            &ix.titles,
-            &user,
-            k,
-            &hints,
+            &ix,
+            &ask,
         )?)
     })
     .await??;
@@ -87,7 +98,7 @@ pub async fn similar(a: &Admin, req: Similar) -> Result<SimilarReply, CommandErr
         .indexes
         .read()
         .map_err(|_| CommandError::Worker("the titles index is poisoned".into()))?;
-    crate::ml::recommend::similar(&c, &ix.titles, &item, k).ok_or_else(|| {
+    crate::ml::recommend::similar(&c, &ix, &item, k).ok_or_else(|| {
         CommandError::NotFound(format!(
             "item {:?} is not in model v{id}: list items with `recommend`",
             item.trim().to_lowercase()

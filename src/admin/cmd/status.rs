@@ -113,6 +113,10 @@ pub struct StatusReply {
     pub producers: Vec<ProducerEntry>,
     pub actors: ActorHealth,
     pub champion: Option<u64>,
+    /// What the fold-in did: users held folded into the champion, solves,
+    /// their speed, commit → served latency, the item factors' age.
+    #[serde(default)]
+    pub fold_in: crate::ml::live::LiveStats,
 }
 
 /// `status` while the daemon starts (waiting for its store or brokers).
@@ -262,5 +266,6 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             producers: health(a.producers.iter().all(|(_, p)| p.connected())),
         },
         champion: a.serving.get().map(|c| c.id),
+        fold_in: a.serving.fold_stats(),
     })
 }

@@ -394,6 +394,87 @@ fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
     );
 }
 
+/// Solves more rows against fixed factors, exactly as a half-iteration of
+/// [`fit`] with exact solves does (`(YᵀY + λI + Yᵀ(Cᵤ − I)Y) xᵤ = YᵀCᵤpᵤ`), with
+/// `YᵀY + λI` computed once: how a user's factors follow their new events
+/// without a retrain (fold-in), or a new item's from its users' factors.
+pub struct Solver {
+    f: usize,
+    yty: Vec<f32>,
+    alpha: f32,
+    per_interaction: f32,
+    nonnegative: bool,
+}
+
+/// A solver's working memory (one per thread).
+pub struct SolveScratch(Scratch);
+
+impl Solver {
+    /// For rows solved against `fixed` (`factors` floats a row) under `p`.
+    pub fn new(p: &AlsParams, fixed: &[f32]) -> Solver {
+        let f = p.factors;
+        let (base_reg, per_interaction) = if p.weighted_regularization {
+            (0.0, p.regularization)
+        } else {
+            (p.regularization, 0.0)
+        };
+        Solver {
+            f,
+            yty: gram(fixed, f, base_reg),
+            alpha: p.alpha,
+            per_interaction,
+            nonnegative: p.nonnegative,
+        }
+    }
+
+    pub fn factors(&self) -> usize {
+        self.f
+    }
+
+    pub fn scratch(&self) -> SolveScratch {
+        SolveScratch(Scratch::new(self.f))
+    }
+
+    /// The row for interactions `(cols[j], weights[j])` with rows of `fixed`
+    /// (implicit-feedback weights: confidence `1 + alpha·w`, negative weights
+    /// negative preferences), into `x` (zeros when the system is singular).
+    pub fn solve(
+        &self,
+        fixed: &[f32],
+        cols: &[u32],
+        weights: &[f32],
+        x: &mut [f32],
+        s: &mut SolveScratch,
+    ) {
+        let conf: Vec<f32> = weights
+            .iter()
+            .map(|&w| {
+                if w >= 0.0 {
+                    1.0 + self.alpha * w
+                } else {
+                    -(1.0 + self.alpha * -w)
+                }
+            })
+            .collect();
+        x.iter_mut().for_each(|v| *v = 0.0);
+        let extra = self.per_interaction * cols.len() as f32;
+        solve_row_exact(
+            x,
+            &self.yty,
+            fixed,
+            self.f,
+            cols,
+            &conf,
+            extra,
+            self.nonnegative,
+            &mut s.0,
+        );
+        if self.nonnegative {
+            x.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+}
+
 /// Trains on `weights` (users × items, implicit-feedback weights; confidence is
 /// `1 + alpha·w`, negative weights are negative preferences). `on_iteration` gets
 /// each iteration's index and seconds.

@@ -242,6 +242,24 @@ impl MusicGraph {
         i
     }
 
+    /// Every track `user` has an edge to, with its counters.
+    pub fn edges_of(&self, user: &str) -> Vec<(Arc<str>, MusicAgg)> {
+        let Some(&u) = self.user_ix.get(user) else {
+            return Vec::new();
+        };
+        self.out[u as usize]
+            .iter()
+            .map(|(&t, a)| (self.tracks[t as usize].clone(), *a))
+            .collect()
+    }
+
+    /// A track's artist and album, when its catalog record is stored.
+    pub fn track_artist(&self, track: &str) -> Option<(&str, Option<&str>)> {
+        let &t = self.track_ix.get(track)?;
+        let node = &self.nodes[t as usize];
+        Some((node.artist.as_deref()?, node.album.as_deref()))
+    }
+
     /// Sets a (user, track) edge to `agg` (rebuilding from the store).
     pub fn set_edge(&mut self, user: &str, track: &str, agg: MusicAgg) {
         let (u, t) = (self.user(user), self.track(track));

@@ -1,0 +1,161 @@
+//! The fold-in worker: a thread of its own (CPU work, off the ingest path)
+//! that follows the store's durable batches. The store's actor sends it the
+//! users each batch touched ([`Touched`]); it takes whatever has queued up at
+//! once (a user touched by several batches is solved once), reads each user's
+//! current pairs (their rows and listening edges), folds them into the serving
+//! champion ([`crate::ml::live`]), records them as folded (a restart folds them
+//! in again) and swaps them in for readers. A new champion gets the users held
+//! against the old one re-solved against its own item factors. The thread
+//! ends when the store's actor drops its sender (at shutdown).
+
+use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::ml::config::ModelsConfig;
+use crate::ml::live::{self, ChampionSolver, FoldResult};
+use crate::ml::serve::Serving;
+use crate::store::StoreView;
+use crate::views::indexes::SharedIndexes;
+
+/// The users one durable batch touched, and when it was committed.
+#[derive(Debug)]
+pub struct Touched {
+    pub users: Vec<String>,
+    pub committed: Instant,
+}
+
+/// Where the store's actor sends what each batch touched.
+pub type FoldSender = Sender<Touched>;
+
+/// How long the worker waits for a batch before it looks for a new champion.
+const IDLE: Duration = Duration::from_millis(200);
+
+struct Worker {
+    rx: Receiver<Touched>,
+    serving: Serving,
+    view: StoreView,
+    indexes: SharedIndexes,
+    weights: [f64; 5],
+    max_users: usize,
+    solver: Option<ChampionSolver>,
+}
+
+/// Starts the worker; it runs until every sender is dropped.
+pub fn spawn(
+    cfg: &ModelsConfig,
+    serving: Serving,
+    view: StoreView,
+    indexes: SharedIndexes,
+) -> std::io::Result<(FoldSender, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let w = Worker {
+        rx,
+        serving,
+        view,
+        indexes,
+        weights: cfg.event_weights.by_action(),
+        max_users: cfg.fold_in_max_users,
+        solver: None,
+    };
+    let handle = std::thread::Builder::new()
+        .name("fold-in".into())
+        .spawn(move || w.run())?;
+    Ok((tx, handle))
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let mut users: HashSet<String> = HashSet::new();
+            let mut oldest: Option<Instant> = None;
+            let mut batches = 0u64;
+            let mut take = |t: Touched| {
+                oldest = Some(oldest.map_or(t.committed, |o| o.min(t.committed)));
+                users.extend(t.users);
+                batches += 1;
+            };
+            match self.rx.recv_timeout(IDLE) {
+                Ok(t) => take(t),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(t) = self.rx.try_recv() {
+                take(t);
+            }
+            let Some(champion) = self.serving.get() else {
+                continue;
+            };
+            if self.solver.as_ref().map(|s| s.model) != Some(champion.id) {
+                // A new champion (or the first since the start): the users held
+                // against the one before, and those recorded as folded against
+                // this one (before a restart), are solved against it.
+                let mut again: HashSet<String> = self
+                    .serving
+                    .live()
+                    .read()
+                    .map(|l| l.user_ids())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                match self.view.folded_users(champion.id) {
+                    Ok(stored) => again.extend(stored),
+                    Err(e) => tracing::warn!("cannot read the users folded in before: {e}"),
+                }
+                if !again.is_empty() {
+                    tracing::info!(
+                        "folding {} users into model v{} (held or recorded before)",
+                        again.len(),
+                        champion.id
+                    );
+                }
+                users.extend(again);
+                let t = Instant::now();
+                self.solver = Some(ChampionSolver::new(&champion));
+                tracing::debug!("fold-in solver for v{}: {:?}", champion.id, t.elapsed());
+                oldest.get_or_insert_with(Instant::now);
+            }
+            if users.is_empty() {
+                continue;
+            }
+            let Some(solver) = &self.solver else { continue };
+            let t = Instant::now();
+            let users: Vec<String> = users.into_iter().collect();
+            let pairs = {
+                let Ok(ix) = self.indexes.read() else {
+                    tracing::error!("the indexes are poisoned: fold-in stops");
+                    return;
+                };
+                users
+                    .into_par_iter()
+                    .filter_map(|u| {
+                        match live::user_pairs(&self.view, &ix.graph, &u, self.weights) {
+                            Ok(p) => Some((u, p)),
+                            Err(e) => {
+                                tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
+                                None
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let folded = live::fold_users(&champion, solver, pairs);
+            if let Err(e) = live::record_folded(&self.view, champion.id, &folded) {
+                tracing::warn!(
+                    "cannot record the users folded in (a restart serves their trained rows): {e}"
+                );
+            }
+            let result = FoldResult {
+                users: folded,
+                batches,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
+            if let Ok(mut l) = self.serving.live().write() {
+                l.install(champion.id, result, self.max_users, latency);
+            }
+        }
+    }
+}

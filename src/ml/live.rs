@@ -1,0 +1,421 @@
+//! Fold-in: the serving champion follows every durable batch without a
+//! retrain. Each user a batch touched gets their factors re-solved against the
+//! champion's item factors — the exact least-squares solve of implicit ALS
+//! with `YᵀY + λI` computed once per champion ([`Solver`]), confidence from
+//! all their current pairs — and their seen set replaced; a user the champion
+//! never saw gets factors from their first events. Readers take a user's
+//! folded state ([`Folded`]) in place of the trained row.
+//!
+//! The folded users are held for the champion they were folded against; a new
+//! champion starts from its own rows and the fold-in re-solves the users it
+//! held against the new item factors. At most `max_users` are held: the least
+//! recently folded give way (their trained rows serve until the next retrain).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::histogram::Histogram;
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::als::Solver;
+use super::serve::Champion;
+use crate::store::{StoreError, StoreView};
+use crate::views::graph::MusicGraph;
+
+/// A user as the fold-in has them: factors and what they have seen, in the
+/// champion's item order (sorted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folded {
+    pub factors: Vec<f32>,
+    pub seen: Vec<u32>,
+    /// When this was folded (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// Buckets of the event → served latency histogram (seconds).
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// What the fold-in did, for `status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LiveStats {
+    /// Seconds since the serving item factors were trained into a champion
+    /// (they change only with the next champion).
+    #[serde(default)]
+    pub item_factors_age_seconds: Option<f64>,
+    /// The champion the held users are folded against.
+    pub model: Option<u64>,
+    /// Users held folded in, and how many of them the champion never saw.
+    pub users: usize,
+    pub new_users: usize,
+    /// Users folded in since the champion began serving (the retrain's drift).
+    pub folded_since_champion: u64,
+    /// User solves since the start, and the durable batches they followed.
+    pub folded_total: u64,
+    pub batches: u64,
+    /// Users that gave way to newer ones past `max_users`.
+    pub evicted: u64,
+    pub max_users: usize,
+    /// The last fold-in: users solved, seconds, and users per second.
+    pub last_users: usize,
+    pub last_seconds: f64,
+    pub last_users_per_s: f64,
+    /// From a batch's commit to its users served folded in: the last one, seconds.
+    pub last_latency_seconds: f64,
+}
+
+/// The folded-in users of the serving champion.
+pub struct Live {
+    model: Option<u64>,
+    users: FxHashMap<String, (Arc<Folded>, u64, bool)>,
+    /// Fold sequence number (the least recent give way first).
+    seq: u64,
+    stats: LiveStats,
+    /// Commit → served latency of every folded batch.
+    latency: Histogram,
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live {
+            model: None,
+            users: FxHashMap::default(),
+            seq: 0,
+            stats: LiveStats::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl Live {
+    /// `user` folded against `model`, if held.
+    pub fn user(&self, model: u64, user: &str) -> Option<Arc<Folded>> {
+        if self.model != Some(model) {
+            return None;
+        }
+        self.users.get(user).map(|(f, _, _)| f.clone())
+    }
+
+    /// The champion the held users are folded against.
+    pub fn model(&self) -> Option<u64> {
+        self.model
+    }
+
+    /// Every held user (to re-solve against a new champion).
+    pub fn user_ids(&self) -> Vec<String> {
+        self.users.keys().cloned().collect()
+    }
+
+    pub fn stats(&self) -> LiveStats {
+        LiveStats {
+            model: self.model,
+            users: self.users.len(),
+            new_users: self.users.values().filter(|(_, _, new)| *new).count(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The commit → served latency histogram (seconds).
+    pub fn latency(&self) -> Histogram {
+        self.latency.clone()
+    }
+
+    /// Installs users folded against `model` (a new model drops what was held
+    /// against another: its users are re-solved by the caller); keeps at most
+    /// `max_users`. `latency`: the oldest of the batches folded, commit → now.
+    pub fn install(&mut self, model: u64, fold: FoldResult, max_users: usize, latency: Duration) {
+        if self.model != Some(model) {
+            self.users.clear();
+            self.model = Some(model);
+            self.stats.folded_since_champion = 0;
+        }
+        let n = fold.users.len();
+        for (user, folded, new) in fold.users {
+            self.seq += 1;
+            self.users.insert(user, (Arc::new(folded), self.seq, new));
+        }
+        // Past the bound by a tenth: the least recently folded give way.
+        if self.users.len() > max_users + max_users / 10 {
+            let mut order: Vec<u64> = self.users.values().map(|(_, s, _)| *s).collect();
+            let cut = self.users.len() - max_users;
+            order.select_nth_unstable(cut - 1);
+            let below = order[cut - 1];
+            let before = self.users.len();
+            self.users.retain(|_, (_, s, _)| *s > below);
+            self.stats.evicted += (before - self.users.len()) as u64;
+        }
+        let s = &mut self.stats;
+        s.max_users = max_users;
+        s.folded_total += n as u64;
+        s.folded_since_champion += n as u64;
+        s.batches += fold.batches;
+        s.last_users = n;
+        s.last_seconds = fold.seconds;
+        s.last_users_per_s = if fold.seconds > 0.0 {
+            n as f64 / fold.seconds
+        } else {
+            0.0
+        };
+        s.last_latency_seconds = latency.as_secs_f64();
+        self.latency.observe(latency.as_secs_f64());
+    }
+}
+
+/// Users folded in one step.
+#[derive(Debug, Default)]
+pub struct FoldResult {
+    /// (user, folded state, whether the champion never saw them).
+    pub users: Vec<(String, Folded, bool)>,
+    pub batches: u64,
+    pub seconds: f64,
+}
+
+/// A champion's solver, made once per champion (`YᵀY` over every item).
+pub struct ChampionSolver {
+    pub model: u64,
+    solver: Solver,
+}
+
+impl ChampionSolver {
+    pub fn new(c: &Champion) -> ChampionSolver {
+        let mut params = c.params.clone();
+        // The bundle's factor count is what the rows hold, whatever was recorded.
+        params.factors = c.recommender.bundle().model.factors;
+        ChampionSolver {
+            model: c.id,
+            solver: Solver::new(&params, &c.recommender.bundle().model.item_factors),
+        }
+    }
+}
+
+/// Folds in `users`, each with all their current pairs `(item, weight)`
+/// (items the champion does not have are left out of the solve), in parallel.
+/// A user with no pair on the champion's items is left out.
+pub fn fold_users(
+    c: &Champion,
+    solver: &ChampionSolver,
+    users: Vec<(String, Vec<(String, f32)>)>,
+) -> Vec<(String, Folded, bool)> {
+    let r = &c.recommender;
+    let y = &r.bundle().model.item_factors;
+    let f = solver.solver.factors();
+    let now = crate::domain::timefmt::now_ms();
+    users
+        .into_par_iter()
+        .map_init(
+            || solver.solver.scratch(),
+            |scratch, (user, pairs)| {
+                let mut rows: Vec<(u32, f32)> = pairs
+                    .iter()
+                    .filter_map(|(item, w)| Some((r.item_row(item)?, *w)))
+                    .collect();
+                if rows.is_empty() {
+                    return None;
+                }
+                rows.sort_unstable_by_key(|p| p.0);
+                rows.dedup_by_key(|p| p.0);
+                let (cols, weights): (Vec<u32>, Vec<f32>) = rows.into_iter().unzip();
+                let mut x = vec![0f32; f];
+                solver.solver.solve(y, &cols, &weights, &mut x, scratch);
+                let new = !r.knows(&user);
+                Some((
+                    user,
+                    Folded {
+                        factors: x,
+                        seen: cols,
+                        at_ms: now,
+                    },
+                    new,
+                ))
+            },
+        )
+        .flatten()
+        .collect()
+}
+
+/// All of `user`'s current pairs as implicit-feedback weights, as training
+/// weighs them: video rows (their summed feedback) and listening edges (action
+/// counts × `music_weights`).
+pub fn user_pairs(
+    view: &StoreView,
+    graph: &MusicGraph,
+    user: &str,
+    music_weights: [f64; 5],
+) -> Result<Vec<(String, f32)>, StoreError> {
+    let mut out: Vec<(String, f32)> = view
+        .user_video_pairs(user)?
+        .into_iter()
+        .map(|(item, a)| (item, a.weight as f32))
+        .collect();
+    out.extend(graph.edges_of(user).into_iter().map(|(t, a)| {
+        let w: f64 = a
+            .counts
+            .iter()
+            .zip(music_weights)
+            .map(|(&c, w)| c as f64 * w)
+            .sum();
+        (t.to_string(), w as f32)
+    }));
+    Ok(out)
+}
+
+/// Users folded in against `model` (durable: a restart folds them in again).
+pub fn record_folded(
+    view: &StoreView,
+    model: u64,
+    users: &[(String, Folded, bool)],
+) -> Result<(), StoreError> {
+    view.mark_folded(model, users.iter().map(|(u, f, _)| (u.as_str(), f.at_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::Domain;
+    use crate::ml::als::{fit, AlsParams};
+    use crate::ml::serve::{Bundle, ServingModel};
+    use crate::ml::sparse::Csr;
+
+    /// A champion trained on two blocks of taste: users 0..20 like items
+    /// 0..10, users 20..40 like items 10..20.
+    fn champion(exact: bool) -> (Champion, Csr) {
+        let mut t = Vec::new();
+        for u in 0..40u32 {
+            let base = if u < 20 { 0 } else { 10 };
+            for j in 0..6u32 {
+                t.push((u, base + (u + j * 3) % 10, 1.0 + (j % 3) as f32));
+            }
+        }
+        let m = Csr::from_triplets(40, 20, &t);
+        let params = AlsParams {
+            factors: 8,
+            iterations: 12,
+            regularization: 0.05,
+            exact,
+            ..AlsParams::default()
+        };
+        let model = fit(&params.clone().check().unwrap(), &m, |_, _| {}).unwrap();
+        let bundle = Bundle {
+            model,
+            users: (0..40).map(|u| format!("u{u}")).collect(),
+            items: (0..20).map(|i| format!("v{i}")).collect(),
+            seen: m.clone(),
+            item_genre: vec![String::new(); 20],
+            popularity: vec![1; 20],
+            region_popularity: Default::default(),
+            item_domain: vec![Domain::Video; 20],
+        };
+        let c = ServingModel {
+            id: 3,
+            bundle,
+            affinity_weight: 0.0,
+            params,
+        }
+        .into_champion();
+        (c, m)
+    }
+
+    #[test]
+    fn folding_in_a_trained_user_reproduces_their_exact_solve() {
+        // With exact solves, a user's trained row is the solve against the
+        // final item factors: the fold-in of the same pairs gives it back.
+        let (c, m) = champion(true);
+        let s = ChampionSolver::new(&c);
+        let pairs: Vec<(String, f32)> = {
+            let (cols, w) = m.row(5);
+            cols.iter()
+                .zip(w)
+                .map(|(&i, &w)| (format!("v{i}"), w))
+                .collect()
+        };
+        let got = fold_users(&c, &s, vec![("u5".into(), pairs)]);
+        let (_, f, new) = &got[0];
+        assert!(!new);
+        let trained = c.recommender.bundle().model.user(5);
+        for (a, b) in f.factors.iter().zip(trained) {
+            assert!((a - b).abs() < 2e-3, "{:?} vs {:?}", f.factors, trained);
+        }
+        assert_eq!(f.seen, m.row(5).0.to_vec());
+    }
+
+    #[test]
+    fn a_new_user_gets_the_taste_of_their_first_events() {
+        let (c, _) = champion(false);
+        let s = ChampionSolver::new(&c);
+        let pairs = vec![
+            ("v12".to_string(), 3.0),
+            ("v15".to_string(), 2.0),
+            ("v17".to_string(), 2.0),
+            ("not-in-the-model".to_string(), 5.0),
+        ];
+        let got = fold_users(
+            &c,
+            &s,
+            vec![
+                ("newcomer".into(), pairs),
+                ("only-unknown".into(), vec![("zzz".into(), 1.0)]),
+            ],
+        );
+        assert_eq!(got.len(), 1, "no pair on the model's items: left out");
+        let (user, f, new) = &got[0];
+        assert_eq!((user.as_str(), *new), ("newcomer", true));
+        let recs = c.recommender.recommend_taste(
+            crate::ml::serve::Taste::Folded {
+                factors: &f.factors,
+                seen: &f.seen,
+            },
+            5,
+            Domain::Video,
+            |_, _| {},
+        );
+        assert_eq!(recs.len(), 5);
+        for r in &recs[..3] {
+            let i: u32 = r.item[1..].parse().unwrap();
+            assert!(i >= 10, "the second block's taste first: {recs:?}");
+        }
+        assert!(recs
+            .iter()
+            .all(|r| !["v12", "v15", "v17"].contains(&r.item.as_str())));
+    }
+
+    #[test]
+    fn held_users_are_bounded_and_a_new_champion_starts_afresh() {
+        let mut live = Live::default();
+        let fold = |from: usize, to: usize| FoldResult {
+            users: (from..to)
+                .map(|i| {
+                    let f = Folded {
+                        factors: vec![0.0; 2],
+                        seen: vec![],
+                        at_ms: 0,
+                    };
+                    (format!("u{i}"), f, i % 2 == 0)
+                })
+                .collect(),
+            batches: 1,
+            seconds: 0.5,
+        };
+        let d = Duration::from_millis(20);
+        live.install(1, fold(0, 100), 100, d);
+        live.install(1, fold(100, 120), 100, d);
+        let st = live.stats();
+        assert_eq!((st.users, st.evicted, st.folded_total), (100, 20, 120));
+        assert!(live.user(1, "u0").is_none(), "the least recent gave way");
+        assert!(live.user(1, "u119").is_some());
+        assert!(
+            live.user(2, "u119").is_none(),
+            "folded against another model"
+        );
+        assert_eq!(st.last_users_per_s, 40.0);
+        live.install(2, fold(0, 3), 100, d);
+        let st = live.stats();
+        assert_eq!(
+            (st.model, st.users, st.folded_since_champion),
+            (Some(2), 3, 3)
+        );
+        assert_eq!(st.new_users, 2);
+    }
+}

@@ -1,0 +1,206 @@
+//! Real-time recommendations, through the broker: after one view of the item
+//! ranked first for a user, their list drops it (fold-in, no retrain); a
+//! brand-new user gets personalised results after a few events; a restart
+//! folds the same users in again.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{ctl_json, produce_video, spawn_daemon, wait_status, Broker, Daemon};
+use playpulse::domain::event::{Event, VideoEvent};
+use playpulse::kafka;
+use playpulse::kafka::config::KafkaConfig;
+use serde_json::Value;
+
+const TOPIC: &str = "fresh.video";
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PLAYPULSE_MODELS__MIN_EVENTS", "100"),
+        ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "0"),
+        ("PLAYPULSE_MODELS__TRAIN_EVERY_SECONDS", "0"),
+        ("PLAYPULSE_MODELS__RETRAIN_FOLDED_USERS", "0"),
+        ("PLAYPULSE_MODELS__CLASSIFIERS", "false"),
+        ("PLAYPULSE_MODELS__AFFINITY_WEIGHT", "0"),
+    ]
+}
+
+fn start(dir: &Path, broker: &Broker, run: usize) -> Daemon {
+    spawn_daemon(
+        dir,
+        &broker.bootstrap,
+        "fresh",
+        &[("video", TOPIC)],
+        &env(),
+        run,
+    )
+}
+
+fn send(broker: &Broker, events: &[VideoEvent]) {
+    let producer = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
+    for (i, ev) in events.iter().enumerate() {
+        let payload = playpulse::ingest::wire::to_json(&Event::Video(ev.clone()));
+        kafka::send(&producer, TOPIC, i.to_string().as_bytes(), &payload, None).unwrap();
+    }
+    kafka::flush(&producer, Duration::from_secs(30)).unwrap();
+}
+
+fn items(reply: &Value) -> Vec<String> {
+    reply["recommendations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["item"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `recommend USER 5` until `pred` holds; answers the reply.
+fn wait_list(
+    dir: &Path,
+    d: &mut Daemon,
+    user: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let data = dir.join("data");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = ctl_json(&data, &["recommend", user, "5", "--domain", "video"]);
+        if pred(&r) {
+            return r;
+        }
+        d.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "{what}: last reply {r}\nlog:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A finished view of `video` by `user`, shaped as the produced events are.
+fn view(like: &VideoEvent, user: &str, video: &str, ts_ms: i64) -> VideoEvent {
+    let mut v = like.clone();
+    v.user_id = user.to_string();
+    v.video_id = video.to_string();
+    v.timestamp_ms = ts_ms;
+    v.watch_time_seconds = 3600.0;
+    v.buffering_events = 0;
+    v.skipped = false;
+    v.paused = false;
+    v.error = None;
+    v
+}
+
+#[test]
+fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&[(TOPIC, 2)]);
+    let produced = produce_video(&broker.bootstrap, TOPIC, 4000, 0.0, 31);
+    let mut d = start(dir.path(), &broker, 0);
+    let data = dir.path().join("data");
+    wait_status(dir.path(), &mut d, Duration::from_secs(120), |s| {
+        s["ingest"]["stored"].as_u64() == Some(4000)
+    });
+    let t = ctl_json(&data, &["train"]);
+    let model = t["model"].as_u64().unwrap_or_else(|| panic!("train: {t}"));
+
+    // A known user: one finished view of their first item drops it from the list.
+    let user = produced.valid[0].user_id.clone();
+    let before = ctl_json(&data, &["recommend", &user, "5", "--domain", "video"]);
+    assert_eq!(before["known"], true, "{before}");
+    assert!(before["folded_at_ms"].is_null(), "{before}");
+    let first = items(&before)[0].clone();
+    let last_ts = produced.valid.iter().map(|v| v.timestamp_ms).max().unwrap();
+    send(
+        &broker,
+        &[view(&produced.valid[0], &user, &first, last_ts + 1000)],
+    );
+    let after = wait_list(
+        dir.path(),
+        &mut d,
+        &user,
+        "the watched item leaves the list",
+        |r| r["folded_at_ms"].is_i64() && !items(r).is_empty() && !items(r).contains(&first),
+    );
+    assert_eq!(after["model"], model, "no retrain: {after}");
+    assert_eq!(items(&after).len(), 5);
+
+    // A brand-new user: popularity first, their own taste after a few events.
+    let newcomer = "newcomer-7";
+    let cold = ctl_json(&data, &["recommend", newcomer, "5", "--domain", "video"]);
+    assert_eq!(
+        (cold["known"].as_bool(), cold["cold_start"].as_str()),
+        (Some(false), Some("popularity")),
+        "{cold}"
+    );
+    // Three videos one known user watched most: the newcomer shares that taste.
+    let mine: Vec<String> = {
+        let mut n: std::collections::HashMap<&str, usize> = Default::default();
+        for v in produced.valid.iter().filter(|v| v.user_id == user) {
+            *n.entry(&v.video_id).or_default() += 1;
+        }
+        let mut v: Vec<(&str, usize)> = n.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.into_iter().take(3).map(|(i, _)| i.to_string()).collect()
+    };
+    let views: Vec<VideoEvent> = mine
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            view(
+                &produced.valid[0],
+                newcomer,
+                item,
+                last_ts + 2000 + i as i64,
+            )
+        })
+        .collect();
+    send(&broker, &views);
+    let warm = wait_list(
+        dir.path(),
+        &mut d,
+        newcomer,
+        "the newcomer is folded in",
+        |r| r["known"] == true && items(r).len() == 5,
+    );
+    assert!(warm["cold_start"].is_null(), "{warm}");
+    assert!(
+        items(&warm).iter().all(|i| !mine.contains(i)),
+        "what they watched is not recommended: {warm}"
+    );
+    assert_ne!(items(&warm), items(&cold), "personal, not the popular list");
+    let status = ctl_json(&data, &["status"]);
+    assert!(
+        status["fold_in"]["folded_total"].as_u64().unwrap_or(0) >= 2,
+        "{}",
+        status["fold_in"]
+    );
+
+    // A restart folds the same users in again (no retrain, same model).
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+    let mut d = start(dir.path(), &broker, 1);
+    let again = wait_list(
+        dir.path(),
+        &mut d,
+        newcomer,
+        "the newcomer is folded in after the restart",
+        |r| r["known"] == true && r["folded_at_ms"].is_i64(),
+    );
+    assert_eq!(again["model"], model);
+    assert_eq!(items(&again), items(&warm));
+    let u = wait_list(
+        dir.path(),
+        &mut d,
+        &user,
+        "the viewer is folded in after the restart",
+        |r| r["folded_at_ms"].is_i64(),
+    );
+    assert!(!items(&u).contains(&first));
+}
