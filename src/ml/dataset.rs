@@ -49,6 +49,16 @@ fn pair_hash(seed: u64, user: &str, item: &str) -> u64 {
     splitmix64(text_hash(seed, user) ^ text_hash(seed.rotate_left(17), item))
 }
 
+/// A (user, track) pair's implicit feedback: Σ action count × its weight
+/// (play, skip, like, pause, seek order).
+pub fn music_weight(a: &crate::store::MusicAgg, weights: [f64; 5]) -> f64 {
+    a.counts
+        .iter()
+        .zip(weights)
+        .map(|(&c, w)| c as f64 * w)
+        .sum()
+}
+
 /// Music pairs as implicit feedback: Σ action count × its weight (play, skip,
 /// like, pause, seek order); a pair is positive when its weight is.
 pub fn music_pairs(
@@ -57,12 +67,7 @@ pub fn music_pairs(
 ) -> Vec<(String, String, PairAgg)> {
     aggs.into_iter()
         .map(|(u, t, a)| {
-            let weight: f64 = a
-                .counts
-                .iter()
-                .zip(weights)
-                .map(|(&c, w)| c as f64 * w)
-                .sum();
+            let weight = music_weight(&a, weights);
             let events: u64 = a.counts.iter().sum();
             let pair = PairAgg {
                 weight,

@@ -251,12 +251,7 @@ pub fn user_pairs(
         .map(|(item, a)| (item, a.weight as f32))
         .collect();
     out.extend(graph.edges_of(user).into_iter().map(|(t, a)| {
-        let w: f64 = a
-            .counts
-            .iter()
-            .zip(music_weights)
-            .map(|(&c, w)| c as f64 * w)
-            .sum();
+        let w = super::dataset::music_weight(&a, music_weights);
         (t.to_string(), w as f32)
     }));
     Ok(out)
