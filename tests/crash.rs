@@ -33,7 +33,7 @@ struct Sent {
 /// Streams events at `rate`/s until `stop`, keeping what was sent.
 fn stream(bootstrap: String, rate: f64, stop: Arc<AtomicBool>, sent: Arc<Mutex<Sent>>) {
     stream_video(
-        &bootstrap,
+        (&bootstrap, &[]),
         TOPIC,
         rate,
         (400, 120, 3),

@@ -102,15 +102,19 @@ pub fn produce_video(
 /// Streams video events (1 % malformed) of a world of `users` × `videos` to
 /// `topic` at `rate`/s until `stop`; `sent` sees each record once it is handed
 /// to the producer: its payload, and the event when it is a valid one.
+/// `props` are librdkafka settings of the producer.
 pub fn stream_video(
-    bootstrap: &str,
+    (bootstrap, props): (&str, &[(&str, &str)]),
     topic: &str,
     rate: f64,
     (users, videos, seed): (usize, usize, u64),
     stop: &std::sync::atomic::AtomicBool,
     mut sent: impl FnMut(Vec<u8>, Option<VideoEvent>),
 ) {
-    let producer = kafka::producer(bootstrap, &KafkaConfig::default()).expect("producer");
+    let mut cfg = KafkaConfig::default();
+    cfg.properties
+        .extend(props.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let producer = kafka::producer(bootstrap, &cfg).expect("producer");
     let mut g = VideoGen::new(World::new(users, videos, seed), seed, 1_767_225_600_000, 20);
     let mut rng = bad_rng(seed);
     let t0 = Instant::now();
