@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ctl_json, produce_video, spawn_daemon, wait_status, Broker, Daemon};
+use common::{ctl_json, produce_video, spawn_daemon, wait_reply, wait_status, Broker, Daemon};
 use playpulse::domain::event::{Event, VideoEvent};
 use playpulse::kafka;
 use playpulse::kafka::config::KafkaConfig;
@@ -67,20 +67,13 @@ fn wait_list(
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
     let data = dir.join("data");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = ctl_json(&data, &["recommend", user, "5", "--domain", "video"]);
-        if pred(&r) {
-            return r;
-        }
-        d.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "{what}: last reply {r}\nlog:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_reply(
+        d,
+        Duration::from_secs(60),
+        what,
+        || ctl_json(&data, &["recommend", user, "5", "--domain", "video"]),
+        pred,
+    )
 }
 
 /// A finished view of `video` by `user`, shaped as the produced events are.

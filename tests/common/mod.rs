@@ -536,15 +536,27 @@ pub fn wait_status(
     limit: Duration,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    wait_reply(daemon, limit, "status", || ctl_status(dir), pred)
+}
+
+/// Asks `fetch` every 50 ms until `pred` holds of its reply; fails with the
+/// last reply and the daemon's log after `limit`, or as soon as the daemon dies.
+pub fn wait_reply(
+    daemon: &mut Daemon,
+    limit: Duration,
+    what: &str,
+    mut fetch: impl FnMut() -> serde_json::Value,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + limit;
     loop {
-        let s = ctl_status(dir);
-        if pred(&s) {
-            return s;
+        let r = fetch();
+        if pred(&r) {
+            return r;
         }
         daemon.assert_alive();
         if Instant::now() > deadline {
-            panic!("status after {limit:?}: {s}\nlog:\n{}", daemon.log_text());
+            panic!("{what} after {limit:?}: {r}\nlog:\n{}", daemon.log_text());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
