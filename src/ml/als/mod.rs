@@ -368,14 +368,30 @@ fn solve_row(
     }
 }
 
-/// One half-iteration: every row of `x` re-solved given `y`.
-fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
-    let f = p.factors;
-    let (base_reg, per_interaction) = if p.weighted_regularization {
+/// The regularization on every row (`λI` in `YᵀY + λI`) and the one added per
+/// interaction (weighted-λ regularization), as `p` asks.
+fn regularization(p: &AlsParams) -> (f32, f32) {
+    if p.weighted_regularization {
         (0.0, p.regularization)
     } else {
         (p.regularization, 0.0)
-    };
+    }
+}
+
+/// Confidence of an interaction of weight `w`: `1 + alpha·w`, negated for a
+/// negative weight (a negative preference).
+fn confidence(alpha: f32, w: f32) -> f32 {
+    if w >= 0.0 {
+        1.0 + alpha * w
+    } else {
+        -(1.0 + alpha * -w)
+    }
+}
+
+/// One half-iteration: every row of `x` re-solved given `y`.
+fn solve_all(x: &mut [f32], y: &[f32], m: &Csr, p: &AlsParams) {
+    let f = p.factors;
+    let (base_reg, per_interaction) = regularization(p);
     let yty = gram(y, f, base_reg);
     x.par_chunks_mut(f).enumerate().for_each_init(
         || Scratch::new(f),
@@ -413,11 +429,7 @@ impl Solver {
     /// For rows solved against `fixed` (`factors` floats a row) under `p`.
     pub fn new(p: &AlsParams, fixed: &[f32]) -> Solver {
         let f = p.factors;
-        let (base_reg, per_interaction) = if p.weighted_regularization {
-            (0.0, p.regularization)
-        } else {
-            (p.regularization, 0.0)
-        };
+        let (base_reg, per_interaction) = regularization(p);
         Solver {
             f,
             yty: gram(fixed, f, base_reg),
@@ -446,16 +458,7 @@ impl Solver {
         x: &mut [f32],
         s: &mut SolveScratch,
     ) {
-        let conf: Vec<f32> = weights
-            .iter()
-            .map(|&w| {
-                if w >= 0.0 {
-                    1.0 + self.alpha * w
-                } else {
-                    -(1.0 + self.alpha * -w)
-                }
-            })
-            .collect();
+        let conf: Vec<f32> = weights.iter().map(|&w| confidence(self.alpha, w)).collect();
         x.iter_mut().for_each(|v| *v = 0.0);
         let extra = self.per_interaction * cols.len() as f32;
         solve_row_exact(
@@ -487,13 +490,7 @@ pub fn fit(
     if weights.nnz() == 0 {
         return Err(AlsError::Empty);
     }
-    let conf_u = weights.map_values(|w| {
-        if w >= 0.0 {
-            1.0 + p.alpha * w
-        } else {
-            -(1.0 + p.alpha * -w)
-        }
-    });
+    let conf_u = weights.map_values(|w| confidence(p.alpha, w));
     let conf_i = conf_u.transpose();
     let f = p.factors;
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
