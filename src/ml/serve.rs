@@ -47,7 +47,7 @@ struct BundleWithoutDomains {
 impl Bundle {
     /// Decodes a stored bundle; one stored before items carried their domain
     /// takes it from `is_track` (an item with a track catalog record is music).
-    pub fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
+    fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
         match postcard::from_bytes::<Bundle>(bytes) {
             Ok(b) if b.item_domain.len() == b.items.len() => Ok(b),
             Ok(_) => Err("its item domains do not match its items".into()),
