@@ -248,6 +248,7 @@ fn status_text(r: &StatusReply) -> String {
                 .map_or_else(|| "-".into(), |c| c.as_str().to_string()),
         ),
         ("group.claims_refused", r.group.claims_refused.to_string()),
+        ("group.rejoins", r.group.rejoins.to_string()),
         (
             "group.claimed_records_read_back",
             r.group.claimed_records_read_back.to_string(),

@@ -15,6 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::config::KafkaConfig;
 use super::context::StoreSeekContext;
 use super::group::{group_commits, Claims, Membership, COMMITTED_TIMEOUT};
+use super::orphan::{waiting, OrphanWatch};
 use super::*;
 use crate::domain::record::{RawRecord, SourcePos};
 use crate::ingest::pipeline::Flight;
@@ -35,6 +36,9 @@ pub struct Source {
     /// Records this member claimed before it last stopped and its store lacks:
     /// read (before anything else) by a consumer outside the group.
     recovery: Option<Recovery>,
+    subscription: Vec<String>,
+    /// Notices a group that settled with this member's share unassigned.
+    orphan: OrphanWatch,
 }
 
 /// How long a debt recovery may go without reading a record.
@@ -230,6 +234,7 @@ impl Source {
             chains: Mutex::default(),
             refused: AtomicU64::new(0),
             recovered: AtomicU64::new(0),
+            rejoins: AtomicU64::new(0),
             probe: (brokers.to_string(), cfg.clone()),
         });
         let ctx = StoreSeekContext {
@@ -278,6 +283,8 @@ impl Source {
             stopping: Arc::new(AtomicBool::new(false)),
             revocations,
             recovery,
+            subscription: subs,
+            orphan: OrphanWatch::default(),
         })
     }
 
@@ -308,11 +315,46 @@ impl Source {
             }
             return out;
         }
+        self.watch_orphan();
         let raws = self.poll_batch(max, linger);
         if raws.is_empty() || !self.claims.claiming() {
             return raws;
         }
         self.claim(raws)
+    }
+
+    /// Rejoins the group when it left this member holding nothing while
+    /// records of a subscribed partition wait unread (see [`super::orphan`]).
+    fn watch_orphan(&mut self) {
+        let empty = self.assignment.lock().is_ok_and(|a| a.is_empty());
+        let now = Instant::now();
+        if !self.orphan.due(empty, now) {
+            return;
+        }
+        let waiting = match waiting(&self.consumer, &self.subscription) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!("cannot look at the group's progress: {e}");
+                return;
+            }
+        };
+        let stuck = self.orphan.stuck(waiting, now);
+        if stuck.is_empty() {
+            return;
+        }
+        let parts: Vec<String> = stuck.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+        tracing::warn!(
+            "this member holds no partition, and nobody has read {} for {:?} although records wait: \
+             leaving the group and joining again so the coordinator assigns them",
+            parts.join(", "),
+            super::orphan::CHECK_EVERY
+        );
+        self.claims.rejoins.fetch_add(1, Ordering::Relaxed);
+        self.consumer.unsubscribe();
+        let refs: Vec<&str> = self.subscription.iter().map(String::as_str).collect();
+        if let Err(e) = self.consumer.subscribe(&refs) {
+            tracing::error!("cannot subscribe again to {refs:?} after leaving the group: {e}");
+        }
     }
 
     /// Set when the daemon stops: waits on the brokers give up.

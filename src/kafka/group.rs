@@ -53,6 +53,8 @@ pub struct Claims {
     pub(super) refused: AtomicU64,
     /// Records read back at start: claimed before the last stop, not stored.
     pub(super) recovered: AtomicU64,
+    /// Times this member left and rejoined a group that orphaned it.
+    pub(super) rejoins: AtomicU64,
     /// For the metadata probe: the brokers, client settings and group.
     pub(super) probe: (String, KafkaConfig),
 }
@@ -72,6 +74,11 @@ impl Claims {
     /// Records read back at start (claimed before the last stop, not stored).
     pub fn recovered(&self) -> u64 {
         self.recovered.load(Ordering::Relaxed)
+    }
+
+    /// Times this member rejoined a group that had left it without partitions.
+    pub fn rejoins(&self) -> u64 {
+        self.rejoins.load(Ordering::Relaxed)
     }
 
     pub(super) fn claiming(&self) -> bool {

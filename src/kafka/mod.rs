@@ -19,6 +19,7 @@ mod consumer;
 mod context;
 mod embedded;
 mod group;
+mod orphan;
 mod producer;
 mod watermarks;
 

@@ -82,6 +82,10 @@ pub struct GroupStatus {
     pub commit: Option<GroupCommit>,
     pub claims_refused: u64,
     pub claimed_records_read_back: u64,
+    /// Times this member rejoined a group that settled without giving it a
+    /// partition it should hold.
+    #[serde(default)]
+    pub rejoins: u64,
 }
 
 /// "ok", "stopped" or why the actor does not answer.
@@ -256,6 +260,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             commit: a.claims.mode(),
             claims_refused: a.claims.refused(),
             claimed_records_read_back: a.claims.recovered(),
+            rejoins: a.claims.rejoins(),
         },
         producers,
         actors: ActorHealth {
