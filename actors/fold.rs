@@ -69,93 +69,144 @@ pub fn spawn(
 impl Worker {
     fn run(mut self) {
         loop {
-            let mut users: HashSet<String> = HashSet::new();
-            let mut oldest: Option<Instant> = None;
-            let mut batches = 0u64;
-            let mut take = |t: Touched| {
-                oldest = Some(oldest.map_or(t.committed, |o| o.min(t.committed)));
-                users.extend(t.users);
-                batches += 1;
-            };
+            let mut round = Round::default();
             match self.rx.recv_timeout(IDLE) {
-                Ok(t) => take(t),
+                Ok(t) => round.take(t),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(t) = self.rx.try_recv() {
-                take(t);
+                round.take(t);
             }
-            let Some(champion) = self.serving.get() else {
-                continue;
-            };
-            if self.solver.as_ref().map(|s| s.model) != Some(champion.id) {
-                // A new champion (or the first since the start): the users held
-                // against the one before, and those recorded as folded against
-                // this one (before a restart), are solved against it.
-                let mut again: HashSet<String> = self
-                    .serving
-                    .live()
-                    .read()
-                    .map(|l| l.user_ids())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
-                match self.view.folded_users(champion.id) {
-                    Ok(stored) => again.extend(stored),
-                    Err(e) => tracing::warn!("cannot read the users folded in before: {e}"),
-                }
-                if !again.is_empty() {
-                    tracing::info!(
-                        "folding {} users into model v{} (held or recorded before)",
-                        again.len(),
-                        champion.id
+            // A round that panics costs its users' fold-in (they fold in at
+            // their next event or the next champion), not the worker.
+            let users = round.users.len();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round(round)));
+            match run {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => return,
+                Err(p) => {
+                    tracing::error!(
+                        "a fold-in round of {users} users failed: {}; the worker goes on \
+                         (those users fold in at their next event or the next champion)",
+                        crate::domain::worker::panic_message(p.as_ref())
                     );
+                    // A new champion's solver may be half made: make it again.
+                    self.solver = None;
+                    if let Ok(mut l) = self.serving.live().write() {
+                        l.failed();
+                    }
                 }
-                users.extend(again);
-                let t = Instant::now();
-                self.solver = Some(ChampionSolver::new(&champion));
-                tracing::debug!("fold-in solver for v{}: {:?}", champion.id, t.elapsed());
-                oldest.get_or_insert_with(Instant::now);
-            }
-            if users.is_empty() {
-                continue;
-            }
-            let Some(solver) = &self.solver else { continue };
-            let t = Instant::now();
-            let users: Vec<String> = users.into_iter().collect();
-            let pairs = {
-                let Ok(ix) = self.indexes.read() else {
-                    tracing::error!("the indexes are poisoned: fold-in stops");
-                    return;
-                };
-                users
-                    .into_par_iter()
-                    .filter_map(|u| {
-                        match live::user_pairs(&self.view, &ix.graph, &u, self.weights) {
-                            Ok(p) => Some((u, p)),
-                            Err(e) => {
-                                tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
-                                None
-                            }
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            };
-            let folded = live::fold_users(&champion, solver, pairs);
-            if let Err(e) = live::record_folded(&self.view, champion.id, &folded) {
-                tracing::warn!(
-                    "cannot record the users folded in (a restart serves their trained rows): {e}"
-                );
-            }
-            let result = FoldResult {
-                users: folded,
-                batches,
-                seconds: t.elapsed().as_secs_f64(),
-            };
-            let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
-            if let Ok(mut l) = self.serving.live().write() {
-                l.install(champion.id, result, self.max_users, latency);
             }
         }
     }
+
+    /// Folds in one round's users against the serving champion.
+    fn round(&mut self, round: Round) -> Flow {
+        let Round {
+            mut users,
+            mut oldest,
+            batches,
+        } = round;
+        let Some(champion) = self.serving.get() else {
+            return Flow::Go;
+        };
+        if self.solver.as_ref().map(|s| s.model) != Some(champion.id) {
+            // A new champion (or the first since the start): the users held
+            // against the one before, and those recorded as folded against
+            // this one (before a restart), are solved against it.
+            let mut again: HashSet<String> = self
+                .serving
+                .live()
+                .read()
+                .map(|l| l.user_ids())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            match self.view.folded_users(champion.id) {
+                Ok(stored) => again.extend(stored),
+                Err(e) => tracing::warn!("cannot read the users folded in before: {e}"),
+            }
+            if !again.is_empty() {
+                tracing::info!(
+                    "folding {} users into model v{} (held or recorded before)",
+                    again.len(),
+                    champion.id
+                );
+            }
+            users.extend(again);
+            let t = Instant::now();
+            self.solver = Some(ChampionSolver::new(&champion));
+            tracing::debug!("fold-in solver for v{}: {:?}", champion.id, t.elapsed());
+            oldest.get_or_insert_with(Instant::now);
+        }
+        if users.is_empty() {
+            return Flow::Go;
+        }
+        let Some(solver) = &self.solver else {
+            return Flow::Go;
+        };
+        let t = Instant::now();
+        let users: Vec<String> = users.into_iter().collect();
+        let pairs = {
+            let Ok(ix) = self.indexes.read() else {
+                tracing::error!("the indexes are poisoned: fold-in stops");
+                return Flow::Stop;
+            };
+            users
+                .into_par_iter()
+                .filter_map(
+                    |u| match live::user_pairs(&self.view, &ix.graph, &u, self.weights) {
+                        Ok(p) => Some((u, p)),
+                        Err(e) => {
+                            tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
+                            None
+                        }
+                    },
+                )
+                .collect::<Vec<_>>()
+        };
+        if crate::domain::worker::inject("fold-in") {
+            panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
+        }
+        let folded = live::fold_users(&champion, solver, pairs);
+        if let Err(e) = live::record_folded(&self.view, champion.id, &folded) {
+            tracing::warn!(
+                "cannot record the users folded in (a restart serves their trained rows): {e}"
+            );
+        }
+        let result = FoldResult {
+            users: folded,
+            batches,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
+        if let Ok(mut l) = self.serving.live().write() {
+            l.install(champion.id, result, self.max_users, latency);
+        }
+        Flow::Go
+    }
+}
+
+/// What queued up since the last round: the users touched (each once), the
+/// oldest batch's commit, and how many batches.
+#[derive(Default)]
+struct Round {
+    users: HashSet<String>,
+    oldest: Option<Instant>,
+    batches: u64,
+}
+
+impl Round {
+    fn take(&mut self, t: Touched) {
+        self.oldest = Some(self.oldest.map_or(t.committed, |o| o.min(t.committed)));
+        self.users.extend(t.users);
+        self.batches += 1;
+    }
+}
+
+/// Whether the worker goes on after a round.
+enum Flow {
+    Go,
+    Stop,
 }

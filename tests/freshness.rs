@@ -197,3 +197,68 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
     );
     assert!(!items(&u).contains(&first));
 }
+
+#[test]
+fn a_failed_fold_in_round_is_counted_and_the_next_view_still_folds_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&[(TOPIC, 2)]);
+    let produced = produce_video(&broker.bootstrap, TOPIC, 3000, 0.0, 37);
+    let mut env = env();
+    env.push(("PP_FAULT_PANIC_ONCE", "fold-in"));
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        "fresh-fault",
+        &[("video", TOPIC)],
+        &env,
+        0,
+    );
+    let data = dir.path().join("data");
+    wait_status(dir.path(), &mut d, Duration::from_secs(120), |s| {
+        s["ingest"]["stored"].as_u64() == Some(3000)
+    });
+    let t = ctl_json(&data, &["train"]);
+    assert!(t["model"].is_u64(), "train: {t}");
+    let user = produced.valid[0].user_id.clone();
+    let before = ctl_json(&data, &["recommend", &user, "5", "--domain", "video"]);
+    let listed = items(&before);
+    let last_ts = produced.valid.iter().map(|v| v.timestamp_ms).max().unwrap();
+
+    // The first fold-in round with users panics: counted, the worker lives on.
+    send(
+        &broker,
+        &[view(&produced.valid[0], &user, &listed[0], last_ts + 1000)],
+    );
+    let s = wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
+        s["fold_in"]["failed_rounds"].as_u64() == Some(1)
+    });
+    assert_eq!(s["fold_in"]["folded_total"], 0, "{}", s["fold_in"]);
+    assert!(
+        d.log_text().contains("fold-in round of 1 users failed"),
+        "{}",
+        d.log_text()
+    );
+
+    // The next view folds the user in with all their pairs: both items leave.
+    send(
+        &broker,
+        &[view(&produced.valid[0], &user, &listed[1], last_ts + 2000)],
+    );
+    let after = wait_list(
+        dir.path(),
+        &mut d,
+        &user,
+        "the next view folds the user in",
+        |r| r["folded_at_ms"].is_i64(),
+    );
+    let now = items(&after);
+    assert!(
+        !now.contains(&listed[0]) && !now.contains(&listed[1]),
+        "{after}"
+    );
+    let s = ctl_json(&data, &["status"]);
+    assert_eq!(s["fold_in"]["failed_rounds"], 1, "{}", s["fold_in"]);
+    assert!(s["fold_in"]["folded_total"].as_u64() >= Some(1));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+}

@@ -18,7 +18,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 static INJECTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Whether this run of `name` is to panic (the first one, when asked for).
-fn inject(name: &str) -> bool {
+pub fn inject(name: &str) -> bool {
     let Ok(want) = std::env::var("PP_FAULT_PANIC_ONCE") else {
         return false;
     };

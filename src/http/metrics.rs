@@ -354,6 +354,12 @@ pub async fn exposition(a: &Admin) -> String {
         fold.folded_total as f64,
     )
     .one(
+        "playpulse_foldin_failed_rounds",
+        Kind::Counter,
+        "Fold-in rounds that failed (their users fold in at their next event).",
+        fold.failed_rounds as f64,
+    )
+    .one(
         "playpulse_foldin_held_users",
         Kind::Level,
         "Users held folded into the serving champion.",

@@ -65,6 +65,10 @@ pub struct LiveStats {
     pub last_users_per_s: f64,
     /// From a batch's commit to its users served folded in: the last one, seconds.
     pub last_latency_seconds: f64,
+    /// Fold-in rounds that failed (a panic): their users fold in at their
+    /// next event, or at the next champion.
+    #[serde(default)]
+    pub failed_rounds: u64,
 }
 
 /// The folded-in users of the serving champion.
@@ -116,6 +120,11 @@ impl Live {
             new_users: self.users.values().filter(|(_, _, new)| *new).count(),
             ..self.stats.clone()
         }
+    }
+
+    /// Counts a fold-in round that failed.
+    pub fn failed(&mut self) {
+        self.stats.failed_rounds += 1;
     }
 
     /// The commit → served latency histogram (seconds).
