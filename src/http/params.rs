@@ -227,6 +227,15 @@ mod tests {
             (r.user.as_str(), r.k, r.genre, r.region),
             ("u1", Some(5), None, None)
         );
+        let r: Recommend = from_params(&params(&[("user", "u1"), ("domain", "music")])).unwrap();
+        assert_eq!(r.domain, Some(crate::domain::event::Domain::Music));
+        let e = from_params::<Recommend>(&params(&[("user", "u"), ("domain", "films")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("domain=\"films\"") && e.contains("video") && e.contains("music"),
+            "{e}"
+        );
         let e = from_params::<Recommend>(&params(&[("user", "u"), ("k", "-1")])).unwrap_err();
         assert_eq!(e.to_string(), "query parameter k=\"-1\" is not a number");
         let e = from_params::<Recommend>(&params(&[("k", "3")])).unwrap_err();
