@@ -232,6 +232,47 @@ pub enum BenchCommand {
         #[arg(long)]
         exact: bool,
     },
+    /// Event → served freshness on the embedded broker: while it ingests at
+    /// --rate events/s, each probe sends a finished view of the item ranked
+    /// first for a user and polls their list until the item leaves it.
+    Freshness {
+        #[arg(long, default_value_t = 50_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 200)]
+        probes: usize,
+        /// Stored events before the first (and only) training.
+        #[arg(long, default_value_t = 200_000)]
+        warmup_events: u64,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        videos: usize,
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+        /// A probe whose item is still listed after this many seconds is missed.
+        #[arg(long, default_value_t = 10)]
+        probe_timeout_seconds: u64,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
+    /// The fold-in's solves alone: users folded in per second against random
+    /// item factors (the daemon's fold-in code, in parallel).
+    Fold {
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        items: usize,
+        #[arg(long, default_value_t = 32)]
+        factors: usize,
+        #[arg(long, default_value_t = 20)]
+        pairs_per_user: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 3)]
+        seed: u64,
+    },
     /// The whole ingest pipeline on the embedded broker.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]

@@ -103,6 +103,77 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        BenchCommand::Freshness {
+            rate,
+            probes,
+            warmup_events,
+            users,
+            videos,
+            partitions,
+            probe_timeout_seconds,
+            seed,
+        } => {
+            init_logging("warn");
+            if !(rate.is_finite() && (1.0..=2_000_000.0).contains(&rate)) {
+                bail!("--rate {rate}: give events/s in [1, 2000000]");
+            }
+            if probes == 0 || probes > 100_000 {
+                bail!("--probes {probes}: give 1 to 100000");
+            }
+            if warmup_events < 1_000 {
+                bail!("--warmup-events {warmup_events}: the first model needs at least 1000");
+            }
+            if users == 0 || videos == 0 || !(1..=1024).contains(&partitions) {
+                bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
+            }
+            if probe_timeout_seconds == 0 || probe_timeout_seconds > 600 {
+                bail!("--probe-timeout-seconds {probe_timeout_seconds}: give 1 to 600");
+            }
+            let tmp = tempfile::tempdir()?;
+            let args = bench::freshness::FreshnessBenchArgs {
+                rate,
+                warmup_events,
+                probes,
+                users,
+                videos,
+                partitions,
+                seed,
+                probe_timeout: std::time::Duration::from_secs(probe_timeout_seconds),
+            };
+            let report = bench::freshness::freshness(&args, tmp.path())?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        BenchCommand::Fold {
+            users,
+            items,
+            factors,
+            pairs_per_user,
+            threads,
+            rounds,
+            seed,
+        } => {
+            if users == 0 || users > 10_000_000 || items == 0 || items > 10_000_000 {
+                bail!("--users and --items: give 1 to 10000000");
+            }
+            if !(1..=512).contains(&factors) || !(1..=10_000).contains(&pairs_per_user) {
+                bail!("--factors 1 to 512, --pairs-per-user 1 to 10000");
+            }
+            if !(1..=256).contains(&threads) || !(1..=1_000).contains(&rounds) {
+                bail!("--threads 1 to 256, --rounds 1 to 1000");
+            }
+            let report = bench::freshness::fold(&bench::freshness::FoldBenchArgs {
+                users,
+                items,
+                factors,
+                pairs_per_user,
+                threads,
+                rounds,
+                seed,
+            })?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         BenchCommand::Ingest {
             events,
             bad_fraction,

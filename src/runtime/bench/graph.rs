@@ -9,6 +9,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::quantile;
+
 use crate::domain::event::Event;
 use crate::synth::generate::{user_id, MusicGen};
 use crate::views::graph::{answer, GraphRequest, MusicGraph};
@@ -43,13 +45,6 @@ pub struct GraphBenchReport {
     pub build_seconds: f64,
     pub build_events_per_sec: f64,
     pub latency: BTreeMap<&'static str, Latency>,
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 pub fn run(args: &GraphBenchArgs) -> GraphBenchReport {

@@ -1,6 +1,7 @@
 //! `playpulse bench ingest`: the whole pipeline on the embedded broker, with the
 //! store compared to what was produced afterwards.
 
+pub mod freshness;
 pub mod graph;
 pub mod ml;
 
@@ -115,6 +116,14 @@ pub async fn wait_until_done(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The `q` quantile of `sorted` (nearest rank; 0 when empty).
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// A `/proc/self/status` memory figure (`VmRSS`, `VmHWM`, ...) in MiB.
