@@ -88,6 +88,7 @@ impl Handler<Candidates> for EvaluatorActor {
                     evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
                 drop(champion);
                 let fit_s = msg.candidate.fit_s;
+                let warm_start = msg.candidate.warm_start.clone();
                 let bundle =
                     serving_bundle(msg.candidate, &msg.genres, &msg.regions, &msg.music_items);
                 let encoded = match postcard::to_stdvec(&bundle) {
@@ -113,6 +114,7 @@ impl Handler<Candidates> for EvaluatorActor {
                 me.do_send(Evaluated {
                     evaluation,
                     fit_s,
+                    warm_start,
                     bundle,
                     encoded,
                     data: msg.data,
@@ -132,6 +134,7 @@ impl Handler<Evaluated> for EvaluatorActor {
         let Evaluated {
             evaluation,
             fit_s,
+            warm_start,
             bundle,
             encoded,
             data,
@@ -159,6 +162,7 @@ impl Handler<Evaluated> for EvaluatorActor {
                 value,
                 champion_score: champion_now,
                 fit_s,
+                warm_start: warm_start.clone(),
                 data,
                 blend_weight,
                 encoded: &encoded,
@@ -173,8 +177,12 @@ impl Handler<Evaluated> for EvaluatorActor {
                 classifiers,
                 pruned,
             }) => {
+                let start = warm_start.as_ref().map_or_else(
+                    || "cold start".to_string(),
+                    |w| format!("{} iterations from v{}", w.iterations, w.from),
+                );
                 tracing::info!(
-                    "model v{id} trained in {fit_s:.2} s on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {}",
+                    "model v{id} trained in {fit_s:.2} s ({start}) on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {}",
                     decision.why
                 );
                 if pruned > 0 {
@@ -227,6 +235,8 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 min_items: cfg.min_user_items,
                 k: cfg.k,
                 seed: cfg.seed,
+                warm: None,
+                warm_iterations: 0,
             };
             let weights = cfg.event_weights.by_action();
             let mut snap = snapshots

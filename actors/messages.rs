@@ -147,6 +147,7 @@ pub struct Candidates {
 pub struct Evaluated {
     pub evaluation: crate::ml::train::Evaluation,
     pub fit_s: f64,
+    pub warm_start: Option<crate::ml::version::WarmStartInfo>,
     pub bundle: crate::ml::serve::Bundle,
     pub encoded: Vec<u8>,
     pub data: crate::ml::version::SnapshotInfo,

@@ -98,6 +98,8 @@ impl TrainerActor {
             catalog,
         }));
         let cfg = self.cfg.clone();
+        // The serving champion's factors seed the fit (a warm start).
+        let warm = self.serving.get();
         let me = ctx.address();
         let evaluator = self.evaluator.clone();
         actix::spawn(async move {
@@ -137,6 +139,8 @@ impl TrainerActor {
                         min_items: cfg.min_user_items,
                         k: cfg.k,
                         seed: cfg.seed,
+                        warm,
+                        warm_iterations: cfg.warm_start_iterations,
                     };
                     let blend = snap.blend(cfg.affinity_weight);
                     match fit_candidate(snap.pairs, &spec) {

@@ -61,6 +61,10 @@ pub struct ModelsConfig {
     /// Retrain once this many users were folded in since the champion began
     /// serving (the drift from what it was trained on); 0 = never on drift.
     pub retrain_folded_users: u64,
+    /// A retrain starts from the champion's factors (users and items it
+    /// knows; the others start random) and runs this many iterations instead
+    /// of `iterations`; 0 = every training starts cold.
+    pub warm_start_iterations: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,7 @@ impl Default for ModelsConfig {
             fold_in: true,
             fold_in_max_users: 1_000_000,
             retrain_folded_users: 100_000,
+            warm_start_iterations: 5,
         }
     }
 }
@@ -184,6 +189,13 @@ impl ModelsConfig {
                 "models.fold_in_max_users",
                 m.fold_in_max_users,
                 "must be 1..=50000000 (each holds its factors and seen items)",
+            ));
+        }
+        if m.warm_start_iterations > 10_000 {
+            return Err(invalid(
+                "models.warm_start_iterations",
+                m.warm_start_iterations,
+                "must be 0..=10000 (0: every training starts cold)",
             ));
         }
         if !(1..=1000).contains(&m.k) {

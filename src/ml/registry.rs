@@ -16,16 +16,11 @@ use super::version::{
 use super::{ModelKind, TrainError};
 use crate::store::StoreView;
 
-/// The recommender's version record.
-pub fn recommender_version(
-    id: u64,
-    cfg: &ModelsConfig,
-    e: &Evaluation,
-    fit_s: f64,
-    data: SnapshotInfo,
-    serving_affinity_weight: f64,
-    decision: String,
-) -> ModelVersion {
+/// The recommender's version record of `run`, recorded as `id`.
+pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVersion {
+    let (cfg, e, fit_s) = (run.cfg, run.evaluation, run.fit_s);
+    let (warm_start, data) = (run.warm_start.clone(), run.data.clone());
+    let serving_affinity_weight = run.blend_weight;
     ModelVersion {
         id,
         created_ms: crate::domain::timefmt::now_ms(),
@@ -49,6 +44,7 @@ pub fn recommender_version(
                 serving_affinity_weight,
             },
             baseline: e.baseline,
+            warm_start,
         })),
         decision,
     }
@@ -92,6 +88,7 @@ pub struct Run<'a> {
     pub value: f64,
     pub champion_score: Option<f64>,
     pub fit_s: f64,
+    pub warm_start: Option<super::version::WarmStartInfo>,
     pub data: SnapshotInfo,
     /// The affinity weight the version serves with (0: ALS alone).
     pub blend_weight: f64,
@@ -118,15 +115,7 @@ pub fn record_run(view: &StoreView, run: Run<'_>) -> Result<Recorded, TrainError
         .zip(run.champion_score)
         .map(|(id, score)| Standing { id, score });
     let decision = promote::decide(run.metric, run.cfg.k, run.value, standing);
-    let meta = recommender_version(
-        id,
-        run.cfg,
-        run.evaluation,
-        run.fit_s,
-        run.data.clone(),
-        run.blend_weight,
-        decision.why.clone(),
-    );
+    let meta = recommender_version(id, &run, decision.why.clone());
     version::record(view, &meta, run.encoded, decision.promote)?;
     let mut classifiers = Vec::new();
     for (r, bytes) in run.classifiers {

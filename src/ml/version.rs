@@ -107,6 +107,21 @@ pub struct RecommenderVersion {
     pub metrics: RecommenderMetrics,
     /// Popularity on the same split.
     pub baseline: RankingMetrics,
+    /// Started from a champion's factors (none: a cold start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<WarmStartInfo>,
+}
+
+/// A fit that started from a model trained before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmStartInfo {
+    /// The version whose factors it started from.
+    pub from: u64,
+    /// Iterations run (instead of the configured `iterations`).
+    pub iterations: usize,
+    /// Rows of the data that started from that model's rows.
+    pub users: usize,
+    pub items: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

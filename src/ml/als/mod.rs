@@ -478,12 +478,42 @@ impl Solver {
     }
 }
 
+/// Rows a fit starts from instead of random ones (a warm start from a model
+/// trained before): for each user and item row of the data, the row of
+/// `from` it continues, if any (the others start random). `from` must have
+/// the fit's factor count.
+pub struct WarmStart<'a> {
+    pub from: &'a AlsModel,
+    pub users: Vec<Option<u32>>,
+    pub items: Vec<Option<u32>>,
+}
+
+impl WarmStart<'_> {
+    /// Rows of the data it starts from `from`'s rows: (users, items).
+    pub fn reused(&self) -> (usize, usize) {
+        (
+            self.users.iter().flatten().count(),
+            self.items.iter().flatten().count(),
+        )
+    }
+}
+
 /// Trains on `weights` (users × items, implicit-feedback weights; confidence is
 /// `1 + alpha·w`, negative weights are negative preferences). `on_iteration` gets
 /// each iteration's index and seconds.
 pub fn fit(
     params: &CheckedAlsParams,
     weights: &Csr,
+    on_iteration: impl FnMut(usize, f64),
+) -> Result<AlsModel, AlsError> {
+    fit_from(params, weights, None, on_iteration)
+}
+
+/// [`fit`] from a warm start's rows where it has them.
+pub fn fit_from(
+    params: &CheckedAlsParams,
+    weights: &Csr,
+    warm: Option<&WarmStart<'_>>,
     mut on_iteration: impl FnMut(usize, f64),
 ) -> Result<AlsModel, AlsError> {
     let p = params.params();
@@ -510,6 +540,20 @@ pub fn fit(
     };
     let mut user_factors = init(weights.rows);
     let mut item_factors = init(weights.cols);
+    if let Some(w) = warm.filter(|w| w.from.factors == f) {
+        let copy = |dst: &mut [f32], map: &[Option<u32>], src: &[f32]| {
+            for (row, from) in dst.chunks_exact_mut(f).zip(map) {
+                let Some(r) = from.map(|r| r as usize) else {
+                    continue;
+                };
+                if let Some(s) = src.get(r * f..(r + 1) * f) {
+                    row.copy_from_slice(s);
+                }
+            }
+        };
+        copy(&mut user_factors, &w.users, &w.from.user_factors);
+        copy(&mut item_factors, &w.items, &w.from.item_factors);
+    }
     for it in 0..p.iterations {
         let t = std::time::Instant::now();
         solve_all(&mut item_factors, &user_factors, &conf_i, p);

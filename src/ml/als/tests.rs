@@ -172,3 +172,113 @@ fn parameters_are_checked_once_with_names() {
         Err(AlsError::Empty)
     );
 }
+
+/// Users in 4 blocks of taste over 60 items, 8 pairs each (seeded).
+fn blocks(users: u32) -> Csr {
+    let mut t = Vec::new();
+    for u in 0..users {
+        let base = (u % 4) * 15;
+        for k in 0..8 {
+            t.push((u, base + (u * 7 + k * 11) % 15, 1.0 + (k % 3) as f32));
+        }
+    }
+    Csr::from_triplets(users as usize, 60, &t)
+}
+
+#[test]
+fn a_warm_start_from_a_converged_model_stays_there_in_one_iteration() {
+    let m = blocks(200);
+    let params = |iterations| {
+        AlsParams {
+            factors: 6,
+            iterations,
+            regularization: 0.1,
+            exact: true,
+            ..AlsParams::default()
+        }
+        .check()
+        .unwrap()
+    };
+    let converged = fit(&params(60), &m, |_, _| {}).unwrap();
+    let warm = WarmStart {
+        from: &converged,
+        users: (0..200).map(Some).collect(),
+        items: (0..60).map(Some).collect(),
+    };
+    assert_eq!(warm.reused(), (200, 60));
+    let again = fit_from(&params(1), &m, Some(&warm), |_, _| {}).unwrap();
+    let cold = fit(&params(1), &m, |_, _| {}).unwrap();
+    let gap = |a: &AlsModel| {
+        (0..200)
+            .flat_map(|u| (0..60).map(move |i| (u, i)))
+            .map(|(u, i)| (a.score(u, i) - converged.score(u, i)).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(gap(&again) < 1e-2, "warm: {}", gap(&again));
+    assert!(
+        gap(&cold) > 10.0 * gap(&again).max(1e-4),
+        "cold: {}",
+        gap(&cold)
+    );
+}
+
+#[test]
+fn a_warm_start_maps_rows_by_name_and_new_rows_start_fresh() {
+    // The model before knew users 0..100 only, in another order.
+    let before = fit(
+        &AlsParams {
+            factors: 6,
+            iterations: 20,
+            exact: true,
+            ..AlsParams::default()
+        }
+        .check()
+        .unwrap(),
+        &blocks(100),
+        |_, _| {},
+    )
+    .unwrap();
+    let m = blocks(200);
+    let warm = WarmStart {
+        from: &before,
+        users: (0..200u32).map(|u| (u < 100).then_some(u)).collect(),
+        items: (0..60).map(Some).collect(),
+    };
+    assert_eq!(warm.reused(), (100, 60));
+    let p = AlsParams {
+        factors: 6,
+        iterations: 2,
+        exact: true,
+        ..AlsParams::default()
+    }
+    .check()
+    .unwrap();
+    let model = fit_from(&p, &m, Some(&warm), |_, _| {}).unwrap();
+    // Every user, old or new, prefers their own block.
+    for u in 0..200usize {
+        let own = (u % 4) * 15;
+        let best_own = (own..own + 15)
+            .map(|i| model.score(u, i))
+            .fold(f32::MIN, f32::max);
+        let best_other = (0..60)
+            .filter(|i| !(own..own + 15).contains(i))
+            .map(|i| model.score(u, i))
+            .fold(f32::MIN, f32::max);
+        assert!(
+            best_own > best_other,
+            "user {u}: {best_own} vs {best_other}"
+        );
+    }
+    // A warm start of another factor count is ignored (a cold start).
+    let other = AlsParams {
+        factors: 3,
+        iterations: 2,
+        exact: true,
+        ..AlsParams::default()
+    }
+    .check()
+    .unwrap();
+    let a = fit_from(&other, &m, Some(&warm), |_, _| {}).unwrap();
+    let b = fit(&other, &m, |_, _| {}).unwrap();
+    assert_eq!(a.user_factors, b.user_factors);
+}
