@@ -222,17 +222,23 @@ fn solve_row_exact(
     for d in 0..f {
         a[d * f + d] += extra_reg as f64;
     }
+    let yd = &mut s.x;
     for (&i, &c) in cols.iter().zip(conf) {
         let yi = &y[i as usize * f..(i as usize + 1) * f];
+        for (d, &v) in yd.iter_mut().zip(yi) {
+            *d = v as f64;
+        }
         let w = (c.abs() - 1.0) as f64;
-        for r in 0..f {
-            let yr = yi[r] as f64;
-            if c > 0.0 {
-                b[r] += c as f64 * yr;
+        if c > 0.0 {
+            for (br, &yr) in b.iter_mut().zip(yd.iter()) {
+                *br += c as f64 * yr;
             }
-            let row = &mut a[r * f..(r + 1) * f];
-            for (k, ak) in row.iter_mut().enumerate().take(r + 1) {
-                *ak += w * yr * yi[k] as f64;
+        }
+        // The lower triangle of A += w·yᵢyᵢᵀ, a row at a time (vectorised).
+        for (r, row) in a.chunks_exact_mut(f).enumerate() {
+            let wyr = w * yd[r];
+            for (ak, &yk) in row[..=r].iter_mut().zip(&yd[..=r]) {
+                *ak += wyr * yk;
             }
         }
     }
@@ -271,21 +277,17 @@ fn solve_row_exact(
     }
     // In-place Cholesky of the lower triangle: A = L Lᵀ.
     for j in 0..f {
-        let mut d = a[j * f + j];
-        for k in 0..j {
-            d -= a[j * f + k] * a[j * f + k];
-        }
+        let (above, rest) = a.split_at_mut((j + 1) * f);
+        let lj = &mut above[j * f..(j + 1) * f];
+        let d = lj[j] - dot64(&lj[..j], &lj[..j]);
         if d <= 0.0 || !d.is_finite() {
             return;
         }
         let d = d.sqrt();
-        a[j * f + j] = d;
-        for i in j + 1..f {
-            let mut v = a[i * f + j];
-            for k in 0..j {
-                v -= a[i * f + k] * a[j * f + k];
-            }
-            a[i * f + j] = v / d;
+        lj[j] = d;
+        let lj = &lj[..j];
+        for li in rest.chunks_exact_mut(f) {
+            li[j] = (li[j] - dot64(&li[..j], lj)) / d;
         }
     }
     for i in 0..f {
@@ -305,6 +307,25 @@ fn solve_row_exact(
     for (xi, &bi) in x.iter_mut().zip(b.iter()) {
         *xi = bi as f32;
     }
+}
+
+/// The dot product of two f64 slices, four partial sums at a time (so it
+/// vectorises; the order of the additions differs from a plain loop's).
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc[0] + acc[1] + acc[2] + acc[3] + tail
 }
 
 /// A few CG steps on one row's system, warm-started from `x`.
@@ -423,7 +444,7 @@ pub struct Solver {
 }
 
 /// A solver's working memory (one per thread).
-pub struct SolveScratch(Scratch);
+pub struct SolveScratch(Scratch, Vec<f32>);
 
 impl Solver {
     /// For rows solved against `fixed` (`factors` floats a row) under `p`.
@@ -444,7 +465,7 @@ impl Solver {
     }
 
     pub fn scratch(&self) -> SolveScratch {
-        SolveScratch(Scratch::new(self.f))
+        SolveScratch(Scratch::new(self.f), Vec::new())
     }
 
     /// The row for interactions `(cols[j], weights[j])` with rows of `fixed`
@@ -458,7 +479,9 @@ impl Solver {
         x: &mut [f32],
         s: &mut SolveScratch,
     ) {
-        let conf: Vec<f32> = weights.iter().map(|&w| confidence(self.alpha, w)).collect();
+        let mut conf = std::mem::take(&mut s.1);
+        conf.clear();
+        conf.extend(weights.iter().map(|&w| confidence(self.alpha, w)));
         x.iter_mut().for_each(|v| *v = 0.0);
         let extra = self.per_interaction * cols.len() as f32;
         solve_row_exact(
@@ -475,6 +498,7 @@ impl Solver {
         if self.nonnegative {
             x.iter_mut().for_each(|v| *v = v.max(0.0));
         }
+        s.1 = conf;
     }
 }
 
