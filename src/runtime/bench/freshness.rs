@@ -142,14 +142,25 @@ pub fn freshness(
             &cfg,
             vec![(Kind::Video, Feed::Generated(Box::new(stream)), args.rate)],
         )?;
-        let champion = loop {
-            if let Some(c) = daemon.serving.get() {
-                break c;
-            }
+        // The warm-up stored, one training (nothing trains on its own here).
+        while daemon.progress.done() < args.warmup_events {
             if t_start.elapsed() > Duration::from_secs(600) {
-                anyhow::bail!("no champion after 600 s of warm-up");
+                anyhow::bail!(
+                    "{} of {} warm-up events stored after 600 s",
+                    daemon.progress.done(),
+                    args.warmup_events
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let trained = daemon
+            .trainer
+            .send(crate::actors::messages::TrainNow)
+            .await?
+            .map_err(|e| anyhow::anyhow!("the training after the warm-up failed: {e}"))?;
+        tracing::info!("champion for the probes: {trained:?}");
+        let Some(champion) = daemon.serving.get() else {
+            anyhow::bail!("the training after the warm-up promoted no model: {trained:?}");
         };
         let warmup_seconds = t_start.elapsed().as_secs_f64();
         let admin = Admin::new(daemon.handles(), cfg.clone()).await?;
