@@ -186,13 +186,16 @@ fn dashboard_api_and_metrics_show_live_data() {
     // the viewer shows a known user's recommendations with their reasons.
     let user = "user_00001";
     let url = format!("http://{addr}/?user={user}");
-    let out = browser(&dir.path().join("chrome-dom"))
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dump_dom = || {
+        let out = browser(&dir.path().join("chrome-dom"))
+            .arg("--dump-dom")
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chromium failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = dump_dom();
     for chart in [
         "c-rate",
         "c-views",
@@ -236,16 +239,11 @@ fn dashboard_api_and_metrics_show_live_data() {
     let mut checked = false;
     for _ in 0..5 {
         let before = list();
-        let out = browser(&dir.path().join("chrome-dom"))
-            .arg("--dump-dom")
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "chromium failed");
+        let page = dump_dom();
         if list() != before {
             continue;
         }
-        let table = viewer(&String::from_utf8_lossy(&out.stdout));
+        let table = viewer(&page);
         let (first, reason) = before;
         assert!(
             table.matches("<tr>").count() == 11

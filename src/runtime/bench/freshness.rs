@@ -18,7 +18,7 @@ use super::quantile;
 use crate::actors::producer::Feed;
 use crate::admin::cmd::recommend::{recommend, Recommend};
 use crate::admin::context::Admin;
-use crate::config::{Config, ProducerMode};
+use crate::config::Config;
 use crate::domain::event::{Domain, Event, Kind, VideoEvent};
 use crate::ml::als::{AlsModel, AlsParams};
 use crate::ml::live::{fold_users, ChampionSolver};
@@ -74,19 +74,7 @@ pub struct FreshnessReport {
 }
 
 fn config(args: &FreshnessBenchArgs, data_dir: &std::path::Path) -> Config {
-    let mut cfg = Config {
-        data_dir: data_dir.to_path_buf(),
-        ..Config::default()
-    };
-    cfg.kafka.brokers = String::new();
-    cfg.kafka.embedded_partitions = args.partitions;
-    cfg.kafka.topics = [(Kind::Video, "bench.video".to_string())]
-        .into_iter()
-        .collect();
-    cfg.producers.mode = ProducerMode::Never;
-    // The embedded broker keeps ~5 MiB a partition: stay well inside.
-    cfg.producers.max_lag_events = 1_500 * args.partitions.max(1) as u64;
-    cfg.ingest.log_interval = Duration::from_secs(5);
+    let mut cfg = super::embedded_config(data_dir, args.partitions);
     // One champion, trained once the warm-up is stored; the probes measure
     // the fold-in, so nothing retrains meanwhile.
     cfg.models.min_events = args.warmup_events;

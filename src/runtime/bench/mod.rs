@@ -70,7 +70,16 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 /// The daemon as the benchmarks run it: embedded broker, one video topic fed by
 /// the benchmark's own producer, no synthetic producers, no training.
 pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Config {
-    let (partitions, batch_size) = (args.partitions, args.batch_size);
+    let mut cfg = embedded_config(data_dir, args.partitions);
+    cfg.ingest.batch_size = args.batch_size;
+    cfg.store.cache_mb = args.cache_mb;
+    cfg.models.enabled = false;
+    cfg
+}
+
+/// The embedded broker with one video topic (`bench.video`) of `partitions`
+/// partitions, fed only by the benchmark's own producer.
+pub(crate) fn embedded_config(data_dir: &std::path::Path, partitions: i32) -> Config {
     let mut cfg = Config {
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
@@ -84,10 +93,7 @@ pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Confi
     // The embedded broker keeps ~5 MiB per partition and was seen dropping data
     // past ~3k records of lag on one partition: stay well inside (1.5k a partition).
     cfg.producers.max_lag_events = 1_500 * partitions.max(1) as u64;
-    cfg.ingest.batch_size = batch_size;
-    cfg.store.cache_mb = args.cache_mb;
     cfg.ingest.log_interval = std::time::Duration::from_secs(5);
-    cfg.models.enabled = false;
     cfg
 }
 
