@@ -1,8 +1,10 @@
 //! The fold-in worker: a thread of its own (CPU work, off the ingest path)
 //! that follows the store's durable batches. The store's actor sends it the
-//! users each batch touched ([`Touched`]); it takes whatever has queued up at
-//! once (a user touched by several batches is solved once), reads each user's
-//! current pairs (their rows and listening edges), folds them into the serving
+//! pair changes each batch committed ([`Touched`]); it takes whatever has
+//! queued up at once (a user touched by several batches is solved once), brings
+//! each user's pairs up to date — the users it solved recently are held with
+//! their pairs ([`PairRows`]) and follow the changes; any other is read from
+//! the store (their rows and listening edges) — folds them into the serving
 //! champion ([`crate::ml::live`]), records them as folded (a restart folds them
 //! in again) and swaps them in for readers. A new champion gets the users held
 //! against the old one re-solved against its own item factors. The thread
@@ -15,15 +17,16 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::ml::config::ModelsConfig;
-use crate::ml::live::{self, ChampionSolver, FoldResult};
+use crate::ml::live::{self, ChampionSolver, FoldResult, PairRows};
 use crate::ml::serve::Serving;
-use crate::store::StoreView;
+use crate::store::{PairChange, StoreView};
 use crate::views::indexes::SharedIndexes;
 
-/// The users one durable batch touched, and when it was committed.
+/// The pair changes one durable batch committed (each pair's new value, in
+/// the batch's order), and when it was committed.
 #[derive(Debug)]
 pub struct Touched {
-    pub users: Vec<String>,
+    pub changes: Vec<PairChange>,
     pub committed: Instant,
 }
 
@@ -41,6 +44,7 @@ struct Worker {
     weights: [f64; 5],
     max_users: usize,
     solver: Option<ChampionSolver>,
+    pairs: PairRows,
 }
 
 /// Starts the worker; it runs until every sender is dropped.
@@ -59,6 +63,7 @@ pub fn spawn(
         weights: cfg.event_weights.by_action(),
         max_users: cfg.fold_in_max_users,
         solver: None,
+        pairs: PairRows::default(),
     };
     let handle = std::thread::Builder::new()
         .name("fold-in".into())
@@ -91,8 +96,10 @@ impl Worker {
                          (those users fold in at their next event or the next champion)",
                         crate::domain::worker::panic_message(p.as_ref())
                     );
-                    // A new champion's solver may be half made: make it again.
+                    // A new champion's solver, or the held pairs, may be half made:
+                    // make them again.
                     self.solver = None;
+                    self.pairs = PairRows::default();
                     if let Ok(mut l) = self.serving.live().write() {
                         l.failed();
                     }
@@ -105,6 +112,7 @@ impl Worker {
     fn round(&mut self, round: Round) -> Flow {
         let Round {
             mut users,
+            changes,
             mut oldest,
             batches,
         } = round;
@@ -147,17 +155,24 @@ impl Worker {
             return Flow::Go;
         };
         let t = Instant::now();
+        // The held users follow the changes in commit order; the others are
+        // read whole (a read has every change committed before it).
+        self.pairs.follow(champion.id);
+        for c in &changes {
+            self.pairs.apply(&champion, c, self.weights);
+        }
         let users: Vec<String> = users.into_iter().collect();
-        let pairs = {
+        let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
+        let read = {
             let Ok(ix) = self.indexes.read() else {
                 tracing::error!("the indexes are poisoned: fold-in stops");
                 return Flow::Stop;
             };
-            users
+            misses
                 .into_par_iter()
                 .filter_map(
-                    |u| match live::user_pairs(&self.view, &ix.graph, &u, self.weights) {
-                        Ok(p) => Some((u, p)),
+                    |u| match live::user_pairs(&self.view, &ix.graph, u, self.weights) {
+                        Ok(p) => Some((u.clone(), p)),
                         Err(e) => {
                             tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
                             None
@@ -169,7 +184,18 @@ impl Worker {
         if crate::domain::worker::inject("fold-in") {
             panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
         }
-        let folded = live::fold_users(&champion, solver, pairs);
+        for (u, p) in read {
+            self.pairs.insert(&champion, u, &p);
+        }
+        let input: Vec<(String, Vec<(u32, f32)>)> = users
+            .into_iter()
+            .filter_map(|u| {
+                let rows = self.pairs.rows(&u)?;
+                Some((u, rows))
+            })
+            .collect();
+        self.pairs.trim(self.max_users);
+        let folded = live::fold_rows(&champion, solver, input);
         if let Err(e) = live::record_folded(&self.view, champion.id, &folded) {
             tracing::warn!(
                 "cannot record the users folded in (a restart serves their trained rows): {e}"
@@ -189,10 +215,11 @@ impl Worker {
 }
 
 /// What queued up since the last round: the users touched (each once), the
-/// oldest batch's commit, and how many batches.
+/// changes in commit order, the oldest batch's commit, and how many batches.
 #[derive(Default)]
 struct Round {
     users: HashSet<String>,
+    changes: Vec<PairChange>,
     oldest: Option<Instant>,
     batches: u64,
 }
@@ -200,7 +227,12 @@ struct Round {
 impl Round {
     fn take(&mut self, t: Touched) {
         self.oldest = Some(self.oldest.map_or(t.committed, |o| o.min(t.committed)));
-        self.users.extend(t.users);
+        for c in &t.changes {
+            if !self.users.contains(&c.user) {
+                self.users.insert(c.user.clone());
+            }
+        }
+        self.changes.extend(t.changes);
         self.batches += 1;
     }
 }

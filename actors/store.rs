@@ -67,12 +67,10 @@ impl Handler<StoreBatch> for StoreActor {
                     a.observe(&c.records, &c.fresh, crate::domain::timefmt::now_ms());
                 }
                 if let (Some(tx), false) = (&self.fold, c.pairs.is_empty()) {
-                    let mut users: Vec<String> = c.pairs.into_iter().map(|p| p.user).collect();
-                    users.sort_unstable();
-                    users.dedup();
-                    users.retain(|u| u != crate::store::bounds::OTHER);
+                    let mut changes = c.pairs;
+                    changes.retain(|p| p.user != crate::store::bounds::OTHER);
                     let touched = super::fold::Touched {
-                        users,
+                        changes,
                         committed: std::time::Instant::now(),
                     };
                     if tx.send(touched).is_err() {

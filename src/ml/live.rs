@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::als::Solver;
 use super::serve::Champion;
-use crate::store::{StoreError, StoreView};
+use crate::store::{PairChange, PairChangeAgg, StoreError, StoreView};
 use crate::views::graph::MusicGraph;
 
 /// A user as the fold-in has them: factors and what they have seen, in the
@@ -208,6 +208,34 @@ pub fn fold_users(
     solver: &ChampionSolver,
     users: Vec<(String, Vec<(String, f32)>)>,
 ) -> Vec<(String, Folded, bool)> {
+    let users = users
+        .into_iter()
+        .map(|(u, pairs)| (u, champion_rows(c, &pairs)))
+        .collect();
+    fold_rows(c, solver, users)
+}
+
+/// `pairs` on the champion's item rows, sorted by row (one weight per row;
+/// items it does not have are left out).
+pub fn champion_rows(c: &Champion, pairs: &[(String, f32)]) -> Vec<(u32, f32)> {
+    let r = &c.recommender;
+    let mut rows: Vec<(u32, f32)> = pairs
+        .iter()
+        .filter_map(|(item, w)| Some((r.item_row(item)?, *w)))
+        .collect();
+    rows.sort_by_key(|p| p.0);
+    rows.dedup_by_key(|p| p.0);
+    rows
+}
+
+/// Folds in `users`, each with their pairs on the champion's item rows
+/// (sorted by row, as [`champion_rows`] makes them), in parallel. A user with
+/// no row is left out.
+pub fn fold_rows(
+    c: &Champion,
+    solver: &ChampionSolver,
+    users: Vec<(String, Vec<(u32, f32)>)>,
+) -> Vec<(String, Folded, bool)> {
     let r = &c.recommender;
     let y = &r.bundle().model.item_factors;
     let f = solver.solver.factors();
@@ -216,16 +244,10 @@ pub fn fold_users(
         .into_par_iter()
         .map_init(
             || solver.solver.scratch(),
-            |scratch, (user, pairs)| {
-                let mut rows: Vec<(u32, f32)> = pairs
-                    .iter()
-                    .filter_map(|(item, w)| Some((r.item_row(item)?, *w)))
-                    .collect();
+            |scratch, (user, rows)| {
                 if rows.is_empty() {
                     return None;
                 }
-                rows.sort_unstable_by_key(|p| p.0);
-                rows.dedup_by_key(|p| p.0);
                 let (cols, weights): (Vec<u32>, Vec<f32>) = rows.into_iter().unzip();
                 let mut x = vec![0f32; f];
                 solver.solver.solve(y, &cols, &weights, &mut x, scratch);
@@ -243,6 +265,99 @@ pub fn fold_users(
         )
         .flatten()
         .collect()
+}
+
+/// One committed pair change as the fold-in weighs it (as [`user_pairs`]
+/// does: a video row's summed feedback, a listening edge's action counts ×
+/// `music_weights`).
+pub fn change_weight(agg: &PairChangeAgg, music_weights: [f64; 5]) -> f32 {
+    match agg {
+        PairChangeAgg::Video(a) => a.weight as f32,
+        PairChangeAgg::Music(a) => super::dataset::music_weight(a, music_weights) as f32,
+    }
+}
+
+/// The pairs of the users the fold-in solved recently, on the champion's item
+/// rows, kept current from each batch's committed changes: a user held here is
+/// folded in again without reading their rows from the store. The rows are
+/// the champion's, so a new champion starts empty; at most `max_users` are
+/// held (the least recently folded give way and are read again when next
+/// touched).
+///
+/// A user read from the store has every change committed before the read; a
+/// change drained later may be older than the read, but every change after it
+/// follows in commit order, so the last one applied is the stored value.
+#[derive(Default)]
+pub struct PairRows {
+    model: Option<u64>,
+    users: FxHashMap<String, (Vec<(u32, f32)>, u64)>,
+    seq: u64,
+}
+
+impl PairRows {
+    /// Keeps what is held if it is on `model`'s rows, else drops it.
+    pub fn follow(&mut self, model: u64) {
+        if self.model != Some(model) {
+            self.users.clear();
+            self.model = Some(model);
+        }
+    }
+
+    pub fn holds(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Applies one committed change to its user if held (a user not held is
+    /// read whole when next folded in).
+    pub fn apply(&mut self, c: &Champion, change: &PairChange, music_weights: [f64; 5]) {
+        let Some((rows, _)) = self.users.get_mut(&change.user) else {
+            return;
+        };
+        let Some(row) = c.recommender.item_row(&change.item) else {
+            return;
+        };
+        let w = change_weight(&change.agg, music_weights);
+        match rows.binary_search_by_key(&row, |p| p.0) {
+            Ok(i) => rows[i].1 = w,
+            Err(i) => rows.insert(i, (row, w)),
+        }
+    }
+
+    /// Holds `user` with all their current pairs (as [`user_pairs`] reads them).
+    pub fn insert(&mut self, c: &Champion, user: String, pairs: &[(String, f32)]) {
+        self.seq += 1;
+        self.users.insert(user, (champion_rows(c, pairs), self.seq));
+    }
+
+    /// `user`'s rows to fold in (and marks them as just used).
+    pub fn rows(&mut self, user: &str) -> Option<Vec<(u32, f32)>> {
+        self.seq += 1;
+        let seq = self.seq;
+        self.users.get_mut(user).map(|(rows, s)| {
+            *s = seq;
+            rows.clone()
+        })
+    }
+
+    /// Past `max_users` by a tenth: the least recently used give way.
+    pub fn trim(&mut self, max_users: usize) {
+        if self.users.len() <= max_users + max_users / 10 {
+            return;
+        }
+        let mut order: Vec<u64> = self.users.values().map(|(_, s)| *s).collect();
+        let cut = self.users.len() - max_users;
+        order.select_nth_unstable(cut - 1);
+        let below = order[cut - 1];
+        self.users.retain(|_, (_, s)| *s > below);
+    }
 }
 
 /// All of `user`'s current pairs as implicit-feedback weights, as training
@@ -421,5 +536,67 @@ mod tests {
             (Some(2), 3, 3)
         );
         assert_eq!(st.new_users, 2);
+    }
+
+    #[test]
+    fn held_pairs_follow_the_changes_as_a_fresh_read_would_see_them() {
+        let (c, _) = champion(true);
+        let s = ChampionSolver::new(&c);
+        let w = [1.0, -0.5, 2.0, 0.0, 0.0];
+        let video = |user: &str, item: &str, weight: f64| PairChange {
+            user: user.into(),
+            item: item.into(),
+            agg: PairChangeAgg::Video(crate::store::PairAgg {
+                weight,
+                events: 1,
+                positive_events: 1,
+                max_feedback: weight,
+                last_ts_ms: 0,
+            }),
+        };
+        let mut rows = PairRows::default();
+        rows.follow(3);
+        // Read whole: two video pairs and an item the champion does not have.
+        let read = vec![
+            ("v4".to_string(), 1.0f32),
+            ("v1".to_string(), 2.0),
+            ("new-title".to_string(), 9.0),
+        ];
+        rows.insert(&c, "u5".into(), &read);
+        rows.apply(&c, &video("u5", "v1", 3.5), w);
+        rows.apply(&c, &video("u5", "v7", 0.5), w);
+        rows.apply(&c, &video("u5", "v4", 1.5), w);
+        rows.apply(&c, &video("u9", "v2", 1.0), w);
+        assert!(!rows.holds("u9"), "a user not held is read when folded");
+        let music = crate::store::MusicAgg {
+            counts: [3, 1, 1, 0, 0],
+            last_ts_ms: 0,
+        };
+        // The weight a listening edge gets: 3×1 − 1×0.5 + 1×2.
+        assert_eq!(change_weight(&PairChangeAgg::Music(music), w), 4.5);
+        // The same pairs read afresh after those commits.
+        let fresh = vec![
+            ("v1".to_string(), 3.5f32),
+            ("v4".to_string(), 1.5),
+            ("v7".to_string(), 0.5),
+            ("new-title".to_string(), 9.0),
+        ];
+        let held = rows.rows("u5").unwrap();
+        assert_eq!(held, champion_rows(&c, &fresh));
+        assert_eq!(held, vec![(1, 3.5), (4, 1.5), (7, 0.5)]);
+        let a = fold_rows(&c, &s, vec![("u5".into(), held)]);
+        let b = fold_users(&c, &s, vec![("u5".into(), fresh)]);
+        assert_eq!(a[0].1.factors, b[0].1.factors);
+        // Bounded: past the bound by a tenth, the least recently used go.
+        for i in 0..30 {
+            rows.insert(&c, format!("x{i}"), &read);
+        }
+        let _ = rows.rows("u5");
+        rows.trim(10);
+        assert_eq!(rows.len(), 10);
+        assert!(rows.holds("u5") && rows.holds("x29") && !rows.holds("x0"));
+        // Another champion's rows are not these.
+        rows.follow(4);
+        assert!(rows.is_empty());
     }
 }
