@@ -16,7 +16,7 @@ use crate::ml::promote;
 use crate::ml::registry::{self, Recorded, Run};
 use crate::ml::serve::{load_serving, Serving, ServingModel};
 use crate::ml::train::{
-    evaluate_candidate, evaluate_champion, serving_bundle, SnapshotSpec, TrainSpec,
+    evaluate_candidate, evaluate_champion, evaluate_folded, serving_bundle, SnapshotSpec, TrainSpec,
 };
 use crate::ml::{ChampionEvaluation, TrainError, TrainOutcome};
 use crate::store::StoreView;
@@ -84,8 +84,11 @@ impl Handler<Candidates> for EvaluatorActor {
             "evaluation",
             move || {
                 let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
-                let evaluation =
+                let mut evaluation =
                     evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
+                evaluation.folded = champion
+                    .as_deref()
+                    .map(|c| evaluate_folded(&msg.candidate, c, k));
                 drop(champion);
                 let fit_s = msg.candidate.fit_s;
                 let warm_start = msg.candidate.warm_start.clone();
@@ -185,6 +188,15 @@ impl Handler<Evaluated> for EvaluatorActor {
                     "model v{id} trained in {fit_s:.2} s ({start}) on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {}",
                     decision.why
                 );
+                if let Some(f) = &evaluation.folded {
+                    tracing::info!(
+                        "champion v{} folded in on the same split: {name}@{k} {:.4} against this retrain's {value:.4} ({} users folded; {} of the split's items are new to it)",
+                        f.from,
+                        promote::score(&f.metrics, which),
+                        f.users,
+                        f.unknown_items
+                    );
+                }
                 if pruned > 0 {
                     tracing::info!(
                         "pruned {pruned} model versions past models.keep_versions = {}",
@@ -206,6 +218,10 @@ impl Handler<Evaluated> for EvaluatorActor {
                     metric: which,
                     value,
                     popularity: pop,
+                    folded_champion: evaluation
+                        .folded
+                        .as_ref()
+                        .map(|f| promote::score(&f.metrics, which)),
                     classifiers,
                 })
             }

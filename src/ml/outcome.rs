@@ -17,6 +17,10 @@ pub struct TrainOutcome {
     pub value: f64,
     /// Popularity's value of the metric on the same split.
     pub popularity: f64,
+    /// The champion it was trained next to, folded in on the same split: its
+    /// value of the metric (none without a champion).
+    #[serde(default)]
+    pub folded_champion: Option<f64>,
     /// The classifiers' versions.
     pub classifiers: Vec<u64>,
 }

@@ -45,6 +45,7 @@ pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVer
             },
             baseline: e.baseline,
             warm_start,
+            folded_champion: e.folded.clone(),
         })),
         decision,
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::als::AlsParams;
 use super::classify::ClassMetrics;
 use super::metrics::RankingMetrics;
-use super::train::BlendEvaluation;
+use super::train::{BlendEvaluation, FoldedEvaluation};
 use crate::store::{StoreError, StoreView};
 
 /// What a model is.
@@ -110,6 +110,10 @@ pub struct RecommenderVersion {
     /// Started from a champion's factors (none: a cold start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<WarmStartInfo>,
+    /// The champion it was trained next to, folded in on the same split (how
+    /// far the live fold-in is from this retrain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_champion: Option<FoldedEvaluation>,
 }
 
 /// A fit that started from a model trained before.
