@@ -231,6 +231,14 @@ pub enum BenchCommand {
         /// Solve each row exactly (Cholesky) instead of by CG steps.
         #[arg(long)]
         exact: bool,
+        /// Also fit a champion on this share of the training pairs (a seeded
+        /// draw), then score on the test split: a warm-started retrain from it
+        /// (`--warm-iterations`), a cold fit of as many iterations, and the
+        /// champion with every user folded in from all their training pairs.
+        #[arg(long, default_value_t = 0.0)]
+        champion_fraction: f64,
+        #[arg(long, default_value_t = 5)]
+        warm_iterations: usize,
     },
     /// Event → served freshness on the embedded broker: while it ingests at
     /// --rate events/s, each probe sends a finished view of the item ranked

@@ -69,6 +69,8 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             nonnegative,
             weighted_regularization,
             exact,
+            champion_fraction,
+            warm_iterations,
         } => {
             let params = AlsParams {
                 factors,
@@ -87,6 +89,8 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 params,
                 k,
                 threads: threads.max(1),
+                champion_fraction,
+                warm_iterations,
             };
             let report = playpulse::runtime::bench::ml::als(&args)?;
             println!("{}", serde_json::to_string(&report)?);

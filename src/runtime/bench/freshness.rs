@@ -71,6 +71,19 @@ pub struct FreshnessReport {
     pub probe_seconds: f64,
     /// From the start to the first champion serving.
     pub warmup_seconds: f64,
+    /// After the probes: a retrain on everything stored, and the champion
+    /// (its item factors, every user folded in) on that retrain's held-out
+    /// split — NDCG@k of both.
+    pub after_probes: Option<RetrainComparison>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrainComparison {
+    pub retrain_model: u64,
+    pub metric: String,
+    pub retrain: f64,
+    pub folded_champion: Option<f64>,
+    pub popularity: f64,
 }
 
 fn config(args: &FreshnessBenchArgs, data_dir: &std::path::Path) -> Config {
@@ -194,6 +207,23 @@ pub fn freshness(
         let model = champion.id;
         let factors = champion.recommender.bundle().model.factors;
         drop(champion);
+        let after_probes = match daemon
+            .trainer
+            .send(crate::actors::messages::TrainNow)
+            .await?
+        {
+            Ok(o) => Some(RetrainComparison {
+                retrain_model: o.model,
+                metric: o.metric.name().to_string(),
+                retrain: o.value,
+                folded_champion: o.folded_champion,
+                popularity: o.popularity,
+            }),
+            Err(e) => {
+                tracing::warn!("the retrain after the probes failed: {e}");
+                None
+            }
+        };
         daemon.shutdown().await;
         times.sort_by(f64::total_cmp);
         Ok(FreshnessReport {
@@ -214,6 +244,7 @@ pub fn freshness(
             factors,
             probe_seconds,
             warmup_seconds,
+            after_probes,
         })
     })
 }

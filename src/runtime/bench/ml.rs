@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use rand::SeedableRng;
+use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::ml::als::{fit, AlsParams};
+use crate::ml::als::{fit, fit_from, AlsModel, AlsParams, CheckedAlsParams, Solver, WarmStart};
 use crate::ml::metrics::evaluate;
+use crate::ml::sparse::Csr;
 use crate::ml::split::load;
 
 #[derive(Debug, Clone)]
@@ -16,6 +19,29 @@ pub struct AlsBenchArgs {
     pub params: AlsParams,
     pub k: usize,
     pub threads: usize,
+    /// With a share in (0, 1): the champion comparison ([`ChampionComparison`]).
+    pub champion_fraction: f64,
+    pub warm_iterations: usize,
+}
+
+/// A champion fitted on a share of the training pairs (the model serving
+/// before the data grew), then three ways to the full training data, all
+/// scored on the same test split (NDCG@k).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChampionComparison {
+    pub champion_fraction: f64,
+    pub champion_pairs: usize,
+    pub champion_ndcg: f64,
+    /// Warm-started from the champion's rows, `warm_iterations` iterations.
+    pub warm_iterations: usize,
+    pub warm_ndcg: f64,
+    pub warm_fit_s: f64,
+    /// Cold, the same iterations.
+    pub cold_same_iterations_ndcg: f64,
+    /// The champion's item factors with every user folded in from all their
+    /// training pairs (the daemon's fold-in, no retrain).
+    pub folded_ndcg: f64,
+    pub fold_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +77,8 @@ pub struct AlsBenchReport {
     pub k: usize,
     pub eval_users: usize,
     pub eval_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ChampionComparison>,
 }
 
 /// Peak resident memory of this process, MiB (Linux `VmHWM`).
@@ -83,6 +111,11 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
             model.scores_into(u, scores)
         })
     });
+    let champion = if args.champion_fraction > 0.0 && args.champion_fraction < 1.0 {
+        Some(pool.install(|| compare_champion(args, &params, &train, &test))?)
+    } else {
+        None
+    };
     let mut sorted = iter_s.clone();
     sorted.sort_by(f64::total_cmp);
     let p = params.params();
@@ -113,6 +146,82 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
         k: m.k,
         eval_users: m.users,
         eval_s: t.elapsed().as_secs_f64(),
+        champion,
+    })
+}
+
+/// [`ChampionComparison`] on `train` / `test` under `params`.
+fn compare_champion(
+    args: &AlsBenchArgs,
+    params: &CheckedAlsParams,
+    train: &Csr,
+    test: &Csr,
+) -> anyhow::Result<ChampionComparison> {
+    use rand::Rng;
+    let ndcg = |m: &AlsModel| evaluate(train, test, args.k, |u, s| m.scores_into(u, s)).ndcg;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(params.params().seed ^ 0x5eed);
+    let mut part = Vec::with_capacity(train.nnz());
+    for u in 0..train.rows {
+        let (cols, w) = train.row(u);
+        for (&i, &w) in cols.iter().zip(w) {
+            if rng.gen::<f64>() < args.champion_fraction {
+                part.push((u as u32, i, w));
+            }
+        }
+    }
+    let part = Csr::from_triplets(train.rows, train.cols, &part);
+    let champion = fit(params, &part, |_, _| {})?;
+    let few = AlsParams {
+        iterations: args.warm_iterations.max(1),
+        ..params.params().clone()
+    }
+    .check()?;
+    // Same rows on both sides: every row starts from the champion's.
+    let warm_start = WarmStart {
+        from: &champion,
+        users: (0..train.rows as u32).map(Some).collect(),
+        items: (0..train.cols as u32).map(Some).collect(),
+    };
+    let t = Instant::now();
+    let warm = fit_from(&few, train, Some(&warm_start), |_, _| {})?;
+    let warm_fit_s = t.elapsed().as_secs_f64();
+    let cold = fit(&few, train, |_, _| {})?;
+    // The fold-in: the champion's item factors, each user solved exactly from
+    // all their training pairs.
+    let t = Instant::now();
+    let solver = Solver::new(params.params(), &champion.item_factors);
+    let f = champion.factors;
+    let y = &champion.item_factors;
+    let user_factors: Vec<f32> = (0..train.rows)
+        .into_par_iter()
+        .map_init(
+            || solver.scratch(),
+            |s, u| {
+                let (cols, w) = train.row(u);
+                let mut x = vec![0f32; f];
+                if !cols.is_empty() {
+                    solver.solve(y, cols, w, &mut x, s);
+                }
+                x
+            },
+        )
+        .flatten()
+        .collect();
+    let fold_s = t.elapsed().as_secs_f64();
+    let folded = AlsModel {
+        user_factors,
+        ..champion.clone()
+    };
+    Ok(ChampionComparison {
+        champion_fraction: args.champion_fraction,
+        champion_pairs: part.nnz(),
+        champion_ndcg: ndcg(&champion),
+        warm_iterations: few.params().iterations,
+        warm_ndcg: ndcg(&warm),
+        warm_fit_s,
+        cold_same_iterations_ndcg: ndcg(&cold),
+        folded_ndcg: ndcg(&folded),
+        fold_s,
     })
 }
 
