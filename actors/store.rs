@@ -80,6 +80,10 @@ impl Handler<StoreBatch> for StoreActor {
                         self.fold = None;
                     }
                 }
+                // Past the retention: the oldest segments go (a few hundred a batch).
+                if let Err(e) = self.store.retain(crate::domain::timefmt::now_ms()) {
+                    tracing::error!("event retention failed (the log keeps them for now): {e}");
+                }
                 let (p, r) = (&self.progress, &c.report);
                 Progress::add(&p.stored, r.stored);
                 Progress::add(&p.rejected, r.rejected);

@@ -253,6 +253,24 @@ fn status_text(r: &StatusReply) -> String {
             "group.claimed_records_read_back",
             r.group.claimed_records_read_back.to_string(),
         ),
+        (
+            "store.event_log",
+            r.store.event_log.as_ref().map_or_else(
+                || "-".into(),
+                |l| {
+                    let bound = match (l.max_age_hours, l.max_size_mb) {
+                        (a, s) if a == 0.0 && s == 0.0 => "all kept".to_string(),
+                        (a, s) => format!("kept: {a} h / {s} MiB (0 = no bound)"),
+                    };
+                    format!(
+                        "{} segments, {:.1} MiB; {bound}; {} deleted",
+                        l.held.segments,
+                        l.held.bytes as f64 / f64::from(1 << 20),
+                        l.held.deleted_segments
+                    )
+                },
+            ),
+        ),
         ("actor.store", r.actors.store.clone()),
         ("actor.parser", r.actors.parser.clone()),
         ("actor.trainer", r.actors.trainer.clone()),

@@ -142,6 +142,7 @@ impl Daemon {
             listening_pairs: cfg.store.max_listening_pairs,
             min_free_bytes: cfg.store.min_free_mb << 20,
         });
+        store.set_retention(cfg.store.retention.retention());
         let kinds = TopicKinds::new(&cfg.kafka.topics).map_err(KafkaGlueError::from)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
             let topics: Vec<String> = cfg

@@ -1,4 +1,5 @@
-//! `[store]`: cache, bounds on ids held, free-space floor, write timeout.
+//! `[store]`: cache, bounds on ids held, free-space floor, write timeout,
+//! raw-event retention.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,26 @@ pub struct StoreConfig {
     /// Free space kept on the store's disk, MiB: a write that would leave
     /// less is not begun, and the daemon stops cleanly (0: no check).
     pub min_free_mb: u64,
+    /// How much of the raw event log is kept (see `store::retention`).
+    pub retention: RetentionConfig,
+}
+
+/// `[store.retention]`: the event log's bounds, oldest segments deleted first
+/// (pairs, aggregates, catalog and offsets are kept). 0: no bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub max_age_hours: u64,
+    pub max_size_mb: u64,
+}
+
+impl RetentionConfig {
+    pub fn retention(&self) -> super::retention::Retention {
+        super::retention::Retention {
+            max_age_ms: self.max_age_hours.saturating_mul(3_600_000),
+            max_bytes: self.max_size_mb.saturating_mul(1 << 20),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -36,6 +57,7 @@ impl Default for StoreConfig {
             max_tracked_videos: 500_000,
             max_listening_pairs: 2_000_000,
             min_free_mb: 64,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -59,6 +81,21 @@ impl StoreConfig {
                 "store.min_free_mb",
                 self.min_free_mb,
                 "must be 0..=1000000",
+            ));
+        }
+        let r = &self.retention;
+        if r.max_age_hours > 1_000_000 {
+            return Err(invalid(
+                "store.retention.max_age_hours",
+                r.max_age_hours,
+                "must be 0 (keep all) ..=1000000",
+            ));
+        }
+        if r.max_size_mb > 1_000_000_000 {
+            return Err(invalid(
+                "store.retention.max_size_mb",
+                r.max_size_mb,
+                "must be 0 (keep all) ..=1000000000",
             ));
         }
         if !(5..=86_400).contains(&self.write_timeout.as_secs()) {

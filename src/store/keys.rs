@@ -10,6 +10,7 @@
 //! | `o/`   | namespace 0 topic 0 partition         | next offset to read (be64)     |
 //! | `j/`   | sequence(be64)                        | aggregate deltas of one batch  |
 //! | `V/`   | user·video                            | pair aggregate (5 × f64 LE)    |
+//! | `T/`   | write ms(be64) · segment key           | the segment's size (be64)      |
 //! | `k/`   | `current`, `g/` generation chunk      | aggregate checkpoints          |
 //! | `c/u/`, `c/m/`, `c/s/`, `c/t/` | id        | latest catalog record, JSON    |
 //!
@@ -46,6 +47,11 @@ pub const FOLDED: &[u8] = b"F/";
 /// Set once the video pair rows hold every stored event's pair (stores
 /// written before them derive the rows once, when they open).
 pub const PAIRS_MARK: &[u8] = b"i/pairs";
+/// The event segments by write time, for retention: `T/` write ms (be64) ·
+/// segment key → the segment's size (be64). See `store::retention`.
+pub const SEGMENT_INDEX: &[u8] = b"T/";
+/// Set once every stored segment has its index entry.
+pub const SEGMENT_INDEX_MARK: &[u8] = b"i/segment-index";
 pub const QOE_VIDEO: &[u8] = b"q/v/";
 pub const QOE_REGION: &[u8] = b"q/r/";
 pub const QOE_RESOLUTION: &[u8] = b"q/s/";

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod prepare;
 mod read;
 mod recovery;
+pub mod retention;
 mod scan;
 pub mod segment;
 pub mod slots;
@@ -98,6 +99,8 @@ pub struct StoreStatus {
     pub tracked: bounds::Tracked,
     pub folded_video_events: u64,
     pub folded_listening_events: u64,
+    pub retention: retention::Retention,
+    pub retained: retention::Retained,
 }
 
 /// Writes that register a new offset namespace.
@@ -205,6 +208,9 @@ pub struct Store {
     gen: u64,
     /// Journal bytes written since the last checkpoint.
     journal_bytes: usize,
+    /// What the event log may hold, and what it holds (see [`retention`]).
+    retention: retention::Retention,
+    retained: retention::Retained,
 }
 
 impl std::ops::Deref for Store {
@@ -375,10 +381,13 @@ impl Store {
             seq: 0,
             gen: 0,
             journal_bytes: 0,
+            retention: retention::Retention::default(),
+            retained: retention::Retained::default(),
         };
         store.drop_fragments()?;
         store.load_state(encoding)?;
         migrate::pair_rows(&store.view)?;
+        store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
             store.write_checkpoint(true)?;
@@ -476,8 +485,17 @@ impl Store {
         };
         let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree))?;
         let mut batch = sled::Batch::default();
+        // Each segment with its index entry (retention finds the oldest by it).
+        let write_ms = crate::domain::timefmt::now_ms();
+        let (mut segments, mut segment_bytes) = (0u64, 0u64);
         for (k, v) in registration.iter().chain(&p.writes) {
             batch.insert(k.as_slice(), v.as_slice());
+            if k.starts_with(keys::EVENT) {
+                let size = v.len() as u64;
+                batch.insert(retention::index_key(write_ms, k), &size.to_be_bytes());
+                segments += 1;
+                segment_bytes += size;
+            }
         }
         self.check_space(p.bytes as u64)?;
         let t1 = std::time::Instant::now();
@@ -490,6 +508,7 @@ impl Store {
         report.flush_ns = t2.elapsed().as_nanos() as u64;
 
         // Durable: now the in-memory state may follow.
+        self.retained_add(write_ms, segments, segment_bytes);
         self.tracked = p.tracked;
         if !registration.is_empty() {
             self.namespaces.insert(namespace.to_string(), ns);
@@ -540,6 +559,8 @@ impl Store {
             tracked: self.tracked,
             folded_video_events: self.counter("folded/video_events").unwrap_or(0),
             folded_listening_events: self.counter("folded/listening_events").unwrap_or(0),
+            retention: self.retention,
+            retained: self.retained.clone(),
         }
     }
 

@@ -581,3 +581,113 @@ fn pair_rows_equal_the_pairs_of_the_events_and_older_stores_derive_them_once() {
     assert_eq!(sorted(&s), expected, "derived once at open");
     assert!(s.tree.contains_key(keys::PAIRS_MARK).unwrap());
 }
+
+#[test]
+fn retention_deletes_the_oldest_segments_and_keeps_pairs_aggregates_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(400);
+    let batch = |from: usize, to: usize| -> Vec<Processed> {
+        (from..to)
+            .map(|i| {
+                let e = Event::Video(evs[i].clone());
+                rec("v", (i % 2) as i32, (i / 2) as i64, Outcome::Valid(e))
+            })
+            .collect()
+    };
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(
+        s.retain(i64::MAX).unwrap(),
+        0,
+        "retention off: nothing goes"
+    );
+    for b in 0..4 {
+        apply(&mut s, "ns", batch(b * 100, (b + 1) * 100)).unwrap();
+    }
+    let all = s.retained();
+    assert_eq!(all.segments, 8, "one segment per partition per batch");
+    let seg_bytes: u64 = s
+        .tree
+        .scan_prefix(keys::EVENT)
+        .map(|kv| kv.unwrap().1.len() as u64)
+        .sum();
+    assert_eq!(all.bytes, seg_bytes);
+    let pairs_before: Vec<_> = s.pair_aggregates().collect::<Result<_, _>>().unwrap();
+    let qoe_before = s.qoe(QoeDim::Region).unwrap();
+
+    // At most half the bytes: the oldest batches' segments go.
+    s.set_retention(retention::Retention {
+        max_age_ms: 0,
+        max_bytes: seg_bytes / 2,
+    });
+    let n = s.retain(crate::domain::timefmt::now_ms()).unwrap();
+    assert!((4..8).contains(&n), "{n} segments deleted");
+    let kept = s.retained();
+    assert!(kept.bytes <= seg_bytes / 2 && kept.bytes > 0, "{kept:?}");
+    assert_eq!(kept.segments, 8 - n as u64);
+    assert_eq!(
+        (kept.deleted_segments, kept.deleted_bytes),
+        (n as u64, seg_bytes - kept.bytes)
+    );
+    let stored: Vec<i64> = s.events().map(|e| e.unwrap().0.offset).collect();
+    assert!(!stored.contains(&0), "the oldest events are gone");
+    assert!(stored.contains(&199), "the newest are kept");
+    assert_eq!(s.retain(crate::domain::timefmt::now_ms()).unwrap(), 0);
+
+    // Pairs, aggregates and offsets are untouched; a redelivery is still skipped.
+    let pairs_after: Vec<_> = s.pair_aggregates().collect::<Result<_, _>>().unwrap();
+    assert_eq!(pairs_after, pairs_before);
+    assert_eq!(s.qoe(QoeDim::Region).unwrap(), qoe_before);
+    let r = apply(&mut s, "ns", batch(0, 100)).unwrap();
+    assert_eq!((r.stored, r.duplicates_skipped), (0, 100));
+    drop(s);
+
+    // Reopened: the index counts what is left; by age, everything written
+    // before the cutoff goes.
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.retained().segments, kept.segments);
+    assert_eq!(s.retained().bytes, kept.bytes);
+    s.set_retention(retention::Retention {
+        max_age_ms: 1,
+        max_bytes: 0,
+    });
+    let later = crate::domain::timefmt::now_ms() + 10_000;
+    assert_eq!(s.retain(later).unwrap() as u64, kept.segments);
+    assert_eq!(s.events().count(), 0);
+    assert_eq!(s.retained().bytes, 0);
+    assert_eq!(s.next_offset("ns", "v", 0), Some(200));
+}
+
+#[test]
+fn a_store_without_the_segment_index_builds_it_when_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        let recs = videos(50)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| rec("v", 0, i as i64, Outcome::Valid(Event::Video(e))))
+            .collect();
+        apply(&mut s, "ns", recs).unwrap();
+        // As a store written before the index: no entries, no mark.
+        let mut b = sled::Batch::default();
+        for k in s.tree.scan_prefix(keys::SEGMENT_INDEX).keys() {
+            b.remove(k.unwrap());
+        }
+        b.remove(keys::SEGMENT_INDEX_MARK);
+        s.tree.apply_batch(b).unwrap();
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    let r = s.retained();
+    assert_eq!(r.segments, 1);
+    assert_eq!(
+        r.bytes,
+        s.tree
+            .scan_prefix(keys::EVENT)
+            .next()
+            .unwrap()
+            .unwrap()
+            .1
+            .len() as u64
+    );
+    assert!(s.tree.contains_key(keys::SEGMENT_INDEX_MARK).unwrap());
+}

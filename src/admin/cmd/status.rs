@@ -66,11 +66,24 @@ pub struct Held {
     pub folded_listening_events: u64,
 }
 
+/// The raw event log: what `[store.retention]` allows (0: no bound), what
+/// is held, and what retention deleted since the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLog {
+    pub max_age_hours: f64,
+    pub max_size_mb: f64,
+    #[serde(flatten)]
+    pub held: crate::store::retention::Retained,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreStatus {
     pub damaged: Vec<Damage>,
     pub quarantined: usize,
     pub held: Option<Held>,
+    /// The raw event log against `[store.retention]`.
+    #[serde(default)]
+    pub event_log: Option<EventLog>,
     /// The fault that stops the daemon, once raised.
     pub fault: Option<String>,
     pub hint: Option<String>,
@@ -154,7 +167,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         a.store.status.send(GetStoreStatus { namespace: ns }),
     )
     .await;
-    let (offsets, damage, quarantined, held, store_health) = match store {
+    let (offsets, damage, quarantined, held, event_log, store_health) = match store {
         Ok(Ok(s)) => {
             let held = Held {
                 videos: s.tracked.videos,
@@ -164,10 +177,23 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
                 max_listening_pairs: s.limits.listening_pairs,
                 folded_listening_events: s.folded_listening_events,
             };
-            (s.offsets, s.damage, s.quarantined, Some(held), "ok")
+            let log = EventLog {
+                max_age_hours: s.retention.max_age_ms as f64 / 3_600_000.0,
+                max_size_mb: s.retention.max_bytes as f64 / f64::from(1 << 20),
+                held: s.retained,
+            };
+            let (o, d, q) = (s.offsets, s.damage, s.quarantined);
+            (o, d, q, Some(held), Some(log), "ok")
         }
-        Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, "stopped"),
-        Err(_) => (Vec::new(), Vec::new(), 0, None, "not answering within 5 s"),
+        Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, None, "stopped"),
+        Err(_) => (
+            Vec::new(),
+            Vec::new(),
+            0,
+            None,
+            None,
+            "not answering within 5 s",
+        ),
     };
     let damaged: Vec<Damage> = damage
         .into_iter()
@@ -252,6 +278,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             damaged,
             quarantined,
             held,
+            event_log,
             fault: a.fatal.get(),
             hint,
         },

@@ -1,0 +1,62 @@
+//! Raw-event retention through the daemon: with `[store.retention]` set, the
+//! oldest event segments are deleted while the pair rows (what training and
+//! the fold-in read) still hold every stored event, and `status` says so.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn retention_bounds_the_event_log_and_keeps_every_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = [("ret.video", 3)];
+    let broker = Broker::start(&topics);
+    let p = produce_video(&broker.bootstrap, "ret.video", 12_000, 0.0, 23);
+    let mut d = spawn_daemon(
+        dir.path(),
+        &broker.bootstrap,
+        "retention",
+        &[("video", "ret.video")],
+        &[
+            ("PLAYPULSE_MODELS__ENABLED", "false"),
+            ("PLAYPULSE_INGEST__BATCH_SIZE", "500"),
+            ("PLAYPULSE_STORE__RETENTION__MAX_SIZE_MB", "1"),
+        ],
+        0,
+    );
+    let want = p.valid.len() as i64;
+    let status = wait_status(dir.path(), &mut d, Duration::from_secs(120), |s| {
+        stored_below_offsets(s) >= want
+            && s["store"]["event_log"]["bytes"].as_u64().unwrap_or(u64::MAX) <= 1 << 20
+    });
+    let log = &status["store"]["event_log"];
+    assert_eq!(log["max_size_mb"], 1.0, "{log}");
+    assert!(log["deleted_segments"].as_u64().unwrap() > 0, "{log}");
+    assert!(log["deleted_bytes"].as_u64().unwrap() > 0, "{log}");
+    let text = run_ok(&[
+        "ctl",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "status",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("store.event_log") && text.contains("deleted"),
+        "{text}"
+    );
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+
+    // The log holds the newest events only; the pairs hold all of them.
+    let store = playpulse::store::Store::open(&dir.path().join("data"), 16).unwrap();
+    let kept = store.events().count();
+    assert!(
+        kept > 0 && kept < p.valid.len(),
+        "{kept} of {} events kept",
+        p.valid.len()
+    );
+    assert!(store.retained().bytes <= 1 << 20);
+    assert_pairs_match(&store, &p.valid);
+}
