@@ -105,7 +105,7 @@ fn mixed_formats(dir: &std::path::Path, bootstrap: &str, group: &str) {
             _ => unreachable!(),
         }
     }
-    tracks.push_str("trk_bad,Someone,Album,not-a-number,rock\n");
+    tracks.push_str("trk_bad,Someone,Album,not-a-number,rock,Title\n");
     events.push_str("user_1,trk_00001,play\n");
 
     let files = [

@@ -29,7 +29,10 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
     let want = p.valid.len() as i64;
     let status = wait_status(dir.path(), &mut d, Duration::from_secs(120), |s| {
         stored_below_offsets(s) >= want
-            && s["store"]["event_log"]["bytes"].as_u64().unwrap_or(u64::MAX) <= 1 << 20
+            && s["store"]["event_log"]["bytes"]
+                .as_u64()
+                .unwrap_or(u64::MAX)
+                <= 1 << 20
     });
     let log = &status["store"]["event_log"];
     assert_eq!(log["max_size_mb"], 1.0, "{log}");

@@ -172,15 +172,16 @@ fn title(series: bool) -> impl Strategy<Value = Title> {
 }
 
 fn track(s: impl Fn() -> BoxedStrategy<String>) -> impl Strategy<Value = Track> {
-    (s(), s(), s(), any::<i64>(), s()).prop_map(|(track_id, artist, album, duration_ms, genre)| {
-        Track {
+    (s(), s(), s(), any::<i64>(), s(), s()).prop_map(
+        |(track_id, artist, album, duration_ms, genre, title)| Track {
             track_id,
             artist,
             album,
             duration_ms,
             genre,
-        }
-    })
+            title,
+        },
+    )
 }
 
 fn music(

@@ -174,6 +174,9 @@ pub struct Track {
     pub album: String,
     pub duration_ms: i64,
     pub genre: String,
+    /// The track's title (empty when the record has none).
+    #[serde(default)]
+    pub title: String,
 }
 
 /// What a listener did with a track.
@@ -250,8 +253,16 @@ impl Event {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Reads [`Event::encode`]'s form, or the one stores kept before tracks
+    /// had a title (those read back with an empty title).
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-        postcard::from_bytes(bytes).map_err(DecodeError)
+        match postcard::from_bytes(bytes) {
+            Ok(e) => Ok(e),
+            Err(e) => match postcard::from_bytes::<untitled::Event>(bytes) {
+                Ok(untitled::Event::Track(t)) => Ok(Event::Track(t.into())),
+                _ => Err(DecodeError(e)),
+            },
+        }
     }
 
     /// Short name of the record type, as counted in statistics.
@@ -264,5 +275,84 @@ impl Event {
             Event::Track(_) => "track",
             Event::Music(_) => "music_event",
         }
+    }
+}
+
+/// The encoding stores kept before tracks had a title: the same variants in
+/// the same order, tracks without the last field.
+mod untitled {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Track {
+        track_id: String,
+        artist: String,
+        album: String,
+        duration_ms: i64,
+        genre: String,
+    }
+
+    impl From<Track> for super::Track {
+        fn from(t: Track) -> super::Track {
+            super::Track {
+                track_id: t.track_id,
+                artist: t.artist,
+                album: t.album,
+                duration_ms: t.duration_ms,
+                genre: t.genre,
+                title: String::new(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    pub enum Event {
+        Video(super::VideoEvent),
+        User(super::UserProfile),
+        Movie(super::Title),
+        Series(super::Title),
+        Track(Track),
+        Music(super::MusicEvent),
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn a_track_stored_before_titles_reads_back_with_an_empty_title() {
+        // The layout stores kept before: the same variants, tracks of five fields.
+        #[derive(Serialize)]
+        struct OldTrack<'a>(&'a str, &'a str, &'a str, i64, &'a str);
+        #[derive(Serialize)]
+        #[allow(dead_code)]
+        enum Old<'a> {
+            Video(()),
+            User(()),
+            Movie(()),
+            Series(()),
+            Track(OldTrack<'a>),
+        }
+        let old =
+            postcard::to_stdvec(&Old::Track(OldTrack("trk_9", "A", "B", 1000, "rock"))).unwrap();
+        let Event::Track(t) = Event::decode(&old).unwrap() else {
+            panic!("not a track");
+        };
+        assert_eq!(
+            (t.track_id.as_str(), t.genre.as_str(), t.title.as_str()),
+            ("trk_9", "rock", "")
+        );
+        // Today's layout keeps the title.
+        let now = Event::Track(Track {
+            title: "Blue Hour".into(),
+            ..t
+        });
+        assert_eq!(Event::decode(&now.encode()).unwrap(), now);
+        assert!(
+            Event::decode(&[4, 200]).is_err(),
+            "damaged bytes stay an error"
+        );
     }
 }

@@ -457,6 +457,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("album", Col::Str),
             ("duration_ms", Col::I64),
             ("genre", Col::Str),
+            ("title", Col::Str),
         ],
     );
     let mut edges = Table::new(
@@ -491,6 +492,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
                 S(t.album),
                 I(t.duration_ms),
                 S(t.genre),
+                S(t.title),
             ],
         )?;
     }

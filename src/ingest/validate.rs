@@ -306,6 +306,7 @@ impl Validator {
         self.id("track_id", &mut t.track_id)?;
         self.non_empty("artist", &mut t.artist)?;
         self.text("album", &mut t.album)?;
+        self.text("title", &mut t.title)?;
         self.non_empty("genre", &mut t.genre)?;
         Self::range_i64("duration_ms", t.duration_ms, 1, 24 * 3_600_000)?;
         Ok(())

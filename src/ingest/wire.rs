@@ -217,7 +217,7 @@ pub fn video_to_legacy(v: &VideoEvent) -> String {
 }
 
 /// Header and rows of the music seed's CSV files.
-pub const TRACKS_CSV_HEADER: &str = "track_id,artist,album,duration_ms,genre";
+pub const TRACKS_CSV_HEADER: &str = "track_id,artist,album,duration_ms,genre,title";
 pub const MUSIC_EVENTS_CSV_HEADER: &str = "user_id,track_id,event_type,event_ts,session_id,device";
 
 fn csv_line(fields: &[&str]) -> String {
@@ -240,6 +240,7 @@ pub fn track_to_csv(t: &Track) -> String {
         &t.album,
         &t.duration_ms.to_string(),
         &t.genre,
+        &t.title,
     ])
 }
 

@@ -51,7 +51,7 @@ impl Listed {
         };
         let title = match r.domain {
             Domain::Video => ix.titles.get(&r.item).map(|e| e.title.title.clone()),
-            Domain::Music => None,
+            Domain::Music => ix.graph.track_title(&r.item).map(str::to_string),
         };
         Listed {
             title,

@@ -477,6 +477,7 @@ impl MusicGen {
             album: format!("album_{:04}", t / 10),
             duration_ms: 120_000 + ((t * 7919) % 240_000) as i64,
             genre: MUSIC_GENRES[self.track_genre[t]].to_string(),
+            title: format!("Track {t}"),
         }
     }
 

@@ -124,6 +124,9 @@ fn track(f: &Fields) -> Result<Track, Rejection> {
         album: f.opt(&["album"], Fields::string)?.unwrap_or_default(),
         duration_ms: f.req(&["duration_ms"], Fields::i64)?,
         genre: f.req(&["genre"], Fields::string)?,
+        title: f
+            .opt(&["title", "track_title", "name"], Fields::string)?
+            .unwrap_or_default(),
     })
 }
 

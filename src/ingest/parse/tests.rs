@@ -146,7 +146,7 @@ fn csv_rows_of_the_music_seed_files() {
     let t = checked(
         Kind::Music,
         &tracks,
-        b"TRK_001 , Artist A,\"Album, One\",215000,rock",
+        b"TRK_001 , Artist A,\"Album, One\",215000,rock, Blue Hour ",
     )
     .unwrap();
     assert_eq!(
@@ -156,9 +156,21 @@ fn csv_rows_of_the_music_seed_files() {
             artist: "Artist A".into(),
             album: "Album, One".into(),
             duration_ms: 215000,
-            genre: "rock".into()
+            genre: "rock".into(),
+            title: "Blue Hour".into(),
         })
     );
+    // The seeds' tracks.csv has no title column: the title is empty.
+    let seed = Format::Csv(
+        "track_id,artist,album,duration_ms,genre"
+            .split(',')
+            .map(String::from)
+            .collect(),
+    );
+    let Event::Track(t) = checked(Kind::Music, &seed, b"trk_002,B,,1000,pop").unwrap() else {
+        panic!("not a track");
+    };
+    assert_eq!((t.track_id.as_str(), t.title.as_str()), ("trk_002", ""));
     let events = Format::Csv(
         wire::MUSIC_EVENTS_CSV_HEADER
             .split(',')
@@ -193,7 +205,7 @@ fn csv_rows_of_the_music_seed_files() {
         (err.reason.as_str(), err.field.as_deref()),
         ("unknown_value", Some("event_type"))
     );
-    let err = checked(Kind::Music, &tracks, b"trk_2,Artist,Album,long,rock").unwrap_err();
+    let err = checked(Kind::Music, &tracks, b"trk_2,Artist,Album,long,rock,T").unwrap_err();
     assert_eq!(
         (err.reason.as_str(), err.field.as_deref()),
         ("wrong_type", Some("duration_ms"))

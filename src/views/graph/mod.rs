@@ -44,6 +44,7 @@ struct TrackNode {
     artist: Option<Arc<str>>,
     genre: Option<Arc<str>>,
     album: Option<Arc<str>>,
+    title: Option<Arc<str>>,
     /// Every user with an edge to this track.
     listeners: FxHashSet<u32>,
 }
@@ -260,6 +261,12 @@ impl MusicGraph {
         Some((node.artist.as_deref()?, node.album.as_deref()))
     }
 
+    /// A track's title, when its catalog record has one.
+    pub fn track_title(&self, track: &str) -> Option<&str> {
+        let &t = self.track_ix.get(track)?;
+        self.nodes[t as usize].title.as_deref()
+    }
+
     /// Sets a (user, track) edge to `agg` (rebuilding from the store).
     pub fn set_edge(&mut self, user: &str, track: &str, agg: MusicAgg) {
         let (u, t) = (self.user(user), self.track(track));
@@ -341,6 +348,7 @@ impl MusicGraph {
         node.artist = Some(artist.clone());
         node.genre = Some(genre.clone());
         node.album = Some(Arc::from(tr.album.as_str()));
+        node.title = (!tr.title.is_empty()).then(|| Arc::from(tr.title.as_str()));
         self.by_artist
             .entry(artist)
             .or_default()

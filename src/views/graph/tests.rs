@@ -18,6 +18,7 @@ fn track(t: &str, artist: &str, genre: &str) -> Track {
         album: "al".into(),
         duration_ms: 1000,
         genre: genre.into(),
+        title: format!("{t} title"),
     }
 }
 
