@@ -219,10 +219,16 @@ pub fn fold_users(
 /// items it does not have are left out).
 pub fn champion_rows(c: &Champion, pairs: &[(String, f32)]) -> Vec<(u32, f32)> {
     let r = &c.recommender;
-    let mut rows: Vec<(u32, f32)> = pairs
-        .iter()
-        .filter_map(|(item, w)| Some((r.item_row(item)?, *w)))
-        .collect();
+    sorted_rows(
+        pairs
+            .iter()
+            .filter_map(|(item, w)| Some((r.item_row(item)?, *w))),
+    )
+}
+
+/// `(row, weight)` pairs sorted by row, the first weight of a row kept.
+pub fn sorted_rows(rows: impl Iterator<Item = (u32, f32)>) -> Vec<(u32, f32)> {
+    let mut rows: Vec<(u32, f32)> = rows.collect();
     rows.sort_by_key(|p| p.0);
     rows.dedup_by_key(|p| p.0);
     rows

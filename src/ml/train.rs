@@ -324,17 +324,19 @@ pub fn evaluate_folded(c: &Candidate, champion: &Champion, k: usize) -> FoldedEv
     let t = Instant::now();
     let d = &c.data;
     let r = &champion.recommender;
-    let item_map: Vec<Option<u32>> = d.items.iter().map(|i| r.item_row(i)).collect();
+    let item_map: Vec<Option<usize>> = d
+        .items
+        .iter()
+        .map(|i| r.item_row(i).map(|j| j as usize))
+        .collect();
     let users: Vec<(String, Vec<(u32, f32)>)> = (0..d.train.rows)
         .map(|u| {
             let (cols, w) = d.train.row(u);
-            let mut rows: Vec<(u32, f32)> = cols
-                .iter()
-                .zip(w)
-                .filter_map(|(&j, &w)| Some((item_map[j as usize]?, w)))
-                .collect();
-            rows.sort_by_key(|p| p.0);
-            rows.dedup_by_key(|p| p.0);
+            let rows = live::sorted_rows(
+                cols.iter()
+                    .zip(w)
+                    .filter_map(|(&j, &w)| Some((item_map[j as usize]? as u32, w))),
+            );
             (d.users[u].clone(), rows)
         })
         .collect();
@@ -345,26 +347,8 @@ pub fn evaluate_folded(c: &Candidate, champion: &Champion, k: usize) -> FoldedEv
         .collect();
     let b = r.bundle();
     let metrics = evaluate(&d.train, &d.test, k, |u, s| {
-        s.clear();
-        match folded.get(&d.users[u]) {
-            Some(x) => s.extend(item_map.iter().map(|j| {
-                match j {
-                    Some(j) => b
-                        .model
-                        .item(*j as usize)
-                        .iter()
-                        .zip(x)
-                        .map(|(a, b)| a * b)
-                        .sum(),
-                    None => f32::NEG_INFINITY,
-                }
-            })),
-            None => s.extend(
-                item_map
-                    .iter()
-                    .map(|j| j.map_or(f32::NEG_INFINITY, |j| b.popularity[j as usize] as f32)),
-            ),
-        }
+        let x = folded.get(&d.users[u]).map(Vec::as_slice);
+        champion_scores(s, &item_map, b, x);
     });
     FoldedEvaluation {
         from: champion.id,
@@ -402,22 +386,27 @@ fn score_champion(d: &Interactions, c: &Bundle, k: usize) -> RankingMetrics {
         .map(|i| ci.get(i.as_str()).copied())
         .collect();
     evaluate(&d.train, &d.test, k, |u, s| {
-        s.clear();
-        match cu.get(d.users[u].as_str()) {
-            Some(&cu) => {
-                let x = c.model.user(cu);
-                s.extend(item_map.iter().map(|j| match j {
-                    Some(j) => c.model.item(*j).iter().zip(x).map(|(a, b)| a * b).sum(),
-                    None => f32::NEG_INFINITY,
-                }));
-            }
-            None => s.extend(
-                item_map
-                    .iter()
-                    .map(|j| j.map_or(f32::NEG_INFINITY, |j| c.popularity[j] as f32)),
-            ),
-        }
+        let x = cu.get(d.users[u].as_str()).map(|&cu| c.model.user(cu));
+        champion_scores(s, &item_map, c, x);
     })
+}
+
+/// Scores of this split's items (`item_map`: their rows in the champion `c`)
+/// for a user with factors `x`; without factors, the champion's cold start
+/// (popularity). Items the champion does not have are never recommended.
+fn champion_scores(s: &mut Vec<f32>, item_map: &[Option<usize>], c: &Bundle, x: Option<&[f32]>) {
+    s.clear();
+    match x {
+        Some(x) => s.extend(item_map.iter().map(|j| match j {
+            Some(j) => c.model.item(*j).iter().zip(x).map(|(a, b)| a * b).sum(),
+            None => f32::NEG_INFINITY,
+        })),
+        None => s.extend(
+            item_map
+                .iter()
+                .map(|j| j.map_or(f32::NEG_INFINITY, |j| c.popularity[j] as f32)),
+        ),
+    }
 }
 
 /// What serving needs: factors, ids, every pair seen (train and held out, so

@@ -118,6 +118,14 @@ impl Store {
             return Ok(0);
         }
         let cutoff = now_ms.saturating_sub(r.max_age_ms.min(i64::MAX as u64) as i64);
+        // What the index counts in memory says whether anything is due: most
+        // batches read nothing of the store here.
+        let t = &self.retained;
+        let too_old = r.max_age_ms > 0 && t.oldest_ms.is_some_and(|o| o < cutoff);
+        let too_big = r.max_bytes > 0 && t.bytes > r.max_bytes;
+        if !(too_old || too_big) {
+            return Ok(0);
+        }
         let mut batch = sled::Batch::default();
         let (mut n, mut bytes) = (0usize, self.retained.bytes);
         let mut deleted = 0u64;
