@@ -22,8 +22,8 @@ use crate::ml::serve::Serving;
 use crate::store::{PairChange, StoreView};
 use crate::views::indexes::SharedIndexes;
 
-/// The pair changes one durable batch committed (each pair's new value, in
-/// the batch's order), and when it was committed.
+/// The pair changes one durable batch committed (see
+/// [`crate::store::PairChange`]), and when it was committed.
 #[derive(Debug)]
 pub struct Touched {
     pub changes: Vec<PairChange>,
@@ -184,8 +184,8 @@ impl Worker {
         if crate::domain::worker::inject("fold-in") {
             panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
         }
-        for (u, p) in read {
-            self.pairs.insert(&champion, u, &p);
+        for (u, (p, upto)) in read {
+            self.pairs.insert(&champion, u, &p, upto);
         }
         let input: Vec<(String, Vec<(u32, f32)>)> = users
             .into_iter()

@@ -156,7 +156,7 @@ fn main() -> anyhow::Result<()> {
                         .models
                         .event_weights
                         .by_action();
-                    let pairs = live::user_pairs(&store, &ix.graph, &ask.user, weights)?;
+                    let (pairs, _) = live::user_pairs(&store, &ix.graph, &ask.user, weights)?;
                     let solver = live::ChampionSolver::new(c);
                     live::fold_users(c, &solver, vec![(ask.user.clone(), pairs)])
                         .pop()

@@ -63,10 +63,17 @@ fn wait_for(rx: &mpsc::Receiver<String>, child: &mut Child, what: &str, limit: D
     }
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Child, rx: &mpsc::Receiver<String>) {
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert!(child.wait().expect("wait").success());
+    let status = child.wait().expect("wait");
+    if !status.success() {
+        let log: Vec<String> = rx.try_iter().collect();
+        panic!(
+            "the daemon stopped with {status}; its last lines:\n{}",
+            log[log.len().saturating_sub(40)..].join("\n")
+        );
+    }
 }
 
 #[test]
@@ -85,7 +92,7 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     let (mut child, rx) = start(&data, &env);
     let log = wait_for(&rx, &mut child, "promoted", Duration::from_secs(300));
     assert!(log.contains("model v1 trained"), "{log}");
-    stop(child);
+    stop(child, &rx);
 
     let store = Store::open(&data, 64).unwrap();
     let champion = version::champion(&store).unwrap().expect("a champion");
@@ -322,7 +329,7 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         Duration::from_secs(60),
     );
     assert!(!log.contains("trained in"), "{log}");
-    stop(child);
+    stop(child, &rx);
     let store = Store::open(&data, 64).unwrap();
     assert_eq!(version::versions(&store).unwrap().len(), models_before);
     assert_eq!(store.champion_id().unwrap(), Some(champion.id));

@@ -271,6 +271,18 @@ fn status_text(r: &StatusReply) -> String {
                 },
             ),
         ),
+        (
+            "store.pairs",
+            r.store.pairs.as_ref().map_or_else(
+                || "-".into(),
+                |p| {
+                    format!(
+                        "{} held in memory ({} compacting); {} compactions, {} chunks, last {:.2} s; ingest waited {}×",
+                        p.held, p.compacting, p.compactions, p.chunks_written, p.last_compaction_s, p.ingest_waits
+                    )
+                },
+            ),
+        ),
         ("actor.store", r.actors.store.clone()),
         ("actor.parser", r.actors.parser.clone()),
         ("actor.trainer", r.actors.trainer.clone()),

@@ -383,6 +383,31 @@ pub async fn exposition(a: &Admin) -> String {
         "Seconds since the serving champion's item factors began serving.",
         fold.item_factors_age_seconds.unwrap_or(0.0),
     );
+    let (active, frozen, pairs) = a.view.pair_overlay();
+    e.one(
+        "playpulse_store_pair_deltas_held",
+        Kind::Level,
+        "Video pair deltas held in memory until the compactor writes them into per-user chunks.",
+        (active + frozen) as f64,
+    )
+    .one(
+        "playpulse_store_pair_compactions",
+        Kind::Counter,
+        "Compactions of the held pair deltas into per-user chunks.",
+        pairs.compactions as f64,
+    )
+    .one(
+        "playpulse_store_pair_compaction_last_seconds",
+        Kind::Gauge,
+        "Seconds the last pair compaction took.",
+        pairs.last_seconds,
+    )
+    .one(
+        "playpulse_store_pair_ingest_waits",
+        Kind::Counter,
+        "Times ingest waited for the pair compactor (too many deltas held).",
+        pairs.waits as f64,
+    );
     if let Ok(l) = a.serving.live().read() {
         e.histogram(
             "playpulse_freshness_seconds",

@@ -285,19 +285,30 @@ pub fn change_weight(agg: &PairChangeAgg, music_weights: [f64; 5]) -> f32 {
 
 /// The pairs of the users the fold-in solved recently, on the champion's item
 /// rows, kept current from each batch's committed changes: a user held here is
-/// folded in again without reading their rows from the store. The rows are
+/// folded in again without reading their pairs from the store. The rows are
 /// the champion's, so a new champion starts empty; at most `max_users` are
 /// held (the least recently folded give way and are read again when next
 /// touched).
 ///
-/// A user read from the store has every change committed before the read; a
-/// change drained later may be older than the read, but every change after it
-/// follows in commit order, so the last one applied is the stored value.
+/// A user read from the store reflects every batch below the sequence number
+/// the read answers ([`crate::store::pairs::UserPairs::upto`]): a video
+/// change (a batch's delta) of an earlier batch is already in it and is
+/// skipped, a later one is added. A listening change carries the pair's whole
+/// aggregate after its batch and replaces the row's weight (changes come in
+/// commit order, so the last one applied is the stored value).
 #[derive(Default)]
 pub struct PairRows {
     model: Option<u64>,
-    users: FxHashMap<String, (Vec<(u32, f32)>, u64)>,
+    users: FxHashMap<String, HeldUser>,
     seq: u64,
+}
+
+struct HeldUser {
+    rows: Vec<(u32, f32)>,
+    /// When last used (for the bound).
+    used: u64,
+    /// The first batch the read did not reflect.
+    upto: u64,
 }
 
 impl PairRows {
@@ -324,32 +335,44 @@ impl PairRows {
     /// Applies one committed change to its user if held (a user not held is
     /// read whole when next folded in).
     pub fn apply(&mut self, c: &Champion, change: &PairChange, music_weights: [f64; 5]) {
-        let Some((rows, _)) = self.users.get_mut(&change.user) else {
+        let Some(held) = self.users.get_mut(&change.user) else {
             return;
         };
         let Some(row) = c.recommender.item_row(&change.item) else {
             return;
         };
         let w = change_weight(&change.agg, music_weights);
-        match rows.binary_search_by_key(&row, |p| p.0) {
-            Ok(i) => rows[i].1 = w,
-            Err(i) => rows.insert(i, (row, w)),
+        let delta = match change.agg {
+            PairChangeAgg::Video(_) if change.seq < held.upto => return,
+            PairChangeAgg::Video(_) => true,
+            PairChangeAgg::Music(_) => false,
+        };
+        match held.rows.binary_search_by_key(&row, |p| p.0) {
+            Ok(i) if delta => held.rows[i].1 += w,
+            Ok(i) => held.rows[i].1 = w,
+            Err(i) => held.rows.insert(i, (row, w)),
         }
     }
 
-    /// Holds `user` with all their current pairs (as [`user_pairs`] reads them).
-    pub fn insert(&mut self, c: &Champion, user: String, pairs: &[(String, f32)]) {
+    /// Holds `user` with all their current pairs (as [`user_pairs`] reads
+    /// them, reflecting every batch below `upto`).
+    pub fn insert(&mut self, c: &Champion, user: String, pairs: &[(String, f32)], upto: u64) {
         self.seq += 1;
-        self.users.insert(user, (champion_rows(c, pairs), self.seq));
+        let held = HeldUser {
+            rows: champion_rows(c, pairs),
+            used: self.seq,
+            upto,
+        };
+        self.users.insert(user, held);
     }
 
     /// `user`'s rows to fold in (and marks them as just used).
     pub fn rows(&mut self, user: &str) -> Option<Vec<(u32, f32)>> {
         self.seq += 1;
         let seq = self.seq;
-        self.users.get_mut(user).map(|(rows, s)| {
-            *s = seq;
-            rows.clone()
+        self.users.get_mut(user).map(|h| {
+            h.used = seq;
+            h.rows.clone()
         })
     }
 
@@ -358,25 +381,26 @@ impl PairRows {
         if self.users.len() <= max_users + max_users / 10 {
             return;
         }
-        let mut order: Vec<u64> = self.users.values().map(|(_, s)| *s).collect();
+        let mut order: Vec<u64> = self.users.values().map(|h| h.used).collect();
         let cut = self.users.len() - max_users;
         order.select_nth_unstable(cut - 1);
         let below = order[cut - 1];
-        self.users.retain(|_, (_, s)| *s > below);
+        self.users.retain(|_, h| h.used > below);
     }
 }
 
 /// All of `user`'s current pairs as implicit-feedback weights, as training
-/// weighs them: video rows (their summed feedback) and listening edges (action
-/// counts × `music_weights`).
+/// weighs them: video pairs (their summed feedback) and listening edges
+/// (action counts × `music_weights`); and the first batch the video pairs do
+/// not reflect.
 pub fn user_pairs(
     view: &StoreView,
     graph: &MusicGraph,
     user: &str,
     music_weights: [f64; 5],
-) -> Result<Vec<(String, f32)>, StoreError> {
-    let mut out: Vec<(String, f32)> = view
-        .user_video_pairs(user)?
+) -> Result<(Vec<(String, f32)>, u64), StoreError> {
+    let (video, upto) = view.user_video_pairs(user)?;
+    let mut out: Vec<(String, f32)> = video
         .into_iter()
         .map(|(item, a)| (item, a.weight as f32))
         .collect();
@@ -384,7 +408,7 @@ pub fn user_pairs(
         let w = super::dataset::music_weight(&a, music_weights);
         (t.to_string(), w as f32)
     }));
-    Ok(out)
+    Ok((out, upto))
 }
 
 /// Users folded in against `model` (durable: a restart folds them in again).
@@ -549,7 +573,7 @@ mod tests {
         let (c, _) = champion(true);
         let s = ChampionSolver::new(&c);
         let w = [1.0, -0.5, 2.0, 0.0, 0.0];
-        let video = |user: &str, item: &str, weight: f64| PairChange {
+        let video = |user: &str, item: &str, weight: f64, seq: u64| PairChange {
             user: user.into(),
             item: item.into(),
             agg: PairChangeAgg::Video(crate::store::PairAgg {
@@ -559,20 +583,25 @@ mod tests {
                 max_feedback: weight,
                 last_ts_ms: 0,
             }),
+            seq,
         };
         let mut rows = PairRows::default();
         rows.follow(3);
-        // Read whole: two video pairs and an item the champion does not have.
+        // Read whole, reflecting the batches below 10: two video pairs and an
+        // item the champion does not have.
         let read = vec![
             ("v4".to_string(), 1.0f32),
             ("v1".to_string(), 2.0),
             ("new-title".to_string(), 9.0),
         ];
-        rows.insert(&c, "u5".into(), &read);
-        rows.apply(&c, &video("u5", "v1", 3.5), w);
-        rows.apply(&c, &video("u5", "v7", 0.5), w);
-        rows.apply(&c, &video("u5", "v4", 1.5), w);
-        rows.apply(&c, &video("u9", "v2", 1.0), w);
+        rows.insert(&c, "u5".into(), &read, 10);
+        // Batch 9's delta is in the read already; batches 10 and 11 add.
+        rows.apply(&c, &video("u5", "v1", 7.0, 9), w);
+        rows.apply(&c, &video("u5", "v1", 1.0, 10), w);
+        rows.apply(&c, &video("u5", "v7", 0.5, 10), w);
+        rows.apply(&c, &video("u5", "v1", 0.5, 11), w);
+        rows.apply(&c, &video("u5", "v4", 0.5, 11), w);
+        rows.apply(&c, &video("u9", "v2", 1.0, 11), w);
         assert!(!rows.holds("u9"), "a user not held is read when folded");
         let music = crate::store::MusicAgg {
             counts: [3, 1, 1, 0, 0],
@@ -595,7 +624,7 @@ mod tests {
         assert_eq!(a[0].1.factors, b[0].1.factors);
         // Bounded: past the bound by a tenth, the least recently used go.
         for i in 0..30 {
-            rows.insert(&c, format!("x{i}"), &read);
+            rows.insert(&c, format!("x{i}"), &read, 0);
         }
         let _ = rows.rows("u5");
         rows.trim(10);

@@ -36,6 +36,9 @@ pub struct SoakReport {
     /// Distinct (user, video) aggregates at the end, and the seconds it took to
     /// derive them from the stored events (what a training snapshot spends).
     pub pairs: u64,
+    /// Events summed over the pairs: equals `stored` when every stored event
+    /// is in its pair exactly once.
+    pub pair_events: u64,
     pub pairs_seconds: f64,
     pub verify_seconds: f64,
 }
@@ -124,7 +127,11 @@ pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakR
     }
     let rejected = store.counter("rejected")?;
     let tp = Instant::now();
-    let pairs = store.pair_aggregates().count() as u64;
+    let (mut pairs, mut pair_events) = (0u64, 0u64);
+    for p in store.pair_aggregates() {
+        pairs += 1;
+        pair_events += p?.2.events;
+    }
     let pairs_seconds = tp.elapsed().as_secs_f64();
     want.sort_unstable();
     got.sort_unstable();
@@ -162,6 +169,7 @@ pub fn soak(args: &SoakArgs, data_dir: &std::path::Path) -> anyhow::Result<SoakR
         events_per_sec: total as f64 / seconds,
         rss_growth_after_warmup: rss.last().copied().unwrap_or(0.0) / warm.max(1e-9),
         pairs,
+        pair_events,
         pairs_seconds,
         rss_mb_samples: rss,
         sled_mb_samples: sled,

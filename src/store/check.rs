@@ -33,7 +33,7 @@ pub struct CheckReport {
     pub events: u64,
     pub dead_letters: u64,
     pub catalog: u64,
-    /// (user, video) pair rows.
+    /// (user, video) pair entries in chunks (or rows of an older layout).
     pub pairs: u64,
     /// Entries kept apart by earlier repairs.
     pub quarantined: u64,
@@ -93,6 +93,22 @@ fn verify(k: &[u8], v: &[u8], report: &mut CheckReport) -> Option<String> {
         report.pairs += 1;
         if super::slots::decode_pair(v).is_none() || keys::split_pair(&k[2..]).is_none() {
             return Some("not a pair row (5 numbers under a user·video key)".into());
+        }
+    } else if k.starts_with(super::pairs::CHUNK) {
+        match super::pairs::decode_chunk(k, v) {
+            Some(c) => report.pairs += c.pairs.len() as u64,
+            None => return Some("not a pair chunk (a kind byte, then video → 5 numbers)".into()),
+        }
+    } else if k.starts_with(super::pairs::RUN) {
+        let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();
+        let read = super::state::decode_entries(v, super::state::Encoding::Current, |key, s| {
+            entries.push((key.to_vec(), s.to_vec()))
+        });
+        if read.is_none()
+            || super::pairs::run_pairs(&entries).is_none()
+            || super::pairs::run_seq(k).is_none()
+        {
+            return Some("not a pair run (user·video → 5 numbers, and offsets)".into());
         }
     } else if k.starts_with(keys::QUARANTINE) {
         report.quarantined += 1;

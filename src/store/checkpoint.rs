@@ -79,6 +79,13 @@ impl Store {
             )));
         }
         self.checkpoint()?;
+        // No compaction changes the store while it is copied.
+        let _gate = self
+            .view
+            .pairs
+            .gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,

@@ -9,7 +9,9 @@
 //! | `Q/`   | a damaged segment's key               | the segment, quarantined       |
 //! | `o/`   | namespace 0 topic 0 partition         | next offset to read (be64)     |
 //! | `j/`   | sequence(be64)                        | aggregate deltas of one batch  |
-//! | `V/`   | user·video                            | pair aggregate (5 × f64 LE)    |
+//! | `P/`   | sequence(be64) part(be32)              | a batch's pair deltas (a run)  |
+//! | `U/`   | user·tag(be64)                         | a user's pairs (a chunk)       |
+//! | `V/`   | user·video                            | pair aggregate (layout before `U/`: moved at open) |
 //! | `T/`   | write ms(be64) · segment key           | the segment's size (be64)      |
 //! | `k/`   | `current`, `g/` generation chunk      | aggregate checkpoints          |
 //! | `c/u/`, `c/m/`, `c/s/`, `c/t/` | id        | latest catalog record, JSON    |
@@ -39,8 +41,10 @@ pub const LAYOUT_KEY: &[u8] = b"i/layout";
 pub const LAYOUT: u32 = 2;
 pub const OFFSET: &[u8] = b"o/";
 pub const PAIR: &[u8] = b"a/";
-/// Per (user, video) implicit-feedback rows: `V/` user·video → [`super::slots::PAIR`]
-/// slots, rewritten in each batch's atomic write that touches the pair.
+/// Per (user, video) implicit-feedback rows of the layout before per-user
+/// chunks (see `store::pairs`): `V/` user·video → [`super::slots::PAIR`]
+/// slots; moved into chunks when such a store opens. Run entries use the same
+/// user·video key.
 pub const VIDEO_PAIR: &[u8] = b"V/";
 /// Users folded in against a model: `F/` user → model id (be64), when (be64 ms).
 pub const FOLDED: &[u8] = b"F/";

@@ -129,32 +129,81 @@ pub fn namespaces(tree: &sled::Tree) -> Result<HashMap<String, u32>, StoreError>
     Ok(out)
 }
 
-/// Stores written before the pair rows ([`keys::VIDEO_PAIR`]) derive them once
-/// from their events, in steps that may be cut anywhere (a row is written
-/// whole, as derived, so a step done twice changes nothing); the mark
-/// ([`keys::PAIRS_MARK`]) is set with the last step. Answers the pairs written.
-pub fn pair_rows(view: &super::StoreView) -> Result<usize, StoreError> {
-    if view.tree.contains_key(keys::PAIRS_MARK)? {
+/// Brings the video pairs into per-user chunks ([`super::pairs`]) once:
+/// stores that held a row per pair ([`keys::VIDEO_PAIR`], marked by
+/// [`keys::PAIRS_MARK`]) move them, a user at a time, in atomic steps that may
+/// be cut anywhere (each step writes its users' chunks and deletes their rows);
+/// stores before those rows derive the pairs from their events and write them
+/// whole (a step done twice writes the same chunks). The chunks are tagged
+/// `seq`, the next journal sequence number: they cover no run yet to come.
+/// The mark ([`super::pairs::CHUNKS_MARK`]) is set with the last step.
+/// Answers the pairs moved or derived.
+pub fn pair_chunks(view: &super::StoreView, seq: u64) -> Result<usize, StoreError> {
+    use super::pairs;
+    if view.tree.contains_key(pairs::CHUNKS_MARK)? {
         return Ok(0);
     }
-    let pairs = view.pairs_from_events()?;
-    let n = pairs.len();
+    let mut n = 0usize;
     let mut batch = sled::Batch::default();
-    let mut bytes = 0;
-    for ((user, video), row) in pairs {
-        let k = keys::join(keys::VIDEO_PAIR, &[user.as_bytes(), video.as_bytes()]);
-        bytes += k.len() + 40;
-        batch.insert(k, super::slots::encode_pair(&row));
-        if bytes > STEP_BYTES {
-            view.tree.apply_batch(std::mem::take(&mut batch))?;
-            bytes = 0;
+    let mut bytes = 0usize;
+    let mut write_user =
+        |batch: &mut sled::Batch, user: &str, rows: &mut Vec<(String, [f64; 5])>| {
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            let key = pairs::chunk_key(user, seq);
+            let value = pairs::encode_chunk(true, rows.iter().map(|(v, s)| (v.as_str(), s)));
+            n += rows.len();
+            let size = key.len() + value.len();
+            batch.insert(key, value);
+            rows.clear();
+            size
+        };
+    if view.tree.contains_key(keys::PAIRS_MARK)? {
+        let mut current: Option<String> = None;
+        let mut rows: Vec<(String, [f64; 5])> = Vec::new();
+        for item in view.tree.scan_prefix(keys::VIDEO_PAIR) {
+            let (k, v) = item?;
+            let (user, video) =
+                keys::split_pair(&k[keys::VIDEO_PAIR.len()..]).ok_or_else(|| {
+                    corrupt(&k, "a pair row's key does not split into user and video")
+                })?;
+            let row = super::slots::decode_pair(&v)
+                .ok_or_else(|| corrupt(&k, "a pair row of the wrong shape"))?;
+            if current.as_deref() != Some(user.as_str()) {
+                if let Some(u) = current.take() {
+                    bytes += write_user(&mut batch, &u, &mut rows);
+                    // A step ends between users: each user's rows go in one step.
+                    if bytes > STEP_BYTES {
+                        view.commit(std::mem::take(&mut batch))?;
+                        bytes = 0;
+                    }
+                }
+                current = Some(user);
+            }
+            rows.push((video, row));
+            batch.remove(k);
         }
+        if let Some(u) = current.take() {
+            write_user(&mut batch, &u, &mut rows);
+        }
+    } else {
+        let mut by_user: std::collections::BTreeMap<String, Vec<(String, [f64; 5])>> =
+            Default::default();
+        for ((user, video), row) in view.pairs_from_events()? {
+            by_user.entry(user).or_default().push((video, row));
+        }
+        for (user, mut rows) in by_user {
+            bytes += write_user(&mut batch, &user, &mut rows);
+            if bytes > STEP_BYTES {
+                view.commit(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+        }
+        batch.insert(keys::PAIRS_MARK, &1u64.to_be_bytes());
     }
-    batch.insert(keys::PAIRS_MARK, &1u64.to_be_bytes());
-    view.tree.apply_batch(batch)?;
-    view.db.flush()?;
+    batch.insert(pairs::CHUNKS_MARK, &1u64.to_be_bytes());
+    view.commit(batch)?;
     if n > 0 {
-        tracing::info!("derived {n} (user, video) pair rows from the stored events (once)");
+        tracing::info!("wrote {n} (user, video) pairs into per-user chunks (once)");
     }
     Ok(n)
 }

@@ -5,17 +5,20 @@
 //! acknowledged. A record whose offset is below its partition's stored next
 //! offset was already stored and is skipped: replays never count twice.
 //! Aggregates are served from memory (see [`state`]), except the per (user,
-//! video) pairs: as many as the data has pairs, each is a row the batch that
-//! touches it rewrites (`V/`), so reading every pair costs O(pairs).
+//! video) pairs: as many as the data has pairs, so each batch writes their
+//! deltas as one run and a compactor folds the runs into per-user chunks off
+//! the write path (see [`pairs`]); reading every pair costs O(pairs).
 
 pub mod bounds;
 pub mod check;
 mod checkpoint;
+mod compact;
 pub mod config;
 pub mod keys;
 mod migrate;
 pub mod models;
 mod namespaces;
+pub mod pairs;
 pub mod plan;
 pub mod prepare;
 mod read;
@@ -101,6 +104,21 @@ pub struct StoreStatus {
     pub folded_listening_events: u64,
     pub retention: retention::Retention,
     pub retained: retention::Retained,
+    pub pairs: PairsStatus,
+}
+
+/// The video pairs not yet in chunks (see [`pairs`]) and the compactor's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct PairsStatus {
+    /// Deltas held in memory, and of those being compacted.
+    pub held: usize,
+    pub compacting: usize,
+    pub compactions: u64,
+    pub chunks_written: u64,
+    pub merged_users: u64,
+    pub last_compaction_s: f64,
+    /// Times ingest waited for the compactor.
+    pub ingest_waits: u64,
 }
 
 /// Writes that register a new offset namespace.
@@ -113,21 +131,27 @@ pub struct Committed {
     pub report: ApplyReport,
     pub records: Vec<Processed>,
     pub fresh: Vec<bool>,
-    /// Every (user, item) pair the batch changed, with its new aggregate.
+    /// Every (user, item) pair the batch changed (see [`PairChange`]).
     pub pairs: Vec<PairChange>,
 }
 
-/// A (user, item) pair a batch changed, and its aggregate after the batch.
+/// A (user, item) pair a batch changed: a video pair's *delta* (what the
+/// batch's events add; see [`pairs`]), a listening pair's aggregate after the
+/// batch; and the batch's sequence number (a read of a user's pairs says the
+/// first it does not reflect: [`pairs::UserPairs::upto`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairChange {
     pub user: String,
     pub item: String,
     pub agg: PairChangeAgg,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PairChangeAgg {
+    /// The batch's delta of the pair.
     Video(PairAgg),
+    /// The pair's aggregate after the batch.
     Music(MusicAgg),
 }
 
@@ -141,18 +165,6 @@ impl plan::Rows for TreeRows<'_> {
             .get(key)?
             .and_then(|b| Event::decode(&b).ok())
             .map(|e| plan::catalog_ts(&e)))
-    }
-
-    fn pair(&mut self, key: &[u8]) -> Result<Option<[f64; 5]>, StoreError> {
-        match self.0.get(key)? {
-            None => Ok(None),
-            Some(v) => slots::decode_pair(&v)
-                .map(Some)
-                .ok_or_else(|| StoreError::Corrupt {
-                    key: read::entry_name(key),
-                    message: "a pair row of the wrong shape".into(),
-                }),
-        }
     }
 }
 
@@ -188,6 +200,8 @@ pub struct StoreView {
     damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     /// Set by the first failed write: nothing is written (or flushed) after it.
     failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// The video pairs not yet in chunks, and the compactor's signals.
+    pairs: std::sync::Arc<pairs::Shared>,
 }
 
 pub struct Store {
@@ -211,6 +225,22 @@ pub struct Store {
     /// What the event log may hold, and what it holds (see [`retention`]).
     retention: retention::Retention,
     retained: retention::Retained,
+    /// The pair compactor (see [`compact`]) and the free space it keeps.
+    compactor: Option<std::thread::JoinHandle<()>>,
+    min_free: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        {
+            let mut o = self.view.pairs.lock();
+            o.stop = true;
+            self.view.pairs.changed.notify_all();
+        }
+        if let Some(h) = self.compactor.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl std::ops::Deref for Store {
@@ -371,6 +401,7 @@ impl Store {
                 tree,
                 damaged: Default::default(),
                 failed: Default::default(),
+                pairs: Default::default(),
             },
             path,
             offsets,
@@ -383,22 +414,47 @@ impl Store {
             journal_bytes: 0,
             retention: retention::Retention::default(),
             retained: retention::Retained::default(),
+            compactor: None,
+            min_free: Default::default(),
         };
         store.drop_fragments()?;
         store.load_state(encoding)?;
-        migrate::pair_rows(&store.view)?;
+        migrate::pair_chunks(&store.view, store.seq)?;
+        store.load_pair_runs()?;
         store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
             store.write_checkpoint(true)?;
         }
         store.tracked = bounds::Tracked::of(&store.state);
+        let (view, path, min_free) = (
+            store.view.clone(),
+            store.path.clone(),
+            store.min_free.clone(),
+        );
+        let compactor = std::thread::Builder::new()
+            .name("pair-compactor".into())
+            .spawn(move || compact::run(view, path, min_free))
+            .map_err(|e| StoreError::Refused(format!("cannot start the pair compactor: {e}")))?;
+        store.compactor = Some(compactor);
         Ok(store)
     }
 
     /// Bounds the ids held from now on (see [`bounds`]).
     pub fn set_limits(&mut self, limits: bounds::Limits) {
         self.limits = limits;
+        self.min_free
+            .store(limits.min_free_bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the pairs held in memory are compacted (see [`pairs::Tuning`]).
+    pub fn set_pair_tuning(&self, tuning: pairs::Tuning) {
+        *self
+            .view
+            .pairs
+            .tuning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = tuning;
     }
 
     /// Refuses a write of about `bytes` that would leave the disk with less
@@ -513,11 +569,17 @@ impl Store {
         if !registration.is_empty() {
             self.namespaces.insert(namespace.to_string(), ns);
         }
+        let seq = self.seq;
         let mut pairs = Vec::with_capacity(p.pairs.len());
-        for (k, row) in &p.pairs {
+        for (k, delta) in &p.pairs {
             if let Some((user, item)) = keys::split_pair(&k[keys::VIDEO_PAIR.len()..]) {
-                let agg = PairChangeAgg::Video(PairAgg::from_slots(row));
-                pairs.push(PairChange { user, item, agg });
+                let agg = PairChangeAgg::Video(PairAgg::from_slots(delta));
+                pairs.push(PairChange {
+                    user,
+                    item,
+                    agg,
+                    seq,
+                });
             }
         }
         for (k, d) in &p.deltas.map {
@@ -526,7 +588,12 @@ impl Store {
                 let held = self.state.get(k).map(MusicAgg::from_slots);
                 if let (Some((user, item)), Some(agg)) = (keys::split_pair(rest), held) {
                     let agg = PairChangeAgg::Music(agg);
-                    pairs.push(PairChange { user, item, agg });
+                    pairs.push(PairChange {
+                        user,
+                        item,
+                        agg,
+                        seq,
+                    });
                 }
             }
         }
@@ -537,6 +604,8 @@ impl Store {
                 .insert((namespace.to_string(), t.clone(), *q), *o);
         }
         report.offsets = p.offsets;
+        // Readers find the batch's pair deltas in memory from now on.
+        self.view.pairs.add_batch(seq, &p.pairs)?;
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
             self.checkpoint()?;
         }
@@ -561,6 +630,18 @@ impl Store {
             folded_listening_events: self.counter("folded/listening_events").unwrap_or(0),
             retention: self.retention,
             retained: self.retained.clone(),
+            pairs: {
+                let (active, frozen, st) = self.pair_overlay();
+                PairsStatus {
+                    held: active + frozen,
+                    compacting: frozen,
+                    compactions: st.compactions,
+                    chunks_written: st.chunks_written,
+                    merged_users: st.merged_users,
+                    last_compaction_s: st.last_seconds,
+                    ingest_waits: st.waits,
+                }
+            },
         }
     }
 
@@ -581,5 +662,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod pairs_tests;
 #[cfg(test)]
 mod tests;

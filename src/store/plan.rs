@@ -12,7 +12,7 @@ use super::bounds::{self, Limits, Tracked};
 use super::prepare::{self, Deltas, Prepared};
 use super::read::DeadLetter;
 use super::state::{self, State};
-use super::{keys, segment, slots, ApplyReport, StoreError, MAX_VALUE_BYTES};
+use super::{keys, pairs, segment, ApplyReport, StoreError, MAX_VALUE_BYTES};
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 
@@ -41,7 +41,8 @@ pub struct Plan {
     pub writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// Merged into the in-memory aggregates once the write is durable.
     pub deltas: Deltas,
-    /// Each touched (user, video) pair row's new slots, as written.
+    /// Each touched (user, video) pair's delta (key [`keys::VIDEO_PAIR`]), as
+    /// written in the batch's run (see [`super::pairs`]).
     pub pairs: Vec<(Vec<u8>, [f64; 5])>,
     pub tracked: Tracked,
     /// (topic, partition, next offset) written, sorted.
@@ -79,8 +80,6 @@ fn catalog_key(ev: &Event) -> Option<Vec<u8>> {
 pub trait Rows {
     /// The timestamp of the stored catalog record under `key`, if there is one.
     fn catalog_ts(&mut self, key: &[u8]) -> Result<Option<i64>, StoreError>;
-    /// The stored slots of the pair row under `key`, if there is one.
-    fn pair(&mut self, key: &[u8]) -> Result<Option<[f64; 5]>, StoreError>;
 }
 
 /// Plans the write of `prepared`, reading the stored rows it changes from `rows`.
@@ -186,19 +185,11 @@ pub fn plan(
         deltas
     };
     deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
-    // Each touched pair's row: its stored slots and this batch's delta, rewritten.
-    let mut pairs = Vec::with_capacity(deltas.pairs.len());
-    for (key, d) in std::mem::take(&mut deltas.pairs) {
-        let mut row = d;
-        if let Some(stored) = rows.pair(&key)? {
-            row = stored;
-            slots::combine(slots::PAIR, &mut row, &d);
-        }
-        let value = slots::encode_pair(&row);
-        bytes += key.len() + value.len();
-        writes.push((key.clone(), value));
-        pairs.push((key, row));
-    }
+    // The touched pairs' deltas: one run (see `super::pairs`), written below
+    // with the offsets like the journal; no stored row is read or rewritten.
+    let mut pairs: Vec<(Vec<u8>, [f64; 5])> =
+        std::mem::take(&mut deltas.pairs).into_iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tracked = reads.tracked;
     let (folded_videos, folded_listening) =
         bounds::fold(&mut deltas, reads.state, reads.limits, &mut tracked);
@@ -227,6 +218,17 @@ pub fn plan(
         );
         journal_bytes += journal.len();
         writes.push((state::journal_key(reads.seq, part as u32), journal));
+    }
+    // About 80 bytes a pair: parts of at most MAX_VALUE_BYTES.
+    for (part, chunk) in pairs.chunks(MAX_VALUE_BYTES / 96).enumerate() {
+        let run = state::encode_entries(
+            chunk
+                .iter()
+                .map(|(k, v)| (k.as_slice(), &v[..]))
+                .chain(offset_marks.iter().map(|(k, v)| (k.as_slice(), &v[..]))),
+        );
+        bytes += run.len();
+        writes.push((pairs::run_key(reads.seq, part as u32), run));
     }
     let mut offsets = Vec::with_capacity(running.len());
     for ((topic, partition), next) in running {
@@ -261,15 +263,11 @@ mod tests {
     #[derive(Default)]
     struct Held {
         catalog: FxHashMap<Vec<u8>, i64>,
-        pairs: FxHashMap<Vec<u8>, [f64; 5]>,
     }
 
     impl Rows for Held {
         fn catalog_ts(&mut self, key: &[u8]) -> Result<Option<i64>, StoreError> {
             Ok(self.catalog.get(key).copied())
-        }
-        fn pair(&mut self, key: &[u8]) -> Result<Option<[f64; 5]>, StoreError> {
-            Ok(self.pairs.get(key).copied())
         }
     }
 
@@ -401,34 +399,37 @@ mod tests {
     }
 
     #[test]
-    fn a_touched_pair_row_is_its_stored_slots_plus_the_new_events_only() {
+    fn a_batch_writes_its_new_pair_deltas_as_one_run_with_its_offsets() {
         let state = State::default();
         let stored = |_: &str, _: i32| Some(1);
         let r = reads(&stored, &state);
         let records: Vec<Processed> = (0..2).map(video).collect();
-        let Outcome::Valid(Event::Video(v)) = &records[1].outcome else {
+        let Outcome::Valid(Event::Video(v)) = records[1].outcome.clone() else {
             unreachable!()
         };
         let key = keys::join(
             keys::VIDEO_PAIR,
             &[v.user_id.as_bytes(), v.video_id.as_bytes()],
         );
-        let d = prepare::pair_delta(v);
-        let mut held = Held::default();
-        held.pairs.insert(key.clone(), [2.0, 3.0, 1.0, 0.9, 10.0]);
-        // Offset 0 was stored already: only offset 1 adds to its pair.
-        let p = plan(&r, prepare::prepare(records), &mut held).unwrap();
-        let (_, row) = p.pairs.iter().find(|(k, _)| *k == key).unwrap();
-        assert_eq!(row[0], 2.0 + d[0]);
-        assert_eq!(row[1], 4.0);
-        assert_eq!(row[3], d[3].max(0.9));
-        assert_eq!(row[4], d[4].max(10.0));
-        let (_, written) = p.writes.iter().find(|(k, _)| *k == key).unwrap();
-        assert_eq!(slots::decode_pair(written), Some(*row));
-        assert_eq!(
-            p.pairs.len(),
-            1,
-            "the redelivered record's pair is not touched"
-        );
+        let d = prepare::pair_delta(&v);
+        // Offset 0 was stored already: only offset 1 is in the run.
+        let p = plan(&r, prepare::prepare(records), &mut Held::default()).unwrap();
+        assert_eq!(p.pairs, vec![(key, d)]);
+        let (_, run) = p
+            .writes
+            .iter()
+            .find(|(k, _)| *k == pairs::run_key(7, 0))
+            .unwrap();
+        let mut entries = Vec::new();
+        state::decode_entries(run, state::Encoding::Current, |k, v| {
+            entries.push((k.to_vec(), v.to_vec()))
+        })
+        .unwrap();
+        let got = pairs::run_pairs(&entries).unwrap();
+        assert_eq!(got, vec![(v.user_id.clone(), v.video_id.clone(), d)]);
+        // The run names the offsets it was written with (a fragment is found by them).
+        assert!(entries
+            .iter()
+            .any(|(k, v)| *k == keys::offset_key("ns", "t", 0) && v == &vec![2.0]));
     }
 }

@@ -194,33 +194,37 @@ impl StoreView {
         self.note_damage(what, u.error.clone());
     }
 
-    /// Per (user, video) implicit-feedback aggregates, from their rows (one
-    /// pass over the pairs, never over the events). A damaged stretch of rows
+    /// Per (user, video) implicit-feedback aggregates: one pass over the
+    /// per-user chunks with the deltas held in memory added (see
+    /// [`super::pairs`]), never over the events. A damaged stretch of chunks
     /// is stepped over and noted.
     pub fn pair_aggregates(
         &self,
     ) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
-        super::scan::scan_prefix(&self.tree, keys::VIDEO_PAIR).filter_map(move |step| match step {
-            Ok((k, v)) => Some(pair_row(&k, &v)),
-            Err(u) => {
-                self.note_unreadable(&u);
-                None
-            }
-        })
+        super::pairs::Scan::new(&self.tree, &self.pairs, move |u| self.note_unreadable(u))
+            .map(|r| r.map(|(u, v, s)| (u, v, PairAgg::from_slots(&s))))
     }
 
-    /// One user's video pairs, from their rows.
-    pub fn user_video_pairs(&self, user: &str) -> Result<Vec<(String, PairAgg)>, StoreError> {
-        let mut prefix = keys::VIDEO_PAIR.to_vec();
-        prefix.extend_from_slice(&(user.len() as u32).to_be_bytes());
-        prefix.extend_from_slice(user.as_bytes());
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (k, v) = item?;
-            let (_, item, agg) = pair_row(&k, &v)?;
-            out.push((item, agg));
-        }
-        Ok(out)
+    /// One user's video pairs (sorted by video), and the first batch sequence
+    /// number they do not reflect (every batch below it is in them).
+    pub fn user_video_pairs(
+        &self,
+        user: &str,
+    ) -> Result<(Vec<(String, PairAgg)>, u64), StoreError> {
+        let got = super::pairs::read_user(&self.tree, &self.pairs, user)?;
+        let pairs = got
+            .pairs
+            .into_iter()
+            .map(|(v, s)| (v, PairAgg::from_slots(&s)))
+            .collect();
+        Ok((pairs, got.upto))
+    }
+
+    /// Video pairs held in memory, not yet in chunks: (active, being compacted),
+    /// and what the compactor did.
+    pub fn pair_overlay(&self) -> (usize, usize, super::pairs::CompactionStats) {
+        let (active, frozen) = self.pairs.held();
+        (active, frozen, self.pairs.lock().stats)
     }
 
     /// Records that `users` were folded in against `model` (at the given ms),
@@ -401,14 +405,6 @@ impl StoreView {
     }
 }
 
-/// A pair row as (user, video, aggregate).
-fn pair_row(k: &[u8], v: &[u8]) -> Result<(String, String, PairAgg), StoreError> {
-    let (u, i) = keys::split_pair(&k[keys::VIDEO_PAIR.len()..])
-        .ok_or_else(|| corrupt(k, "a pair row's key does not split into user and video"))?;
-    let row = slots::decode_pair(v).ok_or_else(|| corrupt(k, "a pair row of the wrong shape"))?;
-    Ok((u, i, PairAgg::from_slots(&row)))
-}
-
 /// A store key as people read it.
 pub fn entry_name(k: &[u8]) -> String {
     if k.starts_with(keys::EVENT) {
@@ -418,6 +414,14 @@ pub fn entry_name(k: &[u8]) -> String {
             Some((ns, t, p, o)) => format!("dead letter {ns}:{t}/{p}/{o}"),
             None => String::from_utf8_lossy(k).into_owned(),
         }
+    } else if let Some((user, tag)) = super::pairs::parse_chunk_key(k) {
+        format!("pair chunk {tag} of user {user:?}")
+    } else if let Some(seq) = k
+        .starts_with(super::pairs::RUN)
+        .then(|| super::pairs::run_seq(k))
+        .flatten()
+    {
+        format!("pair run {seq}")
     } else {
         String::from_utf8_lossy(&k[..k.len().min(120)]).into_owned()
     }

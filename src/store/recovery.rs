@@ -104,6 +104,59 @@ impl Store {
         Ok(())
     }
 
+    /// Loads the pair runs not yet in chunks into the overlay's active layer
+    /// (see [`super::pairs`]); drops the runs of a write that did not complete
+    /// (their offsets did not reach the disk) and any a compaction covered.
+    pub(super) fn load_pair_runs(&mut self) -> Result<(), StoreError> {
+        use super::pairs;
+        let through = match self.tree.get(pairs::THROUGH)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: "i/pairs-through".into(),
+                    message: "wrong length".into(),
+                })?)
+            }
+            None => 0,
+        };
+        let mut dropped = Vec::new();
+        let mut o = self.view.pairs.lock();
+        for item in self.tree.scan_prefix(pairs::RUN) {
+            let (k, v) = item?;
+            let corrupt = |message: &str| StoreError::Corrupt {
+                key: super::read::entry_name(&k),
+                message: message.into(),
+            };
+            let seq = pairs::run_seq(&k)
+                .ok_or_else(|| corrupt("a pair run's key has no sequence number"))?;
+            let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();
+            state::decode_entries(&v, state::Encoding::Current, |key, slots| {
+                entries.push((key.to_vec(), slots.to_vec()))
+            })
+            .ok_or_else(|| corrupt("unreadable pair run"))?;
+            if seq < through {
+                tracing::warn!("dropping pair run {seq}: a compaction already holds it");
+                dropped.push(k);
+                continue;
+            }
+            if let Some(why) = self.fragment(&entries) {
+                tracing::warn!("dropping pair run {seq} of a write that did not complete ({why})");
+                dropped.push(k);
+                continue;
+            }
+            for (user, video, d) in pairs::run_pairs(&entries)
+                .ok_or_else(|| corrupt("a pair run of the wrong shape"))?
+            {
+                o.active.add(seq, &user, &video, &d);
+            }
+            o.last = Some(o.last.map_or(seq, |l| l.max(seq)));
+        }
+        drop(o);
+        for k in dropped {
+            self.tree.remove(k)?;
+        }
+        Ok(())
+    }
+
     /// Why journal entries are a fragment of a write that did not complete:
     /// an offset they name is past the one stored.
     pub(super) fn fragment(&self, entries: &[(Vec<u8>, Vec<f64>)]) -> Option<String> {

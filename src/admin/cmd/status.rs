@@ -84,6 +84,9 @@ pub struct StoreStatus {
     /// The raw event log against `[store.retention]`.
     #[serde(default)]
     pub event_log: Option<EventLog>,
+    /// The video pairs held in memory until compacted into chunks.
+    #[serde(default)]
+    pub pairs: Option<crate::store::PairsStatus>,
     /// The fault that stops the daemon, once raised.
     pub fault: Option<String>,
     pub hint: Option<String>,
@@ -167,7 +170,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         a.store.status.send(GetStoreStatus { namespace: ns }),
     )
     .await;
-    let (offsets, damage, quarantined, held, event_log, store_health) = match store {
+    let (offsets, damage, quarantined, held, (event_log, pairs), store_health) = match store {
         Ok(Ok(s)) => {
             let held = Held {
                 videos: s.tracked.videos,
@@ -183,15 +186,15 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
                 held: s.retained,
             };
             let (o, d, q) = (s.offsets, s.damage, s.quarantined);
-            (o, d, q, Some(held), Some(log), "ok")
+            (o, d, q, Some(held), (Some(log), Some(s.pairs)), "ok")
         }
-        Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, None, "stopped"),
+        Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, (None, None), "stopped"),
         Err(_) => (
             Vec::new(),
             Vec::new(),
             0,
             None,
-            None,
+            (None, None),
             "not answering within 5 s",
         ),
     };
@@ -279,6 +282,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             quarantined,
             held,
             event_log,
+            pairs,
             fault: a.fatal.get(),
             hint,
         },
