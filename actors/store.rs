@@ -63,8 +63,12 @@ impl Handler<StoreBatch> for StoreActor {
                         ix.observe(&self.store, &c.records, &c.fresh);
                     }
                 }
+                let now = crate::domain::timefmt::now_ms();
+                if let Ok(ix) = self.indexes.read() {
+                    ix.observe_trending(&c.records, &c.fresh, now);
+                }
                 if let Ok(mut a) = self.analytics.lock() {
-                    a.observe(&c.records, &c.fresh, crate::domain::timefmt::now_ms());
+                    a.observe(&c.records, &c.fresh, now);
                 }
                 if let (Some(tx), false) = (&self.fold, c.pairs.is_empty()) {
                     let mut changes = c.pairs;

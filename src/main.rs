@@ -139,11 +139,15 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let store = Store::open(&data_dir, 64)?;
+            let cfg = playpulse::config::Config::load(config.as_deref())?;
             // The daemon's path: the champion with its affinity weight, the
             // user folded in when the daemon had folded them in, the user's
-            // catalog profile, titles and artists.
+            // catalog profile, titles and artists, what trends now.
             let champion = load_serving(&store)?.map(|m| m.into_champion());
-            let ix = playpulse::views::indexes::Indexes::build(&store)?;
+            let ix = playpulse::views::indexes::Indexes::build(
+                &store,
+                cfg.analytics.trending_half_life(),
+            )?;
             let ask = playpulse::ml::recommend::Ask {
                 user: user.trim().to_lowercase(),
                 k,
@@ -152,10 +156,7 @@ fn main() -> anyhow::Result<()> {
             };
             let folded = match &champion {
                 Some(c) if store.is_folded(c.id, &ask.user)? => {
-                    let weights = playpulse::config::Config::load(config.as_deref())?
-                        .models
-                        .event_weights
-                        .by_action();
+                    let weights = cfg.models.event_weights.by_action();
                     let (pairs, _) = live::user_pairs(&store, &ix.graph, &ask.user, weights)?;
                     let solver = live::ChampionSolver::new(c);
                     live::fold_users(c, &solver, vec![(ask.user.clone(), pairs)])

@@ -174,7 +174,7 @@ fn every_command_over_the_raw_socket() {
         let name = c.cmd.as_str();
         assert!(listed.contains(&name), "help does not list {name}: {help}");
     }
-    assert_eq!(listed.len(), 18, "{help}");
+    assert_eq!(listed.len(), 19, "{help}");
 
     // Model commands before any model: a clear error, not a crash.
     for req in [
@@ -359,7 +359,7 @@ fn every_command_over_the_raw_socket() {
     assert_eq!(cold["known"], false);
     assert_eq!(
         cold["recommendations"][0]["reason"],
-        format!("popular in region {region}")
+        format!("trending in region {region}")
     );
     let item = rec["recommendations"][0]["item"].as_str().unwrap();
     let sim = c.ok(json!({"cmd": "similar", "item": item, "k": 4}));

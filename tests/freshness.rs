@@ -124,12 +124,12 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
     assert_eq!(after["model"], model, "no retrain: {after}");
     assert_eq!(items(&after).len(), 5);
 
-    // A brand-new user: popularity first, their own taste after a few events.
+    // A brand-new user: what trends first, their own taste after a few events.
     let newcomer = "newcomer-7";
     let cold = ctl_json(&data, &["recommend", newcomer, "5", "--domain", "video"]);
     assert_eq!(
         (cold["known"].as_bool(), cold["cold_start"].as_str()),
-        (Some(false), Some("popularity")),
+        (Some(false), Some("trending")),
         "{cold}"
     );
     // Three videos one known user watched most: the newcomer shares that taste.

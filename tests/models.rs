@@ -308,7 +308,7 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     assert_eq!(recs.len(), 10, "{v}");
     let mut last = f64::INFINITY;
     for r in recs {
-        assert_eq!(r["reason"], format!("popular in region {region}"), "{v}");
+        assert_eq!(r["reason"], format!("trending in region {region}"), "{v}");
         // The score is the item's event count in the region when the model was
         // trained: at most what the store holds now (ingest went on).
         let score = r["score"].as_f64().unwrap();

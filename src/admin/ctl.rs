@@ -18,7 +18,7 @@ use crate::admin::cmd::ingest::{ProducerEntry, ProducersReply};
 use crate::admin::cmd::models::ModelsReply;
 use crate::admin::cmd::status::{AnyStatus, StatusReply};
 use crate::admin::protocol::{Request, Verdict};
-use crate::ml::recommend::{Listed, RecommendReply, SimilarReply};
+use crate::ml::recommend::{Listed, RecommendReply, SimilarReply, TrendingReply};
 use crate::store::Stats;
 use crate::views::analytics::{Answer, QoeMetrics};
 
@@ -447,6 +447,15 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                 None => format!("model v{}", opt(&rec.model)),
             });
             push(listed_table(&rec.recommendations));
+        }
+        Request::Trending(_) => {
+            let t: TrendingReply = typed(r)?;
+            push(format!(
+                "trending {} (an event counts half after {} min)",
+                t.domain.as_str(),
+                t.half_life_minutes
+            ));
+            push(listed_table(&t.items));
         }
         Request::Similar(_) => {
             let s: SimilarReply = typed(r)?;

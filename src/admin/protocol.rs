@@ -50,6 +50,8 @@ pub enum Request {
     Recommend(recommend::Recommend),
     /// Items most like an item.
     Similar(recommend::Similar),
+    /// What trends now (time-decayed popularity), overall or by region/genre.
+    Trending(recommend::TrendingArgs),
     /// The listening graph: a user's tracks, tracks by artist or genre, who
     /// paused what, users like me also liked, neighbourhoods.
     Graph(graph::Graph),
@@ -155,6 +157,7 @@ impl Request {
             Request::Models(_) => "models",
             Request::Recommend(_) => "recommend",
             Request::Similar(_) => "similar",
+            Request::Trending(_) => "trending",
             Request::Graph(_) => "graph",
             Request::Dlq(_) => "dlq",
             Request::Export(_) => "export",
@@ -174,6 +177,7 @@ impl Request {
             Request::Analytics(a) => a.check(),
             Request::Recommend(r) => r.check(),
             Request::Similar(s) => s.check(),
+            Request::Trending(t) => t.check(),
             Request::Graph(g) => g.check(),
             Request::Dlq(d) => d.check(),
             Request::Export(e) => e.check(),
@@ -332,8 +336,8 @@ mod tests {
     fn help_lists_every_command_with_its_arguments() {
         let c = commands();
         let names: Vec<&str> = c.iter().map(|c| c.cmd.as_str()).collect();
-        assert_eq!(names.len(), 18, "{names:?}");
-        for n in ["status", "help", "shutdown", "recommend", "dlq"] {
+        assert_eq!(names.len(), 19, "{names:?}");
+        for n in ["status", "help", "shutdown", "recommend", "trending", "dlq"] {
             assert!(names.contains(&n), "{names:?}");
         }
         let rec = c.iter().find(|c| c.cmd == "recommend").unwrap();
@@ -341,6 +345,8 @@ mod tests {
             rec.args,
             "user, [k], [domain: video|music], [region], [genre]"
         );
+        let t = c.iter().find(|c| c.cmd == "trending").unwrap();
+        assert_eq!(t.args, "[k], [domain: video|music], [region], [genre]");
         let p = c.iter().find(|c| c.cmd == "producer").unwrap();
         assert!(
             p.args.starts_with("action: start|stop|rate|status"),
@@ -369,6 +375,11 @@ mod tests {
                 "control character",
             ),
             (r#"{"cmd":"similar","item":"x","k":0}"#, "`k` = 0"),
+            (r#"{"cmd":"trending","k":100000}"#, "`k` = 100000"),
+            (
+                r#"{"cmd":"trending","region":"a\u0000b"}"#,
+                "control character",
+            ),
             (
                 r#"{"cmd":"analytics","view":"qoe","minutes":0}"#,
                 "`minutes` = 0",

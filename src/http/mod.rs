@@ -112,6 +112,7 @@ pub fn router(admin: Arc<Gate>) -> Router {
         .route("/api/models", get(models))
         .route("/api/recommend", get(recommend))
         .route("/api/similar", get(similar))
+        .route("/api/trending", get(trending))
         .route("/api/graph", get(graph))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
@@ -187,6 +188,10 @@ async fn graph(Ready(a): Ready, Query(p): Params) -> Response {
 
 async fn similar(Ready(a): Ready, Query(p): Params) -> Response {
     call(&a, &p, Request::Similar).await
+}
+
+async fn trending(Ready(a): Ready, Query(p): Params) -> Response {
+    call(&a, &p, Request::Trending).await
 }
 
 #[cfg(test)]

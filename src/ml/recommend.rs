@@ -1,8 +1,10 @@
 //! A user's recommendations, as the daemon and the offline `playpulse
 //! recommend` both serve them: the champion's list for a user it knows (with
 //! content affinity blended in when that ranked better on held-out data), a
-//! catalog profile's content affinity for a user it does not, else popularity
-//! narrowed by the hints. Every item carries its catalog title when there is one.
+//! catalog profile's content affinity for a user it does not, else what trends
+//! now (time-decayed popularity, see [`crate::views::trending`]) narrowed by
+//! the hints, else the model's popularity. Every item carries its catalog
+//! title when there is one.
 
 use serde::{Deserialize, Serialize};
 
@@ -219,7 +221,14 @@ pub fn recommend<E>(
     let Some(c) = champion else {
         return Ok(None);
     };
-    let recs = c.recommender.popular(k, domain, &ask.hints);
+    let now = crate::domain::timefmt::now_ms();
+    let (cold_start, recommendations) = match trending(ix, Some(c), domain, &ask.hints, k, now) {
+        Some(list) => ("trending", list),
+        None => (
+            "popularity",
+            listed(c.recommender.popular(k, domain, &ask.hints)),
+        ),
+    };
     Ok(Some(RecommendReply {
         model: Some(c.id),
         user,
@@ -227,9 +236,130 @@ pub fn recommend<E>(
         known: false,
         folded_at_ms: None,
         affinity_weight: None,
-        cold_start: Some("popularity".into()),
-        recommendations: listed(recs),
+        cold_start: Some(cold_start.into()),
+        recommendations,
     }))
+}
+
+/// `trending`: what trends now (exactly the scope asked, not widened).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrendingReply {
+    pub domain: Domain,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genre: Option<String>,
+    /// Minutes after which an event counts half.
+    pub half_life_minutes: f64,
+    /// Best first; `score` is the time-decayed event count.
+    pub items: Vec<Listed>,
+}
+
+/// What trends now in exactly the scope asked.
+pub fn trending_now(
+    ix: &Indexes,
+    champion: Option<&Champion>,
+    domain: Domain,
+    region: Option<String>,
+    genre: Option<String>,
+    k: usize,
+    half_life_minutes: f64,
+) -> TrendingReply {
+    let now = crate::domain::timefmt::now_ms();
+    let top = ix
+        .trending
+        .lock()
+        .map(|t| t.top(domain, region.as_deref(), genre.as_deref(), k, now))
+        .unwrap_or_default();
+    let reason = match (&region, &genre) {
+        (Some(r), Some(g)) => format!("trending in region {r} and genre {g}"),
+        (Some(r), None) => format!("trending in region {r}"),
+        (None, Some(g)) => format!("trending in genre {g}"),
+        (None, None) => "trending now".to_string(),
+    };
+    let items = listed_trending(ix, champion, domain, genre.as_deref(), top, &reason);
+    TrendingReply {
+        domain,
+        region,
+        genre,
+        half_life_minutes,
+        items,
+    }
+}
+
+/// Trending items as listed items, with their genre and titles.
+fn listed_trending(
+    ix: &Indexes,
+    champion: Option<&Champion>,
+    domain: Domain,
+    genre: Option<&str>,
+    top: Vec<crate::views::trending::TrendingItem>,
+    reason: &str,
+) -> Vec<Listed> {
+    let genre_of = |item: &str| -> String {
+        let known = champion.and_then(|c| c.recommender.item_genre(item));
+        match (known, domain) {
+            (Some(g), _) => g.to_string(),
+            (None, Domain::Music) => ix.graph.track_genre(item).unwrap_or_default().to_string(),
+            (None, Domain::Video) => ix
+                .titles
+                .get(item)
+                .and_then(|e| e.title.genres.first().cloned())
+                .or_else(|| genre.map(str::to_string))
+                .unwrap_or_default(),
+        }
+    };
+    top.into_iter()
+        .map(|it| {
+            let r = Recommendation {
+                genre: genre_of(&it.item),
+                item: it.item,
+                score: it.score as f32,
+                domain,
+                because: None,
+                reason: reason.to_string(),
+            };
+            Listed::of(r, ix)
+        })
+        .collect()
+}
+
+/// What trends now in `domain`: in the hinted region and genre, else the
+/// region, else the genre, else overall (the first of these with any item);
+/// `None` when nothing does.
+pub fn trending(
+    ix: &Indexes,
+    champion: Option<&Champion>,
+    domain: Domain,
+    hints: &Hints,
+    k: usize,
+    now_ms: i64,
+) -> Option<Vec<Listed>> {
+    let t = ix.trending.lock().ok()?;
+    let (region, genre) = (hints.region.as_deref(), hints.genre.as_deref());
+    let mut tries = Vec::with_capacity(4);
+    if region.is_some() && genre.is_some() {
+        tries.push((region, genre));
+    }
+    if region.is_some() {
+        tries.push((region, None));
+    }
+    if genre.is_some() {
+        tries.push((None, genre));
+    }
+    tries.push((None, None));
+    let (scope, top) = tries
+        .into_iter()
+        .map(|(r, g)| ((r, g), t.top(domain, r, g, k, now_ms)))
+        .find(|(_, top)| !top.is_empty())?;
+    drop(t);
+    let reason = match scope {
+        (Some(r), Some(g)) => format!("trending in region {r} and genre {g}"),
+        (Some(r), None) => format!("trending in region {r}"),
+        (None, Some(g)) => format!("trending in genre {g}"),
+        (None, None) => "trending now".to_string(),
+    };
+    Some(listed_trending(ix, champion, domain, scope.1, top, &reason))
 }
 
 /// The `k` items most like `item` (`None`: the model does not have it).

@@ -154,6 +154,12 @@ impl Recommender {
         &self.b
     }
 
+    /// An item's genre as the model knows it.
+    pub fn item_genre(&self, item: &str) -> Option<&str> {
+        let i = *self.item_index.get(item)?;
+        self.b.item_genre.get(i as usize).map(String::as_str)
+    }
+
     /// The model's row of an item.
     pub fn item_row(&self, item: &str) -> Option<u32> {
         self.item_index.get(item).copied()

@@ -215,7 +215,10 @@ impl Daemon {
             flight.clone(),
         );
         let view = store.view();
-        let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(&store)?));
+        let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(
+            &store,
+            cfg.analytics.trending_half_life(),
+        )?));
         let ix = indexes.clone();
         let serving = Serving::default();
         let (fold, fold_thread) = if cfg.models.fold_in {

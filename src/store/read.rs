@@ -106,7 +106,7 @@ impl QoeDim {
     }
 }
 
-fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<LoggedEvent>, StoreError> {
+pub(super) fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<LoggedEvent>, StoreError> {
     let (namespace, topic, partition, _) = keys::parse_position(&k[keys::EVENT.len()..])
         .ok_or_else(|| corrupt(k, "bad segment key"))?;
     let topic: std::sync::Arc<str> = topic.into();
@@ -171,7 +171,7 @@ impl StoreView {
         self.event_log().map(|r| r.map(|e| (e.pos, e.event)))
     }
 
-    fn note_damage(&self, what: String, why: String) {
+    pub(super) fn note_damage(&self, what: String, why: String) {
         let mut d = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
         if let std::collections::btree_map::Entry::Vacant(e) = d.entry(what) {
             tracing::error!(

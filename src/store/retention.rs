@@ -60,6 +60,41 @@ fn parse(k: &[u8], v: &[u8]) -> Option<(i64, Vec<u8>, u64)> {
     Some((at, rest[8..].to_vec(), size))
 }
 
+impl StoreView {
+    /// The events of the segments written at or after `since_ms`, each with
+    /// its segment's write time, oldest first; at most about `max_events` (the
+    /// newest segments kept). A damaged segment is skipped (and noted).
+    pub fn events_written_since(
+        &self,
+        since_ms: i64,
+        max_events: usize,
+    ) -> Result<Vec<(i64, crate::domain::event::Event)>, StoreError> {
+        let mut segments: Vec<Vec<(i64, crate::domain::event::Event)>> = Vec::new();
+        let mut n = 0usize;
+        let start = index_key(since_ms, &[]);
+        let mut end = keys::SEGMENT_INDEX.to_vec();
+        end.push(0xff);
+        for item in self.tree.range(start..end).rev() {
+            let (k, v) = item?;
+            let (at, seg, _) = parse(&k, &v).ok_or_else(|| corrupt(&k))?;
+            let Some(value) = self.tree.get(&seg)? else {
+                continue;
+            };
+            match super::read::decode_segment(&seg, &value) {
+                Ok(events) => {
+                    n += events.len();
+                    segments.push(events.into_iter().map(|e| (at, e.event)).collect());
+                }
+                Err(e) => self.note_damage(super::read::entry_name(&seg), e.to_string()),
+            }
+            if n >= max_events {
+                break;
+            }
+        }
+        Ok(segments.into_iter().rev().flatten().collect())
+    }
+}
+
 fn corrupt(k: &[u8]) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(&k[..k.len().min(120)]).into_owned(),

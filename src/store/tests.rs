@@ -443,7 +443,7 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
             let genres = s.item_genres();
             assert!(genres.contains_key("(other)") && !genres.contains_key("vid4"));
             assert_eq!(
-                crate::views::indexes::Indexes::build(s)
+                crate::views::indexes::Indexes::build(s, std::time::Duration::from_secs(3600))
                     .unwrap()
                     .graph
                     .edges(),

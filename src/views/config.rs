@@ -15,6 +15,9 @@ pub struct AnalyticsConfig {
     /// validation allows them) are counted apart as `future_events` and never
     /// move the windows.
     pub future_skew_seconds: u32,
+    /// "Trending now": minutes after which a view (or play) counts half as
+    /// much (time-decayed popularity; serves cold starts and `trending`).
+    pub trending_half_life_minutes: f64,
 }
 
 impl AnalyticsConfig {
@@ -35,7 +38,19 @@ impl AnalyticsConfig {
                 "must be 1..=1000000",
             ));
         }
+        let h = an.trending_half_life_minutes;
+        if !(h.is_finite() && (1.0..=43_200.0).contains(&h)) {
+            return Err(invalid(
+                "analytics.trending_half_life_minutes",
+                h,
+                "must be 1..=43200 (minutes: up to 30 days)",
+            ));
+        }
         Ok(())
+    }
+
+    pub fn trending_half_life(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.trending_half_life_minutes * 60.0)
     }
 }
 
@@ -45,6 +60,7 @@ impl Default for AnalyticsConfig {
             retention_minutes: 60,
             max_keys: 2000,
             future_skew_seconds: 300,
+            trending_half_life_minutes: 60.0,
         }
     }
 }

@@ -4,21 +4,37 @@
 //! at start and fed after every committed batch; any thread reads them
 //! through [`SharedIndexes`] without waiting on the store's writes.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::affinity::CatalogIndex;
 use super::graph::MusicGraph;
+use super::trending::Trending;
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 use crate::store::{bounds, Store, StoreError, StoreView};
 
-#[derive(Default)]
 pub struct Indexes {
     /// The listening graph's index over the stored edges.
     pub graph: MusicGraph,
     /// Every stored movie and series (latest record).
     pub titles: CatalogIndex,
+    /// Time-decayed popularity, fed with every batch (behind its own lock:
+    /// video batches feed it without the indexes' write lock).
+    pub trending: Mutex<Trending>,
 }
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Indexes {
+            graph: MusicGraph::default(),
+            titles: CatalogIndex::default(),
+            trending: Mutex::new(Trending::new(std::time::Duration::from_secs(3600))),
+        }
+    }
+}
+
+/// Events read back at start to seed the trending scores (the newest).
+const TRENDING_SEED_EVENTS: usize = 2_000_000;
 
 /// Every stored movie and series, indexed.
 pub fn titles_of(store: &StoreView) -> Result<CatalogIndex, StoreError> {
@@ -34,8 +50,10 @@ pub fn titles_of(store: &StoreView) -> Result<CatalogIndex, StoreError> {
 pub type SharedIndexes = Arc<RwLock<Indexes>>;
 
 impl Indexes {
-    /// Builds both indexes from what the store holds.
-    pub fn build(store: &Store) -> Result<Indexes, StoreError> {
+    /// Builds the indexes from what the store holds; the trending scores from
+    /// the segments written in the last eight half-lives (later ones count
+    /// 1/256 or less).
+    pub fn build(store: &Store, half_life: std::time::Duration) -> Result<Indexes, StoreError> {
         let titles = titles_of(store)?;
         let mut graph = MusicGraph::default();
         for (u, t, agg) in store.music_aggregates()? {
@@ -46,7 +64,30 @@ impl Indexes {
         for t in store.tracks()? {
             graph.upsert_track(&t);
         }
-        Ok(Indexes { graph, titles })
+        let mut trending = Trending::new(half_life);
+        let since = crate::domain::timefmt::now_ms() - 8 * half_life.as_millis() as i64;
+        for (at, e) in store.events_written_since(since, TRENDING_SEED_EVENTS)? {
+            trending.observe(&e, at, |t| graph.track_genre(t).map(str::to_string));
+        }
+        Ok(Indexes {
+            graph,
+            titles,
+            trending: Mutex::new(trending),
+        })
+    }
+
+    /// Feeds the trending scores with one committed batch's new events.
+    pub fn observe_trending(&self, records: &[Processed], fresh: &[bool], now_ms: i64) {
+        let Ok(mut t) = self.trending.lock() else {
+            return;
+        };
+        for (r, _) in records.iter().zip(fresh).filter(|(_, f)| **f) {
+            if let Outcome::Valid(e @ (Event::Video(_) | Event::Music(_))) = &r.outcome {
+                t.observe(e, now_ms, |track| {
+                    self.graph.track_genre(track).map(str::to_string)
+                });
+            }
+        }
     }
 
     /// Whether a batch holds a new record these indexes follow (listening

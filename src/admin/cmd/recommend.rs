@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::bounds::{id, in_range, opt, MAX_K};
 use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
-use crate::ml::recommend::{RecommendReply, SimilarReply};
+use crate::ml::recommend::{RecommendReply, SimilarReply, TrendingReply};
 use crate::ml::serve::Hints;
 
 /// `recommend USER [K] [--domain video|music] [--region R] [--genre G]`.
@@ -53,6 +53,57 @@ impl Similar {
         id("item", &self.item)?;
         in_range("k", self.k, 1, MAX_K)
     }
+}
+
+/// `trending [K] [--domain video|music] [--region R] [--genre G]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct TrendingArgs {
+    /// How many (default 10).
+    pub k: Option<usize>,
+    /// Video or music (default video). A list never mixes the two.
+    #[arg(long)]
+    #[serde(default)]
+    pub domain: Option<crate::domain::event::Domain>,
+    /// Only what trends in this region (videos).
+    #[arg(long)]
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Only what trends in this genre.
+    #[arg(long)]
+    #[serde(default)]
+    pub genre: Option<String>,
+}
+
+impl TrendingArgs {
+    pub fn check(&self) -> Result<(), RequestError> {
+        opt("region", &self.region)?;
+        opt("genre", &self.genre)?;
+        in_range("k", self.k, 1, MAX_K)
+    }
+}
+
+pub async fn trending(a: &Admin, req: TrendingArgs) -> Result<TrendingReply, CommandError> {
+    let champion = a.serving.get();
+    let indexes = a.indexes.clone();
+    let half_life = a.cfg.analytics.trending_half_life_minutes;
+    blocking(move || {
+        let ix = indexes
+            .read()
+            .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
+        Ok::<_, CommandError>(crate::ml::recommend::trending_now(
+            &ix,
+            champion.as_deref(),
+            req.domain.unwrap_or_default(),
+            req.region
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            req.genre.filter(|s| !s.is_empty()),
+            req.k.unwrap_or(10),
+            half_life,
+        ))
+    })
+    .await?
 }
 
 pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, CommandError> {

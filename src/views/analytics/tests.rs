@@ -69,7 +69,7 @@ fn windows_by_minute_with_bounded_memory() {
     let mut a = Analytics::new(AnalyticsConfig {
         retention_minutes: 3,
         max_keys: 2,
-        future_skew_seconds: 300,
+        ..AnalyticsConfig::default()
     });
     let now = 1_767_225_600_000 + 10 * MINUTE_MS;
     let batch: Vec<Processed> = vec![

@@ -261,6 +261,12 @@ impl MusicGraph {
         Some((node.artist.as_deref()?, node.album.as_deref()))
     }
 
+    /// A track's genre, when its catalog record is stored.
+    pub fn track_genre(&self, track: &str) -> Option<&str> {
+        let &t = self.track_ix.get(track)?;
+        self.nodes[t as usize].genre.as_deref()
+    }
+
     /// A track's title, when its catalog record has one.
     pub fn track_title(&self, track: &str) -> Option<&str> {
         let &t = self.track_ix.get(track)?;

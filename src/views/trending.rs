@@ -1,0 +1,243 @@
+//! "Trending now": time-decayed popularity by arrival time. Every stored
+//! view (video) and play or like (music) adds one to its item's score overall,
+//! in its genre and (videos) in its region; scores halve every
+//! `analytics.trending_half_life_minutes`, so a score reads as "events, the
+//! recent ones counting most" (an event one half-life old counts ½). Scores
+//! are kept relative to a reference time and rescaled when it moves, so an
+//! update is a multiply-add. Fed after each durable batch; at start, seeded
+//! from the event segments written in the last few half-lives. Bounded: past
+//! [`MAX_ENTRIES`] entries of a domain, the lower-scored half is dropped.
+
+use rustc_hash::FxHashMap;
+
+use crate::domain::event::{Domain, Event, MusicAction};
+
+/// Most (scope, item) entries a domain keeps.
+pub const MAX_ENTRIES: usize = 200_000;
+
+/// Where a score counts: overall, in a region, in a genre.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Overall,
+    Region(String),
+    Genre(String),
+}
+
+#[derive(Debug, Default)]
+struct Scores {
+    map: FxHashMap<(Scope, String), f64>,
+}
+
+/// Time-decayed event counts per item (see the module docs).
+#[derive(Debug)]
+pub struct Trending {
+    /// Decay per millisecond (ln 2 / half-life).
+    lambda: f64,
+    half_life_ms: f64,
+    /// Scores are `Σ exp(λ (t - t0))`.
+    t0: i64,
+    video: Scores,
+    music: Scores,
+}
+
+/// One trending item: its decayed count now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendingItem {
+    pub item: String,
+    pub score: f64,
+}
+
+impl Trending {
+    pub fn new(half_life: std::time::Duration) -> Trending {
+        let half_life_ms = (half_life.as_millis() as f64).max(1.0);
+        Trending {
+            lambda: std::f64::consts::LN_2 / half_life_ms,
+            half_life_ms,
+            t0: 0,
+            video: Scores::default(),
+            music: Scores::default(),
+        }
+    }
+
+    pub fn half_life_ms(&self) -> f64 {
+        self.half_life_ms
+    }
+
+    /// Moves the reference time to `now` when the exponent grows large.
+    fn rebase(&mut self, now: i64) {
+        if self.t0 == 0 {
+            self.t0 = now;
+            return;
+        }
+        let x = self.lambda * (now - self.t0) as f64;
+        if x < 40.0 {
+            return;
+        }
+        let f = (-x).exp();
+        for s in [&mut self.video, &mut self.music] {
+            s.map.values_mut().for_each(|v| *v *= f);
+            // Below a millionth of an event: nothing left to rank.
+            s.map.retain(|_, v| *v > 1e-6);
+        }
+        self.t0 = now;
+    }
+
+    fn add(&mut self, domain: Domain, scopes: [Option<Scope>; 3], item: &str, at: i64) {
+        let w = (self.lambda * (at - self.t0) as f64).exp();
+        let s = match domain {
+            Domain::Video => &mut self.video,
+            Domain::Music => &mut self.music,
+        };
+        for scope in scopes.into_iter().flatten() {
+            *s.map.entry((scope, item.to_string())).or_insert(0.0) += w;
+        }
+        if s.map.len() > MAX_ENTRIES {
+            let mut v: Vec<f64> = s.map.values().copied().collect();
+            let mid = v.len() / 2;
+            v.select_nth_unstable_by(mid, f64::total_cmp);
+            let cut = v[mid];
+            s.map.retain(|_, x| *x > cut);
+        }
+    }
+
+    /// Counts one stored event that arrived at `at` (ms); `genre_of` gives a
+    /// track's genre (listening events carry none).
+    pub fn observe(&mut self, e: &Event, at: i64, genre_of: impl Fn(&str) -> Option<String>) {
+        self.rebase(at);
+        match e {
+            Event::Video(v) => self.add(
+                Domain::Video,
+                [
+                    Some(Scope::Overall),
+                    Some(Scope::Region(v.region.clone())),
+                    Some(Scope::Genre(v.genre.clone())),
+                ],
+                &v.video_id,
+                at,
+            ),
+            Event::Music(m) if matches!(m.event_type, MusicAction::Play | MusicAction::Like) => {
+                let genre = genre_of(&m.track_id).map(Scope::Genre);
+                self.add(
+                    Domain::Music,
+                    [Some(Scope::Overall), genre, None],
+                    &m.track_id,
+                    at,
+                )
+            }
+            _ => {}
+        }
+    }
+
+    /// The `k` items of `domain` trending most at `now` in `region` and/or
+    /// `genre` (both: items in the region whose genre is `genre`, by their
+    /// regional score), best first.
+    pub fn top(
+        &self,
+        domain: Domain,
+        region: Option<&str>,
+        genre: Option<&str>,
+        k: usize,
+        now: i64,
+    ) -> Vec<TrendingItem> {
+        let s = match domain {
+            Domain::Video => &self.video,
+            Domain::Music => &self.music,
+        };
+        let scale = (-self.lambda * (now - self.t0).max(0) as f64).exp();
+        let scope = match (region, genre) {
+            (Some(r), _) => Scope::Region(r.to_string()),
+            (None, Some(g)) => Scope::Genre(g.to_string()),
+            (None, None) => Scope::Overall,
+        };
+        let in_genre = |item: &str| match (region, genre) {
+            (Some(_), Some(g)) => s
+                .map
+                .contains_key(&(Scope::Genre(g.to_string()), item.to_string())),
+            _ => true,
+        };
+        let mut out: Vec<TrendingItem> = s
+            .map
+            .iter()
+            .filter(|((sc, item), _)| *sc == scope && in_genre(item))
+            .map(|((_, item), v)| TrendingItem {
+                item: item.clone(),
+                score: v * scale,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.item.cmp(&b.item))
+        });
+        out.truncate(k);
+        out
+    }
+
+    /// Entries held (video, music).
+    pub fn len(&self) -> (usize, usize) {
+        (self.video.map.len(), self.music.map.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.video.map.is_empty() && self.music.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::generate::{VideoGen, World};
+    use std::time::Duration;
+
+    fn view(video: &str, region: &str, genre: &str) -> Event {
+        let mut g = VideoGen::new(World::new(5, 5, 1), 1, 1_735_689_600_000, 50);
+        let mut v = g.next_event();
+        v.video_id = video.into();
+        v.region = region.into();
+        v.genre = genre.into();
+        Event::Video(v)
+    }
+
+    #[test]
+    fn recent_views_outrank_more_older_ones_and_scores_halve_per_half_life() {
+        let hour = 3_600_000i64;
+        let mut t = Trending::new(Duration::from_secs(3600));
+        let t0 = 1_800_000_000_000i64;
+        // Four views of "old" two hours ago, three of "new" now.
+        for _ in 0..4 {
+            t.observe(&view("old", "eu", "Drama"), t0, |_| None);
+        }
+        for _ in 0..3 {
+            t.observe(&view("new", "us", "Comedy"), t0 + 2 * hour, |_| None);
+        }
+        let top = t.top(Domain::Video, None, None, 10, t0 + 2 * hour);
+        assert_eq!(top[0].item, "new");
+        assert!((top[0].score - 3.0).abs() < 1e-9);
+        assert!(
+            (top[1].score - 1.0).abs() < 1e-9,
+            "4 views two half-lives old count 1"
+        );
+        // By region and genre; music stays apart.
+        let eu = t.top(Domain::Video, Some("eu"), None, 10, t0 + 2 * hour);
+        assert_eq!(eu.len(), 1);
+        assert_eq!(eu[0].item, "old");
+        assert!(t
+            .top(Domain::Video, Some("us"), Some("Drama"), 10, t0 + 2 * hour)
+            .is_empty());
+        assert_eq!(
+            t.top(Domain::Video, None, Some("Comedy"), 10, t0)[0].item,
+            "new"
+        );
+        assert!(t.top(Domain::Music, None, None, 10, t0).is_empty());
+        // Far later the reference moves; the order stays and old scores fade.
+        let later = t0 + 60 * hour;
+        t.observe(&view("late", "eu", "Drama"), later, |_| None);
+        let top = t.top(Domain::Video, None, None, 10, later);
+        assert_eq!(
+            top.len(),
+            1,
+            "what faded below a millionth is dropped: {top:?}"
+        );
+        assert!((top[0].score - 1.0).abs() < 1e-9);
+    }
+}
