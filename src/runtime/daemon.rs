@@ -143,6 +143,7 @@ impl Daemon {
             min_free_bytes: cfg.store.min_free_mb << 20,
         });
         store.set_retention(cfg.store.retention.retention());
+        store.set_pair_tuning(cfg.store.pair_tuning());
         let kinds = TopicKinds::new(&cfg.kafka.topics).map_err(KafkaGlueError::from)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
             let topics: Vec<String> = cfg

@@ -11,9 +11,29 @@ use rustc_hash::FxHashMap;
 use super::pairs::{self, Chunk, Layer, Slots};
 use super::{bounds, StoreError, StoreView};
 
-/// Writes `layer` (every run below `tag`) as one chunk per user, deletes the
-/// runs it covers and records `tag`, in one atomic write; then deletes the
-/// chunks that merged chunks replaced. Answers (chunks written, users merged).
+/// Users whose chunks one write of a compaction holds: small writes, so the
+/// store's batch writes (sled serialises every batch write) wait for one of
+/// them at most, never for the whole compaction.
+const USERS_PER_WRITE: usize = 2_000;
+
+/// Whether `user`'s chunks are merged in the compaction tagged `tag`: about
+/// one compaction in `merge_at` that touches a user merges their chunks, so
+/// the others write a chunk without reading any (no count is kept per user).
+fn merges(user: &str, tag: u64, merge_at: usize) -> bool {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    user.hash(&mut h);
+    tag.hash(&mut h);
+    h.finish() % merge_at.max(1) as u64 == 0
+}
+
+/// Writes `layer` (every run below `tag`) as one chunk per user: first a mark
+/// that names the compaction, then the chunks in writes of
+/// [`USERS_PER_WRITE`] users, then one write that deletes the runs covered,
+/// records `tag` and drops the mark; then the chunks that merged chunks
+/// replaced are deleted. A store opened with the mark still set deletes the
+/// chunks tagged `tag` (see [`undo_unfinished`]): its runs are all still
+/// there. Answers (chunks written, users merged).
 pub fn compact(
     view: &StoreView,
     path: &std::path::Path,
@@ -22,79 +42,142 @@ pub fn compact(
     merge_at: usize,
     min_free_bytes: u64,
 ) -> Result<(u64, u64), StoreError> {
-    let mut batch = sled::Batch::default();
     let mut replaced: Vec<sled::IVec> = Vec::new();
-    let (mut written, mut merged_users, mut bytes) = (0u64, 0u64, 0usize);
-    for (user, deltas) in &layer.users {
-        let mut keys = Vec::new();
-        let mut chunks: Vec<Chunk> = Vec::new();
-        let mut readable = true;
-        for item in view.tree.scan_prefix(pairs::user_prefix(user)) {
-            let (k, v) = item?;
-            match pairs::decode_chunk(&k, &v) {
-                Some(c) => chunks.push(c),
-                // Left for `check --repair`: merging would drop it.
-                None => readable = false,
-            }
-            keys.push(k);
+    let (mut written, mut merged_users) = (0u64, 0u64);
+    let space = |bytes: usize| -> Result<(), StoreError> {
+        if min_free_bytes == 0 {
+            return Ok(());
         }
-        let key = pairs::chunk_key(user, tag);
-        let value = if readable && keys.len() + 1 >= merge_at {
-            let mut all: FxHashMap<String, Slots> = FxHashMap::default();
-            pairs::fold_chunks(&chunks, &mut all);
-            for (video, s) in deltas {
-                match all.get_mut(video) {
-                    Some(t) => super::slots::combine(super::slots::PAIR, t, s),
-                    None => {
-                        all.insert(video.clone(), *s);
-                    }
-                }
-            }
-            let mut rows: Vec<(&String, &Slots)> = all.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            merged_users += 1;
-            replaced.extend(keys);
-            pairs::encode_chunk(true, rows.into_iter().map(|(v, s)| (v.as_str(), s)))
-        } else {
-            let mut rows: Vec<(&String, &Slots)> = deltas.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            pairs::encode_chunk(false, rows.into_iter().map(|(v, s)| (v.as_str(), s)))
+        let Some(free) = bounds::free_bytes(path) else {
+            return Ok(());
         };
-        bytes += key.len() + value.len();
-        batch.insert(key, value);
-        written += 1;
+        if free < min_free_bytes.saturating_add((bytes as u64).saturating_mul(2)) {
+            let why = format!(
+                "the disk has {} MiB free, less than store.min_free_mb = {} plus the pair \
+                 compaction's {} MiB",
+                free >> 20,
+                min_free_bytes >> 20,
+                (bytes as u64).div_ceil(1 << 20)
+            );
+            // Nothing may be written after a refused write (see `Store::check_space`).
+            let _ = view.failed.set(why.clone());
+            return Err(StoreError::Refused(why));
+        }
+        Ok(())
+    };
+    let mut mark = sled::Batch::default();
+    mark.insert(pairs::COMPACTING, &tag.to_be_bytes());
+    view.commit(mark)?;
+    let users: Vec<(&String, &FxHashMap<String, Slots>)> = layer.users.iter().collect();
+    for group in users.chunks(USERS_PER_WRITE) {
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0usize;
+        for (user, deltas) in group {
+            let key = pairs::chunk_key(user, tag);
+            let value = if merges(user, tag, merge_at) {
+                merge(view, user, deltas, &mut replaced)?
+            } else {
+                None
+            };
+            let value = match value {
+                Some(v) => {
+                    merged_users += 1;
+                    v
+                }
+                None => {
+                    let mut rows: Vec<(&String, &Slots)> = deltas.iter().collect();
+                    rows.sort_by(|a, b| a.0.cmp(b.0));
+                    pairs::encode_chunk(false, rows.into_iter().map(|(v, s)| (v.as_str(), s)))
+                }
+            };
+            bytes += key.len() + value.len();
+            batch.insert(key, value);
+            written += 1;
+        }
+        space(bytes)?;
+        view.apply_unflushed(batch)?;
     }
+    let mut batch = sled::Batch::default();
     let end = pairs::run_key(tag, 0);
     for item in view.tree.range(pairs::RUN.to_vec()..end) {
         batch.remove(item?.0);
     }
     batch.insert(pairs::THROUGH, &tag.to_be_bytes());
-    if min_free_bytes > 0 {
-        if let Some(free) = bounds::free_bytes(path) {
-            if free < min_free_bytes.saturating_add((bytes as u64).saturating_mul(2)) {
-                let why = format!(
-                    "the disk has {} MiB free, less than store.min_free_mb = {} plus the pair \
-                     compaction's {} MiB",
-                    free >> 20,
-                    min_free_bytes >> 20,
-                    (bytes as u64).div_ceil(1 << 20)
-                );
-                // Nothing may be written after a refused write (see `Store::check_space`).
-                let _ = view.failed.set(why.clone());
-                return Err(StoreError::Refused(why));
+    batch.remove(pairs::COMPACTING);
+    view.commit(batch)?;
+    // The merged chunks are durable: what they replace may go.
+    for group in replaced.chunks(USERS_PER_WRITE * 4) {
+        let mut batch = sled::Batch::default();
+        for k in group {
+            batch.remove(k.clone());
+        }
+        view.apply_unflushed(batch)?;
+    }
+    Ok((written, merged_users))
+}
+
+/// `user`'s chunks merged with `deltas` into one merged chunk (its value),
+/// the keys it replaces added to `replaced`; `None` when a chunk does not
+/// read back (left for `check --repair`: merging would drop it).
+fn merge(
+    view: &StoreView,
+    user: &str,
+    deltas: &FxHashMap<String, Slots>,
+    replaced: &mut Vec<sled::IVec>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut keys = Vec::new();
+    let mut chunks: Vec<Chunk> = Vec::new();
+    for item in view.tree.scan_prefix(pairs::user_prefix(user)) {
+        let (k, v) = item?;
+        match pairs::decode_chunk(&k, &v) {
+            Some(c) => chunks.push(c),
+            None => return Ok(None),
+        }
+        keys.push(k);
+    }
+    let mut all: FxHashMap<String, Slots> = FxHashMap::default();
+    pairs::fold_chunks(&chunks, &mut all);
+    for (video, s) in deltas {
+        match all.get_mut(video) {
+            Some(t) => super::slots::combine(super::slots::PAIR, t, s),
+            None => {
+                all.insert(video.clone(), *s);
             }
         }
     }
-    view.commit(batch)?;
-    if !replaced.is_empty() {
-        // The merged chunks are durable: what they replace may go.
-        let mut batch = sled::Batch::default();
-        for k in replaced {
+    let mut rows: Vec<(&String, &Slots)> = all.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    replaced.extend(keys);
+    Ok(Some(pairs::encode_chunk(
+        true,
+        rows.into_iter().map(|(v, s)| (v.as_str(), s)),
+    )))
+}
+
+/// A compaction the process did not finish (its mark is set): its chunks go,
+/// its runs stay (they were deleted only by its last write). One pass over
+/// the chunks, only after such an interruption. Answers the chunks deleted.
+pub fn undo_unfinished(view: &StoreView) -> Result<usize, StoreError> {
+    let Some(v) = view.tree.get(pairs::COMPACTING)? else {
+        return Ok(0);
+    };
+    let tag = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+        key: "i/pairs-compacting".into(),
+        message: "wrong length".into(),
+    })?);
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in view.tree.scan_prefix(pairs::CHUNK) {
+        let (k, _) = item?;
+        if pairs::parse_chunk_key(&k).is_some_and(|(_, t)| t == tag) {
             batch.remove(k);
+            n += 1;
         }
-        view.commit(batch)?;
     }
-    Ok((written, merged_users))
+    batch.remove(pairs::COMPACTING);
+    view.commit(batch)?;
+    tracing::warn!("undid {n} pair chunks of a compaction that did not finish (its runs are kept)");
+    Ok(n)
 }
 
 /// Runs the compactor until the store closes (see [`Shared::stop`]).

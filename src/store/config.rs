@@ -27,6 +27,11 @@ pub struct StoreConfig {
     /// Free space kept on the store's disk, MiB: a write that would leave
     /// less is not begun, and the daemon stops cleanly (0: no check).
     pub min_free_mb: u64,
+    /// Video pair deltas held in memory before the compactor writes them
+    /// into per-user chunks (see `store::pairs`); ingest waits at four times it.
+    pub pair_compaction_deltas: usize,
+    /// A user's chunks that are merged into one.
+    pub pair_merge_chunks: usize,
     /// How much of the raw event log is kept (see `store::retention`).
     pub retention: RetentionConfig,
 }
@@ -38,6 +43,15 @@ pub struct StoreConfig {
 pub struct RetentionConfig {
     pub max_age_hours: u64,
     pub max_size_mb: u64,
+}
+
+impl StoreConfig {
+    pub fn pair_tuning(&self) -> super::pairs::Tuning {
+        super::pairs::Tuning {
+            freeze_at: self.pair_compaction_deltas,
+            merge_at: self.pair_merge_chunks,
+        }
+    }
 }
 
 impl RetentionConfig {
@@ -57,6 +71,8 @@ impl Default for StoreConfig {
             max_tracked_videos: 500_000,
             max_listening_pairs: 2_000_000,
             min_free_mb: 64,
+            pair_compaction_deltas: 200_000,
+            pair_merge_chunks: 8,
             retention: RetentionConfig::default(),
         }
     }
@@ -75,6 +91,20 @@ impl StoreConfig {
             if !(1..=1_000_000_000).contains(&v) {
                 return Err(invalid(key, v, "must be 1..=1000000000"));
             }
+        }
+        if !(1_000..=50_000_000).contains(&self.pair_compaction_deltas) {
+            return Err(invalid(
+                "store.pair_compaction_deltas",
+                self.pair_compaction_deltas,
+                "must be 1000..=50000000 (about 100 bytes of memory each)",
+            ));
+        }
+        if !(2..=1000).contains(&self.pair_merge_chunks) {
+            return Err(invalid(
+                "store.pair_merge_chunks",
+                self.pair_merge_chunks,
+                "must be 2..=1000",
+            ));
         }
         if self.min_free_mb > 1_000_000 {
             return Err(invalid(

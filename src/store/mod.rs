@@ -294,6 +294,13 @@ impl StoreView {
         Ok(())
     }
 
+    /// Applies `batch` atomically without flushing it: sled recovers a prefix
+    /// of its log, so a later flushed write makes it durable first.
+    fn apply_unflushed(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.writable()?;
+        self.guard(self.tree.apply_batch(batch))
+    }
+
     /// The first failed write, if one failed.
     pub fn write_failure(&self) -> Option<String> {
         self.failed.get().cloned()
@@ -420,6 +427,7 @@ impl Store {
         store.drop_fragments()?;
         store.load_state(encoding)?;
         migrate::pair_chunks(&store.view, store.seq)?;
+        compact::undo_unfinished(&store.view)?;
         store.load_pair_runs()?;
         store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
         if encoding == state::Encoding::Legacy {

@@ -8,18 +8,20 @@
 //!   [`Overlay`]'s active [`Layer`].
 //! - Past [`Tuning::freeze_at`] entries the active layer is frozen and the
 //!   compactor thread ([`super::compact`]) writes it out as one chunk per user
-//!   (`U/` user · tag, covering every run below the tag), deleting the runs it
-//!   covers, in one atomic write; then the frozen layer is dropped. A user with
-//!   [`Tuning::merge_at`] chunks gets one *merged* chunk instead (covering
-//!   every older chunk too), and the older chunks are deleted in a second
-//!   write. Ingest waits only when the active layer reaches four times the
-//!   freeze size while a compaction is still running (memory stays bounded).
+//!   (`U/` user · tag, covering every run below the tag) in small writes, then
+//!   deletes the runs it covers in one; then the frozen layer is dropped (a
+//!   compaction cut short is undone at open: its runs are all still there).
+//!   About one compaction in [`Tuning::merge_at`] that touches a user gives
+//!   them one *merged* chunk instead (covering every older chunk too); the
+//!   older chunks are deleted once it is durable. Ingest waits only when the
+//!   active layer reaches four times the freeze size while a compaction is
+//!   still running (memory stays bounded).
 //! - A reader takes the user's deltas from the overlay, then reads the user's
 //!   chunks: the newest merged chunk and the chunks after it count; a layer
 //!   counts unless a chunk's tag covers it (it was compacted meanwhile). Each
-//!   compaction writes at most one chunk per user, and a merge deletes what it
-//!   replaced only after the merged chunk is durable, so a reader running
-//!   beside a compaction sees each delta exactly once.
+//!   compaction writes one chunk per user in one write, and a merge deletes
+//!   what it replaced only after the merged chunk is durable, so a reader
+//!   running beside a compaction sees each delta exactly once.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -36,6 +38,9 @@ pub const RUN: &[u8] = b"P/";
 pub const CHUNK: &[u8] = b"U/";
 /// The tag of the last compaction (be64): every run below it is in chunks.
 pub const THROUGH: &[u8] = b"i/pairs-through";
+/// Set while a compaction writes its chunks (its tag, be64); see
+/// [`super::compact::undo_unfinished`].
+pub const COMPACTING: &[u8] = b"i/pairs-compacting";
 /// Set once the pairs are in chunks (stores before them held one row per pair
 /// under [`keys::VIDEO_PAIR`], or none: converted once at open).
 pub const CHUNKS_MARK: &[u8] = b"i/pair-chunks";

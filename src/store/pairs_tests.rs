@@ -284,3 +284,46 @@ fn a_run_whose_offsets_did_not_reach_the_disk_is_dropped_at_open() {
         "only the stored batch counts"
     );
 }
+
+#[test]
+fn a_compaction_cut_short_is_undone_at_open_and_its_runs_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = records(1200);
+    let expected = {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        for chunk in recs.chunks(100) {
+            s.apply("ns", prepare(chunk.to_vec())).unwrap();
+        }
+        let expected = sorted(&s);
+        assert_eq!(expected, from_events(&s));
+        // What a compaction killed half way leaves: its mark and some of its
+        // chunks (tagged past every run), the runs all still there.
+        let tag = s.seq;
+        let layer = s.pairs.lock().active.clone();
+        let mut batch = sled::Batch::default();
+        batch.insert(pairs::COMPACTING, &tag.to_be_bytes());
+        for (user, deltas) in layer.users.iter().take(5) {
+            let rows: Vec<(&String, &pairs::Slots)> = deltas.iter().collect();
+            batch.insert(
+                pairs::chunk_key(user, tag),
+                pairs::encode_chunk(false, rows.into_iter().map(|(v, s)| (v.as_str(), s))),
+            );
+        }
+        s.tree.apply_batch(batch).unwrap();
+        s.db.flush().unwrap();
+        expected
+    };
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert!(!s.tree.contains_key(pairs::COMPACTING).unwrap());
+    assert_eq!(s.tree.scan_prefix(pairs::CHUNK).count(), 0);
+    assert_eq!(sorted(&s), expected);
+    // The next compactions write those runs once.
+    small_tuning(&s);
+    let more = records(1600);
+    for chunk in more[1200..].chunks(100) {
+        s.apply("ns", prepare(chunk.to_vec())).unwrap();
+    }
+    settled(&s);
+    assert!(s.pair_overlay().2.compactions > 0);
+    assert_eq!(sorted(&s), from_events(&s));
+}
