@@ -80,6 +80,23 @@ fn settled(s: &Store) {
     }
 }
 
+/// A write that takes every chunk, run and chunk mark away (a store laid out
+/// before chunks, once more is added to it).
+fn without_chunks(s: &Store) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for k in s
+        .tree
+        .scan_prefix(pairs::CHUNK)
+        .keys()
+        .chain(s.tree.scan_prefix(pairs::RUN).keys())
+    {
+        batch.remove(k.unwrap());
+    }
+    batch.remove(pairs::CHUNKS_MARK);
+    batch.remove(pairs::THROUGH);
+    batch
+}
+
 #[test]
 fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,15 +142,7 @@ fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
     // A store of the layout before chunks: a row per pair.
     {
         let s = Store::open(dir.path(), 16).unwrap();
-        let mut batch = sled::Batch::default();
-        for k in s
-            .tree
-            .scan_prefix(pairs::CHUNK)
-            .keys()
-            .chain(s.tree.scan_prefix(pairs::RUN).keys())
-        {
-            batch.remove(k.unwrap());
-        }
+        let mut batch = without_chunks(&s);
         for (u, i, a) in s.pair_aggregates().map(Result::unwrap) {
             let slots = [
                 a.weight,
@@ -147,8 +156,6 @@ fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
                 slots::encode_pair(&slots),
             );
         }
-        batch.remove(pairs::CHUNKS_MARK);
-        batch.remove(pairs::THROUGH);
         s.tree.apply_batch(batch).unwrap();
         // The overlay of this handle is stale now: close without a write.
     }
@@ -165,17 +172,7 @@ fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
     // A store from before the rows: derived from its events.
     {
         let s = Store::open(dir.path(), 16).unwrap();
-        let mut batch = sled::Batch::default();
-        for k in s
-            .tree
-            .scan_prefix(pairs::CHUNK)
-            .keys()
-            .chain(s.tree.scan_prefix(pairs::RUN).keys())
-        {
-            batch.remove(k.unwrap());
-        }
-        batch.remove(pairs::CHUNKS_MARK);
-        batch.remove(pairs::THROUGH);
+        let mut batch = without_chunks(&s);
         batch.remove(keys::PAIRS_MARK);
         s.tree.apply_batch(batch).unwrap();
     }
