@@ -167,6 +167,10 @@ pub enum BenchCommand {
         bad_fraction: f64,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// store.retention.max_size_mb for the run (0: keep every event): the
+        /// check is then that every stored event is in its pair once.
+        #[arg(long, default_value_t = 0)]
+        retention_mb: u64,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },

@@ -100,10 +100,11 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             events,
             bad_fraction,
             seed,
+            retention_mb,
             pipeline,
         } => {
             let (args, dir, _tmp) = pipeline_bench(events, bad_fraction, seed, pipeline)?;
-            let report = playpulse::runtime::soak::soak(&args, &dir)?;
+            let report = playpulse::runtime::soak::soak(&args, &dir, retention_mb)?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

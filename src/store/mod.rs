@@ -671,6 +671,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod pairs_tests;
-#[cfg(test)]
 mod tests;

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::*;
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed, SourcePos};
+use crate::store::*;
 use crate::synth::generate::{VideoGen, World};
 
 type Row = (String, String, u64, u64, String);

@@ -511,7 +511,10 @@ impl Iterator for Scan<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit {
     use super::*;
 
     fn s(w: f64, ts: f64) -> Slots {
