@@ -63,7 +63,8 @@ fn parse(k: &[u8], v: &[u8]) -> Option<(i64, Vec<u8>, u64)> {
 impl StoreView {
     /// The events of the segments written at or after `since_ms`, each with
     /// its segment's write time, oldest first; at most about `max_events` (the
-    /// newest segments kept). A damaged segment is skipped (and noted).
+    /// newest segments kept). Damage (an unreadable index entry or segment) is
+    /// skipped and noted, never an error.
     pub fn events_written_since(
         &self,
         since_ms: i64,
@@ -75,10 +76,29 @@ impl StoreView {
         let mut end = keys::SEGMENT_INDEX.to_vec();
         end.push(0xff);
         for item in self.tree.range(start..end).rev() {
-            let (k, v) = item?;
-            let (at, seg, _) = parse(&k, &v).ok_or_else(|| corrupt(&k))?;
-            let Some(value) = self.tree.get(&seg)? else {
+            // Damage is noted and stepped over: this read is a convenience
+            // (seeding what trends), never a reason not to start.
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.note_damage("the segment index (newest entries)".into(), e.to_string());
+                    break;
+                }
+            };
+            let Some((at, seg, _)) = parse(&k, &v) else {
+                self.note_damage(
+                    super::read::entry_name(&k),
+                    "a segment index entry of the wrong shape".into(),
+                );
                 continue;
+            };
+            let value = match self.tree.get(&seg) {
+                Ok(Some(value)) => value,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.note_damage(super::read::entry_name(&seg), e.to_string());
+                    continue;
+                }
             };
             match super::read::decode_segment(&seg, &value) {
                 Ok(events) => {

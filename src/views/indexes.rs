@@ -66,8 +66,15 @@ impl Indexes {
         }
         let mut trending = Trending::new(half_life);
         let since = crate::domain::timefmt::now_ms() - 8 * half_life.as_millis() as i64;
-        for (at, e) in store.events_written_since(since, TRENDING_SEED_EVENTS)? {
-            trending.observe(&e, at, |t| graph.track_genre(t).map(str::to_string));
+        match store.events_written_since(since, TRENDING_SEED_EVENTS) {
+            Ok(events) => {
+                for (at, e) in events {
+                    trending.observe(&e, at, |t| graph.track_genre(t).map(str::to_string));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("trending starts empty: the recent segments do not read back ({e})")
+            }
         }
         Ok(Indexes {
             graph,
