@@ -34,7 +34,7 @@ impl Default for Indexes {
 }
 
 /// Events read back at start to seed the trending scores (the newest).
-const TRENDING_SEED_EVENTS: usize = 2_000_000;
+const TRENDING_SEED_EVENTS: usize = 500_000;
 
 /// Every stored movie and series, indexed.
 pub fn titles_of(store: &StoreView) -> Result<CatalogIndex, StoreError> {
