@@ -271,12 +271,7 @@ pub fn trending_now(
         .lock()
         .map(|t| t.top(domain, region.as_deref(), genre.as_deref(), k, now))
         .unwrap_or_default();
-    let reason = match (&region, &genre) {
-        (Some(r), Some(g)) => format!("trending in region {r} and genre {g}"),
-        (Some(r), None) => format!("trending in region {r}"),
-        (None, Some(g)) => format!("trending in genre {g}"),
-        (None, None) => "trending now".to_string(),
-    };
+    let reason = trending_reason(region.as_deref(), genre.as_deref());
     let items = listed_trending(ix, champion, domain, genre.as_deref(), top, &reason);
     TrendingReply {
         domain,
@@ -284,6 +279,16 @@ pub fn trending_now(
         genre,
         half_life_minutes,
         items,
+    }
+}
+
+/// Why an item of what trends in this scope is listed, in words.
+fn trending_reason(region: Option<&str>, genre: Option<&str>) -> String {
+    match (region, genre) {
+        (Some(r), Some(g)) => format!("trending in region {r} and genre {g}"),
+        (Some(r), None) => format!("trending in region {r}"),
+        (None, Some(g)) => format!("trending in genre {g}"),
+        (None, None) => "trending now".to_string(),
     }
 }
 
@@ -353,12 +358,7 @@ pub fn trending(
         .map(|(r, g)| ((r, g), t.top(domain, r, g, k, now_ms)))
         .find(|(_, top)| !top.is_empty())?;
     drop(t);
-    let reason = match scope {
-        (Some(r), Some(g)) => format!("trending in region {r} and genre {g}"),
-        (Some(r), None) => format!("trending in region {r}"),
-        (None, Some(g)) => format!("trending in genre {g}"),
-        (None, None) => "trending now".to_string(),
-    };
+    let reason = trending_reason(scope.0, scope.1);
     Some(listed_trending(ix, champion, domain, scope.1, top, &reason))
 }
 

@@ -84,11 +84,7 @@ pub fn compact(
                     merged_users += 1;
                     v
                 }
-                None => {
-                    let mut rows: Vec<(&String, &Slots)> = deltas.iter().collect();
-                    rows.sort_by(|a, b| a.0.cmp(b.0));
-                    pairs::encode_chunk(false, rows.into_iter().map(|(v, s)| (v.as_str(), s)))
-                }
+                None => pairs::encode_sorted(false, deltas),
             };
             bytes += key.len() + value.len();
             batch.insert(key, value);
@@ -141,20 +137,10 @@ fn merge(
     let mut all: FxHashMap<String, Slots> = FxHashMap::default();
     pairs::fold_chunks(&chunks, &mut all);
     for (video, s) in deltas {
-        match all.get_mut(video) {
-            Some(t) => super::slots::combine(super::slots::PAIR, t, s),
-            None => {
-                all.insert(video.clone(), *s);
-            }
-        }
+        pairs::add(&mut all, video, s);
     }
-    let mut rows: Vec<(&String, &Slots)> = all.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
     replaced.extend(keys);
-    Ok(Some(pairs::encode_chunk(
-        true,
-        rows.into_iter().map(|(v, s)| (v.as_str(), s)),
-    )))
+    Ok(Some(pairs::encode_sorted(true, &all)))
 }
 
 /// A compaction the process did not finish (its mark is set): its chunks go,

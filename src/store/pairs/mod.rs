@@ -111,6 +111,13 @@ pub struct Chunk {
     pub pairs: Vec<(String, Slots)>,
 }
 
+/// A chunk of `pairs`, sorted by video.
+pub fn encode_sorted(merged: bool, pairs: &FxHashMap<String, Slots>) -> Vec<u8> {
+    let mut rows: Vec<(&String, &Slots)> = pairs.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    encode_chunk(merged, rows.into_iter().map(|(v, s)| (v.as_str(), s)))
+}
+
 pub fn encode_chunk<'a>(
     merged: bool,
     pairs: impl Iterator<Item = (&'a str, &'a Slots)>,
@@ -353,7 +360,8 @@ pub fn fold_chunks(chunks: &[Chunk], into: &mut FxHashMap<String, Slots>) -> Opt
     top
 }
 
-fn add(into: &mut FxHashMap<String, Slots>, video: &str, s: &Slots) {
+/// Combines `s` into `video`'s slots in `into`.
+pub fn add(into: &mut FxHashMap<String, Slots>, video: &str, s: &Slots) {
     match into.get_mut(video) {
         Some(t) => slots::combine(slots::PAIR, t, s),
         None => {
