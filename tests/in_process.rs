@@ -16,6 +16,7 @@ fn a_daemon_shut_down_in_process_releases_its_store() {
         partitions: 4,
         batch_size: 2_000,
         cache_mb: 16,
+        pair_compaction_deltas: 10_000,
     };
     // `ingest` shuts the daemon down, then opens the store itself to check it.
     let r = ingest(&args, dir.path()).expect("the store opens again after shutdown");

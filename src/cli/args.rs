@@ -312,6 +312,9 @@ pub struct PipelineArgs {
     /// The store's cache (store.cache_mb).
     #[arg(long, default_value_t = playpulse::config::StoreConfig::default().cache_mb)]
     pub cache_mb: u64,
+    /// Pair deltas held in memory before a compaction (store.pair_compaction_deltas).
+    #[arg(long, default_value_t = playpulse::config::StoreConfig::default().pair_compaction_deltas)]
+    pub pair_compaction_deltas: usize,
     /// Where the store goes (default: a fresh temporary directory, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -220,6 +220,7 @@ fn pipeline_bench(
         partitions: p.partitions,
         batch_size: p.batch_size,
         cache_mb: p.cache_mb,
+        pair_compaction_deltas: p.pair_compaction_deltas,
     };
     Ok((args, dir, tmp))
 }

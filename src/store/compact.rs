@@ -68,14 +68,17 @@ pub fn compact(
     let mut mark = sled::Batch::default();
     mark.insert(pairs::COMPACTING, &tag.to_be_bytes());
     view.commit(mark)?;
-    let users: Vec<(&String, &FxHashMap<String, Slots>)> = layer.users.iter().collect();
+    let users: Vec<&str> = layer.user_names().collect();
+    let mut deltas: Vec<(&str, &Slots)> = Vec::new();
     for group in users.chunks(USERS_PER_WRITE) {
         let mut batch = sled::Batch::default();
         let mut bytes = 0usize;
-        for (user, deltas) in group {
+        for user in group {
+            deltas.clear();
+            deltas.extend(layer.user(user).into_iter().flatten());
             let key = pairs::chunk_key(user, tag);
             let value = if merges(user, tag, merge_at) {
-                merge(view, user, deltas, &mut replaced)?
+                merge(view, user, &deltas, &mut replaced)?
             } else {
                 None
             };
@@ -84,7 +87,10 @@ pub fn compact(
                     merged_users += 1;
                     v
                 }
-                None => pairs::encode_sorted(false, deltas),
+                None => {
+                    deltas.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                    pairs::encode_chunk(false, deltas.iter().copied())
+                }
             };
             bytes += key.len() + value.len();
             batch.insert(key, value);
@@ -118,7 +124,7 @@ pub fn compact(
 fn merge(
     view: &StoreView,
     user: &str,
-    deltas: &FxHashMap<String, Slots>,
+    deltas: &[(&str, &Slots)],
     replaced: &mut Vec<sled::IVec>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let mut keys = Vec::new();
@@ -221,7 +227,7 @@ pub fn run(view: StoreView, path: std::path::PathBuf, min_free: Arc<std::sync::a
                 tracing::debug!(
                     "compacted {} pairs of {} users in {:.2}s ({merged} merged)",
                     layer.entries,
-                    layer.users.len(),
+                    layer.user_count(),
                     o.stats.last_seconds
                 );
                 shared.changed.notify_all();

@@ -71,7 +71,7 @@ impl Default for StoreConfig {
             max_tracked_videos: 500_000,
             max_listening_pairs: 2_000_000,
             min_free_mb: 64,
-            pair_compaction_deltas: 200_000,
+            pair_compaction_deltas: 1_000_000,
             pair_merge_chunks: 8,
             retention: RetentionConfig::default(),
         }

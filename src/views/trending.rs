@@ -16,16 +16,77 @@ use crate::domain::event::{Domain, Event, MusicAction};
 pub const MAX_ENTRIES: usize = 200_000;
 
 /// Where a score counts: overall, in a region, in a genre.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Scope {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope<'a> {
     Overall,
-    Region(String),
-    Genre(String),
+    Region(&'a str),
+    Genre(&'a str),
 }
 
+/// Item → score, per scope (looked up by `&str`: a view that adds to items
+/// already held allocates nothing).
 #[derive(Debug, Default)]
 struct Scores {
-    map: FxHashMap<(Scope, String), f64>,
+    overall: FxHashMap<String, f64>,
+    region: FxHashMap<String, FxHashMap<String, f64>>,
+    genre: FxHashMap<String, FxHashMap<String, f64>>,
+    entries: usize,
+}
+
+/// The scores of scope `k`, made when missing.
+fn nested<'m>(
+    m: &'m mut FxHashMap<String, FxHashMap<String, f64>>,
+    k: &str,
+) -> Option<&'m mut FxHashMap<String, f64>> {
+    if !m.contains_key(k) {
+        m.insert(k.to_string(), FxHashMap::default());
+    }
+    m.get_mut(k)
+}
+
+impl Scores {
+    fn get(&self, scope: Scope<'_>) -> Option<&FxHashMap<String, f64>> {
+        match scope {
+            Scope::Overall => Some(&self.overall),
+            Scope::Region(r) => self.region.get(r),
+            Scope::Genre(g) => self.genre.get(g),
+        }
+    }
+
+    fn add(&mut self, scope: Scope<'_>, item: &str, w: f64) {
+        let map = match scope {
+            Scope::Overall => Some(&mut self.overall),
+            Scope::Region(r) => nested(&mut self.region, r),
+            Scope::Genre(g) => nested(&mut self.genre, g),
+        };
+        let Some(map) = map else { return };
+        match map.get_mut(item) {
+            Some(x) => *x += w,
+            None => {
+                map.insert(item.to_string(), w);
+                self.entries += 1;
+            }
+        }
+    }
+
+    /// Every score map.
+    fn maps_mut(&mut self) -> impl Iterator<Item = &mut FxHashMap<String, f64>> {
+        std::iter::once(&mut self.overall)
+            .chain(self.region.values_mut())
+            .chain(self.genre.values_mut())
+    }
+
+    /// Keeps the scores `keep` answers true for; drops scopes left empty.
+    fn retain(&mut self, keep: impl Fn(f64) -> bool) {
+        let mut n = 0;
+        for m in self.maps_mut() {
+            m.retain(|_, v| keep(*v));
+            n += m.len();
+        }
+        self.region.retain(|_, m| !m.is_empty());
+        self.genre.retain(|_, m| !m.is_empty());
+        self.entries = n;
+    }
 }
 
 /// Time-decayed event counts per item (see the module docs).
@@ -75,28 +136,29 @@ impl Trending {
         }
         let f = (-x).exp();
         for s in [&mut self.video, &mut self.music] {
-            s.map.values_mut().for_each(|v| *v *= f);
+            s.maps_mut()
+                .for_each(|m| m.values_mut().for_each(|v| *v *= f));
             // Below a millionth of an event: nothing left to rank.
-            s.map.retain(|_, v| *v > 1e-6);
+            s.retain(|v| v > 1e-6);
         }
         self.t0 = now;
     }
 
-    fn add(&mut self, domain: Domain, scopes: [Option<Scope>; 3], item: &str, at: i64) {
+    fn add(&mut self, domain: Domain, scopes: [Option<Scope<'_>>; 3], item: &str, at: i64) {
         let w = (self.lambda * (at - self.t0) as f64).exp();
         let s = match domain {
             Domain::Video => &mut self.video,
             Domain::Music => &mut self.music,
         };
         for scope in scopes.into_iter().flatten() {
-            *s.map.entry((scope, item.to_string())).or_insert(0.0) += w;
+            s.add(scope, item, w);
         }
-        if s.map.len() > MAX_ENTRIES {
-            let mut v: Vec<f64> = s.map.values().copied().collect();
+        if s.entries > MAX_ENTRIES {
+            let mut v: Vec<f64> = s.maps_mut().flat_map(|m| m.values().copied()).collect();
             let mid = v.len() / 2;
             v.select_nth_unstable_by(mid, f64::total_cmp);
             let cut = v[mid];
-            s.map.retain(|_, x| *x > cut);
+            s.retain(|x| x > cut);
         }
     }
 
@@ -109,14 +171,15 @@ impl Trending {
                 Domain::Video,
                 [
                     Some(Scope::Overall),
-                    Some(Scope::Region(v.region.clone())),
-                    Some(Scope::Genre(v.genre.clone())),
+                    Some(Scope::Region(&v.region)),
+                    Some(Scope::Genre(&v.genre)),
                 ],
                 &v.video_id,
                 at,
             ),
             Event::Music(m) if matches!(m.event_type, MusicAction::Play | MusicAction::Like) => {
-                let genre = genre_of(&m.track_id).map(Scope::Genre);
+                let genre = genre_of(&m.track_id);
+                let genre = genre.as_deref().map(Scope::Genre);
                 self.add(
                     Domain::Music,
                     [Some(Scope::Overall), genre, None],
@@ -145,21 +208,24 @@ impl Trending {
         };
         let scale = (-self.lambda * (now - self.t0).max(0) as f64).exp();
         let scope = match (region, genre) {
-            (Some(r), _) => Scope::Region(r.to_string()),
-            (None, Some(g)) => Scope::Genre(g.to_string()),
+            (Some(r), _) => Scope::Region(r),
+            (None, Some(g)) => Scope::Genre(g),
             (None, None) => Scope::Overall,
         };
-        let in_genre = |item: &str| match (region, genre) {
-            (Some(_), Some(g)) => s
-                .map
-                .contains_key(&(Scope::Genre(g.to_string()), item.to_string())),
-            _ => true,
+        let genre_scores = match (region, genre) {
+            (Some(_), Some(g)) => Some(s.get(Scope::Genre(g))),
+            _ => None,
+        };
+        let in_genre = |item: &str| match genre_scores {
+            Some(g) => g.is_some_and(|g| g.contains_key(item)),
+            None => true,
         };
         let mut out: Vec<TrendingItem> = s
-            .map
-            .iter()
-            .filter(|((sc, item), _)| *sc == scope && in_genre(item))
-            .map(|((_, item), v)| TrendingItem {
+            .get(scope)
+            .into_iter()
+            .flatten()
+            .filter(|(item, _)| in_genre(item))
+            .map(|(item, v)| TrendingItem {
                 item: item.clone(),
                 score: v * scale,
             })
@@ -175,11 +241,11 @@ impl Trending {
 
     /// Entries held (video, music).
     pub fn len(&self) -> (usize, usize) {
-        (self.video.map.len(), self.music.map.len())
+        (self.video.entries, self.music.entries)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.video.map.is_empty() && self.music.map.is_empty()
+        self.video.entries == 0 && self.music.entries == 0
     }
 }
 

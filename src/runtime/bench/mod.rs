@@ -32,6 +32,8 @@ pub struct IngestBenchArgs {
     pub batch_size: usize,
     /// The store's cache, MiB.
     pub cache_mb: u64,
+    /// store.pair_compaction_deltas.
+    pub pair_compaction_deltas: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +52,9 @@ pub struct IngestBenchReport {
     /// Including the consumer group join (the embedded broker delays the first join ~3 s).
     pub wall_seconds: f64,
     pub events_per_sec: f64,
+    /// CPU time of the whole process (every thread) over `seconds`, per
+    /// million events: the cost 2 cores share, steadier than the rate.
+    pub cpu_seconds_per_million: f64,
     pub mb_per_sec: f64,
     pub bytes: u64,
     pub partitions: i32,
@@ -73,6 +78,7 @@ pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Confi
     let mut cfg = embedded_config(data_dir, args.partitions);
     cfg.ingest.batch_size = args.batch_size;
     cfg.store.cache_mb = args.cache_mb;
+    cfg.store.pair_compaction_deltas = args.pair_compaction_deltas;
     cfg.models.enabled = false;
     cfg
 }
@@ -132,6 +138,20 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// CPU time (user + system) of this process so far, every thread, seconds.
+pub fn process_cpu_seconds() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let u = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        u.assume_init()
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 /// A `/proc/self/status` memory figure (`VmRSS`, `VmHWM`, ...) in MiB.
 pub fn proc_status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -184,26 +204,30 @@ pub fn ingest(
 
     let total = args.events;
     let system = actix::System::new();
-    let (seconds, wall_seconds, batches, stage_seconds) = system.block_on(async move {
-        let daemon = Daemon::start(
-            &cfg,
-            vec![(Kind::Video, Feed::Prepared { records, next: 0 }, 0.0)],
-        )?;
-        let t_start = Instant::now();
-        let mut t0 = None;
-        wait_until_done(&daemon, total, "ingest", |done| {
-            if t0.is_none() && done > 0 {
-                t0 = Some(Instant::now());
-            }
-        })
-        .await?;
-        let seconds = t0.unwrap_or(t_start).elapsed().as_secs_f64();
-        let wall = t_start.elapsed().as_secs_f64();
-        let batches = crate::ingest::pipeline::Progress::get(&daemon.progress.batches);
-        let stages = daemon.progress.stage_seconds();
-        daemon.shutdown().await;
-        Ok::<_, anyhow::Error>((seconds, wall, batches, stages))
-    })?;
+    let (seconds, cpu_seconds, wall_seconds, batches, stage_seconds) =
+        system.block_on(async move {
+            let daemon = Daemon::start(
+                &cfg,
+                vec![(Kind::Video, Feed::Prepared { records, next: 0 }, 0.0)],
+            )?;
+            let t_start = Instant::now();
+            let mut t0 = None;
+            let mut cpu0 = 0.0;
+            wait_until_done(&daemon, total, "ingest", |done| {
+                if t0.is_none() && done > 0 {
+                    t0 = Some(Instant::now());
+                    cpu0 = process_cpu_seconds();
+                }
+            })
+            .await?;
+            let seconds = t0.unwrap_or(t_start).elapsed().as_secs_f64();
+            let cpu = process_cpu_seconds() - cpu0;
+            let wall = t_start.elapsed().as_secs_f64();
+            let batches = crate::ingest::pipeline::Progress::get(&daemon.progress.batches);
+            let stages = daemon.progress.stage_seconds();
+            daemon.shutdown().await;
+            Ok::<_, anyhow::Error>((seconds, cpu, wall, batches, stages))
+        })?;
 
     let t_verify = Instant::now();
     let store = Store::open(data_dir, 256)?;
@@ -246,6 +270,7 @@ pub fn ingest(
         seconds,
         wall_seconds,
         events_per_sec: args.events as f64 / seconds,
+        cpu_seconds_per_million: cpu_seconds * 1e6 / args.events.max(1) as f64,
         mb_per_sec: bytes as f64 / seconds / 1e6,
         bytes,
         partitions: args.partitions,

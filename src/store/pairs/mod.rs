@@ -60,7 +60,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
-            freeze_at: 200_000,
+            freeze_at: 1_000_000,
             merge_at: 8,
         }
     }
@@ -169,10 +169,14 @@ pub fn run_pairs(entries: &[(Vec<u8>, Vec<f64>)]) -> Option<Vec<(String, String,
     Some(out)
 }
 
-/// Pair deltas of consecutive runs, by user then video.
+/// Pair deltas of consecutive runs, by user then video. A layer names each
+/// video once (a million deltas name a few thousand videos): its pairs hold
+/// the video's number in [`Layer::videos`].
 #[derive(Debug, Default, Clone)]
 pub struct Layer {
-    pub users: FxHashMap<String, FxHashMap<String, Slots>>,
+    users: FxHashMap<Box<str>, FxHashMap<u32, Slots>>,
+    videos: Vec<Box<str>>,
+    video_ids: FxHashMap<Box<str>, u32>,
     pub entries: usize,
     /// The seq of the last run merged in (`None` while empty).
     pub last: Option<u64>,
@@ -180,18 +184,45 @@ pub struct Layer {
 
 impl Layer {
     pub fn add(&mut self, seq: u64, user: &str, video: &str, d: &Slots) {
+        let id = match self.video_ids.get(video) {
+            Some(&id) => id,
+            None => {
+                let id = self.videos.len() as u32;
+                self.videos.push(video.into());
+                self.video_ids.insert(video.into(), id);
+                id
+            }
+        };
         let pairs = match self.users.get_mut(user) {
             Some(p) => p,
-            None => self.users.entry(user.to_string()).or_default(),
+            None => self.users.entry(user.into()).or_default(),
         };
-        match pairs.get_mut(video) {
-            Some(s) => slots::combine(slots::PAIR, s, d),
-            None => {
-                pairs.insert(video.to_string(), *d);
+        match pairs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                slots::combine(slots::PAIR, e.get_mut(), d)
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(*d);
                 self.entries += 1;
             }
         }
         self.last = Some(self.last.map_or(seq, |l| l.max(seq)));
+    }
+
+    /// `user`'s deltas (video, slots), in no order; `None` when the layer has none.
+    pub fn user(&self, user: &str) -> Option<impl Iterator<Item = (&str, &Slots)> + '_> {
+        let pairs = self.users.get(user)?;
+        Some(pairs.iter().map(|(id, s)| (&*self.videos[*id as usize], s)))
+    }
+
+    /// Every user with deltas here, in no order.
+    pub fn user_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.users.keys().map(|u| &**u)
+    }
+
+    /// How many users have deltas here.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
     }
 
     /// Whether a chunk tagged `tag` holds this layer (it was compacted).
@@ -313,8 +344,8 @@ impl Shared {
             .into_iter()
             .chain(std::iter::once(&o.active));
         for layer in layers {
-            if let Some(p) = layer.users.get(user) {
-                out.push((layer.last, p.iter().map(|(v, s)| (v.clone(), *s)).collect()));
+            if let Some(p) = layer.user(user) {
+                out.push((layer.last, p.map(|(v, s)| (v.to_string(), *s)).collect()));
             }
         }
         (out, o.last)
@@ -440,8 +471,10 @@ impl<'a> Scan<'a> {
     fn emit(&mut self, user: String, chunks: Vec<Chunk>) {
         let mut map = FxHashMap::default();
         let tag = fold_chunks(&chunks, &mut map);
+        let mut held = false;
         for layer in &self.layers {
-            if let Some(d) = layer.users.get(&user) {
+            if let Some(d) = layer.user(&user) {
+                held = true;
                 if !layer.covered_by(tag) {
                     for (video, s) in d {
                         add(&mut map, video, s);
@@ -449,7 +482,7 @@ impl<'a> Scan<'a> {
                 }
             }
         }
-        if self.layers.iter().any(|l| l.users.contains_key(&user)) {
+        if held {
             self.seen.insert(user.clone());
         }
         let mut rows: Vec<(String, String, Slots)> =
@@ -476,9 +509,9 @@ impl Iterator for Scan<'_> {
                 let mut users: Vec<String> = self
                     .layers
                     .iter()
-                    .flat_map(|l| l.users.keys())
+                    .flat_map(|l| l.user_names())
                     .filter(|u| !self.seen.contains(*u))
-                    .cloned()
+                    .map(str::to_string)
                     .collect::<FxHashSet<String>>()
                     .into_iter()
                     .collect();

@@ -299,11 +299,12 @@ fn a_compaction_cut_short_is_undone_at_open_and_its_runs_count_once() {
         let layer = s.pairs.lock().active.clone();
         let mut batch = sled::Batch::default();
         batch.insert(pairs::COMPACTING, &tag.to_be_bytes());
-        for (user, deltas) in layer.users.iter().take(5) {
-            let rows: Vec<(&String, &pairs::Slots)> = deltas.iter().collect();
+        for user in layer.user_names().take(5) {
+            let mut rows: Vec<(&str, &pairs::Slots)> = layer.user(user).unwrap().collect();
+            rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
             batch.insert(
                 pairs::chunk_key(user, tag),
-                pairs::encode_chunk(false, rows.into_iter().map(|(v, s)| (v.as_str(), s))),
+                pairs::encode_chunk(false, rows.into_iter()),
             );
         }
         s.tree.apply_batch(batch).unwrap();
