@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::domain::event::Domain;
 use crate::ml::config::ModelsConfig;
+use crate::ml::item_fold::ItemFold;
 use crate::ml::live::{self, ChampionSolver, FoldResult, PairRows};
 use crate::ml::serve::Serving;
-use crate::store::{PairChange, StoreView};
+use crate::store::{PairChange, PairChangeAgg, StoreView};
 use crate::views::indexes::SharedIndexes;
 
 /// The pair changes one durable batch committed (see
@@ -45,6 +47,7 @@ struct Worker {
     max_users: usize,
     solver: Option<ChampionSolver>,
     pairs: PairRows,
+    items: ItemFold,
 }
 
 /// Starts the worker; it runs until every sender is dropped.
@@ -64,6 +67,7 @@ pub fn spawn(
         max_users: cfg.fold_in_max_users,
         solver: None,
         pairs: PairRows::default(),
+        items: ItemFold::new(cfg.fold_in_item_min_users, cfg.fold_in_max_items),
     };
     let handle = std::thread::Builder::new()
         .name("fold-in".into())
@@ -100,6 +104,7 @@ impl Worker {
                     // make them again.
                     self.solver = None;
                     self.pairs = PairRows::default();
+                    self.items = ItemFold::new(self.items.min_users, self.items.max_items);
                     if let Ok(mut l) = self.serving.live().write() {
                         l.failed();
                     }
@@ -155,11 +160,52 @@ impl Worker {
             return Flow::Go;
         };
         let t = Instant::now();
+        // Items the champion does not have are followed; those with enough
+        // users get factors from their users' current ones (folded, else
+        // trained) before the users are solved, so what a user has seen
+        // holds them.
+        self.items.follow(&champion);
+        let r = &champion.recommender;
+        for c in &changes {
+            if r.item_row(&c.item).is_none() {
+                let (domain, delta) = match c.agg {
+                    PairChangeAgg::Video(_) => (Domain::Video, true),
+                    PairChangeAgg::Music(_) => (Domain::Music, false),
+                };
+                let w = live::change_weight(&c.agg, self.weights);
+                self.items.observe(&c.item, domain, &c.user, w, delta);
+            }
+        }
+        let solved = {
+            let live = self.serving.live().read().ok();
+            let model = &r.bundle().model;
+            self.items.solve(|u, into| {
+                if let Some(f) = live.as_ref().and_then(|l| l.user(champion.id, u)) {
+                    into.extend_from_slice(&f.factors);
+                    return true;
+                }
+                match r.user_row(u) {
+                    Some(row) => {
+                        into.extend_from_slice(model.user(row as usize));
+                        true
+                    }
+                    None => false,
+                }
+            })
+        };
+        let items = self.items.items();
         // The held users follow the changes in commit order; the others are
         // read whole (a read has every change committed before it).
         self.pairs.follow(champion.id);
         for c in &changes {
-            self.pairs.apply(&champion, c, self.weights);
+            self.pairs.apply(&champion, Some(&items), c, self.weights);
+        }
+        for (row, item_users) in &solved.new {
+            for (u, w) in item_users {
+                if self.pairs.add_row(u, *row, *w) {
+                    users.insert(u.clone());
+                }
+            }
         }
         let users: Vec<String> = users.into_iter().collect();
         let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
@@ -185,7 +231,7 @@ impl Worker {
             panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
         }
         for (u, (p, upto)) in read {
-            self.pairs.insert(&champion, u, &p, upto);
+            self.pairs.insert(&champion, Some(&items), u, &p, upto);
         }
         let input: Vec<(String, Vec<(u32, f32)>)> = users
             .into_iter()
@@ -209,6 +255,7 @@ impl Worker {
         let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
         if let Ok(mut l) = self.serving.live().write() {
             l.install(champion.id, result, self.max_users, latency);
+            l.install_items(champion.id, items, self.items.pending(), self.items.dropped);
         }
         Flow::Go
     }

@@ -168,6 +168,8 @@ fn main() -> anyhow::Result<()> {
             let Some(reply) = playpulse::ml::recommend::recommend(
                 champion.as_ref(),
                 folded.as_ref(),
+                // Items folded in live are held by the daemon only.
+                None,
                 |u| store.user_profile(u),
                 &ix,
                 &ask,

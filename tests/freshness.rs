@@ -175,6 +175,54 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
         status["fold_in"]
     );
 
+    // A title the model was not trained on: once three users watched it, it
+    // gets factors from theirs and ranks in other users' lists, not theirs.
+    let title = "vid_brand_new";
+    let mut watchers: Vec<String> = Vec::new();
+    for v in &produced.valid {
+        if v.user_id != user && !watchers.contains(&v.user_id) {
+            watchers.push(v.user_id.clone());
+        }
+        if watchers.len() == 3 {
+            break;
+        }
+    }
+    // One at a time: the first two are folded in (and held) before the
+    // title has enough users; it reaches their seen items when it is folded in.
+    for (i, w) in watchers.iter().enumerate() {
+        send(
+            &broker,
+            &[view(
+                &produced.valid[0],
+                w,
+                title,
+                last_ts + 3000 + i as i64,
+            )],
+        );
+        wait_list(dir.path(), &mut d, w, "the watcher is folded in", |r| {
+            r["folded_at_ms"].is_i64()
+        });
+    }
+    let s = wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
+        s["fold_in"]["folded_items"].as_u64() >= Some(1)
+    });
+    assert_eq!(s["fold_in"]["items_pending"], 0, "{}", s["fold_in"]);
+    let whole = |who: &str| ctl_json(&data, &["recommend", who, "100", "--domain", "video"]);
+    let other = produced
+        .valid
+        .iter()
+        .map(|v| v.user_id.clone())
+        .find(|u| *u != user && !watchers.contains(u))
+        .unwrap();
+    let theirs = whole(&other);
+    assert_eq!(theirs["model"], model, "no retrain: {theirs}");
+    assert!(items(&theirs).iter().any(|i| i == title), "{theirs}");
+    for w in &watchers {
+        let l = whole(w);
+        assert!(l["folded_at_ms"].is_i64(), "{l}");
+        assert!(!items(&l).iter().any(|i| i == title), "seen: {l}");
+    }
+
     // A restart folds the same users in again (no retrain, same model).
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(60)).success());

@@ -97,7 +97,7 @@ pub fn recommendations_csv(
             domains_seen(&r, row as u32)
                 .into_iter()
                 .flat_map(|d| {
-                    r.recommend_taste(Taste::Trained(row as u32), k, d, |_, _| {})
+                    r.recommend_taste(Taste::Trained(row as u32), k, d, None, |_, _| {})
                         .into_iter()
                         .enumerate()
                         .map(move |(rank, rec)| (d, rank, rec))

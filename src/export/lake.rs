@@ -536,7 +536,7 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
                 .into_iter()
                 .map(|d| {
                     let taste = crate::ml::serve::Taste::Trained(row as u32);
-                    r.recommend_taste(taste, k, d, |_, _| {})
+                    r.recommend_taste(taste, k, d, None, |_, _| {})
                 });
             for (rank, rec) in lists.flat_map(|l| l.into_iter().enumerate()) {
                 let title = catalog.get(&rec.item).map(|e| e.title.title.clone());

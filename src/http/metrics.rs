@@ -366,6 +366,18 @@ pub async fn exposition(a: &Admin) -> String {
         fold.users as f64,
     )
     .one(
+        "playpulse_foldin_items",
+        Kind::Level,
+        "Items the serving champion was not trained on, folded in from their users' factors.",
+        fold.folded_items as f64,
+    )
+    .one(
+        "playpulse_foldin_items_pending",
+        Kind::Level,
+        "Items followed for the fold-in that have too few users yet.",
+        fold.items_pending as f64,
+    )
+    .one(
         "playpulse_foldin_last_seconds",
         Kind::Gauge,
         "Seconds the last fold-in took.",

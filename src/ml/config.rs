@@ -58,6 +58,11 @@ pub struct ModelsConfig {
     pub fold_in: bool,
     /// Users held folded in (the least recently folded give way past it).
     pub fold_in_max_users: usize,
+    /// Items the champion was not trained on get factors from their users'
+    /// once this many users have them (see `ml::item_fold`).
+    pub fold_in_item_min_users: usize,
+    /// Such items followed at most (past it, those with the fewest users go).
+    pub fold_in_max_items: usize,
     /// Retrain once this many users were folded in since the champion began
     /// serving (the drift from what it was trained on); 0 = never on drift.
     pub retrain_folded_users: u64,
@@ -123,6 +128,8 @@ impl Default for ModelsConfig {
             event_weights: EventWeights::default(),
             fold_in: true,
             fold_in_max_users: 1_000_000,
+            fold_in_item_min_users: 3,
+            fold_in_max_items: 50_000,
             retrain_folded_users: 100_000,
             warm_start_iterations: 5,
         }
@@ -189,6 +196,20 @@ impl ModelsConfig {
                 "models.fold_in_max_users",
                 m.fold_in_max_users,
                 "must be 1..=50000000 (each holds its factors and seen items)",
+            ));
+        }
+        if !(1..=100_000).contains(&m.fold_in_item_min_users) {
+            return Err(invalid(
+                "models.fold_in_item_min_users",
+                m.fold_in_item_min_users,
+                "must be 1..=100000 (users an item needs before it is folded in)",
+            ));
+        }
+        if !(1..=10_000_000).contains(&m.fold_in_max_items) {
+            return Err(invalid(
+                "models.fold_in_max_items",
+                m.fold_in_max_items,
+                "must be 1..=10000000 (each followed item holds up to 2000 users)",
             ));
         }
         if m.warm_start_iterations > 10_000 {

@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::als::Solver;
+use super::item_fold::FoldedItems;
 use super::serve::Champion;
 use crate::store::{PairChange, PairChangeAgg, StoreError, StoreView};
 use crate::views::graph::MusicGraph;
@@ -69,12 +70,23 @@ pub struct LiveStats {
     /// next event, or at the next champion.
     #[serde(default)]
     pub failed_rounds: u64,
+    /// Items the champion was not trained on, folded in from their users'
+    /// factors ([`crate::ml::item_fold`]); those followed that have too few
+    /// users yet; those let go past the bound.
+    #[serde(default)]
+    pub folded_items: usize,
+    #[serde(default)]
+    pub items_pending: usize,
+    #[serde(default)]
+    pub items_dropped: u64,
 }
 
 /// The folded-in users of the serving champion.
 pub struct Live {
     model: Option<u64>,
     users: FxHashMap<String, (Arc<Folded>, u64, bool)>,
+    /// Items folded in against `model`.
+    items: Option<Arc<FoldedItems>>,
     /// Fold sequence number (the least recent give way first).
     seq: u64,
     stats: LiveStats,
@@ -87,6 +99,7 @@ impl Default for Live {
         Live {
             model: None,
             users: FxHashMap::default(),
+            items: None,
             seq: 0,
             stats: LiveStats::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
@@ -101,6 +114,31 @@ impl Live {
             return None;
         }
         self.users.get(user).map(|(f, _, _)| f.clone())
+    }
+
+    /// The items folded in against `model`, if any.
+    pub fn items(&self, model: u64) -> Option<Arc<FoldedItems>> {
+        if self.model != Some(model) {
+            return None;
+        }
+        self.items.clone().filter(|i| !i.is_empty())
+    }
+
+    /// Installs the items folded in against `model` (the users' model: items
+    /// of another are not served).
+    pub fn install_items(
+        &mut self,
+        model: u64,
+        items: Arc<FoldedItems>,
+        pending: usize,
+        dropped: u64,
+    ) {
+        self.stats.items_pending = pending;
+        self.stats.items_dropped = dropped;
+        if self.model == Some(model) {
+            self.stats.folded_items = items.len();
+            self.items = Some(items);
+        }
     }
 
     /// The champion the held users are folded against.
@@ -138,6 +176,8 @@ impl Live {
     pub fn install(&mut self, model: u64, fold: FoldResult, max_users: usize, latency: Duration) {
         if self.model != Some(model) {
             self.users.clear();
+            self.items = None;
+            self.stats.folded_items = 0;
             self.model = Some(model);
             self.stats.folded_since_champion = 0;
         }
@@ -218,11 +258,27 @@ pub fn fold_users(
 /// `pairs` on the champion's item rows, sorted by row (one weight per row;
 /// items it does not have are left out).
 pub fn champion_rows(c: &Champion, pairs: &[(String, f32)]) -> Vec<(u32, f32)> {
-    let r = &c.recommender;
+    rows_with(c, None, pairs)
+}
+
+/// An item's row: the champion's, else a folded item's (after the champion's).
+pub fn item_row(c: &Champion, items: Option<&FoldedItems>, item: &str) -> Option<u32> {
+    c.recommender
+        .item_row(item)
+        .or_else(|| items.and_then(|i| i.row(item)))
+}
+
+/// `pairs` on the champion's rows and those of the items folded in (`items`),
+/// sorted by row (one weight per row; items neither has are left out).
+pub fn rows_with(
+    c: &Champion,
+    items: Option<&FoldedItems>,
+    pairs: &[(String, f32)],
+) -> Vec<(u32, f32)> {
     sorted_rows(
         pairs
             .iter()
-            .filter_map(|(item, w)| Some((r.item_row(item)?, *w))),
+            .filter_map(|(item, w)| Some((item_row(c, items, item)?, *w))),
     )
 }
 
@@ -235,8 +291,9 @@ pub fn sorted_rows(rows: impl Iterator<Item = (u32, f32)>) -> Vec<(u32, f32)> {
 }
 
 /// Folds in `users`, each with their pairs on the champion's item rows
-/// (sorted by row, as [`champion_rows`] makes them), in parallel. A user with
-/// no row is left out.
+/// (sorted by row, as [`champion_rows`] makes them; rows past the champion's
+/// items, folded items, count as seen but not in the solve), in parallel. A
+/// user with no row on the champion's items is left out.
 pub fn fold_rows(
     c: &Champion,
     solver: &ChampionSolver,
@@ -245,18 +302,22 @@ pub fn fold_rows(
     let r = &c.recommender;
     let y = &r.bundle().model.item_factors;
     let f = solver.solver.factors();
+    let n = r.bundle().model.items as u32;
     let now = crate::domain::timefmt::now_ms();
     users
         .into_par_iter()
         .map_init(
             || solver.solver.scratch(),
             |scratch, (user, rows)| {
-                if rows.is_empty() {
+                let (cols, weights): (Vec<u32>, Vec<f32>) = rows.into_iter().unzip();
+                let own = cols.partition_point(|&c| c < n);
+                if own == 0 {
                     return None;
                 }
-                let (cols, weights): (Vec<u32>, Vec<f32>) = rows.into_iter().unzip();
                 let mut x = vec![0f32; f];
-                solver.solver.solve(y, &cols, &weights, &mut x, scratch);
+                solver
+                    .solver
+                    .solve(y, &cols[..own], &weights[..own], &mut x, scratch);
                 let new = !r.knows(&user);
                 Some((
                     user,
@@ -334,11 +395,17 @@ impl PairRows {
 
     /// Applies one committed change to its user if held (a user not held is
     /// read whole when next folded in).
-    pub fn apply(&mut self, c: &Champion, change: &PairChange, music_weights: [f64; 5]) {
+    pub fn apply(
+        &mut self,
+        c: &Champion,
+        items: Option<&FoldedItems>,
+        change: &PairChange,
+        music_weights: [f64; 5],
+    ) {
         let Some(held) = self.users.get_mut(&change.user) else {
             return;
         };
-        let Some(row) = c.recommender.item_row(&change.item) else {
+        let Some(row) = item_row(c, items, &change.item) else {
             return;
         };
         let w = change_weight(&change.agg, music_weights);
@@ -356,14 +423,37 @@ impl PairRows {
 
     /// Holds `user` with all their current pairs (as [`user_pairs`] reads
     /// them, reflecting every batch below `upto`).
-    pub fn insert(&mut self, c: &Champion, user: String, pairs: &[(String, f32)], upto: u64) {
+    pub fn insert(
+        &mut self,
+        c: &Champion,
+        items: Option<&FoldedItems>,
+        user: String,
+        pairs: &[(String, f32)],
+        upto: u64,
+    ) {
         self.seq += 1;
         let held = HeldUser {
-            rows: champion_rows(c, pairs),
+            rows: rows_with(c, items, pairs),
             used: self.seq,
             upto,
         };
         self.users.insert(user, held);
+    }
+
+    /// A row of an item folded in just now for a held user who has it (the
+    /// item's weight as the item fold-in followed it); `false` when the user
+    /// is not held or has the row already.
+    pub fn add_row(&mut self, user: &str, row: u32, w: f32) -> bool {
+        let Some(held) = self.users.get_mut(user) else {
+            return false;
+        };
+        match held.rows.binary_search_by_key(&row, |p| p.0) {
+            Ok(_) => false,
+            Err(i) => {
+                held.rows.insert(i, (row, w));
+                true
+            }
+        }
     }
 
     /// `user`'s rows to fold in (and marks them as just used).
@@ -421,7 +511,7 @@ pub fn record_folded(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::event::Domain;
     use crate::ml::als::{fit, AlsParams};
@@ -430,7 +520,7 @@ mod tests {
 
     /// A champion trained on two blocks of taste: users 0..20 like items
     /// 0..10, users 20..40 like items 10..20.
-    fn champion(exact: bool) -> (Champion, Csr) {
+    pub(crate) fn champion(exact: bool) -> (Champion, Csr) {
         let mut t = Vec::new();
         for u in 0..40u32 {
             let base = if u < 20 { 0 } else { 10 };
@@ -518,6 +608,7 @@ mod tests {
             },
             5,
             Domain::Video,
+            None,
             |_, _| {},
         );
         assert_eq!(recs.len(), 5);
@@ -594,14 +685,14 @@ mod tests {
             ("v1".to_string(), 2.0),
             ("new-title".to_string(), 9.0),
         ];
-        rows.insert(&c, "u5".into(), &read, 10);
+        rows.insert(&c, None, "u5".into(), &read, 10);
         // Batch 9's delta is in the read already; batches 10 and 11 add.
-        rows.apply(&c, &video("u5", "v1", 7.0, 9), w);
-        rows.apply(&c, &video("u5", "v1", 1.0, 10), w);
-        rows.apply(&c, &video("u5", "v7", 0.5, 10), w);
-        rows.apply(&c, &video("u5", "v1", 0.5, 11), w);
-        rows.apply(&c, &video("u5", "v4", 0.5, 11), w);
-        rows.apply(&c, &video("u9", "v2", 1.0, 11), w);
+        rows.apply(&c, None, &video("u5", "v1", 7.0, 9), w);
+        rows.apply(&c, None, &video("u5", "v1", 1.0, 10), w);
+        rows.apply(&c, None, &video("u5", "v7", 0.5, 10), w);
+        rows.apply(&c, None, &video("u5", "v1", 0.5, 11), w);
+        rows.apply(&c, None, &video("u5", "v4", 0.5, 11), w);
+        rows.apply(&c, None, &video("u9", "v2", 1.0, 11), w);
         assert!(!rows.holds("u9"), "a user not held is read when folded");
         let music = crate::store::MusicAgg {
             counts: [3, 1, 1, 0, 0],
@@ -624,7 +715,7 @@ mod tests {
         assert_eq!(a[0].1.factors, b[0].1.factors);
         // Bounded: past the bound by a tenth, the least recently used go.
         for i in 0..30 {
-            rows.insert(&c, format!("x{i}"), &read, 0);
+            rows.insert(&c, None, format!("x{i}"), &read, 0);
         }
         let _ = rows.rows("u5");
         rows.trim(10);

@@ -4,6 +4,7 @@ pub mod als;
 pub mod classify;
 pub mod config;
 pub mod dataset;
+pub mod item_fold;
 pub mod live;
 pub mod metrics;
 pub mod outcome;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::item_fold::FoldedItems;
 use super::live::Folded;
 use super::serve::{Champion, Hints, Recommendation, Taste};
 use crate::domain::event::{Domain, UserProfile};
@@ -131,13 +132,15 @@ pub struct Ask {
 /// Top `k` for `user` (ids are compared trimmed and lower-cased); `Ok(None)`
 /// when there is no champion and no catalog profile to rank by. `folded`: the
 /// user as the fold-in has them against this champion (their events since
-/// its training), which takes the place of their trained row. `profile`
+/// its training), which takes the place of their trained row; `items`: the
+/// items folded in against it since (ranked beside its own). `profile`
 /// reads the user's catalog profile (by the normalised id), only when the list
 /// needs it: a user the model knows, when affinity is blended in; a user it
 /// does not know.
 pub fn recommend<E>(
     champion: Option<&Champion>,
     folded: Option<&Folded>,
+    items: Option<&FoldedItems>,
     profile: impl FnOnce(&str) -> Result<Option<UserProfile>, E>,
     ix: &Indexes,
     ask: &Ask,
@@ -176,17 +179,19 @@ pub fn recommend<E>(
             Some(p) => {
                 let prefs = Prefs::of(&p);
                 c.recommender
-                    .recommend_taste(taste, k, domain, |scores, items| {
+                    .recommend_taste(taste, k, domain, items, |scores, names| {
                         crate::views::affinity::blend_scores(
                             scores,
-                            items,
+                            names,
                             &prefs,
                             c.affinity_weight,
                             |i| ix.titles.get(i).map(|e| &e.title),
                         )
                     })
             }
-            None => c.recommender.recommend_taste(taste, k, domain, |_, _| {}),
+            None => c
+                .recommender
+                .recommend_taste(taste, k, domain, items, |_, _| {}),
         };
         return Ok(Some(RecommendReply {
             model: Some(c.id),

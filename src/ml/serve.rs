@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::als::{AlsModel, AlsParams};
+use super::item_fold::FoldedItems;
 use super::metrics::top_k;
 use super::sparse::Csr;
 use crate::domain::event::Domain;
@@ -114,6 +115,10 @@ pub struct Recommender {
     user_index: HashMap<String, u32>,
     item_index: HashMap<String, u32>,
     norms: Vec<f32>,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn cosine(a: &[f32], b: &[f32], na: f32, nb: f32) -> f32 {
@@ -226,73 +231,113 @@ impl Recommender {
         hints: &Hints,
     ) -> Vec<Recommendation> {
         match self.user_index.get(user) {
-            Some(&u) => self.recommend_taste(Taste::Trained(u), k, domain, |_, _| {}),
+            Some(&u) => self.recommend_taste(Taste::Trained(u), k, domain, None, |_, _| {}),
             None => self.popular(k, domain, hints),
         }
     }
 
     /// Top `k` of `domain` for a taste, its scores (one per item, in the
-    /// bundle's item order) adjusted before ranking (a blend).
+    /// bundle's item order) adjusted before ranking (a blend). `extra`: items
+    /// folded in since the champion was trained (rows after its own), ranked
+    /// beside them (unblended).
     pub fn recommend_taste(
         &self,
         taste: Taste<'_>,
         k: usize,
         domain: Domain,
+        extra: Option<&FoldedItems>,
         adjust: impl FnOnce(&mut [f32], &[String]),
     ) -> Vec<Recommendation> {
-        let mut scores = Vec::with_capacity(self.b.model.items);
-        let seen = match taste {
+        let f = self.b.model.factors;
+        let n = self.b.model.items;
+        let mut scores = Vec::with_capacity(n);
+        let (x, seen) = match taste {
             Taste::Trained(u) => {
                 self.b.model.scores_into(u as usize, &mut scores);
-                self.seen_of(u)
+                (self.b.model.user(u as usize), self.seen_of(u))
             }
             Taste::Folded { factors, seen } => {
                 scores.extend(
                     self.b
                         .model
                         .item_factors
-                        .chunks_exact(self.b.model.factors)
+                        .chunks_exact(f)
                         .map(|y| y.iter().zip(factors).map(|(a, b)| a * b).sum::<f32>()),
                 );
-                seen
+                (factors, seen)
             }
         };
         adjust(&mut scores, &self.b.items);
+        // Folded items of this champion only (rows right after its own).
+        let extra =
+            extra.filter(|e| e.first_row as usize == n && e.factors_per_item == f && x.len() == f);
+        if let Some(e) = extra {
+            scores.extend((0..e.len()).map(|j| dot(e.item(j), x)));
+        }
+        let domain_at = |i: usize| match (i.checked_sub(n), extra) {
+            (None, _) => self.domain_of(i as u32),
+            (Some(j), Some(e)) => e.domains.get(j).copied().unwrap_or_default(),
+            (Some(_), None) => Domain::default(),
+        };
+        let vector = |i: usize| -> &[f32] {
+            match (i.checked_sub(n), extra) {
+                (None, _) => self.b.model.item(i),
+                (Some(j), Some(e)) => e.item(j),
+                (Some(_), None) => &[],
+            }
+        };
+        let norm = |i: usize| match i.checked_sub(n) {
+            None => self.norms[i],
+            Some(_) => dot(vector(i), vector(i)).sqrt(),
+        };
         let verb = match domain {
             Domain::Video => "watched",
             Domain::Music => "listened to",
         };
         top_k(
             &scores,
-            |i| self.domain_of(i as u32) == domain && seen.binary_search(&(i as u32)).is_err(),
+            |i| domain_at(i) == domain && seen.binary_search(&(i as u32)).is_err(),
             k,
         )
         .into_iter()
         .map(|i| {
-            let yi = self.b.model.item(i as usize);
+            let i = i as usize;
+            let yi = vector(i);
+            let ni = norm(i);
             let because = seen
                 .iter()
-                .filter(|&&s| self.domain_of(s) == domain)
-                .map(|&s| {
-                    (
-                        s,
-                        cosine(
-                            yi,
-                            self.b.model.item(s as usize),
-                            self.norms[i as usize],
-                            self.norms[s as usize],
-                        ),
-                    )
-                })
+                .map(|&s| s as usize)
+                .filter(|&s| s < scores.len() && domain_at(s) == domain)
+                .map(|s| (s, cosine(yi, vector(s), ni, norm(s))))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(s, _)| self.b.items[s as usize].clone());
+                .map(|(s, _)| self.item_name(s, extra).to_string());
             let reason = match &because {
                 Some(b) => format!("because you {verb} {b}"),
                 None => "from your taste".to_string(),
             };
-            self.rec(i, scores[i as usize], because, reason)
+            match i.checked_sub(n).zip(extra) {
+                None => self.rec(i as u32, scores[i], because, reason),
+                Some((j, e)) => Recommendation {
+                    item: e.names[j].clone(),
+                    score: scores[i],
+                    genre: String::new(),
+                    domain: domain_at(i),
+                    because,
+                    reason,
+                },
+            }
         })
         .collect()
+    }
+
+    /// The name of row `i` (the champion's items, then `extra`'s).
+    fn item_name<'a>(&'a self, i: usize, extra: Option<&'a FoldedItems>) -> &'a str {
+        match i.checked_sub(self.b.items.len()) {
+            None => &self.b.items[i],
+            Some(j) => extra
+                .and_then(|e| e.names.get(j))
+                .map_or("", String::as_str),
+        }
     }
 
     /// Most popular items of `domain`: in the hinted region and genre, else the
@@ -459,6 +504,12 @@ impl Serving {
     pub fn folded(&self, champion: &Champion, user: &str) -> Option<Arc<super::live::Folded>> {
         let live = self.live.read().ok()?;
         live.user(champion.id, user)
+    }
+
+    /// The items folded in against `champion` (none: not one yet).
+    pub fn folded_items(&self, champion: &Champion) -> Option<Arc<FoldedItems>> {
+        let live = self.live.read().ok()?;
+        live.items(champion.id)
     }
 }
 

@@ -121,6 +121,7 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
     let folded = champion
         .as_deref()
         .and_then(|c| a.serving.folded(c, &ask.user.trim().to_lowercase()));
+    let items = champion.as_deref().and_then(|c| a.serving.folded_items(c));
     let (view, indexes) = (a.view.clone(), a.indexes.clone());
     let reply = blocking(move || {
         let ix = indexes
@@ -129,6 +130,7 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         Ok::<_, CommandError>(crate::ml::recommend::recommend(
             champion.as_deref(),
             folded.as_deref(),
+            items.as_deref(),
             |u| view.user_profile(u),
             &ix,
             &ask,
