@@ -48,6 +48,11 @@ pub struct SoakReport {
     /// log still held at the end.
     pub retention_mb: u64,
     pub events_held: u64,
+    /// Live keys and values at the end, MiB by key prefix (`E` segments, `U`
+    /// pair chunks, `P` pair runs, ...), and the store's files then: what
+    /// is beyond the live bytes is space sled has not reclaimed yet.
+    pub live_mb_by_prefix: std::collections::BTreeMap<String, f64>,
+    pub sled_mb_end: f64,
 }
 
 fn dir_mb(dir: &std::path::Path) -> f64 {
@@ -145,6 +150,12 @@ pub fn soak(
         pair_events += p?.2.events;
     }
     let pairs_seconds = tp.elapsed().as_secs_f64();
+    let sled_mb_end = dir_mb(&data_dir.join("store"));
+    let live_mb_by_prefix = store
+        .bytes_by_prefix()?
+        .into_iter()
+        .map(|(k, b)| (k, b as f64 / (1u64 << 20) as f64))
+        .collect();
     want.sort_unstable();
     got.sort_unstable();
     let (mut i, mut j, mut lost, mut dup) = (0, 0, 0u64, 0u64);
@@ -197,7 +208,9 @@ pub fn soak(
         pair_events,
         pairs_seconds,
         rss_mb_samples: rss,
+        sled_mb_end,
         sled_mb_samples: sled,
+        live_mb_by_prefix,
         verify_seconds: t.elapsed().as_secs_f64(),
     })
 }

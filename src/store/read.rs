@@ -524,6 +524,20 @@ impl Store {
 }
 
 impl StoreView {
+    /// Bytes of the live keys and values, by key prefix (the text before the
+    /// first `/`, e.g. `E` event segments, `U` pair chunks, `P` pair runs):
+    /// what the store holds, to set beside the size of its files. One pass.
+    pub fn bytes_by_prefix(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let end = k.iter().position(|&b| b == b'/').unwrap_or(k.len()).min(8);
+            let name = String::from_utf8_lossy(&k[..end]).into_owned();
+            *out.entry(name).or_insert(0u64) += (k.len() + v.len()) as u64;
+        }
+        Ok(out)
+    }
+
     /// The latest catalog record of a kind (`user`, `movie`, `series`, `track`) and id.
     pub fn catalog(&self, record_type: &str, id: &str) -> Result<Option<Event>, StoreError> {
         let prefix = keys::catalog_prefix(record_type);
