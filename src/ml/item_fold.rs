@@ -12,7 +12,8 @@
 //! in what a user has seen.
 //!
 //! Bounded: at most `max_items` items are followed (past it the half with the
-//! fewest users is dropped), and each follows at most [`MAX_ITEM_USERS`] users.
+//! fewest users is dropped) and at most as many are folded in per champion
+//! (past it no new one is), and each follows at most [`MAX_ITEM_USERS`] users.
 
 use std::sync::Arc;
 
@@ -254,6 +255,12 @@ impl ItemFold {
         }
         let items = Arc::make_mut(&mut self.items);
         for (item, domain, users, y) in rows {
+            // As many folded items as followed ones at most: past it, no new one.
+            if items.row(&item).is_none() && items.len() >= self.max_items {
+                self.dropped += 1;
+                self.followed.remove(&item);
+                continue;
+            }
             let new = items.set(&item, domain, &y);
             let Some(it) = self.followed.get_mut(&item) else {
                 continue;

@@ -137,6 +137,15 @@ fn followed_items_and_their_users_are_bounded_and_a_new_champion_starts_afresh()
         .is_none_or(|f| f.users.len() <= MAX_ITEM_USERS));
     watched(&mut fold, "fresh", 0..5);
     fold.solve(trained(&c));
+    // Folded items are bounded too: the followed ones past the bound are not folded.
+    let mut full = ItemFold::new(1, 2);
+    full.follow(&c);
+    for i in 0..3 {
+        watched(&mut full, &format!("t{i}"), 0..1);
+        full.solve(trained(&c));
+    }
+    assert_eq!(full.items().len(), 2);
+    assert!(full.dropped >= 1);
     // Followed items with three users or more are folded in: "fresh" among them.
     let items = fold.items();
     assert!(
