@@ -5,6 +5,10 @@
 //! recall@k = hits/min(k, |test|); NDCG@k with binary gains, ideal DCG over
 //! min(k, |test|) items; MAP@k = Σ hitᵢ·precision@i / min(k, |test|);
 //! coverage = distinct recommended items / all items. All averaged over users.
+//! Beyond accuracy: novelty = the mean self-information `−log₂(pᵢ)` of the
+//! recommended items, `pᵢ` the share of training users who have item i;
+//! popularity bias = the mean training popularity of recommended items over
+//! the mean of the catalog's items (1: as popular as the catalog on average).
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -20,6 +24,13 @@ pub struct RankingMetrics {
     pub map: f64,
     pub coverage: f64,
     pub users: usize,
+    /// Mean self-information of the recommended items, bits (0 in versions
+    /// recorded before it was measured).
+    #[serde(default)]
+    pub novelty: f64,
+    /// Mean popularity of the recommended items over the catalog's mean.
+    #[serde(default)]
+    pub popularity_bias: f64,
 }
 
 /// Metrics of one user's ranked list against their test items (sorted ids).
@@ -76,16 +87,32 @@ pub fn evaluate(
 ) -> RankingMetrics {
     let items = train.cols.max(test.cols);
     let mut in_train = vec![false; items];
+    // Training users per item (each user's row holds an item once).
+    let mut pop = vec![0u32; items];
     for &i in &train.indices {
         in_train[i as usize] = true;
+        pop[i as usize] += 1;
     }
+    let train_users = (0..train.rows)
+        .filter(|&u| !train.row(u).0.is_empty())
+        .count()
+        .max(1) as f64;
+    let info = |i: u32| -> f64 { -(f64::from(pop[i as usize].max(1)) / train_users).log2() };
+    let catalog = in_train.iter().filter(|&&t| t).count().max(1) as f64;
+    let catalog_pop = f64::from(pop.iter().sum::<u32>()) / catalog;
     let users: Vec<usize> = (0..test.rows)
         .filter(|&u| !test.row(u).0.is_empty())
         .collect();
     let (sums, recommended) = users
         .par_iter()
         .fold(
-            || ((0.0, 0.0, 0.0, 0.0), vec![false; items], Vec::new()),
+            || {
+                (
+                    (0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                    vec![false; items],
+                    Vec::new(),
+                )
+            },
             |(mut acc, mut rec, mut scores), &u| {
                 score_user(u, &mut scores);
                 let seen = if u < train.rows {
@@ -102,16 +129,40 @@ pub fn evaluate(
                     rec[i as usize] = true;
                 }
                 let m = user_metrics(&ranked, test.row(u).0, k);
-                acc = (acc.0 + m.0, acc.1 + m.1, acc.2 + m.2, acc.3 + m.3);
+                let n = ranked.len().max(1) as f64;
+                let novelty = ranked.iter().map(|&i| info(i)).sum::<f64>() / n;
+                let popular = ranked
+                    .iter()
+                    .map(|&i| f64::from(pop[i as usize]))
+                    .sum::<f64>()
+                    / n;
+                acc = (
+                    acc.0 + m.0,
+                    acc.1 + m.1,
+                    acc.2 + m.2,
+                    acc.3 + m.3,
+                    acc.4 + novelty,
+                    acc.5 + popular,
+                );
                 (acc, rec, scores)
             },
         )
         .map(|(acc, rec, _)| (acc, rec))
         .reduce(
-            || ((0.0, 0.0, 0.0, 0.0), vec![false; items]),
+            || ((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), vec![false; items]),
             |(a, mut ra), (b, rb)| {
                 ra.iter_mut().zip(&rb).for_each(|(x, y)| *x |= y);
-                ((a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3), ra)
+                (
+                    (
+                        a.0 + b.0,
+                        a.1 + b.1,
+                        a.2 + b.2,
+                        a.3 + b.3,
+                        a.4 + b.4,
+                        a.5 + b.5,
+                    ),
+                    ra,
+                )
             },
         );
     let n = users.len().max(1) as f64;
@@ -123,6 +174,8 @@ pub fn evaluate(
         map: sums.3 / n,
         coverage: recommended.iter().filter(|&&r| r).count() as f64 / items.max(1) as f64,
         users: users.len(),
+        novelty: sums.4 / n,
+        popularity_bias: sums.5 / n / catalog_pop.max(1e-9),
     }
 }
 
@@ -165,5 +218,33 @@ mod tests {
         assert_eq!(m.users, 2);
         assert!((m.precision - 0.5).abs() < 1e-12);
         assert!((m.coverage - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn novelty_and_popularity_bias_follow_the_training_popularity_of_what_is_listed() {
+        // Item 0 is in 3 of 4 training users' rows, items 1..3 in one each.
+        let train = Csr::from_triplets(
+            4,
+            4,
+            &[
+                (0, 0, 1.0),
+                (0, 1, 1.0),
+                (1, 0, 1.0),
+                (1, 2, 1.0),
+                (2, 0, 1.0),
+                (3, 3, 1.0),
+            ],
+        );
+        let test = Csr::from_triplets(4, 4, &[(0, 2, 1.0), (1, 1, 1.0), (2, 1, 1.0), (3, 0, 1.0)]);
+        // Users 0..2 get item 3 (1 user of 4: 2 bits), user 3 gets item 0 (3 of 4).
+        let m = evaluate(&train, &test, 1, |_, s| *s = vec![0.9, 0.1, 0.2, 0.3]);
+        let want = (3.0 * 2.0 - (0.75f64).log2()) / 4.0;
+        assert!((m.novelty - want).abs() < 1e-12, "{m:?}");
+        // Listed: popularity 1, 1, 1, 3 (mean 1.5); the catalog's mean is 6 / 4.
+        assert!((m.popularity_bias - 1.0).abs() < 1e-12, "{m:?}");
+        // A list of the rarest items only: 2 bits each, a third below the catalog.
+        let rare = evaluate(&train, &test, 1, |_, s| *s = vec![0.0, 0.9, 0.8, 0.1]);
+        assert!((rare.novelty - 2.0).abs() < 1e-12, "{rare:?}");
+        assert!((rare.popularity_bias - 2.0 / 3.0).abs() < 1e-12, "{rare:?}");
     }
 }

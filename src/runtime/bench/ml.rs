@@ -74,6 +74,10 @@ pub struct AlsBenchReport {
     #[serde(rename = "map@10")]
     pub map: f64,
     pub coverage: f64,
+    /// Mean self-information of the listed items, bits.
+    pub novelty: f64,
+    /// Their mean training popularity over the catalog's.
+    pub popularity_bias: f64,
     pub k: usize,
     pub eval_users: usize,
     pub eval_s: f64,
@@ -143,6 +147,8 @@ pub fn als(args: &AlsBenchArgs) -> anyhow::Result<AlsBenchReport> {
         ndcg: m.ndcg,
         map: m.map,
         coverage: m.coverage,
+        novelty: m.novelty,
+        popularity_bias: m.popularity_bias,
         k: m.k,
         eval_users: m.users,
         eval_s: t.elapsed().as_secs_f64(),
