@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::als::{AlsModel, AlsParams};
+use super::als::{dot, AlsModel, AlsParams};
 use super::item_fold::FoldedItems;
 use super::metrics::top_k;
 use super::sparse::Csr;
@@ -117,12 +117,8 @@ pub struct Recommender {
     norms: Vec<f32>,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 fn cosine(a: &[f32], b: &[f32], na: f32, nb: f32) -> f32 {
-    let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let d = dot(a, b);
     if na > 0.0 && nb > 0.0 {
         d / (na * nb)
     } else {
@@ -262,7 +258,7 @@ impl Recommender {
                         .model
                         .item_factors
                         .chunks_exact(f)
-                        .map(|y| y.iter().zip(factors).map(|(a, b)| a * b).sum::<f32>()),
+                        .map(|y| dot(y, factors)),
                 );
                 (factors, seen)
             }

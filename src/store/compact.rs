@@ -69,13 +69,11 @@ pub fn compact(
     mark.insert(pairs::COMPACTING, &tag.to_be_bytes());
     view.commit(mark)?;
     let users: Vec<&str> = layer.user_names().collect();
-    let mut deltas: Vec<(&str, &Slots)> = Vec::new();
     for group in users.chunks(USERS_PER_WRITE) {
         let mut batch = sled::Batch::default();
         let mut bytes = 0usize;
         for user in group {
-            deltas.clear();
-            deltas.extend(layer.user(user).into_iter().flatten());
+            let deltas: Vec<(&str, &Slots)> = layer.user(user).into_iter().flatten().collect();
             let key = pairs::chunk_key(user, tag);
             let value = if merges(user, tag, merge_at) {
                 merge(view, user, &deltas, &mut replaced)?
@@ -87,10 +85,7 @@ pub fn compact(
                     merged_users += 1;
                     v
                 }
-                None => {
-                    deltas.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                    pairs::encode_chunk(false, deltas.iter().copied())
-                }
+                None => pairs::encode_rows(false, deltas),
             };
             bytes += key.len() + value.len();
             batch.insert(key, value);

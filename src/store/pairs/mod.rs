@@ -113,9 +113,14 @@ pub struct Chunk {
 
 /// A chunk of `pairs`, sorted by video.
 pub fn encode_sorted(merged: bool, pairs: &FxHashMap<String, Slots>) -> Vec<u8> {
-    let mut rows: Vec<(&String, &Slots)> = pairs.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    encode_chunk(merged, rows.into_iter().map(|(v, s)| (v.as_str(), s)))
+    encode_rows(merged, pairs.iter().map(|(v, s)| (v.as_str(), s)).collect())
+}
+
+/// A chunk of `rows` (video, slots; one row a video) in any order: sorted
+/// by video here.
+pub fn encode_rows(merged: bool, mut rows: Vec<(&str, &Slots)>) -> Vec<u8> {
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    encode_chunk(merged, rows.into_iter())
 }
 
 pub fn encode_chunk<'a>(

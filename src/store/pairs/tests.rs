@@ -300,12 +300,8 @@ fn a_compaction_cut_short_is_undone_at_open_and_its_runs_count_once() {
         let mut batch = sled::Batch::default();
         batch.insert(pairs::COMPACTING, &tag.to_be_bytes());
         for user in layer.user_names().take(5) {
-            let mut rows: Vec<(&str, &pairs::Slots)> = layer.user(user).unwrap().collect();
-            rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            batch.insert(
-                pairs::chunk_key(user, tag),
-                pairs::encode_chunk(false, rows.into_iter()),
-            );
+            let rows = layer.user(user).unwrap().collect();
+            batch.insert(pairs::chunk_key(user, tag), pairs::encode_rows(false, rows));
         }
         s.tree.apply_batch(batch).unwrap();
         s.db.flush().unwrap();
