@@ -8,7 +8,7 @@ use std::time::Duration;
 use playpulse::admin::{Admin, Gate, Socket};
 use playpulse::config::Config;
 use playpulse::kafka;
-use playpulse::runtime::daemon::{shutdown_signal, Daemon};
+use playpulse::runtime::daemon::{Daemon, ShutdownSignal};
 
 use super::{init_logging, say};
 
@@ -41,6 +41,9 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
             })?;
     let system = actix::System::new();
     system.block_on(async move {
+            // Signals from the first moment: one sent while the daemon starts
+            // stops it cleanly once it has started.
+            let mut signals = ShutdownSignal::listen();
             // Ports first: nothing starts if the dashboard cannot listen.
             let http = if cfg.http.enabled {
                 Some(
@@ -115,7 +118,7 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
                         Some(c) => Some(c),
                         None => return Ok(None),
                     },
-                    _ = shutdown_signal() => {
+                    _ = signals.recv() => {
                         stop.store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!("stopped while waiting for the brokers");
                         drop(socket.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -140,7 +143,7 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
             tracing::info!("playpulse running; data dir {}", cfg.data_dir.display());
             let fatal = daemon.fatal.clone();
             let failed = tokio::select! {
-                _ = shutdown_signal() => None,
+                _ = signals.recv() => None,
                 _ = admin.shutdown.notified() => {
                     tracing::info!("shutdown requested on the control socket");
                     None

@@ -418,19 +418,46 @@ impl Daemon {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM ({e}); use SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, listened for from when it is made: a signal that
+/// arrives while the daemon still starts is kept and answered once the
+/// daemon waits for one (listening only then left the default action, which
+/// killed a daemon signalled mid-start).
+pub struct ShutdownSignal {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Starts listening (inside the runtime).
+    pub fn listen() -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let open = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("cannot listen for {name} ({e})");
+                None
+            }
+        };
+        ShutdownSignal {
+            int: open(SignalKind::interrupt(), "SIGINT"),
+            term: open(SignalKind::terminate(), "SIGTERM"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (at once for one that came
+    /// since the last call).
+    pub async fn recv(&mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.int) => tracing::info!("SIGINT: shutting down"),
+            _ = next(&mut self.term) => tracing::info!("SIGTERM: shutting down"),
+        }
     }
 }
