@@ -185,6 +185,10 @@ struct Scratch {
     a: Vec<f64>,
     b: Vec<f64>,
     x: Vec<f64>,
+    /// The row's item factors, the same weighted, and their product.
+    yu: Vec<f32>,
+    yw: Vec<f32>,
+    c: Vec<f32>,
 }
 
 impl Scratch {
@@ -196,6 +200,9 @@ impl Scratch {
             a: vec![0.0; f * f],
             b: vec![0.0; f],
             x: vec![0.0; f],
+            yu: Vec::new(),
+            yw: Vec::new(),
+            c: vec![0.0; f * f],
         }
     }
 }
@@ -214,33 +221,44 @@ fn solve_row_exact(
     nonnegative: bool,
     s: &mut Scratch,
 ) {
-    let (a, b) = (&mut s.a, &mut s.b);
-    for (ai, &g) in a.iter_mut().zip(yty) {
-        *ai = g as f64;
-    }
+    // A = YᵀY + λI + Yᵤᵀ·diag(|c|−1)·Yᵤ over the row's items: the last term
+    // as one matrix product (matrixmultiply's kernels, picked for the CPU at
+    // run time), summed in f32; A is solved in f64.
+    let (yu, yw) = (&mut s.yu, &mut s.yw);
+    yu.clear();
+    yw.clear();
+    let b = &mut s.b;
     b.iter_mut().for_each(|v| *v = 0.0);
-    for d in 0..f {
-        a[d * f + d] += extra_reg as f64;
-    }
-    let yd = &mut s.x;
     for (&i, &c) in cols.iter().zip(conf) {
         let yi = &y[i as usize * f..(i as usize + 1) * f];
-        for (d, &v) in yd.iter_mut().zip(yi) {
-            *d = v as f64;
-        }
-        let w = (c.abs() - 1.0) as f64;
+        yu.extend_from_slice(yi);
+        let w = c.abs() - 1.0;
+        yw.extend(yi.iter().map(|&v| w * v));
         if c > 0.0 {
-            for (br, &yr) in b.iter_mut().zip(yd.iter()) {
-                *br += c as f64 * yr;
+            for (br, &yr) in b.iter_mut().zip(yi) {
+                *br += c as f64 * yr as f64;
             }
         }
-        // The lower triangle of A += w·yᵢyᵢᵀ, a row at a time (vectorised).
-        for (r, row) in a.chunks_exact_mut(f).enumerate() {
-            let wyr = w * yd[r];
-            for (ak, &yk) in row[..=r].iter_mut().zip(&yd[..=r]) {
-                *ak += wyr * yk;
-            }
+    }
+    let a = &mut s.a;
+    if cols.is_empty() {
+        for (ai, &g) in a.iter_mut().zip(yty) {
+            *ai = g as f64;
         }
+    } else {
+        let n = cols.len();
+        let u = ndarray::ArrayView2::from_shape((n, f), &yu[..]);
+        let w = ndarray::ArrayView2::from_shape((n, f), &yw[..]);
+        let out = ndarray::ArrayViewMut2::from_shape((f, f), &mut s.c[..]);
+        if let (Ok(u), Ok(w), Ok(mut out)) = (u, w, out) {
+            ndarray::linalg::general_mat_mul(1.0, &u.t(), &w, 0.0, &mut out);
+        }
+        for ((ai, &g), &c) in a.iter_mut().zip(yty).zip(&s.c) {
+            *ai = g as f64 + c as f64;
+        }
+    }
+    for d in 0..f {
+        a[d * f + d] += extra_reg as f64;
     }
     if nonnegative {
         // min ½xᵀAx − bᵀx subject to x ≥ 0, by cyclic coordinate descent from
