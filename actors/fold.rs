@@ -39,6 +39,7 @@ pub type FoldSender = Sender<Touched>;
 const IDLE: Duration = Duration::from_millis(200);
 
 struct Worker {
+    pool: std::sync::Arc<rayon::ThreadPool>,
     rx: Receiver<Touched>,
     serving: Serving,
     view: StoreView,
@@ -50,7 +51,10 @@ struct Worker {
     items: ItemFold,
 }
 
-/// Starts the worker; it runs until every sender is dropped.
+/// Starts the worker; it runs until every sender is dropped. A thread in
+/// front of it ("fold-in-seen") notes each batch's items as seen the moment
+/// it arrives — lists leave them out at once, while the worker may still be
+/// solving an earlier round — and hands the batch on.
 pub fn spawn(
     cfg: &ModelsConfig,
     serving: Serving,
@@ -58,8 +62,22 @@ pub fn spawn(
     indexes: SharedIndexes,
 ) -> std::io::Result<(FoldSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let w = Worker {
+    let (to_worker, worker_rx) = std::sync::mpsc::channel();
+    let front = Front {
         rx,
+        tx: to_worker,
+        serving: serving.clone(),
+        max_users: cfg.fold_in_max_users,
+    };
+    // The solves run niced on a pool of their own: they give way to ingest.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("fold-in-{i}"))
+        .start_handler(|_| crate::domain::worker::background_priority())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let w = Worker {
+        pool: std::sync::Arc::new(pool),
+        rx: worker_rx,
         serving,
         view,
         indexes,
@@ -69,10 +87,51 @@ pub fn spawn(
         pairs: PairRows::default(),
         items: ItemFold::new(cfg.fold_in_item_min_users, cfg.fold_in_max_items),
     };
-    let handle = std::thread::Builder::new()
+    let worker = std::thread::Builder::new()
         .name("fold-in".into())
         .spawn(move || w.run())?;
+    let handle = std::thread::Builder::new()
+        .name("fold-in-seen".into())
+        .spawn(move || {
+            front.run();
+            // The worker ends once the front's sender is dropped.
+            if worker.join().is_err() {
+                tracing::error!("the fold-in worker panicked");
+            }
+        })?;
     Ok((tx, handle))
+}
+
+/// Notes what each batch's users watched, then hands the batch to the worker.
+struct Front {
+    rx: Receiver<Touched>,
+    tx: Sender<Touched>,
+    serving: Serving,
+    max_users: usize,
+}
+
+impl Front {
+    fn run(self) {
+        while let Ok(t) = self.rx.recv() {
+            if let Some(c) = self.serving.get() {
+                let items = self.serving.folded_items(&c);
+                let rows: Vec<(&str, u32, u64)> = t
+                    .changes
+                    .iter()
+                    .filter_map(|p| {
+                        let row = live::item_row(&c, items.as_deref(), &p.item)?;
+                        Some((p.user.as_str(), row, p.seq))
+                    })
+                    .collect();
+                if let Ok(mut l) = self.serving.live().write() {
+                    l.note_seen(c.id, rows.into_iter(), self.max_users);
+                }
+            }
+            if self.tx.send(t).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 impl Worker {
@@ -90,7 +149,10 @@ impl Worker {
             // A round that panics costs its users' fold-in (they fold in at
             // their next event or the next champion), not the worker.
             let users = round.users.len();
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.round(round)));
+            let pool = self.pool.clone();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| self.round(round))
+            }));
             match run {
                 Ok(Flow::Go) => {}
                 Ok(Flow::Stop) => return,
@@ -207,6 +269,7 @@ impl Worker {
                 }
             }
         }
+        let t_items = t.elapsed();
         let users: Vec<String> = users.into_iter().collect();
         let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
         let read = {
@@ -230,6 +293,7 @@ impl Worker {
         if crate::domain::worker::inject("fold-in") {
             panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
         }
+        let (n_read, t_read) = (read.len(), t.elapsed());
         for (u, (p, upto)) in read {
             self.pairs.insert(&champion, Some(&items), u, &p, upto);
         }
@@ -241,22 +305,40 @@ impl Worker {
             })
             .collect();
         self.pairs.trim(self.max_users);
+        let t_rows = t.elapsed();
         let folded = live::fold_rows(&champion, solver, input);
-        if let Err(e) = live::record_folded(&self.view, champion.id, &folded) {
-            tracing::warn!(
-                "cannot record the users folded in (a restart serves their trained rows): {e}"
-            );
-        }
+        let t_solve = t.elapsed();
+        // Recorded after they serve: the record only tells a restart whom to
+        // fold in again.
+        let record: Vec<(String, i64)> = folded
+            .iter()
+            .map(|(u, f, _)| (u.clone(), f.at_ms))
+            .collect();
         let result = FoldResult {
             users: folded,
             batches,
             seconds: t.elapsed().as_secs_f64(),
+            upto: changes.iter().map(|c| c.seq + 1).max().unwrap_or(0),
         };
         let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
+        let (n_users, n_changes) = (result.users.len(), changes.len());
         if let Ok(mut l) = self.serving.live().write() {
             l.install(champion.id, result, self.max_users, latency);
             l.install_items(champion.id, items, self.items.pending(), self.items.dropped);
         }
+        let t_installed = t.elapsed();
+        if let Err(e) = live::record_folded(&self.view, champion.id, &record) {
+            tracing::warn!(
+                "cannot record the users folded in (a restart serves their trained rows): {e}"
+            );
+        }
+        tracing::debug!(
+            "fold-in round: {batches} batches, {n_changes} changes, {n_users} users \
+             ({n_read} read); items {t_items:?}, read {t_read:?}, rows {t_rows:?}, \
+             solved {t_solve:?}, installed {t_installed:?}, recorded {:?}; oldest commit \
+             {latency:?} before serving",
+            t.elapsed()
+        );
         Flow::Go
     }
 }

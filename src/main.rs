@@ -161,13 +161,17 @@ fn main() -> anyhow::Result<()> {
                     let solver = live::ChampionSolver::new(c);
                     live::fold_users(c, &solver, vec![(ask.user.clone(), pairs)])
                         .pop()
-                        .map(|(_, f, _)| f)
+                        .map(|(_, f, _)| std::sync::Arc::new(f))
                 }
                 _ => None,
             };
+            let folded = live::LiveUser {
+                folded,
+                recent: Vec::new(),
+            };
             let Some(reply) = playpulse::ml::recommend::recommend(
                 champion.as_ref(),
-                folded.as_ref(),
+                &folded,
                 // Items folded in live are held by the daemon only.
                 None,
                 |u| store.user_profile(u),

@@ -286,6 +286,14 @@ fn a_failed_fold_in_round_is_counted_and_the_next_view_still_folds_in() {
         "{}",
         d.log_text()
     );
+    // Not folded in, yet the watched item is out of the list: it was noted as
+    // seen the moment its batch committed, ahead of the fold-in.
+    assert_eq!(s["fold_in"]["seen_pending_users"], 1, "{}", s["fold_in"]);
+    let noted = ctl_json(&data, &["recommend", &user, "5", "--domain", "video"]);
+    assert!(noted["folded_at_ms"].is_null(), "{noted}");
+    assert_eq!(noted["seen_since_fold"], 1, "{noted}");
+    assert!(!items(&noted).contains(&listed[0]), "{noted}");
+    assert_eq!(items(&noted).len(), 5, "{noted}");
 
     // The next view folds the user in with all their pairs: both items leave.
     send(
@@ -304,9 +312,14 @@ fn a_failed_fold_in_round_is_counted_and_the_next_view_still_folds_in() {
         !now.contains(&listed[0]) && !now.contains(&listed[1]),
         "{after}"
     );
+    assert!(
+        after["seen_since_fold"].is_null(),
+        "covered by the fold-in: {after}"
+    );
     let s = ctl_json(&data, &["status"]);
     assert_eq!(s["fold_in"]["failed_rounds"], 1, "{}", s["fold_in"]);
     assert!(s["fold_in"]["folded_total"].as_u64() >= Some(1));
+    assert_eq!(s["fold_in"]["seen_pending_users"], 0, "{}", s["fold_in"]);
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(60)).success());
 }

@@ -7,6 +7,19 @@
 
 use std::sync::{Arc, Mutex};
 
+/// Lowers the calling thread's CPU priority (nice +10 on Linux): background
+/// work gives way to ingest and serving when the cores are busy, and has them
+/// all when they are not.
+pub fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: two system calls on the calling thread's own id; no memory is
+    // passed. A failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// What a panic carried, as text.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()

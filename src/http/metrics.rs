@@ -378,6 +378,12 @@ pub async fn exposition(a: &Admin) -> String {
         fold.items_pending as f64,
     )
     .one(
+        "playpulse_foldin_seen_pending_users",
+        Kind::Level,
+        "Users whose newest views are left out of their lists ahead of their fold-in.",
+        fold.seen_pending_users as f64,
+    )
+    .one(
         "playpulse_foldin_last_seconds",
         Kind::Gauge,
         "Seconds the last fold-in took.",

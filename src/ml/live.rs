@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::als::Solver;
 use super::item_fold::FoldedItems;
+use super::recent::RecentSeen;
 use super::serve::Champion;
 use crate::store::{PairChange, PairChangeAgg, StoreError, StoreView};
 use crate::views::graph::MusicGraph;
@@ -79,6 +80,20 @@ pub struct LiveStats {
     pub items_pending: usize,
     #[serde(default)]
     pub items_dropped: u64,
+    /// Users whose newest views are left out of their lists ahead of their
+    /// fold-in ([`super::recent`]), and rows let go past its bounds.
+    #[serde(default)]
+    pub seen_pending_users: usize,
+    #[serde(default)]
+    pub seen_dropped: u64,
+}
+
+/// A user as serving has them against one champion: the folded-in state, if
+/// any, and what they watched since (rows, sorted) that it does not cover yet.
+#[derive(Debug, Clone, Default)]
+pub struct LiveUser {
+    pub folded: Option<Arc<Folded>>,
+    pub recent: Vec<u32>,
 }
 
 /// The folded-in users of the serving champion.
@@ -92,6 +107,8 @@ pub struct Live {
     stats: LiveStats,
     /// Commit → served latency of every folded batch.
     latency: Histogram,
+    /// Rows seen since the users' fold-in.
+    recent: RecentSeen,
 }
 
 impl Default for Live {
@@ -103,6 +120,7 @@ impl Default for Live {
             seq: 0,
             stats: LiveStats::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+            recent: RecentSeen::default(),
         }
     }
 }
@@ -114,6 +132,28 @@ impl Live {
             return None;
         }
         self.users.get(user).map(|(f, _, _)| f.clone())
+    }
+
+    /// `user` against `model`: folded state and the rows seen since.
+    pub fn live_user(&self, model: u64, user: &str) -> LiveUser {
+        LiveUser {
+            folded: self.user(model, user),
+            recent: self.recent.rows(model, user),
+        }
+    }
+
+    /// A committed batch's `(user, row)` pairs on `model`'s rows: lists leave
+    /// those items out until the users' fold-in covers batch `seq`.
+    pub fn note_seen<'a>(
+        &mut self,
+        model: u64,
+        rows: impl Iterator<Item = (&'a str, u32, u64)>,
+        max_users: usize,
+    ) {
+        for (user, row, seq) in rows {
+            self.recent.note(model, user, row, seq);
+        }
+        self.recent.trim(max_users);
     }
 
     /// The items folded in against `model`, if any.
@@ -156,6 +196,8 @@ impl Live {
             model: self.model,
             users: self.users.len(),
             new_users: self.users.values().filter(|(_, _, new)| *new).count(),
+            seen_pending_users: self.recent.len(),
+            seen_dropped: self.recent.dropped(),
             ..self.stats.clone()
         }
     }
@@ -173,6 +215,7 @@ impl Live {
     /// Installs users folded against `model` (a new model drops what was held
     /// against another: its users are re-solved by the caller); keeps at most
     /// `max_users`. `latency`: the oldest of the batches folded, commit → now.
+    /// The users' states cover every batch below `fold.upto`.
     pub fn install(&mut self, model: u64, fold: FoldResult, max_users: usize, latency: Duration) {
         if self.model != Some(model) {
             self.users.clear();
@@ -183,6 +226,7 @@ impl Live {
         }
         let n = fold.users.len();
         for (user, folded, new) in fold.users {
+            self.recent.covered(model, &user, fold.upto);
             self.seq += 1;
             self.users.insert(user, (Arc::new(folded), self.seq, new));
         }
@@ -220,6 +264,8 @@ pub struct FoldResult {
     pub users: Vec<(String, Folded, bool)>,
     pub batches: u64,
     pub seconds: f64,
+    /// The first batch the users' states do not cover (0: none known).
+    pub upto: u64,
 }
 
 /// A champion's solver, made once per champion (`YᵀY` over every item).
@@ -502,12 +548,13 @@ pub fn user_pairs(
 }
 
 /// Users folded in against `model` (durable: a restart folds them in again).
+/// `users`: (user, when folded, ms since the epoch).
 pub fn record_folded(
     view: &StoreView,
     model: u64,
-    users: &[(String, Folded, bool)],
+    users: &[(String, i64)],
 ) -> Result<(), StoreError> {
-    view.mark_folded(model, users.iter().map(|(u, f, _)| (u.as_str(), f.at_ms)))
+    view.mark_folded(model, users.iter().map(|(u, at)| (u.as_str(), *at)))
 }
 
 #[cfg(test)]
@@ -637,6 +684,7 @@ pub(crate) mod tests {
                 .collect(),
             batches: 1,
             seconds: 0.5,
+            upto: 0,
         };
         let d = Duration::from_millis(20);
         live.install(1, fold(0, 100), 100, d);

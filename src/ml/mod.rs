@@ -9,6 +9,7 @@ pub mod live;
 pub mod metrics;
 pub mod outcome;
 pub mod promote;
+pub mod recent;
 pub mod recommend;
 pub mod registry;
 pub mod serve;

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::item_fold::FoldedItems;
-use super::live::Folded;
+use super::live::LiveUser;
+use super::recent::merge_sorted;
 use super::serve::{Champion, Hints, Recommendation, Taste};
 use crate::domain::event::{Domain, UserProfile};
 use crate::views::affinity::{Prefs, Ranked};
@@ -100,6 +101,10 @@ pub struct RecommendReply {
     /// since the epoch); none when the list is the trained model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded_at_ms: Option<i64>,
+    /// Items the user watched since that fold-in (or since the training),
+    /// left out of the list ahead of their next fold-in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seen_since_fold: usize,
     /// The content-affinity weight blended in (known users with a profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_weight: Option<f64>,
@@ -130,16 +135,17 @@ pub struct Ask {
 }
 
 /// Top `k` for `user` (ids are compared trimmed and lower-cased); `Ok(None)`
-/// when there is no champion and no catalog profile to rank by. `folded`: the
+/// when there is no champion and no catalog profile to rank by. `live`: the
 /// user as the fold-in has them against this champion (their events since
-/// its training), which takes the place of their trained row; `items`: the
+/// its training), which takes the place of their trained row, and the items
+/// they watched since (left out of every list); `items`: the
 /// items folded in against it since (ranked beside its own). `profile`
 /// reads the user's catalog profile (by the normalised id), only when the list
 /// needs it: a user the model knows, when affinity is blended in; a user it
 /// does not know.
 pub fn recommend<E>(
     champion: Option<&Champion>,
-    folded: Option<&Folded>,
+    live: &LiveUser,
     items: Option<&FoldedItems>,
     profile: impl FnOnce(&str) -> Result<Option<UserProfile>, E>,
     ix: &Indexes,
@@ -150,6 +156,7 @@ pub fn recommend<E>(
     let listed = |recs: Vec<Recommendation>| -> Vec<Listed> {
         recs.into_iter().map(|r| Listed::of(r, ix)).collect()
     };
+    let folded = live.folded.as_deref();
     let taste = champion.and_then(|c| match (folded, c.recommender.user_row(&user)) {
         (Some(f), _) => Some((
             c,
@@ -161,6 +168,28 @@ pub fn recommend<E>(
         (None, Some(u)) => Some((c, Taste::Trained(u))),
         (None, None) => None,
     });
+    // What they watched since their fold-in (or training) counts as seen.
+    let merged;
+    let taste = match taste {
+        Some((c, taste)) if !live.recent.is_empty() => {
+            let (factors, seen) = match taste {
+                Taste::Trained(u) => (
+                    c.recommender.bundle().model.user(u as usize),
+                    c.recommender.seen_of(u),
+                ),
+                Taste::Folded { factors, seen } => (factors, seen),
+            };
+            merged = merge_sorted(seen, &live.recent);
+            Some((
+                c,
+                Taste::Folded {
+                    factors,
+                    seen: &merged,
+                },
+            ))
+        }
+        other => other,
+    };
     if let Some((c, taste)) = taste {
         let seen = match taste {
             Taste::Trained(u) => c.recommender.seen_of(u),
@@ -199,16 +228,32 @@ pub fn recommend<E>(
             domain,
             known: true,
             folded_at_ms: folded.map(|f| f.at_ms),
+            seen_since_fold: live.recent.len(),
             affinity_weight,
             cold_start: None,
             recommendations: listed(recs),
         }));
     }
     let domain = ask.domain.unwrap_or_default();
+    // What a user the model does not know watched since it began serving is
+    // left out of a cold start's list too.
+    let watched: Vec<&str> = champion.map_or_else(Vec::new, |c| {
+        live.recent
+            .iter()
+            .filter_map(|&row| row_name(c, items, row))
+            .collect()
+    });
+    let unseen = |l: &Vec<Listed>| -> Vec<Listed> {
+        l.iter()
+            .filter(|x| !watched.contains(&x.item.as_str()))
+            .take(k)
+            .cloned()
+            .collect()
+    };
     // Not in the model: a catalog profile's content affinity (videos), else popularity.
     if domain == Domain::Video {
         if let Some(p) = profile(&user)? {
-            let ranked = ix.titles.rank(&p, k, |_| false);
+            let ranked = ix.titles.rank(&p, k, |i| watched.contains(&i));
             if !ranked.is_empty() {
                 return Ok(Some(RecommendReply {
                     model: champion.map(|c| c.id),
@@ -216,6 +261,7 @@ pub fn recommend<E>(
                     domain,
                     known: false,
                     folded_at_ms: None,
+                    seen_since_fold: watched.len(),
                     affinity_weight: None,
                     cold_start: Some("profile affinity".into()),
                     recommendations: ranked.into_iter().map(Listed::ranked).collect(),
@@ -227,11 +273,12 @@ pub fn recommend<E>(
         return Ok(None);
     };
     let now = crate::domain::timefmt::now_ms();
-    let (cold_start, recommendations) = match trending(ix, Some(c), domain, &ask.hints, k, now) {
-        Some(list) => ("trending", list),
+    let more = k + watched.len();
+    let (cold_start, recommendations) = match trending(ix, Some(c), domain, &ask.hints, more, now) {
+        Some(list) => ("trending", unseen(&list)),
         None => (
             "popularity",
-            listed(c.recommender.popular(k, domain, &ask.hints)),
+            unseen(&listed(c.recommender.popular(more, domain, &ask.hints))),
         ),
     };
     Ok(Some(RecommendReply {
@@ -240,10 +287,27 @@ pub fn recommend<E>(
         domain,
         known: false,
         folded_at_ms: None,
+        seen_since_fold: watched.len(),
         affinity_weight: None,
         cold_start: Some(cold_start.into()),
         recommendations,
     }))
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The name of row `row`: the champion's items, then those folded in.
+fn row_name<'a>(c: &'a Champion, items: Option<&'a FoldedItems>, row: u32) -> Option<&'a str> {
+    let names = &c.recommender.bundle().items;
+    match (row as usize).checked_sub(names.len()) {
+        None => names.get(row as usize).map(String::as_str),
+        Some(j) => items
+            .filter(|e| e.first_row as usize == names.len())
+            .and_then(|e| e.names.get(j))
+            .map(String::as_str),
+    }
 }
 
 /// `trending`: what trends now (exactly the scope asked, not widened).

@@ -496,10 +496,13 @@ impl Serving {
         s
     }
 
-    /// `user` as the fold-in has them against `champion`, if it has them.
-    pub fn folded(&self, champion: &Champion, user: &str) -> Option<Arc<super::live::Folded>> {
-        let live = self.live.read().ok()?;
-        live.user(champion.id, user)
+    /// `user` as the fold-in has them against `champion`: their folded
+    /// state, if any, and what they watched since.
+    pub fn live_user(&self, champion: &Champion, user: &str) -> super::live::LiveUser {
+        self.live
+            .read()
+            .map(|l| l.live_user(champion.id, user))
+            .unwrap_or_default()
     }
 
     /// The items folded in against `champion` (none: not one yet).

@@ -118,9 +118,10 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         hints,
         user: req.user,
     };
-    let folded = champion
+    let live = champion
         .as_deref()
-        .and_then(|c| a.serving.folded(c, &ask.user.trim().to_lowercase()));
+        .map(|c| a.serving.live_user(c, &ask.user.trim().to_lowercase()))
+        .unwrap_or_default();
     let items = champion.as_deref().and_then(|c| a.serving.folded_items(c));
     let (view, indexes) = (a.view.clone(), a.indexes.clone());
     let reply = blocking(move || {
@@ -129,7 +130,7 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
             .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
         Ok::<_, CommandError>(crate::ml::recommend::recommend(
             champion.as_deref(),
-            folded.as_deref(),
+            &live,
             items.as_deref(),
             |u| view.user_profile(u),
             &ix,

@@ -7,7 +7,10 @@
 //! asks for their list (the same call the control socket and `/api/recommend`
 //! make), sends a finished view of the item ranked first through the broker,
 //! and asks again every millisecond until that item has left the list. The
-//! time from the send to the first list without it is the probe's freshness.
+//! time from the send to the first list without it is the probe's freshness
+//! (the item is left out as soon as the batch that stores the view commits);
+//! the time to the user's factors re-solved with the view (the list re-ranked)
+//! is its refold time.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +62,11 @@ pub struct FreshnessReport {
     /// Probes whose item was still listed after the timeout (not in the quantiles).
     pub missed: usize,
     pub freshness_ms: FreshnessMs,
+    /// From the view's send to the user's factors re-solved with it (their
+    /// folded state has the item as seen): the list is re-ranked by then.
+    pub refold_ms: FreshnessMs,
+    /// Probes whose view was not folded in within the timeout.
+    pub refold_missed: usize,
     /// While the probes ran: events stored per second.
     pub ingest_events_per_sec: f64,
     /// While the probes ran: users folded in per second, and durable batches
@@ -128,7 +136,7 @@ pub fn freshness(
     let cfg = config(args, data_dir);
     // Enough stream for the warm-up and the probes at the rate (the stream
     // ends the run early only if the probes take far longer than planned).
-    let planned = args.probes as f64 * 0.5 + 120.0;
+    let planned = args.probes as f64 * 3.0 + 120.0;
     let events = args.warmup_events + (args.rate * planned) as u64;
     let stream = VideoStream::new(args.users, args.videos, args.seed, events, 0.0);
     let mut like = VideoStream::new(args.users, args.videos, args.seed ^ 1, 1, 0.0);
@@ -179,6 +187,7 @@ pub fn freshness(
         let (stored0, fold0) = (daemon.progress.done(), daemon.serving.fold_stats());
         let t_probes = Instant::now();
         let (mut times, mut missed) = (Vec::with_capacity(args.probes), 0usize);
+        let (mut refolds, mut refold_missed) = (Vec::with_capacity(args.probes), 0usize);
         for _ in 0..args.probes {
             let user = &users[rng.gen_range(0..users.len())];
             let before = recommend(&admin, ask(user)).await?;
@@ -187,16 +196,34 @@ pub fn freshness(
             };
             let view = finished_view(&like, user, &first);
             let payload = crate::ingest::wire::to_json(&Event::Video(view));
+            // The item may be one folded in since the champion's training.
+            let folded_items = daemon.serving.folded_items(&champion);
+            let row = crate::ml::live::item_row(&champion, folded_items.as_deref(), &first);
+            let refolded = || {
+                let f = daemon.serving.live_user(&champion, user).folded;
+                f.zip(row)
+                    .is_some_and(|(f, r)| f.seen.binary_search(&r).is_ok())
+            };
             let sent = Instant::now();
             crate::kafka::send(&producer, "bench.video", user.as_bytes(), &payload, None)?;
+            let (mut gone, mut solved) = (false, false);
             loop {
                 let now = recommend(&admin, ask(user)).await?;
-                if !items(&now).contains(&first) {
-                    times.push(sent.elapsed().as_secs_f64() * 1000.0);
+                let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                if !gone && !items(&now).contains(&first) {
+                    gone = true;
+                    times.push(ms);
+                }
+                if !solved && refolded() {
+                    solved = true;
+                    refolds.push(ms);
+                }
+                if gone && solved {
                     break;
                 }
                 if sent.elapsed() > args.probe_timeout {
-                    missed += 1;
+                    missed += usize::from(!gone);
+                    refold_missed += usize::from(!solved);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -226,17 +253,21 @@ pub fn freshness(
         };
         daemon.shutdown().await;
         times.sort_by(f64::total_cmp);
+        refolds.sort_by(f64::total_cmp);
+        let ms = |t: &[f64]| FreshnessMs {
+            p50: quantile(t, 0.5),
+            p90: quantile(t, 0.9),
+            p99: quantile(t, 0.99),
+            max: t.last().copied().unwrap_or(0.0),
+        };
         Ok(FreshnessReport {
             bench: "freshness",
             rate: args.rate,
             probes: args.probes,
             missed,
-            freshness_ms: FreshnessMs {
-                p50: quantile(&times, 0.5),
-                p90: quantile(&times, 0.9),
-                p99: quantile(&times, 0.99),
-                max: times.last().copied().unwrap_or(0.0),
-            },
+            freshness_ms: ms(&times),
+            refold_ms: ms(&refolds),
+            refold_missed,
             ingest_events_per_sec: (stored1 - stored0) as f64 / probe_seconds,
             fold_ins_per_sec: (fold1.folded_total - fold0.folded_total) as f64 / probe_seconds,
             fold_batches_per_sec: (fold1.batches - fold0.batches) as f64 / probe_seconds,
