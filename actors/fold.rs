@@ -222,11 +222,14 @@ impl Worker {
             return Flow::Go;
         };
         let t = Instant::now();
-        // Items the champion does not have are followed; those with enough
-        // users get factors from their users' current ones (folded, else
-        // trained) before the users are solved, so what a user has seen
-        // holds them.
+        // Items the champion does not have are followed, from the changes and
+        // from the pairs of the users read whole (after a restart, those of
+        // the users folded in before it: so the items folded in then fold in
+        // again). Those with enough users get factors from their users'
+        // current ones (folded, else trained) before the users are solved, so
+        // what a user has seen holds them.
         self.items.follow(&champion);
+        self.pairs.follow(champion.id);
         let r = &champion.recommender;
         for c in &changes {
             if r.item_row(&c.item).is_none() {
@@ -236,6 +239,38 @@ impl Worker {
                 };
                 let w = live::change_weight(&c.agg, self.weights);
                 self.items.observe(&c.item, domain, &c.user, w, delta);
+            }
+        }
+        // The held users follow the changes in commit order; the others are
+        // read whole (a read has every change committed before it).
+        let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
+        let read = {
+            let Ok(ix) = self.indexes.read() else {
+                tracing::error!("the indexes are poisoned: fold-in stops");
+                return Flow::Stop;
+            };
+            misses
+                .into_par_iter()
+                .filter_map(|u| {
+                    match live::user_pairs_by_domain(&self.view, &ix.graph, u, self.weights) {
+                        Ok(p) => Some((u.clone(), p)),
+                        Err(e) => {
+                            tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        if crate::domain::worker::inject("fold-in") {
+            panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
+        }
+        let (n_read, t_read) = (read.len(), t.elapsed());
+        for (u, (pairs, _)) in &read {
+            for (item, w, domain) in pairs {
+                if r.item_row(item).is_none() {
+                    self.items.observe(item, *domain, u, *w, false);
+                }
             }
         }
         let solved = {
@@ -256,9 +291,6 @@ impl Worker {
             })
         };
         let items = self.items.items();
-        // The held users follow the changes in commit order; the others are
-        // read whole (a read has every change committed before it).
-        self.pairs.follow(champion.id);
         for c in &changes {
             self.pairs.apply(&champion, Some(&items), c, self.weights);
         }
@@ -269,34 +301,12 @@ impl Worker {
                 }
             }
         }
+        for (u, (pairs, upto)) in read {
+            let pairs: Vec<(String, f32)> = pairs.into_iter().map(|(i, w, _)| (i, w)).collect();
+            self.pairs.insert(&champion, Some(&items), u, &pairs, upto);
+        }
         let t_items = t.elapsed();
         let users: Vec<String> = users.into_iter().collect();
-        let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
-        let read = {
-            let Ok(ix) = self.indexes.read() else {
-                tracing::error!("the indexes are poisoned: fold-in stops");
-                return Flow::Stop;
-            };
-            misses
-                .into_par_iter()
-                .filter_map(
-                    |u| match live::user_pairs(&self.view, &ix.graph, u, self.weights) {
-                        Ok(p) => Some((u.clone(), p)),
-                        Err(e) => {
-                            tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
-                            None
-                        }
-                    },
-                )
-                .collect::<Vec<_>>()
-        };
-        if crate::domain::worker::inject("fold-in") {
-            panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
-        }
-        let (n_read, t_read) = (read.len(), t.elapsed());
-        for (u, (p, upto)) in read {
-            self.pairs.insert(&champion, Some(&items), u, &p, upto);
-        }
         let input: Vec<(String, Vec<(u32, f32)>)> = users
             .into_iter()
             .filter_map(|u| {
@@ -334,7 +344,7 @@ impl Worker {
         }
         tracing::debug!(
             "fold-in round: {batches} batches, {n_changes} changes, {n_users} users \
-             ({n_read} read); items {t_items:?}, read {t_read:?}, rows {t_rows:?}, \
+             ({n_read} read); read {t_read:?}, items {t_items:?}, rows {t_rows:?}, \
              solved {t_solve:?}, installed {t_installed:?}, recorded {:?}; oldest commit \
              {latency:?} before serving",
             t.elapsed()

@@ -244,6 +244,18 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
         |r| r["folded_at_ms"].is_i64(),
     );
     assert!(!items(&u).contains(&first));
+    // The title folds in again from its watchers' stored pairs, no new event.
+    let s = wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
+        s["fold_in"]["folded_items"].as_u64() >= Some(1)
+    });
+    assert_eq!(s["fold_in"]["items_pending"], 0, "{}", s["fold_in"]);
+    let theirs = ctl_json(&data, &["recommend", &other, "100", "--domain", "video"]);
+    assert_eq!(theirs["model"], model, "no retrain: {theirs}");
+    assert!(items(&theirs).iter().any(|i| i == title), "{theirs}");
+    for w in &watchers {
+        let l = ctl_json(&data, &["recommend", w, "100", "--domain", "video"]);
+        assert!(!items(&l).iter().any(|i| i == title), "seen: {l}");
+    }
 }
 
 #[test]

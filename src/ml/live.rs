@@ -23,6 +23,7 @@ use super::als::Solver;
 use super::item_fold::FoldedItems;
 use super::recent::RecentSeen;
 use super::serve::Champion;
+use crate::domain::event::Domain;
 use crate::store::{PairChange, PairChangeAgg, StoreError, StoreView};
 use crate::views::graph::MusicGraph;
 
@@ -535,14 +536,29 @@ pub fn user_pairs(
     user: &str,
     music_weights: [f64; 5],
 ) -> Result<(Vec<(String, f32)>, u64), StoreError> {
+    let (pairs, upto) = user_pairs_by_domain(view, graph, user, music_weights)?;
+    Ok((pairs.into_iter().map(|(i, w, _)| (i, w)).collect(), upto))
+}
+
+/// A user's pairs, each with its item's domain.
+pub type DomainPairs = Vec<(String, f32, Domain)>;
+
+/// As [`user_pairs`], each pair with its item's domain (video pairs, listening
+/// edges of tracks).
+pub fn user_pairs_by_domain(
+    view: &StoreView,
+    graph: &MusicGraph,
+    user: &str,
+    music_weights: [f64; 5],
+) -> Result<(DomainPairs, u64), StoreError> {
     let (video, upto) = view.user_video_pairs(user)?;
-    let mut out: Vec<(String, f32)> = video
+    let mut out: DomainPairs = video
         .into_iter()
-        .map(|(item, a)| (item, a.weight as f32))
+        .map(|(item, a)| (item, a.weight as f32, Domain::Video))
         .collect();
     out.extend(graph.edges_of(user).into_iter().map(|(t, a)| {
         let w = super::dataset::music_weight(&a, music_weights);
-        (t.to_string(), w as f32)
+        (t.to_string(), w as f32, Domain::Music)
     }));
     Ok((out, upto))
 }
