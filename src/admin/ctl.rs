@@ -219,6 +219,7 @@ fn status_text(r: &StatusReply) -> String {
         ("brokers", r.brokers.clone()),
         ("offset_namespace", r.offset_namespace.clone()),
         ("champion", opt(&r.champion)),
+        ("serving", r.serving.clone()),
         ("ingest.paused", r.ingest.paused.to_string()),
         ("ingest.consumed", r.ingest.consumed.to_string()),
         ("ingest.stored", r.ingest.stored.to_string()),

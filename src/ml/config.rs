@@ -36,6 +36,10 @@ pub struct ModelsConfig {
     /// Cut-off of the ranking metrics.
     pub k: usize,
     pub promote_metric: PromoteMetric,
+    /// A model is promoted only when it also scores higher than the popularity
+    /// baseline on the same held-out split; until one does, popularity
+    /// (what trends now) serves.
+    pub promote_over_popularity: bool,
     pub seed: u64,
     /// Weight of content affinity (catalog profile vs title) blended into the
     /// ALS scores of users with a profile; the evaluator scores the blend against
@@ -119,6 +123,7 @@ impl Default for ModelsConfig {
             min_user_items: 5,
             k: 10,
             promote_metric: PromoteMetric::Ndcg,
+            promote_over_popularity: true,
             seed: 42,
             affinity_weight: 0.3,
             classifiers: true,

@@ -134,8 +134,9 @@ pub struct Ask {
     pub hints: Hints,
 }
 
-/// Top `k` for `user` (ids are compared trimmed and lower-cased); `Ok(None)`
-/// when there is no champion and no catalog profile to rank by. `live`: the
+/// Top `k` for `user` (ids are compared trimmed and lower-cased); without a
+/// champion, a catalog profile's content affinity, else what trends now;
+/// `Ok(None)` when there is no champion and nothing to rank by. `live`: the
 /// user as the fold-in has them against this champion (their events since
 /// its training), which takes the place of their trained row, and the items
 /// they watched since (left out of every list); `items`: the
@@ -269,10 +270,24 @@ pub fn recommend<E>(
             }
         }
     }
-    let Some(c) = champion else {
-        return Ok(None);
-    };
     let now = crate::domain::timefmt::now_ms();
+    let Some(c) = champion else {
+        // No model serves (none trained yet, or none has beaten popularity on
+        // held-out data): what trends now, for every user.
+        return Ok(
+            trending(ix, None, domain, &ask.hints, k, now).map(|list| RecommendReply {
+                model: None,
+                user,
+                domain,
+                known: false,
+                folded_at_ms: None,
+                seen_since_fold: 0,
+                affinity_weight: None,
+                cold_start: Some("trending".into()),
+                recommendations: list,
+            }),
+        );
+    };
     let more = k + watched.len();
     let (cold_start, recommendations) = match trending(ix, Some(c), domain, &ask.hints, more, now) {
         Some(list) => ("trending", unseen(&list)),

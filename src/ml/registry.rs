@@ -115,7 +115,11 @@ pub fn record_run(view: &StoreView, run: Run<'_>) -> Result<Recorded, TrainError
         .champion_id()?
         .zip(run.champion_score)
         .map(|(id, score)| Standing { id, score });
-    let decision = promote::decide(run.metric, run.cfg.k, run.value, standing);
+    let popularity = run
+        .cfg
+        .promote_over_popularity
+        .then(|| promote::score(&run.evaluation.baseline, run.metric));
+    let decision = promote::decide(run.metric, run.cfg.k, run.value, standing, popularity);
     let meta = recommender_version(id, &run, decision.why.clone());
     version::record(view, &meta, run.encoded, decision.promote)?;
     let mut classifiers = Vec::new();

@@ -167,6 +167,11 @@ pub fn spawn_daemon(
         .env("PLAYPULSE_PRODUCERS__MODE", "never")
         .env("PLAYPULSE_HTTP__LISTEN", "127.0.0.1:0")
         .env("PLAYPULSE_INGEST__LOG_INTERVAL_SECONDS", "1")
+        // The fixtures hold a few thousand events, where popularity often ranks
+        // the held-out views better than a model: tests of what a model does
+        // promote it whatever popularity scores (tests/admin.rs checks the
+        // default rule, which keeps popularity serving).
+        .env("PLAYPULSE_MODELS__PROMOTE_OVER_POPULARITY", "false")
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::from(f));

@@ -133,6 +133,10 @@ pub struct StatusReply {
     pub producers: Vec<ProducerEntry>,
     pub actors: ActorHealth,
     pub champion: Option<u64>,
+    /// What serves lists: "model vN", else "popularity" (no model trained
+    /// yet, or none has beaten popularity on held-out data).
+    #[serde(default)]
+    pub serving: String,
     /// What the fold-in did: users held folded into the champion, solves,
     /// their speed, commit → served latency, the item factors' age.
     #[serde(default)]
@@ -302,6 +306,10 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             producers: health(a.producers.iter().all(|(_, p)| p.connected())),
         },
         champion: a.serving.get().map(|c| c.id),
+        serving: a
+            .serving
+            .get()
+            .map_or_else(|| "popularity".to_string(), |c| format!("model v{}", c.id)),
         fold_in: a.serving.fold_stats(),
     })
 }
