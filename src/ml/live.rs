@@ -232,15 +232,8 @@ impl Live {
             self.users.insert(user, (Arc::new(folded), self.seq, new));
         }
         // Past the bound by a tenth: the least recently folded give way.
-        if self.users.len() > max_users + max_users / 10 {
-            let mut order: Vec<u64> = self.users.values().map(|(_, s, _)| *s).collect();
-            let cut = self.users.len() - max_users;
-            order.select_nth_unstable(cut - 1);
-            let below = order[cut - 1];
-            let before = self.users.len();
-            self.users.retain(|_, (_, s, _)| *s > below);
-            self.stats.evicted += (before - self.users.len()) as u64;
-        }
+        self.stats.evicted +=
+            super::recent::evict_least_recent(&mut self.users, max_users, |(_, s, _)| *s) as u64;
         let s = &mut self.stats;
         s.max_users = max_users;
         s.folded_total += n as u64;
@@ -515,14 +508,7 @@ impl PairRows {
 
     /// Past `max_users` by a tenth: the least recently used give way.
     pub fn trim(&mut self, max_users: usize) {
-        if self.users.len() <= max_users + max_users / 10 {
-            return;
-        }
-        let mut order: Vec<u64> = self.users.values().map(|h| h.used).collect();
-        let cut = self.users.len() - max_users;
-        order.select_nth_unstable(cut - 1);
-        let below = order[cut - 1];
-        self.users.retain(|_, h| h.used > below);
+        super::recent::evict_least_recent(&mut self.users, max_users, |h| h.used);
     }
 }
 

@@ -79,16 +79,7 @@ impl RecentSeen {
     /// Past `max_users` by a tenth: the least recently noted give way (their
     /// items stay listed until their fold-in).
     pub fn trim(&mut self, max_users: usize) {
-        if self.users.len() <= max_users + max_users / 10 {
-            return;
-        }
-        let mut order: Vec<u64> = self.users.values().map(|r| r.tick).collect();
-        let cut = self.users.len() - max_users;
-        order.select_nth_unstable(cut - 1);
-        let below = order[cut - 1];
-        let before = self.users.len();
-        self.users.retain(|_, r| r.tick > below);
-        self.dropped += (before - self.users.len()) as u64;
+        self.dropped += evict_least_recent(&mut self.users, max_users, |r| r.tick) as u64;
     }
 
     /// `user`'s rows of `model` noted and not yet folded in, sorted.
@@ -118,6 +109,25 @@ impl RecentSeen {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+}
+
+/// Past `max` entries by a tenth, keeps the `max` most recent (by `tick`,
+/// distinct per entry) and answers how many gave way.
+pub fn evict_least_recent<K: Eq + std::hash::Hash, V>(
+    map: &mut FxHashMap<K, V>,
+    max: usize,
+    tick: impl Fn(&V) -> u64,
+) -> usize {
+    if map.len() <= max + max / 10 {
+        return 0;
+    }
+    let mut order: Vec<u64> = map.values().map(&tick).collect();
+    let cut = map.len() - max;
+    order.select_nth_unstable(cut - 1);
+    let below = order[cut - 1];
+    let before = map.len();
+    map.retain(|_, v| tick(v) > below);
+    before - map.len()
 }
 
 /// `a` and `b` (each sorted) as one sorted list without repeats.
