@@ -488,9 +488,19 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_kept() {
     let broker = Broker::start(&[(topic, 1)]);
     let sock = socket_of(dir.path());
     std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-    // What a crashed run leaves: a socket file nobody listens on.
-    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-    assert!(sock.exists());
+    // What a crashed run leaves: a socket file nobody listens on. Bound in a
+    // process of its own: a listener bound here, in a test process whose other
+    // tests spawn children meanwhile, can live on in a child between its fork
+    // and its exec, and answer the client below in place of the daemon.
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+        ])
+        .arg(&sock)
+        .status()
+        .expect("python3");
+    assert!(made.success() && sock.exists());
     let mut daemon = start(dir.path(), &broker, "admin-stale", topic, &[]);
     let mut c = Client::connect(&sock, &mut daemon);
     c.ok(json!({"cmd": "status"}));
