@@ -82,7 +82,8 @@ pub struct LiveStats {
     #[serde(default)]
     pub items_dropped: u64,
     /// Users whose newest views are left out of their lists ahead of their
-    /// fold-in ([`super::recent`]), and rows let go past its bounds.
+    /// fold-in ([`super::recent`]); and its rows not noted past a user's
+    /// bound plus users let go past the user bound.
     #[serde(default)]
     pub seen_pending_users: usize,
     #[serde(default)]

@@ -17,7 +17,8 @@ pub struct RecentSeen {
     model: Option<u64>,
     users: FxHashMap<String, Recent>,
     tick: u64,
-    /// Rows not noted: past [`MAX_ROWS`] for their user.
+    /// Rows not noted (past [`MAX_ROWS`] for their user), and users let go
+    /// past the user bound.
     dropped: u64,
 }
 
@@ -105,7 +106,7 @@ impl RecentSeen {
         self.users.is_empty()
     }
 
-    /// Rows (or users' rows) let go past the bounds.
+    /// Rows not noted past [`MAX_ROWS`], plus users let go past the user bound.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

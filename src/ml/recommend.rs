@@ -241,7 +241,7 @@ pub fn recommend<E>(
     let watched: Vec<&str> = champion.map_or_else(Vec::new, |c| {
         live.recent
             .iter()
-            .filter_map(|&row| row_name(c, items, row))
+            .filter_map(|&row| c.recommender.row_name(row as usize, items))
             .collect()
     });
     let unseen = |l: &Vec<Listed>| -> Vec<Listed> {
@@ -311,18 +311,6 @@ pub fn recommend<E>(
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
-}
-
-/// The name of row `row`: the champion's items, then those folded in.
-fn row_name<'a>(c: &'a Champion, items: Option<&'a FoldedItems>, row: u32) -> Option<&'a str> {
-    let names = &c.recommender.bundle().items;
-    match (row as usize).checked_sub(names.len()) {
-        None => names.get(row as usize).map(String::as_str),
-        Some(j) => items
-            .filter(|e| e.first_row as usize == names.len())
-            .and_then(|e| e.names.get(j))
-            .map(String::as_str),
-    }
 }
 
 /// `trending`: what trends now (exactly the scope asked, not widened).

@@ -306,7 +306,7 @@ impl Recommender {
                 .filter(|&s| s < scores.len() && domain_at(s) == domain)
                 .map(|s| (s, cosine(yi, vector(s), ni, norm(s))))
                 .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(s, _)| self.item_name(s, extra).to_string());
+                .map(|(s, _)| self.row_name(s, extra).unwrap_or_default().to_string());
             let reason = match &because {
                 Some(b) => format!("because you {verb} {b}"),
                 None => "from your taste".to_string(),
@@ -326,13 +326,16 @@ impl Recommender {
         .collect()
     }
 
-    /// The name of row `i` (the champion's items, then `extra`'s).
-    fn item_name<'a>(&'a self, i: usize, extra: Option<&'a FoldedItems>) -> &'a str {
-        match i.checked_sub(self.b.items.len()) {
-            None => &self.b.items[i],
+    /// The name of row `i`: the champion's items, then `extra`'s (when they
+    /// were folded in after this champion's); none past both.
+    pub fn row_name<'a>(&'a self, i: usize, extra: Option<&'a FoldedItems>) -> Option<&'a str> {
+        let n = self.b.items.len();
+        match i.checked_sub(n) {
+            None => self.b.items.get(i).map(String::as_str),
             Some(j) => extra
+                .filter(|e| e.first_row as usize == n)
                 .and_then(|e| e.names.get(j))
-                .map_or("", String::as_str),
+                .map(String::as_str),
         }
     }
 

@@ -168,6 +168,8 @@ fn health(connected: bool) -> String {
 }
 
 pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
+    // One read: `champion` and `serving` name the same model.
+    let champion = a.serving.get().map(|c| c.id);
     let ns = a.namespace.clone();
     let store = tokio::time::timeout(
         Duration::from_secs(5),
@@ -305,11 +307,8 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             evaluator: health(a.evaluate.connected()),
             producers: health(a.producers.iter().all(|(_, p)| p.connected())),
         },
-        champion: a.serving.get().map(|c| c.id),
-        serving: a
-            .serving
-            .get()
-            .map_or_else(|| "popularity".to_string(), |c| format!("model v{}", c.id)),
+        champion,
+        serving: champion.map_or_else(|| "popularity".to_string(), |id| format!("model v{id}")),
         fold_in: a.serving.fold_stats(),
     })
 }
