@@ -1,4 +1,5 @@
-//! Damage to the store's files at rest: a stretch of sled's log overwritten.
+//! Damage to the store's files at rest: stretches of the event log's files
+//! overwritten (the events are there; sled holds where they are).
 //! The daemon still starts; reads (an export, training) skip what cannot be
 //! read and say so, and `status` shows it; `playpulse check` names it and
 //! exits 1; `check --repair` rebuilds the store from what reads back, after
@@ -109,7 +110,7 @@ fn damaged_files_are_reported_skipped_and_repaired() {
     assert!(clean, "{report}");
     assert_eq!(report["events"], total);
 
-    assert!(overwrite(&data.join("store"), NEEDLE.as_bytes()) > 0);
+    assert!(overwrite(&data, NEEDLE.as_bytes()) > 0);
     let (clean, report, stderr) = check(&data, false);
     assert!(!clean, "the damage is found: {report}");
     let damaged = report["damaged"].as_array().unwrap();
@@ -127,7 +128,8 @@ fn damaged_files_are_reported_skipped_and_repaired() {
     let lines = std::fs::read_to_string(&out).unwrap().lines().count();
     assert!(
         lines < total && lines > total / 2,
-        "{lines} of {total} exported"
+        "{lines} of {total} exported; {r}; {report}; {}",
+        ctl_status(dir.path())["store"]
     );
     let t = ctl_json(&data, &["train"]);
     assert_eq!(t["ok"], true, "training goes on past the damage: {t}");

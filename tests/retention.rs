@@ -13,7 +13,7 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
     let dir = tempfile::tempdir().unwrap();
     let topics = [("ret.video", 3)];
     let broker = Broker::start(&topics);
-    let p = produce_video(&broker.bootstrap, "ret.video", 12_000, 0.0, 23);
+    let p = produce_video(&broker.bootstrap, "ret.video", 40_000, 0.0, 23);
     let mut d = spawn_daemon(
         dir.path(),
         &broker.bootstrap,
@@ -38,6 +38,16 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
     assert_eq!(log["max_size_mb"], 1.0, "{log}");
     assert!(log["deleted_segments"].as_u64().unwrap() > 0, "{log}");
     assert!(log["deleted_bytes"].as_u64().unwrap() > 0, "{log}");
+    // The disk follows (retention of 1 MiB makes files of 1 MiB): a file goes
+    // with its last segment, so what stays is the kept bytes, the oldest file's
+    // deleted part and the file being written.
+    let on_disk = log["file_bytes"].as_u64().unwrap();
+    assert!(on_disk > 0 && on_disk <= 3 << 20, "{log}");
+    let total: u64 = log["bytes"].as_u64().unwrap() + log["deleted_bytes"].as_u64().unwrap();
+    assert!(
+        on_disk < total,
+        "files were removed: {on_disk} of {total} bytes on disk"
+    );
     let text = run_ok(&[
         "ctl",
         "--data-dir",

@@ -264,9 +264,11 @@ fn status_text(r: &StatusReply) -> String {
                         (a, s) => format!("kept: {a} h / {s} MiB (0 = no bound)"),
                     };
                     format!(
-                        "{} segments, {:.1} MiB; {bound}; {} deleted",
+                        "{} segments, {:.1} MiB in {} files ({:.1} MiB on disk); {bound}; {} deleted",
                         l.held.segments,
                         l.held.bytes as f64 / f64::from(1 << 20),
+                        l.held.files,
+                        l.held.file_bytes as f64 / f64::from(1 << 20),
                         l.held.deleted_segments
                     )
                 },

@@ -32,8 +32,10 @@ pub struct SoakReport {
     pub events_per_sec: f64,
     /// Resident memory (MiB) at 5 %, 10 %, … 100 % of the records stored.
     pub rss_mb_samples: Vec<f64>,
-    /// The store's size on disk (MiB) at the same points.
+    /// The store's size on disk (MiB) at the same points: sled's files, and
+    /// the event log's files.
     pub sled_mb_samples: Vec<f64>,
+    pub event_files_mb_samples: Vec<f64>,
     /// Resident memory at the end over its value at 25 % (after warm-up).
     pub rss_growth_after_warmup: f64,
     /// Distinct (user, video) aggregates at the end, and the seconds it took to
@@ -53,6 +55,7 @@ pub struct SoakReport {
     /// is beyond the live bytes is space sled has not reclaimed yet.
     pub live_mb_by_prefix: std::collections::BTreeMap<String, f64>,
     pub sled_mb_end: f64,
+    pub event_files_mb_end: f64,
 }
 
 fn dir_mb(dir: &std::path::Path) -> f64 {
@@ -89,15 +92,16 @@ pub fn soak(
     );
     let total = args.events;
     let store_dir = data_dir.join("store");
+    let files_dir = data_dir.join(crate::store::eventlog::DIR);
     let system = actix::System::new();
-    let (seconds, rss, sled) = system.block_on(async move {
+    let (seconds, rss, sled, files) = system.block_on(async move {
         let daemon = Daemon::start(
             &cfg,
             vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)],
         )?;
         // From the first record stored (the embedded broker's first group join takes ~3 s).
         let mut t0 = None;
-        let (mut rss, mut sled) = (Vec::new(), Vec::new());
+        let (mut rss, mut sled, mut files) = (Vec::new(), Vec::new(), Vec::new());
         wait_until_done(&daemon, total, "soak", |done| {
             if t0.is_none() && done > 0 {
                 t0 = Some(Instant::now());
@@ -106,12 +110,13 @@ pub fn soak(
             while (rss.len() as u64 + 1) * total <= done * 20 && rss.len() < 20 {
                 rss.push(proc_status_mb("VmRSS"));
                 sled.push(dir_mb(&store_dir));
+                files.push(dir_mb(&files_dir));
             }
         })
         .await?;
         let seconds = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
         daemon.shutdown().await;
-        Ok::<_, anyhow::Error>((seconds, rss, sled))
+        Ok::<_, anyhow::Error>((seconds, rss, sled, files))
     })?;
 
     // Every record checked: the same seed makes the same records again; valid
@@ -151,6 +156,7 @@ pub fn soak(
     }
     let pairs_seconds = tp.elapsed().as_secs_f64();
     let sled_mb_end = dir_mb(&data_dir.join("store"));
+    let event_files_mb_end = dir_mb(&data_dir.join(crate::store::eventlog::DIR));
     let live_mb_by_prefix = store
         .bytes_by_prefix()?
         .into_iter()
@@ -210,6 +216,8 @@ pub fn soak(
         rss_mb_samples: rss,
         sled_mb_end,
         sled_mb_samples: sled,
+        event_files_mb_samples: files,
+        event_files_mb_end,
         live_mb_by_prefix,
         verify_seconds: t.elapsed().as_secs_f64(),
     })

@@ -1,7 +1,8 @@
 //! `playpulse check [--repair]`: reads every entry of a stopped daemon's store,
-//! verifies event segments (checksum, entries, events), dead letters and
-//! catalog records, and lists what is damaged: entries whose value does not
-//! hold, and stretches of sled's files that cannot be read at all.
+//! verifies event segments (read from the event log's files: checksum,
+//! entries, events), dead letters and catalog records, and lists what is
+//! damaged: entries whose value does not hold (a segment whose file is missing
+//! or short included), and stretches of sled's files that cannot be read.
 //!
 //! `--repair` rebuilds the store from what reads back: every readable entry is
 //! copied into a new store, damaged values are kept apart under `Q/` (with why
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::eventlog::{self, LogFiles};
 use super::{keys, read, scan, segment, Store, StoreError};
 use crate::domain::event::Event;
 
@@ -58,10 +60,14 @@ impl CheckReport {
 }
 
 /// Why a value does not hold, if it does not.
-fn verify(k: &[u8], v: &[u8], report: &mut CheckReport) -> Option<String> {
+fn verify(k: &[u8], v: &[u8], files: &LogFiles, report: &mut CheckReport) -> Option<String> {
     if k.starts_with(keys::EVENT) {
         report.segments += 1;
-        let entries = match segment::entries(v) {
+        let bytes = match segment_bytes(v, files) {
+            Ok(b) => b,
+            Err(e) => return Some(e.to_string()),
+        };
+        let entries = match segment::entries(&bytes) {
             Ok(e) => e,
             Err(e) => return Some(e.to_string()),
         };
@@ -116,6 +122,17 @@ fn verify(k: &[u8], v: &[u8], report: &mut CheckReport) -> Option<String> {
     None
 }
 
+/// A segment entry's bytes: read from the event log's files for a pointer.
+fn segment_bytes<'a>(
+    v: &'a [u8],
+    files: &LogFiles,
+) -> Result<std::borrow::Cow<'a, [u8]>, eventlog::LogReadError> {
+    match eventlog::Pointer::decode(v) {
+        Some(p) => files.read(&p).map(std::borrow::Cow::Owned),
+        None => Ok(std::borrow::Cow::Borrowed(v)),
+    }
+}
+
 fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
     match super::open_waiting_for_lock(&sled::Config::new().path(path)) {
         Ok(Ok(db)) => Ok(db),
@@ -145,12 +162,13 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
         path: path.clone(),
         ..CheckReport::default()
     };
+    let files = LogFiles::new(dir.join(eventlog::DIR));
     let mut damaged_keys = Vec::new();
     for step in scan::scan_prefix(&tree, b"") {
         match step {
             Ok((k, v)) => {
                 report.entries += 1;
-                if let Some(why) = verify(&k, &v, &mut report) {
+                if let Some(why) = verify(&k, &v, &files, &mut report) {
                     report.damaged.push(Damage {
                         what: read::entry_name(&k),
                         why,
@@ -206,10 +224,16 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
                 .iter()
                 .find(|d| d.what == read::entry_name(&k))
                 .map_or("", |d| d.why.as_str());
+            // A segment in the event log's files is kept with its bytes as
+            // read: the file goes once no segment entry points into it.
+            let value = match eventlog::Pointer::decode(&v) {
+                Some(p) => files.read(&p).unwrap_or_else(|_| v.to_vec()),
+                None => v.to_vec(),
+            };
             let record = serde_json::json!({
                 "why": why,
                 "quarantined_at_ms": now,
-                "value_hex": v.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "value_hex": value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             });
             batch.insert(qk, serde_json::to_vec(&record).unwrap_or_default());
         } else {

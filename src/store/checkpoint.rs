@@ -111,7 +111,48 @@ impl Store {
         }
         tree.apply_batch(batch)?;
         db.flush()?;
+        bytes += self.copy_event_files(&dest.join(super::eventlog::DIR))?;
         Ok((n, bytes))
+    }
+
+    /// Copies the event log's files into `to` (the head file up to its
+    /// committed end; the others are never written again, so a hard link does
+    /// where the disk allows); answers the bytes.
+    fn copy_event_files(&self, to: &Path) -> Result<u64, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::EventLog { path, source }
+        };
+        std::fs::create_dir_all(to).map_err(io(to))?;
+        let from = self.view.log.dir();
+        let head = self.log.head();
+        let mut bytes = 0;
+        for (id, size) in super::eventlog::list(from).map_err(io(from))? {
+            if !self.log_live.contains_key(&id) {
+                continue;
+            }
+            let (src, dst) = (
+                self.log.path_of(id),
+                to.join(super::eventlog::file_name(id)),
+            );
+            if id == head.file {
+                std::fs::copy(&src, &dst).map_err(io(&dst))?;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&dst)
+                    .map_err(io(&dst))?;
+                f.set_len(head.len)
+                    .and_then(|()| f.sync_all())
+                    .map_err(io(&dst))?;
+                bytes += head.len;
+            } else {
+                if std::fs::hard_link(&src, &dst).is_err() {
+                    std::fs::copy(&src, &dst).map_err(io(&dst))?;
+                }
+                bytes += size;
+            }
+        }
+        Ok(bytes)
     }
 
     /// Recomputes every aggregate from the event log and the dead letters

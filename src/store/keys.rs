@@ -3,7 +3,7 @@
 //!
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
-//! | `E/`   | namespace(be32) topic 0 partition(be32) first offset(be64) | a log segment: version, crc32, (offset, length, event)* |
+//! | `E/`   | namespace(be32) topic 0 partition(be32) first offset(be64) | where the segment is in the event log files (see `store::eventlog`); before layout 3, the segment itself: version, crc32, (offset, length, event)* |
 //! | `D/`   | namespace(be32) topic 0 partition offset | dead letter, JSON           |
 //! | `N/`   | `n/` name, `i/` number                | offset namespaces (both ways)  |
 //! | `Q/`   | a damaged segment's key               | the segment, quarantined       |
@@ -37,8 +37,12 @@ pub const QUARANTINE: &[u8] = b"Q/";
 /// The store's layout version (be32): absent in stores older than [`LAYOUT`].
 pub const LAYOUT_KEY: &[u8] = b"i/layout";
 /// Layout 2: namespaced positions, checksummed segments, length-prefixed key
-/// parts and journal entries.
-pub const LAYOUT: u32 = 2;
+/// parts and journal entries. Layout 3: segments in the event log's files,
+/// pointed at from their entries (a store of layout 2 is read as it is, and
+/// writes new segments to the files).
+pub const LAYOUT: u32 = 3;
+/// The committed end of the event log's files (see `store::eventlog::Head`).
+pub const EVENT_LOG_HEAD: &[u8] = b"i/event-log-head";
 pub const OFFSET: &[u8] = b"o/";
 pub const PAIR: &[u8] = b"a/";
 /// Per (user, video) implicit-feedback rows of the layout before per-user

@@ -45,6 +45,12 @@ pub fn positions(tree: &sled::Tree, path: &Path) -> Result<Encoding, StoreError>
                     known: keys::LAYOUT,
                 });
             }
+            if found < keys::LAYOUT {
+                // Layout 2 reads as it is; what is written from now on may be
+                // in the event log's files, which an older playpulse cannot read.
+                tree.insert(keys::LAYOUT_KEY, &keys::LAYOUT.to_be_bytes())?;
+                tree.flush()?;
+            }
             return Ok(Encoding::Current);
         }
         None if tree

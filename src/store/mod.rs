@@ -14,6 +14,7 @@ pub mod check;
 mod checkpoint;
 mod compact;
 pub mod config;
+pub mod eventlog;
 pub mod keys;
 mod migrate;
 pub mod models;
@@ -69,6 +70,11 @@ pub enum StoreError {
         path: PathBuf,
         found: u32,
         known: u32,
+    },
+    #[error("cannot write the event log file {path}: {source}; check free disk space and permissions of the data dir")]
+    EventLog {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("{id:?}: {rule}")]
     BadId { id: String, rule: &'static str },
@@ -202,6 +208,8 @@ pub struct StoreView {
     failed: std::sync::Arc<std::sync::OnceLock<String>>,
     /// The video pairs not yet in chunks, and the compactor's signals.
     pairs: std::sync::Arc<pairs::Shared>,
+    /// The event log's files (see [`eventlog`]).
+    log: std::sync::Arc<eventlog::LogFiles>,
 }
 
 pub struct Store {
@@ -228,6 +236,11 @@ pub struct Store {
     /// The pair compactor (see [`compact`]) and the free space it keeps.
     compactor: Option<std::thread::JoinHandle<()>>,
     min_free: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Appends segments to the event log's files, and how many segments each
+    /// file holds (a file none of whose segments is left is removed).
+    log: eventlog::LogWriter,
+    log_live: std::collections::BTreeMap<u64, u64>,
+    log_roll: eventlog::Roll,
 }
 
 impl Drop for Store {
@@ -271,7 +284,7 @@ impl StoreView {
     /// After a failed write, sled may hold part of that write in memory: it
     /// must never reach the disk. No write or flush follows, and sled's final
     /// flush (when its last handle drops) is kept from running.
-    fn poison(&self, e: &sled::Error) {
+    fn poison(&self, e: &dyn std::fmt::Display) {
         if self.failed.set(e.to_string()).is_ok() {
             std::mem::forget(self.db.clone());
             tracing::error!("store write failed ({e}): the store takes no more writes");
@@ -321,6 +334,16 @@ impl StoreView {
         self.commit(batch)?;
         Ok(n)
     }
+}
+
+/// The ids of the event log's files, each counted as holding more segments
+/// than can be deleted (so that none is removed).
+fn list_ids(files: &eventlog::LogFiles) -> std::collections::BTreeMap<u64, u64> {
+    eventlog::list(files.dir())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, _)| (id, u64::MAX))
+        .collect()
 }
 
 /// How long an open waits for the store's file lock: a handle of this process
@@ -402,6 +425,22 @@ impl Store {
             offsets.insert(key, next);
         }
         let namespaces = migrate::namespaces(&tree)?;
+        let log_dir = dir.join(eventlog::DIR);
+        let head = match tree.get(keys::EVENT_LOG_HEAD)? {
+            Some(v) => Some(
+                eventlog::Head::decode(&v).ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(keys::EVENT_LOG_HEAD).into_owned(),
+                    message: "the event log's head has the wrong length".into(),
+                })?,
+            ),
+            None => None,
+        };
+        let (log, _) = eventlog::LogWriter::recover(&log_dir, head).map_err(|source| {
+            StoreError::EventLog {
+                path: log_dir.clone(),
+                source,
+            }
+        })?;
         let mut store = Store {
             view: StoreView {
                 db,
@@ -409,6 +448,7 @@ impl Store {
                 damaged: Default::default(),
                 failed: Default::default(),
                 pairs: Default::default(),
+                log: std::sync::Arc::new(eventlog::LogFiles::new(log_dir)),
             },
             path,
             offsets,
@@ -423,8 +463,12 @@ impl Store {
             retained: retention::Retained::default(),
             compactor: None,
             min_free: Default::default(),
+            log,
+            log_live: Default::default(),
+            log_roll: eventlog::Roll::default(),
         };
         store.drop_fragments()?;
+        store.count_log_files()?;
         store.load_state(encoding)?;
         migrate::pair_chunks(&store.view, store.seq)?;
         compact::undo_unfinished(&store.view)?;
@@ -491,6 +535,83 @@ impl Store {
         Ok(())
     }
 
+    /// An event log write's result; its failure stops the store's writes (the
+    /// bytes appended are cut off when it opens again: no head names them).
+    fn log_io<T>(&self, r: std::io::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| {
+            let e = StoreError::EventLog {
+                path: self.log.path_of(self.log.current()),
+                source,
+            };
+            self.view.poison(&e);
+            e
+        })
+    }
+
+    /// Counts the segments each event log file holds, and removes the files
+    /// that hold none (retention deleted their segments, and the process
+    /// stopped before the files went).
+    fn count_log_files(&mut self) -> Result<(), StoreError> {
+        let mut live = std::collections::BTreeMap::new();
+        for item in self.tree.scan_prefix(keys::EVENT) {
+            let Ok((_, v)) = item else {
+                // A stretch of sled's files cannot be read: which files it
+                // points into is not known, so every file is kept.
+                tracing::warn!(
+                    "part of the event index cannot be read: every event log file is kept"
+                );
+                self.log_live = list_ids(&self.view.log);
+                return Ok(());
+            };
+            if let Some(p) = eventlog::Pointer::decode(&v) {
+                *live.entry(p.file).or_insert(0u64) += 1;
+            }
+        }
+        self.log_live = live;
+        let unused: Vec<u64> = list_ids(&self.view.log)
+            .into_keys()
+            .filter(|id| !self.log_live.contains_key(id))
+            .collect();
+        for id in unused {
+            self.remove_log_file(id);
+        }
+        Ok(())
+    }
+
+    /// Segments deleted from `file` (their entries are gone, durably): the
+    /// file goes with its last one.
+    pub(super) fn log_segments_deleted(&mut self, file: u64, n: u64) {
+        let left = match self.log_live.get_mut(&file) {
+            Some(live) => {
+                *live = live.saturating_sub(n);
+                *live
+            }
+            None => return,
+        };
+        if left == 0 {
+            self.log_live.remove(&file);
+            if file != self.log.current() {
+                self.remove_log_file(file);
+            }
+        }
+    }
+
+    fn remove_log_file(&mut self, id: u64) {
+        let path = self.log.path_of(id);
+        self.view.log.forget(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!("removed {}: none of its segments is kept", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+
+    /// The event log's files: how many, and their bytes on disk.
+    pub fn event_files(&self) -> (u64, u64) {
+        let files = eventlog::list(self.view.log.dir()).unwrap_or_default();
+        (files.len() as u64, files.iter().map(|(_, b)| b).sum())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -548,20 +669,36 @@ impl Store {
             seq: self.seq,
         };
         let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree))?;
+        self.check_space(p.bytes as u64)?;
         let mut batch = sled::Batch::default();
-        // Each segment with its index entry (retention finds the oldest by it).
+        // Each segment goes to the event log's files, its entry points at it,
+        // with its index entry (retention finds the oldest by it).
         let write_ms = crate::domain::timefmt::now_ms();
         let (mut segments, mut segment_bytes) = (0u64, 0u64);
+        let mut files: Vec<(u64, u64)> = Vec::new();
+        self.log.roll_past(self.log_roll, write_ms);
         for (k, v) in registration.iter().chain(&p.writes) {
-            batch.insert(k.as_slice(), v.as_slice());
             if k.starts_with(keys::EVENT) {
+                let at = self.log.append(v);
+                let at = self.log_io(at)?;
+                batch.insert(k.as_slice(), &at.encode());
+                match files.last_mut() {
+                    Some((f, n)) if *f == at.file => *n += 1,
+                    _ => files.push((at.file, 1)),
+                }
                 let size = v.len() as u64;
                 batch.insert(retention::index_key(write_ms, k), &size.to_be_bytes());
                 segments += 1;
                 segment_bytes += size;
+            } else {
+                batch.insert(k.as_slice(), v.as_slice());
             }
         }
-        self.check_space(p.bytes as u64)?;
+        if segments > 0 {
+            let synced = self.log.sync();
+            self.log_io(synced)?;
+            batch.insert(keys::EVENT_LOG_HEAD, &self.log.head().encode());
+        }
         let t1 = std::time::Instant::now();
         self.view.guard(self.tree.apply_batch(batch))?;
         let t2 = std::time::Instant::now();
@@ -573,6 +710,9 @@ impl Store {
 
         // Durable: now the in-memory state may follow.
         self.retained_add(write_ms, segments, segment_bytes);
+        for (f, n) in files {
+            *self.log_live.entry(f).or_default() += n;
+        }
         self.tracked = p.tracked;
         if !registration.is_empty() {
             self.namespaces.insert(namespace.to_string(), ns);
@@ -637,7 +777,11 @@ impl Store {
             folded_video_events: self.counter("folded/video_events").unwrap_or(0),
             folded_listening_events: self.counter("folded/listening_events").unwrap_or(0),
             retention: self.retention,
-            retained: self.retained.clone(),
+            retained: {
+                let mut r = self.retained.clone();
+                (r.files, r.file_bytes) = self.event_files();
+                r
+            },
             pairs: {
                 let (active, frozen, st) = self.pair_overlay();
                 PairsStatus {

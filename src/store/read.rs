@@ -127,6 +127,52 @@ pub(super) fn decode_segment(k: &[u8], v: &[u8]) -> Result<Vec<LoggedEvent>, Sto
     Ok(out)
 }
 
+impl StoreView {
+    /// The bytes of the segment whose entry is (`k`, `v`): read from the event
+    /// log's files when `v` points there. `None`: the segment is gone (deleted
+    /// by retention since its entry was read).
+    pub(super) fn segment_bytes<'a>(
+        &self,
+        k: &[u8],
+        v: &'a [u8],
+    ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, StoreError> {
+        let Some(p) = super::eventlog::Pointer::decode(v) else {
+            return Ok(Some(std::borrow::Cow::Borrowed(v)));
+        };
+        match self.log.read(&p) {
+            Ok(bytes) => Ok(Some(std::borrow::Cow::Owned(bytes))),
+            Err(e) => match self.tree.get(k) {
+                Ok(Some(now)) if now.as_ref() == v => Err(corrupt(k, e.to_string())),
+                Ok(None) => Ok(None),
+                // Deleted and written again (a replay of the same positions
+                // after a reset): read what is there now.
+                Ok(Some(now)) => match super::eventlog::Pointer::decode(&now) {
+                    Some(p) => self
+                        .log
+                        .read(&p)
+                        .map(|b| Some(std::borrow::Cow::Owned(b)))
+                        .map_err(|e| corrupt(k, e.to_string())),
+                    None => Ok(Some(std::borrow::Cow::Owned(now.to_vec()))),
+                },
+                Err(_) => Err(corrupt(k, e.to_string())),
+            },
+        }
+    }
+
+    /// The events of the segment whose entry is (`k`, `v`) (see
+    /// [`StoreView::segment_bytes`]).
+    pub(super) fn read_segment(
+        &self,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<Option<Vec<LoggedEvent>>, StoreError> {
+        match self.segment_bytes(k, v)? {
+            Some(bytes) => decode_segment(k, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
 /// A segment key as people read it: `namespace:topic/partition from offset`.
 pub fn segment_name(k: &[u8]) -> String {
     let rest = k.get(keys::EVENT.len()..).unwrap_or_default();
@@ -154,8 +200,8 @@ impl StoreView {
                     self.note_unreadable(&u);
                     Vec::new()
                 }
-                Ok((k, v)) => match decode_segment(&k, &v) {
-                    Ok(events) => events,
+                Ok((k, v)) => match self.read_segment(&k, &v) {
+                    Ok(events) => events.unwrap_or_default(),
                     Err(e) => {
                         self.note_damage(segment_name(&k), e.to_string());
                         Vec::new()
@@ -324,8 +370,8 @@ impl StoreView {
                 }
                 return Ok(last.into_iter().rev().collect());
             };
-            let events = match decode_segment(&k, &v) {
-                Ok(events) => events,
+            let events = match self.read_segment(&k, &v) {
+                Ok(events) => events.unwrap_or_default(),
                 Err(e) => {
                     self.note_damage(segment_name(&k), e.to_string());
                     continue;

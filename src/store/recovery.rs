@@ -196,7 +196,14 @@ impl Store {
                 let Some(item) = self.tree.range(start.clone()..).next() else {
                     break;
                 };
-                let (k, _) = item?;
+                // A stretch of sled's files that cannot be read is not a
+                // fragment to drop: reads step over it and `check` names it.
+                let Ok((k, _)) = item else {
+                    tracing::warn!(
+                        "part of the store cannot be read; open goes on (run `playpulse check`)"
+                    );
+                    break;
+                };
                 if !k.starts_with(prefix) {
                     break;
                 }
@@ -212,7 +219,10 @@ impl Store {
                     let stored = self.next_offset(name, &topic, partition).unwrap_or(0);
                     let from = keys::position(prefix, ns, &topic, partition, stored);
                     for item in self.tree.range(from..next_partition.clone()) {
-                        dropped.push(item?.0);
+                        match item {
+                            Ok((k, _)) => dropped.push(k),
+                            Err(_) => break,
+                        }
                     }
                 }
                 start = next_partition;

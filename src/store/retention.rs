@@ -41,6 +41,12 @@ pub struct Retained {
     /// Since the start: segments and bytes deleted by retention.
     pub deleted_segments: u64,
     pub deleted_bytes: u64,
+    /// The event log's files on disk: how many, and their bytes (past
+    /// `bytes` by the segments of files not yet wholly deleted).
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub file_bytes: u64,
 }
 
 /// The index key of the segment `segment` written at `write_ms`.
@@ -100,8 +106,9 @@ impl StoreView {
                     continue;
                 }
             };
-            match super::read::decode_segment(&seg, &value) {
-                Ok(events) => {
+            match self.read_segment(&seg, &value) {
+                Ok(None) => continue,
+                Ok(Some(events)) => {
                     n += events.len();
                     segments.push(events.into_iter().map(|e| (at, e.event)).collect());
                 }
@@ -129,7 +136,9 @@ pub(super) fn load(view: &StoreView, now_ms: i64) -> Result<Retained, StoreError
         let mut n = 0usize;
         for item in view.tree.scan_prefix(keys::EVENT) {
             let (k, v) = item?;
-            batch.insert(index_key(now_ms, &k), &(v.len() as u64).to_be_bytes());
+            let size =
+                super::eventlog::Pointer::decode(&v).map_or(v.len() as u64, |p| p.len as u64);
+            batch.insert(index_key(now_ms, &k), &size.to_be_bytes());
             n += 1;
             if n % 4096 == 0 {
                 view.tree.apply_batch(std::mem::take(&mut batch))?;
@@ -157,6 +166,7 @@ impl Store {
     /// Sets what the event log may hold ([`Store::retain`] enforces it).
     pub fn set_retention(&mut self, r: Retention) {
         self.retention = r;
+        self.log_roll = super::eventlog::Roll::for_retention(r.max_bytes, r.max_age_ms);
     }
 
     /// The event log as the index counts it.
@@ -185,6 +195,7 @@ impl Store {
         let (mut n, mut bytes) = (0usize, self.retained.bytes);
         let mut deleted = 0u64;
         let mut oldest = None;
+        let mut files: Vec<(u64, u64)> = Vec::new();
         for item in self.tree.scan_prefix(keys::SEGMENT_INDEX) {
             let (k, v) = item?;
             let (at, segment, size) = parse(&k, &v).ok_or_else(|| corrupt(&k))?;
@@ -193,6 +204,17 @@ impl Store {
             if !(too_old || too_big) || n == MAX_PER_PASS {
                 oldest = Some(at);
                 break;
+            }
+            // The file it is in: removed once none of its segments is left.
+            if let Some(p) = self
+                .tree
+                .get(&segment)?
+                .and_then(|v| super::eventlog::Pointer::decode(&v))
+            {
+                match files.last_mut() {
+                    Some((f, n)) if *f == p.file => *n += 1,
+                    _ => files.push((p.file, 1)),
+                }
             }
             batch.remove(k);
             batch.remove(segment);
@@ -204,6 +226,9 @@ impl Store {
             return Ok(0);
         }
         self.view.commit(batch)?;
+        for (file, n) in files {
+            self.log_segments_deleted(file, n);
+        }
         let t = &mut self.retained;
         t.segments = t.segments.saturating_sub(n as u64);
         t.bytes = bytes;

@@ -530,11 +530,7 @@ fn retention_deletes_the_oldest_segments_and_keeps_pairs_aggregates_and_offsets(
     }
     let all = s.retained();
     assert_eq!(all.segments, 8, "one segment per partition per batch");
-    let seg_bytes: u64 = s
-        .tree
-        .scan_prefix(keys::EVENT)
-        .map(|kv| kv.unwrap().1.len() as u64)
-        .sum();
+    let seg_bytes = segment_bytes(&s);
     assert_eq!(all.bytes, seg_bytes);
     let pairs_before: Vec<_> = s.pair_aggregates().collect::<Result<_, _>>().unwrap();
     let qoe_before = s.qoe(QoeDim::Region).unwrap();
@@ -604,15 +600,105 @@ fn a_store_without_the_segment_index_builds_it_when_it_opens() {
     let s = Store::open(dir.path(), 16).unwrap();
     let r = s.retained();
     assert_eq!(r.segments, 1);
-    assert_eq!(
-        r.bytes,
-        s.tree
-            .scan_prefix(keys::EVENT)
-            .next()
-            .unwrap()
-            .unwrap()
-            .1
-            .len() as u64
-    );
+    assert_eq!(r.bytes, segment_bytes(&s));
     assert!(s.tree.contains_key(keys::SEGMENT_INDEX_MARK).unwrap());
+}
+
+/// The bytes of every stored segment (read from the event log's files).
+fn segment_bytes(s: &Store) -> u64 {
+    s.tree
+        .scan_prefix(keys::EVENT)
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            s.segment_bytes(&k, &v).unwrap().unwrap().len() as u64
+        })
+        .sum()
+}
+
+/// The ids of the event log's files.
+fn log_files(s: &Store) -> Vec<u64> {
+    eventlog::list(s.view.log.dir())
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+#[test]
+fn segments_live_in_the_event_files_and_a_file_goes_with_its_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(600);
+    let batch = |from: usize, to: usize| -> Vec<Processed> {
+        (from..to)
+            .map(|i| {
+                rec(
+                    "v",
+                    0,
+                    i as i64,
+                    Outcome::Valid(Event::Video(evs[i].clone())),
+                )
+            })
+            .collect()
+    };
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    // A file per batch.
+    s.log_roll = eventlog::Roll {
+        bytes: 1,
+        age_ms: 0,
+    };
+    for b in 0..6 {
+        apply(&mut s, "ns", batch(b * 100, (b + 1) * 100)).unwrap();
+    }
+    let files = log_files(&s);
+    assert_eq!(files.len(), 6, "{files:?}");
+    for item in s.tree.scan_prefix(keys::EVENT) {
+        let (_, v) = item.unwrap();
+        assert!(
+            eventlog::is_pointer(&v),
+            "sled holds where the segment is, not it"
+        );
+    }
+    let head = eventlog::Head::decode(&s.tree.get(keys::EVENT_LOG_HEAD).unwrap().unwrap());
+    assert_eq!(head.map(|h| h.file), files.last().copied());
+
+    // Retention down to about half: the files of the deleted segments go.
+    let total = segment_bytes(&s);
+    s.retention = retention::Retention {
+        max_age_ms: 0,
+        max_bytes: total / 2,
+    };
+    let n = s.retain(crate::domain::timefmt::now_ms()).unwrap();
+    assert!((3..6).contains(&n), "{n}");
+    assert_eq!(log_files(&s), files[n..].to_vec());
+    let offsets: Vec<i64> = s.events().map(|e| e.unwrap().0.offset).collect();
+    assert_eq!(offsets, (n as i64 * 100..600).collect::<Vec<i64>>());
+    let kept = offsets.len();
+
+    // A snapshot copies the files it points into; it opens with every event.
+    let snap = tempfile::tempdir().unwrap();
+    s.backup(snap.path()).unwrap();
+    drop(s);
+    let copy = Store::open(snap.path(), 16).unwrap();
+    assert_eq!(copy.events().count(), kept);
+    drop(copy);
+
+    // What a batch that never committed leaves (the process died between
+    // the append and sled's write): bytes past the head, a file past it. Both
+    // are cut off when the store opens.
+    let log_dir = dir.path().join(eventlog::DIR);
+    let last = *files.last().unwrap();
+    let size = |id: u64| std::fs::metadata(log_dir.join(eventlog::file_name(id))).map(|m| m.len());
+    let committed = size(last).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log_dir.join(eventlog::file_name(last)))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"a segment of a batch never committed").unwrap();
+    std::fs::write(log_dir.join(eventlog::file_name(last + 1)), b"another").unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(size(last).unwrap(), committed);
+    assert!(size(last + 1).is_err());
+    assert_eq!(s.events().count(), kept);
+    apply(&mut s, "ns", batch(500, 600)).unwrap();
+    assert_eq!(s.events().count(), kept, "a redelivery is still skipped");
 }

@@ -1,0 +1,432 @@
+//! The event log's files. Event segments (see [`super::segment`]) are appended
+//! to files of their own under `DATA_DIR/events/`, and the sled entry of a
+//! segment holds a [`Pointer`] to its bytes. sled then holds only small values,
+//! so deleting old segments (retention) frees the disk: a file whose segments
+//! are all deleted is removed whole. (Held in sled, the segments made its
+//! leaves larger than its blob threshold, and the space of deleted ones came
+//! back slowly or not at all.)
+//!
+//! Exactly once is kept by order: a batch's segments are appended and synced
+//! before the sled batch that points at them (with the offsets and the
+//! [`Head`], the committed end of the log) is applied and flushed. Opening cuts
+//! each file back to what a committed batch wrote: files past the head are
+//! deleted, the head file is truncated to its committed length, and appends go
+//! to a new file. A pointer names its file, position and length; the segment's
+//! own checksum says whether the bytes read back are the ones written.
+//!
+//! Segments written inline by earlier versions stay readable where they are.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+
+/// The log's directory, in the data dir (beside sled's `store/`).
+pub const DIR: &str = "events";
+/// First byte of a pointer value (an inline segment starts with its version, 2).
+const TAG: u8 = b'P';
+const POINTER_LEN: usize = 1 + 8 + 8 + 4;
+/// Read handles kept open.
+const MAX_OPEN: usize = 16;
+
+/// Where a segment's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pointer {
+    pub file: u64,
+    pub at: u64,
+    pub len: u32,
+}
+
+impl Pointer {
+    pub fn encode(&self) -> [u8; POINTER_LEN] {
+        let mut b = [0u8; POINTER_LEN];
+        b[0] = TAG;
+        b[1..9].copy_from_slice(&self.file.to_be_bytes());
+        b[9..17].copy_from_slice(&self.at.to_be_bytes());
+        b[17..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    /// The pointer a value holds; `None` for an inline segment.
+    pub fn decode(v: &[u8]) -> Option<Pointer> {
+        if v.len() != POINTER_LEN || v[0] != TAG {
+            return None;
+        }
+        Some(Pointer {
+            file: u64::from_be_bytes(v[1..9].try_into().ok()?),
+            at: u64::from_be_bytes(v[9..17].try_into().ok()?),
+            len: u32::from_be_bytes(v[17..].try_into().ok()?),
+        })
+    }
+}
+
+/// Whether a segment entry's value is a pointer (else an inline segment).
+pub fn is_pointer(v: &[u8]) -> bool {
+    v.first() == Some(&TAG)
+}
+
+/// The committed end of the log: the file appended to last and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Head {
+    pub file: u64,
+    pub len: u64,
+}
+
+impl Head {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.file.to_be_bytes());
+        b[8..].copy_from_slice(&self.len.to_be_bytes());
+        b
+    }
+
+    pub fn decode(v: &[u8]) -> Option<Head> {
+        Some(Head {
+            file: u64::from_be_bytes(v.get(..8)?.try_into().ok()?),
+            len: u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+pub fn file_name(id: u64) -> String {
+    format!("{id:016x}.events")
+}
+
+fn parse_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".events")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// The log files in `dir`, by id, with their sizes.
+pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if let Some(id) = parse_name(&e.file_name().to_string_lossy()) {
+            out.push((id, e.metadata()?.len()));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Why a segment's bytes cannot be read from the log.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LogReadError {
+    #[error("its event log file {0} is missing")]
+    Missing(String),
+    #[error("its event log file {file} ends before the segment ({len} bytes at {at})")]
+    Short { file: String, at: u64, len: u32 },
+    #[error("its event log file {file} cannot be read: {why}")]
+    Io { file: String, why: String },
+}
+
+/// Reads segments from the log's files (any thread).
+#[derive(Debug)]
+pub struct LogFiles {
+    dir: PathBuf,
+    open: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+impl LogFiles {
+    pub fn new(dir: PathBuf) -> LogFiles {
+        LogFiles {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn handle(&self, id: u64) -> Result<Arc<File>, LogReadError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(&id) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(file_name(id));
+        let f = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LogReadError::Missing(path.display().to_string()),
+            _ => LogReadError::Io {
+                file: path.display().to_string(),
+                why: e.to_string(),
+            },
+        })?;
+        if open.len() >= MAX_OPEN {
+            open.clear();
+        }
+        let f = Arc::new(f);
+        open.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// The bytes `p` points at.
+    pub fn read(&self, p: &Pointer) -> Result<Vec<u8>, LogReadError> {
+        let f = self.handle(p.file)?;
+        let mut buf = vec![0u8; p.len as usize];
+        f.read_exact_at(&mut buf, p.at).map_err(|e| {
+            let file = self.dir.join(file_name(p.file)).display().to_string();
+            match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => LogReadError::Short {
+                    file,
+                    at: p.at,
+                    len: p.len,
+                },
+                _ => LogReadError::Io {
+                    file,
+                    why: e.to_string(),
+                },
+            }
+        })?;
+        Ok(buf)
+    }
+
+    /// Drops the read handle of a deleted file.
+    pub fn forget(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// When the writer starts a new file: past a size, or an age (0: none). A
+/// file is removed when all its segments are deleted, so with retention on
+/// files are kept small against what it keeps (see [`Roll::for_retention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roll {
+    pub bytes: u64,
+    pub age_ms: i64,
+}
+
+/// Largest file size, and the smallest a retention makes it.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+const MIN_FILE_BYTES: u64 = 1 << 20;
+
+impl Default for Roll {
+    fn default() -> Roll {
+        Roll {
+            bytes: MAX_FILE_BYTES,
+            age_ms: 0,
+        }
+    }
+}
+
+impl Roll {
+    /// Files of an eighth of what retention keeps (by size and by age), so the
+    /// disk holds at most about an eighth more than it.
+    pub fn for_retention(max_bytes: u64, max_age_ms: u64) -> Roll {
+        Roll {
+            bytes: if max_bytes > 0 {
+                (max_bytes / 8).clamp(MIN_FILE_BYTES, MAX_FILE_BYTES)
+            } else {
+                MAX_FILE_BYTES
+            },
+            age_ms: (max_age_ms / 8).min(i64::MAX as u64) as i64,
+        }
+    }
+}
+
+/// Appends segments (the store's thread only).
+#[derive(Debug)]
+pub struct LogWriter {
+    dir: PathBuf,
+    /// The file appended to, once a batch has written to it, and when it was
+    /// begun (ms since the epoch).
+    file: Option<File>,
+    started_ms: i64,
+    id: u64,
+    len: u64,
+    /// Appended since the last sync.
+    dirty: bool,
+}
+
+/// The files a recovery kept, by id, with their sizes.
+pub type Kept = Vec<(u64, u64)>;
+
+impl LogWriter {
+    /// Cuts the files in `dir` back to `head` (the committed end; `None`: no
+    /// batch ever committed to the log) and answers a writer that appends to
+    /// a new file, with the files kept.
+    pub fn recover(dir: &Path, head: Option<Head>) -> std::io::Result<(LogWriter, Kept)> {
+        std::fs::create_dir_all(dir)?;
+        let mut kept = Vec::new();
+        let mut last = head.map_or(0, |h| h.file);
+        for (id, size) in list(dir)? {
+            let path = dir.join(file_name(id));
+            match head {
+                Some(h) if id < h.file => kept.push((id, size)),
+                Some(h) if id == h.file => {
+                    if size > h.len {
+                        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                        f.set_len(h.len)?;
+                        f.sync_all()?;
+                        tracing::warn!(
+                            "cut {} back to {} bytes: the rest was a write that did not complete",
+                            path.display(),
+                            h.len
+                        );
+                    }
+                    kept.push((id, size.min(h.len)));
+                }
+                _ => {
+                    std::fs::remove_file(&path)?;
+                    if size > 0 {
+                        tracing::warn!("removed {}: a write that did not complete", path.display());
+                    }
+                }
+            }
+            last = last.max(id);
+        }
+        sync_dir(dir)?;
+        Ok((
+            LogWriter {
+                dir: dir.to_path_buf(),
+                file: None,
+                started_ms: 0,
+                id: last + 1,
+                len: 0,
+                dirty: false,
+            },
+            kept,
+        ))
+    }
+
+    /// Starts a new file for the next append when this one is due (`roll`).
+    pub fn roll_past(&mut self, roll: Roll, now_ms: i64) {
+        let old = roll.age_ms > 0 && now_ms.saturating_sub(self.started_ms) >= roll.age_ms;
+        if self.file.is_some() && (self.len >= roll.bytes || old) {
+            self.file = None;
+            self.id += 1;
+            self.len = 0;
+        }
+    }
+
+    /// The file appended to (or next appended to).
+    pub fn current(&self) -> u64 {
+        self.id
+    }
+
+    /// Appends one segment; it is durable after [`LogWriter::sync`].
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<Pointer> {
+        let len = u32::try_from(bytes.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "segment past 4 GiB")
+        })?;
+        if self.file.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(self.dir.join(file_name(self.id)))?;
+            sync_dir(&self.dir)?;
+            self.file = Some(f);
+            self.started_ms = crate::domain::timefmt::now_ms();
+            self.len = 0;
+        }
+        let Some(f) = self.file.as_mut() else {
+            unreachable!("opened above")
+        };
+        f.write_all(bytes)?;
+        let p = Pointer {
+            file: self.id,
+            at: self.len,
+            len,
+        };
+        self.len += bytes.len() as u64;
+        self.dirty = true;
+        Ok(p)
+    }
+
+    /// Makes what was appended durable.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if let (true, Some(f)) = (self.dirty, self.file.as_ref()) {
+            f.sync_data()?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The log's end after the appends so far.
+    pub fn head(&self) -> Head {
+        Head {
+            file: self.id,
+            len: self.len,
+        }
+    }
+
+    pub fn path_of(&self, id: u64) -> PathBuf {
+        self.dir.join(file_name(id))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_and_heads_round_trip() {
+        let p = Pointer {
+            file: 7,
+            at: 1 << 40,
+            len: 65_000,
+        };
+        assert_eq!(Pointer::decode(&p.encode()), Some(p));
+        assert!(is_pointer(&p.encode()));
+        assert_eq!(Pointer::decode(&[2, 0, 0]), None);
+        let h = Head { file: 3, len: 99 };
+        assert_eq!(Head::decode(&h.encode()), Some(h));
+        assert_eq!(Head::decode(&[1, 2]), None);
+        assert_eq!(parse_name(&file_name(0xabc)), Some(0xabc));
+        assert_eq!(parse_name("x.events"), None);
+    }
+
+    #[test]
+    fn recovery_cuts_back_to_the_committed_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, kept) = LogWriter::recover(dir.path(), None).unwrap();
+        assert!(kept.is_empty());
+        let a = w.append(b"first").unwrap();
+        w.sync().unwrap();
+        let committed = w.head();
+        let b = w.append(b"never committed").unwrap();
+        w.roll_past(
+            Roll {
+                bytes: 1,
+                age_ms: 0,
+            },
+            0,
+        );
+        let c = w.append(b"next file, never committed").unwrap();
+        assert_eq!((a.file, b.file, c.file), (1, 1, 2));
+        drop(w);
+
+        let (w, kept) = LogWriter::recover(dir.path(), Some(committed)).unwrap();
+        assert_eq!(kept, vec![(1, 5)]);
+        assert_eq!(w.current(), 3, "appends go to a file past every one seen");
+        assert!(!dir.path().join(file_name(2)).exists());
+        let files = LogFiles::new(dir.path().to_path_buf());
+        assert_eq!(files.read(&a).unwrap(), b"first");
+        assert!(matches!(files.read(&b), Err(LogReadError::Short { .. })));
+        assert!(matches!(files.read(&c), Err(LogReadError::Missing(_))));
+
+        // No head: nothing was ever committed.
+        let (_, kept) = LogWriter::recover(dir.path(), None).unwrap();
+        assert!(kept.is_empty());
+        assert!(list(dir.path()).unwrap().is_empty());
+    }
+}
