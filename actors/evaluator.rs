@@ -84,8 +84,13 @@ impl Handler<Candidates> for EvaluatorActor {
             "evaluation",
             move || {
                 let champion_bundle = champion.as_ref().map(|c| c.recommender.bundle());
-                let mut evaluation =
-                    evaluate_candidate(&msg.candidate, champion_bundle, k, msg.blend.as_ref());
+                let mut evaluation = evaluate_candidate(
+                    &msg.candidate,
+                    champion_bundle,
+                    k,
+                    msg.blend.as_ref(),
+                    &msg.genres,
+                );
                 evaluation.folded = champion
                     .as_deref()
                     .map(|c| evaluate_folded(&msg.candidate, c, k));

@@ -329,6 +329,13 @@ fn every_command_over_the_raw_socket() {
     let show = c.ok(json!({"cmd": "models", "action": "show", "id": id}));
     assert_eq!(show["champion"], true);
     assert!(show["model"]["metrics"]["ndcg"].as_f64().unwrap() > 0.0);
+    // Beyond accuracy, per version: the videos have genres, so lists have a
+    // genre diversity (a share of pairs), for the popularity baseline too.
+    for m in [&show["model"]["metrics"], &show["model"]["baseline"]] {
+        let d = m["diversity"].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&d), "{m}");
+        assert!(m["novelty"].as_f64().unwrap() > 0.0, "{m}");
+    }
     let tree_id = t["classifiers"][0].as_u64().unwrap();
     c.err(
         json!({"cmd": "models", "action": "promote", "id": tree_id}),

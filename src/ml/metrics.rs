@@ -8,7 +8,10 @@
 //! Beyond accuracy: novelty = the mean self-information `−log₂(pᵢ)` of the
 //! recommended items, `pᵢ` the share of training users who have item i;
 //! popularity bias = the mean training popularity of recommended items over
-//! the mean of the catalog's items (1: as popular as the catalog on average).
+//! the mean of the catalog's items (1: as popular as the catalog on average);
+//! intra-list genre diversity = the share of a list's item pairs whose genres
+//! differ (items without a genre left out; lists with fewer than two with one
+//! not counted), when genres are known.
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -31,6 +34,54 @@ pub struct RankingMetrics {
     /// Mean popularity of the recommended items over the catalog's mean.
     #[serde(default)]
     pub popularity_bias: f64,
+    /// Intra-list genre diversity (`None` where the items have no genres).
+    #[serde(default)]
+    pub diversity: Option<f64>,
+}
+
+/// Each item's genre as a small number (`NO_GENRE`: none known).
+pub type Genres = [u32];
+pub const NO_GENRE: u32 = u32::MAX;
+
+/// The genre numbers of `items` from an item → genre map; `None` when no
+/// item has one.
+pub fn genre_ids(
+    items: &[String],
+    genres: &std::collections::HashMap<String, String>,
+) -> Option<Vec<u32>> {
+    let mut names: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let ids: Vec<u32> = items
+        .iter()
+        .map(|i| match genres.get(i).map(String::as_str) {
+            Some(g) if !g.is_empty() => {
+                let next = names.len() as u32;
+                *names.entry(g).or_insert(next)
+            }
+            _ => NO_GENRE,
+        })
+        .collect();
+    (!names.is_empty()).then_some(ids)
+}
+
+/// The share of the list's pairs of items with a known genre whose genres
+/// differ; `None` with fewer than two such items.
+pub fn intra_list_diversity(ranked: &[u32], genres: &Genres) -> Option<f64> {
+    let known: Vec<u32> = ranked
+        .iter()
+        .filter_map(|&i| genres.get(i as usize).copied())
+        .filter(|&g| g != NO_GENRE)
+        .collect();
+    let n = known.len();
+    if n < 2 {
+        return None;
+    }
+    let mut differ = 0usize;
+    for a in 0..n {
+        for b in a + 1..n {
+            differ += usize::from(known[a] != known[b]);
+        }
+    }
+    Some(differ as f64 / (n * (n - 1) / 2) as f64)
 }
 
 /// Metrics of one user's ranked list against their test items (sorted ids).
@@ -85,6 +136,18 @@ pub fn evaluate(
     k: usize,
     score_user: impl Fn(usize, &mut Vec<f32>) + Sync,
 ) -> RankingMetrics {
+    evaluate_with_genres(train, test, k, None, score_user)
+}
+
+/// [`evaluate`], with the intra-list genre diversity where `genres` (one per
+/// item column) are given.
+pub fn evaluate_with_genres(
+    train: &Csr,
+    test: &Csr,
+    k: usize,
+    genres: Option<&Genres>,
+    score_user: impl Fn(usize, &mut Vec<f32>) + Sync,
+) -> RankingMetrics {
     let items = train.cols.max(test.cols);
     let mut in_train = vec![false; items];
     // Training users per item (each user's row holds an item once).
@@ -108,7 +171,7 @@ pub fn evaluate(
         .fold(
             || {
                 (
-                    (0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                    (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0usize),
                     vec![false; items],
                     Vec::new(),
                 )
@@ -136,6 +199,7 @@ pub fn evaluate(
                     .map(|&i| f64::from(pop[i as usize]))
                     .sum::<f64>()
                     / n;
+                let diverse = genres.and_then(|g| intra_list_diversity(&ranked, g));
                 acc = (
                     acc.0 + m.0,
                     acc.1 + m.1,
@@ -143,13 +207,20 @@ pub fn evaluate(
                     acc.3 + m.3,
                     acc.4 + novelty,
                     acc.5 + popular,
+                    acc.6 + diverse.unwrap_or(0.0),
+                    acc.7 + usize::from(diverse.is_some()),
                 );
                 (acc, rec, scores)
             },
         )
         .map(|(acc, rec, _)| (acc, rec))
         .reduce(
-            || ((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), vec![false; items]),
+            || {
+                (
+                    (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0usize),
+                    vec![false; items],
+                )
+            },
             |(a, mut ra), (b, rb)| {
                 ra.iter_mut().zip(&rb).for_each(|(x, y)| *x |= y);
                 (
@@ -160,6 +231,8 @@ pub fn evaluate(
                         a.3 + b.3,
                         a.4 + b.4,
                         a.5 + b.5,
+                        a.6 + b.6,
+                        a.7 + b.7,
                     ),
                     ra,
                 )
@@ -176,6 +249,7 @@ pub fn evaluate(
         users: users.len(),
         novelty: sums.4 / n,
         popularity_bias: sums.5 / n / catalog_pop.max(1e-9),
+        diversity: (sums.7 > 0).then(|| sums.6 / sums.7 as f64),
     }
 }
 
@@ -197,6 +271,44 @@ mod tests {
         let (_, r, n, m) = user_metrics(&[1, 2], &[1, 2, 3, 4], 2);
         assert_eq!((r, n, m), (1.0, 1.0, 1.0));
         assert_eq!(user_metrics(&[3], &[], 1), (0.0, 0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn intra_list_diversity_is_the_share_of_pairs_of_different_genres() {
+        let g = [0, 0, 1, NO_GENRE, 2];
+        // Pairs of {0, 1, 2, 4} by genre {0, 0, 1, 2}: 5 of 6 differ.
+        let d = intra_list_diversity(&[0, 1, 2, 3, 4], &g).unwrap();
+        assert!((d - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(intra_list_diversity(&[0, 1], &g), Some(0.0));
+        assert_eq!(
+            intra_list_diversity(&[0, 3], &g),
+            None,
+            "one item with a genre"
+        );
+        assert_eq!(
+            intra_list_diversity(&[9, 0], &g),
+            None,
+            "an id past the genres"
+        );
+        let items = ["a", "b", "c"].map(String::from);
+        let map = [("a", "Drama"), ("c", "Drama")]
+            .map(|(i, g)| (i.to_string(), g.to_string()))
+            .into();
+        assert_eq!(genre_ids(&items, &map), Some(vec![0, NO_GENRE, 0]));
+        assert_eq!(genre_ids(&items, &Default::default()), None);
+
+        // Through evaluate.
+        let train = Csr::from_triplets(2, 4, &[(0, 0, 1.0), (1, 1, 1.0), (1, 2, 1.0)]);
+        let test = Csr::from_triplets(2, 4, &[(0, 1, 1.0), (1, 0, 1.0)]);
+        let genres = [0, 1, 1, 1];
+        let m = evaluate_with_genres(&train, &test, 2, Some(&genres), |_, s| {
+            *s = vec![0.1, 0.2, 0.3, 0.9]
+        });
+        // In-train candidates only (item 3 never is): user 0 → [2, 1] (1, 1),
+        // user 1 → [0] (one item: not counted).
+        assert_eq!(m.diversity, Some(0.0));
+        let m = evaluate(&train, &test, 2, |_, s| *s = vec![0.1, 0.2, 0.3, 0.9]);
+        assert_eq!(m.diversity, None);
     }
 
     #[test]

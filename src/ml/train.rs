@@ -264,20 +264,29 @@ pub struct BlendEvaluation {
 /// Scores the candidate, the popularity baseline, the blend with content
 /// affinity (when given) and the champion (when given) on the candidate's
 /// held-out split.
+///
+/// With `genres` (item → genre), every list's intra-list genre diversity too.
 pub fn evaluate_candidate(
     c: &Candidate,
     champion: Option<&Bundle>,
     k: usize,
     blend: Option<&Blend>,
+    genres: &HashMap<String, String>,
 ) -> Evaluation {
     let d = &c.data;
     let t = Instant::now();
-    let metrics = evaluate(&d.train, &d.test, k, |u, s| c.model.scores_into(u, s));
+    let genres = super::metrics::genre_ids(&d.items, genres);
+    let genres = genres.as_deref();
+    let evaluate =
+        |train: &Csr, test: &Csr, k: usize, f: &(dyn Fn(usize, &mut Vec<f32>) + Sync)| {
+            super::metrics::evaluate_with_genres(train, test, k, genres, f)
+        };
+    let metrics = evaluate(&d.train, &d.test, k, &|u, s| c.model.scores_into(u, s));
     let blend = blend.map(|b| {
         let with_profile = (0..d.test.rows)
             .filter(|&u| !d.test.row(u).0.is_empty() && b.prefs.contains_key(&d.users[u]))
             .count();
-        let metrics = evaluate(&d.train, &d.test, k, |u, s| {
+        let metrics = evaluate(&d.train, &d.test, k, &|u, s| {
             c.model.scores_into(u, s);
             if let Some(p) = b.prefs.get(&d.users[u]) {
                 blend_scores(s, &d.items, p, b.weight, |i| b.titles.get(i));
@@ -299,11 +308,11 @@ pub fn evaluate_candidate(
     }
     let rmse = (se / n.max(1) as f64).sqrt();
     let pop_scores: Vec<f32> = popularity(&d.train).iter().map(|&p| p as f32).collect();
-    let baseline = evaluate(&d.train, &d.test, k, |_, s| {
+    let baseline = evaluate(&d.train, &d.test, k, &|_, s| {
         s.clear();
         s.extend_from_slice(&pop_scores);
     });
-    let champion = champion.map(|b| score_champion(d, b, k));
+    let champion = champion.map(|b| score_champion(d, b, k, genres));
     Evaluation {
         metrics,
         rmse,
@@ -371,7 +380,12 @@ fn popularity(train: &Csr) -> Vec<u32> {
 /// The champion on `d`'s held-out split: this split's ids mapped onto the
 /// champion's; items it never saw cannot be recommended, users it never saw get
 /// its cold start (popularity).
-fn score_champion(d: &Interactions, c: &Bundle, k: usize) -> RankingMetrics {
+fn score_champion(
+    d: &Interactions,
+    c: &Bundle,
+    k: usize,
+    genres: Option<&super::metrics::Genres>,
+) -> RankingMetrics {
     fn index(names: &[String]) -> HashMap<&str, usize> {
         names
             .iter()
@@ -385,7 +399,7 @@ fn score_champion(d: &Interactions, c: &Bundle, k: usize) -> RankingMetrics {
         .iter()
         .map(|i| ci.get(i.as_str()).copied())
         .collect();
-    evaluate(&d.train, &d.test, k, |u, s| {
+    super::metrics::evaluate_with_genres(&d.train, &d.test, k, genres, |u, s| {
         let x = cu.get(d.users[u].as_str()).map(|&cu| c.model.user(cu));
         champion_scores(s, &item_map, c, x);
     })
@@ -480,7 +494,11 @@ pub fn evaluate_champion(
         s.clear();
         s.extend_from_slice(&pop);
     });
-    (score_champion(&d, champion, spec.k), baseline, d.test.nnz())
+    (
+        score_champion(&d, champion, spec.k, None),
+        baseline,
+        d.test.nnz(),
+    )
 }
 
 /// A whole run: fit, evaluate, bundle.
@@ -490,7 +508,7 @@ pub fn train(
     champion: Option<&Bundle>,
 ) -> Result<(Evaluation, f64, Bundle), AlsError> {
     let c = fit_candidate(snapshot.pairs, spec)?;
-    let e = evaluate_candidate(&c, champion, spec.k, None);
+    let e = evaluate_candidate(&c, champion, spec.k, None, &snapshot.genres);
     let fit_s = c.fit_s;
     Ok((
         e,
@@ -616,7 +634,11 @@ mod tests {
         assert!(info.users > 0 && info.users <= warm.data.users.len());
         assert!(info.items > 0 && info.items <= warm.data.items.len());
         assert!(cold.warm_start.is_none());
-        let ndcg = |c: &Candidate| evaluate_candidate(c, None, 10, None).metrics.ndcg;
+        let ndcg = |c: &Candidate| {
+            evaluate_candidate(c, None, 10, None, &HashMap::new())
+                .metrics
+                .ndcg
+        };
         let (c15, c5, w5) = (ndcg(&cold), ndcg(&cold5), ndcg(&warm));
         assert!(
             w5 >= c15 * 0.99,
@@ -652,7 +674,7 @@ mod tests {
         }
         .into_champion();
         let retrain = fit_candidate(pairs().pairs, &spec(15)).unwrap();
-        let mut e = evaluate_candidate(&retrain, None, 10, None);
+        let mut e = evaluate_candidate(&retrain, None, 10, None, &HashMap::new());
         assert!(e.folded.is_none());
         let folded = evaluate_folded(&retrain, &champion, 10);
         assert_eq!(folded.from, 4);
@@ -718,7 +740,7 @@ mod tests {
         assert!(snap.blend(0.0).is_none(), "weight 0: no blend");
         let blend = snap.blend(1.0).unwrap();
         let c = fit_candidate(snap.pairs.clone(), &spec).unwrap();
-        let e = evaluate_candidate(&c, None, spec.k, Some(&blend));
+        let e = evaluate_candidate(&c, None, spec.k, Some(&blend), &HashMap::new());
         let b = e.blend.unwrap();
         assert_eq!(b.weight, 1.0);
         assert_eq!(b.test_users_with_profile, e.metrics.users);
@@ -729,7 +751,7 @@ mod tests {
         // A small weight keeps ALS's order where affinity ties (all items of the
         // user's genre score alike).
         let small = snap.blend(1e-6).unwrap();
-        let e2 = evaluate_candidate(&c, None, spec.k, Some(&small));
+        let e2 = evaluate_candidate(&c, None, spec.k, Some(&small), &HashMap::new());
         assert!(e2.blend.unwrap().metrics.ndcg > 0.0);
     }
 }
