@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
             };
             let folded = live::LiveUser {
                 folded,
-                recent: Vec::new(),
+                ..Default::default()
             };
             let Some(reply) = playpulse::ml::recommend::recommend(
                 champion.as_ref(),

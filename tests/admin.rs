@@ -658,6 +658,36 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     assert!(r["model"].is_null(), "{r}");
     assert_eq!(r["cold_start"], "trending", "{r}");
     assert_eq!(r["recommendations"].as_array().unwrap().len(), 3, "{r}");
+    // What trends leaves out what the user watched: for each of the users who
+    // watched the top trending video, it is not in their list.
+    let all = ctl_json(
+        &dir.path().join("data"),
+        &["recommend", "nobody-at-all", "3"],
+    );
+    let top = all["recommendations"][0]["item"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watchers: std::collections::BTreeSet<&str> = produced
+        .valid
+        .iter()
+        .filter(|e| e.video_id == top)
+        .map(|e| e.user_id.as_str())
+        .collect();
+    assert!(!watchers.is_empty(), "{top}");
+    for u in watchers.iter().take(3) {
+        let r = ctl_json(&dir.path().join("data"), &["recommend", u, "3"]);
+        let items: Vec<&str> = r["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["item"].as_str().unwrap())
+            .collect();
+        assert!(
+            !items.contains(&top.as_str()) && items.len() == 3,
+            "{u}: {r}"
+        );
+    }
     // An operator may still promote it by hand.
     let (ok, out, _) = ctl(dir.path(), &["models", "promote", "1"]);
     assert!(ok, "{out}");

@@ -96,6 +96,9 @@ pub struct LiveStats {
 pub struct LiveUser {
     pub folded: Option<Arc<Folded>>,
     pub recent: Vec<u32>,
+    /// The items the user has pairs with, read from the store where no model
+    /// serves (the trending list leaves them out; rows need a model).
+    pub history: Vec<String>,
 }
 
 /// The folded-in users of the serving champion.
@@ -141,6 +144,7 @@ impl Live {
         LiveUser {
             folded: self.user(model, user),
             recent: self.recent.rows(model, user),
+            history: Vec::new(),
         }
     }
 

@@ -144,6 +144,9 @@ pub struct Ask {
 /// reads the user's catalog profile (by the normalised id), only when the list
 /// needs it: a user the model knows, when affinity is blended in; a user it
 /// does not know.
+/// Most of a user's history a trending list is lengthened by to leave it out.
+const MAX_HISTORY_SKIPPED: usize = 1000;
+
 pub fn recommend<E>(
     champion: Option<&Champion>,
     live: &LiveUser,
@@ -273,9 +276,12 @@ pub fn recommend<E>(
     let now = crate::domain::timefmt::now_ms();
     let Some(c) = champion else {
         // No model serves (none trained yet, or none has beaten popularity on
-        // held-out data): what trends now, for every user.
+        // held-out data): what trends now, less what the user already has.
+        let had: std::collections::HashSet<&str> =
+            live.history.iter().map(String::as_str).collect();
+        let more = k.saturating_add(had.len().min(MAX_HISTORY_SKIPPED));
         return Ok(
-            trending(ix, None, domain, &ask.hints, k, now).map(|list| RecommendReply {
+            trending(ix, None, domain, &ask.hints, more, now).map(|list| RecommendReply {
                 model: None,
                 user,
                 domain,
@@ -284,7 +290,11 @@ pub fn recommend<E>(
                 seen_since_fold: 0,
                 affinity_weight: None,
                 cold_start: Some("trending".into()),
-                recommendations: list,
+                recommendations: list
+                    .into_iter()
+                    .filter(|x| !had.contains(x.item.as_str()))
+                    .take(k)
+                    .collect(),
             }),
         );
     };

@@ -118,7 +118,7 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         hints,
         user: req.user,
     };
-    let live = champion
+    let mut live = champion
         .as_deref()
         .map(|c| a.serving.live_user(c, &ask.user.trim().to_lowercase()))
         .unwrap_or_default();
@@ -128,6 +128,23 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         let ix = indexes
             .read()
             .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
+        if champion.is_none() {
+            // No model: what the user has is read from the store, for the
+            // trending list to leave out.
+            let user = ask.user.trim().to_lowercase();
+            // A store that cannot be read here costs the list that, not the list.
+            let video = view
+                .user_video_pairs(&user)
+                .map(|(v, _)| v)
+                .unwrap_or_default();
+            live.history = video.into_iter().map(|(item, _)| item).collect();
+            live.history.extend(
+                ix.graph
+                    .edges_of(&user)
+                    .into_iter()
+                    .map(|(t, _)| t.to_string()),
+            );
+        }
         Ok::<_, CommandError>(crate::ml::recommend::recommend(
             champion.as_deref(),
             &live,
