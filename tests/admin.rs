@@ -653,6 +653,12 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     let s = ctl_json(&dir.path().join("data"), &["status"]);
     assert_eq!(s["serving"], "popularity", "{s}");
     assert!(s["champion"].is_null(), "{s}");
+    // Asked for the champion, it says why there is none (not "none trained").
+    let (ok, _, err) = ctl(dir.path(), &["models", "show"]);
+    assert!(
+        !ok && err.contains("did not beat the popularity baseline"),
+        "{err}"
+    );
     let user = &produced.valid[0].user_id;
     let r = ctl_json(&dir.path().join("data"), &["recommend", user, "3"]);
     assert!(r["model"].is_null(), "{r}");

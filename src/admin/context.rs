@@ -178,9 +178,23 @@ impl Admin {
 
     /// The serving champion, or why there is none.
     pub fn champion(&self) -> Result<Arc<crate::ml::serve::Champion>, CommandError> {
-        self.serving.get().ok_or(CommandError::NoModel {
-            min_events: self.cfg.models.min_events,
-        })
+        self.serving.get().ok_or_else(|| self.no_champion())
+    }
+
+    /// Why no model serves: none trained yet, or none promoted (the error
+    /// path only: it reads the versions' list).
+    pub fn no_champion(&self) -> CommandError {
+        let trained = crate::ml::version::versions(&self.view).map_or(0, |v| {
+            v.iter()
+                .filter(|m| m.kind() == crate::ml::version::ModelKind::Als)
+                .count()
+        });
+        match trained {
+            0 => CommandError::NoModel {
+                min_events: self.cfg.models.min_events,
+            },
+            trained => CommandError::NotPromoted { trained },
+        }
     }
 
     /// High watermarks of the stored partitions (cached for a second; empty

@@ -75,6 +75,8 @@ pub enum CommandError {
     Request(#[from] RequestError),
     #[error("no model has been trained yet: it trains after models.min_events = {min_events} stored events, or run `train`")]
     NoModel { min_events: u64 },
+    #[error("no model serves: the {trained} trained so far did not beat the popularity baseline on held-out data (see `models`), and nothing trends to list yet; promote one by hand (`models promote ID`) or let more events come")]
+    NotPromoted { trained: usize },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -106,6 +108,7 @@ impl CommandError {
     pub fn http_status(&self) -> u16 {
         match self {
             CommandError::NoModel { .. }
+            | CommandError::NotPromoted { .. }
             | CommandError::Kafka(_)
             | CommandError::Starting(_)
             | CommandError::Stopping(_) => 503,

@@ -73,10 +73,7 @@ pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError>
             })
             .await??;
             if req.action == ModelsAction::Show {
-                let no_model = CommandError::NoModel {
-                    min_events: a.cfg.models.min_events,
-                };
-                let id = req.id.or(champion).ok_or(no_model)?;
+                let id = req.id.or(champion).ok_or_else(|| a.no_champion())?;
                 let model = models.into_iter().find(|m| m.id == id).ok_or_else(|| {
                     CommandError::NotFound(format!("no model version {id}; `models` lists them"))
                 })?;

@@ -155,9 +155,7 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         )?)
     })
     .await??;
-    reply.ok_or(CommandError::NoModel {
-        min_events: a.cfg.models.min_events,
-    })
+    reply.ok_or_else(|| a.no_champion())
 }
 
 pub async fn similar(a: &Admin, req: Similar) -> Result<SimilarReply, CommandError> {
