@@ -267,6 +267,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 11)]
         seed: u64,
     },
+    /// The HTTP API under load: while the daemon ingests at --ingest events/s,
+    /// --rate requests/s (open-loop, keep-alive) to /api/recommend, /api/similar
+    /// and /api/trending; p50/p99/max per endpoint.
+    Serve {
+        #[arg(long, default_value_t = 1_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 50_000.0)]
+        ingest: f64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Stored events before the (only) training.
+        #[arg(long, default_value_t = 200_000)]
+        warmup_events: u64,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        videos: usize,
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+    },
     /// The fold-in's solves alone: users folded in per second against random
     /// item factors (the daemon's fold-in code, in parallel).
     Fold {

@@ -149,6 +149,51 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        BenchCommand::Serve {
+            rate,
+            ingest,
+            seconds,
+            connections,
+            warmup_events,
+            users,
+            videos,
+            partitions,
+            seed,
+        } => {
+            init_logging("warn");
+            if !(rate.is_finite() && (1.0..=100_000.0).contains(&rate)) {
+                bail!("--rate {rate}: give requests/s in [1, 100000]");
+            }
+            if !(ingest.is_finite() && (1.0..=2_000_000.0).contains(&ingest)) {
+                bail!("--ingest {ingest}: give events/s in [1, 2000000]");
+            }
+            if !(1..=3_600).contains(&seconds) || !(1..=256).contains(&connections) {
+                bail!("--seconds 1 to 3600, --connections 1 to 256");
+            }
+            if warmup_events < 1_000 {
+                bail!("--warmup-events {warmup_events}: the first model needs at least 1000");
+            }
+            if users == 0 || videos == 0 || !(1..=1024).contains(&partitions) {
+                bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
+            }
+            let tmp = tempfile::tempdir()?;
+            let report = bench::serve::serve(
+                &bench::serve::ServeBenchArgs {
+                    rate,
+                    ingest,
+                    seconds,
+                    connections,
+                    warmup_events,
+                    users,
+                    videos,
+                    partitions,
+                    seed,
+                },
+                tmp.path(),
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         BenchCommand::Fold {
             users,
             items,

@@ -94,9 +94,9 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
                 Some(listener) => {
                     let addr = listener.local_addr()?.to_string();
                     tracing::info!("dashboard at http://{addr}/ (JSON API /api/..., metrics /metrics)");
-                    let app = playpulse::http::router(gate.clone());
+                    let g = gate.clone();
                     actix_rt::spawn(async move {
-                        if let Err(e) = axum::serve(listener, app).await {
+                        if let Err(e) = playpulse::http::serve(listener, g).await {
                             tracing::error!("http server stopped: {e}");
                         }
                     });

@@ -97,6 +97,19 @@ impl axum::extract::FromRequestParts<Arc<Gate>> for Ready {
     }
 }
 
+/// Serves the router on `listener` until it fails. Every connection has
+/// TCP_NODELAY: a keep-alive client's next request otherwise waits for the
+/// delayed acknowledgement of the last reply (up to 40 ms).
+pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<Gate>) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
+    axum::serve(listener, router(admin)).await
+}
+
 /// The router over the daemon's gate (see [`Gate`]).
 pub fn router(admin: Arc<Gate>) -> Router {
     Router::new()

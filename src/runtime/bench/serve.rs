@@ -1,0 +1,292 @@
+//! `playpulse bench serve`: the HTTP API under load while the daemon ingests.
+//!
+//! The daemon runs on the embedded broker, ingesting a generated stream at
+//! `ingest` events/s; once its first champion serves, a load generator on a
+//! thread of its own sends `rate` requests/s over keep-alive connections to
+//! `/api/recommend` (users the champion knows), `/api/similar` (its items) and
+//! `/api/trending`, in turn. The schedule is open-loop: each request has its
+//! time, and its latency counts from that time (a request that waits for a
+//! busy connection counts its wait), so a stall shows in the quantiles
+//! instead of slowing the load.
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::quantile;
+use crate::actors::producer::Feed;
+use crate::admin::context::Admin;
+use crate::admin::gate::Gate;
+use crate::domain::event::Kind;
+use crate::runtime::daemon::Daemon;
+use crate::synth::produce::VideoStream;
+
+#[derive(Debug, Clone)]
+pub struct ServeBenchArgs {
+    /// Requests/s over all endpoints.
+    pub rate: f64,
+    /// Events/s the daemon ingests throughout.
+    pub ingest: f64,
+    pub seconds: u64,
+    pub connections: usize,
+    pub warmup_events: u64,
+    pub users: usize,
+    pub videos: usize,
+    pub partitions: i32,
+    pub seed: u64,
+}
+
+/// Latency quantiles of one endpoint, ms: from each request's planned time
+/// (what a client sees, waits included), and from its send (the service).
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointLatency {
+    pub requests: usize,
+    pub errors: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub service_p50_ms: f64,
+    pub service_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeReport {
+    pub bench: &'static str,
+    pub rate: f64,
+    pub ingest: f64,
+    pub seconds: f64,
+    pub connections: usize,
+    /// Requests answered per second, and events stored per second, meanwhile.
+    pub served_per_sec: f64,
+    pub ingest_events_per_sec: f64,
+    pub model: u64,
+    pub endpoints: std::collections::BTreeMap<&'static str, EndpointLatency>,
+}
+
+const ENDPOINTS: [&str; 3] = ["recommend", "similar", "trending"];
+
+/// One keep-alive HTTP/1.1 connection; answers the status of a GET.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(16 << 10),
+        })
+    }
+
+    async fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        self.stream.write_all(req.as_bytes()).await?;
+        self.buf.clear();
+        let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+        // Headers, then a body of Content-Length bytes.
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.buf.len() > 64 << 10 {
+                return Err(bad("headers past 64 KiB"));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(bad("the server closed the connection"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no status line"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| bad("no content-length"))?;
+        let mut have = self.buf.len() - end;
+        while have < length {
+            let mut chunk = [0u8; 8192];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(bad("the server closed the connection mid-body"));
+            }
+            have += n;
+        }
+        Ok(status)
+    }
+}
+
+/// Sends the planned requests (`plan[i]`: endpoint, path) at `rate`/s over
+/// `connections` connections; answers (endpoint, latency ms from the planned
+/// time, from the send, ok) per request.
+fn load(
+    addr: std::net::SocketAddr,
+    plan: Vec<(usize, String)>,
+    rate: f64,
+    connections: usize,
+) -> anyhow::Result<Vec<(usize, f64, f64, bool)>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let start = tokio::time::Instant::now() + Duration::from_millis(100);
+        let plan = std::sync::Arc::new(plan);
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let plan = plan.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await?;
+                let mut out = Vec::new();
+                // Connection c sends requests c, c + connections, ...
+                for i in (c..plan.len()).step_by(connections) {
+                    let at = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(at).await;
+                    let (endpoint, path) = &plan[i];
+                    let sent = Instant::now();
+                    let ok = match conn.get(path).await {
+                        Ok(status) => status == 200,
+                        Err(_) => {
+                            conn = Conn::open(addr).await?;
+                            false
+                        }
+                    };
+                    let ms = at.elapsed().as_secs_f64() * 1000.0;
+                    out.push((*endpoint, ms, sent.elapsed().as_secs_f64() * 1000.0, ok));
+                }
+                Ok::<_, std::io::Error>(out)
+            }));
+        }
+        let mut all = Vec::with_capacity(plan.len());
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        Ok(all)
+    })
+}
+
+pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Result<ServeReport> {
+    let mut cfg = super::embedded_config(data_dir, args.partitions);
+    cfg.models.min_events = args.warmup_events;
+    cfg.models.train_every_events = 0;
+    cfg.models.train_every = Duration::ZERO;
+    cfg.models.retrain_folded_users = 0;
+    cfg.models.classifiers = false;
+    // What is measured is serving a model (the first, on the warm-up).
+    cfg.models.promote_over_popularity = false;
+    let events = args.warmup_events + (args.ingest * (args.seconds as f64 + 120.0)) as u64;
+    let stream = VideoStream::new(args.users, args.videos, args.seed, events, 0.0);
+    let system = actix::System::new();
+    let args = args.clone();
+    system.block_on(async move {
+        let t_start = Instant::now();
+        let daemon = Daemon::start(
+            &cfg,
+            vec![(Kind::Video, Feed::Generated(Box::new(stream)), args.ingest)],
+        )?;
+        while daemon.progress.done() < args.warmup_events {
+            if t_start.elapsed() > Duration::from_secs(600) {
+                anyhow::bail!(
+                    "{} of {} warm-up events stored after 600 s",
+                    daemon.progress.done(),
+                    args.warmup_events
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let trained = daemon
+            .trainer
+            .send(crate::actors::messages::TrainNow)
+            .await?
+            .map_err(|e| anyhow::anyhow!("the training after the warm-up failed: {e}"))?;
+        let Some(champion) = daemon.serving.get() else {
+            anyhow::bail!("the training after the warm-up promoted no model: {trained:?}");
+        };
+        let admin = std::sync::Arc::new(Admin::new(daemon.handles(), cfg.clone()).await?);
+        let gate = std::sync::Arc::new(Gate::new(cfg.clone()));
+        gate.ready(admin);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        actix_rt::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, gate).await {
+                tracing::error!("http server stopped: {e}");
+            }
+        });
+
+        // The requests, drawn up front: users and items the champion has.
+        let bundle = champion.recommender.bundle();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+        let n = (args.rate * args.seconds as f64).ceil() as usize;
+        let plan: Vec<(usize, String)> = (0..n)
+            .map(|i| {
+                let e = i % ENDPOINTS.len();
+                let path = match ENDPOINTS[e] {
+                    "recommend" => {
+                        let u = &bundle.users[rng.gen_range(0..bundle.users.len())];
+                        format!("/api/recommend?user={u}&k=10&domain=video")
+                    }
+                    "similar" => {
+                        let v = &bundle.items[rng.gen_range(0..bundle.items.len())];
+                        format!("/api/similar?item={v}&k=10")
+                    }
+                    _ => "/api/trending?k=10&domain=video".to_string(),
+                };
+                (e, path)
+            })
+            .collect();
+        let model = champion.id;
+        drop(champion);
+        let stored0 = daemon.progress.done();
+        let t = Instant::now();
+        let (rate, connections) = (args.rate, args.connections);
+        let results =
+            tokio::task::spawn_blocking(move || load(addr, plan, rate, connections)).await??;
+        let seconds = t.elapsed().as_secs_f64();
+        let stored = daemon.progress.done() - stored0;
+        daemon.shutdown().await;
+
+        let mut endpoints = std::collections::BTreeMap::new();
+        for (e, name) in ENDPOINTS.iter().enumerate() {
+            let sorted = |f: fn(&(usize, f64, f64, bool)) -> f64| {
+                let mut v: Vec<f64> = results.iter().filter(|r| r.0 == e).map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v
+            };
+            let (ms, service) = (sorted(|r| r.1), sorted(|r| r.2));
+            let errors = results.iter().filter(|r| r.0 == e && !r.3).count();
+            endpoints.insert(
+                *name,
+                EndpointLatency {
+                    requests: ms.len(),
+                    errors,
+                    p50_ms: quantile(&ms, 0.5),
+                    p99_ms: quantile(&ms, 0.99),
+                    max_ms: ms.last().copied().unwrap_or(0.0),
+                    service_p50_ms: quantile(&service, 0.5),
+                    service_p99_ms: quantile(&service, 0.99),
+                },
+            );
+        }
+        Ok(ServeReport {
+            bench: "serve",
+            rate: args.rate,
+            ingest: args.ingest,
+            seconds,
+            connections: args.connections,
+            served_per_sec: results.len() as f64 / seconds,
+            ingest_events_per_sec: stored as f64 / seconds,
+            model,
+            endpoints,
+        })
+    })
+}
