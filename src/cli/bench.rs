@@ -119,17 +119,9 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             seed,
         } => {
             init_logging("warn");
-            if !(rate.is_finite() && (1.0..=2_000_000.0).contains(&rate)) {
-                bail!("--rate {rate}: give events/s in [1, 2000000]");
-            }
+            check_model_stream("--rate", rate, warmup_events, users, videos, partitions)?;
             if probes == 0 || probes > 100_000 {
                 bail!("--probes {probes}: give 1 to 100000");
-            }
-            if warmup_events < 1_000 {
-                bail!("--warmup-events {warmup_events}: the first model needs at least 1000");
-            }
-            if users == 0 || videos == 0 || !(1..=1024).contains(&partitions) {
-                bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
             }
             if probe_timeout_seconds == 0 || probe_timeout_seconds > 600 {
                 bail!("--probe-timeout-seconds {probe_timeout_seconds}: give 1 to 600");
@@ -164,17 +156,9 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             if !(rate.is_finite() && (1.0..=100_000.0).contains(&rate)) {
                 bail!("--rate {rate}: give requests/s in [1, 100000]");
             }
-            if !(ingest.is_finite() && (1.0..=2_000_000.0).contains(&ingest)) {
-                bail!("--ingest {ingest}: give events/s in [1, 2000000]");
-            }
+            check_model_stream("--ingest", ingest, warmup_events, users, videos, partitions)?;
             if !(1..=3_600).contains(&seconds) || !(1..=256).contains(&connections) {
                 bail!("--seconds 1 to 3600, --connections 1 to 256");
-            }
-            if warmup_events < 1_000 {
-                bail!("--warmup-events {warmup_events}: the first model needs at least 1000");
-            }
-            if users == 0 || videos == 0 || !(1..=1024).contains(&partitions) {
-                bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
             }
             let tmp = tempfile::tempdir()?;
             let report = bench::serve::serve(
@@ -268,4 +252,26 @@ fn pipeline_bench(
         pair_compaction_deltas: p.pair_compaction_deltas,
     };
     Ok((args, dir, tmp))
+}
+
+/// The stream and warm-up of the benches that serve one model (freshness,
+/// serve): `flag` names the rate's option.
+fn check_model_stream(
+    flag: &str,
+    rate: f64,
+    warmup_events: u64,
+    users: usize,
+    videos: usize,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    if !(rate.is_finite() && (1.0..=2_000_000.0).contains(&rate)) {
+        bail!("{flag} {rate}: give events/s in [1, 2000000]");
+    }
+    if warmup_events < 1_000 {
+        bail!("--warmup-events {warmup_events}: the first model needs at least 1000");
+    }
+    if users == 0 || videos == 0 || !(1..=1024).contains(&partitions) {
+        bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
+    }
+    Ok(())
 }

@@ -18,16 +18,13 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::quantile;
-use crate::actors::producer::Feed;
 use crate::admin::cmd::recommend::{recommend, Recommend};
 use crate::admin::context::Admin;
-use crate::config::Config;
-use crate::domain::event::{Domain, Event, Kind, VideoEvent};
+use crate::domain::event::{Domain, Event, VideoEvent};
 use crate::ml::als::{AlsModel, AlsParams};
 use crate::ml::live::{fold_users, ChampionSolver};
 use crate::ml::serve::{Bundle, ServingModel};
 use crate::ml::sparse::Csr;
-use crate::runtime::daemon::Daemon;
 use crate::synth::produce::VideoStream;
 
 #[derive(Debug, Clone)]
@@ -94,22 +91,6 @@ pub struct RetrainComparison {
     pub popularity: f64,
 }
 
-fn config(args: &FreshnessBenchArgs, data_dir: &std::path::Path) -> Config {
-    let mut cfg = super::embedded_config(data_dir, args.partitions);
-    // One champion, trained once the warm-up is stored; the probes measure
-    // the fold-in, so nothing retrains meanwhile.
-    cfg.models.min_events = args.warmup_events;
-    cfg.models.train_every_events = 0;
-    cfg.models.train_every = Duration::ZERO;
-    cfg.models.retrain_folded_users = 0;
-    cfg.models.classifiers = false;
-    // What is measured is how fast a model's lists follow views, so the model
-    // serves even where popularity scores higher on a small warm-up (the
-    // report gives both figures).
-    cfg.models.promote_over_popularity = false;
-    cfg
-}
-
 /// A finished, smooth view of `video` by `user`, shaped like `like`.
 fn finished_view(like: &VideoEvent, user: &str, video: &str) -> VideoEvent {
     let mut v = like.clone();
@@ -137,7 +118,7 @@ pub fn freshness(
     args: &FreshnessBenchArgs,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<FreshnessReport> {
-    let cfg = config(args, data_dir);
+    let cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
     // Enough stream for the warm-up and the probes at the rate (the stream
     // ends the run early only if the probes take far longer than planned).
     let planned = args.probes as f64 * 3.0 + 120.0;
@@ -151,30 +132,8 @@ pub fn freshness(
     let args = args.clone();
     system.block_on(async move {
         let t_start = Instant::now();
-        let daemon = Daemon::start(
-            &cfg,
-            vec![(Kind::Video, Feed::Generated(Box::new(stream)), args.rate)],
-        )?;
-        // The warm-up stored, one training (nothing trains on its own here).
-        while daemon.progress.done() < args.warmup_events {
-            if t_start.elapsed() > Duration::from_secs(600) {
-                anyhow::bail!(
-                    "{} of {} warm-up events stored after 600 s",
-                    daemon.progress.done(),
-                    args.warmup_events
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let trained = daemon
-            .trainer
-            .send(crate::actors::messages::TrainNow)
-            .await?
-            .map_err(|e| anyhow::anyhow!("the training after the warm-up failed: {e}"))?;
-        tracing::info!("champion for the probes: {trained:?}");
-        let Some(champion) = daemon.serving.get() else {
-            anyhow::bail!("the training after the warm-up promoted no model: {trained:?}");
-        };
+        let (daemon, champion) =
+            super::warm_champion(&cfg, stream, args.rate, args.warmup_events).await?;
         let warmup_seconds = t_start.elapsed().as_secs_f64();
         let admin = Admin::new(daemon.handles(), cfg.clone()).await?;
         let producer = crate::kafka::producer(&daemon.bootstrap, &cfg.kafka)?;

@@ -84,6 +84,57 @@ pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Confi
     cfg
 }
 
+/// A config for the benches that serve one model: trained once the warm-up
+/// is stored, nothing retrains on its own, and the model serves even where
+/// popularity scores higher on a small warm-up (the benches measure how a
+/// model is served, and report popularity beside it).
+pub fn one_model_config(data_dir: &std::path::Path, partitions: i32, warmup_events: u64) -> Config {
+    let mut cfg = embedded_config(data_dir, partitions);
+    cfg.models.min_events = warmup_events;
+    cfg.models.train_every_events = 0;
+    cfg.models.train_every = Duration::ZERO;
+    cfg.models.retrain_folded_users = 0;
+    cfg.models.classifiers = false;
+    cfg.models.promote_over_popularity = false;
+    cfg
+}
+
+/// Starts the daemon on `cfg` ingesting `stream` at `rate` events/s, waits
+/// for `warmup_events` stored (at most 600 s) and trains once: the daemon and
+/// the champion it serves.
+pub async fn warm_champion(
+    cfg: &Config,
+    stream: crate::synth::produce::VideoStream,
+    rate: f64,
+    warmup_events: u64,
+) -> anyhow::Result<(Daemon, std::sync::Arc<crate::ml::serve::Champion>)> {
+    let t_start = Instant::now();
+    let daemon = Daemon::start(
+        cfg,
+        vec![(Kind::Video, Feed::Generated(Box::new(stream)), rate)],
+    )?;
+    while daemon.progress.done() < warmup_events {
+        if t_start.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!(
+                "{} of {} warm-up events stored after 600 s",
+                daemon.progress.done(),
+                warmup_events
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trained = daemon
+        .trainer
+        .send(crate::actors::messages::TrainNow)
+        .await?
+        .map_err(|e| anyhow::anyhow!("the training after the warm-up failed: {e}"))?;
+    tracing::info!("champion: {trained:?}");
+    let Some(champion) = daemon.serving.get() else {
+        anyhow::bail!("the training after the warm-up promoted no model: {trained:?}");
+    };
+    Ok((daemon, champion))
+}
+
 /// The embedded broker with one video topic (`bench.video`) of `partitions`
 /// partitions, fed only by the benchmark's own producer.
 pub(crate) fn embedded_config(data_dir: &std::path::Path, partitions: i32) -> Config {

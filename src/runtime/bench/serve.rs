@@ -16,11 +16,8 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::quantile;
-use crate::actors::producer::Feed;
 use crate::admin::context::Admin;
 use crate::admin::gate::Gate;
-use crate::domain::event::Kind;
-use crate::runtime::daemon::Daemon;
 use crate::synth::produce::VideoStream;
 
 #[derive(Debug, Clone)]
@@ -176,42 +173,14 @@ fn load(
 }
 
 pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Result<ServeReport> {
-    let mut cfg = super::embedded_config(data_dir, args.partitions);
-    cfg.models.min_events = args.warmup_events;
-    cfg.models.train_every_events = 0;
-    cfg.models.train_every = Duration::ZERO;
-    cfg.models.retrain_folded_users = 0;
-    cfg.models.classifiers = false;
-    // What is measured is serving a model (the first, on the warm-up).
-    cfg.models.promote_over_popularity = false;
+    let cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
     let events = args.warmup_events + (args.ingest * (args.seconds as f64 + 120.0)) as u64;
     let stream = VideoStream::new(args.users, args.videos, args.seed, events, 0.0);
     let system = actix::System::new();
     let args = args.clone();
     system.block_on(async move {
-        let t_start = Instant::now();
-        let daemon = Daemon::start(
-            &cfg,
-            vec![(Kind::Video, Feed::Generated(Box::new(stream)), args.ingest)],
-        )?;
-        while daemon.progress.done() < args.warmup_events {
-            if t_start.elapsed() > Duration::from_secs(600) {
-                anyhow::bail!(
-                    "{} of {} warm-up events stored after 600 s",
-                    daemon.progress.done(),
-                    args.warmup_events
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let trained = daemon
-            .trainer
-            .send(crate::actors::messages::TrainNow)
-            .await?
-            .map_err(|e| anyhow::anyhow!("the training after the warm-up failed: {e}"))?;
-        let Some(champion) = daemon.serving.get() else {
-            anyhow::bail!("the training after the warm-up promoted no model: {trained:?}");
-        };
+        let (daemon, champion) =
+            super::warm_champion(&cfg, stream, args.ingest, args.warmup_events).await?;
         let admin = std::sync::Arc::new(Admin::new(daemon.handles(), cfg.clone()).await?);
         let gate = std::sync::Arc::new(Gate::new(cfg.clone()));
         gate.ready(admin);
