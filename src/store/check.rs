@@ -63,7 +63,7 @@ impl CheckReport {
 fn verify(k: &[u8], v: &[u8], files: &LogFiles, report: &mut CheckReport) -> Option<String> {
     if k.starts_with(keys::EVENT) {
         report.segments += 1;
-        let bytes = match segment_bytes(v, files) {
+        let bytes = match files.resolve(v) {
             Ok(b) => b,
             Err(e) => return Some(e.to_string()),
         };
@@ -120,17 +120,6 @@ fn verify(k: &[u8], v: &[u8], files: &LogFiles, report: &mut CheckReport) -> Opt
         report.quarantined += 1;
     }
     None
-}
-
-/// A segment entry's bytes: read from the event log's files for a pointer.
-fn segment_bytes<'a>(
-    v: &'a [u8],
-    files: &LogFiles,
-) -> Result<std::borrow::Cow<'a, [u8]>, eventlog::LogReadError> {
-    match eventlog::Pointer::decode(v) {
-        Some(p) => files.read(&p).map(std::borrow::Cow::Owned),
-        None => Ok(std::borrow::Cow::Borrowed(v)),
-    }
 }
 
 fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
@@ -226,10 +215,9 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
                 .map_or("", |d| d.why.as_str());
             // A segment in the event log's files is kept with its bytes as
             // read: the file goes once no segment entry points into it.
-            let value = match eventlog::Pointer::decode(&v) {
-                Some(p) => files.read(&p).unwrap_or_else(|_| v.to_vec()),
-                None => v.to_vec(),
-            };
+            let value = files
+                .resolve(&v)
+                .map_or_else(|_| v.to_vec(), |b| b.into_owned());
             let record = serde_json::json!({
                 "why": why,
                 "quarantined_at_ms": now,

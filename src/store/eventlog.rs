@@ -64,6 +64,15 @@ impl Pointer {
     }
 }
 
+/// Counts one more segment of `file` in `files` (segments come file by
+/// file, so a file's count is the last one or a new one).
+pub fn tally(files: &mut Vec<(u64, u64)>, file: u64) {
+    match files.last_mut() {
+        Some((f, n)) if *f == file => *n += 1,
+        _ => files.push((file, 1)),
+    }
+}
+
 /// Whether a segment entry's value is a pointer (else an inline segment).
 pub fn is_pointer(v: &[u8]) -> bool {
     v.first() == Some(&TAG)
@@ -191,6 +200,16 @@ impl LogFiles {
             }
         })?;
         Ok(buf)
+    }
+
+    /// The segment a sled entry's value stands for: read from these files
+    /// when the value is a pointer, the value itself when it is an inline
+    /// segment (stores of layout 2).
+    pub fn resolve<'a>(&self, v: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, LogReadError> {
+        match Pointer::decode(v) {
+            Some(p) => self.read(&p).map(std::borrow::Cow::Owned),
+            None => Ok(std::borrow::Cow::Borrowed(v)),
+        }
     }
 
     /// Drops the read handle of a deleted file.

@@ -682,10 +682,7 @@ impl Store {
                 let at = self.log.append(v);
                 let at = self.log_io(at)?;
                 batch.insert(k.as_slice(), &at.encode());
-                match files.last_mut() {
-                    Some((f, n)) if *f == at.file => *n += 1,
-                    _ => files.push((at.file, 1)),
-                }
+                eventlog::tally(&mut files, at.file);
                 let size = v.len() as u64;
                 batch.insert(retention::index_key(write_ms, k), &size.to_be_bytes());
                 segments += 1;

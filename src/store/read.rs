@@ -136,24 +136,18 @@ impl StoreView {
         k: &[u8],
         v: &'a [u8],
     ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, StoreError> {
-        let Some(p) = super::eventlog::Pointer::decode(v) else {
-            return Ok(Some(std::borrow::Cow::Borrowed(v)));
-        };
-        match self.log.read(&p) {
-            Ok(bytes) => Ok(Some(std::borrow::Cow::Owned(bytes))),
+        match self.log.resolve(v) {
+            Ok(bytes) => Ok(Some(bytes)),
             Err(e) => match self.tree.get(k) {
                 Ok(Some(now)) if now.as_ref() == v => Err(corrupt(k, e.to_string())),
                 Ok(None) => Ok(None),
                 // Deleted and written again (a replay of the same positions
                 // after a reset): read what is there now.
-                Ok(Some(now)) => match super::eventlog::Pointer::decode(&now) {
-                    Some(p) => self
-                        .log
-                        .read(&p)
-                        .map(|b| Some(std::borrow::Cow::Owned(b)))
-                        .map_err(|e| corrupt(k, e.to_string())),
-                    None => Ok(Some(std::borrow::Cow::Owned(now.to_vec()))),
-                },
+                Ok(Some(now)) => self
+                    .log
+                    .resolve(&now)
+                    .map(|b| Some(std::borrow::Cow::Owned(b.into_owned())))
+                    .map_err(|e| corrupt(k, e.to_string())),
                 Err(_) => Err(corrupt(k, e.to_string())),
             },
         }

@@ -211,10 +211,7 @@ impl Store {
                 .get(&segment)?
                 .and_then(|v| super::eventlog::Pointer::decode(&v))
             {
-                match files.last_mut() {
-                    Some((f, n)) if *f == p.file => *n += 1,
-                    _ => files.push((p.file, 1)),
-                }
+                super::eventlog::tally(&mut files, p.file);
             }
             batch.remove(k);
             batch.remove(segment);
