@@ -252,15 +252,8 @@ pub enum BenchCommand {
         rate: f64,
         #[arg(long, default_value_t = 200)]
         probes: usize,
-        /// Stored events before the first (and only) training.
-        #[arg(long, default_value_t = 200_000)]
-        warmup_events: u64,
-        #[arg(long, default_value_t = 50_000)]
-        users: usize,
-        #[arg(long, default_value_t = 5_000)]
-        videos: usize,
-        #[arg(long, default_value_t = 32)]
-        partitions: i32,
+        #[command(flatten)]
+        stream: ModelStreamArgs,
         /// A probe whose item is still listed after this many seconds is missed.
         #[arg(long, default_value_t = 10)]
         probe_timeout_seconds: u64,
@@ -279,15 +272,8 @@ pub enum BenchCommand {
         seconds: u64,
         #[arg(long, default_value_t = 8)]
         connections: usize,
-        /// Stored events before the (only) training.
-        #[arg(long, default_value_t = 200_000)]
-        warmup_events: u64,
-        #[arg(long, default_value_t = 50_000)]
-        users: usize,
-        #[arg(long, default_value_t = 5_000)]
-        videos: usize,
-        #[arg(long, default_value_t = 32)]
-        partitions: i32,
+        #[command(flatten)]
+        stream: ModelStreamArgs,
         #[arg(long, default_value_t = 13)]
         seed: u64,
     },
@@ -320,6 +306,40 @@ pub enum BenchCommand {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+}
+
+/// The generated stream and warm-up of the benchmarks that serve one model
+/// (freshness, serve).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ModelStreamArgs {
+    /// Stored events before the first (and only) training.
+    #[arg(long, default_value_t = 200_000)]
+    pub warmup_events: u64,
+    #[arg(long, default_value_t = 50_000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 5_000)]
+    pub videos: usize,
+    #[arg(long, default_value_t = 32)]
+    pub partitions: i32,
+}
+
+impl ModelStreamArgs {
+    /// Checks them with the stream's rate (`flag` names the rate's option).
+    pub fn check(&self, flag: &str, rate: f64) -> anyhow::Result<()> {
+        if !(rate.is_finite() && (1.0..=2_000_000.0).contains(&rate)) {
+            anyhow::bail!("{flag} {rate}: give events/s in [1, 2000000]");
+        }
+        if self.warmup_events < 1_000 {
+            anyhow::bail!(
+                "--warmup-events {}: the first model needs at least 1000",
+                self.warmup_events
+            );
+        }
+        if self.users == 0 || self.videos == 0 || !(1..=1024).contains(&self.partitions) {
+            anyhow::bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
+        }
+        Ok(())
+    }
 }
 
 /// The pipeline the ingest and soak benchmarks run.

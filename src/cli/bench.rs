@@ -111,15 +111,12 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Freshness {
             rate,
             probes,
-            warmup_events,
-            users,
-            videos,
-            partitions,
+            stream,
             probe_timeout_seconds,
             seed,
         } => {
             init_logging("warn");
-            check_model_stream("--rate", rate, warmup_events, users, videos, partitions)?;
+            stream.check("--rate", rate)?;
             if probes == 0 || probes > 100_000 {
                 bail!("--probes {probes}: give 1 to 100000");
             }
@@ -129,11 +126,11 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             let tmp = tempfile::tempdir()?;
             let args = bench::freshness::FreshnessBenchArgs {
                 rate,
-                warmup_events,
+                warmup_events: stream.warmup_events,
                 probes,
-                users,
-                videos,
-                partitions,
+                users: stream.users,
+                videos: stream.videos,
+                partitions: stream.partitions,
                 seed,
                 probe_timeout: std::time::Duration::from_secs(probe_timeout_seconds),
             };
@@ -146,17 +143,14 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             ingest,
             seconds,
             connections,
-            warmup_events,
-            users,
-            videos,
-            partitions,
+            stream,
             seed,
         } => {
             init_logging("warn");
             if !(rate.is_finite() && (1.0..=100_000.0).contains(&rate)) {
                 bail!("--rate {rate}: give requests/s in [1, 100000]");
             }
-            check_model_stream("--ingest", ingest, warmup_events, users, videos, partitions)?;
+            stream.check("--ingest", ingest)?;
             if !(1..=3_600).contains(&seconds) || !(1..=256).contains(&connections) {
                 bail!("--seconds 1 to 3600, --connections 1 to 256");
             }
@@ -167,10 +161,10 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                     ingest,
                     seconds,
                     connections,
-                    warmup_events,
-                    users,
-                    videos,
-                    partitions,
+                    warmup_events: stream.warmup_events,
+                    users: stream.users,
+                    videos: stream.videos,
+                    partitions: stream.partitions,
                     seed,
                 },
                 tmp.path(),
@@ -252,26 +246,4 @@ fn pipeline_bench(
         pair_compaction_deltas: p.pair_compaction_deltas,
     };
     Ok((args, dir, tmp))
-}
-
-/// The stream and warm-up of the benches that serve one model (freshness,
-/// serve): `flag` names the rate's option.
-fn check_model_stream(
-    flag: &str,
-    rate: f64,
-    warmup_events: u64,
-    users: usize,
-    videos: usize,
-    partitions: i32,
-) -> anyhow::Result<()> {
-    if !(rate.is_finite() && (1.0..=2_000_000.0).contains(&rate)) {
-        bail!("{flag} {rate}: give events/s in [1, 2000000]");
-    }
-    if warmup_events < 1_000 {
-        bail!("--warmup-events {warmup_events}: the first model needs at least 1000");
-    }
-    if users == 0 || videos == 0 || !(1..=1024).contains(&partitions) {
-        bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
-    }
-    Ok(())
 }
