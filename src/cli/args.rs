@@ -244,6 +244,32 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         warm_iterations: usize,
     },
+    /// The trainer's model search on a train split: ALS, EASE, item-kNN and
+    /// popularity tuned on a validation share carved from the train split
+    /// within --budget-s, each family's best refitted and scored on the test
+    /// split; one JSON line per family, then the champion's.
+    Models {
+        /// Tab-separated `user item weight events positive` with a header.
+        #[arg(long)]
+        train: PathBuf,
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// The search's time budget, seconds (default: models.search_budget_seconds).
+        #[arg(long)]
+        budget_s: Option<f64>,
+        /// Families searched, comma-separated: als, ease, knn, popularity.
+        #[arg(long, default_value = "als,ease,knn,popularity")]
+        families: String,
+        /// Most item columns EASE keeps (default: models.ease_max_items).
+        #[arg(long)]
+        ease_max_items: Option<usize>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Event → served freshness on the embedded broker: while it ingests at
     /// --rate events/s, each probe sends a finished view of the item ranked
     /// first for a user and polls their list until the item leaves it.

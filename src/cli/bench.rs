@@ -96,6 +96,65 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        BenchCommand::Models {
+            train,
+            test,
+            k,
+            threads,
+            budget_s,
+            families,
+            ease_max_items,
+            seed,
+        } => {
+            let defaults = playpulse::ml::config::ModelsConfig::default();
+            let budget_s = budget_s.unwrap_or(defaults.search_budget_seconds);
+            if !(budget_s.is_finite() && (0.0..=86_400.0).contains(&budget_s)) {
+                bail!("--budget-s {budget_s}: give 0 to 86400 seconds");
+            }
+            if !(1..=1000).contains(&k) {
+                bail!("--k {k}: give 1 to 1000");
+            }
+            let families = families
+                .split(',')
+                .map(|f| {
+                    playpulse::ml::family::Family::parse(f.trim()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--families: unknown family {f:?}; give a comma-separated \
+                             list of als, ease, knn, popularity"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let args = bench::models::ModelsBenchArgs {
+                train,
+                test,
+                k,
+                threads: threads.clamp(1, 256),
+                budget: std::time::Duration::from_secs_f64(budget_s),
+                families,
+                base_als: AlsParams {
+                    seed,
+                    ..defaults.als()
+                },
+                ease_max_items: ease_max_items.unwrap_or(defaults.ease_max_items),
+                seed,
+            };
+            let lines = bench::models::models(&args, |t| {
+                eprintln!(
+                    "trial {:<44} validation ndcg {} ({:.1} s)",
+                    t.params.describe(),
+                    t.validation.map_or_else(
+                        || format!("failed: {}", t.error.as_deref().unwrap_or("")),
+                        |v| format!("{v:.4}")
+                    ),
+                    t.fit_s + t.eval_s
+                )
+            })?;
+            for line in lines {
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(())
+        }
         BenchCommand::Soak {
             events,
             bad_fraction,

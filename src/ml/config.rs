@@ -74,6 +74,12 @@ pub struct ModelsConfig {
     /// knows; the others start random) and runs this many iterations instead
     /// of `iterations`; 0 = every training starts cold.
     pub warm_start_iterations: usize,
+    /// Seconds the trainer's hyperparameter search across families may take
+    /// per training (0 = no search: the ALS above is trained as configured).
+    pub search_budget_seconds: f64,
+    /// Most item columns EASE keeps (the most popular): its dense inverse
+    /// costs items³ flops and items² × 8 bytes while it is fitted.
+    pub ease_max_items: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +143,8 @@ impl Default for ModelsConfig {
             fold_in_max_items: 50_000,
             retrain_folded_users: 100_000,
             warm_start_iterations: 5,
+            search_budget_seconds: 60.0,
+            ease_max_items: 6_000,
         }
     }
 }
@@ -222,6 +230,22 @@ impl ModelsConfig {
                 "models.warm_start_iterations",
                 m.warm_start_iterations,
                 "must be 0..=10000 (0: every training starts cold)",
+            ));
+        }
+        if !(m.search_budget_seconds.is_finite()
+            && (0.0..=86_400.0).contains(&m.search_budget_seconds))
+        {
+            return Err(invalid(
+                "models.search_budget_seconds",
+                m.search_budget_seconds,
+                "must be 0..=86400 seconds (0: no search, the configured ALS is trained)",
+            ));
+        }
+        if !(1..=crate::ml::ease::MAX_ITEMS).contains(&m.ease_max_items) {
+            return Err(invalid(
+                "models.ease_max_items",
+                m.ease_max_items,
+                "must be 1..=20000 (EASE's inverse is items² × 8 bytes: 20000 items = 3.2 GB)",
             ));
         }
         if !(1..=1000).contains(&m.k) {

@@ -1,10 +1,14 @@
-//! Models: implicit-feedback ALS, ranking metrics, and the data they read.
+//! Models: implicit-feedback ALS, EASE, item-kNN and the search across them,
+//! ranking metrics, and the data they read.
 
 pub mod als;
 pub mod classify;
 pub mod config;
 pub mod dataset;
+pub mod ease;
+pub mod family;
 pub mod item_fold;
+pub mod knn;
 pub mod live;
 pub mod metrics;
 pub mod outcome;
@@ -12,6 +16,7 @@ pub mod promote;
 pub mod recent;
 pub mod recommend;
 pub mod registry;
+pub mod search;
 pub mod serve;
 pub mod sparse;
 pub mod split;

@@ -4,6 +4,7 @@
 pub mod freshness;
 pub mod graph;
 pub mod ml;
+pub mod models;
 pub mod serve;
 
 use std::collections::HashMap;
