@@ -97,6 +97,8 @@ impl Handler<Candidates> for EvaluatorActor {
                 drop(champion);
                 let fit_s = msg.candidate.fit_s;
                 let warm_start = msg.candidate.warm_start.clone();
+                let params = msg.candidate.params.clone();
+                let search = msg.candidate.search.clone();
                 let bundle =
                     serving_bundle(msg.candidate, &msg.genres, &msg.regions, &msg.music_items);
                 let encoded = match postcard::to_stdvec(&bundle) {
@@ -123,6 +125,8 @@ impl Handler<Candidates> for EvaluatorActor {
                     evaluation,
                     fit_s,
                     warm_start,
+                    params,
+                    search,
                     bundle,
                     encoded,
                     data: msg.data,
@@ -143,6 +147,8 @@ impl Handler<Evaluated> for EvaluatorActor {
             evaluation,
             fit_s,
             warm_start,
+            params,
+            search,
             bundle,
             encoded,
             data,
@@ -171,6 +177,8 @@ impl Handler<Evaluated> for EvaluatorActor {
                 champion_score: champion_now,
                 fit_s,
                 warm_start: warm_start.clone(),
+                params: &params,
+                search: search.as_ref(),
                 data,
                 blend_weight,
                 encoded: &encoded,
@@ -213,7 +221,7 @@ impl Handler<Evaluated> for EvaluatorActor {
                         id,
                         bundle,
                         affinity_weight: blend_weight,
-                        params: self.cfg.als(),
+                        params: params.clone(),
                     });
                 }
                 Ok(TrainOutcome {
@@ -258,6 +266,7 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 seed: cfg.seed,
                 warm: None,
                 warm_iterations: 0,
+                search_budget: std::time::Duration::ZERO,
             };
             let weights = cfg.event_weights.by_action();
             let mut snap = snapshots

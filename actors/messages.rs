@@ -148,6 +148,9 @@ pub struct Evaluated {
     pub evaluation: crate::ml::train::Evaluation,
     pub fit_s: f64,
     pub warm_start: Option<crate::ml::version::WarmStartInfo>,
+    /// What the candidate was fitted with, and the search that chose it.
+    pub params: crate::ml::als::AlsParams,
+    pub search: Option<crate::ml::search::SearchReport>,
     pub bundle: crate::ml::serve::Bundle,
     pub encoded: Vec<u8>,
     pub data: crate::ml::version::SnapshotInfo,

@@ -141,6 +141,9 @@ impl TrainerActor {
                         seed: cfg.seed,
                         warm,
                         warm_iterations: cfg.warm_start_iterations,
+                        search_budget: std::time::Duration::from_secs_f64(
+                            cfg.search_budget_seconds,
+                        ),
                     };
                     let blend = snap.blend(cfg.affinity_weight);
                     match fit_candidate(snap.pairs, &spec) {

@@ -148,6 +148,52 @@ fn fields(r: &Value) -> String {
     t.to_string()
 }
 
+/// The trials shown of a search (best first; `--json` has them all).
+const TRIALS_SHOWN: usize = 15;
+
+/// A model search: one line of totals, then its best trials.
+fn search_text(s: &crate::ml::search::SearchReport) -> String {
+    let mut out = format!(
+        "search: {} trials in {:.1} s (budget {:.0} s{}), {} validation users",
+        s.trials.len(),
+        s.seconds,
+        s.budget_s,
+        if s.converged {
+            "; ended early, nothing better in its last trials"
+        } else {
+            ""
+        },
+        s.validation_users,
+    );
+    let mut order: Vec<&crate::ml::search::Trial> = s.trials.iter().collect();
+    order.sort_by(|a, b| {
+        b.validation
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.validation.unwrap_or(f64::NEG_INFINITY))
+    });
+    let mut t = table(&["trial", "validation ndcg", "fit s", "eval s"]);
+    for trial in order.iter().take(TRIALS_SHOWN) {
+        t.add_row(vec![
+            trial.params.describe(),
+            trial.validation.map_or_else(
+                || format!("failed: {}", trial.error.as_deref().unwrap_or("-")),
+                num,
+            ),
+            format!("{:.2}", trial.fit_s),
+            format!("{:.2}", trial.eval_s),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.to_string());
+    if order.len() > TRIALS_SHOWN {
+        out.push_str(&format!(
+            "\n… {} more trials (--json shows every one)",
+            order.len() - TRIALS_SHOWN
+        ));
+    }
+    out
+}
+
 /// Rows of JSON objects as a table, their fields as the columns.
 fn rows(items: &[Value]) -> String {
     let cols: Vec<String> = items
@@ -441,7 +487,18 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                 }
                 push(t.to_string());
             }
-            _ => push(fields(r)),
+            ModelsReply::Shown(shown) => {
+                // The search's trials as a table of their own, not a JSON cell.
+                let mut rest = r.clone();
+                if let Some(m) = rest.get_mut("model").and_then(Value::as_object_mut) {
+                    m.remove("search");
+                }
+                push(fields(&rest));
+                if let Some(s) = shown.model.recommender().and_then(|v| v.search.as_ref()) {
+                    push(search_text(s));
+                }
+            }
+            ModelsReply::Champion(_) => push(fields(r)),
         },
         Request::Recommend(_) => {
             let rec: RecommendReply = typed(r)?;

@@ -74,8 +74,8 @@ pub struct ModelsConfig {
     /// knows; the others start random) and runs this many iterations instead
     /// of `iterations`; 0 = every training starts cold.
     pub warm_start_iterations: usize,
-    /// Seconds the trainer's hyperparameter search across families may take
-    /// per training (0 = no search: the ALS above is trained as configured).
+    /// Seconds the trainer's search of ALS's hyperparameters may take per
+    /// training (0 = no search: the ALS above is trained as configured).
     pub search_budget_seconds: f64,
     /// Most item columns EASE keeps (the most popular): its dense inverse
     /// costs items³ flops and items² × 8 bytes while it is fitted.

@@ -18,14 +18,14 @@ use crate::store::StoreView;
 
 /// The recommender's version record of `run`, recorded as `id`.
 pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVersion {
-    let (cfg, e, fit_s) = (run.cfg, run.evaluation, run.fit_s);
+    let (e, fit_s) = (run.evaluation, run.fit_s);
     let (warm_start, data) = (run.warm_start.clone(), run.data.clone());
     let serving_affinity_weight = run.blend_weight;
     ModelVersion {
         id,
         created_ms: crate::domain::timefmt::now_ms(),
         trained: Trained::Als(Box::new(RecommenderVersion {
-            params: cfg.als(),
+            params: run.params.clone(),
             data: RecommenderData {
                 snapshot: data,
                 users: e.users,
@@ -46,6 +46,7 @@ pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVer
             baseline: e.baseline,
             warm_start,
             folded_champion: e.folded.clone(),
+            search: run.search.cloned(),
         })),
         decision,
     }
@@ -90,6 +91,9 @@ pub struct Run<'a> {
     pub champion_score: Option<f64>,
     pub fit_s: f64,
     pub warm_start: Option<super::version::WarmStartInfo>,
+    /// What the candidate was fitted with (the search's choice, when one ran).
+    pub params: &'a super::als::AlsParams,
+    pub search: Option<&'a super::search::SearchReport>,
     pub data: SnapshotInfo,
     /// The affinity weight the version serves with (0: ALS alone).
     pub blend_weight: f64,

@@ -30,6 +30,9 @@ pub struct TrainSpec {
     /// (0, none, or another factor count: a cold start).
     pub warm: Option<std::sync::Arc<super::serve::Champion>>,
     pub warm_iterations: usize,
+    /// Search ALS's hyperparameters on a validation share of the training
+    /// side for at most this long before the fit (zero: fit `als` as given).
+    pub search_budget: std::time::Duration,
 }
 
 /// What a training run reads from the store, taken at once on the store's
@@ -166,20 +169,60 @@ pub fn snapshot(
 pub struct Candidate {
     pub data: Interactions,
     pub model: AlsModel,
+    /// What it was fitted with (the search's choice, when one ran).
+    pub params: super::als::AlsParams,
     pub fit_s: f64,
     pub warm_start: Option<super::version::WarmStartInfo>,
+    pub search: Option<super::search::SearchReport>,
 }
 
-/// The held-out split and the ALS fit on its training side.
+/// ALS's hyperparameters searched on a validation share of `train` (never
+/// the test side) within `spec.search_budget`, starting from the serving
+/// champion's and the configured ones: the best point and the report.
+fn search_als(
+    train: &Csr,
+    spec: &TrainSpec,
+) -> Result<(CheckedAlsParams, super::search::SearchReport), AlsError> {
+    use super::family::{Family, Params};
+    let mut s = super::search::SearchSpec::new(
+        spec.search_budget,
+        spec.als.params().clone(),
+        spec.k,
+        spec.seed,
+    );
+    s.families = vec![Family::Als];
+    s.min_items = spec.min_items;
+    s.start = spec
+        .warm
+        .iter()
+        .map(|c| Params::Als(c.params.clone()))
+        .filter(|p| p != &Params::Als(spec.als.params().clone()))
+        .collect();
+    s.start.push(Params::Als(spec.als.params().clone()));
+    let report = super::search::search(train, &s, |_| {});
+    let chosen = match report.best_of(Family::Als).map(|t| &t.params) {
+        Some(Params::Als(p)) => p.clone().check()?,
+        _ => spec.als.clone(),
+    };
+    Ok((chosen, report))
+}
+
+/// The held-out split, the search (when it has a budget) and the ALS fit on
+/// its training side.
 pub fn fit_candidate(
     pairs: Vec<(String, String, PairAgg)>,
     spec: &TrainSpec,
 ) -> Result<Candidate, AlsError> {
     let data = build(pairs, spec.test_fraction, spec.min_items, spec.seed);
+    let (als, search) = if spec.search_budget.is_zero() || data.train.nnz() == 0 {
+        (spec.als.clone(), None)
+    } else {
+        let (als, report) = search_als(&data.train, spec)?;
+        (als, Some(report))
+    };
     let t = Instant::now();
     let warm = spec.warm.as_deref().filter(|c| {
-        spec.warm_iterations > 0
-            && c.recommender.bundle().model.factors == spec.als.params().factors
+        spec.warm_iterations > 0 && c.recommender.bundle().model.factors == als.params().factors
     });
     let (model, warm_start) = match warm {
         Some(c) => {
@@ -191,7 +234,7 @@ pub fn fit_candidate(
             };
             let params = super::als::AlsParams {
                 iterations: spec.warm_iterations,
-                ..spec.als.params().clone()
+                ..als.params().clone()
             }
             .check()?;
             let model = fit_from(&params, &data.train, Some(&w), |_, _| {})?;
@@ -204,13 +247,15 @@ pub fn fit_candidate(
             };
             (model, Some(info))
         }
-        None => (fit_from(&spec.als, &data.train, None, |_, _| {})?, None),
+        None => (fit_from(&als, &data.train, None, |_, _| {})?, None),
     };
     Ok(Candidate {
         data,
         model,
+        params: als.params().clone(),
         fit_s: t.elapsed().as_secs_f64(),
         warm_start,
+        search,
     })
 }
 
@@ -580,6 +625,7 @@ mod tests {
             seed: 1,
             warm: None,
             warm_iterations: 0,
+            search_budget: std::time::Duration::ZERO,
         }
     }
 

@@ -114,6 +114,9 @@ pub struct RecommenderVersion {
     /// far the live fold-in is from this retrain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded_champion: Option<FoldedEvaluation>,
+    /// The hyperparameter search that chose `params` (none: trained as configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<super::search::SearchReport>,
 }
 
 /// A fit that started from a model trained before.

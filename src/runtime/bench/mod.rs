@@ -97,6 +97,9 @@ pub fn one_model_config(data_dir: &std::path::Path, partitions: i32, warmup_even
     cfg.models.retrain_folded_users = 0;
     cfg.models.classifiers = false;
     cfg.models.promote_over_popularity = false;
+    // The configured ALS as it is: these benches measure serving and fold-in
+    // at its factor count, not what a search would choose.
+    cfg.models.search_budget_seconds = 0.0;
     cfg
 }
 

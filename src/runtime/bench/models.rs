@@ -71,6 +71,8 @@ pub struct ChampionLine {
     pub test: TestMetrics,
     pub trials: usize,
     pub skipped_for_budget: usize,
+    /// Ended before its budget (nothing better in its last trials).
+    pub converged: bool,
     pub budget_s: f64,
     pub search_s: f64,
     /// One fit of the ALS starting point (the daemon's defaults) on the whole
@@ -173,6 +175,7 @@ fn run(
         test,
         trials: report.trials.len(),
         skipped_for_budget: report.skipped_for_budget,
+        converged: report.converged,
         budget_s: report.budget_s,
         search_s: report.seconds,
         default_fit_s: default.fit_s,
