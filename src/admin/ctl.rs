@@ -648,3 +648,54 @@ pub fn run(args: &CtlArgs) -> Result<i32, CtlError> {
         Err(CtlError::Refused(verdict.error.unwrap_or_default()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_shows_its_totals_and_best_trials_first() {
+        use crate::ml::family::Params;
+        use crate::ml::search::{SearchReport, Trial};
+        let trials: Vec<Trial> = (0..20u32)
+            .map(|i| Trial {
+                params: Params::Als(crate::ml::als::AlsParams {
+                    factors: 8 + i as usize,
+                    ..Default::default()
+                }),
+                validation: (i != 3).then(|| f64::from(i) / 100.0),
+                fit_s: 0.5,
+                eval_s: 0.1,
+                error: (i == 3).then(|| "bad point".to_string()),
+            })
+            .collect();
+        let report = SearchReport {
+            trials,
+            best: Default::default(),
+            winner: Some(19),
+            budget_s: 60.0,
+            seconds: 12.5,
+            validation_users: 400,
+            validation_pairs: 900,
+            skipped_for_budget: 0,
+            converged: true,
+        };
+        let out = search_text(&report);
+        assert!(
+            out.starts_with("search: 20 trials in 12.5 s (budget 60 s; ended early"),
+            "{out}"
+        );
+        assert!(out.contains("400 validation users"), "{out}");
+        // Best first (f27 scored 0.19); the failed one is past the 15 shown.
+        let first_row = out.lines().find(|l| l.contains("als f")).unwrap();
+        assert!(
+            first_row.contains("als f27") && first_row.contains("0.1900"),
+            "{out}"
+        );
+        assert!(!out.contains("bad point"), "{out}");
+        assert!(
+            out.ends_with("… 5 more trials (--json shows every one)"),
+            "{out}"
+        );
+    }
+}
