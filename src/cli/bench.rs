@@ -114,6 +114,14 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             if !(1..=1000).contains(&k) {
                 bail!("--k {k}: give 1 to 1000");
             }
+            if let Some(n) = ease_max_items {
+                if !(1..=playpulse::ml::ease::MAX_ITEMS).contains(&n) {
+                    bail!(
+                        "--ease-max-items {n}: give 1 to {} (the inverse is items² × 8 bytes)",
+                        playpulse::ml::ease::MAX_ITEMS
+                    );
+                }
+            }
             let families = families
                 .split(',')
                 .map(|f| {

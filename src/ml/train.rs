@@ -653,6 +653,50 @@ mod tests {
     }
 
     #[test]
+    fn the_search_starts_from_the_champion_and_fits_its_best_point() {
+        use crate::ml::family::{Family, Params};
+        let (_, _, bundle) = train(pairs_of(8_000), &spec(5), None).unwrap();
+        let theirs = AlsParams {
+            factors: 8,
+            iterations: 5,
+            regularization: 0.3,
+            alpha: 2.0,
+            ..AlsParams::default()
+        };
+        let champion = std::sync::Arc::new(
+            crate::ml::serve::ServingModel {
+                id: 7,
+                bundle,
+                affinity_weight: 0.0,
+                params: theirs.clone(),
+            }
+            .into_champion(),
+        );
+        let s = TrainSpec {
+            warm: Some(champion),
+            warm_iterations: 0,
+            search_budget: std::time::Duration::from_secs(3),
+            ..spec(5)
+        };
+        let c = fit_candidate(pairs().pairs, &s).unwrap();
+        let r = c.search.as_ref().expect("a search");
+        assert!(r.validation_users > 0 && r.trials.len() >= 3, "{r:?}");
+        // The champion's point first, then the configured one; ALS only.
+        assert_eq!(r.trials[0].params, Params::Als(theirs));
+        assert_eq!(r.trials[1].params, Params::Als(s.als.params().clone()));
+        assert!(r.trials.iter().all(|t| t.params.family() == Family::Als));
+        // The candidate is the best trial's point, fitted on the whole training side.
+        let best = r.best_of(Family::Als).unwrap();
+        assert_eq!(best.params, Params::Als(c.params.clone()));
+        assert_eq!(c.model.factors, c.params.factors);
+        assert_eq!(c.model.users, c.data.train.rows);
+        // Without a budget: no search, the configured point.
+        let plain = fit_candidate(pairs().pairs, &spec(5)).unwrap();
+        assert!(plain.search.is_none());
+        assert_eq!(&plain.params, spec(5).als.params());
+    }
+
+    #[test]
     fn a_warm_started_retrain_matches_a_cold_one_in_a_third_of_the_iterations() {
         // The champion: trained cold on the first 8k events' pairs.
         let (_, _, bundle) = train(pairs_of(8_000), &spec(15), None).unwrap();
