@@ -187,6 +187,42 @@ impl EaseModel {
     }
 }
 
+impl EaseModel {
+    /// The model with each row cut to its `m` largest weights by magnitude
+    /// (the others zero): what a sparse serving form of `m` neighbours an
+    /// item would rank like.
+    pub fn sparsified(&self, m: usize) -> EaseModel {
+        let n = self.kept.len();
+        let mut weights = self.weights.clone();
+        if m < n {
+            weights.par_chunks_mut(n.max(1)).for_each(|row| {
+                let mut mag: Vec<f32> = row.iter().map(|w| w.abs()).collect();
+                let (_, &mut cut, _) = mag.select_nth_unstable_by(n - m, |a, b| a.total_cmp(b));
+                let mut room = m;
+                // Ties at the cut keep the first ones, so exactly m stay.
+                let above = row.iter().filter(|w| w.abs() > cut).count();
+                let mut ties = m.saturating_sub(above);
+                for w in row.iter_mut() {
+                    let a = w.abs();
+                    let keep = room > 0 && (a > cut || (a == cut && ties > 0));
+                    if keep {
+                        room -= 1;
+                        if a == cut {
+                            ties -= 1;
+                        }
+                    } else {
+                        *w = 0.0;
+                    }
+                }
+            });
+        }
+        EaseModel {
+            weights,
+            ..self.clone()
+        }
+    }
+}
+
 /// Fits EASE on the interactions of `train` (X's values from the weights by
 /// `params.input`; pairs whose value is 0 are left out).
 pub fn fit(params: &EaseParams, train: &Csr) -> Result<EaseModel, EaseError> {
@@ -412,6 +448,39 @@ mod tests {
         assert_eq!(s[1], f32::NEG_INFINITY);
         // Only the prior orders a history without kept items: the most popular first.
         assert!(s[0] > s[2] && s[2] > 0.0);
+    }
+
+    #[test]
+    fn a_sparsified_model_keeps_each_rows_largest_weights() {
+        let m = fit(
+            &EaseParams {
+                lambda: 1.0,
+                max_items: 100,
+                input: Input::Binary,
+            },
+            &blocks(),
+        )
+        .unwrap();
+        let n = m.kept.len();
+        let s = m.sparsified(3);
+        for a in 0..n {
+            let row = &m.weights[a * n..(a + 1) * n];
+            let cut = &s.weights[a * n..(a + 1) * n];
+            assert_eq!(cut.iter().filter(|w| **w != 0.0).count(), 3);
+            let smallest_kept = cut
+                .iter()
+                .filter(|w| **w != 0.0)
+                .map(|w| w.abs())
+                .fold(f32::INFINITY, f32::min);
+            for (w, c) in row.iter().zip(cut) {
+                if *c == 0.0 {
+                    assert!(w.abs() <= smallest_kept, "{row:?} → {cut:?}");
+                } else {
+                    assert_eq!(w, c);
+                }
+            }
+        }
+        assert_eq!(m.sparsified(n).weights, m.weights);
     }
 
     #[test]

@@ -58,7 +58,20 @@ pub struct FamilyLine {
     /// Seconds the family's trials took (fits + validation scoring).
     pub trial_s: f64,
     pub test: TestMetrics,
+    /// EASE only: the test NDCG@k with each item's row cut to its
+    /// `SPARSE_NEIGHBOURS` largest weights (what a sparse serving form keeps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<SparseCheck>,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SparseCheck {
+    pub neighbours: usize,
+    pub ndcg: f64,
+}
+
+/// Weights an item's row keeps in the sparse check.
+pub const SPARSE_NEIGHBOURS: usize = 200;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChampionLine {
@@ -145,9 +158,20 @@ fn run(
             .iter()
             .filter(|t| t.params.family() == f)
             .collect();
-        let test = score(&best.params)?;
+        let metrics = score(&best.params)?;
+        let sparse = match &best.params {
+            Params::Ease(p) => {
+                let full = crate::ml::ease::fit(p, train)?;
+                let cut = family::Fitted::Ease(full.sparsified(SPARSE_NEIGHBOURS));
+                Some(SparseCheck {
+                    neighbours: SPARSE_NEIGHBOURS,
+                    ndcg: family::evaluate(&cut, train, test, args.k, None).ndcg,
+                })
+            }
+            _ => None,
+        };
         if Some(i) == report.winner {
-            winner = Some((best.clone(), test.clone()));
+            winner = Some((best.clone(), metrics.clone()));
         }
         lines.push(Line::Family(FamilyLine {
             bench: "models",
@@ -157,7 +181,8 @@ fn run(
             validation_ndcg: best.validation.unwrap_or(0.0),
             trials: of.len(),
             trial_s: of.iter().map(|t| t.fit_s + t.eval_s).sum(),
-            test,
+            test: metrics,
+            sparse,
         }));
     }
     let Some((best, test)) = winner else {
