@@ -193,10 +193,18 @@ impl Handler<Evaluated> for EvaluatorActor {
                 classifiers,
                 pruned,
             }) => {
-                let start = warm_start.as_ref().map_or_else(
+                let mut start = warm_start.as_ref().map_or_else(
                     || "cold start".to_string(),
                     |w| format!("{} iterations from v{}", w.iterations, w.from),
                 );
+                if let Some(s) = &search {
+                    start.push_str(&format!(
+                        "; after a search of {} trials in {:.1} s: {}",
+                        s.trials.len(),
+                        s.seconds,
+                        crate::ml::family::Params::Als(params.clone()).describe()
+                    ));
+                }
                 tracing::info!(
                     "model v{id} trained in {fit_s:.2} s ({start}) on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {}",
                     decision.why
