@@ -487,14 +487,16 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                 }
                 push(t.to_string());
             }
-            ModelsReply::Shown(shown) => {
+            ModelsReply::Shown(mut shown) => {
                 // The search's trials as a table of their own, not a JSON cell.
-                let mut rest = r.clone();
-                if let Some(m) = rest.get_mut("model").and_then(Value::as_object_mut) {
-                    m.remove("search");
-                }
+                let search = match &mut shown.model.trained {
+                    crate::ml::version::Trained::Als(v) => v.search.take(),
+                    _ => None,
+                };
+                let rest = serde_json::to_value(&shown)
+                    .map_err(|e| CtlError::Reply(format!("cannot show the version ({e}): {r}")))?;
                 push(fields(&rest));
-                if let Some(s) = shown.model.recommender().and_then(|v| v.search.as_ref()) {
+                if let Some(s) = &search {
                     push(search_text(s));
                 }
             }

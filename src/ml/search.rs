@@ -418,18 +418,17 @@ pub fn search(train: &Csr, spec: &SearchSpec, mut on_trial: impl FnMut(&Trial)) 
             None => left > 0.0,
         }
     };
-    // The starting points: the given ones, then each family's defaults.
-    let mut starts: Vec<Params> = spec
+    // The starting points: the given ones, then each family's defaults, each
+    // point once.
+    let mut starts: Vec<Params> = Vec::new();
+    let given = spec
         .start
         .iter()
         .filter(|p| spec.families.contains(&p.family()))
-        .cloned()
-        .collect();
-    for f in &spec.families {
-        for p in defaults(*f, spec) {
-            if !starts.contains(&p) {
-                starts.push(p);
-            }
+        .cloned();
+    for p in given.chain(spec.families.iter().flat_map(|f| defaults(*f, spec))) {
+        if !starts.contains(&p) {
+            starts.push(p);
         }
     }
     // The first always runs: a search ends with a model whatever its budget.

@@ -192,13 +192,14 @@ fn search_als(
     );
     s.families = vec![Family::Als];
     s.min_items = spec.min_items;
+    // The champion's point, then the configured one (the search tries each once).
     s.start = spec
         .warm
         .iter()
-        .map(|c| Params::Als(c.params.clone()))
-        .filter(|p| p != &Params::Als(spec.als.params().clone()))
+        .map(|c| c.params.clone())
+        .chain([spec.als.params().clone()])
+        .map(Params::Als)
         .collect();
-    s.start.push(Params::Als(spec.als.params().clone()));
     let report = super::search::search(train, &s, |_| {});
     let chosen = match report.best_of(Family::Als).map(|t| &t.params) {
         Some(Params::Als(p)) => p.clone().check()?,

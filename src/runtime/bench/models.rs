@@ -126,12 +126,13 @@ fn run(
     test: &crate::ml::sparse::Csr,
     on_trial: impl FnMut(&Trial),
 ) -> anyhow::Result<Vec<Line>> {
-    let score = |p: &Params| -> anyhow::Result<TestMetrics> {
+    // The refit on the whole train split, its test metrics, and the model.
+    let score = |p: &Params| -> anyhow::Result<(TestMetrics, family::Fitted)> {
         let t = Instant::now();
         let m = family::fit(p, train)?;
         let fit_s = t.elapsed().as_secs_f64();
         let r = family::evaluate(&m, train, test, args.k, None);
-        Ok(TestMetrics {
+        let metrics = TestMetrics {
             ndcg: r.ndcg,
             precision: r.precision,
             recall: r.recall,
@@ -142,9 +143,10 @@ fn run(
             diversity: r.diversity,
             k: r.k,
             fit_s,
-        })
+        };
+        Ok((metrics, m))
     };
-    let default = score(&Params::Als(args.base_als.clone()))?;
+    let (default, _) = score(&Params::Als(args.base_als.clone()))?;
     let mut spec = SearchSpec::new(args.budget, args.base_als.clone(), args.k, args.seed);
     spec.families = args.families.clone();
     spec.ease_max_items = args.ease_max_items;
@@ -158,10 +160,9 @@ fn run(
             .iter()
             .filter(|t| t.params.family() == f)
             .collect();
-        let metrics = score(&best.params)?;
-        let sparse = match &best.params {
-            Params::Ease(p) => {
-                let full = crate::ml::ease::fit(p, train)?;
+        let (metrics, fitted) = score(&best.params)?;
+        let sparse = match &fitted {
+            family::Fitted::Ease(full) => {
                 let cut = family::Fitted::Ease(full.sparsified(SPARSE_NEIGHBOURS));
                 Some(SparseCheck {
                     neighbours: SPARSE_NEIGHBOURS,
