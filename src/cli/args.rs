@@ -203,6 +203,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5_000)]
         svm_max_rows: usize,
     },
+    /// The ranking stage: engagement models (decision tree, SVM) on features
+    /// known before a view, in time-ordered periods of a JSON Lines events file;
+    /// classification quality (accuracy, weighted P/R/F1, AUC) and whether
+    /// re-ranking the recommender's top candidates by them changes NDCG@k.
+    Rank {
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long, default_value_t = 57)]
+        seed: u64,
+        /// Candidates per user the re-ranking orders.
+        #[arg(long, default_value_t = 50)]
+        candidates: usize,
+        /// Users whose lists are re-ranked in validation and in test (a seeded sample).
+        #[arg(long, default_value_t = 2_000)]
+        eval_users: usize,
+        #[arg(long, default_value_t = 8)]
+        tree_max_depth: usize,
+        #[arg(long, default_value_t = 100)]
+        tree_min_leaf: usize,
+        /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
+        #[arg(long, default_value_t = 3_000)]
+        svm_max_rows: usize,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+    },
     /// Implicit ALS: fit on a train split, top-k metrics on its test split.
     Als {
         /// Tab-separated `user item weight events positive` with a header.

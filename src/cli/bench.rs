@@ -55,6 +55,36 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchCommand::Rank {
+            events,
+            seed,
+            candidates,
+            eval_users,
+            tree_max_depth,
+            tree_min_leaf,
+            svm_max_rows,
+            k,
+        } => {
+            let defaults = playpulse::ml::config::ModelsConfig::default();
+            let params = playpulse::ml::rank::RankParams {
+                seed,
+                candidates,
+                eval_users,
+                tree_max_depth,
+                tree_min_leaf,
+                svm_max_rows,
+                k,
+                als: AlsParams {
+                    seed,
+                    ..defaults.als()
+                },
+                ..playpulse::ml::rank::RankParams::default()
+            };
+            for line in playpulse::runtime::bench::ml::rank(&events, &params)? {
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(())
+        }
         BenchCommand::Als {
             train,
             test,

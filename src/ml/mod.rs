@@ -13,6 +13,7 @@ pub mod live;
 pub mod metrics;
 pub mod outcome;
 pub mod promote;
+pub mod rank;
 pub mod recent;
 pub mod recommend;
 pub mod registry;

@@ -251,7 +251,7 @@ pub struct ClassifierReport {
 }
 
 mod tree;
-pub use tree::TreeNode;
+pub use tree::{GrowRule, TreeNode};
 
 /// A trained classifier as stored with its model version: the feature encoding
 /// and the model, so it predicts later exactly as it was evaluated.
@@ -331,7 +331,7 @@ pub fn split(n: usize, test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>
 }
 
 /// Up to `max` rows keeping each class's share.
-fn stratified(train: &[usize], y: &[bool], max: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn stratified(train: &[usize], y: &[bool], max: usize, seed: u64) -> Vec<usize> {
     if train.len() <= max {
         return train.to_vec();
     }

@@ -17,6 +17,9 @@ pub enum TreeNode {
     Leaf {
         engaged: bool,
         samples: u32,
+        /// Engaged rows among `samples` (older stored trees have none: 0).
+        #[serde(default)]
+        positive: u32,
     },
     Split {
         feature: u8,
@@ -24,6 +27,16 @@ pub enum TreeNode {
         left: Box<TreeNode>,
         right: Box<TreeNode>,
     },
+}
+
+/// How a tree grows: its deepest level, the fewest rows a split may leave on
+/// either side, and whether two sibling leaves of the same majority class
+/// become one (right for a classifier; a scorer keeps their shares apart).
+#[derive(Debug, Clone, Copy)]
+pub struct GrowRule {
+    pub max_depth: usize,
+    pub min_leaf: usize,
+    pub merge: bool,
 }
 
 impl TreeNode {
@@ -34,13 +47,33 @@ impl TreeNode {
         depth: usize,
         max_depth: usize,
     ) -> Result<TreeNode, ClassifyError> {
+        let rule = GrowRule {
+            max_depth,
+            min_leaf: 1,
+            merge: true,
+        };
+        TreeNode::grow_with(x, y, rows, depth, &rule)
+    }
+
+    pub fn grow_with(
+        x: &Array2<f64>,
+        y: &[bool],
+        rows: Vec<usize>,
+        depth: usize,
+        rule: &GrowRule,
+    ) -> Result<TreeNode, ClassifyError> {
         let pos = rows.iter().filter(|&&i| y[i]).count();
         let leaf = TreeNode::Leaf {
             // The majority class; ties go to "not engaged" (class 0), as scikit-learn.
             engaged: pos * 2 > rows.len(),
             samples: rows.len() as u32,
+            positive: pos as u32,
         };
-        if depth >= max_depth || pos == 0 || pos == rows.len() {
+        if depth >= rule.max_depth
+            || pos == 0
+            || pos == rows.len()
+            || rows.len() < 2 * rule.min_leaf.max(1)
+        {
             return Ok(leaf);
         }
         let ds = Dataset::new(
@@ -49,7 +82,10 @@ impl TreeNode {
                 .map(|&i| usize::from(y[i]))
                 .collect::<Array1<usize>>(),
         );
-        let stump = DecisionTree::params().max_depth(Some(1)).fit(&ds)?;
+        let stump = DecisionTree::params()
+            .max_depth(Some(1))
+            .min_weight_leaf(rule.min_leaf.max(1) as f32)
+            .fit(&ds)?;
         // linfa prunes a split whose two sides predict the same class, but keeps
         // its feature, threshold and impurity decrease: the split is taken when
         // it lowers impurity at all (as scikit-learn), the children may then
@@ -61,27 +97,31 @@ impl TreeNode {
         let (left, right): (Vec<usize>, Vec<usize>) = rows
             .into_iter()
             .partition(|&i| x[[i, feature]] <= threshold);
-        if left.is_empty() || right.is_empty() {
+        if left.len() < rule.min_leaf.max(1) || right.len() < rule.min_leaf.max(1) {
             return Ok(leaf);
         }
-        let left = TreeNode::grow(x, y, left, depth + 1, max_depth)?;
-        let right = TreeNode::grow(x, y, right, depth + 1, max_depth)?;
+        let left = TreeNode::grow_with(x, y, left, depth + 1, rule)?;
+        let right = TreeNode::grow_with(x, y, right, depth + 1, rule)?;
         // Two leaves that say the same thing are one leaf (predictions unchanged).
         if let (
+            true,
             TreeNode::Leaf {
                 engaged: a,
                 samples: na,
+                positive: pa,
             },
             TreeNode::Leaf {
                 engaged: b,
                 samples: nb,
+                positive: pb,
             },
-        ) = (&left, &right)
+        ) = (rule.merge, &left, &right)
         {
             if a == b {
                 return Ok(TreeNode::Leaf {
                     engaged: *a,
                     samples: na + nb,
+                    positive: pa + pb,
                 });
             }
         }
@@ -94,10 +134,27 @@ impl TreeNode {
     }
 
     pub fn predict(&self, row: &[f64]) -> bool {
+        match self.leaf(row) {
+            TreeNode::Leaf { engaged, .. } => *engaged,
+            TreeNode::Split { .. } => false,
+        }
+    }
+
+    /// The engaged share of the leaf `row` falls in (Laplace-smoothed).
+    pub fn score(&self, row: &[f64]) -> f64 {
+        match self.leaf(row) {
+            TreeNode::Leaf {
+                samples, positive, ..
+            } => (f64::from(*positive) + 1.0) / (f64::from(*samples) + 2.0),
+            TreeNode::Split { .. } => 0.5,
+        }
+    }
+
+    fn leaf(&self, row: &[f64]) -> &TreeNode {
         let mut node = self;
         loop {
             match node {
-                TreeNode::Leaf { engaged, .. } => return *engaged,
+                TreeNode::Leaf { .. } => return node,
                 TreeNode::Split {
                     feature,
                     threshold,

@@ -287,3 +287,56 @@ pub fn classify(
         })
         .collect())
 }
+
+/// One line of `playpulse bench rank`: an engagement model's report and the
+/// run it belongs to.
+#[derive(Debug, Clone, Serialize)]
+pub struct RankBenchLine {
+    pub bench: &'static str,
+    #[serde(flatten)]
+    pub model: crate::ml::rank::RankModelReport,
+    pub events: usize,
+    pub rejected_lines: usize,
+    pub periods: [usize; 4],
+    pub engaged_share_train: f64,
+    pub engaged_share_test: f64,
+    pub recommender_score_auc: f64,
+    pub als_fit_s: f64,
+    pub users: [usize; 2],
+    pub candidates: usize,
+    pub k: usize,
+    pub features: Vec<&'static str>,
+    pub seconds: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// `playpulse bench rank`: one line per engagement model.
+pub fn rank(
+    path: &std::path::Path,
+    params: &crate::ml::rank::RankParams,
+) -> anyhow::Result<Vec<RankBenchLine>> {
+    let (events, rejected) = read_video_events(path)?;
+    let t = std::time::Instant::now();
+    let r = crate::ml::rank::evaluate(&events, params)?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(r.models
+        .iter()
+        .map(|m| RankBenchLine {
+            bench: "rank",
+            model: m.clone(),
+            events: r.events,
+            rejected_lines: rejected,
+            periods: r.periods,
+            engaged_share_train: r.engaged_share_train,
+            engaged_share_test: r.engaged_share_test,
+            recommender_score_auc: r.recommender_score_auc,
+            als_fit_s: r.als_fit_s,
+            users: r.users,
+            candidates: r.candidates,
+            k: r.k,
+            features: r.features.clone(),
+            seconds,
+            peak_rss_mb: peak_rss_mb(),
+        })
+        .collect())
+}
