@@ -275,6 +275,7 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 warm: None,
                 warm_iterations: 0,
                 search_budget: std::time::Duration::ZERO,
+                search_budget_fits: 0.0,
             };
             let weights = cfg.event_weights.by_action();
             let mut snap = snapshots

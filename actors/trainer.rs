@@ -144,6 +144,7 @@ impl TrainerActor {
                         search_budget: std::time::Duration::from_secs_f64(
                             cfg.search_budget_seconds,
                         ),
+                        search_budget_fits: cfg.search_budget_fits,
                     };
                     let blend = snap.blend(cfg.affinity_weight);
                     match fit_candidate(snap.pairs, &spec) {

@@ -154,10 +154,13 @@ const TRIALS_SHOWN: usize = 15;
 /// A model search: one line of totals, then its best trials.
 fn search_text(s: &crate::ml::search::SearchReport) -> String {
     let mut out = format!(
-        "search: {} trials in {:.1} s (budget {:.0} s{}), {} validation users",
+        "search: {} trials in {:.1} s (budget {:.1} s{}{}), {} validation users",
         s.trials.len(),
         s.seconds,
         s.budget_s,
+        s.fit_unit_s
+            .map(|u| format!(" = {:.1} fits of {u:.2} s", s.budget_s / u.max(1e-9)))
+            .unwrap_or_default(),
         if s.converged {
             "; ended early, nothing better in its last trials"
         } else {
@@ -676,6 +679,7 @@ mod tests {
             best: Default::default(),
             winner: Some(19),
             budget_s: 60.0,
+            fit_unit_s: None,
             seconds: 12.5,
             validation_users: 400,
             validation_pairs: 900,
@@ -684,10 +688,21 @@ mod tests {
         };
         let out = search_text(&report);
         assert!(
-            out.starts_with("search: 20 trials in 12.5 s (budget 60 s; ended early"),
+            out.starts_with("search: 20 trials in 12.5 s (budget 60.0 s; ended early"),
             "{out}"
         );
         assert!(out.contains("400 validation users"), "{out}");
+        // A budget counted in fits says so.
+        let in_fits = SearchReport {
+            budget_s: 16.0,
+            fit_unit_s: Some(2.0),
+            ..report.clone()
+        };
+        let text = search_text(&in_fits);
+        assert!(
+            text.contains("(budget 16.0 s = 8.0 fits of 2.00 s;"),
+            "{text}"
+        );
         // Best first (f27 scored 0.19); the failed one is past the 15 shown.
         let first_row = out.lines().find(|l| l.contains("als f")).unwrap();
         assert!(

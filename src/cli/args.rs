@@ -286,6 +286,10 @@ pub enum BenchCommand {
         /// The search's time budget, seconds (default: models.search_budget_seconds).
         #[arg(long)]
         budget_s: Option<f64>,
+        /// The budget also in fits of the default ALS (default:
+        /// models.search_budget_fits; 0: seconds alone).
+        #[arg(long)]
+        budget_fits: Option<f64>,
         /// Families searched, comma-separated: als, ease, knn, popularity.
         #[arg(long, default_value = "als,ease,knn,popularity")]
         families: String,

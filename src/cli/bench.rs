@@ -132,6 +132,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             k,
             threads,
             budget_s,
+            budget_fits,
             families,
             ease_max_items,
             seed,
@@ -140,6 +141,10 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             let budget_s = budget_s.unwrap_or(defaults.search_budget_seconds);
             if !(budget_s.is_finite() && (0.0..=86_400.0).contains(&budget_s)) {
                 bail!("--budget-s {budget_s}: give 0 to 86400 seconds");
+            }
+            let budget_fits = budget_fits.unwrap_or(defaults.search_budget_fits);
+            if !(budget_fits.is_finite() && (0.0..=10_000.0).contains(&budget_fits)) {
+                bail!("--budget-fits {budget_fits}: give 0 to 10000 fits (0: seconds alone)");
             }
             if !(1..=1000).contains(&k) {
                 bail!("--k {k}: give 1 to 1000");
@@ -169,6 +174,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 k,
                 threads: threads.clamp(1, 256),
                 budget: std::time::Duration::from_secs_f64(budget_s),
+                budget_fits,
                 families,
                 base_als: AlsParams {
                     seed,

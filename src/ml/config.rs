@@ -77,6 +77,11 @@ pub struct ModelsConfig {
     /// Seconds the trainer's search of ALS's hyperparameters may take per
     /// training (0 = no search: the ALS above is trained as configured).
     pub search_budget_seconds: f64,
+    /// The search's budget also in fits of the configured ALS (its first
+    /// trial's fit is the unit): the search costs at most this many fits
+    /// whatever the data's size, within `search_budget_seconds` (0: seconds
+    /// alone).
+    pub search_budget_fits: f64,
     /// Most item columns EASE keeps (the most popular): its dense inverse
     /// costs items³ flops and items² × 8 bytes while it is fitted.
     pub ease_max_items: usize,
@@ -144,6 +149,7 @@ impl Default for ModelsConfig {
             retrain_folded_users: 100_000,
             warm_start_iterations: 5,
             search_budget_seconds: 60.0,
+            search_budget_fits: 8.0,
             ease_max_items: 6_000,
         }
     }
@@ -239,6 +245,13 @@ impl ModelsConfig {
                 "models.search_budget_seconds",
                 m.search_budget_seconds,
                 "must be 0..=86400 seconds (0: no search, the configured ALS is trained)",
+            ));
+        }
+        if !(m.search_budget_fits.is_finite() && (0.0..=10_000.0).contains(&m.search_budget_fits)) {
+            return Err(invalid(
+                "models.search_budget_fits",
+                m.search_budget_fits,
+                "must be 0..=10000 fits of the configured ALS (0: search_budget_seconds alone)",
             ));
         }
         if !(1..=crate::ml::ease::MAX_ITEMS).contains(&m.ease_max_items) {

@@ -33,6 +33,8 @@ pub struct TrainSpec {
     /// Search ALS's hyperparameters on a validation share of the training
     /// side for at most this long before the fit (zero: fit `als` as given).
     pub search_budget: std::time::Duration,
+    /// The search's budget in fits of `als` as well (0: seconds alone).
+    pub search_budget_fits: f64,
 }
 
 /// What a training run reads from the store, taken at once on the store's
@@ -191,6 +193,7 @@ fn search_als(
         spec.seed,
     );
     s.families = vec![Family::Als];
+    s.budget_fits = spec.search_budget_fits;
     s.min_items = spec.min_items;
     // The champion's point, then the configured one (the search tries each once).
     s.start = spec
@@ -627,6 +630,7 @@ mod tests {
             warm: None,
             warm_iterations: 0,
             search_budget: std::time::Duration::ZERO,
+            search_budget_fits: 0.0,
         }
     }
 
@@ -677,6 +681,7 @@ mod tests {
             warm: Some(champion),
             warm_iterations: 0,
             search_budget: std::time::Duration::from_secs(3),
+            search_budget_fits: 0.0,
             ..spec(5)
         };
         let c = fit_candidate(pairs().pairs, &s).unwrap();
