@@ -91,6 +91,10 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         ("PLAYPULSE_MODELS__MIN_EVENTS", "150000"),
         ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "150000"),
         ("PLAYPULSE_MODELS__FACTORS", "16"),
+        // The search's budget in fits of the configured point: this data set's
+        // fit takes a fraction of a second, so 40 of them leave room for a
+        // few dozen trials.
+        ("PLAYPULSE_MODELS__SEARCH_BUDGET_FITS", "40"),
     ];
     let (mut child, rx) = start(&data, &env);
     let log = wait_for(&rx, &mut child, "promoted", Duration::from_secs(300));
@@ -111,6 +115,13 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         .expect("a search (models.search_budget_seconds)");
     assert!(search.trials.len() >= 4, "{search:?}");
     assert!(search.validation_users > 0, "{search:?}");
+    // Counted in fits of the configured point, the first trial.
+    let unit = search.fit_unit_s.expect("the budget's unit");
+    assert_eq!(unit, search.trials[0].fit_s, "{search:?}");
+    assert!(
+        (search.budget_s - (40.0 * unit).min(60.0)).abs() < 1e-9,
+        "{search:?}"
+    );
     assert!(search
         .trials
         .iter()
