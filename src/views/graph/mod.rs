@@ -63,6 +63,10 @@ struct Facet {
     users: Vec<FxHashMap<u32, u32>>,
     /// user → name id → tracks.
     of_user: FxHashMap<u32, FxHashMap<u32, u32>>,
+    /// name id → other name id → users having both: kept as users join and
+    /// leave names, so a neighbour query reads one row instead of walking
+    /// the name's users.
+    co: Vec<FxHashMap<u32, u64>>,
 }
 
 fn dec<K: std::hash::Hash + Eq>(m: &mut FxHashMap<K, u32>, k: &K) {
@@ -83,25 +87,66 @@ impl Facet {
         self.ids.insert(name.clone(), i);
         self.names.push(name.clone());
         self.users.push(FxHashMap::default());
+        self.co.push(FxHashMap::default());
         i
     }
 
     fn add(&mut self, user: u32, name: &Arc<str>) {
         let n = self.id(name);
         *self.users[n as usize].entry(user).or_default() += 1;
-        *self.of_user.entry(user).or_default().entry(n).or_default() += 1;
+        let mine = self.of_user.entry(user).or_default();
+        let c = mine.entry(n).or_default();
+        *c += 1;
+        if *c == 1 {
+            // The user joins `n`: it now shares them with each of their names.
+            for &m in mine.keys().filter(|&&m| m != n) {
+                *self.co[n as usize].entry(m).or_default() += 1;
+                *self.co[m as usize].entry(n).or_default() += 1;
+            }
+        }
     }
 
     fn remove(&mut self, user: u32, name: &Arc<str>) {
         let Some(&n) = self.ids.get(name) else { return };
         dec(&mut self.users[n as usize], &user);
-        if let Some(m) = self.of_user.get_mut(&user) {
-            dec(m, &n);
+        let Some(mine) = self.of_user.get_mut(&user) else {
+            return;
+        };
+        dec(mine, &n);
+        if mine.contains_key(&n) {
+            return;
+        }
+        // The user left `n`: one user fewer shares it with each of their names.
+        let co = &mut self.co;
+        let mut drop = |a: u32, b: u32| {
+            if let Some(c) = co[a as usize].get_mut(&b) {
+                *c -= 1;
+                if *c == 0 {
+                    co[a as usize].remove(&b);
+                }
+            }
+        };
+        for &m in mine.keys() {
+            drop(n, m);
+            drop(m, n);
         }
     }
 
     /// For each other name, how many of `name`'s users also have it.
     fn neighbours(&self, name: &str) -> FxHashMap<Arc<str>, u64> {
+        let Some(&n) = self.ids.get(name) else {
+            return FxHashMap::default();
+        };
+        self.co[n as usize]
+            .iter()
+            .map(|(&m, &c)| (self.names[m as usize].clone(), c))
+            .collect()
+    }
+
+    /// [`Facet::neighbours`] by walking the name's users (what the kept
+    /// counts must always equal).
+    #[cfg(test)]
+    fn neighbours_by_walk(&self, name: &str) -> FxHashMap<Arc<str>, u64> {
         let Some(&n) = self.ids.get(name) else {
             return FxHashMap::default();
         };

@@ -145,3 +145,42 @@ fn queries_follow_the_edges_both_ways() {
     assert!(err(&req("nope")).contains("queries: user_tracks"));
     assert_eq!(json(&req("top"))["items"][0]["user"], "u3");
 }
+
+#[test]
+fn kept_neighbour_counts_equal_a_walk_of_the_listeners() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let mut g = MusicGraph::default();
+    let check = |g: &MusicGraph| {
+        for (facet, names) in [
+            (&g.artist_facet, &g.artist_facet.names),
+            (&g.genre_facet, &g.genre_facet.names),
+        ] {
+            for name in names {
+                assert_eq!(
+                    facet.neighbours(name),
+                    facet.neighbours_by_walk(name),
+                    "{name}"
+                );
+            }
+        }
+    };
+    for step in 0..3000 {
+        let t = format!("t{}", rng.gen_range(0..40));
+        if rng.gen_bool(0.1) {
+            // A track record: new, or moving the track and its listeners.
+            let a = format!("a{}", rng.gen_range(0..8));
+            let ge = format!("g{}", rng.gen_range(0..4));
+            g.upsert_track(&track(&t, &a, &ge));
+        } else {
+            let u = format!("u{}", rng.gen_range(0..30));
+            g.observe(&ev(&u, &t, MusicAction::Play, step));
+        }
+        if step % 100 == 0 {
+            check(&g);
+        }
+    }
+    check(&g);
+    // Something was shared, so the check compared real counts.
+    assert!(g.genre_facet.co.iter().any(|row| !row.is_empty()));
+}
