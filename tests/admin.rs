@@ -625,6 +625,18 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
             && out.contains("claim_before_write"),
         "{out}"
     );
+    // The fields `--json` has, under a real header.
+    for field in [
+        "field",
+        "uptime",
+        "broker",
+        "reachable",
+        "http",
+        "fold_in",
+        "item_factors_age",
+    ] {
+        assert!(out.contains(field), "{field}: {out}");
+    }
     let (ok, out, _) = ctl(dir.path(), &["stats", "counters"]);
     assert!(
         ok && out.contains("counter") && out.contains("stored/video"),
@@ -632,9 +644,21 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     );
     let (ok, out, _) = ctl(dir.path(), &["analytics", "qoe", "--dim", "region"]);
     assert!(
-        ok && out.contains("rebuffering_ratio") && out.contains("rows:"),
+        ok && out.contains("rebuffering %") && out.contains("rows:"),
         "{out}"
     );
+    // The store's QoE in units (hours, per view, %), resolutions lowest first.
+    let (ok, out, _) = ctl(dir.path(), &["stats", "qoe"]);
+    assert!(
+        ok && out.contains("watch h") && out.contains("skip %"),
+        "{out}"
+    );
+    let resolutions: Vec<usize> = ["240p", "360p", "480p", "720p", "1080p", "4K"]
+        .iter()
+        .filter_map(|r| out.find(&format!(" {r} ")))
+        .collect();
+    assert!(resolutions.len() >= 2, "{out}");
+    assert!(resolutions.windows(2).all(|w| w[0] < w[1]), "{out}");
     let (ok, out, _) = ctl(dir.path(), &["dlq"]);
     assert!(
         ok && out.contains("reason") && out.contains("message"),

@@ -218,27 +218,103 @@ fn rows(items: &[Value]) -> String {
     t.to_string()
 }
 
+/// A share as a percentage with one decimal.
+fn pct(x: f64) -> String {
+    format!("{:.1}", x * 100.0)
+}
+
+/// A figure rounded to `d` decimals.
+fn fixed(x: f64, d: usize) -> String {
+    format!("{x:.d$}")
+}
+
 fn qoe_table(first: &str, rows: &[(String, &QoeMetrics)]) -> String {
     let mut t = table(&[
         first,
         "views",
-        "watch_hours",
-        "rebuffering_ratio",
-        "startup_time_ms",
-        "start_failure_rate",
-        "avg_bitrate_kbps",
-        "skip_rate",
+        "watch h",
+        "rebuffering %",
+        "startup ms",
+        "start failures %",
+        "bitrate kbps",
+        "skip %",
     ]);
     for (k, m) in rows {
         t.add_row(vec![
             k.clone(),
             m.views.to_string(),
-            num(m.watch_hours),
-            num(m.rebuffering_ratio),
-            num(m.startup_time_ms),
-            num(m.start_failure_rate),
-            num(m.avg_bitrate_kbps),
-            num(m.skip_rate),
+            fixed(m.watch_hours, 1),
+            pct(m.rebuffering_ratio),
+            fixed(m.startup_time_ms, 0),
+            pct(m.start_failure_rate),
+            fixed(m.avg_bitrate_kbps, 0),
+            pct(m.skip_rate),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Keys in their natural order: resolutions lowest first (240p … 4K), other
+/// values by name; keys outside the vocabulary after the known ones.
+fn natural<'a, V>(
+    dim: &str,
+    by: &'a std::collections::BTreeMap<String, V>,
+) -> Vec<(&'a String, &'a V)> {
+    let mut rows: Vec<(&String, &V)> = by.iter().collect();
+    if dim == "resolution" {
+        let rank = |k: &str| {
+            crate::domain::vocab::RESOLUTIONS
+                .iter()
+                .position(|r| r.eq_ignore_ascii_case(k))
+                .unwrap_or(usize::MAX)
+        };
+        rows.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
+    }
+    rows
+}
+
+/// The store's QoE totals by one dimension, as rates and units per view.
+fn stored_qoe_table(
+    dim: &str,
+    by: &std::collections::BTreeMap<String, crate::store::Qoe>,
+) -> String {
+    let mut t = table(&[
+        dim,
+        "views",
+        "watch h",
+        "avg watch min",
+        "buffering / view",
+        "rebuffer s / view",
+        "startup ms",
+        "start failures %",
+        "bitrate kbps",
+        "skip %",
+        "recommended %",
+    ]);
+    for (k, q) in natural(dim, by) {
+        let per = |x: f64| {
+            if q.events > 0 {
+                x / q.events as f64
+            } else {
+                0.0
+            }
+        };
+        t.add_row(vec![
+            k.clone(),
+            q.events.to_string(),
+            fixed(q.watch_seconds / 3600.0, 1),
+            fixed(per(q.watch_seconds) / 60.0, 1),
+            fixed(per(q.buffering_events as f64), 2),
+            fixed(per(q.rebuffer_ms) / 1000.0, 2),
+            if q.startups > 0 {
+                fixed(q.startup_ms_sum / q.startups as f64, 0)
+            } else {
+                "-".into()
+            },
+            pct(per(q.start_failures as f64)),
+            fixed(per(q.bitrate_kbps_sum), 0),
+            pct(per(q.skipped as f64)),
+            pct(per(q.recommended as f64)),
         ]);
     }
     t.to_string()
@@ -259,16 +335,59 @@ fn listed_table(list: &[Listed]) -> String {
     t.to_string()
 }
 
+/// Seconds as "1 h 02 min 03 s" (the largest units that apply).
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s:02} s"),
+        (h, m, s) => format!("{h} h {m:02} min {s:02} s"),
+    }
+}
+
 fn status_text(r: &StatusReply) -> String {
-    let mut t = table(&["", ""]);
+    let mut t = table(&["field", "value"]);
+    let f = &r.fold_in;
     for (k, v) in [
-        ("uptime_s", num(r.uptime_s)),
+        ("uptime", duration(r.uptime_s)),
         ("version", r.version.clone()),
         ("data_dir", r.data_dir.display().to_string()),
         ("brokers", r.brokers.clone()),
+        (
+            "broker",
+            match (r.broker.reachable, &r.broker.error, r.broker.down_for_s) {
+                (true, _, _) => "reachable".to_string(),
+                (false, e, down) => format!(
+                    "unreachable{}{}",
+                    down.map(|d| format!(" for {}", duration(d)))
+                        .unwrap_or_default(),
+                    e.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                ),
+            },
+        ),
+        ("http", opt(&r.http)),
         ("offset_namespace", r.offset_namespace.clone()),
         ("champion", opt(&r.champion)),
         ("serving", r.serving.clone()),
+        (
+            "fold_in",
+            format!(
+                "{} users held ({} new), {} folded since the champion, {} solves in {} batches; last {} users in {:.3} s, {:.3} s from commit; {} failed rounds",
+                f.users,
+                f.new_users,
+                f.folded_since_champion,
+                f.folded_total,
+                f.batches,
+                f.last_users,
+                f.last_seconds,
+                f.last_latency_seconds,
+                f.failed_rounds
+            ),
+        ),
+        (
+            "item_factors_age",
+            f.item_factors_age_seconds.map_or_else(|| "-".into(), duration),
+        ),
         ("ingest.paused", r.ingest.paused.to_string()),
         ("ingest.consumed", r.ingest.consumed.to_string()),
         ("ingest.stored", r.ingest.stored.to_string()),
@@ -283,11 +402,11 @@ fn status_text(r: &StatusReply) -> String {
         ),
         (
             "ingest.events_per_sec_10s",
-            num(r.ingest.events_per_sec_10s),
+            fixed(r.ingest.events_per_sec_10s, 0),
         ),
         (
             "ingest.events_per_sec_60s",
-            num(r.ingest.events_per_sec_60s),
+            fixed(r.ingest.events_per_sec_60s, 0),
         ),
         ("ingest.lag", r.ingest.lag.to_string()),
         ("group.member", r.group.member.clone()),
@@ -583,25 +702,7 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                     ("resolution", &q.resolution),
                     ("genre", &q.genre),
                 ] {
-                    let mut t = table(&[
-                        dim,
-                        "events",
-                        "watch s",
-                        "buffering",
-                        "rebuffer ms",
-                        "skipped",
-                    ]);
-                    for (k, v) in by {
-                        t.add_row(vec![
-                            k.clone(),
-                            v.events.to_string(),
-                            num(v.watch_seconds),
-                            v.buffering_events.to_string(),
-                            num(v.rebuffer_ms),
-                            v.skipped.to_string(),
-                        ]);
-                    }
-                    push(t.to_string());
+                    push(stored_qoe_table(dim, by));
                 }
             }
             if let Some(c) = &s.catalog {
@@ -657,6 +758,45 @@ pub fn run(args: &CtlArgs) -> Result<i32, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_qoe_reads_in_units_and_resolutions_in_their_order() {
+        let q = |events: u64, watch_h: f64, skipped: u64| crate::store::Qoe {
+            events,
+            watch_seconds: watch_h * 3600.0,
+            buffering_events: events,
+            rebuffer_ms: 1500.0 * events as f64,
+            startup_ms_sum: 900.0 * events as f64,
+            startups: events,
+            skipped,
+            bitrate_kbps_sum: 5400.0 * events as f64,
+            ..Default::default()
+        };
+        let by: std::collections::BTreeMap<String, crate::store::Qoe> = [
+            ("1080p", q(100, 7325.2, 25)),
+            ("240p", q(10, 1.0, 5)),
+            ("4K", q(4, 2.0, 0)),
+            ("720p", q(50, 30.0, 10)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let out = stored_qoe_table("resolution", &by);
+        let at = |k: &str| {
+            out.find(&format!(" {k} "))
+                .unwrap_or_else(|| panic!("{k}: {out}"))
+        };
+        assert!(at("240p") < at("720p") && at("720p") < at("1080p") && at("1080p") < at("4K"));
+        // Hours, not summed seconds; rates per view, percentages.
+        let row = out.lines().find(|l| l.contains(" 1080p ")).unwrap();
+        for cell in ["7325.2", "4395.1", "1.00", "1.50", "900", "5400", "25.0"] {
+            assert!(row.contains(cell), "{cell} in {row}");
+        }
+        assert!(!out.contains("26370720"), "{out}");
+        // Other dimensions keep their order by name.
+        let genres = stored_qoe_table("genre", &by);
+        assert!(genres.find(" 1080p ").unwrap() < genres.find(" 240p ").unwrap());
+    }
 
     #[test]
     fn a_search_shows_its_totals_and_best_trials_first() {
