@@ -733,6 +733,11 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     );
     let (ok, out, _) = ctl(dir.path(), &["recommend", user, "3"]);
     assert!(ok && out.contains("because you watched"), "{out}");
+    // The champion shown field by field: nested values flattened into dotted
+    // names, no JSON in the cells.
+    let (ok, out, _) = ctl(dir.path(), &["models", "show"]);
+    assert!(ok && out.contains("ndcg"), "{out}");
+    assert!(!out.contains('{') && !out.contains('"'), "{out}");
 
     let (ok, _, err) = ctl(dir.path(), &["models", "promote", "77"]);
     assert!(!ok && err.contains("no model version 77"), "{err}");

@@ -131,19 +131,59 @@ fn typed<T: DeserializeOwned>(r: &Value) -> Result<T, CtlError> {
     T::deserialize(r).map_err(|e| CtlError::Reply(format!("unexpected reply ({e}): {r}")))
 }
 
-/// Any reply's fields, one per line (nested values as JSON).
+/// Collections longer than this are summarised (`--json` has them whole).
+const LIST_SHOWN: usize = 8;
+
+/// Any reply's fields, one per row: nested objects flattened into dotted
+/// names (`metrics.ranking.ndcg`), short lists of plain values joined, long
+/// or nested lists summarised by their size.
 fn fields(r: &Value) -> String {
-    let mut t = table(&["", ""]);
+    fn flatten(prefix: &str, v: &Value, rows: &mut Vec<(String, String)>) {
+        match v {
+            // Source offsets (a line per partition) are for --json.
+            Value::Object(o) if prefix.ends_with("offsets") => rows.push((
+                prefix.to_string(),
+                format!("{} partitions (--json shows them)", o.len()),
+            )),
+            Value::Object(o) if o.len() > LIST_SHOWN * 4 => rows.push((
+                prefix.to_string(),
+                format!("{} entries (--json shows them)", o.len()),
+            )),
+            Value::Object(o) => {
+                for (k, v) in o {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&name, v, rows);
+                }
+            }
+            Value::Array(a) if a.is_empty() => rows.push((prefix.to_string(), "-".into())),
+            Value::Array(a)
+                if a.len() <= LIST_SHOWN && a.iter().all(|x| !x.is_object() && !x.is_array()) =>
+            {
+                rows.push((
+                    prefix.to_string(),
+                    a.iter().map(text).collect::<Vec<_>>().join(", "),
+                ))
+            }
+            Value::Array(a) => rows.push((
+                prefix.to_string(),
+                format!("{} entries (--json shows them)", a.len()),
+            )),
+            other => rows.push((prefix.to_string(), text(other))),
+        }
+    }
+    let mut rows = Vec::new();
     if let Some(o) = r.as_object() {
         for (k, v) in o.iter().filter(|(k, _)| k.as_str() != "ok") {
-            let v = match v {
-                Value::Object(_) | Value::Array(_) => {
-                    serde_json::to_string_pretty(v).unwrap_or_default()
-                }
-                other => text(other),
-            };
-            t.add_row(vec![k.clone(), v]);
+            flatten(k, v, &mut rows);
         }
+    }
+    let mut t = table(&["field", "value"]);
+    for (k, v) in rows {
+        t.add_row(vec![k, v]);
     }
     t.to_string()
 }
@@ -758,6 +798,43 @@ pub fn run(args: &CtlArgs) -> Result<i32, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_fields_are_flattened_and_long_lists_summarised() {
+        let offsets: serde_json::Map<String, Value> = (0..100)
+            .map(|p| (format!("video/{p}"), Value::from(p * 10)))
+            .collect();
+        let reply = serde_json::json!({
+            "ok": true,
+            "id": 7,
+            "metrics": {"ranking": {"ndcg": 0.25, "k": 10}},
+            "params": {"factors": [16, 32]},
+            "counts": offsets,
+            "trials": [{"a": 1}, {"a": 2}],
+        });
+        let out = fields(&reply);
+        for cell in [
+            "metrics.ranking.ndcg",
+            "0.2500",
+            "metrics.ranking.k",
+            "params.factors",
+            "16, 32",
+            "100 entries (--json shows them)",
+            "2 entries (--json shows them)",
+        ] {
+            assert!(out.contains(cell), "{cell}: {out}");
+        }
+        assert!(!out.contains("video/42"), "{out}");
+        // Offsets are summarised however few.
+        let few = serde_json::json!({"data": {"offsets": {"video/0": 5, "video/1": 6}}});
+        let out = fields(&few);
+        assert!(
+            out.contains("data.offsets") && out.contains("2 partitions"),
+            "{out}"
+        );
+        assert!(!out.contains("│ ok"), "{out}");
+        assert!(out.lines().count() < 15, "{out}");
+    }
 
     #[test]
     fn stored_qoe_reads_in_units_and_resolutions_in_their_order() {
