@@ -669,6 +669,19 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
         test_y = idx.iter().map(|&i| test_y[i]).collect();
     }
     let share = |y: &[bool]| y.iter().filter(|b| **b).count() as f64 / y.len().max(1) as f64;
+    let train_share = share(&train_y);
+    if train_share == 0.0 || train_share == 1.0 {
+        return Err(RankError::Data(format!(
+            "every one of the {} training views is {}: a model needs both engaged and \
+             disengaged views",
+            train_y.len(),
+            if train_share == 1.0 {
+                "engaged"
+            } else {
+                "disengaged"
+            }
+        )));
+    }
     let x = Array2::from_shape_fn((train_rows.len(), NF), |(r, c)| train_rows[r][c]);
     let recommender_score_auc = auc(
         &test_y,
@@ -786,7 +799,7 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
     Ok(RankReport {
         events: n,
         periods: [cuts[0], cuts[1] - cuts[0], cuts[2] - cuts[1], n - cuts[2]],
-        engaged_share_train: share(&train_y),
+        engaged_share_train: train_share,
         engaged_share_test: share(&test_y),
         recommender_score_auc,
         als_fit_s,
