@@ -368,8 +368,10 @@ pub struct RankModelReport {
     pub rerank: Rerank,
 }
 
+/// What a run of the ranking stage read and how it split it: the part of
+/// the report every model shares.
 #[derive(Debug, Clone, Serialize)]
-pub struct RankReport {
+pub struct RankRun {
     pub events: usize,
     /// Events in each period: recommender, engagement training, validation, test.
     pub periods: [usize; 4],
@@ -384,6 +386,12 @@ pub struct RankReport {
     pub candidates: usize,
     pub k: usize,
     pub features: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RankReport {
+    #[serde(flatten)]
+    pub run: RankRun,
     pub models: Vec<RankModelReport>,
 }
 
@@ -797,16 +805,18 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
     ));
 
     Ok(RankReport {
-        events: n,
-        periods: [cuts[0], cuts[1] - cuts[0], cuts[2] - cuts[1], n - cuts[2]],
-        engaged_share_train: train_share,
-        engaged_share_test: share(&test_y),
-        recommender_score_auc,
-        als_fit_s,
-        users: [val_lists.candidates.len(), test_lists.candidates.len()],
-        candidates: p.candidates,
-        k: p.k,
-        features: FEATURES.to_vec(),
+        run: RankRun {
+            events: n,
+            periods: [cuts[0], cuts[1] - cuts[0], cuts[2] - cuts[1], n - cuts[2]],
+            engaged_share_train: train_share,
+            engaged_share_test: share(&test_y),
+            recommender_score_auc,
+            als_fit_s,
+            users: [val_lists.candidates.len(), test_lists.candidates.len()],
+            candidates: p.candidates,
+            k: p.k,
+            features: FEATURES.to_vec(),
+        },
         models,
     })
 }
@@ -861,14 +871,15 @@ mod tests {
             ..RankParams::default()
         };
         let r = evaluate(&events, &p).unwrap();
-        assert_eq!(r.periods.iter().sum::<usize>(), events.len());
+        assert_eq!(r.run.periods.iter().sum::<usize>(), events.len());
         assert_eq!(r.models.len(), 2);
         for m in &r.models {
             // Skips follow the user's taste and the network: a model that
             // learned them orders engaged views above the others.
             assert!(m.auc > 0.58, "{m:?}");
             assert!(
-                m.metrics.accuracy > r.engaged_share_test.max(1.0 - r.engaged_share_test) - 0.02
+                m.metrics.accuracy
+                    > r.run.engaged_share_test.max(1.0 - r.run.engaged_share_test) - 0.02
             );
             for w in [m.rerank.test_plain, m.rerank.test_reranked] {
                 assert!(w.ndcg_views > 0.0 && w.ndcg_views <= 1.0, "{w:?}");
@@ -880,7 +891,7 @@ mod tests {
         // The tree learns more than the recommender's score says, and on the
         // planted data its re-ranking puts engaged views higher.
         let tree = &r.models[0];
-        assert!(tree.auc > r.recommender_score_auc + 0.05, "{r:?}");
+        assert!(tree.auc > r.run.recommender_score_auc + 0.05, "{r:?}");
         assert!(tree.rerank.used && tree.rerank.weight > 0.0, "{r:?}");
         assert!(
             tree.rerank.test_reranked.ndcg_engaged > tree.rerank.test_plain.ndcg_engaged,

@@ -295,17 +295,9 @@ pub struct RankBenchLine {
     pub bench: &'static str,
     #[serde(flatten)]
     pub model: crate::ml::rank::RankModelReport,
-    pub events: usize,
+    #[serde(flatten)]
+    pub run: crate::ml::rank::RankRun,
     pub rejected_lines: usize,
-    pub periods: [usize; 4],
-    pub engaged_share_train: f64,
-    pub engaged_share_test: f64,
-    pub recommender_score_auc: f64,
-    pub als_fit_s: f64,
-    pub users: [usize; 2],
-    pub candidates: usize,
-    pub k: usize,
-    pub features: Vec<&'static str>,
     pub seconds: f64,
     pub peak_rss_mb: f64,
 }
@@ -324,17 +316,8 @@ pub fn rank(
         .map(|m| RankBenchLine {
             bench: "rank",
             model: m.clone(),
-            events: r.events,
+            run: r.run.clone(),
             rejected_lines: rejected,
-            periods: r.periods,
-            engaged_share_train: r.engaged_share_train,
-            engaged_share_test: r.engaged_share_test,
-            recommender_score_auc: r.recommender_score_auc,
-            als_fit_s: r.als_fit_s,
-            users: r.users,
-            candidates: r.candidates,
-            k: r.k,
-            features: r.features.clone(),
             seconds,
             peak_rss_mb: peak_rss_mb(),
         })
