@@ -738,6 +738,11 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
     let (ok, out, _) = ctl(dir.path(), &["models", "show"]);
     assert!(ok && out.contains("ndcg"), "{out}");
     assert!(!out.contains('{') && !out.contains('"'), "{out}");
+    assert!(
+        out.contains("snapshot offsets: 2 partitions in 1 namespaces")
+            && !out.contains("admin-ctl/0"),
+        "{out}"
+    );
 
     let (ok, _, err) = ctl(dir.path(), &["models", "promote", "77"]);
     assert!(!ok && err.contains("no model version 77"), "{err}");

@@ -140,11 +140,6 @@ const LIST_SHOWN: usize = 8;
 fn fields(r: &Value) -> String {
     fn flatten(prefix: &str, v: &Value, rows: &mut Vec<(String, String)>) {
         match v {
-            // Source offsets (a line per partition) are for --json.
-            Value::Object(o) if prefix.ends_with("offsets") => rows.push((
-                prefix.to_string(),
-                format!("{} partitions (--json shows them)", o.len()),
-            )),
             Value::Object(o) if o.len() > LIST_SHOWN * 4 => rows.push((
                 prefix.to_string(),
                 format!("{} entries (--json shows them)", o.len()),
@@ -256,6 +251,18 @@ fn rows(items: &[Value]) -> String {
         }
     }
     t.to_string()
+}
+
+/// A snapshot's source offsets in one line: how many partitions, in how
+/// many namespaces.
+fn offsets_text(
+    offsets: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+) -> String {
+    let partitions: usize = offsets.values().map(|p| p.len()).sum();
+    format!(
+        "snapshot offsets: {partitions} partitions in {} namespaces (--json shows them)",
+        offsets.len()
+    )
 }
 
 /// A share as a percentage with one decimal.
@@ -655,9 +662,12 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                     crate::ml::version::Trained::Als(v) => v.search.take(),
                     _ => None,
                 };
+                // Source offsets (a row per partition) summarised; --json has them.
+                let offsets = std::mem::take(&mut shown.model.snapshot_mut().offsets);
                 let rest = serde_json::to_value(&shown)
                     .map_err(|e| CtlError::Reply(format!("cannot show the version ({e}): {r}")))?;
                 push(fields(&rest));
+                push(offsets_text(&offsets));
                 if let Some(s) = &search {
                     push(search_text(s));
                 }
@@ -825,15 +835,19 @@ mod tests {
             assert!(out.contains(cell), "{cell}: {out}");
         }
         assert!(!out.contains("video/42"), "{out}");
-        // Offsets are summarised however few.
-        let few = serde_json::json!({"data": {"offsets": {"video/0": 5, "video/1": 6}}});
-        let out = fields(&few);
-        assert!(
-            out.contains("data.offsets") && out.contains("2 partitions"),
-            "{out}"
-        );
         assert!(!out.contains("│ ok"), "{out}");
         assert!(out.lines().count() < 15, "{out}");
+        // A snapshot's offsets are summarised however few: partitions, not namespaces.
+        let few: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> = [(
+            "kafka:c".to_string(),
+            [("video/0".to_string(), 5), ("video/1".to_string(), 6)]
+                .into_iter()
+                .collect(),
+        )]
+        .into_iter()
+        .collect();
+        let out = offsets_text(&few);
+        assert!(out.contains("2 partitions in 1 namespaces"), "{out}");
     }
 
     #[test]

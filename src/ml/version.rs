@@ -215,6 +215,14 @@ impl ModelVersion {
         }
     }
 
+    /// What its training snapshot held, to change (a reply that leaves a part out).
+    pub fn snapshot_mut(&mut self) -> &mut SnapshotInfo {
+        match &mut self.trained {
+            Trained::Als(r) => &mut r.data.snapshot,
+            Trained::DecisionTree(c) | Trained::Svm(c) => &mut c.data.snapshot,
+        }
+    }
+
     /// The headline score: NDCG for a recommender, accuracy for a classifier.
     pub fn score(&self) -> f64 {
         match &self.trained {
