@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bin;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Running {
     child: Child,
@@ -153,6 +153,57 @@ fn dashboard_api_and_metrics_show_live_data() {
         .unwrap()
         .iter()
         .all(|r| r["views"].as_u64().unwrap() > 0));
+    // Over a range with filters, from the durable rollups: a region's share of the whole
+    // (ingest paused and drained, so the questions see the same events).
+    assert_eq!(d.ctl(&["pause"])["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.ctl(&["status"])["ingest"]["batches_in_flight"] != 0 {
+        assert!(Instant::now() < deadline, "ingest did not drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ask = |path: &str| -> Value {
+        let (code, body) = get(&addr, path);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let all = ask("/api/analytics?view=qoe&last=1d&step=hour");
+    let by_region = ask("/api/analytics?view=qoe&dim=region&last=1d&step=hour&limit=100");
+    let region = by_region["rows"][0]["key"].as_str().unwrap().to_string();
+    let one = ask(&format!(
+        "/api/analytics?view=qoe&last=1d&step=hour&region={region}"
+    ));
+    assert_eq!(
+        one["rows"][0]["views"], by_region["rows"][0]["views"],
+        "{one}"
+    );
+    let sum: u64 = by_region["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["views"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, all["rows"][0]["views"].as_u64().unwrap(), "{all}");
+    assert_eq!(one["range"]["filter"]["region"], json!(region));
+    // Listening by device: its counts add up to the events.
+    let l = ask("/api/analytics?view=listening&last=1d&step=hour&by=device");
+    let rows = l["rows"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{l}");
+    for r in rows {
+        let parts = ["plays", "skips", "likes"]
+            .iter()
+            .map(|k| r[k].as_u64().unwrap())
+            .sum::<u64>();
+        assert!(parts <= r["events"].as_u64().unwrap() && parts > 0, "{r}");
+    }
+    let (code, body) = get(&addr, "/api/analytics?view=listening&last=1d&region=US");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("region is a dimension of views only"),
+        "{body}"
+    );
+    let (code, body) = get(&addr, "/api/analytics?view=series&last=1d&step=fortnight");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(d.ctl(&["resume"])["ok"], true);
     let (code, body) = get(&addr, "/api/analytics?view=qoe&minutes=many");
     assert_eq!(code, 400);
     assert!(

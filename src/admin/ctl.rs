@@ -301,6 +301,71 @@ fn qoe_table(first: &str, rows: &[(String, &QoeMetrics)]) -> String {
     t.to_string()
 }
 
+/// The range a rollup answer covers, its step and filters, on one line.
+fn range_line(r: &Option<crate::views::analytics::range::RangeInfo>) -> Option<String> {
+    let r = r.as_ref()?;
+    let f = &r.filter;
+    let filters: Vec<String> = [
+        ("genre", &f.genre),
+        ("region", &f.region),
+        ("resolution", &f.resolution),
+        ("title", &f.title),
+        ("device", &f.device),
+        ("track", &f.track),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+    .collect();
+    let step = match r.step {
+        crate::store::rollup::Grain::Minute => "minute",
+        crate::store::rollup::Grain::Hour => "hour",
+    };
+    Some(format!(
+        "range: {} to {}, by {step}; filters: {}; {} rollup rows read",
+        r.from,
+        r.to,
+        if filters.is_empty() {
+            "none".to_string()
+        } else {
+            filters.join(", ")
+        },
+        r.rows_read
+    ))
+}
+
+/// A range series: QoE with concurrent viewers and the recommendation share.
+fn series_table(points: &[crate::views::analytics::MinuteQoe]) -> String {
+    let mut t = table(&[
+        "bucket",
+        "views",
+        "concurrent",
+        "watch h",
+        "rebuffering %",
+        "startup ms",
+        "start failures %",
+        "exits before start %",
+        "bitrate kbps",
+        "recommended %",
+    ]);
+    for p in points {
+        let m = &p.metrics;
+        t.add_row(vec![
+            p.minute.clone(),
+            m.views.to_string(),
+            p.concurrent_viewers
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            fixed(m.watch_hours, 1),
+            pct(m.rebuffering_ratio),
+            fixed(m.startup_time_ms, 0),
+            pct(m.start_failure_rate),
+            pct(m.exits_before_start_rate),
+            fixed(m.avg_bitrate_kbps, 0),
+            pct(m.recommended_rate),
+        ]);
+    }
+    t.to_string()
+}
+
 /// Keys in their natural order: resolutions lowest first (240p … 4K), other
 /// values by name; keys outside the vocabulary after the known ones.
 fn natural<'a, V>(
@@ -501,6 +566,27 @@ fn status_text(r: &StatusReply) -> String {
                 },
             ),
         ),
+        (
+            "store.rollups",
+            r.store.rollups.as_ref().map_or_else(
+                || "-".into(),
+                |p| {
+                    format!(
+                        "newest minute {}; {} runs held ({:.1} MiB); {} compactions, {} chunks, {} buckets merged, {} expired, last {:.2} s; {} late events dropped; ingest waited {}×",
+                        p.newest_minute.map_or_else(|| "-".into(), crate::domain::timefmt::format_timestamp_ms),
+                        p.held_runs,
+                        p.held_bytes as f64 / f64::from(1 << 20),
+                        p.compactions,
+                        p.chunks_written,
+                        p.buckets_merged,
+                        p.chunks_expired,
+                        p.last_compaction_s,
+                        p.late_dropped,
+                        p.ingest_waits
+                    )
+                },
+            ),
+        ),
         ("actor.store", r.actors.store.clone()),
         ("actor.parser", r.actors.parser.clone()),
         ("actor.trainer", r.actors.trainer.clone()),
@@ -555,21 +641,60 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
         },
         Request::Producer(_) => push(producers_table(&typed::<ProducersReply>(r)?.producers)),
         Request::Analytics(_) => match typed::<Answer>(r)? {
-            Answer::Qoe { rows, .. } => {
+            Answer::Qoe { rows, range, .. } => {
+                if let Some(line) = range_line(&range) {
+                    push(line);
+                }
                 let rows: Vec<(String, &QoeMetrics)> =
                     rows.iter().map(|x| (x.key.clone(), &x.metrics)).collect();
                 push("rows:".into());
                 push(qoe_table("key", &rows));
             }
-            Answer::Series { points, .. } => {
-                let rows: Vec<(String, &QoeMetrics)> = points
-                    .iter()
-                    .map(|x| (x.minute.clone(), &x.metrics))
-                    .collect();
-                push("points:".into());
-                push(qoe_table("minute", &rows));
+            Answer::Series { points, range, .. } => {
+                if let Some(line) = range_line(&range) {
+                    push(line);
+                    push("points:".into());
+                    push(series_table(&points));
+                } else {
+                    let rows: Vec<(String, &QoeMetrics)> = points
+                        .iter()
+                        .map(|x| (x.minute.clone(), &x.metrics))
+                        .collect();
+                    push("points:".into());
+                    push(qoe_table("minute", &rows));
+                }
             }
-            Answer::Top { videos, .. } => {
+            Answer::Listening { by, rows, range } => {
+                if let Some(line) = range_line(&range) {
+                    push(line);
+                }
+                let mut t = table(&[
+                    by.name(),
+                    "events",
+                    "plays",
+                    "skips",
+                    "likes",
+                    "skip %",
+                    "like %",
+                ]);
+                for x in &rows {
+                    t.add_row(vec![
+                        x.key.clone(),
+                        x.events.to_string(),
+                        x.plays.to_string(),
+                        x.skips.to_string(),
+                        x.likes.to_string(),
+                        pct(x.skip_rate),
+                        pct(x.like_rate),
+                    ]);
+                }
+                push("rows:".into());
+                push(t.to_string());
+            }
+            Answer::Top { videos, range, .. } => {
+                if let Some(line) = range_line(&range) {
+                    push(line);
+                }
                 let mut t = table(&["video", "views", "watch h"]);
                 for v in &videos {
                     t.add_row(vec![
@@ -581,7 +706,15 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                 push("videos:".into());
                 push(t.to_string());
             }
-            Answer::Engagement { genre, region, .. } => {
+            Answer::Engagement {
+                genre,
+                region,
+                range,
+                ..
+            } => {
+                if let Some(line) = range_line(&range) {
+                    push(line);
+                }
                 for (name, list) in [("genre", genre), ("region", region)] {
                     let mut t = table(&[
                         name,

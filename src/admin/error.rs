@@ -115,6 +115,10 @@ impl CommandError {
             CommandError::NotFound(_) => 404,
             CommandError::Store(StoreError::Refused(_) | StoreError::BadId { .. }) => 400,
             CommandError::Store(_) | CommandError::Worker(_) => 500,
+            CommandError::Analytics(
+                crate::views::analytics::AnalyticsError::Store(_)
+                | crate::views::analytics::AnalyticsError::Unavailable,
+            ) => 500,
             CommandError::Training(e) if e.is_internal() => 500,
             CommandError::Export(crate::export::csv::ExportError::NoModel) => 503,
             CommandError::Request(_)

@@ -291,14 +291,21 @@ pub async fn exposition(a: &Admin) -> String {
             );
         }
     }
-    let qoe = a.analytics.lock().ok().map(|an| {
+    let qoe = a.analytics.lock().ok().and_then(|an| {
         an.query(&Query {
             view: View::Qoe,
             dim: Some(Dim::Region),
             key: None,
             minutes: Some(5),
             limit: Some(1000),
+            from: None,
+            to: None,
+            last: None,
+            step: None,
+            filter: Default::default(),
+            by: None,
         })
+        .ok()
     });
     let rows = match qoe {
         Some(Answer::Qoe { rows, .. }) => rows,

@@ -247,10 +247,32 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(a.minutes, Some(60));
+        let a: Analytics = from_params(&params(&[
+            ("view", "series"),
+            ("last", "7d"),
+            ("step", "hour"),
+            ("genre", "Drama"),
+            ("region", "US"),
+        ]))
+        .unwrap();
+        let q = a.query();
+        assert_eq!(
+            (
+                q.step,
+                q.filter.genre.as_deref(),
+                q.filter.region.as_deref()
+            ),
+            (
+                Some(crate::store::rollup::Grain::Hour),
+                Some("Drama"),
+                Some("US")
+            )
+        );
+        assert!(q.is_range());
         let e = from_params::<Analytics>(&params(&[("view", "nope")])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "query parameter view=\"nope\": view \"nope\": use qoe, series, top, engagement or pipeline"
+            "query parameter view=\"nope\": view \"nope\": use qoe, series, top, engagement, pipeline or listening"
         );
         let e =
             from_params::<Analytics>(&params(&[("view", "qoe"), ("minutes", "many")])).unwrap_err();

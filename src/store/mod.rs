@@ -25,6 +25,7 @@ pub mod prepare;
 mod read;
 mod recovery;
 pub mod retention;
+pub mod rollup;
 mod scan;
 pub mod segment;
 pub mod slots;
@@ -210,6 +211,8 @@ pub struct StoreView {
     pairs: std::sync::Arc<pairs::Shared>,
     /// The event log's files (see [`eventlog`]).
     log: std::sync::Arc<eventlog::LogFiles>,
+    /// The rollup runs not yet in chunks, and the rollup compactor's signals.
+    rollups: std::sync::Arc<rollup::Shared>,
 }
 
 pub struct Store {
@@ -235,6 +238,8 @@ pub struct Store {
     retained: retention::Retained,
     /// The pair compactor (see [`compact`]) and the free space it keeps.
     compactor: Option<std::thread::JoinHandle<()>>,
+    /// The rollup compactor (see [`rollup::compact`]).
+    rollup_compactor: Option<std::thread::JoinHandle<()>>,
     min_free: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Appends segments to the event log's files, and how many segments each
     /// file holds (a file none of whose segments is left is removed).
@@ -251,6 +256,14 @@ impl Drop for Store {
             self.view.pairs.changed.notify_all();
         }
         if let Some(h) = self.compactor.take() {
+            let _ = h.join();
+        }
+        {
+            let mut h = self.view.rollups.lock();
+            h.stop = true;
+            self.view.rollups.changed.notify_all();
+        }
+        if let Some(h) = self.rollup_compactor.take() {
             let _ = h.join();
         }
     }
@@ -449,6 +462,7 @@ impl Store {
                 failed: Default::default(),
                 pairs: Default::default(),
                 log: std::sync::Arc::new(eventlog::LogFiles::new(log_dir)),
+                rollups: Default::default(),
             },
             path,
             offsets,
@@ -462,6 +476,7 @@ impl Store {
             retention: retention::Retention::default(),
             retained: retention::Retained::default(),
             compactor: None,
+            rollup_compactor: None,
             min_free: Default::default(),
             log,
             log_live: Default::default(),
@@ -473,6 +488,7 @@ impl Store {
         migrate::pair_chunks(&store.view, store.seq)?;
         compact::undo_unfinished(&store.view)?;
         store.load_pair_runs()?;
+        store.load_rollup_runs()?;
         store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
@@ -489,7 +505,24 @@ impl Store {
             .spawn(move || compact::run(view, path, min_free))
             .map_err(|e| StoreError::Refused(format!("cannot start the pair compactor: {e}")))?;
         store.compactor = Some(compactor);
+        let (view, shared, path, min_free) = (
+            store.view.clone(),
+            store.view.rollups.clone(),
+            store.path.clone(),
+            store.min_free.clone(),
+        );
+        let rollup_compactor = std::thread::Builder::new()
+            .name("rollup-compactor".into())
+            .spawn(move || rollup::compact::run(view, shared, path, min_free))
+            .map_err(|e| StoreError::Refused(format!("cannot start the rollup compactor: {e}")))?;
+        store.rollup_compactor = Some(rollup_compactor);
         Ok(store)
+    }
+
+    /// How the rollups are kept from now on (see [`rollup`]).
+    pub fn set_rollup_tuning(&mut self, tuning: rollup::Tuning) {
+        self.view.rollups.lock().tuning = tuning;
+        self.view.rollups.changed.notify_all();
     }
 
     /// Bounds the ids held from now on (see [`bounds`]).
@@ -667,6 +700,8 @@ impl Store {
             limits: self.limits,
             tracked: self.tracked,
             seq: self.seq,
+            now_ms: crate::domain::timefmt::now_ms(),
+            rollup: self.view.rollups.lock().tuning,
         };
         let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree))?;
         self.check_space(p.bytes as u64)?;
@@ -751,6 +786,7 @@ impl Store {
         report.offsets = p.offsets;
         // Readers find the batch's pair deltas in memory from now on.
         self.view.pairs.add_batch(seq, &p.pairs)?;
+        self.view.rollups.add_run(seq, p.rollup)?;
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
             self.checkpoint()?;
         }

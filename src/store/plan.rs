@@ -12,7 +12,7 @@ use super::bounds::{self, Limits, Tracked};
 use super::prepare::{self, Deltas, Prepared};
 use super::read::DeadLetter;
 use super::state::{self, State};
-use super::{keys, pairs, segment, ApplyReport, StoreError, MAX_VALUE_BYTES};
+use super::{keys, pairs, rollup, segment, ApplyReport, StoreError, MAX_VALUE_BYTES};
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 
@@ -30,6 +30,9 @@ pub struct Reads<'a> {
     pub tracked: Tracked,
     /// The journal sequence number this batch writes.
     pub seq: u64,
+    /// When the batch is written (ms), and how the rollups are kept.
+    pub now_ms: i64,
+    pub rollup: rollup::Tuning,
 }
 
 /// One planned batch write.
@@ -44,6 +47,8 @@ pub struct Plan {
     /// Each touched (user, video) pair's delta (key [`keys::VIDEO_PAIR`]), as
     /// written in the batch's run (see [`super::pairs`]).
     pub pairs: Vec<(Vec<u8>, [f64; 5])>,
+    /// The batch's rollup run parts, as written (see [`super::rollup`]).
+    pub rollup: Vec<Vec<u8>>,
     pub tracked: Tracked,
     /// (topic, partition, next offset) written, sorted.
     pub offsets: Vec<(String, i32, i64)>,
@@ -230,6 +235,27 @@ pub fn plan(
         bytes += run.len();
         writes.push((pairs::run_key(reads.seq, part as u32), run));
     }
+    // The rollup deltas of the fresh events: one run, with the offsets.
+    let mut rollup_parts = Vec::new();
+    {
+        let mut d = rollup::Deltas::default();
+        for (r, _) in records.iter().zip(&fresh).filter(|(_, f)| **f) {
+            if let Outcome::Valid(ev) = &r.outcome {
+                d.event(ev, reads.now_ms, &reads.rollup);
+            }
+        }
+        if !d.is_empty() {
+            let named: Vec<(&str, &str, i32, i64)> = running
+                .iter()
+                .map(|((t, p), n)| (reads.namespace, *t, *p, *n))
+                .collect();
+            for (part, v) in d.encode(&named).into_iter().enumerate() {
+                bytes += v.len();
+                writes.push((rollup::run_key(reads.seq, part as u32), v.clone()));
+                rollup_parts.push(v);
+            }
+        }
+    }
     let mut offsets = Vec::with_capacity(running.len());
     for ((topic, partition), next) in running {
         writes.push((
@@ -245,6 +271,7 @@ pub fn plan(
         writes,
         deltas,
         pairs,
+        rollup: rollup_parts,
         tracked,
         offsets,
         journal_bytes,
@@ -280,6 +307,8 @@ mod tests {
             limits: Limits::default(),
             tracked: Tracked::default(),
             seq: 7,
+            now_ms: 1_735_689_600_000,
+            rollup: rollup::Tuning::default(),
         }
     }
 

@@ -107,6 +107,87 @@ impl Store {
     /// Loads the pair runs not yet in chunks into the overlay's active layer
     /// (see [`super::pairs`]); drops the runs of a write that did not complete
     /// (their offsets did not reach the disk) and any a compaction covered.
+    /// Holds the rollup runs not yet in chunks (dropping those a compaction
+    /// holds and fragments of a write that did not complete), and the
+    /// rollups' newest minute and late count.
+    pub(super) fn load_rollup_runs(&mut self) -> Result<(), StoreError> {
+        use super::rollup;
+        let be64 = |key: &[u8], name: &str| -> Result<Option<u64>, StoreError> {
+            match self.tree.get(key)? {
+                Some(v) => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().map_err(
+                    |_| StoreError::Corrupt {
+                        key: name.into(),
+                        message: "wrong length".into(),
+                    },
+                )?))),
+                None => Ok(None),
+            }
+        };
+        let through = be64(rollup::THROUGH, "i/rollup-through")?.unwrap_or(0);
+        let newest = be64(rollup::NEWEST, "i/rollup-newest")?.map(|v| v as i64);
+        let late = be64(rollup::LATE, "i/rollup-late")?.unwrap_or(0);
+        let mut runs: std::collections::BTreeMap<u64, Vec<(u32, sled::IVec, Vec<u8>)>> =
+            Default::default();
+        for item in self.tree.scan_prefix(rollup::RUN) {
+            let (k, v) = item?;
+            let (seq, part) = rollup::parse_run_key(&k).ok_or_else(|| StoreError::Corrupt {
+                key: super::read::entry_name(&k),
+                message: "a rollup run's key of the wrong shape".into(),
+            })?;
+            runs.entry(seq).or_default().push((part, k, v.to_vec()));
+        }
+        let mut dropped = Vec::new();
+        let mut held = Vec::new();
+        for (seq, mut parts) in runs {
+            parts.sort_by_key(|p| p.0);
+            let mut why = (seq < through).then(|| "a compaction already holds it".to_string());
+            for (_, k, v) in &parts {
+                if why.is_some() {
+                    break;
+                }
+                let Some(run) = rollup::decode_run(v) else {
+                    return Err(StoreError::Corrupt {
+                        key: super::read::entry_name(k),
+                        message: "a rollup run that does not read back".into(),
+                    });
+                };
+                let marks: Vec<(Vec<u8>, Vec<f64>)> = run
+                    .offsets
+                    .iter()
+                    .map(|(ns, t, p, n)| (keys::offset_key(ns, t, *p), vec![*n as f64]))
+                    .collect();
+                why = self.fragment(&marks);
+            }
+            match why {
+                Some(why) => {
+                    tracing::warn!("dropping rollup run {seq} ({why})");
+                    dropped.extend(parts.into_iter().map(|p| p.1));
+                }
+                None => held.push(rollup::HeldRun {
+                    seq,
+                    parts: parts
+                        .into_iter()
+                        .map(|p| std::sync::Arc::new(p.2))
+                        .collect(),
+                }),
+            }
+        }
+        {
+            let mut h = self.view.rollups.lock();
+            h.bytes = held
+                .iter()
+                .flat_map(|r| r.parts.iter().map(|p| p.len()))
+                .sum();
+            h.runs = held;
+            h.status.newest_minute = newest;
+            h.status.late_dropped = late;
+        }
+        for k in dropped {
+            self.tree.remove(k)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn load_pair_runs(&mut self) -> Result<(), StoreError> {
         use super::pairs;
         let through = match self.tree.get(pairs::THROUGH)? {

@@ -18,6 +18,16 @@ pub struct AnalyticsConfig {
     /// "Trending now": minutes after which a view (or play) counts half as
     /// much (time-decayed popularity; serves cold starts and `trending`).
     pub trending_half_life_minutes: f64,
+    /// The durable rollups (see `store::rollup`): hours of minute buckets
+    /// kept (older minutes live on in their hours), days of hour buckets kept,
+    /// both counted back from the newest event minute.
+    pub minute_retention_hours: u32,
+    pub hour_retention_days: u32,
+    /// A view counts as in progress (concurrent viewers) for at most this long.
+    pub max_view_minutes: u32,
+    /// Most rows of titles (or tracks) one bucket keeps; the rest add up
+    /// under `(other)`.
+    pub max_rollup_rows: usize,
 }
 
 impl AnalyticsConfig {
@@ -46,7 +56,58 @@ impl AnalyticsConfig {
                 "must be 1..=43200 (minutes: up to 30 days)",
             ));
         }
+        if !(1..=8760).contains(&an.minute_retention_hours) {
+            return Err(invalid(
+                "analytics.minute_retention_hours",
+                an.minute_retention_hours,
+                "must be 1..=8760 (a year)",
+            ));
+        }
+        if !(1..=3650).contains(&an.hour_retention_days) {
+            return Err(invalid(
+                "analytics.hour_retention_days",
+                an.hour_retention_days,
+                "must be 1..=3650 (ten years)",
+            ));
+        }
+        if i64::from(an.hour_retention_days) * 24 < i64::from(an.minute_retention_hours) {
+            return Err(invalid(
+                "analytics.hour_retention_days",
+                an.hour_retention_days,
+                format!(
+                    "must keep hours at least as long as minutes (minute_retention_hours = {})",
+                    an.minute_retention_hours
+                ),
+            ));
+        }
+        if !(1..=1440).contains(&an.max_view_minutes) {
+            return Err(invalid(
+                "analytics.max_view_minutes",
+                an.max_view_minutes,
+                "must be 1..=1440 (a day)",
+            ));
+        }
+        if !(100..=10_000_000).contains(&an.max_rollup_rows) {
+            return Err(invalid(
+                "analytics.max_rollup_rows",
+                an.max_rollup_rows,
+                "must be 100..=10000000",
+            ));
+        }
         Ok(())
+    }
+
+    /// How the store keeps the rollups.
+    pub fn rollup_tuning(&self) -> crate::store::rollup::Tuning {
+        use crate::store::rollup::{Tuning, HOUR_MS, MINUTE_MS};
+        Tuning {
+            minute_retention_ms: i64::from(self.minute_retention_hours) * HOUR_MS,
+            hour_retention_ms: i64::from(self.hour_retention_days) * 24 * HOUR_MS,
+            max_view_ms: i64::from(self.max_view_minutes) * MINUTE_MS,
+            future_skew_ms: i64::from(self.future_skew_seconds) * 1000,
+            max_rows: self.max_rollup_rows,
+            ..Tuning::default()
+        }
     }
 
     pub fn trending_half_life(&self) -> std::time::Duration {
@@ -61,6 +122,10 @@ impl Default for AnalyticsConfig {
             max_keys: 2000,
             future_skew_seconds: 300,
             trending_half_life_minutes: 60.0,
+            minute_retention_hours: 48,
+            hour_retention_days: 90,
+            max_view_minutes: 240,
+            max_rollup_rows: 200_000,
         }
     }
 }

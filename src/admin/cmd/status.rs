@@ -87,6 +87,9 @@ pub struct StoreStatus {
     /// The video pairs held in memory until compacted into chunks.
     #[serde(default)]
     pub pairs: Option<crate::store::PairsStatus>,
+    /// The durable rollups: runs held until compacted, compactions, retention.
+    #[serde(default)]
+    pub rollups: Option<crate::store::rollup::RollupStatus>,
     /// The fault that stops the daemon, once raised.
     pub fault: Option<String>,
     pub hint: Option<String>,
@@ -289,6 +292,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             held,
             event_log,
             pairs,
+            rollups: Some(a.view.rollup_status()),
             fault: a.fatal.get(),
             hint,
         },

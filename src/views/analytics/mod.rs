@@ -96,6 +96,8 @@ pub struct QoeSums {
     pub bitrate_play: f64,
     pub skipped: u64,
     pub paused: u64,
+    #[serde(default)]
+    pub recommended: u64,
 }
 
 impl QoeSums {
@@ -116,6 +118,7 @@ impl QoeSums {
         self.bitrate_play += v.bitrate_kbps.max(0) as f64 * play_ms;
         self.skipped += u64::from(v.skipped);
         self.paused += u64::from(v.paused);
+        self.recommended += u64::from(v.recommended);
     }
 
     pub fn merge(&mut self, o: &QoeSums) {
@@ -130,6 +133,7 @@ impl QoeSums {
         self.bitrate_play += o.bitrate_play;
         self.skipped += o.skipped;
         self.paused += o.paused;
+        self.recommended += o.recommended;
     }
 
     /// The derived figures.
@@ -169,6 +173,7 @@ impl QoeSums {
             },
             skip_rate: per_view(self.skipped),
             pause_rate: per_view(self.paused),
+            recommended_rate: per_view(self.recommended),
             avg_watch_s: if self.views > 0 {
                 self.play_ms / 1000.0 / self.views as f64
             } else {
@@ -190,6 +195,9 @@ pub struct QoeMetrics {
     pub rebuffers_per_hour: f64,
     pub skip_rate: f64,
     pub pause_rate: f64,
+    /// Views started from a recommendation, per view.
+    #[serde(default)]
+    pub recommended_rate: f64,
     pub avg_watch_s: f64,
 }
 
@@ -408,6 +416,7 @@ impl Analytics {
 }
 
 mod query;
+pub mod range;
 pub use query::*;
 
 #[cfg(test)]

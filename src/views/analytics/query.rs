@@ -1,6 +1,7 @@
 //! Queries over the live windows: what a view asks (typed, checked), and
 //! what it answers.
 
+use super::range::{ListeningRow, RangeInfo};
 use super::*;
 
 /// The views the live windows answer.
@@ -12,6 +13,8 @@ pub enum View {
     Top,
     Engagement,
     Pipeline,
+    /// Listening events by device or track (rollups only).
+    Listening,
 }
 
 impl TryFrom<String> for View {
@@ -24,6 +27,7 @@ impl TryFrom<String> for View {
             "top" => View::Top,
             "engagement" => View::Engagement,
             "pipeline" => View::Pipeline,
+            "listening" => View::Listening,
             _ => return Err(AnalyticsError::View(s)),
         })
     }
@@ -40,12 +44,17 @@ impl TryFrom<String> for Dim {
 /// A question the live windows cannot answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AnalyticsError {
-    #[error("view {0:?}: use qoe, series, top, engagement or pipeline")]
+    #[error("view {0:?}: use qoe, series, top, engagement, pipeline or listening")]
     View(String),
     #[error("dim {0:?}: use all, video, region, resolution or genre")]
     Dim(String),
     #[error("analytics unavailable (a panic while they were updated)")]
     Unavailable,
+    /// A range question that cannot be answered as asked.
+    #[error("{0}")]
+    Range(String),
+    #[error("the rollups could not be read: {0}")]
+    Store(String),
 }
 
 /// A question for the live windows (admin `analytics`, HTTP `/api/analytics`).
@@ -60,9 +69,26 @@ pub struct Query {
     pub minutes: Option<u32>,
     /// Most rows (default 20).
     pub limit: Option<usize>,
+    /// A time range (RFC 3339 or ms): answered from the durable rollups.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The range back from `to` (or the newest minute): 15m, 1h, 24h, 7d.
+    #[serde(default)]
+    pub last: Option<String>,
+    /// Buckets of a minute or an hour (default: by the range).
+    #[serde(default)]
+    pub step: Option<crate::store::rollup::Grain>,
+    /// Filters on any combination of the dimensions.
+    #[serde(default)]
+    pub filter: crate::store::rollup::query::Filter,
+    /// The breakdown of `listening` (device or track).
+    #[serde(default)]
+    pub by: Option<crate::store::rollup::query::Field>,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     crate::domain::timefmt::format_timestamp_ms(ms)
 }
 
@@ -80,6 +106,9 @@ pub struct MinuteQoe {
     pub minute: String,
     #[serde(flatten)]
     pub metrics: QoeMetrics,
+    /// Views in progress during the bucket (range answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_viewers: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,22 +149,36 @@ pub enum Answer {
         minutes: u32,
         latest_minute: Option<String>,
         rows: Vec<KeyedQoe>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<RangeInfo>,
     },
     Series {
         dim: Dim,
         key: String,
         minutes: u32,
         points: Vec<MinuteQoe>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<RangeInfo>,
     },
     Top {
         minutes: u32,
         latest_minute: Option<String>,
         videos: Vec<TopVideo>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<RangeInfo>,
     },
     Engagement {
         minutes: u32,
         genre: Vec<EngagementRow>,
         region: Vec<EngagementRow>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<RangeInfo>,
+    },
+    Listening {
+        by: crate::store::rollup::query::Field,
+        rows: Vec<ListeningRow>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<RangeInfo>,
     },
     Pipeline {
         minutes: u32,
@@ -146,8 +189,9 @@ pub enum Answer {
 }
 
 impl Analytics {
-    /// Answers a [`Query`].
-    pub fn query(&self, q: &Query) -> Answer {
+    /// Answers a [`Query`] from the live windows (a range query: see
+    /// [`range::answer`]).
+    pub fn query(&self, q: &Query) -> Result<Answer, AnalyticsError> {
         let minutes = q
             .minutes
             .unwrap_or(15)
@@ -156,7 +200,7 @@ impl Analytics {
         let dim = q.dim.unwrap_or(Dim::All);
         let latest_minute = self.latest_minute().map(rfc3339);
         let keyed = |(key, metrics): (String, QoeMetrics)| KeyedQoe { key, metrics };
-        match q.view {
+        Ok(match q.view {
             View::Qoe => Answer::Qoe {
                 dim,
                 minutes,
@@ -166,6 +210,7 @@ impl Analytics {
                     .into_iter()
                     .map(keyed)
                     .collect(),
+                range: None,
             },
             View::Top => Answer::Top {
                 minutes,
@@ -180,6 +225,7 @@ impl Analytics {
                         watch_hours: m.watch_hours,
                     })
                     .collect(),
+                range: None,
             },
             View::Series => {
                 let key = q.key.clone().unwrap_or_else(|| "all".into());
@@ -189,6 +235,7 @@ impl Analytics {
                     .map(|(t, metrics)| MinuteQoe {
                         minute: rfc3339(t),
                         metrics,
+                        concurrent_viewers: None,
                     })
                     .collect();
                 Answer::Series {
@@ -196,6 +243,7 @@ impl Analytics {
                     key,
                     minutes,
                     points,
+                    range: None,
                 }
             }
             View::Engagement => {
@@ -216,6 +264,7 @@ impl Analytics {
                     minutes,
                     genre: rows(Dim::Genre),
                     region: rows(Dim::Region),
+                    range: None,
                 }
             }
             View::Pipeline => Answer::Pipeline {
@@ -237,6 +286,11 @@ impl Analytics {
                     })
                     .collect(),
             },
-        }
+            View::Listening => {
+                return Err(AnalyticsError::Range(
+                    "listening is answered from the rollups only".into(),
+                ))
+            }
+        })
     }
 }

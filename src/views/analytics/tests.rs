@@ -136,3 +136,54 @@ fn rejections_count_by_reason_and_latency_quantiles() {
     assert_eq!(p[0].1.rejected_by_reason["out_of_range"], 2);
     assert_eq!(p[0].1.latency_quantile(0.99), Some(50.0));
 }
+
+fn range_query(view: View) -> Query {
+    Query {
+        view,
+        dim: None,
+        key: None,
+        minutes: None,
+        limit: None,
+        from: None,
+        to: None,
+        last: None,
+        step: None,
+        filter: Default::default(),
+        by: None,
+    }
+}
+
+#[test]
+fn a_range_is_read_in_minutes_while_short_and_kept_else_in_hours() {
+    use crate::store::rollup::{Grain, HOUR_MS};
+    assert_eq!(range::parse_span("15m").unwrap(), 15 * MINUTE_MS);
+    assert_eq!(range::parse_span("7d").unwrap(), 7 * 24 * HOUR_MS);
+    for bad in ["", "m", "15", "1w", "-1h", "99999999999d"] {
+        let e = range::parse_span(bad).unwrap_err().to_string();
+        assert!(e.contains("last = "), "{bad}: {e}");
+    }
+    let newest = 1_767_225_600_000;
+    let kept = 48 * HOUR_MS;
+    let mut q = range_query(View::Qoe);
+    q.last = Some("1h".into());
+    let s = q.span(Some(newest), kept).unwrap();
+    assert_eq!(
+        (s.to_ms, s.to_ms - s.from_ms, s.grain),
+        (newest + MINUTE_MS, HOUR_MS, Grain::Minute)
+    );
+    q.last = Some("24h".into());
+    assert_eq!(q.span(Some(newest), kept).unwrap().grain, Grain::Hour);
+    // Within 6 h but older than the minutes kept: hours.
+    q.last = Some("1h".into());
+    q.to = Some((newest - 72 * HOUR_MS).to_string());
+    assert_eq!(q.span(Some(newest), kept).unwrap().grain, Grain::Hour);
+    q.from = Some("2026-01-02T00:00:00Z".into());
+    q.to = Some("2026-01-01T00:00:00Z".into());
+    let e = q.span(Some(newest), kept).unwrap_err().to_string();
+    assert!(e.contains("is not before"), "{e}");
+    q.to = Some("yesterday".into());
+    let e = q.span(Some(newest), kept).unwrap_err().to_string();
+    assert!(e.contains("to = \"yesterday\" is not a time"), "{e}");
+    assert!(!range_query(View::Qoe).is_range());
+    assert!(range_query(View::Listening).is_range());
+}

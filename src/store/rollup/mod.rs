@@ -1,0 +1,562 @@
+//! Durable rollups: per-minute and per-hour sums of the viewing and listening
+//! events by their dimensions, kept for days, queried by time range and any
+//! combination of filters (`ctl analytics --last 24h --region EU`,
+//! `/api/analytics?from=…&genre=…`).
+//!
+//! - **Written with each batch.** A batch's rollup deltas (one entry per
+//!   minute and tuple its fresh events touch) are one run (`R/` seq part) in
+//!   its atomic write, with the offsets it writes (a run whose offsets did not
+//!   reach the disk is a fragment, dropped at open as pair runs are). Once
+//!   durable the run is also held in memory ([`Shared`]) so reads see it at once.
+//! - **Compacted off the write path.** The compactor thread ([`compact`]) adds
+//!   the held runs up per (grain, cube, bucket) and writes each bucket's rows as
+//!   one chunk (`M/` grain cube bucket tag part), deleting the runs it covers in
+//!   the same atomic write. A bucket whose chunks reach [`MERGE_AT`] gets them
+//!   merged into one in that write. Hours are written as minutes are (a long
+//!   range reads hours, never sixty times as many minutes).
+//! - **Downsampled and retained** relative to the newest event minute rolled
+//!   up (replayed history is kept like live data): minute chunks older than
+//!   `minute_retention` are deleted (their hours stay), hour chunks older than
+//!   `hour_retention` too. A late event updates its own minute while that
+//!   minute is retained, else only its hour; older than the hours kept, it is
+//!   counted as dropped (`late_dropped`).
+//! - **Cubes.** `dims` (genre, region, resolution) answers every question
+//!   without a title; `titles` (title, genre, region, resolution) those with one
+//!   (a title's genre is its own, so both hold as many views); `music`
+//!   (track, device) the listening events. Rows past `max_rows` in a bucket of
+//!   titles or music add up under the title (or track) `(other)`.
+//! - **Concurrent viewers.** A view counts once in the minute it starts
+//!   (`views`) and once in the minute it ends (`ended`: its start plus its
+//!   startup, play and rebuffering time, at most `max_view` later); the views
+//!   in progress during a bucket are those started by its end and not ended
+//!   before it starts.
+
+pub mod compact;
+pub mod query;
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::domain::event::{Event, MusicAction};
+
+/// Runs: `R/` seq (be64) part (be32) → [`RunValue`] (postcard).
+pub const RUN: &[u8] = b"R/";
+/// Chunks: `M/` grain cube bucket (be64, sign flipped) tag (be64) part (be32) →
+/// rows (postcard).
+pub const CHUNK: &[u8] = b"M/";
+/// The tag of the last compaction (be64): every run below it is in chunks.
+pub const THROUGH: &[u8] = b"i/rollup-through";
+/// The newest event minute rolled up (be64, ms): retention counts from it.
+pub const NEWEST: &[u8] = b"i/rollup-newest";
+/// Events older than the hours kept when they arrived (be64).
+pub const LATE: &[u8] = b"i/rollup-late";
+
+/// A bucket's chunks that are merged into one.
+pub const MERGE_AT: usize = 8;
+/// The title (or track) that rows past `max_rows` in a bucket add up under.
+pub const OTHER: &str = "(other)";
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// How fine a bucket is.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Grain {
+    Minute,
+    Hour,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 2] = [Grain::Minute, Grain::Hour];
+
+    pub fn ms(self) -> i64 {
+        match self {
+            Grain::Minute => MINUTE_MS,
+            Grain::Hour => HOUR_MS,
+        }
+    }
+
+    /// The start of the bucket `ts_ms` falls in.
+    pub fn bucket(self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.ms()) * self.ms()
+    }
+
+    fn byte(self) -> u8 {
+        match self {
+            Grain::Minute => b'm',
+            Grain::Hour => b'h',
+        }
+    }
+}
+
+/// Which dimensions a row is kept by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cube {
+    /// Views by (genre, region, resolution).
+    Dims,
+    /// Views by (title, genre, region, resolution).
+    Titles,
+    /// Listening events by (track, device).
+    Music,
+}
+
+impl Cube {
+    pub const ALL: [Cube; 3] = [Cube::Dims, Cube::Titles, Cube::Music];
+
+    fn byte(self) -> u8 {
+        match self {
+            Cube::Dims => b'd',
+            Cube::Titles => b't',
+            Cube::Music => b'l',
+        }
+    }
+}
+
+/// The slots of a row's [`Sums`].
+pub mod slot {
+    // Views (cubes dims and titles).
+    pub const VIEWS: usize = 0;
+    pub const PLAY_MS: usize = 1;
+    pub const REBUFFER_MS: usize = 2;
+    pub const REBUFFERS: usize = 3;
+    pub const STARTUP_MS: usize = 4;
+    pub const STARTS: usize = 5;
+    pub const START_FAILURES: usize = 6;
+    pub const EXITS_BEFORE_START: usize = 7;
+    /// Σ bitrate × play time, kbps·s.
+    pub const BITRATE_PLAY_S: usize = 8;
+    pub const SKIPPED: usize = 9;
+    pub const PAUSED: usize = 10;
+    pub const RECOMMENDED: usize = 11;
+    /// Views that ended in this bucket (concurrency).
+    pub const ENDED: usize = 12;
+    // Listening events (cube music).
+    pub const EVENTS: usize = 0;
+    pub const PLAY: usize = 1;
+    pub const SKIP: usize = 2;
+    pub const LIKE: usize = 3;
+    pub const PAUSE: usize = 4;
+    pub const SEEK: usize = 5;
+}
+
+pub const SLOTS: usize = 13;
+
+/// A row's sums (integers: they add up exactly in any order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sums(pub [u64; SLOTS]);
+
+impl Sums {
+    pub fn add(&mut self, o: &Sums) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a = a.saturating_add(b);
+        }
+    }
+
+    pub fn get(&self, slot: usize) -> u64 {
+        self.0[slot]
+    }
+
+    /// Views started (video cubes) or events (music): what "most" ranks by.
+    pub fn weight(&self) -> u64 {
+        self.0[slot::VIEWS]
+    }
+}
+
+/// A row's dimension values: dims (genre, region, resolution, ""), titles
+/// (title, genre, region, resolution), music (track, device, "", "").
+pub type Tuple<S> = [S; 4];
+
+/// How the rollups are kept (from `[analytics]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    pub minute_retention_ms: i64,
+    pub hour_retention_ms: i64,
+    /// A view counts as in progress for at most this long.
+    pub max_view_ms: i64,
+    /// Events dated past the write time by more than this are not rolled up.
+    pub future_skew_ms: i64,
+    /// Most rows of titles (or tracks) a bucket keeps.
+    pub max_rows: usize,
+    /// Held run bytes that start a compaction (it also runs each second).
+    pub compact_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            minute_retention_ms: 48 * HOUR_MS,
+            hour_retention_ms: 90 * 24 * HOUR_MS,
+            max_view_ms: 240 * MINUTE_MS,
+            future_skew_ms: 300_000,
+            max_rows: 200_000,
+            compact_bytes: 4 << 20,
+        }
+    }
+}
+
+/// One entry of a run: a minute's sums of one tuple of one cube.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry<S> {
+    pub cube: Cube,
+    pub minute: i64,
+    pub tuple: Tuple<S>,
+    pub sums: Sums,
+}
+
+/// A run part as stored: the offsets its batch writes (namespace, topic,
+/// partition, next), then its entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunValue<S> {
+    pub offsets: Vec<(S, S, i32, i64)>,
+    pub entries: Vec<Entry<S>>,
+}
+
+/// A batch's rollup deltas, borrowing the events' ids.
+#[derive(Debug, Default)]
+pub struct Deltas<'a> {
+    pub map: FxHashMap<(Cube, i64, Tuple<&'a str>), Sums>,
+}
+
+fn ms(x: f64) -> u64 {
+    // `as` saturates (and maps NaN to 0); validation bounds the values.
+    x.max(0.0).round() as u64
+}
+
+impl<'a> Deltas<'a> {
+    fn add(&mut self, cube: Cube, minute: i64, tuple: Tuple<&'a str>, sums: &Sums) {
+        self.map.entry((cube, minute, tuple)).or_default().add(sums);
+    }
+
+    /// Adds a stored event written at `now_ms` (events dated further ahead
+    /// than the skew allows are left out).
+    pub fn event(&mut self, ev: &'a Event, now_ms: i64, t: &Tuning) {
+        match ev {
+            Event::Video(v) => {
+                if v.timestamp_ms > now_ms.saturating_add(t.future_skew_ms) {
+                    return;
+                }
+                let mut s = Sums::default();
+                let play_ms = ms(v.watch_time_seconds * 1000.0);
+                let rebuffer_ms = ms(v.rebuffer_ms.unwrap_or(0.0));
+                s.0[slot::VIEWS] = 1;
+                s.0[slot::PLAY_MS] = play_ms;
+                s.0[slot::REBUFFER_MS] = rebuffer_ms;
+                s.0[slot::REBUFFERS] = v.buffering_events.max(0) as u64;
+                let mut startup = 0;
+                if v.error.is_some() && play_ms == 0 {
+                    s.0[slot::START_FAILURES] = 1;
+                } else if let (Some(st), true) = (v.startup_time_ms, play_ms > 0) {
+                    startup = ms(st);
+                    s.0[slot::STARTUP_MS] = startup;
+                    s.0[slot::STARTS] = 1;
+                } else if play_ms == 0 {
+                    s.0[slot::EXITS_BEFORE_START] = 1;
+                }
+                s.0[slot::BITRATE_PLAY_S] =
+                    (v.bitrate_kbps.max(0) as u64).saturating_mul(play_ms) / 1000;
+                s.0[slot::SKIPPED] = u64::from(v.skipped);
+                s.0[slot::PAUSED] = u64::from(v.paused);
+                s.0[slot::RECOMMENDED] = u64::from(v.recommended);
+                let start = Grain::Minute.bucket(v.timestamp_ms);
+                let lasted = startup
+                    .saturating_add(play_ms)
+                    .saturating_add(rebuffer_ms)
+                    .min(t.max_view_ms.max(0) as u64) as i64;
+                let end = Grain::Minute.bucket(v.timestamp_ms.saturating_add(lasted));
+                let dims = [
+                    v.genre.as_str(),
+                    v.region.as_str(),
+                    v.resolution.as_str(),
+                    "",
+                ];
+                let titles = [
+                    v.video_id.as_str(),
+                    v.genre.as_str(),
+                    v.region.as_str(),
+                    v.resolution.as_str(),
+                ];
+                let mut ended = Sums::default();
+                ended.0[slot::ENDED] = 1;
+                for (cube, tuple) in [(Cube::Dims, dims), (Cube::Titles, titles)] {
+                    if end == start {
+                        s.0[slot::ENDED] = 1;
+                        self.add(cube, start, tuple, &s);
+                    } else {
+                        self.add(cube, start, tuple, &s);
+                        self.add(cube, end, tuple, &ended);
+                    }
+                }
+            }
+            Event::Music(m) => {
+                if m.event_ts_ms > now_ms.saturating_add(t.future_skew_ms) {
+                    return;
+                }
+                let mut s = Sums::default();
+                s.0[slot::EVENTS] = 1;
+                s.0[match m.event_type {
+                    MusicAction::Play => slot::PLAY,
+                    MusicAction::Skip => slot::SKIP,
+                    MusicAction::Like => slot::LIKE,
+                    MusicAction::Pause => slot::PAUSE,
+                    MusicAction::Seek => slot::SEEK,
+                }] = 1;
+                let tuple = [m.track_id.as_str(), m.device.as_str(), "", ""];
+                self.add(Cube::Music, Grain::Minute.bucket(m.event_ts_ms), tuple, &s);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The run parts of these deltas (each under [`super::MAX_VALUE_BYTES`]),
+    /// each naming `offsets`.
+    pub fn encode(&self, offsets: &[(&str, &str, i32, i64)]) -> Vec<Vec<u8>> {
+        let mut entries: Vec<Entry<&str>> = self
+            .map
+            .iter()
+            .map(|((cube, minute, tuple), sums)| Entry {
+                cube: *cube,
+                minute: *minute,
+                tuple: *tuple,
+                sums: *sums,
+            })
+            .collect();
+        entries.sort_by(|a, b| (a.cube, a.minute, a.tuple).cmp(&(b.cube, b.minute, b.tuple)));
+        let offsets: Vec<(&str, &str, i32, i64)> = offsets.to_vec();
+        let base: usize = offsets.iter().map(|o| o.0.len() + o.1.len() + 24).sum();
+        let mut parts = Vec::new();
+        let mut part: Vec<Entry<&str>> = Vec::new();
+        let mut size = base;
+        let limit = super::MAX_VALUE_BYTES - 1024;
+        for e in entries {
+            // At most: 2 + 10 + 4 × (5 + len) + 13 × 10 bytes.
+            let n = 160 + e.tuple.iter().map(|s| s.len()).sum::<usize>();
+            if !part.is_empty() && size + n > limit {
+                parts.push(encode_run(&offsets, &part));
+                part.clear();
+                size = base;
+            }
+            size += n;
+            part.push(e);
+        }
+        if !part.is_empty() {
+            parts.push(encode_run(&offsets, &part));
+        }
+        parts
+    }
+}
+
+fn encode_run(offsets: &[(&str, &str, i32, i64)], entries: &[Entry<&str>]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Ref<'r, 'a> {
+        offsets: &'r [(&'a str, &'a str, i32, i64)],
+        entries: &'r [Entry<&'a str>],
+    }
+    postcard::to_stdvec(&Ref { offsets, entries }).unwrap_or_default()
+}
+
+/// A run part back (`None`: unreadable).
+pub fn decode_run(bytes: &[u8]) -> Option<RunValue<String>> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// The key of run `seq`'s part `part`.
+pub fn run_key(seq: u64, part: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(RUN.len() + 12);
+    k.extend_from_slice(RUN);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// (seq, part) of a run key.
+pub fn parse_run_key(k: &[u8]) -> Option<(u64, u32)> {
+    let rest = k.strip_prefix(RUN)?;
+    if rest.len() != 12 {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(rest[..8].try_into().ok()?),
+        u32::from_be_bytes(rest[8..].try_into().ok()?),
+    ))
+}
+
+fn ordered(bucket: i64) -> [u8; 8] {
+    ((bucket as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unordered(b: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+/// The prefix of every chunk of (grain, cube, bucket); bucket `i64::MAX` ends a range.
+pub fn bucket_prefix(grain: Grain, cube: Cube, bucket: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(CHUNK.len() + 10);
+    k.extend_from_slice(CHUNK);
+    k.push(grain.byte());
+    k.push(cube.byte());
+    k.extend_from_slice(&ordered(bucket));
+    k
+}
+
+pub fn chunk_key(grain: Grain, cube: Cube, bucket: i64, tag: u64, part: u32) -> Vec<u8> {
+    let mut k = bucket_prefix(grain, cube, bucket);
+    k.extend_from_slice(&tag.to_be_bytes());
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// The bucket of a chunk key.
+pub fn chunk_bucket(k: &[u8]) -> Option<i64> {
+    unordered(k.get(CHUNK.len() + 2..CHUNK.len() + 10)?)
+}
+
+/// A chunk part's rows.
+pub type Rows = Vec<(Tuple<String>, Sums)>;
+
+/// A bucket's rows as chunk parts (each under [`super::MAX_VALUE_BYTES`]).
+pub fn encode_rows(rows: &[(Tuple<String>, Sums)]) -> Vec<Vec<u8>> {
+    let limit = super::MAX_VALUE_BYTES - 1024;
+    let mut parts = Vec::new();
+    let mut from = 0;
+    let mut size = 0;
+    for (i, (t, _)) in rows.iter().enumerate() {
+        let n = 150 + t.iter().map(String::len).sum::<usize>();
+        if i > from && size + n > limit {
+            parts.push(postcard::to_stdvec(&rows[from..i]).unwrap_or_default());
+            from = i;
+            size = 0;
+        }
+        size += n;
+    }
+    if from < rows.len() {
+        parts.push(postcard::to_stdvec(&rows[from..]).unwrap_or_default());
+    }
+    parts
+}
+
+pub fn decode_rows(bytes: &[u8]) -> Option<Rows> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// A durable run held until the compactor writes it into chunks.
+#[derive(Debug, Clone)]
+pub struct HeldRun {
+    pub seq: u64,
+    pub parts: Vec<Arc<Vec<u8>>>,
+}
+
+/// The compactor's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollupStatus {
+    /// Runs and bytes held in memory, not yet in chunks.
+    pub held_runs: usize,
+    pub held_bytes: usize,
+    pub compactions: u64,
+    pub chunks_written: u64,
+    pub buckets_merged: u64,
+    pub chunks_expired: u64,
+    pub last_compaction_s: f64,
+    /// Events older than the hours kept when they arrived (not rolled up).
+    pub late_dropped: u64,
+    /// The newest event minute rolled up (ms).
+    pub newest_minute: Option<i64>,
+    /// Times ingest waited for the compactor.
+    pub ingest_waits: u64,
+}
+
+/// What the compactor and readers share.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub runs: Vec<HeldRun>,
+    pub bytes: usize,
+    pub stop: bool,
+    pub broken: Option<String>,
+    pub status: RollupStatus,
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub held: Mutex<Held>,
+    pub changed: Condvar,
+    /// Readers hold it while they read chunks and held runs; the compactor
+    /// takes it to write a compaction and drop the runs it covers, so a read
+    /// sees each run exactly once.
+    pub gate: RwLock<()>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds a durable batch's run parts; waits while the compactor is far
+    /// behind (memory stays bounded).
+    pub fn add_run(&self, seq: u64, parts: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut h = self.lock();
+        let bytes: usize = parts.iter().map(Vec::len).sum();
+        h.bytes += bytes;
+        h.runs.push(HeldRun {
+            seq,
+            parts: parts.into_iter().map(Arc::new).collect(),
+        });
+        let limit = h.tuning.compact_bytes.saturating_mul(16);
+        if h.bytes >= h.tuning.compact_bytes {
+            self.changed.notify_all();
+        }
+        let mut waited = false;
+        while h.bytes > limit && h.broken.is_none() && !h.stop {
+            if !waited {
+                h.status.ingest_waits += 1;
+                waited = true;
+            }
+            h = self
+                .changed
+                .wait_timeout(h, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        match &h.broken {
+            Some(why) => Err(StoreError::Refused(format!(
+                "the rollup compaction failed ({why}); restart the daemon once the cause is fixed"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn status(&self) -> RollupStatus {
+        let h = self.lock();
+        RollupStatus {
+            held_runs: h.runs.len(),
+            held_bytes: h.bytes,
+            ..h.status
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! Reads of the rollups: a time range, any combination of filters, grouped
+//! by a dimension, by bucket (with the views in progress), or in total.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::store::StoreView;
+
+/// Equality filters on the dimensions (each `None`: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genre: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+}
+
+/// A dimension of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Genre,
+    Region,
+    Resolution,
+    Title,
+    Device,
+    Track,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Genre => "genre",
+            Field::Region => "region",
+            Field::Resolution => "resolution",
+            Field::Title => "title",
+            Field::Device => "device",
+            Field::Track => "track",
+        }
+    }
+
+    fn is_music(self) -> bool {
+        matches!(self, Field::Device | Field::Track)
+    }
+
+    /// Where `self` is in a row of `cube`.
+    fn index(self, cube: Cube) -> Option<usize> {
+        match (cube, self) {
+            (Cube::Dims, Field::Genre) => Some(0),
+            (Cube::Dims, Field::Region) => Some(1),
+            (Cube::Dims, Field::Resolution) => Some(2),
+            (Cube::Titles, Field::Title) => Some(0),
+            (Cube::Titles, Field::Genre) => Some(1),
+            (Cube::Titles, Field::Region) => Some(2),
+            (Cube::Titles, Field::Resolution) => Some(3),
+            (Cube::Music, Field::Track) => Some(0),
+            (Cube::Music, Field::Device) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl Filter {
+    fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
+        [
+            (Field::Genre, &self.genre),
+            (Field::Region, &self.region),
+            (Field::Resolution, &self.resolution),
+            (Field::Title, &self.title),
+            (Field::Device, &self.device),
+            (Field::Track, &self.track),
+        ]
+        .into_iter()
+        .filter_map(|(f, v)| v.as_deref().map(|v| (f, v)))
+    }
+}
+
+/// How the rows are added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    Total,
+    /// One point per bucket of the range (empty ones too).
+    Series,
+    By(Field),
+}
+
+/// A question for the rollups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangeQuery {
+    /// Listening events (else views).
+    pub music: bool,
+    pub from_ms: i64,
+    /// Exclusive.
+    pub to_ms: i64,
+    pub grain: Grain,
+    pub filter: Filter,
+    pub group: Group,
+}
+
+/// A question the rollups cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    #[error("{field} is a dimension of {of} only; drop it, or ask about {of}")]
+    Mismatch {
+        field: &'static str,
+        of: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One bucket of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub bucket: i64,
+    pub sums: Sums,
+    /// Views in progress during the bucket (views only).
+    pub in_progress: u64,
+}
+
+/// What a [`RangeQuery`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeRows {
+    /// (key, sums), most viewed first (`Group::By`), or one "all" row.
+    pub groups: Vec<(String, Sums)>,
+    pub points: Vec<Point>,
+    /// Rows read (chunks and held runs).
+    pub rows_read: u64,
+}
+
+impl RangeQuery {
+    /// The cube that answers it.
+    pub fn cube(&self) -> Result<Cube, RangeError> {
+        let fields = self
+            .filter
+            .fields()
+            .map(|(f, _)| f)
+            .chain(match self.group {
+                Group::By(f) => Some(f),
+                _ => None,
+            });
+        let mut titles = false;
+        for f in fields {
+            if f.is_music() != self.music {
+                return Err(RangeError::Mismatch {
+                    field: f.name(),
+                    of: if f.is_music() {
+                        "listening events"
+                    } else {
+                        "views"
+                    },
+                });
+            }
+            titles |= f == Field::Title;
+        }
+        Ok(match (self.music, titles) {
+            (true, _) => Cube::Music,
+            (false, true) => Cube::Titles,
+            (false, false) => Cube::Dims,
+        })
+    }
+}
+
+impl StoreView {
+    /// Answers `q` from the rollups' chunks and the runs not yet in them.
+    pub fn rollups(&self, q: &RangeQuery) -> Result<RangeRows, RangeError> {
+        let cube = q.cube()?;
+        let shared = &self.rollups;
+        let (max_view_ms, _) = {
+            let h = shared.lock();
+            (h.tuning.max_view_ms, ())
+        };
+        let g = q.grain.ms();
+        let from = q.grain.bucket(q.from_ms);
+        let to = q.grain.bucket(q.to_ms.saturating_sub(1)).saturating_add(g);
+        // A series counts the views still in progress from before its range.
+        let scan_from = if q.group == Group::Series && !q.music {
+            from.saturating_sub((max_view_ms / g + 2) * g)
+        } else {
+            from
+        };
+        let filters: Vec<(usize, &str)> = q
+            .filter
+            .fields()
+            .filter_map(|(f, v)| f.index(cube).map(|i| (i, v)))
+            .collect();
+        let key_at = match q.group {
+            Group::By(f) => f.index(cube),
+            _ => None,
+        };
+        let mut by_bucket: BTreeMap<i64, Sums> = BTreeMap::new();
+        let mut by_key: FxHashMap<String, Sums> = FxHashMap::default();
+        let mut rows_read = 0u64;
+        let mut take = |bucket: i64, tuple: &Tuple<String>, sums: &Sums| {
+            rows_read += 1;
+            if bucket < scan_from || bucket >= to {
+                return;
+            }
+            if !filters.iter().all(|(i, v)| tuple[*i] == *v) {
+                return;
+            }
+            match q.group {
+                Group::Series => by_bucket.entry(bucket).or_default().add(sums),
+                Group::Total | Group::By(_) => {
+                    // Rows of views ended (started before the range) only count in series.
+                    if bucket < from || sums.weight() == 0 {
+                        return;
+                    }
+                    let key = key_at.map_or("all", |i| tuple[i].as_str());
+                    match by_key.get_mut(key) {
+                        Some(s) => s.add(sums),
+                        None => {
+                            by_key.insert(key.to_string(), *sums);
+                        }
+                    }
+                }
+            }
+        };
+        {
+            let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
+            let held: Vec<HeldRun> = shared.lock().runs.clone();
+            let start = bucket_prefix(q.grain, cube, scan_from);
+            let end = bucket_prefix(q.grain, cube, to);
+            for item in self.tree.range(start..end) {
+                let (k, v) = item.map_err(StoreError::from)?;
+                let bucket = chunk_bucket(&k).ok_or_else(|| StoreError::Corrupt {
+                    key: super::super::read::entry_name(&k),
+                    message: "a rollup chunk key of the wrong length".into(),
+                })?;
+                let rows = decode_rows(&v).ok_or_else(|| StoreError::Corrupt {
+                    key: super::super::read::entry_name(&k),
+                    message: "a rollup chunk that does not read back".into(),
+                })?;
+                for (t, s) in &rows {
+                    take(bucket, t, s);
+                }
+            }
+            for run in &held {
+                for part in &run.parts {
+                    let Some(v) = decode_run(part) else {
+                        continue;
+                    };
+                    for e in v.entries.iter().filter(|e| e.cube == cube) {
+                        take(q.grain.bucket(e.minute), &e.tuple, &e.sums);
+                    }
+                }
+            }
+        }
+        let mut out = RangeRows {
+            rows_read,
+            ..RangeRows::default()
+        };
+        match q.group {
+            Group::Series => {
+                let (mut started, mut ended) = (0u64, 0u64);
+                let mut b = scan_from;
+                while b < to {
+                    let sums = by_bucket.get(&b).copied().unwrap_or_default();
+                    started = started.saturating_add(sums.get(slot::VIEWS));
+                    if b >= from {
+                        out.points.push(Point {
+                            bucket: b,
+                            sums,
+                            in_progress: if q.music {
+                                0
+                            } else {
+                                started.saturating_sub(ended)
+                            },
+                        });
+                    }
+                    ended = ended.saturating_add(sums.get(slot::ENDED));
+                    b = b.saturating_add(g);
+                }
+            }
+            Group::Total | Group::By(_) => {
+                let mut v: Vec<(String, Sums)> = by_key.into_iter().collect();
+                v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
+                out.groups = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rollups' compactor counters.
+    pub fn rollup_status(&self) -> RollupStatus {
+        self.rollups.status()
+    }
+}

@@ -1,0 +1,474 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use super::query::{Field, Filter, Group, RangeQuery};
+use super::*;
+use crate::domain::event::VideoEvent;
+use crate::domain::record::{Outcome, Processed, SourcePos};
+use crate::store::{prepare, Store};
+use crate::synth::generate::{VideoGen, World};
+
+const BASE: i64 = 1_735_689_600_000;
+
+fn tuning() -> Tuning {
+    Tuning {
+        compact_bytes: 1,
+        ..Tuning::default()
+    }
+}
+
+/// `n` views dated in [BASE + from_min, BASE + to_min) minutes.
+fn views(n: usize, seed: u64, from_min: i64, to_min: i64) -> Vec<VideoEvent> {
+    let mut g = VideoGen::new(World::new(50, 40, seed), seed, BASE, 50);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let mut v = g.next_event();
+            v.timestamp_ms = BASE + rng.gen_range(from_min * MINUTE_MS..to_min * MINUTE_MS);
+            v
+        })
+        .collect()
+}
+
+fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
+    let records: Vec<Processed> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Processed {
+            pos: SourcePos {
+                topic: Arc::from("v"),
+                partition: 0,
+                offset: first_offset + i as i64,
+            },
+            origin: None,
+            headers: Default::default(),
+            outcome: Outcome::Valid(Event::Video(v.clone())),
+        })
+        .collect();
+    s.apply("ns", prepare(records)).unwrap();
+}
+
+/// Waits (bounded) until the compactor holds no run.
+fn settle(s: &Store) {
+    let t = Instant::now();
+    while s.rollup_status().held_runs > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the rollup compactor did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn end_ms(v: &VideoEvent, t: &Tuning) -> i64 {
+    let play = (v.watch_time_seconds * 1000.0).round() as i64;
+    let startup = if v.error.is_some() && play == 0 {
+        0
+    } else {
+        v.startup_time_ms
+            .filter(|_| play > 0)
+            .map_or(0, |s| s.round() as i64)
+    };
+    let lasted = (startup + play + v.rebuffer_ms.unwrap_or(0.0).round() as i64).min(t.max_view_ms);
+    v.timestamp_ms + lasted
+}
+
+fn matches(v: &VideoEvent, f: &Filter) -> bool {
+    f.genre.as_ref().is_none_or(|g| *g == v.genre)
+        && f.region.as_ref().is_none_or(|g| *g == v.region)
+        && f.resolution.as_ref().is_none_or(|g| *g == v.resolution)
+        && f.title.as_ref().is_none_or(|g| *g == v.video_id)
+}
+
+/// What a query must answer, from the events themselves: per group key
+/// (views, play ms), or per bucket (views, in progress).
+fn expected(evs: &[VideoEvent], q: &RangeQuery, t: &Tuning) -> Vec<(String, u64, u64)> {
+    let g = q.grain;
+    let from = g.bucket(q.from_ms);
+    let to = g.bucket(q.to_ms - 1) + g.ms();
+    let hits: Vec<&VideoEvent> = evs.iter().filter(|v| matches(v, &q.filter)).collect();
+    match q.group {
+        Group::Series => {
+            let mut out = Vec::new();
+            let mut b = from;
+            while b < to {
+                let started = hits
+                    .iter()
+                    .filter(|v| g.bucket(v.timestamp_ms) == b)
+                    .count() as u64;
+                let running = hits
+                    .iter()
+                    .filter(|v| {
+                        g.bucket(v.timestamp_ms) <= b
+                            && g.bucket(Grain::Minute.bucket(end_ms(v, t))) >= b
+                    })
+                    .count() as u64;
+                out.push((b.to_string(), started, running));
+                b += g.ms();
+            }
+            out
+        }
+        Group::Total | Group::By(_) => {
+            let mut m: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+            for v in hits
+                .iter()
+                .filter(|v| (from..to).contains(&g.bucket(v.timestamp_ms)))
+            {
+                let key = match q.group {
+                    Group::By(Field::Region) => v.region.clone(),
+                    Group::By(Field::Title) => v.video_id.clone(),
+                    Group::By(Field::Genre) => v.genre.clone(),
+                    Group::By(Field::Resolution) => v.resolution.clone(),
+                    _ => "all".into(),
+                };
+                let e = m.entry(key).or_default();
+                e.0 += 1;
+                e.1 += (v.watch_time_seconds * 1000.0).round() as u64;
+            }
+            m.into_iter().map(|(k, (a, b))| (k, a, b)).collect()
+        }
+    }
+}
+
+fn answered(s: &Store, q: &RangeQuery) -> Vec<(String, u64, u64)> {
+    let r = s.rollups(q).unwrap();
+    match q.group {
+        Group::Series => r
+            .points
+            .iter()
+            .map(|p| (p.bucket.to_string(), p.sums.get(slot::VIEWS), p.in_progress))
+            .collect(),
+        _ => {
+            let mut v: Vec<(String, u64, u64)> = r
+                .groups
+                .iter()
+                .map(|(k, s)| (k.clone(), s.get(slot::VIEWS), s.get(slot::PLAY_MS)))
+                .collect();
+            v.sort();
+            v
+        }
+    }
+}
+
+fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
+    let q = |grain, from_min: i64, to_min: i64, filter: Filter, group| RangeQuery {
+        music: false,
+        from_ms: BASE + from_min * MINUTE_MS,
+        to_ms: BASE + to_min * MINUTE_MS,
+        grain,
+        filter,
+        group,
+    };
+    let v = &evs[0];
+    vec![
+        q(
+            Grain::Minute,
+            60,
+            240,
+            Filter {
+                genre: Some(v.genre.clone()),
+                ..Filter::default()
+            },
+            Group::By(Field::Region),
+        ),
+        q(
+            Grain::Hour,
+            0,
+            360,
+            Filter {
+                region: Some(v.region.clone()),
+                ..Filter::default()
+            },
+            Group::By(Field::Title),
+        ),
+        q(Grain::Hour, 0, 420, Filter::default(), Group::Total),
+        q(
+            Grain::Minute,
+            30,
+            150,
+            Filter {
+                resolution: Some(v.resolution.clone()),
+                ..Filter::default()
+            },
+            Group::Series,
+        ),
+        q(
+            Grain::Hour,
+            0,
+            480,
+            Filter {
+                title: Some(v.video_id.clone()),
+                region: Some(v.region.clone()),
+                ..Filter::default()
+            },
+            Group::Series,
+        ),
+        q(Grain::Minute, 0, 400, Filter::default(), Group::Series),
+    ]
+}
+
+#[test]
+fn rollups_answer_every_range_and_filter_as_the_events_do_held_compacted_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tuning();
+    let evs = views(3000, 5, 0, 360);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(Tuning {
+            // Held, not compacted, until the test says so.
+            compact_bytes: usize::MAX / 64,
+            ..t
+        });
+        for (i, chunk) in evs.chunks(300).enumerate() {
+            apply(&mut s, (i * 300) as i64, chunk);
+        }
+        for q in queries(&evs) {
+            assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held runs: {q:?}");
+        }
+        s.set_rollup_tuning(t);
+        settle(&s);
+        assert!(s.rollup_status().compactions >= 1);
+        for q in queries(&evs) {
+            assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "chunks: {q:?}");
+        }
+        // A redelivered batch changes nothing.
+        apply(&mut s, 0, &evs[..300]);
+        settle(&s);
+        for q in queries(&evs) {
+            assert_eq!(
+                answered(&s, &q),
+                expected(&evs, &q, &t),
+                "redelivery: {q:?}"
+            );
+        }
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "reopened: {q:?}");
+    }
+}
+
+#[test]
+fn runs_held_at_a_restart_are_compacted_after_it_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tuning();
+    let evs = views(1200, 8, 0, 120);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(Tuning {
+            compact_bytes: usize::MAX / 64,
+            ..t
+        });
+        // Stop the compactor first: the runs stay only in the store.
+        {
+            let mut h = s.view.rollups.lock();
+            h.stop = true;
+            s.view.rollups.changed.notify_all();
+        }
+        if let Some(h) = s.rollup_compactor.take() {
+            h.join().unwrap();
+        }
+        s.view.rollups.lock().stop = false;
+        for (i, chunk) in evs.chunks(400).enumerate() {
+            apply(&mut s, (i * 400) as i64, chunk);
+        }
+    }
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(
+        s.rollup_status().held_runs,
+        3,
+        "the runs are held again at open"
+    );
+    s.set_rollup_tuning(t);
+    settle(&s);
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
+    }
+}
+
+#[test]
+fn old_minutes_go_to_hours_old_hours_go_and_late_events_land_where_they_still_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tuning {
+        minute_retention_ms: HOUR_MS,
+        hour_retention_ms: 3 * HOUR_MS,
+        ..tuning()
+    };
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(t);
+    let early = views(200, 11, 0, 30);
+    apply(&mut s, 0, &early);
+    settle(&s);
+    let latest = views(200, 12, 300, 330);
+    apply(&mut s, 200, &latest);
+    settle(&s);
+    let newest = latest
+        .iter()
+        .map(|v| Grain::Minute.bucket(v.timestamp_ms))
+        .max()
+        .unwrap();
+    assert_eq!(s.rollup_status().newest_minute, Some(newest));
+    let total = |s: &Store, grain, from_min: i64, to_min: i64| {
+        let q = RangeQuery {
+            music: false,
+            from_ms: BASE + from_min * MINUTE_MS,
+            to_ms: BASE + to_min * MINUTE_MS,
+            grain,
+            filter: Filter::default(),
+            group: Group::Total,
+        };
+        s.rollups(&q)
+            .unwrap()
+            .groups
+            .first()
+            .map_or(0, |g| g.1.get(slot::VIEWS))
+    };
+    // Hour 0 is past the hours kept: gone at both grains; hour 5 is kept at both.
+    assert_eq!(total(&s, Grain::Minute, 0, 60), 0);
+    assert_eq!(total(&s, Grain::Hour, 0, 60), 0);
+    assert_eq!(total(&s, Grain::Minute, 300, 330), 200);
+    assert_eq!(total(&s, Grain::Hour, 300, 360), 200);
+    // Late: one view inside the minutes kept, one inside the hours only, one past both.
+    let mut late = views(3, 13, 0, 1);
+    late[0].timestamp_ms = newest - 10 * MINUTE_MS;
+    late[1].timestamp_ms = newest - 150 * MINUTE_MS;
+    late[2].timestamp_ms = newest - 290 * MINUTE_MS;
+    apply(&mut s, 400, &late);
+    settle(&s);
+    let m = |ts: i64| (ts - BASE) / MINUTE_MS;
+    let at0 = m(late[0].timestamp_ms);
+    let at1 = m(late[1].timestamp_ms);
+    assert_eq!(
+        total(&s, Grain::Minute, at0, at0 + 1),
+        1 + latest.iter().filter(|v| m(v.timestamp_ms) == at0).count() as u64
+    );
+    assert_eq!(
+        total(&s, Grain::Minute, at1, at1 + 1),
+        0,
+        "past the minutes kept"
+    );
+    let h1 = Grain::Hour.bucket(late[1].timestamp_ms);
+    assert_eq!(
+        total(&s, Grain::Hour, m(h1), m(h1) + 60),
+        1,
+        "its hour is kept"
+    );
+    assert_eq!(s.rollup_status().late_dropped, 1);
+    assert!(s.rollup_status().chunks_expired > 0);
+}
+
+#[test]
+fn a_bucket_written_by_many_compactions_is_merged_and_still_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(tuning());
+    let mut all = Vec::new();
+    for i in 0..(MERGE_AT as i64 * 2) {
+        let evs = views(50, 20 + i as u64, 0, 50);
+        apply(&mut s, i * 50, &evs);
+        settle(&s);
+        all.extend(evs);
+    }
+    let prefix = bucket_prefix(Grain::Hour, Cube::Dims, BASE);
+    let mut tags: Vec<Vec<u8>> = s
+        .view
+        .tree
+        .scan_prefix(&prefix)
+        .map(|i| i.unwrap().0[prefix.len()..prefix.len() + 8].to_vec())
+        .collect();
+    tags.dedup();
+    assert!(tags.len() < MERGE_AT, "{} chunks in one bucket", tags.len());
+    assert!(s.rollup_status().buckets_merged >= 1);
+    for q in queries(&all) {
+        assert_eq!(answered(&s, &q), expected(&all, &q, &tuning()), "{q:?}");
+    }
+}
+
+#[test]
+fn a_bucket_keeps_at_most_max_rows_titles_the_rest_add_up_under_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(Tuning {
+        max_rows: 10,
+        ..tuning()
+    });
+    let evs = views(500, 31, 0, 30);
+    apply(&mut s, 0, &evs);
+    settle(&s);
+    let q = RangeQuery {
+        music: false,
+        from_ms: BASE,
+        to_ms: BASE + HOUR_MS,
+        grain: Grain::Hour,
+        filter: Filter::default(),
+        group: Group::By(Field::Title),
+    };
+    let r = s.rollups(&q).unwrap();
+    assert!(r.groups.len() <= 10, "{} titles", r.groups.len());
+    assert!(r.groups.iter().any(|(k, _)| k == OTHER));
+    let views: u64 = r.groups.iter().map(|(_, s)| s.get(slot::VIEWS)).sum();
+    assert_eq!(views, 500, "every view still counts");
+}
+
+#[test]
+fn a_question_mixing_views_and_listening_dimensions_is_refused_naming_the_field() {
+    let q = RangeQuery {
+        music: false,
+        from_ms: BASE,
+        to_ms: BASE + HOUR_MS,
+        grain: Grain::Hour,
+        filter: Filter {
+            device: Some("mobile".into()),
+            ..Filter::default()
+        },
+        group: Group::Total,
+    };
+    let e = q.cube().unwrap_err().to_string();
+    assert!(e.contains("device") && e.contains("listening"), "{e}");
+}
+
+#[test]
+fn a_view_counts_in_the_minute_it_starts_and_ends_and_future_ones_not_at_all() {
+    let t = Tuning::default();
+    let mut v = views(1, 40, 0, 1).remove(0);
+    v.timestamp_ms = BASE + 10 * MINUTE_MS + 5_000;
+    v.watch_time_seconds = 600.0;
+    v.startup_time_ms = Some(1000.0);
+    v.rebuffer_ms = Some(0.0);
+    v.error = None;
+    let ev = Event::Video(v.clone());
+    let mut d = Deltas::default();
+    d.event(&ev, BASE + HOUR_MS, &t);
+    let dims: Vec<(i64, u64, u64)> = {
+        let mut x: Vec<_> = d
+            .map
+            .iter()
+            .filter(|((c, _, _), _)| *c == Cube::Dims)
+            .map(|((_, m, _), s)| {
+                (
+                    (*m - BASE) / MINUTE_MS,
+                    s.get(slot::VIEWS),
+                    s.get(slot::ENDED),
+                )
+            })
+            .collect();
+        x.sort();
+        x
+    };
+    assert_eq!(dims, vec![(10, 1, 0), (20, 0, 1)]);
+    let mut d = Deltas::default();
+    d.event(&ev, v.timestamp_ms - t.future_skew_ms - 1, &t);
+    assert!(
+        d.is_empty(),
+        "dated past the write time by more than the skew"
+    );
+    // The run reads back whole, with its offsets.
+    let mut d = Deltas::default();
+    d.event(&ev, BASE + HOUR_MS, &t);
+    let parts = d.encode(&[("ns", "v", 0, 7)]);
+    let run = decode_run(&parts[0]).unwrap();
+    assert_eq!(run.offsets, vec![("ns".to_string(), "v".to_string(), 0, 7)]);
+    assert_eq!(run.entries.len(), 4);
+}
