@@ -260,6 +260,7 @@ fn dashboard_api_and_metrics_show_live_data() {
         "c-views",
         "c-rebuffer",
         "c-startup",
+        "c-bitrate",
         "c-latency",
         "c-models",
     ] {
@@ -276,6 +277,54 @@ fn dashboard_api_and_metrics_show_live_data() {
         "the rate chart follows live polls"
     );
     assert!(dom.matches("<tr>").count() > 20, "tables filled:\n{dom}");
+    assert_eq!(
+        data_attr(&dom, "c-views", "partial"),
+        Some(1.0),
+        "the minute still filling is marked"
+    );
+    // A day of one region and one title, from the address: the charts read
+    // hours, the tables hold that region alone, the title's page shows.
+    let top = {
+        let (_, t) = get(&addr, "/api/analytics?view=top&last=1d&limit=1");
+        let t: Value = serde_json::from_str(&t).unwrap();
+        t["videos"][0]["video"].as_str().unwrap().to_string()
+    };
+    let one = {
+        let (_, q) = get(
+            &addr,
+            &format!("/api/analytics?view=qoe&dim=region&last=1d&title={top}"),
+        );
+        let q: Value = serde_json::from_str(&q).unwrap();
+        q["rows"][0]["key"].as_str().unwrap().to_string()
+    };
+    let out = browser(&dir.path().join("chrome-title"))
+        .arg("--dump-dom")
+        .arg(format!("http://{addr}/?range=24h&region={one}&title={top}"))
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout).into_owned();
+    let section = |id: &str| {
+        page.split(&format!("id=\"{id}\""))
+            .nth(1)
+            .and_then(|t| t.split("</section>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(page.contains("by hour"), "a day reads hours:\n{page}");
+    let regions = section("t-region");
+    assert!(
+        regions.matches("<tr>").count() == 2 && regions.contains(&format!(">{one}<")),
+        "the region filter holds: {regions}"
+    );
+    let title = section("title-panel");
+    assert!(
+        !page.contains("id=\"title-panel\" hidden")
+            && title.contains(&top)
+            && title.contains("top regions")
+            && title.contains("from a recommendation"),
+        "the title's page: {title}"
+    );
+    assert!(data_attr(&page, "c-views", "max").unwrap() > 0.0, "{page}");
     // The viewer shows the list the API gives. Live events fold into the
     // user's list meanwhile, so the page is compared with the API's list when
     // that list was the same just before and just after the page was read.

@@ -695,10 +695,11 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                 if let Some(line) = range_line(&range) {
                     push(line);
                 }
-                let mut t = table(&["video", "views", "watch h"]);
+                let mut t = table(&["video", "title", "views", "watch h"]);
                 for v in &videos {
                     t.add_row(vec![
                         v.video.clone(),
+                        v.title.clone().unwrap_or_else(|| "-".into()),
                         v.views.to_string(),
                         num(v.watch_hours),
                     ]);

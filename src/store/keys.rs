@@ -10,6 +10,8 @@
 //! | `o/`   | namespace 0 topic 0 partition         | next offset to read (be64)     |
 //! | `j/`   | sequence(be64)                        | aggregate deltas of one batch  |
 //! | `P/`   | sequence(be64) part(be32)              | a batch's pair deltas (a run)  |
+//! | `R/`   | sequence(be64) part(be32)              | a batch's rollup deltas (a run, see `store::rollup`) |
+//! | `M/`   | grain cube bucket(be64) tag(be64) part(be32) | a bucket's rollup rows (a chunk) |
 //! | `U/`   | user·tag(be64)                         | a user's pairs (a chunk)       |
 //! | `V/`   | user·video                            | pair aggregate (layout before `U/`: moved at open) |
 //! | `T/`   | write ms(be64) · segment key           | the segment's size (be64)      |

@@ -42,7 +42,7 @@ use thiserror::Error;
 use crate::domain::event::Event;
 use crate::domain::record::Processed;
 
-pub use prepare::{prepare, Prepared};
+pub use prepare::{prepare, prepare_with, Prepared};
 pub use read::{dead_letter_id, DeadLetter, LoggedEvent, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 pub use stats::{CatalogCounts, QoeStats, Stats, StatsSection};

@@ -97,6 +97,7 @@ pub fn plan(
         records,
         encoded,
         deltas,
+        rollup: rollup_entries,
     } = prepared;
     let ns = reads.ns;
     let seg_key = |topic: &str, partition: i32, first: i64| {
@@ -235,25 +236,36 @@ pub fn plan(
         bytes += run.len();
         writes.push((pairs::run_key(reads.seq, part as u32), run));
     }
-    // The rollup deltas of the fresh events: one run, with the offsets.
+    // The rollup deltas of the fresh events (prepared before, unless some
+    // records were redelivered): one run, each part naming the offsets.
     let mut rollup_parts = Vec::new();
     {
-        let mut d = rollup::Deltas::default();
-        for (r, _) in records.iter().zip(&fresh).filter(|(_, f)| **f) {
-            if let Outcome::Valid(ev) = &r.outcome {
-                d.event(ev, reads.now_ms, &reads.rollup);
-            }
-        }
-        if !d.is_empty() {
-            let named: Vec<(&str, &str, i32, i64)> = running
-                .iter()
-                .map(|((t, p), n)| (reads.namespace, *t, *p, *n))
-                .collect();
-            for (part, v) in d.encode(&named).into_iter().enumerate() {
-                bytes += v.len();
-                writes.push((rollup::run_key(reads.seq, part as u32), v.clone()));
-                rollup_parts.push(v);
-            }
+        let entries = if report.duplicates_skipped > 0 {
+            rollup::deltas_of(
+                records
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(_, f)| **f)
+                    .filter_map(|(r, _)| match &r.outcome {
+                        Outcome::Valid(ev) => Some(ev),
+                        Outcome::Rejected { .. } => None,
+                    }),
+                reads.now_ms,
+                &reads.rollup,
+            )
+            .encode_entries()
+        } else {
+            rollup_entries
+        };
+        let named: Vec<(&str, &str, i32, i64)> = running
+            .iter()
+            .map(|((t, p), n)| (reads.namespace, *t, *p, *n))
+            .collect();
+        for (part, entries) in entries.iter().enumerate() {
+            let v = rollup::finish_run(entries, &named);
+            bytes += v.len();
+            writes.push((rollup::run_key(reads.seq, part as u32), v.clone()));
+            rollup_parts.push(v);
         }
     }
     let mut offsets = Vec::with_capacity(running.len());

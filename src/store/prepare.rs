@@ -168,9 +168,19 @@ pub struct Prepared {
     /// The encoded event per record (empty for rejected ones).
     pub encoded: Vec<Vec<u8>>,
     pub deltas: Deltas,
+    /// The rollup run's entries (see [`super::rollup`]), each part without
+    /// its offsets, as if every record were new.
+    pub rollup: Vec<Vec<u8>>,
 }
 
+/// [`prepare_with`] the default rollup tuning.
 pub fn prepare(records: Vec<Processed>) -> Prepared {
+    prepare_with(records, &super::rollup::Tuning::default())
+}
+
+/// Encodes the valid events and sums the batch's deltas (aggregates and
+/// rollups), off the store's thread.
+pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> Prepared {
     let encoded = records
         .iter()
         .map(|r| match &r.outcome {
@@ -179,9 +189,19 @@ pub fn prepare(records: Vec<Processed>) -> Prepared {
         })
         .collect();
     let deltas = deltas_of(records.iter());
+    let rollup = super::rollup::deltas_of(
+        records.iter().filter_map(|r| match &r.outcome {
+            Outcome::Valid(ev) => Some(ev),
+            Outcome::Rejected { .. } => None,
+        }),
+        crate::domain::timefmt::now_ms(),
+        rollup,
+    )
+    .encode_entries();
     Prepared {
         records,
         encoded,
         deltas,
+        rollup,
     }
 }

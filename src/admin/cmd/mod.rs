@@ -67,7 +67,7 @@ pub async fn run(a: &Admin, req: Request) -> Result<Reply, CommandError> {
         Request::Pause(_) => Reply::Paused(ingest::set_paused(a, true).await?),
         Request::Resume(_) => Reply::Paused(ingest::set_paused(a, false).await?),
         Request::Producer(r) => Reply::Producers(ingest::producer(a, r).await?),
-        Request::Analytics(r) => Reply::Analytics(stats::analytics(a, r)?),
+        Request::Analytics(r) => Reply::Analytics(stats::analytics(a, r).await?),
         Request::Train(_) => Reply::Trained(models::train(a).await?),
         Request::Evaluate(_) => Reply::Evaluated(models::evaluate(a).await?),
         Request::Models(r) => Reply::Models(models::models(a, r).await?),

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::messages::GetStats;
 use crate::admin::bounds::{in_range, opt, MAX_MINUTES, MAX_PAGE};
-use crate::admin::context::Admin;
+use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
 use crate::store::{Stats as StoredStats, StatsSection};
 use crate::views::analytics::{AnalyticsError, Answer, Dim, View};
@@ -135,15 +135,26 @@ impl Analytics {
 
 /// Answers from the live windows, or from the durable rollups when the
 /// question names a range, a step, a filter, or listening.
-pub fn analytics(a: &Admin, req: Analytics) -> Result<Answer, CommandError> {
+/// Titles are named from the catalog.
+pub async fn analytics(a: &Admin, req: Analytics) -> Result<Answer, CommandError> {
     let q = req.query();
-    if q.is_range() {
+    let mut answer = if q.is_range() {
         let kept = i64::from(a.cfg.analytics.minute_retention_hours) * 3_600_000;
-        return Ok(crate::views::analytics::range::answer(&a.view, &q, kept)?);
+        let view = a.view.clone();
+        // A long range reads many rows: off the server's thread.
+        blocking(move || {
+            crate::views::analytics::range::answer(&view, &q, kept).map_err(CommandError::from)
+        })
+        .await??
+    } else {
+        let live = a
+            .analytics
+            .lock()
+            .map_err(|_| AnalyticsError::Unavailable)?;
+        live.query(&q)?
+    };
+    if let Ok(ix) = a.indexes.read() {
+        answer.name_titles(|id| ix.titles.get(id).map(|e| e.title.title.clone()));
     }
-    let live = a
-        .analytics
-        .lock()
-        .map_err(|_| AnalyticsError::Unavailable)?;
-    Ok(live.query(&q)?)
+    Ok(answer)
 }

@@ -22,20 +22,21 @@ pub struct Done {
     pub newest: Option<i64>,
 }
 
-type Buckets = FxHashMap<(Grain, Cube, i64), FxHashMap<Tuple<String>, Sums>>;
+type Buckets<'a> = FxHashMap<(Grain, Cube, i64), FxHashMap<Tuple<&'a str>, Sums>>;
 
 /// The runs' entries added up per bucket (minutes kept only while retained,
-/// hours while retained); answers them, the newest minute and the late count.
-fn gather(
-    runs: &[HeldRun],
+/// hours while retained; titles by the hour only); answers them, the newest
+/// minute and the late count.
+fn gather<'a>(
+    runs: &'a [HeldRun],
     newest: Option<i64>,
     t: &Tuning,
-) -> Result<(Buckets, Option<i64>, u64), String> {
-    let mut entries: Vec<Entry<String>> = Vec::new();
+) -> Result<(Buckets<'a>, Option<i64>, u64), String> {
+    let mut entries: Vec<Entry<&'a str>> = Vec::new();
     let mut newest = newest;
     for run in runs {
         for (i, part) in run.parts.iter().enumerate() {
-            let v = decode_run(part)
+            let v = decode_run_borrowed(part)
                 .ok_or_else(|| format!("rollup run {} part {i} does not read back", run.seq))?;
             for e in v.entries {
                 if e.sums.weight() > 0 {
@@ -53,7 +54,7 @@ fn gather(
     let mut out = Buckets::default();
     let mut late = 0u64;
     for e in entries {
-        if e.minute >= minute_cut {
+        if e.minute >= minute_cut && e.cube != Cube::Titles {
             add_row(
                 &mut out,
                 (Grain::Minute, e.cube, e.minute),
@@ -72,31 +73,24 @@ fn gather(
     Ok((out, newest, late))
 }
 
-fn add_row(out: &mut Buckets, at: (Grain, Cube, i64), tuple: &Tuple<String>, sums: &Sums) {
-    let rows = out.entry(at).or_default();
-    match rows.get_mut(tuple) {
-        Some(s) => s.add(sums),
-        None => {
-            rows.insert(tuple.clone(), *sums);
-        }
-    }
+fn add_row<'a>(out: &mut Buckets<'a>, at: (Grain, Cube, i64), tuple: &Tuple<&'a str>, sums: &Sums) {
+    out.entry(at)
+        .or_default()
+        .entry(*tuple)
+        .or_default()
+        .add(sums);
 }
 
 /// `rows` sorted, at most `max` of them for titles and music (the least
 /// viewed add up under [`OTHER`]).
-fn bounded(
-    cube: Cube,
-    rows: FxHashMap<Tuple<String>, Sums>,
-    max: usize,
-) -> Vec<(Tuple<String>, Sums)> {
-    let mut v: Vec<(Tuple<String>, Sums)> = rows.into_iter().collect();
+fn bounded(cube: Cube, rows: FxHashMap<Tuple<&str>, Sums>, max: usize) -> Vec<(Tuple<&str>, Sums)> {
+    let mut v: Vec<(Tuple<&str>, Sums)> = rows.into_iter().collect();
     if cube != Cube::Dims && v.len() > max.max(1) {
         v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
         let mut other = Sums::default();
-        let other_key: Tuple<String> = [OTHER.into(), String::new(), String::new(), String::new()];
+        let other_key: Tuple<&str> = [OTHER, "", "", ""];
         let keep = max.max(1) - 1;
-        for (t, s) in v.drain(keep..) {
-            let _ = t;
+        for (_, s) in v.drain(keep..) {
             other.add(&s);
         }
         if let Some(pos) = v.iter().position(|(t, _)| *t == other_key) {
@@ -142,9 +136,10 @@ pub fn compact(
     order.sort();
     let mut buckets = buckets;
     for at in order {
-        let Some(mut rows) = buckets.remove(&at) else {
+        let Some(new_rows) = buckets.remove(&at) else {
             continue;
         };
+        let mut rows: FxHashMap<Tuple<&str>, Sums> = new_rows;
         let (grain, cube, bucket) = at;
         let prefix = bucket_prefix(grain, cube, bucket);
         let mut existing: Vec<(sled::IVec, sled::IVec)> = Vec::new();
@@ -167,12 +162,7 @@ pub fn compact(
                     continue;
                 };
                 for (t, s) in old {
-                    match rows.get_mut(&t) {
-                        Some(x) => x.add(&s),
-                        None => {
-                            rows.insert(t, s);
-                        }
-                    }
+                    rows.entry(t).or_default().add(&s);
                 }
                 batch.remove(k.clone());
             }

@@ -21,9 +21,11 @@
 //!   minute is retained, else only its hour; older than the hours kept, it is
 //!   counted as dropped (`late_dropped`).
 //! - **Cubes.** `dims` (genre, region, resolution) answers every question
-//!   without a title; `titles` (title, genre, region, resolution) those with one
-//!   (a title's genre is its own, so both hold as many views); `music`
-//!   (track, device) the listening events. Rows past `max_rows` in a bucket of
+//!   without a title, by minute and by hour, with the views in progress;
+//!   `titles` (title, genre, region, resolution) those with one, by the hour
+//!   only (a minute of titles holds about a row per view: as many rows as
+//!   the event log, for little); `music` (track, device) the listening
+//!   events. Rows past `max_rows` in a bucket of
 //!   titles or music add up under the title (or track) `(other)`.
 //! - **Concurrent viewers.** A view counts once in the minute it starts
 //!   (`views`) and once in the minute it ends (`ended`: its start plus its
@@ -220,18 +222,32 @@ pub struct Entry<S> {
     pub sums: Sums,
 }
 
-/// A run part as stored: the offsets its batch writes (namespace, topic,
-/// partition, next), then its entries.
+/// A run part as stored: its entries, then the offsets its batch writes
+/// (namespace, topic, partition, next). The entries are encoded off the
+/// store's thread ([`Deltas::encode_entries`]); the store appends the offsets
+/// ([`finish_run`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunValue<S> {
-    pub offsets: Vec<(S, S, i32, i64)>,
     pub entries: Vec<Entry<S>>,
+    pub offsets: Vec<(S, S, i32, i64)>,
 }
 
-/// A batch's rollup deltas, borrowing the events' ids.
+/// A batch's rollup deltas, borrowing the events' ids. The values of the
+/// small vocabularies (genre, region, resolution, device) are held by number,
+/// so a key hashes and compares one id at most.
 #[derive(Debug, Default)]
 pub struct Deltas<'a> {
-    pub map: FxHashMap<(Cube, i64, Tuple<&'a str>), Sums>,
+    map: FxHashMap<Key<'a>, Sums>,
+    names: Vec<&'a str>,
+    numbers: FxHashMap<&'a str, u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key<'a> {
+    cube: Cube,
+    minute: i64,
+    id: &'a str,
+    small: [u16; 3],
 }
 
 fn ms(x: f64) -> u64 {
@@ -240,8 +256,54 @@ fn ms(x: f64) -> u64 {
 }
 
 impl<'a> Deltas<'a> {
-    fn add(&mut self, cube: Cube, minute: i64, tuple: Tuple<&'a str>, sums: &Sums) {
-        self.map.entry((cube, minute, tuple)).or_default().add(sums);
+    fn add(&mut self, cube: Cube, minute: i64, id: &'a str, small: [u16; 3], sums: &Sums) {
+        let key = Key {
+            cube,
+            minute,
+            id,
+            small,
+        };
+        self.map.entry(key).or_default().add(sums);
+    }
+
+    /// The number of a small vocabulary's value (0 is "").
+    fn number(&mut self, s: &'a str) -> u16 {
+        if self.names.is_empty() {
+            self.names.push("");
+            self.numbers.insert("", 0);
+        }
+        if let Some(n) = self.numbers.get(s) {
+            return *n;
+        }
+        // Validation bounds the vocabularies; past u16, values add up under (other).
+        let Ok(n) = u16::try_from(self.names.len()) else {
+            return self.number(OTHER);
+        };
+        self.names.push(s);
+        self.numbers.insert(s, n);
+        n
+    }
+
+    /// Each entry: (cube, minute, tuple, sums).
+    pub fn entries(&self) -> impl Iterator<Item = (Cube, i64, Tuple<&'a str>, &Sums)> + '_ {
+        self.map.iter().map(|(k, s)| {
+            let n = |i: usize| {
+                self.names
+                    .get(usize::from(k.small[i]))
+                    .copied()
+                    .unwrap_or("")
+            };
+            let tuple = match k.cube {
+                Cube::Dims => [n(0), n(1), n(2), ""],
+                Cube::Titles => [k.id, n(0), n(1), n(2)],
+                Cube::Music => [k.id, n(0), "", ""],
+            };
+            (k.cube, k.minute, tuple, s)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
     }
 
     /// Adds a stored event written at `now_ms` (events dated further ahead
@@ -280,28 +342,23 @@ impl<'a> Deltas<'a> {
                     .saturating_add(rebuffer_ms)
                     .min(t.max_view_ms.max(0) as u64) as i64;
                 let end = Grain::Minute.bucket(v.timestamp_ms.saturating_add(lasted));
-                let dims = [
-                    v.genre.as_str(),
-                    v.region.as_str(),
-                    v.resolution.as_str(),
-                    "",
+                // Titles are kept by the hour, without the ends (concurrency is
+                // kept by the dimensions).
+                let small = [
+                    self.number(&v.genre),
+                    self.number(&v.region),
+                    self.number(&v.resolution),
                 ];
-                let titles = [
-                    v.video_id.as_str(),
-                    v.genre.as_str(),
-                    v.region.as_str(),
-                    v.resolution.as_str(),
-                ];
-                let mut ended = Sums::default();
-                ended.0[slot::ENDED] = 1;
-                for (cube, tuple) in [(Cube::Dims, dims), (Cube::Titles, titles)] {
-                    if end == start {
-                        s.0[slot::ENDED] = 1;
-                        self.add(cube, start, tuple, &s);
-                    } else {
-                        self.add(cube, start, tuple, &s);
-                        self.add(cube, end, tuple, &ended);
-                    }
+                let hour = Grain::Hour.bucket(v.timestamp_ms);
+                self.add(Cube::Titles, hour, &v.video_id, small, &s);
+                if end == start {
+                    s.0[slot::ENDED] = 1;
+                    self.add(Cube::Dims, start, "", small, &s);
+                } else {
+                    self.add(Cube::Dims, start, "", small, &s);
+                    let mut ended = Sums::default();
+                    ended.0[slot::ENDED] = 1;
+                    self.add(Cube::Dims, end, "", small, &ended);
                 }
             }
             Event::Music(m) => {
@@ -317,8 +374,9 @@ impl<'a> Deltas<'a> {
                     MusicAction::Pause => slot::PAUSE,
                     MusicAction::Seek => slot::SEEK,
                 }] = 1;
-                let tuple = [m.track_id.as_str(), m.device.as_str(), "", ""];
-                self.add(Cube::Music, Grain::Minute.bucket(m.event_ts_ms), tuple, &s);
+                let small = [self.number(&m.device), 0, 0];
+                let minute = Grain::Minute.bucket(m.event_ts_ms);
+                self.add(Cube::Music, minute, &m.track_id, small, &s);
             }
             _ => {}
         }
@@ -328,55 +386,75 @@ impl<'a> Deltas<'a> {
         self.map.is_empty()
     }
 
-    /// The run parts of these deltas (each under [`super::MAX_VALUE_BYTES`]),
-    /// each naming `offsets`.
-    pub fn encode(&self, offsets: &[(&str, &str, i32, i64)]) -> Vec<Vec<u8>> {
-        let mut entries: Vec<Entry<&str>> = self
-            .map
-            .iter()
-            .map(|((cube, minute, tuple), sums)| Entry {
-                cube: *cube,
-                minute: *minute,
-                tuple: *tuple,
-                sums: *sums,
-            })
-            .collect();
-        entries.sort_by(|a, b| (a.cube, a.minute, a.tuple).cmp(&(b.cube, b.minute, b.tuple)));
-        let offsets: Vec<(&str, &str, i32, i64)> = offsets.to_vec();
-        let base: usize = offsets.iter().map(|o| o.0.len() + o.1.len() + 24).sum();
+    /// The entries as run parts without their offsets (each part under
+    /// [`super::MAX_VALUE_BYTES`] once [`finish_run`] adds them).
+    pub fn encode_entries(&self) -> Vec<Vec<u8>> {
         let mut parts = Vec::new();
         let mut part: Vec<Entry<&str>> = Vec::new();
-        let mut size = base;
-        let limit = super::MAX_VALUE_BYTES - 1024;
-        for e in entries {
+        let mut size = 0;
+        // Room for the offsets [`finish_run`] appends.
+        let limit = super::MAX_VALUE_BYTES - 8192;
+        for (cube, minute, tuple, sums) in self.entries() {
             // At most: 2 + 10 + 4 × (5 + len) + 13 × 10 bytes.
-            let n = 160 + e.tuple.iter().map(|s| s.len()).sum::<usize>();
+            let n = 160 + tuple.iter().map(|s| s.len()).sum::<usize>();
             if !part.is_empty() && size + n > limit {
-                parts.push(encode_run(&offsets, &part));
+                parts.push(postcard::to_stdvec(&part).unwrap_or_default());
                 part.clear();
-                size = base;
+                size = 0;
             }
             size += n;
-            part.push(e);
+            part.push(Entry {
+                cube,
+                minute,
+                tuple,
+                sums: *sums,
+            });
         }
         if !part.is_empty() {
-            parts.push(encode_run(&offsets, &part));
+            parts.push(postcard::to_stdvec(&part).unwrap_or_default());
         }
         parts
     }
+
+    /// The run parts of these deltas, each naming `offsets`.
+    pub fn encode(&self, offsets: &[(&str, &str, i32, i64)]) -> Vec<Vec<u8>> {
+        self.encode_entries()
+            .iter()
+            .map(|p| finish_run(p, offsets))
+            .collect()
+    }
 }
 
-fn encode_run(offsets: &[(&str, &str, i32, i64)], entries: &[Entry<&str>]) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Ref<'r, 'a> {
-        offsets: &'r [(&'a str, &'a str, i32, i64)],
-        entries: &'r [Entry<&'a str>],
+/// The rollup deltas of `events` written at `now_ms`.
+pub fn deltas_of<'a>(
+    events: impl Iterator<Item = &'a Event>,
+    now_ms: i64,
+    t: &Tuning,
+) -> Deltas<'a> {
+    let events = events.into_iter();
+    let mut d = Deltas::default();
+    d.map.reserve(events.size_hint().0);
+    for e in events {
+        d.event(e, now_ms, t);
     }
-    postcard::to_stdvec(&Ref { offsets, entries }).unwrap_or_default()
+    d
+}
+
+/// A run part: its encoded entries, then `offsets` (see [`RunValue`]).
+pub fn finish_run(entries: &[u8], offsets: &[(&str, &str, i32, i64)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(entries.len() + 16 + offsets.len() * 40);
+    v.extend_from_slice(entries);
+    v.extend_from_slice(&postcard::to_stdvec(offsets).unwrap_or_default());
+    v
 }
 
 /// A run part back (`None`: unreadable).
 pub fn decode_run(bytes: &[u8]) -> Option<RunValue<String>> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// A run part back, its ids borrowed from `bytes`.
+pub fn decode_run_borrowed(bytes: &[u8]) -> Option<RunValue<&str>> {
     postcard::from_bytes(bytes).ok()
 }
 
@@ -431,17 +509,17 @@ pub fn chunk_bucket(k: &[u8]) -> Option<i64> {
     unordered(k.get(CHUNK.len() + 2..CHUNK.len() + 10)?)
 }
 
-/// A chunk part's rows.
-pub type Rows = Vec<(Tuple<String>, Sums)>;
+/// A chunk part's rows, their ids borrowed from its bytes.
+pub type Rows<'a> = Vec<(Tuple<&'a str>, Sums)>;
 
 /// A bucket's rows as chunk parts (each under [`super::MAX_VALUE_BYTES`]).
-pub fn encode_rows(rows: &[(Tuple<String>, Sums)]) -> Vec<Vec<u8>> {
+pub fn encode_rows(rows: &[(Tuple<&str>, Sums)]) -> Vec<Vec<u8>> {
     let limit = super::MAX_VALUE_BYTES - 1024;
     let mut parts = Vec::new();
     let mut from = 0;
     let mut size = 0;
     for (i, (t, _)) in rows.iter().enumerate() {
-        let n = 150 + t.iter().map(String::len).sum::<usize>();
+        let n = 150 + t.iter().map(|s| s.len()).sum::<usize>();
         if i > from && size + n > limit {
             parts.push(postcard::to_stdvec(&rows[from..i]).unwrap_or_default());
             from = i;
@@ -455,7 +533,7 @@ pub fn encode_rows(rows: &[(Tuple<String>, Sums)]) -> Vec<Vec<u8>> {
     parts
 }
 
-pub fn decode_rows(bytes: &[u8]) -> Option<Rows> {
+pub fn decode_rows(bytes: &[u8]) -> Option<Rows<'_>> {
     postcard::from_bytes(bytes).ok()
 }
 

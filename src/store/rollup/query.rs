@@ -114,6 +114,8 @@ pub enum RangeError {
         field: &'static str,
         of: &'static str,
     },
+    #[error("titles are kept by the hour: ask with --step hour (or without --step)")]
+    TitlesByHour,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -123,8 +125,9 @@ pub enum RangeError {
 pub struct Point {
     pub bucket: i64,
     pub sums: Sums,
-    /// Views in progress during the bucket (views only).
-    pub in_progress: u64,
+    /// Views in progress during the bucket (views by the dimensions only:
+    /// titles are kept without their ends).
+    pub in_progress: Option<u64>,
 }
 
 /// What a [`RangeQuery`] found.
@@ -174,6 +177,9 @@ impl StoreView {
     /// Answers `q` from the rollups' chunks and the runs not yet in them.
     pub fn rollups(&self, q: &RangeQuery) -> Result<RangeRows, RangeError> {
         let cube = q.cube()?;
+        if cube == Cube::Titles && q.grain == Grain::Minute {
+            return Err(RangeError::TitlesByHour);
+        }
         let shared = &self.rollups;
         let (max_view_ms, _) = {
             let h = shared.lock();
@@ -183,7 +189,7 @@ impl StoreView {
         let from = q.grain.bucket(q.from_ms);
         let to = q.grain.bucket(q.to_ms.saturating_sub(1)).saturating_add(g);
         // A series counts the views still in progress from before its range.
-        let scan_from = if q.group == Group::Series && !q.music {
+        let scan_from = if q.group == Group::Series && cube == Cube::Dims {
             from.saturating_sub((max_view_ms / g + 2) * g)
         } else {
             from
@@ -200,7 +206,7 @@ impl StoreView {
         let mut by_bucket: BTreeMap<i64, Sums> = BTreeMap::new();
         let mut by_key: FxHashMap<String, Sums> = FxHashMap::default();
         let mut rows_read = 0u64;
-        let mut take = |bucket: i64, tuple: &Tuple<String>, sums: &Sums| {
+        let mut take = |bucket: i64, tuple: &Tuple<&str>, sums: &Sums| {
             rows_read += 1;
             if bucket < scan_from || bucket >= to {
                 return;
@@ -215,7 +221,7 @@ impl StoreView {
                     if bucket < from || sums.weight() == 0 {
                         return;
                     }
-                    let key = key_at.map_or("all", |i| tuple[i].as_str());
+                    let key = key_at.map_or("all", |i| tuple[i]);
                     match by_key.get_mut(key) {
                         Some(s) => s.add(sums),
                         None => {
@@ -246,7 +252,7 @@ impl StoreView {
             }
             for run in &held {
                 for part in &run.parts {
-                    let Some(v) = decode_run(part) else {
+                    let Some(v) = decode_run_borrowed(part) else {
                         continue;
                     };
                     for e in v.entries.iter().filter(|e| e.cube == cube) {
@@ -270,11 +276,8 @@ impl StoreView {
                         out.points.push(Point {
                             bucket: b,
                             sums,
-                            in_progress: if q.music {
-                                0
-                            } else {
-                                started.saturating_sub(ended)
-                            },
+                            in_progress: (cube == Cube::Dims)
+                                .then(|| started.saturating_sub(ended)),
                         });
                     }
                     ended = ended.saturating_add(sums.get(slot::ENDED));

@@ -96,6 +96,9 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyedQoe {
     pub key: String,
+    /// The title's name (rows of videos whose catalog record is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     #[serde(flatten)]
     pub metrics: QoeMetrics,
 }
@@ -114,6 +117,9 @@ pub struct MinuteQoe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopVideo {
     pub video: String,
+    /// Its name, when its catalog record is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     pub views: u64,
     pub watch_hours: f64,
 }
@@ -188,6 +194,29 @@ pub enum Answer {
     },
 }
 
+impl Answer {
+    /// Names the titles of its rows of videos by `name`.
+    pub fn name_titles(&mut self, name: impl Fn(&str) -> Option<String>) {
+        match self {
+            Answer::Top { videos, .. } => {
+                for v in videos {
+                    v.title = name(&v.video);
+                }
+            }
+            Answer::Qoe {
+                dim: Dim::Video,
+                rows,
+                ..
+            } => {
+                for r in rows {
+                    r.title = name(&r.key);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Analytics {
     /// Answers a [`Query`] from the live windows (a range query: see
     /// [`range::answer`]).
@@ -199,7 +228,11 @@ impl Analytics {
         let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
         let dim = q.dim.unwrap_or(Dim::All);
         let latest_minute = self.latest_minute().map(rfc3339);
-        let keyed = |(key, metrics): (String, QoeMetrics)| KeyedQoe { key, metrics };
+        let keyed = |(key, metrics): (String, QoeMetrics)| KeyedQoe {
+            key,
+            title: None,
+            metrics,
+        };
         Ok(match q.view {
             View::Qoe => Answer::Qoe {
                 dim,
@@ -221,6 +254,7 @@ impl Analytics {
                     .filter(|(k, _)| k != OTHER)
                     .map(|(video, m)| TopVideo {
                         video,
+                        title: None,
                         views: m.views,
                         watch_hours: m.watch_hours,
                     })

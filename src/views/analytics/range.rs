@@ -125,9 +125,13 @@ impl Query {
                 "the range is longer than 3650 days: give a shorter one".into(),
             ));
         }
+        // Titles are kept by the hour.
+        let titles = self.filter.title.is_some()
+            || self.view == View::Top
+            || (self.dim == Some(Dim::Video) && self.view == View::Qoe);
         let grain = self.step.unwrap_or({
             let kept_from = now.saturating_sub(minute_retention_ms);
-            if to - from <= 6 * HOUR_MS && from >= kept_from {
+            if to - from <= 6 * HOUR_MS && from >= kept_from && !titles {
                 Grain::Minute
             } else {
                 Grain::Hour
@@ -192,7 +196,9 @@ fn dim_field(d: Dim) -> Option<Field> {
 impl From<RangeError> for AnalyticsError {
     fn from(e: RangeError) -> AnalyticsError {
         match e {
-            RangeError::Mismatch { .. } => AnalyticsError::Range(e.to_string()),
+            RangeError::Mismatch { .. } | RangeError::TitlesByHour => {
+                AnalyticsError::Range(e.to_string())
+            }
             RangeError::Store(s) => AnalyticsError::Store(s.to_string()),
         }
     }
@@ -228,6 +234,7 @@ pub fn answer(
             .take(limit)
             .map(|(key, s)| KeyedQoe {
                 key,
+                title: None,
                 metrics: qoe_of(&s).metrics(),
             })
             .collect()
@@ -269,6 +276,7 @@ pub fn answer(
                     let m = qoe_of(&s).metrics();
                     TopVideo {
                         video,
+                        title: None,
                         views: m.views,
                         watch_hours: m.watch_hours,
                     }
@@ -293,7 +301,7 @@ pub fn answer(
                     .map(|p| MinuteQoe {
                         minute: rfc3339(p.bucket),
                         metrics: qoe_of(&p.sums).metrics(),
-                        concurrent_viewers: Some(p.in_progress),
+                        concurrent_viewers: p.in_progress,
                     })
                     .collect(),
                 range: None,
@@ -342,9 +350,11 @@ pub fn answer(
             ))
         }
     };
+    // The buckets read, whole.
+    let g = span.grain.ms();
     let info = RangeInfo {
-        from: rfc3339(span.from_ms),
-        to: rfc3339(span.to_ms),
+        from: rfc3339(span.grain.bucket(span.from_ms)),
+        to: rfc3339(span.grain.bucket(span.to_ms - 1) + g),
         step: span.grain,
         filter: q.filter.clone(),
         newest_minute: newest.map(rfc3339),
