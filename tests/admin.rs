@@ -174,7 +174,7 @@ fn every_command_over_the_raw_socket() {
         let name = c.cmd.as_str();
         assert!(listed.contains(&name), "help does not list {name}: {help}");
     }
-    assert_eq!(listed.len(), 19, "{help}");
+    assert_eq!(listed.len(), 20, "{help}");
 
     // Model commands before any model: a clear error, not a crash.
     for req in [
@@ -589,6 +589,7 @@ fn ctl_prints_tables_json_and_fails_with_a_clear_error() {
         "resume",
         "producer",
         "analytics",
+        "alerts",
         "train",
         "evaluate",
         "models",

@@ -90,3 +90,89 @@ fn dockerfile_builds_the_binary_and_runs_the_daemon() {
     assert!(text.contains("ENTRYPOINT [\"playpulse\"]"));
     assert!(text.contains("CMD [\"run\", \"--config\", \"/etc/playpulse/config.toml\"]"));
 }
+
+/// Every `playpulse_*` family the daemon's /metrics declares (from its source).
+fn metric_families() -> Vec<String> {
+    let src = std::fs::read_to_string(format!("{ROOT}/src/http/metrics.rs")).unwrap();
+    let re = regex::Regex::new(r#""(playpulse_[a-z_]+)""#).unwrap();
+    re.captures_iter(&src).map(|c| c[1].to_string()).collect()
+}
+
+/// The `playpulse_*` series an expression reads, as families (counters lose
+/// `_total`, histograms `_bucket`).
+fn series_in(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"playpulse_[a-z_]+").unwrap();
+    re.find_iter(expr)
+        .map(|m| {
+            let s = m.as_str();
+            s.strip_suffix("_total")
+                .or_else(|| s.strip_suffix("_bucket"))
+                .unwrap_or(s)
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_rules_and_grafana_dashboard_read_metrics_the_daemon_serves() {
+    let families = metric_families();
+    assert!(families.len() > 20, "{families:?}");
+    let compose = std::fs::read_to_string(format!("{ROOT}/docker/compose.yaml")).unwrap();
+    let docs = YamlLoader::load_from_str(&compose).unwrap();
+    let services = &docs[0]["services"];
+    for s in ["prometheus", "grafana"] {
+        assert!(services[s]["image"].as_str().is_some(), "{s}");
+    }
+    // Prometheus scrapes the service by a name the daemon answers to.
+    let prom = YamlLoader::load_from_str(
+        &std::fs::read_to_string(format!("{ROOT}/docker/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    let target = prom[0]["scrape_configs"][0]["static_configs"][0]["targets"][0]
+        .as_str()
+        .unwrap();
+    let host = target.split(':').next().unwrap();
+    let allowed = services["playpulse"]["environment"]["PLAYPULSE_HTTP__ALLOWED_HOSTS"]
+        .as_str()
+        .unwrap();
+    assert!(
+        allowed.contains(&format!("\"{host}\"")),
+        "{allowed} lacks {host}"
+    );
+    // Every rule is well formed and reads only families /metrics has.
+    let rules = YamlLoader::load_from_str(
+        &std::fs::read_to_string(format!("{ROOT}/docker/alerts.yml")).unwrap(),
+    )
+    .unwrap();
+    let list = rules[0]["groups"][0]["rules"].as_vec().unwrap();
+    assert!(list.len() >= 5);
+    for r in list {
+        let name = r["alert"].as_str().unwrap();
+        let expr = r["expr"].as_str().unwrap();
+        assert!(r["annotations"]["summary"].as_str().is_some(), "{name}");
+        for s in series_in(expr) {
+            assert!(
+                families.contains(&s),
+                "{name} reads {s}, which /metrics does not serve"
+            );
+        }
+    }
+    // The dashboard: valid JSON, every panel's query on served families.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/docker/grafana/playpulse.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 6);
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            for s in series_in(t["expr"].as_str().unwrap()) {
+                assert!(families.contains(&s), "panel {} reads {s}", p["title"]);
+            }
+        }
+    }
+    for f in ["datasource.yaml", "dashboards.yaml"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/docker/grafana/{f}")).unwrap();
+        assert!(YamlLoader::load_from_str(&text).is_ok(), "{f}");
+    }
+}

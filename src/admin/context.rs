@@ -132,6 +132,8 @@ pub struct Handles {
     /// A fault that stops the daemon (the store cannot write), once raised.
     pub fatal: Arc<crate::ingest::pipeline::Fatal>,
     pub analytics: Arc<Mutex<crate::views::analytics::Analytics>>,
+    /// The alert rules' states.
+    pub alerts: Arc<Mutex<crate::views::alerts::Book>>,
 }
 
 impl Admin {

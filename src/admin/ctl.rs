@@ -500,6 +500,14 @@ fn status_text(r: &StatusReply) -> String {
             "item_factors_age",
             f.item_factors_age_seconds.map_or_else(|| "-".into(), duration),
         ),
+        (
+            "alerts",
+            match (r.alerts.rules, r.alerts.firing.is_empty()) {
+                (0, _) => "no rules".to_string(),
+                (n, true) => format!("{n} rules, none firing"),
+                (n, false) => format!("{n} rules; firing: {}", r.alerts.firing.join(", ")),
+            },
+        ),
         ("ingest.paused", r.ingest.paused.to_string()),
         ("ingest.consumed", r.ingest.consumed.to_string()),
         ("ingest.stored", r.ingest.stored.to_string()),
@@ -640,6 +648,51 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
             AnyStatus::Starting(_) => push(fields(r)),
         },
         Request::Producer(_) => push(producers_table(&typed::<ProducersReply>(r)?.producers)),
+        Request::Alerts(_) => {
+            let a = typed::<crate::views::alerts::AlertsReply>(r)?;
+            push(format!(
+                "{} rules, {} firing; {} evaluations; webhook: {} delivered, {} failed{}",
+                a.rules,
+                a.firing.len(),
+                a.evaluations,
+                a.delivered,
+                a.failed,
+                a.last_delivery
+                    .map(|d| format!(" (last: {d})"))
+                    .unwrap_or_default()
+            ));
+            let mut t = table(&[
+                "alert",
+                "state",
+                "metric",
+                "op",
+                "threshold",
+                "value",
+                "baseline",
+                "views",
+                "since",
+            ]);
+            fn name(v: impl serde::Serialize) -> String {
+                serde_json::to_value(v)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }
+            for s in &a.alerts {
+                t.add_row(vec![
+                    s.name.clone(),
+                    name(s.state),
+                    name(s.metric),
+                    name(s.op),
+                    num(s.threshold),
+                    s.value.map_or_else(|| "-".into(), num),
+                    s.baseline.map_or_else(|| "-".into(), num),
+                    s.views.to_string(),
+                    opt(&s.since),
+                ]);
+            }
+            push(t.to_string());
+        }
         Request::Analytics(_) => match typed::<Answer>(r)? {
             Answer::Qoe { rows, range, .. } => {
                 if let Some(line) = range_line(&range) {

@@ -38,8 +38,11 @@ pub enum Request {
     Resume(NoArgs),
     /// Control the built-in producers (all kinds when none is named).
     Producer(ingest::Producer),
-    /// Live 1-minute windows: QoE, engagement, top videos, pipeline progress.
+    /// QoE, engagement, top videos, pipeline progress: live 1-minute windows,
+    /// or over days from the rollups (--last/--from/--to, filters, listening).
     Analytics(stats::Analytics),
+    /// The alert rules: firing, pending, ok or no data, and the webhook's deliveries.
+    Alerts(NoArgs),
     /// Train now (answers when the run is recorded).
     Train(NoArgs),
     /// Score the champion and popularity on a fresh held-out split.
@@ -152,6 +155,7 @@ impl Request {
             Request::Resume(_) => "resume",
             Request::Producer(_) => "producer",
             Request::Analytics(_) => "analytics",
+            Request::Alerts(_) => "alerts",
             Request::Train(_) => "train",
             Request::Evaluate(_) => "evaluate",
             Request::Models(_) => "models",
@@ -183,6 +187,7 @@ impl Request {
             Request::Export(e) => e.check(),
             Request::Snapshot(s) => s.check(),
             Request::Status(_)
+            | Request::Alerts(_)
             | Request::Pause(_)
             | Request::Resume(_)
             | Request::Train(_)
@@ -336,8 +341,16 @@ mod tests {
     fn help_lists_every_command_with_its_arguments() {
         let c = commands();
         let names: Vec<&str> = c.iter().map(|c| c.cmd.as_str()).collect();
-        assert_eq!(names.len(), 19, "{names:?}");
-        for n in ["status", "help", "shutdown", "recommend", "trending", "dlq"] {
+        assert_eq!(names.len(), 20, "{names:?}");
+        for n in [
+            "status",
+            "help",
+            "shutdown",
+            "recommend",
+            "trending",
+            "dlq",
+            "alerts",
+        ] {
             assert!(names.contains(&n), "{names:?}");
         }
         let rec = c.iter().find(|c| c.cmd == "recommend").unwrap();

@@ -44,6 +44,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub models: ModelsConfig,
     pub analytics: AnalyticsConfig,
+    /// Alert rules over the rollups, and the webhook they notify.
+    pub alerts: crate::views::alerts::AlertsConfig,
     pub admin: AdminConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -60,6 +62,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             models: ModelsConfig::default(),
             analytics: AnalyticsConfig::default(),
+            alerts: Default::default(),
             admin: AdminConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
@@ -138,6 +141,7 @@ impl Config {
         }
         self.kafka.validate()?;
         self.analytics.validate()?;
+        self.alerts.validate()?;
         self.http.validate()?;
         self.admin.validate()?;
         // sockaddr_un holds 108 bytes with the final NUL.

@@ -345,6 +345,36 @@ pub async fn exposition(a: &Admin) -> String {
             e.sample(metric, &[("region", &r.key)], field(&r.metrics));
         }
     }
+    if let Ok(book) = a.alerts.lock() {
+        let r = book.reply();
+        if !r.alerts.is_empty() {
+            e.family(
+                "playpulse_alert_firing",
+                Kind::Level,
+                "1 while the alert rule fires (see [alerts] and /api/alerts).",
+            );
+            for s in &r.alerts {
+                let firing = s.state == crate::views::alerts::State::Firing;
+                e.sample(
+                    "playpulse_alert_firing",
+                    &[("alert", &s.name)],
+                    f64::from(u8::from(firing)),
+                );
+            }
+            e.family(
+                "playpulse_alert_value",
+                Kind::Level,
+                "The alert rule's metric over its window at its last evaluation (a ratio to the baseline for change rules).",
+            );
+            for s in r.alerts.iter().filter(|s| s.value.is_some()) {
+                e.sample(
+                    "playpulse_alert_value",
+                    &[("alert", &s.name)],
+                    s.value.unwrap_or(0.0),
+                );
+            }
+        }
+    }
     if let Some(ch) = a.serving.get() {
         e.one(
             "playpulse_model_champion",

@@ -5,6 +5,7 @@
 
 pub mod metrics;
 pub mod params;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,6 +123,7 @@ pub fn router(admin: Arc<Gate>) -> Router {
         .route("/api/status", get(status))
         .route("/api/stats", get(stats))
         .route("/api/analytics", get(analytics))
+        .route("/api/alerts", get(alerts))
         .route("/api/models", get(models))
         .route("/api/recommend", get(recommend))
         .route("/api/similar", get(similar))
@@ -179,6 +181,10 @@ async fn analytics(Ready(a): Ready, Query(p): Params) -> Response {
         return reply(Err(RequestError::ParamMissing { key: "view".into() }.into()));
     }
     call(&a, &p, Request::Analytics).await
+}
+
+async fn alerts(Ready(a): Ready) -> Response {
+    reply(a.call(Request::Alerts(NoArgs {})).await)
 }
 
 async fn models(Ready(a): Ready) -> Response {

@@ -72,6 +72,8 @@ pub struct Daemon {
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// The live QoE, engagement and pipeline windows.
     pub analytics: Arc<std::sync::Mutex<crate::views::analytics::Analytics>>,
+    /// The alert rules' states (evaluated by `runtime::alerting`).
+    pub alerts: super::alerting::SharedBook,
     pub producers: Vec<(Kind, Addr<ProducerActor>)>,
     _monitor: Addr<MonitorActor>,
     arbiters: Vec<Arbiter>,
@@ -114,6 +116,7 @@ impl Daemon {
             claims: self.claims.clone(),
             fatal: self.fatal.clone(),
             analytics: self.analytics.clone(),
+            alerts: self.alerts.clone(),
         }
     }
 }
@@ -217,6 +220,7 @@ impl Daemon {
             flight.clone(),
         );
         let view = store.view();
+        let alerts = super::alerting::start(view.clone(), &cfg.alerts);
         let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(
             &store,
             cfg.analytics.trending_half_life(),
@@ -374,6 +378,7 @@ impl Daemon {
             claims,
             stopping,
             analytics,
+            alerts,
             producers,
             _monitor: monitor,
             arbiters: vec![

@@ -3,6 +3,7 @@
 //! affinity over the catalog, trending items.
 
 pub mod affinity;
+pub mod alerts;
 pub mod analytics;
 pub mod config;
 pub mod graph;

@@ -44,6 +44,7 @@ pub enum Reply {
     Paused(ingest::PausedReply),
     Producers(ingest::ProducersReply),
     Analytics(crate::views::analytics::Answer),
+    Alerts(crate::views::alerts::AlertsReply),
     Trained(crate::ml::TrainOutcome),
     Evaluated(crate::ml::ChampionEvaluation),
     Models(models::ModelsReply),
@@ -68,6 +69,12 @@ pub async fn run(a: &Admin, req: Request) -> Result<Reply, CommandError> {
         Request::Resume(_) => Reply::Paused(ingest::set_paused(a, false).await?),
         Request::Producer(r) => Reply::Producers(ingest::producer(a, r).await?),
         Request::Analytics(r) => Reply::Analytics(stats::analytics(a, r).await?),
+        Request::Alerts(_) => Reply::Alerts(
+            a.alerts
+                .lock()
+                .map_err(|_| CommandError::Worker("the alert states are poisoned".into()))?
+                .reply(),
+        ),
         Request::Train(_) => Reply::Trained(models::train(a).await?),
         Request::Evaluate(_) => Reply::Evaluated(models::evaluate(a).await?),
         Request::Models(r) => Reply::Models(models::models(a, r).await?),

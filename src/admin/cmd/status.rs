@@ -144,6 +144,16 @@ pub struct StatusReply {
     /// their speed, commit → served latency, the item factors' age.
     #[serde(default)]
     pub fold_in: crate::ml::live::LiveStats,
+    /// The alert rules, those firing, evaluations so far.
+    #[serde(default)]
+    pub alerts: AlertsSummary,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertsSummary {
+    pub rules: usize,
+    pub firing: Vec<String>,
+    pub evaluations: u64,
 }
 
 /// `status` while the daemon starts (waiting for its store or brokers).
@@ -314,5 +324,16 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         champion,
         serving: champion.map_or_else(|| "popularity".to_string(), |id| format!("model v{id}")),
         fold_in: a.serving.fold_stats(),
+        alerts: a.alerts.lock().map_or_else(
+            |_| AlertsSummary::default(),
+            |b| {
+                let r = b.reply();
+                AlertsSummary {
+                    rules: r.rules,
+                    firing: r.firing,
+                    evaluations: r.evaluations,
+                }
+            },
+        ),
     })
 }
