@@ -124,11 +124,14 @@ fn a_rule_fires_notifies_with_retries_and_resolves() {
     let data = dir.path().join("data");
     let t0 = (playpulse::domain::timefmt::now_ms() / 60_000 - 30) * 60_000;
 
-    // A minute of US views rebuffering 1/3 of the time: pending, then firing.
+    // A minute of US views rebuffering 1/3 of the time, then a view of the next
+    // minute elsewhere (windows hold complete minutes): pending, then firing.
+    let mut next = views(1, t0 + 60_000, 0.0, 3);
+    next[0].region = "DE".into();
     send(
         &broker.bootstrap,
         topic,
-        &views(60, t0 + 5_000, 30_000.0, 1),
+        &[views(60, t0 + 5_000, 30_000.0, 1), next].concat(),
     );
     let fired = wait("the alert fires", Duration::from_secs(60), || {
         let a = ctl_json(&data, &["alerts"]);
@@ -173,10 +176,12 @@ fn a_rule_fires_notifies_with_retries_and_resolves() {
     );
 
     // Healthy minutes later: the window ending at the newest minute resolves it.
+    let mut next = views(1, t0 + 6 * 60_000, 0.0, 4);
+    next[0].region = "DE".into();
     send(
         &broker.bootstrap,
         topic,
-        &views(60, t0 + 5 * 60_000, 0.0, 2),
+        &[views(60, t0 + 5 * 60_000, 0.0, 2), next].concat(),
     );
     wait("the alert resolves", Duration::from_secs(60), || {
         (ctl_json(&data, &["alerts"])["alerts"][0]["state"] == "ok").then_some(())

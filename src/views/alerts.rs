@@ -3,8 +3,9 @@
 //! filter on genre, region, resolution) over the last minutes, against a
 //! threshold or against its own baseline just before, only once the cohort
 //! has enough views, and only after it held for a number of evaluations.
-//! Windows end at the newest event minute rolled up (replayed history alerts
-//! as live data does). The rules are pure data; [`Book`] keeps their states
+//! Windows are the complete minutes before the newest event minute rolled up
+//! (that one is still filling: a traffic rule on it would fire at the start of
+//! every minute); replayed history alerts as live data does. The rules are pure data; [`Book`] keeps their states
 //! and answers the transitions of each evaluation (fired, resolved) for the
 //! notifier.
 
@@ -347,8 +348,8 @@ impl Book {
         }
     }
 
-    /// Evaluates every rule on windows ending at `newest` (the newest event
-    /// minute rolled up), reading the rollups through `read`; `now_ms` dates
+    /// Evaluates every rule on windows ending where `newest` (the newest event
+    /// minute rolled up, still filling) begins, reading the rollups through `read`; `now_ms` dates
     /// the transitions. Answers the alerts that fired or resolved.
     pub fn evaluate(
         &mut self,
@@ -362,7 +363,8 @@ impl Book {
         };
         let mut out = Vec::new();
         for (rule, st) in self.rules.iter().zip(self.states.iter_mut()) {
-            let to = newest + MINUTE_MS;
+            // The complete minutes before the newest.
+            let to = newest;
             let from = to - i64::from(rule.window_minutes) * MINUTE_MS;
             let query = |from_ms, to_ms, group| RangeQuery {
                 music: false,
@@ -539,9 +541,9 @@ mod tests {
         assert_eq!(b.statuses()[0].state, State::Ok);
         assert!(eval(&mut b, &thin).is_empty());
         assert_eq!(b.statuses()[0].state, State::NoData);
-        // The window: the 5 minutes ending with the newest, of the rule's cohort.
+        // The window: the 5 complete minutes before the newest, of the rule's cohort.
         let q = &asked[0];
-        assert_eq!((q.from_ms, q.to_ms), (6 * MINUTE_MS, 11 * MINUTE_MS));
+        assert_eq!((q.from_ms, q.to_ms), (5 * MINUTE_MS, 10 * MINUTE_MS));
         assert_eq!(q.filter.region.as_deref(), Some("US"));
     }
 
