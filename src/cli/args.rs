@@ -174,6 +174,23 @@ pub enum BenchCommand {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Durable rollups: --days of generated views written through the store,
+    /// then range queries with filters timed per kind (p50/p99).
+    Analytics {
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 50_000)]
+        users: usize,
+        #[arg(long, default_value_t = 5_000)]
+        videos: usize,
+        /// Queries per kind.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+    },
     /// Listening-graph queries: the graph built from N generated music events,
     /// then every query kind timed (p50/p99 per kind).
     Graph {

@@ -36,6 +36,34 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        BenchCommand::Analytics {
+            days,
+            events,
+            users,
+            videos,
+            queries,
+            seed,
+        } => {
+            if !(1..=90).contains(&days) || events == 0 || users == 0 || videos == 0 || queries == 0
+            {
+                bail!(
+                    "--days must be 1..=90; --events, --users, --videos and --queries at least 1"
+                );
+            }
+            let report = playpulse::runtime::bench::analytics::run(
+                &playpulse::runtime::bench::analytics::AnalyticsBenchArgs {
+                    days,
+                    events,
+                    users,
+                    videos,
+                    queries,
+                    seed,
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         BenchCommand::Classify {
             events,
             seed,

@@ -1,6 +1,7 @@
 //! `playpulse bench ingest`: the whole pipeline on the embedded broker, with the
 //! store compared to what was produced afterwards.
 
+pub mod analytics;
 pub mod freshness;
 pub mod graph;
 pub mod ml;
