@@ -672,18 +672,12 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                 "views",
                 "since",
             ]);
-            fn name(v: impl serde::Serialize) -> String {
-                serde_json::to_value(v)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            }
             for s in &a.alerts {
                 t.add_row(vec![
                     s.name.clone(),
-                    name(s.state),
-                    name(s.metric),
-                    name(s.op),
+                    s.state.name().into(),
+                    s.metric.name().into(),
+                    s.op.name().into(),
                     num(s.threshold),
                     s.value.map_or_else(|| "-".into(), num),
                     s.baseline.map_or_else(|| "-".into(), num),

@@ -59,8 +59,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                     queries,
                     seed,
                 },
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -16,6 +16,17 @@ pub struct Webhook {
     retries: u32,
 }
 
+/// A webhook URL that cannot be posted to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WebhookUrlError {
+    #[error("webhook URL {0:?} is not http://")]
+    NotHttp(String),
+    #[error("webhook URL {url:?}: port {port:?} is not a number")]
+    Port { url: String, port: String },
+    #[error("webhook URL {0:?} names no host")]
+    NoHost(String),
+}
+
 /// What delivering one notification came to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -26,10 +37,10 @@ pub struct Delivery {
 
 impl Webhook {
     /// `http://host[:port][/path]` (checked at config load: an error names the URL).
-    pub fn parse(url: &str, timeout: Duration, retries: u32) -> Result<Webhook, String> {
+    pub fn parse(url: &str, timeout: Duration, retries: u32) -> Result<Webhook, WebhookUrlError> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| format!("webhook URL {url:?} is not http://"))?;
+            .ok_or_else(|| WebhookUrlError::NotHttp(url.into()))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -37,13 +48,15 @@ impl Webhook {
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (
                 h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("webhook URL {url:?}: port {p:?} is not a number"))?,
+                p.parse::<u16>().map_err(|_| WebhookUrlError::Port {
+                    url: url.into(),
+                    port: p.into(),
+                })?,
             ),
             None => (authority, 80),
         };
         if host.is_empty() {
-            return Err(format!("webhook URL {url:?} names no host"));
+            return Err(WebhookUrlError::NoHost(url.into()));
         }
         Ok(Webhook {
             host: host.trim_matches(['[', ']']).to_string(),
@@ -194,11 +207,9 @@ mod tests {
         );
         let w = Webhook::parse("http://alerts.local", Duration::from_secs(1), 0).unwrap();
         assert_eq!((w.port, w.path.as_str()), (80, "/"));
-        assert!(Webhook::parse("https://x", Duration::from_secs(1), 0)
-            .unwrap_err()
-            .contains("http://"));
-        assert!(Webhook::parse("http://h:port/", Duration::from_secs(1), 0)
-            .unwrap_err()
-            .contains("port"));
+        let e = Webhook::parse("https://x", Duration::from_secs(1), 0).unwrap_err();
+        assert!(e.to_string().contains("http://"), "{e}");
+        let e = Webhook::parse("http://h:port/", Duration::from_secs(1), 0).unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
     }
 }

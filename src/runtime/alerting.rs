@@ -44,7 +44,7 @@ pub fn start(view: StoreView, cfg: &AlertsConfig) -> SharedBook {
                 let newest = v.rollup_status().newest_minute;
                 let now = crate::domain::timefmt::now_ms();
                 let mut book = b2.lock().unwrap_or_else(|p| p.into_inner());
-                book.evaluate(newest, now, |q| v.rollups(q).map_err(|e| e.to_string()))
+                book.evaluate(newest, now, |q| v.rollups(q))
             })
             .await;
             let transitions = match transitions {

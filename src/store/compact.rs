@@ -9,7 +9,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use super::pairs::{self, Chunk, Layer, Slots};
-use super::{bounds, StoreError, StoreView};
+use super::{StoreError, StoreView};
 
 /// Users whose chunks one write of a compaction holds: small writes, so the
 /// store's batch writes (sled serialises every batch write) wait for one of
@@ -44,27 +44,8 @@ pub fn compact(
 ) -> Result<(u64, u64), StoreError> {
     let mut replaced: Vec<sled::IVec> = Vec::new();
     let (mut written, mut merged_users) = (0u64, 0u64);
-    let space = |bytes: usize| -> Result<(), StoreError> {
-        if min_free_bytes == 0 {
-            return Ok(());
-        }
-        let Some(free) = bounds::free_bytes(path) else {
-            return Ok(());
-        };
-        if free < min_free_bytes.saturating_add((bytes as u64).saturating_mul(2)) {
-            let why = format!(
-                "the disk has {} MiB free, less than store.min_free_mb = {} plus the pair \
-                 compaction's {} MiB",
-                free >> 20,
-                min_free_bytes >> 20,
-                (bytes as u64).div_ceil(1 << 20)
-            );
-            // Nothing may be written after a refused write (see `Store::check_space`).
-            let _ = view.failed.set(why.clone());
-            return Err(StoreError::Refused(why));
-        }
-        Ok(())
-    };
+    let space =
+        |bytes: usize| view.refuse_unless_room(path, min_free_bytes, bytes, "pair compaction");
     let mut mark = sled::Batch::default();
     mark.insert(pairs::COMPACTING, &tag.to_be_bytes());
     view.commit(mark)?;

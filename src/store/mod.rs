@@ -327,6 +327,36 @@ impl StoreView {
         self.guard(self.tree.apply_batch(batch))
     }
 
+    /// Refuses a background write of about `bytes` (a compaction named
+    /// `what`) that would leave less than `min_free_bytes` on the store's disk
+    /// (twice its size, for sled's log): the store takes no write after it.
+    fn refuse_unless_room(
+        &self,
+        path: &Path,
+        min_free_bytes: u64,
+        bytes: usize,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        if min_free_bytes == 0 {
+            return Ok(());
+        }
+        let Some(free) = bounds::free_bytes(path) else {
+            return Ok(());
+        };
+        if free < min_free_bytes.saturating_add((bytes as u64).saturating_mul(2)) {
+            let why = format!(
+                "the disk has {} MiB free, less than store.min_free_mb = {} plus the {what}'s {} MiB",
+                free >> 20,
+                min_free_bytes >> 20,
+                (bytes as u64).div_ceil(1 << 20)
+            );
+            // Nothing may be written after a refused write (see `Store::check_space`).
+            let _ = self.failed.set(why.clone());
+            return Err(StoreError::Refused(why));
+        }
+        Ok(())
+    }
+
     /// The first failed write, if one failed.
     pub fn write_failure(&self) -> Option<String> {
         self.failed.get().cloned()

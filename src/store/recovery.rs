@@ -110,19 +110,22 @@ impl Store {
     /// Holds the rollup runs not yet in chunks (dropping those a compaction
     /// holds and fragments of a write that did not complete), and the
     /// rollups' newest minute and late count.
+    /// The be64 stored under `key` (named `name` when it reads wrong).
+    fn stored_be64(&self, key: &[u8], name: &str) -> Result<Option<u64>, StoreError> {
+        match self.tree.get(key)? {
+            Some(v) => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().map_err(
+                |_| StoreError::Corrupt {
+                    key: name.into(),
+                    message: "wrong length".into(),
+                },
+            )?))),
+            None => Ok(None),
+        }
+    }
+
     pub(super) fn load_rollup_runs(&mut self) -> Result<(), StoreError> {
         use super::rollup;
-        let be64 = |key: &[u8], name: &str| -> Result<Option<u64>, StoreError> {
-            match self.tree.get(key)? {
-                Some(v) => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().map_err(
-                    |_| StoreError::Corrupt {
-                        key: name.into(),
-                        message: "wrong length".into(),
-                    },
-                )?))),
-                None => Ok(None),
-            }
-        };
+        let be64 = |key: &[u8], name: &str| self.stored_be64(key, name);
         let through = be64(rollup::THROUGH, "i/rollup-through")?.unwrap_or(0);
         let newest = be64(rollup::NEWEST, "i/rollup-newest")?.map(|v| v as i64);
         let late = be64(rollup::LATE, "i/rollup-late")?.unwrap_or(0);
@@ -190,15 +193,9 @@ impl Store {
 
     pub(super) fn load_pair_runs(&mut self) -> Result<(), StoreError> {
         use super::pairs;
-        let through = match self.tree.get(pairs::THROUGH)? {
-            Some(v) => {
-                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    key: "i/pairs-through".into(),
-                    message: "wrong length".into(),
-                })?)
-            }
-            None => 0,
-        };
+        let through = self
+            .stored_be64(pairs::THROUGH, "i/pairs-through")?
+            .unwrap_or(0);
         let mut dropped = Vec::new();
         let mut o = self.view.pairs.lock();
         for item in self.tree.scan_prefix(pairs::RUN) {

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::setting::{invalid, Invalid};
-use crate::store::rollup::query::{Filter, Group, RangeQuery, RangeRows};
+use crate::store::rollup::query::{Filter, Group, RangeError, RangeQuery, RangeRows};
 use crate::store::rollup::{Grain, MINUTE_MS};
 use crate::views::analytics::range::qoe_of;
 use crate::views::analytics::QoeSums;
@@ -32,6 +32,19 @@ pub enum Metric {
 }
 
 impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Views => "views",
+            Metric::ConcurrentViewers => "concurrent_viewers",
+            Metric::RebufferingRatio => "rebuffering_ratio",
+            Metric::StartupTimeMs => "startup_time_ms",
+            Metric::StartFailureRate => "start_failure_rate",
+            Metric::ExitsBeforeStartRate => "exits_before_start_rate",
+            Metric::AvgBitrateKbps => "avg_bitrate_kbps",
+            Metric::SkipRate => "skip_rate",
+        }
+    }
+
     fn of(self, s: &QoeSums) -> f64 {
         let m = s.metrics();
         match self {
@@ -51,6 +64,15 @@ impl Metric {
 pub enum Op {
     Above,
     Below,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Above => "above",
+            Op::Below => "below",
+        }
+    }
 }
 
 /// One alert rule (`[[alerts.rules]]`).
@@ -234,6 +256,18 @@ pub enum State {
     NoData,
 }
 
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Ok => "ok",
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::NoData => "no_data",
+        }
+    }
+}
+
 /// An alert's state and what it was last evaluated on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertStatus {
@@ -355,7 +389,7 @@ impl Book {
         &mut self,
         newest: Option<i64>,
         now_ms: i64,
-        mut read: impl FnMut(&RangeQuery) -> Result<RangeRows, String>,
+        mut read: impl FnMut(&RangeQuery) -> Result<RangeRows, RangeError>,
     ) -> Vec<Transition> {
         self.evaluations += 1;
         let Some(newest) = newest else {

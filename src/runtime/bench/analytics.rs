@@ -54,9 +54,27 @@ pub struct AnalyticsBenchReport {
     pub latency: BTreeMap<&'static str, QueryLatency>,
 }
 
-pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut store = Store::open(dir.path(), 256).map_err(|e| e.to_string())?;
+/// Why the analytics benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsBenchError {
+    #[error("cannot make a temporary directory: {0}")]
+    TempDir(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{kind}: {source}")]
+    Query {
+        kind: &'static str,
+        source: crate::store::rollup::query::RangeError,
+    },
+    #[error("the rollup compactor did not catch up in 10 minutes")]
+    Behind,
+    #[error("no minute was rolled up")]
+    Empty,
+}
+
+pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, AnalyticsBenchError> {
+    let dir = tempfile::tempdir().map_err(AnalyticsBenchError::TempDir)?;
+    let mut store = Store::open(dir.path(), 256)?;
     let tuning = Tuning {
         minute_retention_ms: i64::from(args.days) * 24 * HOUR_MS,
         ..Tuning::default()
@@ -87,9 +105,7 @@ pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, String> {
                 outcome: Outcome::Valid(Event::Video(gen.next_event())),
             })
             .collect();
-        store
-            .apply("bench", prepare_with(records, &tuning))
-            .map_err(|e| e.to_string())?;
+        store.apply("bench", prepare_with(records, &tuning))?;
         offset += n as i64;
         written += n;
     }
@@ -97,13 +113,13 @@ pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, String> {
     let t = Instant::now();
     while store.rollup_status().held_runs > 0 {
         if t.elapsed() > Duration::from_secs(600) {
-            return Err("the rollup compactor did not catch up in 10 minutes".into());
+            return Err(AnalyticsBenchError::Behind);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let compaction_seconds = t.elapsed().as_secs_f64();
     let status = store.rollup_status();
-    let newest = status.newest_minute.ok_or("no minute was rolled up")?;
+    let newest = status.newest_minute.ok_or(AnalyticsBenchError::Empty)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let to = newest + MINUTE_MS;
     let day = to - 24 * HOUR_MS;
@@ -200,7 +216,9 @@ pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, String> {
         for _ in 0..args.queries {
             let query = make(&mut rng, args.videos, day, week, to);
             let t = Instant::now();
-            let r = store.rollups(&query).map_err(|e| format!("{name}: {e}"))?;
+            let r = store
+                .rollups(&query)
+                .map_err(|source| AnalyticsBenchError::Query { kind: name, source })?;
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             rows += r.rows_read;
         }

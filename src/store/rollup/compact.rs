@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::*;
-use crate::store::{bounds, StoreView};
+use crate::store::StoreView;
 
 /// What one compaction did.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -206,22 +206,7 @@ pub fn compact(
     }
     batch.insert(THROUGH, &tag.to_be_bytes());
     batch.insert(LATE, &late_before.saturating_add(late).to_be_bytes());
-    if min_free_bytes > 0 {
-        if let Some(free) = bounds::free_bytes(path) {
-            if free < min_free_bytes.saturating_add((bytes as u64).saturating_mul(2)) {
-                let why = format!(
-                    "the disk has {} MiB free, less than store.min_free_mb = {} plus the rollup \
-                     compaction's {} MiB",
-                    free >> 20,
-                    min_free_bytes >> 20,
-                    (bytes as u64).div_ceil(1 << 20)
-                );
-                // Nothing may be written after a refused write (see `Store::check_space`).
-                let _ = view.failed.set(why.clone());
-                return Err(StoreError::Refused(why));
-            }
-        }
-    }
+    view.refuse_unless_room(path, min_free_bytes, bytes, "rollup compaction")?;
     let _gate = shared.gate.write().unwrap_or_else(|p| p.into_inner());
     view.commit(batch)?;
     let mut h = shared.lock();

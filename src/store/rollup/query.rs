@@ -181,10 +181,7 @@ impl StoreView {
             return Err(RangeError::TitlesByHour);
         }
         let shared = &self.rollups;
-        let (max_view_ms, _) = {
-            let h = shared.lock();
-            (h.tuning.max_view_ms, ())
-        };
+        let max_view_ms = shared.lock().tuning.max_view_ms;
         let g = q.grain.ms();
         let from = q.grain.bucket(q.from_ms);
         let to = q.grain.bucket(q.to_ms.saturating_sub(1)).saturating_add(g);

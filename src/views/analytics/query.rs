@@ -134,6 +134,19 @@ pub struct EngagementRow {
     pub pause_rate: f64,
 }
 
+impl EngagementRow {
+    pub fn of(key: String, m: &QoeMetrics) -> EngagementRow {
+        EngagementRow {
+            key,
+            views: m.views,
+            watch_hours: m.watch_hours,
+            avg_watch_s: m.avg_watch_s,
+            skip_rate: m.skip_rate,
+            pause_rate: m.pause_rate,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelinePoint {
     pub minute: String,
@@ -284,14 +297,7 @@ impl Analytics {
                 let rows = |d| -> Vec<EngagementRow> {
                     self.summary(d, minutes, limit)
                         .into_iter()
-                        .map(|(key, m)| EngagementRow {
-                            key,
-                            views: m.views,
-                            watch_hours: m.watch_hours,
-                            avg_watch_s: m.avg_watch_s,
-                            skip_rate: m.skip_rate,
-                            pause_rate: m.pause_rate,
-                        })
+                        .map(|(key, m)| EngagementRow::of(key, &m))
                         .collect()
                 };
                 Answer::Engagement {

@@ -243,17 +243,7 @@ pub fn answer(
         r.groups
             .into_iter()
             .take(limit)
-            .map(|(key, s)| {
-                let m = qoe_of(&s).metrics();
-                EngagementRow {
-                    key,
-                    views: m.views,
-                    watch_hours: m.watch_hours,
-                    avg_watch_s: m.avg_watch_s,
-                    skip_rate: m.skip_rate,
-                    pause_rate: m.pause_rate,
-                }
-            })
+            .map(|(key, s)| EngagementRow::of(key, &qoe_of(&s).metrics()))
             .collect()
     };
     let mut answer = match q.view {
