@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, unit and
 # integration tests. Installs what the tests need when it is missing:
-# - Debian's chromium, for the dashboard's browser test;
+# - Debian's chromium, node and npm, and playwright-core (npm) for the
+#   dashboard's browser tests;
 # - tansu, an independent Kafka-protocol broker, for the ingest tests against a
 #   real broker: built once into ~/.cache/playpulse/tansu (about 25-40 minutes
 #   cold on 2 cores; its target dir is kept there, so a rebuild takes seconds);
@@ -9,12 +10,25 @@
 #   independent reader of the Parquet export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "installing chromium (Debian) for the dashboard test" >&2
+MISSING=""
+command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
+command -v node >/dev/null 2>&1 || MISSING="$MISSING nodejs"
+command -v npm >/dev/null 2>&1 || MISSING="$MISSING npm"
+if [ -n "$MISSING" ]; then
+  echo "installing$MISSING (Debian) for the dashboard's browser tests" >&2
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  # shellcheck disable=SC2086
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $MISSING >/dev/null
+fi
+# playwright-core (npm: the library alone, no bundled browser) drives that
+# chromium in tests/console.rs.
+PLAYWRIGHT_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/playpulse/playwright"
+export PLAYWRIGHT_CORE="$PLAYWRIGHT_DIR/node_modules/playwright-core"
+if ! grep -q '"version": "1.65.2"' "$PLAYWRIGHT_CORE/package.json" 2>/dev/null; then
+  echo "installing playwright-core 1.65.2 into $PLAYWRIGHT_DIR (once)" >&2
+  npm install --prefix "$PLAYWRIGHT_DIR" --no-audit --no-fund --silent playwright-core@1.65.2
 fi
 TANSU_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/playpulse/tansu"
 export TANSU_BIN="$TANSU_ROOT/bin/tansu"
