@@ -154,7 +154,7 @@ pub fn compact(
         if tags.len() + 1 >= MERGE_AT {
             for (k, v) in &existing {
                 // A part that does not read back stays (for `check`): merging would drop it.
-                let Some(old) = decode_rows(v) else {
+                let Some(old) = chunk::all_rows(k, v) else {
                     tracing::warn!(
                         "rollup chunk {} does not read back; left as it is",
                         crate::store::read::entry_name(k)
@@ -169,8 +169,8 @@ pub fn compact(
             done.buckets_merged += 1;
         }
         let rows = bounded(cube, rows, tuning.max_rows);
-        for (part, value) in encode_rows(&rows).into_iter().enumerate() {
-            let key = chunk_key(grain, cube, bucket, tag, part as u32);
+        for (part, value) in chunk::encode(&rows) {
+            let key = chunk_key(grain, cube, bucket, tag, part);
             bytes += key.len() + value.len();
             batch.insert(key, value);
             done.chunks_written += 1;

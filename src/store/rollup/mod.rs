@@ -33,6 +33,7 @@
 //!   in progress during a bucket are those started by its end and not ended
 //!   before it starts.
 
+pub mod chunk;
 pub mod compact;
 pub mod query;
 

@@ -228,6 +228,11 @@ impl StoreView {
                 }
             }
         };
+        // A filter on the lead (genre of dims, title, track) seeks its groups;
+        // without filters or a breakdown on the other values, the groups'
+        // totals answer.
+        let lead = filters.iter().find(|(i, _)| *i == 0).map(|(_, v)| *v);
+        let need_rows = filters.iter().any(|(i, _)| *i != 0) || key_at.is_some_and(|i| i != 0);
         {
             let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
             let held: Vec<HeldRun> = shared.lock().runs.clone();
@@ -239,12 +244,26 @@ impl StoreView {
                     key: super::super::read::entry_name(&k),
                     message: "a rollup chunk key of the wrong length".into(),
                 })?;
-                let rows = decode_rows(&v).ok_or_else(|| StoreError::Corrupt {
+                let corrupt = || StoreError::Corrupt {
                     key: super::super::read::entry_name(&k),
                     message: "a rollup chunk that does not read back".into(),
-                })?;
-                for (t, s) in &rows {
-                    take(bucket, t, s);
+                };
+                if !chunk::is_grouped(&k) {
+                    for (t, s) in &decode_rows(&v).ok_or_else(corrupt)? {
+                        take(bucket, t, s);
+                    }
+                    continue;
+                }
+                let g = chunk::Grouped::parse(&v).ok_or_else(corrupt)?;
+                for i in lead.map_or(0..g.len(), |l| g.find(l)) {
+                    let l = g.lead(i).ok_or_else(corrupt)?;
+                    if need_rows {
+                        for (r, s) in g.rows(i).ok_or_else(corrupt)? {
+                            take(bucket, &[l, r[0], r[1], r[2]], &s);
+                        }
+                    } else {
+                        take(bucket, &[l, "", "", ""], &g.total(i).ok_or_else(corrupt)?);
+                    }
                 }
             }
             for run in &held {

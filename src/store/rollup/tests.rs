@@ -216,6 +216,24 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             Group::Series,
         ),
         q(Grain::Minute, 0, 400, Filter::default(), Group::Series),
+        // A title alone (its groups' totals, found by a seek), and all titles.
+        q(
+            Grain::Hour,
+            0,
+            480,
+            Filter {
+                title: Some(v.video_id.clone()),
+                ..Filter::default()
+            },
+            Group::Series,
+        ),
+        q(
+            Grain::Hour,
+            0,
+            480,
+            Filter::default(),
+            Group::By(Field::Title),
+        ),
     ]
 }
 
@@ -498,4 +516,94 @@ fn a_view_counts_in_the_minute_it_starts_and_ends_and_future_ones_not_at_all() {
     let run = decode_run(&parts[0]).unwrap();
     assert_eq!(run.offsets, vec![("ns".to_string(), "v".to_string(), 0, 7)]);
     assert_eq!(run.entries.len(), 3);
+}
+
+#[test]
+fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(tuning());
+    let evs = views(2000, 9, 0, 120);
+    apply(&mut s, 0, &evs);
+    settle(&s);
+    // Every chunk rewritten as the first layout wrote it: one postcard list
+    // of rows per part, part numbers without the grouped bit.
+    let chunks: Vec<(sled::IVec, sled::IVec)> =
+        s.view.tree.scan_prefix(CHUNK).map(|i| i.unwrap()).collect();
+    assert!(chunks.iter().all(|(k, _)| chunk::is_grouped(k)));
+    let mut batch = sled::Batch::default();
+    for (k, v) in &chunks {
+        let rows = chunk::all_rows(k, v).unwrap();
+        batch.remove(k.clone());
+        for (part, value) in encode_rows(&rows).into_iter().enumerate() {
+            let mut key = k[..k.len() - 4].to_vec();
+            key.extend_from_slice(&(part as u32).to_be_bytes());
+            assert!(!chunk::is_grouped(&key));
+            batch.insert(key, value);
+        }
+    }
+    s.view.tree.apply_batch(batch).unwrap();
+    for q in queries(&evs) {
+        assert_eq!(
+            answered(&s, &q),
+            expected(&evs, &q, &tuning()),
+            "first layout: {q:?}"
+        );
+    }
+    // Enough compactions of the same buckets to merge them: grouped again.
+    let mut all = evs;
+    for i in 0..MERGE_AT as i64 {
+        let more = views(40, 30 + i as u64, 0, 120);
+        apply(&mut s, 2000 + i * 40, &more);
+        settle(&s);
+        all.extend(more);
+    }
+    assert!(s.rollup_status().buckets_merged >= 1);
+    for q in queries(&all) {
+        assert_eq!(
+            answered(&s, &q),
+            expected(&all, &q, &tuning()),
+            "merged: {q:?}"
+        );
+    }
+}
+
+#[test]
+fn a_grouped_part_seeks_its_leads_and_refuses_a_table_pointing_outside_it() {
+    let mut rows: Vec<(Tuple<&str>, Sums)> = Vec::new();
+    let titles: Vec<String> = (0..3000).map(|i| format!("vid_{i:05}")).collect();
+    for (i, t) in titles.iter().enumerate() {
+        for r in ["BR", "DE", "US"] {
+            let mut s = Sums::default();
+            s.0[slot::VIEWS] = 1 + i as u64 % 7;
+            rows.push(([t.as_str(), "Drama", r, "720p"], s));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let parts = chunk::encode(&rows);
+    assert!(parts.len() > 1, "split under the value limit");
+    let mut seen = 0;
+    for (n, v) in &parts {
+        assert!(n & chunk::GROUPED != 0);
+        assert!(v.len() <= super::super::MAX_VALUE_BYTES);
+        let g = chunk::Grouped::parse(v).unwrap();
+        for i in 0..g.len() {
+            let lead = g.lead(i).unwrap();
+            assert_eq!(g.find(lead), i..i + 1, "{lead}");
+            let want = 3 * (1 + titles.iter().position(|t| t == lead).unwrap() as u64 % 7);
+            assert_eq!(g.total(i).unwrap().get(slot::VIEWS), want);
+            assert_eq!(g.rows(i).unwrap().len(), 3);
+            seen += 1;
+        }
+        assert!(g.find("vid_99999").is_empty() && g.find("a").is_empty());
+    }
+    assert_eq!(seen, titles.len());
+    // Damaged: a table entry past the end, a count past the table.
+    let mut bad = parts[0].1.clone();
+    bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(chunk::Grouped::parse(&bad).is_none());
+    let mut bad = parts[0].1.clone();
+    bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(chunk::Grouped::parse(&bad).is_none());
+    assert!(chunk::Grouped::parse(&[1, 0]).is_none());
 }

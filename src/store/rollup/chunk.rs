@@ -1,0 +1,199 @@
+//! A chunk part's layout. Rows are grouped by their lead value (the tuple's
+//! first: genre for dims, title for titles, track for music), the leads sorted,
+//! each group with its total. A question about one title finds its group by a
+//! binary search over a fixed-width table and reads its total alone; a
+//! breakdown by title reads one total per title, not its rows.
+//!
+//! ```text
+//! n: u32 | n × (lead offset u32, lead len u32, body offset u32, body len u32)
+//!        | leads (bytes) | bodies
+//! body: postcard (total: Sums, rows: Vec<([&str; 3], Sums)>)
+//! ```
+//!
+//! Parts whose key's part number has [`GROUPED`] set are in this layout; parts
+//! written before it (a postcard `Vec<(Tuple, Sums)>`) still read.
+
+use super::*;
+
+/// The part-number bit of parts in the grouped layout.
+pub const GROUPED: u32 = 1 << 31;
+
+/// Rows of one group per body at most: a lead with more rows (a genre of a
+/// dims chunk with many regions) takes several groups, each with its total.
+const GROUP_ROWS: usize = 1024;
+
+const ENTRY: usize = 16;
+
+/// A bucket's rows (sorted by tuple) as grouped parts, each under
+/// [`super::super::MAX_VALUE_BYTES`]; the part numbers carry [`GROUPED`].
+pub fn encode(rows: &[(Tuple<&str>, Sums)]) -> Vec<(u32, Vec<u8>)> {
+    let limit = super::super::MAX_VALUE_BYTES - 1024;
+    let mut parts = Vec::new();
+    let mut groups: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut size = 4;
+    let mut i = 0;
+    while i < rows.len() {
+        let lead = rows[i].0[0];
+        let mut j = i;
+        let mut total = Sums::default();
+        while j < rows.len() && rows[j].0[0] == lead && j - i < GROUP_ROWS {
+            total.add(&rows[j].1);
+            j += 1;
+        }
+        let rest: Vec<([&str; 3], Sums)> = rows[i..j]
+            .iter()
+            .map(|(t, s)| ([t[1], t[2], t[3]], *s))
+            .collect();
+        let body = postcard::to_stdvec(&(total, rest)).unwrap_or_default();
+        let n = ENTRY + lead.len() + body.len();
+        if !groups.is_empty() && size + n > limit {
+            parts.push(finish(&groups));
+            groups.clear();
+            size = 4;
+        }
+        size += n;
+        groups.push((lead, body));
+        i = j;
+    }
+    if !groups.is_empty() {
+        parts.push(finish(&groups));
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(p, v)| (p as u32 | GROUPED, v))
+        .collect()
+}
+
+fn finish(groups: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let table = 4 + groups.len() * ENTRY;
+    let leads: usize = groups.iter().map(|(l, _)| l.len()).sum();
+    let bodies: usize = groups.iter().map(|(_, b)| b.len()).sum();
+    let mut v = Vec::with_capacity(table + leads + bodies);
+    v.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+    let (mut lead_at, mut body_at) = (table, table + leads);
+    for (l, b) in groups {
+        for x in [lead_at, l.len(), body_at, b.len()] {
+            v.extend_from_slice(&(x as u32).to_le_bytes());
+        }
+        lead_at += l.len();
+        body_at += b.len();
+    }
+    for (l, _) in groups {
+        v.extend_from_slice(l.as_bytes());
+    }
+    for (_, b) in groups {
+        v.extend_from_slice(b);
+    }
+    v
+}
+
+/// A grouped part, read in place.
+pub struct Grouped<'a> {
+    bytes: &'a [u8],
+    n: usize,
+}
+
+impl<'a> Grouped<'a> {
+    /// `None`: not a grouped part, or damaged (a table pointing outside it).
+    pub fn parse(bytes: &'a [u8]) -> Option<Grouped<'a>> {
+        let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let table = n.checked_mul(ENTRY)?.checked_add(4)?;
+        if table > bytes.len() {
+            return None;
+        }
+        let g = Grouped { bytes, n };
+        for i in 0..n {
+            g.lead(i)?;
+            g.body(i)?;
+        }
+        Some(g)
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn field(&self, i: usize, k: usize) -> usize {
+        let at = 4 + i * ENTRY + k * 4;
+        self.bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(usize::MAX, |b| u32::from_le_bytes(b) as usize)
+    }
+
+    fn slice(&self, i: usize, k: usize) -> Option<&'a [u8]> {
+        let (at, len) = (self.field(i, k), self.field(i, k + 1));
+        self.bytes.get(at..at.checked_add(len)?)
+    }
+
+    /// Group `i`'s lead value.
+    pub fn lead(&self, i: usize) -> Option<&'a str> {
+        std::str::from_utf8(self.slice(i, 0)?).ok()
+    }
+
+    fn body(&self, i: usize) -> Option<&'a [u8]> {
+        self.slice(i, 2)
+    }
+
+    /// The groups whose lead is `lead` (sorted leads: a binary search).
+    pub fn find(&self, lead: &str) -> std::ops::Range<usize> {
+        let key = |i: usize| self.lead(i).unwrap_or("");
+        let lo = partition(self.n, |i| key(i) < lead);
+        let hi = lo + partition(self.n - lo, |i| key(lo + i) <= lead);
+        lo..hi
+    }
+
+    /// Group `i`'s total.
+    pub fn total(&self, i: usize) -> Option<Sums> {
+        postcard::take_from_bytes::<Sums>(self.body(i)?)
+            .ok()
+            .map(|(s, _)| s)
+    }
+
+    /// Group `i`'s rows, their other values borrowed from the part.
+    pub fn rows(&self, i: usize) -> Option<Vec<([&'a str; 3], Sums)>> {
+        let (_, rest) = postcard::take_from_bytes::<Sums>(self.body(i)?).ok()?;
+        postcard::from_bytes(rest).ok()
+    }
+}
+
+/// The first of `0..n` where `pred` stops holding (it holds on a prefix).
+fn partition(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Whether the chunk key `k` names a grouped part.
+pub fn is_grouped(k: &[u8]) -> bool {
+    k.len() >= 4
+        && u32::from_be_bytes(k[k.len() - 4..].try_into().unwrap_or_default()) & GROUPED != 0
+}
+
+/// A part's rows in either layout (`None`: unreadable).
+pub fn all_rows<'a>(k: &[u8], v: &'a [u8]) -> Option<Rows<'a>> {
+    if !is_grouped(k) {
+        return decode_rows(v);
+    }
+    let g = Grouped::parse(v)?;
+    let mut out = Vec::new();
+    for i in 0..g.len() {
+        let lead = g.lead(i)?;
+        for (r, s) in g.rows(i)? {
+            out.push(([lead, r[0], r[1], r[2]], s));
+        }
+    }
+    Some(out)
+}
