@@ -783,11 +783,13 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
     let svm = Svm::<f64, bool>::params()
         .pos_neg_weights(p.svm_c, p.svm_c)
         .gaussian_kernel(NF as f64)
+        // scikit-learn's tolerance (see classify's SVM).
+        .eps(1e-3)
         .fit(&ds)
         .map_err(ClassifyError::from)?;
     let fit_s = t.elapsed().as_secs_f64();
     let params = format!(
-        "kernel=gaussian width={NF} C={} stratified_subsample={} support_vectors={}",
+        "kernel=gaussian width={NF} C={} eps=0.001 stratified_subsample={} support_vectors={}",
         p.svm_c,
         svm_rows.len(),
         svm.nsupport()
