@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::http::webhook::Webhook;
 use crate::store::StoreView;
 use crate::views::alerts::{AlertsConfig, Book};
 
@@ -20,13 +19,7 @@ pub fn start(view: StoreView, cfg: &AlertsConfig) -> SharedBook {
         return book;
     }
     let webhook = (!cfg.webhook_url.is_empty())
-        .then(|| {
-            Webhook::parse(
-                &cfg.webhook_url,
-                Duration::from_millis(cfg.webhook_timeout_ms),
-                cfg.webhook_retries,
-            )
-        })
+        .then(|| cfg.webhook())
         .and_then(|w| {
             w.map_err(|e| tracing::error!("alerts: {e}; no notifications"))
                 .ok()

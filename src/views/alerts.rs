@@ -111,9 +111,12 @@ fn one() -> u32 {
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     pub interval_seconds: u32,
-    /// `http://host:port/path` that gets a JSON POST when an alert fires or
+    /// `http[s]://host:port/path` that gets a JSON POST when an alert fires or
     /// resolves ("" for none).
     pub webhook_url: String,
+    /// PEM certificates of a private CA trusted for an https webhook, beside
+    /// Mozilla's roots ("" for none).
+    pub webhook_ca_file: String,
     pub webhook_timeout_ms: u64,
     /// Attempts after the first, with a doubling pause from 500 ms.
     pub webhook_retries: u32,
@@ -125,6 +128,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             interval_seconds: 60,
             webhook_url: String::new(),
+            webhook_ca_file: String::new(),
             webhook_timeout_ms: 2000,
             webhook_retries: 3,
             rules: Vec::new(),
@@ -136,6 +140,18 @@ impl Default for AlertsConfig {
 pub const MAX_RULES: usize = 100;
 
 impl AlertsConfig {
+    /// The webhook of `webhook_url` (with `webhook_ca_file`).
+    pub fn webhook(
+        &self,
+    ) -> Result<crate::http::webhook::Webhook, crate::http::webhook::WebhookUrlError> {
+        crate::http::webhook::Webhook::parse(
+            &self.webhook_url,
+            std::time::Duration::from_millis(self.webhook_timeout_ms),
+            self.webhook_retries,
+            (!self.webhook_ca_file.is_empty()).then(|| std::path::Path::new(&self.webhook_ca_file)),
+        )
+    }
+
     /// Checks what a type cannot; errors name the key and the rule.
     pub fn validate(&self) -> Result<(), Invalid> {
         if !(1..=3600).contains(&self.interval_seconds) {
@@ -145,11 +161,28 @@ impl AlertsConfig {
                 "must be 1..=3600",
             ));
         }
-        if !self.webhook_url.is_empty() && !self.webhook_url.starts_with("http://") {
+        if !self.webhook_url.is_empty() {
+            if let Err(e) = self.webhook() {
+                let ca = matches!(e, crate::http::webhook::WebhookUrlError::CaFile { .. });
+                return Err(if ca {
+                    invalid(
+                        "alerts.webhook_ca_file",
+                        &self.webhook_ca_file,
+                        format!("{e}: give a readable file of PEM certificates (or \"\" for Mozilla's roots alone)"),
+                    )
+                } else {
+                    invalid(
+                        "alerts.webhook_url",
+                        &self.webhook_url,
+                        format!("{e}: give http[s]://host[:port][/path] (or \"\" for none)"),
+                    )
+                });
+            }
+        } else if !self.webhook_ca_file.is_empty() {
             return Err(invalid(
-                "alerts.webhook_url",
-                &self.webhook_url,
-                "must be an http:// URL (or empty for none); for https, point it at a relay such as Alertmanager's webhook receiver",
+                "alerts.webhook_ca_file",
+                &self.webhook_ca_file,
+                "is set without alerts.webhook_url: set both, or neither",
             ));
         }
         if !(100..=60_000).contains(&self.webhook_timeout_ms) {
@@ -652,6 +685,22 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("unique"));
         c.rules.pop();
         c.webhook_url = "https://hooks.example/x".into();
-        assert!(c.validate().unwrap_err().to_string().contains("http://"));
+        c.validate().unwrap();
+        c.webhook_url = "hooks.example/x".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("alerts.webhook_url") && e.contains("http[s]://"),
+            "{e}"
+        );
+        c.webhook_url = "https://hooks.example/x".into();
+        c.webhook_ca_file = "/no/such/ca.pem".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("alerts.webhook_ca_file") && e.contains("/no/such/ca.pem"),
+            "{e}"
+        );
+        c.webhook_url = String::new();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("without alerts.webhook_url"), "{e}");
     }
 }
