@@ -10,6 +10,7 @@ pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod ml;
+pub mod notify;
 pub mod runtime;
 pub mod store;
 pub mod synth;

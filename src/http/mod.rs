@@ -5,7 +5,6 @@
 
 pub mod metrics;
 pub mod params;
-pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;

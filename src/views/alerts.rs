@@ -141,10 +141,8 @@ pub const MAX_RULES: usize = 100;
 
 impl AlertsConfig {
     /// The webhook of `webhook_url` (with `webhook_ca_file`).
-    pub fn webhook(
-        &self,
-    ) -> Result<crate::http::webhook::Webhook, crate::http::webhook::WebhookUrlError> {
-        crate::http::webhook::Webhook::parse(
+    pub fn webhook(&self) -> Result<crate::notify::Webhook, crate::notify::WebhookUrlError> {
+        crate::notify::Webhook::parse(
             &self.webhook_url,
             std::time::Duration::from_millis(self.webhook_timeout_ms),
             self.webhook_retries,
@@ -163,7 +161,7 @@ impl AlertsConfig {
         }
         if !self.webhook_url.is_empty() {
             if let Err(e) = self.webhook() {
-                let ca = matches!(e, crate::http::webhook::WebhookUrlError::CaFile { .. });
+                let ca = matches!(e, crate::notify::WebhookUrlError::CaFile { .. });
                 return Err(if ca {
                     invalid(
                         "alerts.webhook_ca_file",
