@@ -4,10 +4,17 @@
 //! binary search over a fixed-width table and reads its total alone; a
 //! breakdown by title reads one total per title, not its rows.
 //!
+//! Beside the groups, a part holds the totals of each value of the other
+//! positions (facets: a region, a resolution, a device), so a question with
+//! one filter on such a value — the series of a region — reads one total per
+//! part instead of its rows.
+//!
 //! ```text
-//! n: u32 | n × (lead offset u32, lead len u32, body offset u32, body len u32)
-//!        | leads (bytes) | bodies
+//! n: u32 | facets offset u32 | facets len u32
+//!        | n × (lead offset u32, lead len u32, body offset u32, body len u32)
+//!        | leads (bytes) | bodies | facets
 //! body: postcard (total: Sums, rows: Vec<([&str; 3], Sums)>)
+//! facets: postcard Vec<(position: u8, Vec<(value: &str, Sums)>)>, values sorted
 //! ```
 //!
 //! Parts whose key's part number has [`GROUPED`] set are in this layout; parts
@@ -23,14 +30,21 @@ pub const GROUPED: u32 = 1 << 31;
 const GROUP_ROWS: usize = 1024;
 
 const ENTRY: usize = 16;
+const HEAD: usize = 12;
+
+/// The totals of each value of the non-lead positions.
+type Facets<'a> = Vec<(u8, Vec<(&'a str, Sums)>)>;
 
 /// A bucket's rows (sorted by tuple) as grouped parts, each under
 /// [`super::super::MAX_VALUE_BYTES`]; the part numbers carry [`GROUPED`].
-pub fn encode(rows: &[(Tuple<&str>, Sums)]) -> Vec<(u32, Vec<u8>)> {
+/// `facets`: also the totals per value of the other positions.
+pub fn encode(rows: &[(Tuple<&str>, Sums)], facets: bool) -> Vec<(u32, Vec<u8>)> {
     let limit = super::super::MAX_VALUE_BYTES - 1024;
     let mut parts = Vec::new();
     let mut groups: Vec<(&str, Vec<u8>)> = Vec::new();
-    let mut size = 4;
+    // The rows of the part being filled, for its facets.
+    let mut from = 0;
+    let mut size = HEAD;
     let mut i = 0;
     while i < rows.len() {
         let lead = rows[i].0[0];
@@ -45,18 +59,20 @@ pub fn encode(rows: &[(Tuple<&str>, Sums)]) -> Vec<(u32, Vec<u8>)> {
             .map(|(t, s)| ([t[1], t[2], t[3]], *s))
             .collect();
         let body = postcard::to_stdvec(&(total, rest)).unwrap_or_default();
-        let n = ENTRY + lead.len() + body.len();
+        // Room for the facets: at most one entry per row.
+        let n = ENTRY + lead.len() + body.len() + if facets { body.len() } else { 0 };
         if !groups.is_empty() && size + n > limit {
-            parts.push(finish(&groups));
+            parts.push(finish(&groups, &facets_of(&rows[from..i], facets)));
             groups.clear();
-            size = 4;
+            from = i;
+            size = HEAD;
         }
         size += n;
         groups.push((lead, body));
         i = j;
     }
     if !groups.is_empty() {
-        parts.push(finish(&groups));
+        parts.push(finish(&groups, &facets_of(&rows[from..], facets)));
     }
     parts
         .into_iter()
@@ -65,12 +81,34 @@ pub fn encode(rows: &[(Tuple<&str>, Sums)]) -> Vec<(u32, Vec<u8>)> {
         .collect()
 }
 
-fn finish(groups: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let table = 4 + groups.len() * ENTRY;
+/// The totals of each non-empty value at positions 1..=3 of `rows`.
+fn facets_of<'a>(rows: &[(Tuple<&'a str>, Sums)], on: bool) -> Facets<'a> {
+    if !on {
+        return Vec::new();
+    }
+    (1..4u8)
+        .filter_map(|p| {
+            let mut m: std::collections::BTreeMap<&str, Sums> = std::collections::BTreeMap::new();
+            for (t, s) in rows {
+                let v = t[usize::from(p)];
+                if !v.is_empty() {
+                    m.entry(v).or_default().add(s);
+                }
+            }
+            (!m.is_empty()).then(|| (p, m.into_iter().collect()))
+        })
+        .collect()
+}
+
+fn finish(groups: &[(&str, Vec<u8>)], facets: &Facets) -> Vec<u8> {
+    let table = HEAD + groups.len() * ENTRY;
     let leads: usize = groups.iter().map(|(l, _)| l.len()).sum();
     let bodies: usize = groups.iter().map(|(_, b)| b.len()).sum();
-    let mut v = Vec::with_capacity(table + leads + bodies);
+    let facets = postcard::to_stdvec(facets).unwrap_or_default();
+    let mut v = Vec::with_capacity(table + leads + bodies + facets.len());
     v.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+    v.extend_from_slice(&((table + leads + bodies) as u32).to_le_bytes());
+    v.extend_from_slice(&(facets.len() as u32).to_le_bytes());
     let (mut lead_at, mut body_at) = (table, table + leads);
     for (l, b) in groups {
         for x in [lead_at, l.len(), body_at, b.len()] {
@@ -85,6 +123,7 @@ fn finish(groups: &[(&str, Vec<u8>)]) -> Vec<u8> {
     for (_, b) in groups {
         v.extend_from_slice(b);
     }
+    v.extend_from_slice(&facets);
     v
 }
 
@@ -98,7 +137,7 @@ impl<'a> Grouped<'a> {
     /// `None`: not a grouped part, or damaged (a table pointing outside it).
     pub fn parse(bytes: &'a [u8]) -> Option<Grouped<'a>> {
         let n = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-        let table = n.checked_mul(ENTRY)?.checked_add(4)?;
+        let table = n.checked_mul(ENTRY)?.checked_add(HEAD)?;
         if table > bytes.len() {
             return None;
         }
@@ -107,7 +146,28 @@ impl<'a> Grouped<'a> {
             g.lead(i)?;
             g.body(i)?;
         }
+        g.facet_bytes()?;
         Some(g)
+    }
+
+    fn facet_bytes(&self) -> Option<&'a [u8]> {
+        let word = |at: usize| {
+            self.bytes
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| u32::from_le_bytes(b) as usize)
+        };
+        let (at, len) = (word(4)?, word(8)?);
+        self.bytes.get(at..at.checked_add(len)?)
+    }
+
+    /// The totals of each value at `position` (1..=3) of the part's rows;
+    /// `None` when the part holds none (titles parts keep no facets).
+    pub fn facet(&self, position: usize) -> Option<Vec<(&'a str, Sums)>> {
+        let all: Facets<'a> = postcard::from_bytes(self.facet_bytes()?).ok()?;
+        all.into_iter()
+            .find(|(p, _)| usize::from(*p) == position)
+            .map(|(_, v)| v)
     }
 
     pub fn len(&self) -> usize {
@@ -119,7 +179,7 @@ impl<'a> Grouped<'a> {
     }
 
     fn field(&self, i: usize, k: usize) -> usize {
-        let at = 4 + i * ENTRY + k * 4;
+        let at = HEAD + i * ENTRY + k * 4;
         self.bytes
             .get(at..at + 4)
             .and_then(|b| b.try_into().ok())

@@ -169,7 +169,8 @@ pub fn compact(
             done.buckets_merged += 1;
         }
         let rows = bounded(cube, rows, tuning.max_rows);
-        for (part, value) in chunk::encode(&rows) {
+        // Titles are asked about by title: their parts keep no facets.
+        for (part, value) in chunk::encode(&rows, cube != Cube::Titles) {
             let key = chunk_key(grain, cube, bucket, tag, part);
             bytes += key.len() + value.len();
             batch.insert(key, value);

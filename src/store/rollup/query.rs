@@ -233,6 +233,14 @@ impl StoreView {
         // totals answer.
         let lead = filters.iter().find(|(i, _)| *i == 0).map(|(_, v)| *v);
         let need_rows = filters.iter().any(|(i, _)| *i != 0) || key_at.is_some_and(|i| i != 0);
+        // One filter (or the breakdown) on another position: the parts' facet
+        // totals of that position answer.
+        let facet_at = match (filters.as_slice(), key_at) {
+            ([(p, _)], None) if *p != 0 => Some(*p),
+            ([(p, _)], Some(k)) if *p != 0 && k == *p => Some(*p),
+            ([], Some(k)) if k != 0 => Some(k),
+            _ => None,
+        };
         {
             let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
             let held: Vec<HeldRun> = shared.lock().runs.clone();
@@ -255,6 +263,15 @@ impl StoreView {
                     continue;
                 }
                 let g = chunk::Grouped::parse(&v).ok_or_else(corrupt)?;
+                if let Some(values) = facet_at.and_then(|p| g.facet(p).map(|v| (p, v))) {
+                    let (p, values) = values;
+                    for (value, s) in values {
+                        let mut t = [""; 4];
+                        t[p] = value;
+                        take(bucket, &t, &s);
+                    }
+                    continue;
+                }
                 for i in lead.map_or(0..g.len(), |l| g.find(l)) {
                     let l = g.lead(i).ok_or_else(corrupt)?;
                     if need_rows {

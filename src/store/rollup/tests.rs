@@ -234,6 +234,24 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             Filter::default(),
             Group::By(Field::Title),
         ),
+        // One region (its facet totals), and every region.
+        q(
+            Grain::Minute,
+            0,
+            400,
+            Filter {
+                region: Some(v.region.clone()),
+                ..Filter::default()
+            },
+            Group::Series,
+        ),
+        q(
+            Grain::Hour,
+            0,
+            480,
+            Filter::default(),
+            Group::By(Field::Region),
+        ),
     ]
 }
 
@@ -580,7 +598,7 @@ fn a_grouped_part_seeks_its_leads_and_refuses_a_table_pointing_outside_it() {
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let parts = chunk::encode(&rows);
+    let parts = chunk::encode(&rows, true);
     assert!(parts.len() > 1, "split under the value limit");
     let mut seen = 0;
     for (n, v) in &parts {
@@ -596,6 +614,18 @@ fn a_grouped_part_seeks_its_leads_and_refuses_a_table_pointing_outside_it() {
             seen += 1;
         }
         assert!(g.find("vid_99999").is_empty() && g.find("a").is_empty());
+        // The regions' totals add up to the groups'.
+        let regions = g.facet(2).unwrap();
+        assert_eq!(
+            regions.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            ["BR", "DE", "US"]
+        );
+        let by_region: u64 = regions.iter().map(|(_, s)| s.get(slot::VIEWS)).sum();
+        let by_title: u64 = (0..g.len())
+            .map(|i| g.total(i).unwrap().get(slot::VIEWS))
+            .sum();
+        assert_eq!(by_region, by_title);
+        assert_eq!(g.facet(1).unwrap().len(), 1, "one genre");
     }
     assert_eq!(seen, titles.len());
     // Damaged: a table entry past the end, a count past the table.
