@@ -35,6 +35,16 @@ pub struct StoreActor {
 
 impl Actor for StoreActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Retention also runs between batches: an idle log ages out, and the
+        // segments the rollups held back at the last batch go once compacted.
+        ctx.run_interval(std::time::Duration::from_secs(2), |a, _| {
+            if let Err(e) = a.store.retain(crate::domain::timefmt::now_ms()) {
+                tracing::error!("event retention failed (the log keeps them for now): {e}");
+            }
+        });
+    }
 }
 
 impl Handler<CloseStore> for StoreActor {

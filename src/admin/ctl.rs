@@ -580,7 +580,7 @@ fn status_text(r: &StatusReply) -> String {
                 || "-".into(),
                 |p| {
                     format!(
-                        "newest minute {}; {} runs held ({:.1} MiB); {} compactions, {} chunks, {} buckets merged, {} expired, last {:.2} s; {} late events dropped; ingest waited {}×",
+                        "newest minute {}; {} batches held ({:.1} MiB); {} compactions, {} chunks, {} buckets merged, {} expired, last {:.2} s; {} late events dropped; {} events replayed at open; ingest waited {}×",
                         p.newest_minute.map_or_else(|| "-".into(), crate::domain::timefmt::format_timestamp_ms),
                         p.held_runs,
                         p.held_bytes as f64 / f64::from(1 << 20),
@@ -590,6 +590,7 @@ fn status_text(r: &StatusReply) -> String {
                         p.chunks_expired,
                         p.last_compaction_s,
                         p.late_dropped,
+                        p.replayed_events,
                         p.ingest_waits
                     )
                 },

@@ -147,7 +147,7 @@ impl Daemon {
         });
         store.set_retention(cfg.store.retention.retention());
         store.set_pair_tuning(cfg.store.pair_tuning());
-        store.set_rollup_tuning(cfg.analytics.rollup_tuning());
+        store.set_rollup_tuning(cfg.analytics.rollup_tuning())?;
         let kinds = TopicKinds::new(&cfg.kafka.topics).map_err(KafkaGlueError::from)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
             let topics: Vec<String> = cfg

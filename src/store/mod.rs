@@ -40,7 +40,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::domain::event::Event;
-use crate::domain::record::Processed;
+use crate::domain::record::{Outcome, Processed};
 
 pub use prepare::{prepare, prepare_with, Prepared};
 pub use read::{dead_letter_id, DeadLetter, LoggedEvent, QoeDim};
@@ -211,7 +211,7 @@ pub struct StoreView {
     pairs: std::sync::Arc<pairs::Shared>,
     /// The event log's files (see [`eventlog`]).
     log: std::sync::Arc<eventlog::LogFiles>,
-    /// The rollup runs not yet in chunks, and the rollup compactor's signals.
+    /// The rollup deltas not yet in chunks, and the rollup compactor's signals.
     rollups: std::sync::Arc<rollup::Shared>,
 }
 
@@ -240,6 +240,9 @@ pub struct Store {
     compactor: Option<std::thread::JoinHandle<()>>,
     /// The rollup compactor (see [`rollup::compact`]).
     rollup_compactor: Option<std::thread::JoinHandle<()>>,
+    /// The tuning events were replayed into the rollups with at open, until
+    /// a batch is applied (see [`Store::set_rollup_tuning`]).
+    rollups_replayed_with: Option<rollup::Tuning>,
     min_free: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Appends segments to the event log's files, and how many segments each
     /// file holds (a file none of whose segments is left is removed).
@@ -261,6 +264,7 @@ impl Drop for Store {
         {
             let mut h = self.view.rollups.lock();
             h.stop = true;
+            h.closing = true;
             self.view.rollups.changed.notify_all();
         }
         if let Some(h) = self.rollup_compactor.take() {
@@ -507,6 +511,7 @@ impl Store {
             retained: retention::Retained::default(),
             compactor: None,
             rollup_compactor: None,
+            rollups_replayed_with: None,
             min_free: Default::default(),
             log,
             log_live: Default::default(),
@@ -518,7 +523,7 @@ impl Store {
         migrate::pair_chunks(&store.view, store.seq)?;
         compact::undo_unfinished(&store.view)?;
         store.load_pair_runs()?;
-        store.load_rollup_runs()?;
+        store.load_rollups(rollup::Tuning::default())?;
         store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
@@ -549,10 +554,22 @@ impl Store {
         Ok(store)
     }
 
-    /// How the rollups are kept from now on (see [`rollup`]).
-    pub fn set_rollup_tuning(&mut self, tuning: rollup::Tuning) {
-        self.view.rollups.lock().tuning = tuning;
+    /// How the rollups are kept from now on (see [`rollup`]). Events replayed
+    /// at open with another view length or skew are replayed again with
+    /// these, unless a batch or a compaction came first.
+    pub fn set_rollup_tuning(&mut self, tuning: rollup::Tuning) -> Result<(), StoreError> {
+        let again = self.rollups_replayed_with.is_some_and(|before| {
+            (before.max_view_ms, before.future_skew_ms)
+                != (tuning.max_view_ms, tuning.future_skew_ms)
+        });
+        if again {
+            // (The tuning is set with what is held, in one hold of the lock.)
+            self.load_rollups(tuning)?;
+        } else {
+            self.view.rollups.lock().tuning = tuning;
+        }
         self.view.rollups.changed.notify_all();
+        Ok(())
     }
 
     /// Bounds the ids held from now on (see [`bounds`]).
@@ -813,10 +830,21 @@ impl Store {
             self.offsets
                 .insert((namespace.to_string(), t.clone(), *q), *o);
         }
-        report.offsets = p.offsets;
-        // Readers find the batch's pair deltas in memory from now on.
+        // Readers find the batch's pair and rollup deltas in memory from now on.
         self.view.pairs.add_batch(seq, &p.pairs)?;
-        self.view.rollups.add_run(seq, p.rollup)?;
+        let records = &p.records;
+        self.view.rollups.add_batch(
+            &p.rollup,
+            |i| match records.get(i as usize).map(|r| &r.outcome) {
+                Some(Outcome::Valid(ev)) => rollup::id_of(ev),
+                _ => "",
+            },
+            namespace,
+            &p.offsets,
+            write_ms,
+        )?;
+        self.rollups_replayed_with = None;
+        report.offsets = p.offsets;
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {
             self.checkpoint()?;
         }

@@ -47,8 +47,8 @@ pub struct Plan {
     /// Each touched (user, video) pair's delta (key [`keys::VIDEO_PAIR`]), as
     /// written in the batch's run (see [`super::pairs`]).
     pub pairs: Vec<(Vec<u8>, [f64; 5])>,
-    /// The batch's rollup run parts, as written (see [`super::rollup`]).
-    pub rollup: Vec<Vec<u8>>,
+    /// The batch's rollup deltas, held once the write is durable (see [`super::rollup`]).
+    pub rollup: rollup::BatchDeltas,
     pub tracked: Tracked,
     /// (topic, partition, next offset) written, sorted.
     pub offsets: Vec<(String, i32, i64)>,
@@ -237,37 +237,25 @@ pub fn plan(
         writes.push((pairs::run_key(reads.seq, part as u32), run));
     }
     // The rollup deltas of the fresh events (prepared before, unless some
-    // records were redelivered): one run, each part naming the offsets.
-    let mut rollup_parts = Vec::new();
-    {
-        let entries = if report.duplicates_skipped > 0 {
-            rollup::deltas_of(
-                records
-                    .iter()
-                    .zip(&fresh)
-                    .filter(|(_, f)| **f)
-                    .filter_map(|(r, _)| match &r.outcome {
-                        Outcome::Valid(ev) => Some(ev),
-                        Outcome::Rejected { .. } => None,
-                    }),
-                reads.now_ms,
-                &reads.rollup,
-            )
-            .encode_entries()
-        } else {
-            rollup_entries
-        };
-        let named: Vec<(&str, &str, i32, i64)> = running
-            .iter()
-            .map(|((t, p), n)| (reads.namespace, *t, *p, *n))
-            .collect();
-        for (part, entries) in entries.iter().enumerate() {
-            let v = rollup::finish_run(entries, &named);
-            bytes += v.len();
-            writes.push((rollup::run_key(reads.seq, part as u32), v.clone()));
-            rollup_parts.push(v);
-        }
-    }
+    // records were redelivered); nothing of them is written (see `super::rollup`).
+    let rollup = if report.duplicates_skipped > 0 {
+        rollup::deltas_of(
+            records
+                .iter()
+                .enumerate()
+                .zip(&fresh)
+                .filter(|(_, f)| **f)
+                .filter_map(|((i, r), _)| match &r.outcome {
+                    Outcome::Valid(ev) => Some((i as u32, ev)),
+                    Outcome::Rejected { .. } => None,
+                }),
+            reads.now_ms,
+            &reads.rollup,
+        )
+        .into_batch()
+    } else {
+        rollup_entries
+    };
     let mut offsets = Vec::with_capacity(running.len());
     for ((topic, partition), next) in running {
         writes.push((
@@ -283,7 +271,7 @@ pub fn plan(
         writes,
         deltas,
         pairs,
-        rollup: rollup_parts,
+        rollup,
         tracked,
         offsets,
         journal_bytes,

@@ -168,9 +168,8 @@ pub struct Prepared {
     /// The encoded event per record (empty for rejected ones).
     pub encoded: Vec<Vec<u8>>,
     pub deltas: Deltas,
-    /// The rollup run's entries (see [`super::rollup`]), each part without
-    /// its offsets, as if every record were new.
-    pub rollup: Vec<Vec<u8>>,
+    /// The rollup deltas (see [`super::rollup`]), as if every record were new.
+    pub rollup: super::rollup::BatchDeltas,
 }
 
 /// [`prepare_with`] the default rollup tuning.
@@ -190,14 +189,17 @@ pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> 
         .collect();
     let deltas = deltas_of(records.iter());
     let rollup = super::rollup::deltas_of(
-        records.iter().filter_map(|r| match &r.outcome {
-            Outcome::Valid(ev) => Some(ev),
-            Outcome::Rejected { .. } => None,
-        }),
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match &r.outcome {
+                Outcome::Valid(ev) => Some((i as u32, ev)),
+                Outcome::Rejected { .. } => None,
+            }),
         crate::domain::timefmt::now_ms(),
         rollup,
     )
-    .encode_entries();
+    .into_batch();
     Prepared {
         records,
         encoded,

@@ -104,12 +104,168 @@ impl Store {
         Ok(())
     }
 
-    /// Loads the pair runs not yet in chunks into the overlay's active layer
-    /// (see [`super::pairs`]); drops the runs of a write that did not complete
-    /// (their offsets did not reach the disk) and any a compaction covered.
-    /// Holds the rollup runs not yet in chunks (dropping those a compaction
-    /// holds and fragments of a write that did not complete), and the
-    /// rollups' newest minute and late count.
+    /// Holds what of the rollups is not yet in chunks, kept by `tuning`: the runs earlier
+    /// versions wrote with each batch (dropping those a compaction holds and
+    /// fragments of a write that did not complete) and the events stored past
+    /// the offsets the chunks cover ([`super::rollup::COVERED`]), replayed
+    /// from the event log; and the rollups' newest minute and late count.
+    pub(super) fn load_rollups(&mut self, tuning: super::rollup::Tuning) -> Result<(), StoreError> {
+        use super::rollup;
+        let be64 = |key: &[u8], name: &str| self.stored_be64(key, name);
+        let through = be64(rollup::THROUGH, "i/rollup-through")?.unwrap_or(0);
+        let newest = be64(rollup::NEWEST, "i/rollup-newest")?.map(|v| v as i64);
+        let late = be64(rollup::LATE, "i/rollup-late")?.unwrap_or(0);
+        let mut gen = rollup::Generation::default();
+        let mut runs: std::collections::BTreeMap<u64, Vec<(u32, sled::IVec, sled::IVec)>> =
+            Default::default();
+        for item in self.tree.scan_prefix(rollup::RUN) {
+            let (k, v) = item?;
+            let (seq, part) = rollup::parse_run_key(&k).ok_or_else(|| StoreError::Corrupt {
+                key: super::read::entry_name(&k),
+                message: "a rollup run's key of the wrong shape".into(),
+            })?;
+            runs.entry(seq).or_default().push((part, k, v));
+        }
+        let mut dropped = Vec::new();
+        for (seq, mut parts) in runs {
+            parts.sort_by_key(|p| p.0);
+            let mut why = (seq < through).then(|| "a compaction already holds it".to_string());
+            let mut decoded = Vec::new();
+            for (_, k, v) in &parts {
+                if why.is_some() {
+                    break;
+                }
+                let Some(run) = rollup::decode_run_borrowed(v) else {
+                    return Err(StoreError::Corrupt {
+                        key: super::read::entry_name(k),
+                        message: "a rollup run that does not read back".into(),
+                    });
+                };
+                let marks: Vec<(Vec<u8>, Vec<f64>)> = run
+                    .offsets
+                    .iter()
+                    .map(|(ns, t, p, n)| (keys::offset_key(ns, t, *p), vec![*n as f64]))
+                    .collect();
+                why = self.fragment(&marks);
+                decoded.push(run);
+            }
+            match why {
+                Some(why) => {
+                    tracing::warn!("dropping rollup run {seq} ({why})");
+                    dropped.extend(parts.into_iter().map(|p| p.1));
+                }
+                None => {
+                    for e in decoded.iter().flat_map(|r| &r.entries) {
+                        gen.add_entry(e.cube, e.minute, &e.tuple, &e.sums);
+                    }
+                    gen.batches += 1;
+                    gen.legacy.extend(parts.iter().map(|p| p.1.to_vec()));
+                }
+            }
+        }
+        let covered = match self.tree.get(rollup::COVERED)? {
+            Some(v) => rollup::compact::decode_covered(&v).ok_or_else(|| StoreError::Corrupt {
+                key: "i/rollup-covered".into(),
+                message: "the offsets the rollup chunks cover do not read back".into(),
+            })?,
+            None => {
+                // Written by an earlier version, whose batches wrote their
+                // runs: every stored event is in chunks or runs.
+                let c: std::collections::BTreeMap<(String, String, i32), i64> =
+                    self.offsets.iter().map(|(k, n)| (k.clone(), *n)).collect();
+                self.tree
+                    .insert(rollup::COVERED, rollup::compact::encode_covered(&c))?;
+                c
+            }
+        };
+        let replayed = self.replay_rollups(&covered, &mut gen, &tuning)?;
+        {
+            let mut h = self.view.rollups.lock();
+            h.tuning = tuning;
+            if h.taken > 0 {
+                // (Again, for another tuning) the compactor took what opening held.
+                drop(h);
+                self.rollups_replayed_with = None;
+                return Ok(());
+            }
+            h.pending = gen;
+            h.covered = covered;
+            h.through = through;
+            h.status.newest_minute = newest;
+            h.status.late_dropped = late;
+            h.status.replayed_events = replayed;
+        }
+        self.rollups_replayed_with = (replayed > 0).then_some(tuning);
+        for k in dropped {
+            self.tree.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the events stored past `covered` to `gen`; answers how many.
+    fn replay_rollups(
+        &self,
+        covered: &std::collections::BTreeMap<(String, String, i32), i64>,
+        gen: &mut super::rollup::Generation,
+        tuning: &super::rollup::Tuning,
+    ) -> Result<u64, StoreError> {
+        use super::rollup;
+        let now = crate::domain::timefmt::now_ms();
+        let mut n = 0u64;
+        let mut positions: Vec<(&(String, String, i32), &i64)> = self.offsets.iter().collect();
+        positions.sort();
+        for (at, next) in positions {
+            let from = covered.get(at).copied().unwrap_or(0);
+            let (namespace, topic, partition) = at;
+            let Some(&ns) = self.namespaces.get(namespace) else {
+                continue;
+            };
+            if *next <= from {
+                continue;
+            }
+            let start = keys::position(keys::EVENT, ns, topic, *partition, from);
+            let end = keys::position(keys::EVENT, ns, topic, *partition, i64::MAX);
+            for item in self.tree.range(start..end) {
+                let (k, v) = item?;
+                let events = match self.view.read_segment(&k, &v) {
+                    Ok(Some(events)) => events,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.view
+                            .note_damage(super::read::segment_name(&k), e.to_string());
+                        continue;
+                    }
+                };
+                let fresh: Vec<(u32, &crate::domain::event::Event)> = events
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.pos.offset >= from && e.pos.offset < *next)
+                    .map(|(i, e)| (i as u32, &e.event))
+                    .collect();
+                n += fresh.len() as u64;
+                let d = rollup::deltas_of(fresh.into_iter(), now, tuning).into_batch();
+                gen.add(&d, |i| {
+                    events
+                        .get(i as usize)
+                        .map_or("", |e| rollup::id_of(&e.event))
+                });
+                gen.batches += 1;
+            }
+            gen.note_offsets(
+                namespace,
+                std::iter::once((topic.as_str(), *partition, *next)),
+            );
+        }
+        if n > 0 {
+            // Retention keeps every segment until these are in chunks.
+            gen.oldest_write_ms = Some(i64::MIN);
+            tracing::info!(
+                "rollups: {n} stored events past the chunks replayed from the event log"
+            );
+        }
+        Ok(n)
+    }
+
     /// The be64 stored under `key` (named `name` when it reads wrong).
     fn stored_be64(&self, key: &[u8], name: &str) -> Result<Option<u64>, StoreError> {
         match self.tree.get(key)? {
@@ -123,74 +279,9 @@ impl Store {
         }
     }
 
-    pub(super) fn load_rollup_runs(&mut self) -> Result<(), StoreError> {
-        use super::rollup;
-        let be64 = |key: &[u8], name: &str| self.stored_be64(key, name);
-        let through = be64(rollup::THROUGH, "i/rollup-through")?.unwrap_or(0);
-        let newest = be64(rollup::NEWEST, "i/rollup-newest")?.map(|v| v as i64);
-        let late = be64(rollup::LATE, "i/rollup-late")?.unwrap_or(0);
-        let mut runs: std::collections::BTreeMap<u64, Vec<(u32, sled::IVec, Vec<u8>)>> =
-            Default::default();
-        for item in self.tree.scan_prefix(rollup::RUN) {
-            let (k, v) = item?;
-            let (seq, part) = rollup::parse_run_key(&k).ok_or_else(|| StoreError::Corrupt {
-                key: super::read::entry_name(&k),
-                message: "a rollup run's key of the wrong shape".into(),
-            })?;
-            runs.entry(seq).or_default().push((part, k, v.to_vec()));
-        }
-        let mut dropped = Vec::new();
-        let mut held = Vec::new();
-        for (seq, mut parts) in runs {
-            parts.sort_by_key(|p| p.0);
-            let mut why = (seq < through).then(|| "a compaction already holds it".to_string());
-            for (_, k, v) in &parts {
-                if why.is_some() {
-                    break;
-                }
-                let Some(run) = rollup::decode_run(v) else {
-                    return Err(StoreError::Corrupt {
-                        key: super::read::entry_name(k),
-                        message: "a rollup run that does not read back".into(),
-                    });
-                };
-                let marks: Vec<(Vec<u8>, Vec<f64>)> = run
-                    .offsets
-                    .iter()
-                    .map(|(ns, t, p, n)| (keys::offset_key(ns, t, *p), vec![*n as f64]))
-                    .collect();
-                why = self.fragment(&marks);
-            }
-            match why {
-                Some(why) => {
-                    tracing::warn!("dropping rollup run {seq} ({why})");
-                    dropped.extend(parts.into_iter().map(|p| p.1));
-                }
-                None => held.push(rollup::HeldRun {
-                    seq,
-                    parts: parts
-                        .into_iter()
-                        .map(|p| std::sync::Arc::new(p.2))
-                        .collect(),
-                }),
-            }
-        }
-        {
-            let mut h = self.view.rollups.lock();
-            h.bytes = held
-                .iter()
-                .flat_map(|r| r.parts.iter().map(|p| p.len()))
-                .sum();
-            h.runs = held;
-            h.status.newest_minute = newest;
-            h.status.late_dropped = late;
-        }
-        for k in dropped {
-            self.tree.remove(k)?;
-        }
-        Ok(())
-    }
-
+    /// Loads the pair runs not yet in chunks into the overlay's active layer
+    /// (see [`super::pairs`]); drops the runs of a write that did not complete
+    /// (their offsets did not reach the disk) and any a compaction covered.
     pub(super) fn load_pair_runs(&mut self) -> Result<(), StoreError> {
         use super::pairs;
         let through = self

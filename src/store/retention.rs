@@ -196,12 +196,15 @@ impl Store {
         let mut deleted = 0u64;
         let mut oldest = None;
         let mut files: Vec<(u64, u64)> = Vec::new();
+        // Segments whose events are not yet in the rollups' chunks stay
+        // (opening would replay them).
+        let floor = self.view.rollups.uncovered_since().unwrap_or(i64::MAX);
         for item in self.tree.scan_prefix(keys::SEGMENT_INDEX) {
             let (k, v) = item?;
             let (at, segment, size) = parse(&k, &v).ok_or_else(|| corrupt(&k))?;
             let too_old = r.max_age_ms > 0 && at < cutoff;
             let too_big = r.max_bytes > 0 && bytes > r.max_bytes;
-            if !(too_old || too_big) || n == MAX_PER_PASS {
+            if !(too_old || too_big) || n == MAX_PER_PASS || at >= floor {
                 oldest = Some(at);
                 break;
             }

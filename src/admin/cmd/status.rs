@@ -87,7 +87,7 @@ pub struct StoreStatus {
     /// The video pairs held in memory until compacted into chunks.
     #[serde(default)]
     pub pairs: Option<crate::store::PairsStatus>,
-    /// The durable rollups: runs held until compacted, compactions, retention.
+    /// The durable rollups: batches held until compacted, compactions, retention.
     #[serde(default)]
     pub rollups: Option<crate::store::rollup::RollupStatus>,
     /// The fault that stops the daemon, once raised.

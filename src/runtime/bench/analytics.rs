@@ -79,7 +79,7 @@ pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, AnalyticsB
         minute_retention_ms: i64::from(args.days) * 24 * HOUR_MS,
         ..Tuning::default()
     };
-    store.set_rollup_tuning(tuning);
+    store.set_rollup_tuning(tuning)?;
     let span = i64::from(args.days) * 24 * HOUR_MS;
     let start = (crate::domain::timefmt::now_ms() - span) / MINUTE_MS * MINUTE_MS;
     let step = (span / args.events.max(1) as i64 / 2).max(1);

@@ -1,7 +1,8 @@
-//! The rollup compactor: a thread of each open store that adds the held runs
-//! up into per-bucket chunks, merges a bucket's chunks once they are
+//! The rollup compactor: a thread of each open store that writes the held
+//! generation into per-bucket chunks, merges a bucket's chunks once they are
 //! [`MERGE_AT`], and expires what retention no longer keeps — each
-//! compaction one atomic write that also deletes the runs it covers.
+//! compaction one atomic write that also moves the offsets the chunks cover
+//! ([`COVERED`]) and deletes the runs of earlier versions it holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,69 +23,58 @@ pub struct Done {
     pub newest: Option<i64>,
 }
 
-type Buckets<'a> = FxHashMap<(Grain, Cube, i64), FxHashMap<Tuple<&'a str>, Sums>>;
+/// Rows by (grain, cube, bucket), their values by the generation's numbers.
+type Buckets = FxHashMap<(Grain, Cube, i64), FxHashMap<[u32; 4], Sums>>;
 
-/// The runs' entries added up per bucket (minutes kept only while retained,
-/// hours while retained; titles by the hour only); answers them, the newest
-/// minute and the late count.
-fn gather<'a>(
-    runs: &'a [HeldRun],
-    newest: Option<i64>,
-    t: &Tuning,
-) -> Result<(Buckets<'a>, Option<i64>, u64), String> {
-    let mut entries: Vec<Entry<&'a str>> = Vec::new();
+/// The generation's rows added up per bucket (minutes kept only while
+/// retained, hours while retained; titles by the hour only); answers them,
+/// the newest minute and the late count.
+fn gather(gen: &Generation, newest: Option<i64>, t: &Tuning) -> (Buckets, Option<i64>, u64) {
     let mut newest = newest;
-    for run in runs {
-        for (i, part) in run.parts.iter().enumerate() {
-            let v = decode_run_borrowed(part)
-                .ok_or_else(|| format!("rollup run {} part {i} does not read back", run.seq))?;
-            for e in v.entries {
-                if e.sums.weight() > 0 {
-                    newest = Some(newest.map_or(e.minute, |n| n.max(e.minute)));
-                }
-                entries.push(e);
+    for cube in Cube::ALL {
+        for ((minute, _), sums) in gen.numbered(cube) {
+            if sums.weight() > 0 {
+                newest = Some(newest.map_or(*minute, |n| n.max(*minute)));
             }
         }
     }
     let Some(now) = newest else {
-        return Ok((Buckets::default(), None, 0));
+        return (Buckets::default(), None, 0);
     };
     let minute_cut = now.saturating_sub(t.minute_retention_ms);
     let hour_cut = Grain::Hour.bucket(now.saturating_sub(t.hour_retention_ms));
     let mut out = Buckets::default();
     let mut late = 0u64;
-    for e in entries {
-        if e.minute >= minute_cut && e.cube != Cube::Titles {
-            add_row(
-                &mut out,
-                (Grain::Minute, e.cube, e.minute),
-                &e.tuple,
-                &e.sums,
-            );
-        }
-        let hour = Grain::Hour.bucket(e.minute);
-        if hour >= hour_cut {
-            add_row(&mut out, (Grain::Hour, e.cube, hour), &e.tuple, &e.sums);
-        } else if e.cube != Cube::Titles {
-            // (a view's titles row repeats its dims row)
-            late += e.sums.weight();
+    for cube in Cube::ALL {
+        for ((minute, ids), sums) in gen.numbered(cube) {
+            let minute = *minute;
+            if minute >= minute_cut && cube != Cube::Titles {
+                add_row(&mut out, (Grain::Minute, cube, minute), ids, sums);
+            }
+            let hour = Grain::Hour.bucket(minute);
+            if hour >= hour_cut {
+                add_row(&mut out, (Grain::Hour, cube, hour), ids, sums);
+            } else if cube != Cube::Titles {
+                // (a view's titles row repeats its dims row)
+                late += sums.weight();
+            }
         }
     }
-    Ok((out, newest, late))
+    (out, newest, late)
 }
 
-fn add_row<'a>(out: &mut Buckets<'a>, at: (Grain, Cube, i64), tuple: &Tuple<&'a str>, sums: &Sums) {
+fn add_row(out: &mut Buckets, at: (Grain, Cube, i64), ids: &[u32; 4], sums: &Sums) {
     out.entry(at)
         .or_default()
-        .entry(*tuple)
+        .entry(*ids)
         .or_default()
         .add(sums);
 }
 
 /// `rows` sorted, at most `max` of them for titles and music (the least
 /// viewed add up under [`OTHER`]).
-fn bounded(cube: Cube, rows: FxHashMap<Tuple<&str>, Sums>, max: usize) -> Vec<(Tuple<&str>, Sums)> {
-    let mut v: Vec<(Tuple<&str>, Sums)> = rows.into_iter().collect();
+fn bounded(cube: Cube, rows: Vec<(Tuple<&str>, Sums)>, max: usize) -> Vec<(Tuple<&str>, Sums)> {
+    let mut v = rows;
     if cube != Cube::Dims && v.len() > max.max(1) {
         v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
         let mut other = Sums::default();
@@ -103,28 +93,27 @@ fn bounded(cube: Cube, rows: FxHashMap<Tuple<&str>, Sums>, max: usize) -> Vec<(T
     v
 }
 
-/// One compaction of `runs` (the held runs, oldest first), committed with
-/// the gate held so that readers see the runs or the chunks, never both.
+/// One compaction of `gen` (the generation taken from pending), committed
+/// with the gate held so that readers see the generation or the chunks,
+/// never both.
 pub fn compact(
     view: &StoreView,
     shared: &Shared,
-    runs: &[HeldRun],
+    gen: &Generation,
     path: &std::path::Path,
     min_free_bytes: u64,
 ) -> Result<Done, StoreError> {
-    let (tuning, newest, late_before) = {
+    let (tuning, newest, late_before, tag, mut covered) = {
         let h = shared.lock();
-        (h.tuning, h.status.newest_minute, h.status.late_dropped)
+        (
+            h.tuning,
+            h.status.newest_minute,
+            h.status.late_dropped,
+            h.through + 1,
+            h.covered.clone(),
+        )
     };
-    let Some(last) = runs.iter().map(|r| r.seq).max() else {
-        return Ok(Done::default());
-    };
-    let tag = last + 1;
-    let (buckets, newest, late) =
-        gather(runs, newest, &tuning).map_err(|m| StoreError::Corrupt {
-            key: "R/".into(),
-            message: m,
-        })?;
+    let (buckets, newest, late) = gather(gen, newest, &tuning);
     let mut done = Done {
         late,
         newest,
@@ -139,7 +128,10 @@ pub fn compact(
         let Some(new_rows) = buckets.remove(&at) else {
             continue;
         };
-        let mut rows: FxHashMap<Tuple<&str>, Sums> = new_rows;
+        let mut rows: Vec<(Tuple<&str>, Sums)> = new_rows
+            .into_iter()
+            .map(|(ids, s)| (ids.map(|n| gen.name(n)), s))
+            .collect();
         let (grain, cube, bucket) = at;
         let prefix = bucket_prefix(grain, cube, bucket);
         let mut existing: Vec<(sled::IVec, sled::IVec)> = Vec::new();
@@ -152,6 +144,7 @@ pub fn compact(
             .collect();
         tags.dedup();
         if tags.len() + 1 >= MERGE_AT {
+            let mut merged: FxHashMap<Tuple<&str>, Sums> = rows.drain(..).collect();
             for (k, v) in &existing {
                 // A part that does not read back stays (for `check`): merging would drop it.
                 let Some(old) = chunk::all_rows(k, v) else {
@@ -162,10 +155,11 @@ pub fn compact(
                     continue;
                 };
                 for (t, s) in old {
-                    rows.entry(t).or_default().add(&s);
+                    merged.entry(t).or_default().add(&s);
                 }
                 batch.remove(k.clone());
             }
+            rows = merged.into_iter().collect();
             done.buckets_merged += 1;
         }
         let rows = bounded(cube, rows, tuning.max_rows);
@@ -200,30 +194,47 @@ pub fn compact(
         }
         batch.insert(NEWEST, &now.to_be_bytes());
     }
-    for run in runs {
-        for part in 0..run.parts.len() {
-            batch.remove(run_key(run.seq, part as u32));
-        }
+    for k in &gen.legacy {
+        batch.remove(k.as_slice());
     }
+    for ((ns, topic, partition), next) in gen.offsets() {
+        let c = covered
+            .entry((ns.clone(), topic.clone(), *partition))
+            .or_insert(*next);
+        *c = (*c).max(*next);
+    }
+    batch.insert(COVERED, encode_covered(&covered));
     batch.insert(THROUGH, &tag.to_be_bytes());
     batch.insert(LATE, &late_before.saturating_add(late).to_be_bytes());
     view.refuse_unless_room(path, min_free_bytes, bytes, "rollup compaction")?;
     let _gate = shared.gate.write().unwrap_or_else(|p| p.into_inner());
     view.commit(batch)?;
     let mut h = shared.lock();
-    let dropped: usize = h
-        .runs
-        .iter()
-        .filter(|r| r.seq <= last)
-        .flat_map(|r| r.parts.iter().map(|p| p.len()))
-        .sum();
-    h.runs.retain(|r| r.seq > last);
-    h.bytes = h.bytes.saturating_sub(dropped);
+    h.compacting = None;
+    h.covered = covered;
+    h.through = tag;
     Ok(done)
 }
 
+/// The [`COVERED`] value of `covered`.
+pub fn encode_covered(covered: &std::collections::BTreeMap<(String, String, i32), i64>) -> Vec<u8> {
+    let v: Vec<(&str, &str, i32, i64)> = covered
+        .iter()
+        .map(|((ns, t, p), n)| (ns.as_str(), t.as_str(), *p, *n))
+        .collect();
+    postcard::to_stdvec(&v).unwrap_or_default()
+}
+
+/// A [`COVERED`] value back (`None`: unreadable).
+pub fn decode_covered(
+    bytes: &[u8],
+) -> Option<std::collections::BTreeMap<(String, String, i32), i64>> {
+    let v: Vec<(String, String, i32, i64)> = postcard::from_bytes(bytes).ok()?;
+    Some(v.into_iter().map(|(ns, t, p, n)| ((ns, t, p), n)).collect())
+}
+
 /// Runs the compactor until the store closes: a compaction each second while
-/// runs are held, or as soon as they pass `compact_bytes`.
+/// batches are held, or as soon as they pass `compact_bytes`.
 pub fn run(
     view: StoreView,
     shared: Arc<Shared>,
@@ -232,16 +243,30 @@ pub fn run(
 ) {
     let mut last = Instant::now();
     loop {
-        let runs = {
+        let (gen, last_one) = {
             let mut h = shared.lock();
             loop {
-                if h.stop {
+                // Closing: what is held is written first (opening then
+                // replays nothing); stopped otherwise, as a crash would.
+                let closing = h.stop && h.closing && h.broken.is_none();
+                if h.stop && !closing {
                     return;
                 }
-                let due =
-                    last.elapsed() >= Duration::from_secs(1) || h.bytes >= h.tuning.compact_bytes;
-                if !h.runs.is_empty() && due {
-                    break h.runs.clone();
+                // A generation whose compaction failed stays until a restart.
+                if h.compacting.is_none() && !h.pending.is_empty() {
+                    let due = closing
+                        || last.elapsed() >= Duration::from_millis(h.tuning.compact_every_ms)
+                        || h.pending.bytes() >= h.tuning.compact_bytes;
+                    if due {
+                        let gen = Arc::new(std::mem::take(&mut h.pending));
+                        h.compacting = Some(gen.clone());
+                        h.taken += 1;
+                        shared.changed.notify_all();
+                        break (gen, h.stop);
+                    }
+                }
+                if h.stop {
+                    return;
                 }
                 h = shared
                     .changed
@@ -254,7 +279,7 @@ pub fn run(
         let t = Instant::now();
         let min_free = min_free.load(Ordering::Relaxed);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compact(&view, &shared, &runs, &path, min_free)
+            compact(&view, &shared, &gen, &path, min_free)
         }))
         .unwrap_or_else(|p| {
             Err(StoreError::Refused(format!(
@@ -274,10 +299,13 @@ pub fn run(
                 s.newest_minute = d.newest.or(s.newest_minute);
                 s.last_compaction_s = t.elapsed().as_secs_f64();
                 shared.changed.notify_all();
+                if last_one {
+                    return;
+                }
             }
             Err(e) => {
                 tracing::error!(
-                    "the rollup compaction failed: {e}; the runs stay held and ingest stops"
+                    "the rollup compaction failed: {e}; the batches stay held and ingest stops"
                 );
                 h.broken = Some(e.to_string());
                 shared.changed.notify_all();

@@ -3,15 +3,16 @@
 //! combination of filters (`ctl analytics --last 24h --region EU`,
 //! `/api/analytics?from=…&genre=…`).
 //!
-//! - **Written with each batch.** A batch's rollup deltas (one entry per
-//!   minute and tuple its fresh events touch) are one run (`R/` seq part) in
-//!   its atomic write, with the offsets it writes (a run whose offsets did not
-//!   reach the disk is a fragment, dropped at open as pair runs are). Once
-//!   durable the run is also held in memory ([`Shared`]) so reads see it at once.
-//! - **Compacted off the write path.** The compactor thread ([`compact`]) adds
-//!   the held runs up per (grain, cube, bucket) and writes each bucket's rows as
-//!   one chunk (`M/` grain cube bucket tag part), deleting the runs it covers in
-//!   the same atomic write. A bucket whose chunks reach [`MERGE_AT`] gets them
+//! - **Held in memory, replayed at open.** A durable batch's rollup deltas
+//!   are added up in memory ([`Generation`]); nothing of them is written with
+//!   the batch, so rollups cost ingest no bytes. Readers see them at once. The
+//!   compactor writes them into chunks with the next offset of each partition
+//!   they cover ([`COVERED`]) in one atomic write; opening replays the event
+//!   log past those offsets, so a crash loses no event and counts none twice.
+//!   Retention keeps the segments not yet covered.
+//! - **Compacted off the write path.** The compactor thread ([`compact`]) takes
+//!   the held generation each second, adds it up per (grain, cube, bucket) and
+//!   writes each bucket's rows as one chunk (`M/` grain cube bucket tag part). A bucket whose chunks reach [`MERGE_AT`] gets them
 //!   merged into one in that write. Hours are written as minutes are (a long
 //!   range reads hours, never sixty times as many minutes).
 //! - **Downsampled and retained** relative to the newest event minute rolled
@@ -45,13 +46,18 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use crate::domain::event::{Event, MusicAction};
 
-/// Runs: `R/` seq (be64) part (be32) → [`RunValue`] (postcard).
+/// Runs, as earlier versions wrote them with each batch: `R/` seq (be64)
+/// part (be32) → [`RunValue`] (postcard). Opening holds them and the next
+/// compaction deletes them.
 pub const RUN: &[u8] = b"R/";
 /// Chunks: `M/` grain cube bucket (be64, sign flipped) tag (be64) part (be32) →
 /// rows (postcard).
 pub const CHUNK: &[u8] = b"M/";
 /// The tag of the last compaction (be64): every run below it is in chunks.
 pub const THROUGH: &[u8] = b"i/rollup-through";
+/// The next offset of each partition whose events are in chunks (postcard
+/// `Vec<(namespace, topic, partition, next)>`): opening replays the events past it.
+pub const COVERED: &[u8] = b"i/rollup-covered";
 /// The newest event minute rolled up (be64, ms): retention counts from it.
 pub const NEWEST: &[u8] = b"i/rollup-newest";
 /// Events older than the hours kept when they arrived (be64).
@@ -197,8 +203,9 @@ pub struct Tuning {
     pub future_skew_ms: i64,
     /// Most rows of titles (or tracks) a bucket keeps.
     pub max_rows: usize,
-    /// Held run bytes that start a compaction (it also runs each second).
+    /// Held bytes that start a compaction (it also runs every `compact_every_ms`).
     pub compact_bytes: usize,
+    pub compact_every_ms: u64,
 }
 
 impl Default for Tuning {
@@ -210,6 +217,7 @@ impl Default for Tuning {
             future_skew_ms: 300_000,
             max_rows: 200_000,
             compact_bytes: 4 << 20,
+            compact_every_ms: 1000,
         }
     }
 }
@@ -233,21 +241,28 @@ pub struct RunValue<S> {
     pub offsets: Vec<(S, S, i32, i64)>,
 }
 
-/// A batch's rollup deltas, borrowing the events' ids. The values of the
-/// small vocabularies (genre, region, resolution, device) are held by number,
-/// so a key hashes and compares one id at most.
+/// A batch's rollup deltas. Keys are integers only: the values of the small
+/// vocabularies (genre, region, resolution, device) by number, an id (title,
+/// track) by the first record carrying it, so a key hashes and compares
+/// without touching a string.
 #[derive(Debug, Default)]
 pub struct Deltas<'a> {
-    map: FxHashMap<Key<'a>, Sums>,
+    map: FxHashMap<Key, Sums>,
     names: Vec<&'a str>,
     numbers: FxHashMap<&'a str, u16>,
+    /// Each id's first record.
+    ids: FxHashMap<&'a str, u32>,
 }
 
+/// No id (the dims cube).
+const NO_ID: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key<'a> {
+struct Key {
     cube: Cube,
     minute: i64,
-    id: &'a str,
+    /// The first record carrying the id, or [`NO_ID`].
+    id: u32,
     small: [u16; 3],
 }
 
@@ -257,7 +272,21 @@ fn ms(x: f64) -> u64 {
 }
 
 impl<'a> Deltas<'a> {
-    fn add(&mut self, cube: Cube, minute: i64, id: &'a str, small: [u16; 3], sums: &Sums) {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        cube: Cube,
+        minute: i64,
+        id: &'a str,
+        record: u32,
+        small: [u16; 3],
+        sums: &Sums,
+    ) {
+        let id = if id.is_empty() {
+            NO_ID
+        } else {
+            *self.ids.entry(id).or_insert(record)
+        };
         let key = Key {
             cube,
             minute,
@@ -286,8 +315,11 @@ impl<'a> Deltas<'a> {
     }
 
     /// Each entry: (cube, minute, tuple, sums).
+    #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (Cube, i64, Tuple<&'a str>, &Sums)> + '_ {
-        self.map.iter().map(|(k, s)| {
+        let ids: FxHashMap<u32, &'a str> = self.ids.iter().map(|(s, i)| (*i, *s)).collect();
+        self.map.iter().map(move |(k, s)| {
+            let id = ids.get(&k.id).copied().unwrap_or("");
             let n = |i: usize| {
                 self.names
                     .get(usize::from(k.small[i]))
@@ -296,8 +328,8 @@ impl<'a> Deltas<'a> {
             };
             let tuple = match k.cube {
                 Cube::Dims => [n(0), n(1), n(2), ""],
-                Cube::Titles => [k.id, n(0), n(1), n(2)],
-                Cube::Music => [k.id, n(0), "", ""],
+                Cube::Titles => [id, n(0), n(1), n(2)],
+                Cube::Music => [id, n(0), "", ""],
             };
             (k.cube, k.minute, tuple, s)
         })
@@ -307,9 +339,9 @@ impl<'a> Deltas<'a> {
         self.map.len()
     }
 
-    /// Adds a stored event written at `now_ms` (events dated further ahead
-    /// than the skew allows are left out).
-    pub fn event(&mut self, ev: &'a Event, now_ms: i64, t: &Tuning) {
+    /// Adds stored event `record` written at `now_ms` (events dated further
+    /// ahead than the skew allows are left out).
+    pub fn event(&mut self, record: u32, ev: &'a Event, now_ms: i64, t: &Tuning) {
         match ev {
             Event::Video(v) => {
                 if v.timestamp_ms > now_ms.saturating_add(t.future_skew_ms) {
@@ -351,15 +383,15 @@ impl<'a> Deltas<'a> {
                     self.number(&v.resolution),
                 ];
                 let hour = Grain::Hour.bucket(v.timestamp_ms);
-                self.add(Cube::Titles, hour, &v.video_id, small, &s);
+                self.add(Cube::Titles, hour, &v.video_id, record, small, &s);
                 if end == start {
                     s.0[slot::ENDED] = 1;
-                    self.add(Cube::Dims, start, "", small, &s);
+                    self.add(Cube::Dims, start, "", record, small, &s);
                 } else {
-                    self.add(Cube::Dims, start, "", small, &s);
+                    self.add(Cube::Dims, start, "", record, small, &s);
                     let mut ended = Sums::default();
                     ended.0[slot::ENDED] = 1;
-                    self.add(Cube::Dims, end, "", small, &ended);
+                    self.add(Cube::Dims, end, "", record, small, &ended);
                 }
             }
             Event::Music(m) => {
@@ -377,7 +409,7 @@ impl<'a> Deltas<'a> {
                 }] = 1;
                 let small = [self.number(&m.device), 0, 0];
                 let minute = Grain::Minute.bucket(m.event_ts_ms);
-                self.add(Cube::Music, minute, &m.track_id, small, &s);
+                self.add(Cube::Music, minute, &m.track_id, record, small, &s);
             }
             _ => {}
         }
@@ -387,8 +419,29 @@ impl<'a> Deltas<'a> {
         self.map.is_empty()
     }
 
-    /// The entries as run parts without their offsets (each part under
-    /// [`super::MAX_VALUE_BYTES`] once [`finish_run`] adds them).
+    /// The deltas owned, each id named by the first record carrying it.
+    pub fn into_batch(self) -> BatchDeltas {
+        let entries = self
+            .map
+            .into_iter()
+            .map(|(k, sums)| BatchEntry {
+                cube: k.cube,
+                minute: k.minute,
+                record: k.id,
+                small: k.small,
+                sums,
+            })
+            .collect();
+        BatchDeltas {
+            names: self.names.iter().map(|s| s.to_string()).collect(),
+            entries,
+        }
+    }
+
+    /// The entries as run parts without their offsets, as earlier versions
+    /// wrote them (each part under [`super::MAX_VALUE_BYTES`] once
+    /// [`finish_run`] adds them).
+    #[cfg(test)]
     pub fn encode_entries(&self) -> Vec<Vec<u8>> {
         let mut parts = Vec::new();
         let mut part: Vec<Entry<&str>> = Vec::new();
@@ -418,6 +471,7 @@ impl<'a> Deltas<'a> {
     }
 
     /// The run parts of these deltas, each naming `offsets`.
+    #[cfg(test)]
     pub fn encode(&self, offsets: &[(&str, &str, i32, i64)]) -> Vec<Vec<u8>> {
         self.encode_entries()
             .iter()
@@ -426,22 +480,60 @@ impl<'a> Deltas<'a> {
     }
 }
 
-/// The rollup deltas of `events` written at `now_ms`.
+/// The rollup deltas of `events` (each with its record's index) written at `now_ms`.
 pub fn deltas_of<'a>(
-    events: impl Iterator<Item = &'a Event>,
+    events: impl Iterator<Item = (u32, &'a Event)>,
     now_ms: i64,
     t: &Tuning,
 ) -> Deltas<'a> {
     let events = events.into_iter();
     let mut d = Deltas::default();
     d.map.reserve(events.size_hint().0);
-    for e in events {
-        d.event(e, now_ms, t);
+    for (i, e) in events {
+        d.event(i, e, now_ms, t);
     }
     d
 }
 
+/// The id an event's rows are kept by: its title (views) or track
+/// (listening events); "" for the rest.
+pub fn id_of(ev: &Event) -> &str {
+    match ev {
+        Event::Video(v) => &v.video_id,
+        Event::Music(m) => &m.track_id,
+        _ => "",
+    }
+}
+
+/// A batch's rollup deltas, owned: an id is named by the index of the first
+/// record carrying it (the records stay with the batch until it is durable).
+#[derive(Debug, Clone, Default)]
+pub struct BatchDeltas {
+    names: Vec<String>,
+    entries: Vec<BatchEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct BatchEntry {
+    cube: Cube,
+    minute: i64,
+    record: u32,
+    small: [u16; 3],
+    sums: Sums,
+}
+
+impl BatchDeltas {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// A run part: its encoded entries, then `offsets` (see [`RunValue`]).
+#[cfg(test)]
 pub fn finish_run(entries: &[u8], offsets: &[(&str, &str, i32, i64)]) -> Vec<u8> {
     let mut v = Vec::with_capacity(entries.len() + 16 + offsets.len() * 40);
     v.extend_from_slice(entries);
@@ -450,6 +542,7 @@ pub fn finish_run(entries: &[u8], offsets: &[(&str, &str, i32, i64)]) -> Vec<u8>
 }
 
 /// A run part back (`None`: unreadable).
+#[cfg(test)]
 pub fn decode_run(bytes: &[u8]) -> Option<RunValue<String>> {
     postcard::from_bytes(bytes).ok()
 }
@@ -538,17 +631,140 @@ pub fn decode_rows(bytes: &[u8]) -> Option<Rows<'_>> {
     postcard::from_bytes(bytes).ok()
 }
 
-/// A durable run held until the compactor writes it into chunks.
-#[derive(Debug, Clone)]
-pub struct HeldRun {
-    pub seq: u64,
-    pub parts: Vec<Arc<Vec<u8>>>,
+/// What one [`Generation`] holds of a cube: (bucket, ids) → sums.
+type GenRows = FxHashMap<(i64, [u32; 4]), Sums>;
+
+/// The rollup deltas of the durable batches since a compaction, added up in
+/// memory (nothing of them is written with the batches: the event log holds
+/// their events, and opening replays those past [`COVERED`]). Ids are held
+/// by number, each generation with its own names, so memory stays bounded
+/// by what one compaction covers.
+#[derive(Debug, Default)]
+pub struct Generation {
+    names: Vec<Arc<str>>,
+    numbers: FxHashMap<Arc<str>, u32>,
+    rows: [GenRows; 3],
+    /// (namespace, topic, partition) → the next offset of the newest batch held.
+    offsets: FxHashMap<(String, String, i32), i64>,
+    /// Batches held, and the write time of the oldest (retention keeps its
+    /// segments until the generation is in chunks).
+    pub batches: usize,
+    pub oldest_write_ms: Option<i64>,
+    /// Keys of runs written by earlier versions, deleted with this generation's compaction.
+    pub legacy: Vec<Vec<u8>>,
+    names_bytes: usize,
+}
+
+fn cube_index(c: Cube) -> usize {
+    match c {
+        Cube::Dims => 0,
+        Cube::Titles => 1,
+        Cube::Music => 2,
+    }
+}
+
+impl Generation {
+    fn intern(&mut self, s: &str) -> u32 {
+        if self.names.is_empty() {
+            let empty: Arc<str> = Arc::from("");
+            self.names.push(empty.clone());
+            self.numbers.insert(empty, 0);
+        }
+        if let Some(n) = self.numbers.get(s) {
+            return *n;
+        }
+        let n = self.names.len() as u32;
+        let a: Arc<str> = Arc::from(s);
+        self.names_bytes += s.len() + 48;
+        self.names.push(a.clone());
+        self.numbers.insert(a, n);
+        n
+    }
+
+    pub fn name(&self, n: u32) -> &str {
+        self.names.get(n as usize).map_or("", |s| s)
+    }
+
+    /// Adds a batch's deltas; `id_of(record)` names the id a record carries.
+    pub fn add<'r>(&mut self, d: &BatchDeltas, id_of: impl Fn(u32) -> &'r str) {
+        let small: Vec<u32> = d.names.iter().map(|s| self.intern(s)).collect();
+        let s = |i: u16| small.get(usize::from(i)).copied().unwrap_or(0);
+        for e in &d.entries {
+            let ids = match e.cube {
+                Cube::Dims => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
+                Cube::Titles => [
+                    self.intern(id_of(e.record)),
+                    s(e.small[0]),
+                    s(e.small[1]),
+                    s(e.small[2]),
+                ],
+                Cube::Music => [self.intern(id_of(e.record)), s(e.small[0]), 0, 0],
+            };
+            self.rows[cube_index(e.cube)]
+                .entry((e.minute, ids))
+                .or_default()
+                .add(&e.sums);
+        }
+    }
+
+    /// Adds one row (a run written by an earlier version).
+    pub fn add_entry(&mut self, cube: Cube, minute: i64, tuple: &Tuple<&str>, sums: &Sums) {
+        let ids = tuple.map(|v| self.intern(v));
+        self.rows[cube_index(cube)]
+            .entry((minute, ids))
+            .or_default()
+            .add(sums);
+    }
+
+    /// Notes the next offsets a batch held here wrote.
+    pub fn note_offsets<'s>(
+        &mut self,
+        namespace: &str,
+        offsets: impl Iterator<Item = (&'s str, i32, i64)>,
+    ) {
+        for (topic, partition, next) in offsets {
+            let n = self
+                .offsets
+                .entry((namespace.to_string(), topic.to_string(), partition))
+                .or_insert(next);
+            *n = (*n).max(next);
+        }
+    }
+
+    /// The rows of `cube`: (minute, or hour for titles; tuple; sums).
+    pub fn rows(&self, cube: Cube) -> impl Iterator<Item = (i64, Tuple<&str>, &Sums)> + '_ {
+        self.rows[cube_index(cube)]
+            .iter()
+            .map(|((minute, ids), s)| (*minute, ids.map(|n| self.name(n)), s))
+    }
+
+    /// The rows of `cube` by number (see [`Generation::name`]).
+    pub fn numbered(&self, cube: Cube) -> impl Iterator<Item = (&(i64, [u32; 4]), &Sums)> {
+        self.rows[cube_index(cube)].iter()
+    }
+
+    pub fn offsets(&self) -> impl Iterator<Item = (&(String, String, i32), &i64)> {
+        self.offsets.iter()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows.iter().map(|r| r.len()).sum()
+    }
+
+    /// About the bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.row_count() * (std::mem::size_of::<((i64, [u32; 4]), Sums)>() + 16) + self.names_bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches == 0 && self.row_count() == 0 && self.legacy.is_empty()
+    }
 }
 
 /// The compactor's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RollupStatus {
-    /// Runs and bytes held in memory, not yet in chunks.
+    /// Batches (and their bytes, about) held in memory, not yet in chunks.
     pub held_runs: usize,
     pub held_bytes: usize,
     pub compactions: u64,
@@ -562,26 +778,49 @@ pub struct RollupStatus {
     pub newest_minute: Option<i64>,
     /// Times ingest waited for the compactor.
     pub ingest_waits: u64,
+    /// Events read back from the event log at open (batches not yet in chunks).
+    #[serde(default)]
+    pub replayed_events: u64,
 }
 
 /// What the compactor and readers share.
 #[derive(Debug, Default)]
 pub struct Held {
-    pub runs: Vec<HeldRun>,
-    pub bytes: usize,
+    /// The batches since the generation being compacted.
+    pub pending: Generation,
+    /// The generation being written into chunks (readers see it until it is).
+    pub compacting: Option<Arc<Generation>>,
+    /// Generations taken by the compactor since the store opened.
+    pub taken: u64,
+    /// (namespace, topic, partition) → the next offset whose events are in chunks.
+    pub covered: std::collections::BTreeMap<(String, String, i32), i64>,
+    /// The tag of the last compaction (chunks are tagged past it).
+    pub through: u64,
+    /// `stop` with `closing`: the compactor writes what is held, then ends.
     pub stop: bool,
+    pub closing: bool,
     pub broken: Option<String>,
     pub status: RollupStatus,
     pub tuning: Tuning,
+}
+
+impl Held {
+    /// The held generations: the one being compacted, then the pending one.
+    pub fn generations(&self) -> impl Iterator<Item = &Generation> {
+        self.compacting
+            .as_deref()
+            .into_iter()
+            .chain([&self.pending])
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Shared {
     pub held: Mutex<Held>,
     pub changed: Condvar,
-    /// Readers hold it while they read chunks and held runs; the compactor
-    /// takes it to write a compaction and drop the runs it covers, so a read
-    /// sees each run exactly once.
+    /// Readers hold it while they read chunks and held generations; the
+    /// compactor takes it to commit a compaction and drop the generation it
+    /// covers, so a read sees each batch exactly once.
     pub gate: RwLock<()>,
 }
 
@@ -590,25 +829,33 @@ impl Shared {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds a durable batch's run parts; waits while the compactor is far
-    /// behind (memory stays bounded).
-    pub fn add_run(&self, seq: u64, parts: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        if parts.is_empty() {
-            return Ok(());
-        }
+    /// Holds a durable batch's deltas (written at `write_ms`, with `offsets`
+    /// of `namespace`); waits while the compactor is far behind (memory stays
+    /// bounded).
+    pub fn add_batch<'r>(
+        &self,
+        d: &BatchDeltas,
+        id_of: impl Fn(u32) -> &'r str,
+        namespace: &str,
+        offsets: &[(String, i32, i64)],
+        write_ms: i64,
+    ) -> Result<(), StoreError> {
         let mut h = self.lock();
-        let bytes: usize = parts.iter().map(Vec::len).sum();
-        h.bytes += bytes;
-        h.runs.push(HeldRun {
-            seq,
-            parts: parts.into_iter().map(Arc::new).collect(),
-        });
+        let g = &mut h.pending;
+        g.add(d, id_of);
+        g.note_offsets(
+            namespace,
+            offsets.iter().map(|(t, p, n)| (t.as_str(), *p, *n)),
+        );
+        g.batches += 1;
+        g.oldest_write_ms = Some(g.oldest_write_ms.map_or(write_ms, |o| o.min(write_ms)));
+        let bytes = g.bytes();
         let limit = h.tuning.compact_bytes.saturating_mul(16);
-        if h.bytes >= h.tuning.compact_bytes {
+        if bytes >= h.tuning.compact_bytes {
             self.changed.notify_all();
         }
         let mut waited = false;
-        while h.bytes > limit && h.broken.is_none() && !h.stop {
+        while h.pending.bytes() > limit && h.broken.is_none() && !h.stop {
             if !waited {
                 h.status.ingest_waits += 1;
                 waited = true;
@@ -627,11 +874,18 @@ impl Shared {
         }
     }
 
+    /// The write time of the oldest batch not yet in chunks: retention keeps
+    /// the segments written since (opening replays them).
+    pub fn uncovered_since(&self) -> Option<i64> {
+        let h = self.lock();
+        h.generations().filter_map(|g| g.oldest_write_ms).min()
+    }
+
     pub fn status(&self) -> RollupStatus {
         let h = self.lock();
         RollupStatus {
-            held_runs: h.runs.len(),
-            held_bytes: h.bytes,
+            held_runs: h.generations().map(|g| g.batches).sum(),
+            held_bytes: h.generations().map(Generation::bytes).sum(),
             ..h.status
         }
     }

@@ -136,7 +136,7 @@ pub struct RangeRows {
     /// (key, sums), most viewed first (`Group::By`), or one "all" row.
     pub groups: Vec<(String, Sums)>,
     pub points: Vec<Point>,
-    /// Rows read (chunks and held runs).
+    /// Rows read (chunks and held batches).
     pub rows_read: u64,
 }
 
@@ -174,7 +174,7 @@ impl RangeQuery {
 }
 
 impl StoreView {
-    /// Answers `q` from the rollups' chunks and the runs not yet in them.
+    /// Answers `q` from the rollups' chunks and the batches not yet in them.
     pub fn rollups(&self, q: &RangeQuery) -> Result<RangeRows, RangeError> {
         let cube = q.cube()?;
         if cube == Cube::Titles && q.grain == Grain::Minute {
@@ -243,7 +243,6 @@ impl StoreView {
         };
         {
             let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
-            let held: Vec<HeldRun> = shared.lock().runs.clone();
             let start = bucket_prefix(q.grain, cube, scan_from);
             let end = bucket_prefix(q.grain, cube, to);
             for item in self.tree.range(start..end) {
@@ -283,14 +282,13 @@ impl StoreView {
                     }
                 }
             }
-            for run in &held {
-                for part in &run.parts {
-                    let Some(v) = decode_run_borrowed(part) else {
-                        continue;
-                    };
-                    for e in v.entries.iter().filter(|e| e.cube == cube) {
-                        take(q.grain.bucket(e.minute), &e.tuple, &e.sums);
-                    }
+            // The held generations, read in one hold of the lock: the
+            // compactor moves pending to compacting under it, and compacting
+            // to chunks only with the gate.
+            let h = shared.lock();
+            for gen in h.generations() {
+                for (minute, tuple, sums) in gen.rows(cube) {
+                    take(q.grain.bucket(minute), &tuple, sums);
                 }
             }
         }

@@ -266,14 +266,15 @@ fn rollups_answer_every_range_and_filter_as_the_events_do_held_compacted_and_reo
             // Held, not compacted, until the test says so.
             compact_bytes: usize::MAX / 64,
             ..t
-        });
+        })
+        .unwrap();
         for (i, chunk) in evs.chunks(300).enumerate() {
             apply(&mut s, (i * 300) as i64, chunk);
         }
         for q in queries(&evs) {
             assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held runs: {q:?}");
         }
-        s.set_rollup_tuning(t);
+        s.set_rollup_tuning(t).unwrap();
         settle(&s);
         assert!(s.rollup_status().compactions >= 1);
         for q in queries(&evs) {
@@ -301,41 +302,198 @@ fn rollups_answer_every_range_and_filter_as_the_events_do_held_compacted_and_reo
     assert!(e.contains("titles are kept by the hour"), "{e}");
 }
 
+/// `t` holding batches without bound (ingest never waits for the compactor).
+fn held(t: Tuning) -> Tuning {
+    Tuning {
+        compact_bytes: usize::MAX / 64,
+        ..t
+    }
+}
+
+/// Stops the compactor as a crash would find it: what it holds is not written.
+fn stop_compactor(s: &mut Store) {
+    {
+        let mut h = s.view.rollups.lock();
+        h.stop = true;
+        s.view.rollups.changed.notify_all();
+    }
+    if let Some(h) = s.rollup_compactor.take() {
+        h.join().unwrap();
+    }
+    s.view.rollups.lock().stop = false;
+}
+
 #[test]
-fn runs_held_at_a_restart_are_compacted_after_it_exactly_once() {
+fn batches_not_in_chunks_at_a_crash_are_replayed_from_the_event_log_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let t = tuning();
     let evs = views(1200, 8, 0, 120);
     {
         let mut s = Store::open(dir.path(), 16).unwrap();
-        s.set_rollup_tuning(Tuning {
-            compact_bytes: usize::MAX / 64,
-            ..t
-        });
-        // Stop the compactor first: the runs stay only in the store.
-        {
-            let mut h = s.view.rollups.lock();
-            h.stop = true;
-            s.view.rollups.changed.notify_all();
-        }
-        if let Some(h) = s.rollup_compactor.take() {
-            h.join().unwrap();
-        }
-        s.view.rollups.lock().stop = false;
-        for (i, chunk) in evs.chunks(400).enumerate() {
-            apply(&mut s, (i * 400) as i64, chunk);
+        s.set_rollup_tuning(t).unwrap();
+        apply(&mut s, 0, &evs[..400]);
+        settle(&s);
+        s.set_rollup_tuning(held(t)).unwrap();
+        stop_compactor(&mut s);
+        apply(&mut s, 400, &evs[400..800]);
+        apply(&mut s, 800, &evs[800..]);
+        for q in queries(&evs) {
+            assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held: {q:?}");
         }
     }
     let mut s = Store::open(dir.path(), 16).unwrap();
-    assert_eq!(
-        s.rollup_status().held_runs,
-        3,
-        "the runs are held again at open"
-    );
-    s.set_rollup_tuning(t);
+    let status = s.rollup_status();
+    assert_eq!(status.replayed_events, 800, "the batches past the chunks");
+    assert_eq!(status.held_runs, 2, "one segment a batch");
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "replayed: {q:?}");
+    }
+    s.set_rollup_tuning(t).unwrap();
     settle(&s);
+    drop(s);
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.rollup_status().replayed_events, 0);
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "compacted: {q:?}");
+    }
+}
+
+#[test]
+fn a_clean_close_writes_what_is_held_so_opening_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Tuning {
+        compact_bytes: usize::MAX / 64,
+        ..tuning()
+    };
+    let evs = views(600, 12, 0, 60);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(t).unwrap();
+        apply(&mut s, 0, &evs);
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.rollup_status().replayed_events, 0);
+    assert_eq!(s.rollup_status().held_runs, 0);
     for q in queries(&evs) {
         assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
+    }
+}
+
+#[test]
+fn replayed_views_end_where_the_configured_view_length_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // Views of up to 40 minutes: some would end later by default. (A
+    // series reaches back a view length for the views still in progress: the
+    // test's views all start within it.)
+    let t = Tuning {
+        max_view_ms: 40 * MINUTE_MS,
+        ..tuning()
+    };
+    let evs = views(500, 14, 0, 60);
+    assert!(
+        queries(&evs)
+            .iter()
+            .any(|q| expected(&evs, q, &t) != expected(&evs, q, &Tuning::default())),
+        "the view length changes the answers"
+    );
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(held(t)).unwrap();
+        stop_compactor(&mut s);
+        apply(&mut s, 0, &evs);
+    }
+    // Opening replays with the default tuning; the configured one replays again.
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(t).unwrap();
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
+    }
+}
+
+#[test]
+fn retention_keeps_the_segments_whose_events_are_not_in_chunks_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tuning();
+    let evs = views(600, 16, 0, 60);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(held(t)).unwrap();
+        stop_compactor(&mut s);
+        apply(&mut s, 0, &evs[..300]);
+        apply(&mut s, 300, &evs[300..]);
+        s.set_retention(crate::store::retention::Retention {
+            max_age_ms: 0,
+            max_bytes: 1,
+        });
+        assert_eq!(s.retain(i64::MAX / 2).unwrap(), 0, "opening replays them");
+    }
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.rollup_status().replayed_events, 600);
+    s.set_rollup_tuning(t).unwrap();
+    settle(&s);
+    s.set_retention(crate::store::retention::Retention {
+        max_age_ms: 0,
+        max_bytes: 1,
+    });
+    assert_eq!(s.retain(i64::MAX / 2).unwrap(), 2, "in chunks, they may go");
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
+    }
+}
+
+#[test]
+fn runs_written_by_earlier_versions_are_held_at_open_and_compacted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tuning();
+    let evs = views(1200, 8, 0, 120);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(held(t)).unwrap();
+        stop_compactor(&mut s);
+        for (i, chunk) in evs.chunks(400).enumerate() {
+            apply(&mut s, (i * 400) as i64, chunk);
+        }
+        // The store as an earlier version left it: each batch's deltas in a
+        // run with its offsets, no covered offsets.
+        for (i, chunk) in evs.chunks(400).enumerate() {
+            let events: Vec<Event> = chunk.iter().cloned().map(Event::Video).collect();
+            let d = deltas_of(
+                events.iter().enumerate().map(|(i, e)| (i as u32, e)),
+                BASE + 3 * HOUR_MS,
+                &t,
+            );
+            let next = ((i + 1) * 400) as i64;
+            for (part, v) in d.encode(&[("ns", "v", 0, next)]).into_iter().enumerate() {
+                s.view
+                    .tree
+                    .insert(run_key(100 + i as u64, part as u32), v)
+                    .unwrap();
+            }
+        }
+        s.view.tree.remove(COVERED).unwrap();
+        s.view.db.flush().unwrap();
+    }
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.rollup_status().held_runs, 3, "the runs are held at open");
+    assert_eq!(
+        s.rollup_status().replayed_events,
+        0,
+        "their events are not replayed"
+    );
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held: {q:?}");
+    }
+    s.set_rollup_tuning(t).unwrap();
+    settle(&s);
+    assert_eq!(
+        s.view.tree.scan_prefix(RUN).count(),
+        0,
+        "compacted runs are deleted"
+    );
+    drop(s);
+    let s = Store::open(dir.path(), 16).unwrap();
+    for q in queries(&evs) {
+        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "compacted: {q:?}");
     }
 }
 
@@ -348,7 +506,7 @@ fn old_minutes_go_to_hours_old_hours_go_and_late_events_land_where_they_still_ca
         ..tuning()
     };
     let mut s = Store::open(dir.path(), 16).unwrap();
-    s.set_rollup_tuning(t);
+    s.set_rollup_tuning(t).unwrap();
     let early = views(200, 11, 0, 30);
     apply(&mut s, 0, &early);
     settle(&s);
@@ -414,7 +572,7 @@ fn old_minutes_go_to_hours_old_hours_go_and_late_events_land_where_they_still_ca
 fn a_bucket_written_by_many_compactions_is_merged_and_still_adds_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path(), 16).unwrap();
-    s.set_rollup_tuning(tuning());
+    s.set_rollup_tuning(tuning()).unwrap();
     let mut all = Vec::new();
     for i in 0..(MERGE_AT as i64 * 2) {
         let evs = views(50, 20 + i as u64, 0, 50);
@@ -444,7 +602,8 @@ fn a_bucket_keeps_at_most_max_rows_titles_the_rest_add_up_under_other() {
     s.set_rollup_tuning(Tuning {
         max_rows: 10,
         ..tuning()
-    });
+    })
+    .unwrap();
     let evs = views(500, 31, 0, 30);
     apply(&mut s, 0, &evs);
     settle(&s);
@@ -491,7 +650,7 @@ fn a_view_counts_in_the_minute_it_starts_and_ends_and_future_ones_not_at_all() {
     v.error = None;
     let ev = Event::Video(v.clone());
     let mut d = Deltas::default();
-    d.event(&ev, BASE + HOUR_MS, &t);
+    d.event(0, &ev, BASE + HOUR_MS, &t);
     let dims: Vec<(i64, u64, u64)> = {
         let mut x: Vec<_> = d
             .entries()
@@ -522,14 +681,14 @@ fn a_view_counts_in_the_minute_it_starts_and_ends_and_future_ones_not_at_all() {
         .collect();
     assert_eq!(titles, vec![(0, 1, 0)]);
     let mut d = Deltas::default();
-    d.event(&ev, v.timestamp_ms - t.future_skew_ms - 1, &t);
+    d.event(0, &ev, v.timestamp_ms - t.future_skew_ms - 1, &t);
     assert!(
         d.is_empty(),
         "dated past the write time by more than the skew"
     );
     // The run reads back whole, with its offsets.
     let mut d = Deltas::default();
-    d.event(&ev, BASE + HOUR_MS, &t);
+    d.event(0, &ev, BASE + HOUR_MS, &t);
     let parts = d.encode(&[("ns", "v", 0, 7)]);
     let run = decode_run(&parts[0]).unwrap();
     assert_eq!(run.offsets, vec![("ns".to_string(), "v".to_string(), 0, 7)]);
@@ -540,7 +699,7 @@ fn a_view_counts_in_the_minute_it_starts_and_ends_and_future_ones_not_at_all() {
 fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path(), 16).unwrap();
-    s.set_rollup_tuning(tuning());
+    s.set_rollup_tuning(tuning()).unwrap();
     let evs = views(2000, 9, 0, 120);
     apply(&mut s, 0, &evs);
     settle(&s);
