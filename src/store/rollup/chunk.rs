@@ -35,11 +35,17 @@ const HEAD: usize = 12;
 /// The totals of each value of the non-lead positions.
 type Facets<'a> = Vec<(u8, Vec<(&'a str, Sums)>)>;
 
+/// The most bytes of a part (a lone group may pass it). sled splits a leaf
+/// past 16 entries and writes a leaf larger than 128 KiB (a quarter of its
+/// 512 KiB segment) as a blob file of its own, created, synced and later
+/// deleted: parts of 7 KiB keep the rollups' leaves under that.
+pub const PART_BYTES: usize = 7 << 10;
+
 /// A bucket's rows (sorted by tuple) as grouped parts, each under
-/// [`super::super::MAX_VALUE_BYTES`]; the part numbers carry [`GROUPED`].
+/// [`PART_BYTES`]; the part numbers carry [`GROUPED`].
 /// `facets`: also the totals per value of the other positions.
 pub fn encode(rows: &[(Tuple<&str>, Sums)], facets: bool) -> Vec<(u32, Vec<u8>)> {
-    let limit = super::super::MAX_VALUE_BYTES - 1024;
+    let limit = PART_BYTES;
     let mut parts = Vec::new();
     let mut groups: Vec<(&str, Vec<u8>)> = Vec::new();
     // The rows of the part being filled, for its facets.

@@ -71,8 +71,8 @@ fn add_row(out: &mut Buckets, at: (Grain, Cube, i64), ids: &[u32; 4], sums: &Sum
         .add(sums);
 }
 
-/// `rows` sorted, at most `max` of them for titles and music (the least
-/// viewed add up under [`OTHER`]).
+/// `rows` (sorted by tuple) with at most `max` of them for titles and music
+/// (the least viewed add up under [`OTHER`]), still sorted.
 fn bounded(cube: Cube, rows: Vec<(Tuple<&str>, Sums)>, max: usize) -> Vec<(Tuple<&str>, Sums)> {
     let mut v = rows;
     if cube != Cube::Dims && v.len() > max.max(1) {
@@ -88,8 +88,8 @@ fn bounded(cube: Cube, rows: Vec<(Tuple<&str>, Sums)>, max: usize) -> Vec<(Tuple
         } else {
             v.push((other_key, other));
         }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
@@ -124,13 +124,27 @@ pub fn compact(
     let mut order: Vec<(Grain, Cube, i64)> = buckets.keys().copied().collect();
     order.sort();
     let mut buckets = buckets;
+    // Rows sort by their values' ranks: the order of the strings, compared
+    // as integers.
+    let ranks = gen.ranks();
+    let rank = |n: u32| ranks.get(n as usize).copied().unwrap_or(0);
     for at in order {
         let Some(new_rows) = buckets.remove(&at) else {
             continue;
         };
-        let mut rows: Vec<(Tuple<&str>, Sums)> = new_rows
-            .into_iter()
-            .map(|(ids, s)| (ids.map(|n| gen.name(n)), s))
+        let flat: Vec<([u32; 4], Sums)> = new_rows.into_iter().collect();
+        let mut sorted: Vec<([u32; 4], u32)> = flat
+            .iter()
+            .enumerate()
+            .map(|(i, (ids, _))| (ids.map(rank), i as u32))
+            .collect();
+        sorted.sort_unstable();
+        let mut rows: Vec<(Tuple<&str>, Sums)> = sorted
+            .iter()
+            .map(|(_, i)| {
+                let (ids, s) = &flat[*i as usize];
+                (ids.map(|n| gen.name(n)), *s)
+            })
             .collect();
         let (grain, cube, bucket) = at;
         let prefix = bucket_prefix(grain, cube, bucket);
@@ -160,6 +174,7 @@ pub fn compact(
                 batch.remove(k.clone());
             }
             rows = merged.into_iter().collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
             done.buckets_merged += 1;
         }
         let rows = bounded(cube, rows, tuning.max_rows);
@@ -258,7 +273,8 @@ pub fn run(
                         || last.elapsed() >= Duration::from_millis(h.tuning.compact_every_ms)
                         || h.pending.bytes() >= h.tuning.compact_bytes;
                     if due {
-                        let gen = Arc::new(std::mem::take(&mut h.pending));
+                        let next = h.pending.sized_like();
+                        let gen = Arc::new(std::mem::replace(&mut h.pending, next));
                         h.compacting = Some(gen.clone());
                         h.taken += 1;
                         shared.changed.notify_all();

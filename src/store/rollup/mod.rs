@@ -216,7 +216,7 @@ impl Default for Tuning {
             max_view_ms: 240 * MINUTE_MS,
             future_skew_ms: 300_000,
             max_rows: 200_000,
-            compact_bytes: 4 << 20,
+            compact_bytes: 16 << 20,
             compact_every_ms: 1000,
         }
     }
@@ -707,6 +707,28 @@ impl Generation {
         }
     }
 
+    /// Each name's rank in the order of the strings.
+    pub fn ranks(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.sort_unstable_by(|a, b| self.name(*a).cmp(self.name(*b)));
+        let mut ranks = vec![0u32; order.len()];
+        for (r, n) in order.into_iter().enumerate() {
+            ranks[n as usize] = r as u32;
+        }
+        ranks
+    }
+
+    /// An empty generation with room for as many rows and names as this one.
+    pub fn sized_like(&self) -> Generation {
+        let mut g = Generation::default();
+        for (to, from) in g.rows.iter_mut().zip(&self.rows) {
+            to.reserve(from.len());
+        }
+        g.names.reserve(self.names.len());
+        g.numbers.reserve(self.names.len());
+        g
+    }
+
     /// Adds one row (a run written by an earlier version).
     pub fn add_entry(&mut self, cube: Cube, minute: i64, tuple: &Tuple<&str>, sums: &Sums) {
         let ids = tuple.map(|v| self.intern(v));
@@ -850,7 +872,7 @@ impl Shared {
         g.batches += 1;
         g.oldest_write_ms = Some(g.oldest_write_ms.map_or(write_ms, |o| o.min(write_ms)));
         let bytes = g.bytes();
-        let limit = h.tuning.compact_bytes.saturating_mul(16);
+        let limit = h.tuning.compact_bytes.saturating_mul(8);
         if bytes >= h.tuning.compact_bytes {
             self.changed.notify_all();
         }

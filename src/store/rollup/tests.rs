@@ -712,9 +712,12 @@ fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
     for (k, v) in &chunks {
         let rows = chunk::all_rows(k, v).unwrap();
         batch.remove(k.clone());
+        // (A bucket's grouped parts each become parts of their own.)
+        let grouped_part =
+            u32::from_be_bytes(k[k.len() - 4..].try_into().unwrap()) & !chunk::GROUPED;
         for (part, value) in encode_rows(&rows).into_iter().enumerate() {
             let mut key = k[..k.len() - 4].to_vec();
-            key.extend_from_slice(&(part as u32).to_be_bytes());
+            key.extend_from_slice(&(grouped_part * 1024 + part as u32).to_be_bytes());
             assert!(!chunk::is_grouped(&key));
             batch.insert(key, value);
         }
