@@ -48,14 +48,14 @@ fn gather(gen: &Generation, newest: Option<i64>, t: &Tuning) -> (Buckets, Option
     for cube in Cube::ALL {
         for ((minute, ids), sums) in gen.numbered(cube) {
             let minute = *minute;
-            if minute >= minute_cut && cube != Cube::Titles {
+            if minute >= minute_cut && cube.has_minutes() {
                 add_row(&mut out, (Grain::Minute, cube, minute), ids, sums);
             }
             let hour = Grain::Hour.bucket(minute);
             if hour >= hour_cut {
                 add_row(&mut out, (Grain::Hour, cube, hour), ids, sums);
-            } else if cube != Cube::Titles {
-                // (a view's titles row repeats its dims row)
+            } else if cube.has_minutes() {
+                // (a view's titles row repeats its dims row; anchors weigh nothing)
                 late += sums.weight();
             }
         }
@@ -75,7 +75,7 @@ fn add_row(out: &mut Buckets, at: (Grain, Cube, i64), ids: &[u32; 4], sums: &Sum
 /// (the least viewed add up under [`OTHER`]), still sorted.
 fn bounded(cube: Cube, rows: Vec<(Tuple<&str>, Sums)>, max: usize) -> Vec<(Tuple<&str>, Sums)> {
     let mut v = rows;
-    if cube != Cube::Dims && v.len() > max.max(1) {
+    if matches!(cube, Cube::Titles | Cube::Music) && v.len() > max.max(1) {
         v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));
         let mut other = Sums::default();
         let other_key: Tuple<&str> = [OTHER, "", "", ""];

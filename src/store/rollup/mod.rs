@@ -124,16 +124,26 @@ pub enum Cube {
     Titles,
     /// Listening events by (track, device).
     Music,
+    /// Views in progress at the start of each hour, by (genre, region,
+    /// resolution), in the ENDED slot: the count a series of views in
+    /// progress starts from (hours only).
+    Anchors,
 }
 
 impl Cube {
-    pub const ALL: [Cube; 3] = [Cube::Dims, Cube::Titles, Cube::Music];
+    pub const ALL: [Cube; 4] = [Cube::Dims, Cube::Titles, Cube::Music, Cube::Anchors];
+
+    /// Whether the cube is kept by the minute as well as by the hour.
+    pub fn has_minutes(self) -> bool {
+        matches!(self, Cube::Dims | Cube::Music)
+    }
 
     fn byte(self) -> u8 {
         match self {
             Cube::Dims => b'd',
             Cube::Titles => b't',
             Cube::Music => b'l',
+            Cube::Anchors => b'a',
         }
     }
 }
@@ -327,7 +337,7 @@ impl<'a> Deltas<'a> {
                     .unwrap_or("")
             };
             let tuple = match k.cube {
-                Cube::Dims => [n(0), n(1), n(2), ""],
+                Cube::Dims | Cube::Anchors => [n(0), n(1), n(2), ""],
                 Cube::Titles => [id, n(0), n(1), n(2)],
                 Cube::Music => [id, n(0), "", ""],
             };
@@ -384,14 +394,21 @@ impl<'a> Deltas<'a> {
                 ];
                 let hour = Grain::Hour.bucket(v.timestamp_ms);
                 self.add(Cube::Titles, hour, &v.video_id, record, small, &s);
+                let mut ended = Sums::default();
+                ended.0[slot::ENDED] = 1;
                 if end == start {
                     s.0[slot::ENDED] = 1;
                     self.add(Cube::Dims, start, "", record, small, &s);
                 } else {
                     self.add(Cube::Dims, start, "", record, small, &s);
-                    let mut ended = Sums::default();
-                    ended.0[slot::ENDED] = 1;
                     self.add(Cube::Dims, end, "", record, small, &ended);
+                }
+                // In progress at the start of each hour after its start
+                // minute, up to its end minute (at most max_view of hours).
+                let mut h = Grain::Hour.bucket(start).saturating_add(HOUR_MS);
+                while h <= end {
+                    self.add(Cube::Anchors, h, "", record, small, &ended);
+                    h = h.saturating_add(HOUR_MS);
                 }
             }
             Event::Music(m) => {
@@ -643,7 +660,7 @@ type GenRows = FxHashMap<(i64, [u32; 4]), Sums>;
 pub struct Generation {
     names: Vec<Arc<str>>,
     numbers: FxHashMap<Arc<str>, u32>,
-    rows: [GenRows; 3],
+    rows: [GenRows; 4],
     /// (namespace, topic, partition) → the next offset of the newest batch held.
     offsets: FxHashMap<(String, String, i32), i64>,
     /// Batches held, and the write time of the oldest (retention keeps its
@@ -660,6 +677,7 @@ fn cube_index(c: Cube) -> usize {
         Cube::Dims => 0,
         Cube::Titles => 1,
         Cube::Music => 2,
+        Cube::Anchors => 3,
     }
 }
 
@@ -691,7 +709,7 @@ impl Generation {
         let s = |i: u16| small.get(usize::from(i)).copied().unwrap_or(0);
         for e in &d.entries {
             let ids = match e.cube {
-                Cube::Dims => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
+                Cube::Dims | Cube::Anchors => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
                 Cube::Titles => [
                     self.intern(id_of(e.record)),
                     s(e.small[0]),

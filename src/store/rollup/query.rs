@@ -180,14 +180,15 @@ impl StoreView {
         if cube == Cube::Titles && q.grain == Grain::Minute {
             return Err(RangeError::TitlesByHour);
         }
-        let shared = &self.rollups;
-        let max_view_ms = shared.lock().tuning.max_view_ms;
         let g = q.grain.ms();
         let from = q.grain.bucket(q.from_ms);
         let to = q.grain.bucket(q.to_ms.saturating_sub(1)).saturating_add(g);
-        // A series counts the views still in progress from before its range.
-        let scan_from = if q.group == Group::Series && cube == Cube::Dims {
-            from.saturating_sub((max_view_ms / g + 2) * g)
+        // A series of views counts those in progress from the start of the
+        // hour its range starts in: the views in progress then (kept by the
+        // hour in `anchors`), plus those started since, less those ended.
+        let anchored = q.group == Group::Series && cube == Cube::Dims;
+        let scan_from = if anchored {
+            Grain::Hour.bucket(from)
         } else {
             from
         };
@@ -203,93 +204,52 @@ impl StoreView {
         let mut by_bucket: BTreeMap<i64, Sums> = BTreeMap::new();
         let mut by_key: FxHashMap<String, Sums> = FxHashMap::default();
         let mut rows_read = 0u64;
-        let mut take = |bucket: i64, tuple: &Tuple<&str>, sums: &Sums| {
-            rows_read += 1;
-            if bucket < scan_from || bucket >= to {
-                return;
-            }
-            if !filters.iter().all(|(i, v)| tuple[*i] == *v) {
-                return;
-            }
-            match q.group {
-                Group::Series => by_bucket.entry(bucket).or_default().add(sums),
-                Group::Total | Group::By(_) => {
-                    // Rows of views ended (started before the range) only count in series.
-                    if bucket < from || sums.weight() == 0 {
-                        return;
-                    }
-                    let key = key_at.map_or("all", |i| tuple[i]);
-                    match by_key.get_mut(key) {
-                        Some(s) => s.add(sums),
-                        None => {
-                            by_key.insert(key.to_string(), *sums);
-                        }
-                    }
-                }
-            }
-        };
-        // A filter on the lead (genre of dims, title, track) seeks its groups;
-        // without filters or a breakdown on the other values, the groups'
-        // totals answer.
-        let lead = filters.iter().find(|(i, _)| *i == 0).map(|(_, v)| *v);
-        let need_rows = filters.iter().any(|(i, _)| *i != 0) || key_at.is_some_and(|i| i != 0);
-        // One filter (or the breakdown) on another position: the parts' facet
-        // totals of that position answer.
-        let facet_at = match (filters.as_slice(), key_at) {
-            ([(p, _)], None) if *p != 0 => Some(*p),
-            ([(p, _)], Some(k)) if *p != 0 && k == *p => Some(*p),
-            ([], Some(k)) if k != 0 => Some(k),
-            _ => None,
-        };
+        let mut anchor = 0u64;
         {
-            let _gate = shared.gate.read().unwrap_or_else(|p| p.into_inner());
-            let start = bucket_prefix(q.grain, cube, scan_from);
-            let end = bucket_prefix(q.grain, cube, to);
-            for item in self.tree.range(start..end) {
-                let (k, v) = item.map_err(StoreError::from)?;
-                let bucket = chunk_bucket(&k).ok_or_else(|| StoreError::Corrupt {
-                    key: super::super::read::entry_name(&k),
-                    message: "a rollup chunk key of the wrong length".into(),
-                })?;
-                let corrupt = || StoreError::Corrupt {
-                    key: super::super::read::entry_name(&k),
-                    message: "a rollup chunk that does not read back".into(),
-                };
-                if !chunk::is_grouped(&k) {
-                    for (t, s) in &decode_rows(&v).ok_or_else(corrupt)? {
-                        take(bucket, t, s);
-                    }
-                    continue;
+            let _gate = self.rollups.gate.read().unwrap_or_else(|p| p.into_inner());
+            let mut take = |bucket: i64, tuple: &Tuple<&str>, sums: &Sums| {
+                rows_read += 1;
+                if bucket < scan_from || bucket >= to {
+                    return;
                 }
-                let g = chunk::Grouped::parse(&v).ok_or_else(corrupt)?;
-                if let Some(values) = facet_at.and_then(|p| g.facet(p).map(|v| (p, v))) {
-                    let (p, values) = values;
-                    for (value, s) in values {
-                        let mut t = [""; 4];
-                        t[p] = value;
-                        take(bucket, &t, &s);
-                    }
-                    continue;
+                if !filters.iter().all(|(i, v)| tuple[*i] == *v) {
+                    return;
                 }
-                for i in lead.map_or(0..g.len(), |l| g.find(l)) {
-                    let l = g.lead(i).ok_or_else(corrupt)?;
-                    if need_rows {
-                        for (r, s) in g.rows(i).ok_or_else(corrupt)? {
-                            take(bucket, &[l, r[0], r[1], r[2]], &s);
+                match q.group {
+                    Group::Series => by_bucket.entry(bucket).or_default().add(sums),
+                    Group::Total | Group::By(_) => {
+                        // Rows of views ended (started before the range) only count in series.
+                        if bucket < from || sums.weight() == 0 {
+                            return;
                         }
-                    } else {
-                        take(bucket, &[l, "", "", ""], &g.total(i).ok_or_else(corrupt)?);
+                        let key = key_at.map_or("all", |i| tuple[i]);
+                        match by_key.get_mut(key) {
+                            Some(s) => s.add(sums),
+                            None => {
+                                by_key.insert(key.to_string(), *sums);
+                            }
+                        }
                     }
                 }
-            }
-            // The held generations, read in one hold of the lock: the
-            // compactor moves pending to compacting under it, and compacting
-            // to chunks only with the gate.
-            let h = shared.lock();
-            for gen in h.generations() {
-                for (minute, tuple, sums) in gen.rows(cube) {
-                    take(q.grain.bucket(minute), &tuple, sums);
-                }
+            };
+            self.scan_rollups(cube, q.grain, scan_from, to, &filters, key_at, &mut take)?;
+            if anchored {
+                let at = scan_from;
+                let mut count = |bucket: i64, tuple: &Tuple<&str>, sums: &Sums| {
+                    if bucket == at && filters.iter().all(|(i, v)| tuple[*i] == *v) {
+                        anchor = anchor.saturating_add(sums.get(slot::ENDED));
+                    }
+                };
+                let hour = at.saturating_add(HOUR_MS);
+                self.scan_rollups(
+                    Cube::Anchors,
+                    Grain::Hour,
+                    at,
+                    hour,
+                    &filters,
+                    None,
+                    &mut count,
+                )?;
             }
         }
         let mut out = RangeRows {
@@ -298,7 +258,7 @@ impl StoreView {
         };
         match q.group {
             Group::Series => {
-                let (mut started, mut ended) = (0u64, 0u64);
+                let (mut started, mut ended) = (anchor, 0u64);
                 let mut b = scan_from;
                 while b < to {
                     let sums = by_bucket.get(&b).copied().unwrap_or_default();
@@ -307,8 +267,7 @@ impl StoreView {
                         out.points.push(Point {
                             bucket: b,
                             sums,
-                            in_progress: (cube == Cube::Dims)
-                                .then(|| started.saturating_sub(ended)),
+                            in_progress: anchored.then(|| started.saturating_sub(ended)),
                         });
                     }
                     ended = ended.saturating_add(sums.get(slot::ENDED));
@@ -322,6 +281,82 @@ impl StoreView {
             }
         }
         Ok(out)
+    }
+
+    /// Hands `take` the rows of `cube` by `grain` in buckets [from, to): the
+    /// chunks' and the held generations'. A filter on the lead (genre of
+    /// dims, title, track) seeks its groups; without filters or a breakdown
+    /// on the other values, the groups' totals answer, and with one filter (or
+    /// a breakdown) on another value, the parts' facet totals of it. The
+    /// caller holds the gate and filters what it is handed.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_rollups(
+        &self,
+        cube: Cube,
+        grain: Grain,
+        from: i64,
+        to: i64,
+        filters: &[(usize, &str)],
+        key_at: Option<usize>,
+        take: &mut dyn FnMut(i64, &Tuple<&str>, &Sums),
+    ) -> Result<(), RangeError> {
+        let lead = filters.iter().find(|(i, _)| *i == 0).map(|(_, v)| *v);
+        let need_rows = filters.iter().any(|(i, _)| *i != 0) || key_at.is_some_and(|i| i != 0);
+        let facet_at = match (filters, key_at) {
+            ([(p, _)], None) if *p != 0 => Some(*p),
+            ([(p, _)], Some(k)) if *p != 0 && k == *p => Some(*p),
+            ([], Some(k)) if k != 0 => Some(k),
+            _ => None,
+        };
+        let start = bucket_prefix(grain, cube, from);
+        let end = bucket_prefix(grain, cube, to);
+        for item in self.tree.range(start..end) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let bucket = chunk_bucket(&k).ok_or_else(|| StoreError::Corrupt {
+                key: super::super::read::entry_name(&k),
+                message: "a rollup chunk key of the wrong length".into(),
+            })?;
+            let corrupt = || StoreError::Corrupt {
+                key: super::super::read::entry_name(&k),
+                message: "a rollup chunk that does not read back".into(),
+            };
+            if !chunk::is_grouped(&k) {
+                for (t, s) in &decode_rows(&v).ok_or_else(corrupt)? {
+                    take(bucket, t, s);
+                }
+                continue;
+            }
+            let g = chunk::Grouped::parse(&v).ok_or_else(corrupt)?;
+            if let Some(values) = facet_at.and_then(|p| g.facet(p).map(|v| (p, v))) {
+                let (p, values) = values;
+                for (value, s) in values {
+                    let mut t = [""; 4];
+                    t[p] = value;
+                    take(bucket, &t, &s);
+                }
+                continue;
+            }
+            for i in lead.map_or(0..g.len(), |l| g.find(l)) {
+                let l = g.lead(i).ok_or_else(corrupt)?;
+                if need_rows {
+                    for (r, s) in g.rows(i).ok_or_else(corrupt)? {
+                        take(bucket, &[l, r[0], r[1], r[2]], &s);
+                    }
+                } else {
+                    take(bucket, &[l, "", "", ""], &g.total(i).ok_or_else(corrupt)?);
+                }
+            }
+        }
+        // The held generations, read in one hold of the lock: the compactor
+        // moves pending to compacting under it, and compacting to chunks
+        // only with the gate.
+        let h = self.rollups.lock();
+        for gen in h.generations() {
+            for (minute, tuple, sums) in gen.rows(cube) {
+                take(grain.bucket(minute), &tuple, sums);
+            }
+        }
+        Ok(())
     }
 
     /// The rollups' compactor counters.

@@ -50,6 +50,25 @@ fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
     s.apply("ns", prepare(records)).unwrap();
 }
 
+/// [`apply`] with the rollups summed under `t` (as the daemon's prepare does).
+fn apply_with(s: &mut Store, first_offset: i64, evs: &[VideoEvent], t: &Tuning) {
+    let records: Vec<Processed> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Processed {
+            pos: SourcePos {
+                topic: Arc::from("v"),
+                partition: 0,
+                offset: first_offset + i as i64,
+            },
+            origin: None,
+            headers: Default::default(),
+            outcome: Outcome::Valid(Event::Video(v.clone())),
+        })
+        .collect();
+    s.apply("ns", prepare::prepare_with(records, t)).unwrap();
+}
+
 /// Waits (bounded) until the compactor holds no run.
 fn settle(s: &Store) {
     let t = Instant::now();
@@ -355,6 +374,64 @@ fn batches_not_in_chunks_at_a_crash_are_replayed_from_the_event_log_exactly_once
     assert_eq!(s.rollup_status().replayed_events, 0);
     for q in queries(&evs) {
         assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "compacted: {q:?}");
+    }
+}
+
+#[test]
+fn viewers_in_progress_count_from_the_hour_anchors_on_a_continuous_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    // Views of up to 40 minutes over ten hours: a series far into the stream
+    // starts with views in progress that began before it.
+    let t = Tuning {
+        max_view_ms: 40 * MINUTE_MS,
+        ..tuning()
+    };
+    let evs = views(6000, 21, 0, 600);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(held(t)).unwrap();
+    for (i, chunk) in evs.chunks(1000).enumerate() {
+        apply_with(&mut s, (i * 1000) as i64, chunk, &t);
+    }
+    let v = &evs[0];
+    let series = |grain, from_min: i64, to_min: i64, filter: Filter| RangeQuery {
+        music: false,
+        from_ms: BASE + from_min * MINUTE_MS,
+        to_ms: BASE + to_min * MINUTE_MS,
+        grain,
+        filter,
+        group: Group::Series,
+    };
+    let qs = [
+        series(Grain::Minute, 300, 360, Filter::default()),
+        series(
+            Grain::Minute,
+            125,
+            190,
+            Filter {
+                region: Some(v.region.clone()),
+                ..Filter::default()
+            },
+        ),
+        series(
+            Grain::Hour,
+            120,
+            600,
+            Filter {
+                genre: Some(v.genre.clone()),
+                ..Filter::default()
+            },
+        ),
+        series(Grain::Hour, 0, 660, Filter::default()),
+    ];
+    for q in &qs {
+        let want = expected(&evs, q, &t);
+        assert!(want.iter().any(|p| p.2 > 0), "views in progress: {q:?}");
+        assert_eq!(answered(&s, q), want, "held: {q:?}");
+    }
+    s.set_rollup_tuning(t).unwrap();
+    settle(&s);
+    for q in &qs {
+        assert_eq!(answered(&s, q), expected(&evs, q, &t), "chunks: {q:?}");
     }
 }
 
