@@ -33,21 +33,7 @@ fn views(n: usize, seed: u64, from_min: i64, to_min: i64) -> Vec<VideoEvent> {
 }
 
 fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
-    let records: Vec<Processed> = evs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Processed {
-            pos: SourcePos {
-                topic: Arc::from("v"),
-                partition: 0,
-                offset: first_offset + i as i64,
-            },
-            origin: None,
-            headers: Default::default(),
-            outcome: Outcome::Valid(Event::Video(v.clone())),
-        })
-        .collect();
-    s.apply("ns", prepare(records)).unwrap();
+    apply_with(s, first_offset, evs, &Tuning::default());
 }
 
 /// [`apply`] with the rollups summed under `t` (as the daemon's prepare does).
