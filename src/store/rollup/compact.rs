@@ -23,13 +23,21 @@ pub struct Done {
     pub newest: Option<i64>,
 }
 
-/// Rows by (grain, cube, bucket), their values by the generation's numbers.
-type Buckets = FxHashMap<(Grain, Cube, i64), FxHashMap<[u32; 4], Sums>>;
+/// Where a row goes: (grain, cube, bucket), then the ranks of its values
+/// (see [`Generation::order`]): sorted, rows come by bucket, each bucket's in
+/// the order of their tuples.
+type Place = ((Grain, Cube, i64), [u32; 4]);
 
 /// The generation's rows added up per bucket (minutes kept only while
-/// retained, hours while retained; titles by the hour only); answers them,
-/// the newest minute and the late count.
-fn gather(gen: &Generation, newest: Option<i64>, t: &Tuning) -> (Buckets, Option<i64>, u64) {
+/// retained, hours while retained; titles by the hour only), sorted by
+/// [`Place`] with `rank` (a name's rank by its number); answers them, the
+/// newest minute and the late count. One sort, no map per bucket.
+fn gather(
+    gen: &Generation,
+    rank: &[u32],
+    newest: Option<i64>,
+    t: &Tuning,
+) -> (Vec<(Place, Sums)>, Option<i64>, u64) {
     let mut newest = newest;
     for cube in Cube::ALL {
         for ((minute, _), sums) in gen.numbered(cube) {
@@ -39,36 +47,37 @@ fn gather(gen: &Generation, newest: Option<i64>, t: &Tuning) -> (Buckets, Option
         }
     }
     let Some(now) = newest else {
-        return (Buckets::default(), None, 0);
+        return (Vec::new(), None, 0);
     };
     let minute_cut = now.saturating_sub(t.minute_retention_ms);
     let hour_cut = Grain::Hour.bucket(now.saturating_sub(t.hour_retention_ms));
-    let mut out = Buckets::default();
+    let mut placed: Vec<(Place, &Sums)> = Vec::with_capacity(gen.row_count() * 2);
     let mut late = 0u64;
     for cube in Cube::ALL {
         for ((minute, ids), sums) in gen.numbered(cube) {
             let minute = *minute;
+            let ranks = ids.map(|n| rank.get(n as usize).copied().unwrap_or(0));
             if minute >= minute_cut && cube.has_minutes() {
-                add_row(&mut out, (Grain::Minute, cube, minute), ids, sums);
+                placed.push((((Grain::Minute, cube, minute), ranks), sums));
             }
             let hour = Grain::Hour.bucket(minute);
             if hour >= hour_cut {
-                add_row(&mut out, (Grain::Hour, cube, hour), ids, sums);
+                placed.push((((Grain::Hour, cube, hour), ranks), sums));
             } else if cube.has_minutes() {
                 // (a view's titles row repeats its dims row; anchors weigh nothing)
                 late += sums.weight();
             }
         }
     }
+    placed.sort_unstable_by_key(|(p, _)| *p);
+    let mut out: Vec<(Place, Sums)> = Vec::with_capacity(placed.len());
+    for (p, s) in placed {
+        match out.last_mut() {
+            Some((q, sums)) if *q == p => sums.add(s),
+            _ => out.push((p, *s)),
+        }
+    }
     (out, newest, late)
-}
-
-fn add_row(out: &mut Buckets, at: (Grain, Cube, i64), ids: &[u32; 4], sums: &Sums) {
-    out.entry(at)
-        .or_default()
-        .entry(*ids)
-        .or_default()
-        .add(sums);
 }
 
 /// `rows` (sorted by tuple) with at most `max` of them for titles and music
@@ -113,7 +122,17 @@ pub fn compact(
             h.covered.clone(),
         )
     };
-    let (buckets, newest, late) = gather(gen, newest, &tuning);
+    // Values rank in the order of their strings: rows sorted by ranks are
+    // sorted by tuple.
+    let order = gen.order();
+    let mut rank = vec![0u32; order.len()];
+    for (r, n) in order.iter().enumerate() {
+        if let Some(x) = rank.get_mut(*n as usize) {
+            *x = r as u32;
+        }
+    }
+    let name = |r: u32| gen.name(order.get(r as usize).copied().unwrap_or(0));
+    let (placed, newest, late) = gather(gen, &rank, newest, &tuning);
     let mut done = Done {
         late,
         newest,
@@ -121,32 +140,15 @@ pub fn compact(
     };
     let mut batch = sled::Batch::default();
     let mut bytes = 0usize;
-    let mut order: Vec<(Grain, Cube, i64)> = buckets.keys().copied().collect();
-    order.sort();
-    let mut buckets = buckets;
-    // Rows sort by their values' ranks: the order of the strings, compared
-    // as integers.
-    let ranks = gen.ranks();
-    let rank = |n: u32| ranks.get(n as usize).copied().unwrap_or(0);
-    for at in order {
-        let Some(new_rows) = buckets.remove(&at) else {
+    for bucket_rows in placed.chunk_by(|a, b| a.0 .0 == b.0 .0) {
+        let Some(((at, _), _)) = bucket_rows.first() else {
             continue;
         };
-        let flat: Vec<([u32; 4], Sums)> = new_rows.into_iter().collect();
-        let mut sorted: Vec<([u32; 4], u32)> = flat
+        let mut rows: Vec<(Tuple<&str>, Sums)> = bucket_rows
             .iter()
-            .enumerate()
-            .map(|(i, (ids, _))| (ids.map(rank), i as u32))
+            .map(|((_, ranks), s)| (ranks.map(name), *s))
             .collect();
-        sorted.sort_unstable();
-        let mut rows: Vec<(Tuple<&str>, Sums)> = sorted
-            .iter()
-            .map(|(_, i)| {
-                let (ids, s) = &flat[*i as usize];
-                (ids.map(|n| gen.name(n)), *s)
-            })
-            .collect();
-        let (grain, cube, bucket) = at;
+        let (grain, cube, bucket) = *at;
         let prefix = bucket_prefix(grain, cube, bucket);
         let mut existing: Vec<(sled::IVec, sled::IVec)> = Vec::new();
         for item in view.tree.scan_prefix(&prefix) {
