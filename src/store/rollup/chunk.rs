@@ -137,6 +137,9 @@ fn finish(groups: &[(&str, Vec<u8>)], facets: &Facets) -> Vec<u8> {
 pub struct Grouped<'a> {
     bytes: &'a [u8],
     n: usize,
+    /// The leads, checked as text once, and where they start in `bytes`.
+    leads: &'a str,
+    leads_at: usize,
 }
 
 impl<'a> Grouped<'a> {
@@ -147,10 +150,26 @@ impl<'a> Grouped<'a> {
         if table > bytes.len() {
             return None;
         }
-        let g = Grouped { bytes, n };
+        let mut g = Grouped {
+            bytes,
+            n,
+            leads: "",
+            leads_at: table,
+        };
+        // The leads lie end to end after the table (see [`finish`]): one
+        // check of them as text, then each lead is a slice of it.
+        let mut end = table;
+        for i in 0..n {
+            let (at, len) = (g.field(i, 0), g.field(i, 1));
+            if at != end {
+                return None;
+            }
+            end = at.checked_add(len)?;
+            g.body(i)?;
+        }
+        g.leads = std::str::from_utf8(bytes.get(table..end)?).ok()?;
         for i in 0..n {
             g.lead(i)?;
-            g.body(i)?;
         }
         g.facet_bytes()?;
         Some(g)
@@ -199,7 +218,8 @@ impl<'a> Grouped<'a> {
 
     /// Group `i`'s lead value.
     pub fn lead(&self, i: usize) -> Option<&'a str> {
-        std::str::from_utf8(self.slice(i, 0)?).ok()
+        let at = self.field(i, 0).checked_sub(self.leads_at)?;
+        self.leads.get(at..at.checked_add(self.field(i, 1))?)
     }
 
     fn body(&self, i: usize) -> Option<&'a [u8]> {
@@ -216,9 +236,7 @@ impl<'a> Grouped<'a> {
 
     /// Group `i`'s total.
     pub fn total(&self, i: usize) -> Option<Sums> {
-        postcard::take_from_bytes::<Sums>(self.body(i)?)
-            .ok()
-            .map(|(s, _)| s)
+        Sums::read(self.body(i)?).map(|(s, _)| s)
     }
 
     /// Group `i`'s rows, their other values borrowed from the part.

@@ -192,6 +192,37 @@ impl Sums {
         self.0[slot]
     }
 
+    /// The sums postcard wrote at the start of `bytes` (13 varints), and the
+    /// bytes after them; `None` where postcard would refuse them. A breakdown
+    /// by title reads one per title and bucket: this is several times faster
+    /// than serde's path.
+    pub fn read(bytes: &[u8]) -> Option<(Sums, &[u8])> {
+        let mut s = Sums::default();
+        let mut at = 0;
+        for slot in s.0.iter_mut() {
+            let mut v = 0u64;
+            let mut shift = 0u32;
+            loop {
+                let b = *bytes.get(at)?;
+                at += 1;
+                // The tenth byte of a u64 holds its top bit alone.
+                if shift == 63 && b > 1 {
+                    return None;
+                }
+                v |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift > 63 {
+                    return None;
+                }
+            }
+            *slot = v;
+        }
+        Some((s, bytes.get(at..)?))
+    }
+
     /// Views started (video cubes) or events (music): what "most" ranks by.
     pub fn weight(&self) -> u64 {
         self.0[slot::VIEWS]

@@ -877,3 +877,35 @@ fn a_grouped_part_seeks_its_leads_and_refuses_a_table_pointing_outside_it() {
     assert!(chunk::Grouped::parse(&bad).is_none());
     assert!(chunk::Grouped::parse(&[1, 0]).is_none());
 }
+
+#[test]
+fn sums_read_as_postcard_reads_them() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..2000 {
+        let mut s = Sums::default();
+        for v in s.0.iter_mut() {
+            // Every varint length, 1 to 10 bytes.
+            *v = rng.gen::<u64>() >> rng.gen_range(0..64);
+        }
+        let mut bytes = postcard::to_stdvec(&s).unwrap();
+        bytes.extend_from_slice(b"rest");
+        let (read, rest) = Sums::read(&bytes).unwrap();
+        assert_eq!(read, s);
+        assert_eq!(rest, b"rest");
+        // Cut anywhere inside, both refuse it.
+        let cut = rng.gen_range(0..bytes.len() - 4);
+        assert!(Sums::read(&bytes[..cut]).is_none());
+        assert!(postcard::from_bytes::<Sums>(&bytes[..cut]).is_err());
+    }
+    // A tenth byte past a u64, and a varint of eleven bytes.
+    let mut over = vec![0xffu8; 9];
+    over.push(0x02);
+    over.extend_from_slice(&[0; 12]);
+    assert!(Sums::read(&over).is_none());
+    assert!(postcard::from_bytes::<Sums>(&over).is_err());
+    let mut max = vec![0xffu8; 9];
+    max.push(0x01);
+    max.extend_from_slice(&[0; 12]);
+    assert_eq!(Sums::read(&max).unwrap().0 .0[0], u64::MAX);
+    assert_eq!(postcard::from_bytes::<Sums>(&max).unwrap().0[0], u64::MAX);
+}
