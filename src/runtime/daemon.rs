@@ -254,11 +254,13 @@ impl Daemon {
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
         let vp = progress.clone();
+        let rollup = cfg.analytics.rollup_tuning();
         let validator =
             ValidatorActor::start_in_arbiter(&validator_arb.handle(), move |_| ValidatorActor {
                 validator,
                 progress: vp,
                 store: store_rcpt,
+                rollup,
             });
         let fatal = Arc::new(crate::ingest::pipeline::Fatal::default());
         let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());

@@ -42,7 +42,7 @@ use thiserror::Error;
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 
-pub use prepare::{prepare, Prepared};
+pub use prepare::{prepare, prepare_with, Prepared};
 pub use read::{dead_letter_id, DeadLetter, LoggedEvent, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 pub use stats::{CatalogCounts, QoeStats, Stats, StatsSection};
@@ -748,6 +748,7 @@ impl Store {
             tracked: self.tracked,
             seq: self.seq,
             now_ms: crate::domain::timefmt::now_ms(),
+            rollup: self.view.rollups.lock().tuning,
         };
         let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree))?;
         self.check_space(p.bytes as u64)?;
@@ -831,13 +832,13 @@ impl Store {
         }
         // Readers find the batch's pair and rollup deltas in memory from now on.
         self.view.pairs.add_batch(seq, &p.pairs)?;
-        let fresh = p.records.iter().zip(&p.fresh).filter(|(_, f)| **f);
+        let records = &p.records;
         self.view.rollups.add_batch(
-            fresh.filter_map(|(r, _)| match &r.outcome {
-                Outcome::Valid(ev) => Some(ev),
-                Outcome::Rejected { .. } => None,
-            }),
-            p.now_ms,
+            &p.rollup,
+            |i| match records.get(i as usize).map(|r| &r.outcome) {
+                Some(Outcome::Valid(ev)) => rollup::id_of(ev),
+                _ => "",
+            },
             namespace,
             &p.offsets,
             write_ms,

@@ -12,7 +12,7 @@ use super::bounds::{self, Limits, Tracked};
 use super::prepare::{self, Deltas, Prepared};
 use super::read::DeadLetter;
 use super::state::{self, State};
-use super::{keys, pairs, segment, ApplyReport, StoreError, MAX_VALUE_BYTES};
+use super::{keys, pairs, rollup, segment, ApplyReport, StoreError, MAX_VALUE_BYTES};
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 
@@ -30,9 +30,9 @@ pub struct Reads<'a> {
     pub tracked: Tracked,
     /// The journal sequence number this batch writes.
     pub seq: u64,
-    /// When the batch is planned (ms): the rollups leave out events dated
-    /// further ahead than their skew allows.
+    /// When the batch is written (ms), and how the rollups are kept.
     pub now_ms: i64,
+    pub rollup: rollup::Tuning,
 }
 
 /// One planned batch write.
@@ -47,9 +47,8 @@ pub struct Plan {
     /// Each touched (user, video) pair's delta (key [`keys::VIDEO_PAIR`]), as
     /// written in the batch's run (see [`super::pairs`]).
     pub pairs: Vec<(Vec<u8>, [f64; 5])>,
-    /// When it was planned (see [`Reads::now_ms`]): the fresh events are
-    /// rolled up as of then once the write is durable (see [`super::rollup`]).
-    pub now_ms: i64,
+    /// The batch's rollup deltas, held once the write is durable (see [`super::rollup`]).
+    pub rollup: rollup::BatchDeltas,
     pub tracked: Tracked,
     /// (topic, partition, next offset) written, sorted.
     pub offsets: Vec<(String, i32, i64)>,
@@ -98,6 +97,7 @@ pub fn plan(
         records,
         encoded,
         deltas,
+        rollup: rollup_entries,
     } = prepared;
     let ns = reads.ns;
     let seg_key = |topic: &str, partition: i32, first: i64| {
@@ -236,6 +236,26 @@ pub fn plan(
         bytes += run.len();
         writes.push((pairs::run_key(reads.seq, part as u32), run));
     }
+    // The rollup deltas of the fresh events (prepared before, unless some
+    // records were redelivered); nothing of them is written (see `super::rollup`).
+    let rollup = if report.duplicates_skipped > 0 {
+        rollup::deltas_of(
+            records
+                .iter()
+                .enumerate()
+                .zip(&fresh)
+                .filter(|(_, f)| **f)
+                .filter_map(|((i, r), _)| match &r.outcome {
+                    Outcome::Valid(ev) => Some((i as u32, ev)),
+                    Outcome::Rejected { .. } => None,
+                }),
+            reads.now_ms,
+            &reads.rollup,
+        )
+        .into_batch()
+    } else {
+        rollup_entries
+    };
     let mut offsets = Vec::with_capacity(running.len());
     for ((topic, partition), next) in running {
         writes.push((
@@ -251,7 +271,7 @@ pub fn plan(
         writes,
         deltas,
         pairs,
-        now_ms: reads.now_ms,
+        rollup,
         tracked,
         offsets,
         journal_bytes,
@@ -288,6 +308,7 @@ mod tests {
             tracked: Tracked::default(),
             seq: 7,
             now_ms: 1_735_689_600_000,
+            rollup: rollup::Tuning::default(),
         }
     }
 

@@ -168,12 +168,18 @@ pub struct Prepared {
     /// The encoded event per record (empty for rejected ones).
     pub encoded: Vec<Vec<u8>>,
     pub deltas: Deltas,
+    /// The rollup deltas (see [`super::rollup`]), as if every record were new.
+    pub rollup: super::rollup::BatchDeltas,
 }
 
-/// Encodes the valid events and sums the batch's aggregate deltas, off the
-/// store's thread (the rollups are added up from the events once the batch
-/// is durable: see [`super::rollup`]).
+/// [`prepare_with`] the default rollup tuning.
 pub fn prepare(records: Vec<Processed>) -> Prepared {
+    prepare_with(records, &super::rollup::Tuning::default())
+}
+
+/// Encodes the valid events and sums the batch's deltas (aggregates and
+/// rollups), off the store's thread.
+pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> Prepared {
     let encoded = records
         .iter()
         .map(|r| match &r.outcome {
@@ -182,9 +188,22 @@ pub fn prepare(records: Vec<Processed>) -> Prepared {
         })
         .collect();
     let deltas = deltas_of(records.iter());
+    let rollup = super::rollup::deltas_of(
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match &r.outcome {
+                Outcome::Valid(ev) => Some((i as u32, ev)),
+                Outcome::Rejected { .. } => None,
+            }),
+        crate::domain::timefmt::now_ms(),
+        rollup,
+    )
+    .into_batch();
     Prepared {
         records,
         encoded,
         deltas,
+        rollup,
     }
 }

@@ -209,6 +209,7 @@ impl Store {
         gen: &mut super::rollup::Generation,
         tuning: &super::rollup::Tuning,
     ) -> Result<u64, StoreError> {
+        use super::rollup;
         let now = crate::domain::timefmt::now_ms();
         let mut n = 0u64;
         let mut positions: Vec<(&(String, String, i32), &i64)> = self.offsets.iter().collect();
@@ -235,13 +236,19 @@ impl Store {
                         continue;
                     }
                 };
-                for e in events
+                let fresh: Vec<(u32, &crate::domain::event::Event)> = events
                     .iter()
-                    .filter(|e| e.pos.offset >= from && e.pos.offset < *next)
-                {
-                    gen.add_event(&e.event, now, tuning);
-                    n += 1;
-                }
+                    .enumerate()
+                    .filter(|(_, e)| e.pos.offset >= from && e.pos.offset < *next)
+                    .map(|(i, e)| (i as u32, &e.event))
+                    .collect();
+                n += fresh.len() as u64;
+                let d = rollup::deltas_of(fresh.into_iter(), now, tuning).into_batch();
+                gen.add(&d, |i| {
+                    events
+                        .get(i as usize)
+                        .map_or("", |e| rollup::id_of(&e.event))
+                });
                 gen.batches += 1;
             }
             gen.note_offsets(

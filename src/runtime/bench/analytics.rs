@@ -15,7 +15,7 @@ use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed, SourcePos};
 use crate::store::rollup::query::{Field, Filter, Group, RangeQuery};
 use crate::store::rollup::{Grain, Tuning, HOUR_MS, MINUTE_MS};
-use crate::store::{prepare, Store};
+use crate::store::{prepare_with, Store};
 use crate::synth::generate::{video_id, VideoGen, World, GENRES, REGIONS, RESOLUTIONS};
 
 #[derive(Debug, Clone)]
@@ -105,7 +105,7 @@ pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, AnalyticsB
                 outcome: Outcome::Valid(Event::Video(gen.next_event())),
             })
             .collect();
-        store.apply("bench", prepare(records))?;
+        store.apply("bench", prepare_with(records, &tuning))?;
         offset += n as i64;
         written += n;
     }

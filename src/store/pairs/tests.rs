@@ -253,6 +253,7 @@ fn a_run_whose_offsets_did_not_reach_the_disk_is_dropped_at_open() {
             tracked: bounds::Tracked::default(),
             seq: 1,
             now_ms: crate::domain::timefmt::now_ms(),
+            rollup: super::super::rollup::Tuning::default(),
         };
         struct NoRows;
         impl plan::Rows for NoRows {

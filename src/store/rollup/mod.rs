@@ -272,12 +272,39 @@ pub struct Entry<S> {
     pub sums: Sums,
 }
 
-/// A run part as earlier versions stored it with each batch: its entries,
-/// then the offsets its batch wrote (namespace, topic, partition, next).
+/// A run part as stored: its entries, then the offsets its batch writes
+/// (namespace, topic, partition, next). The entries are encoded off the
+/// store's thread ([`Deltas::encode_entries`]); the store appends the offsets
+/// ([`finish_run`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunValue<S> {
     pub entries: Vec<Entry<S>>,
     pub offsets: Vec<(S, S, i32, i64)>,
+}
+
+/// A batch's rollup deltas. Keys are integers only: the values of the small
+/// vocabularies (genre, region, resolution, device) by number, an id (title,
+/// track) by the first record carrying it, so a key hashes and compares
+/// without touching a string.
+#[derive(Debug, Default)]
+pub struct Deltas<'a> {
+    map: FxHashMap<Key, Sums>,
+    names: Vec<&'a str>,
+    numbers: FxHashMap<&'a str, u16>,
+    /// Each id's first record.
+    ids: FxHashMap<&'a str, u32>,
+}
+
+/// No id (the dims cube).
+const NO_ID: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    cube: Cube,
+    minute: i64,
+    /// The first record carrying the id, or [`NO_ID`].
+    id: u32,
+    small: [u16; 3],
 }
 
 fn ms(x: f64) -> u64 {
@@ -285,87 +312,274 @@ fn ms(x: f64) -> u64 {
     x.max(0.0).round() as u64
 }
 
-/// Hands `row` the rows stored event `ev` adds, written at `now_ms` (events
-/// dated further ahead than the skew allows add none): (cube, minute — the
-/// hour for titles and anchors —, id, the small values, sums).
-pub fn event_rows<'e>(
-    ev: &'e Event,
+impl<'a> Deltas<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        cube: Cube,
+        minute: i64,
+        id: &'a str,
+        record: u32,
+        small: [u16; 3],
+        sums: &Sums,
+    ) {
+        let id = if id.is_empty() {
+            NO_ID
+        } else {
+            *self.ids.entry(id).or_insert(record)
+        };
+        let key = Key {
+            cube,
+            minute,
+            id,
+            small,
+        };
+        self.map.entry(key).or_default().add(sums);
+    }
+
+    /// The number of a small vocabulary's value (0 is "").
+    fn number(&mut self, s: &'a str) -> u16 {
+        if self.names.is_empty() {
+            self.names.push("");
+            self.numbers.insert("", 0);
+        }
+        if let Some(n) = self.numbers.get(s) {
+            return *n;
+        }
+        // Validation bounds the vocabularies; past u16, values add up under (other).
+        let Ok(n) = u16::try_from(self.names.len()) else {
+            return self.number(OTHER);
+        };
+        self.names.push(s);
+        self.numbers.insert(s, n);
+        n
+    }
+
+    /// Each entry: (cube, minute, tuple, sums).
+    #[cfg(test)]
+    pub fn entries(&self) -> impl Iterator<Item = (Cube, i64, Tuple<&'a str>, &Sums)> + '_ {
+        let ids: FxHashMap<u32, &'a str> = self.ids.iter().map(|(s, i)| (*i, *s)).collect();
+        self.map.iter().map(move |(k, s)| {
+            let id = ids.get(&k.id).copied().unwrap_or("");
+            let n = |i: usize| {
+                self.names
+                    .get(usize::from(k.small[i]))
+                    .copied()
+                    .unwrap_or("")
+            };
+            let tuple = match k.cube {
+                Cube::Dims | Cube::Anchors => [n(0), n(1), n(2), ""],
+                Cube::Titles => [id, n(0), n(1), n(2)],
+                Cube::Music => [id, n(0), "", ""],
+            };
+            (k.cube, k.minute, tuple, s)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Adds stored event `record` written at `now_ms` (events dated further
+    /// ahead than the skew allows are left out).
+    pub fn event(&mut self, record: u32, ev: &'a Event, now_ms: i64, t: &Tuning) {
+        match ev {
+            Event::Video(v) => {
+                if v.timestamp_ms > now_ms.saturating_add(t.future_skew_ms) {
+                    return;
+                }
+                let mut s = Sums::default();
+                let play_ms = ms(v.watch_time_seconds * 1000.0);
+                let rebuffer_ms = ms(v.rebuffer_ms.unwrap_or(0.0));
+                s.0[slot::VIEWS] = 1;
+                s.0[slot::PLAY_MS] = play_ms;
+                s.0[slot::REBUFFER_MS] = rebuffer_ms;
+                s.0[slot::REBUFFERS] = v.buffering_events.max(0) as u64;
+                let mut startup = 0;
+                if v.error.is_some() && play_ms == 0 {
+                    s.0[slot::START_FAILURES] = 1;
+                } else if let (Some(st), true) = (v.startup_time_ms, play_ms > 0) {
+                    startup = ms(st);
+                    s.0[slot::STARTUP_MS] = startup;
+                    s.0[slot::STARTS] = 1;
+                } else if play_ms == 0 {
+                    s.0[slot::EXITS_BEFORE_START] = 1;
+                }
+                s.0[slot::BITRATE_PLAY_S] =
+                    (v.bitrate_kbps.max(0) as u64).saturating_mul(play_ms) / 1000;
+                s.0[slot::SKIPPED] = u64::from(v.skipped);
+                s.0[slot::PAUSED] = u64::from(v.paused);
+                s.0[slot::RECOMMENDED] = u64::from(v.recommended);
+                let start = Grain::Minute.bucket(v.timestamp_ms);
+                let lasted = startup
+                    .saturating_add(play_ms)
+                    .saturating_add(rebuffer_ms)
+                    .min(t.max_view_ms.max(0) as u64) as i64;
+                let end = Grain::Minute.bucket(v.timestamp_ms.saturating_add(lasted));
+                // Titles are kept by the hour, without the ends (concurrency is
+                // kept by the dimensions).
+                let small = [
+                    self.number(&v.genre),
+                    self.number(&v.region),
+                    self.number(&v.resolution),
+                ];
+                let hour = Grain::Hour.bucket(v.timestamp_ms);
+                self.add(Cube::Titles, hour, &v.video_id, record, small, &s);
+                let mut ended = Sums::default();
+                ended.0[slot::ENDED] = 1;
+                if end == start {
+                    s.0[slot::ENDED] = 1;
+                    self.add(Cube::Dims, start, "", record, small, &s);
+                } else {
+                    self.add(Cube::Dims, start, "", record, small, &s);
+                    self.add(Cube::Dims, end, "", record, small, &ended);
+                }
+                // In progress at the start of each hour after its start
+                // minute, up to its end minute (at most max_view of hours).
+                let mut h = Grain::Hour.bucket(start).saturating_add(HOUR_MS);
+                while h <= end {
+                    self.add(Cube::Anchors, h, "", record, small, &ended);
+                    h = h.saturating_add(HOUR_MS);
+                }
+            }
+            Event::Music(m) => {
+                if m.event_ts_ms > now_ms.saturating_add(t.future_skew_ms) {
+                    return;
+                }
+                let mut s = Sums::default();
+                s.0[slot::EVENTS] = 1;
+                s.0[match m.event_type {
+                    MusicAction::Play => slot::PLAY,
+                    MusicAction::Skip => slot::SKIP,
+                    MusicAction::Like => slot::LIKE,
+                    MusicAction::Pause => slot::PAUSE,
+                    MusicAction::Seek => slot::SEEK,
+                }] = 1;
+                let small = [self.number(&m.device), 0, 0];
+                let minute = Grain::Minute.bucket(m.event_ts_ms);
+                self.add(Cube::Music, minute, &m.track_id, record, small, &s);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The deltas owned, each id named by the first record carrying it.
+    pub fn into_batch(self) -> BatchDeltas {
+        let entries = self
+            .map
+            .into_iter()
+            .map(|(k, sums)| BatchEntry {
+                cube: k.cube,
+                minute: k.minute,
+                record: k.id,
+                small: k.small,
+                sums,
+            })
+            .collect();
+        BatchDeltas {
+            names: self.names.iter().map(|s| s.to_string()).collect(),
+            entries,
+        }
+    }
+
+    /// The entries as run parts without their offsets, as earlier versions
+    /// wrote them (each part under [`super::MAX_VALUE_BYTES`] once
+    /// [`finish_run`] adds them).
+    #[cfg(test)]
+    pub fn encode_entries(&self) -> Vec<Vec<u8>> {
+        let mut parts = Vec::new();
+        let mut part: Vec<Entry<&str>> = Vec::new();
+        let mut size = 0;
+        // Room for the offsets [`finish_run`] appends.
+        let limit = super::MAX_VALUE_BYTES - 8192;
+        for (cube, minute, tuple, sums) in self.entries() {
+            // At most: 2 + 10 + 4 × (5 + len) + 13 × 10 bytes.
+            let n = 160 + tuple.iter().map(|s| s.len()).sum::<usize>();
+            if !part.is_empty() && size + n > limit {
+                parts.push(postcard::to_stdvec(&part).unwrap_or_default());
+                part.clear();
+                size = 0;
+            }
+            size += n;
+            part.push(Entry {
+                cube,
+                minute,
+                tuple,
+                sums: *sums,
+            });
+        }
+        if !part.is_empty() {
+            parts.push(postcard::to_stdvec(&part).unwrap_or_default());
+        }
+        parts
+    }
+
+    /// The run parts of these deltas, each naming `offsets`.
+    #[cfg(test)]
+    pub fn encode(&self, offsets: &[(&str, &str, i32, i64)]) -> Vec<Vec<u8>> {
+        self.encode_entries()
+            .iter()
+            .map(|p| finish_run(p, offsets))
+            .collect()
+    }
+}
+
+/// The rollup deltas of `events` (each with its record's index) written at `now_ms`.
+pub fn deltas_of<'a>(
+    events: impl Iterator<Item = (u32, &'a Event)>,
     now_ms: i64,
     t: &Tuning,
-    mut row: impl FnMut(Cube, i64, &'e str, [&'e str; 3], &Sums),
-) {
+) -> Deltas<'a> {
+    let events = events.into_iter();
+    let mut d = Deltas::default();
+    // (a filtered iterator's lower bound is 0: growing by rehash moved
+    // every entry several times per batch)
+    d.map
+        .reserve(events.size_hint().1.unwrap_or(0).saturating_mul(2));
+    for (i, e) in events {
+        d.event(i, e, now_ms, t);
+    }
+    d
+}
+
+/// The id an event's rows are kept by: its title (views) or track
+/// (listening events); "" for the rest.
+pub fn id_of(ev: &Event) -> &str {
     match ev {
-        Event::Video(v) => {
-            if v.timestamp_ms > now_ms.saturating_add(t.future_skew_ms) {
-                return;
-            }
-            let mut s = Sums::default();
-            let play_ms = ms(v.watch_time_seconds * 1000.0);
-            let rebuffer_ms = ms(v.rebuffer_ms.unwrap_or(0.0));
-            s.0[slot::VIEWS] = 1;
-            s.0[slot::PLAY_MS] = play_ms;
-            s.0[slot::REBUFFER_MS] = rebuffer_ms;
-            s.0[slot::REBUFFERS] = v.buffering_events.max(0) as u64;
-            let mut startup = 0;
-            if v.error.is_some() && play_ms == 0 {
-                s.0[slot::START_FAILURES] = 1;
-            } else if let (Some(st), true) = (v.startup_time_ms, play_ms > 0) {
-                startup = ms(st);
-                s.0[slot::STARTUP_MS] = startup;
-                s.0[slot::STARTS] = 1;
-            } else if play_ms == 0 {
-                s.0[slot::EXITS_BEFORE_START] = 1;
-            }
-            s.0[slot::BITRATE_PLAY_S] =
-                (v.bitrate_kbps.max(0) as u64).saturating_mul(play_ms) / 1000;
-            s.0[slot::SKIPPED] = u64::from(v.skipped);
-            s.0[slot::PAUSED] = u64::from(v.paused);
-            s.0[slot::RECOMMENDED] = u64::from(v.recommended);
-            let start = Grain::Minute.bucket(v.timestamp_ms);
-            let lasted = startup
-                .saturating_add(play_ms)
-                .saturating_add(rebuffer_ms)
-                .min(t.max_view_ms.max(0) as u64) as i64;
-            let end = Grain::Minute.bucket(v.timestamp_ms.saturating_add(lasted));
-            let small = [v.genre.as_str(), v.region.as_str(), v.resolution.as_str()];
-            // Titles are kept by the hour, without the ends (concurrency is
-            // kept by the dimensions).
-            let hour = Grain::Hour.bucket(v.timestamp_ms);
-            row(Cube::Titles, hour, &v.video_id, small, &s);
-            let mut ended = Sums::default();
-            ended.0[slot::ENDED] = 1;
-            if end == start {
-                s.0[slot::ENDED] = 1;
-                row(Cube::Dims, start, "", small, &s);
-            } else {
-                row(Cube::Dims, start, "", small, &s);
-                row(Cube::Dims, end, "", small, &ended);
-            }
-            // In progress at the start of each hour after its start minute,
-            // up to its end minute (at most max_view of hours).
-            let mut h = Grain::Hour.bucket(start).saturating_add(HOUR_MS);
-            while h <= end {
-                row(Cube::Anchors, h, "", small, &ended);
-                h = h.saturating_add(HOUR_MS);
-            }
-        }
-        Event::Music(m) => {
-            if m.event_ts_ms > now_ms.saturating_add(t.future_skew_ms) {
-                return;
-            }
-            let mut s = Sums::default();
-            s.0[slot::EVENTS] = 1;
-            s.0[match m.event_type {
-                MusicAction::Play => slot::PLAY,
-                MusicAction::Skip => slot::SKIP,
-                MusicAction::Like => slot::LIKE,
-                MusicAction::Pause => slot::PAUSE,
-                MusicAction::Seek => slot::SEEK,
-            }] = 1;
-            let minute = Grain::Minute.bucket(m.event_ts_ms);
-            row(Cube::Music, minute, &m.track_id, [&m.device, "", ""], &s);
-        }
-        _ => {}
+        Event::Video(v) => &v.video_id,
+        Event::Music(m) => &m.track_id,
+        _ => "",
+    }
+}
+
+/// A batch's rollup deltas, owned: an id is named by the index of the first
+/// record carrying it (the records stay with the batch until it is durable).
+#[derive(Debug, Clone, Default)]
+pub struct BatchDeltas {
+    names: Vec<String>,
+    entries: Vec<BatchEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct BatchEntry {
+    cube: Cube,
+    minute: i64,
+    record: u32,
+    small: [u16; 3],
+    sums: Sums,
+}
+
+impl BatchDeltas {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -526,6 +740,25 @@ impl Generation {
         self.names.get(n as usize).map_or("", |s| s)
     }
 
+    /// Adds a batch's deltas; `id_of(record)` names the id a record carries.
+    pub fn add<'r>(&mut self, d: &BatchDeltas, id_of: impl Fn(u32) -> &'r str) {
+        let small: Vec<u32> = d.names.iter().map(|s| self.intern(s)).collect();
+        let s = |i: u16| small.get(usize::from(i)).copied().unwrap_or(0);
+        for e in &d.entries {
+            let ids = match e.cube {
+                Cube::Dims | Cube::Anchors => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
+                Cube::Titles => [
+                    self.intern(id_of(e.record)),
+                    s(e.small[0]),
+                    s(e.small[1]),
+                    s(e.small[2]),
+                ],
+                Cube::Music => [self.intern(id_of(e.record)), s(e.small[0]), 0, 0],
+            };
+            self.add_row(e.cube, e.minute, ids, &e.sums);
+        }
+    }
+
     fn add_row(&mut self, cube: Cube, minute: i64, ids: [u32; 4], sums: &Sums) {
         let c = cube_index(cube);
         let next = self.sums[c].len() as u32;
@@ -534,28 +767,6 @@ impl Generation {
             Some(s) => s.add(sums),
             None => self.sums[c].push(*sums),
         }
-    }
-
-    /// Adds stored event `ev` written at `now_ms` (see [`event_rows`]).
-    pub fn add_event(&mut self, ev: &Event, now_ms: i64, t: &Tuning) {
-        event_rows(ev, now_ms, t, |cube, minute, id, small, sums| {
-            let ids = match cube {
-                Cube::Dims | Cube::Anchors => [
-                    self.intern(small[0]),
-                    self.intern(small[1]),
-                    self.intern(small[2]),
-                    0,
-                ],
-                Cube::Titles => [
-                    self.intern(id),
-                    self.intern(small[0]),
-                    self.intern(small[1]),
-                    self.intern(small[2]),
-                ],
-                Cube::Music => [self.intern(id), self.intern(small[0]), 0, 0],
-            };
-            self.add_row(cube, minute, ids, sums);
-        });
     }
 
     /// The names' numbers in the order of the strings (rank → number).
@@ -702,24 +913,20 @@ impl Shared {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds a durable batch's rollups: its fresh `events`, written at
-    /// `write_ms` with `offsets` of `namespace` (rolled up as of `now_ms`,
-    /// the time the batch was planned at); waits while the compactor is far
-    /// behind (memory stays bounded).
-    pub fn add_batch<'e>(
+    /// Holds a durable batch's deltas (written at `write_ms`, with `offsets`
+    /// of `namespace`); waits while the compactor is far behind (memory stays
+    /// bounded).
+    pub fn add_batch<'r>(
         &self,
-        events: impl Iterator<Item = &'e Event>,
-        now_ms: i64,
+        d: &BatchDeltas,
+        id_of: impl Fn(u32) -> &'r str,
         namespace: &str,
         offsets: &[(String, i32, i64)],
         write_ms: i64,
     ) -> Result<(), StoreError> {
         let mut h = self.lock();
-        let t = h.tuning;
         let g = &mut h.pending;
-        for ev in events {
-            g.add_event(ev, now_ms, &t);
-        }
+        g.add(d, id_of);
         g.note_offsets(
             namespace,
             offsets.iter().map(|(t, p, n)| (t.as_str(), *p, *n)),

@@ -33,6 +33,11 @@ fn views(n: usize, seed: u64, from_min: i64, to_min: i64) -> Vec<VideoEvent> {
 }
 
 fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
+    apply_with(s, first_offset, evs, &Tuning::default());
+}
+
+/// [`apply`] with the rollups summed under `t` (as the daemon's prepare does).
+fn apply_with(s: &mut Store, first_offset: i64, evs: &[VideoEvent], t: &Tuning) {
     let records: Vec<Processed> = evs
         .iter()
         .enumerate()
@@ -47,51 +52,7 @@ fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
             outcome: Outcome::Valid(Event::Video(v.clone())),
         })
         .collect();
-    s.apply("ns", prepare(records)).unwrap();
-}
-
-/// A generation's rows as the run parts earlier versions wrote with a batch
-/// (each part under the value bound once its offsets are added).
-fn legacy_run(g: &Generation, offsets: &[(&str, &str, i32, i64)]) -> Vec<Vec<u8>> {
-    let limit = crate::store::MAX_VALUE_BYTES - 8192;
-    let (mut parts, mut part, mut size) = (Vec::new(), Vec::<Entry<&str>>::new(), 0);
-    for cube in Cube::ALL {
-        for (minute, tuple, sums) in g.rows(cube) {
-            let n = 160 + tuple.iter().map(|s| s.len()).sum::<usize>();
-            if !part.is_empty() && size + n > limit {
-                parts.push(postcard::to_stdvec(&part).unwrap());
-                part.clear();
-                size = 0;
-            }
-            size += n;
-            part.push(Entry {
-                cube,
-                minute,
-                tuple,
-                sums: *sums,
-            });
-        }
-    }
-    if !part.is_empty() {
-        parts.push(postcard::to_stdvec(&part).unwrap());
-    }
-    parts.iter().map(|p| finish_run(p, offsets)).collect()
-}
-
-/// The rows stored event `ev` adds at `now`: (cube, minutes since BASE, sums).
-fn rows_of(ev: &Event, now: i64, t: &Tuning) -> Vec<(Cube, i64, Sums)> {
-    let mut g = Generation::default();
-    g.add_event(ev, now, t);
-    let mut v: Vec<(Cube, i64, Sums)> = Cube::ALL
-        .into_iter()
-        .flat_map(|c| {
-            g.rows(c)
-                .map(move |(m, _, s)| (c, (m - BASE) / MINUTE_MS, *s))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    v.sort_by_key(|(c, m, _)| (*c, *m));
-    v
+    s.apply("ns", prepare::prepare_with(records, t)).unwrap();
 }
 
 /// Waits (bounded) until the compactor holds no run.
@@ -415,7 +376,7 @@ fn viewers_in_progress_count_from_the_hour_anchors_on_a_continuous_stream() {
     let mut s = Store::open(dir.path(), 16).unwrap();
     s.set_rollup_tuning(held(t)).unwrap();
     for (i, chunk) in evs.chunks(1000).enumerate() {
-        apply(&mut s, (i * 1000) as i64, chunk);
+        apply_with(&mut s, (i * 1000) as i64, chunk, &t);
     }
     let v = &evs[0];
     let series = |grain, from_min: i64, to_min: i64, filter: Filter| RangeQuery {
@@ -558,15 +519,14 @@ fn runs_written_by_earlier_versions_are_held_at_open_and_compacted_once() {
         // The store as an earlier version left it: each batch's deltas in a
         // run with its offsets, no covered offsets.
         for (i, chunk) in evs.chunks(400).enumerate() {
-            let mut g = Generation::default();
-            for v in chunk {
-                g.add_event(&Event::Video(v.clone()), BASE + 3 * HOUR_MS, &t);
-            }
+            let events: Vec<Event> = chunk.iter().cloned().map(Event::Video).collect();
+            let d = deltas_of(
+                events.iter().enumerate().map(|(i, e)| (i as u32, e)),
+                BASE + 3 * HOUR_MS,
+                &t,
+            );
             let next = ((i + 1) * 400) as i64;
-            for (part, v) in legacy_run(&g, &[("ns", "v", 0, next)])
-                .into_iter()
-                .enumerate()
-            {
+            for (part, v) in d.encode(&[("ns", "v", 0, next)]).into_iter().enumerate() {
                 s.view
                     .tree
                     .insert(run_key(100 + i as u64, part as u32), v)
@@ -752,25 +712,50 @@ fn a_view_counts_in_the_minute_it_starts_and_ends_and_future_ones_not_at_all() {
     v.rebuffer_ms = Some(0.0);
     v.error = None;
     let ev = Event::Video(v.clone());
-    let rows = rows_of(&ev, BASE + HOUR_MS, &t);
-    let dims: Vec<(i64, u64, u64)> = rows
-        .iter()
-        .filter(|(c, _, _)| *c == Cube::Dims)
-        .map(|(_, m, s)| (*m, s.get(slot::VIEWS), s.get(slot::ENDED)))
-        .collect();
+    let mut d = Deltas::default();
+    d.event(0, &ev, BASE + HOUR_MS, &t);
+    let dims: Vec<(i64, u64, u64)> = {
+        let mut x: Vec<_> = d
+            .entries()
+            .filter(|(c, _, _, _)| *c == Cube::Dims)
+            .map(|(_, m, _, s)| {
+                (
+                    (m - BASE) / MINUTE_MS,
+                    s.get(slot::VIEWS),
+                    s.get(slot::ENDED),
+                )
+            })
+            .collect();
+        x.sort();
+        x
+    };
     assert_eq!(dims, vec![(10, 1, 0), (20, 0, 1)]);
     // Its title's row is kept by the hour, without the end.
-    let titles: Vec<(i64, u64, u64)> = rows
-        .iter()
-        .filter(|(c, _, _)| *c == Cube::Titles)
-        .map(|(_, m, s)| (*m, s.get(slot::VIEWS), s.get(slot::ENDED)))
+    let titles: Vec<(i64, u64, u64)> = d
+        .entries()
+        .filter(|(c, _, _, _)| *c == Cube::Titles)
+        .map(|(_, m, _, s)| {
+            (
+                (m - BASE) / MINUTE_MS,
+                s.get(slot::VIEWS),
+                s.get(slot::ENDED),
+            )
+        })
         .collect();
     assert_eq!(titles, vec![(0, 1, 0)]);
+    let mut d = Deltas::default();
+    d.event(0, &ev, v.timestamp_ms - t.future_skew_ms - 1, &t);
     assert!(
-        rows_of(&ev, v.timestamp_ms - t.future_skew_ms - 1, &t).is_empty(),
+        d.is_empty(),
         "dated past the write time by more than the skew"
     );
-    assert_eq!(rows.len(), 3, "two minutes of dims and an hour of titles");
+    // The run reads back whole, with its offsets.
+    let mut d = Deltas::default();
+    d.event(0, &ev, BASE + HOUR_MS, &t);
+    let parts = d.encode(&[("ns", "v", 0, 7)]);
+    let run = decode_run(&parts[0]).unwrap();
+    assert_eq!(run.offsets, vec![("ns".to_string(), "v".to_string(), 0, 7)]);
+    assert_eq!(run.entries.len(), 3);
 }
 
 #[test]
