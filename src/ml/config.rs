@@ -51,7 +51,8 @@ pub struct ModelsConfig {
     pub classifier_max_events: usize,
     /// Deepest decision tree.
     pub tree_max_depth: usize,
-    /// Rows of the SVM's stratified training subsample (its kernel matrix is n×n).
+    /// Rows of the SVM's stratified training subsample (a cascade of fits of
+    /// 2,000 rows past 2,000: see `ml::cascade`).
     pub svm_max_rows: usize,
     /// Weight of each listening action in a (user, track) pair's implicit feedback;
     /// negative = a negative preference. Music pairs train with the video pairs.
@@ -140,7 +141,7 @@ impl Default for ModelsConfig {
             classifiers: true,
             classifier_max_events: 100_000,
             tree_max_depth: 20,
-            svm_max_rows: 5_000,
+            svm_max_rows: 20_000,
             event_weights: EventWeights::default(),
             fold_in: true,
             fold_in_max_users: 1_000_000,

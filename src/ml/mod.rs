@@ -2,6 +2,7 @@
 //! ranking metrics, and the data they read.
 
 pub mod als;
+pub mod cascade;
 pub mod classify;
 pub mod config;
 pub mod dataset;

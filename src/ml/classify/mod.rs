@@ -2,8 +2,9 @@
 //! implicit feedback ≥ 0.5 per event; features = watch time, buffering events,
 //! skipped, user id number, video id number, genre index, region index
 //! (indexes by descending frequency, ties by name, as Spark's StringIndexer).
-//! A decision tree (linfa-trees) and a Gaussian-kernel SVM (linfa-svm) — the SVM
-//! builds a dense n×n kernel, so it trains on a stratified subsample.
+//! A decision tree (linfa-trees) and a Gaussian-kernel SVM (linfa-svm) on a
+//! stratified subsample, past 2,000 rows as a cascade of fits (linfa-svm
+//! builds a dense n×n kernel: see [`crate::ml::cascade`]).
 
 use std::collections::HashMap;
 
@@ -67,7 +68,7 @@ impl Default for ClassifyParams {
             seed: 57,
             tree_max_depth: 20,
             tree_max_rows: 200_000,
-            svm_max_rows: 5_000,
+            svm_max_rows: 20_000,
             svm_c: 1.0,
         }
     }
@@ -97,11 +98,11 @@ impl ClassifyParams {
                 "must be ≥ 10",
             );
         }
-        if !(10..=20_000).contains(&self.svm_max_rows) {
+        if !(10..=200_000).contains(&self.svm_max_rows) {
             return bad(
                 "svm_max_rows",
                 self.svm_max_rows.to_string(),
-                "must be 10..=20000 (the kernel matrix is n×n)",
+                "must be 10..=200000 (the SVM is a cascade of fits of 2,000 rows)",
             );
         }
         if !(self.svm_c.is_finite() && self.svm_c > 0.0) {
@@ -435,30 +436,41 @@ pub fn train_and_evaluate(
         .std_axis(Axis(0), 0.0)
         .mapv(|s| if s > 0.0 { s } else { 1.0 });
     let t = std::time::Instant::now();
-    let ds = Dataset::new(
-        (&x_svm - &mean) / &std,
-        svm_rows.iter().map(|&i| y[i]).collect::<Array1<bool>>(),
-    );
+    let x_std = (&x_svm - &mean) / &std;
+    let y_svm: Vec<bool> = svm_rows.iter().map(|&i| y[i]).collect();
+    let all: Vec<usize> = (0..svm_rows.len()).collect();
     // Width = number of features: sklearn's gamma="scale" on standardized data.
     // Stopping tolerance 1e-3, scikit-learn's (libsvm's) default: linfa-svm's
     // 1e-7 iterates three times as long for the same support vectors and
     // accuracy (`bench classify`, 5,000 rows: 1.67 s → 0.58 s, accuracy 0.9851
-    // both). linfa-svm's shrinking is left off: it panics in its solver.
-    let svm = Svm::<f64, bool>::params()
-        .pos_neg_weights(p.svm_c, p.svm_c)
-        .gaussian_kernel(FEATURES.len() as f64)
-        .eps(1e-3)
-        .fit(&ds)?;
+    // both). Past 2,000 rows, a cascade of fits (see `ml::cascade`): one
+    // dense kernel of 20,000 rows would hold 3.2 GB.
+    let cascade = crate::ml::cascade::fit(
+        x_std.view(),
+        &y_svm,
+        &all,
+        &crate::ml::cascade::CascadeParams {
+            c: p.svm_c,
+            width: FEATURES.len() as f64,
+            seed: p.seed,
+            ..Default::default()
+        },
+    )?;
+    let svm = cascade.svm;
     let fit_s = t.elapsed().as_secs_f64();
     out.push(report(
         super::ModelKind::Svm,
         fit_s,
         svm_rows.len(),
         format!(
-            "kernel=gaussian width={} C={} eps=0.001 stratified_subsample={} support_vectors={}",
+            "kernel=gaussian width={} C={} eps=0.001 stratified_subsample={} cascade_chunks={} cascade_fits={} last_fit_rows={} sampled_out={} support_vectors={}",
             FEATURES.len(),
             p.svm_c,
             svm_rows.len(),
+            cascade.chunks,
+            cascade.fits,
+            cascade.last_fit_rows,
+            cascade.sampled_out,
             svm.nsupport()
         ),
         Classifier {
