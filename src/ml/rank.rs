@@ -25,7 +25,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use linfa::prelude::*;
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2, Axis};
 use rand::seq::SliceRandom;
@@ -141,11 +140,11 @@ impl RankParams {
                 "must be 10..=2000000",
             );
         }
-        if !(10..=20_000).contains(&self.svm_max_rows) {
+        if !(10..=200_000).contains(&self.svm_max_rows) {
             return bad(
                 "svm_max_rows",
                 n(self.svm_max_rows),
-                "must be 10..=20000 (the kernel matrix is n×n)",
+                "must be 10..=200000 (the SVM is a cascade of fits of 2,000 rows)",
             );
         }
         if !(self.svm_c.is_finite() && self.svm_c > 0.0) {
@@ -773,25 +772,32 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
         .std_axis(Axis(0), 0.0)
         .mapv(|s| if s > 0.0 { s } else { 1.0 });
     let t = Instant::now();
-    let ds = Dataset::new(
-        (&x_svm - &mean) / &std,
-        svm_rows
-            .iter()
-            .map(|&i| train_y[i])
-            .collect::<Array1<bool>>(),
-    );
-    let svm = Svm::<f64, bool>::params()
-        .pos_neg_weights(p.svm_c, p.svm_c)
-        .gaussian_kernel(NF as f64)
-        // scikit-learn's tolerance (see classify's SVM).
-        .eps(1e-3)
-        .fit(&ds)
-        .map_err(ClassifyError::from)?;
+    let x_std = (&x_svm - &mean) / &std;
+    let y_svm: Vec<bool> = svm_rows.iter().map(|&i| train_y[i]).collect();
+    let rows: Vec<usize> = (0..svm_rows.len()).collect();
+    // scikit-learn's tolerance (see classify's SVM); a cascade past 2,000 rows.
+    let cascade = crate::ml::cascade::fit(
+        x_std.view(),
+        &y_svm,
+        &rows,
+        &crate::ml::cascade::CascadeParams {
+            c: p.svm_c,
+            width: NF as f64,
+            seed: p.seed,
+            ..Default::default()
+        },
+    )
+    .map_err(ClassifyError::from)?;
+    let svm = cascade.svm;
     let fit_s = t.elapsed().as_secs_f64();
     let params = format!(
-        "kernel=gaussian width={NF} C={} eps=0.001 stratified_subsample={} support_vectors={}",
+        "kernel=gaussian width={NF} C={} eps=0.001 stratified_subsample={} cascade_chunks={} cascade_fits={} last_fit_rows={} sampled_out={} support_vectors={}",
         p.svm_c,
         svm_rows.len(),
+        cascade.chunks,
+        cascade.fits,
+        cascade.last_fit_rows,
+        cascade.sampled_out,
         svm.nsupport()
     );
     models.push(report(
