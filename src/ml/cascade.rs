@@ -15,7 +15,7 @@
 
 use linfa::prelude::*;
 use linfa_svm::{Svm, SvmError};
-use ndarray::{Array1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -194,6 +194,25 @@ pub fn fit(
         last_fit_rows: last.len(),
         sampled_out,
     })
+}
+
+/// A cascade fitted on every row of `x` standardized (each feature by its
+/// mean and deviation; a constant one by 1): (mean, deviation, cascade).
+pub fn fit_standardized(
+    x: &Array2<f64>,
+    y: &[bool],
+    p: &CascadeParams,
+) -> Result<(Array1<f64>, Array1<f64>, Cascade), SvmError> {
+    let mean = x
+        .mean_axis(Axis(0))
+        .ok_or(SvmError::BaseCrate(linfa::Error::NotEnoughSamples))?;
+    let std = x
+        .std_axis(Axis(0), 0.0)
+        .mapv(|s| if s > 0.0 { s } else { 1.0 });
+    let standardized = (x - &mean) / &std;
+    let rows: Vec<usize> = (0..x.nrows()).collect();
+    let cascade = fit(standardized.view(), y, &rows, p)?;
+    Ok((mean, std, cascade))
 }
 
 #[cfg(test)]

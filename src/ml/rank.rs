@@ -765,21 +765,12 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
     let all: Vec<usize> = (0..train_rows.len()).collect();
     let svm_rows = stratified(&all, &train_y, p.svm_max_rows, p.seed);
     let x_svm = x.select(Axis(0), &svm_rows);
-    let mean = x_svm
-        .mean_axis(Axis(0))
-        .ok_or_else(|| RankError::Data("no SVM rows".into()))?;
-    let std = x_svm
-        .std_axis(Axis(0), 0.0)
-        .mapv(|s| if s > 0.0 { s } else { 1.0 });
-    let t = Instant::now();
-    let x_std = (&x_svm - &mean) / &std;
     let y_svm: Vec<bool> = svm_rows.iter().map(|&i| train_y[i]).collect();
-    let rows: Vec<usize> = (0..svm_rows.len()).collect();
+    let t = Instant::now();
     // scikit-learn's tolerance (see classify's SVM); a cascade past 2,000 rows.
-    let cascade = crate::ml::cascade::fit(
-        x_std.view(),
+    let (mean, std, cascade) = crate::ml::cascade::fit_standardized(
+        &x_svm,
         &y_svm,
-        &rows,
         &crate::ml::cascade::CascadeParams {
             c: p.svm_c,
             width: NF as f64,

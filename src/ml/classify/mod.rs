@@ -429,26 +429,17 @@ pub fn train_and_evaluate(
     // SVM (Gaussian kernel, standardized features) on a stratified subsample.
     let svm_rows = stratified(&train, &y, p.svm_max_rows, p.seed);
     let x_svm = rows(&x, &svm_rows);
-    let mean = x_svm
-        .mean_axis(Axis(0))
-        .ok_or_else(|| ClassifyError::Data("no SVM rows".into()))?;
-    let std = x_svm
-        .std_axis(Axis(0), 0.0)
-        .mapv(|s| if s > 0.0 { s } else { 1.0 });
-    let t = std::time::Instant::now();
-    let x_std = (&x_svm - &mean) / &std;
     let y_svm: Vec<bool> = svm_rows.iter().map(|&i| y[i]).collect();
-    let all: Vec<usize> = (0..svm_rows.len()).collect();
+    let t = std::time::Instant::now();
     // Width = number of features: sklearn's gamma="scale" on standardized data.
     // Stopping tolerance 1e-3, scikit-learn's (libsvm's) default: linfa-svm's
     // 1e-7 iterates three times as long for the same support vectors and
     // accuracy (`bench classify`, 5,000 rows: 1.67 s → 0.58 s, accuracy 0.9851
     // both). Past 2,000 rows, a cascade of fits (see `ml::cascade`): one
     // dense kernel of 20,000 rows would hold 3.2 GB.
-    let cascade = crate::ml::cascade::fit(
-        x_std.view(),
+    let (mean, std, cascade) = crate::ml::cascade::fit_standardized(
+        &x_svm,
         &y_svm,
-        &all,
         &crate::ml::cascade::CascadeParams {
             c: p.svm_c,
             width: FEATURES.len() as f64,
