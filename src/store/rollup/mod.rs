@@ -573,16 +573,6 @@ struct BatchEntry {
     sums: Sums,
 }
 
-impl BatchDeltas {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
 /// A run part: its encoded entries, then `offsets` (see [`RunValue`]).
 #[cfg(test)]
 pub fn finish_run(entries: &[u8], offsets: &[(&str, &str, i32, i64)]) -> Vec<u8> {
