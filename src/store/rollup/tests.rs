@@ -167,6 +167,14 @@ fn answered(s: &Store, q: &RangeQuery) -> Vec<(String, u64, u64)> {
     }
 }
 
+/// Every question of [`queries`] answered as the events' own sums say
+/// (`when` names the moment in the failure).
+fn check_answers(s: &Store, evs: &[VideoEvent], t: &Tuning, when: &str) {
+    for q in queries(evs) {
+        assert_eq!(answered(s, &q), expected(evs, &q, t), "{when}: {q:?}");
+    }
+}
+
 fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
     let q = |grain, from_min: i64, to_min: i64, filter: Filter, group| RangeQuery {
         music: false,
@@ -276,30 +284,18 @@ fn rollups_answer_every_range_and_filter_as_the_events_do_held_compacted_and_reo
         for (i, chunk) in evs.chunks(300).enumerate() {
             apply(&mut s, (i * 300) as i64, chunk);
         }
-        for q in queries(&evs) {
-            assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held runs: {q:?}");
-        }
+        check_answers(&s, &evs, &t, "held runs");
         s.set_rollup_tuning(t).unwrap();
         settle(&s);
         assert!(s.rollup_status().compactions >= 1);
-        for q in queries(&evs) {
-            assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "chunks: {q:?}");
-        }
+        check_answers(&s, &evs, &t, "chunks");
         // A redelivered batch changes nothing.
         apply(&mut s, 0, &evs[..300]);
         settle(&s);
-        for q in queries(&evs) {
-            assert_eq!(
-                answered(&s, &q),
-                expected(&evs, &q, &t),
-                "redelivery: {q:?}"
-            );
-        }
+        check_answers(&s, &evs, &t, "redelivery");
     }
     let s = Store::open(dir.path(), 16).unwrap();
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "reopened: {q:?}");
-    }
+    check_answers(&s, &evs, &t, "reopened");
     // Titles by the minute are not kept.
     let mut q = queries(&evs).remove(1);
     q.grain = Grain::Minute;
@@ -342,25 +338,19 @@ fn batches_not_in_chunks_at_a_crash_are_replayed_from_the_event_log_exactly_once
         stop_compactor(&mut s);
         apply(&mut s, 400, &evs[400..800]);
         apply(&mut s, 800, &evs[800..]);
-        for q in queries(&evs) {
-            assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held: {q:?}");
-        }
+        check_answers(&s, &evs, &t, "held");
     }
     let mut s = Store::open(dir.path(), 16).unwrap();
     let status = s.rollup_status();
     assert_eq!(status.replayed_events, 800, "the batches past the chunks");
     assert_eq!(status.held_runs, 2, "one segment a batch");
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "replayed: {q:?}");
-    }
+    check_answers(&s, &evs, &t, "replayed");
     s.set_rollup_tuning(t).unwrap();
     settle(&s);
     drop(s);
     let s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(s.rollup_status().replayed_events, 0);
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "compacted: {q:?}");
-    }
+    check_answers(&s, &evs, &t, "compacted");
 }
 
 #[test]
@@ -437,9 +427,7 @@ fn a_clean_close_writes_what_is_held_so_opening_replays_nothing() {
     let s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(s.rollup_status().replayed_events, 0);
     assert_eq!(s.rollup_status().held_runs, 0);
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
-    }
+    check_answers(&s, &evs, &t, "answered");
 }
 
 #[test]
@@ -468,9 +456,7 @@ fn replayed_views_end_where_the_configured_view_length_says() {
     // Opening replays with the default tuning; the configured one replays again.
     let mut s = Store::open(dir.path(), 16).unwrap();
     s.set_rollup_tuning(t).unwrap();
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
-    }
+    check_answers(&s, &evs, &t, "answered");
 }
 
 #[test]
@@ -499,9 +485,7 @@ fn retention_keeps_the_segments_whose_events_are_not_in_chunks_yet() {
         max_bytes: 1,
     });
     assert_eq!(s.retain(i64::MAX / 2).unwrap(), 2, "in chunks, they may go");
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "{q:?}");
-    }
+    check_answers(&s, &evs, &t, "answered");
 }
 
 #[test]
@@ -543,9 +527,7 @@ fn runs_written_by_earlier_versions_are_held_at_open_and_compacted_once() {
         0,
         "their events are not replayed"
     );
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "held: {q:?}");
-    }
+    check_answers(&s, &evs, &t, "held");
     s.set_rollup_tuning(t).unwrap();
     settle(&s);
     assert_eq!(
@@ -555,9 +537,7 @@ fn runs_written_by_earlier_versions_are_held_at_open_and_compacted_once() {
     );
     drop(s);
     let s = Store::open(dir.path(), 16).unwrap();
-    for q in queries(&evs) {
-        assert_eq!(answered(&s, &q), expected(&evs, &q, &t), "compacted: {q:?}");
-    }
+    check_answers(&s, &evs, &t, "compacted");
 }
 
 #[test]
@@ -653,9 +633,7 @@ fn a_bucket_written_by_many_compactions_is_merged_and_still_adds_up() {
     tags.dedup();
     assert!(tags.len() < MERGE_AT, "{} chunks in one bucket", tags.len());
     assert!(s.rollup_status().buckets_merged >= 1);
-    for q in queries(&all) {
-        assert_eq!(answered(&s, &q), expected(&all, &q, &tuning()), "{q:?}");
-    }
+    check_answers(&s, &all, &tuning(), "merged");
 }
 
 #[test]
@@ -786,13 +764,7 @@ fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
         }
     }
     s.view.tree.apply_batch(batch).unwrap();
-    for q in queries(&evs) {
-        assert_eq!(
-            answered(&s, &q),
-            expected(&evs, &q, &tuning()),
-            "first layout: {q:?}"
-        );
-    }
+    check_answers(&s, &evs, &tuning(), "first layout");
     // Enough compactions of the same buckets to merge them: grouped again.
     let mut all = evs;
     for i in 0..MERGE_AT as i64 {
@@ -802,13 +774,7 @@ fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
         all.extend(more);
     }
     assert!(s.rollup_status().buckets_merged >= 1);
-    for q in queries(&all) {
-        assert_eq!(
-            answered(&s, &q),
-            expected(&all, &q, &tuning()),
-            "merged: {q:?}"
-        );
-    }
+    check_answers(&s, &all, &tuning(), "merged");
 }
 
 #[test]
