@@ -171,7 +171,7 @@ impl Store {
             None => {
                 // Written by an earlier version, whose batches wrote their
                 // runs: every stored event is in chunks or runs.
-                let c: std::collections::BTreeMap<(String, String, i32), i64> =
+                let c: rollup::Covered =
                     self.offsets.iter().map(|(k, n)| (k.clone(), *n)).collect();
                 self.tree
                     .insert(rollup::COVERED, rollup::compact::encode_covered(&c))?;
@@ -205,7 +205,7 @@ impl Store {
     /// Adds the events stored past `covered` to `gen`; answers how many.
     fn replay_rollups(
         &self,
-        covered: &std::collections::BTreeMap<(String, String, i32), i64>,
+        covered: &super::rollup::Covered,
         gen: &mut super::rollup::Generation,
         tuning: &super::rollup::Tuning,
     ) -> Result<u64, StoreError> {

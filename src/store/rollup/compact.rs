@@ -234,7 +234,7 @@ pub fn compact(
 }
 
 /// The [`COVERED`] value of `covered`.
-pub fn encode_covered(covered: &std::collections::BTreeMap<(String, String, i32), i64>) -> Vec<u8> {
+pub fn encode_covered(covered: &Covered) -> Vec<u8> {
     let v: Vec<(&str, &str, i32, i64)> = covered
         .iter()
         .map(|((ns, t, p), n)| (ns.as_str(), t.as_str(), *p, *n))
@@ -243,9 +243,7 @@ pub fn encode_covered(covered: &std::collections::BTreeMap<(String, String, i32)
 }
 
 /// A [`COVERED`] value back (`None`: unreadable).
-pub fn decode_covered(
-    bytes: &[u8],
-) -> Option<std::collections::BTreeMap<(String, String, i32), i64>> {
+pub fn decode_covered(bytes: &[u8]) -> Option<Covered> {
     let v: Vec<(String, String, i32, i64)> = postcard::from_bytes(bytes).ok()?;
     Some(v.into_iter().map(|(ns, t, p, n)| ((ns, t, p), n)).collect())
 }

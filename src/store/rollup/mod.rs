@@ -58,6 +58,10 @@ pub const THROUGH: &[u8] = b"i/rollup-through";
 /// The next offset of each partition whose events are in chunks (postcard
 /// `Vec<(namespace, topic, partition, next)>`): opening replays the events past it.
 pub const COVERED: &[u8] = b"i/rollup-covered";
+/// (namespace, topic, partition) → the next offset whose events are in chunks
+/// (what [`COVERED`] holds).
+pub type Covered = std::collections::BTreeMap<(String, String, i32), i64>;
+
 /// The newest event minute rolled up (be64, ms): retention counts from it.
 pub const NEWEST: &[u8] = b"i/rollup-newest";
 /// Events older than the hours kept when they arrived (be64).
@@ -866,8 +870,8 @@ pub struct Held {
     pub compacting: Option<Arc<Generation>>,
     /// Generations taken by the compactor since the store opened.
     pub taken: u64,
-    /// (namespace, topic, partition) → the next offset whose events are in chunks.
-    pub covered: std::collections::BTreeMap<(String, String, i32), i64>,
+    /// The next offset of each partition whose events are in chunks.
+    pub covered: Covered,
     /// The tag of the last compaction (chunks are tagged past it).
     pub through: u64,
     /// `stop` with `closing`: the compactor writes what is held, then ends.
