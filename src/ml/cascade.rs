@@ -124,6 +124,14 @@ pub fn fit(
     rows: &[usize],
     p: &CascadeParams,
 ) -> Result<Cascade, SvmError> {
+    let one_class = |n: usize| {
+        SvmError::BaseCrate(linfa::Error::Parameters(format!(
+            "{n} training rows of one class: an SVM needs both"
+        )))
+    };
+    if !both(y, rows) {
+        return Err(one_class(rows.len()));
+    }
     let chunk = p.chunk_rows.max(10);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ 0xCA5C);
     let mut order = rows.to_vec();
@@ -180,11 +188,9 @@ pub fn fit(
         }
     }
     let last = sets.pop().unwrap_or_default();
+    // (Fits whose support vectors are all of one class could leave one.)
     if !both(y, &last) {
-        return Err(SvmError::BaseCrate(linfa::Error::Parameters(format!(
-            "{} training rows of one class: an SVM needs both",
-            last.len()
-        ))));
+        return Err(one_class(last.len()));
     }
     let svm = fit_rows(x, y, &last, p)?;
     Ok(Cascade {
@@ -294,5 +300,11 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("one class"), "{e}");
+        // And so is it where the rows fit in one chunk.
+        let e = fit(x.view(), &vec![true; x.nrows()], &rows[..300], &p)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("300 training rows of one class"), "{e}");
     }
 }
