@@ -433,9 +433,7 @@ fn a_clean_close_writes_what_is_held_so_opening_replays_nothing() {
 #[test]
 fn replayed_views_end_where_the_configured_view_length_says() {
     let dir = tempfile::tempdir().unwrap();
-    // Views of up to 40 minutes: some would end later by default. (A
-    // series reaches back a view length for the views still in progress: the
-    // test's views all start within it.)
+    // Views of up to 40 minutes: some would end later by default.
     let t = Tuning {
         max_view_ms: 40 * MINUTE_MS,
         ..tuning()
