@@ -38,14 +38,7 @@ fn gather(
     newest: Option<i64>,
     t: &Tuning,
 ) -> (Vec<(Place, Sums)>, Option<i64>, u64) {
-    let mut newest = newest;
-    for cube in Cube::ALL {
-        for ((minute, _), sums) in gen.numbered(cube) {
-            if sums.weight() > 0 {
-                newest = Some(newest.map_or(*minute, |n| n.max(*minute)));
-            }
-        }
-    }
+    let newest = newest.into_iter().chain(gen.newest()).max();
     let Some(now) = newest else {
         return (Vec::new(), None, 0);
     };

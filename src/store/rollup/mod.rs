@@ -701,6 +701,8 @@ pub struct Generation {
     /// Keys of runs written by earlier versions, deleted with this generation's compaction.
     pub legacy: Vec<Vec<u8>>,
     names_bytes: usize,
+    /// The newest minute (or hour) of a row with weight.
+    newest: Option<i64>,
 }
 
 fn cube_index(c: Cube) -> usize {
@@ -754,6 +756,9 @@ impl Generation {
     }
 
     fn add_row(&mut self, cube: Cube, minute: i64, ids: [u32; 4], sums: &Sums) {
+        if sums.weight() > 0 {
+            self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
+        }
         let c = cube_index(cube);
         let next = self.sums[c].len() as u32;
         let i = *self.rows[c].entry((minute, ids)).or_insert(next);
@@ -823,6 +828,11 @@ impl Generation {
         self.offsets.iter()
     }
 
+    /// The newest event minute it holds (rows with weight).
+    pub fn newest(&self) -> Option<i64> {
+        self.newest
+    }
+
     pub fn row_count(&self) -> usize {
         self.rows.iter().map(|r| r.len()).sum()
     }
@@ -852,7 +862,7 @@ pub struct RollupStatus {
     pub last_compaction_s: f64,
     /// Events older than the hours kept when they arrived (not rolled up).
     pub late_dropped: u64,
-    /// The newest event minute rolled up (ms).
+    /// The newest event minute rolled up (ms), held rows included.
     pub newest_minute: Option<i64>,
     /// Times ingest waited for the compactor.
     pub ingest_waits: u64,
@@ -964,6 +974,12 @@ impl Shared {
         RollupStatus {
             held_runs: h.generations().map(|g| g.batches).sum(),
             held_bytes: h.generations().map(Generation::bytes).sum(),
+            // Readers see the held rows at once: their newest minute too.
+            newest_minute: h
+                .generations()
+                .filter_map(Generation::newest)
+                .chain(h.status.newest_minute)
+                .max(),
             ..h.status
         }
     }

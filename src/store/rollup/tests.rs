@@ -858,3 +858,23 @@ fn sums_read_as_postcard_reads_them() {
     assert_eq!(Sums::read(&max).unwrap().0 .0[0], u64::MAX);
     assert_eq!(postcard::from_bytes::<Sums>(&max).unwrap().0[0], u64::MAX);
 }
+
+#[test]
+fn the_newest_minute_counts_the_held_rows_before_any_compaction() {
+    // A range "the last day" counts back from it: before the first
+    // compaction it must already know the held events' minutes.
+    let dir = tempfile::tempdir().unwrap();
+    let evs = views(200, 31, 0, 90);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(held(tuning())).unwrap();
+    stop_compactor(&mut s);
+    apply(&mut s, 0, &evs);
+    let status = s.rollup_status();
+    assert_eq!(status.compactions, 0);
+    assert_eq!(
+        status.newest_minute,
+        evs.iter()
+            .map(|v| Grain::Minute.bucket(v.timestamp_ms))
+            .max()
+    );
+}
