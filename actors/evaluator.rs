@@ -14,6 +14,7 @@ use super::messages::{
 use crate::config::ModelsConfig;
 use crate::ml::promote;
 use crate::ml::registry::{self, Recorded, Run};
+use crate::ml::rerank::{self, RerankOutcome, Reranker};
 use crate::ml::serve::{load_serving, Serving, ServingModel};
 use crate::ml::train::{
     evaluate_candidate, evaluate_champion, evaluate_folded, serving_bundle, SnapshotSpec, TrainSpec,
@@ -95,12 +96,18 @@ impl Handler<Candidates> for EvaluatorActor {
                     .as_deref()
                     .map(|c| evaluate_folded(&msg.candidate, c, k));
                 drop(champion);
+                let (reranker, outcome) = ranking_stage(&msg);
+                if let Some(o) = &outcome {
+                    tracing::info!("ranking stage: {}", o.describe());
+                }
+                evaluation.rerank = outcome;
                 let fit_s = msg.candidate.fit_s;
                 let warm_start = msg.candidate.warm_start.clone();
                 let params = msg.candidate.params.clone();
                 let search = msg.candidate.search.clone();
-                let bundle =
+                let mut bundle =
                     serving_bundle(msg.candidate, &msg.genres, &msg.regions, &msg.music_items);
+                bundle.rerank = reranker;
                 let encoded = match postcard::to_stdvec(&bundle) {
                     Ok(b) => b,
                     Err(e) => {
@@ -136,6 +143,29 @@ impl Handler<Candidates> for EvaluatorActor {
             },
             move |why| done.do_send(RunEnded(Err(TrainError::Failed(why)))),
         );
+    }
+}
+
+/// The ranking stage fitted next to the candidate and scored on its
+/// held-out split: the reranker to serve with (only when it ranks better),
+/// and what the version records (none when not configured).
+fn ranking_stage(msg: &Candidates) -> (Option<Reranker>, Option<RerankOutcome>) {
+    let Some(spec) = &msg.rerank else {
+        return (None, None);
+    };
+    if msg.events.is_empty() {
+        let why = "no video events in the training snapshot".to_string();
+        return (None, Some(RerankOutcome::Skipped { why }));
+    }
+    match rerank::fit(
+        &msg.candidate,
+        &msg.events,
+        &msg.music_items,
+        &msg.genres,
+        spec,
+    ) {
+        Ok((r, e)) => (r, Some(RerankOutcome::Evaluated(Box::new(e)))),
+        Err(e) => (None, Some(RerankOutcome::Skipped { why: e.to_string() })),
     }
 }
 

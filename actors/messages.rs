@@ -137,6 +137,10 @@ pub struct Candidates {
         crate::ml::classify::ClassifierReport,
         crate::ml::classify::ClassifierBundle,
     )>,
+    /// Fit the ranking stage with the candidate (none: not configured).
+    pub rerank: Option<crate::ml::rerank::RerankSpec>,
+    /// The snapshot's most recent video events (the ranking stage's data).
+    pub events: Vec<crate::domain::event::VideoEvent>,
     /// Told when the run is recorded (or failed).
     pub done: Recipient<RunEnded>,
 }

@@ -84,7 +84,7 @@ impl TrainerActor {
         self.folded_at = self.folded();
         self.last = Instant::now();
         let min_events = self.cfg.min_events;
-        let max_events = if self.cfg.classifiers {
+        let max_events = if self.cfg.classifiers || self.cfg.rerank {
             self.cfg.classifier_max_events
         } else {
             0
@@ -123,7 +123,7 @@ impl TrainerActor {
                         tracing::error!("training skipped: {e}");
                         return me.do_send(RunEnded(Err(e)));
                     }
-                    let classifiers = if snap.events.is_empty() {
+                    let classifiers = if snap.events.is_empty() || !cfg.classifiers {
                         Vec::new()
                     } else {
                         classify::train_and_evaluate(&snap.events, &cfg.classify()).unwrap_or_else(
@@ -156,6 +156,8 @@ impl TrainerActor {
                             music_items: snap.music_items,
                             data: snap.data,
                             classifiers,
+                            rerank: cfg.rerank.then(|| cfg.rerank()),
+                            events: snap.events,
                             done: me.recipient(),
                         }),
                         Err(e) => {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, run_ok};
 use playpulse::ml::family::{Family, Params};
+use playpulse::ml::rerank::RerankOutcome;
 use playpulse::ml::version;
 use playpulse::store::Store;
 use playpulse::synth::generate::{user_id, World, GENRES};
@@ -106,6 +107,27 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     let rec = champion.recommender().expect("a recommender");
     let ndcg = rec.metrics.ranking.ndcg;
     let baseline = rec.baseline.ndcg;
+    // The ranking stage was fitted with it and scored on the same held-out
+    // split; the version says whether it serves with it.
+    let stage = match rec
+        .rerank
+        .as_ref()
+        .expect("the ranking stage (models.rerank)")
+    {
+        RerankOutcome::Evaluated(e) => e.clone(),
+        other => panic!("the ranking stage was not fitted: {other:?}"),
+    };
+    eprintln!(
+        "ranking stage: {}",
+        RerankOutcome::Evaluated(stage.clone()).describe()
+    );
+    assert!(stage.train_rows >= 100 && stage.test_rows > 0, "{stage:?}");
+    assert!(stage.users[0] > 0 && stage.users[1] > 0, "{stage:?}");
+    assert_eq!(
+        stage.used,
+        stage.weight > 0.0 && stage.test_reranked.ndcg_views > stage.test_plain.ndcg_views,
+        "{stage:?}"
+    );
     // The trainer searched ALS's hyperparameters on a validation share of its
     // training side (config.toml's budget), starting from the configured
     // point, and fitted the best one.
@@ -191,6 +213,12 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let recs = v["recommendations"].as_array().unwrap();
         assert_eq!(recs.len(), 10, "{v}");
+        // Reordered by the ranking stage exactly when the version serves with it.
+        assert_eq!(
+            v["rerank_weight"].as_f64(),
+            stage.used.then_some(stage.weight),
+            "{v}"
+        );
         assert!(recs.iter().all(|r| r["because"].is_string()), "{v}");
         hits += recs.iter().filter(|r| r["genre"] == *genre).count();
         total += recs.len();

@@ -86,6 +86,16 @@ pub struct ModelsConfig {
     /// Most item columns EASE keeps (the most popular): its dense inverse
     /// costs items³ flops and items² × 8 bytes while it is fitted.
     pub ease_max_items: usize,
+    /// Fit the ranking stage with each recommender: an engagement model
+    /// (decision tree) on features known before a view, trained on the most
+    /// recent `classifier_max_events` video events; video lists are
+    /// reordered by it when the held-out data says it ranks better (see
+    /// `ml::rerank`).
+    pub rerank: bool,
+    /// The recommender's top candidates the ranking stage reorders.
+    pub rerank_candidates: usize,
+    /// Fewest training views a leaf of its tree holds.
+    pub rerank_min_leaf: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +162,9 @@ impl Default for ModelsConfig {
             search_budget_seconds: 60.0,
             search_budget_fits: 8.0,
             ease_max_items: 6_000,
+            rerank: true,
+            rerank_candidates: 50,
+            rerank_min_leaf: 50,
         }
     }
 }
@@ -162,6 +175,16 @@ impl ModelsConfig {
             tree_max_depth: self.tree_max_depth,
             svm_max_rows: self.svm_max_rows,
             ..crate::ml::classify::ClassifyParams::default()
+        }
+    }
+
+    pub fn rerank(&self) -> crate::ml::rerank::RerankSpec {
+        crate::ml::rerank::RerankSpec {
+            candidates: self.rerank_candidates,
+            k: self.k,
+            seed: self.seed,
+            min_leaf: self.rerank_min_leaf,
+            ..crate::ml::rerank::RerankSpec::default()
         }
     }
 
@@ -264,6 +287,20 @@ impl ModelsConfig {
         }
         if !(1..=1000).contains(&m.k) {
             return Err(invalid("models.k", m.k, "must be 1..=1000"));
+        }
+        if !(m.k..=1000).contains(&m.rerank_candidates) {
+            return Err(invalid(
+                "models.rerank_candidates",
+                m.rerank_candidates,
+                "must be models.k..=1000 (the ranking stage reorders that many of the recommender's top)",
+            ));
+        }
+        if !(1..=1_000_000).contains(&m.rerank_min_leaf) {
+            return Err(invalid(
+                "models.rerank_min_leaf",
+                m.rerank_min_leaf,
+                "must be 1..=1000000 (training views a leaf of the ranking stage's tree holds)",
+            ));
         }
         if !(1..=100_000).contains(&m.keep_versions) {
             return Err(invalid(

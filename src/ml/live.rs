@@ -600,6 +600,7 @@ pub(crate) mod tests {
             popularity: vec![1; 20],
             region_popularity: Default::default(),
             item_domain: vec![Domain::Video; 20],
+            rerank: None,
         };
         let c = ServingModel {
             id: 3,
@@ -659,6 +660,7 @@ pub(crate) mod tests {
             crate::ml::serve::Taste::Folded {
                 factors: &f.factors,
                 seen: &f.seen,
+                user: None,
             },
             5,
             Domain::Video,

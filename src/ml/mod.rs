@@ -18,6 +18,7 @@ pub mod rank;
 pub mod recent;
 pub mod recommend;
 pub mod registry;
+pub mod rerank;
 pub mod search;
 pub mod serve;
 pub mod sparse;

@@ -31,7 +31,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::als::{self, AlsError, AlsModel, AlsParams};
@@ -54,10 +54,10 @@ pub const FEATURES: [&str; 10] = [
     "recommended",
     "recommender_score",
 ];
-const NF: usize = FEATURES.len();
+pub(super) const NF: usize = FEATURES.len();
 /// Pseudo-views of the overall rate that every rate starts from.
 const PRIOR_VIEWS: f64 = 5.0;
-const GENRE_SLOTS: usize = GENRES.len() + 1;
+pub(super) const GENRE_SLOTS: usize = GENRES.len() + 1;
 /// Re-ranking weights validation chooses from (0: the recommender alone).
 pub const WEIGHTS: [f64; 8] = [0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5];
 
@@ -171,7 +171,7 @@ impl RankParams {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Counts {
     views: u32,
     disengaged: u32,
@@ -189,7 +189,7 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct UserHistory {
     counts: Counts,
     genres: [u32; GENRE_SLOTS],
@@ -199,42 +199,51 @@ struct UserHistory {
 }
 
 /// What is known before each event: running counts over the events so far.
-#[derive(Debug, Default)]
-struct History {
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct History {
     users: Vec<UserHistory>,
     items: Vec<Counts>,
     regions: Vec<(f64, u32)>,
+    /// The (user, item) pairs added (not kept with a stored ranking stage).
+    #[serde(skip)]
     seen: HashSet<u64>,
     total: Counts,
     buffering: (f64, u32),
 }
 
-fn genre_slot(g: &str) -> usize {
+pub(super) fn genre_slot(g: &str) -> usize {
     GENRES.iter().position(|x| *x == g).unwrap_or(GENRES.len())
 }
 
-fn resolution_rank(r: &str) -> f64 {
+pub(super) fn resolution_rank(r: &str) -> f64 {
     RESOLUTIONS
         .iter()
         .position(|x| *x == r)
         .map_or(-1.0, |p| p as f64)
 }
 
-fn hour_of(ts_ms: i64) -> f64 {
+pub(super) fn hour_of(ts_ms: i64) -> f64 {
     ts_ms.div_euclid(3_600_000).rem_euclid(24) as f64
 }
 
 /// Where a candidate would be shown: the user's last known context.
 #[derive(Debug, Clone, Copy)]
-struct Context {
-    region: u32,
-    resolution: f64,
-    hour: f64,
-    recommended: bool,
+pub(super) struct Context {
+    pub(super) region: u32,
+    pub(super) resolution: f64,
+    pub(super) hour: f64,
+    pub(super) recommended: bool,
 }
 
 impl History {
-    fn row(&self, user: usize, item: usize, genre: usize, ctx: Context, score: f64) -> [f64; NF] {
+    pub(super) fn row(
+        &self,
+        user: usize,
+        item: usize,
+        genre: usize,
+        ctx: Context,
+        score: f64,
+    ) -> [f64; NF] {
         let empty_user = UserHistory::default();
         let u = self.users.get(user).unwrap_or(&empty_user);
         let i = self.items.get(item).copied().unwrap_or_default();
@@ -264,7 +273,7 @@ impl History {
         ]
     }
 
-    fn add(&mut self, user: usize, item: usize, region: u32, e: &VideoEvent) {
+    pub(super) fn add(&mut self, user: usize, item: usize, region: u32, e: &VideoEvent) {
         let eng = engaged(e);
         if self.users.len() <= user {
             self.users.resize(user + 1, UserHistory::default());
@@ -291,10 +300,15 @@ impl History {
         self.seen.insert(pair_key(user, item));
     }
 
-    fn context(&self, user: usize) -> Context {
+    pub(super) fn context(&self, user: usize) -> Context {
         let u = self.users.get(user).cloned().unwrap_or_default();
         Context {
-            region: u.region,
+            // A user with no history has no region: the overall buffering.
+            region: if u.counts.views == 0 {
+                u32::MAX
+            } else {
+                u.region
+            },
             resolution: u.resolution,
             hour: u.hour,
             recommended: true,
@@ -302,16 +316,16 @@ impl History {
     }
 }
 
-fn pair_key(user: usize, item: usize) -> u64 {
+pub(super) fn pair_key(user: usize, item: usize) -> u64 {
     ((user as u64) << 32) | item as u64
 }
 
 /// Dense numbers for ids, in order of first appearance.
 #[derive(Debug, Default)]
-struct Interner(HashMap<String, usize>);
+pub(super) struct Interner(HashMap<String, usize>);
 
 impl Interner {
-    fn id(&mut self, s: &str) -> usize {
+    pub(super) fn id(&mut self, s: &str) -> usize {
         let next = self.0.len();
         *self.0.entry(s.to_string()).or_insert(next)
     }
@@ -322,18 +336,18 @@ type PeriodViews = (Vec<usize>, HashMap<usize, Vec<(u32, bool)>>);
 
 /// One user's re-ranking problem: candidates with their recommender scores
 /// and feature rows, and what the user then viewed (and engaged with).
-#[derive(Debug)]
-struct UserLists {
-    candidates: Vec<Vec<u32>>,
-    scores: Vec<Vec<f64>>,
-    rows: Vec<[f64; NF]>,
-    viewed: Vec<Vec<u32>>,
-    engaged: Vec<Vec<u32>>,
+#[derive(Debug, Default)]
+pub(super) struct UserLists {
+    pub(super) candidates: Vec<Vec<u32>>,
+    pub(super) scores: Vec<Vec<f64>>,
+    pub(super) rows: Vec<[f64; NF]>,
+    pub(super) viewed: Vec<Vec<u32>>,
+    pub(super) engaged: Vec<Vec<u32>>,
 }
 
 /// The quality of a list ordering: NDCG@k against the viewed items and against
 /// the engaged ones (users with none of the latter not counted there).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ListQuality {
     pub ndcg_views: f64,
     pub ndcg_engaged: f64,
@@ -454,7 +468,7 @@ impl Scorer {
     }
 }
 
-fn standardized(v: &[f64]) -> Vec<f64> {
+pub(super) fn standardized(v: &[f64]) -> Vec<f64> {
     let n = v.len().max(1) as f64;
     let mean = v.iter().sum::<f64>() / n;
     let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
@@ -463,20 +477,29 @@ fn standardized(v: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// The order of a user's candidates: the recommender's score plus `weight` ×
+/// the engagement score, each standardized over the candidates.
+pub(super) fn combined(recommender: &[f64], engagement: &[f64], weight: f64) -> Vec<f32> {
+    standardized(recommender)
+        .iter()
+        .zip(standardized(engagement))
+        .map(|(r, e)| (r + weight * e) as f32)
+        .collect()
+}
+
 /// NDCG of every user's candidates ordered by recommender + weight × engagement.
-fn list_quality(lists: &UserLists, engagement: &[f64], weight: f64, k: usize) -> ListQuality {
+pub(super) fn list_quality(
+    lists: &UserLists,
+    engagement: &[f64],
+    weight: f64,
+    k: usize,
+) -> ListQuality {
     let (mut views, mut eng, mut n_eng) = (0.0, 0.0, 0usize);
     let mut at = 0;
     for (u, cands) in lists.candidates.iter().enumerate() {
         let m = cands.len();
-        let rec = standardized(&lists.scores[u]);
-        let e = standardized(&engagement[at..at + m]);
+        let combined = combined(&lists.scores[u], &engagement[at..at + m], weight);
         at += m;
-        let combined: Vec<f32> = rec
-            .iter()
-            .zip(&e)
-            .map(|(r, e)| (r + weight * e) as f32)
-            .collect();
         let ranked: Vec<u32> = top_k(&combined, |_| true, k)
             .into_iter()
             .map(|i| cands[i as usize])
@@ -577,13 +600,7 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
     let test_period = period_users(cuts[2], n, &mut rng);
 
     let lists_at = |h: &History, (us, seen): &PeriodViews, model: &AlsModel| {
-        let mut lists = UserLists {
-            candidates: Vec::new(),
-            scores: Vec::new(),
-            rows: Vec::new(),
-            viewed: Vec::new(),
-            engaged: Vec::new(),
-        };
+        let mut lists = UserLists::default();
         let mut scores = Vec::new();
         for &u in us {
             let mut viewed: Vec<u32> = Vec::new();

@@ -108,6 +108,10 @@ pub struct RecommendReply {
     /// The content-affinity weight blended in (known users with a profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_weight: Option<f64>,
+    /// The ranking stage's weight, when it reordered the list (video lists
+    /// of a version that serves with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank_weight: Option<f64>,
     /// For an unknown user: "profile affinity" or "popularity".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start: Option<String>,
@@ -162,11 +166,12 @@ pub fn recommend<E>(
     };
     let folded = live.folded.as_deref();
     let taste = champion.and_then(|c| match (folded, c.recommender.user_row(&user)) {
-        (Some(f), _) => Some((
+        (Some(f), row) => Some((
             c,
             Taste::Folded {
                 factors: &f.factors,
                 seen: &f.seen,
+                user: row,
             },
         )),
         (None, Some(u)) => Some((c, Taste::Trained(u))),
@@ -181,7 +186,7 @@ pub fn recommend<E>(
                     c.recommender.bundle().model.user(u as usize),
                     c.recommender.seen_of(u),
                 ),
-                Taste::Folded { factors, seen } => (factors, seen),
+                Taste::Folded { factors, seen, .. } => (factors, seen),
             };
             merged = merge_sorted(seen, &live.recent);
             Some((
@@ -189,6 +194,7 @@ pub fn recommend<E>(
                 Taste::Folded {
                     factors,
                     seen: &merged,
+                    user: taste.user(),
                 },
             ))
         }
@@ -226,6 +232,9 @@ pub fn recommend<E>(
                 .recommender
                 .recommend_taste(taste, k, domain, items, |_, _| {}),
         };
+        let rerank_weight = (domain == Domain::Video)
+            .then(|| c.recommender.bundle().rerank.as_ref().map(|r| r.weight))
+            .flatten();
         return Ok(Some(RecommendReply {
             model: Some(c.id),
             user,
@@ -234,6 +243,7 @@ pub fn recommend<E>(
             folded_at_ms: folded.map(|f| f.at_ms),
             seen_since_fold: live.recent.len(),
             affinity_weight,
+            rerank_weight,
             cold_start: None,
             recommendations: listed(recs),
         }));
@@ -267,6 +277,7 @@ pub fn recommend<E>(
                     folded_at_ms: None,
                     seen_since_fold: watched.len(),
                     affinity_weight: None,
+                    rerank_weight: None,
                     cold_start: Some("profile affinity".into()),
                     recommendations: ranked.into_iter().map(Listed::ranked).collect(),
                 }));
@@ -289,6 +300,7 @@ pub fn recommend<E>(
                 folded_at_ms: None,
                 seen_since_fold: 0,
                 affinity_weight: None,
+                rerank_weight: None,
                 cold_start: Some("trending".into()),
                 recommendations: list
                     .into_iter()
@@ -314,6 +326,7 @@ pub fn recommend<E>(
         folded_at_ms: None,
         seen_since_fold: watched.len(),
         affinity_weight: None,
+        rerank_weight: None,
         cold_start: Some(cold_start.into()),
         recommendations,
     }))

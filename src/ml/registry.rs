@@ -47,6 +47,7 @@ pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVer
             warm_start,
             folded_champion: e.folded.clone(),
             search: run.search.cloned(),
+            rerank: e.rerank.clone(),
         })),
         decision,
     }

@@ -31,6 +31,22 @@ pub struct Bundle {
     pub region_popularity: HashMap<String, Vec<(u32, u32)>>,
     /// Each item's domain (video or music): lists never mix them.
     pub item_domain: Vec<Domain>,
+    /// The ranking stage video lists are reordered by (none: the recommender
+    /// alone ranked better on the held-out data, or it was not fitted).
+    pub rerank: Option<super::rerank::Reranker>,
+}
+
+/// A bundle as stored before it carried a ranking stage.
+#[derive(Deserialize)]
+struct BundleWithoutRerank {
+    model: AlsModel,
+    users: Vec<String>,
+    items: Vec<String>,
+    seen: Csr,
+    item_genre: Vec<String>,
+    popularity: Vec<u32>,
+    region_popularity: HashMap<String, Vec<(u32, u32)>>,
+    item_domain: Vec<Domain>,
 }
 
 /// A bundle as stored before items carried their domain.
@@ -48,8 +64,23 @@ struct BundleWithoutDomains {
 impl Bundle {
     /// Decodes a stored bundle; one stored before items carried their domain
     /// takes it from `is_track` (an item with a track catalog record is music).
-    fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
-        match postcard::from_bytes::<Bundle>(bytes) {
+    pub(crate) fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
+        let decoded = postcard::from_bytes::<Bundle>(bytes).or_else(|first| {
+            postcard::from_bytes::<BundleWithoutRerank>(bytes)
+                .map(|b| Bundle {
+                    model: b.model,
+                    users: b.users,
+                    items: b.items,
+                    seen: b.seen,
+                    item_genre: b.item_genre,
+                    popularity: b.popularity,
+                    region_popularity: b.region_popularity,
+                    item_domain: b.item_domain,
+                    rerank: None,
+                })
+                .map_err(|_| first)
+        });
+        match decoded {
             Ok(b) if b.item_domain.len() == b.items.len() => Ok(b),
             Ok(_) => Err("its item domains do not match its items".into()),
             Err(first) => {
@@ -75,6 +106,7 @@ impl Bundle {
                     popularity: old.popularity,
                     region_popularity: old.region_popularity,
                     item_domain,
+                    rerank: None,
                 })
             }
         }
@@ -103,11 +135,25 @@ pub struct Recommendation {
 
 /// Whose taste a list follows: a user as the model was trained, or as their
 /// events since have folded them in (factors and what they have seen, in the
-/// bundle's item order).
+/// bundle's item order; `user`: their row in the bundle, if it has them).
 #[derive(Debug, Clone, Copy)]
 pub enum Taste<'a> {
     Trained(u32),
-    Folded { factors: &'a [f32], seen: &'a [u32] },
+    Folded {
+        factors: &'a [f32],
+        seen: &'a [u32],
+        user: Option<u32>,
+    },
+}
+
+impl Taste<'_> {
+    /// The user's row in the bundle, if it has them.
+    pub fn user(&self) -> Option<u32> {
+        match *self {
+            Taste::Trained(u) => Some(u),
+            Taste::Folded { user, .. } => user,
+        }
+    }
 }
 
 pub struct Recommender {
@@ -252,7 +298,7 @@ impl Recommender {
                 self.b.model.scores_into(u as usize, &mut scores);
                 (self.b.model.user(u as usize), self.seen_of(u))
             }
-            Taste::Folded { factors, seen } => {
+            Taste::Folded { factors, seen, .. } => {
                 scores.extend(
                     self.b
                         .model
@@ -290,40 +336,47 @@ impl Recommender {
             Domain::Video => "watched",
             Domain::Music => "listened to",
         };
-        top_k(
-            &scores,
-            |i| domain_at(i) == domain && seen.binary_search(&(i as u32)).is_err(),
-            k,
-        )
-        .into_iter()
-        .map(|i| {
-            let i = i as usize;
-            let yi = vector(i);
-            let ni = norm(i);
-            let because = seen
-                .iter()
-                .map(|&s| s as usize)
-                .filter(|&s| s < scores.len() && domain_at(s) == domain)
-                .map(|s| (s, cosine(yi, vector(s), ni, norm(s))))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(s, _)| self.row_name(s, extra).unwrap_or_default().to_string());
-            let reason = match &because {
-                Some(b) => format!("because you {verb} {b}"),
-                None => "from your taste".to_string(),
-            };
-            match i.checked_sub(n).zip(extra) {
-                None => self.rec(i as u32, scores[i], because, reason),
-                Some((j, e)) => Recommendation {
-                    item: e.names[j].clone(),
-                    score: scores[i],
-                    genre: String::new(),
-                    domain: domain_at(i),
-                    because,
-                    reason,
-                },
+        let candidate = |i| domain_at(i) == domain && seen.binary_search(&(i as u32)).is_err();
+        // Video lists: the recommender's top candidates reordered by the
+        // ranking stage, when the version serves with one.
+        let picked = match self.b.rerank.as_ref().filter(|_| domain == Domain::Video) {
+            Some(r) => {
+                let cands = top_k(&scores, candidate, r.draw(k));
+                let genre = |i: usize| self.b.item_genre.get(i).map_or("", String::as_str);
+                r.rerank(taste.user(), &cands, &scores, genre, k)
             }
-        })
-        .collect()
+            None => top_k(&scores, candidate, k),
+        };
+        picked
+            .into_iter()
+            .map(|i| {
+                let i = i as usize;
+                let yi = vector(i);
+                let ni = norm(i);
+                let because = seen
+                    .iter()
+                    .map(|&s| s as usize)
+                    .filter(|&s| s < scores.len() && domain_at(s) == domain)
+                    .map(|s| (s, cosine(yi, vector(s), ni, norm(s))))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(s, _)| self.row_name(s, extra).unwrap_or_default().to_string());
+                let reason = match &because {
+                    Some(b) => format!("because you {verb} {b}"),
+                    None => "from your taste".to_string(),
+                };
+                match i.checked_sub(n).zip(extra) {
+                    None => self.rec(i as u32, scores[i], because, reason),
+                    Some((j, e)) => Recommendation {
+                        item: e.names[j].clone(),
+                        score: scores[i],
+                        genre: String::new(),
+                        domain: domain_at(i),
+                        because,
+                        reason,
+                    },
+                }
+            })
+            .collect()
     }
 
     /// The name of row `i`: the champion's items, then `extra`'s (when they
@@ -591,7 +644,44 @@ mod tests {
             .into_iter()
             .collect(),
             item_domain: vec![Domain::Video; 6],
+            rerank: None,
         }
+    }
+
+    #[test]
+    fn bundles_stored_in_older_layouts_still_decode() {
+        let b = bundle();
+        let bytes = postcard::to_stdvec(&b).unwrap();
+        // (Region popularity is a map: compared as one, not by its bytes.)
+        let same_as = |x: &Bundle| {
+            assert_eq!(
+                (&x.users, &x.items, &x.seen.indices),
+                (&b.users, &b.items, &b.seen.indices)
+            );
+            assert_eq!(
+                (&x.popularity, &x.item_genre),
+                (&b.popularity, &b.item_genre)
+            );
+            assert_eq!(x.region_popularity, b.region_popularity);
+            assert_eq!(x.model.item_factors, b.model.item_factors);
+        };
+        let same = Bundle::decode(&bytes, |_| false).unwrap();
+        same_as(&same);
+        assert_eq!(same.item_domain, b.item_domain);
+        // Before the ranking stage: the same bytes without its `None` tag.
+        assert_eq!(bytes.last(), Some(&0));
+        let old = Bundle::decode(&bytes[..bytes.len() - 1], |_| false).unwrap();
+        assert!(old.rerank.is_none());
+        same_as(&old);
+        assert_eq!(old.item_domain, b.item_domain);
+        // Before item domains: no domain list either (a length byte and a
+        // byte per item); domains come from the catalog.
+        let older =
+            Bundle::decode(&bytes[..bytes.len() - 2 - b.items.len()], |i| i == "v5").unwrap();
+        same_as(&older);
+        assert_eq!(older.item_domain[..5], [Domain::Video; 5]);
+        assert_eq!(older.item_domain[5], Domain::Music);
+        assert!(Bundle::decode(&bytes[..bytes.len() / 2], |_| false).is_err());
     }
 
     #[test]

@@ -283,6 +283,8 @@ pub struct Evaluation {
     /// The serving champion as the fold-in keeps it, on the same split: its
     /// item factors, every user folded in from their training pairs.
     pub folded: Option<FoldedEvaluation>,
+    /// The ranking stage fitted with the candidate, on the same split.
+    pub rerank: Option<super::rerank::RerankOutcome>,
 }
 
 /// A champion with every user of a split folded in from the split's training
@@ -374,6 +376,7 @@ pub fn evaluate_candidate(
         train_pairs: d.train.nnz(),
         test_pairs: d.test.nnz(),
         folded: None,
+        rerank: None,
     }
 }
 
@@ -527,6 +530,7 @@ pub fn serving_bundle(
         seen,
         item_genre,
         region_popularity,
+        rerank: None,
     }
 }
 

@@ -117,6 +117,9 @@ pub struct RecommenderVersion {
     /// The hyperparameter search that chose `params` (none: trained as configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<super::search::SearchReport>,
+    /// The ranking stage fitted with it (none: not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<super::rerank::RerankOutcome>,
 }
 
 /// A fit that started from a model trained before.

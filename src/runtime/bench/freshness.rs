@@ -298,6 +298,7 @@ pub fn fold(args: &FoldBenchArgs) -> anyhow::Result<FoldBenchReport> {
         popularity: vec![1; args.items],
         region_popularity: Default::default(),
         item_domain: vec![Domain::Video; args.items],
+        rerank: None,
     };
     let champion = ServingModel {
         id: 1,
