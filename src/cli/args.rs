@@ -316,6 +316,10 @@ pub enum BenchCommand {
         ease_max_items: Option<usize>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Tab-separated `item genre` with a header (the split's item ids):
+        /// adds intra-list genre diversity to the test metrics.
+        #[arg(long)]
+        genres: Option<PathBuf>,
     },
     /// Event → served freshness on the embedded broker: while it ingests at
     /// --rate events/s, each probe sends a finished view of the item ranked

@@ -163,6 +163,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             families,
             ease_max_items,
             seed,
+            genres,
         } => {
             let defaults = playpulse::ml::config::ModelsConfig::default();
             let budget_s = budget_s.unwrap_or(defaults.search_budget_seconds);
@@ -209,6 +210,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 },
                 ease_max_items: ease_max_items.unwrap_or(defaults.ease_max_items),
                 seed,
+                genres,
             };
             let lines = bench::models::models(&args, |t| {
                 eprintln!(

@@ -300,6 +300,12 @@ impl History {
         self.seen.insert(pair_key(user, item));
     }
 
+    /// The history without its (user, item) pairs: what serving reads.
+    pub(super) fn without_pairs(mut self) -> History {
+        self.seen = HashSet::new();
+        self
+    }
+
     pub(super) fn context(&self, user: usize) -> Context {
         let u = self.users.get(user).cloned().unwrap_or_default();
         Context {

@@ -396,7 +396,7 @@ pub fn fit(
         weight: best.0,
         candidates: spec.candidates as u32,
         tree,
-        history: h,
+        history: h.without_pairs(),
     });
     Ok((reranker, evaluation))
 }

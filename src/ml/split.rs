@@ -83,6 +83,63 @@ pub fn read_tsv(path: &Path) -> Result<Vec<(u32, u32, f32)>, SplitError> {
     Ok(out)
 }
 
+/// Item genres for the diversity metric: a tab-separated file with a header
+/// naming `item` and `genre` columns, integer item ids of the split. Answers
+/// one genre number per item of `items` ([`super::metrics::NO_GENRE`] where
+/// the file has none) and how many of its rows name an item past them.
+pub fn read_genres(path: &Path, items: usize) -> Result<(Vec<u32>, usize), SplitError> {
+    let name = path.display().to_string();
+    let io = |source| SplitError::Io {
+        path: name.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut ids = vec![super::metrics::NO_GENRE; items];
+    let mut names: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let (mut cols, mut outside) = ((usize::MAX, usize::MAX), 0);
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io)?;
+        let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let err = |message: String| SplitError::Format {
+            path: name.clone(),
+            line: n + 1,
+            message,
+        };
+        if n == 0 {
+            let find = |c: &str| {
+                fields.iter().position(|f| *f == c).ok_or_else(|| {
+                    err(format!(
+                        "header lacks the `{c}` column; expected item, genre"
+                    ))
+                })
+            };
+            cols = (find("item")?, find("genre")?);
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (Some(item), Some(genre)) = (fields.get(cols.0), fields.get(cols.1)) else {
+            return Err(err("missing the `item` or the `genre` field".into()));
+        };
+        let item: usize = item
+            .parse()
+            .map_err(|_| err(format!("item {item:?} is not a non-negative integer id")))?;
+        if genre.is_empty() || genre.len() > 256 {
+            return Err(err(format!(
+                "genre {genre:?}: give a name of 1 to 256 bytes"
+            )));
+        }
+        let Some(slot) = ids.get_mut(item) else {
+            outside += 1;
+            continue;
+        };
+        let next = names.len() as u32;
+        *slot = *names.entry(genre.to_string()).or_insert(next);
+    }
+    Ok((ids, outside))
+}
+
 /// Train weights and test items (value 1) as matrices over the same id space.
 pub fn load(train: &Path, test: &Path) -> Result<(Csr, Csr), SplitError> {
     let tr = read_tsv(train)?;
@@ -109,6 +166,29 @@ pub fn load(train: &Path, test: &Path) -> Result<(Csr, Csr), SplitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_item_genres_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("genres.tsv");
+        std::fs::write(
+            &g,
+            "genre\titem\nDrama\t0\nComedy\t2\nDrama\t3\nWestern\t9\n",
+        )
+        .unwrap();
+        let (ids, outside) = read_genres(&g, 4).unwrap();
+        use crate::ml::metrics::NO_GENRE;
+        assert_eq!((ids, outside), (vec![0, NO_GENRE, 1, 0], 1));
+        std::fs::write(&g, "item\tgenre\nx\tDrama\n").unwrap();
+        let e = read_genres(&g, 4).unwrap_err().to_string();
+        assert!(
+            e.ends_with(":2: item \"x\" is not a non-negative integer id"),
+            "{e}"
+        );
+        std::fs::write(&g, "item\tkind\n").unwrap();
+        let e = read_genres(&g, 4).unwrap_err().to_string();
+        assert!(e.contains("lacks the `genre` column"), "{e}");
+    }
 
     #[test]
     fn reads_the_peers_format_and_names_bad_lines() {

@@ -25,6 +25,8 @@ pub struct ModelsBenchArgs {
     pub base_als: AlsParams,
     pub ease_max_items: usize,
     pub seed: u64,
+    /// Item genres (`item`, `genre` columns) for the diversity metric.
+    pub genres: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,13 +124,28 @@ pub fn models(
         .num_threads(args.threads.max(1))
         .build()?;
     let (train, test) = load(&args.train, &args.test)?;
-    pool.install(|| run(args, &train, &test, on_trial))
+    let genres = match &args.genres {
+        Some(path) => {
+            let (ids, outside) = crate::ml::split::read_genres(path, train.cols)?;
+            if ids.iter().all(|&g| g == crate::ml::metrics::NO_GENRE) {
+                anyhow::bail!(
+                    "--genres {}: no item of the split has a genre ({outside} rows name items past its {} ids)",
+                    path.display(),
+                    train.cols
+                );
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    pool.install(|| run(args, &train, &test, genres.as_deref(), on_trial))
 }
 
 fn run(
     args: &ModelsBenchArgs,
     train: &crate::ml::sparse::Csr,
     test: &crate::ml::sparse::Csr,
+    genres: Option<&crate::ml::metrics::Genres>,
     on_trial: impl FnMut(&Trial),
 ) -> anyhow::Result<Vec<Line>> {
     // The refit on the whole train split, its test metrics, and the model.
@@ -136,7 +153,7 @@ fn run(
         let t = Instant::now();
         let m = family::fit(p, train)?;
         let fit_s = t.elapsed().as_secs_f64();
-        let r = family::evaluate(&m, train, test, args.k, None);
+        let r = family::evaluate(&m, train, test, args.k, genres);
         let metrics = TestMetrics {
             ndcg: r.ndcg,
             precision: r.precision,
