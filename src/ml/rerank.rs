@@ -83,13 +83,16 @@ impl Reranker {
     /// `cands` (best first by the recommender, whose scores by row are
     /// `scores`) reordered by recommender + weight × engagement; the best `k`.
     /// `user`: the user's row in the bundle (none: a user the training
-    /// snapshot did not have); `genre`: a row's genre.
+    /// snapshot did not have); `genre`: a row's genre; `raw`: a row's
+    /// recommender score before any blend (the tree's feature, as it was
+    /// trained).
     pub fn rerank<'g>(
         &self,
         user: Option<u32>,
         cands: &[u32],
         scores: &[f32],
         genre: impl Fn(usize) -> &'g str,
+        raw: impl Fn(usize) -> f32,
         k: usize,
     ) -> Vec<u32> {
         let u = user.map_or(usize::MAX, |u| u as usize);
@@ -100,9 +103,9 @@ impl Reranker {
             .collect();
         let eng: Vec<f64> = cands
             .iter()
-            .zip(&rec)
-            .map(|(&i, &s)| {
+            .map(|&i| {
                 let i = i as usize;
+                let s = f64::from(raw(i));
                 self.tree
                     .score(&self.history.row(u, i, genre_slot(genre(i)), ctx, s))
             })
@@ -557,6 +560,15 @@ mod tests {
         );
         let trained = staged.recommend_taste(Taste::Trained(0), 10, Domain::Video, None, |_, _| {});
         assert_eq!(folded, trained);
+        // A blend moves the order's scores, not the tree's feature: scores
+        // shifted alike keep the same standardized order and the same list.
+        let shifted = staged.recommend_taste(Taste::Trained(0), 10, Domain::Video, None, |s, _| {
+            s.iter_mut().for_each(|x| *x += 1000.0)
+        });
+        let names = |l: &[crate::ml::serve::Recommendation]| -> Vec<String> {
+            l.iter().map(|x| x.item.clone()).collect()
+        };
+        assert_eq!(names(&shifted), names(&trained));
     }
 
     #[test]

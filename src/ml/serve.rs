@@ -343,7 +343,9 @@ impl Recommender {
             Some(r) => {
                 let cands = top_k(&scores, candidate, r.draw(k));
                 let genre = |i: usize| self.b.item_genre.get(i).map_or("", String::as_str);
-                r.rerank(taste.user(), &cands, &scores, genre, k)
+                // The tree learned from ALS's own score, not a blend's.
+                let raw = |i: usize| dot(vector(i), x);
+                r.rerank(taste.user(), &cands, &scores, genre, raw, k)
             }
             None => top_k(&scores, candidate, k),
         };
