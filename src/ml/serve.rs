@@ -66,8 +66,13 @@ impl Bundle {
     /// takes it from `is_track` (an item with a track catalog record is music).
     pub(crate) fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
         let decoded = postcard::from_bytes::<Bundle>(bytes).or_else(|first| {
-            postcard::from_bytes::<BundleWithoutRerank>(bytes)
-                .map(|b| Bundle {
+            // The older layout only when it is the whole value: a newer
+            // bundle damaged in its ranking stage is an error, not a bundle
+            // without one.
+            postcard::take_from_bytes::<BundleWithoutRerank>(bytes)
+                .ok()
+                .filter(|(_, rest)| rest.is_empty())
+                .map(|(b, _)| Bundle {
                     model: b.model,
                     users: b.users,
                     items: b.items,
@@ -78,14 +83,17 @@ impl Bundle {
                     item_domain: b.item_domain,
                     rerank: None,
                 })
-                .map_err(|_| first)
+                .ok_or(first)
         });
         match decoded {
             Ok(b) if b.item_domain.len() == b.items.len() => Ok(b),
             Ok(_) => Err("its item domains do not match its items".into()),
             Err(first) => {
-                let old: BundleWithoutDomains =
-                    postcard::from_bytes(bytes).map_err(|_| first.to_string())?;
+                let old: BundleWithoutDomains = postcard::take_from_bytes(bytes)
+                    .ok()
+                    .filter(|(_, rest): &(_, &[u8])| rest.is_empty())
+                    .map(|(old, _)| old)
+                    .ok_or_else(|| first.to_string())?;
                 let item_domain = old
                     .items
                     .iter()
@@ -684,6 +692,11 @@ mod tests {
         assert_eq!(older.item_domain[..5], [Domain::Video; 5]);
         assert_eq!(older.item_domain[5], Domain::Music);
         assert!(Bundle::decode(&bytes[..bytes.len() / 2], |_| false).is_err());
+        // A ranking stage that does not decode is an error, not a bundle without one.
+        let mut damaged = bytes.clone();
+        *damaged.last_mut().unwrap() = 1;
+        damaged.extend_from_slice(&[7, 7, 7]);
+        assert!(Bundle::decode(&damaged, |_| false).is_err());
     }
 
     #[test]
