@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use ndarray::Array2;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::classify::{class_metrics, ClassMetrics, GrowRule, TreeNode};
@@ -300,51 +301,60 @@ pub fn fit(
         .filter(|v| v.engaged)
         .map(|v| pair_key(v.user, v.item))
         .collect();
-    let lists_of = |part: u64| {
-        let mut lists = UserLists::default();
+    // One user's list: candidates, their scores and rows, what was viewed
+    // and engaged (every user scored against every item: in parallel).
+    type List = (Vec<u32>, Vec<f64>, Vec<[f64; NF]>, Vec<u32>, Vec<u32>);
+    let list_of = |u: usize| -> List {
+        let viewed: Vec<u32> = d
+            .test
+            .row(u)
+            .0
+            .iter()
+            .copied()
+            .filter(|&i| is_video[i as usize])
+            .collect();
         let mut scores = Vec::new();
-        let users = (0..d.test.rows)
+        m.scores_into(u, &mut scores);
+        let seen = d.train.row(u).0;
+        let cands = top_k(
+            &scores,
+            |i| is_video[i] && seen.binary_search(&(i as u32)).is_err(),
+            spec.candidates,
+        );
+        let ctx = h.context(u);
+        let rec = cands
+            .iter()
+            .map(|&i| f64::from(scores[i as usize]))
+            .collect();
+        let rows = cands
+            .iter()
+            .map(|&i| {
+                let i = i as usize;
+                h.row(u, i, item_genre[i], ctx, f64::from(scores[i]))
+            })
+            .collect();
+        let engaged = viewed
+            .iter()
+            .copied()
+            .filter(|&i| engaged_items.contains(&pair_key(u, i as usize)))
+            .collect();
+        (cands, rec, rows, viewed, engaged)
+    };
+    let lists_of = |part: u64| {
+        let users: Vec<usize> = (0..d.test.rows)
             .filter(|&u| quarter(spec.seed, u) == part)
             .filter(|&u| d.test.row(u).0.iter().any(|&i| is_video[i as usize]))
-            .take(spec.eval_users);
-        for u in users {
-            let viewed: Vec<u32> = d
-                .test
-                .row(u)
-                .0
-                .iter()
-                .copied()
-                .filter(|&i| is_video[i as usize])
-                .collect();
-            m.scores_into(u, &mut scores);
-            let seen = d.train.row(u).0;
-            let cands = top_k(
-                &scores,
-                |i| is_video[i] && seen.binary_search(&(i as u32)).is_err(),
-                spec.candidates,
-            );
-            let ctx = h.context(u);
-            lists.scores.push(
-                cands
-                    .iter()
-                    .map(|&i| f64::from(scores[i as usize]))
-                    .collect(),
-            );
-            for &i in &cands {
-                let i = i as usize;
-                lists
-                    .rows
-                    .push(h.row(u, i, item_genre[i], ctx, f64::from(scores[i])));
-            }
-            lists.engaged.push(
-                viewed
-                    .iter()
-                    .copied()
-                    .filter(|&i| engaged_items.contains(&pair_key(u, i as usize)))
-                    .collect(),
-            );
+            .take(spec.eval_users)
+            .collect();
+        let mut lists = UserLists::default();
+        for (cands, rec, rows, viewed, engaged) in
+            users.into_par_iter().map(list_of).collect::<Vec<_>>()
+        {
             lists.candidates.push(cands);
+            lists.scores.push(rec);
+            lists.rows.extend(rows);
             lists.viewed.push(viewed);
+            lists.engaged.push(engaged);
         }
         lists
     };
