@@ -139,6 +139,33 @@ pub fn build(
     }
 }
 
+/// The (user, video) pairs of `events` as the store aggregates them (the
+/// implicit feedback summed; positive events: feedback ≥ 0.5), sorted.
+#[cfg(test)]
+pub(crate) fn pairs_of_events<'a>(
+    events: impl Iterator<Item = &'a crate::domain::event::VideoEvent>,
+) -> Vec<(String, String, PairAgg)> {
+    let mut m: HashMap<(String, String), PairAgg> = HashMap::new();
+    for e in events {
+        let fb = e.implicit_feedback();
+        let a = m
+            .entry((e.user_id.clone(), e.video_id.clone()))
+            .or_insert(PairAgg {
+                weight: 0.0,
+                events: 0,
+                positive_events: 0,
+                max_feedback: 0.0,
+                last_ts_ms: 0,
+            });
+        a.weight += fb;
+        a.events += 1;
+        a.positive_events += u64::from(fb >= 0.5);
+    }
+    let mut v: Vec<_> = m.into_iter().map(|((u, i), a)| (u, i, a)).collect();
+    v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,6 +77,20 @@ pub enum RankError {
     Als(#[from] AlsError),
 }
 
+/// An error unless `y` holds engaged and disengaged views both (`what`:
+/// which views, for the message).
+pub(super) fn both_classes(y: &[bool], what: &str) -> Result<(), RankError> {
+    let engaged = y.iter().filter(|&&b| b).count();
+    if engaged > 0 && engaged < y.len() {
+        return Ok(());
+    }
+    Err(RankError::Data(format!(
+        "every one of the {} {what} is {}: a model needs both engaged and disengaged views",
+        y.len(),
+        if engaged > 0 { "engaged" } else { "disengaged" }
+    )))
+}
+
 /// The engagement label: the view played and was not skipped.
 pub fn engaged(e: &VideoEvent) -> bool {
     !e.skipped && e.error.is_none() && e.watch_time_seconds > 0.0
@@ -700,18 +714,7 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
     }
     let share = |y: &[bool]| y.iter().filter(|b| **b).count() as f64 / y.len().max(1) as f64;
     let train_share = share(&train_y);
-    if train_share == 0.0 || train_share == 1.0 {
-        return Err(RankError::Data(format!(
-            "every one of the {} training views is {}: a model needs both engaged and \
-             disengaged views",
-            train_y.len(),
-            if train_share == 1.0 {
-                "engaged"
-            } else {
-                "disengaged"
-            }
-        )));
-    }
+    both_classes(&train_y, "training views")?;
     let x = Array2::from_shape_fn((train_rows.len(), NF), |(r, c)| train_rows[r][c]);
     let recommender_score_auc = auc(
         &test_y,

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::classify::{class_metrics, ClassMetrics, GrowRule, TreeNode};
 use super::metrics::top_k;
 use super::rank::{
-    auc, combined, engaged, genre_slot, hour_of, list_quality, pair_key, resolution_rank, Context,
-    History, Interner, ListQuality, RankError, UserLists, NF, WEIGHTS,
+    auc, both_classes, combined, engaged, genre_slot, hour_of, list_quality, pair_key,
+    resolution_rank, Context, History, Interner, ListQuality, RankError, UserLists, NF, WEIGHTS,
 };
 use super::train::Candidate;
 use crate::domain::event::VideoEvent;
@@ -273,19 +273,7 @@ pub fn fit(
             events.len()
         )));
     }
-    let positive = train_y.iter().filter(|&&y| y).count();
-    if positive == 0 || positive == train_y.len() {
-        return Err(RankError::Data(format!(
-            "every one of the {} held-out training views is {}: the ranking stage needs \
-             engaged and disengaged views",
-            train_y.len(),
-            if positive == 0 {
-                "disengaged"
-            } else {
-                "engaged"
-            }
-        )));
-    }
+    both_classes(&train_y, "held-out training views")?;
     let x = Array2::from_shape_fn((train_x.len(), NF), |(r, c)| train_x[r][c]);
     let rule = GrowRule {
         max_depth: spec.max_depth,
@@ -457,26 +445,11 @@ mod tests {
     fn data(events: usize) -> Data {
         let mut g = VideoGen::new(World::new(600, 150, 5), 11, 1_735_689_600_000, 1000);
         let events: Vec<VideoEvent> = (0..events).map(|_| g.next_event()).collect();
-        let mut m: HashMap<(String, String), PairAgg> = HashMap::new();
-        let mut genres = HashMap::new();
-        for e in &events {
-            genres.insert(e.video_id.clone(), e.genre.clone());
-            let fb = e.implicit_feedback();
-            let a = m
-                .entry((e.user_id.clone(), e.video_id.clone()))
-                .or_insert(PairAgg {
-                    weight: 0.0,
-                    events: 0,
-                    positive_events: 0,
-                    max_feedback: 0.0,
-                    last_ts_ms: 0,
-                });
-            a.weight += fb;
-            a.events += 1;
-            a.positive_events += u64::from(fb >= 0.5);
-        }
-        let mut pairs: Vec<_> = m.into_iter().map(|((u, i), a)| (u, i, a)).collect();
-        pairs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let genres = events
+            .iter()
+            .map(|e| (e.video_id.clone(), e.genre.clone()))
+            .collect();
+        let pairs = crate::ml::dataset::pairs_of_events(events.iter());
         (events, pairs, genres)
     }
 

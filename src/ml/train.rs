@@ -588,23 +588,8 @@ mod tests {
     /// The pairs of the first `events` generated events.
     fn pairs_of(events: usize) -> Snapshot {
         let mut g = VideoGen::new(World::new(300, 80, 5), 5, 1_735_689_600_000, 50);
-        let mut m: HashMap<(String, String), PairAgg> = HashMap::new();
-        for _ in 0..events {
-            let e = g.next_event();
-            let fb = e.implicit_feedback();
-            let a = m.entry((e.user_id, e.video_id)).or_insert(PairAgg {
-                weight: 0.0,
-                events: 0,
-                positive_events: 0,
-                max_feedback: 0.0,
-                last_ts_ms: 0,
-            });
-            a.weight += fb;
-            a.events += 1;
-            a.positive_events += u64::from(fb >= 0.5);
-        }
-        let mut v: Vec<_> = m.into_iter().map(|((u, i), a)| (u, i, a)).collect();
-        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let events: Vec<VideoEvent> = (0..events).map(|_| g.next_event()).collect();
+        let v = crate::ml::dataset::pairs_of_events(events.iter());
         Snapshot {
             pairs: v,
             view: None,
