@@ -100,8 +100,13 @@ impl TreeNode {
         if left.len() < rule.min_leaf.max(1) || right.len() < rule.min_leaf.max(1) {
             return Ok(leaf);
         }
-        let left = TreeNode::grow_with(x, y, left, depth + 1, rule)?;
-        let right = TreeNode::grow_with(x, y, right, depth + 1, rule)?;
+        // The two sides share nothing: grown in parallel (each stump still
+        // sorts its node's rows, as linfa-trees does).
+        let (left, right) = rayon::join(
+            || TreeNode::grow_with(x, y, left, depth + 1, rule),
+            || TreeNode::grow_with(x, y, right, depth + 1, rule),
+        );
+        let (left, right) = (left?, right?);
         // Two leaves that say the same thing are one leaf (predictions unchanged).
         if let (
             true,
