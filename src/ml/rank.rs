@@ -488,7 +488,7 @@ impl Scorer {
     }
 }
 
-pub(super) fn standardized(v: &[f64]) -> Vec<f64> {
+fn standardized(v: &[f64]) -> Vec<f64> {
     let n = v.len().max(1) as f64;
     let mean = v.iter().sum::<f64>() / n;
     let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
@@ -505,6 +505,36 @@ pub(super) fn combined(recommender: &[f64], engagement: &[f64], weight: f64) -> 
         .zip(standardized(engagement))
         .map(|(r, e)| (r + weight * e) as f32)
         .collect()
+}
+
+/// The weight of [`WEIGHTS`] whose order ranks best on validation by `key`
+/// (0, the recommender alone, unless one is strictly better), and both
+/// orderings on validation and test (lists with their engagement scores).
+/// Used when the test lists confirm it by the same key.
+pub(super) fn choose_weight(
+    (val, val_e): (&UserLists, &[f64]),
+    (test, test_e): (&UserLists, &[f64]),
+    k: usize,
+    key: impl Fn(&ListQuality) -> f64,
+) -> Rerank {
+    let validation_plain = list_quality(val, val_e, 0.0, k);
+    let mut best = (0.0, validation_plain);
+    for &w in &WEIGHTS[1..] {
+        let q = list_quality(val, val_e, w, k);
+        if key(&q) > key(&best.1) {
+            best = (w, q);
+        }
+    }
+    let test_plain = list_quality(test, test_e, 0.0, k);
+    let test_reranked = list_quality(test, test_e, best.0, k);
+    Rerank {
+        weight: best.0,
+        validation_plain,
+        validation_reranked: best.1,
+        test_plain,
+        test_reranked,
+        used: best.0 > 0.0 && key(&test_reranked) > key(&test_plain),
+    }
 }
 
 /// NDCG of every user's candidates ordered by recommender + weight × engagement.
@@ -727,16 +757,6 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
             let predicted: Vec<bool> = s.iter().map(|v| *v >= scorer.threshold()).collect();
             let val_e = scorer.scores(&val_lists.rows);
             let test_e = scorer.scores(&test_lists.rows);
-            let mut best = (0.0, list_quality(&val_lists, &val_e, 0.0, p.k));
-            let validation_plain = best.1;
-            for &w in &WEIGHTS[1..] {
-                let q = list_quality(&val_lists, &val_e, w, p.k);
-                if q.ndcg_engaged > best.1.ndcg_engaged {
-                    best = (w, q);
-                }
-            }
-            let test_plain = list_quality(&test_lists, &test_e, 0.0, p.k);
-            let test_reranked = list_quality(&test_lists, &test_e, best.0, p.k);
             RankModelReport {
                 model,
                 fit_s,
@@ -746,14 +766,10 @@ pub fn evaluate(events: &[VideoEvent], p: &RankParams) -> Result<RankReport, Ran
                 metrics: class_metrics(&test_y, &predicted),
                 auc: auc(&test_y, &s),
                 params,
-                rerank: Rerank {
-                    weight: best.0,
-                    validation_plain,
-                    validation_reranked: best.1,
-                    test_plain,
-                    test_reranked,
-                    used: best.0 > 0.0 && test_reranked.ndcg_engaged > test_plain.ndcg_engaged,
-                },
+                // Chosen by the views that engaged.
+                rerank: choose_weight((&val_lists, &val_e), (&test_lists, &test_e), p.k, |q| {
+                    q.ndcg_engaged
+                }),
             }
         };
     let mut models = Vec::new();

@@ -232,9 +232,7 @@ pub fn recommend<E>(
                 .recommender
                 .recommend_taste(taste, k, domain, items, |_, _| {}),
         };
-        let rerank_weight = (domain == Domain::Video)
-            .then(|| c.recommender.bundle().rerank.as_ref().map(|r| r.weight))
-            .flatten();
+        let rerank_weight = c.recommender.reranker(domain).map(|r| r.weight);
         return Ok(Some(RecommendReply {
             model: Some(c.id),
             user,

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::classify::{class_metrics, ClassMetrics, GrowRule, TreeNode};
 use super::metrics::top_k;
 use super::rank::{
-    auc, both_classes, combined, engaged, genre_slot, hour_of, list_quality, pair_key,
-    resolution_rank, Context, History, Interner, ListQuality, RankError, UserLists, NF, WEIGHTS,
+    auc, both_classes, choose_weight, combined, engaged, genre_slot, hour_of, pair_key,
+    resolution_rank, Context, History, Interner, ListQuality, RankError, UserLists, NF,
 };
 use super::train::Candidate;
 use crate::domain::event::VideoEvent;
@@ -354,22 +354,13 @@ pub fn fit(
     }
     let engagement = |l: &UserLists| -> Vec<f64> { l.rows.iter().map(|r| tree.score(r)).collect() };
     let (val_e, test_e) = (engagement(&val), engagement(&test));
-    let validation_plain = list_quality(&val, &val_e, 0.0, spec.k);
-    let mut best = (0.0, validation_plain);
-    for &w in &WEIGHTS[1..] {
-        let q = list_quality(&val, &val_e, w, spec.k);
-        if q.ndcg_views > best.1.ndcg_views {
-            best = (w, q);
-        }
-    }
-    let test_plain = list_quality(&test, &test_e, 0.0, spec.k);
-    let test_reranked = list_quality(&test, &test_e, best.0, spec.k);
-    let used = best.0 > 0.0 && test_reranked.ndcg_views > test_plain.ndcg_views;
+    // Chosen by the held-out videos, as the evaluator ranks recommenders.
+    let chosen = choose_weight((&val, &val_e), (&test, &test_e), spec.k, |q| q.ndcg_views);
     let test_scores: Vec<f64> = test_x.iter().map(|r| tree.score(r)).collect();
     let predicted: Vec<bool> = test_scores.iter().map(|&s| s >= 0.5).collect();
     let evaluation = RerankEvaluation {
-        weight: best.0,
-        used,
+        weight: chosen.weight,
+        used: chosen.used,
         candidates: spec.candidates,
         k: spec.k,
         events: events.len(),
@@ -383,18 +374,18 @@ pub fn fit(
             &test_x.iter().map(|r| r[NF - 1]).collect::<Vec<_>>(),
         ),
         metrics: class_metrics(&test_y, &predicted),
-        validation_plain,
-        validation_reranked: best.1,
-        test_plain,
-        test_reranked,
+        validation_plain: chosen.validation_plain,
+        validation_reranked: chosen.validation_reranked,
+        test_plain: chosen.test_plain,
+        test_reranked: chosen.test_reranked,
         tree: format!(
             "decision tree max_depth={} min_leaf={} depth={depth} leaves={leaves}",
             spec.max_depth, spec.min_leaf
         ),
         seconds: t.elapsed().as_secs_f64(),
     };
-    let reranker = used.then(|| Reranker {
-        weight: best.0,
+    let reranker = chosen.used.then(|| Reranker {
+        weight: chosen.weight,
         candidates: spec.candidates as u32,
         tree,
         history: h.without_pairs(),

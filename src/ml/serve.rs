@@ -267,6 +267,12 @@ impl Recommender {
         }
     }
 
+    /// The ranking stage lists of `domain` are reordered by (video lists of a
+    /// version that serves with one).
+    pub fn reranker(&self, domain: Domain) -> Option<&super::rerank::Reranker> {
+        self.b.rerank.as_ref().filter(|_| domain == Domain::Video)
+    }
+
     /// What a trained user has seen, in item order.
     pub fn seen_of(&self, u: u32) -> &[u32] {
         self.b.seen.row(u as usize).0
@@ -347,7 +353,7 @@ impl Recommender {
         let candidate = |i| domain_at(i) == domain && seen.binary_search(&(i as u32)).is_err();
         // Video lists: the recommender's top candidates reordered by the
         // ranking stage, when the version serves with one.
-        let picked = match self.b.rerank.as_ref().filter(|_| domain == Domain::Video) {
+        let picked = match self.reranker(domain) {
             Some(r) => {
                 let cands = top_k(&scores, candidate, r.draw(k));
                 let genre = |i: usize| self.b.item_genre.get(i).map_or("", String::as_str);

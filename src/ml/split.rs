@@ -23,81 +23,25 @@ pub enum SplitError {
     },
 }
 
-/// Rows of one file: (user, item, weight).
-pub fn read_tsv(path: &Path) -> Result<Vec<(u32, u32, f32)>, SplitError> {
+/// Each data line of a tab-separated file whose header names `columns`:
+/// `row` gets those fields (trimmed, in `columns` order) and a maker of errors
+/// naming the line. Blank lines are skipped.
+fn read_rows<const N: usize>(
+    path: &Path,
+    columns: [&str; N],
+    mut row: impl FnMut([&str; N], &dyn Fn(String) -> SplitError) -> Result<(), SplitError>,
+) -> Result<(), SplitError> {
     let name = path.display().to_string();
     let io = |source| SplitError::Io {
         path: name.clone(),
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut out = Vec::new();
-    let mut cols = (usize::MAX, usize::MAX, usize::MAX);
+    let mut cols = [usize::MAX; N];
     for (n, line) in std::io::BufReader::with_capacity(1 << 20, file)
         .lines()
         .enumerate()
     {
-        let line = line.map_err(io)?;
-        let fields: Vec<&str> = line.split('\t').collect();
-        let err = |message: String| SplitError::Format {
-            path: name.clone(),
-            line: n + 1,
-            message,
-        };
-        if n == 0 {
-            let find = |c: &str| {
-                fields.iter().position(|f| f.trim() == c).ok_or_else(|| {
-                    err(format!(
-                        "header lacks the `{c}` column; expected user, item, weight"
-                    ))
-                })
-            };
-            cols = (find("user")?, find("item")?, find("weight")?);
-            continue;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let get = |i: usize, what: &str| {
-            fields
-                .get(i)
-                .map(|s| s.trim())
-                .ok_or_else(|| err(format!("missing `{what}` field")))
-        };
-        let user = get(cols.0, "user")?;
-        let item = get(cols.1, "item")?;
-        let weight = get(cols.2, "weight")?;
-        let user: u32 = user
-            .parse()
-            .map_err(|_| err(format!("user {user:?} is not a non-negative integer id")))?;
-        let item: u32 = item
-            .parse()
-            .map_err(|_| err(format!("item {item:?} is not a non-negative integer id")))?;
-        let weight: f32 = weight
-            .parse()
-            .ok()
-            .filter(|w: &f32| w.is_finite())
-            .ok_or_else(|| err(format!("weight {weight:?} is not a finite number")))?;
-        out.push((user, item, weight));
-    }
-    Ok(out)
-}
-
-/// Item genres for the diversity metric: a tab-separated file with a header
-/// naming `item` and `genre` columns, integer item ids of the split. Answers
-/// one genre number per item of `items` ([`super::metrics::NO_GENRE`] where
-/// the file has none) and how many of its rows name an item past them.
-pub fn read_genres(path: &Path, items: usize) -> Result<(Vec<u32>, usize), SplitError> {
-    let name = path.display().to_string();
-    let io = |source| SplitError::Io {
-        path: name.clone(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut ids = vec![super::metrics::NO_GENRE; items];
-    let mut names: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-    let (mut cols, mut outside) = ((usize::MAX, usize::MAX), 0);
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(io)?;
         let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
         let err = |message: String| SplitError::Format {
@@ -106,22 +50,64 @@ pub fn read_genres(path: &Path, items: usize) -> Result<(Vec<u32>, usize), Split
             message,
         };
         if n == 0 {
-            let find = |c: &str| {
-                fields.iter().position(|f| *f == c).ok_or_else(|| {
+            for (col, c) in cols.iter_mut().zip(columns) {
+                *col = fields.iter().position(|f| *f == c).ok_or_else(|| {
                     err(format!(
-                        "header lacks the `{c}` column; expected item, genre"
+                        "header lacks the `{c}` column; expected {}",
+                        columns.join(", ")
                     ))
-                })
-            };
-            cols = (find("item")?, find("genre")?);
+                })?;
+            }
             continue;
         }
         if line.trim().is_empty() {
             continue;
         }
-        let (Some(item), Some(genre)) = (fields.get(cols.0), fields.get(cols.1)) else {
-            return Err(err("missing the `item` or the `genre` field".into()));
-        };
+        let mut got = [""; N];
+        for ((g, &i), what) in got.iter_mut().zip(&cols).zip(columns) {
+            *g = fields
+                .get(i)
+                .ok_or_else(|| err(format!("missing `{what}` field")))?;
+        }
+        row(got, &err)?;
+    }
+    Ok(())
+}
+
+/// Rows of one file: (user, item, weight).
+pub fn read_tsv(path: &Path) -> Result<Vec<(u32, u32, f32)>, SplitError> {
+    let mut out = Vec::new();
+    read_rows(
+        path,
+        ["user", "item", "weight"],
+        |[user, item, weight], err| {
+            let user: u32 = user
+                .parse()
+                .map_err(|_| err(format!("user {user:?} is not a non-negative integer id")))?;
+            let item: u32 = item
+                .parse()
+                .map_err(|_| err(format!("item {item:?} is not a non-negative integer id")))?;
+            let weight: f32 = weight
+                .parse()
+                .ok()
+                .filter(|w: &f32| w.is_finite())
+                .ok_or_else(|| err(format!("weight {weight:?} is not a finite number")))?;
+            out.push((user, item, weight));
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Item genres for the diversity metric: a tab-separated file with a header
+/// naming `item` and `genre` columns, integer item ids of the split. Answers
+/// one genre number per item of `items` ([`super::metrics::NO_GENRE`] where
+/// the file has none) and how many of its rows name an item past them.
+pub fn read_genres(path: &Path, items: usize) -> Result<(Vec<u32>, usize), SplitError> {
+    let mut ids = vec![super::metrics::NO_GENRE; items];
+    let mut names: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut outside = 0;
+    read_rows(path, ["item", "genre"], |[item, genre], err| {
         let item: usize = item
             .parse()
             .map_err(|_| err(format!("item {item:?} is not a non-negative integer id")))?;
@@ -132,11 +118,12 @@ pub fn read_genres(path: &Path, items: usize) -> Result<(Vec<u32>, usize), Split
         }
         let Some(slot) = ids.get_mut(item) else {
             outside += 1;
-            continue;
+            return Ok(());
         };
         let next = names.len() as u32;
         *slot = *names.entry(genre.to_string()).or_insert(next);
-    }
+        Ok(())
+    })?;
     Ok((ids, outside))
 }
 
