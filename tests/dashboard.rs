@@ -153,6 +153,22 @@ fn dashboard_api_and_metrics_show_live_data() {
         .unwrap()
         .iter()
         .all(|r| r["views"].as_u64().unwrap() > 0));
+    // The music producer sends its 2,000 tracks (at 500/s) before its first listening
+    // event: wait for listening rollups before pausing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = get(
+            &addr,
+            "/api/analytics?view=listening&last=1d&step=hour&by=device",
+        );
+        assert_eq!(code, 200, "{body}");
+        let l: Value = serde_json::from_str(&body).unwrap();
+        if !l["rows"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no listening rollups: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Over a range with filters, from the durable rollups: a region's share of the whole
     // (ingest paused and drained, so the questions see the same events).
     assert_eq!(d.ctl(&["pause"])["ok"], true);
