@@ -153,6 +153,13 @@ fn ranking_stage(msg: &Candidates) -> (Option<Reranker>, Option<RerankOutcome>) 
     let Some(spec) = &msg.rerank else {
         return (None, None);
     };
+    if let Some(i) = &msg.candidate.items {
+        let why = format!(
+            "{} ranks this version; the stage learns from ALS's candidates and scores",
+            i.params.family()
+        );
+        return (None, Some(RerankOutcome::Skipped { why }));
+    }
     if msg.events.is_empty() {
         let why = "no video events in the training snapshot".to_string();
         return (None, Some(RerankOutcome::Skipped { why }));
@@ -235,6 +242,14 @@ impl Handler<Evaluated> for EvaluatorActor {
                         crate::ml::family::Params::Als(params.clone()).describe()
                     ));
                 }
+                if let Some(i) = &evaluation.item_family {
+                    start.push_str(&format!(
+                        "; {} ranks (the search's winner, {} weights an item; ALS on the same split: {name}@{k} {:.4})",
+                        i.params.describe(),
+                        i.neighbours,
+                        promote::score(&i.als, which)
+                    ));
+                }
                 tracing::info!(
                     "model v{id} trained in {fit_s:.2} s ({start}) on {pairs} pairs: {name}@{k} {value:.4} (popularity {pop:.4}); {}",
                     decision.why
@@ -297,15 +312,10 @@ impl Handler<EvaluateChampion> for EvaluatorActor {
                 min_events: cfg.min_events,
             })?;
             let spec = TrainSpec {
-                als: cfg.als().check()?,
-                test_fraction: cfg.test_fraction,
-                min_items: cfg.min_user_items,
-                k: cfg.k,
-                seed: cfg.seed,
-                warm: None,
                 warm_iterations: 0,
                 search_budget: std::time::Duration::ZERO,
                 search_budget_fits: 0.0,
+                ..TrainSpec::new(cfg.als().check()?, &cfg)
             };
             let weights = cfg.event_weights.by_action();
             let mut snap = snapshots

@@ -134,17 +134,8 @@ impl TrainerActor {
                         )
                     };
                     let spec = TrainSpec {
-                        als,
-                        test_fraction: cfg.test_fraction,
-                        min_items: cfg.min_user_items,
-                        k: cfg.k,
-                        seed: cfg.seed,
                         warm,
-                        warm_iterations: cfg.warm_start_iterations,
-                        search_budget: std::time::Duration::from_secs_f64(
-                            cfg.search_budget_seconds,
-                        ),
-                        search_budget_fits: cfg.search_budget_fits,
+                        ..TrainSpec::new(als, &cfg)
                     };
                     let blend = snap.blend(cfg.affinity_weight);
                     match fit_candidate(snap.pairs, &spec) {

@@ -86,6 +86,13 @@ pub struct ModelsConfig {
     /// Most item columns EASE keeps (the most popular): its dense inverse
     /// costs items³ flops and items² × 8 bytes while it is fitted.
     pub ease_max_items: usize,
+    /// The families the trainer's search tries (popularity is always the
+    /// baseline): the best on the validation share serves. ALS is fitted
+    /// whatever wins (the fold-in, warm starts and new items use its factors).
+    pub search_families: Vec<crate::ml::family::Family>,
+    /// An item × item champion (EASE, item-kNN) serves each item's this many
+    /// strongest weights.
+    pub item_neighbours: usize,
     /// Fit the ranking stage with each recommender: an engagement model
     /// (decision tree) on features known before a view, trained on the most
     /// recent `classifier_max_events` video events; video lists are
@@ -162,6 +169,8 @@ impl Default for ModelsConfig {
             search_budget_seconds: 60.0,
             search_budget_fits: 8.0,
             ease_max_items: 6_000,
+            search_families: crate::ml::family::Family::SEARCHED.to_vec(),
+            item_neighbours: 200,
             rerank: true,
             rerank_candidates: 50,
             rerank_min_leaf: 50,
@@ -283,6 +292,30 @@ impl ModelsConfig {
                 "models.ease_max_items",
                 m.ease_max_items,
                 "must be 1..=20000 (EASE's inverse is items² × 8 bytes: 20000 items = 3.2 GB)",
+            ));
+        }
+        let families = &m.search_families;
+        let twice = families
+            .iter()
+            .enumerate()
+            .any(|(i, f)| families[..i].contains(f));
+        if families.is_empty()
+            || twice
+            || families
+                .iter()
+                .any(|f| !crate::ml::family::Family::SEARCHED.contains(f))
+        {
+            return Err(invalid(
+                "models.search_families",
+                families.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "must list each of \"als\", \"ease\", \"knn\" at most once, at least one (popularity is always the baseline)",
+            ));
+        }
+        if !(1..=crate::ml::item_model::MAX_NEIGHBOURS).contains(&m.item_neighbours) {
+            return Err(invalid(
+                "models.item_neighbours",
+                m.item_neighbours,
+                "must be 1..=5000 (weights an item keeps when EASE or item-kNN serves)",
             ));
         }
         if !(1..=1000).contains(&m.k) {

@@ -22,6 +22,9 @@ pub enum Family {
 
 impl Family {
     pub const ALL: [Family; 4] = [Family::Als, Family::Ease, Family::Knn, Family::Popularity];
+    /// The families the daemon's search may try (popularity is the baseline
+    /// every candidate must beat, not a challenger).
+    pub const SEARCHED: [Family; 3] = [Family::Als, Family::Ease, Family::Knn];
 
     pub fn as_str(self) -> &'static str {
         match self {

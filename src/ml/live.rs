@@ -33,6 +33,9 @@ use crate::views::graph::MusicGraph;
 pub struct Folded {
     pub factors: Vec<f32>,
     pub seen: Vec<u32>,
+    /// `seen`'s implicit-feedback weights (an item × item champion scores
+    /// from them).
+    pub weights: Vec<f32>,
     /// When this was folded (ms since the epoch).
     pub at_ms: i64,
 }
@@ -369,6 +372,7 @@ pub fn fold_rows(
                     Folded {
                         factors: x,
                         seen: cols,
+                        weights,
                         at_ms: now,
                     },
                     new,
@@ -601,6 +605,7 @@ pub(crate) mod tests {
             region_popularity: Default::default(),
             item_domain: vec![Domain::Video; 20],
             rerank: None,
+            item_model: None,
         };
         let c = ServingModel {
             id: 3,
@@ -660,6 +665,7 @@ pub(crate) mod tests {
             crate::ml::serve::Taste::Folded {
                 factors: &f.factors,
                 seen: &f.seen,
+                weights: &f.weights,
                 user: None,
             },
             5,
@@ -686,6 +692,7 @@ pub(crate) mod tests {
                     let f = Folded {
                         factors: vec![0.0; 2],
                         seen: vec![],
+                        weights: vec![],
                         at_ms: 0,
                     };
                     (format!("u{i}"), f, i % 2 == 0)

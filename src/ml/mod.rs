@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod ease;
 pub mod family;
 pub mod item_fold;
+pub mod item_model;
 pub mod knn;
 pub mod live;
 pub mod metrics;

@@ -171,6 +171,7 @@ pub fn recommend<E>(
             Taste::Folded {
                 factors: &f.factors,
                 seen: &f.seen,
+                weights: &f.weights,
                 user: row,
             },
         )),
@@ -178,22 +179,37 @@ pub fn recommend<E>(
         (None, None) => None,
     });
     // What they watched since their fold-in (or training) counts as seen.
-    let merged;
+    // (Weighing 1 each: an item × item champion scores from the weights.)
+    let (merged, merged_weights);
     let taste = match taste {
         Some((c, taste)) if !live.recent.is_empty() => {
-            let (factors, seen) = match taste {
+            let (factors, seen, weights) = match taste {
                 Taste::Trained(u) => (
                     c.recommender.bundle().model.user(u as usize),
                     c.recommender.seen_of(u),
+                    c.recommender.seen_weights_of(u),
                 ),
-                Taste::Folded { factors, seen, .. } => (factors, seen),
+                Taste::Folded {
+                    factors,
+                    seen,
+                    weights,
+                    ..
+                } => (factors, seen, weights),
             };
             merged = merge_sorted(seen, &live.recent);
+            merged_weights = merged
+                .iter()
+                .map(|i| match seen.binary_search(i) {
+                    Ok(at) => weights.get(at).copied().unwrap_or(1.0),
+                    Err(_) => 1.0,
+                })
+                .collect::<Vec<f32>>();
             Some((
                 c,
                 Taste::Folded {
                     factors,
                     seen: &merged,
+                    weights: &merged_weights,
                     user: taste.user(),
                 },
             ))

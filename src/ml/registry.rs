@@ -48,6 +48,7 @@ pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVer
             folded_champion: e.folded.clone(),
             search: run.search.cloned(),
             rerank: e.rerank.clone(),
+            item_family: e.item_family.clone(),
         })),
         decision,
     }

@@ -445,22 +445,16 @@ mod tests {
     }
 
     fn spec() -> TrainSpec {
+        let als = AlsParams {
+            factors: 16,
+            iterations: 8,
+            ..AlsParams::default()
+        };
         TrainSpec {
-            als: AlsParams {
-                factors: 16,
-                iterations: 8,
-                ..AlsParams::default()
-            }
-            .check()
-            .unwrap(),
-            test_fraction: 0.2,
-            min_items: 5,
-            k: 10,
             seed: 3,
-            warm: None,
             warm_iterations: 0,
             search_budget: std::time::Duration::ZERO,
-            search_budget_fits: 0.0,
+            ..TrainSpec::new(als.check().unwrap(), &Default::default())
         }
     }
 
@@ -525,6 +519,7 @@ mod tests {
             Taste::Folded {
                 factors: &x,
                 seen: staged.seen_of(0),
+                weights: staged.seen_weights_of(0),
                 user: Some(0),
             },
             10,

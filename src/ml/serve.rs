@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::als::{dot, AlsModel, AlsParams};
 use super::item_fold::FoldedItems;
+use super::item_model::ItemModel;
 use super::metrics::top_k;
 use super::sparse::Csr;
 use crate::domain::event::Domain;
@@ -34,90 +35,61 @@ pub struct Bundle {
     /// The ranking stage video lists are reordered by (none: the recommender
     /// alone ranked better on the held-out data, or it was not fitted).
     pub rerank: Option<super::rerank::Reranker>,
-}
-
-/// A bundle as stored before it carried a ranking stage.
-#[derive(Deserialize)]
-struct BundleWithoutRerank {
-    model: AlsModel,
-    users: Vec<String>,
-    items: Vec<String>,
-    seen: Csr,
-    item_genre: Vec<String>,
-    popularity: Vec<u32>,
-    region_popularity: HashMap<String, Vec<(u32, u32)>>,
-    item_domain: Vec<Domain>,
-}
-
-/// A bundle as stored before items carried their domain.
-#[derive(Deserialize)]
-struct BundleWithoutDomains {
-    model: AlsModel,
-    users: Vec<String>,
-    items: Vec<String>,
-    seen: Csr,
-    item_genre: Vec<String>,
-    popularity: Vec<u32>,
-    region_popularity: HashMap<String, Vec<(u32, u32)>>,
+    /// The item × item family that ranks in ALS's place (it won the search
+    /// and ranked the held-out data); none: ALS ranks. `model` is kept either
+    /// way: the fold-in, warm starts and items new since use its factors.
+    pub item_model: Option<ItemModel>,
 }
 
 impl Bundle {
-    /// Decodes a stored bundle; one stored before items carried their domain
-    /// takes it from `is_track` (an item with a track catalog record is music).
+    /// Decodes a stored bundle. Each older layout is a prefix of this one
+    /// (fields were only ever added at the end, each absent one empty): a
+    /// bundle stored before the item × item model, before the ranking stage,
+    /// or before items carried their domain (it takes the domain from
+    /// `is_track`: an item with a track catalog record is music). A layout
+    /// counts only when it is the whole value, so a newer bundle damaged in a
+    /// later field is an error, not an older bundle.
     pub(crate) fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
-        let decoded = postcard::from_bytes::<Bundle>(bytes).or_else(|first| {
-            // The older layout only when it is the whole value: a newer
-            // bundle damaged in its ranking stage is an error, not a bundle
-            // without one.
-            postcard::take_from_bytes::<BundleWithoutRerank>(bytes)
-                .ok()
-                .filter(|(_, rest)| rest.is_empty())
-                .map(|(b, _)| Bundle {
-                    model: b.model,
-                    users: b.users,
-                    items: b.items,
-                    seen: b.seen,
-                    item_genre: b.item_genre,
-                    popularity: b.popularity,
-                    region_popularity: b.region_popularity,
-                    item_domain: b.item_domain,
-                    rerank: None,
-                })
-                .ok_or(first)
-        });
-        match decoded {
-            Ok(b) if b.item_domain.len() == b.items.len() => Ok(b),
-            Ok(_) => Err("its item domains do not match its items".into()),
-            Err(first) => {
-                let old: BundleWithoutDomains = postcard::take_from_bytes(bytes)
-                    .ok()
-                    .filter(|(_, rest): &(_, &[u8])| rest.is_empty())
-                    .map(|(old, _)| old)
-                    .ok_or_else(|| first.to_string())?;
-                let item_domain = old
-                    .items
-                    .iter()
-                    .map(|i| {
-                        if is_track(i) {
-                            Domain::Music
-                        } else {
-                            Domain::Video
-                        }
-                    })
-                    .collect();
-                Ok(Bundle {
-                    model: old.model,
-                    users: old.users,
-                    items: old.items,
-                    seen: old.seen,
-                    item_genre: old.item_genre,
-                    popularity: old.popularity,
-                    region_popularity: old.region_popularity,
-                    item_domain,
-                    rerank: None,
-                })
+        // The absent fields' empty encodings: no item model; no ranking
+        // stage; no domains (an empty list).
+        const ABSENT: [&[u8]; 4] = [&[], &[0], &[0, 0], &[0, 0, 0]];
+        let mut first = None;
+        let mut padded = Vec::new();
+        for (n, tail) in ABSENT.iter().enumerate() {
+            padded.clear();
+            padded.extend_from_slice(bytes);
+            padded.extend_from_slice(tail);
+            match postcard::take_from_bytes::<Bundle>(&padded) {
+                Ok((mut b, [])) => {
+                    let without_domains = n == ABSENT.len() - 1;
+                    if without_domains {
+                        b.item_domain = b
+                            .items
+                            .iter()
+                            .map(|i| {
+                                if is_track(i) {
+                                    Domain::Music
+                                } else {
+                                    Domain::Video
+                                }
+                            })
+                            .collect();
+                    }
+                    if b.item_domain.len() != b.items.len() {
+                        return Err("its item domains do not match its items".into());
+                    }
+                    if b.item_model.as_ref().is_some_and(|m| !m.fits(b.items.len())) {
+                        return Err("its item model does not match its items".into());
+                    }
+                    return Ok(b);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
             }
         }
+        Err(first.map_or_else(|| "trailing bytes".to_string(), |e| e.to_string()))
     }
 }
 
@@ -143,13 +115,15 @@ pub struct Recommendation {
 
 /// Whose taste a list follows: a user as the model was trained, or as their
 /// events since have folded them in (factors and what they have seen, in the
-/// bundle's item order; `user`: their row in the bundle, if it has them).
+/// bundle's item order, with its implicit-feedback weights, empty: 1 each;
+/// `user`: their row in the bundle, if it has them).
 #[derive(Debug, Clone, Copy)]
 pub enum Taste<'a> {
     Trained(u32),
     Folded {
         factors: &'a [f32],
         seen: &'a [u32],
+        weights: &'a [f32],
         user: Option<u32>,
     },
 }
@@ -278,6 +252,20 @@ impl Recommender {
         self.b.seen.row(u as usize).0
     }
 
+    /// The implicit-feedback weights of what a trained user has seen (as
+    /// [`Recommender::seen_of`]; 1 each in a bundle stored before they were kept).
+    pub fn seen_weights_of(&self, u: u32) -> &[f32] {
+        self.b.seen.row(u as usize).1
+    }
+
+    /// The family that ranks this bundle's lists.
+    pub fn family(&self) -> super::family::Family {
+        self.b
+            .item_model
+            .as_ref()
+            .map_or(super::family::Family::Als, |m| m.family)
+    }
+
     /// Top `k` of `domain` for `user`; unknown users get the cold start narrowed by `hints`.
     pub fn recommend(
         &self,
@@ -307,26 +295,38 @@ impl Recommender {
         let f = self.b.model.factors;
         let n = self.b.model.items;
         let mut scores = Vec::with_capacity(n);
-        let (x, seen) = match taste {
+        let (x, seen, weights) = match taste {
             Taste::Trained(u) => {
-                self.b.model.scores_into(u as usize, &mut scores);
-                (self.b.model.user(u as usize), self.seen_of(u))
+                let (seen, weights) = self.b.seen.row(u as usize);
+                (self.b.model.user(u as usize), seen, weights)
             }
-            Taste::Folded { factors, seen, .. } => {
-                scores.extend(
-                    self.b
-                        .model
-                        .item_factors
-                        .chunks_exact(f)
-                        .map(|y| dot(y, factors)),
-                );
-                (factors, seen)
-            }
+            Taste::Folded {
+                factors,
+                seen,
+                weights,
+                ..
+            } => (factors, seen, weights),
         };
+        match (&self.b.item_model, taste) {
+            (Some(m), _) => m.scores_into(seen, weights, &mut scores),
+            (None, Taste::Trained(u)) => self.b.model.scores_into(u as usize, &mut scores),
+            (None, Taste::Folded { factors, .. }) => scores.extend(
+                self.b
+                    .model
+                    .item_factors
+                    .chunks_exact(f)
+                    .map(|y| dot(y, factors)),
+            ),
+        }
         adjust(&mut scores, &self.b.items);
-        // Folded items of this champion only (rows right after its own).
-        let extra =
-            extra.filter(|e| e.first_row as usize == n && e.factors_per_item == f && x.len() == f);
+        // Folded items of this champion only (rows right after its own),
+        // ranked by its factors beside an ALS champion's own.
+        let extra = extra.filter(|e| {
+            self.b.item_model.is_none()
+                && e.first_row as usize == n
+                && e.factors_per_item == f
+                && x.len() == f
+        });
         if let Some(e) = extra {
             scores.extend((0..e.len()).map(|j| dot(e.item(j), x)));
         }
@@ -369,13 +369,22 @@ impl Recommender {
                 let i = i as usize;
                 let yi = vector(i);
                 let ni = norm(i);
-                let because = seen
+                let in_domain = seen
                     .iter()
                     .map(|&s| s as usize)
-                    .filter(|&s| s < scores.len() && domain_at(s) == domain)
-                    .map(|s| (s, cosine(yi, vector(s), ni, norm(s))))
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(s, _)| self.row_name(s, extra).unwrap_or_default().to_string());
+                    .filter(|&s| s < scores.len() && domain_at(s) == domain);
+                // The seen item that added most to its score (an item ×
+                // item model), else the most like it by factor cosine.
+                let because = match &self.b.item_model {
+                    Some(m) => in_domain
+                        .map(|s| (s, m.weight(s as u32, i as u32)))
+                        .filter(|&(_, w)| w > 0.0)
+                        .max_by(|a, b| a.1.total_cmp(&b.1)),
+                    None => in_domain
+                        .map(|s| (s, cosine(yi, vector(s), ni, norm(s))))
+                        .max_by(|a, b| a.1.total_cmp(&b.1)),
+                }
+                .map(|(s, _)| self.row_name(s, extra).unwrap_or_default().to_string());
                 let reason = match &because {
                     Some(b) => format!("because you {verb} {b}"),
                     None => "from your taste".to_string(),
@@ -472,10 +481,30 @@ impl Recommender {
             .collect()
     }
 
-    /// Items of `item`'s domain most like it by factor cosine.
+    /// Items of `item`'s domain most like it: the largest positive weights
+    /// of its row when an item × item model ranks and has any there, else
+    /// by factor cosine.
     pub fn similar(&self, item: &str, k: usize) -> Option<Vec<Recommendation>> {
         let &i = self.item_index.get(item)?;
         let domain = self.domain_of(i);
+        if let Some(m) = &self.b.item_model {
+            let (cols, weights) = m.row(i);
+            let mut near: Vec<(u32, f32)> = cols
+                .iter()
+                .zip(weights)
+                .filter(|&(&j, &w)| w > 0.0 && j != i && self.domain_of(j) == domain)
+                .map(|(&j, &w)| (j, w))
+                .collect();
+            if !near.is_empty() {
+                near.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                near.truncate(k);
+                return Some(
+                    near.into_iter()
+                        .map(|(j, w)| self.rec(j, w, None, format!("similar to {item}")))
+                        .collect(),
+                );
+            }
+        }
         let yi = self.b.model.item(i as usize);
         let scores: Vec<f32> = (0..self.b.model.items)
             .map(|j| {
@@ -661,6 +690,7 @@ mod tests {
             .collect(),
             item_domain: vec![Domain::Video; 6],
             rerank: None,
+            item_model: None,
         }
     }
 
@@ -684,21 +714,32 @@ mod tests {
         let same = Bundle::decode(&bytes, |_| false).unwrap();
         same_as(&same);
         assert_eq!(same.item_domain, b.item_domain);
-        // Before the ranking stage: the same bytes without its `None` tag.
-        assert_eq!(bytes.last(), Some(&0));
-        let old = Bundle::decode(&bytes[..bytes.len() - 1], |_| false).unwrap();
+        // Before the item × item model: the same bytes without its `None` tag.
+        assert_eq!(bytes[bytes.len() - 2..], [0, 0]);
+        let no_items = Bundle::decode(&bytes[..bytes.len() - 1], |_| false).unwrap();
+        assert!(no_items.item_model.is_none() && no_items.rerank.is_none());
+        same_as(&no_items);
+        // Before the ranking stage: without its tag either.
+        let old = Bundle::decode(&bytes[..bytes.len() - 2], |_| false).unwrap();
         assert!(old.rerank.is_none());
         same_as(&old);
         assert_eq!(old.item_domain, b.item_domain);
         // Before item domains: no domain list either (a length byte and a
         // byte per item); domains come from the catalog.
         let older =
-            Bundle::decode(&bytes[..bytes.len() - 2 - b.items.len()], |i| i == "v5").unwrap();
+            Bundle::decode(&bytes[..bytes.len() - 3 - b.items.len()], |i| i == "v5").unwrap();
         same_as(&older);
         assert_eq!(older.item_domain[..5], [Domain::Video; 5]);
         assert_eq!(older.item_domain[5], Domain::Music);
         assert!(Bundle::decode(&bytes[..bytes.len() / 2], |_| false).is_err());
-        // A ranking stage that does not decode is an error, not a bundle without one.
+        // A later field that does not decode is an error, not an older bundle.
+        for at in [2, 1] {
+            let mut damaged = bytes.clone();
+            let n = damaged.len();
+            damaged[n - at] = 1;
+            damaged.extend_from_slice(&[7, 7, 7]);
+            assert!(Bundle::decode(&damaged, |_| false).is_err(), "{at}");
+        }
         let mut damaged = bytes.clone();
         *damaged.last_mut().unwrap() = 1;
         damaged.extend_from_slice(&[7, 7, 7]);
@@ -776,6 +817,63 @@ mod tests {
             )),
             vec!["v0"]
         );
+    }
+
+    #[test]
+    fn an_item_by_item_model_ranks_explains_and_finds_similar_items_in_als_place() {
+        let mut b = bundle();
+        b.item_model = Some(ItemModel {
+            family: crate::ml::family::Family::Ease,
+            // A history item counts its weight.
+            input: Some(crate::ml::ease::Input::Linear),
+            weights: Csr::from_triplets(
+                6,
+                6,
+                &[
+                    (0, 2, 0.9),
+                    (0, 1, 0.1),
+                    (3, 5, 0.8),
+                    (3, 4, 0.2),
+                    (4, 5, 0.3),
+                ],
+            ),
+            prior: vec![1e-6; 6],
+        });
+        let bytes = postcard::to_stdvec(&b).unwrap();
+        let r = Recommender::new(Bundle::decode(&bytes, |_| false).unwrap());
+        assert_eq!(r.family(), crate::ml::family::Family::Ease);
+        let items = |v: &[Recommendation]| v.iter().map(|x| x.item.clone()).collect::<Vec<_>>();
+        // ALS ranks v1 first for u0 (the test above); the weights say v2.
+        let got = r.recommend("u0", 2, Domain::Video, &Hints::default());
+        assert_eq!(items(&got), ["v2", "v1"]);
+        assert_eq!(got[0].reason, "because you watched v0");
+        // A folded user: what they just watched drives the list at once.
+        let folded = r.recommend_taste(
+            Taste::Folded {
+                factors: &[],
+                seen: &[3],
+                weights: &[2.0],
+                user: None,
+            },
+            2,
+            Domain::Video,
+            None,
+            |_, _| {},
+        );
+        assert_eq!(items(&folded), ["v5", "v4"]);
+        assert!((folded[0].score - 1.6).abs() < 1e-5, "{folded:?}");
+        assert_eq!(folded[1].because.as_deref(), Some("v3"));
+        // Similar items: the row's positive weights, else factor cosine.
+        assert_eq!(items(&r.similar("v0", 2).unwrap()), ["v2", "v1"]);
+        assert_eq!(items(&r.similar("v3", 1).unwrap()), ["v5"]);
+        assert_eq!(items(&r.similar("v5", 1).unwrap()), ["v3"]);
+        // A stored item model whose shape does not match its items is refused.
+        let mut bad = b.clone();
+        if let Some(m) = bad.item_model.as_mut() {
+            m.prior.push(0.0);
+        }
+        let err = Bundle::decode(&postcard::to_stdvec(&bad).unwrap(), |_| false).unwrap_err();
+        assert!(err.contains("item model"), "{err}");
     }
 
     #[test]

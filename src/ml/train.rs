@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use super::als::{fit_from, AlsError, AlsModel, CheckedAlsParams, WarmStart};
 use super::dataset::{build, Interactions};
+use super::family::{Family, Params};
+use super::item_model::ItemModel;
 use super::live;
 use super::metrics::{evaluate, RankingMetrics};
 use super::serve::{Bundle, Champion};
@@ -35,6 +37,32 @@ pub struct TrainSpec {
     pub search_budget: std::time::Duration,
     /// The search's budget in fits of `als` as well (0: seconds alone).
     pub search_budget_fits: f64,
+    /// The families the search tries; an item × item winner serves (cut
+    /// to `item_neighbours` weights an item), ALS is fitted whatever wins.
+    pub families: Vec<super::family::Family>,
+    pub item_neighbours: usize,
+    pub ease_max_items: usize,
+}
+
+impl TrainSpec {
+    /// The spec `cfg` asks for, with ALS's checked parameters `als` and no
+    /// warm start.
+    pub fn new(als: CheckedAlsParams, cfg: &super::config::ModelsConfig) -> TrainSpec {
+        TrainSpec {
+            als,
+            test_fraction: cfg.test_fraction,
+            min_items: cfg.min_user_items,
+            k: cfg.k,
+            seed: cfg.seed,
+            warm: None,
+            warm_iterations: cfg.warm_start_iterations,
+            search_budget: std::time::Duration::from_secs_f64(cfg.search_budget_seconds),
+            search_budget_fits: cfg.search_budget_fits,
+            families: cfg.search_families.clone(),
+            item_neighbours: cfg.item_neighbours,
+            ease_max_items: cfg.ease_max_items,
+        }
+    }
 }
 
 /// What a training run reads from the store, taken at once on the store's
@@ -176,25 +204,51 @@ pub struct Candidate {
     pub fit_s: f64,
     pub warm_start: Option<super::version::WarmStartInfo>,
     pub search: Option<super::search::SearchReport>,
+    /// The item × item family that serves instead of ALS (the search's
+    /// winner on the validation share); none: ALS serves.
+    pub items: Option<ItemCandidate>,
 }
 
-/// ALS's hyperparameters searched on a validation share of `train` (never
-/// the test side) within `spec.search_budget`, starting from the serving
-/// champion's and the configured ones: the best point and the report.
-fn search_als(
+/// An item × item model fitted on the candidate's training side.
+#[derive(Debug, Clone)]
+pub struct ItemCandidate {
+    pub model: ItemModel,
+    pub params: Params,
+    pub fit_s: f64,
+}
+
+impl Candidate {
+    /// Every item's score for row `u` of the split as the candidate serves:
+    /// the item × item model on the user's training pairs, else ALS.
+    pub fn scores_into(&self, u: usize, out: &mut Vec<f32>) {
+        match &self.items {
+            Some(i) => {
+                let (h, w) = self.data.train.row(u);
+                i.model.scores_into(h, w, out)
+            }
+            None => self.model.scores_into(u, out),
+        }
+    }
+}
+
+/// The families' hyperparameters searched on a validation share of `train`
+/// (never the test side) within `spec.search_budget`, starting from the
+/// serving champion's ALS point and the configured one: ALS's best point, the
+/// winner when an item × item family won, and the report.
+fn search(
     train: &Csr,
     spec: &TrainSpec,
-) -> Result<(CheckedAlsParams, super::search::SearchReport), AlsError> {
-    use super::family::{Family, Params};
+) -> Result<(CheckedAlsParams, Option<Params>, super::search::SearchReport), AlsError> {
     let mut s = super::search::SearchSpec::new(
         spec.search_budget,
         spec.als.params().clone(),
         spec.k,
         spec.seed,
     );
-    s.families = vec![Family::Als];
+    s.families = spec.families.clone();
     s.budget_fits = spec.search_budget_fits;
     s.min_items = spec.min_items;
+    s.ease_max_items = spec.ease_max_items;
     // The champion's point, then the configured one (the search tries each once).
     s.start = spec
         .warm
@@ -208,7 +262,11 @@ fn search_als(
         Some(Params::Als(p)) => p.clone().check()?,
         _ => spec.als.clone(),
     };
-    Ok((chosen, report))
+    let items = report
+        .winner()
+        .map(|t| t.params.clone())
+        .filter(|p| matches!(p.family(), Family::Ease | Family::Knn));
+    Ok((chosen, items, report))
 }
 
 /// The held-out split, the search (when it has a budget) and the ALS fit on
@@ -218,12 +276,30 @@ pub fn fit_candidate(
     spec: &TrainSpec,
 ) -> Result<Candidate, AlsError> {
     let data = build(pairs, spec.test_fraction, spec.min_items, spec.seed);
-    let (als, search) = if spec.search_budget.is_zero() || data.train.nnz() == 0 {
-        (spec.als.clone(), None)
+    let (als, items, search) = if spec.search_budget.is_zero() || data.train.nnz() == 0 {
+        (spec.als.clone(), None, None)
     } else {
-        let (als, report) = search_als(&data.train, spec)?;
-        (als, Some(report))
+        let (als, items, report) = search(&data.train, spec)?;
+        (als, items, Some(report))
     };
+    // The winner, when an item × item family won, on the whole training side.
+    let items = items.and_then(|params| {
+        let t = Instant::now();
+        match super::family::fit(&params, &data.train) {
+            Ok(fitted) => ItemModel::of(&fitted, spec.item_neighbours).map(|model| ItemCandidate {
+                model,
+                params,
+                fit_s: t.elapsed().as_secs_f64(),
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    "the search's winner {} did not fit on the training side ({e}): ALS serves",
+                    params.describe()
+                );
+                None
+            }
+        }
+    });
     let t = Instant::now();
     let warm = spec.warm.as_deref().filter(|c| {
         spec.warm_iterations > 0 && c.recommender.bundle().model.factors == als.params().factors
@@ -260,6 +336,7 @@ pub fn fit_candidate(
         fit_s: t.elapsed().as_secs_f64(),
         warm_start,
         search,
+        items,
     })
 }
 
@@ -285,6 +362,22 @@ pub struct Evaluation {
     pub folded: Option<FoldedEvaluation>,
     /// The ranking stage fitted with the candidate, on the same split.
     pub rerank: Option<super::rerank::RerankOutcome>,
+    /// The item × item family that serves (`metrics` are its), with ALS's
+    /// figures on the same split; none: ALS serves.
+    pub item_family: Option<ItemServing>,
+}
+
+/// An item × item family serving in ALS's place: the search's winner on the
+/// validation share, fitted on the whole training side.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ItemServing {
+    pub params: Params,
+    /// Most weights an item keeps as it serves.
+    pub neighbours: usize,
+    pub fit_s: f64,
+    /// ALS (fitted too: the fold-in, warm starts and new items use its
+    /// factors) on the same split.
+    pub als: RankingMetrics,
 }
 
 /// A champion with every user of a split folded in from the split's training
@@ -332,13 +425,19 @@ pub fn evaluate_candidate(
         |train: &Csr, test: &Csr, k: usize, f: &(dyn Fn(usize, &mut Vec<f32>) + Sync)| {
             super::metrics::evaluate_with_genres(train, test, k, genres, f)
         };
-    let metrics = evaluate(&d.train, &d.test, k, &|u, s| c.model.scores_into(u, s));
+    let metrics = evaluate(&d.train, &d.test, k, &|u, s| c.scores_into(u, s));
+    let item_family = c.items.as_ref().map(|i| ItemServing {
+        params: i.params.clone(),
+        neighbours: i.model.weights.indptr.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0),
+        fit_s: i.fit_s,
+        als: evaluate(&d.train, &d.test, k, &|u, s| c.model.scores_into(u, s)),
+    });
     let blend = blend.map(|b| {
         let with_profile = (0..d.test.rows)
             .filter(|&u| !d.test.row(u).0.is_empty() && b.prefs.contains_key(&d.users[u]))
             .count();
         let metrics = evaluate(&d.train, &d.test, k, &|u, s| {
-            c.model.scores_into(u, s);
+            c.scores_into(u, s);
             if let Some(p) = b.prefs.get(&d.users[u]) {
                 blend_scores(s, &d.items, p, b.weight, |i| b.titles.get(i));
             }
@@ -377,6 +476,7 @@ pub fn evaluate_candidate(
         test_pairs: d.test.nnz(),
         folded: None,
         rerank: None,
+        item_family,
     }
 }
 
@@ -409,7 +509,7 @@ pub fn evaluate_folded(c: &Candidate, champion: &Champion, k: usize) -> FoldedEv
     let b = r.bundle();
     let metrics = evaluate(&d.train, &d.test, k, |u, s| {
         let x = folded.get(&d.users[u]).map(Vec::as_slice);
-        champion_scores(s, &item_map, b, x);
+        champion_scores(s, &item_map, b, x, d.train.row(u));
     });
     FoldedEvaluation {
         from: champion.id,
@@ -453,26 +553,52 @@ fn score_champion(
         .collect();
     super::metrics::evaluate_with_genres(&d.train, &d.test, k, genres, |u, s| {
         let x = cu.get(d.users[u].as_str()).map(|&cu| c.model.user(cu));
-        champion_scores(s, &item_map, c, x);
+        champion_scores(s, &item_map, c, x, d.train.row(u));
     })
 }
 
 /// Scores of this split's items (`item_map`: their rows in the champion `c`)
-/// for a user with factors `x`; without factors, the champion's cold start
-/// (popularity). Items the champion does not have are never recommended.
-fn champion_scores(s: &mut Vec<f32>, item_map: &[Option<usize>], c: &Bundle, x: Option<&[f32]>) {
+/// for a user: an item × item champion scores from their training pairs
+/// (`history`, columns of the split) on its items, an ALS champion from
+/// their factors `x`; with neither, the champion's cold start (popularity).
+/// Items the champion does not have are never recommended.
+fn champion_scores(
+    s: &mut Vec<f32>,
+    item_map: &[Option<usize>],
+    c: &Bundle,
+    x: Option<&[f32]>,
+    history: (&[u32], &[f32]),
+) {
     s.clear();
-    match x {
-        Some(x) => s.extend(item_map.iter().map(|j| match j {
+    if let Some(m) = &c.item_model {
+        let (rows, weights): (Vec<u32>, Vec<f32>) = history
+            .0
+            .iter()
+            .zip(history.1)
+            .filter_map(|(&j, &w)| Some((item_map[j as usize]? as u32, w)))
+            .unzip();
+        if !rows.is_empty() {
+            let mut all = Vec::new();
+            m.scores_into(&rows, &weights, &mut all);
+            s.extend(
+                item_map
+                    .iter()
+                    .map(|j| j.map_or(f32::NEG_INFINITY, |j| all[j])),
+            );
+            return;
+        }
+    } else if let Some(x) = x {
+        s.extend(item_map.iter().map(|j| match j {
             Some(j) => c.model.item(*j).iter().zip(x).map(|(a, b)| a * b).sum(),
             None => f32::NEG_INFINITY,
-        })),
-        None => s.extend(
-            item_map
-                .iter()
-                .map(|j| j.map_or(f32::NEG_INFINITY, |j| c.popularity[j] as f32)),
-        ),
+        }));
+        return;
     }
+    s.extend(
+        item_map
+            .iter()
+            .map(|j| j.map_or(f32::NEG_INFINITY, |j| c.popularity[j] as f32)),
+    );
 }
 
 /// What serving needs: factors, ids, every pair seen (train and held out, so
@@ -484,10 +610,18 @@ pub fn serving_bundle(
     music_items: &std::collections::HashSet<String>,
 ) -> Bundle {
     let d = c.data;
+    // With their implicit-feedback weights (an item × item champion scores
+    // from them).
     let mut seen = Vec::with_capacity(d.train.nnz() + d.test.nnz() + d.unscored.nnz());
     for m in [&d.train, &d.test, &d.unscored] {
         for u in 0..m.rows {
-            seen.extend(m.row(u).0.iter().map(|&i| (u as u32, i, 1.0)));
+            let (items, weights) = m.row(u);
+            seen.extend(
+                items
+                    .iter()
+                    .zip(weights)
+                    .map(|(&i, &w)| (u as u32, i, w)),
+            );
         }
     }
     let seen = Csr::from_triplets(d.users.len(), d.items.len(), &seen);
@@ -531,6 +665,7 @@ pub fn serving_bundle(
         item_genre,
         region_popularity,
         rerank: None,
+        item_model: c.items.map(|i| i.model),
     }
 }
 
@@ -604,22 +739,18 @@ mod tests {
     }
 
     fn spec(iterations: usize) -> TrainSpec {
+        let als = AlsParams {
+            factors: 8,
+            iterations,
+            ..AlsParams::default()
+        };
         TrainSpec {
-            als: AlsParams {
-                factors: 8,
-                iterations,
-                ..AlsParams::default()
-            }
-            .check()
-            .unwrap(),
-            test_fraction: 0.2,
-            min_items: 5,
-            k: 10,
             seed: 1,
-            warm: None,
             warm_iterations: 0,
             search_budget: std::time::Duration::ZERO,
-            search_budget_fits: 0.0,
+            // ALS alone unless a test says otherwise.
+            families: vec![crate::ml::family::Family::Als],
+            ..TrainSpec::new(als.check().unwrap(), &Default::default())
         }
     }
 
@@ -689,6 +820,53 @@ mod tests {
         let plain = fit_candidate(pairs().pairs, &spec(5)).unwrap();
         assert!(plain.search.is_none());
         assert_eq!(&plain.params, spec(5).als.params());
+    }
+
+    #[test]
+    fn an_item_by_item_winner_serves_and_scores_as_champion_what_it_scored_as_candidate() {
+        use crate::ml::family::{Family, Params};
+        for family in [Family::Ease, Family::Knn] {
+            let s = TrainSpec {
+                search_budget: std::time::Duration::from_secs(30),
+                search_budget_fits: 0.0,
+                families: vec![family],
+                item_neighbours: 50,
+                ..spec(5)
+            };
+            let (e, _, bundle) = train(pairs(), &s, None).unwrap();
+            let served = e.item_family.clone().expect("the winner serves");
+            assert_eq!(served.params.family(), family);
+            assert!(served.neighbours > 0 && served.neighbours <= 50, "{served:?}");
+            // Ranked by it, not by ALS (fitted too, and scored on the same split).
+            assert_ne!(e.metrics.ndcg, served.als.ndcg);
+            assert!(
+                e.metrics.ndcg > e.baseline.ndcg,
+                "{family}: {:?} vs popularity {:?}",
+                e.metrics,
+                e.baseline
+            );
+            let m = bundle.item_model.as_ref().expect("an item model");
+            assert_eq!(m.family, family);
+            assert!(m.fits(bundle.items.len()));
+            // As the champion of a run on the same data and seed, on the same
+            // split: the same figure (scored from the users' histories).
+            let (again, _, _) = train(pairs(), &s, Some(&bundle)).unwrap();
+            let champ = again.champion.unwrap();
+            assert!(
+                (champ.ndcg - e.metrics.ndcg).abs() < 1e-9,
+                "{family}: champion {} vs candidate {}",
+                champ.ndcg,
+                e.metrics.ndcg
+            );
+            // The search recorded what it tried, and the version what serves.
+            let c = fit_candidate(pairs().pairs, &s).unwrap();
+            let r = c.search.as_ref().unwrap();
+            assert!(r.trials.iter().all(|t| t.params.family() == family));
+            assert!(matches!(
+                (&c.items.as_ref().unwrap().params, family),
+                (Params::Ease(_), Family::Ease) | (Params::Knn(_), Family::Knn)
+            ));
+        }
     }
 
     #[test]

@@ -120,6 +120,10 @@ pub struct RecommenderVersion {
     /// The ranking stage fitted with it (none: not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank: Option<super::rerank::RerankOutcome>,
+    /// The item × item family that ranks in ALS's place (`metrics` are its);
+    /// none: ALS ranks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_family: Option<super::train::ItemServing>,
 }
 
 /// A fit that started from a model trained before.

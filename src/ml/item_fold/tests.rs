@@ -64,6 +64,7 @@ fn a_new_item_takes_the_taste_of_its_users_and_ranks_for_users_like_them() {
         Taste::Folded {
             factors: &x,
             seen: &seen,
+            weights: &[],
             user: Some(12),
         },
         5,

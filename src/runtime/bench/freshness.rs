@@ -299,6 +299,7 @@ pub fn fold(args: &FoldBenchArgs) -> anyhow::Result<FoldBenchReport> {
         region_popularity: Default::default(),
         item_domain: vec![Domain::Video; args.items],
         rerank: None,
+        item_model: None,
     };
     let champion = ServingModel {
         id: 1,
