@@ -1,7 +1,8 @@
 //! Real-time recommendations, through the broker: after one view of the item
 //! ranked first for a user, their list drops it (fold-in, no retrain); a
 //! brand-new user gets personalised results after a few events; a restart
-//! folds the same users in again.
+//! folds the same users in again. An item × item champion (item-kNN) takes a
+//! view into the next list the same way, from the user's history.
 
 mod common;
 
@@ -28,12 +29,29 @@ fn env() -> Vec<(&'static str, &'static str)> {
 }
 
 fn start(dir: &Path, broker: &Broker, run: usize) -> Daemon {
+    // ALS: titles new since training rank only beside an ALS champion's items.
+    start_with(
+        dir,
+        broker,
+        run,
+        &[("PLAYPULSE_MODELS__SEARCH_FAMILIES", "[\"als\"]")],
+    )
+}
+
+fn start_with(
+    dir: &Path,
+    broker: &Broker,
+    run: usize,
+    more: &[(&'static str, &'static str)],
+) -> Daemon {
+    let mut env = env();
+    env.extend_from_slice(more);
     spawn_daemon(
         dir,
         &broker.bootstrap,
         "fresh",
         &[("video", TOPIC)],
-        &env(),
+        &env,
         run,
     )
 }
@@ -334,4 +352,112 @@ fn a_failed_fold_in_round_is_counted_and_the_next_view_still_folds_in() {
     assert_eq!(s["fold_in"]["seen_pending_users"], 0, "{}", s["fold_in"]);
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn an_item_by_item_champion_takes_a_view_into_the_next_list_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&[(TOPIC, 2)]);
+    let produced = produce_video(&broker.bootstrap, TOPIC, 4000, 0.0, 43);
+    let mut d = start_with(
+        dir.path(),
+        &broker,
+        0,
+        &[
+            ("PLAYPULSE_MODELS__SEARCH_FAMILIES", "[\"knn\"]"),
+            ("PLAYPULSE_MODELS__SEARCH_BUDGET_SECONDS", "10"),
+        ],
+    );
+    let data = dir.path().join("data");
+    wait_status(dir.path(), &mut d, Duration::from_secs(120), |s| {
+        s["ingest"]["stored"].as_u64() == Some(4000)
+    });
+    let t = ctl_json(&data, &["train"]);
+    let model = t["model"].as_u64().unwrap_or_else(|| panic!("train: {t}"));
+    assert_eq!(t["promoted"], true, "{t}");
+    // The version says what ranks: the search's item-kNN, ALS beside it.
+    let shown = ctl_json(&data, &["models", "show", &model.to_string()]);
+    let text = shown.to_string();
+    assert!(
+        text.contains("\"item_family\"") && text.contains("\"knn\""),
+        "{shown}"
+    );
+
+    let user = produced.valid[0].user_id.clone();
+    let before = ctl_json(&data, &["recommend", &user, "5", "--domain", "video"]);
+    assert_eq!(
+        (before["known"].as_bool(), before["family"].as_str()),
+        (Some(true), Some("knn")),
+        "{before}"
+    );
+    let first = items(&before)[0].clone();
+    let sim = ctl_json(&data, &["similar", &first, "5"]);
+    assert_eq!(sim["similar"].as_array().map(Vec::len), Some(5), "{sim}");
+    let last_ts = produced.valid.iter().map(|v| v.timestamp_ms).max().unwrap();
+    send(
+        &broker,
+        &[view(&produced.valid[0], &user, &first, last_ts + 1000)],
+    );
+    let after = wait_list(
+        dir.path(),
+        &mut d,
+        &user,
+        "the watched item leaves the list",
+        |r| r["folded_at_ms"].is_i64() && items(r).len() == 5 && !items(r).contains(&first),
+    );
+    assert_eq!(
+        (after["model"].as_u64(), after["family"].as_str()),
+        (Some(model), Some("knn")),
+        "{after}"
+    );
+
+    // A brand-new user: their three views are their whole history, and the
+    // model ranks from it with no retrain.
+    let newcomer = "newcomer-knn";
+    let cold = ctl_json(&data, &["recommend", newcomer, "5", "--domain", "video"]);
+    assert_eq!(cold["cold_start"], "trending", "{cold}");
+    let mine: Vec<String> = {
+        let mut seen = Vec::new();
+        for v in produced.valid.iter().filter(|v| v.user_id == user) {
+            if !seen.contains(&v.video_id) {
+                seen.push(v.video_id.clone());
+            }
+        }
+        seen.truncate(3);
+        seen
+    };
+    let views: Vec<VideoEvent> = mine
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            view(
+                &produced.valid[0],
+                newcomer,
+                item,
+                last_ts + 2000 + i as i64,
+            )
+        })
+        .collect();
+    send(&broker, &views);
+    let warm = wait_list(
+        dir.path(),
+        &mut d,
+        newcomer,
+        "the newcomer is folded in",
+        |r| r["known"] == true && items(r).len() == 5,
+    );
+    assert_eq!(warm["family"], "knn", "{warm}");
+    assert!(items(&warm).iter().all(|i| !mine.contains(i)), "{warm}");
+    assert_ne!(items(&warm), items(&cold), "personal, not the popular list");
+    // Explained by the item of their history that added most to each.
+    let reasons: Vec<&str> = warm["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["because"].as_str())
+        .collect();
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|b| mine.iter().any(|m| m == b)),
+        "{warm}"
+    );
 }

@@ -96,6 +96,9 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         // fit takes a fraction of a second, so 40 of them leave room for a
         // few dozen trials.
         ("PLAYPULSE_MODELS__SEARCH_BUDGET_FITS", "40"),
+        // ALS alone: this test follows its search, ranking stage and taste
+        // (an item × item champion: tests/freshness.rs, src/ml/train.rs).
+        ("PLAYPULSE_MODELS__SEARCH_FAMILIES", "[\"als\"]"),
     ];
     let (mut child, rx) = start(&data, &env);
     let log = wait_for(&rx, &mut child, "promoted", Duration::from_secs(300));

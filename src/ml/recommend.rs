@@ -97,6 +97,9 @@ pub struct RecommendReply {
     pub domain: Domain,
     /// Whether the model knows the user (trained on them, or folded them in).
     pub known: bool,
+    /// The family that ranked a known user's list (als, ease, knn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<super::family::Family>,
     /// When the user's events since the model's training were folded in (ms
     /// since the epoch); none when the list is the trained model's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +257,7 @@ pub fn recommend<E>(
             user,
             domain,
             known: true,
+            family: Some(c.recommender.family()),
             folded_at_ms: folded.map(|f| f.at_ms),
             seen_since_fold: live.recent.len(),
             affinity_weight,
@@ -288,6 +292,7 @@ pub fn recommend<E>(
                     user,
                     domain,
                     known: false,
+                    family: None,
                     folded_at_ms: None,
                     seen_since_fold: watched.len(),
                     affinity_weight: None,
@@ -311,6 +316,7 @@ pub fn recommend<E>(
                 user,
                 domain,
                 known: false,
+                family: None,
                 folded_at_ms: None,
                 seen_since_fold: 0,
                 affinity_weight: None,
@@ -337,6 +343,7 @@ pub fn recommend<E>(
         user,
         domain,
         known: false,
+        family: None,
         folded_at_ms: None,
         seen_since_fold: watched.len(),
         affinity_weight: None,

@@ -78,7 +78,10 @@ impl Bundle {
                     if b.item_domain.len() != b.items.len() {
                         return Err("its item domains do not match its items".into());
                     }
-                    if b.item_model.as_ref().is_some_and(|m| !m.fits(b.items.len())) {
+                    if b.item_model
+                        .as_ref()
+                        .is_some_and(|m| !m.fits(b.items.len()))
+                    {
                         return Err("its item model does not match its items".into());
                     }
                     return Ok(b);
@@ -482,11 +485,14 @@ impl Recommender {
     }
 
     /// Items of `item`'s domain most like it: the largest positive weights
-    /// of its row when an item × item model ranks and has any there, else
-    /// by factor cosine.
+    /// of its row when an item × item model ranks, then (the rest of a list
+    /// of `k`, or all of it) by factor cosine.
     pub fn similar(&self, item: &str, k: usize) -> Option<Vec<Recommendation>> {
         let &i = self.item_index.get(item)?;
         let domain = self.domain_of(i);
+        let reason = || format!("similar to {item}");
+        let mut out: Vec<Recommendation> = Vec::new();
+        let mut listed: Vec<u32> = Vec::new();
         if let Some(m) = &self.b.item_model {
             let (cols, weights) = m.row(i);
             let mut near: Vec<(u32, f32)> = cols
@@ -495,14 +501,16 @@ impl Recommender {
                 .filter(|&(&j, &w)| w > 0.0 && j != i && self.domain_of(j) == domain)
                 .map(|(&j, &w)| (j, w))
                 .collect();
-            if !near.is_empty() {
-                near.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                near.truncate(k);
-                return Some(
-                    near.into_iter()
-                        .map(|(j, w)| self.rec(j, w, None, format!("similar to {item}")))
-                        .collect(),
-                );
+            near.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            near.truncate(k);
+            listed = near.iter().map(|&(j, _)| j).collect();
+            listed.sort_unstable();
+            out = near
+                .into_iter()
+                .map(|(j, w)| self.rec(j, w, None, reason()))
+                .collect();
+            if out.len() == k {
+                return Some(out);
             }
         }
         let yi = self.b.model.item(i as usize);
@@ -516,16 +524,20 @@ impl Recommender {
                 )
             })
             .collect();
-        Some(
-            top_k(
-                &scores,
-                |j| j != i as usize && self.domain_of(j as u32) == domain,
-                k,
-            )
-            .into_iter()
-            .map(|j| self.rec(j, scores[j as usize], None, format!("similar to {item}")))
-            .collect(),
-        )
+        let rest = top_k(
+            &scores,
+            |j| {
+                j != i as usize
+                    && self.domain_of(j as u32) == domain
+                    && listed.binary_search(&(j as u32)).is_err()
+            },
+            k - out.len(),
+        );
+        out.extend(
+            rest.into_iter()
+                .map(|j| self.rec(j, scores[j as usize], None, reason())),
+        );
+        Some(out)
     }
 }
 
@@ -866,6 +878,8 @@ mod tests {
         // Similar items: the row's positive weights, else factor cosine.
         assert_eq!(items(&r.similar("v0", 2).unwrap()), ["v2", "v1"]);
         assert_eq!(items(&r.similar("v3", 1).unwrap()), ["v5"]);
+        // A row short of k: the rest by factor cosine (v4, then v3's other neighbours).
+        assert_eq!(items(&r.similar("v4", 2).unwrap()), ["v5", "v3"]);
         assert_eq!(items(&r.similar("v5", 1).unwrap()), ["v3"]);
         // A stored item model whose shape does not match its items is refused.
         let mut bad = b.clone();

@@ -238,7 +238,14 @@ impl Candidate {
 fn search(
     train: &Csr,
     spec: &TrainSpec,
-) -> Result<(CheckedAlsParams, Option<Params>, super::search::SearchReport), AlsError> {
+) -> Result<
+    (
+        CheckedAlsParams,
+        Option<Params>,
+        super::search::SearchReport,
+    ),
+    AlsError,
+> {
     let mut s = super::search::SearchSpec::new(
         spec.search_budget,
         spec.als.params().clone(),
@@ -428,7 +435,14 @@ pub fn evaluate_candidate(
     let metrics = evaluate(&d.train, &d.test, k, &|u, s| c.scores_into(u, s));
     let item_family = c.items.as_ref().map(|i| ItemServing {
         params: i.params.clone(),
-        neighbours: i.model.weights.indptr.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0),
+        neighbours: i
+            .model
+            .weights
+            .indptr
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0),
         fit_s: i.fit_s,
         als: evaluate(&d.train, &d.test, k, &|u, s| c.model.scores_into(u, s)),
     });
@@ -616,12 +630,7 @@ pub fn serving_bundle(
     for m in [&d.train, &d.test, &d.unscored] {
         for u in 0..m.rows {
             let (items, weights) = m.row(u);
-            seen.extend(
-                items
-                    .iter()
-                    .zip(weights)
-                    .map(|(&i, &w)| (u as u32, i, w)),
-            );
+            seen.extend(items.iter().zip(weights).map(|(&i, &w)| (u as u32, i, w)));
         }
     }
     let seen = Csr::from_triplets(d.users.len(), d.items.len(), &seen);
@@ -836,7 +845,10 @@ mod tests {
             let (e, _, bundle) = train(pairs(), &s, None).unwrap();
             let served = e.item_family.clone().expect("the winner serves");
             assert_eq!(served.params.family(), family);
-            assert!(served.neighbours > 0 && served.neighbours <= 50, "{served:?}");
+            assert!(
+                served.neighbours > 0 && served.neighbours <= 50,
+                "{served:?}"
+            );
             // Ranked by it, not by ALS (fitted too, and scored on the same split).
             assert_ne!(e.metrics.ndcg, served.als.ndcg);
             assert!(
