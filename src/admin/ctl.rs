@@ -480,7 +480,13 @@ fn status_text(r: &StatusReply) -> String {
         ("http", opt(&r.http)),
         ("offset_namespace", r.offset_namespace.clone()),
         ("champion", opt(&r.champion)),
-        ("serving", r.serving.clone()),
+        (
+            "serving",
+            match r.serving_family {
+                Some(f) => format!("{} ({f} ranks)", r.serving),
+                None => r.serving.clone(),
+            },
+        ),
         (
             "fold_in",
             format!(
@@ -860,7 +866,10 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
             let rec: RecommendReply = typed(r)?;
             push(match &rec.cold_start {
                 Some(how) => format!("model v{} (not in it: {how})", opt(&rec.model)),
-                None => format!("model v{}", opt(&rec.model)),
+                None => match rec.family {
+                    Some(f) => format!("model v{} ({f})", opt(&rec.model)),
+                    None => format!("model v{}", opt(&rec.model)),
+                },
             });
             push(listed_table(&rec.recommendations));
         }

@@ -140,6 +140,9 @@ pub struct StatusReply {
     /// yet, or none has beaten popularity on held-out data).
     #[serde(default)]
     pub serving: String,
+    /// The family that ranks the champion's lists (als, ease, knn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_family: Option<crate::ml::family::Family>,
     /// What the fold-in did: users held folded into the champion, solves,
     /// their speed, commit → served latency, the item factors' age.
     #[serde(default)]
@@ -182,7 +185,11 @@ fn health(connected: bool) -> String {
 
 pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
     // One read: `champion` and `serving` name the same model.
-    let champion = a.serving.get().map(|c| c.id);
+    let (champion, serving_family) = a
+        .serving
+        .get()
+        .map(|c| (c.id, c.recommender.family()))
+        .unzip();
     let ns = a.namespace.clone();
     let store = tokio::time::timeout(
         Duration::from_secs(5),
@@ -323,6 +330,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         },
         champion,
         serving: champion.map_or_else(|| "popularity".to_string(), |id| format!("model v{id}")),
+        serving_family,
         fold_in: a.serving.fold_stats(),
         alerts: a.alerts.lock().map_or_else(
             |_| AlertsSummary::default(),
