@@ -220,6 +220,7 @@ impl Handler<Evaluated> for EvaluatorActor {
                 blend_weight,
                 encoded: &encoded,
                 classifiers: &classifiers,
+                imported: None,
             },
         );
         let name = which.name();

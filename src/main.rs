@@ -112,8 +112,16 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             promote,
             rollback,
+            import,
+            config,
         } => {
             let store = Store::open(&data_dir, 64)?;
+            if let Some(dir) = import {
+                let cfg = playpulse::config::Config::load(config.as_deref())?;
+                let report = playpulse::ml::import::import_version(&store, &cfg.models, &dir)?;
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            }
             if let Some(id) = promote {
                 store.promote(id)?;
             }
@@ -190,6 +198,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             out,
             k,
+            config,
         } => {
             let what = kind.unwrap_or(what);
             let store = Store::open(&data_dir, 64)?;
@@ -207,7 +216,11 @@ fn main() -> anyhow::Result<()> {
                     } else {
                         out
                     };
-                    serde_json::to_value(playpulse::export::lake::export_parquet(&store, &out, k)?)?
+                    let cfg = playpulse::config::Config::load(config.as_deref())?;
+                    let split = playpulse::export::lake::LakeSplit::of(&cfg.models);
+                    serde_json::to_value(playpulse::export::lake::export_parquet(
+                        &store, &out, k, &split,
+                    )?)?
                 }
                 other => {
                     bail!("export {other:?}: export recommendations, predictions or parquet")

@@ -40,6 +40,12 @@ out["music_rows"] = m.num_rows
 p = table("pair_aggregates")
 out["pair_rows"] = p.num_rows
 out["pair_weight_sum"] = pc.sum(p["weight"]).as_py()
+out["pair_held_out"] = pc.sum(p["held_out"].cast("int64")).as_py()
+mp = table("music_pairs")
+out["music_pair_rows"] = mp.num_rows
+out["music_pair_weight_sum"] = pc.sum(mp["weight"]).as_py()
+out["music_pair_held_out"] = pc.sum(mp["held_out"].cast("int64")).as_py()
+out["split"] = json.load(open(f"{root}/split.json"))
 out["users_rows"] = table("catalog_users").num_rows
 t = table("catalog_titles")
 out["titles_by_kind"] = {k: int(c) for k, c in zip(*[x.to_pylist() for x in pc.value_counts(t["kind"]).flatten()])}
@@ -96,6 +102,9 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
     let (mut tracks, mut music_events) = (0u64, 0u64);
     // Per relation: the distinct (user, track) edges and the events.
     let mut by_action: HashMap<&str, (HashSet<Pair>, u64)> = HashMap::new();
+    // Per (user, track): the implicit feedback under the default listening weights.
+    let w = playpulse::ml::config::EventWeights::default();
+    let mut music_feedback: HashMap<Pair, f64> = HashMap::new();
     for _ in 0..3_040 {
         let ev = mg.next_record();
         match &ev {
@@ -106,6 +115,16 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
                 let e = by_action.entry(rel).or_default();
                 e.0.insert((m.user_id.clone(), m.track_id.clone()));
                 e.1 += 1;
+                let weight = match m.event_type {
+                    MusicAction::Play => w.play,
+                    MusicAction::Skip => w.skip,
+                    MusicAction::Like => w.like,
+                    MusicAction::Pause => w.pause,
+                    MusicAction::Seek => w.seek,
+                };
+                *music_feedback
+                    .entry((m.user_id.clone(), m.track_id.clone()))
+                    .or_default() += weight;
             }
             _ => {}
         }
@@ -209,6 +228,24 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
     // Music and its graph: BY and IN_GENRE per track, one listening edge per
     // (user, track, relation) with the events counted.
     assert_eq!(got["music_rows"], music_events);
+    // Each (user, track) pair weighed as the trainer does, and about a fifth
+    // of the pairs of each kind marked held out (models.test_fraction 0.2).
+    assert_eq!(got["music_pair_rows"], music_feedback.len());
+    let sum: f64 = music_feedback.values().sum();
+    assert!(
+        (got["music_pair_weight_sum"].as_f64().unwrap() - sum).abs() < 1e-6 * sum.abs().max(1.0)
+    );
+    for (held, rows) in [
+        (&got["pair_held_out"], pairs.len() as f64),
+        (&got["music_pair_held_out"], music_feedback.len() as f64),
+    ] {
+        let share = held.as_f64().unwrap() / rows;
+        assert!((0.12..0.28).contains(&share), "held out {held} of {rows}");
+    }
+    assert_eq!(
+        got["split"],
+        serde_json::json!({"seed": 42, "test_fraction": 0.2})
+    );
     assert_eq!(got["edges"]["BY"][0], tracks);
     assert_eq!(got["edges"]["IN_GENRE"][0], tracks);
     for a in MusicAction::ALL {

@@ -7,15 +7,17 @@
 #   real broker: built once into ~/.cache/playpulse/tansu (about 25-40 minutes
 #   cold on 2 cores; its target dir is kept there, so a rebuild takes seconds);
 # - pyarrow (PyPI) in a virtualenv at ~/.cache/playpulse/pyarrow-venv, the
-#   independent reader of the Parquet export.
+#   independent reader of the Parquet export, and pyspark with numpy there too
+#   for the Spark route (tests/spark.rs; Spark needs Debian's Java 17).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MISSING=""
 command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
 command -v node >/dev/null 2>&1 || MISSING="$MISSING nodejs"
 command -v npm >/dev/null 2>&1 || MISSING="$MISSING npm"
+command -v java >/dev/null 2>&1 || MISSING="$MISSING openjdk-17-jre-headless"
 if [ -n "$MISSING" ]; then
-  echo "installing$MISSING (Debian) for the dashboard's browser tests" >&2
+  echo "installing$MISSING (Debian) for the dashboard's browser tests and the Spark route" >&2
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -39,10 +41,11 @@ if [ ! -x "$TANSU_BIN" ]; then
 fi
 PYARROW_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/playpulse/pyarrow-venv"
 export PYARROW_PYTHON="$PYARROW_VENV/bin/python"
-if ! "$PYARROW_PYTHON" -c "import pyarrow.dataset" >/dev/null 2>&1; then
-  echo "installing pyarrow into $PYARROW_VENV (once)" >&2
-  python3 -m venv "$PYARROW_VENV"
-  "$PYARROW_PYTHON" -m pip install --quiet --disable-pip-version-check "pyarrow==21.0.0"
+if ! "$PYARROW_PYTHON" -c "import pyarrow.dataset, pyspark, numpy" >/dev/null 2>&1; then
+  echo "installing pyarrow, pyspark and numpy into $PYARROW_VENV (once)" >&2
+  [ -x "$PYARROW_PYTHON" ] || python3 -m venv "$PYARROW_VENV"
+  "$PYARROW_PYTHON" -m pip install --quiet --disable-pip-version-check \
+    "pyarrow==21.0.0" "pyspark==4.3.0" "numpy==2.4.6"
 fi
 cargo fmt --check
 # No import cycle between the library's top-level modules (ARCHITECTURE.md).

@@ -51,16 +51,27 @@ pub enum Command {
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
-    /// List the model versions, one JSON object per line; or promote / roll back (daemon stopped).
+    /// List the model versions, one JSON object per line; or promote / roll
+    /// back; or import factors trained elsewhere (daemon stopped).
     Models {
         #[arg(long, env = "PLAYPULSE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// Make this version the champion.
-        #[arg(long, conflicts_with = "rollback")]
+        #[arg(long, conflicts_with_all = ["rollback", "import"])]
         promote: Option<u64>,
         /// Go back to the previous champion.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "import")]
         rollback: bool,
+        /// Import the factors `spark/train_als.py` wrote to DIR (meta.json,
+        /// users/*.parquet, items/*.parquet) as a candidate version: scored on
+        /// the store's held-out split against the champion and popularity, and
+        /// promoted as a trained version would be. Prints one JSON line.
+        #[arg(long, value_name = "DIR")]
+        import: Option<PathBuf>,
+        /// The daemon's config file (its [models] section: split, k, metric,
+        /// promotion rule, listening weights).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Recommendations of the champion model for a user, as JSON (daemon stopped).
     Recommend {
@@ -98,6 +109,10 @@ pub enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 5, value_parser = playpulse::admin::bounds::parse_k)]
         k: usize,
+        /// The daemon's config file (parquet: its [models] split and listening
+        /// weights mark and weigh the pairs).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Reads every entry of the store (daemon stopped) and lists what is
     /// damaged; with --repair, rebuilds it from what reads back (damaged values

@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `video_events` | every stored viewing event with its source position | the event |
 //! | `music_events` | every stored listening event | the event |
-//! | `pair_aggregates` | per (user, item) implicit feedback | the last event |
+//! | `pair_aggregates` | per (user, video) implicit feedback, `held_out` by the trainer's split | the last event |
+//! | `music_pairs` | per (user, track) implicit feedback (listening counts × `models.event_weights`), `held_out` likewise | the last event |
 //! | `catalog_users`, `catalog_titles`, `catalog_tracks` | the latest catalog records | the record (tracks: the export) |
 //! | `graph_edges` | User-[PLAYED…]->Track (count, last_ts), Track-[BY]->Artist, Track-[IN_GENRE]->Genre | the last event (BY, IN_GENRE: the export) |
 //! | `recommendations` | the champion's top k per user, with titles | the export |
@@ -250,9 +251,36 @@ pub struct LakeReport {
     pub seconds: f64,
 }
 
+/// How the trainer weighs and splits pairs (`[models]`): the lake marks the
+/// pairs it holds out, so a model trained elsewhere on the others is scored
+/// on pairs it never saw (`split.json` at the lake's root says which draw).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct LakeSplit {
+    pub seed: u64,
+    pub test_fraction: f64,
+    /// Listening weights, in [`MusicAction`] order.
+    #[serde(skip)]
+    pub music_weights: [f64; 5],
+}
+
+impl LakeSplit {
+    pub fn of(m: &crate::ml::config::ModelsConfig) -> LakeSplit {
+        LakeSplit {
+            seed: m.seed,
+            test_fraction: m.test_fraction,
+            music_weights: m.event_weights.by_action(),
+        }
+    }
+}
+
 /// Writes the lake from a store (the daemon stopped, or a `snapshot` of it).
 /// `k` recommendations per user when a champion exists.
-pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport, LakeError> {
+pub fn export_parquet(
+    store: &Store,
+    out: &Path,
+    k: usize,
+    split: &LakeSplit,
+) -> Result<LakeReport, LakeError> {
     use Cell::*;
     let t = std::time::Instant::now();
     let today = date_of(crate::domain::timefmt::now_ms());
@@ -363,10 +391,13 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
             ("positive_events", Col::I64),
             ("max_feedback", Col::F64),
             ("last_ts", Col::Ts),
+            ("held_out", Col::Bool),
         ],
     );
+    let held_out = crate::ml::dataset::HeldOut::new(split.test_fraction, split.seed);
     for item in store.pair_aggregates() {
         let (u, i, a) = item.map_err(serr)?;
+        let h = held_out.of(&u, &i);
         pairs.push(
             date_of(a.last_ts_ms),
             vec![
@@ -377,6 +408,34 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
                 I(a.positive_events as i64),
                 F(a.max_feedback),
                 T(a.last_ts_ms),
+                B(h),
+            ],
+        )?;
+    }
+    let mut music_pairs = Table::new(
+        out,
+        "music_pairs",
+        vec![
+            ("user_id", Col::Str),
+            ("track_id", Col::Str),
+            ("weight", Col::F64),
+            ("events", Col::I64),
+            ("last_ts", Col::Ts),
+            ("held_out", Col::Bool),
+        ],
+    );
+    let aggs = store.music_aggregates().map_err(serr)?;
+    for (u, t, a) in crate::ml::dataset::music_pairs(aggs, split.music_weights) {
+        let h = held_out.of(&u, &t);
+        music_pairs.push(
+            date_of(a.last_ts_ms),
+            vec![
+                S(u),
+                S(t),
+                F(a.weight),
+                I(a.events as i64),
+                T(a.last_ts_ms),
+                B(h),
             ],
         )?;
     }
@@ -557,11 +616,30 @@ pub fn export_parquet(store: &Store, out: &Path, k: usize) -> Result<LakeReport,
     }
 
     let mut kinds = BTreeMap::new();
-    for table in [video, music, pairs, users, titles, tracks, edges, recs] {
+    for table in [
+        video,
+        music,
+        pairs,
+        music_pairs,
+        users,
+        titles,
+        tracks,
+        edges,
+        recs,
+    ] {
         let kind = table.kind;
         let (rows, partitions) = table.finish()?;
         kinds.insert(kind, KindReport { rows, partitions });
     }
+    let split_path = out.join("split.json");
+    std::fs::write(
+        &split_path,
+        serde_json::to_vec(split).map_err(|e| LakeError::Store(e.to_string()))?,
+    )
+    .map_err(|e| LakeError::Write {
+        path: split_path.display().to_string(),
+        message: e.to_string(),
+    })?;
     Ok(LakeReport {
         out: out.display().to_string(),
         kinds,

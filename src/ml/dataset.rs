@@ -49,6 +49,29 @@ fn pair_hash(seed: u64, user: &str, item: &str) -> u64 {
     splitmix64(text_hash(seed, user) ^ text_hash(seed.rotate_left(17), item))
 }
 
+/// Which pairs a split holds out: those whose [`pair_hash`] falls below
+/// `test_fraction` of the range (none at 0). The same draw for the trainer,
+/// the evaluator and the lake's `held_out` column (the Spark route trains on
+/// the other pairs only).
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOut {
+    seed: u64,
+    cut: Option<u64>,
+}
+
+impl HeldOut {
+    pub fn new(test_fraction: f64, seed: u64) -> HeldOut {
+        let cut =
+            (test_fraction > 0.0).then(|| (test_fraction.clamp(0.0, 1.0) * u64::MAX as f64) as u64);
+        HeldOut { seed, cut }
+    }
+
+    pub fn of(&self, user: &str, item: &str) -> bool {
+        self.cut
+            .is_some_and(|cut| pair_hash(self.seed, user, item) < cut)
+    }
+}
+
 /// A (user, track) pair's implicit feedback: Σ action count × its weight
 /// (play, skip, like, pause, seek order).
 pub fn music_weight(a: &crate::store::MusicAgg, weights: [f64; 5]) -> f64 {
@@ -92,8 +115,9 @@ pub fn build(
     let mut items = Vec::new();
     let mut user_index: HashMap<String, u32> = HashMap::new();
     let mut item_index: HashMap<String, u32> = HashMap::new();
-    // (item, weight, positive, held-out draw) per user
-    let mut per_user: Vec<Vec<(u32, f32, bool, u64)>> = Vec::new();
+    // (item, weight, positive, held out) per user
+    let held_out = HeldOut::new(test_fraction, seed);
+    let mut per_user: Vec<Vec<(u32, f32, bool, bool)>> = Vec::new();
     for (u, i, agg) in pairs {
         let ui = *user_index.entry(u.clone()).or_insert_with(|| {
             users.push(u);
@@ -104,16 +128,15 @@ pub fn build(
             items.push(i);
             (items.len() - 1) as u32
         });
-        let h = pair_hash(seed, &users[ui as usize], &items[ii as usize]);
+        let h = held_out.of(&users[ui as usize], &items[ii as usize]);
         per_user[ui as usize].push((ii, agg.weight as f32, agg.positive_events > 0, h));
     }
     let (mut train, mut test, mut unscored) = (Vec::new(), Vec::new(), Vec::new());
-    let cut = (test_fraction.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
     for (u, list) in per_user.iter().enumerate() {
         let u = u as u32;
         let scored_user = list.len() >= min_items;
         for &(i, w, positive, h) in list {
-            if test_fraction > 0.0 && h < cut {
+            if h {
                 // Held out whatever it is now, so no model ever trains on it (a pair
                 // may turn positive later, a user may reach min_items later);
                 // scored when positive and the user has min_items items.

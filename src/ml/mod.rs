@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataset;
 pub mod ease;
 pub mod family;
+pub mod import;
 pub mod item_fold;
 pub mod item_model;
 pub mod knn;

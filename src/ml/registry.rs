@@ -49,6 +49,7 @@ pub fn recommender_version(id: u64, run: &Run<'_>, decision: String) -> ModelVer
             search: run.search.cloned(),
             rerank: e.rerank.clone(),
             item_family: e.item_family.clone(),
+            imported: run.imported.clone(),
         })),
         decision,
     }
@@ -102,6 +103,8 @@ pub struct Run<'a> {
     /// The encoded serving bundle.
     pub encoded: &'a [u8],
     pub classifiers: &'a [(ClassifierReport, Vec<u8>)],
+    /// Factors trained elsewhere and imported (none: fitted here).
+    pub imported: Option<super::import::ImportInfo>,
 }
 
 /// What recording a run did.

@@ -124,6 +124,10 @@ pub struct RecommenderVersion {
     /// none: ALS ranks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_family: Option<super::train::ItemServing>,
+    /// Factors trained elsewhere (the Spark route) and imported: from where,
+    /// and what of the snapshot they covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<super::import::ImportInfo>,
 }
 
 /// A fit that started from a model trained before.
