@@ -9,7 +9,7 @@
 use actix::prelude::*;
 
 use super::messages::{
-    Candidates, EvaluateChampion, Evaluated, RunEnded, SetChampion, TakeSnapshot,
+    Candidates, EvaluateChampion, Evaluated, ImportModel, RunEnded, SetChampion, TakeSnapshot,
 };
 use crate::config::ModelsConfig;
 use crate::ml::promote;
@@ -367,5 +367,66 @@ impl Handler<SetChampion> for EvaluatorActor {
         tracing::info!("champion is now model v{id} (operator)");
         self.serving.set(m);
         Ok(id)
+    }
+}
+
+impl Handler<ImportModel> for EvaluatorActor {
+    type Result = ResponseActFuture<Self, Result<crate::ml::import::ImportReport, TrainError>>;
+
+    fn handle(&mut self, msg: ImportModel, _: &mut Context<Self>) -> Self::Result {
+        use crate::ml::import;
+        let cfg = self.cfg.clone();
+        let snapshots = self.snapshots.clone();
+        let champion = self.serving.get();
+        let dir = msg.0;
+        let scored = async move {
+            let mut snap = snapshots
+                .send(TakeSnapshot(import::snapshot_spec(&cfg)))
+                .await??;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            // Reading the factors and scoring them: off the actor threads (a
+            // panic drops `tx`: the reply says so).
+            crate::domain::worker::spawn(
+                "import",
+                move || {
+                    let scored = import::read_factors(&dir)
+                        .map_err(|e| TrainError::Refused(e.to_string()))
+                        .and_then(|f| {
+                            snap.derive_video_pairs()?;
+                            let bundle = champion.as_ref().map(|c| c.recommender.bundle());
+                            import::score_import(&f, snap, &cfg, bundle)
+                        });
+                    let _ = tx.send(scored);
+                },
+                |_| {},
+            );
+            rx.await.map_err(|_| {
+                TrainError::Failed("the import failed (see the daemon's log)".into())
+            })?
+        };
+        Box::pin(scored.into_actor(self).map(|scored, act, _| {
+            let scored = scored?;
+            let report = import::record_import(&act.view, &act.cfg, &scored)?;
+            tracing::info!(
+                "model v{} imported from {} ({}): {}@{} {:.4} (popularity {:.4}); {}",
+                report.model,
+                report.imported.from,
+                report.imported.source,
+                act.cfg.promote_metric.name(),
+                act.cfg.k,
+                report.value,
+                report.popularity,
+                report.decision
+            );
+            if report.promoted {
+                act.serving.set(ServingModel {
+                    id: report.model,
+                    bundle: scored.bundle,
+                    affinity_weight: 0.0,
+                    params: scored.params,
+                });
+            }
+            Ok(report)
+        }))
     }
 }

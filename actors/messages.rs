@@ -173,6 +173,13 @@ pub struct EvaluateChampion;
 #[rtype(result = "Result<u64, crate::ml::TrainError>")]
 pub struct SetChampion(pub Option<u64>);
 
+/// Evaluator: import factors trained elsewhere (`models import DIR`; the
+/// Spark route): scored on a fresh snapshot's held-out split, recorded, and
+/// served when promoted.
+#[derive(Message)]
+#[rtype(result = "Result<crate::ml::import::ImportReport, crate::ml::TrainError>")]
+pub struct ImportModel(pub std::path::PathBuf);
+
 /// Trainer: train now (or join the run under way); answers with the run's
 /// outcome when it ends.
 #[derive(Message)]

@@ -108,6 +108,28 @@ fn view(like: &VideoEvent, user: &str, video: &str, ts_ms: i64) -> VideoEvent {
     v
 }
 
+/// `newcomer` finishes each of `mine` (shaped like `like`, after
+/// `last_ts`); their list once they are folded in.
+fn first_views(
+    dir: &Path,
+    d: &mut Daemon,
+    broker: &Broker,
+    like: &VideoEvent,
+    newcomer: &str,
+    mine: &[String],
+    last_ts: i64,
+) -> Value {
+    let views: Vec<VideoEvent> = mine
+        .iter()
+        .enumerate()
+        .map(|(i, item)| view(like, newcomer, item, last_ts + 2000 + i as i64))
+        .collect();
+    send(broker, &views);
+    wait_list(dir, d, newcomer, "the newcomer is folded in", |r| {
+        r["known"] == true && items(r).len() == 5
+    })
+}
+
 #[test]
 fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,25 +182,14 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         v.into_iter().take(3).map(|(i, _)| i.to_string()).collect()
     };
-    let views: Vec<VideoEvent> = mine
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            view(
-                &produced.valid[0],
-                newcomer,
-                item,
-                last_ts + 2000 + i as i64,
-            )
-        })
-        .collect();
-    send(&broker, &views);
-    let warm = wait_list(
+    let warm = first_views(
         dir.path(),
         &mut d,
+        &broker,
+        &produced.valid[0],
         newcomer,
-        "the newcomer is folded in",
-        |r| r["known"] == true && items(r).len() == 5,
+        &mine,
+        last_ts,
     );
     assert!(warm["cold_start"].is_null(), "{warm}");
     assert!(
@@ -426,25 +437,14 @@ fn an_item_by_item_champion_takes_a_view_into_the_next_list_at_once() {
         seen.truncate(3);
         seen
     };
-    let views: Vec<VideoEvent> = mine
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            view(
-                &produced.valid[0],
-                newcomer,
-                item,
-                last_ts + 2000 + i as i64,
-            )
-        })
-        .collect();
-    send(&broker, &views);
-    let warm = wait_list(
+    let warm = first_views(
         dir.path(),
         &mut d,
+        &broker,
+        &produced.valid[0],
         newcomer,
-        "the newcomer is folded in",
-        |r| r["known"] == true && items(r).len() == 5,
+        &mine,
+        last_ts,
     );
     assert_eq!(warm["family"], "knn", "{warm}");
     assert!(items(&warm).iter().all(|i| !mine.contains(i)), "{warm}");

@@ -199,6 +199,28 @@ fn spark_als_trained_on_the_lake_is_imported_scored_promoted_and_served() {
         served["recommendations"], rec["recommendations"],
         "{served}"
     );
+
+    // Through the running daemon: the same factors again, scored on the same
+    // split against the champion they are, so kept; a bad directory is
+    // refused with the reason; the champion still serves.
+    let again = ctl_json(
+        &data,
+        &["models", "import", "--dir", factors.to_str().unwrap()],
+    );
+    let second = again["model"].as_u64().unwrap_or_else(|| panic!("{again}"));
+    assert!(second > id, "{again}");
+    assert_eq!(again["promoted"], false, "{again}");
+    assert!(
+        (again["value"].as_f64().unwrap() - again["champion"].as_f64().unwrap()).abs() < 1e-9,
+        "{again}"
+    );
+    let refused = ctl_json(&data, &["models", "import", "--dir", bad.to_str().unwrap()]);
+    assert!(
+        refused.to_string().contains("features = 16 values"),
+        "{refused}"
+    );
+    let status = ctl_json(&data, &["status"]);
+    assert_eq!(status["champion"].as_u64(), Some(id), "{status}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

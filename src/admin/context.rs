@@ -120,6 +120,7 @@ pub struct Handles {
     pub train: Recipient<TrainNow>,
     pub evaluate: Recipient<EvaluateChampion>,
     pub set_champion: Recipient<SetChampion>,
+    pub import_model: Recipient<crate::actors::messages::ImportModel>,
     pub serving: Serving,
     pub producers: Vec<(Kind, Recipient<ProducerControl>)>,
     pub progress: Arc<Progress>,

@@ -860,7 +860,7 @@ pub fn render(c: &Request, r: &Value) -> Result<String, CtlError> {
                     push(search_text(s));
                 }
             }
-            ModelsReply::Champion(_) => push(fields(r)),
+            ModelsReply::Champion(_) | ModelsReply::Imported(_) => push(fields(r)),
         },
         Request::Recommend(_) => {
             let rec: RecommendReply = typed(r)?;

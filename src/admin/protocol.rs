@@ -47,7 +47,8 @@ pub enum Request {
     Train(NoArgs),
     /// Score the champion and popularity on a fresh held-out split.
     Evaluate(NoArgs),
-    /// Model versions and the champion: list, show [ID], promote ID, rollback.
+    /// Model versions and the champion: list, show [ID], promote ID, rollback,
+    /// import --dir DIR (factors trained elsewhere: the Spark route).
     Models(models::Models),
     /// The champion's top k for a user.
     Recommend(recommend::Recommend),
@@ -295,7 +296,8 @@ mod tests {
             parse_request(br#"{"cmd":"models"}"#).unwrap(),
             Request::Models(models::Models {
                 action: models::ModelsAction::List,
-                id: None
+                id: None,
+                dir: None
             })
         );
         let e = err(b"{nope");

@@ -191,6 +191,7 @@ async fn models(Ready(a): Ready) -> Response {
         a.call(Request::Models(Models {
             action: ModelsAction::List,
             id: None,
+            dir: None,
         }))
         .await,
     )

@@ -26,6 +26,8 @@ use super::train::Candidate;
 
 /// Most rows a side (users, items) may hold.
 pub const MAX_ROWS: usize = 50_000_000;
+/// Most factor values a side may hold (2 GB of f32).
+pub const MAX_VALUES: usize = 500_000_000;
 /// Longest id, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
 /// Largest `meta.json`, in bytes.
@@ -297,11 +299,11 @@ fn read_side(dir: &Path, rank: usize) -> Result<Side, ImportError> {
                         "factors are finite numbers",
                     ));
                 }
-                if side.names.len() >= MAX_ROWS {
+                if side.names.len() >= MAX_ROWS || side.factors.len() + rank > MAX_VALUES {
                     return Err(invalid(
                         dir,
-                        format!("more than {MAX_ROWS} rows"),
-                        "import at most 50 million users and items",
+                        format!("more than {MAX_ROWS} rows or {MAX_VALUES} values"),
+                        "import at most 50 million users and items a side, 500 million factor values",
                     ));
                 }
                 let n = side.names.len() as u32;
@@ -379,7 +381,7 @@ pub fn candidate(f: &ImportedFactors, data: Interactions) -> (Candidate, ImportI
 }
 
 /// What `playpulse models --import DIR` did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImportReport {
     pub model: u64,
     pub promoted: bool,
@@ -392,19 +394,28 @@ pub struct ImportReport {
     pub imported: ImportInfo,
 }
 
-/// Imports `dir`'s factors into `store` as a recommender version: scored on a
-/// snapshot's held-out split against the champion and popularity, recorded
-/// with every figure, promoted when `cfg`'s rule says so (the daemon stopped;
-/// the next start serves it).
-pub fn import_version(
-    store: &crate::store::Store,
+/// Imported factors scored on a snapshot's held-out split, ready to record.
+pub struct ScoredImport {
+    pub evaluation: super::train::Evaluation,
+    pub bundle: super::serve::Bundle,
+    pub encoded: Vec<u8>,
+    pub params: AlsParams,
+    pub fit_s: f64,
+    pub data: super::version::SnapshotInfo,
+    pub info: ImportInfo,
+}
+
+/// Checks `f` was trained for `cfg`'s split and scores it on `snap` (its
+/// video pairs derived) against `champion` and popularity.
+pub fn score_import(
+    f: &ImportedFactors,
+    snap: super::train::Snapshot,
     cfg: &super::config::ModelsConfig,
-    dir: &Path,
-) -> Result<ImportReport, super::TrainError> {
-    use super::promote;
-    use super::train::{evaluate_candidate, serving_bundle, snapshot, SnapshotSpec};
+    champion: Option<&super::serve::Bundle>,
+) -> Result<ScoredImport, super::TrainError> {
+    use super::train::{evaluate_candidate, serving_bundle};
     use super::TrainError;
-    let f = read_factors(dir).map_err(|e| TrainError::Refused(e.to_string()))?;
+    let dir = &f.dir;
     let split = f.meta.split;
     if split.seed != cfg.seed || split.test_fraction != cfg.test_fraction {
         return Err(TrainError::Refused(format!(
@@ -416,20 +427,6 @@ pub fn import_version(
             cfg.test_fraction
         )));
     }
-    let view = store.view();
-    let titles =
-        crate::views::indexes::titles_of(&view).map_err(|e| TrainError::Store(e.to_string()))?;
-    let mut snap = snapshot(
-        store,
-        &titles,
-        &SnapshotSpec {
-            music_weights: cfg.event_weights.by_action(),
-            max_events: 0,
-            min_events: 0,
-            catalog: false,
-        },
-    )?;
-    snap.derive_video_pairs()?;
     let data = super::dataset::build(snap.pairs, cfg.test_fraction, cfg.min_user_items, cfg.seed);
     if data.train.nnz() == 0 || data.test.nnz() == 0 {
         return Err(TrainError::Refused(format!(
@@ -439,7 +436,7 @@ pub fn import_version(
             data.items.len()
         )));
     }
-    let (c, info) = candidate(&f, data);
+    let (c, info) = candidate(f, data);
     if info.users_matched == 0 || info.items_matched == 0 {
         return Err(TrainError::Refused(format!(
             "{}: none of the store's {} (of {} users and {} items) have imported factors: were they trained on this store's lake?",
@@ -449,41 +446,49 @@ pub fn import_version(
             info.items_missing
         )));
     }
-    let champion = super::serve::load_champion(&view)?;
-    let evaluation = evaluate_candidate(
-        &c,
-        champion.as_ref().map(|(_, b)| b),
-        cfg.k,
-        None,
-        &snap.genres,
-    );
-    let fit_s = c.fit_s;
-    let params = c.params.clone();
+    let evaluation = evaluate_candidate(&c, champion, cfg.k, None, &snap.genres);
+    let (fit_s, params) = (c.fit_s, c.params.clone());
     let bundle = serving_bundle(c, &snap.genres, &snap.regions, &snap.music_items);
     let encoded = postcard::to_stdvec(&bundle).map_err(|e| TrainError::Encode(e.to_string()))?;
+    Ok(ScoredImport {
+        evaluation,
+        bundle,
+        encoded,
+        params,
+        fit_s,
+        data: snap.data,
+        info,
+    })
+}
+
+/// Records a scored import as a version, promoted when `cfg`'s rule says so.
+pub fn record_import(
+    view: &crate::store::StoreView,
+    cfg: &super::config::ModelsConfig,
+    s: &ScoredImport,
+) -> Result<ImportReport, super::TrainError> {
+    use super::promote;
     let metric = cfg.promote_metric;
-    let value = promote::score(&evaluation.metrics, metric);
-    let champion_score = evaluation
-        .champion
-        .as_ref()
-        .map(|m| promote::score(m, metric));
+    let e = &s.evaluation;
+    let value = promote::score(&e.metrics, metric);
+    let champion = e.champion.as_ref().map(|m| promote::score(m, metric));
     let recorded = super::registry::record_run(
-        &view,
+        view,
         super::registry::Run {
             cfg,
             metric,
-            evaluation: &evaluation,
+            evaluation: e,
             value,
-            champion_score,
-            fit_s,
+            champion_score: champion,
+            fit_s: s.fit_s,
             warm_start: None,
-            params: &params,
+            params: &s.params,
             search: None,
-            data: snap.data,
+            data: s.data.clone(),
             blend_weight: 0.0,
-            encoded: &encoded,
+            encoded: &s.encoded,
             classifiers: &[],
-            imported: Some(info.clone()),
+            imported: Some(s.info.clone()),
         },
     )?;
     Ok(ImportReport {
@@ -492,10 +497,39 @@ pub fn import_version(
         decision: recorded.decision.why,
         metric,
         value,
-        popularity: promote::score(&evaluation.baseline, metric),
-        champion: champion_score,
-        imported: info,
+        popularity: promote::score(&e.baseline, metric),
+        champion,
+        imported: s.info.clone(),
     })
+}
+
+/// The snapshot an import is scored on: every pair, weighed as the trainer does.
+pub fn snapshot_spec(cfg: &super::config::ModelsConfig) -> super::train::SnapshotSpec {
+    super::train::SnapshotSpec {
+        music_weights: cfg.event_weights.by_action(),
+        max_events: 0,
+        min_events: 0,
+        catalog: false,
+    }
+}
+
+/// Imports `dir`'s factors into `store` (the daemon stopped; the next start
+/// serves a promoted import): read, scored, recorded.
+pub fn import_version(
+    store: &crate::store::Store,
+    cfg: &super::config::ModelsConfig,
+    dir: &Path,
+) -> Result<ImportReport, super::TrainError> {
+    use super::TrainError;
+    let f = read_factors(dir).map_err(|e| TrainError::Refused(e.to_string()))?;
+    let view = store.view();
+    let titles =
+        crate::views::indexes::titles_of(&view).map_err(|e| TrainError::Store(e.to_string()))?;
+    let mut snap = super::train::snapshot(store, &titles, &snapshot_spec(cfg))?;
+    snap.derive_video_pairs()?;
+    let champion = super::serve::load_champion(&view)?;
+    let scored = score_import(&f, snap, cfg, champion.as_ref().map(|(_, b)| b))?;
+    record_import(&view, cfg, &scored)
 }
 
 #[cfg(test)]

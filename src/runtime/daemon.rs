@@ -104,6 +104,7 @@ impl Daemon {
             train: self.trainer.clone().recipient(),
             evaluate: self.evaluator.clone().recipient(),
             set_champion: self.evaluator.clone().recipient(),
+            import_model: self.evaluator.clone().recipient(),
             serving: self.serving.clone(),
             producers: self
                 .producers

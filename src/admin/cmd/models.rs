@@ -1,8 +1,9 @@
-//! Models: `train`, `evaluate`, and `models` (list, show, promote, rollback).
+//! Models: `train`, `evaluate`, and `models` (list, show, promote, rollback,
+//! import).
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::messages::{EvaluateChampion, SetChampion, TrainNow};
+use crate::actors::messages::{EvaluateChampion, ImportModel, SetChampion, TrainNow};
 use crate::admin::context::{blocking, Admin};
 use crate::admin::error::{CommandError, RequestError};
 use crate::ml::{ChampionEvaluation, ModelVersion, TrainOutcome};
@@ -15,7 +16,12 @@ pub enum ModelsAction {
     Show,
     Promote,
     Rollback,
+    /// Factors trained elsewhere (`dir`: what spark/train_als.py wrote).
+    Import,
 }
+
+/// Longest `dir` of an import, in bytes.
+const MAX_DIR_BYTES: usize = 4096;
 
 /// `models [ACTION] [ID]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
@@ -26,6 +32,10 @@ pub struct Models {
     pub action: ModelsAction,
     /// A version (show, promote).
     pub id: Option<u64>,
+    /// The factors' directory, as the daemon sees it (import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long)]
+    pub dir: Option<String>,
 }
 
 /// Every version and the champion.
@@ -51,6 +61,7 @@ pub struct ChampionSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ModelsReply {
+    Imported(Box<crate::ml::import::ImportReport>),
     Shown(Box<ModelShown>),
     List(ModelList),
     Champion(ChampionSet),
@@ -99,6 +110,27 @@ pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError>
         ModelsAction::Rollback => {
             let champion = a.set_champion.send(SetChampion(None)).await??;
             Ok(ModelsReply::Champion(ChampionSet { champion }))
+        }
+        ModelsAction::Import => {
+            let dir = req.dir.ok_or(RequestError::Needs(
+                "import needs `dir`: the directory spark/train_als.py wrote (meta.json, users/, items/)",
+            ))?;
+            if dir.is_empty() {
+                return Err(RequestError::Empty { name: "dir" }.into());
+            }
+            if dir.len() > MAX_DIR_BYTES {
+                return Err(RequestError::TooLong {
+                    name: "dir",
+                    len: dir.len(),
+                    max: MAX_DIR_BYTES,
+                }
+                .into());
+            }
+            if let Some(c) = dir.chars().find(|c| c.is_control()) {
+                return Err(RequestError::ControlCharacter { name: "dir", c }.into());
+            }
+            let report = a.import_model.send(ImportModel(dir.into())).await??;
+            Ok(ModelsReply::Imported(Box::new(report)))
         }
     }
 }
