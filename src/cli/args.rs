@@ -368,6 +368,10 @@ pub enum BenchCommand {
         stream: ModelStreamArgs,
         #[arg(long, default_value_t = 13)]
         seed: u64,
+        /// The family the champion is: als (the configured fit), or ease or
+        /// knn (searched for 30 s, that family alone).
+        #[arg(long, default_value = "als", value_parser = parse_family)]
+        family: playpulse::ml::family::Family,
     },
     /// The fold-in's solves alone: users folded in per second against random
     /// item factors (the daemon's fold-in code, in parallel).
@@ -454,4 +458,10 @@ pub struct PipelineArgs {
     /// Where the store goes (default: a fresh temporary directory, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+fn parse_family(s: &str) -> Result<playpulse::ml::family::Family, String> {
+    playpulse::ml::family::Family::parse(s)
+        .filter(|f| playpulse::ml::family::Family::SEARCHED.contains(f))
+        .ok_or_else(|| format!("{s:?}: give als, ease or knn"))
 }

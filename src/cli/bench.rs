@@ -277,6 +277,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
             connections,
             stream,
             seed,
+            family,
         } => {
             init_logging("warn");
             if !(rate.is_finite() && (1.0..=100_000.0).contains(&rate)) {
@@ -298,6 +299,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                     videos: stream.videos,
                     partitions: stream.partitions,
                     seed,
+                    family,
                 },
                 tmp.path(),
             )?;

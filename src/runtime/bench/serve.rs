@@ -33,6 +33,8 @@ pub struct ServeBenchArgs {
     pub videos: usize,
     pub partitions: i32,
     pub seed: u64,
+    /// The champion's family (ease, knn: searched alone for 30 s).
+    pub family: crate::ml::family::Family,
 }
 
 /// Latency quantiles of one endpoint, ms: from each request's planned time
@@ -59,6 +61,8 @@ pub struct ServeReport {
     pub served_per_sec: f64,
     pub ingest_events_per_sec: f64,
     pub model: u64,
+    /// The family that ranks its lists.
+    pub family: crate::ml::family::Family,
     pub endpoints: std::collections::BTreeMap<&'static str, EndpointLatency>,
 }
 
@@ -173,7 +177,12 @@ fn load(
 }
 
 pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Result<ServeReport> {
-    let cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
+    let mut cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
+    if args.family != crate::ml::family::Family::Als {
+        cfg.models.search_families = vec![args.family];
+        cfg.models.search_budget_seconds = 30.0;
+        cfg.models.search_budget_fits = 0.0;
+    }
     let events = args.warmup_events + (args.ingest * (args.seconds as f64 + 120.0)) as u64;
     let stream = VideoStream::new(args.users, args.videos, args.seed, events, 0.0);
     let system = actix::System::new();
@@ -213,7 +222,7 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
                 (e, path)
             })
             .collect();
-        let model = champion.id;
+        let (model, family) = (champion.id, champion.recommender.family());
         drop(champion);
         let stored0 = daemon.progress.done();
         let t = Instant::now();
@@ -255,6 +264,7 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
             served_per_sec: results.len() as f64 / seconds,
             ingest_events_per_sec: stored as f64 / seconds,
             model,
+            family,
             endpoints,
         })
     })
