@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ease::Input;
-use super::family::{Family, Fitted};
+use super::family::{Family, Fitted, Params};
 use super::sparse::Csr;
 
 /// The most weights an item keeps (`models.item_neighbours`'s bound).
@@ -16,7 +16,8 @@ pub const MAX_NEIGHBOURS: usize = 5000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemModel {
-    pub family: Family,
+    /// What it was fitted with (the next search starts from it).
+    pub params: ItemParams,
     /// How a history's implicit-feedback weight counts (none: every item
     /// of the history counts 1, as item-kNN scores).
     pub input: Option<Input>,
@@ -28,11 +29,38 @@ pub struct ItemModel {
     pub prior: Vec<f32>,
 }
 
+/// An item × item family's parameters as a bundle stores them (postcard
+/// reads externally tagged enums only; [`Params`] is tagged inside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ItemParams {
+    Ease(super::ease::EaseParams),
+    Knn(super::knn::KnnParams),
+}
+
+impl ItemParams {
+    fn of(p: &Params) -> Option<ItemParams> {
+        match p {
+            Params::Ease(e) => Some(ItemParams::Ease(*e)),
+            Params::Knn(k) => Some(ItemParams::Knn(*k)),
+            Params::Als(_) | Params::Popularity => None,
+        }
+    }
+
+    pub fn params(&self) -> Params {
+        match self {
+            ItemParams::Ease(e) => Params::Ease(*e),
+            ItemParams::Knn(k) => Params::Knn(*k),
+        }
+    }
+}
+
 impl ItemModel {
-    /// The serving form of a fitted item × item model, each row cut to its
-    /// `neighbours` largest weights by magnitude; none for ALS and popularity.
-    pub fn of(fitted: &Fitted, neighbours: usize) -> Option<ItemModel> {
+    /// The serving form of an item × item model fitted with `params`, each
+    /// row cut to its `neighbours` largest weights by magnitude; none for ALS
+    /// and popularity.
+    pub fn of(params: &Params, fitted: &Fitted, neighbours: usize) -> Option<ItemModel> {
         let neighbours = neighbours.clamp(1, MAX_NEIGHBOURS);
+        let params = ItemParams::of(params)?;
         match fitted {
             Fitted::Ease(m) => {
                 let n = m.kept.len();
@@ -59,7 +87,7 @@ impl ItemModel {
                     prior[i as usize] = p * PRIOR;
                 }
                 Some(ItemModel {
-                    family: Family::Ease,
+                    params,
                     input: Some(m.input),
                     weights: Csr::from_triplets(m.items, m.items, &triplets),
                     prior,
@@ -78,7 +106,7 @@ impl ItemModel {
                     );
                 }
                 Some(ItemModel {
-                    family: Family::Knn,
+                    params,
                     input: None,
                     weights: Csr::from_triplets(nb.rows, nb.cols, &triplets),
                     prior: m.prior.iter().map(|p| p * PRIOR).collect(),
@@ -86,6 +114,10 @@ impl ItemModel {
             }
             Fitted::Als(_) | Fitted::Popularity(_) => None,
         }
+    }
+
+    pub fn family(&self) -> Family {
+        self.params.params().family()
     }
 
     pub fn items(&self) -> usize {
@@ -186,25 +218,27 @@ mod tests {
     #[test]
     fn the_serving_form_scores_as_the_fitted_model() {
         let train = data();
-        let ease = crate::ml::family::fit(
-            &crate::ml::family::Params::Ease(EaseParams {
-                lambda: 5.0,
-                max_items: 10,
-                ..EaseParams::default()
-            }),
-            &train,
-        )
-        .unwrap();
-        let knn = crate::ml::family::fit(
-            &crate::ml::family::Params::Knn(KnnParams {
-                neighbours: 5,
-                ..KnnParams::default()
-            }),
-            &train,
-        )
-        .unwrap();
-        for (fitted, cut) in [(&ease, 12), (&knn, 12), (&ease, 4)] {
-            let m = ItemModel::of(fitted, cut).unwrap();
+        let ease_p = Params::Ease(EaseParams {
+            lambda: 5.0,
+            max_items: 10,
+            ..EaseParams::default()
+        });
+        let knn_p = Params::Knn(KnnParams {
+            neighbours: 5,
+            ..KnnParams::default()
+        });
+        let ease = crate::ml::family::fit(&ease_p, &train).unwrap();
+        let knn = crate::ml::family::fit(&knn_p, &train).unwrap();
+        for (p, fitted, cut) in [
+            (&ease_p, &ease, 12),
+            (&knn_p, &knn, 12),
+            (&ease_p, &ease, 4),
+        ] {
+            let m = ItemModel::of(p, fitted, cut).unwrap();
+            assert_eq!((m.family(), m.params.params()), (p.family(), p.clone()));
+            // As a bundle stores it.
+            let back: ItemModel = postcard::from_bytes(&postcard::to_stdvec(&m).unwrap()).unwrap();
+            assert_eq!(back, m);
             assert!(m.fits(12));
             // EASE cut to 4 a row scores as the dense model cut the same way.
             let reference = match fitted {
@@ -221,16 +255,18 @@ mod tests {
                     assert!(
                         (a == b) || (a - b).abs() <= 1e-4 * a.abs().max(1.0),
                         "{:?} u{u}: {a} != {b}",
-                        m.family
+                        m.family()
                     );
                 }
             }
         }
-        let m = ItemModel::of(&ease, 4).unwrap();
+        let m = ItemModel::of(&ease_p, &ease, 4).unwrap();
         assert!((0..12).all(|i| m.row(i).0.len() <= 4));
         // EASE never recommends what it did not keep.
         assert_eq!(m.prior.iter().filter(|p| p.is_infinite()).count(), 2);
-        assert!(ItemModel::of(&Fitted::Popularity(vec![1.0; 12]), 10).is_none());
+        assert!(
+            ItemModel::of(&Params::Popularity, &Fitted::Popularity(vec![1.0; 12]), 10).is_none()
+        );
         // A stored model whose shape does not match is refused.
         assert!(!m.fits(13));
         let mut bad = m.clone();

@@ -266,7 +266,7 @@ impl Recommender {
         self.b
             .item_model
             .as_ref()
-            .map_or(super::family::Family::Als, |m| m.family)
+            .map_or(super::family::Family::Als, |m| m.family())
     }
 
     /// Top `k` of `domain` for `user`; unknown users get the cold start narrowed by `hints`.
@@ -835,7 +835,7 @@ mod tests {
     fn an_item_by_item_model_ranks_explains_and_finds_similar_items_in_als_place() {
         let mut b = bundle();
         b.item_model = Some(ItemModel {
-            family: crate::ml::family::Family::Ease,
+            params: crate::ml::item_model::ItemParams::Ease(Default::default()),
             // A history item counts its weight.
             input: Some(crate::ml::ease::Input::Linear),
             weights: Csr::from_triplets(

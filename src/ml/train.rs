@@ -256,13 +256,20 @@ fn search(
     s.budget_fits = spec.search_budget_fits;
     s.min_items = spec.min_items;
     s.ease_max_items = spec.ease_max_items;
-    // The champion's point, then the configured one (the search tries each once).
-    s.start = spec
-        .warm
-        .iter()
-        .map(|c| c.params.clone())
-        .chain([spec.als.params().clone()])
-        .map(Params::Als)
+    // The champion's points (its ALS, and the item × item model it serves
+    // with), then the configured ALS (the search tries each once).
+    let champion = spec.warm.as_deref();
+    s.start = champion
+        .and_then(|c| c.recommender.bundle().item_model.as_ref())
+        .map(|m| m.params.params())
+        .into_iter()
+        .chain(
+            champion
+                .map(|c| c.params.clone())
+                .into_iter()
+                .chain([spec.als.params().clone()])
+                .map(Params::Als),
+        )
         .collect();
     let report = super::search::search(train, &s, |_| {});
     let chosen = match report.best_of(Family::Als).map(|t| &t.params) {
@@ -293,11 +300,13 @@ pub fn fit_candidate(
     let items = items.and_then(|params| {
         let t = Instant::now();
         match super::family::fit(&params, &data.train) {
-            Ok(fitted) => ItemModel::of(&fitted, spec.item_neighbours).map(|model| ItemCandidate {
-                model,
-                params,
-                fit_s: t.elapsed().as_secs_f64(),
-            }),
+            Ok(fitted) => {
+                ItemModel::of(&params, &fitted, spec.item_neighbours).map(|model| ItemCandidate {
+                    model,
+                    params,
+                    fit_s: t.elapsed().as_secs_f64(),
+                })
+            }
             Err(e) => {
                 tracing::warn!(
                     "the search's winner {} did not fit on the training side ({e}): ALS serves",
@@ -858,7 +867,7 @@ mod tests {
                 e.baseline
             );
             let m = bundle.item_model.as_ref().expect("an item model");
-            assert_eq!(m.family, family);
+            assert_eq!(m.family(), family);
             assert!(m.fits(bundle.items.len()));
             // As the champion of a run on the same data and seed, on the same
             // split: the same figure (scored from the users' histories).
@@ -870,6 +879,23 @@ mod tests {
                 champ.ndcg,
                 e.metrics.ndcg
             );
+            // The next search starts from the point the champion serves with.
+            let served_params = m.params.params();
+            let champion = std::sync::Arc::new(
+                crate::ml::serve::ServingModel {
+                    id: 3,
+                    bundle: bundle.clone(),
+                    affinity_weight: 0.0,
+                    params: s.als.params().clone(),
+                }
+                .into_champion(),
+            );
+            let warm = TrainSpec {
+                warm: Some(champion),
+                ..s.clone()
+            };
+            let c = fit_candidate(pairs().pairs, &warm).unwrap();
+            assert_eq!(c.search.as_ref().unwrap().trials[0].params, served_params);
             // The search recorded what it tried, and the version what serves.
             let c = fit_candidate(pairs().pairs, &s).unwrap();
             let r = c.search.as_ref().unwrap();
