@@ -489,7 +489,7 @@ mod tests {
         });
         // Stored and read back, it serves the same lists.
         let bytes = postcard::to_stdvec(&b).unwrap();
-        let staged = Recommender::new(Bundle::decode(&bytes, |_| false).unwrap());
+        let staged = Recommender::new(postcard::from_bytes::<Bundle>(&bytes).unwrap());
         let (mut differ, mut users) = (0, 0);
         for u in 0..staged.bundle().users.len() as u32 {
             let list = |rec: &Recommender, k| -> Vec<String> {

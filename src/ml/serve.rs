@@ -41,6 +41,19 @@ pub struct Bundle {
     pub item_model: Option<ItemModel>,
 }
 
+/// Why a stored bundle does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{0}")]
+    Layout(#[from] postcard::Error),
+    #[error("its item domains do not match its items")]
+    Domains,
+    #[error("its item model does not match its items")]
+    ItemModel,
+    #[error("bytes are left past every known layout")]
+    Trailing,
+}
+
 impl Bundle {
     /// Decodes a stored bundle. Each older layout is a prefix of this one
     /// (fields were only ever added at the end, each absent one empty): a
@@ -49,7 +62,7 @@ impl Bundle {
     /// `is_track`: an item with a track catalog record is music). A layout
     /// counts only when it is the whole value, so a newer bundle damaged in a
     /// later field is an error, not an older bundle.
-    pub(crate) fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, String> {
+    fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, BundleError> {
         // The absent fields' empty encodings: no item model; no ranking
         // stage; no domains (an empty list).
         const ABSENT: [&[u8]; 4] = [&[], &[0], &[0, 0], &[0, 0, 0]];
@@ -76,13 +89,13 @@ impl Bundle {
                             .collect();
                     }
                     if b.item_domain.len() != b.items.len() {
-                        return Err("its item domains do not match its items".into());
+                        return Err(BundleError::Domains);
                     }
                     if b.item_model
                         .as_ref()
                         .is_some_and(|m| !m.fits(b.items.len()))
                     {
-                        return Err("its item model does not match its items".into());
+                        return Err(BundleError::ItemModel);
                     }
                     return Ok(b);
                 }
@@ -92,7 +105,7 @@ impl Bundle {
                 }
             }
         }
-        Err(first.map_or_else(|| "trailing bytes".to_string(), |e| e.to_string()))
+        Err(first.map_or(BundleError::Trailing, BundleError::Layout))
     }
 }
 
@@ -887,7 +900,7 @@ mod tests {
             m.prior.push(0.0);
         }
         let err = Bundle::decode(&postcard::to_stdvec(&bad).unwrap(), |_| false).unwrap_err();
-        assert!(err.contains("item model"), "{err}");
+        assert!(matches!(err, BundleError::ItemModel), "{err}");
     }
 
     #[test]
