@@ -380,7 +380,7 @@ impl Handler<ImportModel> for EvaluatorActor {
         let champion = self.serving.get();
         let dir = msg.0;
         let scored = async move {
-            let mut snap = snapshots
+            let snap = snapshots
                 .send(TakeSnapshot(import::snapshot_spec(&cfg)))
                 .await??;
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -389,14 +389,8 @@ impl Handler<ImportModel> for EvaluatorActor {
             crate::domain::worker::spawn(
                 "import",
                 move || {
-                    let scored = import::read_factors(&dir)
-                        .map_err(|e| TrainError::Refused(e.to_string()))
-                        .and_then(|f| {
-                            snap.derive_video_pairs()?;
-                            let bundle = champion.as_ref().map(|c| c.recommender.bundle());
-                            import::score_import(&f, snap, &cfg, bundle)
-                        });
-                    let _ = tx.send(scored);
+                    let bundle = champion.as_ref().map(|c| c.recommender.bundle());
+                    let _ = tx.send(import::score_import(&dir, snap, &cfg, bundle));
                 },
                 |_| {},
             );

@@ -254,20 +254,17 @@ pub struct LakeReport {
 /// How the trainer weighs and splits pairs (`[models]`): the lake marks the
 /// pairs it holds out, so a model trained elsewhere on the others is scored
 /// on pairs it never saw (`split.json` at the lake's root says which draw).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LakeSplit {
-    pub seed: u64,
-    pub test_fraction: f64,
+    pub draw: crate::ml::dataset::Split,
     /// Listening weights, in [`MusicAction`] order.
-    #[serde(skip)]
     pub music_weights: [f64; 5],
 }
 
 impl LakeSplit {
     pub fn of(m: &crate::ml::config::ModelsConfig) -> LakeSplit {
         LakeSplit {
-            seed: m.seed,
-            test_fraction: m.test_fraction,
+            draw: crate::ml::dataset::Split::of(m),
             music_weights: m.event_weights.by_action(),
         }
     }
@@ -394,7 +391,7 @@ pub fn export_parquet(
             ("held_out", Col::Bool),
         ],
     );
-    let held_out = crate::ml::dataset::HeldOut::new(split.test_fraction, split.seed);
+    let held_out = crate::ml::dataset::HeldOut::new(split.draw.test_fraction, split.draw.seed);
     for item in store.pair_aggregates() {
         let (u, i, a) = item.map_err(serr)?;
         let h = held_out.of(&u, &i);
@@ -634,7 +631,7 @@ pub fn export_parquet(
     let split_path = out.join("split.json");
     std::fs::write(
         &split_path,
-        serde_json::to_vec(split).map_err(|e| LakeError::Store(e.to_string()))?,
+        serde_json::to_vec(&split.draw).map_err(|e| LakeError::Store(e.to_string()))?,
     )
     .map_err(|e| LakeError::Write {
         path: split_path.display().to_string(),

@@ -49,6 +49,24 @@ fn pair_hash(seed: u64, user: &str, item: &str) -> u64 {
     splitmix64(text_hash(seed, user) ^ text_hash(seed.rotate_left(17), item))
 }
 
+/// A held-out draw: its seed and the share of pairs it holds out (the
+/// trainer's `models.seed` and `models.test_fraction`; the lake's
+/// `split.json`; what an import was trained without).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Split {
+    pub seed: u64,
+    pub test_fraction: f64,
+}
+
+impl Split {
+    pub fn of(m: &super::config::ModelsConfig) -> Split {
+        Split {
+            seed: m.seed,
+            test_fraction: m.test_fraction,
+        }
+    }
+}
+
 /// Which pairs a split holds out: those whose [`pair_hash`] falls below
 /// `test_fraction` of the range (none at 0). The same draw for the trainer,
 /// the evaluator and the lake's `held_out` column (the Spark route trains on

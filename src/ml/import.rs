@@ -51,13 +51,7 @@ pub struct ImportMeta {
     /// The lake's held-out draw its training left out (`split.json`): the
     /// store's must be the same, or the evaluator's test pairs may have
     /// been trained on.
-    pub split: Split,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Split {
-    pub seed: u64,
-    pub test_fraction: f64,
+    pub split: super::dataset::Split,
 }
 
 /// One side's factors: names, their rows, and `rank` floats a row.
@@ -104,7 +98,7 @@ pub struct ImportInfo {
     pub items_unused: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
@@ -405,19 +399,20 @@ pub struct ScoredImport {
     pub info: ImportInfo,
 }
 
-/// Checks `f` was trained for `cfg`'s split and scores it on `snap` (its
-/// video pairs derived) against `champion` and popularity.
+/// Reads `dir`'s factors, checks they were trained for `cfg`'s split, and
+/// scores them on `snap` (its video pairs derived here, off the store's
+/// thread) against `champion` and popularity.
 pub fn score_import(
-    f: &ImportedFactors,
-    snap: super::train::Snapshot,
+    dir: &Path,
+    mut snap: super::train::Snapshot,
     cfg: &super::config::ModelsConfig,
     champion: Option<&super::serve::Bundle>,
 ) -> Result<ScoredImport, super::TrainError> {
     use super::train::{evaluate_candidate, serving_bundle};
     use super::TrainError;
-    let dir = &f.dir;
+    let f = &read_factors(dir)?;
     let split = f.meta.split;
-    if split.seed != cfg.seed || split.test_fraction != cfg.test_fraction {
+    if split != super::dataset::Split::of(cfg) {
         return Err(TrainError::Refused(format!(
             "{}: trained without the pairs of the held-out draw seed {} test_fraction {}, but this store is scored on seed {} test_fraction {} (models.seed, models.test_fraction): export the lake with the same config (`export parquet --config`) and train again",
             dir.display(),
@@ -427,6 +422,7 @@ pub fn score_import(
             cfg.test_fraction
         )));
     }
+    snap.derive_video_pairs()?;
     let data = super::dataset::build(snap.pairs, cfg.test_fraction, cfg.min_user_items, cfg.seed);
     if data.train.nnz() == 0 || data.test.nnz() == 0 {
         return Err(TrainError::Refused(format!(
@@ -521,14 +517,12 @@ pub fn import_version(
     dir: &Path,
 ) -> Result<ImportReport, super::TrainError> {
     use super::TrainError;
-    let f = read_factors(dir).map_err(|e| TrainError::Refused(e.to_string()))?;
     let view = store.view();
     let titles =
         crate::views::indexes::titles_of(&view).map_err(|e| TrainError::Store(e.to_string()))?;
-    let mut snap = super::train::snapshot(store, &titles, &snapshot_spec(cfg))?;
-    snap.derive_video_pairs()?;
+    let snap = super::train::snapshot(store, &titles, &snapshot_spec(cfg))?;
     let champion = super::serve::load_champion(&view)?;
-    let scored = score_import(&f, snap, cfg, champion.as_ref().map(|(_, b)| b))?;
+    let scored = score_import(dir, snap, cfg, champion.as_ref().map(|(_, b)| b))?;
     record_import(&view, cfg, &scored)
 }
 

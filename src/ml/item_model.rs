@@ -120,6 +120,12 @@ impl ItemModel {
         self.params.params().family()
     }
 
+    /// The most weights any item keeps.
+    pub fn neighbours(&self) -> usize {
+        let w = &self.weights;
+        w.indptr.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0)
+    }
+
     pub fn items(&self) -> usize {
         self.prior.len()
     }

@@ -51,6 +51,8 @@ pub enum TrainError {
     Refused(String),
     #[error(transparent)]
     Params(#[from] super::als::AlsError),
+    #[error(transparent)]
+    Import(#[from] super::import::ImportError),
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
     #[error("the store could not be read or written: {0}")]

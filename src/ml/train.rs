@@ -444,14 +444,7 @@ pub fn evaluate_candidate(
     let metrics = evaluate(&d.train, &d.test, k, &|u, s| c.scores_into(u, s));
     let item_family = c.items.as_ref().map(|i| ItemServing {
         params: i.params.clone(),
-        neighbours: i
-            .model
-            .weights
-            .indptr
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or(0),
+        neighbours: i.model.neighbours(),
         fit_s: i.fit_s,
         als: evaluate(&d.train, &d.test, k, &|u, s| c.model.scores_into(u, s)),
     });
@@ -524,12 +517,22 @@ pub fn evaluate_folded(c: &Candidate, champion: &Champion, k: usize) -> FoldedEv
             (d.users[u].clone(), rows)
         })
         .collect();
-    let solver = live::ChampionSolver::new(champion);
-    let folded: HashMap<String, Vec<f32>> = live::fold_rows(champion, &solver, users)
-        .into_iter()
-        .map(|(u, f, _)| (u, f.factors))
-        .collect();
     let b = r.bundle();
+    // An item × item champion ranks from the users' pairs themselves: no
+    // factors to solve (the fold-in leaves out users without a pair on its
+    // items; so does the count).
+    let (folded, users_folded) = if b.item_model.is_some() {
+        let n = users.iter().filter(|(_, rows)| !rows.is_empty()).count();
+        (HashMap::new(), n)
+    } else {
+        let solver = live::ChampionSolver::new(champion);
+        let folded: HashMap<String, Vec<f32>> = live::fold_rows(champion, &solver, users)
+            .into_iter()
+            .map(|(u, f, _)| (u, f.factors))
+            .collect();
+        let n = folded.len();
+        (folded, n)
+    };
     let metrics = evaluate(&d.train, &d.test, k, |u, s| {
         let x = folded.get(&d.users[u]).map(Vec::as_slice);
         champion_scores(s, &item_map, b, x, d.train.row(u));
@@ -537,7 +540,7 @@ pub fn evaluate_folded(c: &Candidate, champion: &Champion, k: usize) -> FoldedEv
     FoldedEvaluation {
         from: champion.id,
         metrics,
-        users: folded.len(),
+        users: users_folded,
         unknown_items: item_map.iter().filter(|j| j.is_none()).count(),
         seconds: t.elapsed().as_secs_f64(),
     }
@@ -891,11 +894,22 @@ mod tests {
                 .into_champion(),
             );
             let warm = TrainSpec {
-                warm: Some(champion),
+                warm: Some(champion.clone()),
                 ..s.clone()
             };
             let c = fit_candidate(pairs().pairs, &warm).unwrap();
             assert_eq!(c.search.as_ref().unwrap().trials[0].params, served_params);
+            // Live, it ranks from each user's pairs: on the same split, what
+            // it scored as the champion, with no factors solved.
+            let live = evaluate_folded(&c, &champion, 10);
+            assert!(
+                (live.metrics.ndcg - champ.ndcg).abs() < 1e-9,
+                "{live:?} vs {champ:?}"
+            );
+            assert!(
+                live.users > 0 && live.users <= c.data.users.len(),
+                "{live:?}"
+            );
             // The search recorded what it tried, and the version what serves.
             let c = fit_candidate(pairs().pairs, &s).unwrap();
             let r = c.search.as_ref().unwrap();

@@ -20,9 +20,6 @@ pub enum ModelsAction {
     Import,
 }
 
-/// Longest `dir` of an import, in bytes.
-const MAX_DIR_BYTES: usize = 4096;
-
 /// `models [ACTION] [ID]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -115,20 +112,12 @@ pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError>
             let dir = req.dir.ok_or(RequestError::Needs(
                 "import needs `dir`: the directory spark/train_als.py wrote (meta.json, users/, items/)",
             ))?;
-            if dir.is_empty() {
-                return Err(RequestError::Empty { name: "dir" }.into());
-            }
-            if dir.len() > MAX_DIR_BYTES {
-                return Err(RequestError::TooLong {
-                    name: "dir",
-                    len: dir.len(),
-                    max: MAX_DIR_BYTES,
-                }
-                .into());
-            }
-            if let Some(c) = dir.chars().find(|c| c.is_control()) {
-                return Err(RequestError::ControlCharacter { name: "dir", c }.into());
-            }
+            crate::admin::bounds::text(
+                "dir",
+                Some(&dir),
+                true,
+                crate::admin::bounds::MAX_PATH_BYTES,
+            )?;
             let report = a.import_model.send(ImportModel(dir.into())).await??;
             Ok(ModelsReply::Imported(Box::new(report)))
         }
