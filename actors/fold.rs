@@ -49,6 +49,12 @@ struct Worker {
     solver: Option<ChampionSolver>,
     pairs: PairRows,
     items: ItemFold,
+    /// This store's member id: a champion's snapshot says which of its
+    /// batches it covers under that name.
+    member: Option<String>,
+    /// The last batch that changed each user's pairs (the users held, and
+    /// those of the rounds since).
+    last_batch: std::collections::HashMap<String, u64>,
 }
 
 /// Starts the worker; it runs until every sender is dropped. A thread in
@@ -79,13 +85,15 @@ pub fn spawn(
         pool: std::sync::Arc::new(pool),
         rx: worker_rx,
         serving,
-        view,
         indexes,
         weights: cfg.event_weights.by_action(),
         max_users: cfg.fold_in_max_users,
         solver: None,
         pairs: PairRows::default(),
         items: ItemFold::new(cfg.fold_in_item_min_users, cfg.fold_in_max_items),
+        member: view.member_id().ok(),
+        last_batch: Default::default(),
+        view,
     };
     let worker = std::thread::Builder::new()
         .name("fold-in".into())
@@ -183,14 +191,13 @@ impl Worker {
             mut oldest,
             batches,
         } = round;
-        let Some(champion) = self.serving.get() else {
-            return Flow::Go;
-        };
-        if self.solver.as_ref().map(|s| s.model) != Some(champion.id) {
-            // A new champion (or the first since the start): the users held
-            // against the one before, and those recorded as folded against
-            // this one (before a restart), are solved against it.
-            let mut again: HashSet<String> = self
+        for c in &changes {
+            let b = self.last_batch.entry(c.user.clone()).or_default();
+            *b = (*b).max(c.seq);
+        }
+        if self.last_batch.len() > 2 * self.max_users.max(1) {
+            // Bounded: only the users held need it.
+            let held: HashSet<String> = self
                 .serving
                 .live()
                 .read()
@@ -198,6 +205,31 @@ impl Worker {
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
+            self.last_batch.retain(|u, _| held.contains(u));
+        }
+        let Some(champion) = self.serving.get() else {
+            return Flow::Go;
+        };
+        if self.solver.as_ref().map(|s| s.model) != Some(champion.id) {
+            // A new champion (or the first since the start): the users held
+            // against the one before, and those recorded as folded against
+            // this one (before a restart), are solved against it.
+            // Those whose every change is in the champion's training
+            // snapshot serve their trained rows: only what came after is
+            // folded in (so every member of a group serves them the same).
+            let covered = self.covered(champion.id);
+            let held = self
+                .serving
+                .live()
+                .read()
+                .map(|l| l.user_ids())
+                .unwrap_or_default();
+            let mut again: HashSet<String> = held
+                .into_iter()
+                .filter(|u| self.last_batch.get(u).is_none_or(|b| *b >= covered))
+                .collect();
+            self.last_batch
+                .retain(|u, b| *b >= covered && again.contains(u));
             match self.view.folded_users(champion.id) {
                 Ok(stored) => again.extend(stored),
                 Err(e) => tracing::warn!("cannot read the users folded in before: {e}"),
@@ -350,6 +382,17 @@ impl Worker {
             t.elapsed()
         );
         Flow::Go
+    }
+}
+
+impl Worker {
+    /// Every batch of this store below the answer is in the champion's training snapshot.
+    fn covered(&self, model: u64) -> u64 {
+        let Some(member) = &self.member else { return 0 };
+        match crate::ml::version::champion(&self.view) {
+            Ok(Some(v)) if v.id == model => v.snapshot().covered.get(member).copied().unwrap_or(0),
+            _ => 0,
+        }
     }
 }
 

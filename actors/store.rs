@@ -31,6 +31,8 @@ pub struct StoreActor {
     pub flight: Arc<Flight>,
     /// The fold-in, told which users each durable batch touched (none: off).
     pub fold: Option<super::fold::FoldSender>,
+    /// The group's publisher, told each durable batch's pair changes (none: no group).
+    pub share: Option<crate::cluster::PairFeed>,
 }
 
 impl Actor for StoreActor {
@@ -80,9 +82,17 @@ impl Handler<StoreBatch> for StoreActor {
                 if let Ok(mut a) = self.analytics.lock() {
                     a.observe(&c.records, &c.fresh, now);
                 }
-                if let (Some(tx), false) = (&self.fold, c.pairs.is_empty()) {
-                    let mut changes = c.pairs;
-                    changes.retain(|p| p.user != crate::store::bounds::OTHER);
+                let mut changes = c.pairs;
+                changes.retain(|p| p.user != crate::store::bounds::OTHER);
+                if let (Some(tx), false) = (&self.share, changes.is_empty()) {
+                    if tx.send(changes.clone()).is_err() {
+                        tracing::error!(
+                            "the group's publisher stopped: this member's pairs reach the group's trainer at its next start"
+                        );
+                        self.share = None;
+                    }
+                }
+                if let (Some(tx), false) = (&self.fold, changes.is_empty()) {
                     let touched = super::fold::Touched {
                         changes,
                         committed: std::time::Instant::now(),

@@ -32,6 +32,9 @@ pub struct TrainerActor {
     busy: bool,
     /// Operators waiting for the current run's outcome.
     waiting: Vec<tokio::sync::oneshot::Sender<Result<TrainOutcome, TrainError>>>,
+    /// The group this member is part of: only its trainer trains, on every
+    /// member's pairs (none: this daemon trains on its own).
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl TrainerActor {
@@ -41,6 +44,7 @@ impl TrainerActor {
         evaluator: Addr<EvaluatorActor>,
         progress: Arc<Progress>,
         serving: crate::ml::serve::Serving,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> TrainerActor {
         TrainerActor {
             cfg,
@@ -53,11 +57,23 @@ impl TrainerActor {
             last: Instant::now(),
             busy: false,
             waiting: Vec::new(),
+            cluster,
         }
     }
 
+    /// Events stored here, or in the whole group (as its members last said).
+    fn stored(&self) -> u64 {
+        let own = Progress::get(&self.progress.stored);
+        self.cluster.as_ref().map_or(own, |c| c.group_stored(own))
+    }
+
+    /// Whether this daemon trains: alone, or as its group's trainer.
+    fn trains(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.is_trainer())
+    }
+
     fn due(&self) -> bool {
-        let stored = Progress::get(&self.progress.stored);
+        let stored = self.stored();
         let new = stored.saturating_sub(self.trained_at);
         let drift = self.folded().saturating_sub(self.folded_at);
         (self.cfg.train_every_events > 0 && new >= self.cfg.train_every_events)
@@ -75,12 +91,15 @@ impl TrainerActor {
     }
 
     fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), TrainError> {
+        if let Some(c) = &self.cluster {
+            c.check_trainer("train")?;
+        }
         if self.busy {
             return Ok(());
         }
         let als = self.cfg.als().check()?;
         self.busy = true;
-        self.trained_at = Progress::get(&self.progress.stored);
+        self.trained_at = self.stored();
         self.folded_at = self.folded();
         self.last = Instant::now();
         let min_events = self.cfg.min_events;
@@ -100,6 +119,7 @@ impl TrainerActor {
         let cfg = self.cfg.clone();
         // The serving champion's factors seed the fit (a warm start).
         let warm = self.serving.get();
+        let cluster = self.cluster.clone();
         let me = ctx.address();
         let evaluator = self.evaluator.clone();
         actix::spawn(async move {
@@ -119,6 +139,8 @@ impl TrainerActor {
             crate::domain::worker::spawn(
                 "training",
                 move || {
+                    // The group's trainer: every other member's pairs too.
+                    snap.peers = cluster.map(|c| c.peer_pairs());
                     if let Err(e) = snap.derive_video_pairs() {
                         tracing::error!("training skipped: {e}");
                         return me.do_send(RunEnded(Err(e)));
@@ -169,7 +191,7 @@ impl Actor for TrainerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_secs(1), |a, ctx| {
-            if a.cfg.enabled && !a.busy && a.due() {
+            if a.cfg.enabled && !a.busy && a.trains() && a.due() {
                 let _ = a.start_training(ctx);
             }
         });

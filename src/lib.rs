@@ -3,6 +3,7 @@
 //! a paragraph per folder, and where to change what.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod export;

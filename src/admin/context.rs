@@ -135,6 +135,8 @@ pub struct Handles {
     pub analytics: Arc<Mutex<crate::views::analytics::Analytics>>,
     /// The alert rules' states.
     pub alerts: Arc<Mutex<crate::views::alerts::Book>>,
+    /// This member's part in its group (`cluster.enabled`).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Admin {

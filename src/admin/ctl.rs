@@ -639,6 +639,50 @@ fn status_text(r: &StatusReply) -> String {
     out.push_str(&t.to_string());
     out.push('\n');
     out.push_str(&producers_table(&r.producers));
+    if let Some(c) = &r.cluster {
+        out.push('\n');
+        out.push_str(&cluster_table(c));
+    }
+    out
+}
+
+/// The group acting as one: who trains, each member's state, the shared topics' lag.
+fn cluster_table(c: &crate::cluster::ClusterStatus) -> String {
+    let mut out = format!(
+        "group: this member {}{}; trainer {}; group model {}; lag {}; pairs of {} peers held: {}; unreadable records {}\n",
+        c.member,
+        if c.trainer { " (trains)" } else { "" },
+        c.trainer_member.as_deref().unwrap_or("- (the role is moving)"),
+        c.group_model.map_or_else(|| "-".into(), |v| format!("v{v}")),
+        c.lag
+            .iter()
+            .map(|(t, l)| format!("{t} {l}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.pair_origins.saturating_sub(1),
+        c.peer_pairs,
+        c.unreadable
+    );
+    let mut t = table(&[
+        "member",
+        "role",
+        "serving",
+        "events stored",
+        "last heard",
+        "http",
+    ]);
+    for m in &c.members {
+        t.add_row(vec![
+            format!("{}{}", m.member, if m.this_member { " (this)" } else { "" }),
+            if m.trainer { "trainer" } else { "member" }.to_string(),
+            m.serving
+                .map_or_else(|| "popularity".into(), |v| format!("model v{v}")),
+            m.stored.to_string(),
+            format!("{:.1} s ago", m.age_ms as f64 / 1000.0),
+            opt(&m.http),
+        ]);
+    }
+    out.push_str(&t.to_string());
     out
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+mod cluster;
 mod producers;
 mod serve;
 
@@ -16,6 +17,7 @@ pub use crate::kafka::config::KafkaConfig;
 pub use crate::ml::config::{EventWeights, ModelsConfig, PromoteMetric};
 pub use crate::store::config::StoreConfig;
 pub use crate::views::config::AnalyticsConfig;
+pub use cluster::{ClusterConfig, ClusterTopics};
 pub use producers::{ProducerMode, ProducersConfig};
 pub use serve::{AdminConfig, HttpConfig, LogConfig};
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// Daemons of one consumer group acting as one.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -140,6 +145,7 @@ impl Config {
             return Err(invalid("data_dir", &self.data_dir, "must name a directory").into());
         }
         self.kafka.validate()?;
+        self.cluster.validate(self.kafka.max_record_bytes)?;
         self.analytics.validate()?;
         self.alerts.validate()?;
         self.http.validate()?;

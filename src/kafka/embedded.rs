@@ -12,6 +12,12 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn start(topics: &[String], partitions: i32) -> Result<Embedded, KafkaGlueError> {
+        let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
+        Embedded::start_topics(&topics)
+    }
+
+    /// Starts the broker with these topics: (name, partitions).
+    pub fn start_topics(topics: &[(String, i32)]) -> Result<Embedded, KafkaGlueError> {
         let (tx, rx) = std::sync::mpsc::channel::<Result<String, KafkaGlueError>>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let topics = topics.to_vec();
@@ -25,8 +31,8 @@ impl Embedded {
                         return;
                     }
                 };
-                for t in &topics {
-                    if let Err(e) = cluster.create_topic(t, partitions, 1) {
+                for (t, partitions) in &topics {
+                    if let Err(e) = cluster.create_topic(t, *partitions, 1) {
                         let _ = tx.send(Err(KafkaGlueError::Topic {
                             topic: t.clone(),
                             message: format!("the embedded broker cannot create it: {e}"),

@@ -21,6 +21,7 @@ mod embedded;
 mod group;
 mod orphan;
 mod producer;
+mod topics;
 mod watermarks;
 
 use config::KafkaConfig;
@@ -28,8 +29,9 @@ pub use consumer::Source;
 pub use embedded::Embedded;
 pub use group::{Claims, GroupCommit};
 pub use producer::{
-    check_topic, cli_producer, flush, import_headers, producer, send, Delivery, Producer,
+    check_topic, cli_producer, flush, import_headers, producer, send, send_to, Delivery, Producer,
 };
+pub use topics::ensure_topics;
 pub use watermarks::{cluster_namespace, wait_for_cluster, WatermarkProbe};
 
 #[derive(Debug, Error)]
@@ -50,6 +52,11 @@ pub enum KafkaGlueError {
 
 /// Partitions this consumer currently owns.
 pub type Assignment = Arc<Mutex<Vec<(String, i32)>>>;
+
+/// A client's settings: the brokers, the client id and `kafka.properties`.
+pub fn client_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
+    base_config(brokers, cfg)
+}
 
 pub(crate) fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();

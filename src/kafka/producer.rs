@@ -141,6 +141,36 @@ pub fn send(
     }
 }
 
+/// Sends one record to one partition, waiting for queue room when the local
+/// queue is full (records of one partition keep their order).
+pub fn send_to(
+    p: &Producer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), KafkaGlueError> {
+    loop {
+        let rec = BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload);
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                p.poll(Duration::from_millis(5))
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                return Err(KafkaGlueError::TooLarge {
+                    topic: topic.to_string(),
+                    size: payload.len(),
+                })
+            }
+            Err((e, _)) => return Err(KafkaGlueError::Client(e)),
+        }
+    }
+}
+
 /// Waits until every queued record is delivered.
 pub fn flush(p: &Producer, timeout: Duration) -> Result<(), KafkaGlueError> {
     p.flush(timeout).map_err(|e| KafkaGlueError::Topic {

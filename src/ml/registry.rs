@@ -171,3 +171,29 @@ pub fn change_champion(view: &StoreView, to: Option<u64>) -> Result<ServingModel
     }
     load_serving(view)?.ok_or_else(|| TrainError::Refused("no champion after the change".into()))
 }
+
+/// Records a version another member of the group trained and published
+/// (its metadata as that member recorded it, and its serving bundle) and
+/// makes it the champion here; answers it as served. A version already
+/// recorded under that id is replaced: the group's trainer numbers versions
+/// from the newest it has read, so its id wins.
+pub fn adopt(
+    view: &StoreView,
+    meta: &[u8],
+    bundle: &[u8],
+    keep_versions: usize,
+) -> Result<ServingModel, TrainError> {
+    let v: ModelVersion = serde_json::from_slice(meta)
+        .map_err(|e| TrainError::Decode(format!("a published model's metadata: {e}")))?;
+    if !v.kind().recommends() {
+        return Err(TrainError::NotARecommender {
+            id: v.id,
+            kind: v.kind(),
+        });
+    }
+    super::serve::Bundle::check(bundle)
+        .map_err(|e| TrainError::Decode(format!("published model {}: {e}", v.id)))?;
+    version::record(view, &v, bundle, true)?;
+    view.prune_models(keep_versions)?;
+    load_serving(view)?.ok_or_else(|| TrainError::Refused("no champion after adopting".into()))
+}

@@ -62,6 +62,12 @@ impl Bundle {
     /// `is_track`: an item with a track catalog record is music). A layout
     /// counts only when it is the whole value, so a newer bundle damaged in a
     /// later field is an error, not an older bundle.
+    /// Whether `bytes` are a serving bundle this build reads (the layouts it
+    /// writes: a bundle from another member of the group).
+    pub fn check(bytes: &[u8]) -> Result<(), BundleError> {
+        Bundle::decode(bytes, |_| false).map(|_| ())
+    }
+
     fn decode(bytes: &[u8], is_track: impl Fn(&str) -> bool) -> Result<Bundle, BundleError> {
         // The absent fields' empty encodings: no item model; no ranking
         // stage; no domains (an empty list).

@@ -86,6 +86,11 @@ pub struct Snapshot {
     pub events: Vec<VideoEvent>,
     /// Counts recorded with the model version.
     pub data: super::version::SnapshotInfo,
+    /// The store's music pairs, weighted into `pairs` by [`Snapshot::derive_video_pairs`].
+    music: Vec<(String, String, crate::store::MusicAgg)>,
+    music_weights: [f64; 5],
+    /// The other members' pairs (a group's trainer), added by [`Snapshot::derive_video_pairs`].
+    pub peers: Option<PeerPairs>,
     /// The catalog's user profiles and titles (content affinity).
     pub profiles: HashMap<String, UserProfile>,
     pub titles: HashMap<String, Title>,
@@ -103,9 +108,18 @@ impl Snapshot {
             .pair_aggregates()
             .collect::<Result<_, _>>()
             .map_err(|e| super::TrainError::Unreadable(e.to_string()))?;
+        let mut music = std::mem::take(&mut self.music);
+        if let Some(peers) = self.peers.take() {
+            pairs = merge_pairs(pairs, peers.video, PairAgg::merge);
+            music = merge_pairs(music, peers.music, crate::store::MusicAgg::merge);
+            self.data.covered.extend(peers.covered);
+        }
         self.data.video_pairs = pairs.len();
         self.data.video_pairs_s = t.elapsed().as_secs_f64();
-        pairs.append(&mut self.pairs);
+        let mut music = super::dataset::music_pairs(music, self.music_weights);
+        self.music_items = music.iter().map(|(_, t, _)| t.clone()).collect();
+        self.data.music_pairs = music.len();
+        pairs.append(&mut music);
         self.pairs = pairs;
         Ok(())
     }
@@ -123,6 +137,40 @@ impl Snapshot {
             titles: self.titles.clone(),
         })
     }
+}
+
+/// The pairs of a group's other members, for its trainer: their aggregates
+/// (a pair whose events went to several members is in several), and what of
+/// each member's batches they cover (member → every batch below it).
+#[derive(Debug, Clone, Default)]
+pub struct PeerPairs {
+    pub video: Vec<(String, String, PairAgg)>,
+    pub music: Vec<(String, String, crate::store::MusicAgg)>,
+    pub covered: std::collections::BTreeMap<String, u64>,
+}
+
+/// `own` with `peers` added: the parts of one pair summed with `merge`.
+fn merge_pairs<A: Copy>(
+    own: Vec<(String, String, A)>,
+    peers: Vec<(String, String, A)>,
+    merge: fn(&mut A, &A),
+) -> Vec<(String, String, A)> {
+    if peers.is_empty() {
+        return own;
+    }
+    let mut at: HashMap<(String, String), A> = HashMap::with_capacity(own.len() + peers.len());
+    for (u, i, a) in own.into_iter().chain(peers) {
+        match at.entry((u, i)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => merge(e.get_mut(), &a),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(a);
+            }
+        }
+    }
+    let mut out: Vec<(String, String, A)> = at.into_iter().map(|((u, i), a)| (u, i, a)).collect();
+    // In a stable order: the split and the fit see the same pairs in the same order.
+    out.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
 }
 
 /// What a training snapshot holds.
@@ -156,25 +204,27 @@ pub fn snapshot(
         return Err(super::TrainError::Waiting { stored, min_events });
     }
     let music = s.music_aggregates()?;
-    let pairs = super::dataset::music_pairs(music, music_weights);
-    let music_items = pairs.iter().map(|(_, t, _)| t.clone()).collect();
     let events = s.recent_video_events(max_events)?;
     let mut genres = s.item_genres();
     genres.extend(s.track_genres());
     // As of these offsets: the snapshot is taken between two store writes.
     let data = super::version::SnapshotInfo {
         stored_events: stored,
-        music_pairs: pairs.len(),
+        music_pairs: music.len(),
         classifier_events: events.len(),
         offsets: s.all_offsets(),
         video_pairs: 0,
         video_pairs_s: 0.0,
+        covered: [(s.view().member_id()?, s.next_seq())].into(),
     };
     Ok(Snapshot {
-        pairs,
+        pairs: Vec::new(),
         view: Some(s.view()),
+        music,
+        music_weights,
+        peers: None,
         genres,
-        music_items,
+        music_items: Default::default(),
         regions: s.item_regions(),
         events,
         data,
@@ -749,6 +799,9 @@ mod tests {
         Snapshot {
             pairs: v,
             view: None,
+            music: Vec::new(),
+            music_weights: [0.0; 5],
+            peers: None,
             genres: HashMap::new(),
             music_items: Default::default(),
             regions: HashMap::new(),

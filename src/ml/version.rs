@@ -70,6 +70,10 @@ pub struct SnapshotInfo {
     pub video_pairs: usize,
     #[serde(default)]
     pub video_pairs_s: f64,
+    /// Member of the group → every batch of its below this number is in the
+    /// snapshot (this store's member id alone, outside a group).
+    #[serde(default)]
+    pub covered: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use crate::actors::producer::{Feed, ProducerActor};
 use crate::actors::store::StoreActor;
 use crate::actors::trainer::TrainerActor;
 use crate::actors::validator::ValidatorActor;
+use crate::cluster::Cluster;
 use crate::config::{Config, ProducerMode};
 use crate::domain::event::Kind;
 use crate::ingest::pipeline::{Flight, Progress};
@@ -32,6 +33,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Kafka(#[from] KafkaGlueError),
+    #[error("the group: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot start the {what} thread: {source}; the system is out of threads or memory")]
     Thread {
         what: &'static str,
@@ -79,6 +82,9 @@ pub struct Daemon {
     arbiters: Vec<Arbiter>,
     /// The fold-in's thread: it ends once the store's actor (its sender) stops.
     fold_thread: Option<std::thread::JoinHandle<()>>,
+    /// This member's part in its group (`cluster.enabled`).
+    pub cluster: Option<Cluster>,
+    cluster_threads: Option<crate::cluster::Threads>,
     embedded: Option<Embedded>,
 }
 
@@ -118,6 +124,7 @@ impl Daemon {
             fatal: self.fatal.clone(),
             analytics: self.analytics.clone(),
             alerts: self.alerts.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -151,13 +158,21 @@ impl Daemon {
         store.set_rollup_tuning(cfg.analytics.rollup_tuning())?;
         let kinds = TopicKinds::new(&cfg.kafka.topics).map_err(KafkaGlueError::from)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {
-            let topics: Vec<String> = cfg
+            let mut topics: Vec<(String, i32)> = cfg
                 .kafka
                 .topics
                 .values()
                 .filter_map(|t| TopicSpec::plain(t).map(str::to_string))
+                .map(|t| (t, cfg.kafka.embedded_partitions))
                 .collect();
-            let e = Embedded::start(&topics, cfg.kafka.embedded_partitions)?;
+            if cfg.cluster.enabled {
+                topics.extend(
+                    Cluster::embedded_topics(&cfg.cluster, &cfg.kafka.group_id)
+                        .into_iter()
+                        .map(|t| (t, 1)),
+                );
+            }
+            let e = Embedded::start_topics(&topics)?;
             let bootstrap = e.bootstrap.clone();
             // Every embedded broker starts empty at offset 0: its offsets are its own.
             let ns = format!("embedded:{}", crate::domain::timefmt::now_ms());
@@ -243,6 +258,24 @@ impl Daemon {
         } else {
             (None, None)
         };
+        let (cluster, cluster_threads, share) = if cfg.cluster.enabled {
+            let deps = crate::cluster::Deps {
+                brokers: bootstrap.clone(),
+                kafka: cfg.kafka.clone(),
+                view: view.clone(),
+                serving: serving.clone(),
+                progress: progress.clone(),
+                keep_versions: cfg.models.keep_versions,
+                http: (cfg.http.enabled && !cfg.http.listen.ends_with(":0"))
+                    .then(|| cfg.http.listen.clone()),
+                music: store.music_aggregates()?,
+                seq: store.next_seq(),
+            };
+            let (c, t, feed) = Cluster::start(&cfg.cluster, deps)?;
+            (Some(c), Some(t), Some(feed))
+        } else {
+            (None, None, None)
+        };
         let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
             store,
             namespace: ns,
@@ -251,6 +284,7 @@ impl Daemon {
             analytics: an,
             flight: fl,
             fold,
+            share,
         });
         let store_rcpt = store.clone().recipient();
         let validator = Validator::new(&cfg.validation);
@@ -344,15 +378,16 @@ impl Daemon {
         let evaluator = EvaluatorActor::start_in_arbiter(&models_arb.handle(), move |_| {
             EvaluatorActor::new(mc, sr, v, s)
         });
-        let (mc, sr, ev, p, s) = (
+        let (mc, sr, ev, p, s, c) = (
             cfg.models.clone(),
             store.clone().recipient(),
             evaluator.clone(),
             progress.clone(),
             serving.clone(),
+            cluster.clone(),
         );
         let trainer = TrainerActor::start_in_arbiter(&models_arb.handle(), move |_| {
-            TrainerActor::new(mc, sr, ev, p, s)
+            TrainerActor::new(mc, sr, ev, p, s, c)
         });
         let monitor = MonitorActor::new(
             progress.clone(),
@@ -390,6 +425,8 @@ impl Daemon {
                 models_arb,
             ],
             fold_thread,
+            cluster,
+            cluster_threads,
             embedded,
         })
     }
@@ -415,6 +452,10 @@ impl Daemon {
             if h.join().is_err() {
                 tracing::error!("the fold-in thread panicked");
             }
+        }
+        // After the store's last batch: its pairs are published before the member leaves.
+        if let Some(t) = self.cluster_threads.take() {
+            t.stop();
         }
         drop(self.embedded.take());
         let p = &self.progress;

@@ -468,6 +468,11 @@ pub fn entry_name(k: &[u8]) -> String {
 }
 
 impl Store {
+    /// The sequence number the next batch gets: every batch below it is stored.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Per (user, track) listening counters.
     pub fn music_aggregates(&self) -> Result<Vec<(String, String, MusicAgg)>, StoreError> {
         self.state

@@ -63,7 +63,7 @@ pub fn zero(layout: Layout) -> Vec<f64> {
 }
 
 /// The implicit-feedback aggregate of one (user, item) pair.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct PairAgg {
     /// Sum of the per-event implicit feedback.
     pub weight: f64,
@@ -75,6 +75,16 @@ pub struct PairAgg {
 }
 
 impl PairAgg {
+    /// Adds another store's aggregate of the same pair (the members of a
+    /// group each hold the events of the partitions they consumed).
+    pub fn merge(&mut self, o: &PairAgg) {
+        self.weight += o.weight;
+        self.events += o.events;
+        self.positive_events += o.positive_events;
+        self.max_feedback = self.max_feedback.max(o.max_feedback);
+        self.last_ts_ms = self.last_ts_ms.max(o.last_ts_ms);
+    }
+
     pub fn from_slots(s: &[f64]) -> PairAgg {
         PairAgg {
             weight: s[0],
@@ -152,7 +162,7 @@ impl Qoe {
 }
 
 /// Listening counters of one (user, track) pair.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, serde::Deserialize)]
 pub struct MusicAgg {
     /// play, skip, like, pause, seek.
     pub counts: [u64; 5],
@@ -160,6 +170,14 @@ pub struct MusicAgg {
 }
 
 impl MusicAgg {
+    /// Adds another store's counters of the same pair.
+    pub fn merge(&mut self, o: &MusicAgg) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        self.last_ts_ms = self.last_ts_ms.max(o.last_ts_ms);
+    }
+
     pub fn from_slots(s: &[f64]) -> MusicAgg {
         MusicAgg {
             counts: std::array::from_fn(|i| s[i] as u64),

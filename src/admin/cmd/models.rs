@@ -101,10 +101,16 @@ pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError>
             let id = req.id.ok_or(RequestError::Needs(
                 "promote needs `id`: `models` lists the versions",
             ))?;
+            if let Some(c) = &a.cluster {
+                c.check_trainer("promote")?;
+            }
             let champion = a.set_champion.send(SetChampion(Some(id))).await??;
             Ok(ModelsReply::Champion(ChampionSet { champion }))
         }
         ModelsAction::Rollback => {
+            if let Some(c) = &a.cluster {
+                c.check_trainer("rollback")?;
+            }
             let champion = a.set_champion.send(SetChampion(None)).await??;
             Ok(ModelsReply::Champion(ChampionSet { champion }))
         }
@@ -118,6 +124,9 @@ pub async fn models(a: &Admin, req: Models) -> Result<ModelsReply, CommandError>
                 true,
                 crate::admin::bounds::MAX_PATH_BYTES,
             )?;
+            if let Some(c) = &a.cluster {
+                c.check_trainer("import")?;
+            }
             let report = a.import_model.send(ImportModel(dir.into())).await??;
             Ok(ModelsReply::Imported(Box::new(report)))
         }

@@ -150,6 +150,10 @@ pub struct StatusReply {
     /// The alert rules, those firing, evaluations so far.
     #[serde(default)]
     pub alerts: AlertsSummary,
+    /// The group acting as one (`cluster.enabled`): members, the trainer,
+    /// what each serves, the shared topics' lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -331,6 +335,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         champion,
         serving: champion.map_or_else(|| "popularity".to_string(), |id| format!("model v{id}")),
         serving_family,
+        cluster: a.cluster.as_ref().map(|c| c.status()),
         fold_in: a.serving.fold_stats(),
         alerts: a.alerts.lock().map_or_else(
             |_| AlertsSummary::default(),

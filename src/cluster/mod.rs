@@ -1,0 +1,383 @@
+//! Daemons of one consumer group acting as one, through Kafka alone (no
+//! protocol of our own, no shared disk):
+//!
+//! - **The trainer role** ([`role`]): each member joins a second consumer
+//!   group, `<kafka.group_id>.trainer`, on the one-partition topic `coord`;
+//!   the member Kafka assigns that partition trains for the group. When it
+//!   leaves or dies, Kafka's rebalance (after the session timeout) moves the
+//!   role to another member.
+//! - **Pair state** ([`publish`]): each member publishes the absolute
+//!   aggregates of the (user, item) pairs its batches changed, keyed by
+//!   (member, user, item), to the compacted topic `pairs`, then a `through`
+//!   mark (every batch below it is published). At start it publishes all it
+//!   holds (a crash between a write and its publication loses nothing). The
+//!   trainer adds its peers' aggregates to its own: a pair whose events went
+//!   to several members (partitions move) is the sum of their parts.
+//! - **The champion** ([`publish`], [`reader`]): the trainer publishes each new
+//!   champion (version metadata and serving bundle, in chunks) to the
+//!   compacted topic `models`; every member records the newest in its own
+//!   registry and serves it, and folds in its own users against it.
+//! - **Members** ([`reader`]): each member says who it is, whether it trains,
+//!   what it serves and how many events it holds, on `members`; `status`
+//!   lists them with each shared topic's lag.
+//!
+//! Every member reads `pairs`, `models` and `members` from the start
+//! (standby state: a new trainer has its peers' pairs at hand).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClusterConfig, ClusterTopics};
+use crate::store::{MusicAgg, PairAgg};
+
+mod publish;
+mod reader;
+mod role;
+pub mod wire;
+
+pub use publish::PairFeed;
+
+/// The group's view of one member, as its heartbeats say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub member: String,
+    pub trainer: bool,
+    pub serving: Option<u64>,
+    pub stored: u64,
+    pub http: Option<String>,
+    /// Since its last heartbeat, ms.
+    pub age_ms: u64,
+    pub this_member: bool,
+}
+
+/// What `status` says of the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub member: String,
+    pub trainer: bool,
+    /// The member that trains, as the heartbeats say (None while the role moves).
+    pub trainer_member: Option<String>,
+    pub members: Vec<MemberState>,
+    /// Shared topic → records this member has not read yet.
+    pub lag: BTreeMap<String, i64>,
+    /// The newest model published to the group.
+    pub group_model: Option<u64>,
+    /// Members whose pairs this member holds, and how many pairs.
+    pub pair_origins: usize,
+    pub peer_pairs: usize,
+    /// Records of the shared topics that did not decode (skipped).
+    pub unreadable: u64,
+    pub topics: BTreeMap<String, String>,
+    /// What this member published since it started: shared topic → records, bytes.
+    #[serde(default)]
+    pub published: BTreeMap<String, Sent>,
+}
+
+/// Records and bytes (keys and values) sent to one topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaGlueError),
+    #[error("cannot start a group thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[derive(Default)]
+struct OriginPairs {
+    video: HashMap<(String, String), PairAgg>,
+    music: HashMap<(String, String), MusicAgg>,
+    through: u64,
+}
+
+#[derive(Default)]
+struct State {
+    pairs: HashMap<String, OriginPairs>,
+    head: Option<wire::ModelHead>,
+    chunks: HashMap<u32, wire::ModelChunk>,
+    members: BTreeMap<String, (wire::Heartbeat, Instant)>,
+    lag: BTreeMap<String, i64>,
+    /// When the reader last reached the high watermarks it fetched, as of
+    /// the fetch.
+    caught_up: Option<Instant>,
+    unreadable: u64,
+}
+
+struct Inner {
+    cfg: ClusterConfig,
+    topics: ClusterTopics,
+    member: String,
+    trainer: AtomicBool,
+    stop: AtomicBool,
+    state: Mutex<State>,
+    /// Shared topic → what this member sent to it.
+    sent: Mutex<BTreeMap<String, Sent>>,
+}
+
+/// The handle every part of the daemon shares.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+/// The threads of the group's work; [`Threads::stop`] ends them.
+pub struct Threads {
+    cluster: Cluster,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Threads {
+    /// Says goodbye on `members`, leaves the trainer group, ends the threads.
+    pub fn stop(self) {
+        self.cluster.inner.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            if h.join().is_err() {
+                tracing::error!("a group thread panicked");
+            }
+        }
+    }
+}
+
+/// What the group's threads need from the daemon.
+pub struct Deps {
+    pub brokers: String,
+    pub kafka: crate::kafka::config::KafkaConfig,
+    pub view: crate::store::StoreView,
+    pub serving: crate::ml::serve::Serving,
+    pub progress: Arc<crate::ingest::pipeline::Progress>,
+    /// Model versions a member keeps (`models.keep_versions`).
+    pub keep_versions: usize,
+    pub http: Option<String>,
+    /// The store's music pairs and next batch sequence number at start.
+    pub music: Vec<(String, String, MusicAgg)>,
+    pub seq: u64,
+}
+
+impl Cluster {
+    /// Starts the role, the reader and the publisher; answers the handle, the
+    /// threads, and where the store's actor sends each batch's pair changes.
+    pub fn start(
+        cfg: &ClusterConfig,
+        deps: Deps,
+    ) -> Result<(Cluster, Threads, PairFeed), ClusterError> {
+        let member = deps.view.member_id()?;
+        let inner = Arc::new(Inner {
+            cfg: cfg.clone(),
+            topics: cfg.topics(&deps.kafka.group_id),
+            member,
+            trainer: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+            sent: Mutex::new(BTreeMap::new()),
+        });
+        let cluster = Cluster { inner };
+        crate::kafka::ensure_topics(&deps.brokers, &deps.kafka, &cluster.topic_specs());
+        let mut handles = Vec::new();
+        handles.push(role::spawn(&cluster, &deps)?);
+        handles.push(reader::spawn(&cluster, &deps)?);
+        let (feed, h) = publish::spawn(&cluster, deps)?;
+        handles.push(h);
+        tracing::info!(
+            "group member {}: sharing pairs, models and states on {}, {}, {}; the trainer role on {}",
+            cluster.member(),
+            cluster.inner.topics.pairs,
+            cluster.inner.topics.models,
+            cluster.inner.topics.members,
+            cluster.inner.topics.coord
+        );
+        Ok((cluster.clone(), Threads { cluster, handles }, feed))
+    }
+
+    /// The shared topics: (name, partitions, compacted).
+    fn topic_specs(&self) -> Vec<(String, i32, bool)> {
+        let t = &self.inner.topics;
+        vec![
+            (t.coord.clone(), 1, false),
+            (t.pairs.clone(), 1, true),
+            (t.models.clone(), 1, true),
+            (t.members.clone(), 1, true),
+        ]
+    }
+
+    /// The shared topics, for an embedded broker to create: (name, partitions).
+    pub fn embedded_topics(cfg: &ClusterConfig, group_id: &str) -> Vec<String> {
+        let t = cfg.topics(group_id);
+        vec![t.coord, t.pairs, t.models, t.members]
+    }
+
+    pub fn member(&self) -> &str {
+        &self.inner.member
+    }
+
+    /// Whether this member trains for the group.
+    pub fn is_trainer(&self) -> bool {
+        self.inner.trainer.load(Ordering::SeqCst)
+    }
+
+    fn stopping(&self) -> bool {
+        self.inner.stop.load(Ordering::SeqCst)
+    }
+
+    /// Counts a record sent to `topic`.
+    fn sent(&self, topic: &str, bytes: usize) {
+        let mut sent = self.inner.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let e = sent.entry(topic.to_string()).or_default();
+        e.records += 1;
+        e.bytes += bytes as u64;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live_members(s: &State, timeout: Duration) -> impl Iterator<Item = &wire::Heartbeat> {
+        s.members
+            .values()
+            .filter(move |(h, seen)| !h.leaving && seen.elapsed() <= timeout)
+            .map(|(h, _)| h)
+    }
+
+    /// The member that trains, as the heartbeats say.
+    pub fn trainer_member(&self) -> Option<String> {
+        if self.is_trainer() {
+            return Some(self.member().to_string());
+        }
+        let s = self.lock();
+        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
+        let found = Self::live_members(&s, timeout)
+            .find(|h| h.trainer)
+            .map(|h| h.member.clone());
+        found
+    }
+
+    /// Refuses `what` (training, a change of champion) unless this member
+    /// trains for the group: the error names the member that does.
+    pub fn check_trainer(&self, what: &str) -> Result<(), crate::ml::TrainError> {
+        if self.is_trainer() {
+            return Ok(());
+        }
+        Err(crate::ml::TrainError::Refused(match self.trainer_member() {
+            Some(t) => format!(
+                "member {t} trains for the group and decides its champion; this member ({}) serves the group's models: {what} on that member (`status` lists the members)",
+                self.member()
+            ),
+            None => format!(
+                "the group's trainer role is moving (a member left): {what} again after the Kafka session timeout"
+            ),
+        }))
+    }
+
+    /// Events the group's stores hold: this member's `own`, its peers' as
+    /// their heartbeats last said.
+    pub fn group_stored(&self, own: u64) -> u64 {
+        let s = self.lock();
+        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
+        let peers: u64 = Self::live_members(&s, timeout)
+            .filter(|h| h.member != self.inner.member)
+            .map(|h| h.stored)
+            .sum();
+        own + peers
+    }
+
+    /// The peers' pairs, once this member has read every record published
+    /// before the call (waiting at most `cluster.catch_up_seconds`; past that,
+    /// what it has read, with a warning).
+    pub fn peer_pairs(&self) -> crate::ml::train::PeerPairs {
+        let asked = Instant::now();
+        let limit = Duration::from_secs(self.inner.cfg.catch_up_seconds);
+        loop {
+            let caught_up = self.lock().caught_up.is_some_and(|t| t >= asked);
+            if caught_up {
+                break;
+            }
+            if asked.elapsed() >= limit || self.stopping() {
+                tracing::warn!(
+                    "the group's pairs are not all read after {limit:?} (see `status` for the lag): training on what is read"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let s = self.lock();
+        let mut out = crate::ml::train::PeerPairs::default();
+        for (origin, p) in &s.pairs {
+            if *origin == self.inner.member {
+                continue;
+            }
+            out.video
+                .extend(p.video.iter().map(|((u, i), a)| (u.clone(), i.clone(), *a)));
+            out.music
+                .extend(p.music.iter().map(|((u, i), a)| (u.clone(), i.clone(), *a)));
+            out.covered.insert(origin.clone(), p.through);
+        }
+        out
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let s = self.lock();
+        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
+        let members: Vec<MemberState> = s
+            .members
+            .values()
+            .filter(|(h, seen)| !h.leaving && seen.elapsed() <= timeout)
+            .map(|(h, seen)| MemberState {
+                member: h.member.clone(),
+                trainer: h.trainer,
+                serving: h.serving,
+                stored: h.stored,
+                http: h.http.clone(),
+                age_ms: seen.elapsed().as_millis() as u64,
+                this_member: h.member == self.inner.member,
+            })
+            .collect();
+        let trainer = self.is_trainer();
+        let trainer_member = if trainer {
+            Some(self.inner.member.clone())
+        } else {
+            members.iter().find(|m| m.trainer).map(|m| m.member.clone())
+        };
+        let t = &self.inner.topics;
+        ClusterStatus {
+            member: self.inner.member.clone(),
+            trainer,
+            trainer_member,
+            members,
+            lag: s.lag.clone(),
+            group_model: s.head.as_ref().map(|h| h.id),
+            pair_origins: s.pairs.len(),
+            peer_pairs: s
+                .pairs
+                .iter()
+                .filter(|(o, _)| **o != self.inner.member)
+                .map(|(_, p)| p.video.len() + p.music.len())
+                .sum(),
+            unreadable: s.unreadable,
+            topics: [
+                ("coord", &t.coord),
+                ("pairs", &t.pairs),
+                ("models", &t.models),
+                ("members", &t.members),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+            published: self
+                .inner
+                .sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}

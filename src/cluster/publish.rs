@@ -1,0 +1,317 @@
+//! What this member tells the group: the pairs its batches changed (absolute
+//! aggregates, then a `through` mark), a heartbeat, and — while it trains —
+//! each new champion, chunked.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, Heartbeat, ModelChunk, ModelHead, ModelRecord, PairKey, PairValue};
+use super::{Cluster, ClusterError, Deps};
+use crate::ingest::pipeline::Progress;
+use crate::kafka::{self, KafkaGlueError, Producer};
+use crate::ml::serve::Serving;
+use crate::store::{MusicAgg, PairChange, PairChangeAgg, StoreView};
+
+/// Where the store's actor sends each durable batch's pair changes.
+pub type PairFeed = Sender<Vec<PairChange>>;
+
+/// How long a flush of the shared topics may take before it is retried.
+const FLUSH: Duration = Duration::from_secs(30);
+
+struct Publisher {
+    cluster: Cluster,
+    producer: Producer,
+    rx: Receiver<Vec<PairChange>>,
+    view: StoreView,
+    serving: Serving,
+    progress: Arc<Progress>,
+    http: Option<String>,
+    /// Pairs changed since the last publication: video (user → items; read
+    /// whole at publication), music (the aggregate after the change).
+    video: HashMap<String, HashSet<String>>,
+    music: HashMap<(String, String), MusicAgg>,
+    /// Every batch below it is in the changes taken.
+    through: u64,
+    /// The start's publication of every pair is still to be done.
+    full: Option<Vec<(String, String, MusicAgg)>>,
+    last_champion: Option<u64>,
+    published_model: Option<u64>,
+    /// After a failed publication of the champion: when to try again.
+    model_retry_at: Option<Instant>,
+}
+
+pub fn spawn(
+    cluster: &Cluster,
+    deps: Deps,
+) -> Result<(PairFeed, std::thread::JoinHandle<()>), ClusterError> {
+    let producer = kafka::producer(&deps.brokers, &deps.kafka)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = Publisher {
+        cluster: cluster.clone(),
+        producer,
+        rx,
+        view: deps.view,
+        serving: deps.serving,
+        progress: deps.progress,
+        http: deps.http,
+        video: HashMap::new(),
+        music: HashMap::new(),
+        through: deps.seq,
+        full: Some(deps.music),
+        last_champion: None,
+        published_model: None,
+        model_retry_at: None,
+    };
+    let h = std::thread::Builder::new()
+        .name("group-publish".into())
+        .spawn(move || p.run())?;
+    Ok((tx, h))
+}
+
+impl Publisher {
+    fn run(mut self) {
+        let cfg = self.cluster.inner.cfg.clone();
+        let publish_every = Duration::from_millis(cfg.publish_interval_ms);
+        let beat_every = Duration::from_millis(cfg.heartbeat_interval_ms);
+        let (mut published, mut beat) =
+            (Instant::now() - publish_every, Instant::now() - beat_every);
+        while !self.cluster.stopping() {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(changes) => self.take(changes),
+                Err(RecvTimeoutError::Timeout) => {}
+                // The store's actor stopped: publish what is left, then wait for the stop.
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+            }
+            while let Ok(changes) = self.rx.try_recv() {
+                self.take(changes);
+            }
+            if published.elapsed() >= publish_every {
+                published = Instant::now();
+                if let Err(e) = self.publish_pairs() {
+                    tracing::warn!("cannot publish this member's pairs to the group (tried again in {publish_every:?}): {e}");
+                }
+            }
+            if beat.elapsed() >= beat_every {
+                beat = Instant::now();
+                if let Err(e) = self.heartbeat(false) {
+                    tracing::warn!("cannot tell the group this member's state: {e}");
+                }
+            }
+            if self.model_retry_at.is_none_or(|t| Instant::now() >= t) {
+                self.model_retry_at = None;
+                if let Err(e) = self.publish_model() {
+                    tracing::error!("cannot publish the champion to the group (tried again in {beat_every:?}): {e}");
+                    self.model_retry_at = Some(Instant::now() + beat_every);
+                    self.last_champion = None;
+                }
+            }
+        }
+        if let Err(e) = self.publish_pairs().and_then(|()| self.heartbeat(true)) {
+            tracing::warn!("leaving the group without publishing all ({e}); the next start publishes every pair again");
+        }
+    }
+
+    fn take(&mut self, changes: Vec<PairChange>) {
+        for c in changes {
+            self.through = self.through.max(c.seq + 1);
+            match c.agg {
+                PairChangeAgg::Video(_) => {
+                    self.video.entry(c.user).or_default().insert(c.item);
+                }
+                PairChangeAgg::Music(a) => {
+                    self.music.insert((c.user, c.item), a);
+                }
+            }
+        }
+    }
+
+    fn send_pair(&self, key: &PairKey, value: &PairValue) -> Result<(), KafkaGlueError> {
+        let topic = &self.cluster.inner.topics.pairs;
+        let (k, v) = (wire::encode(key), wire::encode(value));
+        kafka::send(&self.producer, topic, &k, &v, None)?;
+        self.cluster.sent(topic, k.len() + v.len());
+        Ok(())
+    }
+
+    /// Publishes the pairs changed since the last call (at the first call,
+    /// every pair the store holds), then the `through` mark; what is not
+    /// delivered is published again at the next call.
+    fn publish_pairs(&mut self) -> Result<(), KafkaGlueError> {
+        let origin = self.cluster.member().to_string();
+        if let Some(music) = &self.full {
+            let t = Instant::now();
+            let mut n = 0usize;
+            for r in self.view.pair_aggregates() {
+                let (user, item, agg) = r.map_err(|e| KafkaGlueError::Topic {
+                    topic: self.cluster.inner.topics.pairs.clone(),
+                    message: format!("cannot read this member's pairs: {e}"),
+                })?;
+                let key = PairKey::Video {
+                    origin: origin.clone(),
+                    user,
+                    item,
+                };
+                self.send_pair(&key, &PairValue::Video(agg))?;
+                n += 1;
+            }
+            for (user, item, agg) in music {
+                let key = PairKey::Music {
+                    origin: origin.clone(),
+                    user: user.clone(),
+                    item: item.clone(),
+                };
+                self.send_pair(&key, &PairValue::Music(*agg))?;
+                n += 1;
+            }
+            self.mark_through(&origin)?;
+            self.full = None;
+            tracing::info!(
+                "published this member's {n} pairs to the group in {:?}",
+                t.elapsed()
+            );
+            return Ok(());
+        }
+        if self.video.is_empty() && self.music.is_empty() {
+            return Ok(());
+        }
+        let video = std::mem::take(&mut self.video);
+        let music = std::mem::take(&mut self.music);
+        let through = self.through;
+        let sent = (|| {
+            for (user, items) in &video {
+                let (pairs, _) =
+                    self.view
+                        .user_video_pairs(user)
+                        .map_err(|e| KafkaGlueError::Topic {
+                            topic: self.cluster.inner.topics.pairs.clone(),
+                            message: format!("cannot read the pairs of {user:?}: {e}"),
+                        })?;
+                for (item, agg) in pairs.iter().filter(|(i, _)| items.contains(i)) {
+                    let key = PairKey::Video {
+                        origin: origin.clone(),
+                        user: user.clone(),
+                        item: item.clone(),
+                    };
+                    self.send_pair(&key, &PairValue::Video(*agg))?;
+                }
+            }
+            for ((user, item), agg) in &music {
+                let key = PairKey::Music {
+                    origin: origin.clone(),
+                    user: user.clone(),
+                    item: item.clone(),
+                };
+                self.send_pair(&key, &PairValue::Music(*agg))?;
+            }
+            self.through = through;
+            self.mark_through(&origin)
+        })();
+        if sent.is_err() {
+            // Published again next time (an aggregate is absolute: sending it twice is harmless).
+            for (u, items) in video {
+                self.video.entry(u).or_default().extend(items);
+            }
+            for (k, a) in music {
+                self.music.entry(k).or_insert(a);
+            }
+        }
+        sent
+    }
+
+    /// Waits for the pairs sent so far, then says every batch below `through` is published.
+    fn mark_through(&self, origin: &str) -> Result<(), KafkaGlueError> {
+        kafka::flush(&self.producer, FLUSH)?;
+        let key = PairKey::Through {
+            origin: origin.to_string(),
+        };
+        self.send_pair(&key, &PairValue::Through(self.through))?;
+        kafka::flush(&self.producer, FLUSH)
+    }
+
+    fn heartbeat(&self, leaving: bool) -> Result<(), KafkaGlueError> {
+        let h = Heartbeat {
+            member: self.cluster.member().to_string(),
+            trainer: self.cluster.is_trainer() && !leaving,
+            serving: self.serving.get().map(|c| c.id),
+            stored: Progress::get(&self.progress.stored),
+            http: self.http.clone(),
+            at_ms: crate::domain::timefmt::now_ms(),
+            leaving,
+        };
+        let (topic, value) = (&self.cluster.inner.topics.members, wire::encode(&h));
+        kafka::send(&self.producer, topic, h.member.as_bytes(), &value, None)?;
+        self.cluster.sent(topic, h.member.len() + value.len());
+        kafka::flush(&self.producer, FLUSH)
+    }
+
+    /// While this member trains: publishes the champion when it is newer
+    /// than the group's, or when it changed here (a promotion, a rollback).
+    fn publish_model(&mut self) -> Result<(), KafkaGlueError> {
+        let champion = self.serving.get().map(|c| c.id);
+        let changed = self.last_champion.is_some() && champion != self.last_champion;
+        self.last_champion = champion;
+        let Some(id) = champion else { return Ok(()) };
+        if !self.cluster.is_trainer() || self.published_model == Some(id) {
+            return Ok(());
+        }
+        let (head, caught_up) = {
+            let s = self.cluster.lock();
+            (s.head.as_ref().map(|h| h.id), s.caught_up.is_some())
+        };
+        // Until the models topic is read, the group's newest is not known.
+        if !caught_up || head == Some(id) || !(head.is_none_or(|h| id > h) || changed) {
+            return Ok(());
+        }
+        let store = |e: crate::store::StoreError| KafkaGlueError::Topic {
+            topic: self.cluster.inner.topics.models.clone(),
+            message: format!("cannot read model v{id}: {e}"),
+        };
+        let meta = self
+            .view
+            .model_metas()
+            .map_err(store)?
+            .into_iter()
+            .find(|(m, _)| *m == id)
+            .map(|(_, meta)| meta);
+        let (Some(meta), Some(bundle)) = (meta, self.view.model_bundle(id).map_err(store)?) else {
+            return Ok(());
+        };
+        let topic = self.cluster.inner.topics.models.clone();
+        let size = self.cluster.inner.cfg.model_chunk_bytes;
+        let chunks: Vec<&[u8]> = bundle.chunks(size).collect();
+        for (index, data) in chunks.iter().enumerate() {
+            let r = ModelRecord::Chunk(ModelChunk {
+                id,
+                index: index as u32,
+                data: data.to_vec(),
+            });
+            let value = wire::encode(&r);
+            kafka::send_to(&self.producer, &topic, 0, &r.key(), &value)?;
+            self.cluster.sent(&topic, r.key().len() + value.len());
+        }
+        kafka::flush(&self.producer, FLUSH)?;
+        let head = ModelRecord::Head(ModelHead {
+            id,
+            chunks: chunks.len() as u32,
+            bytes: bundle.len() as u64,
+            meta,
+            by: self.cluster.member().to_string(),
+            at_ms: crate::domain::timefmt::now_ms(),
+        });
+        let value = wire::encode(&head);
+        kafka::send_to(&self.producer, &topic, 0, &head.key(), &value)?;
+        self.cluster.sent(&topic, head.key().len() + value.len());
+        kafka::flush(&self.producer, FLUSH)?;
+        self.published_model = Some(id);
+        tracing::info!(
+            "published model v{id} to the group ({} bytes in {} chunks)",
+            bundle.len(),
+            chunks.len()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! Reads the shared topics `pairs`, `models` and `members` from their start
+//! into the group's state, measures this member's lag on each, and records
+//! and serves each new champion another member published.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::wire::{self, ModelRecord, PairKey, PairValue};
+use super::{Cluster, Deps, State};
+use crate::ml::serve::Serving;
+use crate::store::StoreView;
+
+/// How often the lag is measured.
+const ROUND: Duration = Duration::from_millis(500);
+
+struct Reader {
+    cluster: Cluster,
+    consumer: BaseConsumer,
+    topics: [String; 3],
+    assigned: Vec<(String, i32)>,
+    view: StoreView,
+    serving: Serving,
+    keep_versions: usize,
+    /// The newest head recorded or found to be this member's own.
+    adopted: Option<(u64, i64)>,
+    /// The high watermarks (topic, partition, low, high) fetched at a
+    /// round's start, until this member has read up to them.
+    target: Option<(Instant, Watermarks)>,
+}
+
+/// (topic, partition, low, high) of each assigned partition.
+type Watermarks = Vec<(String, i32, i64, i64)>;
+
+pub fn spawn(
+    cluster: &Cluster,
+    deps: &Deps,
+) -> Result<std::thread::JoinHandle<()>, super::ClusterError> {
+    let t = &cluster.inner.topics;
+    let consumer: BaseConsumer = crate::kafka::client_config(&deps.brokers, &deps.kafka)
+        .set(
+            "group.id",
+            format!("{}.reader.{}", deps.kafka.group_id, cluster.member()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "fetch.message.max.bytes",
+            (deps.kafka.max_record_bytes + 65_536).to_string(),
+        )
+        .create()
+        .map_err(crate::kafka::KafkaGlueError::from)?;
+    let r = Reader {
+        cluster: cluster.clone(),
+        consumer,
+        topics: [t.pairs.clone(), t.models.clone(), t.members.clone()],
+        assigned: Vec::new(),
+        view: deps.view.clone(),
+        serving: deps.serving.clone(),
+        keep_versions: deps.keep_versions,
+        adopted: None,
+        target: None,
+    };
+    Ok(std::thread::Builder::new()
+        .name("group-reader".into())
+        .spawn(move || r.run())?)
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut last_round = Instant::now() - ROUND;
+        let mut warned = false;
+        while !self.cluster.stopping() {
+            if self.assigned.is_empty() {
+                if let Err(e) = self.assign() {
+                    if !warned {
+                        tracing::warn!(
+                            "cannot read the group's topics yet: {e}; trying again each second"
+                        );
+                        warned = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+            let mut n = 0;
+            let mut models_read = false;
+            let mut wait = Duration::from_millis(100);
+            while n < 10_000 {
+                match self.consumer.poll(wait) {
+                    Some(Ok(m)) => {
+                        models_read |= m.topic() == self.cluster.inner.topics.models;
+                        self.take(&m)
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("group reader: {e}");
+                        break;
+                    }
+                    None => break,
+                }
+                wait = Duration::ZERO;
+                n += 1;
+            }
+            if last_round.elapsed() >= ROUND {
+                last_round = Instant::now();
+                self.measure();
+                self.adopt();
+            } else if models_read {
+                self.adopt();
+            }
+        }
+    }
+
+    fn assign(&mut self) -> Result<(), String> {
+        let mut tpl = TopicPartitionList::new();
+        let mut assigned = Vec::new();
+        for topic in &self.topics {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map_err(|e| format!("{topic}: {e}"))?;
+            let parts = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .filter(|t| t.error().is_none())
+                .map_or(0, |t| t.partitions().len() as i32);
+            if parts == 0 {
+                return Err(format!("{topic}: no such topic yet"));
+            }
+            for p in 0..parts {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .map_err(|e| e.to_string())?;
+                assigned.push((topic.clone(), p));
+            }
+        }
+        self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        self.assigned = assigned;
+        Ok(())
+    }
+
+    fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let t = &self.cluster.inner.topics;
+        let key = m.key().unwrap_or_default();
+        let mut s = self.cluster.lock();
+        let ok = if m.topic() == t.pairs {
+            take_pair(&mut s, key, m.payload())
+        } else if m.topic() == t.models {
+            match m.payload().map(wire::model_record) {
+                Some(Ok(ModelRecord::Head(h))) => {
+                    s.head = Some(h);
+                    Ok(())
+                }
+                Some(Ok(ModelRecord::Chunk(c))) => {
+                    if c.data.len()
+                        <= self
+                            .cluster
+                            .inner
+                            .cfg
+                            .model_chunk_bytes
+                            .max(wire::MAX_META_BYTES)
+                    {
+                        s.chunks.insert(c.index, c);
+                        Ok(())
+                    } else {
+                        Err(format!("a chunk of {} bytes", c.data.len()))
+                    }
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Ok(()),
+            }
+        } else if m.topic() == t.members {
+            match m.payload().map(wire::heartbeat) {
+                Some(Ok(h)) => {
+                    s.members.insert(h.member.clone(), (h, Instant::now()));
+                    Ok(())
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Ok(()),
+            }
+        } else {
+            Ok(())
+        };
+        if let Err(e) = ok {
+            s.unreadable += 1;
+            if s.unreadable <= 10 || s.unreadable.is_power_of_two() {
+                tracing::warn!(
+                    "skipped a record of {} at {}/{} (unreadable records so far: {}): {e}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    s.unreadable
+                );
+            }
+        }
+    }
+
+    /// Each shared topic's lag; and caught up (as of a round's start) once
+    /// this member has read up to the high watermarks fetched then (records
+    /// keep coming — heartbeats — so "no lag now" may never hold).
+    fn measure(&mut self) {
+        let fetched = Instant::now();
+        let positions = self.consumer.position().ok();
+        let position = |topic: &str, p: i32, low: i64| {
+            positions
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(topic, p))
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0)
+                .unwrap_or(low)
+                .max(low)
+        };
+        let mut lag = std::collections::BTreeMap::<String, i64>::new();
+        let mut highs = Vec::new();
+        for (topic, p) in &self.assigned {
+            let Ok((low, high)) = self
+                .consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(2))
+            else {
+                continue;
+            };
+            *lag.entry(topic.clone()).or_default() += (high - position(topic, *p, low)).max(0);
+            highs.push((topic.clone(), *p, low, high));
+        }
+        let reached = self.target.as_ref().filter(|(_, target)| {
+            target
+                .iter()
+                .all(|(topic, p, low, high)| position(topic, *p, *low) >= *high)
+        });
+        let mut s = self.cluster.lock();
+        s.lag = lag;
+        if let Some((at, _)) = reached {
+            s.caught_up = Some(*at);
+        }
+        drop(s);
+        if reached.is_some() || self.target.is_none() {
+            self.target = (highs.len() == self.assigned.len()).then_some((fetched, highs));
+        }
+    }
+
+    /// Records and serves the newest published champion once all its chunks are read.
+    fn adopt(&mut self) {
+        let (head, bundle) = {
+            let s = self.cluster.lock();
+            let Some(h) = s.head.clone() else { return };
+            if self.adopted == Some((h.id, h.at_ms)) {
+                return;
+            }
+            // Not all read yet (or a publication cut short: the next one replaces it).
+            if (0..h.chunks).any(|i| s.chunks.get(&i).is_none_or(|c| c.id != h.id)) {
+                return;
+            }
+            let mut bundle = Vec::new();
+            for c in (0..h.chunks).filter_map(|i| s.chunks.get(&i)) {
+                bundle.extend_from_slice(&c.data);
+            }
+            (h, bundle)
+        };
+        self.adopted = Some((head.id, head.at_ms));
+        // Its chunks are not needed again (a new model sends all of its own).
+        self.cluster.lock().chunks.retain(|_, c| c.id != head.id);
+        if bundle.len() as u64 != head.bytes {
+            tracing::warn!(
+                "the group's model v{} has {} bytes, its head says {}: not served",
+                head.id,
+                bundle.len(),
+                head.bytes
+            );
+            return;
+        }
+        let serving_it = self.serving.get().map(|c| c.id) == Some(head.id);
+        if head.by == self.cluster.member() && serving_it {
+            return;
+        }
+        match crate::ml::registry::adopt(&self.view, &head.meta, &bundle, self.keep_versions) {
+            Ok(m) => {
+                tracing::info!(
+                    "serving the group's model v{} (trained by member {}; {} users, {} items)",
+                    m.id,
+                    head.by,
+                    m.bundle.users.len(),
+                    m.bundle.items.len()
+                );
+                self.serving.set(m);
+            }
+            Err(e) => tracing::error!("cannot serve the group's model v{}: {e}", head.id),
+        }
+    }
+}
+
+fn take_pair(s: &mut State, key: &[u8], payload: Option<&[u8]>) -> Result<(), String> {
+    let k = wire::pair_key(key).map_err(|e| e.to_string())?;
+    let origin = s.pairs.entry(k.origin().to_string()).or_default();
+    let Some(payload) = payload else {
+        // A tombstone: the pair is gone.
+        match k {
+            PairKey::Video { user, item, .. } => {
+                origin.video.remove(&(user, item));
+            }
+            PairKey::Music { user, item, .. } => {
+                origin.music.remove(&(user, item));
+            }
+            PairKey::Through { .. } => {}
+        }
+        return Ok(());
+    };
+    match (k, wire::pair_value(payload).map_err(|e| e.to_string())?) {
+        (PairKey::Video { user, item, .. }, PairValue::Video(a)) => {
+            origin.video.insert((user, item), a);
+        }
+        (PairKey::Music { user, item, .. }, PairValue::Music(a)) => {
+            origin.music.insert((user, item), a);
+        }
+        (PairKey::Through { .. }, PairValue::Through(seq)) => {
+            origin.through = origin.through.max(seq)
+        }
+        _ => return Err("a key and value of different kinds".into()),
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! What the shared topics hold. Keys and values are postcard, each value led
+//! by a format byte; a record that does not decode, or names an id past the
+//! store's bounds, is counted and skipped (the topics are an input like any).
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{MusicAgg, PairAgg};
+
+/// The format byte every value starts with.
+pub const FORMAT: u8 = 1;
+/// The longest member id, user id or item id a record may name.
+pub const MAX_ID_BYTES: usize = 1024;
+/// The most chunks a model may have (at the smallest chunk, 4 KiB, 1 GiB).
+pub const MAX_CHUNKS: u32 = 262_144;
+/// The longest version metadata a model head may carry.
+pub const MAX_META_BYTES: usize = 1 << 20;
+
+/// The key of a record of the pairs topic: one pair of one member's store,
+/// or the member's `through` mark.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PairKey {
+    Video {
+        origin: String,
+        user: String,
+        item: String,
+    },
+    Music {
+        origin: String,
+        user: String,
+        item: String,
+    },
+    /// Every batch below the value's sequence number is in this member's
+    /// records published before this one.
+    Through { origin: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum PairValue {
+    Video(PairAgg),
+    Music(MusicAgg),
+    Through(u64),
+}
+
+impl PairKey {
+    pub fn origin(&self) -> &str {
+        match self {
+            PairKey::Video { origin, .. }
+            | PairKey::Music { origin, .. }
+            | PairKey::Through { origin } => origin,
+        }
+    }
+
+    fn ids_fit(&self) -> bool {
+        let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
+        match self {
+            PairKey::Video { origin, user, item } | PairKey::Music { origin, user, item } => {
+                fits(origin) && fits(user) && fits(item)
+            }
+            PairKey::Through { origin } => fits(origin),
+        }
+    }
+}
+
+/// The newest model: its id, how many chunks hold its bundle, the bundle's
+/// size, its version metadata (the registry's JSON), who published it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHead {
+    pub id: u64,
+    pub chunks: u32,
+    pub bytes: u64,
+    pub meta: Vec<u8>,
+    pub by: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelChunk {
+    pub id: u64,
+    pub index: u32,
+    pub data: Vec<u8>,
+}
+
+/// The models topic's records: a head, or one chunk of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModelRecord {
+    Head(ModelHead),
+    Chunk(ModelChunk),
+}
+
+impl ModelRecord {
+    pub fn key(&self) -> Vec<u8> {
+        match self {
+            ModelRecord::Head(_) => b"head".to_vec(),
+            ModelRecord::Chunk(c) => format!("chunk/{}", c.index).into_bytes(),
+        }
+    }
+}
+
+/// What a member says of itself, every `cluster.heartbeat_interval_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub member: String,
+    pub trainer: bool,
+    /// The champion it serves.
+    pub serving: Option<u64>,
+    /// Events its store holds.
+    pub stored: u64,
+    /// Its dashboard and API, when it serves HTTP.
+    pub http: Option<String>,
+    pub at_ms: i64,
+    /// It is leaving the group (a clean shutdown).
+    pub leaving: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WireError {
+    #[error("unreadable record ({0})")]
+    Decode(String),
+    #[error("format {0}, this build reads format {FORMAT}")]
+    Format(u8),
+    #[error("an id is empty or over {MAX_ID_BYTES} bytes")]
+    Id,
+    #[error("a model of {0} chunks (at most {MAX_CHUNKS})")]
+    Chunks(u32),
+    #[error("version metadata of {0} bytes (at most {MAX_META_BYTES})")]
+    Meta(usize),
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    // Encoding these plain types into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(v).unwrap_or_default());
+    out
+}
+
+fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, WireError> {
+    match b.split_first() {
+        Some((&FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| WireError::Decode(e.to_string()))
+        }
+        Some((&f, _)) => Err(WireError::Format(f)),
+        None => Err(WireError::Decode("empty".into())),
+    }
+}
+
+pub fn pair_key(b: &[u8]) -> Result<PairKey, WireError> {
+    let k: PairKey = decode(b)?;
+    if !k.ids_fit() {
+        return Err(WireError::Id);
+    }
+    Ok(k)
+}
+
+pub fn pair_value(b: &[u8]) -> Result<PairValue, WireError> {
+    decode(b)
+}
+
+pub fn model_record(b: &[u8]) -> Result<ModelRecord, WireError> {
+    let r: ModelRecord = decode(b)?;
+    if let ModelRecord::Head(h) = &r {
+        if h.chunks > MAX_CHUNKS {
+            return Err(WireError::Chunks(h.chunks));
+        }
+        if h.meta.len() > MAX_META_BYTES {
+            return Err(WireError::Meta(h.meta.len()));
+        }
+        if h.by.is_empty() || h.by.len() > MAX_ID_BYTES {
+            return Err(WireError::Id);
+        }
+    }
+    Ok(r)
+}
+
+pub fn heartbeat(b: &[u8]) -> Result<Heartbeat, WireError> {
+    let h: Heartbeat = decode(b)?;
+    let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
+    if !fits(&h.member) || h.http.as_deref().is_some_and(|s| s.len() > MAX_ID_BYTES) {
+        return Err(WireError::Id);
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_and_hostile_ones_are_refused() {
+        let k = PairKey::Video {
+            origin: "m1".into(),
+            user: "u".into(),
+            item: "v".into(),
+        };
+        assert_eq!(pair_key(&encode(&k)), Ok(k));
+        let v = PairValue::Through(7);
+        assert_eq!(pair_value(&encode(&v)), Ok(v));
+        assert!(matches!(pair_key(b""), Err(WireError::Decode(_))));
+        assert!(matches!(pair_key(&[9, 1, 2]), Err(WireError::Format(9))));
+        assert!(matches!(
+            pair_key(&[FORMAT, 0xff, 0xff]),
+            Err(WireError::Decode(_))
+        ));
+        let long = PairKey::Through {
+            origin: "x".repeat(MAX_ID_BYTES + 1),
+        };
+        assert_eq!(pair_key(&encode(&long)), Err(WireError::Id));
+        let head = ModelRecord::Head(ModelHead {
+            id: 3,
+            chunks: MAX_CHUNKS + 1,
+            bytes: 0,
+            meta: vec![],
+            by: "m".into(),
+            at_ms: 0,
+        });
+        assert_eq!(
+            model_record(&encode(&head)),
+            Err(WireError::Chunks(MAX_CHUNKS + 1))
+        );
+    }
+}
