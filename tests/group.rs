@@ -1,0 +1,306 @@
+//! A consumer group of three daemons acting as one (`cluster.enabled`), on a
+//! broker the test owns (librdkafka's mock cluster): they share the ingest
+//! exactly once; one of them holds the trainer role and trains on the union
+//! of every member's pairs; every member records and serves the champion it
+//! publishes, so every member answers every user with the same list; when
+//! the trainer is SIGKILLed, another member takes the role after the session
+//! timeout and the next promotion reaches every member left.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const TOPIC: &str = "group.video";
+const GROUP: &str = "one";
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PLAYPULSE_CLUSTER__ENABLED", "true"),
+        ("PLAYPULSE_CLUSTER__PUBLISH_INTERVAL_MS", "200"),
+        ("PLAYPULSE_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"),
+        ("PLAYPULSE_CLUSTER__MEMBER_TIMEOUT_MS", "4000"),
+        // A killed member's partitions and role move after its session times out.
+        (
+            "PLAYPULSE_KAFKA__PROPERTIES",
+            r#"{ "session.timeout.ms" = "3000", "heartbeat.interval.ms" = "500" }"#,
+        ),
+        ("PLAYPULSE_INGEST__BATCH_SIZE", "200"),
+        ("PLAYPULSE_MODELS__MIN_EVENTS", "100"),
+        ("PLAYPULSE_MODELS__TRAIN_EVERY_EVENTS", "0"),
+        ("PLAYPULSE_MODELS__TRAIN_EVERY_SECONDS", "0"),
+        ("PLAYPULSE_MODELS__RETRAIN_FOLDED_USERS", "0"),
+        ("PLAYPULSE_MODELS__CLASSIFIERS", "false"),
+        ("PLAYPULSE_MODELS__RERANK", "false"),
+        ("PLAYPULSE_MODELS__AFFINITY_WEIGHT", "0"),
+        ("PLAYPULSE_MODELS__SEARCH_BUDGET_SECONDS", "5"),
+    ]
+}
+
+fn cluster(s: &Value) -> &Value {
+    &s["cluster"]
+}
+
+struct Member {
+    dir: PathBuf,
+    daemon: Daemon,
+}
+
+impl Member {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn status(&self) -> Value {
+        ctl_status(&self.dir)
+    }
+
+    fn wait(&mut self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let dir = self.dir.clone();
+        wait_reply(&mut self.daemon, limit, what, || ctl_status(&dir), pred)
+    }
+
+    fn list(&self, user: &str) -> Vec<String> {
+        let r = ctl_json(
+            &self.data(),
+            &["recommend", user, "10", "--domain", "video"],
+        );
+        r["recommendations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("recommend {user}: {r}"))
+            .iter()
+            .map(|x| x["item"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn trainer_of(members: &[Member]) -> Option<usize> {
+    let t: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| cluster(&m.status())["trainer"] == true)
+        .map(|(i, _)| i)
+        .collect();
+    (t.len() == 1).then(|| t[0])
+}
+
+fn wait_for_trainer(members: &mut [Member], limit: Duration) -> usize {
+    let t0 = Instant::now();
+    loop {
+        if let Some(t) = trainer_of(members) {
+            return t;
+        }
+        for m in members.iter_mut() {
+            m.daemon.assert_alive();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "no single trainer after {limit:?}: {:?}",
+            members
+                .iter()
+                .map(|m| cluster(&m.status()).clone())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ctl train` on the member that trains (the role may move while it is
+/// asked: a member that lost it says so, and the new trainer is asked).
+fn train(members: &mut [Member]) -> (usize, Value) {
+    let t0 = Instant::now();
+    loop {
+        let t = wait_for_trainer(members, Duration::from_secs(60));
+        let run = ctl_json(&members[t].data(), &["train"]);
+        if run["model"].as_u64().is_some() {
+            return (t, run);
+        }
+        let moving = run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("trains for the group") || e.contains("role is moving"));
+        assert!(
+            moving && t0.elapsed() < Duration::from_secs(60),
+            "train: {run}"
+        );
+        eprintln!("the role moved while asked: {run}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every member serves `id` (promoted at `promoted`), and answers each of
+/// `users` with the same list.
+fn all_serve_the_same(members: &mut [Member], id: u64, promoted: Instant, users: &[String]) {
+    for m in members.iter_mut() {
+        m.wait(
+            "the group's champion served",
+            Duration::from_secs(60),
+            |s| s["champion"].as_u64() == Some(id),
+        );
+    }
+    eprintln!(
+        "v{id}: every member serves it {:?} after its promotion (status polled every 50 ms)",
+        promoted.elapsed()
+    );
+    let mut personal = 0;
+    for u in users {
+        let lists: Vec<Vec<String>> = members.iter().map(|m| m.list(u)).collect();
+        for (i, l) in lists.iter().enumerate().skip(1) {
+            assert_eq!(&lists[0], l, "user {u}: member 0 and member {i} differ");
+        }
+        let r = ctl_json(
+            &members[0].data(),
+            &["recommend", u, "10", "--domain", "video"],
+        );
+        personal += usize::from(r["known"] == true);
+    }
+    assert_eq!(
+        personal,
+        users.len(),
+        "every sampled user is known to the model"
+    );
+}
+
+fn spawn(dir: &Path, bootstrap: &str, run: usize) -> Daemon {
+    spawn_daemon(dir, bootstrap, GROUP, &[("video", TOPIC)], &env(), run)
+}
+
+#[test]
+fn three_members_train_once_and_serve_the_same_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = format!("playpulse.{GROUP}");
+    let shared: Vec<String> = ["coord", "pairs", "models", "members"]
+        .iter()
+        .map(|w| format!("{prefix}.{w}"))
+        .collect();
+    let mut topics: Vec<(&str, i32)> = vec![(TOPIC, 6)];
+    topics.extend(shared.iter().map(|t| (t.as_str(), 1)));
+    let broker = Broker::start(&topics);
+    let mut members: Vec<Member> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let dir = tmp.path().join(n);
+            std::fs::create_dir_all(&dir).unwrap();
+            let daemon = spawn(&dir, &broker.bootstrap, 0);
+            Member { dir, daemon }
+        })
+        .collect();
+    for m in members.iter_mut() {
+        m.wait("three members listed", Duration::from_secs(60), |s| {
+            cluster(s)["members"]
+                .as_array()
+                .is_some_and(|a| a.len() == 3)
+        });
+    }
+    let produced = produce_video(&broker.bootstrap, TOPIC, 6000, 0.0, 17);
+    let total = produced.valid.len() as u64;
+    let t0 = Instant::now();
+    loop {
+        let stored: u64 = members
+            .iter()
+            .map(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0))
+            .sum();
+        if stored == total {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "stored {stored} of {total}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Ingest is shared: more than one member stores events.
+    let storing = members
+        .iter()
+        .filter(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0) > 0)
+        .count();
+    assert!(storing >= 2, "only {storing} member(s) store events");
+
+    let t = wait_for_trainer(&mut members, Duration::from_secs(30));
+    // The others refuse to train, naming the trainer.
+    let other = (t + 1) % 3;
+    let member_t = cluster(&members[t].status())["member"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    members[other].wait(
+        "the trainer known to the others",
+        Duration::from_secs(30),
+        |s| cluster(s)["trainer_member"].as_str() == Some(member_t.as_str()),
+    );
+    let refused = ctl_json(&members[other].data(), &["train"]);
+    assert!(
+        refused.to_string().contains(&member_t),
+        "a member that does not train says who does: {refused}"
+    );
+    // The trainer has every member's pairs before it trains.
+    members[t].wait("the peers' pairs read", Duration::from_secs(60), |s| {
+        cluster(s)["pair_origins"].as_u64() == Some(3)
+    });
+    let (t, run) = train(&mut members);
+    let promoted = Instant::now();
+    let id = run["model"].as_u64().unwrap();
+    assert_eq!(run["promoted"], true, "{run}");
+    // Trained on the union: the snapshot's video pairs are every pair produced.
+    let show = ctl_json(&members[t].data(), &["models", "show", &id.to_string()]);
+    let pairs = reference_pairs(&produced.valid).len() as u64;
+    assert_eq!(
+        show["model"]["data"]["snapshot"]["video_pairs"].as_u64(),
+        Some(pairs),
+        "{show}"
+    );
+    let users: Vec<String> = {
+        let mut seen = HashSet::new();
+        produced
+            .valid
+            .iter()
+            .filter(|e| seen.insert(e.user_id.clone()))
+            .take(25)
+            .map(|e| e.user_id.clone())
+            .collect()
+    };
+    all_serve_the_same(&mut members, id, promoted, &users);
+
+    // The trainer dies: another member takes the role, and its next
+    // promotion reaches every member left.
+    members[t].daemon.signal(libc::SIGKILL);
+    members[t].daemon.wait_exit(Duration::from_secs(10));
+    let dead = members.remove(t);
+    for m in members.iter_mut() {
+        m.wait(
+            "the dead member's pairs still held",
+            Duration::from_secs(30),
+            |s| cluster(s)["pair_origins"].as_u64() == Some(3),
+        );
+    }
+    let (t2, run) = train(&mut members);
+    let mut promoted = Instant::now();
+    let id2 = run["model"].as_u64().unwrap();
+    assert!(
+        id2 > id,
+        "the new trainer numbers after the group's v{id}: v{id2}"
+    );
+    if run["promoted"] != true {
+        let r = ctl_json(
+            &members[t2].data(),
+            &["models", "promote", &id2.to_string()],
+        );
+        promoted = Instant::now();
+        assert_eq!(r["champion"].as_u64(), Some(id2), "{r}");
+    }
+    let show = ctl_json(&members[t2].data(), &["models", "show", &id2.to_string()]);
+    assert_eq!(
+        show["model"]["data"]["snapshot"]["video_pairs"].as_u64(),
+        Some(pairs),
+        "the new trainer trains on every member's pairs, the dead one's too: {show}"
+    );
+    all_serve_the_same(&mut members, id2, promoted, &users);
+    drop(dead);
+    for m in members.iter_mut() {
+        m.daemon.signal(libc::SIGTERM);
+        m.daemon.wait_exit(Duration::from_secs(30));
+    }
+}
