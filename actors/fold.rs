@@ -55,6 +55,8 @@ struct Worker {
     /// The last batch that changed each user's pairs (the users held, and
     /// those of the rounds since).
     last_batch: std::collections::HashMap<String, u64>,
+    /// The group's publisher, told each round's users (none: no group).
+    share: Option<crate::cluster::UserFeed>,
 }
 
 /// Starts the worker; it runs until every sender is dropped. A thread in
@@ -66,6 +68,7 @@ pub fn spawn(
     serving: Serving,
     view: StoreView,
     indexes: SharedIndexes,
+    share: Option<crate::cluster::UserFeed>,
 ) -> std::io::Result<(FoldSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (to_worker, worker_rx) = std::sync::mpsc::channel();
@@ -93,6 +96,7 @@ pub fn spawn(
         items: ItemFold::new(cfg.fold_in_item_min_users, cfg.fold_in_max_items),
         member: view.member_id().ok(),
         last_batch: Default::default(),
+        share,
         view,
     };
     let worker = std::thread::Builder::new()
@@ -364,6 +368,17 @@ impl Worker {
         };
         let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
         let (n_users, n_changes) = (result.users.len(), changes.len());
+        if let Some(tx) = &self.share {
+            let peers = result
+                .users
+                .iter()
+                .map(|(u, f, _)| (u.clone(), live::to_peer(&champion, Some(&items), f)))
+                .collect();
+            if tx.send(peers).is_err() {
+                tracing::warn!("the group's publisher stopped: other members serve these users their trained rows");
+                self.share = None;
+            }
+        }
         if let Ok(mut l) = self.serving.live().write() {
             l.install(champion.id, result, self.max_users, latency);
             l.install_items(champion.id, items, self.items.pending(), self.items.dropped);

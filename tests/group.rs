@@ -2,7 +2,9 @@
 //! broker the test owns (librdkafka's mock cluster): they share the ingest
 //! exactly once; one of them holds the trainer role and trains on the union
 //! of every member's pairs; every member records and serves the champion it
-//! publishes, so every member answers every user with the same list; when
+//! publishes, so every member answers every user with the same list (a
+//! view after training too: the member that stores it folds the viewer in and
+//! publishes them to the others); when
 //! the trainer is SIGKILLed, another member takes the role after the session
 //! timeout and the next promotion reaches every member left.
 
@@ -13,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use playpulse::domain::event::Event;
+use playpulse::kafka;
+use playpulse::kafka::config::KafkaConfig;
 use serde_json::Value;
 
 const TOPIC: &str = "group.video";
@@ -172,12 +177,13 @@ fn spawn(dir: &Path, bootstrap: &str, run: usize) -> Daemon {
 fn three_members_train_once_and_serve_the_same_lists() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = format!("playpulse.{GROUP}");
-    let shared: Vec<String> = ["coord", "pairs", "models", "members"]
+    let shared: Vec<String> = ["coord", "pairs", "models", "members", "users"]
         .iter()
         .map(|w| format!("{prefix}.{w}"))
         .collect();
     let mut topics: Vec<(&str, i32)> = vec![(TOPIC, 6)];
     topics.extend(shared.iter().map(|t| (t.as_str(), 1)));
+    assert_eq!(shared.len(), 5);
     let broker = Broker::start(&topics);
     let mut members: Vec<Member> = ["a", "b", "c"]
         .iter()
@@ -263,6 +269,48 @@ fn three_members_train_once_and_serve_the_same_lists() {
             .collect()
     };
     all_serve_the_same(&mut members, id, promoted, &users);
+
+    // A view after training: the member whose partition it lands on folds the
+    // viewer in and publishes them; every member then leaves the item out of
+    // the viewer's list, and the lists stay the same on every member.
+    let viewer = users[0].clone();
+    let watched = members[0].list(&viewer)[0].clone();
+    let mut view = produced
+        .valid
+        .iter()
+        .find(|e| e.user_id == viewer)
+        .unwrap()
+        .clone();
+    view.video_id = watched.clone();
+    view.timestamp_ms = produced.valid.iter().map(|e| e.timestamp_ms).max().unwrap() + 1000;
+    view.watch_time_seconds = 3600.0;
+    view.skipped = false;
+    view.error = None;
+    let producer = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
+    let payload = playpulse::ingest::wire::to_json(&Event::Video(view.clone()));
+    let mut valid = produced.valid.clone();
+    valid.push(view);
+    let pairs = reference_pairs(&valid).len() as u64;
+    kafka::send(&producer, TOPIC, viewer.as_bytes(), &payload, None).unwrap();
+    kafka::flush(&producer, Duration::from_secs(30)).unwrap();
+    let sent = Instant::now();
+    loop {
+        let lists: Vec<Vec<String>> = members.iter().map(|m| m.list(&viewer)).collect();
+        let done = lists.iter().all(|l| !l.contains(&watched) && l.len() == 10)
+            && lists.iter().all(|l| *l == lists[0]);
+        if done {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "{viewer} watched {watched}; the members' lists: {lists:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "a view after training: out of the viewer's list, the same on every member, {:?} after it was sent",
+        sent.elapsed()
+    );
 
     // The trainer dies: another member takes the role, and its next
     // promotion reaches every member left.

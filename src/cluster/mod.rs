@@ -17,6 +17,11 @@
 //!   champion (version metadata and serving bundle, in chunks) to the
 //!   compacted topic `models`; every member records the newest in its own
 //!   registry and serves it, and folds in its own users against it.
+//! - **Folded users** ([`publish`], [`reader`]): each member publishes the
+//!   users its fold-in solved (factors, seen items with weights, the
+//!   champion solved against) to the compacted topic `users`, keyed by user;
+//!   the others serve them from it, so a user's list is the same on every
+//!   member between trainings too.
 //! - **Members** ([`reader`]): each member says who it is, whether it trains,
 //!   what it serves and how many events it holds, on `members`; `status`
 //!   lists them with each shared topic's lag.
@@ -39,7 +44,7 @@ mod reader;
 mod role;
 pub mod wire;
 
-pub use publish::PairFeed;
+pub use publish::{PairFeed, UserFeed};
 
 /// The group's view of one member, as its heartbeats say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +71,9 @@ pub struct ClusterStatus {
     pub lag: BTreeMap<String, i64>,
     /// The newest model published to the group.
     pub group_model: Option<u64>,
+    /// Users other members folded in, held to serve them.
+    #[serde(default)]
+    pub peer_users: usize,
     /// Members whose pairs this member holds, and how many pairs.
     pub pair_origins: usize,
     pub peer_pairs: usize,
@@ -123,6 +131,7 @@ struct Inner {
     state: Mutex<State>,
     /// Shared topic → what this member sent to it.
     sent: Mutex<BTreeMap<String, Sent>>,
+    serving: crate::ml::serve::Serving,
 }
 
 /// The handle every part of the daemon shares.
@@ -162,6 +171,10 @@ pub struct Deps {
     /// The store's music pairs and next batch sequence number at start.
     pub music: Vec<(String, String, MusicAgg)>,
     pub seq: u64,
+    /// Where the fold-in says whom it folded in (none: no fold-in).
+    pub users: Option<std::sync::mpsc::Receiver<Vec<(String, crate::ml::live::PeerUser)>>>,
+    /// Peers' folded users held at most (`models.fold_in_max_users`).
+    pub max_peer_users: usize,
 }
 
 impl Cluster {
@@ -180,6 +193,7 @@ impl Cluster {
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             sent: Mutex::new(BTreeMap::new()),
+            serving: deps.serving.clone(),
         });
         let cluster = Cluster { inner };
         crate::kafka::ensure_topics(&deps.brokers, &deps.kafka, &cluster.topic_specs());
@@ -207,13 +221,14 @@ impl Cluster {
             (t.pairs.clone(), 1, true),
             (t.models.clone(), 1, true),
             (t.members.clone(), 1, true),
+            (t.users.clone(), 1, true),
         ]
     }
 
     /// The shared topics, for an embedded broker to create: (name, partitions).
     pub fn embedded_topics(cfg: &ClusterConfig, group_id: &str) -> Vec<String> {
         let t = cfg.topics(group_id);
-        vec![t.coord, t.pairs, t.models, t.members]
+        vec![t.coord, t.pairs, t.models, t.members, t.users]
     }
 
     pub fn member(&self) -> &str {
@@ -355,6 +370,7 @@ impl Cluster {
             members,
             lag: s.lag.clone(),
             group_model: s.head.as_ref().map(|h| h.id),
+            peer_users: self.inner.serving.peers().read().map_or(0, |p| p.len()),
             pair_origins: s.pairs.len(),
             peer_pairs: s
                 .pairs
@@ -368,6 +384,7 @@ impl Cluster {
                 ("pairs", &t.pairs),
                 ("models", &t.models),
                 ("members", &t.members),
+                ("users", &t.users),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.clone()))

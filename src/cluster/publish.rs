@@ -17,6 +17,9 @@ use crate::store::{MusicAgg, PairChange, PairChangeAgg, StoreView};
 /// Where the store's actor sends each durable batch's pair changes.
 pub type PairFeed = Sender<Vec<PairChange>>;
 
+/// Where the fold-in sends the users of each round.
+pub type UserFeed = Sender<Vec<(String, crate::ml::live::PeerUser)>>;
+
 /// How long a flush of the shared topics may take before it is retried.
 const FLUSH: Duration = Duration::from_secs(30);
 
@@ -24,6 +27,9 @@ struct Publisher {
     cluster: Cluster,
     producer: Producer,
     rx: Receiver<Vec<PairChange>>,
+    users_rx: Option<Receiver<Vec<(String, crate::ml::live::PeerUser)>>>,
+    /// Users folded in since the last publication (the newest state of each).
+    users: HashMap<String, crate::ml::live::PeerUser>,
     view: StoreView,
     serving: Serving,
     progress: Arc<Progress>,
@@ -52,6 +58,8 @@ pub fn spawn(
         cluster: cluster.clone(),
         producer,
         rx,
+        users_rx: deps.users,
+        users: HashMap::new(),
         view: deps.view,
         serving: deps.serving,
         progress: deps.progress,
@@ -89,10 +97,18 @@ impl Publisher {
             while let Ok(changes) = self.rx.try_recv() {
                 self.take(changes);
             }
+            if let Some(rx) = &self.users_rx {
+                while let Ok(users) = rx.try_recv() {
+                    self.users.extend(users);
+                }
+            }
             if published.elapsed() >= publish_every {
                 published = Instant::now();
                 if let Err(e) = self.publish_pairs() {
                     tracing::warn!("cannot publish this member's pairs to the group (tried again in {publish_every:?}): {e}");
+                }
+                if let Err(e) = self.publish_users() {
+                    tracing::warn!("cannot publish the users folded in here to the group (tried again in {publish_every:?}): {e}");
                 }
             }
             if beat.elapsed() >= beat_every {
@@ -217,6 +233,44 @@ impl Publisher {
             }
             for (k, a) in music {
                 self.music.entry(k).or_insert(a);
+            }
+        }
+        sent
+    }
+
+    /// Publishes the users folded in since the last call (each once, its
+    /// newest state); what is not delivered is published again next time.
+    fn publish_users(&mut self) -> Result<(), KafkaGlueError> {
+        if self.users.is_empty() {
+            return Ok(());
+        }
+        let users = std::mem::take(&mut self.users);
+        let topic = self.cluster.inner.topics.users.clone();
+        let origin = self.cluster.member().to_string();
+        let sent = (|| {
+            for (user, p) in &users {
+                let mut items = p.items.clone();
+                if items.len() > wire::MAX_USER_ITEMS {
+                    // The heaviest are kept (a list leaves out what it holds).
+                    items.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    items.truncate(wire::MAX_USER_ITEMS);
+                }
+                let r = wire::UserRecord {
+                    origin: origin.clone(),
+                    model: p.model,
+                    at_ms: p.at_ms,
+                    factors: p.factors.clone(),
+                    items,
+                };
+                let value = wire::encode(&r);
+                kafka::send(&self.producer, &topic, user.as_bytes(), &value, None)?;
+                self.cluster.sent(&topic, user.len() + value.len());
+            }
+            kafka::flush(&self.producer, FLUSH)
+        })();
+        if sent.is_err() {
+            for (u, p) in users {
+                self.users.entry(u).or_insert(p);
             }
         }
         sent

@@ -19,11 +19,12 @@ const ROUND: Duration = Duration::from_millis(500);
 struct Reader {
     cluster: Cluster,
     consumer: BaseConsumer,
-    topics: [String; 3],
+    topics: [String; 4],
     assigned: Vec<(String, i32)>,
     view: StoreView,
     serving: Serving,
     keep_versions: usize,
+    max_peer_users: usize,
     /// The newest head recorded or found to be this member's own.
     adopted: Option<(u64, i64)>,
     /// The high watermarks (topic, partition, low, high) fetched at a
@@ -55,11 +56,17 @@ pub fn spawn(
     let r = Reader {
         cluster: cluster.clone(),
         consumer,
-        topics: [t.pairs.clone(), t.models.clone(), t.members.clone()],
+        topics: [
+            t.pairs.clone(),
+            t.models.clone(),
+            t.members.clone(),
+            t.users.clone(),
+        ],
         assigned: Vec::new(),
         view: deps.view.clone(),
         serving: deps.serving.clone(),
         keep_versions: deps.keep_versions,
+        max_peer_users: deps.max_peer_users,
         adopted: None,
         target: None,
     };
@@ -144,6 +151,9 @@ impl Reader {
     fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let t = &self.cluster.inner.topics;
         let key = m.key().unwrap_or_default();
+        if m.topic() == t.users {
+            return self.take_user(m, key);
+        }
         let mut s = self.cluster.lock();
         let ok = if m.topic() == t.pairs {
             take_pair(&mut s, key, m.payload())
@@ -192,6 +202,35 @@ impl Reader {
                     m.partition(),
                     m.offset(),
                     s.unreadable
+                );
+            }
+        }
+    }
+
+    /// A user another member folded in: served from here on.
+    fn take_user(&self, m: &rdkafka::message::BorrowedMessage<'_>, key: &[u8]) {
+        let Some(payload) = m.payload() else { return };
+        match wire::user_record(key, payload) {
+            Ok((_, r)) if r.origin == self.cluster.member() => {}
+            Ok((user, r)) => {
+                let p = crate::ml::live::PeerUser {
+                    model: r.model,
+                    factors: r.factors,
+                    items: r.items,
+                    at_ms: r.at_ms,
+                };
+                if let Ok(mut peers) = self.serving.peers().write() {
+                    peers.insert(user, p, self.max_peer_users);
+                }
+            }
+            Err(e) => {
+                let mut s = self.cluster.lock();
+                s.unreadable += 1;
+                tracing::warn!(
+                    "skipped a record of {} at {}/{}: {e}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset()
                 );
             }
         }

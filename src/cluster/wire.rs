@@ -96,6 +96,20 @@ impl ModelRecord {
     }
 }
 
+/// The most factors a folded user may have, and the most items they may have seen.
+pub const MAX_FACTORS: usize = 4096;
+pub const MAX_USER_ITEMS: usize = 20_000;
+
+/// A user one member folded in (the `users` topic's value; the key is the user id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub origin: String,
+    pub model: u64,
+    pub at_ms: i64,
+    pub factors: Vec<f32>,
+    pub items: Vec<(String, f32)>,
+}
+
 /// What a member says of itself, every `cluster.heartbeat_interval_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -114,6 +128,8 @@ pub struct Heartbeat {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WireError {
+    #[error("a folded user with {factors} factors and {items} items (at most {MAX_FACTORS} and {MAX_USER_ITEMS}), or a value that is not finite")]
+    User { factors: usize, items: usize },
     #[error("unreadable record ({0})")]
     Decode(String),
     #[error("format {0}, this build reads format {FORMAT}")]
@@ -171,6 +187,28 @@ pub fn model_record(b: &[u8]) -> Result<ModelRecord, WireError> {
     Ok(r)
 }
 
+/// A `users` record: (user, record).
+pub fn user_record(key: &[u8], b: &[u8]) -> Result<(String, UserRecord), WireError> {
+    let user = std::str::from_utf8(key)
+        .ok()
+        .filter(|u| !u.is_empty() && u.len() <= MAX_ID_BYTES)
+        .ok_or(WireError::Id)?;
+    let r: UserRecord = decode(b)?;
+    let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
+    if !fits(&r.origin) || r.items.iter().any(|(i, _)| !fits(i)) {
+        return Err(WireError::Id);
+    }
+    let finite =
+        r.factors.iter().all(|x| x.is_finite()) && r.items.iter().all(|(_, w)| w.is_finite());
+    if r.factors.len() > MAX_FACTORS || r.items.len() > MAX_USER_ITEMS || !finite {
+        return Err(WireError::User {
+            factors: r.factors.len(),
+            items: r.items.len(),
+        });
+    }
+    Ok((user.to_string(), r))
+}
+
 pub fn heartbeat(b: &[u8]) -> Result<Heartbeat, WireError> {
     let h: Heartbeat = decode(b)?;
     let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
@@ -216,5 +254,22 @@ mod tests {
             model_record(&encode(&head)),
             Err(WireError::Chunks(MAX_CHUNKS + 1))
         );
+        let mut user = UserRecord {
+            origin: "m".into(),
+            model: 1,
+            at_ms: 5,
+            factors: vec![0.5, -1.0],
+            items: vec![("v1".into(), 2.0)],
+        };
+        assert_eq!(
+            user_record(b"u1", &encode(&user)),
+            Ok(("u1".into(), user.clone()))
+        );
+        assert_eq!(user_record(b"", &encode(&user)), Err(WireError::Id));
+        user.factors[0] = f32::NAN;
+        assert!(matches!(
+            user_record(b"u1", &encode(&user)),
+            Err(WireError::User { .. })
+        ));
     }
 }

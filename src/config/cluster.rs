@@ -11,7 +11,7 @@ pub struct ClusterConfig {
     /// topics, with one member of the group training for all.
     pub enabled: bool,
     /// The shared topics are `<topic_prefix><kafka.group_id>.<what>`: `coord`
-    /// (the trainer role), `pairs`, `models`, `members`.
+    /// (the trainer role), `pairs`, `models`, `members`, `users`.
     pub topic_prefix: String,
     /// How often a member publishes the pairs its batches changed, ms.
     pub publish_interval_ms: u64,
@@ -46,6 +46,7 @@ pub struct ClusterTopics {
     pub pairs: String,
     pub models: String,
     pub members: String,
+    pub users: String,
 }
 
 impl ClusterConfig {
@@ -56,6 +57,7 @@ impl ClusterConfig {
             pairs: t("pairs"),
             models: t("models"),
             members: t("members"),
+            users: t("users"),
         }
     }
 

@@ -259,6 +259,79 @@ impl Live {
     }
 }
 
+/// A user another member of the group folded in, as it published them: the
+/// champion it solved against, the factors, and what they have seen as item
+/// ids with their weights (rows are each member's own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerUser {
+    pub model: u64,
+    pub factors: Vec<f32>,
+    pub items: Vec<(String, f32)>,
+    pub at_ms: i64,
+}
+
+/// The users other members of the group folded in (newest state of each,
+/// bounded: the least recently received give way).
+#[derive(Default)]
+pub struct Peers {
+    users: FxHashMap<String, (Arc<PeerUser>, u64)>,
+    seq: u64,
+}
+
+impl Peers {
+    pub fn insert(&mut self, user: String, state: PeerUser, max_users: usize) {
+        self.seq += 1;
+        match self.users.get(&user) {
+            // An older state read after a newer one (a re-read from the start) is not kept.
+            Some((held, _)) if held.model == state.model && held.at_ms > state.at_ms => {}
+            _ => {
+                self.users.insert(user, (Arc::new(state), self.seq));
+            }
+        }
+        super::recent::evict_least_recent(&mut self.users, max_users, |(_, s)| *s);
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// `user` as a peer folded them against `c`, on this member's rows (items
+    /// it does not have are left out).
+    pub fn folded(&self, c: &Champion, items: Option<&FoldedItems>, user: &str) -> Option<Folded> {
+        let (p, _) = self.users.get(user)?;
+        if p.model != c.id || p.factors.len() != c.recommender.bundle().model.factors {
+            return None;
+        }
+        let (seen, weights) = rows_with(c, items, &p.items).into_iter().unzip();
+        Some(Folded {
+            factors: p.factors.clone(),
+            seen,
+            weights,
+            at_ms: p.at_ms,
+        })
+    }
+}
+
+/// A folded user as a peer reads them: their seen rows as item ids.
+pub fn to_peer(c: &Champion, items: Option<&FoldedItems>, f: &Folded) -> PeerUser {
+    let r = &c.recommender;
+    PeerUser {
+        model: c.id,
+        factors: f.factors.clone(),
+        items: f
+            .seen
+            .iter()
+            .zip(&f.weights)
+            .filter_map(|(row, w)| Some((r.row_name(*row as usize, items)?.to_string(), *w)))
+            .collect(),
+        at_ms: f.at_ms,
+    }
+}
+
 /// Users folded in one step.
 #[derive(Debug, Default)]
 pub struct FoldResult {

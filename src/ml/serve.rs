@@ -568,6 +568,8 @@ impl Recommender {
 pub struct Serving {
     champion: Arc<RwLock<Option<Arc<Champion>>>>,
     live: Arc<RwLock<super::live::Live>>,
+    /// Users other members of the group folded in (a group's members only).
+    peers: Arc<RwLock<super::live::Peers>>,
 }
 
 pub struct Champion {
@@ -631,10 +633,27 @@ impl Serving {
     /// `user` as the fold-in has them against `champion`: their folded
     /// state, if any, and what they watched since.
     pub fn live_user(&self, champion: &Champion, user: &str) -> super::live::LiveUser {
-        self.live
+        let mut u = self
+            .live
             .read()
             .map(|l| l.live_user(champion.id, user))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if u.folded.is_none() {
+            // Folded in by another member of the group (its partitions hold their events).
+            let items = self.folded_items(champion);
+            u.folded = self
+                .peers
+                .read()
+                .ok()
+                .and_then(|p| p.folded(champion, items.as_deref(), user))
+                .map(Arc::new);
+        }
+        u
+    }
+
+    /// The users other members of the group folded in.
+    pub fn peers(&self) -> &Arc<RwLock<super::live::Peers>> {
+        &self.peers
     }
 
     /// The items folded in against `champion` (none: not one yet).

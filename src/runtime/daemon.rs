@@ -243,12 +243,21 @@ impl Daemon {
         )?));
         let ix = indexes.clone();
         let serving = Serving::default();
+        // The fold-in tells the group's publisher whom it folded in.
+        let (user_feed, user_rx) = match cfg.cluster.enabled {
+            true => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let (fold, fold_thread) = if cfg.models.fold_in {
             let (tx, h) = crate::actors::fold::spawn(
                 &cfg.models,
                 serving.clone(),
                 view.clone(),
                 indexes.clone(),
+                user_feed,
             )
             .map_err(|source| DaemonError::Thread {
                 what: "fold-in",
@@ -270,6 +279,8 @@ impl Daemon {
                     .then(|| cfg.http.listen.clone()),
                 music: store.music_aggregates()?,
                 seq: store.next_seq(),
+                users: user_rx,
+                max_peer_users: cfg.models.fold_in_max_users,
             };
             let (c, t, feed) = Cluster::start(&cfg.cluster, deps)?;
             (Some(c), Some(t), Some(feed))
