@@ -120,25 +120,11 @@ pub fn send(
     payload: &[u8],
     headers: Option<&OwnedHeaders>,
 ) -> Result<(), KafkaGlueError> {
-    loop {
-        let mut rec = BaseRecord::to(topic).key(key).payload(payload);
-        if let Some(h) = headers {
-            rec = rec.headers(h.clone());
-        }
-        match p.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                p.poll(Duration::from_millis(5))
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                return Err(KafkaGlueError::TooLarge {
-                    topic: topic.to_string(),
-                    size: payload.len(),
-                })
-            }
-            Err((e, _)) => return Err(KafkaGlueError::Client(e)),
-        }
+    let mut rec = BaseRecord::to(topic).key(key).payload(payload);
+    if let Some(h) = headers {
+        rec = rec.headers(h.clone());
     }
+    send_record(p, rec)
 }
 
 /// Sends one record to one partition, waiting for queue room when the local
@@ -150,20 +136,27 @@ pub fn send_to(
     key: &[u8],
     payload: &[u8],
 ) -> Result<(), KafkaGlueError> {
-    loop {
-        let rec = BaseRecord::to(topic)
+    send_record(
+        p,
+        BaseRecord::to(topic)
             .partition(partition)
             .key(key)
-            .payload(payload);
+            .payload(payload),
+    )
+}
+
+fn send_record(p: &Producer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaGlueError> {
+    loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                p.poll(Duration::from_millis(5))
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                p.poll(Duration::from_millis(5));
+                rec = back;
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), back)) => {
                 return Err(KafkaGlueError::TooLarge {
-                    topic: topic.to_string(),
-                    size: payload.len(),
+                    topic: back.topic.to_string(),
+                    size: back.payload.map_or(0, <[u8]>::len),
                 })
             }
             Err((e, _)) => return Err(KafkaGlueError::Client(e)),
