@@ -22,6 +22,9 @@ pub type UserFeed = Sender<Vec<(String, crate::ml::live::PeerUser)>>;
 
 /// How long a flush of the shared topics may take before it is retried.
 const FLUSH: Duration = Duration::from_secs(30);
+/// How long the last flush at shutdown may take (brokers gone: the next
+/// start publishes every pair again).
+const LAST_FLUSH: Duration = Duration::from_secs(5);
 
 struct Publisher {
     cluster: Cluster,
@@ -46,6 +49,8 @@ struct Publisher {
     published_model: Option<u64>,
     /// After a failed publication of the champion: when to try again.
     model_retry_at: Option<Instant>,
+    /// How long a flush may take (shorter at shutdown).
+    flush: Duration,
 }
 
 pub fn spawn(
@@ -71,6 +76,7 @@ pub fn spawn(
         last_champion: None,
         published_model: None,
         model_retry_at: None,
+        flush: FLUSH,
     };
     let h = std::thread::Builder::new()
         .name("group-publish".into())
@@ -126,6 +132,7 @@ impl Publisher {
                 }
             }
         }
+        self.flush = LAST_FLUSH;
         if let Err(e) = self.publish_pairs().and_then(|()| self.heartbeat(true)) {
             tracing::warn!("leaving the group without publishing all ({e}); the next start publishes every pair again");
         }
@@ -266,7 +273,7 @@ impl Publisher {
                 kafka::send(&self.producer, &topic, user.as_bytes(), &value, None)?;
                 self.cluster.sent(&topic, user.len() + value.len());
             }
-            kafka::flush(&self.producer, FLUSH)
+            kafka::flush(&self.producer, self.flush)
         })();
         if sent.is_err() {
             for (u, p) in users {
@@ -278,12 +285,12 @@ impl Publisher {
 
     /// Waits for the pairs sent so far, then says every batch below `through` is published.
     fn mark_through(&self, origin: &str) -> Result<(), KafkaGlueError> {
-        kafka::flush(&self.producer, FLUSH)?;
+        kafka::flush(&self.producer, self.flush)?;
         let key = PairKey::Through {
             origin: origin.to_string(),
         };
         self.send_pair(&key, &PairValue::Through(self.through))?;
-        kafka::flush(&self.producer, FLUSH)
+        kafka::flush(&self.producer, self.flush)
     }
 
     fn heartbeat(&self, leaving: bool) -> Result<(), KafkaGlueError> {
@@ -299,7 +306,7 @@ impl Publisher {
         let (topic, value) = (&self.cluster.inner.topics.members, wire::encode(&h));
         kafka::send(&self.producer, topic, h.member.as_bytes(), &value, None)?;
         self.cluster.sent(topic, h.member.len() + value.len());
-        kafka::flush(&self.producer, FLUSH)
+        kafka::flush(&self.producer, self.flush)
     }
 
     /// While this member trains: publishes the champion when it is newer
@@ -347,7 +354,7 @@ impl Publisher {
             kafka::send_to(&self.producer, &topic, 0, &r.key(), &value)?;
             self.cluster.sent(&topic, r.key().len() + value.len());
         }
-        kafka::flush(&self.producer, FLUSH)?;
+        kafka::flush(&self.producer, self.flush)?;
         let head = ModelRecord::Head(ModelHead {
             id,
             chunks: chunks.len() as u32,
@@ -359,7 +366,7 @@ impl Publisher {
         let value = wire::encode(&head);
         kafka::send_to(&self.producer, &topic, 0, &head.key(), &value)?;
         self.cluster.sent(&topic, head.key().len() + value.len());
-        kafka::flush(&self.producer, FLUSH)?;
+        kafka::flush(&self.producer, self.flush)?;
         self.published_model = Some(id);
         tracing::info!(
             "published model v{id} to the group ({} bytes in {} chunks)",
