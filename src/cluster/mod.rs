@@ -215,20 +215,19 @@ impl Cluster {
 
     /// The shared topics: (name, partitions, compacted).
     fn topic_specs(&self) -> Vec<(String, i32, bool)> {
-        let t = &self.inner.topics;
-        vec![
-            (t.coord.clone(), 1, false),
-            (t.pairs.clone(), 1, true),
-            (t.models.clone(), 1, true),
-            (t.members.clone(), 1, true),
-            (t.users.clone(), 1, true),
-        ]
+        let t = self.inner.topics.all();
+        t.iter()
+            .map(|(_, name, parts, compact)| (name.to_string(), *parts, *compact))
+            .collect()
     }
 
     /// The shared topics, for an embedded broker to create: (name, partitions).
-    pub fn embedded_topics(cfg: &ClusterConfig, group_id: &str) -> Vec<String> {
+    pub fn embedded_topics(cfg: &ClusterConfig, group_id: &str) -> Vec<(String, i32)> {
         let t = cfg.topics(group_id);
-        vec![t.coord, t.pairs, t.models, t.members, t.users]
+        t.all()
+            .iter()
+            .map(|(_, name, parts, _)| (name.to_string(), *parts))
+            .collect()
     }
 
     pub fn member(&self) -> &str {
@@ -256,24 +255,32 @@ impl Cluster {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn live_members(s: &State, timeout: Duration) -> impl Iterator<Item = &wire::Heartbeat> {
+    /// The members heard within `cluster.member_timeout_ms` that did not
+    /// say they leave, with when they were last heard.
+    fn live_members<'a>(
+        &self,
+        s: &'a State,
+    ) -> impl Iterator<Item = (&'a wire::Heartbeat, Instant)> + 'a {
+        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
         s.members
             .values()
             .filter(move |(h, seen)| !h.leaving && seen.elapsed() <= timeout)
-            .map(|(h, _)| h)
+            .map(|(h, seen)| (h, *seen))
+    }
+
+    /// The member that trains: this one, else the one whose heartbeat says so.
+    fn trainer_in(&self, s: &State) -> Option<String> {
+        if self.is_trainer() {
+            return Some(self.member().to_string());
+        }
+        self.live_members(s)
+            .find(|(h, _)| h.trainer)
+            .map(|(h, _)| h.member.clone())
     }
 
     /// The member that trains, as the heartbeats say.
     pub fn trainer_member(&self) -> Option<String> {
-        if self.is_trainer() {
-            return Some(self.member().to_string());
-        }
-        let s = self.lock();
-        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
-        let found = Self::live_members(&s, timeout)
-            .find(|h| h.trainer)
-            .map(|h| h.member.clone());
-        found
+        self.trainer_in(&self.lock())
     }
 
     /// Refuses `what` (training, a change of champion) unless this member
@@ -297,10 +304,10 @@ impl Cluster {
     /// their heartbeats last said.
     pub fn group_stored(&self, own: u64) -> u64 {
         let s = self.lock();
-        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
-        let peers: u64 = Self::live_members(&s, timeout)
-            .filter(|h| h.member != self.inner.member)
-            .map(|h| h.stored)
+        let peers: u64 = self
+            .live_members(&s)
+            .filter(|(h, _)| h.member != self.inner.member)
+            .map(|(h, _)| h.stored)
             .sum();
         own + peers
     }
@@ -341,11 +348,8 @@ impl Cluster {
 
     pub fn status(&self) -> ClusterStatus {
         let s = self.lock();
-        let timeout = Duration::from_millis(self.inner.cfg.member_timeout_ms);
-        let members: Vec<MemberState> = s
-            .members
-            .values()
-            .filter(|(h, seen)| !h.leaving && seen.elapsed() <= timeout)
+        let members: Vec<MemberState> = self
+            .live_members(&s)
             .map(|(h, seen)| MemberState {
                 member: h.member.clone(),
                 trainer: h.trainer,
@@ -356,17 +360,10 @@ impl Cluster {
                 this_member: h.member == self.inner.member,
             })
             .collect();
-        let trainer = self.is_trainer();
-        let trainer_member = if trainer {
-            Some(self.inner.member.clone())
-        } else {
-            members.iter().find(|m| m.trainer).map(|m| m.member.clone())
-        };
-        let t = &self.inner.topics;
         ClusterStatus {
             member: self.inner.member.clone(),
-            trainer,
-            trainer_member,
+            trainer: self.is_trainer(),
+            trainer_member: self.trainer_in(&s),
             members,
             lag: s.lag.clone(),
             group_model: s.head.as_ref().map(|h| h.id),
@@ -379,16 +376,13 @@ impl Cluster {
                 .map(|(_, p)| p.video.len() + p.music.len())
                 .sum(),
             unreadable: s.unreadable,
-            topics: [
-                ("coord", &t.coord),
-                ("pairs", &t.pairs),
-                ("models", &t.models),
-                ("members", &t.members),
-                ("users", &t.users),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
+            topics: self
+                .inner
+                .topics
+                .all()
+                .iter()
+                .map(|(what, name, _, _)| (what.to_string(), name.to_string()))
+                .collect(),
             published: self
                 .inner
                 .sent

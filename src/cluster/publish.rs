@@ -12,7 +12,7 @@ use super::{Cluster, ClusterError, Deps};
 use crate::ingest::pipeline::Progress;
 use crate::kafka::{self, KafkaGlueError, Producer};
 use crate::ml::serve::Serving;
-use crate::store::{MusicAgg, PairChange, PairChangeAgg, StoreView};
+use crate::store::{MusicAgg, PairAgg, PairChange, PairChangeAgg, StoreView};
 
 /// Where the store's actor sends each durable batch's pair changes.
 pub type PairFeed = Sender<Vec<PairChange>>;
@@ -105,7 +105,14 @@ impl Publisher {
             }
             if let Some(rx) = &self.users_rx {
                 while let Ok(users) = rx.try_recv() {
-                    self.users.extend(users);
+                    for (user, mut p) in users {
+                        if p.items.len() > wire::MAX_USER_ITEMS {
+                            // The heaviest are kept (a list leaves out what it holds).
+                            p.items.sort_by(|a, b| b.1.total_cmp(&a.1));
+                            p.items.truncate(wire::MAX_USER_ITEMS);
+                        }
+                        self.users.insert(user, p);
+                    }
                 }
             }
             if published.elapsed() >= publish_every {
@@ -160,6 +167,34 @@ impl Publisher {
         Ok(())
     }
 
+    fn send_video(
+        &self,
+        origin: &str,
+        user: String,
+        item: String,
+        agg: PairAgg,
+    ) -> Result<(), KafkaGlueError> {
+        let origin = origin.to_string();
+        self.send_pair(
+            &PairKey::Video { origin, user, item },
+            &PairValue::Video(agg),
+        )
+    }
+
+    fn send_music(
+        &self,
+        origin: &str,
+        user: String,
+        item: String,
+        agg: MusicAgg,
+    ) -> Result<(), KafkaGlueError> {
+        let origin = origin.to_string();
+        self.send_pair(
+            &PairKey::Music { origin, user, item },
+            &PairValue::Music(agg),
+        )
+    }
+
     /// Publishes the pairs changed since the last call (at the first call,
     /// every pair the store holds), then the `through` mark; what is not
     /// delivered is published again at the next call.
@@ -173,21 +208,11 @@ impl Publisher {
                     topic: self.cluster.inner.topics.pairs.clone(),
                     message: format!("cannot read this member's pairs: {e}"),
                 })?;
-                let key = PairKey::Video {
-                    origin: origin.clone(),
-                    user,
-                    item,
-                };
-                self.send_pair(&key, &PairValue::Video(agg))?;
+                self.send_video(&origin, user, item, agg)?;
                 n += 1;
             }
             for (user, item, agg) in music {
-                let key = PairKey::Music {
-                    origin: origin.clone(),
-                    user: user.clone(),
-                    item: item.clone(),
-                };
-                self.send_pair(&key, &PairValue::Music(*agg))?;
+                self.send_music(&origin, user.clone(), item.clone(), *agg)?;
                 n += 1;
             }
             self.mark_through(&origin)?;
@@ -203,7 +228,6 @@ impl Publisher {
         }
         let video = std::mem::take(&mut self.video);
         let music = std::mem::take(&mut self.music);
-        let through = self.through;
         let sent = (|| {
             for (user, items) in &video {
                 let (pairs, _) =
@@ -213,24 +237,13 @@ impl Publisher {
                             topic: self.cluster.inner.topics.pairs.clone(),
                             message: format!("cannot read the pairs of {user:?}: {e}"),
                         })?;
-                for (item, agg) in pairs.iter().filter(|(i, _)| items.contains(i)) {
-                    let key = PairKey::Video {
-                        origin: origin.clone(),
-                        user: user.clone(),
-                        item: item.clone(),
-                    };
-                    self.send_pair(&key, &PairValue::Video(*agg))?;
+                for (item, agg) in pairs.into_iter().filter(|(i, _)| items.contains(i)) {
+                    self.send_video(&origin, user.clone(), item, agg)?;
                 }
             }
             for ((user, item), agg) in &music {
-                let key = PairKey::Music {
-                    origin: origin.clone(),
-                    user: user.clone(),
-                    item: item.clone(),
-                };
-                self.send_pair(&key, &PairValue::Music(*agg))?;
+                self.send_music(&origin, user.clone(), item.clone(), *agg)?;
             }
-            self.through = through;
             self.mark_through(&origin)
         })();
         if sent.is_err() {
@@ -256,18 +269,9 @@ impl Publisher {
         let origin = self.cluster.member().to_string();
         let sent = (|| {
             for (user, p) in &users {
-                let mut items = p.items.clone();
-                if items.len() > wire::MAX_USER_ITEMS {
-                    // The heaviest are kept (a list leaves out what it holds).
-                    items.sort_by(|a, b| b.1.total_cmp(&a.1));
-                    items.truncate(wire::MAX_USER_ITEMS);
-                }
                 let r = wire::UserRecord {
                     origin: origin.clone(),
-                    model: p.model,
-                    at_ms: p.at_ms,
-                    factors: p.factors.clone(),
-                    items,
+                    user: p.clone(),
                 };
                 let value = wire::encode(&r);
                 kafka::send(&self.producer, &topic, user.as_bytes(), &value, None)?;

@@ -40,7 +40,7 @@ pub fn spawn(
     deps: &Deps,
 ) -> Result<std::thread::JoinHandle<()>, super::ClusterError> {
     let t = &cluster.inner.topics;
-    let consumer: BaseConsumer = crate::kafka::client_config(&deps.brokers, &deps.kafka)
+    let consumer: BaseConsumer = crate::kafka::base_config(&deps.brokers, &deps.kafka)
         .set(
             "group.id",
             format!("{}.reader.{}", deps.kafka.group_id, cluster.member()),
@@ -151,11 +151,10 @@ impl Reader {
     fn take(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
         let t = &self.cluster.inner.topics;
         let key = m.key().unwrap_or_default();
-        if m.topic() == t.users {
-            return self.take_user(m, key);
-        }
         let mut s = self.cluster.lock();
-        let ok = if m.topic() == t.pairs {
+        let ok = if m.topic() == t.users {
+            self.take_user(key, m.payload())
+        } else if m.topic() == t.pairs {
             take_pair(&mut s, key, m.payload())
         } else if m.topic() == t.models {
             match m.payload().map(wire::model_record) {
@@ -208,32 +207,17 @@ impl Reader {
     }
 
     /// A user another member folded in: served from here on.
-    fn take_user(&self, m: &rdkafka::message::BorrowedMessage<'_>, key: &[u8]) {
-        let Some(payload) = m.payload() else { return };
-        match wire::user_record(key, payload) {
-            Ok((_, r)) if r.origin == self.cluster.member() => {}
-            Ok((user, r)) => {
-                let p = crate::ml::live::PeerUser {
-                    model: r.model,
-                    factors: r.factors,
-                    items: r.items,
-                    at_ms: r.at_ms,
-                };
-                if let Ok(mut peers) = self.serving.peers().write() {
-                    peers.insert(user, p, self.max_peer_users);
-                }
-            }
-            Err(e) => {
-                let mut s = self.cluster.lock();
-                s.unreadable += 1;
-                tracing::warn!(
-                    "skipped a record of {} at {}/{}: {e}",
-                    m.topic(),
-                    m.partition(),
-                    m.offset()
-                );
+    fn take_user(&self, key: &[u8], payload: Option<&[u8]>) -> Result<(), String> {
+        let Some(payload) = payload else {
+            return Ok(());
+        };
+        let (user, r) = wire::user_record(key, payload).map_err(|e| e.to_string())?;
+        if r.origin != self.cluster.member() {
+            if let Ok(mut peers) = self.serving.peers().write() {
+                peers.insert(user, r.user, self.max_peer_users);
             }
         }
+        Ok(())
     }
 
     /// Each shared topic's lag; and caught up (as of a round's start) once

@@ -77,18 +77,17 @@ pub fn spawn(
     deps: &Deps,
 ) -> Result<std::thread::JoinHandle<()>, super::ClusterError> {
     let group = format!("{}.trainer", deps.kafka.group_id);
-    let consumer: BaseConsumer<RoleContext> =
-        crate::kafka::client_config(&deps.brokers, &deps.kafka)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "latest")
-            // Sticky: a member joining or leaving does not move the role from a
-            // member that stays.
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .create_with_context(RoleContext {
-                cluster: cluster.clone(),
-            })
-            .map_err(crate::kafka::KafkaGlueError::from)?;
+    let consumer: BaseConsumer<RoleContext> = crate::kafka::base_config(&deps.brokers, &deps.kafka)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        // Sticky: a member joining or leaving does not move the role from a
+        // member that stays.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(RoleContext {
+            cluster: cluster.clone(),
+        })
+        .map_err(crate::kafka::KafkaGlueError::from)?;
     consumer
         .subscribe(&[cluster.inner.topics.coord.as_str()])
         .map_err(crate::kafka::KafkaGlueError::from)?;

@@ -51,7 +51,6 @@ impl PairKey {
     }
 
     fn ids_fit(&self) -> bool {
-        let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
         match self {
             PairKey::Video { origin, user, item } | PairKey::Music { origin, user, item } => {
                 fits(origin) && fits(user) && fits(item)
@@ -104,10 +103,7 @@ pub const MAX_USER_ITEMS: usize = 20_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub origin: String,
-    pub model: u64,
-    pub at_ms: i64,
-    pub factors: Vec<f32>,
-    pub items: Vec<(String, f32)>,
+    pub user: crate::ml::live::PeerUser,
 }
 
 /// What a member says of itself, every `cluster.heartbeat_interval_ms`.
@@ -140,6 +136,11 @@ pub enum WireError {
     Chunks(u32),
     #[error("version metadata of {0} bytes (at most {MAX_META_BYTES})")]
     Meta(usize),
+}
+
+/// An id a record may name: not empty, at most [`MAX_ID_BYTES`].
+fn fits(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_BYTES
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -180,7 +181,7 @@ pub fn model_record(b: &[u8]) -> Result<ModelRecord, WireError> {
         if h.meta.len() > MAX_META_BYTES {
             return Err(WireError::Meta(h.meta.len()));
         }
-        if h.by.is_empty() || h.by.len() > MAX_ID_BYTES {
+        if !fits(&h.by) {
             return Err(WireError::Id);
         }
     }
@@ -191,19 +192,19 @@ pub fn model_record(b: &[u8]) -> Result<ModelRecord, WireError> {
 pub fn user_record(key: &[u8], b: &[u8]) -> Result<(String, UserRecord), WireError> {
     let user = std::str::from_utf8(key)
         .ok()
-        .filter(|u| !u.is_empty() && u.len() <= MAX_ID_BYTES)
+        .filter(|u| fits(u))
         .ok_or(WireError::Id)?;
     let r: UserRecord = decode(b)?;
-    let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
-    if !fits(&r.origin) || r.items.iter().any(|(i, _)| !fits(i)) {
+    let u = &r.user;
+    if !fits(&r.origin) || u.items.iter().any(|(i, _)| !fits(i)) {
         return Err(WireError::Id);
     }
     let finite =
-        r.factors.iter().all(|x| x.is_finite()) && r.items.iter().all(|(_, w)| w.is_finite());
-    if r.factors.len() > MAX_FACTORS || r.items.len() > MAX_USER_ITEMS || !finite {
+        u.factors.iter().all(|x| x.is_finite()) && u.items.iter().all(|(_, w)| w.is_finite());
+    if u.factors.len() > MAX_FACTORS || u.items.len() > MAX_USER_ITEMS || !finite {
         return Err(WireError::User {
-            factors: r.factors.len(),
-            items: r.items.len(),
+            factors: u.factors.len(),
+            items: u.items.len(),
         });
     }
     Ok((user.to_string(), r))
@@ -211,7 +212,6 @@ pub fn user_record(key: &[u8], b: &[u8]) -> Result<(String, UserRecord), WireErr
 
 pub fn heartbeat(b: &[u8]) -> Result<Heartbeat, WireError> {
     let h: Heartbeat = decode(b)?;
-    let fits = |s: &str| !s.is_empty() && s.len() <= MAX_ID_BYTES;
     if !fits(&h.member) || h.http.as_deref().is_some_and(|s| s.len() > MAX_ID_BYTES) {
         return Err(WireError::Id);
     }
@@ -256,17 +256,19 @@ mod tests {
         );
         let mut user = UserRecord {
             origin: "m".into(),
-            model: 1,
-            at_ms: 5,
-            factors: vec![0.5, -1.0],
-            items: vec![("v1".into(), 2.0)],
+            user: crate::ml::live::PeerUser {
+                model: 1,
+                at_ms: 5,
+                factors: vec![0.5, -1.0],
+                items: vec![("v1".into(), 2.0)],
+            },
         };
         assert_eq!(
             user_record(b"u1", &encode(&user)),
             Ok(("u1".into(), user.clone()))
         );
         assert_eq!(user_record(b"", &encode(&user)), Err(WireError::Id));
-        user.factors[0] = f32::NAN;
+        user.user.factors[0] = f32::NAN;
         assert!(matches!(
             user_record(b"u1", &encode(&user)),
             Err(WireError::User { .. })

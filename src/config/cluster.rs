@@ -49,6 +49,19 @@ pub struct ClusterTopics {
     pub users: String,
 }
 
+impl ClusterTopics {
+    /// Every shared topic: (what it is, its name, partitions, compacted).
+    pub fn all(&self) -> [(&'static str, &str, i32, bool); 5] {
+        [
+            ("coord", &self.coord, 1, false),
+            ("pairs", &self.pairs, 1, true),
+            ("models", &self.models, 1, true),
+            ("members", &self.members, 1, true),
+            ("users", &self.users, 1, true),
+        ]
+    }
+}
+
 impl ClusterConfig {
     pub fn topics(&self, group_id: &str) -> ClusterTopics {
         let t = |what: &str| format!("{}{group_id}.{what}", self.topic_prefix);

@@ -11,13 +11,8 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub fn start(topics: &[String], partitions: i32) -> Result<Embedded, KafkaGlueError> {
-        let topics: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partitions)).collect();
-        Embedded::start_topics(&topics)
-    }
-
     /// Starts the broker with these topics: (name, partitions).
-    pub fn start_topics(topics: &[(String, i32)]) -> Result<Embedded, KafkaGlueError> {
+    pub fn start(topics: &[(String, i32)]) -> Result<Embedded, KafkaGlueError> {
         let (tx, rx) = std::sync::mpsc::channel::<Result<String, KafkaGlueError>>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let topics = topics.to_vec();

@@ -54,11 +54,7 @@ pub enum KafkaGlueError {
 pub type Assignment = Arc<Mutex<Vec<(String, i32)>>>;
 
 /// A client's settings: the brokers, the client id and `kafka.properties`.
-pub fn client_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
-    base_config(brokers, cfg)
-}
-
-pub(crate) fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
+pub fn base_config(brokers: &str, cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("client.id", &cfg.client_id);

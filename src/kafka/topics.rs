@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::Consumer as _;
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::config::KafkaConfig;
@@ -41,7 +40,7 @@ async fn create(brokers: &str, cfg: &KafkaConfig, specs: &[(String, i32, bool)])
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
     for (name, partitions, compact) in specs {
-        if exists(brokers, cfg, name) {
+        if check_topic(brokers, cfg, name, Duration::from_secs(10)).is_ok() {
             continue;
         }
         let mut done = false;
@@ -78,21 +77,4 @@ async fn create(brokers: &str, cfg: &KafkaConfig, specs: &[(String, i32, bool)])
             );
         }
     }
-}
-
-/// Whether the brokers list `topic` with partitions.
-fn exists(brokers: &str, cfg: &KafkaConfig, topic: &str) -> bool {
-    let Ok(c) = base_config(brokers, cfg)
-        .set("allow.auto.create.topics", "false")
-        .create::<rdkafka::consumer::BaseConsumer>()
-    else {
-        return false;
-    };
-    c.fetch_metadata(Some(topic), Duration::from_secs(10))
-        .ok()
-        .is_some_and(|md| {
-            md.topics()
-                .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        })
 }

@@ -262,7 +262,7 @@ impl Live {
 /// A user another member of the group folded in, as it published them: the
 /// champion it solved against, the factors, and what they have seen as item
 /// ids with their weights (rows are each member's own).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerUser {
     pub model: u64,
     pub factors: Vec<f32>,

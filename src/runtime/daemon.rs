@@ -166,13 +166,9 @@ impl Daemon {
                 .map(|t| (t, cfg.kafka.embedded_partitions))
                 .collect();
             if cfg.cluster.enabled {
-                topics.extend(
-                    Cluster::embedded_topics(&cfg.cluster, &cfg.kafka.group_id)
-                        .into_iter()
-                        .map(|t| (t, 1)),
-                );
+                topics.extend(Cluster::embedded_topics(&cfg.cluster, &cfg.kafka.group_id));
             }
-            let e = Embedded::start_topics(&topics)?;
+            let e = Embedded::start(&topics)?;
             let bootstrap = e.bootstrap.clone();
             // Every embedded broker starts empty at offset 0: its offsets are its own.
             let ns = format!("embedded:{}", crate::domain::timefmt::now_ms());
