@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{bin, run_ok};
+use common::{bin, recommend_offline, run_ok};
 use playpulse::ml::family::{Family, Params};
 use playpulse::ml::rerank::RerankOutcome;
 use playpulse::ml::version;
@@ -204,16 +204,7 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
         let g = GENRES.iter().position(|x| x == genre).unwrap();
         chance +=
             world.video_genre.iter().filter(|&&v| v == g).count() as f64 / world.videos as f64;
-        let out = run_ok(&[
-            "recommend",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--user",
-            user,
-            "--k",
-            "10",
-        ]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = recommend_offline(&data, user, 10, &[]);
         let recs = v["recommendations"].as_array().unwrap();
         assert_eq!(recs.len(), 10, "{v}");
         // Reordered by the ranking stage exactly when the version serves with it.
@@ -368,18 +359,7 @@ fn trains_promotes_recommends_the_planted_taste_and_serves_it_after_restart() {
     drop(store);
     let (region, counts) = regions.iter().max_by_key(|(_, v)| v.len()).unwrap();
     let counts: HashMap<&str, u64> = counts.iter().map(|(v, n)| (v.as_str(), *n)).collect();
-    let out = run_ok(&[
-        "recommend",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--user",
-        "someone-new",
-        "--k",
-        "10",
-        "--region",
-        region,
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = recommend_offline(&data, "someone-new", 10, &["--region", region]);
     assert_eq!(v["known"], false, "{v}");
     let recs = v["recommendations"].as_array().unwrap();
     assert_eq!(recs.len(), 10, "{v}");

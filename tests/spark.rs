@@ -167,16 +167,7 @@ fn spark_als_trained_on_the_lake_is_imported_scored_promoted_and_served() {
 
     // Served: offline, and by the daemon after a restart.
     let user = &produced.valid[0].user_id;
-    let rec = run_ok(&[
-        "recommend",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--user",
-        user,
-        "--k",
-        "5",
-    ]);
-    let rec: Value = serde_json::from_slice(&rec.stdout).unwrap();
+    let rec = recommend_offline(&data, user, 5, &[]);
     assert_eq!(
         (rec["model"].as_u64(), rec["family"].as_str()),
         (Some(id), Some("als")),

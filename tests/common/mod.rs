@@ -510,6 +510,23 @@ pub fn run_ok(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The offline `playpulse recommend --data-dir DATA --user USER --k K` and
+/// `more` arguments: its JSON reply (fails unless it succeeds).
+pub fn recommend_offline(data: &Path, user: &str, k: usize, more: &[&str]) -> serde_json::Value {
+    let k = k.to_string();
+    let mut args = vec![
+        "recommend",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--user",
+        user,
+        "--k",
+        &k,
+    ];
+    args.extend_from_slice(more);
+    serde_json::from_slice(&run_ok(&args).stdout).unwrap()
+}
+
 pub fn ctl_json(data: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(bin())
         .args(["ctl", "--json", "--data-dir"])
