@@ -6,7 +6,10 @@
 //! view after training too: the member that stores it folds the viewer in and
 //! publishes them to the others); when
 //! the trainer is SIGKILLed, another member takes the role after the session
-//! timeout and the next promotion reaches every member left.
+//! timeout and the next promotion reaches every member left. Every member's
+//! analytics answer for the whole group (each member publishes its rollups;
+//! the others add them to their own), equal to figures computed from every
+//! event produced, the dead member's too.
 
 mod common;
 
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use playpulse::domain::event::Event;
+use playpulse::domain::event::{Event, VideoEvent};
 use playpulse::kafka;
 use playpulse::kafka::config::KafkaConfig;
 use serde_json::Value;
@@ -67,6 +70,10 @@ impl Member {
     fn wait(&mut self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let dir = self.dir.clone();
         wait_reply(&mut self.daemon, limit, what, || ctl_status(&dir), pred)
+    }
+
+    fn http(&self) -> String {
+        self.status()["http"].as_str().unwrap().to_string()
     }
 
     fn list(&self, user: &str) -> Vec<String> {
@@ -169,6 +176,39 @@ fn all_serve_the_same(members: &mut [Member], id: u64, promoted: Instant, users:
     );
 }
 
+/// Every member's analytics over [from, to) answer for every event of
+/// `events` (each member stores a part; the others' come from the group's
+/// rollups), and every member of `reporting` reported the range.
+fn group_analytics(members: &[Member], events: &[VideoEvent], from: i64, to: i64, reporting: u64) {
+    let path = format!("/api/analytics?view=qoe&from={from}&to={to}&step=minute");
+    for m in members {
+        let addr = m.http();
+        let t0 = Instant::now();
+        loop {
+            let r = rollups::ask(&addr, &path);
+            let views = r["rows"][0]["views"].as_u64().unwrap_or(0);
+            if views == events.len() as u64 && r["range"]["members"].as_u64() == Some(reporting) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the group's views on {addr}: {views} of {}: {r}",
+                events.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let replies = rollups::check(&addr, events, from, to);
+        // Each minute says how many members reported it.
+        let points = replies[0]["points"].as_array().unwrap();
+        assert!(
+            points
+                .iter()
+                .all(|p| p["members"].as_u64().is_some_and(|n| n <= reporting)),
+            "{points:?}"
+        );
+    }
+}
+
 fn spawn(dir: &Path, bootstrap: &str, run: usize) -> Daemon {
     spawn_daemon(dir, bootstrap, GROUP, &[("video", TOPIC)], &env(), run)
 }
@@ -177,13 +217,13 @@ fn spawn(dir: &Path, bootstrap: &str, run: usize) -> Daemon {
 fn three_members_train_once_and_serve_the_same_lists() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = format!("playpulse.{GROUP}");
-    let shared: Vec<String> = ["coord", "pairs", "models", "members", "users"]
+    let shared: Vec<String> = ["coord", "pairs", "models", "members", "users", "rollups"]
         .iter()
         .map(|w| format!("{prefix}.{w}"))
         .collect();
     let mut topics: Vec<(&str, i32)> = vec![(TOPIC, 6)];
     topics.extend(shared.iter().map(|t| (t.as_str(), 1)));
-    assert_eq!(shared.len(), 5);
+    assert_eq!(shared.len(), 6);
     let broker = Broker::start(&topics);
     let mut members: Vec<Member> = ["a", "b", "c"]
         .iter()
@@ -312,6 +352,17 @@ fn three_members_train_once_and_serve_the_same_lists() {
         sent.elapsed()
     );
 
+    // One view of the group on every member: each adds its peers' rollups
+    // to its own.
+    let minute = |ms: i64| ms.div_euclid(rollups::MINUTE) * rollups::MINUTE;
+    let from = minute(valid.iter().map(|e| e.timestamp_ms).min().unwrap());
+    let to = minute(valid.iter().map(|e| e.timestamp_ms).max().unwrap()) + 2 * rollups::MINUTE;
+    let storing = members
+        .iter()
+        .filter(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0) > 0)
+        .count() as u64;
+    group_analytics(&members, &valid, from, to, storing);
+
     // The trainer dies: another member takes the role, and its next
     // promotion reaches every member left.
     members[t].daemon.signal(libc::SIGKILL);
@@ -346,6 +397,8 @@ fn three_members_train_once_and_serve_the_same_lists() {
         "the new trainer trains on every member's pairs, the dead one's too: {show}"
     );
     all_serve_the_same(&mut members, id2, promoted, &users);
+    // The dead member's rollups stay in the group's view.
+    group_analytics(&members, &valid, from, to, storing);
     drop(dead);
     for m in members.iter_mut() {
         m.daemon.signal(libc::SIGTERM);

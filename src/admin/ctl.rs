@@ -321,7 +321,7 @@ fn range_line(r: &Option<crate::views::analytics::range::RangeInfo>) -> Option<S
         crate::store::rollup::Grain::Hour => "hour",
     };
     Some(format!(
-        "range: {} to {}, by {step}; filters: {}; {} rollup rows read",
+        "range: {} to {}, by {step}; filters: {}; {} rollup rows read{}",
         r.from,
         r.to,
         if filters.is_empty() {
@@ -329,14 +329,22 @@ fn range_line(r: &Option<crate::views::analytics::range::RangeInfo>) -> Option<S
         } else {
             filters.join(", ")
         },
-        r.rows_read
+        r.rows_read,
+        r.members.map_or_else(String::new, |n| format!(
+            "; the group's: {n} member(s) reported"
+        ))
     ))
 }
 
 /// A range series: QoE with concurrent viewers and the recommendation share.
 fn series_table(points: &[crate::views::analytics::MinuteQoe]) -> String {
-    let mut t = table(&[
-        "bucket",
+    // A group member's answer says how many members reported each bucket.
+    let group = points.iter().any(|p| p.members.is_some());
+    let mut header = vec!["bucket"];
+    if group {
+        header.push("members");
+    }
+    header.extend([
         "views",
         "concurrent",
         "watch h",
@@ -347,10 +355,14 @@ fn series_table(points: &[crate::views::analytics::MinuteQoe]) -> String {
         "bitrate kbps",
         "recommended %",
     ]);
+    let mut t = table(&header);
     for p in points {
         let m = &p.metrics;
-        t.add_row(vec![
-            p.minute.clone(),
+        let mut row = vec![p.minute.clone()];
+        if group {
+            row.push(p.members.unwrap_or(0).to_string());
+        }
+        row.extend([
             m.views.to_string(),
             p.concurrent_viewers
                 .map_or_else(|| "-".into(), |c| c.to_string()),
@@ -362,6 +374,7 @@ fn series_table(points: &[crate::views::analytics::MinuteQoe]) -> String {
             fixed(m.avg_bitrate_kbps, 0),
             pct(m.recommended_rate),
         ]);
+        t.add_row(row);
     }
     t.to_string()
 }
@@ -649,7 +662,7 @@ fn status_text(r: &StatusReply) -> String {
 /// The group acting as one: who trains, each member's state, the shared topics' lag.
 fn cluster_table(c: &crate::cluster::ClusterStatus) -> String {
     let mut out = format!(
-        "group: this member {}{}; trainer {}; group model {}; lag {}; pairs of {} peers held: {}; unreadable records {}\n",
+        "group: this member {}{}; trainer {}; group model {}; lag {}; pairs of {} peers held: {}; peers' rollup buckets written: {}; unreadable records {}\n",
         c.member,
         if c.trainer { " (trains)" } else { "" },
         c.trainer_member.as_deref().unwrap_or("- (the role is moving)"),
@@ -661,6 +674,7 @@ fn cluster_table(c: &crate::cluster::ClusterStatus) -> String {
             .join(", "),
         c.pair_origins.saturating_sub(1),
         c.peer_pairs,
+        c.peer_rollup_buckets,
         c.unreadable
     );
     let mut t = table(&[

@@ -79,6 +79,10 @@ pub struct ClusterStatus {
     pub peer_pairs: usize,
     /// Records of the shared topics that did not decode (skipped).
     pub unreadable: u64,
+    /// Peers' rollup buckets this member wrote into its store since it
+    /// started (a bucket once per round it changed in).
+    #[serde(default)]
+    pub peer_rollup_buckets: u64,
     pub topics: BTreeMap<String, String>,
     /// What this member published since it started: shared topic → records, bytes.
     #[serde(default)]
@@ -120,6 +124,8 @@ struct State {
     /// the fetch.
     caught_up: Option<Instant>,
     unreadable: u64,
+    /// Peers' rollup buckets written to the store.
+    rollup_buckets: u64,
 }
 
 struct Inner {
@@ -376,6 +382,7 @@ impl Cluster {
                 .map(|(_, p)| p.video.len() + p.music.len())
                 .sum(),
             unreadable: s.unreadable,
+            peer_rollup_buckets: s.rollup_buckets,
             topics: self
                 .inner
                 .topics

@@ -2,7 +2,7 @@
 //! aggregates, then a `through` mark), a heartbeat, and — while it trains —
 //! each new champion, chunked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use super::{Cluster, ClusterError, Deps};
 use crate::ingest::pipeline::Progress;
 use crate::kafka::{self, KafkaGlueError, Producer};
 use crate::ml::serve::Serving;
+use crate::store::rollup::{Cube, Grain, Sums, Tuple, OTHER};
 use crate::store::{MusicAgg, PairAgg, PairChange, PairChangeAgg, StoreView};
 
 /// Where the store's actor sends each durable batch's pair changes.
@@ -51,6 +52,9 @@ struct Publisher {
     model_retry_at: Option<Instant>,
     /// How long a flush may take (shorter at shutdown).
     flush: Duration,
+    /// Every rollup bucket is still to be published (at start, or after
+    /// more changed than are noted).
+    rollups_full: bool,
 }
 
 pub fn spawn(
@@ -58,6 +62,9 @@ pub fn spawn(
     deps: Deps,
 ) -> Result<(PairFeed, std::thread::JoinHandle<()>), ClusterError> {
     let producer = kafka::producer(&deps.brokers, &deps.kafka)?;
+    // Noted before the start's publication lists the buckets: a batch held
+    // in between is in one or the other.
+    deps.view.track_rollup_changes();
     let (tx, rx) = std::sync::mpsc::channel();
     let p = Publisher {
         cluster: cluster.clone(),
@@ -77,6 +84,7 @@ pub fn spawn(
         published_model: None,
         model_retry_at: None,
         flush: FLUSH,
+        rollups_full: true,
     };
     let h = std::thread::Builder::new()
         .name("group-publish".into())
@@ -123,6 +131,9 @@ impl Publisher {
                 if let Err(e) = self.publish_users() {
                     tracing::warn!("cannot publish the users folded in here to the group (tried again in {publish_every:?}): {e}");
                 }
+                if let Err(e) = self.publish_rollups() {
+                    tracing::warn!("cannot publish this member's rollups to the group (tried again in {publish_every:?}): {e}");
+                }
             }
             if beat.elapsed() >= beat_every {
                 beat = Instant::now();
@@ -140,7 +151,11 @@ impl Publisher {
             }
         }
         self.flush = LAST_FLUSH;
-        if let Err(e) = self.publish_pairs().and_then(|()| self.heartbeat(true)) {
+        let last = self
+            .publish_pairs()
+            .and_then(|()| self.publish_rollups())
+            .and_then(|()| self.heartbeat(true));
+        if let Err(e) = last {
             tracing::warn!("leaving the group without publishing all ({e}); the next start publishes every pair again");
         }
     }
@@ -287,6 +302,95 @@ impl Publisher {
         sent
     }
 
+    /// Publishes the rollup rows changed since the last call (at the first
+    /// call, or after more changed than are noted, every bucket this store
+    /// holds): per (bucket, lead), all of its rows, absolute. What is not
+    /// delivered is published again at the next call.
+    fn publish_rollups(&mut self) -> Result<(), KafkaGlueError> {
+        let touched = self.view.take_rollup_touched();
+        let full = self.rollups_full || touched.overflow;
+        if !full && touched.leads.is_empty() {
+            return Ok(());
+        }
+        let topic = self.cluster.inner.topics.rollups.clone();
+        let store = |e: crate::store::StoreError| KafkaGlueError::Topic {
+            topic: topic.clone(),
+            message: format!("cannot read this member's rollups: {e}"),
+        };
+        // Bucket → the leads changed (`None`: all of them).
+        let mut buckets: BTreeMap<(Grain, Cube, i64), Option<HashSet<&str>>> = BTreeMap::new();
+        if full {
+            match self.view.own_rollup_buckets() {
+                Ok(all) => buckets.extend(all.into_iter().map(|b| (b, None))),
+                Err(e) => {
+                    self.view.retouch(touched);
+                    return Err(store(e));
+                }
+            }
+        } else {
+            for (grain, cube, bucket, lead) in &touched.leads {
+                if let Some(leads) = buckets
+                    .entry((*grain, *cube, *bucket))
+                    .or_insert_with(|| Some(HashSet::new()))
+                {
+                    leads.insert(lead.as_str());
+                }
+            }
+        }
+        let t = Instant::now();
+        let origin = self.cluster.member().to_string();
+        let sent = (|| {
+            let mut records = 0usize;
+            for ((grain, cube, bucket), leads) in &buckets {
+                let rows = self
+                    .view
+                    .own_bucket_rows(*grain, *cube, *bucket)
+                    .map_err(store)?;
+                for lead_rows in rows.chunk_by(|a, b| a.0[0] == b.0[0]) {
+                    let lead = lead_rows[0].0[0].as_str();
+                    if leads.as_ref().is_some_and(|l| !l.contains(lead)) {
+                        continue;
+                    }
+                    let key = wire::RollupKey {
+                        origin: origin.clone(),
+                        grain: *grain,
+                        cube: *cube,
+                        bucket: *bucket,
+                        lead: lead.to_string(),
+                    };
+                    let value = wire::RollupValue {
+                        rows: rollup_rows(lead_rows),
+                    };
+                    let (k, v) = (wire::encode(&key), wire::encode(&value));
+                    kafka::send(&self.producer, &topic, &k, &v, None)?;
+                    self.cluster.sent(&topic, k.len() + v.len());
+                    records += 1;
+                }
+            }
+            kafka::flush(&self.producer, self.flush)?;
+            Ok(records)
+        })();
+        match sent {
+            Ok(records) => {
+                if full {
+                    self.rollups_full = false;
+                    tracing::info!(
+                        "published this member's rollups to the group: {} buckets, {records} records in {:?}",
+                        buckets.len(),
+                        t.elapsed()
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !full {
+                    self.view.retouch(touched);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Waits for the pairs sent so far, then says every batch below `through` is published.
     fn mark_through(&self, origin: &str) -> Result<(), KafkaGlueError> {
         kafka::flush(&self.producer, self.flush)?;
@@ -379,4 +483,23 @@ impl Publisher {
         );
         Ok(())
     }
+}
+
+/// A lead's rows as a record carries them: at most
+/// [`wire::MAX_ROLLUP_ROWS`], the lightest past that added up under
+/// `(other)` in every other value.
+fn rollup_rows(rows: &[(Tuple<String>, Sums)]) -> Vec<([String; 3], Sums)> {
+    let mut out: Vec<([String; 3], Sums)> = rows
+        .iter()
+        .map(|(t, s)| ([t[1].clone(), t[2].clone(), t[3].clone()], *s))
+        .collect();
+    if out.len() > wire::MAX_ROLLUP_ROWS {
+        out.sort_by_key(|r| std::cmp::Reverse(r.1.weight()));
+        let mut other = Sums::default();
+        for (_, s) in out.drain(wire::MAX_ROLLUP_ROWS - 1..) {
+            other.add(&s);
+        }
+        out.push(([OTHER.into(), OTHER.into(), OTHER.into()], other));
+    }
+    out
 }

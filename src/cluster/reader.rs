@@ -8,18 +8,31 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::wire::{self, ModelRecord, PairKey, PairValue};
 use super::{Cluster, Deps, State};
 use crate::ml::serve::Serving;
+use crate::store::rollup::group::PeerBucket;
+use crate::store::rollup::{Cube, Grain, Sums};
 use crate::store::StoreView;
 
 /// How often the lag is measured.
 const ROUND: Duration = Duration::from_millis(500);
+/// How often the peers' rollups past retention are deleted.
+const PRUNE: Duration = Duration::from_secs(60);
+/// The most members whose rollups are held (records of others are skipped).
+const MAX_ROLLUP_MEMBERS: usize = 256;
+
+/// Peers' rollup records read and not yet written to the store: (member,
+/// grain, cube, bucket) → lead → rows.
+type PendingRollups =
+    BTreeMap<(String, Grain, Cube, i64), BTreeMap<String, Vec<([String; 3], Sums)>>>;
 
 struct Reader {
     cluster: Cluster,
     consumer: BaseConsumer,
-    topics: [String; 4],
+    topics: [String; 5],
     assigned: Vec<(String, i32)>,
     view: StoreView,
     serving: Serving,
@@ -30,6 +43,8 @@ struct Reader {
     /// The high watermarks (topic, partition, low, high) fetched at a
     /// round's start, until this member has read up to them.
     target: Option<(Instant, Watermarks)>,
+    /// Members whose rollups are held.
+    rollup_members: BTreeSet<String>,
 }
 
 /// (topic, partition, low, high) of each assigned partition.
@@ -61,6 +76,7 @@ pub fn spawn(
             t.models.clone(),
             t.members.clone(),
             t.users.clone(),
+            t.rollups.clone(),
         ],
         assigned: Vec::new(),
         view: deps.view.clone(),
@@ -69,6 +85,7 @@ pub fn spawn(
         max_peer_users: deps.max_peer_users,
         adopted: None,
         target: None,
+        rollup_members: BTreeSet::new(),
     };
     Ok(std::thread::Builder::new()
         .name("group-reader".into())
@@ -78,7 +95,9 @@ pub fn spawn(
 impl Reader {
     fn run(mut self) {
         let mut last_round = Instant::now() - ROUND;
+        let mut last_prune = Instant::now();
         let mut warned = false;
+        let mut rollups = PendingRollups::new();
         while !self.cluster.stopping() {
             if self.assigned.is_empty() {
                 if let Err(e) = self.assign() {
@@ -97,6 +116,18 @@ impl Reader {
             let mut wait = Duration::from_millis(100);
             while n < 10_000 {
                 match self.consumer.poll(wait) {
+                    Some(Ok(m)) if m.topic() == self.cluster.inner.topics.rollups => {
+                        let r = take_rollup(
+                            &mut rollups,
+                            &mut self.rollup_members,
+                            self.cluster.member(),
+                            m.key().unwrap_or_default(),
+                            m.payload(),
+                        );
+                        if let Err(e) = r {
+                            self.unreadable(&m, &e);
+                        }
+                    }
                     Some(Ok(m)) => {
                         models_read |= m.topic() == self.cluster.inner.topics.models;
                         self.take(&m)
@@ -109,6 +140,15 @@ impl Reader {
                 }
                 wait = Duration::ZERO;
                 n += 1;
+            }
+            if !rollups.is_empty() {
+                self.store_rollups(std::mem::take(&mut rollups));
+            }
+            if last_prune.elapsed() >= PRUNE {
+                last_prune = Instant::now();
+                if let Err(e) = self.view.prune_peer_rollups() {
+                    tracing::warn!("cannot delete the group's rollups past retention: {e}");
+                }
             }
             if last_round.elapsed() >= ROUND {
                 last_round = Instant::now();
@@ -192,17 +232,49 @@ impl Reader {
         } else {
             Ok(())
         };
+        drop(s);
         if let Err(e) = ok {
-            s.unreadable += 1;
-            if s.unreadable <= 10 || s.unreadable.is_power_of_two() {
-                tracing::warn!(
-                    "skipped a record of {} at {}/{} (unreadable records so far: {}): {e}",
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    s.unreadable
-                );
+            self.unreadable(m, &e);
+        }
+    }
+
+    /// Counts and logs a record skipped.
+    fn unreadable(&self, m: &rdkafka::message::BorrowedMessage<'_>, e: &str) {
+        let mut s = self.cluster.lock();
+        s.unreadable += 1;
+        if s.unreadable <= 10 || s.unreadable.is_power_of_two() {
+            tracing::warn!(
+                "skipped a record of {} at {}/{} (unreadable records so far: {}): {e}",
+                m.topic(),
+                m.partition(),
+                m.offset(),
+                s.unreadable
+            );
+        }
+    }
+
+    /// Writes the peers' rollups read into the store (each lead replaces
+    /// what was held of it).
+    fn store_rollups(&self, pending: PendingRollups) {
+        let buckets: Vec<PeerBucket> = pending
+            .into_iter()
+            .map(|((member, grain, cube, bucket), leads)| PeerBucket {
+                member,
+                grain,
+                cube,
+                bucket,
+                leads,
+            })
+            .collect();
+        match self.view.put_peer_rollups(&buckets) {
+            Ok(_) => {
+                let mut s = self.cluster.lock();
+                s.rollup_buckets += buckets.len() as u64;
             }
+            Err(e) => tracing::error!(
+                "cannot hold the group's rollups ({} buckets dropped; a restart reads them again): {e}",
+                buckets.len()
+            ),
         }
     }
 
@@ -341,5 +413,35 @@ fn take_pair(s: &mut State, key: &[u8], payload: Option<&[u8]>) -> Result<(), St
         }
         _ => return Err("a key and value of different kinds".into()),
     }
+    Ok(())
+}
+
+/// A record of the rollups topic: held until the round's write (this
+/// member's own are skipped, as are tombstones).
+fn take_rollup(
+    pending: &mut PendingRollups,
+    members: &mut BTreeSet<String>,
+    this_member: &str,
+    key: &[u8],
+    payload: Option<&[u8]>,
+) -> Result<(), String> {
+    let (k, v) = wire::rollup_record(key, payload).map_err(|e| e.to_string())?;
+    let Some(v) = v else { return Ok(()) };
+    if k.origin == this_member {
+        return Ok(());
+    }
+    if !members.contains(&k.origin) {
+        if members.len() >= MAX_ROLLUP_MEMBERS {
+            return Err(format!(
+                "rollups of a member past the {MAX_ROLLUP_MEMBERS} held ({:?})",
+                k.origin
+            ));
+        }
+        members.insert(k.origin.clone());
+    }
+    pending
+        .entry((k.origin, k.grain, k.cube, k.bucket))
+        .or_default()
+        .insert(k.lead, v.rows);
     Ok(())
 }

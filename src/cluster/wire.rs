@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::rollup::{group, Cube, Grain, Sums};
 use crate::store::{MusicAgg, PairAgg};
 
 /// The format byte every value starts with.
@@ -106,6 +107,27 @@ pub struct UserRecord {
     pub user: crate::ml::live::PeerUser,
 }
 
+/// The most rows one record of the rollups topic may carry.
+pub const MAX_ROLLUP_ROWS: usize = 4096;
+
+/// The key of a record of the rollups topic: one lead value (genre of
+/// dims and anchors, title, track) of one bucket of one member's rollups.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RollupKey {
+    pub origin: String,
+    pub grain: Grain,
+    pub cube: Cube,
+    pub bucket: i64,
+    pub lead: String,
+}
+
+/// Every row of that lead in that bucket (absolute: it replaces what was
+/// held of it): the tuple's other values, and their sums.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollupValue {
+    pub rows: Vec<([String; 3], Sums)>,
+}
+
 /// What a member says of itself, every `cluster.heartbeat_interval_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -136,6 +158,13 @@ pub enum WireError {
     Chunks(u32),
     #[error("version metadata of {0} bytes (at most {MAX_META_BYTES})")]
     Meta(usize),
+    #[error("a rollup bucket {bucket} of {cube:?} by {grain:?} with {rows} rows (at most {MAX_ROLLUP_ROWS}; the bucket must start a {grain:?} and the cube be kept by it)")]
+    Rollup {
+        grain: Grain,
+        cube: Cube,
+        bucket: i64,
+        rows: usize,
+    },
 }
 
 /// An id a record may name: not empty, at most [`MAX_ID_BYTES`].
@@ -210,6 +239,41 @@ pub fn user_record(key: &[u8], b: &[u8]) -> Result<(String, UserRecord), WireErr
     Ok((user.to_string(), r))
 }
 
+/// A `rollups` record: its key, and its rows (`None`: a tombstone).
+pub fn rollup_record(
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(RollupKey, Option<RollupValue>), WireError> {
+    let k: RollupKey = decode(key)?;
+    let short = |s: &str| s.len() <= MAX_ID_BYTES;
+    if !fits(&k.origin) || !short(&k.lead) {
+        return Err(WireError::Id);
+    }
+    let bad = |rows: usize| WireError::Rollup {
+        grain: k.grain,
+        cube: k.cube,
+        bucket: k.bucket,
+        rows,
+    };
+    if k.grain.bucket(k.bucket) != k.bucket || !group::kept_by(k.cube, k.grain) {
+        return Err(bad(0));
+    }
+    let Some(value) = value else {
+        return Ok((k, None));
+    };
+    let v: RollupValue = decode(value)?;
+    if v.rows.len() > MAX_ROLLUP_ROWS {
+        return Err(bad(v.rows.len()));
+    }
+    if v.rows
+        .iter()
+        .any(|(rest, _)| !rest.iter().all(|s| short(s)))
+    {
+        return Err(WireError::Id);
+    }
+    Ok((k, Some(v)))
+}
+
 pub fn heartbeat(b: &[u8]) -> Result<Heartbeat, WireError> {
     let h: Heartbeat = decode(b)?;
     if !fits(&h.member) || h.http.as_deref().is_some_and(|s| s.len() > MAX_ID_BYTES) {
@@ -268,6 +332,55 @@ mod tests {
             Ok(("u1".into(), user.clone()))
         );
         assert_eq!(user_record(b"", &encode(&user)), Err(WireError::Id));
+        let rk = RollupKey {
+            origin: "m".into(),
+            grain: Grain::Minute,
+            cube: Cube::Dims,
+            bucket: 120_000,
+            lead: "Drama".into(),
+        };
+        let rv = RollupValue {
+            rows: vec![(["EU".into(), "720p".into(), String::new()], Sums::default())],
+        };
+        assert_eq!(
+            rollup_record(&encode(&rk), Some(&encode(&rv))),
+            Ok((rk.clone(), Some(rv.clone())))
+        );
+        assert_eq!(rollup_record(&encode(&rk), None), Ok((rk.clone(), None)));
+        // A bucket that does not start a minute, titles by the minute, too many rows.
+        let off = RollupKey {
+            bucket: 120_001,
+            ..rk.clone()
+        };
+        assert!(matches!(
+            rollup_record(&encode(&off), None),
+            Err(WireError::Rollup { .. })
+        ));
+        let titles = RollupKey {
+            cube: Cube::Titles,
+            ..rk.clone()
+        };
+        assert!(matches!(
+            rollup_record(&encode(&titles), None),
+            Err(WireError::Rollup { .. })
+        ));
+        let many = RollupValue {
+            rows: vec![rv.rows[0].clone(); MAX_ROLLUP_ROWS + 1],
+        };
+        assert!(matches!(
+            rollup_record(&encode(&rk), Some(&encode(&many))),
+            Err(WireError::Rollup { rows, .. }) if rows == MAX_ROLLUP_ROWS + 1
+        ));
+        let long = RollupValue {
+            rows: vec![(
+                ["x".repeat(MAX_ID_BYTES + 1), String::new(), String::new()],
+                Sums::default(),
+            )],
+        };
+        assert_eq!(
+            rollup_record(&encode(&rk), Some(&encode(&long))),
+            Err(WireError::Id)
+        );
         user.user.factors[0] = f32::NAN;
         assert!(matches!(
             user_record(b"u1", &encode(&user)),

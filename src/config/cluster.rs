@@ -11,7 +11,7 @@ pub struct ClusterConfig {
     /// topics, with one member of the group training for all.
     pub enabled: bool,
     /// The shared topics are `<topic_prefix><kafka.group_id>.<what>`: `coord`
-    /// (the trainer role), `pairs`, `models`, `members`, `users`.
+    /// (the trainer role), `pairs`, `models`, `members`, `users`, `rollups`.
     pub topic_prefix: String,
     /// How often a member publishes the pairs its batches changed, ms.
     pub publish_interval_ms: u64,
@@ -47,17 +47,19 @@ pub struct ClusterTopics {
     pub models: String,
     pub members: String,
     pub users: String,
+    pub rollups: String,
 }
 
 impl ClusterTopics {
     /// Every shared topic: (what it is, its name, partitions, compacted).
-    pub fn all(&self) -> [(&'static str, &str, i32, bool); 5] {
+    pub fn all(&self) -> [(&'static str, &str, i32, bool); 6] {
         [
             ("coord", &self.coord, 1, false),
             ("pairs", &self.pairs, 1, true),
             ("models", &self.models, 1, true),
             ("members", &self.members, 1, true),
             ("users", &self.users, 1, true),
+            ("rollups", &self.rollups, 1, true),
         ]
     }
 }
@@ -71,6 +73,7 @@ impl ClusterConfig {
             models: t("models"),
             members: t("members"),
             users: t("users"),
+            rollups: t("rollups"),
         }
     }
 

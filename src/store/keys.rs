@@ -12,6 +12,7 @@
 //! | `P/`   | sequence(be64) part(be32)              | a batch's pair deltas (a run)  |
 //! | `R/`   | sequence(be64) part(be32)              | a batch's rollup deltas (a run, see `store::rollup`) |
 //! | `M/`   | grain cube bucket(be64) tag(be64) part(be32) | a bucket's rollup rows (a chunk) |
+//! | `G/`   | grain cube bucket(be64) member length(be16) member part(be32) | a group peer's rollup rows of a bucket (see `store::rollup::group`) |
 //! | `U/`   | user·tag(be64)                         | a user's pairs (a chunk)       |
 //! | `V/`   | user·video                            | pair aggregate (layout before `U/`: moved at open) |
 //! | `T/`   | write ms(be64) · segment key           | the segment's size (be64)      |

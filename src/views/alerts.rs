@@ -647,6 +647,7 @@ mod tests {
             bucket: 0,
             sums: sums(10, 0, 0),
             in_progress: Some(n),
+            members: 1,
         };
         let t = b.evaluate(Some(0), 0, |q| {
             assert_eq!(q.group, Group::Series);

@@ -5,6 +5,8 @@
 //! claimed batch), never on sleeps.
 #![allow(dead_code)]
 
+pub mod rollups;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

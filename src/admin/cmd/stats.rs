@@ -138,12 +138,16 @@ impl Analytics {
 /// Titles are named from the catalog.
 pub async fn analytics(a: &Admin, req: Analytics) -> Result<Answer, CommandError> {
     let q = req.query();
-    let mut answer = if q.is_range() {
+    // A group member's live windows hold its own events only: the rollups
+    // hold the group's.
+    let group = a.cluster.is_some();
+    let mut answer = if q.is_range() || (group && q.view != View::Pipeline) {
         let kept = i64::from(a.cfg.analytics.minute_retention_hours) * 3_600_000;
         let view = a.view.clone();
         // A long range reads many rows: off the server's thread.
         blocking(move || {
-            crate::views::analytics::range::answer(&view, &q, kept).map_err(CommandError::from)
+            crate::views::analytics::range::answer(&view, &q, kept, group)
+                .map_err(CommandError::from)
         })
         .await??
     } else {

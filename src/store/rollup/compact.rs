@@ -75,7 +75,11 @@ fn gather(
 
 /// `rows` (sorted by tuple) with at most `max` of them for titles and music
 /// (the least viewed add up under [`OTHER`]), still sorted.
-fn bounded(cube: Cube, rows: Vec<(Tuple<&str>, Sums)>, max: usize) -> Vec<(Tuple<&str>, Sums)> {
+pub(super) fn bounded(
+    cube: Cube,
+    rows: Vec<(Tuple<&str>, Sums)>,
+    max: usize,
+) -> Vec<(Tuple<&str>, Sums)> {
     let mut v = rows;
     if matches!(cube, Cube::Titles | Cube::Music) && v.len() > max.max(1) {
         v.sort_by(|a, b| b.1.weight().cmp(&a.1.weight()).then_with(|| a.0.cmp(&b.0)));

@@ -36,6 +36,7 @@
 
 pub mod chunk;
 pub mod compact;
+pub mod group;
 pub mod query;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -869,6 +870,10 @@ pub struct RollupStatus {
     /// Events read back from the event log at open (batches not yet in chunks).
     #[serde(default)]
     pub replayed_events: u64,
+    /// The newest minute of the rows other members of the group published
+    /// (see [`group`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_newest_minute: Option<i64>,
 }
 
 /// What the compactor and readers share.
@@ -890,6 +895,11 @@ pub struct Held {
     pub broken: Option<String>,
     pub status: RollupStatus,
     pub tuning: Tuning,
+    /// Which (bucket, lead) the batches held since the group's last
+    /// publication changed (`None`: not in a group, nothing noted).
+    pub touched: Option<group::Touched>,
+    /// The newest minute of a peer's rows held (see [`group`]).
+    pub peer_newest: Option<i64>,
 }
 
 impl Held {
@@ -929,8 +939,11 @@ impl Shared {
         write_ms: i64,
     ) -> Result<(), StoreError> {
         let mut h = self.lock();
+        if let Some(t) = h.touched.as_mut() {
+            t.note(d, &id_of);
+        }
         let g = &mut h.pending;
-        g.add(d, id_of);
+        g.add(d, &id_of);
         g.note_offsets(
             namespace,
             offsets.iter().map(|(t, p, n)| (t.as_str(), *p, *n)),
@@ -980,6 +993,7 @@ impl Shared {
                 .filter_map(Generation::newest)
                 .chain(h.status.newest_minute)
                 .max(),
+            peer_newest_minute: h.peer_newest,
             ..h.status
         }
     }

@@ -128,6 +128,8 @@ pub struct Point {
     /// Views in progress during the bucket (views by the dimensions only:
     /// titles are kept without their ends).
     pub in_progress: Option<u64>,
+    /// Members of the group holding rows of the bucket (this one included).
+    pub members: u32,
 }
 
 /// What a [`RangeQuery`] found.
@@ -138,6 +140,8 @@ pub struct RangeRows {
     pub points: Vec<Point>,
     /// Rows read (chunks and held batches).
     pub rows_read: u64,
+    /// Members of the group holding rows of the range (this one included).
+    pub members: u32,
 }
 
 impl RangeQuery {
@@ -205,6 +209,7 @@ impl StoreView {
         let mut by_key: FxHashMap<String, Sums> = FxHashMap::default();
         let mut rows_read = 0u64;
         let mut anchor = 0u64;
+        let mut reported = Reported::default();
         {
             let _gate = self.rollups.gate.read().unwrap_or_else(|p| p.into_inner());
             let mut take = |bucket: i64, tuple: &Tuple<&str>, sums: &Sums| {
@@ -232,7 +237,16 @@ impl StoreView {
                     }
                 }
             };
-            self.scan_rollups(cube, q.grain, scan_from, to, &filters, key_at, &mut take)?;
+            self.scan_rollups(
+                cube,
+                q.grain,
+                scan_from,
+                to,
+                &filters,
+                key_at,
+                &mut take,
+                Some(&mut reported),
+            )?;
             if anchored {
                 let at = scan_from;
                 let mut count = |bucket: i64, tuple: &Tuple<&str>, sums: &Sums| {
@@ -249,11 +263,14 @@ impl StoreView {
                     &filters,
                     None,
                     &mut count,
+                    None,
                 )?;
             }
         }
+        let (per_bucket, members) = reported.counts(from, to);
         let mut out = RangeRows {
             rows_read,
+            members,
             ..RangeRows::default()
         };
         match q.group {
@@ -268,6 +285,7 @@ impl StoreView {
                             bucket: b,
                             sums,
                             in_progress: anchored.then(|| started.saturating_sub(ended)),
+                            members: per_bucket.get(&b).copied().unwrap_or(0),
                         });
                     }
                     ended = ended.saturating_add(sums.get(slot::ENDED));
@@ -284,11 +302,13 @@ impl StoreView {
     }
 
     /// Hands `take` the rows of `cube` by `grain` in buckets [from, to): the
-    /// chunks' and the held generations'. A filter on the lead (genre of
-    /// dims, title, track) seeks its groups; without filters or a breakdown
-    /// on the other values, the groups' totals answer, and with one filter (or
-    /// a breakdown) on another value, the parts' facet totals of it. The
-    /// caller holds the gate and filters what it is handed.
+    /// chunks', the held generations' and the group's peers' (see
+    /// [`super::group`]). A filter on the lead (genre of dims, title, track)
+    /// seeks its groups; without filters or a breakdown on the other values,
+    /// the groups' totals answer, and with one filter (or a breakdown) on
+    /// another value, the parts' facet totals of it. The caller holds the
+    /// gate and filters what it is handed. `reported`, when asked, gets the
+    /// members holding rows of each bucket (this one as the empty name).
     #[allow(clippy::too_many_arguments)]
     fn scan_rollups(
         &self,
@@ -299,61 +319,51 @@ impl StoreView {
         filters: &[(usize, &str)],
         key_at: Option<usize>,
         take: &mut dyn FnMut(i64, &Tuple<&str>, &Sums),
+        mut reported: Option<&mut Reported>,
     ) -> Result<(), RangeError> {
-        let lead = filters.iter().find(|(i, _)| *i == 0).map(|(_, v)| *v);
-        let need_rows = filters.iter().any(|(i, _)| *i != 0) || key_at.is_some_and(|i| i != 0);
-        let facet_at = match (filters, key_at) {
-            ([(p, _)], None) if *p != 0 => Some(*p),
-            ([(p, _)], Some(k)) if *p != 0 && k == *p => Some(*p),
-            ([], Some(k)) if k != 0 => Some(k),
-            _ => None,
+        let reading = Reading {
+            lead: filters.iter().find(|(i, _)| *i == 0).map(|(_, v)| *v),
+            need_rows: filters.iter().any(|(i, _)| *i != 0) || key_at.is_some_and(|i| i != 0),
+            facet_at: match (filters, key_at) {
+                ([(p, _)], None) if *p != 0 => Some(*p),
+                ([(p, _)], Some(k)) if *p != 0 && k == *p => Some(*p),
+                ([], Some(k)) if k != 0 => Some(k),
+                _ => None,
+            },
         };
         let start = bucket_prefix(grain, cube, from);
         let end = bucket_prefix(grain, cube, to);
         for item in self.tree.range(start..end) {
             let (k, v) = item.map_err(StoreError::from)?;
-            let bucket = chunk_bucket(&k).ok_or_else(|| StoreError::Corrupt {
-                key: super::super::read::entry_name(&k),
-                message: "a rollup chunk key of the wrong length".into(),
-            })?;
-            let corrupt = || StoreError::Corrupt {
-                key: super::super::read::entry_name(&k),
-                message: "a rollup chunk that does not read back".into(),
-            };
-            if !chunk::is_grouped(&k) {
-                for (t, s) in &decode_rows(&v).ok_or_else(corrupt)? {
-                    take(bucket, t, s);
-                }
-                continue;
-            }
-            let g = chunk::Grouped::parse(&v).ok_or_else(corrupt)?;
-            if let Some(values) = facet_at.and_then(|p| g.facet(p).map(|v| (p, v))) {
-                let (p, values) = values;
-                for (value, s) in values {
-                    let mut t = [""; 4];
-                    t[p] = value;
-                    take(bucket, &t, &s);
-                }
-                continue;
-            }
-            for i in lead.map_or(0..g.len(), |l| g.find(l)) {
-                let l = g.lead(i).ok_or_else(corrupt)?;
-                if need_rows {
-                    for (r, s) in g.rows(i).ok_or_else(corrupt)? {
-                        take(bucket, &[l, r[0], r[1], r[2]], &s);
-                    }
-                } else {
-                    take(bucket, &[l, "", "", ""], &g.total(i).ok_or_else(corrupt)?);
-                }
+            let bucket = read_chunk(&k, &v, &reading, take)?;
+            if let Some(r) = reported.as_deref_mut() {
+                r.note(bucket, b"");
             }
         }
         // The held generations, read in one hold of the lock: the compactor
         // moves pending to compacting under it, and compacting to chunks
         // only with the gate.
-        let h = self.rollups.lock();
-        for gen in h.generations() {
-            for (minute, tuple, sums) in gen.rows(cube) {
-                take(grain.bucket(minute), &tuple, sums);
+        {
+            let h = self.rollups.lock();
+            for gen in h.generations() {
+                for (minute, tuple, sums) in gen.rows(cube) {
+                    let bucket = grain.bucket(minute);
+                    take(bucket, &tuple, sums);
+                    if let Some(r) = reported.as_deref_mut() {
+                        r.note(bucket, b"");
+                    }
+                }
+            }
+        }
+        let start = super::group::group_prefix(grain, cube, from);
+        let end = super::group::group_prefix(grain, cube, to);
+        for item in self.tree.range(start..end) {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let bucket = read_chunk(&k, &v, &reading, take)?;
+            if let (Some(r), Some(member)) =
+                (reported.as_deref_mut(), super::group::group_member(&k))
+            {
+                r.note(bucket, member);
             }
         }
         Ok(())
@@ -362,5 +372,85 @@ impl StoreView {
     /// The rollups' compactor counters.
     pub fn rollup_status(&self) -> RollupStatus {
         self.rollups.status()
+    }
+}
+
+/// How a scan reads a chunk (see [`StoreView::scan_rollups`]).
+struct Reading<'q> {
+    lead: Option<&'q str>,
+    need_rows: bool,
+    facet_at: Option<usize>,
+}
+
+/// Hands `take` the rows of one chunk part (this store's or a peer's);
+/// answers its bucket.
+fn read_chunk(
+    k: &[u8],
+    v: &[u8],
+    r: &Reading<'_>,
+    take: &mut dyn FnMut(i64, &Tuple<&str>, &Sums),
+) -> Result<i64, RangeError> {
+    let bucket = chunk_bucket(k).ok_or_else(|| StoreError::Corrupt {
+        key: crate::store::read::entry_name(k),
+        message: "a rollup chunk key of the wrong length".into(),
+    })?;
+    let corrupt = || StoreError::Corrupt {
+        key: crate::store::read::entry_name(k),
+        message: "a rollup chunk that does not read back".into(),
+    };
+    if !chunk::is_grouped(k) {
+        for (t, s) in &decode_rows(v).ok_or_else(corrupt)? {
+            take(bucket, t, s);
+        }
+        return Ok(bucket);
+    }
+    let g = chunk::Grouped::parse(v).ok_or_else(corrupt)?;
+    if let Some((p, values)) = r.facet_at.and_then(|p| g.facet(p).map(|v| (p, v))) {
+        for (value, s) in values {
+            let mut t = [""; 4];
+            t[p] = value;
+            take(bucket, &t, &s);
+        }
+        return Ok(bucket);
+    }
+    for i in r.lead.map_or(0..g.len(), |l| g.find(l)) {
+        let l = g.lead(i).ok_or_else(corrupt)?;
+        if r.need_rows {
+            for (row, s) in g.rows(i).ok_or_else(corrupt)? {
+                take(bucket, &[l, row[0], row[1], row[2]], &s);
+            }
+        } else {
+            take(bucket, &[l, "", "", ""], &g.total(i).ok_or_else(corrupt)?);
+        }
+    }
+    Ok(bucket)
+}
+
+/// The members holding rows of each bucket a scan read (this store's as the
+/// empty name).
+#[derive(Debug, Default)]
+pub struct Reported(BTreeMap<i64, Vec<Vec<u8>>>);
+
+impl Reported {
+    fn note(&mut self, bucket: i64, member: &[u8]) {
+        let at = self.0.entry(bucket).or_default();
+        if !at.iter().any(|m| m == member) {
+            at.push(member.to_vec());
+        }
+    }
+
+    /// Members per bucket in [from, to), and members in all of it.
+    fn counts(&self, from: i64, to: i64) -> (BTreeMap<i64, u32>, u32) {
+        let mut all: Vec<&[u8]> = Vec::new();
+        let mut per = BTreeMap::new();
+        for (b, members) in self.0.range(from..to) {
+            per.insert(*b, members.len() as u32);
+            for m in members {
+                if !all.contains(&m.as_slice()) {
+                    all.push(m);
+                }
+            }
+        }
+        (per, all.len() as u32)
     }
 }

@@ -878,3 +878,118 @@ fn the_newest_minute_counts_the_held_rows_before_any_compaction() {
             .max()
     );
 }
+
+/// What a group member publishes of `s`: per (bucket, lead) changed since
+/// the last call (every bucket with `full`), all of its rows, absolute.
+fn published(s: &Store, member: &str, full: bool) -> Vec<group::PeerBucket> {
+    let touched = s.take_rollup_touched();
+    let mut buckets: std::collections::BTreeMap<
+        (Grain, Cube, i64),
+        Option<std::collections::BTreeSet<String>>,
+    > = Default::default();
+    if full {
+        for b in s.own_rollup_buckets().unwrap() {
+            buckets.insert(b, None);
+        }
+    } else {
+        assert!(!touched.overflow);
+        for (g, c, b, lead) in touched.leads {
+            buckets
+                .entry((g, c, b))
+                .or_insert_with(|| Some(Default::default()))
+                .as_mut()
+                .unwrap()
+                .insert(lead);
+        }
+    }
+    let mut out = Vec::new();
+    for ((grain, cube, bucket), leads) in buckets {
+        let mut p = group::PeerBucket {
+            member: member.into(),
+            grain,
+            cube,
+            bucket,
+            leads: Default::default(),
+        };
+        for (t, sums) in s.own_bucket_rows(grain, cube, bucket).unwrap() {
+            if leads.as_ref().is_some_and(|l| !l.contains(&t[0])) {
+                continue;
+            }
+            let [lead, a, b, c] = t;
+            p.leads.entry(lead).or_default().push(([a, b, c], sums));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn a_peers_published_rollups_add_up_with_this_stores_as_one_store_of_every_event() {
+    let t = tuning();
+    let evs = views(3000, 11, 0, 360);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Store::open(dir_a.path(), 16).unwrap();
+    let mut b = Store::open(dir_b.path(), 16).unwrap();
+    a.track_rollup_changes();
+    // Each member stores every other event; a publishes in rounds: the
+    // first every bucket it holds, then what each round changed (held or
+    // compacted).
+    let (mine, theirs): (Vec<_>, Vec<_>) = evs
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let mine: Vec<VideoEvent> = mine.into_iter().map(|(_, v)| v).collect();
+    let theirs: Vec<VideoEvent> = theirs.into_iter().map(|(_, v)| v).collect();
+    apply(&mut b, 0, &mine);
+    let mut sent = Vec::new();
+    for (round, chunk) in theirs.chunks(500).enumerate() {
+        apply(&mut a, (round * 500) as i64, chunk);
+        if round % 2 == 1 {
+            settle(&a);
+        }
+        let full = round == 0;
+        let p = published(&a, "member-a", full);
+        assert!(!p.is_empty(), "round {round} published nothing");
+        b.put_peer_rollups(&p).unwrap();
+        sent.push(p);
+    }
+    settle(&b);
+    check_answers(&b, &evs, &t, "a peer's rollups and this store's");
+    // Records read again (a restart reads the topic from its start) replace
+    // what they held: nothing counts twice.
+    for p in &sent {
+        b.put_peer_rollups(p).unwrap();
+    }
+    check_answers(&b, &evs, &t, "read twice");
+    // Both members reported every minute of views.
+    let q = RangeQuery {
+        music: false,
+        from_ms: BASE,
+        to_ms: BASE + 360 * MINUTE_MS,
+        grain: Grain::Hour,
+        filter: Filter::default(),
+        group: Group::Series,
+    };
+    let r = b.rollups(&q).unwrap();
+    assert_eq!(r.members, 2);
+    assert!(r.points.iter().all(|p| p.members == 2), "{:?}", r.points);
+    // The member's own store answers for itself alone.
+    check_answers(&a, &theirs, &t, "the publishing member");
+    assert_eq!(a.rollups(&q).unwrap().members, 1);
+    // Past retention (counted from the group's newest minute), the peer's
+    // buckets go.
+    b.set_rollup_tuning(Tuning {
+        hour_retention_ms: HOUR_MS,
+        minute_retention_ms: HOUR_MS,
+        ..t
+    })
+    .unwrap();
+    assert!(b.prune_peer_rollups().unwrap() > 0);
+    let r = b.rollups(&q).unwrap();
+    let newest_hour = Grain::Hour.bucket(b.rollup_status().peer_newest_minute.unwrap());
+    assert!(r
+        .points
+        .iter()
+        .all(|p| p.members <= 1 || p.bucket >= newest_hour - HOUR_MS));
+}

@@ -112,6 +112,10 @@ pub struct MinuteQoe {
     /// Views in progress during the bucket (range answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrent_viewers: Option<u64>,
+    /// Members of the group that reported the bucket (range answers of a
+    /// group member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,6 +284,7 @@ impl Analytics {
                     .series(dim, &key, minutes)
                     .into_iter()
                     .map(|(t, metrics)| MinuteQoe {
+                        members: None,
                         minute: rfc3339(t),
                         metrics,
                         concurrent_viewers: None,

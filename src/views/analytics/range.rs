@@ -169,6 +169,10 @@ pub struct RangeInfo {
     pub newest_minute: Option<String>,
     /// Rollup rows read to answer.
     pub rows_read: u64,
+    /// Members of the group that reported within the range (a group
+    /// member's answers: they add up every member's rollups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u32>,
 }
 
 /// Listening engagement of one key (device or track).
@@ -204,13 +208,17 @@ impl From<RangeError> for AnalyticsError {
     }
 }
 
-/// Answers a range [`Query`] from the rollups of `view`.
+/// Answers a range [`Query`] from the rollups of `view` (with `group`, a
+/// group member's: the answer says how many members reported).
 pub fn answer(
     view: &StoreView,
     q: &Query,
     minute_retention_ms: i64,
+    group: bool,
 ) -> Result<Answer, AnalyticsError> {
-    let newest = view.rollup_status().newest_minute;
+    let status = view.rollup_status();
+    let newest = status.newest_minute.max(status.peer_newest_minute);
+    let mut members = 0u32;
     let span = q.span(newest, minute_retention_ms)?;
     let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
     let dim = q.dim.unwrap_or(Dim::All);
@@ -225,6 +233,7 @@ pub fn answer(
             group,
         })?;
         rows_read += r.rows_read;
+        members = members.max(r.members);
         Ok(r)
     };
     let minutes = u32::try_from((span.to_ms - span.from_ms) / MINUTE_MS).unwrap_or(u32::MAX);
@@ -292,6 +301,7 @@ pub fn answer(
                         minute: rfc3339(p.bucket),
                         metrics: qoe_of(&p.sums).metrics(),
                         concurrent_viewers: p.in_progress,
+                        members: group.then_some(p.members),
                     })
                     .collect(),
                 range: None,
@@ -349,6 +359,7 @@ pub fn answer(
         filter: q.filter.clone(),
         newest_minute: newest.map(rfc3339),
         rows_read,
+        members: group.then_some(members),
     };
     match &mut answer {
         Answer::Qoe { range, .. }
