@@ -1,5 +1,5 @@
 //! A consumer group of three daemons acting as one (`cluster.enabled`), on a
-//! broker the test owns (librdkafka's mock cluster): they share the ingest
+//! broker the test owns (librdkafka's mock cluster, and tansu): they share the ingest
 //! exactly once; one of them holds the trainer role and trains on the union
 //! of every member's pairs; every member records and serves the champion it
 //! publishes, so every member answers every user with the same list (a
@@ -30,6 +30,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("PLAYPULSE_CLUSTER__ENABLED", "true"),
         ("PLAYPULSE_CLUSTER__PUBLISH_INTERVAL_MS", "200"),
+        ("PLAYPULSE_CLUSTER__ROLLUP_INTERVAL_MS", "200"),
         ("PLAYPULSE_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"),
         ("PLAYPULSE_CLUSTER__MEMBER_TIMEOUT_MS", "4000"),
         // A killed member's partitions and role move after its session times out.
@@ -213,24 +214,47 @@ fn spawn(dir: &Path, bootstrap: &str, run: usize) -> Daemon {
     spawn_daemon(dir, bootstrap, GROUP, &[("video", TOPIC)], &env(), run)
 }
 
+/// The ingest topic (6 partitions) and the group's shared topics (1 each),
+/// as the broker is to create them.
+fn topics() -> Vec<(String, i32)> {
+    let prefix = format!("playpulse.{GROUP}");
+    let mut topics = vec![(TOPIC.to_string(), 6)];
+    topics.extend(
+        ["coord", "pairs", "models", "members", "users", "rollups"]
+            .iter()
+            .map(|w| (format!("{prefix}.{w}"), 1)),
+    );
+    topics
+}
+
 #[test]
 fn three_members_train_once_and_serve_the_same_lists() {
     let tmp = tempfile::tempdir().unwrap();
-    let prefix = format!("playpulse.{GROUP}");
-    let shared: Vec<String> = ["coord", "pairs", "models", "members", "users", "rollups"]
-        .iter()
-        .map(|w| format!("{prefix}.{w}"))
-        .collect();
-    let mut topics: Vec<(&str, i32)> = vec![(TOPIC, 6)];
-    topics.extend(shared.iter().map(|t| (t.as_str(), 1)));
-    assert_eq!(shared.len(), 6);
-    let broker = Broker::start(&topics);
+    let t = topics();
+    let refs: Vec<(&str, i32)> = t.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let broker = Broker::start(&refs);
+    three_members(tmp.path(), &broker.bootstrap);
+}
+
+/// The same group on tansu, a broker written apart from librdkafka (its
+/// own group coordinator: the cooperative-sticky trainer role, the
+/// members' partitions and the reader's assignments go through it).
+#[test]
+fn three_members_act_as_one_through_tansu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = topics();
+    let refs: Vec<(&str, i32)> = t.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let broker = Tansu::start(&tmp.path().join("tansu"), "pp-group", &refs);
+    three_members(tmp.path(), &broker.bootstrap);
+}
+
+fn three_members(tmp: &Path, bootstrap: &str) {
     let mut members: Vec<Member> = ["a", "b", "c"]
         .iter()
         .map(|n| {
-            let dir = tmp.path().join(n);
+            let dir = tmp.join(n);
             std::fs::create_dir_all(&dir).unwrap();
-            let daemon = spawn(&dir, &broker.bootstrap, 0);
+            let daemon = spawn(&dir, bootstrap, 0);
             Member { dir, daemon }
         })
         .collect();
@@ -241,7 +265,7 @@ fn three_members_train_once_and_serve_the_same_lists() {
                 .is_some_and(|a| a.len() == 3)
         });
     }
-    let produced = produce_video(&broker.bootstrap, TOPIC, 6000, 0.0, 17);
+    let produced = produce_video(bootstrap, TOPIC, 6000, 0.0, 17);
     let total = produced.valid.len() as u64;
     let t0 = Instant::now();
     loop {
@@ -326,7 +350,7 @@ fn three_members_train_once_and_serve_the_same_lists() {
     view.watch_time_seconds = 3600.0;
     view.skipped = false;
     view.error = None;
-    let producer = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
+    let producer = kafka::producer(bootstrap, &KafkaConfig::default()).unwrap();
     let payload = playpulse::ingest::wire::to_json(&Event::Video(view.clone()));
     let mut valid = produced.valid.clone();
     valid.push(view);

@@ -96,6 +96,8 @@ impl Publisher {
     fn run(mut self) {
         let cfg = self.cluster.inner.cfg.clone();
         let publish_every = Duration::from_millis(cfg.publish_interval_ms);
+        let rollups_every = Duration::from_millis(cfg.rollup_interval_ms);
+        let mut rolled_up = Instant::now() - rollups_every;
         let beat_every = Duration::from_millis(cfg.heartbeat_interval_ms);
         let (mut published, mut beat) =
             (Instant::now() - publish_every, Instant::now() - beat_every);
@@ -131,8 +133,11 @@ impl Publisher {
                 if let Err(e) = self.publish_users() {
                     tracing::warn!("cannot publish the users folded in here to the group (tried again in {publish_every:?}): {e}");
                 }
+            }
+            if rolled_up.elapsed() >= rollups_every {
+                rolled_up = Instant::now();
                 if let Err(e) = self.publish_rollups() {
-                    tracing::warn!("cannot publish this member's rollups to the group (tried again in {publish_every:?}): {e}");
+                    tracing::warn!("cannot publish this member's rollups to the group (tried again in {rollups_every:?}): {e}");
                 }
             }
             if beat.elapsed() >= beat_every {

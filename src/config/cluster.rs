@@ -15,6 +15,9 @@ pub struct ClusterConfig {
     pub topic_prefix: String,
     /// How often a member publishes the pairs its batches changed, ms.
     pub publish_interval_ms: u64,
+    /// How often a member publishes the rollup rows its batches changed, ms
+    /// (a row changed many times in between is sent once).
+    pub rollup_interval_ms: u64,
     /// How often a member says who it is and what it serves, ms.
     pub heartbeat_interval_ms: u64,
     /// A member silent for this long is no longer listed, ms.
@@ -31,6 +34,7 @@ impl Default for ClusterConfig {
             enabled: false,
             topic_prefix: "playpulse.".into(),
             publish_interval_ms: 1000,
+            rollup_interval_ms: 5000,
             heartbeat_interval_ms: 2000,
             member_timeout_ms: 15_000,
             catch_up_seconds: 30,
@@ -93,6 +97,12 @@ impl ClusterConfig {
                 self.publish_interval_ms,
                 50,
                 60_000,
+            ),
+            (
+                "cluster.rollup_interval_ms",
+                self.rollup_interval_ms,
+                50,
+                600_000,
             ),
             (
                 "cluster.heartbeat_interval_ms",
