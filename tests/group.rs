@@ -266,22 +266,7 @@ fn three_members(tmp: &Path, bootstrap: &str) {
         });
     }
     let produced = produce_video(bootstrap, TOPIC, 6000, 0.0, 17);
-    let total = produced.valid.len() as u64;
-    let t0 = Instant::now();
-    loop {
-        let stored: u64 = members
-            .iter()
-            .map(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0))
-            .sum();
-        if stored == total {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "stored {stored} of {total}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_stored(&mut members, produced.valid.len() as u64);
     // Ingest is shared: more than one member stores events.
     let storing = members
         .iter()
@@ -378,13 +363,7 @@ fn three_members(tmp: &Path, bootstrap: &str) {
 
     // One view of the group on every member: each adds its peers' rollups
     // to its own.
-    let minute = |ms: i64| ms.div_euclid(rollups::MINUTE) * rollups::MINUTE;
-    let from = minute(valid.iter().map(|e| e.timestamp_ms).min().unwrap());
-    let to = minute(valid.iter().map(|e| e.timestamp_ms).max().unwrap()) + 2 * rollups::MINUTE;
-    let storing = members
-        .iter()
-        .filter(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0) > 0)
-        .count() as u64;
+    let (from, to, storing) = span(&members, &valid);
     group_analytics(&members, &valid, from, to, storing);
 
     // The trainer dies: another member takes the role, and its next
@@ -427,5 +406,154 @@ fn three_members(tmp: &Path, bootstrap: &str) {
     for m in members.iter_mut() {
         m.daemon.signal(libc::SIGTERM);
         m.daemon.wait_exit(Duration::from_secs(30));
+    }
+}
+
+/// Stored events summed over `members`.
+fn stored(members: &[Member]) -> u64 {
+    members
+        .iter()
+        .map(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn wait_stored(members: &mut [Member], total: u64) {
+    let t0 = Instant::now();
+    loop {
+        let n = stored(members);
+        if n == total {
+            return;
+        }
+        for m in members.iter_mut() {
+            m.daemon.assert_alive();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "stored {n} of {total}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [from, to) covering `events`' minutes, and the members storing any.
+fn span(members: &[Member], events: &[VideoEvent]) -> (i64, i64, u64) {
+    let minute = |ms: i64| ms.div_euclid(rollups::MINUTE) * rollups::MINUTE;
+    let from = minute(events.iter().map(|e| e.timestamp_ms).min().unwrap());
+    let to = minute(events.iter().map(|e| e.timestamp_ms).max().unwrap()) + 2 * rollups::MINUTE;
+    let storing = members
+        .iter()
+        .filter(|m| m.status()["ingest"]["stored"].as_u64().unwrap_or(0) > 0)
+        .count() as u64;
+    (from, to, storing)
+}
+
+#[test]
+fn a_group_whose_broker_goes_away_keeps_answering_and_catches_up_when_it_is_back() {
+    // (and skips records on its shared topics that no member wrote)
+    let tmp = tempfile::tempdir().unwrap();
+    let t = topics();
+    let refs: Vec<(&str, i32)> = t.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let broker = Broker::start(&refs);
+    let mut members: Vec<Member> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let dir = tmp.path().join(n);
+            std::fs::create_dir_all(&dir).unwrap();
+            let daemon = spawn(&dir, &broker.bootstrap, 0);
+            Member { dir, daemon }
+        })
+        .collect();
+    for m in members.iter_mut() {
+        m.wait("two members listed", Duration::from_secs(60), |s| {
+            cluster(s)["members"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+        });
+    }
+    // Records no member wrote on the shared topics are counted and skipped.
+    let producer = kafka::producer(&broker.bootstrap, &KafkaConfig::default()).unwrap();
+    for (what, key, value) in [
+        ("rollups", &b"\x01\xff"[..], &b"\x01\x00"[..]),
+        ("rollups", &b"not postcard"[..], &b"\x01"[..]),
+        ("pairs", &b"\x07"[..], &b""[..]),
+    ] {
+        let topic = format!("playpulse.{GROUP}.{what}");
+        kafka::send(&producer, &topic, key, value, None).unwrap();
+    }
+    kafka::flush(&producer, Duration::from_secs(30)).unwrap();
+    for m in members.iter_mut() {
+        m.wait(
+            "the hostile records skipped",
+            Duration::from_secs(30),
+            |s| cluster(s)["unreadable"].as_u64() >= Some(3),
+        );
+    }
+    let first = produce_video(&broker.bootstrap, TOPIC, 3000, 0.0, 23);
+    wait_stored(&mut members, first.valid.len() as u64);
+    let (_, run) = train(&mut members);
+    let promoted = Instant::now();
+    let id = run["model"].as_u64().unwrap();
+    let users: Vec<String> = {
+        let mut seen = HashSet::new();
+        first
+            .valid
+            .iter()
+            .filter(|e| seen.insert(e.user_id.clone()))
+            .take(10)
+            .map(|e| e.user_id.clone())
+            .collect()
+    };
+    all_serve_the_same(&mut members, id, promoted, &users);
+    let (from, to, storing) = span(&members, &first.valid);
+    group_analytics(&members, &first.valid, from, to, storing);
+    let lists: Vec<Vec<String>> = users.iter().map(|u| members[0].list(u)).collect();
+
+    // The broker goes away for longer than the members' timeout: each says
+    // so, and keeps serving the group's champion, lists and view as held.
+    broker.down();
+    for m in members.iter_mut() {
+        m.wait(
+            "the broker away and the peer unheard",
+            Duration::from_secs(60),
+            |s| {
+                s["broker"]["reachable"] == false
+                    && cluster(s)["members"]
+                        .as_array()
+                        .is_some_and(|a| a.len() <= 1)
+            },
+        );
+    }
+    for m in members.iter_mut() {
+        m.daemon.assert_alive();
+        assert_eq!(m.status()["champion"].as_u64(), Some(id));
+        for (u, l) in users.iter().zip(&lists) {
+            assert_eq!(&m.list(u), l, "{u} while the broker is away");
+        }
+    }
+    group_analytics(&members, &first.valid, from, to, storing);
+
+    // Back: ingest resumes exactly once, and what each member stored while
+    // publications failed reaches the others.
+    broker.up();
+    let second = produce_video(&broker.bootstrap, TOPIC, 2000, 0.0, 24);
+    let mut all = first.valid.clone();
+    all.extend(second.valid.iter().cloned());
+    wait_stored(&mut members, all.len() as u64);
+    let (from, to, storing) = span(&members, &all);
+    group_analytics(&members, &all, from, to, storing);
+    for m in members.iter_mut() {
+        m.wait("two members listed again", Duration::from_secs(60), |s| {
+            cluster(s)["members"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+        });
+    }
+    for m in members.iter_mut() {
+        m.daemon.signal(libc::SIGTERM);
+        assert!(
+            m.daemon.wait_exit(Duration::from_secs(60)).success(),
+            "{}",
+            m.daemon.log_text()
+        );
     }
 }

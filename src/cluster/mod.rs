@@ -79,6 +79,9 @@ pub struct ClusterStatus {
     pub peer_pairs: usize,
     /// Records of the shared topics that did not decode (skipped).
     pub unreadable: u64,
+    /// Times a group thread panicked and was started again (see the log).
+    #[serde(default)]
+    pub thread_restarts: u64,
     /// Peers' rollup buckets this member wrote into its store since it
     /// started (a bucket once per round it changed in).
     #[serde(default)]
@@ -137,6 +140,8 @@ struct Inner {
     state: Mutex<State>,
     /// Shared topic → what this member sent to it.
     sent: Mutex<BTreeMap<String, Sent>>,
+    /// Panics of the group's threads (each started again).
+    restarts: std::sync::atomic::AtomicU64,
     serving: crate::ml::serve::Serving,
 }
 
@@ -199,6 +204,7 @@ impl Cluster {
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             sent: Mutex::new(BTreeMap::new()),
+            restarts: Default::default(),
             serving: deps.serving.clone(),
         });
         let cluster = Cluster { inner };
@@ -247,6 +253,19 @@ impl Cluster {
 
     fn stopping(&self) -> bool {
         self.inner.stop.load(Ordering::SeqCst)
+    }
+
+    /// Runs the body of the group thread `what` under [`supervised`],
+    /// counting its restarts in `status`.
+    fn supervise(&self, what: &str, run: impl FnMut(u32)) {
+        supervised(
+            what,
+            || self.stopping(),
+            || {
+                self.inner.restarts.fetch_add(1, Ordering::SeqCst);
+            },
+            run,
+        )
     }
 
     /// Counts a record sent to `topic`.
@@ -382,6 +401,7 @@ impl Cluster {
                 .map(|(_, p)| p.video.len() + p.music.len())
                 .sum(),
             unreadable: s.unreadable,
+            thread_restarts: self.inner.restarts.load(Ordering::SeqCst),
             peer_rollup_buckets: s.rollup_buckets,
             topics: self
                 .inner
@@ -397,5 +417,72 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
+    }
+}
+
+/// Runs `run` (its argument: how many times it panicked before) until it
+/// returns: a panic is logged with its message, counted (`on_panic`), and
+/// `run` starts again after a second unless `stopping` — a fault in one
+/// record or one publication does not end the group's work.
+fn supervised(
+    what: &str,
+    stopping: impl Fn() -> bool,
+    on_panic: impl Fn(),
+    mut run: impl FnMut(u32),
+) {
+    let mut restarts = 0u32;
+    loop {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(restarts)));
+        let Err(p) = r else { return };
+        restarts = restarts.saturating_add(1);
+        on_panic();
+        tracing::error!(
+            "the group's {what} thread panicked ({}); started again (restart {restarts})",
+            crate::domain::worker::panic_message(p.as_ref())
+        );
+        if stopping() {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    #[test]
+    fn a_group_thread_that_panics_is_started_again_and_counted() {
+        let (runs, panics) = (AtomicU32::new(0), AtomicU32::new(0));
+        supervised(
+            "test",
+            || false,
+            || {
+                panics.fetch_add(1, Ordering::SeqCst);
+            },
+            |before| {
+                let n = runs.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(before, n, "each run is told how many panicked before it");
+                if n < 2 {
+                    panic!("a fault in round {n}");
+                }
+            },
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(panics.load(Ordering::SeqCst), 2);
+        // Stopping: not started again.
+        let runs = AtomicU32::new(0);
+        supervised(
+            "test",
+            || true,
+            || {},
+            |_| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                panic!("a fault while stopping");
+            },
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
     }
 }

@@ -88,12 +88,23 @@ pub fn spawn(
     };
     let h = std::thread::Builder::new()
         .name("group-publish".into())
-        .spawn(move || p.run())?;
+        .spawn(move || {
+            let mut p = p;
+            let cluster = p.cluster.clone();
+            cluster.supervise("publish", |restarts| {
+                if restarts > 0 {
+                    // What a panic cut short is published again: every rollup
+                    // bucket (pairs changed since go as they change).
+                    p.rollups_full = true;
+                }
+                p.run()
+            })
+        })?;
     Ok((tx, h))
 }
 
 impl Publisher {
-    fn run(mut self) {
+    fn run(&mut self) {
         let cfg = self.cluster.inner.cfg.clone();
         let publish_every = Duration::from_millis(cfg.publish_interval_ms);
         let rollups_every = Duration::from_millis(cfg.rollup_interval_ms);

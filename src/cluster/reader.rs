@@ -23,6 +23,9 @@ const ROUND: Duration = Duration::from_millis(500);
 const PRUNE: Duration = Duration::from_secs(60);
 /// The most members whose rollups are held (records of others are skipped).
 const MAX_ROLLUP_MEMBERS: usize = 256;
+/// Rows of peers' rollups read before they are written to the store (memory
+/// stays bounded whatever a round reads).
+const MAX_PENDING_ROWS: usize = 200_000;
 
 /// Peers' rollup records read and not yet written to the store: (member,
 /// grain, cube, bucket) → lead → rows.
@@ -89,15 +92,28 @@ pub fn spawn(
     };
     Ok(std::thread::Builder::new()
         .name("group-reader".into())
-        .spawn(move || r.run())?)
+        .spawn(move || {
+            let mut r = r;
+            let cluster = r.cluster.clone();
+            cluster.supervise("reader", |restarts| {
+                if restarts > 0 {
+                    // Read every shared topic again from its start (what it
+                    // holds is replaced record by record).
+                    r.assigned.clear();
+                    r.target = None;
+                }
+                r.run()
+            })
+        })?)
 }
 
 impl Reader {
-    fn run(mut self) {
+    fn run(&mut self) {
         let mut last_round = Instant::now() - ROUND;
         let mut last_prune = Instant::now();
         let mut warned = false;
         let mut rollups = PendingRollups::new();
+        let mut pending_rows = 0usize;
         while !self.cluster.stopping() {
             if self.assigned.is_empty() {
                 if let Err(e) = self.assign() {
@@ -124,8 +140,13 @@ impl Reader {
                             m.key().unwrap_or_default(),
                             m.payload(),
                         );
-                        if let Err(e) = r {
-                            self.unreadable(&m, &e);
+                        match r {
+                            Ok(rows) => pending_rows += rows,
+                            Err(e) => self.unreadable(&m, &e),
+                        }
+                        if pending_rows >= MAX_PENDING_ROWS {
+                            self.store_rollups(std::mem::take(&mut rollups));
+                            pending_rows = 0;
                         }
                     }
                     Some(Ok(m)) => {
@@ -143,6 +164,7 @@ impl Reader {
             }
             if !rollups.is_empty() {
                 self.store_rollups(std::mem::take(&mut rollups));
+                pending_rows = 0;
             }
             if last_prune.elapsed() >= PRUNE {
                 last_prune = Instant::now();
@@ -417,18 +439,18 @@ fn take_pair(s: &mut State, key: &[u8], payload: Option<&[u8]>) -> Result<(), St
 }
 
 /// A record of the rollups topic: held until the round's write (this
-/// member's own are skipped, as are tombstones).
+/// member's own are skipped, as are tombstones). Answers the rows held.
 fn take_rollup(
     pending: &mut PendingRollups,
     members: &mut BTreeSet<String>,
     this_member: &str,
     key: &[u8],
     payload: Option<&[u8]>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let (k, v) = wire::rollup_record(key, payload).map_err(|e| e.to_string())?;
-    let Some(v) = v else { return Ok(()) };
+    let Some(v) = v else { return Ok(0) };
     if k.origin == this_member {
-        return Ok(());
+        return Ok(0);
     }
     if !members.contains(&k.origin) {
         if members.len() >= MAX_ROLLUP_MEMBERS {
@@ -439,9 +461,10 @@ fn take_rollup(
         }
         members.insert(k.origin.clone());
     }
+    let rows = v.rows.len();
     pending
         .entry((k.origin, k.grain, k.cube, k.bucket))
         .or_default()
         .insert(k.lead, v.rows);
-    Ok(())
+    Ok(rows)
 }

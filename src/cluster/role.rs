@@ -95,13 +95,15 @@ pub fn spawn(
     Ok(std::thread::Builder::new()
         .name("group-role".into())
         .spawn(move || {
-            while !cluster.stopping() {
-                // Nothing is produced to `coord`: polling serves the group's
-                // heartbeats and rebalances.
-                if let Some(Err(e)) = consumer.poll(Duration::from_millis(200)) {
-                    tracing::debug!("trainer role consumer: {e}");
+            cluster.supervise("trainer role", |_| {
+                while !cluster.stopping() {
+                    // Nothing is produced to `coord`: polling serves the
+                    // group's heartbeats and rebalances.
+                    if let Some(Err(e)) = consumer.poll(Duration::from_millis(200)) {
+                        tracing::debug!("trainer role consumer: {e}");
+                    }
                 }
-            }
+            });
             // Leaving at once hands the role over without the session timeout.
             consumer.unsubscribe();
             let _ = consumer.poll(Duration::from_millis(100));

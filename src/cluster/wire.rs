@@ -107,6 +107,9 @@ pub struct UserRecord {
     pub user: crate::ml::live::PeerUser,
 }
 
+/// How far past this member's clock a rollup bucket may start.
+pub const MAX_ROLLUP_AHEAD_MS: i64 = 24 * 3_600_000;
+
 /// The most rows one record of the rollups topic may carry.
 pub const MAX_ROLLUP_ROWS: usize = 4096;
 
@@ -158,7 +161,7 @@ pub enum WireError {
     Chunks(u32),
     #[error("version metadata of {0} bytes (at most {MAX_META_BYTES})")]
     Meta(usize),
-    #[error("a rollup bucket {bucket} of {cube:?} by {grain:?} with {rows} rows (at most {MAX_ROLLUP_ROWS}; the bucket must start a {grain:?} and the cube be kept by it)")]
+    #[error("a rollup bucket {bucket} of {cube:?} by {grain:?} with {rows} rows (at most {MAX_ROLLUP_ROWS}; the bucket must start a {grain:?}, at most a day past this member's clock, and the cube be kept by it)")]
     Rollup {
         grain: Grain,
         cube: Cube,
@@ -255,7 +258,11 @@ pub fn rollup_record(
         bucket: k.bucket,
         rows,
     };
-    if k.grain.bucket(k.bucket) != k.bucket || !group::kept_by(k.cube, k.grain) {
+    // Members roll up no event dated past their write time's skew: a bucket
+    // a day ahead of this member's clock is not one of theirs.
+    let ahead = crate::domain::timefmt::now_ms().saturating_add(MAX_ROLLUP_AHEAD_MS);
+    if k.grain.bucket(k.bucket) != k.bucket || !group::kept_by(k.cube, k.grain) || k.bucket > ahead
+    {
         return Err(bad(0));
     }
     let Some(value) = value else {
@@ -360,6 +367,15 @@ mod tests {
             cube: Cube::Titles,
             ..rk.clone()
         };
+        let future = RollupKey {
+            bucket: Grain::Minute
+                .bucket(crate::domain::timefmt::now_ms() + MAX_ROLLUP_AHEAD_MS + 120_000),
+            ..rk.clone()
+        };
+        assert!(matches!(
+            rollup_record(&encode(&future), None),
+            Err(WireError::Rollup { .. })
+        ));
         assert!(matches!(
             rollup_record(&encode(&titles), None),
             Err(WireError::Rollup { .. })
