@@ -97,12 +97,26 @@ impl TrainerActor {
         if self.busy {
             return Ok(());
         }
+        // A group trains on every member's pairs: its events count (the
+        // trainer may hold none of its own).
+        let min_events = match &self.cluster {
+            Some(_) => {
+                let stored = self.stored();
+                if stored < self.cfg.min_events {
+                    return Err(TrainError::Waiting {
+                        stored,
+                        min_events: self.cfg.min_events,
+                    });
+                }
+                0
+            }
+            None => self.cfg.min_events,
+        };
         let als = self.cfg.als().check()?;
         self.busy = true;
         self.trained_at = self.stored();
         self.folded_at = self.folded();
         self.last = Instant::now();
-        let min_events = self.cfg.min_events;
         let max_events = if self.cfg.classifiers || self.cfg.rerank {
             self.cfg.classifier_max_events
         } else {

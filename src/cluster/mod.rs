@@ -142,6 +142,8 @@ struct Inner {
     sent: Mutex<BTreeMap<String, Sent>>,
     /// Panics of the group's threads (each started again).
     restarts: std::sync::atomic::AtomicU64,
+    /// Events this member's store held at start (its progress counts since).
+    stored_at_start: u64,
     serving: crate::ml::serve::Serving,
 }
 
@@ -179,9 +181,11 @@ pub struct Deps {
     /// Model versions a member keeps (`models.keep_versions`).
     pub keep_versions: usize,
     pub http: Option<String>,
-    /// The store's music pairs and next batch sequence number at start.
+    /// The store's music pairs, next batch sequence number and stored
+    /// events at start.
     pub music: Vec<(String, String, MusicAgg)>,
     pub seq: u64,
+    pub stored: u64,
     /// Where the fold-in says whom it folded in (none: no fold-in).
     pub users: Option<std::sync::mpsc::Receiver<Vec<(String, crate::ml::live::PeerUser)>>>,
     /// Peers' folded users held at most (`models.fold_in_max_users`).
@@ -205,6 +209,7 @@ impl Cluster {
             state: Mutex::new(State::default()),
             sent: Mutex::new(BTreeMap::new()),
             restarts: Default::default(),
+            stored_at_start: deps.stored,
             serving: deps.serving.clone(),
         });
         let cluster = Cluster { inner };
@@ -325,8 +330,9 @@ impl Cluster {
         }))
     }
 
-    /// Events the group's stores hold: this member's `own`, its peers' as
-    /// their heartbeats last said.
+    /// Events the group's stores hold: this member's (`own` stored since it
+    /// started, and what its store held then), its peers' as their heartbeats
+    /// last said.
     pub fn group_stored(&self, own: u64) -> u64 {
         let s = self.lock();
         let peers: u64 = self
@@ -334,7 +340,12 @@ impl Cluster {
             .filter(|(h, _)| h.member != self.inner.member)
             .map(|(h, _)| h.stored)
             .sum();
-        own + peers
+        own + self.inner.stored_at_start + peers
+    }
+
+    /// Events this member's store holds (`own`: stored since it started).
+    pub fn member_stored(&self, own: u64) -> u64 {
+        own + self.inner.stored_at_start
     }
 
     /// The peers' pairs, once this member has read every record published

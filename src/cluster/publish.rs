@@ -48,6 +48,12 @@ struct Publisher {
     full: Option<Vec<(String, String, MusicAgg)>>,
     last_champion: Option<u64>,
     published_model: Option<u64>,
+    /// A champion set here while this member trained (a promotion, a
+    /// rollback), until it is published: the role moving away in between
+    /// does not keep it from the group.
+    owed: Option<u64>,
+    /// Whether this member trained at the last look.
+    trained: bool,
     /// After a failed publication of the champion: when to try again.
     model_retry_at: Option<Instant>,
     /// How long a flush may take (shorter at shutdown).
@@ -82,6 +88,8 @@ pub fn spawn(
         full: Some(deps.music),
         last_champion: None,
         published_model: None,
+        owed: None,
+        trained: false,
         model_retry_at: None,
         flush: FLUSH,
         rollups_full: true,
@@ -422,7 +430,9 @@ impl Publisher {
             member: self.cluster.member().to_string(),
             trainer: self.cluster.is_trainer() && !leaving,
             serving: self.serving.get().map(|c| c.id),
-            stored: Progress::get(&self.progress.stored),
+            stored: self
+                .cluster
+                .member_stored(Progress::get(&self.progress.stored)),
             http: self.http.clone(),
             at_ms: crate::domain::timefmt::now_ms(),
             leaving,
@@ -434,13 +444,23 @@ impl Publisher {
     }
 
     /// While this member trains: publishes the champion when it is newer
-    /// than the group's, or when it changed here (a promotion, a rollback).
+    /// than the group's, or when it changed here (a promotion, a rollback);
+    /// a champion set while it trained is published even if the role has
+    /// moved since.
     fn publish_model(&mut self) -> Result<(), KafkaGlueError> {
         let champion = self.serving.get().map(|c| c.id);
         let changed = self.last_champion.is_some() && champion != self.last_champion;
         self.last_champion = champion;
+        // (trained now or at the last look, 100 ms ago: a promotion just
+        // before the role moved is still this member's to publish)
+        let trainer = self.cluster.is_trainer();
+        let trained = std::mem::replace(&mut self.trained, trainer) || trainer;
         let Some(id) = champion else { return Ok(()) };
-        if !self.cluster.is_trainer() || self.published_model == Some(id) {
+        if changed && trained {
+            self.owed = Some(id);
+        }
+        let owed = self.owed == Some(id);
+        if (!trainer && !owed) || self.published_model == Some(id) {
             return Ok(());
         }
         let (head, caught_up) = {
@@ -448,7 +468,7 @@ impl Publisher {
             (s.head.as_ref().map(|h| h.id), s.caught_up.is_some())
         };
         // Until the models topic is read, the group's newest is not known.
-        if !caught_up || head == Some(id) || !(head.is_none_or(|h| id > h) || changed) {
+        if !caught_up || head == Some(id) || !(head.is_none_or(|h| id > h) || changed || owed) {
             return Ok(());
         }
         let store = |e: crate::store::StoreError| KafkaGlueError::Topic {
@@ -492,6 +512,7 @@ impl Publisher {
         self.cluster.sent(&topic, head.key().len() + value.len());
         kafka::flush(&self.producer, self.flush)?;
         self.published_model = Some(id);
+        self.owed = None;
         tracing::info!(
             "published model v{id} to the group ({} bytes in {} chunks)",
             bundle.len(),

@@ -1,7 +1,9 @@
 //! The alert loop: every `alerts.interval_seconds` the rules are evaluated
 //! over the rollups (off the runtime's thread) and each transition is posted
 //! to the webhook (in its own task: a slow receiver never delays the next
-//! evaluation).
+//! evaluation). In a group every member evaluates the group's rollups (its
+//! `status` and `/api/alerts` show the states), and the member that trains
+//! posts: one notification per transition for the group.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +15,11 @@ use crate::views::alerts::{AlertsConfig, Book};
 pub type SharedBook = Arc<Mutex<Book>>;
 
 /// Starts the loop on the current actix system; answers the book.
-pub fn start(view: StoreView, cfg: &AlertsConfig) -> SharedBook {
+pub fn start(
+    view: StoreView,
+    cfg: &AlertsConfig,
+    cluster: Option<crate::cluster::Cluster>,
+) -> SharedBook {
     let book: SharedBook = Arc::new(Mutex::new(Book::new(cfg.rules.clone())));
     if cfg.rules.is_empty() {
         return book;
@@ -34,7 +40,7 @@ pub fn start(view: StoreView, cfg: &AlertsConfig) -> SharedBook {
             tick.tick().await;
             let (b2, v) = (b.clone(), view.clone());
             let transitions = tokio::task::spawn_blocking(move || {
-                let newest = v.rollup_status().newest_minute;
+                let newest = v.rollup_status().group_newest();
                 let now = crate::domain::timefmt::now_ms();
                 let mut book = b2.lock().unwrap_or_else(|p| p.into_inner());
                 book.evaluate(newest, now, |q| v.rollups(q))
@@ -62,6 +68,10 @@ pub fn start(view: StoreView, cfg: &AlertsConfig) -> SharedBook {
                 let Some(w) = webhook.clone() else {
                     continue;
                 };
+                if cluster.as_ref().is_some_and(|c| !c.is_trainer()) {
+                    // The group's trainer posts it.
+                    continue;
+                }
                 let b3 = b.clone();
                 actix_rt::spawn(async move {
                     let body = serde_json::to_vec(&t).unwrap_or_default();

@@ -232,7 +232,6 @@ impl Daemon {
             flight.clone(),
         );
         let view = store.view();
-        let alerts = super::alerting::start(view.clone(), &cfg.alerts);
         let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(
             &store,
             cfg.analytics.trending_half_life(),
@@ -263,6 +262,14 @@ impl Daemon {
         } else {
             (None, None)
         };
+        if !cfg.cluster.enabled {
+            // Rows a group's peers published, held while this store was a
+            // member: a daemon alone answers for its own events.
+            let dropped = view.drop_peer_rollups()?;
+            if dropped > 0 {
+                tracing::info!("not in a group: dropped {dropped} parts of former peers' rollups");
+            }
+        }
         let (cluster, cluster_threads, share) = if cfg.cluster.enabled {
             let deps = crate::cluster::Deps {
                 brokers: bootstrap.clone(),
@@ -275,6 +282,7 @@ impl Daemon {
                     .then(|| cfg.http.listen.clone()),
                 music: store.music_aggregates()?,
                 seq: store.next_seq(),
+                stored: store.counter("stored").unwrap_or(0),
                 users: user_rx,
                 max_peer_users: cfg.models.fold_in_max_users,
             };
@@ -283,6 +291,7 @@ impl Daemon {
         } else {
             (None, None, None)
         };
+        let alerts = super::alerting::start(view.clone(), &cfg.alerts, cluster.clone());
         let store = StoreActor::start_in_arbiter(&store_arb.handle(), move |_| StoreActor {
             store,
             namespace: ns,

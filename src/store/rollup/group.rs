@@ -299,13 +299,32 @@ impl StoreView {
                 batch.insert(key, value);
             }
         }
+        // Unflushed: a peer's rows are read again from the group's topic at
+        // each start (an fsync here would hold the readers' gate).
         let _gate = self.rollups.gate.write().unwrap_or_else(|p| p.into_inner());
-        self.commit(batch)?;
+        self.apply_unflushed(batch)?;
         if let Some(n) = newest {
             let mut h = self.rollups.lock();
             h.peer_newest = Some(h.peer_newest.map_or(n, |p| p.max(n)));
         }
         Ok(written)
+    }
+
+    /// Deletes every peer's rows (a daemon outside a group answers for its
+    /// own events). Answers the parts deleted.
+    pub fn drop_peer_rollups(&self) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0u64;
+        for k in self.tree.scan_prefix(GROUP).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        if n > 0 {
+            let _gate = self.rollups.gate.write().unwrap_or_else(|p| p.into_inner());
+            self.commit(batch)?;
+            self.rollups.lock().peer_newest = None;
+        }
+        Ok(n)
     }
 
     /// Deletes the peers' buckets retention no longer keeps, counted from the
@@ -341,7 +360,7 @@ impl StoreView {
         }
         if n > 0 {
             let _gate = self.rollups.gate.write().unwrap_or_else(|p| p.into_inner());
-            self.commit(batch)?;
+            self.apply_unflushed(batch)?;
         }
         Ok(n)
     }

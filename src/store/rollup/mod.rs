@@ -876,6 +876,13 @@ pub struct RollupStatus {
     pub peer_newest_minute: Option<i64>,
 }
 
+impl RollupStatus {
+    /// The newest minute rolled up here or by a peer of the group.
+    pub fn group_newest(&self) -> Option<i64> {
+        self.newest_minute.max(self.peer_newest_minute)
+    }
+}
+
 /// What the compactor and readers share.
 #[derive(Debug, Default)]
 pub struct Held {

@@ -992,4 +992,8 @@ fn a_peers_published_rollups_add_up_with_this_stores_as_one_store_of_every_event
         .points
         .iter()
         .all(|p| p.members <= 1 || p.bucket >= newest_hour - HOUR_MS));
+    // Outside a group, a store drops what its peers published.
+    assert!(b.drop_peer_rollups().unwrap() > 0);
+    assert!(b.rollups(&q).unwrap().points.iter().all(|p| p.members <= 1));
+    assert_eq!(b.rollup_status().peer_newest_minute, None);
 }

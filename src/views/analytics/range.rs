@@ -217,7 +217,7 @@ pub fn answer(
     group: bool,
 ) -> Result<Answer, AnalyticsError> {
     let status = view.rollup_status();
-    let newest = status.newest_minute.max(status.peer_newest_minute);
+    let newest = status.group_newest();
     let mut members = 0u32;
     let span = q.span(newest, minute_retention_ms)?;
     let limit = q.limit.unwrap_or(20).clamp(1, 10_000);
