@@ -21,9 +21,12 @@ use common::*;
 use playpulse::domain::event::{Event, VideoEvent};
 use playpulse::kafka;
 use playpulse::kafka::config::KafkaConfig;
+use playpulse::synth::generate::{CatalogGen, World};
 use serde_json::Value;
 
 const TOPIC: &str = "group.video";
+/// Movies: one partition, so one member stores the catalog.
+const MOVIES: &str = "group.movies";
 const GROUP: &str = "one";
 
 fn env() -> Vec<(&'static str, &'static str)> {
@@ -122,6 +125,14 @@ fn wait_for_trainer(members: &mut [Member], limit: Duration) -> usize {
     }
 }
 
+/// Whether a reply refuses because another member trains, or the role is
+/// moving (it moved since the trainer was asked for).
+fn role_moved(reply: &Value) -> bool {
+    reply["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("trains for the group") || e.contains("role is moving"))
+}
+
 /// `ctl train` on the member that trains (the role may move while it is
 /// asked: a member that lost it says so, and the new trainer is asked).
 fn train(members: &mut [Member]) -> (usize, Value) {
@@ -132,11 +143,8 @@ fn train(members: &mut [Member]) -> (usize, Value) {
         if run["model"].as_u64().is_some() {
             return (t, run);
         }
-        let moving = run["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("trains for the group") || e.contains("role is moving"));
         assert!(
-            moving && t0.elapsed() < Duration::from_secs(60),
+            role_moved(&run) && t0.elapsed() < Duration::from_secs(60),
             "train: {run}"
         );
         eprintln!("the role moved while asked: {run}");
@@ -187,11 +195,8 @@ fn train_and_promote(members: &mut [Member]) -> (usize, u64, Instant) {
         if r["champion"].as_u64() == Some(id) {
             return (t, id, Instant::now());
         }
-        let moved = r["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("trains for the group") || e.contains("role is moving"));
         assert!(
-            moved && t0.elapsed() < Duration::from_secs(120),
+            role_moved(&r) && t0.elapsed() < Duration::from_secs(120),
             "promote v{id}: {r}"
         );
         eprintln!("the role moved before the promotion: {r}");
@@ -269,18 +274,27 @@ fn group_analytics(members: &[Member], events: &[VideoEvent], from: i64, to: i64
 }
 
 fn spawn(dir: &Path, bootstrap: &str, run: usize) -> Daemon {
-    spawn_daemon(dir, bootstrap, GROUP, &[("video", TOPIC)], &env(), run)
+    spawn_daemon(
+        dir,
+        bootstrap,
+        GROUP,
+        &[("video", TOPIC), ("movies", MOVIES)],
+        &env(),
+        run,
+    )
 }
 
 /// The ingest topic (6 partitions) and the group's shared topics (1 each),
 /// as the broker is to create them.
 fn topics() -> Vec<(String, i32)> {
     let prefix = format!("playpulse.{GROUP}");
-    let mut topics = vec![(TOPIC.to_string(), 6)];
+    let mut topics = vec![(TOPIC.to_string(), 6), (MOVIES.to_string(), 1)];
     topics.extend(
-        ["coord", "pairs", "models", "members", "users", "rollups"]
-            .iter()
-            .map(|w| (format!("{prefix}.{w}"), 1)),
+        [
+            "coord", "pairs", "models", "members", "users", "rollups", "titles",
+        ]
+        .iter()
+        .map(|w| (format!("{prefix}.{w}"), 1)),
     );
     topics
 }
@@ -410,6 +424,8 @@ fn three_members(tmp: &Path, bootstrap: &str) {
     // to its own.
     let (from, to, storing) = span(&members, &valid);
     group_analytics(&members, &valid, from, to, storing);
+    // The catalog lands on one member; every member names the titles.
+    group_titles(&members, bootstrap, from, to);
 
     // The trainer dies: another member takes the role, and its next
     // promotion reaches every member left.
@@ -441,6 +457,44 @@ fn three_members(tmp: &Path, bootstrap: &str) {
     for m in members.iter_mut() {
         m.daemon.signal(libc::SIGTERM);
         m.daemon.wait_exit(Duration::from_secs(30));
+    }
+}
+
+/// Sends a movie record of every video to the one-partition movies topic
+/// (one member stores them), then waits until every member's top titles
+/// over [from, to) carry their names.
+fn group_titles(members: &[Member], bootstrap: &str, from: i64, to: i64) {
+    let mut cat = CatalogGen::new(World::new(300, 80, 17), 17);
+    let producer = kafka::producer(bootstrap, &KafkaConfig::default()).unwrap();
+    let mut names = std::collections::HashMap::new();
+    for _ in 0..80 {
+        let t = cat.next_movie(1_735_689_600_000);
+        names.insert(t.id.clone(), t.title.clone());
+        let payload = playpulse::ingest::wire::to_json(&Event::Movie(t.clone()));
+        kafka::send(&producer, MOVIES, t.id.as_bytes(), &payload, None).unwrap();
+    }
+    kafka::flush(&producer, Duration::from_secs(30)).unwrap();
+    let path = format!("/api/analytics?view=top&from={from}&to={to}&step=hour&limit=10");
+    for m in members {
+        let addr = m.http();
+        let t0 = Instant::now();
+        loop {
+            let r = rollups::ask(&addr, &path);
+            let videos = r["videos"].as_array().cloned().unwrap_or_default();
+            let named = !videos.is_empty()
+                && videos.iter().all(|v| {
+                    let id = v["video"].as_str().unwrap_or("");
+                    v["title"].as_str() == names.get(id).map(String::as_str)
+                });
+            if named {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the top titles on {addr} are not all named: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

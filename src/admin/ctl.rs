@@ -662,7 +662,7 @@ fn status_text(r: &StatusReply) -> String {
 /// The group acting as one: who trains, each member's state, the shared topics' lag.
 fn cluster_table(c: &crate::cluster::ClusterStatus) -> String {
     let mut out = format!(
-        "group: this member {}{}; trainer {}; group model {}; lag {}; pairs of {} peers held: {}; peers' rollup buckets written: {}; unreadable records {}\n",
+        "group: this member {}{}; trainer {}; group model {}; lag {}; pairs of {} peers held: {}; peers' rollup buckets written: {}; peers' titles: {}; unreadable records {}\n",
         c.member,
         if c.trainer { " (trains)" } else { "" },
         c.trainer_member.as_deref().unwrap_or("- (the role is moving)"),
@@ -675,6 +675,7 @@ fn cluster_table(c: &crate::cluster::ClusterStatus) -> String {
         c.pair_origins.saturating_sub(1),
         c.peer_pairs,
         c.peer_rollup_buckets,
+        c.peer_titles,
         c.unreadable
     );
     let mut t = table(&[

@@ -22,6 +22,10 @@
 //!   champion solved against) to the compacted topic `users`, keyed by user;
 //!   the others serve them from it, so a user's list is the same on every
 //!   member between trainings too.
+//! - **One view** ([`publish`], [`reader`]): each member publishes its
+//!   rollup rows (per bucket and lead, absolute) to `rollups` and the titles
+//!   it stored to `titles`; every member adds its peers' rows to its range
+//!   answers (`store::rollup::group`) and their titles to its index.
 //! - **Members** ([`reader`]): each member says who it is, whether it trains,
 //!   what it serves and how many events it holds, on `members`; `status`
 //!   lists them with each shared topic's lag.
@@ -86,6 +90,9 @@ pub struct ClusterStatus {
     /// started (a bucket once per round it changed in).
     #[serde(default)]
     pub peer_rollup_buckets: u64,
+    /// Movies and series other members stored, named and ranked here.
+    #[serde(default)]
+    pub peer_titles: usize,
     pub topics: BTreeMap<String, String>,
     /// What this member published since it started: shared topic → records, bytes.
     #[serde(default)]
@@ -129,6 +136,9 @@ struct State {
     unreadable: u64,
     /// Peers' rollup buckets written to the store.
     rollup_buckets: u64,
+    /// Titles read from peers: id → the record's time (this member does
+    /// not publish them again).
+    peer_titles: HashMap<String, i64>,
 }
 
 struct Inner {
@@ -190,6 +200,9 @@ pub struct Deps {
     pub users: Option<std::sync::mpsc::Receiver<Vec<(String, crate::ml::live::PeerUser)>>>,
     /// Peers' folded users held at most (`models.fold_in_max_users`).
     pub max_peer_users: usize,
+    /// The titles index: this member publishes its titles from it, and adds
+    /// its peers' to it.
+    pub indexes: crate::views::indexes::SharedIndexes,
 }
 
 impl Cluster {
@@ -414,6 +427,7 @@ impl Cluster {
             unreadable: s.unreadable,
             thread_restarts: self.inner.restarts.load(Ordering::SeqCst),
             peer_rollup_buckets: s.rollup_buckets,
+            peer_titles: s.peer_titles.len(),
             topics: self
                 .inner
                 .topics

@@ -61,6 +61,9 @@ struct Publisher {
     /// Every rollup bucket is still to be published (at start, or after
     /// more changed than are noted).
     rollups_full: bool,
+    indexes: crate::views::indexes::SharedIndexes,
+    /// Titles published: id → the record's time.
+    titles_sent: HashMap<String, i64>,
 }
 
 pub fn spawn(
@@ -93,6 +96,8 @@ pub fn spawn(
         model_retry_at: None,
         flush: FLUSH,
         rollups_full: true,
+        indexes: deps.indexes,
+        titles_sent: HashMap::new(),
     };
     let h = std::thread::Builder::new()
         .name("group-publish".into())
@@ -157,6 +162,9 @@ impl Publisher {
                 rolled_up = Instant::now();
                 if let Err(e) = self.publish_rollups() {
                     tracing::warn!("cannot publish this member's rollups to the group (tried again in {rollups_every:?}): {e}");
+                }
+                if let Err(e) = self.publish_titles() {
+                    tracing::warn!("cannot publish this member's titles to the group (tried again in {rollups_every:?}): {e}");
                 }
             }
             if beat.elapsed() >= beat_every {
@@ -413,6 +421,49 @@ impl Publisher {
                 Err(e)
             }
         }
+    }
+
+    /// Publishes the movies and series of this member's index that it has
+    /// not published in their current version (a peer's are left out).
+    fn publish_titles(&mut self) -> Result<(), KafkaGlueError> {
+        let fresh: Vec<(bool, crate::domain::event::Title)> = {
+            let Ok(ix) = self.indexes.read() else {
+                return Ok(());
+            };
+            ix.titles
+                .entries()
+                .filter(|(id, e)| self.titles_sent.get(*id) != Some(&e.title.timestamp_ms))
+                .map(|(_, e)| (e.kind == "series", e.title.clone()))
+                .collect()
+        };
+        let fresh: Vec<_> = {
+            let s = self.cluster.lock();
+            fresh
+                .into_iter()
+                .filter(|(_, t)| s.peer_titles.get(&t.id) != Some(&t.timestamp_ms))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let topic = self.cluster.inner.topics.titles.clone();
+        let origin = self.cluster.member().to_string();
+        for (series, title) in &fresh {
+            let key = wire::title_key(*series, &title.id);
+            let r = wire::TitleRecord {
+                origin: origin.clone(),
+                series: *series,
+                title: title.clone(),
+            };
+            let value = wire::encode(&r);
+            kafka::send(&self.producer, &topic, &key, &value, None)?;
+            self.cluster.sent(&topic, key.len() + value.len());
+        }
+        kafka::flush(&self.producer, self.flush)?;
+        for (_, t) in fresh {
+            self.titles_sent.insert(t.id, t.timestamp_ms);
+        }
+        Ok(())
     }
 
     /// Waits for the pairs sent so far, then says every batch below `through` is published.

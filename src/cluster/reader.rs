@@ -1,4 +1,5 @@
-//! Reads the shared topics `pairs`, `models` and `members` from their start
+//! Reads the shared topics (`pairs`, `models`, `members`, `users`,
+//! `rollups`, `titles`) from their start
 //! into the group's state, measures this member's lag on each, and records
 //! and serves each new champion another member published.
 
@@ -23,6 +24,8 @@ const ROUND: Duration = Duration::from_millis(500);
 const PRUNE: Duration = Duration::from_secs(60);
 /// The most members whose rollups are held (records of others are skipped).
 const MAX_ROLLUP_MEMBERS: usize = 256;
+/// The most titles held from peers (each also in the titles index).
+const MAX_PEER_TITLES: usize = 1_000_000;
 /// Rows of peers' rollups read before they are written to the store (memory
 /// stays bounded whatever a round reads).
 const MAX_PENDING_ROWS: usize = 200_000;
@@ -35,7 +38,7 @@ type PendingRollups =
 struct Reader {
     cluster: Cluster,
     consumer: BaseConsumer,
-    topics: [String; 5],
+    topics: [String; 6],
     assigned: Vec<(String, i32)>,
     view: StoreView,
     serving: Serving,
@@ -48,6 +51,7 @@ struct Reader {
     target: Option<(Instant, Watermarks)>,
     /// Members whose rollups are held.
     rollup_members: BTreeSet<String>,
+    indexes: crate::views::indexes::SharedIndexes,
 }
 
 /// (topic, partition, low, high) of each assigned partition.
@@ -80,6 +84,7 @@ pub fn spawn(
             t.members.clone(),
             t.users.clone(),
             t.rollups.clone(),
+            t.titles.clone(),
         ],
         assigned: Vec::new(),
         view: deps.view.clone(),
@@ -89,6 +94,7 @@ pub fn spawn(
         adopted: None,
         target: None,
         rollup_members: BTreeSet::new(),
+        indexes: deps.indexes.clone(),
     };
     Ok(std::thread::Builder::new()
         .name("group-reader".into())
@@ -216,6 +222,8 @@ impl Reader {
         let mut s = self.cluster.lock();
         let ok = if m.topic() == t.users {
             self.take_user(key, m.payload())
+        } else if m.topic() == t.titles {
+            self.take_title(&mut s, key, m.payload())
         } else if m.topic() == t.pairs {
             take_pair(&mut s, key, m.payload())
         } else if m.topic() == t.models {
@@ -310,6 +318,30 @@ impl Reader {
             if let Ok(mut peers) = self.serving.peers().write() {
                 peers.insert(user, r.user, self.max_peer_users);
             }
+        }
+        Ok(())
+    }
+
+    /// A movie or series another member stored: named and ranked here too.
+    fn take_title(&self, s: &mut State, key: &[u8], payload: Option<&[u8]>) -> Result<(), String> {
+        let Some(payload) = payload else {
+            return Ok(());
+        };
+        let r = wire::title_record(key, payload).map_err(|e| e.to_string())?;
+        if r.origin == self.cluster.member() {
+            return Ok(());
+        }
+        let t = &r.title;
+        if !s.peer_titles.contains_key(&t.id) && s.peer_titles.len() >= MAX_PEER_TITLES {
+            return Err(format!(
+                "more than {MAX_PEER_TITLES} titles from peers: {:?} not held",
+                t.id
+            ));
+        }
+        s.peer_titles.insert(t.id.clone(), t.timestamp_ms);
+        if let Ok(mut ix) = self.indexes.write() {
+            ix.titles
+                .upsert(if r.series { "series" } else { "movie" }, t);
         }
         Ok(())
     }

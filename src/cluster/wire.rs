@@ -131,6 +131,25 @@ pub struct RollupValue {
     pub rows: Vec<([String; 3], Sums)>,
 }
 
+/// The most entries a shared title's lists (genres, directors, actors) hold.
+pub const MAX_TITLE_LIST: usize = 256;
+/// The longest text a shared title carries (its name, a genre, a person).
+pub const MAX_TITLE_TEXT: usize = 4096;
+
+/// A movie or series a member stored (the `titles` topic's value; the key
+/// is [`title_key`]): every member names it and ranks it by content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TitleRecord {
+    pub origin: String,
+    pub series: bool,
+    pub title: crate::domain::event::Title,
+}
+
+/// The key of a title's record: `movie/<id>` or `series/<id>`.
+pub fn title_key(series: bool, id: &str) -> Vec<u8> {
+    format!("{}/{id}", if series { "series" } else { "movie" }).into_bytes()
+}
+
 /// What a member says of itself, every `cluster.heartbeat_interval_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -151,6 +170,8 @@ pub struct Heartbeat {
 pub enum WireError {
     #[error("a folded user with {factors} factors and {items} items (at most {MAX_FACTORS} and {MAX_USER_ITEMS}), or a value that is not finite")]
     User { factors: usize, items: usize },
+    #[error("title {id:?}: a list of more than {MAX_TITLE_LIST} entries or a text of more than {MAX_TITLE_TEXT} bytes")]
+    Title { id: String },
     #[error("unreadable record ({0})")]
     Decode(String),
     #[error("format {0}, this build reads format {FORMAT}")]
@@ -281,6 +302,25 @@ pub fn rollup_record(
     Ok((k, Some(v)))
 }
 
+/// A `titles` record, checked against its key.
+pub fn title_record(key: &[u8], b: &[u8]) -> Result<TitleRecord, WireError> {
+    let r: TitleRecord = decode(b)?;
+    let t = &r.title;
+    if !fits(&r.origin) || !fits(&t.id) || key != title_key(r.series, &t.id).as_slice() {
+        return Err(WireError::Id);
+    }
+    let lists = [&t.genres, &t.directors, &t.actors];
+    let texts = [&t.title, &t.classification, &t.release_decade]
+        .into_iter()
+        .chain(lists.iter().flat_map(|l| l.iter()));
+    if lists.iter().any(|l| l.len() > MAX_TITLE_LIST)
+        || texts.into_iter().any(|x| x.len() > MAX_TITLE_TEXT)
+    {
+        return Err(WireError::Title { id: t.id.clone() });
+    }
+    Ok(r)
+}
+
 pub fn heartbeat(b: &[u8]) -> Result<Heartbeat, WireError> {
     let h: Heartbeat = decode(b)?;
     if !fits(&h.member) || h.http.as_deref().is_some_and(|s| s.len() > MAX_ID_BYTES) {
@@ -397,6 +437,37 @@ mod tests {
             rollup_record(&encode(&rk), Some(&encode(&long))),
             Err(WireError::Id)
         );
+        let title = TitleRecord {
+            origin: "m".into(),
+            series: false,
+            title: crate::domain::event::Title {
+                id: "vid_1".into(),
+                timestamp_ms: 5,
+                title: "A Title".into(),
+                genres: vec!["Drama".into()],
+                directors: vec![],
+                actors: vec![],
+                classification: "PG".into(),
+                release_decade: "1990s".into(),
+                seasons: None,
+                episodes: None,
+            },
+        };
+        assert_eq!(
+            title_record(b"movie/vid_1", &encode(&title)),
+            Ok(title.clone())
+        );
+        // A key naming another title, a list past its bound.
+        assert_eq!(
+            title_record(b"series/vid_1", &encode(&title)),
+            Err(WireError::Id)
+        );
+        let mut long = title.clone();
+        long.title.actors = vec!["a".into(); MAX_TITLE_LIST + 1];
+        assert!(matches!(
+            title_record(b"movie/vid_1", &encode(&long)),
+            Err(WireError::Title { .. })
+        ));
         user.user.factors[0] = f32::NAN;
         assert!(matches!(
             user_record(b"u1", &encode(&user)),

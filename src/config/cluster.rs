@@ -11,7 +11,8 @@ pub struct ClusterConfig {
     /// topics, with one member of the group training for all.
     pub enabled: bool,
     /// The shared topics are `<topic_prefix><kafka.group_id>.<what>`: `coord`
-    /// (the trainer role), `pairs`, `models`, `members`, `users`, `rollups`.
+    /// (the trainer role), `pairs`, `models`, `members`, `users`, `rollups`,
+    /// `titles`.
     pub topic_prefix: String,
     /// How often a member publishes the pairs its batches changed, ms.
     pub publish_interval_ms: u64,
@@ -52,11 +53,12 @@ pub struct ClusterTopics {
     pub members: String,
     pub users: String,
     pub rollups: String,
+    pub titles: String,
 }
 
 impl ClusterTopics {
     /// Every shared topic: (what it is, its name, partitions, compacted).
-    pub fn all(&self) -> [(&'static str, &str, i32, bool); 6] {
+    pub fn all(&self) -> [(&'static str, &str, i32, bool); 7] {
         [
             ("coord", &self.coord, 1, false),
             ("pairs", &self.pairs, 1, true),
@@ -64,6 +66,7 @@ impl ClusterTopics {
             ("members", &self.members, 1, true),
             ("users", &self.users, 1, true),
             ("rollups", &self.rollups, 1, true),
+            ("titles", &self.titles, 1, true),
         ]
     }
 }
@@ -78,6 +81,7 @@ impl ClusterConfig {
             members: t("members"),
             users: t("users"),
             rollups: t("rollups"),
+            titles: t("titles"),
         }
     }
 

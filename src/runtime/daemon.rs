@@ -285,6 +285,7 @@ impl Daemon {
                 stored: store.counter("stored").unwrap_or(0),
                 users: user_rx,
                 max_peer_users: cfg.models.fold_in_max_users,
+                indexes: indexes.clone(),
             };
             let (c, t, feed) = Cluster::start(&cfg.cluster, deps)?;
             (Some(c), Some(t), Some(feed))
