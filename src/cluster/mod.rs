@@ -273,6 +273,19 @@ impl Cluster {
         self.inner.stop.load(Ordering::SeqCst)
     }
 
+    /// Starts the thread `group-<what>` running `run` under
+    /// [`Cluster::supervise`].
+    fn spawn_supervised(
+        &self,
+        what: &'static str,
+        run: impl FnMut(u32) + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let cluster = self.clone();
+        std::thread::Builder::new()
+            .name(format!("group-{what}"))
+            .spawn(move || cluster.supervise(what, run))
+    }
+
     /// Runs the body of the group thread `what` under [`supervised`],
     /// counting its restarts in `status`.
     fn supervise(&self, what: &str, run: impl FnMut(u32)) {
@@ -353,7 +366,7 @@ impl Cluster {
             .filter(|(h, _)| h.member != self.inner.member)
             .map(|(h, _)| h.stored)
             .sum();
-        own + self.inner.stored_at_start + peers
+        self.member_stored(own) + peers
     }
 
     /// Events this member's store holds (`own`: stored since it started).

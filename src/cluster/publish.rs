@@ -99,20 +99,15 @@ pub fn spawn(
         indexes: deps.indexes,
         titles_sent: HashMap::new(),
     };
-    let h = std::thread::Builder::new()
-        .name("group-publish".into())
-        .spawn(move || {
-            let mut p = p;
-            let cluster = p.cluster.clone();
-            cluster.supervise("publish", |restarts| {
-                if restarts > 0 {
-                    // What a panic cut short is published again: every rollup
-                    // bucket (pairs changed since go as they change).
-                    p.rollups_full = true;
-                }
-                p.run()
-            })
-        })?;
+    let mut p = p;
+    let h = cluster.spawn_supervised("publish", move |restarts| {
+        if restarts > 0 {
+            // What a panic cut short is published again: every rollup
+            // bucket (pairs changed since go as they change).
+            p.rollups_full = true;
+        }
+        p.run()
+    })?;
     Ok((tx, h))
 }
 
@@ -206,12 +201,16 @@ impl Publisher {
         }
     }
 
+    /// Sends one record to the shared topic `topic`, counted in `status`.
+    fn send(&self, topic: &str, key: &[u8], value: &[u8]) -> Result<(), KafkaGlueError> {
+        kafka::send(&self.producer, topic, key, value, None)?;
+        self.cluster.sent(topic, key.len() + value.len());
+        Ok(())
+    }
+
     fn send_pair(&self, key: &PairKey, value: &PairValue) -> Result<(), KafkaGlueError> {
         let topic = &self.cluster.inner.topics.pairs;
-        let (k, v) = (wire::encode(key), wire::encode(value));
-        kafka::send(&self.producer, topic, &k, &v, None)?;
-        self.cluster.sent(topic, k.len() + v.len());
-        Ok(())
+        self.send(topic, &wire::encode(key), &wire::encode(value))
     }
 
     fn send_video(
@@ -320,9 +319,7 @@ impl Publisher {
                     origin: origin.clone(),
                     user: p.clone(),
                 };
-                let value = wire::encode(&r);
-                kafka::send(&self.producer, &topic, user.as_bytes(), &value, None)?;
-                self.cluster.sent(&topic, user.len() + value.len());
+                self.send(&topic, user.as_bytes(), &wire::encode(&r))?;
             }
             kafka::flush(&self.producer, self.flush)
         })();
@@ -393,9 +390,7 @@ impl Publisher {
                     let value = wire::RollupValue {
                         rows: rollup_rows(lead_rows),
                     };
-                    let (k, v) = (wire::encode(&key), wire::encode(&value));
-                    kafka::send(&self.producer, &topic, &k, &v, None)?;
-                    self.cluster.sent(&topic, k.len() + v.len());
+                    self.send(&topic, &wire::encode(&key), &wire::encode(&value))?;
                     records += 1;
                 }
             }
@@ -433,7 +428,7 @@ impl Publisher {
             ix.titles
                 .entries()
                 .filter(|(id, e)| self.titles_sent.get(*id) != Some(&e.title.timestamp_ms))
-                .map(|(_, e)| (e.kind == "series", e.title.clone()))
+                .map(|(_, e)| (e.kind == crate::views::affinity::SERIES, e.title.clone()))
                 .collect()
         };
         let fresh: Vec<_> = {
@@ -455,9 +450,7 @@ impl Publisher {
                 series: *series,
                 title: title.clone(),
             };
-            let value = wire::encode(&r);
-            kafka::send(&self.producer, &topic, &key, &value, None)?;
-            self.cluster.sent(&topic, key.len() + value.len());
+            self.send(&topic, &key, &wire::encode(&r))?;
         }
         kafka::flush(&self.producer, self.flush)?;
         for (_, t) in fresh {
@@ -488,9 +481,8 @@ impl Publisher {
             at_ms: crate::domain::timefmt::now_ms(),
             leaving,
         };
-        let (topic, value) = (&self.cluster.inner.topics.members, wire::encode(&h));
-        kafka::send(&self.producer, topic, h.member.as_bytes(), &value, None)?;
-        self.cluster.sent(topic, h.member.len() + value.len());
+        let topic = &self.cluster.inner.topics.members;
+        self.send(topic, h.member.as_bytes(), &wire::encode(&h))?;
         kafka::flush(&self.producer, self.flush)
     }
 

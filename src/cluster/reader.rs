@@ -96,21 +96,16 @@ pub fn spawn(
         rollup_members: BTreeSet::new(),
         indexes: deps.indexes.clone(),
     };
-    Ok(std::thread::Builder::new()
-        .name("group-reader".into())
-        .spawn(move || {
-            let mut r = r;
-            let cluster = r.cluster.clone();
-            cluster.supervise("reader", |restarts| {
-                if restarts > 0 {
-                    // Read every shared topic again from its start (what it
-                    // holds is replaced record by record).
-                    r.assigned.clear();
-                    r.target = None;
-                }
-                r.run()
-            })
-        })?)
+    let mut r = r;
+    Ok(cluster.spawn_supervised("reader", move |restarts| {
+        if restarts > 0 {
+            // Read every shared topic again from its start (what it
+            // holds is replaced record by record).
+            r.assigned.clear();
+            r.target = None;
+        }
+        r.run()
+    })?)
 }
 
 impl Reader {
@@ -340,8 +335,7 @@ impl Reader {
         }
         s.peer_titles.insert(t.id.clone(), t.timestamp_ms);
         if let Ok(mut ix) = self.indexes.write() {
-            ix.titles
-                .upsert(if r.series { "series" } else { "movie" }, t);
+            ix.titles.upsert(r.kind(), t);
         }
         Ok(())
     }

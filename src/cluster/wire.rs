@@ -145,9 +145,25 @@ pub struct TitleRecord {
     pub title: crate::domain::event::Title,
 }
 
+fn title_kind(series: bool) -> &'static str {
+    use crate::views::affinity::{MOVIE, SERIES};
+    if series {
+        SERIES
+    } else {
+        MOVIE
+    }
+}
+
+impl TitleRecord {
+    /// The title's kind, as the titles index holds it.
+    pub fn kind(&self) -> &'static str {
+        title_kind(self.series)
+    }
+}
+
 /// The key of a title's record: `movie/<id>` or `series/<id>`.
 pub fn title_key(series: bool, id: &str) -> Vec<u8> {
-    format!("{}/{id}", if series { "series" } else { "movie" }).into_bytes()
+    format!("{}/{id}", title_kind(series)).into_bytes()
 }
 
 /// What a member says of itself, every `cluster.heartbeat_interval_ms`.

@@ -153,6 +153,10 @@ pub struct Ranked {
     pub reason: String,
 }
 
+/// The kinds of title a [`CatalogIndex`] holds.
+pub const MOVIE: &str = "movie";
+pub const SERIES: &str = "series";
+
 /// Every movie and series, by id (the latest record of each).
 #[derive(Debug, Clone, Default)]
 pub struct CatalogIndex {

@@ -123,8 +123,8 @@ impl Indexes {
                     self.graph.observe(m)
                 }
                 Outcome::Valid(Event::Track(t)) => self.graph.upsert_track(t),
-                Outcome::Valid(Event::Movie(t)) => self.titles.upsert("movie", t),
-                Outcome::Valid(Event::Series(t)) => self.titles.upsert("series", t),
+                Outcome::Valid(Event::Movie(t)) => self.titles.upsert(super::affinity::MOVIE, t),
+                Outcome::Valid(Event::Series(t)) => self.titles.upsert(super::affinity::SERIES, t),
                 _ => {}
             }
         }

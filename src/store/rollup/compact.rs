@@ -42,8 +42,7 @@ fn gather(
     let Some(now) = newest else {
         return (Vec::new(), None, 0);
     };
-    let minute_cut = now.saturating_sub(t.minute_retention_ms);
-    let hour_cut = Grain::Hour.bucket(now.saturating_sub(t.hour_retention_ms));
+    let [(_, minute_cut), (_, hour_cut)] = t.cuts(now);
     let mut placed: Vec<(Place, &Sums)> = Vec::with_capacity(gen.row_count() * 2);
     let mut late = 0u64;
     for cube in Cube::ALL {
@@ -187,16 +186,7 @@ pub fn compact(
     }
     // Retention, from the newest minute.
     if let Some(now) = newest {
-        let cuts = [
-            (
-                Grain::Minute,
-                now.saturating_sub(tuning.minute_retention_ms),
-            ),
-            (
-                Grain::Hour,
-                Grain::Hour.bucket(now.saturating_sub(tuning.hour_retention_ms)),
-            ),
-        ];
+        let cuts = tuning.cuts(now);
         for (grain, cut) in cuts {
             for cube in Cube::ALL {
                 let from = bucket_prefix(grain, cube, i64::MIN);

@@ -102,12 +102,7 @@ pub fn buckets_of(cube: Cube, minute: i64) -> impl Iterator<Item = (Grain, i64)>
 
 /// The prefix of every peer chunk of (grain, cube, bucket).
 pub fn group_prefix(grain: Grain, cube: Cube, bucket: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(GROUP.len() + 12);
-    k.extend_from_slice(GROUP);
-    k.push(grain.byte());
-    k.push(cube.byte());
-    k.extend_from_slice(&ordered(bucket));
-    k
+    prefixed(GROUP, grain, cube, bucket)
 }
 
 /// The prefix of `member`'s parts of (grain, cube, bucket).
@@ -337,16 +332,7 @@ impl StoreView {
             (h.tuning, newest)
         };
         let Some(now) = newest else { return Ok(0) };
-        let cuts = [
-            (
-                Grain::Minute,
-                now.saturating_sub(tuning.minute_retention_ms),
-            ),
-            (
-                Grain::Hour,
-                Grain::Hour.bucket(now.saturating_sub(tuning.hour_retention_ms)),
-            ),
-        ];
+        let cuts = tuning.cuts(now);
         let mut batch = sled::Batch::default();
         let mut n = 0u64;
         for (grain, cut) in cuts {

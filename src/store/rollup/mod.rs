@@ -254,6 +254,20 @@ pub struct Tuning {
     pub compact_every_ms: u64,
 }
 
+impl Tuning {
+    /// The first bucket each grain keeps when the newest minute is `now`:
+    /// minutes past `minute_retention`, hours past `hour_retention` go.
+    pub fn cuts(&self, now: i64) -> [(Grain, i64); 2] {
+        [
+            (Grain::Minute, now.saturating_sub(self.minute_retention_ms)),
+            (
+                Grain::Hour,
+                Grain::Hour.bucket(now.saturating_sub(self.hour_retention_ms)),
+            ),
+        ]
+    }
+}
+
 impl Default for Tuning {
     fn default() -> Tuning {
         Tuning {
@@ -629,8 +643,14 @@ fn unordered(b: &[u8]) -> Option<i64> {
 
 /// The prefix of every chunk of (grain, cube, bucket); bucket `i64::MAX` ends a range.
 pub fn bucket_prefix(grain: Grain, cube: Cube, bucket: i64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(CHUNK.len() + 10);
-    k.extend_from_slice(CHUNK);
+    prefixed(CHUNK, grain, cube, bucket)
+}
+
+/// `prefix` grain cube bucket (be64, sign flipped): how this store's chunks
+/// ([`CHUNK`]) and its peers' ([`group::GROUP`]) start.
+fn prefixed(prefix: &[u8], grain: Grain, cube: Cube, bucket: i64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 10);
+    k.extend_from_slice(prefix);
     k.push(grain.byte());
     k.push(cube.byte());
     k.extend_from_slice(&ordered(bucket));

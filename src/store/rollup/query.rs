@@ -345,13 +345,20 @@ impl StoreView {
         // only with the gate.
         {
             let h = self.rollups.lock();
+            // (this store's buckets noted once each, not once per row)
+            let mut held_buckets = rustc_hash::FxHashSet::default();
             for gen in h.generations() {
                 for (minute, tuple, sums) in gen.rows(cube) {
                     let bucket = grain.bucket(minute);
                     take(bucket, &tuple, sums);
-                    if let Some(r) = reported.as_deref_mut() {
-                        r.note(bucket, b"");
+                    if reported.is_some() {
+                        held_buckets.insert(bucket);
                     }
+                }
+            }
+            if let Some(r) = reported.as_deref_mut() {
+                for bucket in held_buckets {
+                    r.note(bucket, b"");
                 }
             }
         }
