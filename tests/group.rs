@@ -76,6 +76,19 @@ impl Member {
         wait_reply(&mut self.daemon, limit, what, || ctl_status(&dir), pred)
     }
 
+    /// Polls `path` of its HTTP API until `pred` holds (60 s at most).
+    fn wait_http(&mut self, what: &str, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let addr = self.http();
+        let what = format!("{what} on {addr}");
+        wait_reply(
+            &mut self.daemon,
+            Duration::from_secs(60),
+            &what,
+            || rollups::ask(&addr, path),
+            pred,
+        )
+    }
+
     fn http(&self) -> String {
         self.status()["http"].as_str().unwrap().to_string()
     }
@@ -239,24 +252,22 @@ fn all_serve_the_same(members: &mut [Member], id: u64, promoted: Instant, users:
 /// Every member's analytics over [from, to) answer for every event of
 /// `events` (each member stores a part; the others' come from the group's
 /// rollups), and every member of `reporting` reported the range.
-fn group_analytics(members: &[Member], events: &[VideoEvent], from: i64, to: i64, reporting: u64) {
+fn group_analytics(
+    members: &mut [Member],
+    events: &[VideoEvent],
+    from: i64,
+    to: i64,
+    reporting: u64,
+) {
     let path = format!("/api/analytics?view=qoe&from={from}&to={to}&step=minute");
-    for m in members {
+    let want = events.len() as u64;
+    for m in members.iter_mut() {
         let addr = m.http();
         let t0 = Instant::now();
-        loop {
-            let r = rollups::ask(&addr, &path);
-            let views = r["rows"][0]["views"].as_u64().unwrap_or(0);
-            if views == events.len() as u64 && r["range"]["members"].as_u64() == Some(reporting) {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "the group's views on {addr}: {views} of {}: {r}",
-                events.len()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        m.wait_http("the group's views and members", &path, |r| {
+            r["rows"][0]["views"].as_u64() == Some(want)
+                && r["range"]["members"].as_u64() == Some(reporting)
+        });
         eprintln!(
             "the group's analytics on {addr}: every event after {:?} of polling",
             t0.elapsed()
@@ -423,9 +434,9 @@ fn three_members(tmp: &Path, bootstrap: &str) {
     // One view of the group on every member: each adds its peers' rollups
     // to its own.
     let (from, to, storing) = span(&members, &valid);
-    group_analytics(&members, &valid, from, to, storing);
+    group_analytics(&mut members, &valid, from, to, storing);
     // The catalog lands on one member; every member names the titles.
-    group_titles(&members, bootstrap, from, to);
+    group_titles(&mut members, bootstrap, from, to);
 
     // The trainer dies: another member takes the role, and its next
     // promotion reaches every member left.
@@ -452,7 +463,7 @@ fn three_members(tmp: &Path, bootstrap: &str) {
     );
     all_serve_the_same(&mut members, id2, promoted, &users);
     // The dead member's rollups stay in the group's view.
-    group_analytics(&members, &valid, from, to, storing);
+    group_analytics(&mut members, &valid, from, to, storing);
     drop(dead);
     for m in members.iter_mut() {
         m.daemon.signal(libc::SIGTERM);
@@ -463,7 +474,7 @@ fn three_members(tmp: &Path, bootstrap: &str) {
 /// Sends a movie record of every video to the one-partition movies topic
 /// (one member stores them), then waits until every member's top titles
 /// over [from, to) carry their names.
-fn group_titles(members: &[Member], bootstrap: &str, from: i64, to: i64) {
+fn group_titles(members: &mut [Member], bootstrap: &str, from: i64, to: i64) {
     let mut cat = CatalogGen::new(World::new(300, 80, 17), 17);
     let producer = kafka::producer(bootstrap, &KafkaConfig::default()).unwrap();
     let mut names = std::collections::HashMap::new();
@@ -475,26 +486,15 @@ fn group_titles(members: &[Member], bootstrap: &str, from: i64, to: i64) {
     }
     kafka::flush(&producer, Duration::from_secs(30)).unwrap();
     let path = format!("/api/analytics?view=top&from={from}&to={to}&step=hour&limit=10");
-    for m in members {
-        let addr = m.http();
-        let t0 = Instant::now();
-        loop {
-            let r = rollups::ask(&addr, &path);
+    for m in members.iter_mut() {
+        m.wait_http("the top titles named", &path, |r| {
             let videos = r["videos"].as_array().cloned().unwrap_or_default();
-            let named = !videos.is_empty()
+            !videos.is_empty()
                 && videos.iter().all(|v| {
                     let id = v["video"].as_str().unwrap_or("");
                     v["title"].as_str() == names.get(id).map(String::as_str)
-                });
-            if named {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "the top titles on {addr} are not all named: {r}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                })
+        });
     }
 }
 
@@ -601,7 +601,7 @@ fn a_group_whose_broker_goes_away_keeps_answering_and_catches_up_when_it_is_back
     let users = sample_users(&first.valid, 10);
     all_serve_the_same(&mut members, id, promoted, &users);
     let (from, to, storing) = span(&members, &first.valid);
-    group_analytics(&members, &first.valid, from, to, storing);
+    group_analytics(&mut members, &first.valid, from, to, storing);
     let lists: Vec<Vec<String>> = users.iter().map(|u| members[0].list(u)).collect();
 
     // The broker goes away for longer than the members' timeout: each says
@@ -626,7 +626,7 @@ fn a_group_whose_broker_goes_away_keeps_answering_and_catches_up_when_it_is_back
             assert_eq!(&m.list(u), l, "{u} while the broker is away");
         }
     }
-    group_analytics(&members, &first.valid, from, to, storing);
+    group_analytics(&mut members, &first.valid, from, to, storing);
 
     // Back: ingest resumes exactly once, and what each member stored while
     // publications failed reaches the others.
@@ -636,7 +636,7 @@ fn a_group_whose_broker_goes_away_keeps_answering_and_catches_up_when_it_is_back
     all.extend(second.valid.iter().cloned());
     wait_stored(&mut members, all.len() as u64);
     let (from, to, storing) = span(&members, &all);
-    group_analytics(&members, &all, from, to, storing);
+    group_analytics(&mut members, &all, from, to, storing);
     for m in members.iter_mut() {
         m.wait("two members listed again", Duration::from_secs(60), |s| {
             cluster(s)["members"]
