@@ -10,7 +10,7 @@
 //! against the old one re-solved against its own item factors. The thread
 //! ends when the store's actor drops its sender (at shutdown).
 
-use std::collections::HashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,7 @@ struct Worker {
     member: Option<String>,
     /// The last batch that changed each user's pairs (the users held, and
     /// those of the rounds since).
-    last_batch: std::collections::HashMap<String, u64>,
+    last_batch: FxHashMap<String, u64>,
     /// The group's publisher, told each round's users (none: no group).
     share: Option<crate::cluster::UserFeed>,
 }
@@ -196,12 +196,16 @@ impl Worker {
             batches,
         } = round;
         for c in &changes {
-            let b = self.last_batch.entry(c.user.clone()).or_default();
-            *b = (*b).max(c.seq);
+            match self.last_batch.get_mut(&c.user) {
+                Some(b) => *b = (*b).max(c.seq),
+                None => {
+                    self.last_batch.insert(c.user.clone(), c.seq);
+                }
+            }
         }
         if self.last_batch.len() > 2 * self.max_users.max(1) {
             // Bounded: only the users held need it.
-            let held: HashSet<String> = self
+            let held: FxHashSet<String> = self
                 .serving
                 .live()
                 .read()
@@ -228,7 +232,7 @@ impl Worker {
                 .read()
                 .map(|l| l.user_ids())
                 .unwrap_or_default();
-            let mut again: HashSet<String> = held
+            let mut again: FxHashSet<String> = held
                 .into_iter()
                 .filter(|u| self.last_batch.get(u).is_none_or(|b| *b >= covered))
                 .collect();
@@ -415,7 +419,7 @@ impl Worker {
 /// changes in commit order, the oldest batch's commit, and how many batches.
 #[derive(Default)]
 struct Round {
-    users: HashSet<String>,
+    users: FxHashSet<String>,
     changes: Vec<PairChange>,
     oldest: Option<Instant>,
     batches: u64,

@@ -498,7 +498,11 @@ impl Source {
         let mut topics: Vec<Arc<str>> = Vec::new();
         let mut revocations = self.revocations.load(Ordering::SeqCst);
         while out.len() < max {
+            // One clock read a record: the deadline ends a batch that has records.
             let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && !out.is_empty() {
+                break;
+            }
             let wait = if out.is_empty() {
                 left
             } else {
@@ -537,9 +541,6 @@ impl Source {
                         break;
                     }
                 }
-            }
-            if Instant::now() >= deadline && !out.is_empty() {
-                break;
             }
         }
         out

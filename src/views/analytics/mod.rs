@@ -20,6 +20,7 @@
 use super::config::AnalyticsConfig;
 use std::collections::{BTreeMap, HashMap};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::{Event, VideoEvent};
@@ -240,7 +241,7 @@ pub const OTHER: &str = "(other)";
 
 #[derive(Debug, Default)]
 struct Minute {
-    by: HashMap<Dim, HashMap<String, QoeSums>>,
+    by: FxHashMap<Dim, FxHashMap<String, QoeSums>>,
 }
 
 /// The live windows.
@@ -332,15 +333,12 @@ impl Analytics {
         for dim in Dim::ALL {
             let keys = minute.by.entry(dim).or_default();
             let key = dim.key_of(v);
-            let key = if keys.contains_key(key) || keys.len() < max_keys {
-                key
-            } else {
-                OTHER
-            };
-            match keys.get_mut(key) {
-                Some(s) => s.add_view(v),
-                None => keys.entry(key.to_string()).or_default().add_view(v),
+            if let Some(s) = keys.get_mut(key) {
+                s.add_view(v);
+                continue;
             }
+            let key = if keys.len() < max_keys { key } else { OTHER };
+            keys.entry(key.to_string()).or_default().add_view(v);
         }
         let horizon = self.horizon();
         if self
@@ -409,7 +407,7 @@ impl Analytics {
         let keys = self
             .events
             .values()
-            .map(|m| m.by.values().map(HashMap::len).sum::<usize>())
+            .map(|m| m.by.values().map(FxHashMap::len).sum::<usize>())
             .sum();
         (self.events.len(), keys)
     }
