@@ -18,6 +18,9 @@ use super::slots::{self, Layout};
 pub struct State {
     pub big: FxHashMap<Vec<u8>, Box<[f64]>>,
     pub small: BTreeMap<Vec<u8>, Box<[f64]>>,
+    /// [`State::approx_bytes`], kept as keys are added (only [`State::merge`]
+    /// adds them): the checkpoint policy asks after every batch.
+    bytes: usize,
 }
 
 /// The layout of a held aggregate's key; `None` for keys the state does not
@@ -70,6 +73,7 @@ impl State {
             // A first delta combined into zero slots is the delta itself.
             None => {
                 let v = delta.to_vec().into_boxed_slice();
+                self.bytes += entry_bytes(key, &v);
                 if big {
                     self.big.insert(key.to_vec(), v);
                 } else {
@@ -85,10 +89,12 @@ impl State {
 
     /// Rough bytes held (for the checkpoint policy).
     pub fn approx_bytes(&self) -> usize {
-        self.entries()
-            .map(|(k, v)| k.len() + v.len() * 8 + 48)
-            .sum()
+        self.bytes
     }
+}
+
+fn entry_bytes(key: &[u8], slots: &[f64]) -> usize {
+    key.len() + slots.len() * 8 + 48
 }
 
 /// Encodes (key, slots) entries: `u32 key length (LE), key, u8 slot count,
@@ -199,4 +205,29 @@ pub fn checkpoint_gen_prefix(gen: u64) -> Vec<u8> {
     let mut k = CHECKPOINT.to_vec();
     k.extend_from_slice(&gen.to_be_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_held_bytes_follow_every_key_added() {
+        let mut st = State::default();
+        let pair = keys::join(keys::MUSIC_PAIR, &[b"u1", b"t1"]);
+        let qoe = keys::join(keys::QOE_VIDEO, &[b"v1"]);
+        let count = keys::join(keys::COUNTER, &[b"stored"]);
+        for _ in 0..3 {
+            st.merge(&pair, &[1.0; 7][..slots::MUSIC.slots()]);
+            st.merge(&qoe, &vec![1.0; slots::QOE.slots()]);
+            st.merge(&count, &[2.0]);
+        }
+        // A key without a layout is dropped, and so is a delta of the wrong shape.
+        st.merge(b"x/none", &[1.0]);
+        st.merge(&count, &[1.0, 2.0]);
+        let summed: usize = st.entries().map(|(k, v)| entry_bytes(k, v)).sum();
+        assert_eq!(st.approx_bytes(), summed);
+        assert_eq!(st.entries().count(), 3);
+        assert_eq!(st.get(&count), Some(&[6.0][..]));
+    }
 }
