@@ -39,6 +39,17 @@ pub struct GrowRule {
     pub merge: bool,
 }
 
+/// The rows `rows` of `x`, copied row by row (`select` stacks them one view
+/// at a time, a third of a node's time).
+fn gather(x: &Array2<f64>, rows: &[usize]) -> Array2<f64> {
+    let f = x.ncols();
+    let mut out = Array2::zeros((rows.len(), f));
+    for (mut to, &i) in out.rows_mut().into_iter().zip(rows) {
+        to.assign(&x.row(i));
+    }
+    out
+}
+
 impl TreeNode {
     pub(super) fn grow(
         x: &Array2<f64>,
@@ -77,7 +88,7 @@ impl TreeNode {
             return Ok(leaf);
         }
         let ds = Dataset::new(
-            x.select(Axis(0), &rows),
+            gather(x, &rows),
             rows.iter()
                 .map(|&i| usize::from(y[i]))
                 .collect::<Array1<usize>>(),
