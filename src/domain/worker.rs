@@ -7,9 +7,10 @@
 
 use std::sync::{Arc, Mutex};
 
-/// Lowers the calling thread's CPU priority (nice +10 on Linux): background
-/// work gives way to ingest and serving when the cores are busy, and has them
-/// all when they are not.
+/// Lowers the calling thread's CPU priority (nice +10 on Linux): throughput
+/// work (ingest's stages, the compactors, the fold-in) gives way to the
+/// threads that answer requests when the cores are busy, and has them all
+/// when they are not. Among themselves these threads keep their shares.
 pub fn background_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: two system calls on the calling thread's own id; no memory is

@@ -537,7 +537,10 @@ impl Store {
         );
         let compactor = std::thread::Builder::new()
             .name("pair-compactor".into())
-            .spawn(move || compact::run(view, path, min_free))
+            .spawn(move || {
+                crate::domain::worker::background_priority();
+                compact::run(view, path, min_free)
+            })
             .map_err(|e| StoreError::Refused(format!("cannot start the pair compactor: {e}")))?;
         store.compactor = Some(compactor);
         let (view, shared, path, min_free) = (
@@ -548,7 +551,10 @@ impl Store {
         );
         let rollup_compactor = std::thread::Builder::new()
             .name("rollup-compactor".into())
-            .spawn(move || rollup::compact::run(view, shared, path, min_free))
+            .spawn(move || {
+                crate::domain::worker::background_priority();
+                rollup::compact::run(view, shared, path, min_free)
+            })
             .map_err(|e| StoreError::Refused(format!("cannot start the rollup compactor: {e}")))?;
         store.rollup_compactor = Some(rollup_compactor);
         Ok(store)
