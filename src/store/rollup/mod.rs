@@ -301,28 +301,43 @@ pub struct RunValue<S> {
     pub offsets: Vec<(S, S, i32, i64)>,
 }
 
-/// A batch's rollup deltas. Keys are integers only: the values of the small
-/// vocabularies (genre, region, resolution, device) by number, an id (title,
-/// track) by the first record carrying it, so a key hashes and compares
-/// without touching a string.
+/// A batch's rollup deltas. The rows without an id (dims, anchors) are
+/// summed by a key of integers only: the values of the small vocabularies
+/// (genre, region, resolution, device) by number, so a key hashes and
+/// compares without touching a string. The rows of an id (title, track) are
+/// listed, each naming the record that carries it.
 #[derive(Debug, Default)]
 pub struct Deltas<'a> {
     map: FxHashMap<Key, Sums>,
+    /// Rows of a title or a track, listed as they come: one rarely repeats
+    /// within a batch, and the generation adds them up anyway, so summing
+    /// them here first cost a map insert and a copy a row for nothing.
+    listed: Vec<(Listed<'a>, Sums)>,
     names: Vec<&'a str>,
     numbers: FxHashMap<&'a str, u16>,
-    /// Each id's first record.
-    ids: FxHashMap<&'a str, u32>,
 }
 
 /// No id (the dims cube).
 const NO_ID: u32 = u32::MAX;
 
+/// A listed row's place: cube, minute (or hour), id, the record carrying
+/// it, the small vocabularies' numbers.
+#[derive(Debug, Clone, Copy)]
+struct Listed<'a> {
+    cube: Cube,
+    minute: i64,
+    /// The id itself (the owned form names it by `record`): read by the
+    /// tests' [`Deltas::entries`].
+    #[cfg_attr(not(test), allow(dead_code))]
+    id: &'a str,
+    record: u32,
+    small: [u16; 3],
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     cube: Cube,
     minute: i64,
-    /// The first record carrying the id, or [`NO_ID`].
-    id: u32,
     small: [u16; 3],
 }
 
@@ -342,15 +357,20 @@ impl<'a> Deltas<'a> {
         small: [u16; 3],
         sums: &Sums,
     ) {
-        let id = if id.is_empty() {
-            NO_ID
-        } else {
-            *self.ids.entry(id).or_insert(record)
-        };
+        if !id.is_empty() {
+            let at = Listed {
+                cube,
+                minute,
+                id,
+                record,
+                small,
+            };
+            self.listed.push((at, *sums));
+            return;
+        }
         let key = Key {
             cube,
             minute,
-            id,
             small,
         };
         self.map.entry(key).or_default().add(sums);
@@ -377,9 +397,18 @@ impl<'a> Deltas<'a> {
     /// Each entry: (cube, minute, tuple, sums).
     #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (Cube, i64, Tuple<&'a str>, &Sums)> + '_ {
-        let ids: FxHashMap<u32, &'a str> = self.ids.iter().map(|(s, i)| (*i, *s)).collect();
-        self.map.iter().map(move |(k, s)| {
-            let id = ids.get(&k.id).copied().unwrap_or("");
+        let kept = self.map.iter().map(|(k, s)| {
+            let at = Listed {
+                cube: k.cube,
+                minute: k.minute,
+                id: "",
+                record: NO_ID,
+                small: k.small,
+            };
+            (at, s)
+        });
+        let listed = self.listed.iter().map(|(at, s)| (*at, s));
+        kept.chain(listed).map(move |(k, s)| {
             let n = |i: usize| {
                 self.names
                     .get(usize::from(k.small[i]))
@@ -388,15 +417,15 @@ impl<'a> Deltas<'a> {
             };
             let tuple = match k.cube {
                 Cube::Dims | Cube::Anchors => [n(0), n(1), n(2), ""],
-                Cube::Titles => [id, n(0), n(1), n(2)],
-                Cube::Music => [id, n(0), "", ""],
+                Cube::Titles => [k.id, n(0), n(1), n(2)],
+                Cube::Music => [k.id, n(0), "", ""],
             };
             (k.cube, k.minute, tuple, s)
         })
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.listed.len()
     }
 
     /// Adds stored event `record` written at `now_ms` (events dated further
@@ -483,22 +512,26 @@ impl<'a> Deltas<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.listed.is_empty()
     }
 
     /// The deltas owned, each id named by the first record carrying it.
     pub fn into_batch(self) -> BatchDeltas {
-        let entries = self
-            .map
-            .into_iter()
-            .map(|(k, sums)| BatchEntry {
-                cube: k.cube,
-                minute: k.minute,
-                record: k.id,
-                small: k.small,
-                sums,
-            })
-            .collect();
+        let mut entries = Vec::with_capacity(self.map.len() + self.listed.len());
+        entries.extend(self.map.into_iter().map(|(k, sums)| BatchEntry {
+            cube: k.cube,
+            minute: k.minute,
+            record: NO_ID,
+            small: k.small,
+            sums,
+        }));
+        entries.extend(self.listed.into_iter().map(|(at, sums)| BatchEntry {
+            cube: at.cube,
+            minute: at.minute,
+            record: at.record,
+            small: at.small,
+            sums,
+        }));
         BatchDeltas {
             names: self.names.iter().map(|s| s.to_string()).collect(),
             entries,
@@ -557,8 +590,9 @@ pub fn deltas_of<'a>(
     let mut d = Deltas::default();
     // (a filtered iterator's lower bound is 0: growing by rehash moved
     // every entry several times per batch)
-    d.map
-        .reserve(events.size_hint().1.unwrap_or(0).saturating_mul(2));
+    let n = events.size_hint().1.unwrap_or(0);
+    d.map.reserve(n / 2);
+    d.listed.reserve(n);
     for (i, e) in events {
         d.event(i, e, now_ms, t);
     }
