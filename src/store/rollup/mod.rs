@@ -515,7 +515,7 @@ impl<'a> Deltas<'a> {
         self.map.is_empty() && self.listed.is_empty()
     }
 
-    /// The deltas owned, each id named by the first record carrying it.
+    /// The deltas owned, each id named by the index of a record carrying it.
     pub fn into_batch(self) -> BatchDeltas {
         let mut entries = Vec::with_capacity(self.map.len() + self.listed.len());
         entries.extend(self.map.into_iter().map(|(k, sums)| BatchEntry {
@@ -609,8 +609,8 @@ pub fn id_of(ev: &Event) -> &str {
     }
 }
 
-/// A batch's rollup deltas, owned: an id is named by the index of the first
-/// record carrying it (the records stay with the batch until it is durable).
+/// A batch's rollup deltas, owned: an id is named by the index of a record
+/// carrying it (the records stay with the batch until it is durable).
 #[derive(Debug, Clone, Default)]
 pub struct BatchDeltas {
     names: Vec<String>,
