@@ -135,9 +135,7 @@ impl Front {
                         Some((p.user.as_str(), row, p.seq))
                     })
                     .collect();
-                if let Ok(mut l) = self.serving.live().write() {
-                    l.note_seen(c.id, rows.into_iter(), self.max_users);
-                }
+                self.serving.live().note_seen(c.id, rows, self.max_users);
             }
             if self.tx.send(t).is_err() {
                 return;
@@ -179,9 +177,7 @@ impl Worker {
                     self.solver = None;
                     self.pairs = PairRows::default();
                     self.items = ItemFold::new(self.items.min_users, self.items.max_items);
-                    if let Ok(mut l) = self.serving.live().write() {
-                        l.failed();
-                    }
+                    self.serving.live().failed();
                 }
             }
         }
@@ -205,14 +201,7 @@ impl Worker {
         }
         if self.last_batch.len() > 2 * self.max_users.max(1) {
             // Bounded: only the users held need it.
-            let held: FxHashSet<String> = self
-                .serving
-                .live()
-                .read()
-                .map(|l| l.user_ids())
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            let held: FxHashSet<String> = self.serving.live().user_ids().into_iter().collect();
             self.last_batch.retain(|u, _| held.contains(u));
         }
         let Some(champion) = self.serving.get() else {
@@ -226,12 +215,7 @@ impl Worker {
             // snapshot serve their trained rows: only what came after is
             // folded in (so every member of a group serves them the same).
             let covered = self.covered(champion.id);
-            let held = self
-                .serving
-                .live()
-                .read()
-                .map(|l| l.user_ids())
-                .unwrap_or_default();
+            let held = self.serving.live().user_ids();
             let mut again: FxHashSet<String> = held
                 .into_iter()
                 .filter(|u| self.last_batch.get(u).is_none_or(|b| *b >= covered))
@@ -314,10 +298,10 @@ impl Worker {
             }
         }
         let solved = {
-            let live = self.serving.live().read().ok();
+            let live = self.serving.live();
             let model = &r.bundle().model;
             self.items.solve(|u, into| {
-                if let Some(f) = live.as_ref().and_then(|l| l.user(champion.id, u)) {
+                if let Some(f) = live.user(champion.id, u) {
                     into.extend_from_slice(&f.factors);
                     return true;
                 }
@@ -369,6 +353,11 @@ impl Worker {
             batches,
             seconds: t.elapsed().as_secs_f64(),
             upto: changes.iter().map(|c| c.seq + 1).max().unwrap_or(0),
+            items: Some(live::FoldedItemsUpdate {
+                items: items.clone(),
+                pending: self.items.pending(),
+                dropped: self.items.dropped,
+            }),
         };
         let latency = oldest.map_or(Duration::ZERO, |o| o.elapsed());
         let (n_users, n_changes) = (result.users.len(), changes.len());
@@ -383,10 +372,9 @@ impl Worker {
                 self.share = None;
             }
         }
-        if let Ok(mut l) = self.serving.live().write() {
-            l.install(champion.id, result, self.max_users, latency);
-            l.install_items(champion.id, items, self.items.pending(), self.items.dropped);
-        }
+        self.serving
+            .live()
+            .install(champion.id, result, self.max_users, latency);
         let t_installed = t.elapsed();
         if let Err(e) = live::record_folded(&self.view, champion.id, &record) {
             tracing::warn!(

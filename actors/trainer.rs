@@ -84,10 +84,7 @@ impl TrainerActor {
     }
 
     fn folded(&self) -> u64 {
-        self.serving
-            .live()
-            .read()
-            .map_or(0, |l| l.stats().folded_total)
+        self.serving.live().stats().folded_total
     }
 
     fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), TrainError> {

@@ -463,13 +463,11 @@ pub async fn exposition(a: &Admin) -> String {
         "Times ingest waited for the pair compactor (too many deltas held).",
         pairs.waits as f64,
     );
-    if let Ok(l) = a.serving.live().read() {
-        e.histogram(
-            "playpulse_freshness_seconds",
-            "From a batch's durable commit to its users served folded in.",
-            l.latency(),
-        );
-    }
+    e.histogram(
+        "playpulse_freshness_seconds",
+        "From a batch's durable commit to its users served folded in.",
+        a.serving.live().latency(),
+    );
     e.text()
 }
 

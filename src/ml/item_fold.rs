@@ -60,7 +60,8 @@ impl FoldedItems {
         &self.factors[j * f..(j + 1) * f]
     }
 
-    fn set(&mut self, item: &str, domain: Domain, y: &[f32]) -> bool {
+    /// Sets `item`'s factors (a new item gets the next row); answers whether it is new.
+    pub(crate) fn set(&mut self, item: &str, domain: Domain, y: &[f32]) -> bool {
         let f = self.factors_per_item;
         match self.index.get(item) {
             Some(&j) => {

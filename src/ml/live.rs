@@ -11,7 +11,8 @@
 //! held against the new item factors. At most `max_users` are held: the least
 //! recently folded give way (their trained rows serve until the next retrain).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -102,118 +103,247 @@ pub struct LiveUser {
     /// The items the user has pairs with, read from the store where no model
     /// serves (the trending list leaves them out; rows need a model).
     pub history: Vec<String>,
+    /// The items folded in against the champion, as of the user's state (every
+    /// row it names is among them).
+    pub items: Option<Arc<FoldedItems>>,
 }
 
-/// The folded-in users of the serving champion.
-pub struct Live {
+/// Shards of the held users: a fold-in writes one shard at a time, so a
+/// reader waits at most for the users of one round that fall in its shard.
+const SHARDS: usize = 64;
+
+/// A held user: folded state, fold sequence number (the least recent give
+/// way first), and whether the champion never saw them.
+type Held = (Arc<Folded>, u64, bool);
+
+/// The users of one shard, on the rows of the champion `model`.
+#[derive(Default)]
+struct Shard {
     model: Option<u64>,
-    users: FxHashMap<String, (Arc<Folded>, u64, bool)>,
-    /// Items folded in against `model`.
+    /// The items folded in against `model`, installed before the users that
+    /// name them.
     items: Option<Arc<FoldedItems>>,
-    /// Fold sequence number (the least recent give way first).
-    seq: u64,
-    stats: LiveStats,
-    /// Commit → served latency of every folded batch.
-    latency: Histogram,
+    users: FxHashMap<String, Held>,
     /// Rows seen since the users' fold-in.
     recent: RecentSeen,
+}
+
+impl Shard {
+    /// Keeps what is held if it is against `model`, else lets it go (dropped
+    /// by the caller, outside the lock).
+    fn follow(&mut self, model: u64) -> Option<FxHashMap<String, Held>> {
+        if self.model == Some(model) {
+            return None;
+        }
+        self.model = Some(model);
+        self.items = None;
+        self.recent = RecentSeen::default();
+        Some(std::mem::take(&mut self.users))
+    }
+}
+
+/// The champion the held users are folded against, its folded items, and
+/// what the fold-in did.
+#[derive(Default)]
+struct Head {
+    model: Option<u64>,
+    /// Items folded in against `model`.
+    items: Option<Arc<FoldedItems>>,
+    stats: LiveStats,
+}
+
+/// The folded-in users of the serving champion. Every method takes `&self`:
+/// the users are held in [`SHARDS`] shards, each behind its own lock, and a
+/// writer holds one shard at a time for the users of its batch or round that
+/// fall in it, so readers (requests) never wait for a whole round.
+pub struct Live {
+    head: RwLock<Head>,
+    shards: Box<[RwLock<Shard>]>,
+    /// Fold sequence numbers and seen-row ticks (distinct across shards: the
+    /// bounds keep the most recent overall).
+    seq: AtomicU64,
+    tick: AtomicU64,
+    /// Commit → served latency of every folded batch.
+    latency: Histogram,
 }
 
 impl Default for Live {
     fn default() -> Live {
         Live {
-            model: None,
-            users: FxHashMap::default(),
-            items: None,
-            seq: 0,
-            stats: LiveStats::default(),
+            head: RwLock::new(Head::default()),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            seq: AtomicU64::new(0),
+            tick: AtomicU64::new(0),
             latency: Histogram::new(LATENCY_BUCKETS),
-            recent: RecentSeen::default(),
         }
     }
 }
 
+/// The shard holding `user`.
+fn shard_of(user: &str) -> usize {
+    use std::hash::BuildHasher;
+    (rustc_hash::FxBuildHasher.hash_one(user) >> 58) as usize % SHARDS
+}
+
+/// `items` grouped by the shard of their user (`user` names it).
+fn by_shard<T>(items: impl IntoIterator<Item = T>, user: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..SHARDS).map(|_| Vec::new()).collect();
+    for t in items {
+        let s = shard_of(user(&t));
+        out[s].push(t);
+    }
+    out
+}
+
+/// Past `max` entries over all shards by a tenth, keeps the `max` most recent
+/// (by their distinct ticks) and answers how many gave way. Each shard is
+/// locked on its own: to count, to read its ticks, and to let go.
+fn evict_sharded(
+    shards: &[RwLock<Shard>],
+    max: usize,
+    len: impl Fn(&Shard) -> usize,
+    ticks: impl Fn(&Shard, &mut Vec<u64>),
+    retain_newer: impl Fn(&mut Shard, u64) -> usize,
+) -> usize {
+    let total: usize = shards.iter().map(|s| s.read().map_or(0, |s| len(&s))).sum();
+    if total <= max + max / 10 {
+        return 0;
+    }
+    let mut order = Vec::with_capacity(total);
+    for s in shards {
+        if let Ok(s) = s.read() {
+            ticks(&s, &mut order);
+        }
+    }
+    let Some(cut) = order.len().checked_sub(max).filter(|c| *c > 0) else {
+        return 0;
+    };
+    order.select_nth_unstable(cut - 1);
+    let below = order[cut - 1];
+    shards
+        .iter()
+        .map(|s| s.write().map_or(0, |mut s| retain_newer(&mut s, below)))
+        .sum()
+}
+
 impl Live {
+    fn shard(&self, user: &str) -> &RwLock<Shard> {
+        &self.shards[shard_of(user)]
+    }
+
     /// `user` folded against `model`, if held.
     pub fn user(&self, model: u64, user: &str) -> Option<Arc<Folded>> {
-        if self.model != Some(model) {
+        let s = self.shard(user).read().ok()?;
+        if s.model != Some(model) {
             return None;
         }
-        self.users.get(user).map(|(f, _, _)| f.clone())
+        s.users.get(user).map(|(f, _, _)| f.clone())
     }
 
     /// `user` against `model`: folded state and the rows seen since.
     pub fn live_user(&self, model: u64, user: &str) -> LiveUser {
+        let Ok(s) = self.shard(user).read() else {
+            return LiveUser::default();
+        };
+        let (folded, items) = match s.model {
+            Some(m) if m == model => (
+                s.users.get(user).map(|(f, _, _)| f.clone()),
+                s.items.clone().filter(|i| !i.is_empty()),
+            ),
+            _ => (None, None),
+        };
         LiveUser {
-            folded: self.user(model, user),
-            recent: self.recent.rows(model, user),
+            folded,
+            recent: s.recent.rows(model, user),
             history: Vec::new(),
+            items,
         }
     }
 
     /// A committed batch's `(user, row)` pairs on `model`'s rows: lists leave
     /// those items out until the users' fold-in covers batch `seq`.
     pub fn note_seen<'a>(
-        &mut self,
+        &self,
         model: u64,
-        rows: impl Iterator<Item = (&'a str, u32, u64)>,
+        rows: impl IntoIterator<Item = (&'a str, u32, u64)>,
         max_users: usize,
     ) {
-        for (user, row, seq) in rows {
-            self.recent.note(model, user, row, seq);
+        for (i, rows) in by_shard(rows, |r| r.0).into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let Ok(mut s) = self.shards[i].write() else {
+                continue;
+            };
+            for (user, row, seq) in rows {
+                let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+                s.recent.note(model, user, row, seq, tick);
+            }
         }
-        self.recent.trim(max_users);
+        evict_sharded(
+            &self.shards,
+            max_users,
+            |s| s.recent.len(),
+            |s, into| s.recent.ticks(into),
+            |s, below| s.recent.retain_newer(below),
+        );
     }
 
     /// The items folded in against `model`, if any.
     pub fn items(&self, model: u64) -> Option<Arc<FoldedItems>> {
-        if self.model != Some(model) {
+        let h = self.head.read().ok()?;
+        if h.model != Some(model) {
             return None;
         }
-        self.items.clone().filter(|i| !i.is_empty())
-    }
-
-    /// Installs the items folded in against `model` (the users' model: items
-    /// of another are not served).
-    pub fn install_items(
-        &mut self,
-        model: u64,
-        items: Arc<FoldedItems>,
-        pending: usize,
-        dropped: u64,
-    ) {
-        self.stats.items_pending = pending;
-        self.stats.items_dropped = dropped;
-        if self.model == Some(model) {
-            self.stats.folded_items = items.len();
-            self.items = Some(items);
-        }
+        h.items.clone().filter(|i| !i.is_empty())
     }
 
     /// The champion the held users are folded against.
     pub fn model(&self) -> Option<u64> {
-        self.model
+        self.head.read().ok()?.model
     }
 
     /// Every held user (to re-solve against a new champion).
     pub fn user_ids(&self) -> Vec<String> {
-        self.users.keys().cloned().collect()
+        let model = self.model();
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            if let Ok(s) = s.read() {
+                if s.model == model {
+                    out.extend(s.users.keys().cloned());
+                }
+            }
+        }
+        out
     }
 
     pub fn stats(&self) -> LiveStats {
-        LiveStats {
-            model: self.model,
-            users: self.users.len(),
-            new_users: self.users.values().filter(|(_, _, new)| *new).count(),
-            seen_pending_users: self.recent.len(),
-            seen_dropped: self.recent.dropped(),
-            ..self.stats.clone()
+        let Ok(h) = self.head.read() else {
+            return LiveStats::default();
+        };
+        let mut st = LiveStats {
+            model: h.model,
+            ..h.stats.clone()
+        };
+        drop(h);
+        for s in self.shards.iter() {
+            let Ok(s) = s.read() else { continue };
+            st.seen_dropped += s.recent.dropped();
+            if s.model != st.model {
+                continue;
+            }
+            st.users += s.users.len();
+            st.new_users += s.users.values().filter(|(_, _, new)| *new).count();
+            st.seen_pending_users += s.recent.len();
         }
+        st
     }
 
     /// Counts a fold-in round that failed.
-    pub fn failed(&mut self) {
-        self.stats.failed_rounds += 1;
+    pub fn failed(&self) {
+        if let Ok(mut h) = self.head.write() {
+            h.stats.failed_rounds += 1;
+        }
     }
 
     /// The commit → served latency histogram (seconds).
@@ -225,36 +355,87 @@ impl Live {
     /// against another: its users are re-solved by the caller); keeps at most
     /// `max_users`. `latency`: the oldest of the batches folded, commit → now.
     /// The users' states cover every batch below `fold.upto`.
-    pub fn install(&mut self, model: u64, fold: FoldResult, max_users: usize, latency: Duration) {
-        if self.model != Some(model) {
-            self.users.clear();
-            self.items = None;
-            self.stats.folded_items = 0;
-            self.model = Some(model);
-            self.stats.folded_since_champion = 0;
+    pub fn install(&self, model: u64, fold: FoldResult, max_users: usize, latency: Duration) {
+        // The champion and its folded items first: a reader that sees a
+        // user's new state then has every row it names (folded items only
+        // grow within a champion).
+        let update = fold.items;
+        let items = update.as_ref().map(|u| u.items.clone());
+        if let Ok(mut h) = self.head.write() {
+            if h.model != Some(model) {
+                h.model = Some(model);
+                h.items = None;
+                h.stats.folded_items = 0;
+                h.stats.folded_since_champion = 0;
+            }
+            if let Some(u) = update {
+                h.stats.items_pending = u.pending;
+                h.stats.items_dropped = u.dropped;
+                h.stats.folded_items = u.items.len();
+                h.items = Some(u.items);
+            }
         }
         let n = fold.users.len();
-        for (user, folded, new) in fold.users {
-            self.recent.covered(model, &user, fold.upto);
-            self.seq += 1;
-            self.users.insert(user, (Arc::new(folded), self.seq, new));
+        // Then each shard: what was held against another champion goes (freed
+        // outside the lock), the items, then its users.
+        for (i, users) in by_shard(fold.users, |u| u.0.as_str())
+            .into_iter()
+            .enumerate()
+        {
+            let users: Vec<(String, Arc<Folded>, bool)> = users
+                .into_iter()
+                .map(|(u, f, new)| (u, Arc::new(f), new))
+                .collect();
+            let mut replaced = Vec::with_capacity(users.len());
+            let mut old = None;
+            if let Ok(mut s) = self.shards[i].write() {
+                old = s.follow(model);
+                if let Some(items) = &items {
+                    s.items = Some(items.clone());
+                }
+                for (user, folded, new) in users {
+                    s.recent.covered(model, &user, fold.upto);
+                    let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    replaced.push(s.users.insert(user, (folded, seq, new)));
+                }
+            }
+            drop(old);
+            drop(replaced);
         }
         // Past the bound by a tenth: the least recently folded give way.
-        self.stats.evicted +=
-            super::recent::evict_least_recent(&mut self.users, max_users, |(_, s, _)| *s) as u64;
-        let s = &mut self.stats;
-        s.max_users = max_users;
-        s.folded_total += n as u64;
-        s.folded_since_champion += n as u64;
-        s.batches += fold.batches;
-        s.last_users = n;
-        s.last_seconds = fold.seconds;
-        s.last_users_per_s = if fold.seconds > 0.0 {
-            n as f64 / fold.seconds
-        } else {
-            0.0
-        };
-        s.last_latency_seconds = latency.as_secs_f64();
+        let evicted = evict_sharded(
+            &self.shards,
+            max_users,
+            |s| {
+                if s.model == Some(model) {
+                    s.users.len()
+                } else {
+                    0
+                }
+            },
+            |s, into| into.extend(s.users.values().map(|(_, seq, _)| *seq)),
+            |s, below| {
+                let before = s.users.len();
+                s.users.retain(|_, (_, seq, _)| *seq > below);
+                before - s.users.len()
+            },
+        );
+        if let Ok(mut h) = self.head.write() {
+            let s = &mut h.stats;
+            s.evicted += evicted as u64;
+            s.max_users = max_users;
+            s.folded_total += n as u64;
+            s.folded_since_champion += n as u64;
+            s.batches += fold.batches;
+            s.last_users = n;
+            s.last_seconds = fold.seconds;
+            s.last_users_per_s = if fold.seconds > 0.0 {
+                n as f64 / fold.seconds
+            } else {
+                0.0
+            };
+            s.last_latency_seconds = latency.as_secs_f64();
+        }
         self.latency.observe(latency.as_secs_f64());
     }
 }
@@ -341,6 +522,17 @@ pub struct FoldResult {
     pub seconds: f64,
     /// The first batch the users' states do not cover (0: none known).
     pub upto: u64,
+    /// The items folded in against the champion (installed before the users:
+    /// their seen rows may name them), with those still pending and dropped.
+    pub items: Option<FoldedItemsUpdate>,
+}
+
+/// The folded items a fold-in round leaves, for [`Live::install`].
+#[derive(Debug)]
+pub struct FoldedItemsUpdate {
+    pub items: Arc<FoldedItems>,
+    pub pending: usize,
+    pub dropped: u64,
 }
 
 /// A champion's solver, made once per champion (`YᵀY` over every item).
@@ -757,8 +949,84 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn readers_beside_a_fold_in_see_each_user_against_the_champion_asked_for() {
+        // Installs switch champions while readers look users up: a user read
+        // against champion m always carries m's state (factors[0] == m), and
+        // the items folded in are there before a user that names them.
+        let live = Arc::new(Live::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (live, stop) = (live.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    loop {
+                        // A last pass after the installs: every user is there.
+                        let last = stop.load(Ordering::Relaxed);
+                        for m in 1..=3u64 {
+                            for i in 0..200 {
+                                let u = live.live_user(m, &format!("u{i}"));
+                                if let Some(f) = u.folded {
+                                    assert_eq!(f.factors[0], m as f32, "user u{i} against v{m}");
+                                    assert!(
+                                        u.items.is_some_and(|it| it.len() as f32 >= f.factors[1]),
+                                        "the items u{i} names are there with them"
+                                    );
+                                    seen += 1;
+                                }
+                            }
+                        }
+                        if last {
+                            return seen;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for round in 0..60u64 {
+            let model = round / 20 + 1;
+            let n_items = round % 20 + 1;
+            let mut items = FoldedItems::default();
+            items.first_row = 10;
+            items.factors_per_item = 2;
+            for j in 0..n_items {
+                items.set(&format!("new{j}"), Domain::Video, &[0.0, 0.0]);
+            }
+            let users = (0..200)
+                .map(|i| {
+                    let f = Folded {
+                        factors: vec![model as f32, n_items as f32],
+                        seen: vec![],
+                        weights: vec![],
+                        at_ms: 0,
+                    };
+                    (format!("u{i}"), f, false)
+                })
+                .collect();
+            let fold = FoldResult {
+                users,
+                batches: 1,
+                seconds: 0.01,
+                upto: 0,
+                items: Some(FoldedItemsUpdate {
+                    items: Arc::new(items),
+                    pending: 0,
+                    dropped: 0,
+                }),
+            };
+            live.install(model, fold, 1000, Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() >= 200, "the last pass finds every user");
+        }
+        let st = live.stats();
+        assert_eq!((st.model, st.users, st.folded_items), (Some(3), 200, 20));
+    }
+
+    #[test]
     fn held_users_are_bounded_and_a_new_champion_starts_afresh() {
-        let mut live = Live::default();
+        let live = Live::default();
         let fold = |from: usize, to: usize| FoldResult {
             users: (from..to)
                 .map(|i| {
@@ -774,6 +1042,7 @@ pub(crate) mod tests {
             batches: 1,
             seconds: 0.5,
             upto: 0,
+            items: None,
         };
         let d = Duration::from_millis(20);
         live.install(1, fold(0, 100), 100, d);

@@ -16,7 +16,6 @@ pub const MAX_ROWS: usize = 4096;
 pub struct RecentSeen {
     model: Option<u64>,
     users: FxHashMap<String, Recent>,
-    tick: u64,
     /// Rows not noted (past [`MAX_ROWS`] for their user), and users let go
     /// past the user bound.
     dropped: u64,
@@ -39,11 +38,10 @@ impl RecentSeen {
         }
     }
 
-    /// `user` has `row` of `model` since the batch `seq`.
-    pub fn note(&mut self, model: u64, user: &str, row: u32, seq: u64) {
+    /// `user` has `row` of `model` since the batch `seq`; `tick` orders the
+    /// notes (increasing: the bound lets the least recent go).
+    pub fn note(&mut self, model: u64, user: &str, row: u32, seq: u64, tick: u64) {
         self.follow(model);
-        self.tick += 1;
-        let tick = self.tick;
         if let Some(r) = self.users.get_mut(user) {
             r.tick = tick;
             if r.rows.iter().any(|&(have, _)| have == row) {
@@ -77,10 +75,20 @@ impl RecentSeen {
         }
     }
 
-    /// Past `max_users` by a tenth: the least recently noted give way (their
-    /// items stay listed until their fold-in).
-    pub fn trim(&mut self, max_users: usize) {
-        self.dropped += evict_least_recent(&mut self.users, max_users, |r| r.tick) as u64;
+    /// The users' last-noted ticks (the bound over all shards of
+    /// [`super::live::Live`] picks the cut from them).
+    pub fn ticks(&self, into: &mut Vec<u64>) {
+        into.extend(self.users.values().map(|r| r.tick));
+    }
+
+    /// Lets go the users last noted at `below` or before (their items stay
+    /// listed until their fold-in); answers how many.
+    pub fn retain_newer(&mut self, below: u64) -> usize {
+        let before = self.users.len();
+        self.users.retain(|_, r| r.tick > below);
+        let gone = before - self.users.len();
+        self.dropped += gone as u64;
+        gone
     }
 
     /// `user`'s rows of `model` noted and not yet folded in, sorted.
@@ -168,17 +176,17 @@ mod tests {
     #[test]
     fn rows_wait_until_a_fold_in_covers_their_batch() {
         let mut r = RecentSeen::default();
-        r.note(1, "u", 7, 10);
-        r.note(1, "u", 3, 11);
-        r.note(1, "u", 7, 12);
+        r.note(1, "u", 7, 10, 1);
+        r.note(1, "u", 3, 11, 2);
+        r.note(1, "u", 7, 12, 3);
         assert_eq!(r.rows(1, "u"), vec![3, 7]);
         assert!(r.rows(2, "u").is_empty(), "another champion's rows");
         r.covered(1, "u", 11);
         assert_eq!(r.rows(1, "u"), vec![3], "batch 10 folded in, 11 not yet");
         r.covered(1, "u", 12);
         assert!(r.is_empty());
-        r.note(1, "v", 1, 13);
-        r.note(2, "w", 1, 14);
+        r.note(1, "v", 1, 13, 4);
+        r.note(2, "w", 1, 14, 5);
         assert!(r.rows(1, "v").is_empty(), "a new champion starts empty");
         assert_eq!(r.rows(2, "w"), vec![1]);
     }
@@ -187,15 +195,18 @@ mod tests {
     fn users_and_rows_are_bounded() {
         let mut r = RecentSeen::default();
         for u in 0..100 {
-            r.note(1, &format!("u{u}"), 1, u);
+            r.note(1, &format!("u{u}"), 1, u, u + 1);
         }
-        r.trim(50);
+        let mut ticks = Vec::new();
+        r.ticks(&mut ticks);
+        assert_eq!(ticks.len(), 100);
+        assert_eq!(r.retain_newer(50), 50, "ticks 1..=50 go");
         assert_eq!(r.len(), 50);
         assert_eq!(r.dropped(), 50);
         assert!(r.rows(1, "u10").is_empty(), "the least recent went");
         assert_eq!(r.rows(1, "u99"), vec![1]);
         for row in 0..(MAX_ROWS as u32 + 10) {
-            r.note(1, "big", row, 1);
+            r.note(1, "big", row, 1, 1000 + u64::from(row));
         }
         assert_eq!(r.rows(1, "big").len(), MAX_ROWS);
         assert_eq!(r.dropped(), 60);

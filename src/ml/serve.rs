@@ -567,7 +567,7 @@ impl Recommender {
 #[derive(Clone, Default)]
 pub struct Serving {
     champion: Arc<RwLock<Option<Arc<Champion>>>>,
-    live: Arc<RwLock<super::live::Live>>,
+    live: Arc<super::live::Live>,
     /// Users other members of the group folded in (a group's members only).
     peers: Arc<RwLock<super::live::Peers>>,
 }
@@ -617,13 +617,13 @@ impl Serving {
     }
 
     /// The folded-in state.
-    pub fn live(&self) -> &Arc<RwLock<super::live::Live>> {
+    pub fn live(&self) -> &Arc<super::live::Live> {
         &self.live
     }
 
     /// What the fold-in did, with the age of the champion's item factors.
     pub fn fold_stats(&self) -> super::live::LiveStats {
-        let mut s = self.live.read().map(|l| l.stats()).unwrap_or_default();
+        let mut s = self.live.stats();
         s.item_factors_age_seconds = self
             .get()
             .map(|c| (crate::domain::timefmt::now_ms() - c.since_ms).max(0) as f64 / 1000.0);
@@ -633,20 +633,19 @@ impl Serving {
     /// `user` as the fold-in has them against `champion`: their folded
     /// state, if any, and what they watched since.
     pub fn live_user(&self, champion: &Champion, user: &str) -> super::live::LiveUser {
-        let mut u = self
-            .live
-            .read()
-            .map(|l| l.live_user(champion.id, user))
-            .unwrap_or_default();
+        let mut u = self.live.live_user(champion.id, user);
         if u.folded.is_none() {
             // Folded in by another member of the group (its partitions hold their events).
-            let items = self.folded_items(champion);
+            let items = u.items.clone().or_else(|| self.folded_items(champion));
             u.folded = self
                 .peers
                 .read()
                 .ok()
                 .and_then(|p| p.folded(champion, items.as_deref(), user))
                 .map(Arc::new);
+            if u.folded.is_some() {
+                u.items = items;
+            }
         }
         u
     }
@@ -658,8 +657,7 @@ impl Serving {
 
     /// The items folded in against `champion` (none: not one yet).
     pub fn folded_items(&self, champion: &Champion) -> Option<Arc<FoldedItems>> {
-        let live = self.live.read().ok()?;
-        live.items(champion.id)
+        self.live.items(champion.id)
     }
 }
 

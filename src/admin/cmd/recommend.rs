@@ -122,7 +122,8 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         .as_deref()
         .map(|c| a.serving.live_user(c, &ask.user.trim().to_lowercase()))
         .unwrap_or_default();
-    let items = champion.as_deref().and_then(|c| a.serving.folded_items(c));
+    // The folded items as of the user's state (every row it names is there).
+    let items = live.items.clone();
     let (view, indexes) = (a.view.clone(), a.indexes.clone());
     let reply = blocking(move || {
         let ix = indexes
