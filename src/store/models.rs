@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{keys, StoreError, StoreView};
+use super::{keys, StoreError, StoreView, MAX_VALUE_BYTES};
 
 /// What the store reads of a version's metadata.
 #[derive(Deserialize)]
@@ -15,6 +15,18 @@ struct Peek {
 fn id_key(prefix: &[u8], id: u64) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A bundle's part `part`: `x/b/` id (be64) part (be32). A bundle is written
+/// in parts of at most [`MAX_VALUE_BYTES`], so no tree node holds a whole one:
+/// a node is rewritten whole when sled consolidates it, and the nodes next to
+/// the bundles hold the offsets and counters every batch updates (a bundle of
+/// 9 MB in one value was rewritten a few times a second). Stores written
+/// before hold each bundle whole under `x/b/` id, read the same way.
+fn bundle_part_key(id: u64, part: u32) -> Vec<u8> {
+    let mut k = id_key(keys::MODEL_BUNDLE, id);
+    k.extend_from_slice(&part.to_be_bytes());
     k
 }
 
@@ -46,7 +58,12 @@ impl StoreView {
         }
         let mut batch = sled::Batch::default();
         batch.insert(id_key(keys::MODEL_META, id), meta);
-        batch.insert(id_key(keys::MODEL_BUNDLE, id), bundle);
+        for (part, chunk) in bundle.chunks(MAX_VALUE_BYTES).enumerate() {
+            batch.insert(bundle_part_key(id, part as u32), chunk);
+        }
+        if bundle.is_empty() {
+            batch.insert(bundle_part_key(id, 0), bundle);
+        }
         if promote {
             let mut history = self.champion_history()?;
             history.push(id);
@@ -123,7 +140,9 @@ impl StoreView {
         let mut n = 0;
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {
             batch.remove(id_key(keys::MODEL_META, id));
-            batch.remove(id_key(keys::MODEL_BUNDLE, id));
+            for item in self.tree.scan_prefix(id_key(keys::MODEL_BUNDLE, id)) {
+                batch.remove(item?.0);
+            }
             n += 1;
         }
         if n > 0 {
@@ -172,12 +191,15 @@ impl StoreView {
             .map(u64::from_be_bytes))
     }
 
-    /// The serving bundle of a version, as stored.
+    /// The serving bundle of a version, as stored (its parts in order, or
+    /// the whole value of an older store).
     pub fn model_bundle(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .tree
-            .get(id_key(keys::MODEL_BUNDLE, id))?
-            .map(|v| v.to_vec()))
+        let mut out: Option<Vec<u8>> = None;
+        for item in self.tree.scan_prefix(id_key(keys::MODEL_BUNDLE, id)) {
+            let (_, v) = item?;
+            out.get_or_insert_with(Vec::new).extend_from_slice(&v);
+        }
+        Ok(out)
     }
 }
 
@@ -212,6 +234,37 @@ mod tests {
             .to_string()
             .contains("no model version 9"));
         assert_eq!(s.model_metas().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_large_bundle_is_stored_in_parts_and_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16).unwrap();
+        let big: Vec<u8> = (0..(super::MAX_VALUE_BYTES * 3 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        s.add_model(1, &meta("als"), &big, true).unwrap();
+        s.add_model(2, &meta("als"), b"", false).unwrap();
+        let parts = s
+            .tree
+            .scan_prefix(super::id_key(crate::store::keys::MODEL_BUNDLE, 1))
+            .count();
+        assert_eq!(parts, 4);
+        assert!(s
+            .tree
+            .scan_prefix(crate::store::keys::MODEL_BUNDLE)
+            .all(|kv| kv.unwrap().1.len() <= super::MAX_VALUE_BYTES));
+        assert_eq!(s.model_bundle(1).unwrap(), Some(big));
+        assert_eq!(s.model_bundle(2).unwrap(), Some(Vec::new()));
+        assert_eq!(s.model_bundle(3).unwrap(), None);
+        // A store written before parts holds the bundle whole under its id.
+        s.tree
+            .insert(
+                super::id_key(crate::store::keys::MODEL_BUNDLE, 5),
+                &b"whole"[..],
+            )
+            .unwrap();
+        assert_eq!(s.model_bundle(5).unwrap().as_deref(), Some(&b"whole"[..]));
     }
 
     #[test]
