@@ -7,18 +7,42 @@
 
 use std::sync::{Arc, Mutex};
 
-/// Lowers the calling thread's CPU priority (nice +10 on Linux): throughput
-/// work (ingest's stages, the compactors, the fold-in) gives way to the
-/// threads that answer requests when the cores are busy, and has them all
-/// when they are not. Among themselves these threads keep their shares.
+/// Puts the calling thread in the background: on Linux the idle scheduling
+/// class (`SCHED_IDLE`), else nice +10. Throughput work (ingest's stages and
+/// clients, the compactors, the fold-in's solves, training) then gives way at
+/// once to a thread that answers a request — a request thread that wakes
+/// preempts it, rather than waiting out its time slice — and has all the
+/// cores when nothing else runs. Among themselves these threads keep their
+/// shares. Threads the caller starts later inherit the class.
 pub fn background_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: two system calls on the calling thread's own id; no memory is
-    // passed. A failure leaves the priority as it was.
+    // SAFETY: system calls on the calling thread's own id with a parameter
+    // that lives across the call. A failure leaves the class as it was (the
+    // nice value still applies).
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
     }
+}
+
+/// Runs `f` on a thread of its own at background priority and answers what
+/// it made: threads a library starts inside `f` (librdkafka's client and
+/// broker threads) inherit the priority. A panic in `f` is raised again here.
+pub fn in_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        match s
+            .spawn(|| {
+                background_priority();
+                f()
+            })
+            .join()
+        {
+            Ok(t) => t,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
 }
 
 /// What a panic carried, as text.

@@ -19,6 +19,8 @@ impl Embedded {
         let thread = std::thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
+                // The broker's threads carry ingest: throughput work.
+                crate::domain::worker::background_priority();
                 let cluster = match rdkafka::mocking::MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {

@@ -204,14 +204,18 @@ impl Daemon {
         };
         let progress = Arc::new(Progress::default());
         let flight = Arc::new(Flight::default());
-        let source = Source::new(
-            &bootstrap,
-            &cfg.kafka,
-            &kinds,
-            store.view(),
-            &namespace,
-            flight.clone(),
-        )?;
+        // The ingest clients' threads (librdkafka's) run at background
+        // priority, as ingest's own stages do.
+        let source = crate::domain::worker::in_background(|| {
+            Source::new(
+                &bootstrap,
+                &cfg.kafka,
+                &kinds,
+                store.view(),
+                &namespace,
+                flight.clone(),
+            )
+        })?;
         let paused = source.paused_flag();
         let assignment = source.assignment.clone();
         let claims = source.claims.clone();
@@ -367,7 +371,8 @@ impl Daemon {
                 }
                 continue;
             };
-            let producer = kafka::producer(&bootstrap, &cfg.kafka)?;
+            let producer =
+                crate::domain::worker::in_background(|| kafka::producer(&bootstrap, &cfg.kafka))?;
             let p = progress.clone();
             if running {
                 tracing::info!(
