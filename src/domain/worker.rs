@@ -45,6 +45,18 @@ pub fn in_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Makes rayon's global pool (training's and evaluation's parallel loops)
+/// run at background priority, when it has not started yet.
+pub fn background_rayon() {
+    let built = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("compute-{i}"))
+        .start_handler(|_| background_priority())
+        .build_global();
+    if let Err(e) = built {
+        tracing::debug!("rayon's global pool was already running: {e}");
+    }
+}
+
 /// What a panic carried, as text.
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -71,8 +83,9 @@ pub fn inject(name: &str) -> bool {
     true
 }
 
-/// Runs `work` on a thread of its own named `name`; if it panics (or the
-/// thread cannot start), `failed` gets the reason.
+/// Runs `work` on a thread of its own named `name`, at background priority
+/// (training and evaluation are throughput work); if it panics (or the thread
+/// cannot start), `failed` gets the reason.
 pub fn spawn<W, F>(name: &str, work: W, failed: F)
 where
     W: FnOnce() + Send + 'static,
@@ -84,6 +97,7 @@ where
     let started = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
+            background_priority();
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if inject(&label) {
                     panic!("injected fault (PP_FAULT_PANIC_ONCE={label})");

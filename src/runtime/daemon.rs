@@ -147,6 +147,8 @@ impl Daemon {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
+        // Training's parallel loops give way to requests, as ingest does.
+        crate::domain::worker::background_rayon();
         let mut store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
         store.set_limits(crate::store::bounds::Limits {
             videos: cfg.store.max_tracked_videos,
