@@ -33,6 +33,9 @@ impl Default for Indexes {
     }
 }
 
+/// Records a batch adds to the trending scores under one hold of their lock.
+const TRENDING_CHUNK: usize = 512;
+
 /// Events read back at start to seed the trending scores (the newest).
 const TRENDING_SEED_EVENTS: usize = 500_000;
 
@@ -85,14 +88,21 @@ impl Indexes {
 
     /// Feeds the trending scores with one committed batch's new events.
     pub fn observe_trending(&self, records: &[Processed], fresh: &[bool], now_ms: i64) {
-        let Ok(mut t) = self.trending.lock() else {
-            return;
-        };
-        for (r, _) in records.iter().zip(fresh).filter(|(_, f)| **f) {
-            if let Outcome::Valid(e @ (Event::Video(_) | Event::Music(_))) = &r.outcome {
-                t.observe(e, now_ms, |track| {
-                    self.graph.track_genre(track).map(str::to_string)
-                });
+        // A few hundred records at a time: a request that ranks trending items
+        // waits for one chunk, not for a whole batch (20k records, ms).
+        for (records, fresh) in records
+            .chunks(TRENDING_CHUNK)
+            .zip(fresh.chunks(TRENDING_CHUNK))
+        {
+            let Ok(mut t) = self.trending.lock() else {
+                return;
+            };
+            for (r, _) in records.iter().zip(fresh).filter(|(_, f)| **f) {
+                if let Outcome::Valid(e @ (Event::Video(_) | Event::Music(_))) = &r.outcome {
+                    t.observe(e, now_ms, |track| {
+                        self.graph.track_genre(track).map(str::to_string)
+                    });
+                }
             }
         }
     }

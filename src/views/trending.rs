@@ -220,23 +220,30 @@ impl Trending {
             Some(g) => g.is_some_and(|g| g.contains_key(item)),
             None => true,
         };
-        let mut out: Vec<TrendingItem> = s
+        // The best k by reference (a partial selection), then only those copied.
+        let mut all: Vec<(&String, f64)> = s
             .get(scope)
             .into_iter()
             .flatten()
             .filter(|(item, _)| in_genre(item))
+            .map(|(item, v)| (item, *v))
+            .collect();
+        let order =
+            |a: &(&String, f64), b: &(&String, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0));
+        if k == 0 {
+            return Vec::new();
+        }
+        if all.len() > k {
+            all.select_nth_unstable_by(k - 1, order);
+            all.truncate(k);
+        }
+        all.sort_by(order);
+        all.into_iter()
             .map(|(item, v)| TrendingItem {
                 item: item.clone(),
                 score: v * scale,
             })
-            .collect();
-        out.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.item.cmp(&b.item))
-        });
-        out.truncate(k);
-        out
+            .collect()
     }
 
     /// Entries held (video, music).
@@ -305,5 +312,27 @@ mod tests {
             "what faded below a millionth is dropped: {top:?}"
         );
         assert!((top[0].score - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_top_k_is_the_k_best_in_order_ties_by_name() {
+        let t0 = 1_800_000_000_000i64;
+        let mut t = Trending::new(Duration::from_secs(3600));
+        // Views: e 5, c 3, a 3, d 2, b 1 (a and c tie).
+        for (item, n) in [("b", 1), ("c", 3), ("e", 5), ("a", 3), ("d", 2)] {
+            for _ in 0..n {
+                t.observe(&view(item, "eu", "Drama"), t0, |_| None);
+            }
+        }
+        let names = |k| -> Vec<String> {
+            t.top(Domain::Video, None, None, k, t0)
+                .into_iter()
+                .map(|i| i.item)
+                .collect()
+        };
+        assert_eq!(names(3), ["e", "a", "c"]);
+        assert_eq!(names(1), ["e"]);
+        assert_eq!(names(10), ["e", "a", "c", "d", "b"]);
+        assert!(names(0).is_empty());
     }
 }
