@@ -104,9 +104,9 @@ pub fn one_model_config(data_dir: &std::path::Path, partitions: i32, warmup_even
     cfg
 }
 
-/// Starts the daemon on `cfg` ingesting `stream` at `rate` events/s, waits
-/// for `warmup_events` stored (at most 600 s) and trains once: the daemon and
-/// the champion it serves.
+/// Starts the daemon on `cfg` ingesting `stream` at full speed, waits for
+/// `warmup_events` stored (at most 600 s), sets the rate to `rate` events/s
+/// and trains once: the daemon and the champion it serves.
 pub async fn warm_champion(
     cfg: &Config,
     stream: crate::synth::produce::VideoStream,
@@ -114,9 +114,10 @@ pub async fn warm_champion(
     warmup_events: u64,
 ) -> anyhow::Result<(Daemon, std::sync::Arc<crate::ml::serve::Champion>)> {
     let t_start = Instant::now();
+    // The warm-up goes at full speed; the measured rate starts after it.
     let daemon = Daemon::start(
         cfg,
-        vec![(Kind::Video, Feed::Generated(Box::new(stream)), rate)],
+        vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)],
     )?;
     while daemon.progress.done() < warmup_events {
         if t_start.elapsed() > Duration::from_secs(600) {
@@ -127,6 +128,10 @@ pub async fn warm_champion(
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (_, p) in &daemon.producers {
+        p.send(crate::actors::messages::ProducerControl::Rate(rate))
+            .await?;
     }
     let trained = daemon
         .trainer
