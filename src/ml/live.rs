@@ -137,7 +137,7 @@ impl Shard {
         }
         self.model = Some(model);
         self.items = None;
-        self.recent = RecentSeen::default();
+        self.recent.follow(model);
         Some(std::mem::take(&mut self.users))
     }
 }
@@ -196,8 +196,9 @@ fn by_shard<T>(items: impl IntoIterator<Item = T>, user: impl Fn(&T) -> &str) ->
 }
 
 /// Past `max` entries over all shards by a tenth, keeps the `max` most recent
-/// (by their distinct ticks) and answers how many gave way. Each shard is
-/// locked on its own: to count, to read its ticks, and to let go.
+/// (by their distinct ticks; [`super::recent::eviction_cut`]) and answers how
+/// many gave way. Each shard is locked on its own: to count, to read its
+/// ticks, and to let go.
 fn evict_sharded(
     shards: &[RwLock<Shard>],
     max: usize,
@@ -206,20 +207,15 @@ fn evict_sharded(
     retain_newer: impl Fn(&mut Shard, u64) -> usize,
 ) -> usize {
     let total: usize = shards.iter().map(|s| s.read().map_or(0, |s| len(&s))).sum();
-    if total <= max + max / 10 {
-        return 0;
-    }
-    let mut order = Vec::with_capacity(total);
-    for s in shards {
-        if let Ok(s) = s.read() {
-            ticks(&s, &mut order);
+    let Some(below) = super::recent::eviction_cut(total, max, |order| {
+        for s in shards {
+            if let Ok(s) = s.read() {
+                ticks(&s, order);
+            }
         }
-    }
-    let Some(cut) = order.len().checked_sub(max).filter(|c| *c > 0) else {
+    }) else {
         return 0;
     };
-    order.select_nth_unstable(cut - 1);
-    let below = order[cut - 1];
     shards
         .iter()
         .map(|s| s.write().map_or(0, |mut s| retain_newer(&mut s, below)))
@@ -1063,6 +1059,30 @@ pub(crate) mod tests {
             (Some(2), 3, 3)
         );
         assert_eq!(st.new_users, 2);
+    }
+
+    #[test]
+    fn seen_rows_are_bounded_over_all_shards_and_their_drops_outlast_a_champion() {
+        let live = Live::default();
+        let users: Vec<String> = (0..120).map(|i| format!("u{i}")).collect();
+        live.note_seen(1, users.iter().map(|u| (u.as_str(), 7, 1)), 100);
+        let st = live.stats();
+        assert_eq!((st.seen_pending_users, st.seen_dropped), (100, 20));
+        assert!(
+            live.live_user(1, "u0").recent.is_empty(),
+            "the least recent went"
+        );
+        assert_eq!(live.live_user(1, "u119").recent, vec![7]);
+        let fold = FoldResult {
+            users: vec![],
+            batches: 1,
+            seconds: 0.1,
+            upto: 0,
+            items: None,
+        };
+        live.install(2, fold, 100, Duration::ZERO);
+        let st = live.stats();
+        assert_eq!((st.seen_pending_users, st.seen_dropped), (0, 20));
     }
 
     #[test]

@@ -30,8 +30,9 @@ struct Recent {
 }
 
 impl RecentSeen {
-    /// Keeps what is held if it is on `model`'s rows, else drops it.
-    fn follow(&mut self, model: u64) {
+    /// Keeps what is held if it is on `model`'s rows, else drops it (the
+    /// count of what was dropped stays).
+    pub fn follow(&mut self, model: u64) {
         if self.model != Some(model) {
             self.users.clear();
             self.model = Some(model);
@@ -120,6 +121,20 @@ impl RecentSeen {
     }
 }
 
+/// The bound's cut: when `total` entries are past `max` by a tenth, the tick
+/// at or below which entries give way so that the `max` most recent stay
+/// (`ticks` lists every entry's, distinct per entry); else none.
+pub fn eviction_cut(total: usize, max: usize, ticks: impl FnOnce(&mut Vec<u64>)) -> Option<u64> {
+    if total <= max + max / 10 {
+        return None;
+    }
+    let mut order = Vec::with_capacity(total);
+    ticks(&mut order);
+    let cut = order.len().checked_sub(max).filter(|c| *c > 0)?;
+    order.select_nth_unstable(cut - 1);
+    Some(order[cut - 1])
+}
+
 /// Past `max` entries by a tenth, keeps the `max` most recent (by `tick`,
 /// distinct per entry) and answers how many gave way.
 pub fn evict_least_recent<K: Eq + std::hash::Hash, V>(
@@ -127,13 +142,11 @@ pub fn evict_least_recent<K: Eq + std::hash::Hash, V>(
     max: usize,
     tick: impl Fn(&V) -> u64,
 ) -> usize {
-    if map.len() <= max + max / 10 {
+    let Some(below) = eviction_cut(map.len(), max, |order| {
+        order.extend(map.values().map(&tick))
+    }) else {
         return 0;
-    }
-    let mut order: Vec<u64> = map.values().map(&tick).collect();
-    let cut = map.len() - max;
-    order.select_nth_unstable(cut - 1);
-    let below = order[cut - 1];
+    };
     let before = map.len();
     map.retain(|_, v| tick(v) > below);
     before - map.len()
