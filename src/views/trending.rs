@@ -220,6 +220,9 @@ impl Trending {
             Some(g) => g.is_some_and(|g| g.contains_key(item)),
             None => true,
         };
+        if k == 0 {
+            return Vec::new();
+        }
         // The best k by reference (a partial selection), then only those copied.
         let mut all: Vec<(&String, f64)> = s
             .get(scope)
@@ -230,9 +233,6 @@ impl Trending {
             .collect();
         let order =
             |a: &(&String, f64), b: &(&String, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0));
-        if k == 0 {
-            return Vec::new();
-        }
         if all.len() > k {
             all.select_nth_unstable_by(k - 1, order);
             all.truncate(k);
