@@ -27,6 +27,24 @@ pub fn background_priority() {
     }
 }
 
+/// The CPU time the calling thread has used, in nanoseconds (0 where the
+/// clock cannot be read): what a piece of work cost, apart from the time it
+/// waited for a core.
+pub fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given, which lives across the call.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    if !ok {
+        return 0;
+    }
+    (t.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec.max(0) as u64)
+}
+
 /// Runs `f` on a thread of its own at background priority and answers what
 /// it made: threads a library starts inside `f` (librdkafka's client and
 /// broker threads) inherit the priority. A panic in `f` is raised again here.

@@ -848,6 +848,7 @@ impl Store {
             namespace,
             &p.offsets,
             write_ms,
+            p.rollup_cpu_ns,
         )?;
         self.rollups_replayed_with = None;
         report.offsets = p.offsets;

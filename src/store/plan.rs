@@ -49,6 +49,8 @@ pub struct Plan {
     pub pairs: Vec<(Vec<u8>, [f64; 5])>,
     /// The batch's rollup deltas, held once the write is durable (see [`super::rollup`]).
     pub rollup: rollup::BatchDeltas,
+    /// The CPU time the rollup deltas took, from the preparation on.
+    pub rollup_cpu_ns: u64,
     pub tracked: Tracked,
     /// (topic, partition, next offset) written, sorted.
     pub offsets: Vec<(String, i32, i64)>,
@@ -98,6 +100,7 @@ pub fn plan(
         encoded,
         deltas,
         rollup: rollup_entries,
+        mut rollup_cpu_ns,
     } = prepared;
     let ns = reads.ns;
     let seg_key = |topic: &str, partition: i32, first: i64| {
@@ -239,7 +242,8 @@ pub fn plan(
     // The rollup deltas of the fresh events (prepared before, unless some
     // records were redelivered); nothing of them is written (see `super::rollup`).
     let rollup = if report.duplicates_skipped > 0 {
-        rollup::deltas_of(
+        let cpu = crate::domain::worker::thread_cpu_ns();
+        let d = rollup::deltas_of(
             records
                 .iter()
                 .enumerate()
@@ -252,7 +256,9 @@ pub fn plan(
             reads.now_ms,
             &reads.rollup,
         )
-        .into_batch()
+        .into_batch();
+        rollup_cpu_ns += crate::domain::worker::thread_cpu_ns().saturating_sub(cpu);
+        d
     } else {
         rollup_entries
     };
@@ -272,6 +278,7 @@ pub fn plan(
         deltas,
         pairs,
         rollup,
+        rollup_cpu_ns,
         tracked,
         offsets,
         journal_bytes,

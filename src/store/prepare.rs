@@ -170,6 +170,9 @@ pub struct Prepared {
     pub deltas: Deltas,
     /// The rollup deltas (see [`super::rollup`]), as if every record were new.
     pub rollup: super::rollup::BatchDeltas,
+    /// The CPU time summing the rollup deltas took (see
+    /// [`super::rollup::RollupStatus::cpu_seconds`]).
+    pub rollup_cpu_ns: u64,
 }
 
 /// [`prepare_with`] the default rollup tuning.
@@ -188,6 +191,7 @@ pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> 
         })
         .collect();
     let deltas = deltas_of(records.iter());
+    let cpu = crate::domain::worker::thread_cpu_ns();
     let rollup = super::rollup::deltas_of(
         records
             .iter()
@@ -200,10 +204,12 @@ pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> 
         rollup,
     )
     .into_batch();
+    let rollup_cpu_ns = crate::domain::worker::thread_cpu_ns().saturating_sub(cpu);
     Prepared {
         records,
         encoded,
         deltas,
         rollup,
+        rollup_cpu_ns,
     }
 }

@@ -67,6 +67,12 @@ pub struct IngestBenchReport {
     pub verify_seconds: f64,
     /// Busy time per pipeline stage (each stage runs on its own thread).
     pub stage_seconds: crate::ingest::pipeline::StageSeconds,
+    /// CPU seconds per million events spent on the rollups (summing the
+    /// deltas, holding them, compacting), the compaction of the last ones
+    /// (after the store's close) included.
+    pub rollup_cpu_seconds_per_million: f64,
+    /// That CPU against the process's over `seconds` plus the rollups' after it.
+    pub rollup_cpu_share: f64,
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {
@@ -266,8 +272,8 @@ pub fn ingest(
 
     let total = args.events;
     let system = actix::System::new();
-    let (seconds, cpu_seconds, wall_seconds, batches, stage_seconds) =
-        system.block_on(async move {
+    let (seconds, cpu_seconds, wall_seconds, batches, stage_seconds, rollup_cpu) = system
+        .block_on(async move {
             let daemon = Daemon::start(
                 &cfg,
                 vec![(Kind::Video, Feed::Prepared { records, next: 0 }, 0.0)],
@@ -287,8 +293,12 @@ pub fn ingest(
             let wall = t_start.elapsed().as_secs_f64();
             let batches = crate::ingest::pipeline::Progress::get(&daemon.progress.batches);
             let stages = daemon.progress.stage_seconds();
+            let view = daemon.view.clone();
+            let rollup_in_window = view.rollup_status().cpu_seconds;
             daemon.shutdown().await;
-            Ok::<_, anyhow::Error>((seconds, cpu, wall, batches, stages))
+            let rollup = view.rollup_status().cpu_seconds;
+            let rollup_cpu = (rollup, rollup - rollup_in_window);
+            Ok::<_, anyhow::Error>((seconds, cpu, wall, batches, stages, rollup_cpu))
         })?;
 
     let t_verify = Instant::now();
@@ -341,5 +351,7 @@ pub fn ingest(
         generate_seconds,
         verify_seconds: t_verify.elapsed().as_secs_f64(),
         stage_seconds,
+        rollup_cpu_seconds_per_million: rollup_cpu.0 * 1e6 / args.events.max(1) as f64,
+        rollup_cpu_share: rollup_cpu.0 / (cpu_seconds + rollup_cpu.1).max(1e-9),
     })
 }

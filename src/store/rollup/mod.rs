@@ -39,6 +39,7 @@ pub mod compact;
 pub mod group;
 pub mod query;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -928,6 +929,11 @@ pub struct RollupStatus {
     /// (see [`group`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_newest_minute: Option<i64>,
+    /// The CPU seconds spent on the rollups since the store opened: summing
+    /// each batch's deltas (off the store's thread), holding them, and the
+    /// compactions. What the rollups cost ingest, against the process's CPU.
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 impl RollupStatus {
@@ -981,6 +987,9 @@ pub struct Shared {
     /// compactor takes it to commit a compaction and drop the generation it
     /// covers, so a read sees each batch exactly once.
     pub gate: RwLock<()>,
+    /// The CPU time spent on the rollups since the store opened (see
+    /// [`RollupStatus::cpu_seconds`]), in nanoseconds.
+    pub cpu_ns: AtomicU64,
 }
 
 impl Shared {
@@ -990,7 +999,8 @@ impl Shared {
 
     /// Holds a durable batch's deltas (written at `write_ms`, with `offsets`
     /// of `namespace`); waits while the compactor is far behind (memory stays
-    /// bounded).
+    /// bounded). `prepared_cpu_ns`: the CPU time the deltas took to sum.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_batch<'r>(
         &self,
         d: &BatchDeltas,
@@ -998,7 +1008,9 @@ impl Shared {
         namespace: &str,
         offsets: &[(String, i32, i64)],
         write_ms: i64,
+        prepared_cpu_ns: u64,
     ) -> Result<(), StoreError> {
+        let cpu = crate::domain::worker::thread_cpu_ns();
         let mut h = self.lock();
         if let Some(t) = h.touched.as_mut() {
             t.note(d, &id_of);
@@ -1012,6 +1024,9 @@ impl Shared {
         g.batches += 1;
         g.oldest_write_ms = Some(g.oldest_write_ms.map_or(write_ms, |o| o.min(write_ms)));
         let bytes = g.bytes();
+        let spent = crate::domain::worker::thread_cpu_ns().saturating_sub(cpu);
+        self.cpu_ns
+            .fetch_add(prepared_cpu_ns.saturating_add(spent), Ordering::Relaxed);
         let limit = h.tuning.compact_bytes.saturating_mul(8);
         if bytes >= h.tuning.compact_bytes {
             self.changed.notify_all();
@@ -1055,6 +1070,7 @@ impl Shared {
                 .chain(h.status.newest_minute)
                 .max(),
             peer_newest_minute: h.peer_newest,
+            cpu_seconds: self.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
             ..h.status
         }
     }
