@@ -17,6 +17,7 @@ fn a_daemon_shut_down_in_process_releases_its_store() {
         batch_size: 2_000,
         cache_mb: 16,
         pair_compaction_deltas: 10_000,
+        step_ms: 50,
     };
     // `ingest` shuts the daemon down, then opens the store itself to check it.
     let r = ingest(&args, dir.path()).expect("the store opens again after shutdown");

@@ -455,6 +455,12 @@ pub struct PipelineArgs {
     /// Pair deltas held in memory before a compaction (store.pair_compaction_deltas).
     #[arg(long, default_value_t = playpulse::config::StoreConfig::default().pair_compaction_deltas)]
     pub pair_compaction_deltas: usize,
+    /// The mean spacing of the events' times, ms (0 to 60000). 50 spreads a
+    /// million events over about 14 hours, as a backfill would (rollups then
+    /// hold about a row per event); 0 dates them all in one minute, as a
+    /// live stream at this rate would.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=60_000))]
+    pub step_ms: i64,
     /// Where the store goes (default: a fresh temporary directory, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -378,6 +378,7 @@ fn pipeline_bench(
         batch_size: p.batch_size,
         cache_mb: p.cache_mb,
         pair_compaction_deltas: p.pair_compaction_deltas,
+        step_ms: p.step_ms,
     };
     Ok((args, dir, tmp))
 }

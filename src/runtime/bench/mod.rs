@@ -37,6 +37,8 @@ pub struct IngestBenchArgs {
     pub cache_mb: u64,
     /// store.pair_compaction_deltas.
     pub pair_compaction_deltas: usize,
+    /// The mean spacing of the events' times, ms.
+    pub step_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,7 +244,7 @@ pub fn ingest(
         World::new(args.users, args.videos, args.seed),
         args.seed,
         1_735_689_600_000,
-        50,
+        args.step_ms,
     );
     let mut brng = bad_rng(args.seed);
     let mut records = Vec::with_capacity(args.events as usize);

@@ -78,7 +78,7 @@ impl Touched {
                         .get(usize::from(e.small[0]))
                         .map_or("", String::as_str),
                 ),
-                Cube::Titles | Cube::Music => (e.record, id_of(e.record)),
+                Cube::Titles | Cube::Music => (e.id, id_of(d.id_record(e.id))),
             };
             if !seen.insert((e.cube, e.minute, n)) {
                 continue;

@@ -306,7 +306,9 @@ pub struct RunValue<S> {
 /// summed by a key of integers only: the values of the small vocabularies
 /// (genre, region, resolution, device) by number, so a key hashes and
 /// compares without touching a string. The rows of an id (title, track) are
-/// listed, each naming the record that carries it.
+/// listed, each with its id's number in the batch; each id names the first
+/// record carrying it, so the store looks up each id once per batch, not
+/// once per row.
 #[derive(Debug, Default)]
 pub struct Deltas<'a> {
     map: FxHashMap<Key, Sums>,
@@ -316,22 +318,25 @@ pub struct Deltas<'a> {
     listed: Vec<(Listed<'a>, Sums)>,
     names: Vec<&'a str>,
     numbers: FxHashMap<&'a str, u16>,
+    /// The record first carrying each id, by the id's number.
+    ids: Vec<u32>,
+    id_numbers: FxHashMap<&'a str, u32>,
 }
 
 /// No id (the dims cube).
 const NO_ID: u32 = u32::MAX;
 
-/// A listed row's place: cube, minute (or hour), id, the record carrying
-/// it, the small vocabularies' numbers.
+/// A listed row's place: cube, minute (or hour), id and its number in the
+/// batch, the small vocabularies' numbers.
 #[derive(Debug, Clone, Copy)]
 struct Listed<'a> {
     cube: Cube,
     minute: i64,
-    /// The id itself (the owned form names it by `record`): read by the
+    /// The id itself (the owned form names it by `number`): read by the
     /// tests' [`Deltas::entries`].
     #[cfg_attr(not(test), allow(dead_code))]
     id: &'a str,
-    record: u32,
+    number: u32,
     small: [u16; 3],
 }
 
@@ -359,11 +364,20 @@ impl<'a> Deltas<'a> {
         sums: &Sums,
     ) {
         if !id.is_empty() {
+            let number = match self.id_numbers.get(id) {
+                Some(n) => *n,
+                None => {
+                    let n = self.ids.len() as u32;
+                    self.ids.push(record);
+                    self.id_numbers.insert(id, n);
+                    n
+                }
+            };
             let at = Listed {
                 cube,
                 minute,
                 id,
-                record,
+                number,
                 small,
             };
             self.listed.push((at, *sums));
@@ -403,7 +417,7 @@ impl<'a> Deltas<'a> {
                 cube: k.cube,
                 minute: k.minute,
                 id: "",
-                record: NO_ID,
+                number: NO_ID,
                 small: k.small,
             };
             (at, s)
@@ -516,25 +530,26 @@ impl<'a> Deltas<'a> {
         self.map.is_empty() && self.listed.is_empty()
     }
 
-    /// The deltas owned, each id named by the index of a record carrying it.
+    /// The deltas owned, each id named by the index of the first record carrying it.
     pub fn into_batch(self) -> BatchDeltas {
         let mut entries = Vec::with_capacity(self.map.len() + self.listed.len());
         entries.extend(self.map.into_iter().map(|(k, sums)| BatchEntry {
             cube: k.cube,
             minute: k.minute,
-            record: NO_ID,
+            id: NO_ID,
             small: k.small,
             sums,
         }));
         entries.extend(self.listed.into_iter().map(|(at, sums)| BatchEntry {
             cube: at.cube,
             minute: at.minute,
-            record: at.record,
+            id: at.number,
             small: at.small,
             sums,
         }));
         BatchDeltas {
             names: self.names.iter().map(|s| s.to_string()).collect(),
+            ids: self.ids,
             entries,
         }
     }
@@ -610,19 +625,29 @@ pub fn id_of(ev: &Event) -> &str {
     }
 }
 
-/// A batch's rollup deltas, owned: an id is named by the index of a record
-/// carrying it (the records stay with the batch until it is durable).
+/// A batch's rollup deltas, owned: an id is named by the index of the first
+/// record carrying it (the records stay with the batch until it is durable).
 #[derive(Debug, Clone, Default)]
 pub struct BatchDeltas {
     names: Vec<String>,
+    /// The record first carrying each id, by the id's number in the batch.
+    ids: Vec<u32>,
     entries: Vec<BatchEntry>,
+}
+
+impl BatchDeltas {
+    /// The record carrying id number `n` of the batch.
+    fn id_record(&self, n: u32) -> u32 {
+        self.ids.get(n as usize).copied().unwrap_or(NO_ID)
+    }
 }
 
 #[derive(Debug, Clone)]
 struct BatchEntry {
     cube: Cube,
     minute: i64,
-    record: u32,
+    /// The id's number in the batch ([`NO_ID`]: none).
+    id: u32,
     small: [u16; 3],
     sums: Sums,
 }
@@ -732,10 +757,15 @@ pub fn decode_rows(bytes: &[u8]) -> Option<Rows<'_>> {
     postcard::from_bytes(bytes).ok()
 }
 
-/// What one [`Generation`] holds of a cube: (bucket, ids) → the index of
-/// its sums (the sums in a vector of their own: the map's entries stay small,
-/// so growing it moves little, and a new row is a push).
-type GenRows = FxHashMap<(i64, [u32; 4]), u32>;
+/// What one [`Generation`] holds of a cube: (bucket, ids) → sums. The sums
+/// sit in the entry: adding a row to a large generation (a title's, among
+/// hundreds of thousands) touches one place in memory, not two. A
+/// generation is made with the room its predecessor needed
+/// ([`Generation::sized_like`]), so it rarely grows. (Listing the rows of
+/// titles instead, for the compaction's sort to add up, took less on the
+/// store's thread but more in all: the sort then handles every event's row,
+/// not each distinct one.)
+type GenRows = FxHashMap<(i64, [u32; 4]), Sums>;
 
 /// The rollup deltas of the durable batches since a compaction, added up in
 /// memory (nothing of them is written with the batches: the event log holds
@@ -747,7 +777,6 @@ pub struct Generation {
     names: Vec<Arc<str>>,
     numbers: FxHashMap<Arc<str>, u32>,
     rows: [GenRows; 4],
-    sums: [Vec<Sums>; 4],
     /// (namespace, topic, partition) → the next offset of the newest batch held.
     offsets: FxHashMap<(String, String, i32), i64>,
     /// Batches held, and the write time of the oldest (retention keeps its
@@ -795,17 +824,14 @@ impl Generation {
     /// Adds a batch's deltas; `id_of(record)` names the id a record carries.
     pub fn add<'r>(&mut self, d: &BatchDeltas, id_of: impl Fn(u32) -> &'r str) {
         let small: Vec<u32> = d.names.iter().map(|s| self.intern(s)).collect();
+        let ids: Vec<u32> = d.ids.iter().map(|r| self.intern(id_of(*r))).collect();
         let s = |i: u16| small.get(usize::from(i)).copied().unwrap_or(0);
+        let id = |n: u32| ids.get(n as usize).copied().unwrap_or(0);
         for e in &d.entries {
             let ids = match e.cube {
                 Cube::Dims | Cube::Anchors => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
-                Cube::Titles => [
-                    self.intern(id_of(e.record)),
-                    s(e.small[0]),
-                    s(e.small[1]),
-                    s(e.small[2]),
-                ],
-                Cube::Music => [self.intern(id_of(e.record)), s(e.small[0]), 0, 0],
+                Cube::Titles => [id(e.id), s(e.small[0]), s(e.small[1]), s(e.small[2])],
+                Cube::Music => [id(e.id), s(e.small[0]), 0, 0],
             };
             self.add_row(e.cube, e.minute, ids, &e.sums);
         }
@@ -815,13 +841,10 @@ impl Generation {
         if sums.weight() > 0 {
             self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
         }
-        let c = cube_index(cube);
-        let next = self.sums[c].len() as u32;
-        let i = *self.rows[c].entry((minute, ids)).or_insert(next);
-        match self.sums[c].get_mut(i as usize) {
-            Some(s) => s.add(sums),
-            None => self.sums[c].push(*sums),
-        }
+        self.rows[cube_index(cube)]
+            .entry((minute, ids))
+            .or_default()
+            .add(sums);
     }
 
     /// The names' numbers in the order of the strings (rank → number).
@@ -835,9 +858,6 @@ impl Generation {
     pub fn sized_like(&self) -> Generation {
         let mut g = Generation::default();
         for (to, from) in g.rows.iter_mut().zip(&self.rows) {
-            to.reserve(from.len());
-        }
-        for (to, from) in g.sums.iter_mut().zip(&self.sums) {
             to.reserve(from.len());
         }
         g.names.reserve(self.names.len());
@@ -874,10 +894,7 @@ impl Generation {
 
     /// The rows of `cube` by number (see [`Generation::name`]).
     pub fn numbered(&self, cube: Cube) -> impl Iterator<Item = (&(i64, [u32; 4]), &Sums)> {
-        let sums = &self.sums[cube_index(cube)];
-        self.rows[cube_index(cube)]
-            .iter()
-            .filter_map(|(k, i)| Some((k, sums.get(*i as usize)?)))
+        self.rows[cube_index(cube)].iter()
     }
 
     pub fn offsets(&self) -> impl Iterator<Item = (&(String, String, i32), &i64)> {
@@ -895,9 +912,7 @@ impl Generation {
 
     /// About the bytes it holds.
     pub fn bytes(&self) -> usize {
-        self.row_count()
-            * (std::mem::size_of::<((i64, [u32; 4]), u32)>() + std::mem::size_of::<Sums>() + 8)
-            + self.names_bytes
+        self.row_count() * (std::mem::size_of::<((i64, [u32; 4]), Sums)>() + 8) + self.names_bytes
     }
 
     pub fn is_empty(&self) -> bool {

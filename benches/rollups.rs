@@ -1,0 +1,77 @@
+//! The rollups' work per event on the ingest path: summing a batch's deltas
+//! (the validator's thread) and holding them in the generation (the store's
+//! thread), on 20,000-event batches of the bench's synthetic views. `step`
+//! is the mean spacing of the events' times: 50 ms spreads a batch over about
+//! 17 minutes of event time (as `bench ingest` does: a backfill), 0 puts
+//! every event in one minute (a live stream).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use playpulse::domain::event::Event;
+use playpulse::store::rollup::{deltas_of, Generation, Tuning};
+use playpulse::synth::generate::{VideoGen, World};
+
+const BATCH: usize = 20_000;
+const BATCHES: usize = 12;
+
+fn batches(step: i64) -> Vec<Vec<Event>> {
+    let mut g = VideoGen::new(World::new(50_000, 5_000, 42), 42, 1_735_689_600_000, step);
+    (0..BATCHES)
+        .map(|_| (0..BATCH).map(|_| Event::Video(g.next_event())).collect())
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let t = Tuning::default();
+    let now = 1_900_000_000_000;
+    let mut group = c.benchmark_group("rollups");
+    for step in [50, 0] {
+        let data = batches(step);
+        group.throughput(Throughput::Elements((BATCH * BATCHES) as u64));
+        group.bench_function(format!("deltas_step{step}"), |b| {
+            b.iter(|| {
+                for batch in &data {
+                    let d = deltas_of(
+                        batch.iter().enumerate().map(|(i, e)| (i as u32, e)),
+                        now,
+                        &t,
+                    );
+                    black_box(d.into_batch());
+                }
+            })
+        });
+        let prepared: Vec<_> = data
+            .iter()
+            .map(|batch| {
+                deltas_of(
+                    batch.iter().enumerate().map(|(i, e)| (i as u32, e)),
+                    now,
+                    &t,
+                )
+                .into_batch()
+            })
+            .collect();
+        // A generation as the compactor leaves it: sized like the last one.
+        let mut sized = Generation::default();
+        for (d, batch) in prepared.iter().zip(&data) {
+            sized.add(d, |i| playpulse::store::rollup::id_of(&batch[i as usize]));
+        }
+        group.bench_function(format!("hold_step{step}"), |b| {
+            b.iter_batched(
+                || sized.sized_like(),
+                |mut g| {
+                    for (d, batch) in prepared.iter().zip(&data) {
+                        g.add(d, |i| playpulse::store::rollup::id_of(&batch[i as usize]));
+                    }
+                    g
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
