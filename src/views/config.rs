@@ -28,6 +28,12 @@ pub struct AnalyticsConfig {
     /// Most rows of titles (or tracks) one bucket keeps; the rest add up
     /// under `(other)`.
     pub max_rollup_rows: usize,
+    /// Seconds between the rollups' compactions (sooner once the held rows
+    /// pass 32 MiB). Each writes the distinct rows it holds: a live stream
+    /// repeats its minutes' and hours' rows, so a longer interval writes
+    /// fewer rows per event; opening replays at most this much of the event
+    /// log.
+    pub rollup_compact_seconds: u32,
 }
 
 impl AnalyticsConfig {
@@ -94,6 +100,13 @@ impl AnalyticsConfig {
                 "must be 100..=10000000",
             ));
         }
+        if !(1..=300).contains(&an.rollup_compact_seconds) {
+            return Err(invalid(
+                "analytics.rollup_compact_seconds",
+                an.rollup_compact_seconds,
+                "must be 1..=300 (five minutes)",
+            ));
+        }
         Ok(())
     }
 
@@ -106,6 +119,7 @@ impl AnalyticsConfig {
             max_view_ms: i64::from(self.max_view_minutes) * MINUTE_MS,
             future_skew_ms: i64::from(self.future_skew_seconds) * 1000,
             max_rows: self.max_rollup_rows,
+            compact_every_ms: u64::from(self.rollup_compact_seconds) * 1000,
             ..Tuning::default()
         }
     }
@@ -126,6 +140,7 @@ impl Default for AnalyticsConfig {
             hour_retention_days: 90,
             max_view_minutes: 240,
             max_rollup_rows: 200_000,
+            rollup_compact_seconds: 5,
         }
     }
 }

@@ -11,7 +11,7 @@
 //!   log past those offsets, so a crash loses no event and counts none twice.
 //!   Retention keeps the segments not yet covered.
 //! - **Compacted off the write path.** The compactor thread ([`compact`]) takes
-//!   the held generation each second, adds it up per (grain, cube, bucket) and
+//!   the held generation every few seconds (`analytics.rollup_compact_seconds`), adds it up per (grain, cube, bucket) and
 //!   writes each bucket's rows as one chunk (`M/` grain cube bucket tag part). A bucket whose chunks reach [`MERGE_AT`] gets them
 //!   merged into one in that write. Hours are written as minutes are (a long
 //!   range reads hours, never sixty times as many minutes).
@@ -277,8 +277,8 @@ impl Default for Tuning {
             max_view_ms: 240 * MINUTE_MS,
             future_skew_ms: 300_000,
             max_rows: 200_000,
-            compact_bytes: 16 << 20,
-            compact_every_ms: 1000,
+            compact_bytes: 32 << 20,
+            compact_every_ms: 5000,
         }
     }
 }
