@@ -5,16 +5,53 @@
 //! `PP_FAULT_PANIC_ONCE=<name>[,<name>...]` makes the first run of each
 //! named worker panic (fault injection, for tests of exactly that).
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Puts the calling thread in the background: on Linux the idle scheduling
-/// class (`SCHED_IDLE`), else nice +10. Throughput work (ingest's stages and
-/// clients, the compactors, the fold-in's solves, training) then gives way at
-/// once to a thread that answers a request — a request thread that wakes
-/// preempts it, rather than waiting out its time slice — and has all the
-/// cores when nothing else runs. Among themselves these threads keep their
-/// shares. Threads the caller starts later inherit the class.
+use serde::{Deserialize, Serialize};
+
+/// How throughput work runs beside requests (`ingest.background`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Background {
+    /// The idle scheduling class (Linux `SCHED_IDLE`, and nice +10): a
+    /// request thread that wakes preempts it at once. Throughput work then
+    /// gets almost no CPU while any thread of the same scheduling group at
+    /// nice 0 is busy (a flood of requests, or another process of the same
+    /// session or cgroup).
+    #[default]
+    Idle,
+    /// Nice +10 only: requests still go first, each after the running
+    /// slice (a longer tail), and throughput work keeps a share of the CPU
+    /// beside busy nice-0 neighbours.
+    Nice,
+}
+
+static BACKGROUND: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the class [`background_priority`] puts threads in from now on
+/// (the daemon does, from its config, before it starts a thread).
+pub fn set_background(class: Background) {
+    BACKGROUND.store(class as u8, Ordering::Relaxed);
+}
+
+/// Puts the calling thread in the background, in the class set by
+/// [`set_background`]. Throughput work (ingest's stages and clients, the
+/// compactors, the fold-in's solves, training) then gives way to a thread
+/// that answers a request, and has all the cores when nothing else runs.
+/// Among themselves these threads keep their shares. Threads the caller
+/// starts later inherit the class.
 pub fn background_priority() {
+    let class = if BACKGROUND.load(Ordering::Relaxed) == Background::Nice as u8 {
+        Background::Nice
+    } else {
+        Background::Idle
+    };
+    lower_priority(class);
+}
+
+/// Puts the calling thread in `class` (nice +10, and `SCHED_IDLE` for [`Background::Idle`]).
+pub fn lower_priority(class: Background) {
     #[cfg(target_os = "linux")]
     // SAFETY: system calls on the calling thread's own id with a parameter
     // that lives across the call. A failure leaves the class as it was (the
@@ -22,9 +59,13 @@ pub fn background_priority() {
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
+        if class == Background::Idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = class;
 }
 
 /// The CPU time the calling thread has used, in nanoseconds (0 where the
@@ -141,6 +182,45 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// (scheduling policy, nice value) of the calling thread.
+    #[cfg(target_os = "linux")]
+    fn class_now() -> (i32, i32) {
+        // SAFETY: queries of the calling thread's own id.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+            (
+                libc::sched_getscheduler(tid),
+                libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
+            )
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn each_background_class_lowers_a_thread_as_it_says() {
+        use super::{lower_priority, Background};
+        let on_thread = |class: Background| {
+            std::thread::spawn(move || {
+                let before = class_now();
+                lower_priority(class);
+                (before, class_now())
+            })
+            .join()
+            .unwrap()
+        };
+        let (before, idle) = on_thread(Background::Idle);
+        assert_eq!(before.0, libc::SCHED_OTHER);
+        assert_eq!(idle, (libc::SCHED_IDLE, 10));
+        let (_, nice) = on_thread(Background::Nice);
+        assert_eq!(nice, (libc::SCHED_OTHER, 10));
+        // The config names them as the docs do.
+        let parsed: Vec<Background> = ["\"idle\"", "\"nice\""]
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect();
+        assert_eq!(parsed, [Background::Idle, Background::Nice]);
+    }
+
     #[test]
     fn a_panic_reaches_the_owner_and_the_next_run_works() {
         let (tx, rx) = std::sync::mpsc::channel();

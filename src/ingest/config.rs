@@ -22,6 +22,10 @@ pub struct IngestConfig {
         with = "crate::domain::setting::seconds"
     )]
     pub log_interval: std::time::Duration,
+    /// How ingest, the compactors, the fold-in and training run beside
+    /// requests: `idle` (the idle scheduling class: requests first, at once)
+    /// or `nice` (nice +10: ingest keeps a share beside busy neighbours).
+    pub background: crate::domain::worker::Background,
 }
 
 impl Default for IngestConfig {
@@ -31,6 +35,7 @@ impl Default for IngestConfig {
             batch_linger: std::time::Duration::from_millis(50),
             max_in_flight_batches: 4,
             log_interval: std::time::Duration::from_secs(5),
+            background: Default::default(),
         }
     }
 }

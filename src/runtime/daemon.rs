@@ -148,6 +148,7 @@ impl Daemon {
             source,
         })?;
         // Training's parallel loops give way to requests, as ingest does.
+        crate::domain::worker::set_background(cfg.ingest.background);
         crate::domain::worker::background_rayon();
         let mut store = Store::open(&cfg.data_dir, cfg.store.cache_mb)?;
         store.set_limits(crate::store::bounds::Limits {
