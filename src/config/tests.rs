@@ -101,4 +101,35 @@ fn bad_values_are_rejected_with_key_value_and_fix() {
         err.contains("kafka.max_record_bytes") && err.contains("5 MiB"),
         "{err}"
     );
+    for bad in ["0", "301"] {
+        let env = vec![(
+            "PLAYPULSE_ANALYTICS__ROLLUP_COMPACT_SECONDS".to_string(),
+            bad.to_string(),
+        )];
+        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+        assert!(
+            err.contains("analytics.rollup_compact_seconds")
+                && err.contains(bad)
+                && err.contains("1..=300"),
+            "{bad}: {err}"
+        );
+    }
+    let env = vec![(
+        "PLAYPULSE_INGEST__BACKGROUND".to_string(),
+        "realtime".to_string(),
+    )];
+    let err = Config::load_with_env(None, env).unwrap_err().to_string();
+    assert!(
+        err.contains("background") && err.contains("realtime"),
+        "{err}"
+    );
+    let env = vec![(
+        "PLAYPULSE_INGEST__BACKGROUND".to_string(),
+        "nice".to_string(),
+    )];
+    let cfg = Config::load_with_env(None, env).unwrap();
+    assert_eq!(
+        cfg.ingest.background,
+        crate::domain::worker::Background::Nice
+    );
 }
