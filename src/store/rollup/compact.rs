@@ -235,8 +235,9 @@ pub fn decode_covered(bytes: &[u8]) -> Option<Covered> {
     Some(v.into_iter().map(|(ns, t, p, n)| ((ns, t, p), n)).collect())
 }
 
-/// Runs the compactor until the store closes: a compaction every `compact_every_ms` while
-/// batches are held, or as soon as they pass `compact_bytes`.
+/// Runs the compactor until the store closes: a compaction every
+/// `compact_every_ms` while batches are held, or as soon as they pass
+/// `compact_bytes`.
 pub fn run(
     view: StoreView,
     shared: Arc<Shared>,

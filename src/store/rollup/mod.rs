@@ -11,9 +11,10 @@
 //!   log past those offsets, so a crash loses no event and counts none twice.
 //!   Retention keeps the segments not yet covered.
 //! - **Compacted off the write path.** The compactor thread ([`compact`]) takes
-//!   the held generation every few seconds (`analytics.rollup_compact_seconds`), adds it up per (grain, cube, bucket) and
-//!   writes each bucket's rows as one chunk (`M/` grain cube bucket tag part). A bucket whose chunks reach [`MERGE_AT`] gets them
-//!   merged into one in that write. Hours are written as minutes are (a long
+//!   the held generation every few seconds (`analytics.rollup_compact_seconds`),
+//!   adds it up per (grain, cube, bucket) and writes each bucket's rows as one
+//!   chunk (`M/` grain cube bucket tag part). A bucket whose chunks reach
+//!   [`MERGE_AT`] gets them merged into one in that write. Hours are written as minutes are (a long
 //!   range reads hours, never sixty times as many minutes).
 //! - **Downsampled and retained** relative to the newest event minute rolled
 //!   up (replayed history is kept like live data): minute chunks older than
