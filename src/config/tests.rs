@@ -45,42 +45,65 @@ fn unknown_keys_are_rejected_by_name() {
     );
 }
 
+/// The config with `var` set to `value` in the environment.
+fn with_env(var: &str, value: &str) -> Result<Config, String> {
+    Config::load_with_env(None, vec![(var.to_string(), value.to_string())])
+        .map_err(|e| e.to_string())
+}
+
 #[test]
 fn bad_values_are_rejected_with_key_value_and_fix() {
-    let env = vec![("PLAYPULSE_INGEST__BATCH_SIZE".to_string(), "0".to_string())];
-    let err = Config::load_with_env(None, env).unwrap_err().to_string();
-    assert!(
-        err.contains("ingest.batch_size") && err.contains("1..="),
-        "{err}"
-    );
-    let env = vec![(
-        "PLAYPULSE_VALIDATION__MIN_TIMESTAMP".to_string(),
-        "yesterday".to_string(),
-    )];
-    let err = Config::load_with_env(None, env).unwrap_err().to_string();
-    assert!(
-        err.contains("validation.min_timestamp") && err.contains("yesterday"),
-        "{err}"
-    );
-    let env = vec![(
-        "PLAYPULSE_INGEST__BATCH_SIZE".to_string(),
-        "many".to_string(),
-    )];
-    let err = Config::load_with_env(None, env).unwrap_err().to_string();
-    assert!(err.contains("batch_size"), "{err}");
-    for bad in [
+    // (variable, value, what the error must name)
+    let refused: &[(&str, &str, &[&str])] = &[
+        (
+            "PLAYPULSE_INGEST__BATCH_SIZE",
+            "0",
+            &["ingest.batch_size", "1..="],
+        ),
+        (
+            "PLAYPULSE_VALIDATION__MIN_TIMESTAMP",
+            "yesterday",
+            &["validation.min_timestamp", "yesterday"],
+        ),
+        ("PLAYPULSE_INGEST__BATCH_SIZE", "many", &["batch_size"]),
+        (
+            "PLAYPULSE_KAFKA__MAX_RECORD_BYTES",
+            "8388608",
+            &["kafka.max_record_bytes", "5 MiB"],
+        ),
+        (
+            "PLAYPULSE_ANALYTICS__ROLLUP_COMPACT_SECONDS",
+            "0",
+            &["analytics.rollup_compact_seconds", "0", "1..=300"],
+        ),
+        (
+            "PLAYPULSE_ANALYTICS__ROLLUP_COMPACT_SECONDS",
+            "301",
+            &["analytics.rollup_compact_seconds", "301", "1..=300"],
+        ),
+        (
+            "PLAYPULSE_INGEST__BACKGROUND",
+            "realtime",
+            &["background", "realtime"],
+        ),
+    ];
+    let brokers = [
         "garbage",
         "host:notaport",
         "localhost:0",
         ":9092",
         "a:1,b",
         "h:99999",
-    ] {
-        let env = vec![("PLAYPULSE_KAFKA__BROKERS".to_string(), bad.to_string())];
-        let err = Config::load_with_env(None, env).unwrap_err().to_string();
+    ];
+    let brokers = brokers.map(|b| {
+        let names: &[&str] = &["kafka.brokers", "PLAYPULSE_KAFKA__BROKERS"];
+        ("PLAYPULSE_KAFKA__BROKERS", b, names)
+    });
+    for (var, value, names) in refused.iter().chain(&brokers) {
+        let err = with_env(var, value).unwrap_err();
         assert!(
-            err.contains("kafka.brokers") && err.contains("PLAYPULSE_KAFKA__BROKERS"),
-            "{bad}: {err}"
+            names.iter().all(|n| err.contains(n)),
+            "{var}={value}: {err}"
         );
     }
     for good in [
@@ -89,45 +112,9 @@ fn bad_values_are_rejected_with_key_value_and_fix() {
         "[::1]:9092",
         "SSL://k:9093",
     ] {
-        let env = vec![("PLAYPULSE_KAFKA__BROKERS".to_string(), good.to_string())];
-        assert!(Config::load_with_env(None, env).is_ok(), "{good}");
+        assert!(with_env("PLAYPULSE_KAFKA__BROKERS", good).is_ok(), "{good}");
     }
-    let env = vec![(
-        "PLAYPULSE_KAFKA__MAX_RECORD_BYTES".to_string(),
-        "8388608".to_string(),
-    )];
-    let err = Config::load_with_env(None, env).unwrap_err().to_string();
-    assert!(
-        err.contains("kafka.max_record_bytes") && err.contains("5 MiB"),
-        "{err}"
-    );
-    for bad in ["0", "301"] {
-        let env = vec![(
-            "PLAYPULSE_ANALYTICS__ROLLUP_COMPACT_SECONDS".to_string(),
-            bad.to_string(),
-        )];
-        let err = Config::load_with_env(None, env).unwrap_err().to_string();
-        assert!(
-            err.contains("analytics.rollup_compact_seconds")
-                && err.contains(bad)
-                && err.contains("1..=300"),
-            "{bad}: {err}"
-        );
-    }
-    let env = vec![(
-        "PLAYPULSE_INGEST__BACKGROUND".to_string(),
-        "realtime".to_string(),
-    )];
-    let err = Config::load_with_env(None, env).unwrap_err().to_string();
-    assert!(
-        err.contains("background") && err.contains("realtime"),
-        "{err}"
-    );
-    let env = vec![(
-        "PLAYPULSE_INGEST__BACKGROUND".to_string(),
-        "nice".to_string(),
-    )];
-    let cfg = Config::load_with_env(None, env).unwrap();
+    let cfg = with_env("PLAYPULSE_INGEST__BACKGROUND", "nice").unwrap();
     assert_eq!(
         cfg.ingest.background,
         crate::domain::worker::Background::Nice
