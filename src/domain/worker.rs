@@ -86,6 +86,14 @@ pub fn thread_cpu_ns() -> u64 {
         .saturating_add(t.tv_nsec.max(0) as u64)
 }
 
+/// Runs `f` on the calling thread; answers what it made and the CPU time it
+/// took ([`thread_cpu_ns`]).
+pub fn with_cpu<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = thread_cpu_ns();
+    let made = f();
+    (made, thread_cpu_ns().saturating_sub(before))
+}
+
 /// Runs `f` on a thread of its own at background priority and answers what
 /// it made: threads a library starts inside `f` (librdkafka's client and
 /// broker threads) inherit the priority. A panic in `f` is raised again here.

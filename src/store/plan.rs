@@ -242,8 +242,7 @@ pub fn plan(
     // The rollup deltas of the fresh events (prepared before, unless some
     // records were redelivered); nothing of them is written (see `super::rollup`).
     let rollup = if report.duplicates_skipped > 0 {
-        let cpu = crate::domain::worker::thread_cpu_ns();
-        let d = rollup::deltas_of(
+        let (d, cpu) = rollup::batch_of(
             records
                 .iter()
                 .enumerate()
@@ -255,9 +254,8 @@ pub fn plan(
                 }),
             reads.now_ms,
             &reads.rollup,
-        )
-        .into_batch();
-        rollup_cpu_ns += crate::domain::worker::thread_cpu_ns().saturating_sub(cpu);
+        );
+        rollup_cpu_ns += cpu;
         d
     } else {
         rollup_entries

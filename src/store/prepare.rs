@@ -191,8 +191,7 @@ pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> 
         })
         .collect();
     let deltas = deltas_of(records.iter());
-    let cpu = crate::domain::worker::thread_cpu_ns();
-    let rollup = super::rollup::deltas_of(
+    let (rollup, rollup_cpu_ns) = super::rollup::batch_of(
         records
             .iter()
             .enumerate()
@@ -202,9 +201,7 @@ pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> 
             }),
         crate::domain::timefmt::now_ms(),
         rollup,
-    )
-    .into_batch();
-    let rollup_cpu_ns = crate::domain::worker::thread_cpu_ns().saturating_sub(cpu);
+    );
     Prepared {
         records,
         encoded,

@@ -281,21 +281,19 @@ pub fn run(
         };
         last = Instant::now();
         let t = Instant::now();
-        let cpu = crate::domain::worker::thread_cpu_ns();
         let min_free = min_free.load(Ordering::Relaxed);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compact(&view, &shared, &gen, &path, min_free)
-        }))
-        .unwrap_or_else(|p| {
-            Err(StoreError::Refused(format!(
-                "the rollup compaction panicked: {}",
-                crate::domain::worker::panic_message(p.as_ref())
-            )))
+        let (result, cpu) = crate::domain::worker::with_cpu(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                compact(&view, &shared, &gen, &path, min_free)
+            }))
+            .unwrap_or_else(|p| {
+                Err(StoreError::Refused(format!(
+                    "the rollup compaction panicked: {}",
+                    crate::domain::worker::panic_message(p.as_ref())
+                )))
+            })
         });
-        shared.cpu_ns.fetch_add(
-            crate::domain::worker::thread_cpu_ns().saturating_sub(cpu),
-            Ordering::Relaxed,
-        );
+        shared.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
         let mut h = shared.lock();
         match result {
             Ok(d) => {

@@ -14,8 +14,9 @@
 //!   the held generation every few seconds (`analytics.rollup_compact_seconds`),
 //!   adds it up per (grain, cube, bucket) and writes each bucket's rows as one
 //!   chunk (`M/` grain cube bucket tag part). A bucket whose chunks reach
-//!   [`MERGE_AT`] gets them merged into one in that write. Hours are written as minutes are (a long
-//!   range reads hours, never sixty times as many minutes).
+//!   [`MERGE_AT`] gets them merged into one in that write. Hours are written
+//!   as minutes are (a long range reads hours, never sixty times as many
+//!   minutes).
 //! - **Downsampled and retained** relative to the newest event minute rolled
 //!   up (replayed history is kept like live data): minute chunks older than
 //!   `minute_retention` are deleted (their hours stay), hour chunks older than
@@ -616,6 +617,16 @@ pub fn deltas_of<'a>(
     d
 }
 
+/// [`deltas_of`] owned ([`Deltas::into_batch`]), and the CPU time they took
+/// (see [`RollupStatus::cpu_seconds`]).
+pub fn batch_of<'a>(
+    events: impl Iterator<Item = (u32, &'a Event)>,
+    now_ms: i64,
+    t: &Tuning,
+) -> (BatchDeltas, u64) {
+    crate::domain::worker::with_cpu(|| deltas_of(events, now_ms, t).into_batch())
+}
+
 /// The id an event's rows are kept by: its title (views) or track
 /// (listening events); "" for the rest.
 pub fn id_of(ev: &Event) -> &str {
@@ -1026,21 +1037,22 @@ impl Shared {
         write_ms: i64,
         prepared_cpu_ns: u64,
     ) -> Result<(), StoreError> {
-        let cpu = crate::domain::worker::thread_cpu_ns();
-        let mut h = self.lock();
-        if let Some(t) = h.touched.as_mut() {
-            t.note(d, &id_of);
-        }
-        let g = &mut h.pending;
-        g.add(d, &id_of);
-        g.note_offsets(
-            namespace,
-            offsets.iter().map(|(t, p, n)| (t.as_str(), *p, *n)),
-        );
-        g.batches += 1;
-        g.oldest_write_ms = Some(g.oldest_write_ms.map_or(write_ms, |o| o.min(write_ms)));
-        let bytes = g.bytes();
-        let spent = crate::domain::worker::thread_cpu_ns().saturating_sub(cpu);
+        let ((mut h, bytes), spent) = crate::domain::worker::with_cpu(|| {
+            let mut h = self.lock();
+            if let Some(t) = h.touched.as_mut() {
+                t.note(d, &id_of);
+            }
+            let g = &mut h.pending;
+            g.add(d, &id_of);
+            g.note_offsets(
+                namespace,
+                offsets.iter().map(|(t, p, n)| (t.as_str(), *p, *n)),
+            );
+            g.batches += 1;
+            g.oldest_write_ms = Some(g.oldest_write_ms.map_or(write_ms, |o| o.min(write_ms)));
+            let bytes = g.bytes();
+            (h, bytes)
+        });
         self.cpu_ns
             .fetch_add(prepared_cpu_ns.saturating_add(spent), Ordering::Relaxed);
         let limit = h.tuning.compact_bytes.saturating_mul(8);
