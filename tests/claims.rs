@@ -10,7 +10,10 @@
 //!   dropped and its records read again: none is skipped, none comes twice;
 //! - the daemon claiming through a broker outage longer than its session: it
 //!   stays up, waits to learn what became of its claims, rejoins, and stores
-//!   every record exactly once.
+//!   every record exactly once;
+//! - where the brokers drop commit metadata (tansu), offsets are committed
+//!   after writes and at each hand-over, and a hand-over never moves the
+//!   group's offset back.
 
 mod common;
 
@@ -266,4 +269,81 @@ fn a_daemon_claiming_through_a_broker_outage_stores_every_record_exactly_once() 
     all.valid.extend(second.valid);
     all.bad_reasons.extend(second.bad_reasons);
     check_exactly_once(dir.path(), &all);
+}
+
+/// Polls `src` until the group assigns it a partition; no record comes.
+fn joined(src: &mut Source) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while src.assignment.lock().unwrap().is_empty() {
+        let b = src.next_batch(100, Duration::from_millis(100));
+        assert!(
+            b.is_empty(),
+            "records past the group's commit: {:?}",
+            positions(&b)
+        );
+        assert!(Instant::now() < deadline, "not assigned within 60 s");
+    }
+}
+
+#[test]
+fn a_member_given_a_partition_back_hands_it_over_without_moving_the_group_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topic, group) = ("after-write.video", "after-write-group");
+    let broker = Tansu::start(&tmp.path().join("tansu"), "pp-after-write", &[(topic, 1)]);
+    produce_video(&broker.bootstrap, topic, 200, 0.0, 11);
+    let watch = GroupWatch::new(&broker.bootstrap, group, &[(topic, 1)]);
+
+    // A stores the first batch and leaves: its hand-over commits its end.
+    let mut store_a = open(&tmp.path().join("a"));
+    let mut a = source(&broker.bootstrap, topic, group, &store_a);
+    let first = batch(&mut a, 80);
+    assert_eq!(a.claims.mode(), Some(GroupCommit::AfterWrite));
+    let k = first.len() as i64;
+    store_records(&mut store_a, first);
+    drop(a);
+    assert_eq!(
+        watch.progress().0,
+        k,
+        "A's hand-over commits what it stored"
+    );
+
+    // B stores the rest and leaves.
+    let mut store_b = open(&tmp.path().join("b"));
+    let mut b = source(&broker.bootstrap, topic, group, &store_b);
+    let rest = take(&mut b, 200 - k as usize, 1000);
+    assert!(
+        positions(&rest).iter().all(|(_, o)| *o >= k),
+        "B read A's records"
+    );
+    store_records(&mut store_b, rest);
+    drop(b);
+    assert_eq!(watch.progress().0, 200);
+
+    // A gets the partition back at the group's commit (its store ends at k),
+    // stores nothing, and hands it over again: the group stays at 200.
+    let mut a = source(&broker.bootstrap, topic, group, &store_a);
+    joined(&mut a);
+    drop(a);
+    assert_eq!(
+        watch.progress().0,
+        200,
+        "A's hand-over moved the group back to its own stored offset"
+    );
+
+    // A new member reads only what came after.
+    produce_video(&broker.bootstrap, topic, 50, 0.0, 12);
+    let store_c = open(&tmp.path().join("c"));
+    let mut c = source(&broker.bootstrap, topic, group, &store_c);
+    let next = take(&mut c, 50, 1000);
+    let offsets: Vec<i64> = positions(&next).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        offsets,
+        (200..250).collect::<Vec<_>>(),
+        "C stored again what B holds"
+    );
+    drop(c);
+    assert_eq!(
+        stored_positions(&store_a).len() as i64 + stored_positions(&store_b).len() as i64,
+        200
+    );
 }

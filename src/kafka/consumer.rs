@@ -246,6 +246,7 @@ impl Source {
                 paused: paused.clone(),
                 flight,
                 revocations: revocations.clone(),
+                starts: Mutex::default(),
             },
         };
         let mut c = base_config(brokers, cfg);
@@ -547,16 +548,27 @@ impl Source {
     }
 
     /// Commits next offsets after their durable write (when the group's brokers
-    /// drop commit metadata; claims already committed them otherwise).
+    /// drop commit metadata; claims already committed them otherwise). Only
+    /// partitions this member owns now: a revoked one was committed at its
+    /// hand-over, and its next owner may have moved the group's offset on since.
     pub fn commit(&self, offsets: &[(String, i32, i64)], mode: CommitMode) {
         if offsets.is_empty() || self.claims.claiming() {
             return;
         }
+        let Ok(owned) = self.assignment.lock().map(|a| a.clone()) else {
+            return;
+        };
         let mut tpl = TopicPartitionList::new();
         for (t, p, o) in offsets {
+            if !owned.iter().any(|(ot, op)| ot == t && op == p) {
+                continue;
+            }
             if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
                 tracing::warn!("cannot commit {t}/{p}@{o}: {e}");
             }
+        }
+        if tpl.count() == 0 {
+            return;
         }
         if let Err(e) = self.consumer.commit(&tpl, mode) {
             tracing::debug!("kafka commit failed (the store keeps the offsets): {e}");

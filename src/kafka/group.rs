@@ -214,6 +214,18 @@ pub struct Membership {
     /// Revocations so far: records a poll fetched before one are checked against
     /// the assignment before they go on.
     pub(super) revocations: Arc<AtomicU64>,
+    /// Where each partition this member owns started: the group's progress on
+    /// it when it was assigned (a hand-over never commits below it).
+    pub(super) starts: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// The offset a hand-over commits: the store's next offset, never below where
+/// the partition started here. A member that stored a partition long ago and
+/// got it back at the group's later commit has an older stored offset;
+/// committing that would move the group back, and the next owner would store
+/// again what others stored since.
+pub(super) fn hand_over_offset(stored: Option<i64>, started: Option<i64>) -> Option<i64> {
+    stored.max(started)
 }
 
 impl Membership {
@@ -277,9 +289,12 @@ impl Membership {
                 "batches still in flight after {REVOKE_SETTLE_TIMEOUT:?} while handing over {parts:?}; committing what is stored"
             );
         }
+        let started = self.starts.lock().map(|s| s.clone()).unwrap_or_default();
         let mut tpl = TopicPartitionList::new();
         for (t, p) in parts {
-            if let Some(o) = self.store.stored_offset(&self.namespace, t, *p) {
+            let stored = self.store.stored_offset(&self.namespace, t, *p);
+            let start = started.get(&(t.clone(), *p)).copied();
+            if let Some(o) = hand_over_offset(stored, start) {
                 if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(o)) {
                     tracing::error!("cannot commit {t}/{p}@{o}: {e}");
                 }
@@ -314,6 +329,17 @@ impl Membership {
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
                 let starts = self.start_offsets(consumer, &parts);
+                if let Ok(mut started) = self.starts.lock() {
+                    if !cooperative {
+                        started.clear();
+                    }
+                    for ((t, p), (offset, _)) in parts.iter().zip(&starts) {
+                        match offset {
+                            Offset::Offset(o) => started.insert((t.clone(), *p), *o),
+                            _ => started.remove(&(t.clone(), *p)),
+                        };
+                    }
+                }
                 for ((topic, partition), (offset, why)) in parts.iter().zip(starts) {
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         tracing::error!("cannot seek {topic}/{partition} to {offset:?}: {e}");
@@ -361,6 +387,9 @@ impl Membership {
                 if let Ok(mut a) = self.assignment.lock() {
                     a.retain(|p| !parts.contains(p));
                 }
+                if let Ok(mut s) = self.starts.lock() {
+                    s.retain(|p, _| !parts.contains(p));
+                }
             }
             other => {
                 tracing::error!("rebalance error: {:?}", RDKafkaErrorCode::from(other));
@@ -369,6 +398,9 @@ impl Membership {
                 }
                 if let Ok(mut a) = self.assignment.lock() {
                     a.clear();
+                }
+                if let Ok(mut s) = self.starts.lock() {
+                    s.clear();
                 }
             }
         }
