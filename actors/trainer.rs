@@ -28,6 +28,8 @@ pub struct TrainerActor {
     trained_at: u64,
     /// The fold-in's user solves at the last training.
     folded_at: u64,
+    /// The champion folded against and its new pairs at the last training.
+    new_pairs_at: (Option<u64>, u64),
     last: Instant,
     busy: bool,
     /// Operators waiting for the current run's outcome.
@@ -35,6 +37,38 @@ pub struct TrainerActor {
     /// The group this member is part of: only its trainer trains, on every
     /// member's pairs (none: this daemon trains on its own).
     cluster: Option<crate::cluster::Cluster>,
+}
+
+/// Why a training starts on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Due {
+    /// Events stored since the last training reached `train_every_events`.
+    Events(u64),
+    /// Users folded in since the last training reached `retrain_folded_users`.
+    FoldedUsers(u64),
+    /// The folded users' pairs champion `model` was not trained on reached
+    /// `retrain_new_pairs_share` of its `pairs`.
+    NewPairs { model: u64, new: u64, pairs: u64 },
+    /// `train_every` passed with events stored since the last training.
+    Interval(u64),
+}
+
+impl std::fmt::Display for Due {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Due::Events(n) => write!(f, "{n} events stored since the last training"),
+            Due::FoldedUsers(n) => write!(f, "{n} users folded in since the last training"),
+            Due::NewPairs { model, new, pairs } => write!(
+                f,
+                "{new} new pairs folded in since the last training, {:.1} % of champion v{model}'s {pairs}",
+                100.0 * *new as f64 / (*pairs).max(1) as f64
+            ),
+            Due::Interval(n) => write!(
+                f,
+                "the training interval passed with {n} events stored since the last training"
+            ),
+        }
+    }
 }
 
 impl TrainerActor {
@@ -54,6 +88,7 @@ impl TrainerActor {
             serving,
             trained_at: 0,
             folded_at: 0,
+            new_pairs_at: (None, 0),
             last: Instant::now(),
             busy: false,
             waiting: Vec::new(),
@@ -72,19 +107,62 @@ impl TrainerActor {
         self.cluster.as_ref().is_none_or(|c| c.is_trainer())
     }
 
-    fn due(&self) -> bool {
+    /// Why a training is due now, if it is.
+    fn due(&self) -> Option<Due> {
         let stored = self.stored();
         let new = stored.saturating_sub(self.trained_at);
         let drift = self.folded().saturating_sub(self.folded_at);
-        (self.cfg.train_every_events > 0 && new >= self.cfg.train_every_events)
-            || (self.cfg.retrain_folded_users > 0 && drift >= self.cfg.retrain_folded_users)
-            || (!self.cfg.train_every.is_zero()
-                && new > 0
-                && self.last.elapsed() >= self.cfg.train_every)
+        if self.cfg.train_every_events > 0 && new >= self.cfg.train_every_events {
+            return Some(Due::Events(new));
+        }
+        if self.cfg.retrain_folded_users > 0 && drift >= self.cfg.retrain_folded_users {
+            return Some(Due::FoldedUsers(drift));
+        }
+        if let Some(d) = self.new_pairs_due() {
+            return Some(d);
+        }
+        if !self.cfg.train_every.is_zero() && new > 0 && self.last.elapsed() >= self.cfg.train_every
+        {
+            return Some(Due::Interval(new));
+        }
+        None
     }
 
     fn folded(&self) -> u64 {
         self.serving.live().stats().folded_total
+    }
+
+    /// The serving champion and the folded users' pairs it was not trained on.
+    fn new_pairs(&self) -> (Option<u64>, u64) {
+        let st = self.serving.live().stats();
+        (st.model, st.new_pairs_since_champion)
+    }
+
+    /// Due when the pairs folded in since the last training that the champion
+    /// was not trained on reach `retrain_new_pairs_share` of its pairs.
+    fn new_pairs_due(&self) -> Option<Due> {
+        if self.cfg.retrain_new_pairs_share <= 0.0 {
+            return None;
+        }
+        let champion = self.serving.get()?;
+        let (model, now) = self.new_pairs();
+        if model != Some(champion.id) {
+            return None;
+        }
+        let (at_model, at) = self.new_pairs_at;
+        let since = if at_model == model {
+            now.saturating_sub(at)
+        } else {
+            now
+        };
+        let pairs = champion.recommender.bundle().seen.nnz() as u64;
+        let due = Due::NewPairs {
+            model: champion.id,
+            new: since,
+            pairs,
+        };
+        (since as f64 >= self.cfg.retrain_new_pairs_share * pairs as f64 && since > 0)
+            .then_some(due)
     }
 
     fn start_training(&mut self, ctx: &mut Context<Self>) -> Result<(), TrainError> {
@@ -113,6 +191,7 @@ impl TrainerActor {
         self.busy = true;
         self.trained_at = self.stored();
         self.folded_at = self.folded();
+        self.new_pairs_at = self.new_pairs();
         self.last = Instant::now();
         let max_events = if self.cfg.classifiers || self.cfg.rerank {
             self.cfg.classifier_max_events
@@ -202,7 +281,11 @@ impl Actor for TrainerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_secs(1), |a, ctx| {
-            if a.cfg.enabled && !a.busy && a.trains() && a.due() {
+            if !(a.cfg.enabled && !a.busy && a.trains()) {
+                return;
+            }
+            if let Some(why) = a.due() {
+                tracing::info!("training: {why}");
                 let _ = a.start_training(ctx);
             }
         });

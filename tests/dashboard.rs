@@ -52,6 +52,7 @@ fn start(dir: &Path) -> Running {
         .env("PLAYPULSE_MODELS__SVM_MAX_ROWS", "500")
         // A few thousand events: the model is promoted whatever popularity scores.
         .env("PLAYPULSE_MODELS__PROMOTE_OVER_POPULARITY", "false")
+        .env("PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE", "0")
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -461,3 +461,95 @@ fn an_item_by_item_champion_takes_a_view_into_the_next_list_at_once() {
         "{warm}"
     );
 }
+
+/// A retrain starts on its own once the users folded in since the champion
+/// bring pairs it was not trained on worth `retrain_new_pairs_share` of its
+/// pairs, and the new version scores the champion folded in beside itself.
+#[test]
+fn a_retrain_starts_once_new_pairs_reach_their_share_of_the_champions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&[(TOPIC, 2)]);
+    let produced = produce_video(&broker.bootstrap, TOPIC, 3000, 0.0, 41);
+    let mut d = start_with(
+        dir.path(),
+        &broker,
+        0,
+        &[
+            ("PLAYPULSE_MODELS__SEARCH_FAMILIES", "[\"als\"]"),
+            ("PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE", "0.05"),
+            // The first model trains on every produced event.
+            ("PLAYPULSE_MODELS__MIN_EVENTS", "3000"),
+        ],
+    );
+    let data = dir.path().join("data");
+    wait_status(dir.path(), &mut d, Duration::from_secs(120), |s| {
+        s["ingest"]["stored"].as_u64() == Some(3000)
+    });
+    let t = ctl_json(&data, &["train"]);
+    let v1 = t["model"].as_u64().expect("trained");
+    assert_eq!(t["promoted"], true, "{t}");
+    let show = ctl_json(&data, &["models", "show", &v1.to_string()]);
+    let pairs = show["model"]["data"]["snapshot"]["video_pairs"]
+        .as_u64()
+        .unwrap();
+    let s = ctl_json(&data, &["status"]);
+    assert_eq!(
+        s["fold_in"]["new_pairs_since_champion"], 0,
+        "v1 was trained on every stored event: {}",
+        s["fold_in"]
+    );
+
+    // Brand-new users, three views each of titles the champion knows: every
+    // pair is new to it. A twentieth of its pairs, and a few more.
+    let titles: Vec<String> = {
+        let mut t: Vec<String> = produced.valid.iter().map(|v| v.video_id.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let last_ts = produced.valid.iter().map(|v| v.timestamp_ms).max().unwrap();
+    let users = (pairs / 20 / 3 + 3) as usize;
+    let mut views = Vec::new();
+    for u in 0..users {
+        for j in 0..3 {
+            let title = &titles[(u * 7 + j * 13) % titles.len()];
+            let ts = last_ts + 1000 + (u * 3 + j) as i64;
+            views.push(view(&produced.valid[0], &format!("drift-{u}"), title, ts));
+        }
+    }
+    send(&broker, &views);
+    // A version of its own, promoted or not (it is scored like any other).
+    let models = wait_reply(
+        &mut d,
+        Duration::from_secs(120),
+        "a retrain on the new pairs",
+        || ctl_json(&data, &["models"]),
+        |m| {
+            m["models"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|v| v["kind"] == "als" && v["id"].as_u64().is_some_and(|id| id > v1))
+            })
+        },
+    );
+    let v2 = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["kind"] == "als")
+        .filter_map(|v| v["id"].as_u64())
+        .max()
+        .unwrap();
+    let log = d.log_text();
+    assert!(
+        log.contains("new pairs folded in since the last training")
+            && log.contains(&format!("of champion v{v1}'s {pairs}")),
+        "the retrain says why it started:\n{log}"
+    );
+    // It scores the champion folded in on its own split.
+    let show = ctl_json(&data, &["models", "show", &v2.to_string()]);
+    let folded = &show["model"]["folded_champion"];
+    assert_eq!(folded["from"], v1, "{show}");
+    assert!(folded["metrics"]["ndcg"].as_f64().is_some(), "{show}");
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+}

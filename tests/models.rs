@@ -29,6 +29,7 @@ fn start(data: &std::path::Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver
     ])
     .arg(data)
     .env("PLAYPULSE_HTTP__LISTEN", "127.0.0.1:0")
+    .env("PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE", "0")
     .env("RUST_LOG", "info,librdkafka=warn")
     .stdout(Stdio::null())
     .stderr(Stdio::piped());

@@ -503,10 +503,11 @@ fn status_text(r: &StatusReply) -> String {
         (
             "fold_in",
             format!(
-                "{} users held ({} new), {} folded since the champion, {} solves in {} batches; last {} users in {:.3} s, {:.3} s from commit; {} failed rounds",
+                "{} users held ({} new), {} folded since the champion with {} pairs new to it, {} solves in {} batches; last {} users in {:.3} s, {:.3} s from commit; {} failed rounds",
                 f.users,
                 f.new_users,
                 f.folded_since_champion,
+                f.new_pairs_since_champion,
                 f.folded_total,
                 f.batches,
                 f.last_users,

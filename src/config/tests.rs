@@ -86,6 +86,21 @@ fn bad_values_are_rejected_with_key_value_and_fix() {
             "realtime",
             &["background", "realtime"],
         ),
+        (
+            "PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE",
+            "1.5",
+            &["models.retrain_new_pairs_share", "1.5", "[0, 1]"],
+        ),
+        (
+            "PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE",
+            "-0.01",
+            &["models.retrain_new_pairs_share", "-0.01", "[0, 1]"],
+        ),
+        (
+            "PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE",
+            "NaN",
+            &["models.retrain_new_pairs_share", "NaN"],
+        ),
     ];
     let brokers = [
         "garbage",

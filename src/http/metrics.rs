@@ -397,6 +397,12 @@ pub async fn exposition(a: &Admin) -> String {
         fold.failed_rounds as f64,
     )
     .one(
+        "playpulse_foldin_new_pairs",
+        Kind::Level,
+        "Pairs of the users folded in since the champion that it was not trained on (a retrain starts at models.retrain_new_pairs_share of its pairs).",
+        fold.new_pairs_since_champion as f64,
+    )
+    .one(
         "playpulse_foldin_held_users",
         Kind::Level,
         "Users held folded into the serving champion.",

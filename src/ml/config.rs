@@ -71,6 +71,13 @@ pub struct ModelsConfig {
     /// Retrain once this many users were folded in since the champion began
     /// serving (the drift from what it was trained on); 0 = never on drift.
     pub retrain_folded_users: u64,
+    /// Retrain once the users folded in since the champion hold this share of
+    /// its pairs as pairs it was not trained on (new users' and new items'
+    /// pairs, as of each user's last fold-in); 0 = never on new pairs. The
+    /// fold-in keeps the champion's item factors, so its quality falls behind
+    /// a retrain as new pairs grow: on Last.fm 2k, NDCG@10 −0.5 % at 1 %
+    /// new pairs, −0.8 % at 3 %, −1.1 % at 5 %, −3.4 % at 25 %.
+    pub retrain_new_pairs_share: f64,
     /// A retrain starts from the champion's factors (users and items it
     /// knows; the others start random) and runs this many iterations instead
     /// of `iterations`; 0 = every training starts cold.
@@ -165,6 +172,7 @@ impl Default for ModelsConfig {
             fold_in_item_min_users: 3,
             fold_in_max_items: 50_000,
             retrain_folded_users: 100_000,
+            retrain_new_pairs_share: 0.03,
             warm_start_iterations: 5,
             search_budget_seconds: 60.0,
             search_budget_fits: 8.0,
@@ -262,6 +270,15 @@ impl ModelsConfig {
                 "models.fold_in_max_items",
                 m.fold_in_max_items,
                 "must be 1..=10000000 (each followed item holds up to 2000 users)",
+            ));
+        }
+        if !(m.retrain_new_pairs_share.is_finite()
+            && (0.0..=1.0).contains(&m.retrain_new_pairs_share))
+        {
+            return Err(invalid(
+                "models.retrain_new_pairs_share",
+                m.retrain_new_pairs_share,
+                "must be in [0, 1] (a share of the champion's pairs; 0: never on new pairs)",
             ));
         }
         if m.warm_start_iterations > 10_000 {

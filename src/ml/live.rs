@@ -39,6 +39,9 @@ pub struct Folded {
     pub weights: Vec<f32>,
     /// When this was folded (ms since the epoch).
     pub at_ms: i64,
+    /// Of the pairs folded, those the champion was not trained on (every pair
+    /// of a user it never saw); 0 where a peer folded the user.
+    pub new_pairs: u32,
 }
 
 /// Buckets of the event → served latency histogram (seconds).
@@ -60,6 +63,11 @@ pub struct LiveStats {
     pub new_users: usize,
     /// Users folded in since the champion began serving (the retrain's drift).
     pub folded_since_champion: u64,
+    /// The held users' pairs the champion was not trained on, each user
+    /// counted as of their last fold-in (the retrain's drift by pairs; users
+    /// let go past the bound still count).
+    #[serde(default)]
+    pub new_pairs_since_champion: u64,
     /// User solves since the start, and the durable batches they followed.
     pub folded_total: u64,
     pub batches: u64,
@@ -363,6 +371,7 @@ impl Live {
                 h.items = None;
                 h.stats.folded_items = 0;
                 h.stats.folded_since_champion = 0;
+                h.stats.new_pairs_since_champion = 0;
             }
             if let Some(u) = update {
                 h.stats.items_pending = u.pending;
@@ -372,6 +381,9 @@ impl Live {
             }
         }
         let n = fold.users.len();
+        // The change in the held users' new pairs (a refolded user's count
+        // replaces their last one).
+        let mut new_pairs = 0i64;
         // Then each shard: what was held against another champion goes (freed
         // outside the lock), the items, then its users.
         for (i, users) in by_shard(fold.users, |u| u.0.as_str())
@@ -392,7 +404,12 @@ impl Live {
                 for (user, folded, new) in users {
                     s.recent.covered(model, &user, fold.upto);
                     let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    replaced.push(s.users.insert(user, (folded, seq, new)));
+                    new_pairs += i64::from(folded.new_pairs);
+                    let was = s.users.insert(user, (folded, seq, new));
+                    if let Some((f, _, _)) = &was {
+                        new_pairs -= i64::from(f.new_pairs);
+                    }
+                    replaced.push(was);
                 }
             }
             drop(old);
@@ -422,6 +439,8 @@ impl Live {
             s.max_users = max_users;
             s.folded_total += n as u64;
             s.folded_since_champion += n as u64;
+            s.new_pairs_since_champion =
+                s.new_pairs_since_champion.saturating_add_signed(new_pairs);
             s.batches += fold.batches;
             s.last_users = n;
             s.last_seconds = fold.seconds;
@@ -489,6 +508,7 @@ impl Peers {
             seen,
             weights,
             at_ms: p.at_ms,
+            new_pairs: 0,
         })
     }
 }
@@ -627,6 +647,12 @@ pub fn fold_rows(
                 solver
                     .solver
                     .solve(y, &cols[..own], &weights[..own], &mut x, scratch);
+                let trained = r.user_row(&user).map_or(&[][..], |u| r.seen_of(u));
+                let new_pairs = cols
+                    .iter()
+                    .filter(|c| trained.binary_search(c).is_err())
+                    .count();
+                let new_pairs = u32::try_from(new_pairs).unwrap_or(u32::MAX);
                 let new = !r.knows(&user);
                 Some((
                     user,
@@ -635,6 +661,7 @@ pub fn fold_rows(
                         seen: cols,
                         weights,
                         at_ms: now,
+                        new_pairs,
                     },
                     new,
                 ))
@@ -995,6 +1022,7 @@ pub(crate) mod tests {
                         seen: vec![],
                         weights: vec![],
                         at_ms: 0,
+                        new_pairs: 0,
                     };
                     (format!("u{i}"), f, false)
                 })
@@ -1031,6 +1059,7 @@ pub(crate) mod tests {
                         seen: vec![],
                         weights: vec![],
                         at_ms: 0,
+                        new_pairs: 0,
                     };
                     (format!("u{i}"), f, i % 2 == 0)
                 })
@@ -1059,6 +1088,44 @@ pub(crate) mod tests {
             (Some(2), 3, 3)
         );
         assert_eq!(st.new_users, 2);
+    }
+
+    #[test]
+    fn new_pairs_count_each_user_as_of_their_last_fold_and_restart_with_a_champion() {
+        let live = Live::default();
+        let fold = |users: &[(&str, u32)]| FoldResult {
+            users: users
+                .iter()
+                .map(|(u, n)| {
+                    let f = Folded {
+                        factors: vec![0.0; 2],
+                        seen: vec![],
+                        weights: vec![],
+                        at_ms: 0,
+                        new_pairs: *n,
+                    };
+                    (u.to_string(), f, false)
+                })
+                .collect(),
+            batches: 1,
+            seconds: 0.1,
+            upto: 0,
+            items: None,
+        };
+        let d = Duration::from_millis(5);
+        live.install(1, fold(&[("a", 3), ("b", 0), ("c", 5)]), 100, d);
+        assert_eq!(live.stats().new_pairs_since_champion, 8);
+        // a's count grows to 4, c's to 6: their last folds replace the first.
+        live.install(1, fold(&[("a", 4), ("c", 6)]), 100, d);
+        assert_eq!(live.stats().new_pairs_since_champion, 10);
+        // Users let go past the bound still count.
+        live.install(1, fold(&[("d", 1), ("e", 1), ("f", 1)]), 2, d);
+        let st = live.stats();
+        assert!(st.evicted > 0, "{st:?}");
+        assert_eq!(st.new_pairs_since_champion, 13);
+        // A new champion was trained on them: the count starts again.
+        live.install(2, fold(&[("a", 1)]), 100, d);
+        assert_eq!(live.stats().new_pairs_since_champion, 1);
     }
 
     #[test]
@@ -1139,6 +1206,17 @@ pub(crate) mod tests {
         let a = fold_rows(&c, &s, vec![("u5".into(), held)]);
         let b = fold_users(&c, &s, vec![("u5".into(), fresh)]);
         assert_eq!(a[0].1.factors, b[0].1.factors);
+        // The champion was trained on u5's v1, v4 and v7 (of v0 v1 v4 v5 v7
+        // v8); a user it never saw brings only new pairs.
+        assert_eq!(a[0].1.new_pairs, 0);
+        let a = fold_rows(
+            &c,
+            &s,
+            vec![("u5".into(), vec![(1, 1.0), (2, 1.0), (3, 1.0)])],
+        );
+        assert_eq!(a[0].1.new_pairs, 2, "v2 and v3 are new to the champion");
+        let a = fold_rows(&c, &s, vec![("stranger".into(), vec![(1, 1.0), (2, 1.0)])]);
+        assert_eq!(a[0].1.new_pairs, 2);
         // Bounded: past the bound by a tenth, the least recently used go.
         for i in 0..30 {
             rows.insert(&c, None, format!("x{i}"), &read, 0);

@@ -174,6 +174,9 @@ pub fn spawn_daemon(
         // promote it whatever popularity scores (tests/admin.rs checks the
         // default rule, which keeps popularity serving).
         .env("PLAYPULSE_MODELS__PROMOTE_OVER_POPULARITY", "false")
+        // Retrains start where a test says (tests/freshness.rs checks the
+        // retrain on new pairs).
+        .env("PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE", "0")
         .env("RUST_LOG", "info,librdkafka=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::from(f));

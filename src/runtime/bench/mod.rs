@@ -104,6 +104,7 @@ pub fn one_model_config(data_dir: &std::path::Path, partitions: i32, warmup_even
     cfg.models.train_every_events = 0;
     cfg.models.train_every = Duration::ZERO;
     cfg.models.retrain_folded_users = 0;
+    cfg.models.retrain_new_pairs_share = 0.0;
     cfg.models.classifiers = false;
     cfg.models.promote_over_popularity = false;
     // The configured ALS as it is: these benches measure serving and fold-in
