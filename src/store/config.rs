@@ -27,8 +27,9 @@ pub struct StoreConfig {
     /// Free space kept on the store's disk, MiB: a write that would leave
     /// less is not begun, and the daemon stops cleanly (0: no check).
     pub min_free_mb: u64,
-    /// Video pair deltas held in memory before the compactor writes them
-    /// into per-user chunks (see `store::pairs`); ingest waits at four times it.
+    /// Video pair deltas (the runs' entries, a repeated pair counting again)
+    /// held before the compactor writes them into per-user chunks and deletes
+    /// their runs (see `store::pairs`); ingest waits at four times it.
     pub pair_compaction_deltas: usize,
     /// A user's chunks that are merged into one.
     pub pair_merge_chunks: usize,

@@ -6,7 +6,8 @@
 //!   reach the disk is a fragment of a write that failed, dropped at open, as
 //!   journal parts are). Once durable, the deltas join the in-memory
 //!   [`Overlay`]'s active [`Layer`].
-//! - Past [`Tuning::freeze_at`] entries the active layer is frozen and the
+//! - Past [`Tuning::freeze_at`] deltas (the entries of the runs it holds,
+//!   however few pairs they name) the active layer is frozen and the
 //!   compactor thread ([`super::compact`]) writes it out as one chunk per user
 //!   (`U/` user · tag, covering every run below the tag) in small writes, then
 //!   deletes the runs it covers in one; then the frozen layer is dropped (a
@@ -183,6 +184,10 @@ pub struct Layer {
     videos: Vec<Box<str>>,
     video_ids: FxHashMap<Box<str>, u32>,
     pub entries: usize,
+    /// Deltas merged in: the entries of the runs this layer holds (a pair
+    /// that comes back counts again). They bound the runs on disk, where a
+    /// stream that repeats its pairs keeps `entries` low.
+    pub deltas: usize,
     /// The seq of the last run merged in (`None` while empty).
     pub last: Option<u64>,
 }
@@ -211,6 +216,7 @@ impl Layer {
                 self.entries += 1;
             }
         }
+        self.deltas += 1;
         self.last = Some(self.last.map_or(seq, |l| l.max(seq)));
     }
 
@@ -296,8 +302,10 @@ impl Shared {
     }
 
     /// Merges a durable batch's pair deltas (keys [`keys::VIDEO_PAIR`]) into
-    /// the active layer; freezes it for the compactor when it is full, and
-    /// waits while it is four times full and a compaction runs.
+    /// the active layer; freezes it for the compactor when it holds
+    /// `freeze_at` deltas, and waits while it holds four times as many and a
+    /// compaction runs (deltas, not distinct pairs: those bound memory, and
+    /// deltas bound the runs on disk too).
     pub fn add_batch(&self, seq: u64, pairs: &[(Vec<u8>, Slots)]) -> Result<(), StoreError> {
         let tuning = self.tuning();
         let mut o = self.lock();
@@ -314,13 +322,13 @@ impl Shared {
             }
             o.last = Some(seq);
         }
-        if o.active.entries >= tuning.freeze_at && o.frozen.is_none() {
+        if o.active.deltas >= tuning.freeze_at && o.frozen.is_none() {
             let layer = std::mem::take(&mut o.active);
             o.frozen = Some(Arc::new(layer));
             self.changed.notify_all();
         }
         let mut waited = false;
-        while o.active.entries >= tuning.freeze_at.saturating_mul(4) && o.frozen.is_some() {
+        while o.active.deltas >= tuning.freeze_at.saturating_mul(4) && o.frozen.is_some() {
             if let Some(why) = &o.broken {
                 return Err(StoreError::Refused(format!(
                     "the pair compaction failed ({why}); restart the daemon once the cause is fixed"
@@ -613,7 +621,7 @@ mod unit {
         assert!(l.covered_by(None), "an empty layer adds nothing");
         l.add(4, "u", "v", &s(1.0, 1.0));
         l.add(6, "u", "v", &s(1.0, 2.0));
-        assert_eq!((l.entries, l.last), (1, Some(6)));
+        assert_eq!((l.entries, l.deltas, l.last), (1, 2, Some(6)));
         assert!(!l.covered_by(None));
         assert!(!l.covered_by(Some(4)));
         assert!(!l.covered_by(Some(6)));
@@ -644,5 +652,28 @@ mod unit {
             (f.entries, f.last, o.active.entries, o.last),
             (3, Some(1), 0, Some(1))
         );
+    }
+
+    #[test]
+    fn a_stream_that_repeats_its_pairs_freezes_by_deltas() {
+        // One pair, again and again: a pair count never reaches the bound,
+        // while each batch's run stays on disk until a compaction covers it.
+        let shared = Shared::default();
+        *shared.tuning.lock().unwrap() = Tuning {
+            freeze_at: 3,
+            merge_at: 8,
+        };
+        let key = keys::join(keys::VIDEO_PAIR, &[b"a", b"1"]);
+        for seq in 0..2 {
+            shared
+                .add_batch(seq, &[(key.clone(), s(1.0, 0.0))])
+                .unwrap();
+        }
+        assert!(shared.lock().frozen.is_none());
+        shared.add_batch(2, &[(key.clone(), s(1.0, 0.0))]).unwrap();
+        let o = shared.lock();
+        let f = o.frozen.as_ref().unwrap();
+        assert_eq!((f.entries, f.deltas, f.last), (1, 3, Some(2)));
+        assert_eq!((o.active.entries, o.active.deltas), (0, 0));
     }
 }
