@@ -14,6 +14,7 @@ use super::messages::{Candidates, RunEnded, TakeSnapshot, TrainNow};
 use crate::config::ModelsConfig;
 use crate::ingest::pipeline::Progress;
 use crate::ml::classify;
+use crate::ml::live::Drift;
 use crate::ml::train::{fit_candidate, SnapshotSpec, TrainSpec};
 use crate::ml::{TrainError, TrainOutcome};
 
@@ -26,10 +27,8 @@ pub struct TrainerActor {
     serving: crate::ml::serve::Serving,
     /// `progress.stored` at the last training.
     trained_at: u64,
-    /// The fold-in's user solves at the last training.
-    folded_at: u64,
-    /// The champion folded against and its new pairs at the last training.
-    new_pairs_at: (Option<u64>, u64),
+    /// The fold-in's counts at the last training.
+    drift_at: Drift,
     last: Instant,
     busy: bool,
     /// Operators waiting for the current run's outcome.
@@ -87,8 +86,7 @@ impl TrainerActor {
             progress,
             serving,
             trained_at: 0,
-            folded_at: 0,
-            new_pairs_at: (None, 0),
+            drift_at: Drift::default(),
             last: Instant::now(),
             busy: false,
             waiting: Vec::new(),
@@ -111,14 +109,15 @@ impl TrainerActor {
     fn due(&self) -> Option<Due> {
         let stored = self.stored();
         let new = stored.saturating_sub(self.trained_at);
-        let drift = self.folded().saturating_sub(self.folded_at);
+        let live = self.serving.live().drift();
+        let drift = live.folded_total.saturating_sub(self.drift_at.folded_total);
         if self.cfg.train_every_events > 0 && new >= self.cfg.train_every_events {
             return Some(Due::Events(new));
         }
         if self.cfg.retrain_folded_users > 0 && drift >= self.cfg.retrain_folded_users {
             return Some(Due::FoldedUsers(drift));
         }
-        if let Some(d) = self.new_pairs_due() {
+        if let Some(d) = self.new_pairs_due(&live) {
             return Some(d);
         }
         if !self.cfg.train_every.is_zero() && new > 0 && self.last.elapsed() >= self.cfg.train_every
@@ -128,32 +127,20 @@ impl TrainerActor {
         None
     }
 
-    fn folded(&self) -> u64 {
-        self.serving.live().stats().folded_total
-    }
-
-    /// The serving champion and the folded users' pairs it was not trained on.
-    fn new_pairs(&self) -> (Option<u64>, u64) {
-        let st = self.serving.live().stats();
-        (st.model, st.new_pairs_since_champion)
-    }
-
     /// Due when the pairs folded in since the last training that the champion
     /// was not trained on reach `retrain_new_pairs_share` of its pairs.
-    fn new_pairs_due(&self) -> Option<Due> {
+    fn new_pairs_due(&self, live: &Drift) -> Option<Due> {
         if self.cfg.retrain_new_pairs_share <= 0.0 {
             return None;
         }
         let champion = self.serving.get()?;
-        let (model, now) = self.new_pairs();
-        if model != Some(champion.id) {
+        if live.model != Some(champion.id) {
             return None;
         }
-        let (at_model, at) = self.new_pairs_at;
-        let since = if at_model == model {
-            now.saturating_sub(at)
+        let since = if self.drift_at.model == live.model {
+            live.new_pairs.saturating_sub(self.drift_at.new_pairs)
         } else {
-            now
+            live.new_pairs
         };
         let pairs = champion.recommender.bundle().seen.nnz() as u64;
         let due = Due::NewPairs {
@@ -190,8 +177,7 @@ impl TrainerActor {
         let als = self.cfg.als().check()?;
         self.busy = true;
         self.trained_at = self.stored();
-        self.folded_at = self.folded();
-        self.new_pairs_at = self.new_pairs();
+        self.drift_at = self.serving.live().drift();
         self.last = Instant::now();
         let max_events = if self.cfg.classifiers || self.cfg.rerank {
             self.cfg.classifier_max_events

@@ -44,6 +44,17 @@ pub struct Folded {
     pub new_pairs: u32,
 }
 
+/// The fold-in's counts a retrain's drift is measured by ([`Live::drift`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// The champion the held users are folded against.
+    pub model: Option<u64>,
+    /// User solves since the start.
+    pub folded_total: u64,
+    /// The held users' pairs that champion was not trained on.
+    pub new_pairs: u64,
+}
+
 /// Buckets of the event → served latency histogram (seconds).
 const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -341,6 +352,19 @@ impl Live {
             st.seen_pending_users += s.recent.len();
         }
         st
+    }
+
+    /// What a retrain's drift is measured by, from the head's counters alone
+    /// (no walk over the held users, as [`Live::stats`] makes).
+    pub fn drift(&self) -> Drift {
+        let Ok(h) = self.head.read() else {
+            return Drift::default();
+        };
+        Drift {
+            model: h.model,
+            folded_total: h.stats.folded_total,
+            new_pairs: h.stats.new_pairs_since_champion,
+        }
     }
 
     /// Counts a fold-in round that failed.
@@ -1126,6 +1150,17 @@ pub(crate) mod tests {
         // A new champion was trained on them: the count starts again.
         live.install(2, fold(&[("a", 1)]), 100, d);
         assert_eq!(live.stats().new_pairs_since_champion, 1);
+        // The trainer's view of the same counts.
+        let st = live.stats();
+        assert_eq!(
+            live.drift(),
+            Drift {
+                model: Some(2),
+                folded_total: st.folded_total,
+                new_pairs: 1
+            }
+        );
+        assert_eq!(st.folded_total, 9);
     }
 
     #[test]
