@@ -78,8 +78,10 @@ pub fn spawn(
         serving: serving.clone(),
         max_users: cfg.fold_in_max_users,
     };
-    // The solves run niced on a pool of their own: they give way to ingest.
+    // The solves run in the background on a pool of their own, of fewer
+    // threads than cores (see `ModelsConfig::fold_in_threads`).
     let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.fold_in_solvers())
         .thread_name(|i| format!("fold-in-{i}"))
         .start_handler(|_| crate::domain::worker::background_priority())
         .build()

@@ -417,6 +417,9 @@ pub struct ModelStreamArgs {
     pub videos: usize,
     #[arg(long, default_value_t = 32)]
     pub partitions: i32,
+    /// The fold-in's solve threads (models.fold_in_threads; 0 = every core but one).
+    #[arg(long, default_value_t = 0)]
+    pub fold_in_threads: usize,
 }
 
 impl ModelStreamArgs {
@@ -433,6 +436,12 @@ impl ModelStreamArgs {
         }
         if self.users == 0 || self.videos == 0 || !(1..=1024).contains(&self.partitions) {
             anyhow::bail!("--users and --videos must be at least 1, --partitions 1 to 1024");
+        }
+        if self.fold_in_threads > 256 {
+            anyhow::bail!(
+                "--fold-in-threads {}: give 0 (every core but one) to 256",
+                self.fold_in_threads
+            );
         }
         Ok(())
     }

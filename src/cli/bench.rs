@@ -263,6 +263,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 users: stream.users,
                 videos: stream.videos,
                 partitions: stream.partitions,
+                fold_in_threads: stream.fold_in_threads,
                 seed,
                 probe_timeout: std::time::Duration::from_secs(probe_timeout_seconds),
             };
@@ -298,6 +299,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                     users: stream.users,
                     videos: stream.videos,
                     partitions: stream.partitions,
+                    fold_in_threads: stream.fold_in_threads,
                     seed,
                     family,
                 },

@@ -97,6 +97,11 @@ fn bad_values_are_rejected_with_key_value_and_fix() {
             &["models.retrain_new_pairs_share", "-0.01", "[0, 1]"],
         ),
         (
+            "PLAYPULSE_MODELS__FOLD_IN_THREADS",
+            "257",
+            &["models.fold_in_threads", "257", "0..=256"],
+        ),
+        (
             "PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE",
             "NaN",
             &["models.retrain_new_pairs_share", "NaN"],

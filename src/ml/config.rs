@@ -68,6 +68,13 @@ pub struct ModelsConfig {
     pub fold_in_item_min_users: usize,
     /// Such items followed at most (past it, those with the fewest users go).
     pub fold_in_max_items: usize,
+    /// Threads that solve the fold-in's users; 0 = every core but one (at
+    /// least one). Every throughput thread (ingest's stages, the fold-in,
+    /// the compactors) is in one background class, where a solve thread on
+    /// each core takes as much CPU as ingest's stages together: ingest then
+    /// falls behind the stream. Fewer solve threads cost no fold-ins: a round
+    /// takes every batch queued meanwhile and solves a user once.
+    pub fold_in_threads: usize,
     /// Retrain once this many users were folded in since the champion began
     /// serving (the drift from what it was trained on); 0 = never on drift.
     pub retrain_folded_users: u64,
@@ -171,6 +178,7 @@ impl Default for ModelsConfig {
             fold_in_max_users: 1_000_000,
             fold_in_item_min_users: 3,
             fold_in_max_items: 50_000,
+            fold_in_threads: 0,
             retrain_folded_users: 100_000,
             retrain_new_pairs_share: 0.03,
             warm_start_iterations: 5,
@@ -187,6 +195,17 @@ impl Default for ModelsConfig {
 }
 
 impl ModelsConfig {
+    /// The fold-in's solve threads: [`ModelsConfig::fold_in_threads`], or
+    /// every core but one.
+    pub fn fold_in_solvers(&self) -> usize {
+        match self.fold_in_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n,
+        }
+    }
+
     pub fn classify(&self) -> crate::ml::classify::ClassifyParams {
         crate::ml::classify::ClassifyParams {
             tree_max_depth: self.tree_max_depth,
@@ -270,6 +289,13 @@ impl ModelsConfig {
                 "models.fold_in_max_items",
                 m.fold_in_max_items,
                 "must be 1..=10000000 (each followed item holds up to 2000 users)",
+            ));
+        }
+        if m.fold_in_threads > 256 {
+            return Err(invalid(
+                "models.fold_in_threads",
+                m.fold_in_threads,
+                "must be 0..=256 (0 = every core but one)",
             ));
         }
         if !(m.retrain_new_pairs_share.is_finite()
@@ -360,5 +386,20 @@ impl ModelsConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fold_in_leaves_a_core_to_ingest_unless_told() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut m = ModelsConfig::default();
+        assert_eq!(m.fold_in_threads, 0);
+        assert_eq!(m.fold_in_solvers(), cores.saturating_sub(1).max(1));
+        m.fold_in_threads = 3;
+        assert_eq!(m.fold_in_solvers(), 3);
     }
 }

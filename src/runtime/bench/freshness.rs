@@ -37,6 +37,8 @@ pub struct FreshnessBenchArgs {
     pub users: usize,
     pub videos: usize,
     pub partitions: i32,
+    /// models.fold_in_threads.
+    pub fold_in_threads: usize,
     pub seed: u64,
     /// A probe whose item is still listed after this long counts as missed.
     pub probe_timeout: Duration,
@@ -70,6 +72,8 @@ pub struct FreshnessReport {
     /// followed per second.
     pub fold_ins_per_sec: f64,
     pub fold_batches_per_sec: f64,
+    /// The fold-in's solve threads.
+    pub fold_in_threads: usize,
     /// The champion the probes ran against, and its factor count.
     pub model: u64,
     pub factors: usize,
@@ -118,7 +122,9 @@ pub fn freshness(
     args: &FreshnessBenchArgs,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<FreshnessReport> {
-    let cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
+    let mut cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
+    cfg.models.fold_in_threads = args.fold_in_threads;
+    let fold_in_threads = cfg.models.fold_in_solvers();
     // Enough stream for the warm-up and the probes at the rate (the stream
     // ends the run early only if the probes take far longer than planned).
     let planned = args.probes as f64 * 3.0 + 120.0;
@@ -234,6 +240,7 @@ pub fn freshness(
             ingest_events_per_sec: (stored1 - stored0) as f64 / probe_seconds,
             fold_ins_per_sec: (fold1.folded_total - fold0.folded_total) as f64 / probe_seconds,
             fold_batches_per_sec: (fold1.batches - fold0.batches) as f64 / probe_seconds,
+            fold_in_threads,
             model,
             factors,
             probe_seconds,

@@ -32,6 +32,8 @@ pub struct ServeBenchArgs {
     pub users: usize,
     pub videos: usize,
     pub partitions: i32,
+    /// models.fold_in_threads.
+    pub fold_in_threads: usize,
     pub seed: u64,
     /// The champion's family (ease, knn: searched alone for 30 s).
     pub family: crate::ml::family::Family,
@@ -60,6 +62,8 @@ pub struct ServeReport {
     /// Requests answered per second, and events stored per second, meanwhile.
     pub served_per_sec: f64,
     pub ingest_events_per_sec: f64,
+    /// The fold-in's solve threads.
+    pub fold_in_threads: usize,
     pub model: u64,
     /// The family that ranks its lists.
     pub family: crate::ml::family::Family,
@@ -178,6 +182,7 @@ fn load(
 
 pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Result<ServeReport> {
     let mut cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
+    cfg.models.fold_in_threads = args.fold_in_threads;
     if args.family != crate::ml::family::Family::Als {
         cfg.models.search_families = vec![args.family];
         cfg.models.search_budget_seconds = 30.0;
@@ -261,6 +266,7 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
             ingest: args.ingest,
             seconds,
             connections: args.connections,
+            fold_in_threads: cfg.models.fold_in_solvers(),
             served_per_sec: results.len() as f64 / seconds,
             ingest_events_per_sec: stored as f64 / seconds,
             model,
