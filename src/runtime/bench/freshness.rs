@@ -74,6 +74,12 @@ pub struct FreshnessReport {
     pub fold_batches_per_sec: f64,
     /// The fold-in's solve threads.
     pub fold_in_threads: usize,
+    /// While the probes ran: pair compactions, the times ingest waited for
+    /// one (the active layer full while the last was still being written),
+    /// and the seconds the last one took.
+    pub pair_compactions: u64,
+    pub pair_ingest_waits: u64,
+    pub pair_last_compaction_s: f64,
     /// The champion the probes ran against, and its factor count.
     pub model: u64,
     pub factors: usize,
@@ -154,6 +160,7 @@ pub fn freshness(
         };
 
         let (stored0, fold0) = (daemon.progress.done(), daemon.serving.fold_stats());
+        let pairs0 = daemon.view.pair_overlay().2;
         let t_probes = Instant::now();
         let (mut times, mut missed) = (Vec::with_capacity(args.probes), 0usize);
         let (mut refolds, mut refold_missed) = (Vec::with_capacity(args.probes), 0usize);
@@ -200,6 +207,7 @@ pub fn freshness(
         }
         let probe_seconds = t_probes.elapsed().as_secs_f64();
         let (stored1, fold1) = (daemon.progress.done(), daemon.serving.fold_stats());
+        let pairs1 = daemon.view.pair_overlay().2;
         let model = champion.id;
         let factors = champion.recommender.bundle().model.factors;
         drop(champion);
@@ -241,6 +249,9 @@ pub fn freshness(
             fold_ins_per_sec: (fold1.folded_total - fold0.folded_total) as f64 / probe_seconds,
             fold_batches_per_sec: (fold1.batches - fold0.batches) as f64 / probe_seconds,
             fold_in_threads,
+            pair_compactions: pairs1.compactions - pairs0.compactions,
+            pair_ingest_waits: pairs1.waits - pairs0.waits,
+            pair_last_compaction_s: pairs1.last_seconds,
             model,
             factors,
             probe_seconds,
