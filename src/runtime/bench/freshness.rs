@@ -130,6 +130,8 @@ pub fn freshness(
 ) -> anyhow::Result<FreshnessReport> {
     let mut cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
     cfg.models.fold_in_threads = args.fold_in_threads;
+    // The daemon's own bounds on what the flags set.
+    cfg.models.validate()?;
     let fold_in_threads = cfg.models.fold_in_solvers();
     // Enough stream for the warm-up and the probes at the rate (the stream
     // ends the run early only if the probes take far longer than planned).

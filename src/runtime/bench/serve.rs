@@ -183,6 +183,8 @@ fn load(
 pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Result<ServeReport> {
     let mut cfg = super::one_model_config(data_dir, args.partitions, args.warmup_events);
     cfg.models.fold_in_threads = args.fold_in_threads;
+    // The daemon's own bounds on what the flags set.
+    cfg.models.validate()?;
     if args.family != crate::ml::family::Family::Als {
         cfg.models.search_families = vec![args.family];
         cfg.models.search_budget_seconds = 30.0;
