@@ -47,8 +47,7 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
             // Ports first: nothing starts if the dashboard cannot listen.
             let http = if cfg.http.enabled {
                 Some(
-                    tokio::net::TcpListener::bind(&cfg.http.listen)
-                        .await
+                    std::net::TcpListener::bind(&cfg.http.listen)
                         .with_context(|| {
                             format!(
                                 "http.listen = {:?}: cannot listen there (in use? set another port, or 0 for any)",
@@ -90,20 +89,18 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
                     }
                 }
             });
-            let http_addr = match http {
+            // Requests are answered on threads of their own (`http.threads`).
+            let http = match http {
                 Some(listener) => {
-                    let addr = listener.local_addr()?.to_string();
+                    let server = playpulse::http::spawn(listener, gate.clone(), cfg.http.threads)
+                        .context("cannot start the HTTP server's threads")?;
+                    let addr = server.local_addr().to_string();
                     tracing::info!("dashboard at http://{addr}/ (JSON API /api/..., metrics /metrics)");
-                    let g = gate.clone();
-                    actix_rt::spawn(async move {
-                        if let Err(e) = playpulse::http::serve(listener, g).await {
-                            tracing::error!("http server stopped: {e}");
-                        }
-                    });
-                    Some(addr)
+                    Some(server)
                 }
                 None => None,
             };
+            let http_addr = http.as_ref().map(|s| s.local_addr().to_string());
             let cluster = if cfg.kafka.embedded() {
                 None
             } else {
@@ -166,6 +163,7 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
             }
             daemon.shutdown().await;
             drop(socket.lock().unwrap_or_else(|p| p.into_inner()).take());
+            drop(http);
             Ok::<_, anyhow::Error>(failed)
         })?
         .map_or(Ok(()), |m| {

@@ -43,6 +43,10 @@ pub struct HttpConfig {
     /// to, as the `Host` header names them; others get 403 (a page on another
     /// site that points its DNS name at this address cannot read the API).
     pub allowed_hosts: Vec<String>,
+    /// Threads that answer HTTP requests, on a runtime of their own (at the
+    /// requests' priority, above ingest's): two let one request run while
+    /// another waits on a core.
+    pub threads: usize,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +55,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: "127.0.0.1:8787".into(),
             allowed_hosts: Vec::new(),
+            threads: 2,
         }
     }
 }
@@ -79,6 +84,9 @@ impl HttpConfig {
                 &self.listen,
                 "must be an IP address and port, e.g. 127.0.0.1:8787 (0.0.0.0 exposes it to the network)",
             ));
+        }
+        if !(1..=64).contains(&self.threads) {
+            return Err(invalid("http.threads", self.threads, "must be 1..=64"));
         }
         Ok(())
     }

@@ -102,6 +102,16 @@ fn bad_values_are_rejected_with_key_value_and_fix() {
             &["models.fold_in_threads", "257", "0..=256"],
         ),
         (
+            "PLAYPULSE_HTTP__THREADS",
+            "0",
+            &["http.threads", "0", "1..=64"],
+        ),
+        (
+            "PLAYPULSE_HTTP__THREADS",
+            "65",
+            &["http.threads", "65", "1..=64"],
+        ),
+        (
             "PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE",
             "NaN",
             &["models.retrain_new_pairs_share", "NaN"],

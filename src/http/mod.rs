@@ -97,6 +97,60 @@ impl axum::extract::FromRequestParts<Arc<Gate>> for Ready {
     }
 }
 
+/// The HTTP server running on a runtime of its own (see [`spawn`]); dropping
+/// it stops the server.
+pub struct Server {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // (a runtime may not be dropped from async code: let it go)
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Serves the router on `listener` from a runtime of `threads` worker
+/// threads of its own (named `http`), not from the daemon's system thread:
+/// a request waits neither for that thread's other work (the control
+/// socket, timers) nor for another request, and it is answered in 2
+/// thread wake-ups (connection, worker) where the system thread took 4.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    admin: Arc<Gate>,
+    threads: usize,
+) -> std::io::Result<Server> {
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("http")
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _in = rt.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    rt.spawn(async move {
+        if let Err(e) = serve(listener, admin).await {
+            tracing::error!("http server stopped: {e}");
+        }
+    });
+    Ok(Server {
+        runtime: Some(rt),
+        addr,
+    })
+}
+
 /// Serves the router on `listener` until it fails. Every connection has
 /// TCP_NODELAY: a keep-alive client's next request otherwise waits for the
 /// delayed acknowledgement of the last reply (up to 40 ms).

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::admin::bounds::{id, in_range, opt, MAX_K};
-use crate::admin::context::{blocking, Admin};
+use crate::admin::context::Admin;
 use crate::admin::error::{CommandError, RequestError};
 use crate::ml::recommend::{RecommendReply, SimilarReply, TrendingReply};
 use crate::ml::serve::Hints;
@@ -85,25 +85,25 @@ impl TrendingArgs {
 
 pub async fn trending(a: &Admin, req: TrendingArgs) -> Result<TrendingReply, CommandError> {
     let champion = a.serving.get();
-    let indexes = a.indexes.clone();
     let half_life = a.cfg.analytics.trending_half_life_minutes;
-    blocking(move || {
-        let ix = indexes
-            .read()
-            .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
-        Ok::<_, CommandError>(crate::ml::recommend::trending_now(
-            &ix,
-            champion.as_deref(),
-            req.domain.unwrap_or_default(),
-            req.region
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty()),
-            req.genre.filter(|s| !s.is_empty()),
-            req.k.unwrap_or(10),
-            half_life,
-        ))
-    })
-    .await?
+    // Answered where it is asked, as `recommend` and `similar` are: a
+    // bounded top-k under a read lock, shorter than a hand-off to the
+    // blocking pool and back (two thread wake-ups on a loaded machine).
+    let ix = a
+        .indexes
+        .read()
+        .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
+    Ok(crate::ml::recommend::trending_now(
+        &ix,
+        champion.as_deref(),
+        req.domain.unwrap_or_default(),
+        req.region
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        req.genre.filter(|s| !s.is_empty()),
+        req.k.unwrap_or(10),
+        half_life,
+    ))
 }
 
 pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, CommandError> {
@@ -124,9 +124,11 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
         .unwrap_or_default();
     // The folded items as of the user's state (every row it names is there).
     let items = live.items.clone();
-    let (view, indexes) = (a.view.clone(), a.indexes.clone());
-    let reply = blocking(move || {
-        let ix = indexes
+    // Answered where it is asked (see `trending`).
+    let view = &a.view;
+    let reply = {
+        let ix = a
+            .indexes
             .read()
             .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
         if champion.is_none() {
@@ -146,16 +148,15 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
                     .map(|(t, _)| t.to_string()),
             );
         }
-        Ok::<_, CommandError>(crate::ml::recommend::recommend(
+        crate::ml::recommend::recommend(
             champion.as_deref(),
             &live,
             items.as_deref(),
             |u| view.user_profile(u),
             &ix,
             &ask,
-        )?)
-    })
-    .await??;
+        )?
+    };
     reply.ok_or_else(|| a.no_champion())
 }
 

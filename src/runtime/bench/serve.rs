@@ -200,13 +200,10 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
         let admin = std::sync::Arc::new(Admin::new(daemon.handles(), cfg.clone()).await?);
         let gate = std::sync::Arc::new(Gate::new(cfg.clone()));
         gate.ready(admin);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        actix_rt::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, gate).await {
-                tracing::error!("http server stopped: {e}");
-            }
-        });
+        // As the daemon serves it (`http.threads`).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let server = crate::http::spawn(listener, gate, cfg.http.threads)?;
+        let addr = server.local_addr();
 
         // The requests, drawn up front: users and items the champion has.
         let bundle = champion.recommender.bundle();
@@ -238,6 +235,7 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
             tokio::task::spawn_blocking(move || load(addr, plan, rate, connections)).await??;
         let seconds = t.elapsed().as_secs_f64();
         let stored = daemon.progress.done() - stored0;
+        drop(server);
         daemon.shutdown().await;
 
         let mut endpoints = std::collections::BTreeMap::new();
