@@ -101,12 +101,20 @@ pub fn spawn(
         share,
         view,
     };
+    // Both threads run at background priority, as the solves do: a round's
+    // bookkeeping (its users gathered, their rows read and installed) ran at
+    // the requests' priority for up to 7 ms at a time, and a request waiting
+    // for a core waited that long.
     let worker = std::thread::Builder::new()
         .name("fold-in".into())
-        .spawn(move || w.run())?;
+        .spawn(move || {
+            crate::domain::worker::background_priority();
+            w.run()
+        })?;
     let handle = std::thread::Builder::new()
         .name("fold-in-seen".into())
         .spawn(move || {
+            crate::domain::worker::background_priority();
             front.run();
             // The worker ends once the front's sender is dropped.
             if worker.join().is_err() {

@@ -1,7 +1,8 @@
 //! What an operator meets around the daemon: a dashboard port in use stops it
 //! before anything starts, with the key to change; the data dir is private;
 //! requests naming another host are refused (DNS rebinding); a removed
-//! control socket comes back; CLI output into a closed pipe ends quietly.
+//! control socket comes back; CLI output into a closed pipe ends quietly;
+//! requests are answered on threads above the background work's class.
 
 mod common;
 
@@ -69,6 +70,76 @@ fn private_files_host_checks_and_a_socket_that_comes_back() {
         s["state"] == "running"
     });
     assert_eq!(s["ok"], true);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(60)).success());
+}
+
+/// (name, scheduling policy) of each thread of process `pid`, from
+/// `/proc/PID/task/TID/stat` (the policy is its 41st field; the name, in
+/// parentheses, may hold spaces).
+#[cfg(target_os = "linux")]
+fn thread_classes(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(e.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_string();
+        // Fields from the 3rd on follow the name: the policy is the 41st.
+        let policy: i64 = stat[close + 1..]
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        out.push((name, policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn requests_are_answered_above_the_background_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&[("q.video", 1), ("q.music", 1)]);
+    let (mut d, addr) = quiet_daemon(dir.path(), &broker, &[("PLAYPULSE_HTTP__THREADS", "3")]);
+    wait_status(dir.path(), &mut d, Duration::from_secs(60), |s| {
+        s["state"] == "running"
+    });
+    assert_eq!(http_get(&addr, "/api/status").0, 200);
+    let threads = thread_classes(d.child.id());
+    let class = |name: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .collect()
+    };
+    // The HTTP runtime's 3 workers (and any blocking threads) at the
+    // requests' class, SCHED_OTHER (0).
+    let http = class("http");
+    assert!(http.len() >= 3, "{threads:?}");
+    assert!(
+        http.iter().all(|p| *p == libc::SCHED_OTHER as i64),
+        "{threads:?}"
+    );
+    // Throughput work in the idle class (SCHED_IDLE, 5): the fold-in's
+    // worker, the thread that notes what was seen, its solves, and the
+    // compactors.
+    for name in [
+        "fold-in",
+        "fold-in-seen",
+        "fold-in-0",
+        "pair-compactor",
+        "rollup-compacto",
+    ] {
+        assert_eq!(
+            class(name),
+            vec![libc::SCHED_IDLE as i64],
+            "{name}: {threads:?}"
+        );
+    }
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(60)).success());
 }
