@@ -11,7 +11,9 @@
 //! ends when the store's actor drops its sender (at shutdown).
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -39,7 +41,7 @@ pub type FoldSender = Sender<Touched>;
 const IDLE: Duration = Duration::from_millis(200);
 
 struct Worker {
-    pool: std::sync::Arc<rayon::ThreadPool>,
+    pool: Arc<rayon::ThreadPool>,
     rx: Receiver<Touched>,
     serving: Serving,
     view: StoreView,
@@ -57,6 +59,9 @@ struct Worker {
     last_batch: FxHashMap<String, u64>,
     /// The group's publisher, told each round's users (none: no group).
     share: Option<crate::cluster::UserFeed>,
+    /// Set once the store's actor has dropped its sender (the daemon stops):
+    /// what is still queued is recorded, not solved (see [`Worker::close`]).
+    closing: Arc<AtomicBool>,
 }
 
 /// Starts the worker; it runs until every sender is dropped. A thread in
@@ -72,39 +77,15 @@ pub fn spawn(
 ) -> std::io::Result<(FoldSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (to_worker, worker_rx) = std::sync::mpsc::channel();
+    let closing = Arc::new(AtomicBool::new(false));
     let front = Front {
         rx,
         tx: to_worker,
         serving: serving.clone(),
         max_users: cfg.fold_in_max_users,
+        closing: closing.clone(),
     };
-    // The solves run in the background on a pool of their own, of fewer
-    // threads than cores (see `ModelsConfig::fold_in_threads`).
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.fold_in_solvers())
-        .thread_name(|i| format!("fold-in-{i}"))
-        .start_handler(|_| crate::domain::worker::background_priority())
-        .build()
-        .map_err(std::io::Error::other)?;
-    let w = Worker {
-        pool: std::sync::Arc::new(pool),
-        rx: worker_rx,
-        serving,
-        indexes,
-        weights: cfg.event_weights.by_action(),
-        max_users: cfg.fold_in_max_users,
-        solver: None,
-        pairs: PairRows::default(),
-        items: ItemFold::new(cfg.fold_in_item_min_users, cfg.fold_in_max_items),
-        member: view.member_id().ok(),
-        last_batch: Default::default(),
-        share,
-        view,
-    };
-    // Both threads run at background priority, as the solves do: a round's
-    // bookkeeping (its users gathered, their rows read and installed) ran at
-    // the requests' priority for up to 7 ms at a time, and a request waiting
-    // for a core waited that long.
+    let w = Worker::new(cfg, worker_rx, serving, view, indexes, share, closing)?;
     let worker = std::thread::Builder::new()
         .name("fold-in".into())
         .spawn(move || {
@@ -124,12 +105,50 @@ pub fn spawn(
     Ok((tx, handle))
 }
 
+impl Worker {
+    fn new(
+        cfg: &ModelsConfig,
+        rx: Receiver<Touched>,
+        serving: Serving,
+        view: StoreView,
+        indexes: SharedIndexes,
+        share: Option<crate::cluster::UserFeed>,
+        closing: Arc<AtomicBool>,
+    ) -> std::io::Result<Worker> {
+        // The solves run in the background on a pool of their own, of fewer
+        // threads than cores (see `ModelsConfig::fold_in_threads`).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.fold_in_solvers())
+            .thread_name(|i| format!("fold-in-{i}"))
+            .start_handler(|_| crate::domain::worker::background_priority())
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Worker {
+            pool: Arc::new(pool),
+            rx,
+            serving,
+            indexes,
+            weights: cfg.event_weights.by_action(),
+            max_users: cfg.fold_in_max_users,
+            solver: None,
+            pairs: PairRows::default(),
+            items: ItemFold::new(cfg.fold_in_item_min_users, cfg.fold_in_max_items),
+            member: view.member_id().ok(),
+            last_batch: Default::default(),
+            share,
+            closing,
+            view,
+        })
+    }
+}
+
 /// Notes what each batch's users watched, then hands the batch to the worker.
 struct Front {
     rx: Receiver<Touched>,
     tx: Sender<Touched>,
     serving: Serving,
     max_users: usize,
+    closing: Arc<AtomicBool>,
 }
 
 impl Front {
@@ -151,6 +170,8 @@ impl Front {
                 return;
             }
         }
+        // The store has closed: the worker records what is queued behind it.
+        self.closing.store(true, Ordering::SeqCst);
     }
 }
 
@@ -165,6 +186,10 @@ impl Worker {
             }
             while let Ok(t) = self.rx.try_recv() {
                 round.take(t);
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                self.close(round);
+                continue;
             }
             // A round that panics costs its users' fold-in (they fold in at
             // their next event or the next champion), not the worker.
@@ -278,6 +303,7 @@ impl Worker {
         // The held users follow the changes in commit order; the others are
         // read whole (a read has every change committed before it).
         let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
+        let closing = &self.closing;
         let read = {
             let Ok(ix) = self.indexes.read() else {
                 tracing::error!("the indexes are poisoned: fold-in stops");
@@ -286,6 +312,11 @@ impl Worker {
             misses
                 .into_par_iter()
                 .filter_map(|u| {
+                    // A stop while a long round reads (a new champion's
+                    // refold) ends the reads: see below.
+                    if closing.load(Ordering::Relaxed) {
+                        return None;
+                    }
                     match live::user_pairs_by_domain(&self.view, &ix.graph, u, self.weights) {
                         Ok(p) => Some((u.clone(), p)),
                         Err(e) => {
@@ -300,6 +331,16 @@ impl Worker {
             panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
         }
         let (n_read, t_read) = (read.len(), t.elapsed());
+        if self.closing.load(Ordering::SeqCst) {
+            // The daemon stops: this round's users are recorded, not solved.
+            drop(read);
+            self.close(Round {
+                users,
+                batches,
+                ..Round::default()
+            });
+            return Flow::Go;
+        }
         for (u, (pairs, _)) in &read {
             for (item, w, domain) in pairs {
                 if r.item_row(item).is_none() {
@@ -403,6 +444,36 @@ impl Worker {
 }
 
 impl Worker {
+    /// At shutdown: the users of what is still queued are recorded as folded
+    /// against the serving champion instead of solved (a start folds the
+    /// recorded users in again, from their stored pairs), so the daemon stops
+    /// in moments however much is queued. A new champion's refold of the
+    /// users held is not started either: they serve its trained rows, which
+    /// cover what was stored when it trained. (A refold of 50k users after
+    /// a retrain held a stop for about a minute, past `run`'s 30 s limit.)
+    fn close(&mut self, round: Round) {
+        if round.users.is_empty() {
+            return;
+        }
+        let Some(champion) = self.serving.get() else {
+            return;
+        };
+        let now = crate::domain::timefmt::now_ms();
+        let record: Vec<(String, i64)> = round.users.into_iter().map(|u| (u, now)).collect();
+        match live::record_folded(&self.view, champion.id, &record) {
+            Ok(()) => tracing::info!(
+                "stopping: {} users of {} queued batches recorded to fold in at the next start",
+                record.len(),
+                round.batches
+            ),
+            Err(e) => tracing::warn!(
+                "stopping: cannot record {} queued users to fold in at the next start \
+                 (they serve their trained rows until their next event): {e}",
+                record.len()
+            ),
+        }
+    }
+
     /// Every batch of this store below the answer is in the champion's training snapshot.
     fn covered(&self, model: u64) -> u64 {
         let Some(member) = &self.member else { return 0 };
@@ -440,4 +511,137 @@ impl Round {
 enum Flow {
     Go,
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::Event;
+    use crate::domain::record::{Outcome, Processed, SourcePos};
+    use crate::ml::als::{AlsModel, AlsParams};
+    use crate::ml::serve::{Bundle, ServingModel};
+    use crate::ml::sparse::Csr;
+    use crate::store::Store;
+    use crate::synth::generate::{video_id, VideoGen, World};
+
+    const VIDEOS: usize = 10;
+
+    /// A champion of the world's videos and no users.
+    fn champion() -> ServingModel {
+        let f = 4;
+        let items: Vec<String> = (0..VIDEOS).map(video_id).collect();
+        ServingModel {
+            id: 7,
+            bundle: Bundle {
+                model: AlsModel {
+                    factors: f,
+                    users: 0,
+                    items: VIDEOS,
+                    user_factors: Vec::new(),
+                    item_factors: (0..VIDEOS * f)
+                        .map(|i| 0.1 + (i % 7) as f32 * 0.1)
+                        .collect(),
+                },
+                users: Vec::new(),
+                items,
+                seen: Csr::from_triplets(0, VIDEOS, &[]),
+                item_genre: vec![String::new(); VIDEOS],
+                popularity: vec![1; VIDEOS],
+                region_popularity: Default::default(),
+                item_domain: vec![Domain::Video; VIDEOS],
+                rerank: None,
+                item_model: None,
+            },
+            affinity_weight: 0.0,
+            params: AlsParams {
+                factors: f,
+                exact: true,
+                ..AlsParams::default()
+            },
+        }
+    }
+
+    /// Stores 3 batches of views in `store` and queues what each committed
+    /// for a worker (closing at once if `closing`); answers the worker and
+    /// the users of the batches.
+    fn queued(store: &mut Store, serving: &Serving, closing: bool) -> (Worker, Vec<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Worker::new(
+            &ModelsConfig::default(),
+            rx,
+            serving.clone(),
+            store.view(),
+            Default::default(),
+            None,
+            Arc::new(AtomicBool::new(closing)),
+        )
+        .unwrap();
+        let mut g = VideoGen::new(World::new(30, VIDEOS, 3), 3, 1_735_689_600_000, 50);
+        let mut users = FxHashSet::default();
+        for b in 0..3i64 {
+            let records = (0..50)
+                .map(|i| {
+                    let v = g.next_event();
+                    users.insert(v.user_id.clone());
+                    Processed {
+                        pos: SourcePos {
+                            topic: Arc::from("v"),
+                            partition: 0,
+                            offset: b * 50 + i,
+                        },
+                        origin: None,
+                        headers: Default::default(),
+                        outcome: Outcome::Valid(Event::Video(v)),
+                    }
+                })
+                .collect();
+            let c = store
+                .apply("t", crate::store::prepare::prepare(records))
+                .unwrap();
+            tx.send(Touched {
+                changes: c.pairs,
+                committed: Instant::now(),
+            })
+            .unwrap();
+        }
+        let mut users: Vec<String> = users.into_iter().collect();
+        users.sort();
+        (w, users)
+    }
+
+    /// While the daemon runs, what is queued is solved: each user serves
+    /// folded factors and is recorded as folded.
+    #[test]
+    fn queued_batches_are_solved_while_the_daemon_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 16).unwrap();
+        let serving = Serving::default();
+        serving.set(champion());
+        let (w, users) = queued(&mut store, &serving, false);
+        w.run();
+        for u in &users {
+            assert!(serving.live().user(7, u).is_some(), "{u} was not solved");
+        }
+        let mut recorded = store.view().folded_users(7).unwrap();
+        recorded.sort();
+        assert_eq!(recorded, users);
+    }
+
+    /// What is queued when the daemon stops is recorded for the next start
+    /// (every user of it), not solved: a stop does not wait for the solves.
+    #[test]
+    fn what_is_queued_at_a_stop_is_recorded_for_the_next_start_not_solved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 16).unwrap();
+        let serving = Serving::default();
+        serving.set(champion());
+        let (w, users) = queued(&mut store, &serving, true);
+        w.run();
+        for u in &users {
+            assert!(serving.live().user(7, u).is_none(), "{u} was solved");
+        }
+        let mut recorded = store.view().folded_users(7).unwrap();
+        recorded.sort();
+        assert_eq!(recorded, users);
+    }
 }
