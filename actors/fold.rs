@@ -609,21 +609,28 @@ mod tests {
         (w, users)
     }
 
-    /// While the daemon runs, what is queued is solved: each user serves
-    /// folded factors and is recorded as folded.
-    #[test]
-    fn queued_batches_are_solved_while_the_daemon_runs() {
+    /// Runs a worker over 3 queued batches until its sender is gone; answers
+    /// the serving state, the batches' users and the users recorded as folded.
+    fn run_queued(closing: bool) -> (Serving, Vec<String>, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), 16).unwrap();
         let serving = Serving::default();
         serving.set(champion());
-        let (w, users) = queued(&mut store, &serving, false);
+        let (w, users) = queued(&mut store, &serving, closing);
         w.run();
+        let mut recorded = store.view().folded_users(7).unwrap();
+        recorded.sort();
+        (serving, users, recorded)
+    }
+
+    /// While the daemon runs, what is queued is solved: each user serves
+    /// folded factors and is recorded as folded.
+    #[test]
+    fn queued_batches_are_solved_while_the_daemon_runs() {
+        let (serving, users, recorded) = run_queued(false);
         for u in &users {
             assert!(serving.live().user(7, u).is_some(), "{u} was not solved");
         }
-        let mut recorded = store.view().folded_users(7).unwrap();
-        recorded.sort();
         assert_eq!(recorded, users);
     }
 
@@ -631,17 +638,10 @@ mod tests {
     /// (every user of it), not solved: a stop does not wait for the solves.
     #[test]
     fn what_is_queued_at_a_stop_is_recorded_for_the_next_start_not_solved() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path(), 16).unwrap();
-        let serving = Serving::default();
-        serving.set(champion());
-        let (w, users) = queued(&mut store, &serving, true);
-        w.run();
+        let (serving, users, recorded) = run_queued(true);
         for u in &users {
             assert!(serving.live().user(7, u).is_none(), "{u} was solved");
         }
-        let mut recorded = store.view().folded_users(7).unwrap();
-        recorded.sort();
         assert_eq!(recorded, users);
     }
 }

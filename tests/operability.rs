@@ -125,15 +125,8 @@ fn requests_are_answered_above_the_background_work() {
         "{threads:?}"
     );
     // Throughput work in the idle class (SCHED_IDLE, 5): the fold-in's
-    // worker, the thread that notes what was seen, its solves, and the
-    // compactors.
-    for name in [
-        "fold-in",
-        "fold-in-seen",
-        "fold-in-0",
-        "pair-compactor",
-        "rollup-compacto",
-    ] {
+    // solves and the compactors.
+    for name in ["fold-in-0", "pair-compactor", "rollup-compacto"] {
         assert_eq!(
             class(name),
             vec![libc::SCHED_IDLE as i64],
