@@ -876,8 +876,12 @@ pub fn record_folded(
     view: &StoreView,
     model: u64,
     users: &[(String, i64)],
+    flush: crate::store::Flush,
 ) -> Result<(), StoreError> {
-    view.mark_folded(model, users.iter().map(|(u, at)| (u.as_str(), *at)))
+    if users.is_empty() {
+        return Ok(());
+    }
+    view.mark_folded(model, users.iter().map(|(u, at)| (u.as_str(), *at)), flush)
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 
 pub use prepare::{prepare, prepare_with, Prepared};
-pub use read::{dead_letter_id, DeadLetter, LoggedEvent, QoeDim};
+pub use read::{dead_letter_id, DeadLetter, Flush, LoggedEvent, QoeDim};
 pub use slots::{MusicAgg, PairAgg, Qoe};
 pub use stats::{CatalogCounts, QoeStats, Stats, StatsSection};
 

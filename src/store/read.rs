@@ -86,6 +86,16 @@ fn corrupt(key: &[u8], message: impl Into<String>) -> StoreError {
     }
 }
 
+/// When a write of marks reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Before the call returns.
+    Now,
+    /// With the store's next flushed write (its next batch): a crash before
+    /// it loses the marks, not other data.
+    WithNextBatch,
+}
+
 /// Which QoE breakdown to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QoeDim {
@@ -273,6 +283,7 @@ impl StoreView {
         &self,
         model: u64,
         users: impl Iterator<Item = (&'a str, i64)>,
+        flush: Flush,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (u, at) in users {
@@ -280,7 +291,10 @@ impl StoreView {
             v.extend_from_slice(&at.to_be_bytes());
             batch.insert(keys::join(keys::FOLDED, &[u.as_bytes()]), v);
         }
-        self.commit(batch)
+        match flush {
+            Flush::Now => self.commit(batch),
+            Flush::WithNextBatch => self.apply_unflushed(batch),
+        }
     }
 
     /// The users folded in against `model`; marks of other models are removed.
