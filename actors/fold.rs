@@ -86,16 +86,17 @@ pub fn spawn(
         closing: closing.clone(),
     };
     let w = Worker::new(cfg, worker_rx, serving, view, indexes, share, closing)?;
+    // Both threads keep the class of the thread that starts the daemon; only
+    // the solves run at background priority. (In the idle class a round's
+    // bookkeeping waited on ingest for a core: in `bench freshness` the
+    // refold's median went from about 190 to 760 ms, and the longer probes
+    // let the data and the ingest queue grow.)
     let worker = std::thread::Builder::new()
         .name("fold-in".into())
-        .spawn(move || {
-            crate::domain::worker::background_priority();
-            w.run()
-        })?;
+        .spawn(move || w.run())?;
     let handle = std::thread::Builder::new()
         .name("fold-in-seen".into())
         .spawn(move || {
-            crate::domain::worker::background_priority();
             front.run();
             // The worker ends once the front's sender is dropped.
             if worker.join().is_err() {
