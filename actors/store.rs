@@ -45,7 +45,16 @@ impl Actor for StoreActor {
             if let Err(e) = a.store.retain(crate::domain::timefmt::now_ms()) {
                 tracing::error!("event retention failed (the log keeps them for now): {e}");
             }
+            a.rewrite_when_due();
         });
+    }
+}
+
+impl StoreActor {
+    /// Starts a rewrite of the store's files when they have grown past
+    /// `store.rewrite_ratio`, or takes in one that finished (see `store::rewrite`).
+    fn rewrite_when_due(&mut self) {
+        self.store.maybe_rewrite();
     }
 }
 
@@ -125,6 +134,8 @@ impl Handler<StoreBatch> for StoreActor {
         };
         self.flight.settled();
         msg.ack.do_send(Stored { result });
+        // After the acknowledgement: the batch is not held up by a rewrite.
+        self.rewrite_when_due();
     }
 }
 

@@ -169,8 +169,13 @@ fn sigkill_at_random_moments_never_loses_or_duplicates() {
         ("PLAYPULSE_INGEST__BATCH_SIZE", "300"),
         ("PLAYPULSE_INGEST__BATCH_LINGER_MS", "5"),
         ("PLAYPULSE_MODELS__ENABLED", "false"),
+        // The store rewrites its files at every start (past 1 MiB), so kills
+        // land during copies and between a copy and the pointer's move too.
+        ("PLAYPULSE_STORE__REWRITE_RATIO", "1.5"),
+        ("PLAYPULSE_STORE__REWRITE_MIN_MB", "1"),
     ];
     let (mut last_stored, mut mid_batch) = (0usize, 0usize);
+    let (mut generation, mut rewritten) = (0u64, 0usize);
     for trial in 0..trials {
         // A consumer group per run: the daemon seeks to the offsets in its store,
         // not Kafka's, so a new group loses nothing and need not wait for the
@@ -203,8 +208,16 @@ fn sigkill_at_random_moments_never_loses_or_duplicates() {
         };
         mid_batch += usize::from(stored + dead < produced);
         last_stored = stored;
+        let now = playpulse::store::generation::current(&dir.path().join("data"))
+            .unwrap()
+            .0;
+        rewritten += usize::from(now != generation);
+        generation = now;
         eprintln!("trial {trial}: killed {} ms into ingest; {stored} stored, {dead} dead letters, {produced} produced", wait.as_millis());
     }
+    // Rewrites finished between kills (others were cut short by them).
+    assert!(rewritten > 0, "no rewrite of the store's files finished");
+    eprintln!("{rewritten} of {trials} runs finished a rewrite of the store's files");
     // Most kills must land with records still to store (else nothing was tested).
     assert!(
         mid_batch * 2 > trials,

@@ -1,6 +1,8 @@
 //! Raw-event retention through the daemon: with `[store.retention]` set, the
 //! oldest event segments are deleted while the pair rows (what training and
 //! the fold-in read) still hold every stored event, and `status` says so.
+//! The store's sled files are rewritten meanwhile (a bound of 1 MiB makes it
+//! rewrite often): nothing stored is lost or doubled by it.
 
 mod common;
 
@@ -23,6 +25,8 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
             ("PLAYPULSE_MODELS__ENABLED", "false"),
             ("PLAYPULSE_INGEST__BATCH_SIZE", "500"),
             ("PLAYPULSE_STORE__RETENTION__MAX_SIZE_MB", "1"),
+            ("PLAYPULSE_STORE__REWRITE_RATIO", "1.5"),
+            ("PLAYPULSE_STORE__REWRITE_MIN_MB", "1"),
         ],
         0,
     );
@@ -33,7 +37,12 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
                 .as_u64()
                 .unwrap_or(u64::MAX)
                 <= 1 << 20
+            && s["store"]["files"]["done"].as_u64().unwrap_or(0) >= 2
     });
+    let files = &status["store"]["files"];
+    assert_eq!(files["failed"], 0, "{files}");
+    assert!(files["generation"].as_u64().unwrap() >= 2, "{files}");
+    assert!(files["last"]["entries"].as_u64().unwrap() > 0, "{files}");
     let log = &status["store"]["event_log"];
     assert_eq!(log["max_size_mb"], 1.0, "{log}");
     assert!(log["deleted_segments"].as_u64().unwrap() > 0, "{log}");
@@ -56,7 +65,10 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
     ]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(
-        text.contains("store.event_log") && text.contains("deleted"),
+        text.contains("store.event_log")
+            && text.contains("deleted")
+            && text.contains("store.files")
+            && text.contains("rewrites, 0 failed"),
         "{text}"
     );
     d.signal(libc::SIGTERM);

@@ -595,6 +595,34 @@ fn status_text(r: &StatusReply) -> String {
             ),
         ),
         (
+            "store.files",
+            r.store.files.as_ref().map_or_else(
+                || "-".into(),
+                |f| {
+                    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+                    let next = match f.rewrite.next_at_bytes {
+                        0 => "never rewritten".to_string(),
+                        b => format!("rewritten at {:.0} MiB", mib(b)),
+                    };
+                    let last = f.rewrite.last.map_or_else(String::new, |l| {
+                        format!(
+                            "; last rewrite {:.1} s, {:.0} → {:.0} MiB",
+                            l.seconds,
+                            mib(l.size_before),
+                            mib(l.size_after)
+                        )
+                    });
+                    format!(
+                        "{:.1} MiB (generation {}; {next}); {} rewrites, {} failed{last}",
+                        mib(f.size_on_disk_bytes),
+                        f.rewrite.generation,
+                        f.rewrite.done,
+                        f.rewrite.failed
+                    )
+                },
+            ),
+        ),
+        (
             "store.rollups",
             r.store.rollups.as_ref().map_or_else(
                 || "-".into(),

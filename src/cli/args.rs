@@ -465,6 +465,13 @@ pub struct PipelineArgs {
     /// live stream at this rate would.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=60_000))]
     pub step_ms: i64,
+    /// The store rewrites its files at this many times their size after the
+    /// last rewrite (store.rewrite_ratio; 0: never).
+    #[arg(long, default_value_t = playpulse::config::StoreConfig::default().rewrite_ratio)]
+    pub rewrite_ratio: f64,
+    /// ... and at least this size, MiB (store.rewrite_min_mb).
+    #[arg(long, default_value_t = playpulse::config::StoreConfig::default().rewrite_min_mb)]
+    pub rewrite_min_mb: u64,
     /// Where the store goes (default: a fresh temporary directory, removed after).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -381,6 +381,8 @@ fn pipeline_bench(
         cache_mb: p.cache_mb,
         pair_compaction_deltas: p.pair_compaction_deltas,
         step_ms: p.step_ms,
+        rewrite_ratio: p.rewrite_ratio,
+        rewrite_min_mb: p.rewrite_min_mb,
     };
     Ok((args, dir, tmp))
 }

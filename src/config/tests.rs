@@ -112,6 +112,21 @@ fn bad_values_are_rejected_with_key_value_and_fix() {
             &["http.threads", "65", "1..=64"],
         ),
         (
+            "PLAYPULSE_STORE__REWRITE_RATIO",
+            "1.2",
+            &["store.rewrite_ratio", "1.2", "1.5..=100"],
+        ),
+        (
+            "PLAYPULSE_STORE__REWRITE_RATIO",
+            "NaN",
+            &["store.rewrite_ratio", "NaN"],
+        ),
+        (
+            "PLAYPULSE_STORE__REWRITE_MIN_MB",
+            "0",
+            &["store.rewrite_min_mb", "0", "1..="],
+        ),
+        (
             "PLAYPULSE_MODELS__RETRAIN_NEW_PAIRS_SHARE",
             "NaN",
             &["models.retrain_new_pairs_share", "NaN"],

@@ -444,6 +444,12 @@ pub async fn exposition(a: &Admin) -> String {
         "Seconds since the serving champion's item factors began serving.",
         fold.item_factors_age_seconds.unwrap_or(0.0),
     );
+    e.one(
+        "playpulse_store_size_bytes",
+        Kind::Gauge,
+        "Size of the store's sled files (the event log's files not included).",
+        a.view.size_on_disk() as f64,
+    );
     let (active, frozen, pairs) = a.view.pair_overlay();
     e.one(
         "playpulse_store_pair_deltas_held",

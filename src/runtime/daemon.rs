@@ -158,6 +158,7 @@ impl Daemon {
         });
         store.set_retention(cfg.store.retention.retention());
         store.set_pair_tuning(cfg.store.pair_tuning());
+        store.set_rewrite_tuning(cfg.store.rewrite_tuning());
         store.set_rollup_tuning(cfg.analytics.rollup_tuning())?;
         let kinds = TopicKinds::new(&cfg.kafka.topics).map_err(KafkaGlueError::from)?;
         let (embedded, bootstrap, namespace) = if cfg.kafka.embedded() {

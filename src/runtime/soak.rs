@@ -76,6 +76,24 @@ fn dir_mb(dir: &std::path::Path) -> f64 {
 }
 
 /// Runs the soak in `data_dir` (which should be empty).
+/// The store's sled files, MiB: every generation in the data dir (one a
+/// rewrite replaced is there until its last reader lets go).
+fn store_files_mb(data_dir: &std::path::Path) -> f64 {
+    std::fs::read_dir(data_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| crate::store::generation::number(n).is_some())
+                })
+                .map(|e| dir_mb(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn soak(
     args: &SoakArgs,
     data_dir: &std::path::Path,
@@ -83,15 +101,15 @@ pub fn soak(
 ) -> anyhow::Result<SoakReport> {
     let mut cfg = bench_config(args, data_dir);
     cfg.store.retention.max_size_mb = retention_mb;
-    let stream = VideoStream::new(
+    let stream = VideoStream::with_step(
         args.users,
         args.videos,
         args.seed,
         args.events,
         args.bad_fraction,
+        args.step_ms,
     );
     let total = args.events;
-    let store_dir = data_dir.join("store");
     let files_dir = data_dir.join(crate::store::eventlog::DIR);
     let system = actix::System::new();
     let (seconds, rss, sled, files) = system.block_on(async move {
@@ -109,7 +127,7 @@ pub fn soak(
             // A sample at every 5 % of progress.
             while (rss.len() as u64 + 1) * total <= done * 20 && rss.len() < 20 {
                 rss.push(proc_status_mb("VmRSS"));
-                sled.push(dir_mb(&store_dir));
+                sled.push(store_files_mb(data_dir));
                 files.push(dir_mb(&files_dir));
             }
         })
@@ -128,12 +146,13 @@ pub fn soak(
         e.encode().hash(&mut h);
         h.finish()
     };
-    let mut again = VideoStream::new(
+    let mut again = VideoStream::with_step(
         args.users,
         args.videos,
         args.seed,
         args.events,
         args.bad_fraction,
+        args.step_ms,
     );
     let (mut want, mut bad) = (Vec::with_capacity(total as usize), 0u64);
     while let Some((_, _, ev)) = again.next_event() {
@@ -155,7 +174,7 @@ pub fn soak(
         pair_events += p?.2.events;
     }
     let pairs_seconds = tp.elapsed().as_secs_f64();
-    let sled_mb_end = dir_mb(&data_dir.join("store"));
+    let sled_mb_end = store_files_mb(data_dir);
     let event_files_mb_end = dir_mb(&data_dir.join(crate::store::eventlog::DIR));
     let live_mb_by_prefix = store
         .bytes_by_prefix()?

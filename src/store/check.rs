@@ -122,30 +122,17 @@ fn verify(k: &[u8], v: &[u8], files: &LogFiles, report: &mut CheckReport) -> Opt
     None
 }
 
-fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
-    match super::open_waiting_for_lock(&sled::Config::new().path(path)) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Corruption { .. })) | Err(_) => Err(StoreError::Unrecoverable {
-            path: path.to_path_buf(),
-        }),
-        Ok(Err(source)) => Err(StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
 /// Checks the store of the data dir `dir` (its daemon stopped); with
 /// `repair`, rebuilds it from what reads back (see the module docs).
 pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
-    let path = dir.join("store");
+    let (_, path) = super::generation::current(dir)?;
     if !path.exists() {
         return Err(StoreError::Refused(format!(
             "{}: no store there; pass the data dir of a daemon (--data-dir)",
             dir.display()
         )));
     }
-    let db = open_sled(&path)?;
+    let db = super::open_sled(&path, 64)?;
     let tree = db.open_tree("main")?;
     let mut report = CheckReport {
         path: path.clone(),
@@ -153,7 +140,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
     };
     let files = LogFiles::new(dir.join(eventlog::DIR));
     let mut damaged_keys = Vec::new();
-    for step in scan::scan_prefix(&tree, b"") {
+    for step in scan::scan_prefix(super::generation::Held::of(&db, &tree, &path), b"") {
         match step {
             Ok((k, v)) => {
                 report.entries += 1;
@@ -188,14 +175,14 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
             StoreError::Refused(format!("cannot remove {}: {e}", rebuilt.display()))
         })?;
     }
-    let new_db = sled::Config::new().path(&rebuilt).open()?;
+    let new_db = super::open_sled(&rebuilt, 64)?;
     let new_tree = new_db.open_tree("main")?;
     let bad: std::collections::HashSet<Vec<u8>> =
         damaged_keys.iter().map(|(k, _)| k.to_vec()).collect();
     let now = crate::domain::timefmt::now_ms();
     let mut batch = sled::Batch::default();
     let (mut pending, mut copied) = (0usize, 0u64);
-    for step in scan::scan_prefix(&tree, b"").flatten() {
+    for step in scan::scan_prefix(super::generation::Held::of(&db, &tree, &path), b"").flatten() {
         let (k, v) = step;
         // The aggregates are recomputed below, from what is kept.
         if k.starts_with(super::state::JOURNAL)

@@ -26,7 +26,7 @@ impl Store {
         for (i, chunk) in entries.chunks(MAX_VALUE_BYTES / 96).enumerate() {
             let value = state::encode_entries(chunk.iter().map(|(k, v)| (k.as_slice(), &v[..])));
             let r = self
-                .tree
+                .tree()
                 .insert(state::checkpoint_chunk_key(gen, i as u32), value);
             self.view.guard(r)?;
         }
@@ -40,11 +40,11 @@ impl Store {
             pointer.extend_from_slice(&covered.to_be_bytes());
             batch.insert(state::CHECKPOINT_CURRENT, pointer);
         }
-        for item in self.tree.scan_prefix(state::JOURNAL) {
+        for item in self.tree().scan_prefix(state::JOURNAL) {
             batch.remove(item?.0);
         }
         for item in self
-            .tree
+            .tree()
             .scan_prefix(state::checkpoint_gen_prefix(self.gen))
         {
             batch.remove(item?.0);
@@ -57,11 +57,12 @@ impl Store {
 
     /// Checkpoints and flushes (a clean shutdown makes the next open fast).
     pub fn close(&mut self) -> Result<(), StoreError> {
+        self.stop_rewrite();
         self.writable()?;
         if self.journal_bytes > 0 {
             self.checkpoint()?;
         }
-        self.view.guard(self.db.flush())?;
+        self.view.guard(self.tree().db().flush())?;
         Ok(())
     }
 
@@ -72,7 +73,7 @@ impl Store {
     /// member id (see `claims`) is not copied. Answers (entries, bytes).
     pub fn backup(&mut self, dest: &Path) -> Result<(u64, u64), StoreError> {
         let path = dest.join("store");
-        if path.exists() {
+        if path.exists() || dest.join(super::generation::POINTER).exists() {
             return Err(StoreError::Refused(format!(
                 "{:?}: already holds a store: choose an empty or new directory for the snapshot",
                 dest.display().to_string()
@@ -95,7 +96,7 @@ impl Store {
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
-        for item in self.tree.iter() {
+        for item in self.tree().iter() {
             let (k, v) = item?;
             if k.as_ref() == keys::MEMBER {
                 continue;

@@ -77,7 +77,7 @@ pub fn compact(
     }
     let mut batch = sled::Batch::default();
     let end = pairs::run_key(tag, 0);
-    for item in view.tree.range(pairs::RUN.to_vec()..end) {
+    for item in view.tree().range(pairs::RUN.to_vec()..end) {
         batch.remove(item?.0);
     }
     batch.insert(pairs::THROUGH, &tag.to_be_bytes());
@@ -105,7 +105,7 @@ fn merge(
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let mut keys = Vec::new();
     let mut chunks: Vec<Chunk> = Vec::new();
-    for item in view.tree.scan_prefix(pairs::user_prefix(user)) {
+    for item in view.tree().scan_prefix(pairs::user_prefix(user)) {
         // A stretch that does not read back is left for `check --repair`.
         let Ok((k, v)) = item else {
             return Ok(None);
@@ -129,7 +129,7 @@ fn merge(
 /// its runs stay (they were deleted only by its last write). One pass over
 /// the chunks, only after such an interruption. Answers the chunks deleted.
 pub fn undo_unfinished(view: &StoreView) -> Result<usize, StoreError> {
-    let Some(v) = view.tree.get(pairs::COMPACTING)? else {
+    let Some(v) = view.tree().get(pairs::COMPACTING)? else {
         return Ok(0);
     };
     let tag = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
@@ -138,7 +138,7 @@ pub fn undo_unfinished(view: &StoreView) -> Result<usize, StoreError> {
     })?);
     let mut batch = sled::Batch::default();
     let mut n = 0;
-    for item in view.tree.scan_prefix(pairs::CHUNK) {
+    for item in view.tree().scan_prefix(pairs::CHUNK) {
         let (k, _) = item?;
         if pairs::parse_chunk_key(&k).is_some_and(|(_, t)| t == tag) {
             batch.remove(k);

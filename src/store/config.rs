@@ -33,6 +33,12 @@ pub struct StoreConfig {
     pub pair_compaction_deltas: usize,
     /// A user's chunks that are merged into one.
     pub pair_merge_chunks: usize,
+    /// The store rewrites its sled files (copying what is live into new
+    /// ones) when they reach this many times their size after the last
+    /// rewrite, and `rewrite_min_mb`: sled reclaims rewritten pages slowly,
+    /// so this is what keeps disk use level (see `store::rewrite`). 0: never.
+    pub rewrite_ratio: f64,
+    pub rewrite_min_mb: u64,
     /// How much of the raw event log is kept (see `store::retention`).
     pub retention: RetentionConfig,
 }
@@ -47,6 +53,13 @@ pub struct RetentionConfig {
 }
 
 impl StoreConfig {
+    pub fn rewrite_tuning(&self) -> super::rewrite::Tuning {
+        super::rewrite::Tuning {
+            ratio: self.rewrite_ratio,
+            min_bytes: self.rewrite_min_mb.saturating_mul(1 << 20),
+        }
+    }
+
     pub fn pair_tuning(&self) -> super::pairs::Tuning {
         super::pairs::Tuning {
             freeze_at: self.pair_compaction_deltas,
@@ -74,6 +87,8 @@ impl Default for StoreConfig {
             min_free_mb: 64,
             pair_compaction_deltas: 1_000_000,
             pair_merge_chunks: 8,
+            rewrite_ratio: 2.0,
+            rewrite_min_mb: 512,
             retention: RetentionConfig::default(),
         }
     }
@@ -112,6 +127,20 @@ impl StoreConfig {
                 "store.min_free_mb",
                 self.min_free_mb,
                 "must be 0..=1000000",
+            ));
+        }
+        if !(self.rewrite_ratio == 0.0 || (1.5..=100.0).contains(&self.rewrite_ratio)) {
+            return Err(invalid(
+                "store.rewrite_ratio",
+                self.rewrite_ratio,
+                "must be 0 (never rewrite) or 1.5..=100",
+            ));
+        }
+        if !(1..=1_000_000_000).contains(&self.rewrite_min_mb) {
+            return Err(invalid(
+                "store.rewrite_min_mb",
+                self.rewrite_min_mb,
+                "must be 1..=1000000000",
             ));
         }
         let r = &self.retention;

@@ -146,7 +146,7 @@ pub fn namespaces(tree: &sled::Tree) -> Result<HashMap<String, u32>, StoreError>
 /// Answers the pairs moved or derived.
 pub fn pair_chunks(view: &super::StoreView, seq: u64) -> Result<usize, StoreError> {
     use super::pairs;
-    if view.tree.contains_key(pairs::CHUNKS_MARK)? {
+    if view.tree().contains_key(pairs::CHUNKS_MARK)? {
         return Ok(0);
     }
     let mut n = 0usize;
@@ -163,10 +163,10 @@ pub fn pair_chunks(view: &super::StoreView, seq: u64) -> Result<usize, StoreErro
             rows.clear();
             size
         };
-    if view.tree.contains_key(keys::PAIRS_MARK)? {
+    if view.tree().contains_key(keys::PAIRS_MARK)? {
         let mut current: Option<String> = None;
         let mut rows: Vec<(String, [f64; 5])> = Vec::new();
-        for item in view.tree.scan_prefix(keys::VIDEO_PAIR) {
+        for item in view.tree().scan_prefix(keys::VIDEO_PAIR) {
             let (k, v) = item?;
             let (user, video) =
                 keys::split_pair(&k[keys::VIDEO_PAIR.len()..]).ok_or_else(|| {

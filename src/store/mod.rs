@@ -15,6 +15,7 @@ mod checkpoint;
 mod compact;
 pub mod config;
 pub mod eventlog;
+pub mod generation;
 pub mod keys;
 mod migrate;
 pub mod models;
@@ -25,6 +26,7 @@ pub mod prepare;
 mod read;
 mod recovery;
 pub mod retention;
+pub mod rewrite;
 pub mod rollup;
 mod scan;
 pub mod segment;
@@ -112,6 +114,9 @@ pub struct StoreStatus {
     pub retention: retention::Retention,
     pub retained: retention::Retained,
     pub pairs: PairsStatus,
+    /// sled's files: their size, and the rewrites that keep it level.
+    pub size_on_disk: u64,
+    pub rewrite: rewrite::RewriteStatus,
 }
 
 /// The video pairs not yet in chunks (see [`pairs`]) and the compactor's work.
@@ -201,8 +206,11 @@ pub type PartitionReset = (String, i32, i64, i64);
 /// reads (exports) never hold up ingestion.
 #[derive(Clone)]
 pub struct StoreView {
-    db: sled::Db,
-    tree: sled::Tree,
+    /// The current generation of sled's files (see [`generation`]).
+    current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<generation::Handles>>>,
+    /// Every write holds this shared; a rewrite holds it alone while it copies,
+    /// so no write lands in a generation being replaced.
+    writes: std::sync::Arc<std::sync::RwLock<()>>,
     /// What reads found damaged since the store opened (what → why).
     damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     /// Set by the first failed write: nothing is written (or flushed) after it.
@@ -217,7 +225,15 @@ pub struct StoreView {
 
 pub struct Store {
     view: StoreView,
+    /// The current generation's directory (see [`generation`]).
     path: PathBuf,
+    /// The data dir, and the current generation's number.
+    dir: PathBuf,
+    generation: u64,
+    /// sled's cache, MiB (each generation opens with it).
+    cache_mb: u64,
+    /// The rewrites of this run (see [`rewrite`]).
+    rewrites: rewrite::Rewrites,
     /// Next offset per (namespace, topic, partition), as stored.
     offsets: HashMap<(String, String, i32), i64>,
     /// Each offset namespace's store-local number (see `keys::position`).
@@ -253,6 +269,7 @@ pub struct Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.stop_rewrite();
         {
             let mut o = self.view.pairs.lock();
             o.stop = true;
@@ -303,7 +320,7 @@ impl StoreView {
     /// flush (when its last handle drops) is kept from running.
     fn poison(&self, e: &dyn std::fmt::Display) {
         if self.failed.set(e.to_string()).is_ok() {
-            std::mem::forget(self.db.clone());
+            self.tree().0.forget();
             tracing::error!("store write failed ({e}): the store takes no more writes");
         }
     }
@@ -318,17 +335,35 @@ impl StoreView {
 
     /// Applies `batch` atomically and flushes it (see [`StoreView::poison`]).
     fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        let _write = self.write_gate();
         self.writable()?;
-        self.guard(self.tree.apply_batch(batch))?;
-        self.guard(self.db.flush())?;
+        let tree = self.tree();
+        self.guard(tree.apply_batch(batch))?;
+        self.guard(tree.db().flush())?;
         Ok(())
+    }
+
+    /// The generation that reads and writes go to now.
+    pub(crate) fn tree(&self) -> generation::Held {
+        generation::Held(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+
+    /// Held (shared) across a write, so no rewrite copies the store meanwhile.
+    fn write_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies `batch` atomically without flushing it: sled recovers a prefix
     /// of its log, so a later flushed write makes it durable first.
     fn apply_unflushed(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        let _write = self.write_gate();
         self.writable()?;
-        self.guard(self.tree.apply_batch(batch))
+        self.guard(self.tree().apply_batch(batch))
     }
 
     /// Refuses a background write of about `bytes` (a compaction named
@@ -373,7 +408,7 @@ impl StoreView {
         let mut n = 0;
         for id in ids {
             let k = read::dead_letter_key(id)?;
-            if self.tree.contains_key(&k)? {
+            if self.tree().contains_key(&k)? {
                 n += 1;
                 batch.remove(k);
             }
@@ -391,6 +426,28 @@ fn list_ids(files: &eventlog::LogFiles) -> std::collections::BTreeMap<u64, u64> 
         .into_iter()
         .map(|(id, _)| (id, u64::MAX))
         .collect()
+}
+
+/// Opens a generation's sled files (see [`open_waiting_for_lock`]). Every
+/// write is flushed by the store itself, never in the background: after a
+/// failed write nothing more may reach the disk (see `StoreView::poison`).
+fn open_sled(path: &Path, cache_mb: u64) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        .cache_capacity(cache_mb.saturating_mul(1 << 20));
+    // sled's recovery panics on some damage to its log: that is a damaged
+    // store to report, not a crash.
+    match open_waiting_for_lock(&config) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Corruption { .. })) | Err(_) => Err(StoreError::Unrecoverable {
+            path: path.to_path_buf(),
+        }),
+        Ok(Err(source)) => Err(StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// How long an open waits for the store's file lock: a handle of this process
@@ -424,28 +481,13 @@ impl Store {
     }
 
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
-        let path = dir.join("store");
+        let (generation, path) = generation::current(dir)?;
         recovery::remove_unfinished_snapshots(&path);
-        // Every write is flushed by the store itself, never in the background:
-        // after a failed write nothing more may reach the disk (see `poison`).
-        let config = sled::Config::new()
-            .path(&path)
-            .flush_every_ms(None)
-            .cache_capacity(cache_mb.saturating_mul(1 << 20));
-        // sled's recovery panics on some damage to its log: that is a damaged
-        // store to report, not a crash.
-        let db = match open_waiting_for_lock(&config) {
-            Ok(Ok(db)) => db,
-            Ok(Err(sled::Error::Corruption { .. })) | Err(_) => {
-                return Err(StoreError::Unrecoverable { path: path.clone() })
-            }
-            Ok(Err(source)) => {
-                return Err(StoreError::Open {
-                    path: path.clone(),
-                    source,
-                })
-            }
-        };
+        let db = open_sled(&path, cache_mb)?;
+        // Past the lock: no other process uses this data dir's store.
+        for name in generation::tidy(dir, generation) {
+            tracing::info!("removed {name}: a store rewrite replaced it, or did not finish");
+        }
         let tree = db.open_tree("main").map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
@@ -490,8 +532,10 @@ impl Store {
         })?;
         let mut store = Store {
             view: StoreView {
-                db,
-                tree,
+                current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+                    generation::Handles::new(db, tree, path.clone()),
+                ))),
+                writes: Default::default(),
                 damaged: Default::default(),
                 failed: Default::default(),
                 pairs: Default::default(),
@@ -499,6 +543,10 @@ impl Store {
                 rollups: Default::default(),
             },
             path,
+            dir: dir.to_path_buf(),
+            generation,
+            cache_mb,
+            rewrites: Default::default(),
             offsets,
             namespaces,
             limits: bounds::Limits::default(),
@@ -532,7 +580,7 @@ impl Store {
         store.tracked = bounds::Tracked::of(&store.state);
         let (view, path, min_free) = (
             store.view.clone(),
-            store.path.clone(),
+            store.dir.clone(),
             store.min_free.clone(),
         );
         let compactor = std::thread::Builder::new()
@@ -546,7 +594,7 @@ impl Store {
         let (view, shared, path, min_free) = (
             store.view.clone(),
             store.view.rollups.clone(),
-            store.path.clone(),
+            store.dir.clone(),
             store.min_free.clone(),
         );
         let rollup_compactor = std::thread::Builder::new()
@@ -603,7 +651,7 @@ impl Store {
         if min == 0 {
             return Ok(());
         }
-        let Some(free) = bounds::free_bytes(&self.path) else {
+        let Some(free) = bounds::free_bytes(&self.dir) else {
             return Ok(());
         };
         if free < min.saturating_add(bytes.saturating_mul(2)) {
@@ -639,7 +687,7 @@ impl Store {
     /// stopped before the files went).
     fn count_log_files(&mut self) -> Result<(), StoreError> {
         let mut live = std::collections::BTreeMap::new();
-        for item in self.tree.scan_prefix(keys::EVENT) {
+        for item in self.tree().scan_prefix(keys::EVENT) {
             let Ok((_, v)) = item else {
                 // A stretch of sled's files cannot be read: which files it
                 // points into is not known, so every file is kept.
@@ -756,8 +804,9 @@ impl Store {
             now_ms: crate::domain::timefmt::now_ms(),
             rollup: self.view.rollups.lock().tuning,
         };
-        let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree))?;
+        let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree()))?;
         self.check_space(p.bytes as u64)?;
+        self.rewrites.written += p.bytes as u64;
         let mut batch = sled::Batch::default();
         // Each segment goes to the event log's files, its entry points at it,
         // with its index entry (retention finds the oldest by it).
@@ -785,9 +834,12 @@ impl Store {
             batch.insert(keys::EVENT_LOG_HEAD, &self.log.head().encode());
         }
         let t1 = std::time::Instant::now();
-        self.view.guard(self.tree.apply_batch(batch))?;
+        let write = self.view.write_gate();
+        let tree = self.tree();
+        self.view.guard(tree.apply_batch(batch))?;
         let t2 = std::time::Instant::now();
-        self.view.guard(self.db.flush())?;
+        self.view.guard(tree.db().flush())?;
+        drop((tree, write));
         let mut report = p.report;
         report.prepare_ns = (t1 - t0).as_nanos() as u64;
         report.write_ns = (t2 - t1).as_nanos() as u64;
@@ -892,6 +944,8 @@ impl Store {
                     ingest_waits: st.waits,
                 }
             },
+            size_on_disk: self.size_on_disk(),
+            rewrite: self.rewrite_status(),
         }
     }
 
@@ -908,7 +962,7 @@ impl Store {
 
     /// Entries kept apart by `check --repair`.
     pub fn quarantined(&self) -> usize {
-        self.tree.scan_prefix(keys::QUARANTINE).count()
+        self.tree().scan_prefix(keys::QUARANTINE).count()
     }
 }
 

@@ -33,7 +33,7 @@ fn bundle_part_key(id: u64, part: u32) -> Vec<u8> {
 impl StoreView {
     /// The next free model id.
     pub fn next_model_id(&self) -> Result<u64, StoreError> {
-        Ok(match self.tree.scan_prefix(keys::MODEL_META).last() {
+        Ok(match self.tree().scan_prefix(keys::MODEL_META).last() {
             Some(item) => {
                 let (k, _) = item?;
                 u64::from_be_bytes(k[keys::MODEL_META.len()..].try_into().unwrap_or([0; 8])) + 1
@@ -80,7 +80,7 @@ impl StoreView {
     /// The champions in the order they served, the current one last.
     pub fn champion_history(&self) -> Result<Vec<u64>, StoreError> {
         Ok(self
-            .tree
+            .tree()
             .get(keys::MODEL_HISTORY)?
             .and_then(|v| serde_json::from_slice(&v).ok())
             .unwrap_or_default())
@@ -99,7 +99,7 @@ impl StoreView {
 
     /// Makes an existing version the champion.
     pub fn promote(&self, id: u64) -> Result<(), StoreError> {
-        if self.tree.get(id_key(keys::MODEL_META, id))?.is_none() {
+        if self.tree().get(id_key(keys::MODEL_META, id))?.is_none() {
             return Err(StoreError::Refused(format!(
                 "no model version {id}; list them with `playpulse models`"
             )));
@@ -140,7 +140,7 @@ impl StoreView {
         let mut n = 0;
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {
             batch.remove(id_key(keys::MODEL_META, id));
-            for item in self.tree.scan_prefix(id_key(keys::MODEL_BUNDLE, id)) {
+            for item in self.tree().scan_prefix(id_key(keys::MODEL_BUNDLE, id)) {
                 batch.remove(item?.0);
             }
             n += 1;
@@ -167,7 +167,7 @@ impl StoreView {
 
     /// Every version's id and metadata, oldest first.
     pub fn model_metas(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.tree
+        self.tree()
             .scan_prefix(keys::MODEL_META)
             .map(|item| {
                 let (k, v) = item?;
@@ -185,7 +185,7 @@ impl StoreView {
 
     pub fn champion_id(&self) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .tree
+            .tree()
             .get(keys::MODEL_CHAMPION)?
             .and_then(|v| v.as_ref().try_into().ok())
             .map(u64::from_be_bytes))
@@ -195,7 +195,7 @@ impl StoreView {
     /// the whole value of an older store).
     pub fn model_bundle(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let mut out: Option<Vec<u8>> = None;
-        for item in self.tree.scan_prefix(id_key(keys::MODEL_BUNDLE, id)) {
+        for item in self.tree().scan_prefix(id_key(keys::MODEL_BUNDLE, id)) {
             let (_, v) = item?;
             out.get_or_insert_with(Vec::new).extend_from_slice(&v);
         }
@@ -246,19 +246,19 @@ mod tests {
         s.add_model(1, &meta("als"), &big, true).unwrap();
         s.add_model(2, &meta("als"), b"", false).unwrap();
         let parts = s
-            .tree
+            .tree()
             .scan_prefix(super::id_key(crate::store::keys::MODEL_BUNDLE, 1))
             .count();
         assert_eq!(parts, 4);
         assert!(s
-            .tree
+            .tree()
             .scan_prefix(crate::store::keys::MODEL_BUNDLE)
             .all(|kv| kv.unwrap().1.len() <= super::MAX_VALUE_BYTES));
         assert_eq!(s.model_bundle(1).unwrap(), Some(big));
         assert_eq!(s.model_bundle(2).unwrap(), Some(Vec::new()));
         assert_eq!(s.model_bundle(3).unwrap(), None);
         // A store written before parts holds the bundle whole under its id.
-        s.tree
+        s.tree()
             .insert(
                 super::id_key(crate::store::keys::MODEL_BUNDLE, 5),
                 &b"whole"[..],

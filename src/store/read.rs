@@ -148,7 +148,7 @@ impl StoreView {
     ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, StoreError> {
         match self.log.resolve(v) {
             Ok(bytes) => Ok(Some(bytes)),
-            Err(e) => match self.tree.get(k) {
+            Err(e) => match self.tree().get(k) {
                 Ok(Some(now)) if now.as_ref() == v => Err(corrupt(k, e.to_string())),
                 Ok(None) => Ok(None),
                 // Deleted and written again (a replay of the same positions
@@ -189,7 +189,7 @@ pub fn segment_name(k: &[u8]) -> String {
 impl StoreView {
     /// A namespace's name by its number in this store.
     pub fn namespace_name(&self, number: u32) -> Option<String> {
-        let v = self.tree.get(keys::namespace_name_key(number)).ok()??;
+        let v = self.tree().get(keys::namespace_name_key(number)).ok()??;
         String::from_utf8(v.to_vec()).ok()
     }
 
@@ -198,7 +198,7 @@ impl StoreView {
     /// its entries do not hold), or a stretch of sled's files that cannot be
     /// read, is skipped, logged once and listed in [`StoreView::damage`].
     pub fn event_log(&self) -> impl Iterator<Item = Result<LoggedEvent, StoreError>> + '_ {
-        super::scan::scan_prefix(&self.tree, keys::EVENT).flat_map(move |step| {
+        super::scan::scan_prefix(self.tree(), keys::EVENT).flat_map(move |step| {
             let events = match step {
                 Err(u) => {
                     self.note_unreadable(&u);
@@ -251,7 +251,7 @@ impl StoreView {
     pub fn pair_aggregates(
         &self,
     ) -> impl Iterator<Item = Result<(String, String, PairAgg), StoreError>> + '_ {
-        super::pairs::Scan::new(&self.tree, &self.pairs, move |u| self.note_unreadable(u))
+        super::pairs::Scan::new(self.tree(), &self.pairs, move |u| self.note_unreadable(u))
             .map(|r| r.map(|(u, v, s)| (u, v, PairAgg::from_slots(&s))))
     }
 
@@ -261,7 +261,7 @@ impl StoreView {
         &self,
         user: &str,
     ) -> Result<(Vec<(String, PairAgg)>, u64), StoreError> {
-        let got = super::pairs::read_user(&self.tree, &self.pairs, user)?;
+        let got = super::pairs::read_user(&self.tree(), &self.pairs, user)?;
         let pairs = got
             .pairs
             .into_iter()
@@ -302,7 +302,7 @@ impl StoreView {
         let mut out = Vec::new();
         let mut stale = sled::Batch::default();
         let mut any_stale = false;
-        for item in self.tree.scan_prefix(keys::FOLDED) {
+        for item in self.tree().scan_prefix(keys::FOLDED) {
             let (k, v) = item?;
             let of = v
                 .get(..8)
@@ -325,7 +325,7 @@ impl StoreView {
     /// Whether `user` was folded in against `model`.
     pub fn is_folded(&self, model: u64, user: &str) -> Result<bool, StoreError> {
         Ok(self
-            .tree
+            .tree()
             .get(keys::join(keys::FOLDED, &[user.as_bytes()]))?
             .and_then(|v| {
                 v.get(..8)
@@ -363,7 +363,7 @@ impl StoreView {
         if n == 0 {
             return Ok(out);
         }
-        for item in self.tree.scan_prefix(keys::EVENT).rev() {
+        for item in self.tree().scan_prefix(keys::EVENT).rev() {
             let Ok((k, v)) = item else {
                 // A stretch of the files cannot be read: the forward scan
                 // steps over it (and notes it); keep its last `n`.
@@ -400,7 +400,7 @@ impl StoreView {
     /// Every dead letter; damaged ones are skipped and noted (see [`StoreView::damage`]).
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let mut out = Vec::new();
-        for step in super::scan::scan_prefix(&self.tree, keys::DEAD) {
+        for step in super::scan::scan_prefix(self.tree(), keys::DEAD) {
             match step {
                 Ok((k, v)) => match decode_dead_letter(self, &k, &v) {
                     Ok(d) => out.push(d),
@@ -430,7 +430,7 @@ impl StoreView {
             None => keys::DEAD.to_vec(),
         };
         let mut out = Vec::new();
-        for item in self.tree.range(start..) {
+        for item in self.tree().range(start..) {
             let (k, v) = item?;
             if !k.starts_with(keys::DEAD) || out.len() >= limit {
                 break;
@@ -446,7 +446,7 @@ impl StoreView {
     /// One dead letter by id (`topic/partition/offset`).
     pub fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
         let k = dead_letter_key(id)?;
-        match self.tree.get(&k)? {
+        match self.tree().get(&k)? {
             Some(v) => Ok(Some(decode_dead_letter(self, &k, &v)?)),
             None => Ok(None),
         }
@@ -566,7 +566,7 @@ impl Store {
 
     /// Each catalog track's genre.
     pub fn track_genres(&self) -> std::collections::HashMap<String, String> {
-        self.tree
+        self.tree()
             .scan_prefix(keys::CAT_TRACK)
             .filter_map(|item| item.ok())
             .filter_map(|(_, v)| match Event::decode(&v) {
@@ -588,7 +588,7 @@ impl StoreView {
     /// what the store holds, to set beside the size of its files. One pass.
     pub fn bytes_by_prefix(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let mut out = std::collections::BTreeMap::new();
-        for item in self.tree.iter() {
+        for item in self.tree().iter() {
             let (k, v) = item?;
             let end = k.iter().position(|&b| b == b'/').unwrap_or(k.len()).min(8);
             let name = String::from_utf8_lossy(&k[..end]).into_owned();
@@ -601,7 +601,7 @@ impl StoreView {
     pub fn catalog(&self, record_type: &str, id: &str) -> Result<Option<Event>, StoreError> {
         let prefix = keys::catalog_prefix(record_type);
         let k = keys::join(prefix, &[id.as_bytes()]);
-        match self.tree.get(&k)? {
+        match self.tree().get(&k)? {
             Some(v) => Event::decode(&v)
                 .map(Some)
                 .map_err(|e| corrupt(&k, e.to_string())),
@@ -612,14 +612,14 @@ impl StoreView {
     /// Number of catalog records of a kind.
     pub fn catalog_len(&self, record_type: &str) -> usize {
         let prefix = keys::catalog_prefix(record_type);
-        self.tree.scan_prefix(prefix).count()
+        self.tree().scan_prefix(prefix).count()
     }
 
     /// Every stored movie and series (latest record of each), with its kind.
     pub fn titles(&self) -> Result<Vec<(&'static str, crate::domain::event::Title)>, StoreError> {
         let mut out = Vec::new();
         for prefix in [keys::CAT_MOVIE, keys::CAT_SERIES] {
-            for item in self.tree.scan_prefix(prefix) {
+            for item in self.tree().scan_prefix(prefix) {
                 let (k, v) = item?;
                 match Event::decode(&v) {
                     Ok(Event::Movie(t)) => out.push(("movie", t)),
@@ -634,7 +634,7 @@ impl StoreView {
     /// Every catalog track.
     pub fn tracks(&self) -> Result<Vec<crate::domain::event::Track>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::CAT_TRACK) {
+        for item in self.tree().scan_prefix(keys::CAT_TRACK) {
             let (k, v) = item?;
             match Event::decode(&v) {
                 Ok(Event::Track(t)) => out.push(t),
@@ -665,7 +665,7 @@ impl StoreView {
     ) -> Result<std::collections::HashMap<String, crate::domain::event::UserProfile>, StoreError>
     {
         let mut out = std::collections::HashMap::new();
-        for item in self.tree.scan_prefix(keys::CAT_USER) {
+        for item in self.tree().scan_prefix(keys::CAT_USER) {
             let (k, v) = item?;
             match Event::decode(&v) {
                 Ok(Event::User(u)) => {
@@ -679,14 +679,14 @@ impl StoreView {
 
     /// On-disk size of the store, bytes.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.tree().db().size_on_disk().unwrap_or(0)
     }
 }
 
 impl StoreView {
     /// This store's member id in the consumer group (made and kept on first use).
     pub fn member_id(&self) -> Result<String, StoreError> {
-        if let Some(v) = self.tree.get(keys::MEMBER)? {
+        if let Some(v) = self.tree().get(keys::MEMBER)? {
             if let Ok(s) = std::str::from_utf8(&v) {
                 if !s.is_empty() {
                     return Ok(s.to_string());
@@ -694,8 +694,9 @@ impl StoreView {
             }
         }
         let id = format!("{:016x}", rand::random::<u64>());
-        self.tree.insert(keys::MEMBER, id.as_bytes())?;
-        self.tree.flush()?;
+        let _write = self.write_gate();
+        self.tree().insert(keys::MEMBER, id.as_bytes())?;
+        self.tree().flush()?;
         Ok(id)
     }
 
@@ -703,7 +704,7 @@ impl StoreView {
     /// any thread, e.g. the consumer's rebalance callback).
     pub fn stored_offset(&self, namespace: &str, topic: &str, partition: i32) -> Option<i64> {
         let v = self
-            .tree
+            .tree()
             .get(keys::offset_key(namespace, topic, partition))
             .ok()??;
         Some(i64::from_be_bytes(v.as_ref().try_into().ok()?))

@@ -33,7 +33,7 @@ pub(super) fn remove_unfinished_snapshots(path: &Path) {
 impl Store {
     /// Loads the latest checkpoint, drops unfinished ones, replays the journal after it.
     pub(super) fn load_state(&mut self, encoding: state::Encoding) -> Result<(), StoreError> {
-        let (gen, covered) = match self.tree.get(state::CHECKPOINT_CURRENT)? {
+        let (gen, covered) = match self.tree().get(state::CHECKPOINT_CURRENT)? {
             Some(v) if v.len() == 16 => {
                 let gen = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
                 let covered = u64::from_be_bytes(v[8..].try_into().unwrap_or([0; 8]));
@@ -50,7 +50,7 @@ impl Store {
         self.gen = gen;
         let current = state::checkpoint_gen_prefix(gen);
         let mut orphans = Vec::new();
-        for item in self.tree.scan_prefix(state::CHECKPOINT) {
+        for item in self.tree().scan_prefix(state::CHECKPOINT) {
             let (k, v) = item?;
             if covered.is_some() && k.starts_with(&current) {
                 let st = &mut self.state;
@@ -65,11 +65,11 @@ impl Store {
             }
         }
         for k in orphans {
-            self.tree.remove(k)?;
+            self.tree().remove(k)?;
         }
         let mut next = covered.map_or(0, |c| c + 1);
         let mut fragments = Vec::new();
-        for item in self.tree.scan_prefix(state::JOURNAL) {
+        for item in self.tree().scan_prefix(state::JOURNAL) {
             let (k, v) = item?;
             let seq = state::journal_seq(&k);
             if covered.is_some_and(|c| seq <= c) {
@@ -98,7 +98,7 @@ impl Store {
             next = seq + 1;
         }
         for k in fragments {
-            self.tree.remove(k)?;
+            self.tree().remove(k)?;
         }
         self.seq = next;
         Ok(())
@@ -118,7 +118,7 @@ impl Store {
         let mut gen = rollup::Generation::default();
         let mut runs: std::collections::BTreeMap<u64, Vec<(u32, sled::IVec, sled::IVec)>> =
             Default::default();
-        for item in self.tree.scan_prefix(rollup::RUN) {
+        for item in self.tree().scan_prefix(rollup::RUN) {
             let (k, v) = item?;
             let (seq, part) = rollup::parse_run_key(&k).ok_or_else(|| StoreError::Corrupt {
                 key: super::read::entry_name(&k),
@@ -163,7 +163,7 @@ impl Store {
                 }
             }
         }
-        let covered = match self.tree.get(rollup::COVERED)? {
+        let covered = match self.tree().get(rollup::COVERED)? {
             Some(v) => rollup::compact::decode_covered(&v).ok_or_else(|| StoreError::Corrupt {
                 key: "i/rollup-covered".into(),
                 message: "the offsets the rollup chunks cover do not read back".into(),
@@ -173,7 +173,7 @@ impl Store {
                 // runs: every stored event is in chunks or runs.
                 let c: rollup::Covered =
                     self.offsets.iter().map(|(k, n)| (k.clone(), *n)).collect();
-                self.tree
+                self.tree()
                     .insert(rollup::COVERED, rollup::compact::encode_covered(&c))?;
                 c
             }
@@ -197,7 +197,7 @@ impl Store {
         }
         self.rollups_replayed_with = (replayed > 0).then_some(tuning);
         for k in dropped {
-            self.tree.remove(k)?;
+            self.tree().remove(k)?;
         }
         Ok(())
     }
@@ -225,7 +225,7 @@ impl Store {
             }
             let start = keys::position(keys::EVENT, ns, topic, *partition, from);
             let end = keys::position(keys::EVENT, ns, topic, *partition, i64::MAX);
-            for item in self.tree.range(start..end) {
+            for item in self.tree().range(start..end) {
                 let (k, v) = item?;
                 let events = match self.view.read_segment(&k, &v) {
                     Ok(Some(events)) => events,
@@ -268,7 +268,7 @@ impl Store {
 
     /// The be64 stored under `key` (named `name` when it reads wrong).
     fn stored_be64(&self, key: &[u8], name: &str) -> Result<Option<u64>, StoreError> {
-        match self.tree.get(key)? {
+        match self.tree().get(key)? {
             Some(v) => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().map_err(
                 |_| StoreError::Corrupt {
                     key: name.into(),
@@ -289,7 +289,7 @@ impl Store {
             .unwrap_or(0);
         let mut dropped = Vec::new();
         let mut o = self.view.pairs.lock();
-        for item in self.tree.scan_prefix(pairs::RUN) {
+        for item in self.tree().scan_prefix(pairs::RUN) {
             let (k, v) = item?;
             let corrupt = |message: &str| StoreError::Corrupt {
                 key: super::read::entry_name(&k),
@@ -321,7 +321,7 @@ impl Store {
         }
         drop(o);
         for k in dropped {
-            self.tree.remove(k)?;
+            self.tree().remove(k)?;
         }
         Ok(())
     }
@@ -362,7 +362,7 @@ impl Store {
         for prefix in [keys::EVENT, keys::DEAD] {
             let mut start = prefix.to_vec();
             loop {
-                let Some(item) = self.tree.range(start.clone()..).next() else {
+                let Some(item) = self.tree().range(start.clone()..).next() else {
                     break;
                 };
                 // A stretch of sled's files that cannot be read is not a
@@ -387,7 +387,7 @@ impl Store {
                 if let Some(name) = judged {
                     let stored = self.next_offset(name, &topic, partition).unwrap_or(0);
                     let from = keys::position(prefix, ns, &topic, partition, stored);
-                    for item in self.tree.range(from..next_partition.clone()) {
+                    for item in self.tree().range(from..next_partition.clone()) {
                         match item {
                             Ok((k, _)) => dropped.push(k),
                             Err(_) => break,

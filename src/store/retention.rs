@@ -81,7 +81,7 @@ impl StoreView {
         let start = index_key(since_ms, &[]);
         let mut end = keys::SEGMENT_INDEX.to_vec();
         end.push(0xff);
-        for item in self.tree.range(start..end).rev() {
+        for item in self.tree().range(start..end).rev() {
             // Damage is noted and stepped over: this read is a convenience
             // (seeding what trends), never a reason not to start.
             let (k, v) = match item {
@@ -98,7 +98,7 @@ impl StoreView {
                 );
                 continue;
             };
-            let value = match self.tree.get(&seg) {
+            let value = match self.tree().get(&seg) {
                 Ok(Some(value)) => value,
                 Ok(None) => continue,
                 Err(e) => {
@@ -131,28 +131,28 @@ fn corrupt(k: &[u8]) -> StoreError {
 
 /// Builds the index of a store written before it (once), then counts it.
 pub(super) fn load(view: &StoreView, now_ms: i64) -> Result<Retained, StoreError> {
-    if !view.tree.contains_key(keys::SEGMENT_INDEX_MARK)? {
+    if !view.tree().contains_key(keys::SEGMENT_INDEX_MARK)? {
         let mut batch = sled::Batch::default();
         let mut n = 0usize;
-        for item in view.tree.scan_prefix(keys::EVENT) {
+        for item in view.tree().scan_prefix(keys::EVENT) {
             let (k, v) = item?;
             let size =
                 super::eventlog::Pointer::decode(&v).map_or(v.len() as u64, |p| p.len as u64);
             batch.insert(index_key(now_ms, &k), &size.to_be_bytes());
             n += 1;
             if n % 4096 == 0 {
-                view.tree.apply_batch(std::mem::take(&mut batch))?;
+                view.tree().apply_batch(std::mem::take(&mut batch))?;
             }
         }
         batch.insert(keys::SEGMENT_INDEX_MARK, &1u64.to_be_bytes());
-        view.tree.apply_batch(batch)?;
-        view.db.flush()?;
+        view.tree().apply_batch(batch)?;
+        view.tree().db().flush()?;
         if n > 0 {
             tracing::info!("indexed {n} event segments for retention (once)");
         }
     }
     let mut r = Retained::default();
-    for item in view.tree.scan_prefix(keys::SEGMENT_INDEX) {
+    for item in view.tree().scan_prefix(keys::SEGMENT_INDEX) {
         let (k, v) = item?;
         let (at, _, size) = parse(&k, &v).ok_or_else(|| corrupt(&k))?;
         r.oldest_ms.get_or_insert(at);
@@ -199,7 +199,7 @@ impl Store {
         // Segments whose events are not yet in the rollups' chunks stay
         // (opening would replay them).
         let floor = self.view.rollups.uncovered_since().unwrap_or(i64::MAX);
-        for item in self.tree.scan_prefix(keys::SEGMENT_INDEX) {
+        for item in self.tree().scan_prefix(keys::SEGMENT_INDEX) {
             let (k, v) = item?;
             let (at, segment, size) = parse(&k, &v).ok_or_else(|| corrupt(&k))?;
             let too_old = r.max_age_ms > 0 && at < cutoff;
@@ -210,7 +210,7 @@ impl Store {
             }
             // The file it is in: removed once none of its segments is left.
             if let Some(p) = self
-                .tree
+                .tree()
                 .get(&segment)?
                 .and_then(|v| super::eventlog::Pointer::decode(&v))
             {

@@ -115,7 +115,11 @@ fn resume(tree: &sled::Tree, prefix: &[u8], last: &[u8]) -> Option<(IVec, IVec)>
 }
 
 /// Every entry under `prefix`, stepping over stretches that cannot be read.
-pub fn scan_prefix<'a>(tree: &'a sled::Tree, prefix: &'a [u8]) -> impl Iterator<Item = Step> + 'a {
+/// The scan holds `tree`'s generation (see [`super::generation::Held`]).
+pub fn scan_prefix<'a>(
+    tree: super::generation::Held,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Step> + 'a {
     let mut iter = Some(tree.scan_prefix(prefix));
     let mut last: Vec<u8> = prefix.to_vec();
     let mut pending: Option<(IVec, IVec)> = None;
@@ -131,7 +135,7 @@ pub fn scan_prefix<'a>(tree: &'a sled::Tree, prefix: &'a [u8]) -> impl Iterator<
                 Some(Ok((k, v)))
             }
             Err(e) => {
-                let resumed = resume(tree, prefix, &last);
+                let resumed = resume(&tree, prefix, &last);
                 let resumed_at = resumed.as_ref().map(|(k, _)| k.to_vec());
                 match &resumed {
                     Some((k, _)) => {
@@ -181,7 +185,12 @@ mod tests {
             t.insert([b"F/".as_ref(), &i.to_be_bytes()].concat(), vec![2u8; 10])
                 .unwrap();
         }
-        let got: Vec<_> = scan_prefix(&t, b"E/").map(Result::unwrap).collect();
+        let got: Vec<_> = scan_prefix(
+            crate::store::generation::Held::of(&db, &t, dir.path()),
+            b"E/",
+        )
+        .map(Result::unwrap)
+        .collect();
         assert_eq!(got.len(), 500);
         assert!(got.iter().all(|(k, _)| k.starts_with(b"E/")));
     }

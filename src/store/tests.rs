@@ -202,7 +202,7 @@ fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
         s.checkpoint().unwrap();
         apply(&mut s, "ns", batch(600, 900)).unwrap();
         // A checkpoint that never got its pointer switched (a crash mid-checkpoint).
-        s.tree
+        s.tree()
             .insert(
                 state::checkpoint_chunk_key(s.gen + 1, 0),
                 state::encode_entries(std::iter::once((&b"s/stored"[..], &[1e9][..]))),
@@ -216,9 +216,9 @@ fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
     assert_eq!(s.counter("stored").unwrap(), 900);
     assert_eq!(s.events().count(), 900);
     // Only one checkpoint generation and the journal after it remain.
-    assert_eq!(s.tree.scan_prefix(state::CHECKPOINT).count(), 1);
+    assert_eq!(s.tree().scan_prefix(state::CHECKPOINT).count(), 1);
     assert_eq!(
-        s.tree
+        s.tree()
             .scan_prefix(state::JOURNAL)
             .map(|k| state::journal_seq(&k.unwrap().0))
             .collect::<HashSet<_>>()
@@ -278,8 +278,8 @@ fn video_pair_aggregates_of_an_older_checkpoint_are_dropped_and_derived_from_eve
             &bogus[..],
             &[9.0, 9.0, 9.0, 1.0, 1.0][..],
         )));
-        s.tree.insert(state::journal_key(s.seq, 0), j).unwrap();
-        s.tree.flush().unwrap();
+        s.tree().insert(state::journal_key(s.seq, 0), j).unwrap();
+        s.tree().flush().unwrap();
     }
     let s = Store::open(dir.path(), 16).unwrap();
     assert!(s.state.big.is_empty(), "no pair aggregate is held");
@@ -476,7 +476,7 @@ fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
         // What a failed write could leave on disk: its segment and journal part
         // without the offset that would have covered them.
         let ns = *s.namespaces().keys().next().unwrap();
-        let t = s.tree.clone();
+        let t = s.tree().clone();
         let mut w = segment::SegmentWriter::new();
         w.push(10, &Event::Video(evs[10].clone()).encode());
         t.insert(keys::position(keys::EVENT, ns, "v", 0, 10), w.finish())
@@ -504,7 +504,7 @@ fn fragments_of_a_write_that_did_not_complete_are_dropped_at_open() {
     assert!(s.dead_letters().unwrap().is_empty());
     assert_eq!(s.counter("stored").unwrap(), 10);
     assert_eq!(s.next_offset("ns", "v", 0), Some(10));
-    assert_eq!(s.tree.scan_prefix(state::JOURNAL).count(), 0);
+    assert_eq!(s.tree().scan_prefix(state::JOURNAL).count(), 0);
 }
 
 #[test]
@@ -593,22 +593,22 @@ fn a_store_without_the_segment_index_builds_it_when_it_opens() {
         apply(&mut s, "ns", recs).unwrap();
         // As a store written before the index: no entries, no mark.
         let mut b = sled::Batch::default();
-        for k in s.tree.scan_prefix(keys::SEGMENT_INDEX).keys() {
+        for k in s.tree().scan_prefix(keys::SEGMENT_INDEX).keys() {
             b.remove(k.unwrap());
         }
         b.remove(keys::SEGMENT_INDEX_MARK);
-        s.tree.apply_batch(b).unwrap();
+        s.tree().apply_batch(b).unwrap();
     }
     let s = Store::open(dir.path(), 16).unwrap();
     let r = s.retained();
     assert_eq!(r.segments, 1);
     assert_eq!(r.bytes, segment_bytes(&s));
-    assert!(s.tree.contains_key(keys::SEGMENT_INDEX_MARK).unwrap());
+    assert!(s.tree().contains_key(keys::SEGMENT_INDEX_MARK).unwrap());
 }
 
 /// The bytes of every stored segment (read from the event log's files).
 fn segment_bytes(s: &Store) -> u64 {
-    s.tree
+    s.tree()
         .scan_prefix(keys::EVENT)
         .map(|kv| {
             let (k, v) = kv.unwrap();
@@ -653,14 +653,14 @@ fn segments_live_in_the_event_files_and_a_file_goes_with_its_last_segment() {
     }
     let files = log_files(&s);
     assert_eq!(files.len(), 6, "{files:?}");
-    for item in s.tree.scan_prefix(keys::EVENT) {
+    for item in s.tree().scan_prefix(keys::EVENT) {
         let (_, v) = item.unwrap();
         assert!(
             eventlog::is_pointer(&v),
             "sled holds where the segment is, not it"
         );
     }
-    let head = eventlog::Head::decode(&s.tree.get(keys::EVENT_LOG_HEAD).unwrap().unwrap());
+    let head = eventlog::Head::decode(&s.tree().get(keys::EVENT_LOG_HEAD).unwrap().unwrap());
     assert_eq!(head.map(|h| h.file), files.last().copied());
 
     // Retention down to about half: the files of the deleted segments go.
@@ -713,4 +713,165 @@ fn rollups_settled(s: &Store) {
         assert!(t.elapsed() < std::time::Duration::from_secs(20));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+fn video_records(from: usize, evs: &[crate::domain::event::VideoEvent]) -> Vec<Processed> {
+    evs.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let i = from + i;
+            rec(
+                "v",
+                (i % 3) as i32,
+                (i / 3) as i64,
+                Outcome::Valid(Event::Video(e.clone())),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_rewrite_keeps_every_entry_and_the_next_open_serves_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(900);
+    let entries_before;
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        apply(&mut s, "ns", video_records(0, &evs[..600])).unwrap();
+        entries_before = s.tree().iter().count();
+        // A reader in the middle of a scan keeps the generation it reads.
+        let mut reading = s.tree().scan_prefix(keys::EVENT);
+        let first = reading.next().unwrap().unwrap();
+        let done = s.rewrite().unwrap();
+        assert_eq!(done.generation, 1);
+        assert_eq!(done.entries as usize, entries_before);
+        assert_eq!(s.rewrite_status().generation, 1);
+        assert!(dir.path().join("store").is_dir(), "removed under a reader");
+        let rest = reading.count();
+        assert!(rest > 0 && !first.0.is_empty());
+        assert!(
+            !dir.path().join("store").exists(),
+            "kept after its last reader"
+        );
+        assert_eq!(s.tree().iter().count(), entries_before);
+        // Writes go on into the new generation.
+        let r = apply(&mut s, "ns", video_records(600, &evs[600..])).unwrap();
+        assert_eq!(r.stored, 300);
+        s.close().unwrap();
+    }
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(generation::current(dir.path()).unwrap().0, 1);
+    assert_eq!(s.events().count(), 900);
+    assert_eq!(s.next_offset("ns", "v", 0), Some(300));
+}
+
+#[test]
+fn a_rewrite_that_cannot_write_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(300);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    apply(&mut s, "ns", video_records(0, &evs[..150])).unwrap();
+    // The next generation's directory cannot be made.
+    std::fs::write(dir.path().join("store.g1"), b"in the way").unwrap();
+    let e = s.rewrite().unwrap_err();
+    assert!(e.to_string().contains("store.g1"), "{e}");
+    assert_eq!(s.rewrite_status().generation, 0);
+    assert!(!dir.path().join(generation::POINTER).exists());
+    // The store is writable and whole.
+    apply(&mut s, "ns", video_records(150, &evs[150..])).unwrap();
+    s.close().unwrap();
+    drop(s);
+    std::fs::remove_file(dir.path().join("store.g1")).unwrap();
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.events().count(), 300);
+}
+
+#[test]
+fn an_unfinished_rewrite_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(200);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        apply(&mut s, "ns", video_records(0, &evs)).unwrap();
+        s.close().unwrap();
+    }
+    // What a crash during a copy leaves: the next generation, half written,
+    // and no pointer to it.
+    let half = dir.path().join("store.g1");
+    std::fs::create_dir(&half).unwrap();
+    std::fs::write(half.join("db"), vec![7u8; 4096]).unwrap();
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert!(!half.exists());
+    assert_eq!(s.events().count(), 200);
+}
+
+#[test]
+fn batches_written_while_a_rewrite_copies_are_in_the_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(60_000);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    let first = 30_000;
+    for at in (0..first).step_by(1_000) {
+        let mut records = video_records(at, &evs[at..at + 1_000]);
+        // A dead letter a batch, on a partition of its own.
+        records.push(rec(
+            "bad",
+            0,
+            (at / 1_000) as i64,
+            Outcome::Rejected {
+                rejection: Rejection::new("invalid_json", "x"),
+                raw: b"{oops".to_vec(),
+            },
+        ));
+        apply(&mut s, "ns", records).unwrap();
+    }
+    let dead: Vec<String> = s
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .map(dead_letter_id)
+        .collect();
+    assert_eq!(dead.len(), 30);
+    s.start_rewrite().unwrap();
+    let (mut at, mut removed) = (first, Vec::new());
+    while s.rewrite_status().running && at < evs.len() {
+        apply(&mut s, "ns", video_records(at, &evs[at..at + 500])).unwrap();
+        // From other threads meanwhile: a write that changes nothing, and a
+        // removal.
+        let mut same = sled::Batch::default();
+        same.insert(keys::LAYOUT_KEY, &keys::LAYOUT.to_be_bytes());
+        s.view().commit(same).unwrap();
+        if let Some(id) = dead.get(removed.len()) {
+            assert_eq!(
+                s.view()
+                    .remove_dead_letters(std::slice::from_ref(id))
+                    .unwrap(),
+                1
+            );
+            removed.push(id.clone());
+        }
+        at += 500;
+        s.maybe_rewrite();
+    }
+    let done = match s.rewrite_status().last {
+        Some(done) => done,
+        None => s.rewrite().unwrap(),
+    };
+    assert!(at > first, "no batch was written during the copy");
+    assert!(done.changes_applied > 0, "{done:?}");
+    assert_eq!(s.rewrite_status().generation, 1);
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.events().count(), at);
+    assert_eq!(s.next_offset("ns", "v", 0), Some(at.div_ceil(3) as i64));
+    let left: Vec<String> = s
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .map(dead_letter_id)
+        .collect();
+    assert_eq!(left.len(), dead.len() - removed.len());
+    assert!(left.iter().all(|id| !removed.contains(id)));
+    assert!(s.tree().get(b"i/rewrite-mark").unwrap().is_none());
 }

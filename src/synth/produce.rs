@@ -204,12 +204,24 @@ pub struct VideoStream {
 
 impl VideoStream {
     pub fn new(users: usize, videos: usize, seed: u64, events: u64, bad_fraction: f64) -> Self {
+        Self::with_step(users, videos, seed, events, bad_fraction, 50)
+    }
+
+    /// The same, with the events' times `step_ms` apart on average.
+    pub fn with_step(
+        users: usize,
+        videos: usize,
+        seed: u64,
+        events: u64,
+        bad_fraction: f64,
+        step_ms: i64,
+    ) -> Self {
         VideoStream {
             gen: crate::synth::generate::VideoGen::new(
                 crate::synth::generate::World::new(users, videos, seed),
                 seed,
                 1_735_689_600_000,
-                50,
+                step_ms,
             ),
             rng: crate::synth::corrupt::bad_rng(seed),
             bad_fraction,

@@ -76,6 +76,14 @@ pub struct EventLog {
     pub held: crate::store::retention::Retained,
 }
 
+/// sled's files (see `store::rewrite`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreFiles {
+    pub size_on_disk_bytes: u64,
+    #[serde(flatten)]
+    pub rewrite: crate::store::rewrite::RewriteStatus,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreStatus {
     pub damaged: Vec<Damage>,
@@ -90,6 +98,9 @@ pub struct StoreStatus {
     /// The durable rollups: batches held until compacted, compactions, retention.
     #[serde(default)]
     pub rollups: Option<crate::store::rollup::RollupStatus>,
+    /// sled's files and the rewrites that keep their size level.
+    #[serde(default)]
+    pub files: Option<StoreFiles>,
     /// The fault that stops the daemon, once raised.
     pub fault: Option<String>,
     pub hint: Option<String>,
@@ -200,7 +211,8 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
         a.store.status.send(GetStoreStatus { namespace: ns }),
     )
     .await;
-    let (offsets, damage, quarantined, held, (event_log, pairs), store_health) = match store {
+    let (offsets, damage, quarantined, held, (event_log, pairs, files), store_health) = match store
+    {
         Ok(Ok(s)) => {
             let held = Held {
                 videos: s.tracked.videos,
@@ -215,16 +227,34 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
                 max_size_mb: s.retention.max_bytes as f64 / f64::from(1 << 20),
                 held: s.retained,
             };
+            let files = StoreFiles {
+                size_on_disk_bytes: s.size_on_disk,
+                rewrite: s.rewrite,
+            };
             let (o, d, q) = (s.offsets, s.damage, s.quarantined);
-            (o, d, q, Some(held), (Some(log), Some(s.pairs)), "ok")
+            (
+                o,
+                d,
+                q,
+                Some(held),
+                (Some(log), Some(s.pairs), Some(files)),
+                "ok",
+            )
         }
-        Ok(Err(_)) => (Vec::new(), Vec::new(), 0, None, (None, None), "stopped"),
+        Ok(Err(_)) => (
+            Vec::new(),
+            Vec::new(),
+            0,
+            None,
+            (None, None, None),
+            "stopped",
+        ),
         Err(_) => (
             Vec::new(),
             Vec::new(),
             0,
             None,
-            (None, None),
+            (None, None, None),
             "not answering within 5 s",
         ),
     };
@@ -314,6 +344,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             event_log,
             pairs,
             rollups: Some(a.view.rollup_status()),
+            files,
             fault: a.fatal.get(),
             hint,
         },

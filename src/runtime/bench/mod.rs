@@ -39,6 +39,9 @@ pub struct IngestBenchArgs {
     pub pair_compaction_deltas: usize,
     /// The mean spacing of the events' times, ms.
     pub step_ms: i64,
+    /// store.rewrite_ratio and store.rewrite_min_mb.
+    pub rewrite_ratio: f64,
+    pub rewrite_min_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +93,8 @@ pub fn bench_config(args: &IngestBenchArgs, data_dir: &std::path::Path) -> Confi
     cfg.ingest.batch_size = args.batch_size;
     cfg.store.cache_mb = args.cache_mb;
     cfg.store.pair_compaction_deltas = args.pair_compaction_deltas;
+    cfg.store.rewrite_ratio = args.rewrite_ratio;
+    cfg.store.rewrite_min_mb = args.rewrite_min_mb;
     cfg.models.enabled = false;
     cfg
 }

@@ -464,7 +464,7 @@ pub struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     pub fn new(
-        tree: &'a sled::Tree,
+        tree: crate::store::generation::Held,
         shared: &Shared,
         on_damage: impl Fn(&super::scan::Unreadable) + 'a,
     ) -> Scan<'a> {

@@ -85,10 +85,10 @@ fn settled(s: &Store) {
 fn without_chunks(s: &Store) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for k in s
-        .tree
+        .tree()
         .scan_prefix(pairs::CHUNK)
         .keys()
-        .chain(s.tree.scan_prefix(pairs::RUN).keys())
+        .chain(s.tree().scan_prefix(pairs::RUN).keys())
     {
         batch.remove(k.unwrap());
     }
@@ -117,7 +117,7 @@ fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
         let (_, _, stats) = s.pair_overlay();
         assert!(stats.compactions >= 5, "{stats:?}");
         assert!(stats.merged_users > 0, "{stats:?}");
-        assert!(s.tree.scan_prefix(pairs::CHUNK).count() > 0);
+        assert!(s.tree().scan_prefix(pairs::CHUNK).count() > 0);
         let rows = sorted(&s);
         assert_eq!(rows, from_events(&s));
         assert_eq!(rows.iter().map(|r| r.2).sum::<u64>(), 3000);
@@ -156,12 +156,12 @@ fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
                 slots::encode_pair(&slots),
             );
         }
-        s.tree.apply_batch(batch).unwrap();
+        s.tree().apply_batch(batch).unwrap();
         // The overlay of this handle is stale now: close without a write.
     }
     let mut s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(sorted(&s), expected, "rows moved into chunks");
-    assert_eq!(s.tree.scan_prefix(keys::VIDEO_PAIR).count(), 0);
+    assert_eq!(s.tree().scan_prefix(keys::VIDEO_PAIR).count(), 0);
     // New batches after the move add to the moved pairs.
     let more = records(3200);
     s.apply("ns", prepare(more[3000..].to_vec())).unwrap();
@@ -174,11 +174,11 @@ fn pairs_equal_the_events_through_compactions_merges_and_reopens() {
         let s = Store::open(dir.path(), 16).unwrap();
         let mut batch = without_chunks(&s);
         batch.remove(keys::PAIRS_MARK);
-        s.tree.apply_batch(batch).unwrap();
+        s.tree().apply_batch(batch).unwrap();
     }
     let s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(sorted(&s), expected, "derived from the events once");
-    assert!(s.tree.contains_key(pairs::CHUNKS_MARK).unwrap());
+    assert!(s.tree().contains_key(pairs::CHUNKS_MARK).unwrap());
 }
 
 #[test]
@@ -268,13 +268,13 @@ fn a_run_whose_offsets_did_not_reach_the_disk_is_dropped_at_open() {
             .iter()
             .filter(|(k, _)| runs.iter().any(|r| k.starts_with(r)))
         {
-            s.tree.insert(k.as_slice(), v.as_slice()).unwrap();
+            s.tree().insert(k.as_slice(), v.as_slice()).unwrap();
         }
-        s.db.flush().unwrap();
+        s.tree().db().flush().unwrap();
     }
     let s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(
-        s.tree.scan_prefix(pairs::RUN).count(),
+        s.tree().scan_prefix(pairs::RUN).count(),
         1,
         "the fragment is gone"
     );
@@ -319,13 +319,13 @@ fn a_compaction_cut_short_is_undone_at_open_and_its_runs_count_once() {
             let rows = layer.user(user).unwrap().collect();
             batch.insert(pairs::chunk_key(user, tag), pairs::encode_rows(false, rows));
         }
-        s.tree.apply_batch(batch).unwrap();
-        s.db.flush().unwrap();
+        s.tree().apply_batch(batch).unwrap();
+        s.tree().db().flush().unwrap();
         expected
     };
     let mut s = Store::open(dir.path(), 16).unwrap();
-    assert!(!s.tree.contains_key(pairs::COMPACTING).unwrap());
-    assert_eq!(s.tree.scan_prefix(pairs::CHUNK).count(), 0);
+    assert!(!s.tree().contains_key(pairs::COMPACTING).unwrap());
+    assert_eq!(s.tree().scan_prefix(pairs::CHUNK).count(), 0);
     assert_eq!(sorted(&s), expected);
     // The next compactions write those runs once.
     small_tuning(&s);

@@ -147,7 +147,7 @@ pub fn compact(
         let (grain, cube, bucket) = *at;
         let prefix = bucket_prefix(grain, cube, bucket);
         let mut existing: Vec<(sled::IVec, sled::IVec)> = Vec::new();
-        for item in view.tree.scan_prefix(&prefix) {
+        for item in view.tree().scan_prefix(&prefix) {
             existing.push(item?);
         }
         let mut tags: Vec<&[u8]> = existing
@@ -190,7 +190,7 @@ pub fn compact(
         for (grain, cut) in cuts {
             for cube in Cube::ALL {
                 let from = bucket_prefix(grain, cube, i64::MIN);
-                for item in view.tree.range(from..bucket_prefix(grain, cube, cut)) {
+                for item in view.tree().range(from..bucket_prefix(grain, cube, cut)) {
                     batch.remove(item?.0);
                     done.chunks_expired += 1;
                 }

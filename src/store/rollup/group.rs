@@ -174,7 +174,7 @@ impl StoreView {
     pub fn own_rollup_buckets(&self) -> Result<BTreeSet<(Grain, Cube, i64)>, StoreError> {
         let _gate = self.rollups.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut out = BTreeSet::new();
-        for k in self.tree.scan_prefix(CHUNK).keys() {
+        for k in self.tree().scan_prefix(CHUNK).keys() {
             let k = k?;
             let (Some(grain), Some(cube), Some(bucket)) = (
                 k.get(CHUNK.len()).and_then(|b| grain_of(*b)),
@@ -208,7 +208,7 @@ impl StoreView {
     ) -> Result<Vec<(Tuple<String>, Sums)>, StoreError> {
         let _gate = self.rollups.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut rows: FxHashMap<Tuple<String>, Sums> = FxHashMap::default();
-        for item in self.tree.scan_prefix(bucket_prefix(grain, cube, bucket)) {
+        for item in self.tree().scan_prefix(bucket_prefix(grain, cube, bucket)) {
             let (k, v) = item?;
             let read = chunk::all_rows(&k, &v).ok_or_else(|| StoreError::Corrupt {
                 key: crate::store::read::entry_name(&k),
@@ -244,7 +244,7 @@ impl StoreView {
             }
             let prefix = member_prefix(b.grain, b.cube, b.bucket, &b.member);
             let mut existing = Vec::new();
-            for item in self.tree.scan_prefix(&prefix) {
+            for item in self.tree().scan_prefix(&prefix) {
                 existing.push(item?);
             }
             let mut rows: Vec<(Tuple<&str>, Sums)> = Vec::new();
@@ -310,7 +310,7 @@ impl StoreView {
     pub fn drop_peer_rollups(&self) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
         let mut n = 0u64;
-        for k in self.tree.scan_prefix(GROUP).keys() {
+        for k in self.tree().scan_prefix(GROUP).keys() {
             batch.remove(k?);
             n += 1;
         }
@@ -338,7 +338,11 @@ impl StoreView {
         for (grain, cut) in cuts {
             for cube in Cube::ALL {
                 let from = group_prefix(grain, cube, i64::MIN);
-                for k in self.tree.range(from..group_prefix(grain, cube, cut)).keys() {
+                for k in self
+                    .tree()
+                    .range(from..group_prefix(grain, cube, cut))
+                    .keys()
+                {
                     batch.remove(k?);
                     n += 1;
                 }

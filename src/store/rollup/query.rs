@@ -333,7 +333,7 @@ impl StoreView {
         };
         let start = bucket_prefix(grain, cube, from);
         let end = bucket_prefix(grain, cube, to);
-        for item in self.tree.range(start..end) {
+        for item in self.tree().range(start..end) {
             let (k, v) = item.map_err(StoreError::from)?;
             let bucket = read_chunk(&k, &v, &reading, take)?;
             if let Some(r) = reported.as_deref_mut() {
@@ -364,7 +364,7 @@ impl StoreView {
         }
         let start = super::group::group_prefix(grain, cube, from);
         let end = super::group::group_prefix(grain, cube, to);
-        for item in self.tree.range(start..end) {
+        for item in self.tree().range(start..end) {
             let (k, v) = item.map_err(StoreError::from)?;
             let bucket = read_chunk(&k, &v, &reading, take)?;
             if let (Some(r), Some(member)) =

@@ -510,13 +510,13 @@ fn runs_written_by_earlier_versions_are_held_at_open_and_compacted_once() {
             let next = ((i + 1) * 400) as i64;
             for (part, v) in d.encode(&[("ns", "v", 0, next)]).into_iter().enumerate() {
                 s.view
-                    .tree
+                    .tree()
                     .insert(run_key(100 + i as u64, part as u32), v)
                     .unwrap();
             }
         }
-        s.view.tree.remove(COVERED).unwrap();
-        s.view.db.flush().unwrap();
+        s.view.tree().remove(COVERED).unwrap();
+        s.view.tree().db().flush().unwrap();
     }
     let mut s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(s.rollup_status().held_runs, 3, "the runs are held at open");
@@ -529,7 +529,7 @@ fn runs_written_by_earlier_versions_are_held_at_open_and_compacted_once() {
     s.set_rollup_tuning(t).unwrap();
     settle(&s);
     assert_eq!(
-        s.view.tree.scan_prefix(RUN).count(),
+        s.view.tree().scan_prefix(RUN).count(),
         0,
         "compacted runs are deleted"
     );
@@ -624,7 +624,7 @@ fn a_bucket_written_by_many_compactions_is_merged_and_still_adds_up() {
     let prefix = bucket_prefix(Grain::Hour, Cube::Dims, BASE);
     let mut tags: Vec<Vec<u8>> = s
         .view
-        .tree
+        .tree()
         .scan_prefix(&prefix)
         .map(|i| i.unwrap().0[prefix.len()..prefix.len() + 8].to_vec())
         .collect();
@@ -744,8 +744,12 @@ fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
     settle(&s);
     // Every chunk rewritten as the first layout wrote it: one postcard list
     // of rows per part, part numbers without the grouped bit.
-    let chunks: Vec<(sled::IVec, sled::IVec)> =
-        s.view.tree.scan_prefix(CHUNK).map(|i| i.unwrap()).collect();
+    let chunks: Vec<(sled::IVec, sled::IVec)> = s
+        .view
+        .tree()
+        .scan_prefix(CHUNK)
+        .map(|i| i.unwrap())
+        .collect();
     assert!(chunks.iter().all(|(k, _)| chunk::is_grouped(k)));
     let mut batch = sled::Batch::default();
     for (k, v) in &chunks {
@@ -761,7 +765,7 @@ fn chunks_of_the_first_layout_still_read_and_merge_into_grouped_ones() {
             batch.insert(key, value);
         }
     }
-    s.view.tree.apply_batch(batch).unwrap();
+    s.view.tree().apply_batch(batch).unwrap();
     check_answers(&s, &evs, &tuning(), "first layout");
     // Enough compactions of the same buckets to merge them: grouped again.
     let mut all = evs;
