@@ -573,6 +573,7 @@ impl Store {
         store.load_pair_runs()?;
         store.load_rollups(rollup::Tuning::default())?;
         store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
+        store.load_rewrite_base()?;
         if encoding == state::Encoding::Legacy {
             // The aggregates in today's encoding, and the layout mark, in one step.
             store.write_checkpoint(true)?;

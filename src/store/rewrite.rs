@@ -34,6 +34,9 @@ use super::{generation, Store, StoreError, StoreView};
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// After a failed rewrite, the next is not tried before this.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The size of sled's files right after the rewrite that wrote them, kept in
+/// them: the next open measures growth from it (0 or missing: never rewritten).
+pub const BASE: &[u8] = b"i/rewrite-base";
 /// Bytes copied per batch into the new generation.
 const COPY_BATCH_BYTES: usize = 4 << 20;
 
@@ -130,6 +133,20 @@ impl Store {
     /// When the store rewrites itself from now on.
     pub fn set_rewrite_tuning(&mut self, tuning: Tuning) {
         self.rewrites.tuning = tuning;
+    }
+
+    /// Reads the size the last rewrite left (see [`BASE`]) at open.
+    pub(super) fn load_rewrite_base(&mut self) -> Result<(), StoreError> {
+        self.rewrites.base = match self.tree().get(BASE)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    key: String::from_utf8_lossy(BASE).into_owned(),
+                    message: "the size the last rewrite left has the wrong length".into(),
+                }
+            })?),
+            None => 0,
+        };
+        Ok(())
     }
 
     /// What the status shows of the rewrites.
@@ -346,6 +363,8 @@ impl Copy {
         let rest = changes.finish()?;
         changes_applied += rest.len() as u64;
         tree.apply_batch(rest.into_batch())?;
+        db.flush()?;
+        tree.insert(BASE, &db.size_on_disk().unwrap_or(0).to_be_bytes())?;
         db.flush()?;
         generation::sync_dir(path).map_err(|e| io(path, e))?;
         generation::switch(&self.dir, self.generation).map_err(|e| io(&self.dir, e))?;

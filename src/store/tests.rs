@@ -753,14 +753,24 @@ fn a_rewrite_keeps_every_entry_and_the_next_open_serves_from_it() {
             !dir.path().join("store").exists(),
             "kept after its last reader"
         );
-        assert_eq!(s.tree().iter().count(), entries_before);
+        // Every entry, and the size the rewrite left (see `rewrite::BASE`).
+        assert_eq!(s.tree().iter().count(), entries_before + 1);
         // Writes go on into the new generation.
         let r = apply(&mut s, "ns", video_records(600, &evs[600..])).unwrap();
         assert_eq!(r.stored, 300);
         s.close().unwrap();
     }
-    let s = Store::open(dir.path(), 16).unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(generation::current(dir.path()).unwrap().0, 1);
+    // Growth is measured from what the rewrite left, across the restart.
+    let left = s.tree().get(rewrite::BASE).unwrap().unwrap();
+    let left = u64::from_be_bytes(left.as_ref().try_into().unwrap());
+    assert!(left > 0);
+    s.set_rewrite_tuning(rewrite::Tuning {
+        ratio: 3.0,
+        min_bytes: 1,
+    });
+    assert_eq!(s.rewrite_status().next_at_bytes, left * 3);
     assert_eq!(s.events().count(), 900);
     assert_eq!(s.next_offset("ns", "v", 0), Some(300));
 }
