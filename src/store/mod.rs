@@ -208,8 +208,9 @@ pub type PartitionReset = (String, i32, i64, i64);
 pub struct StoreView {
     /// The current generation of sled's files (see [`generation`]).
     current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<generation::Handles>>>,
-    /// Every write holds this shared; a rewrite holds it alone while it copies,
-    /// so no write lands in a generation being replaced.
+    /// Every write holds this shared; a rewrite holds it alone to subscribe to
+    /// the changes it copies past and to apply the last of them, so no write
+    /// lands in a generation being replaced (see [`rewrite`]).
     writes: std::sync::Arc<std::sync::RwLock<()>>,
     /// What reads found damaged since the store opened (what → why).
     damaged: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,

@@ -138,12 +138,12 @@ impl Store {
     /// Reads the size the last rewrite left (see [`BASE`]) at open.
     pub(super) fn load_rewrite_base(&mut self) -> Result<(), StoreError> {
         self.rewrites.base = match self.tree().get(BASE)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                     key: String::from_utf8_lossy(BASE).into_owned(),
                     message: "the size the last rewrite left has the wrong length".into(),
-                }
-            })?),
+                })?)
+            }
             None => 0,
         };
         Ok(())
