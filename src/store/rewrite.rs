@@ -113,6 +113,10 @@ pub(super) struct Rewrites {
     pub(super) written: u64,
     retry_at: Option<Instant>,
     running: Option<Running>,
+    /// Tests: the copy waits on this twice once it has read every entry, so
+    /// a test writes while it is between reading and applying the changes.
+    #[cfg(test)]
+    pub(super) pause: Option<Arc<std::sync::Barrier>>,
     done: u64,
     failed: u64,
     last: Option<Rewritten>,
@@ -204,6 +208,8 @@ impl Store {
             cache_mb: self.cache_mb,
             min_free: self.limits.min_free_bytes,
             cancel: cancel.clone(),
+            #[cfg(test)]
+            pause: self.rewrites.pause.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("store-rewrite".into())
@@ -303,6 +309,8 @@ struct Copy {
     cache_mb: u64,
     min_free: u64,
     cancel: Arc<AtomicBool>,
+    #[cfg(test)]
+    pause: Option<Arc<std::sync::Barrier>>,
 }
 
 impl Copy {
@@ -350,6 +358,11 @@ impl Copy {
         }
         self.step(&tree, batch, pending)?;
         bytes += pending as u64;
+        #[cfg(test)]
+        if let Some(b) = &self.pause {
+            b.wait();
+            b.wait();
+        }
         // Most of what was written meanwhile, still without holding writes up.
         let mut changes_applied = 0u64;
         let early = changes.take();
