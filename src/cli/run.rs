@@ -90,17 +90,16 @@ pub fn run(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result
                 }
             });
             // Requests are answered on threads of their own (`http.threads`).
-            let http = match http {
+            let (http, http_addr) = match http {
                 Some(listener) => {
                     let server = playpulse::http::spawn(listener, gate.clone(), cfg.http.threads)
                         .context("cannot start the HTTP server's threads")?;
                     let addr = server.local_addr().to_string();
                     tracing::info!("dashboard at http://{addr}/ (JSON API /api/..., metrics /metrics)");
-                    Some(server)
+                    (Some(server), Some(addr))
                 }
-                None => None,
+                None => (None, None),
             };
-            let http_addr = http.as_ref().map(|s| s.local_addr().to_string());
             let cluster = if cfg.kafka.embedded() {
                 None
             } else {

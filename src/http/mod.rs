@@ -154,7 +154,7 @@ pub fn spawn(
 /// Serves the router on `listener` until it fails. Every connection has
 /// TCP_NODELAY: a keep-alive client's next request otherwise waits for the
 /// delayed acknowledgement of the last reply (up to 40 ms).
-pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<Gate>) -> std::io::Result<()> {
+async fn serve(listener: tokio::net::TcpListener, admin: Arc<Gate>) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
