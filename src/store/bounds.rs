@@ -34,6 +34,17 @@ impl Default for Limits {
     }
 }
 
+/// The bytes free under `path` when a write of about `bytes` would leave less
+/// than `min_free` (twice its bytes, for sled's log); `None` when it fits, no
+/// floor is set (0), or the filesystem cannot say.
+pub fn short_of_room(path: &std::path::Path, min_free: u64, bytes: u64) -> Option<u64> {
+    if min_free == 0 {
+        return None;
+    }
+    let free = free_bytes(path)?;
+    (free < min_free.saturating_add(bytes.saturating_mul(2))).then_some(free)
+}
+
 /// Bytes free to an unprivileged writer on the filesystem of `path`.
 pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;

@@ -93,24 +93,13 @@ impl Store {
         };
         let db = sled::Config::new().path(&path).open().map_err(open_err)?;
         let tree = db.open_tree("main").map_err(open_err)?;
-        let (mut n, mut bytes) = (0u64, 0u64);
-        let mut batch = sled::Batch::default();
-        let mut pending = 0usize;
-        for item in self.tree().iter() {
-            let (k, v) = item?;
-            if k.as_ref() == keys::MEMBER {
-                continue;
-            }
-            n += 1;
-            bytes += (k.len() + v.len()) as u64;
-            pending += k.len() + v.len();
-            batch.insert(k, v);
-            if pending > 8 << 20 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-        tree.apply_batch(batch)?;
+        let (n, mut bytes) = super::rewrite::copy_entries(
+            &self.tree(),
+            &tree,
+            8 << 20,
+            |k| k != keys::MEMBER,
+            |_| Ok(()),
+        )?;
         db.flush()?;
         bytes += self.copy_event_files(&dest.join(super::eventlog::DIR))?;
         Ok((n, bytes))

@@ -389,7 +389,8 @@ impl LogWriter {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+/// Syncs a directory's entries (the files made, renamed or removed in it).
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

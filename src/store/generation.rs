@@ -123,12 +123,7 @@ pub fn switch(dir: &Path, n: u64) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, dir.join(POINTER))?;
-    sync_dir(dir)
-}
-
-/// Syncs a directory's entries (the files made or renamed in it).
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    super::eventlog::sync_dir(dir)
 }
 
 /// One generation's open sled files. When a rewrite has replaced it, the
@@ -155,10 +150,6 @@ impl Handles {
 
     pub fn tree(&self) -> &sled::Tree {
         &self.open.as_ref().expect("open until dropped").1
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// A rewrite replaced this generation: its files go with its last handle.
@@ -262,10 +253,6 @@ impl DoubleEndedIterator for HeldIter {
 impl HeldIter {
     pub fn keys(self) -> impl DoubleEndedIterator<Item = sled::Result<sled::IVec>> {
         self.map(|r| r.map(|(k, _)| k))
-    }
-
-    pub fn values(self) -> impl DoubleEndedIterator<Item = sled::Result<sled::IVec>> {
-        self.map(|r| r.map(|(_, v)| v))
     }
 }
 

@@ -377,13 +377,7 @@ impl StoreView {
         bytes: usize,
         what: &str,
     ) -> Result<(), StoreError> {
-        if min_free_bytes == 0 {
-            return Ok(());
-        }
-        let Some(free) = bounds::free_bytes(path) else {
-            return Ok(());
-        };
-        if free < min_free_bytes.saturating_add((bytes as u64).saturating_mul(2)) {
+        if let Some(free) = bounds::short_of_room(path, min_free_bytes, bytes as u64) {
             let why = format!(
                 "the disk has {} MiB free, less than store.min_free_mb = {} plus the {what}'s {} MiB",
                 free >> 20,
@@ -650,13 +644,7 @@ impl Store {
     /// must not happen, so it is not begun.
     fn check_space(&self, bytes: u64) -> Result<(), StoreError> {
         let min = self.limits.min_free_bytes;
-        if min == 0 {
-            return Ok(());
-        }
-        let Some(free) = bounds::free_bytes(&self.dir) else {
-            return Ok(());
-        };
-        if free < min.saturating_add(bytes.saturating_mul(2)) {
+        if let Some(free) = bounds::short_of_room(&self.dir, min, bytes) {
             let e = StoreError::DiskFull {
                 path: self.path.clone(),
                 free_mb: free >> 20,

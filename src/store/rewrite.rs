@@ -189,9 +189,15 @@ impl Store {
         }
         r.checked = Some(now);
         r.written = 0;
-        if self.size_on_disk() < self.rewrites.threshold() {
+        let (size, threshold) = (self.size_on_disk(), self.rewrites.threshold());
+        if size < threshold {
             return;
         }
+        tracing::info!(
+            "store rewrite started: {} MiB of files, past {} MiB",
+            size >> 20,
+            threshold >> 20
+        );
         if let Err(e) = self.start_rewrite() {
             self.rewrite_failed(&e);
         }
@@ -218,11 +224,6 @@ impl Store {
                 copy.run()
             })
             .map_err(|e| StoreError::Refused(format!("cannot start the store's rewrite: {e}")))?;
-        tracing::info!(
-            "store rewrite started: {} MiB of files, past {} MiB",
-            self.size_on_disk() >> 20,
-            self.rewrites.threshold() >> 20
-        );
         self.rewrites.running = Some(Running { thread, cancel });
         Ok(())
     }
@@ -343,21 +344,13 @@ impl Copy {
             let _alone = self.view.writes.write().unwrap_or_else(|p| p.into_inner());
             Changes::collect(&self.view, old.clone())?
         };
-        let (mut entries, mut bytes, mut pending) = (0u64, 0u64, 0usize);
-        let mut batch = sled::Batch::default();
-        for item in old.iter() {
-            let (k, v) = item?;
-            entries += 1;
-            pending += k.len() + v.len();
-            batch.insert(k, v);
-            if pending >= COPY_BATCH_BYTES {
-                self.step(&tree, std::mem::take(&mut batch), pending)?;
-                bytes += pending as u64;
-                pending = 0;
-            }
-        }
-        self.step(&tree, batch, pending)?;
-        bytes += pending as u64;
+        let (entries, bytes) = copy_entries(
+            &old,
+            &tree,
+            COPY_BATCH_BYTES,
+            |_| true,
+            |n| self.may_write(n),
+        )?;
         #[cfg(test)]
         if let Some(b) = &self.pause {
             b.wait();
@@ -367,7 +360,8 @@ impl Copy {
         let mut changes_applied = 0u64;
         let early = changes.take();
         changes_applied += early.len() as u64;
-        self.step(&tree, early.into_batch(), 0)?;
+        self.may_write(0)?;
+        tree.apply_batch(early.into_batch())?;
         db.flush()?;
         let writes = self.view.writes.clone();
         let alone = writes.write().unwrap_or_else(|p| p.into_inner());
@@ -377,11 +371,11 @@ impl Copy {
         changes_applied += rest.len() as u64;
         tree.apply_batch(rest.into_batch())?;
         db.flush()?;
-        tree.insert(BASE, &db.size_on_disk().unwrap_or(0).to_be_bytes())?;
-        db.flush()?;
-        generation::sync_dir(path).map_err(|e| io(path, e))?;
-        generation::switch(&self.dir, self.generation).map_err(|e| io(&self.dir, e))?;
         let size_after = db.size_on_disk().unwrap_or(0);
+        tree.insert(BASE, &size_after.to_be_bytes())?;
+        db.flush()?;
+        super::eventlog::sync_dir(path).map_err(|e| io(path, e))?;
+        generation::switch(&self.dir, self.generation).map_err(|e| io(&self.dir, e))?;
         let new = Arc::new(generation::Handles::new(
             db.clone(),
             tree,
@@ -417,32 +411,56 @@ impl Copy {
         Ok(done)
     }
 
-    /// Applies one batch of the copy, unless the store is closing or the disk
-    /// would be left with less than the free space kept (twice the batch's
-    /// bytes, for sled's log): the copy stops, the store does not.
-    fn step(&self, tree: &sled::Tree, batch: sled::Batch, bytes: usize) -> Result<(), StoreError> {
+    /// Refuses the copy's next batch of `bytes` when the store is closing or
+    /// the disk would be left with less than the free space kept: the copy
+    /// stops, the store does not.
+    fn may_write(&self, bytes: usize) -> Result<(), StoreError> {
         if self.cancel.load(Ordering::Acquire) {
             return Err(StoreError::Refused(CANCELLED.into()));
         }
-        if let Some(free) = super::bounds::free_bytes(&self.dir) {
-            if self.min_free > 0
-                && free
-                    < self
-                        .min_free
-                        .saturating_add((bytes as u64).saturating_mul(2))
-            {
-                return Err(StoreError::Refused(format!(
-                    "the disk under {} has {} MiB free, less than store.min_free_mb = {} plus the copy's next {} MiB: the rewrite stopped before filling it",
-                    self.dir.display(),
-                    free >> 20,
-                    self.min_free >> 20,
-                    (bytes as u64).div_ceil(1 << 20)
-                )));
-            }
+        if let Some(free) = super::bounds::short_of_room(&self.dir, self.min_free, bytes as u64) {
+            return Err(StoreError::Refused(format!(
+                "the disk under {} has {} MiB free, less than store.min_free_mb = {} plus the copy's next {} MiB: the rewrite stopped before filling it",
+                self.dir.display(),
+                free >> 20,
+                self.min_free >> 20,
+                (bytes as u64).div_ceil(1 << 20)
+            )));
         }
-        tree.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// Copies every entry of `from` that `keep` keeps into `to`, in batches of
+/// about `batch_bytes`, each first passed to `may_write` with its bytes.
+/// Answers the entries and the key and value bytes copied.
+pub(super) fn copy_entries(
+    from: &generation::Held,
+    to: &sled::Tree,
+    batch_bytes: usize,
+    keep: impl Fn(&[u8]) -> bool,
+    mut may_write: impl FnMut(usize) -> Result<(), StoreError>,
+) -> Result<(u64, u64), StoreError> {
+    let (mut entries, mut bytes, mut pending) = (0u64, 0u64, 0usize);
+    let mut batch = sled::Batch::default();
+    for item in from.iter() {
+        let (k, v) = item?;
+        if !keep(&k) {
+            continue;
+        }
+        entries += 1;
+        pending += k.len() + v.len();
+        batch.insert(k, v);
+        if pending >= batch_bytes {
+            may_write(pending)?;
+            to.apply_batch(std::mem::take(&mut batch))?;
+            bytes += pending as u64;
+            pending = 0;
+        }
+    }
+    may_write(pending)?;
+    to.apply_batch(batch)?;
+    Ok((entries, bytes + pending as u64))
 }
 
 /// The changes made to the old generation while it is copied, collected by
