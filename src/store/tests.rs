@@ -797,6 +797,33 @@ fn a_rewrite_that_cannot_write_leaves_the_store_as_it_was() {
 }
 
 #[test]
+fn a_rewrite_stops_before_it_would_fill_the_disk_and_the_store_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(300);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    apply(&mut s, "ns", video_records(0, &evs[..150])).unwrap();
+    // A free-space floor no disk has: the copy's first batch is refused.
+    let floor = |min_free_bytes| bounds::Limits {
+        min_free_bytes,
+        ..bounds::Limits::default()
+    };
+    s.set_limits(floor(u64::MAX / 4));
+    let e = s.rewrite().unwrap_err().to_string();
+    assert!(e.contains("the rewrite stopped before filling it"), "{e}");
+    let status = s.rewrite_status();
+    assert_eq!((status.generation, status.failed), (0, 1));
+    assert!(status.last_failure.unwrap().contains("store.min_free_mb"));
+    assert!(!dir.path().join("store.g1").exists());
+    assert!(s.write_failure().is_none(), "the store itself stopped");
+    s.set_limits(floor(0));
+    apply(&mut s, "ns", video_records(150, &evs[150..])).unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.events().count(), 300);
+}
+
+#[test]
 fn an_unfinished_rewrite_is_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let evs = videos(200);
