@@ -37,7 +37,8 @@ fn bench(c: &mut Criterion) {
                         now,
                         &t,
                     );
-                    black_box(d.into_batch());
+                    // Held, then its buffers go back, as the store does.
+                    black_box(d.into_batch()).recycle();
                 }
             })
         });
@@ -52,14 +53,17 @@ fn bench(c: &mut Criterion) {
                 .into_batch()
             })
             .collect();
-        // A generation as the compactor leaves it: sized like the last one.
-        let mut sized = Generation::default();
-        for (d, batch) in prepared.iter().zip(&data) {
-            sized.add(d, |i| playpulse::store::rollup::id_of(&batch[i as usize]));
-        }
+        // A generation as the compactor leaves it: the last one, emptied.
+        let filled = || {
+            let mut g = Generation::default();
+            for (d, batch) in prepared.iter().zip(&data) {
+                g.add(d, |i| playpulse::store::rollup::id_of(&batch[i as usize]));
+            }
+            g
+        };
         group.bench_function(format!("hold_step{step}"), |b| {
             b.iter_batched(
-                || sized.sized_like(),
+                || filled().emptied(),
                 |mut g| {
                     for (d, batch) in prepared.iter().zip(&data) {
                         g.add(d, |i| playpulse::store::rollup::id_of(&batch[i as usize]));

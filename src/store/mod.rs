@@ -892,6 +892,7 @@ impl Store {
             write_ms,
             p.rollup_cpu_ns,
         )?;
+        p.rollup.recycle();
         self.rollups_replayed_with = None;
         report.offsets = p.offsets;
         if self.journal_bytes > MIN_CHECKPOINT_JOURNAL_BYTES.max(self.state.approx_bytes()) {

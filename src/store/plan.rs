@@ -242,6 +242,7 @@ pub fn plan(
     // The rollup deltas of the fresh events (prepared before, unless some
     // records were redelivered); nothing of them is written (see `super::rollup`).
     let rollup = if report.duplicates_skipped > 0 {
+        rollup_entries.recycle();
         let (d, cpu) = rollup::batch_of(
             records
                 .iter()

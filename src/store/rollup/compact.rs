@@ -261,7 +261,10 @@ pub fn run(
                         || last.elapsed() >= Duration::from_millis(h.tuning.compact_every_ms)
                         || h.pending.bytes() >= h.tuning.compact_bytes;
                     if due {
-                        let next = h.pending.sized_like();
+                        let next = match h.spare.take() {
+                            Some(g) => g,
+                            None => h.pending.sized_like(),
+                        };
                         let gen = Arc::new(std::mem::replace(&mut h.pending, next));
                         h.compacting = Some(gen.clone());
                         h.taken += 1;
@@ -294,9 +297,15 @@ pub fn run(
             })
         });
         shared.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+        // Written and no longer read: its room serves the next generation.
+        let spare = match (&result, Arc::try_unwrap(gen)) {
+            (Ok(_), Ok(g)) => Some(g.emptied()),
+            _ => None,
+        };
         let mut h = shared.lock();
         match result {
             Ok(d) => {
+                h.spare = spare;
                 let s = &mut h.status;
                 s.compactions += 1;
                 s.chunks_written += d.chunks_written;

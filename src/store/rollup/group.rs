@@ -70,7 +70,7 @@ impl Touched {
         }
         // (cube, minute, small value or record): each lead once per batch.
         let mut seen: FxHashSet<(Cube, i64, u32)> = FxHashSet::default();
-        for e in &d.entries {
+        for e in d.rows() {
             let (n, lead) = match e.cube {
                 Cube::Dims | Cube::Anchors => (
                     u32::from(e.small[0]),

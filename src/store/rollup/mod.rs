@@ -304,40 +304,28 @@ pub struct RunValue<S> {
     pub offsets: Vec<(S, S, i32, i64)>,
 }
 
-/// A batch's rollup deltas. The rows without an id (dims, anchors) are
-/// summed by a key of integers only: the values of the small vocabularies
-/// (genre, region, resolution, device) by number, so a key hashes and
-/// compares without touching a string. The rows of an id (title, track) are
-/// listed, each with its id's number in the batch; each id names the first
-/// record carrying it, so the store looks up each id once per batch, not
-/// once per row.
+/// A batch's rollup deltas as they are summed (see [`BatchDeltas`], which
+/// they become without a copy), with the batch's numbering of the strings.
 #[derive(Debug, Default)]
 pub struct Deltas<'a> {
-    map: FxHashMap<Key, Sums>,
-    /// Rows of a title or a track, listed as they come: one rarely repeats
-    /// within a batch, and the generation adds them up anyway, so summing
-    /// them here first cost a map insert and a copy a row for nothing.
-    listed: Vec<(Listed<'a>, Sums)>,
+    batch: BatchDeltas,
     names: Vec<&'a str>,
     numbers: FxHashMap<&'a str, u16>,
-    /// The record first carrying each id, by the id's number.
-    ids: Vec<u32>,
     id_numbers: FxHashMap<&'a str, u32>,
+    /// Each id by its number (the tests' [`Deltas::entries`] name them).
+    #[cfg(test)]
+    id_names: Vec<&'a str>,
 }
 
 /// No id (the dims cube).
 const NO_ID: u32 = u32::MAX;
 
-/// A listed row's place: cube, minute (or hour), id and its number in the
+/// A listed row's place: cube, minute (or hour), its id's number in the
 /// batch, the small vocabularies' numbers.
 #[derive(Debug, Clone, Copy)]
-struct Listed<'a> {
+struct Listed {
     cube: Cube,
     minute: i64,
-    /// The id itself (the owned form names it by `number`): read by the
-    /// tests' [`Deltas::entries`].
-    #[cfg_attr(not(test), allow(dead_code))]
-    id: &'a str,
     number: u32,
     small: [u16; 3],
 }
@@ -369,20 +357,21 @@ impl<'a> Deltas<'a> {
             let number = match self.id_numbers.get(id) {
                 Some(n) => *n,
                 None => {
-                    let n = self.ids.len() as u32;
-                    self.ids.push(record);
+                    let n = self.batch.ids.len() as u32;
+                    self.batch.ids.push(record);
                     self.id_numbers.insert(id, n);
+                    #[cfg(test)]
+                    self.id_names.push(id);
                     n
                 }
             };
             let at = Listed {
                 cube,
                 minute,
-                id,
                 number,
                 small,
             };
-            self.listed.push((at, *sums));
+            self.batch.listed.push((at, *sums));
             return;
         }
         let key = Key {
@@ -390,7 +379,7 @@ impl<'a> Deltas<'a> {
             minute,
             small,
         };
-        self.map.entry(key).or_default().add(sums);
+        self.batch.map.entry(key).or_default().add(sums);
     }
 
     /// The number of a small vocabulary's value (0 is "").
@@ -414,35 +403,25 @@ impl<'a> Deltas<'a> {
     /// Each entry: (cube, minute, tuple, sums).
     #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (Cube, i64, Tuple<&'a str>, &Sums)> + '_ {
-        let kept = self.map.iter().map(|(k, s)| {
-            let at = Listed {
-                cube: k.cube,
-                minute: k.minute,
-                id: "",
-                number: NO_ID,
-                small: k.small,
-            };
-            (at, s)
-        });
-        let listed = self.listed.iter().map(|(at, s)| (*at, s));
-        kept.chain(listed).map(move |(k, s)| {
+        self.batch.rows().map(move |r| {
             let n = |i: usize| {
                 self.names
-                    .get(usize::from(k.small[i]))
+                    .get(usize::from(r.small[i]))
                     .copied()
                     .unwrap_or("")
             };
-            let tuple = match k.cube {
+            let id = self.id_names.get(r.id as usize).copied().unwrap_or("");
+            let tuple = match r.cube {
                 Cube::Dims | Cube::Anchors => [n(0), n(1), n(2), ""],
-                Cube::Titles => [k.id, n(0), n(1), n(2)],
-                Cube::Music => [k.id, n(0), "", ""],
+                Cube::Titles => [id, n(0), n(1), n(2)],
+                Cube::Music => [id, n(0), "", ""],
             };
-            (k.cube, k.minute, tuple, s)
+            (r.cube, r.minute, tuple, r.sums)
         })
     }
 
     pub fn len(&self) -> usize {
-        self.map.len() + self.listed.len()
+        self.batch.len()
     }
 
     /// Adds stored event `record` written at `now_ms` (events dated further
@@ -529,31 +508,15 @@ impl<'a> Deltas<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && self.listed.is_empty()
+        self.batch.len() == 0
     }
 
-    /// The deltas owned, each id named by the index of the first record carrying it.
+    /// The deltas owned, each id named by the index of the first record
+    /// carrying it (the sums stay where they were summed).
     pub fn into_batch(self) -> BatchDeltas {
-        let mut entries = Vec::with_capacity(self.map.len() + self.listed.len());
-        entries.extend(self.map.into_iter().map(|(k, sums)| BatchEntry {
-            cube: k.cube,
-            minute: k.minute,
-            id: NO_ID,
-            small: k.small,
-            sums,
-        }));
-        entries.extend(self.listed.into_iter().map(|(at, sums)| BatchEntry {
-            cube: at.cube,
-            minute: at.minute,
-            id: at.number,
-            small: at.small,
-            sums,
-        }));
-        BatchDeltas {
-            names: self.names.iter().map(|s| s.to_string()).collect(),
-            ids: self.ids,
-            entries,
-        }
+        let mut batch = self.batch;
+        batch.names.extend(self.names.iter().map(|s| s.to_string()));
+        batch
     }
 
     /// The entries as run parts without their offsets, as earlier versions
@@ -605,12 +568,15 @@ pub fn deltas_of<'a>(
     t: &Tuning,
 ) -> Deltas<'a> {
     let events = events.into_iter();
-    let mut d = Deltas::default();
+    let mut d = Deltas {
+        batch: BatchDeltas::reused(),
+        ..Deltas::default()
+    };
     // (a filtered iterator's lower bound is 0: growing by rehash moved
     // every entry several times per batch)
     let n = events.size_hint().1.unwrap_or(0);
-    d.map.reserve(n / 2);
-    d.listed.reserve(n);
+    d.batch.map.reserve(n / 2);
+    d.batch.listed.reserve(n);
     for (i, e) in events {
         d.event(i, e, now_ms, t);
     }
@@ -637,31 +603,97 @@ pub fn id_of(ev: &Event) -> &str {
     }
 }
 
-/// A batch's rollup deltas, owned: an id is named by the index of the first
-/// record carrying it (the records stay with the batch until it is durable).
+/// A batch's rollup deltas, owned. The rows without an id (dims, anchors)
+/// are summed by a key of integers only: the values of the small
+/// vocabularies (genre, region, resolution, device) by number, so a key
+/// hashes and compares without touching a string. The rows of an id (title,
+/// track) are listed, each with its id's number in the batch; each id names
+/// the first record carrying it (the records stay with the batch until it is
+/// durable), so the store looks up each id once per batch, not once per row.
+/// Once held, its buffers go back for the next batch ([`BatchDeltas::recycle`]).
 #[derive(Debug, Clone, Default)]
 pub struct BatchDeltas {
     names: Vec<String>,
     /// The record first carrying each id, by the id's number in the batch.
     ids: Vec<u32>,
-    entries: Vec<BatchEntry>,
+    map: FxHashMap<Key, Sums>,
+    /// Rows of a title or a track, listed as they come: one rarely repeats
+    /// within a batch, and the generation adds them up anyway, so summing
+    /// them here first cost a map insert a row for nothing.
+    listed: Vec<(Listed, Sums)>,
 }
+
+/// One row of a [`BatchDeltas`].
+#[derive(Debug, Clone, Copy)]
+struct BatchRow<'d> {
+    cube: Cube,
+    minute: i64,
+    /// The id's number in the batch ([`NO_ID`]: none).
+    id: u32,
+    small: [u16; 3],
+    sums: &'d Sums,
+}
+
+/// Emptied batch buffers, taken by the next batches' sums: a batch's map and
+/// rows (a few MB) are then neither allocated nor faulted in again.
+static SPARE: Mutex<Vec<BatchDeltas>> = Mutex::new(Vec::new());
+/// Most emptied buffers kept, and the most rows a kept one may have room for.
+const SPARE_MAX: usize = 4;
+const SPARE_MAX_ROWS: usize = 1 << 20;
 
 impl BatchDeltas {
     /// The record carrying id number `n` of the batch.
     fn id_record(&self, n: u32) -> u32 {
         self.ids.get(n as usize).copied().unwrap_or(NO_ID)
     }
-}
 
-#[derive(Debug, Clone)]
-struct BatchEntry {
-    cube: Cube,
-    minute: i64,
-    /// The id's number in the batch ([`NO_ID`]: none).
-    id: u32,
-    small: [u16; 3],
-    sums: Sums,
+    fn len(&self) -> usize {
+        self.map.len() + self.listed.len()
+    }
+
+    fn rows(&self) -> impl Iterator<Item = BatchRow<'_>> {
+        let kept = self.map.iter().map(|(k, sums)| BatchRow {
+            cube: k.cube,
+            minute: k.minute,
+            id: NO_ID,
+            small: k.small,
+            sums,
+        });
+        let listed = self.listed.iter().map(|(at, sums)| BatchRow {
+            cube: at.cube,
+            minute: at.minute,
+            id: at.number,
+            small: at.small,
+            sums,
+        });
+        kept.chain(listed)
+    }
+
+    /// Emptied buffers of an earlier batch, or new ones.
+    fn reused() -> BatchDeltas {
+        SPARE
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default()
+    }
+
+    /// Empties the buffers and keeps them for a later batch (at most
+    /// [`SPARE_MAX`], none with room for more than [`SPARE_MAX_ROWS`]).
+    pub fn recycle(mut self) {
+        if self.map.capacity() > SPARE_MAX_ROWS || self.listed.capacity() > SPARE_MAX_ROWS {
+            return;
+        }
+        self.names.clear();
+        self.ids.clear();
+        self.map.clear();
+        self.listed.clear();
+        if let Ok(mut s) = SPARE.lock() {
+            if s.len() < SPARE_MAX {
+                s.push(self);
+            }
+        }
+    }
 }
 
 /// A run part: its encoded entries, then `offsets` (see [`RunValue`]).
@@ -839,13 +871,13 @@ impl Generation {
         let ids: Vec<u32> = d.ids.iter().map(|r| self.intern(id_of(*r))).collect();
         let s = |i: u16| small.get(usize::from(i)).copied().unwrap_or(0);
         let id = |n: u32| ids.get(n as usize).copied().unwrap_or(0);
-        for e in &d.entries {
+        for e in d.rows() {
             let ids = match e.cube {
                 Cube::Dims | Cube::Anchors => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
                 Cube::Titles => [id(e.id), s(e.small[0]), s(e.small[1]), s(e.small[2])],
                 Cube::Music => [id(e.id), s(e.small[0]), 0, 0],
             };
-            self.add_row(e.cube, e.minute, ids, &e.sums);
+            self.add_row(e.cube, e.minute, ids, e.sums);
         }
     }
 
@@ -864,6 +896,27 @@ impl Generation {
         let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
         order.sort_unstable_by(|a, b| self.name(*a).cmp(self.name(*b)));
         order
+    }
+
+    /// This generation emptied, its rows' and names' room kept: the next
+    /// pending generation fills memory already in place instead of faulting
+    /// in a new table of the same size.
+    pub fn emptied(mut self) -> Generation {
+        for r in &mut self.rows {
+            r.clear();
+        }
+        self.names.clear();
+        self.numbers.clear();
+        self.offsets.clear();
+        self.legacy.clear();
+        Generation {
+            names: self.names,
+            numbers: self.numbers,
+            rows: self.rows,
+            offsets: self.offsets,
+            legacy: self.legacy,
+            ..Generation::default()
+        }
     }
 
     /// An empty generation with room for as many rows and names as this one.
@@ -977,6 +1030,8 @@ pub struct Held {
     pub pending: Generation,
     /// The generation being written into chunks (readers see it until it is).
     pub compacting: Option<Arc<Generation>>,
+    /// The last generation written, emptied: the next pending one.
+    pub spare: Option<Generation>,
     /// Generations taken by the compactor since the store opened.
     pub taken: u64,
     /// The next offset of each partition whose events are in chunks.

@@ -1001,3 +1001,63 @@ fn a_peers_published_rollups_add_up_with_this_stores_as_one_store_of_every_event
     assert!(b.rollups(&q).unwrap().points.iter().all(|p| p.members <= 1));
     assert_eq!(b.rollup_status().peer_newest_minute, None);
 }
+
+/// A generation's rows by name, sorted (what a reader of it sees).
+fn named_rows(g: &Generation) -> Vec<(Cube, i64, Tuple<String>, Sums)> {
+    let mut out: Vec<_> = Cube::ALL
+        .into_iter()
+        .flat_map(|c| {
+            g.rows(c)
+                .map(move |(m, t, s)| (c, m, t.map(str::to_string), *s))
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    out
+}
+
+#[test]
+fn reused_batch_buffers_and_an_emptied_generation_hold_what_new_ones_do() {
+    let t = Tuning::default();
+    let now = BASE + 48 * HOUR_MS;
+    let batch = |seed: u64, from: i64, to: i64| -> Vec<Event> {
+        views(3_000, seed, from, to)
+            .into_iter()
+            .map(Event::Video)
+            .collect()
+    };
+    let (a, b) = (batch(61, 0, 300), batch(62, 200, 900));
+    let sum = |evs: &[Event]| {
+        deltas_of(evs.iter().enumerate().map(|(i, e)| (i as u32, e)), now, &t).into_batch()
+    };
+    let hold = |g: &mut Generation, d: &BatchDeltas, evs: &[Event]| {
+        g.add(d, |i| id_of(&evs[i as usize]));
+    };
+    // Every spare buffer goes back, then b is summed in one of a's.
+    let (da, db_fresh) = (sum(&a), sum(&b));
+    let mut fresh = Generation::default();
+    hold(&mut fresh, &db_fresh, &b);
+    da.recycle();
+    let db = sum(&b);
+    assert_eq!(db.len(), db_fresh.len());
+    let mut reused = Generation::default();
+    hold(&mut reused, &db, &b);
+    assert_eq!(named_rows(&reused), named_rows(&fresh));
+
+    // A generation that held a, emptied, then holding b: b's rows alone,
+    // each string named as b names it, nothing of a's offsets or batches.
+    let mut g = Generation::default();
+    hold(&mut g, &sum(&a), &a);
+    g.note_offsets("ns", [("v", 0, 3_000)].into_iter());
+    g.batches = 1;
+    g.oldest_write_ms = Some(now);
+    let mut g = g.emptied();
+    assert!(g.is_empty());
+    assert_eq!(
+        (g.row_count(), g.newest(), g.offsets().count()),
+        (0, None, 0)
+    );
+    hold(&mut g, &db, &b);
+    assert_eq!(named_rows(&g), named_rows(&fresh));
+    assert_eq!(g.newest(), fresh.newest());
+    assert_eq!(g.order().len(), fresh.order().len());
+}
