@@ -283,6 +283,7 @@ pub fn run(
             }
         };
         last = Instant::now();
+        let spare_limit = shared.lock().tuning.compact_bytes.saturating_mul(4);
         let t = Instant::now();
         let min_free = min_free.load(Ordering::Relaxed);
         let (result, cpu) = crate::domain::worker::with_cpu(|| {
@@ -297,9 +298,11 @@ pub fn run(
             })
         });
         shared.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
-        // Written and no longer read: its room serves the next generation.
+        // Written and no longer read: its room serves the next generation,
+        // unless a burst made it larger than 4 times what starts a compaction
+        // (its memory then goes back).
         let spare = match (&result, Arc::try_unwrap(gen)) {
-            (Ok(_), Ok(g)) => Some(g.emptied()),
+            (Ok(_), Ok(g)) if g.room_bytes() <= spare_limit => Some(g.emptied()),
             _ => None,
         };
         let mut h = shared.lock();

@@ -975,6 +975,12 @@ impl Generation {
         self.rows.iter().map(|r| r.len()).sum()
     }
 
+    /// About the bytes its tables have room for.
+    pub fn room_bytes(&self) -> usize {
+        let rows: usize = self.rows.iter().map(|r| r.capacity()).sum();
+        rows * (std::mem::size_of::<((i64, [u32; 4]), Sums)>() + 8)
+    }
+
     /// About the bytes it holds.
     pub fn bytes(&self) -> usize {
         self.row_count() * (std::mem::size_of::<((i64, [u32; 4]), Sums)>() + 8) + self.names_bytes
