@@ -24,16 +24,18 @@ pub struct Done {
 }
 
 /// Where a row goes: (grain, cube, bucket), then the ranks of its values
-/// (see [`Generation::order`]): sorted, rows come by bucket, each bucket's in
-/// the order of their tuples.
+/// (see [`Generation::order`]): a bucket's rows sorted by them are in the
+/// order of their tuples.
 type Place = ((Grain, Cube, i64), [u32; 4]);
 
 /// The generation's rows added up per bucket (minutes kept only while
-/// retained, hours while retained; titles by the hour only), sorted by
-/// [`Place`] with `rank` (a name's rank by its number); answers them, the
-/// newest minute and the late count. One sort, no map per bucket.
-fn gather(
-    gen: &Generation,
+/// retained, hours while retained; titles by the hour only), each bucket's
+/// rows together and sorted by their ranks (`rank`: a name's rank by its
+/// number); answers them, the newest minute and the late count. The held
+/// minutes of an hour are added up into it; each bucket's rows are sorted
+/// on their own (no sort of every row).
+fn gather<'g>(
+    gen: &'g Generation,
     rank: &[u32],
     newest: Option<i64>,
     t: &Tuning,
@@ -43,30 +45,47 @@ fn gather(
         return (Vec::new(), None, 0);
     };
     let [(_, minute_cut), (_, hour_cut)] = t.cuts(now);
-    let mut placed: Vec<(Place, &Sums)> = Vec::with_capacity(gen.row_count() * 2);
+    let ranks = |ids: &[u32; 4]| ids.map(|n| rank.get(n as usize).copied().unwrap_or(0));
+    let mut out: Vec<(Place, Sums)> = Vec::with_capacity(gen.row_count() * 2);
     let mut late = 0u64;
-    for cube in Cube::ALL {
-        for ((minute, ids), sums) in gen.numbered(cube) {
-            let minute = *minute;
-            let ranks = ids.map(|n| rank.get(n as usize).copied().unwrap_or(0));
-            if minute >= minute_cut && cube.has_minutes() {
-                placed.push((((Grain::Minute, cube, minute), ranks), sums));
-            }
-            let hour = Grain::Hour.bucket(minute);
-            if hour >= hour_cut {
-                placed.push((((Grain::Hour, cube, hour), ranks), sums));
-            } else if cube.has_minutes() {
-                // (a view's titles row repeats its dims row; anchors weigh nothing)
-                late += sums.weight();
+    let mut sorting: Vec<([u32; 4], &'g Sums)> = Vec::new();
+    // Adds a bucket's rows (from one or more held tables) to `out`, sorted.
+    let mut place = |at: (Grain, Cube, i64), tables: &[(i64, &'g BucketRows)]| {
+        sorting.clear();
+        for (_, rows) in tables {
+            sorting.extend(rows.iter().map(|(ids, s)| (ranks(ids), s)));
+        }
+        sorting.sort_unstable_by_key(|(r, _)| *r);
+        for (r, s) in sorting.drain(..) {
+            match out.last_mut() {
+                Some((q, sums)) if q.0 == at && q.1 == r => sums.add(s),
+                _ => out.push(((at, r), *s)),
             }
         }
-    }
-    placed.sort_unstable_by_key(|(p, _)| *p);
-    let mut out: Vec<(Place, Sums)> = Vec::with_capacity(placed.len());
-    for (p, s) in placed {
-        match out.last_mut() {
-            Some((q, sums)) if *q == p => sums.add(s),
-            _ => out.push((p, *s)),
+    };
+    for cube in Cube::ALL {
+        let mut held: Vec<(i64, &'g BucketRows)> = gen.buckets(cube).collect();
+        held.sort_unstable_by_key(|(m, _)| *m);
+        if cube.has_minutes() {
+            for b in held.iter().filter(|(m, _)| *m >= minute_cut) {
+                place((Grain::Minute, cube, b.0), std::slice::from_ref(b));
+            }
+        }
+        for hour in held.chunk_by(|a, b| Grain::Hour.bucket(a.0) == Grain::Hour.bucket(b.0)) {
+            let Some((first, _)) = hour.first() else {
+                continue;
+            };
+            let at = Grain::Hour.bucket(*first);
+            if at >= hour_cut {
+                place((Grain::Hour, cube, at), hour);
+            } else if cube.has_minutes() {
+                // (a view's titles row repeats its dims row; anchors weigh nothing)
+                late += hour
+                    .iter()
+                    .flat_map(|(_, rows)| rows.values())
+                    .map(Sums::weight)
+                    .sum::<u64>();
+            }
         }
     }
     (out, newest, late)

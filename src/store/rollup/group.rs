@@ -188,8 +188,8 @@ impl StoreView {
         let h = self.rollups.lock();
         for gen in h.generations() {
             for cube in Cube::ALL {
-                for ((minute, _), _) in gen.numbered(cube) {
-                    for (grain, bucket) in buckets_of(cube, *minute) {
+                for (minute, _) in gen.buckets(cube) {
+                    for (grain, bucket) in buckets_of(cube, minute) {
                         out.insert((grain, cube, bucket));
                     }
                 }
@@ -220,9 +220,13 @@ impl StoreView {
         }
         let h = self.rollups.lock();
         for gen in h.generations() {
-            for (minute, t, s) in gen.rows(cube) {
-                if grain.bucket(minute) == bucket && kept_by(cube, grain) {
-                    rows.entry(t.map(str::to_string)).or_default().add(s);
+            let held = gen
+                .buckets(cube)
+                .filter(|(minute, _)| grain.bucket(*minute) == bucket && kept_by(cube, grain));
+            for (_, held) in held {
+                for (ids, s) in held {
+                    let t = ids.map(|n| gen.name(n).to_string());
+                    rows.entry(t).or_default().add(s);
                 }
             }
         }

@@ -801,15 +801,26 @@ pub fn decode_rows(bytes: &[u8]) -> Option<Rows<'_>> {
     postcard::from_bytes(bytes).ok()
 }
 
-/// What one [`Generation`] holds of a cube: (bucket, ids) → sums. The sums
-/// sit in the entry: adding a row to a large generation (a title's, among
-/// hundreds of thousands) touches one place in memory, not two. A
-/// generation is made with the room its predecessor needed
-/// ([`Generation::sized_like`]), so it rarely grows. (Listing the rows of
-/// titles instead, for the compaction's sort to add up, took less on the
-/// store's thread but more in all: the sort then handles every event's row,
-/// not each distinct one.)
-type GenRows = FxHashMap<(i64, [u32; 4]), Sums>;
+/// One bucket's rows of a cube in a [`Generation`]: ids → sums. The sums sit
+/// in the entry: adding a row touches one place in memory, not two. (Listing
+/// the rows of titles instead, for the compaction's sort to add up, took
+/// less on the store's thread but more in all: the sort then handles every
+/// event's row, not each distinct one.)
+pub type BucketRows = FxHashMap<[u32; 4], Sums>;
+
+/// What one [`Generation`] holds of a cube: minute (or hour) → its rows. A
+/// batch's rows fall in a few buckets, whose tables stay in cache while it
+/// adds them; one table of every bucket's rows (tens of MB on a backfill)
+/// missed the cache for nearly every row. The compactor and readers take
+/// them bucket by bucket.
+#[derive(Debug, Default)]
+struct CubeRows {
+    buckets: FxHashMap<i64, BucketRows>,
+    rows: usize,
+}
+
+/// Most emptied bucket tables a generation keeps for its next buckets.
+const POOL_MAX: usize = 1 << 14;
 
 /// The rollup deltas of the durable batches since a compaction, added up in
 /// memory (nothing of them is written with the batches: the event log holds
@@ -820,7 +831,10 @@ type GenRows = FxHashMap<(i64, [u32; 4]), Sums>;
 pub struct Generation {
     names: Vec<Arc<str>>,
     numbers: FxHashMap<Arc<str>, u32>,
-    rows: [GenRows; 4],
+    rows: [CubeRows; 4],
+    /// Emptied bucket tables (an emptied generation's), taken by new buckets
+    /// before any is allocated.
+    pool: Vec<BucketRows>,
     /// (namespace, topic, partition) → the next offset of the newest batch held.
     offsets: FxHashMap<(String, String, i32), i64>,
     /// Batches held, and the write time of the oldest (retention keeps its
@@ -842,6 +856,10 @@ fn cube_index(c: Cube) -> usize {
         Cube::Anchors => 3,
     }
 }
+
+/// About the bytes a held row takes (its entry and its control byte, with
+/// the table's spare room).
+const ROW_BYTES: usize = std::mem::size_of::<([u32; 4], Sums)>() + 8;
 
 impl Generation {
     fn intern(&mut self, s: &str) -> u32 {
@@ -885,10 +903,19 @@ impl Generation {
         if sums.weight() > 0 {
             self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
         }
-        self.rows[cube_index(cube)]
-            .entry((minute, ids))
-            .or_default()
-            .add(sums);
+        let pool = &mut self.pool;
+        let c = &mut self.rows[cube_index(cube)];
+        let table = c
+            .buckets
+            .entry(minute)
+            .or_insert_with(|| pool.pop().unwrap_or_default());
+        match table.entry(ids) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(sums),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(*sums);
+                c.rows += 1;
+            }
+        }
     }
 
     /// The names' numbers in the order of the strings (rank → number).
@@ -898,12 +925,19 @@ impl Generation {
         order
     }
 
-    /// This generation emptied, its rows' and names' room kept: the next
+    /// This generation emptied, its tables' and names' room kept: the next
     /// pending generation fills memory already in place instead of faulting
-    /// in a new table of the same size.
+    /// in new tables of the same size.
     pub fn emptied(mut self) -> Generation {
-        for r in &mut self.rows {
-            r.clear();
+        let mut pool = std::mem::take(&mut self.pool);
+        for c in &mut self.rows {
+            for (_, mut t) in c.buckets.drain() {
+                if pool.len() < POOL_MAX {
+                    t.clear();
+                    pool.push(t);
+                }
+            }
+            c.rows = 0;
         }
         self.names.clear();
         self.numbers.clear();
@@ -913,17 +947,18 @@ impl Generation {
             names: self.names,
             numbers: self.numbers,
             rows: self.rows,
+            pool,
             offsets: self.offsets,
             legacy: self.legacy,
             ..Generation::default()
         }
     }
 
-    /// An empty generation with room for as many rows and names as this one.
+    /// An empty generation with room for as many buckets and names as this one.
     pub fn sized_like(&self) -> Generation {
         let mut g = Generation::default();
         for (to, from) in g.rows.iter_mut().zip(&self.rows) {
-            to.reserve(from.len());
+            to.buckets.reserve(from.buckets.len());
         }
         g.names.reserve(self.names.len());
         g.numbers.reserve(self.names.len());
@@ -954,12 +989,22 @@ impl Generation {
     /// The rows of `cube`: (minute, or hour for titles; tuple; sums).
     pub fn rows(&self, cube: Cube) -> impl Iterator<Item = (i64, Tuple<&str>, &Sums)> + '_ {
         self.numbered(cube)
-            .map(|((minute, ids), s)| (*minute, ids.map(|n| self.name(n)), s))
+            .map(|(minute, ids, s)| (minute, ids.map(|n| self.name(n)), s))
     }
 
     /// The rows of `cube` by number (see [`Generation::name`]).
-    pub fn numbered(&self, cube: Cube) -> impl Iterator<Item = (&(i64, [u32; 4]), &Sums)> {
-        self.rows[cube_index(cube)].iter()
+    pub fn numbered(&self, cube: Cube) -> impl Iterator<Item = (i64, &[u32; 4], &Sums)> {
+        self.buckets(cube)
+            .flat_map(|(minute, t)| t.iter().map(move |(ids, s)| (minute, ids, s)))
+    }
+
+    /// The minutes (or hours, for titles) of `cube` held, each with its rows
+    /// by number, in no order.
+    pub fn buckets(&self, cube: Cube) -> impl Iterator<Item = (i64, &BucketRows)> {
+        self.rows[cube_index(cube)]
+            .buckets
+            .iter()
+            .map(|(minute, t)| (*minute, t))
     }
 
     pub fn offsets(&self) -> impl Iterator<Item = (&(String, String, i32), &i64)> {
@@ -972,18 +1017,24 @@ impl Generation {
     }
 
     pub fn row_count(&self) -> usize {
-        self.rows.iter().map(|r| r.len()).sum()
+        self.rows.iter().map(|c| c.rows).sum()
     }
 
-    /// About the bytes its tables have room for.
+    /// About the bytes its tables have room for (the pool's included).
     pub fn room_bytes(&self) -> usize {
-        let rows: usize = self.rows.iter().map(|r| r.capacity()).sum();
-        rows * (std::mem::size_of::<((i64, [u32; 4]), Sums)>() + 8)
+        let held: usize = self
+            .rows
+            .iter()
+            .flat_map(|c| c.buckets.values())
+            .map(|t| t.capacity())
+            .sum();
+        let pooled: usize = self.pool.iter().map(|t| t.capacity()).sum();
+        (held + pooled) * ROW_BYTES
     }
 
     /// About the bytes it holds.
     pub fn bytes(&self) -> usize {
-        self.row_count() * (std::mem::size_of::<((i64, [u32; 4]), Sums)>() + 8) + self.names_bytes
+        self.row_count() * ROW_BYTES + self.names_bytes
     }
 
     pub fn is_empty(&self) -> bool {

@@ -348,10 +348,16 @@ impl StoreView {
             // (this store's buckets noted once each, not once per row)
             let mut held_buckets = rustc_hash::FxHashSet::default();
             for gen in h.generations() {
-                for (minute, tuple, sums) in gen.rows(cube) {
+                // (only the held minutes of the range: a backfill holds many)
+                for (minute, held) in gen.buckets(cube) {
                     let bucket = grain.bucket(minute);
-                    take(bucket, &tuple, sums);
-                    if reported.is_some() {
+                    if bucket < from || bucket >= to {
+                        continue;
+                    }
+                    for (ids, sums) in held {
+                        take(bucket, &ids.map(|n| gen.name(n)), sums);
+                    }
+                    if reported.is_some() && !held.is_empty() {
                         held_buckets.insert(bucket);
                     }
                 }
