@@ -817,10 +817,14 @@ pub type BucketRows = FxHashMap<[u32; 4], Sums>;
 struct CubeRows {
     buckets: FxHashMap<i64, BucketRows>,
     rows: usize,
+    /// Emptied tables of this cube (an emptied generation's), taken by its
+    /// new buckets before any is allocated: a live stream's one hour of
+    /// titles gets back the room it needed, not a minute's.
+    pool: Vec<BucketRows>,
 }
 
-/// Most emptied bucket tables a generation keeps for its next buckets.
-const POOL_MAX: usize = 1 << 14;
+/// Most emptied bucket tables a cube keeps for its next buckets.
+const POOL_MAX: usize = 1 << 12;
 
 /// The rollup deltas of the durable batches since a compaction, added up in
 /// memory (nothing of them is written with the batches: the event log holds
@@ -832,9 +836,6 @@ pub struct Generation {
     names: Vec<Arc<str>>,
     numbers: FxHashMap<Arc<str>, u32>,
     rows: [CubeRows; 4],
-    /// Emptied bucket tables (an emptied generation's), taken by new buckets
-    /// before any is allocated.
-    pool: Vec<BucketRows>,
     /// (namespace, topic, partition) → the next offset of the newest batch held.
     offsets: FxHashMap<(String, String, i32), i64>,
     /// Batches held, and the write time of the oldest (retention keeps its
@@ -903,8 +904,8 @@ impl Generation {
         if sums.weight() > 0 {
             self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
         }
-        let pool = &mut self.pool;
         let c = &mut self.rows[cube_index(cube)];
+        let pool = &mut c.pool;
         let table = c
             .buckets
             .entry(minute)
@@ -929,14 +930,15 @@ impl Generation {
     /// pending generation fills memory already in place instead of faulting
     /// in new tables of the same size.
     pub fn emptied(mut self) -> Generation {
-        let mut pool = std::mem::take(&mut self.pool);
         for c in &mut self.rows {
             for (_, mut t) in c.buckets.drain() {
-                if pool.len() < POOL_MAX {
+                if c.pool.len() < POOL_MAX {
                     t.clear();
-                    pool.push(t);
+                    c.pool.push(t);
                 }
             }
+            // The largest last: taken first.
+            c.pool.sort_unstable_by_key(|t| t.capacity());
             c.rows = 0;
         }
         self.names.clear();
@@ -947,7 +949,6 @@ impl Generation {
             names: self.names,
             numbers: self.numbers,
             rows: self.rows,
-            pool,
             offsets: self.offsets,
             legacy: self.legacy,
             ..Generation::default()
@@ -1022,14 +1023,13 @@ impl Generation {
 
     /// About the bytes its tables have room for (the pool's included).
     pub fn room_bytes(&self) -> usize {
-        let held: usize = self
+        let tables: usize = self
             .rows
             .iter()
-            .flat_map(|c| c.buckets.values())
+            .flat_map(|c| c.buckets.values().chain(&c.pool))
             .map(|t| t.capacity())
             .sum();
-        let pooled: usize = self.pool.iter().map(|t| t.capacity()).sum();
-        (held + pooled) * ROW_BYTES
+        tables * ROW_BYTES
     }
 
     /// About the bytes it holds.
