@@ -220,11 +220,11 @@ impl StoreView {
         }
         let h = self.rollups.lock();
         for gen in h.generations() {
-            let held = gen
+            let tables = gen
                 .buckets(cube)
                 .filter(|(minute, _)| grain.bucket(*minute) == bucket && kept_by(cube, grain));
-            for (_, held) in held {
-                for (ids, s) in held {
+            for (_, table) in tables {
+                for (ids, s) in table {
                     let t = ids.map(|n| gen.name(n).to_string());
                     rows.entry(t).or_default().add(s);
                 }

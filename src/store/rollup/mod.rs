@@ -989,18 +989,14 @@ impl Generation {
 
     /// The rows of `cube`: (minute, or hour for titles; tuple; sums).
     pub fn rows(&self, cube: Cube) -> impl Iterator<Item = (i64, Tuple<&str>, &Sums)> + '_ {
-        self.numbered(cube)
-            .map(|(minute, ids, s)| (minute, ids.map(|n| self.name(n)), s))
-    }
-
-    /// The rows of `cube` by number (see [`Generation::name`]).
-    pub fn numbered(&self, cube: Cube) -> impl Iterator<Item = (i64, &[u32; 4], &Sums)> {
-        self.buckets(cube)
-            .flat_map(|(minute, t)| t.iter().map(move |(ids, s)| (minute, ids, s)))
+        self.buckets(cube).flat_map(move |(minute, t)| {
+            t.iter()
+                .map(move |(ids, s)| (minute, ids.map(|n| self.name(n)), s))
+        })
     }
 
     /// The minutes (or hours, for titles) of `cube` held, each with its rows
-    /// by number, in no order.
+    /// by number (see [`Generation::name`]), in no order.
     pub fn buckets(&self, cube: Cube) -> impl Iterator<Item = (i64, &BucketRows)> {
         self.rows[cube_index(cube)]
             .buckets

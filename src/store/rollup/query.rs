@@ -357,7 +357,7 @@ impl StoreView {
                     for (ids, sums) in held {
                         take(bucket, &ids.map(|n| gen.name(n)), sums);
                     }
-                    if reported.is_some() && !held.is_empty() {
+                    if reported.is_some() {
                         held_buckets.insert(bucket);
                     }
                 }
