@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::quantile;
 use crate::admin::context::Admin;
@@ -72,27 +71,31 @@ pub struct ServeReport {
 
 const ENDPOINTS: [&str; 3] = ["recommend", "similar", "trending"];
 
-/// One keep-alive HTTP/1.1 connection; answers the status of a GET.
+/// One keep-alive HTTP/1.1 connection (blocking: each connection has a
+/// thread of its own); answers the status of a GET.
 struct Conn {
-    stream: tokio::net::TcpStream,
+    stream: std::net::TcpStream,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    async fn open(addr: std::net::SocketAddr) -> std::io::Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
+    fn open(addr: std::net::SocketAddr) -> std::io::Result<Conn> {
+        let stream = std::net::TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(16 << 10),
         })
     }
 
-    async fn get(&mut self, path: &str) -> std::io::Result<u16> {
+    fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
         let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        self.stream.write_all(req.as_bytes()).await?;
+        self.stream.write_all(req.as_bytes())?;
         self.buf.clear();
         let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+        let mut chunk = [0u8; 8192];
         // Headers, then a body of Content-Length bytes.
         let end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -101,8 +104,7 @@ impl Conn {
             if self.buf.len() > 64 << 10 {
                 return Err(bad("headers past 64 KiB"));
             }
-            let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.stream.read(&mut chunk)?;
             if n == 0 {
                 return Err(bad("the server closed the connection"));
             }
@@ -121,8 +123,7 @@ impl Conn {
             .ok_or_else(|| bad("no content-length"))?;
         let mut have = self.buf.len() - end;
         while have < length {
-            let mut chunk = [0u8; 8192];
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.stream.read(&mut chunk)?;
             if n == 0 {
                 return Err(bad("the server closed the connection mid-body"));
             }
@@ -133,48 +134,53 @@ impl Conn {
 }
 
 /// Sends the planned requests (`plan[i]`: endpoint, path) at `rate`/s over
-/// `connections` connections; answers (endpoint, latency ms from the planned
-/// time, from the send, ok) per request.
+/// `connections` connections, each on a thread of its own that sleeps to
+/// each of its requests' times (a timer of the kernel's precision: an async
+/// runtime's 1 ms timer wheel would send most requests up to a millisecond
+/// late, and that lateness would count as latency); answers (endpoint,
+/// latency ms from the planned time, from the send, ok) per request.
 fn load(
     addr: std::net::SocketAddr,
     plan: Vec<(usize, String)>,
     rate: f64,
     connections: usize,
 ) -> anyhow::Result<Vec<(usize, f64, f64, bool)>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let start = tokio::time::Instant::now() + Duration::from_millis(100);
-        let plan = std::sync::Arc::new(plan);
-        let mut tasks = Vec::new();
-        for c in 0..connections {
-            let plan = plan.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut conn = Conn::open(addr).await?;
-                let mut out = Vec::new();
-                // Connection c sends requests c, c + connections, ...
-                for i in (c..plan.len()).step_by(connections) {
-                    let at = start + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(at).await;
-                    let (endpoint, path) = &plan[i];
-                    let sent = Instant::now();
-                    let ok = match conn.get(path).await {
-                        Ok(status) => status == 200,
-                        Err(_) => {
-                            conn = Conn::open(addr).await?;
-                            false
+    let start = Instant::now() + Duration::from_millis(100);
+    let plan = &plan;
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..connections)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut conn = Conn::open(addr)?;
+                    let mut out = Vec::new();
+                    // Connection c sends requests c, c + connections, ...
+                    for i in (c..plan.len()).step_by(connections) {
+                        let at = start + Duration::from_secs_f64(i as f64 / rate);
+                        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
                         }
-                    };
-                    let ms = at.elapsed().as_secs_f64() * 1000.0;
-                    out.push((*endpoint, ms, sent.elapsed().as_secs_f64() * 1000.0, ok));
-                }
-                Ok::<_, std::io::Error>(out)
-            }));
-        }
+                        let (endpoint, path) = &plan[i];
+                        let sent = Instant::now();
+                        let ok = match conn.get(path) {
+                            Ok(status) => status == 200,
+                            Err(_) => {
+                                conn = Conn::open(addr)?;
+                                false
+                            }
+                        };
+                        let ms = at.elapsed().as_secs_f64() * 1000.0;
+                        out.push((*endpoint, ms, sent.elapsed().as_secs_f64() * 1000.0, ok));
+                    }
+                    Ok::<_, std::io::Error>(out)
+                })
+            })
+            .collect();
         let mut all = Vec::with_capacity(plan.len());
-        for t in tasks {
-            all.extend(t.await??);
+        for t in threads {
+            let out = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load connection's thread panicked"))??;
+            all.extend(out);
         }
         Ok(all)
     })
