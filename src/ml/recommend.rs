@@ -383,10 +383,8 @@ pub fn trending_now(
 ) -> TrendingReply {
     let now = crate::domain::timefmt::now_ms();
     let top = ix
-        .trending
-        .lock()
-        .map(|t| t.top(domain, region.as_deref(), genre.as_deref(), k, now))
-        .unwrap_or_default();
+        .trending()
+        .top(domain, region.as_deref(), genre.as_deref(), k, now);
     let reason = trending_reason(region.as_deref(), genre.as_deref());
     let items = listed_trending(ix, champion, domain, genre.as_deref(), top, &reason);
     TrendingReply {
@@ -456,7 +454,7 @@ pub fn trending(
     k: usize,
     now_ms: i64,
 ) -> Option<Vec<Listed>> {
-    let t = ix.trending.lock().ok()?;
+    let t = ix.trending();
     let (region, genre) = (hints.region.as_deref(), hints.genre.as_deref());
     let mut tries = Vec::with_capacity(4);
     if region.is_some() && genre.is_some() {

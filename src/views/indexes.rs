@@ -5,10 +5,13 @@
 //! through [`SharedIndexes`] without waiting on the store's writes.
 
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
 
 use super::affinity::CatalogIndex;
 use super::graph::MusicGraph;
-use super::trending::Trending;
+use super::trending::{Trending, TrendingView};
 use crate::domain::event::Event;
 use crate::domain::record::{Outcome, Processed};
 use crate::store::{bounds, Store, StoreError, StoreView};
@@ -18,23 +21,35 @@ pub struct Indexes {
     pub graph: MusicGraph,
     /// Every stored movie and series (latest record).
     pub titles: CatalogIndex,
-    /// Time-decayed popularity, fed with every batch (behind its own lock:
-    /// video batches feed it without the indexes' write lock).
-    pub trending: Mutex<Trending>,
+    /// Time-decayed popularity, fed with every batch by the store's writer
+    /// (behind a lock of its own, which only the writer takes: video batches
+    /// feed it without the indexes' write lock).
+    trending: Mutex<TrendingFeed>,
+    /// What requests read ([`Indexes::trending`]): the scores in rank order,
+    /// published by the writer. A request never waits on the writer, which
+    /// runs at background priority and may hold its lock for a whole batch.
+    trending_view: ArcSwap<TrendingView>,
+}
+
+/// The writer's side of the trending scores.
+struct TrendingFeed {
+    scores: Trending,
+    /// Events observed since the last publication.
+    dirty: bool,
+    published: Option<Instant>,
 }
 
 impl Default for Indexes {
     fn default() -> Self {
-        Indexes {
-            graph: MusicGraph::default(),
-            titles: CatalogIndex::default(),
-            trending: Mutex::new(Trending::new(std::time::Duration::from_secs(3600))),
-        }
+        Indexes::with_trending(Trending::new(Duration::from_secs(3600)))
     }
 }
 
-/// Records a batch adds to the trending scores under one hold of their lock.
-const TRENDING_CHUNK: usize = 512;
+/// The least time between two publications of the trending scores while
+/// batches arrive: ranking every scope's items costs a few ms at 200k entries.
+/// (The store's writer also publishes on a timer, so the last batch shows
+/// within this time too; see [`Indexes::publish_trending`].)
+pub const TRENDING_PUBLISH: Duration = Duration::from_millis(250);
 
 /// Events read back at start to seed the trending scores (the newest).
 const TRENDING_SEED_EVENTS: usize = 500_000;
@@ -82,28 +97,61 @@ impl Indexes {
         Ok(Indexes {
             graph,
             titles,
-            trending: Mutex::new(trending),
+            ..Indexes::with_trending(trending)
         })
     }
 
-    /// Feeds the trending scores with one committed batch's new events.
+    /// Empty indexes over the trending scores `scores`, published.
+    fn with_trending(scores: Trending) -> Indexes {
+        Indexes {
+            graph: MusicGraph::default(),
+            titles: CatalogIndex::default(),
+            trending_view: ArcSwap::from_pointee(scores.view()),
+            trending: Mutex::new(TrendingFeed {
+                scores,
+                dirty: false,
+                published: Some(Instant::now()),
+            }),
+        }
+    }
+
+    /// The trending scores as last published (see [`TRENDING_PUBLISH`]).
+    pub fn trending(&self) -> Guard<Arc<TrendingView>> {
+        self.trending_view.load()
+    }
+
+    /// Feeds the trending scores with one committed batch's new events, and
+    /// publishes them when the last publication is [`TRENDING_PUBLISH`] old.
     pub fn observe_trending(&self, records: &[Processed], fresh: &[bool], now_ms: i64) {
-        // A few hundred records at a time: a request that ranks trending items
-        // waits for one chunk, not for a whole batch (20k records, ms).
-        for (records, fresh) in records
-            .chunks(TRENDING_CHUNK)
-            .zip(fresh.chunks(TRENDING_CHUNK))
-        {
-            let Ok(mut t) = self.trending.lock() else {
-                return;
-            };
-            for (r, _) in records.iter().zip(fresh).filter(|(_, f)| **f) {
-                if let Outcome::Valid(e @ (Event::Video(_) | Event::Music(_))) = &r.outcome {
-                    t.observe(e, now_ms, |track| {
-                        self.graph.track_genre(track).map(str::to_string)
-                    });
-                }
+        let Ok(mut t) = self.trending.lock() else {
+            return;
+        };
+        for (r, _) in records.iter().zip(fresh).filter(|(_, f)| **f) {
+            if let Outcome::Valid(e @ (Event::Video(_) | Event::Music(_))) = &r.outcome {
+                t.scores.observe(e, now_ms, |track| {
+                    self.graph.track_genre(track).map(str::to_string)
+                });
+                t.dirty = true;
             }
+        }
+        if t.published.is_none_or(|p| p.elapsed() >= TRENDING_PUBLISH) {
+            self.publish(&mut t);
+        }
+    }
+
+    /// Publishes what the trending scores observed since their last
+    /// publication, if anything (the store's writer calls it on a timer).
+    pub fn publish_trending(&self) {
+        if let Ok(mut t) = self.trending.lock() {
+            self.publish(&mut t);
+        }
+    }
+
+    fn publish(&self, t: &mut TrendingFeed) {
+        if t.dirty {
+            self.trending_view.store(Arc::new(t.scores.view()));
+            t.dirty = false;
+            t.published = Some(Instant::now());
         }
     }
 
@@ -138,5 +186,71 @@ impl Indexes {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::record::{FormatHeaders, SourcePos};
+    use crate::synth::generate::{VideoGen, World};
+
+    fn batch(video: &str, n: usize) -> Vec<Processed> {
+        let mut g = VideoGen::new(World::new(5, 5, 1), 1, 1_735_689_600_000, 50);
+        (0..n)
+            .map(|i| {
+                let mut v = g.next_event();
+                v.video_id = video.into();
+                Processed {
+                    pos: SourcePos {
+                        topic: Arc::from("views"),
+                        partition: 0,
+                        offset: i as i64,
+                    },
+                    origin: None,
+                    headers: FormatHeaders::default(),
+                    outcome: Outcome::Valid(Event::Video(v)),
+                }
+            })
+            .collect()
+    }
+
+    fn top(ix: &Indexes, now: i64) -> Vec<(String, f64)> {
+        ix.trending()
+            .top(crate::domain::event::Domain::Video, None, None, 10, now)
+            .into_iter()
+            .map(|i| (i.item, i.score))
+            .collect()
+    }
+
+    #[test]
+    fn trending_is_published_at_most_every_interval_and_on_the_timer_after() {
+        let now = 1_800_000_000_000i64;
+        let ix = Indexes::default();
+        let held = ix.trending();
+        // Published when the last publication is old enough.
+        ix.trending.lock().unwrap().published = None;
+        let first = batch("first", 3);
+        ix.observe_trending(&first, &[true, true, true], now);
+        assert_eq!(top(&ix, now), [("first".to_string(), 3.0)]);
+        // A reader holding the view it loaded keeps it whole.
+        assert!(held
+            .top(crate::domain::event::Domain::Video, None, None, 10, now)
+            .is_empty());
+        // Within the interval a batch is observed, not yet published; a
+        // redelivered record (not fresh) counts nowhere.
+        let second = batch("second", 5);
+        ix.observe_trending(&second, &[true, true, true, true, false], now);
+        assert_eq!(top(&ix, now), [("first".to_string(), 3.0)]);
+        // The timer's publication shows it.
+        ix.publish_trending();
+        assert_eq!(
+            top(&ix, now),
+            [("second".to_string(), 4.0), ("first".to_string(), 3.0)]
+        );
+        // Nothing new: the timer leaves the view as it is.
+        let before = Arc::as_ptr(&ix.trending_view.load_full());
+        ix.publish_trending();
+        assert_eq!(before, Arc::as_ptr(&ix.trending_view.load_full()));
     }
 }

@@ -7,8 +7,14 @@
 //! update is a multiply-add. Fed after each durable batch; at start, seeded
 //! from the event segments written in the last few half-lives. Bounded: past
 //! [`MAX_ENTRIES`] entries of a domain, the lower-scored half is dropped.
+//!
+//! Requests read a [`TrendingView`]: every scope's items in rank order, made
+//! by the writer and published whole (see `views::indexes`), so a request
+//! never waits for the writer and answers a top-k from a list's head.
 
-use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::domain::event::{Domain, Event, MusicAction};
 
@@ -45,14 +51,6 @@ fn nested<'m>(
 }
 
 impl Scores {
-    fn get(&self, scope: Scope<'_>) -> Option<&FxHashMap<String, f64>> {
-        match scope {
-            Scope::Overall => Some(&self.overall),
-            Scope::Region(r) => self.region.get(r),
-            Scope::Genre(g) => self.genre.get(g),
-        }
-    }
-
     fn add(&mut self, scope: Scope<'_>, item: &str, w: f64) {
         let map = match scope {
             Scope::Overall => Some(&mut self.overall),
@@ -191,6 +189,97 @@ impl Trending {
         }
     }
 
+    /// Every scope's items in rank order, as of the last event observed.
+    pub fn view(&self) -> TrendingView {
+        TrendingView {
+            lambda: self.lambda,
+            t0: self.t0,
+            video: Ranked::of(&self.video),
+            music: Ranked::of(&self.music),
+        }
+    }
+
+    /// Entries held (video, music).
+    pub fn len(&self) -> (usize, usize) {
+        (self.video.entries, self.music.entries)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.video.entries == 0 && self.music.entries == 0
+    }
+}
+
+/// A scope's items, best first: score (relative to the reference time)
+/// descending, ties by name.
+type RankedList = Vec<(Arc<str>, f64)>;
+
+/// One domain's scores in rank order (see [`TrendingView`]).
+#[derive(Debug, Default)]
+struct Ranked {
+    overall: RankedList,
+    region: FxHashMap<String, RankedList>,
+    genre: FxHashMap<String, RankedList>,
+    /// The items of each genre (a region's list filtered by a genre).
+    genre_items: FxHashMap<String, FxHashSet<Arc<str>>>,
+}
+
+impl Ranked {
+    fn of(s: &Scores) -> Ranked {
+        // One allocation per item, shared by every scope listing it.
+        fn list<'s>(
+            m: &'s FxHashMap<String, f64>,
+            names: &mut FxHashMap<&'s str, Arc<str>>,
+        ) -> RankedList {
+            let mut l: RankedList = m
+                .iter()
+                .map(|(item, v)| {
+                    let name = names
+                        .entry(item.as_str())
+                        .or_insert_with(|| Arc::from(item.as_str()))
+                        .clone();
+                    (name, *v)
+                })
+                .collect();
+            l.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            l
+        }
+        let mut names: FxHashMap<&str, Arc<str>> = FxHashMap::default();
+        let mut list = |m| list(m, &mut names);
+        let overall = list(&s.overall);
+        let region = s.region.iter().map(|(r, m)| (r.clone(), list(m))).collect();
+        let genre: FxHashMap<String, RankedList> =
+            s.genre.iter().map(|(g, m)| (g.clone(), list(m))).collect();
+        let genre_items = genre
+            .iter()
+            .map(|(g, l)| (g.clone(), l.iter().map(|(i, _)| i.clone()).collect()))
+            .collect();
+        Ranked {
+            overall,
+            region,
+            genre,
+            genre_items,
+        }
+    }
+}
+
+/// The trending scores as requests read them: made by [`Trending::view`]
+/// and never changed after, so any number of readers share one without a
+/// lock; a top-k is the head of a list.
+#[derive(Debug)]
+pub struct TrendingView {
+    lambda: f64,
+    t0: i64,
+    video: Ranked,
+    music: Ranked,
+}
+
+impl Default for TrendingView {
+    fn default() -> Self {
+        Trending::new(std::time::Duration::from_secs(3600)).view()
+    }
+}
+
+impl TrendingView {
     /// The `k` items of `domain` trending most at `now` in `region` and/or
     /// `genre` (both: items in the region whose genre is `genre`, by their
     /// regional score), best first.
@@ -207,52 +296,27 @@ impl Trending {
             Domain::Music => &self.music,
         };
         let scale = (-self.lambda * (now - self.t0).max(0) as f64).exp();
-        let scope = match (region, genre) {
-            (Some(r), _) => Scope::Region(r),
-            (None, Some(g)) => Scope::Genre(g),
-            (None, None) => Scope::Overall,
+        let list = match (region, genre) {
+            (Some(r), _) => s.region.get(r),
+            (None, Some(g)) => s.genre.get(g),
+            (None, None) => Some(&s.overall),
         };
-        let genre_scores = match (region, genre) {
-            (Some(_), Some(g)) => Some(s.get(Scope::Genre(g))),
+        let in_genre = match (region, genre) {
+            (Some(_), Some(g)) => Some(s.genre_items.get(g)),
             _ => None,
         };
-        let in_genre = |item: &str| match genre_scores {
-            Some(g) => g.is_some_and(|g| g.contains_key(item)),
-            None => true,
-        };
-        if k == 0 {
-            return Vec::new();
-        }
-        // The best k by reference (a partial selection), then only those copied.
-        let mut all: Vec<(&String, f64)> = s
-            .get(scope)
-            .into_iter()
+        list.into_iter()
             .flatten()
-            .filter(|(item, _)| in_genre(item))
-            .map(|(item, v)| (item, *v))
-            .collect();
-        let order =
-            |a: &(&String, f64), b: &(&String, f64)| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0));
-        if all.len() > k {
-            all.select_nth_unstable_by(k - 1, order);
-            all.truncate(k);
-        }
-        all.sort_by(order);
-        all.into_iter()
+            .filter(|(item, _)| match in_genre {
+                Some(items) => items.is_some_and(|i| i.contains(item)),
+                None => true,
+            })
+            .take(k)
             .map(|(item, v)| TrendingItem {
-                item: item.clone(),
+                item: item.to_string(),
                 score: v * scale,
             })
             .collect()
-    }
-
-    /// Entries held (video, music).
-    pub fn len(&self) -> (usize, usize) {
-        (self.video.entries, self.music.entries)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.video.entries == 0 && self.music.entries == 0
     }
 }
 
@@ -283,7 +347,7 @@ mod tests {
         for _ in 0..3 {
             t.observe(&view("new", "us", "Comedy"), t0 + 2 * hour, |_| None);
         }
-        let top = t.top(Domain::Video, None, None, 10, t0 + 2 * hour);
+        let top = t.view().top(Domain::Video, None, None, 10, t0 + 2 * hour);
         assert_eq!(top[0].item, "new");
         assert!((top[0].score - 3.0).abs() < 1e-9);
         assert!(
@@ -291,21 +355,24 @@ mod tests {
             "4 views two half-lives old count 1"
         );
         // By region and genre; music stays apart.
-        let eu = t.top(Domain::Video, Some("eu"), None, 10, t0 + 2 * hour);
+        let eu = t
+            .view()
+            .top(Domain::Video, Some("eu"), None, 10, t0 + 2 * hour);
         assert_eq!(eu.len(), 1);
         assert_eq!(eu[0].item, "old");
         assert!(t
+            .view()
             .top(Domain::Video, Some("us"), Some("Drama"), 10, t0 + 2 * hour)
             .is_empty());
         assert_eq!(
-            t.top(Domain::Video, None, Some("Comedy"), 10, t0)[0].item,
+            t.view().top(Domain::Video, None, Some("Comedy"), 10, t0)[0].item,
             "new"
         );
-        assert!(t.top(Domain::Music, None, None, 10, t0).is_empty());
+        assert!(t.view().top(Domain::Music, None, None, 10, t0).is_empty());
         // Far later the reference moves; the order stays and old scores fade.
         let later = t0 + 60 * hour;
         t.observe(&view("late", "eu", "Drama"), later, |_| None);
-        let top = t.top(Domain::Video, None, None, 10, later);
+        let top = t.view().top(Domain::Video, None, None, 10, later);
         assert_eq!(
             top.len(),
             1,
@@ -325,7 +392,8 @@ mod tests {
             }
         }
         let names = |k| -> Vec<String> {
-            t.top(Domain::Video, None, None, k, t0)
+            t.view()
+                .top(Domain::Video, None, None, k, t0)
                 .into_iter()
                 .map(|i| i.item)
                 .collect()
@@ -334,5 +402,45 @@ mod tests {
         assert_eq!(names(1), ["e"]);
         assert_eq!(names(10), ["e", "a", "c", "d", "b"]);
         assert!(names(0).is_empty());
+    }
+
+    #[test]
+    fn a_view_ranks_a_region_within_a_genre_and_keeps_what_it_was_made_from() {
+        let t0 = 1_800_000_000_000i64;
+        let mut t = Trending::new(Duration::from_secs(3600));
+        // In eu: a (Drama) 4, b (Comedy) 3, c (Drama) 2; in us: c 5.
+        for (item, region, genre, n) in [
+            ("a", "eu", "Drama", 4),
+            ("b", "eu", "Comedy", 3),
+            ("c", "eu", "Drama", 2),
+            ("c", "us", "Drama", 5),
+        ] {
+            for _ in 0..n {
+                t.observe(&view(item, region, genre), t0, |_| None);
+            }
+        }
+        let v = t.view();
+        let names = |r: Option<&str>, g: Option<&str>, k| -> Vec<(String, f64)> {
+            v.top(Domain::Video, r, g, k, t0)
+                .into_iter()
+                .map(|i| (i.item, i.score))
+                .collect()
+        };
+        // By the regional score: c counts 2 in eu, not its 7 overall.
+        assert_eq!(
+            names(Some("eu"), Some("Drama"), 10),
+            [("a".to_string(), 4.0), ("c".to_string(), 2.0)]
+        );
+        assert_eq!(names(Some("eu"), Some("Drama"), 1).len(), 1);
+        assert!(names(Some("us"), Some("Comedy"), 10).is_empty());
+        assert!(names(Some("asia"), None, 10).is_empty());
+        assert_eq!(names(None, Some("Drama"), 10)[0], ("c".to_string(), 7.0));
+        // Made once: later events show in the next view only.
+        for _ in 0..10 {
+            t.observe(&view("b", "eu", "Comedy"), t0, |_| None);
+        }
+        assert_eq!(names(None, None, 1)[0], ("c".to_string(), 7.0));
+        let next = t.view().top(Domain::Video, None, None, 1, t0);
+        assert_eq!((next[0].item.as_str(), next[0].score), ("b", 13.0));
     }
 }
