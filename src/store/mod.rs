@@ -780,6 +780,7 @@ impl Store {
     pub fn apply(&mut self, namespace: &str, prepared: Prepared) -> Result<Committed, StoreError> {
         let t0 = std::time::Instant::now();
         self.writable()?;
+        self.view.rollups.writable()?;
         let (ns, registration) = self.namespace_number(namespace)?;
         let stored_next =
             |topic: &str, partition: i32| self.next_offset(namespace, topic, partition);

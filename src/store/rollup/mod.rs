@@ -1127,6 +1127,15 @@ pub struct Shared {
     pub cpu_ns: AtomicU64,
 }
 
+fn refused_if_broken(h: &Held) -> Result<(), StoreError> {
+    match &h.broken {
+        Some(why) => Err(StoreError::Refused(format!(
+            "the rollup compaction failed ({why}); restart the daemon once the cause is fixed"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
@@ -1179,12 +1188,14 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        match &h.broken {
-            Some(why) => Err(StoreError::Refused(format!(
-                "the rollup compaction failed ({why}); restart the daemon once the cause is fixed"
-            ))),
-            None => Ok(()),
-        }
+        refused_if_broken(&h)
+    }
+
+    /// Refuses batches once a compaction has failed (the store checks before
+    /// it writes one, so a refused batch is not stored: it comes again after
+    /// the restart).
+    pub fn writable(&self) -> Result<(), StoreError> {
+        refused_if_broken(&self.lock())
     }
 
     /// The write time of the oldest batch not yet in chunks: retention keeps

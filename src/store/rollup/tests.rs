@@ -431,6 +431,84 @@ fn a_clean_close_writes_what_is_held_so_opening_replays_nothing() {
 }
 
 #[test]
+fn a_failed_compaction_stops_ingest_before_it_writes_and_the_held_rows_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    // Held until told: no compaction starts before the floor is raised.
+    let t = Tuning {
+        compact_bytes: usize::MAX / 64,
+        compact_every_ms: u64::MAX / 4,
+        ..tuning()
+    };
+    let first = views(1500, 41, 0, 150);
+    let second = views(500, 42, 150, 200);
+    {
+        let mut s = Store::open(dir.path(), 16).unwrap();
+        s.set_rollup_tuning(t).unwrap();
+        apply_with(&mut s, 0, &first, &t);
+        // A free-space floor no disk has: the compaction is refused before it writes.
+        s.set_limits(crate::store::bounds::Limits {
+            min_free_bytes: u64::MAX / 4,
+            ..Default::default()
+        });
+        s.set_rollup_tuning(tuning()).unwrap();
+        let waited = Instant::now();
+        let why = loop {
+            if let Some(why) = s.view.rollups.lock().broken.clone() {
+                break why;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "the compaction neither ran nor failed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(why.contains("rollup compaction"), "{why}");
+        assert_eq!(s.rollup_status().compactions, 0);
+        // The generation that failed stays held, and answers as before.
+        assert_eq!(s.rollup_status().held_runs, 1);
+        check_answers(&s, &first, &t, "held after the failed compaction");
+        // With room again, ingest still stops (the failed write stopped the
+        // store), and the refused batch is not stored: it comes again after
+        // the restart.
+        s.set_limits(Default::default());
+        let records: Vec<Processed> = second
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Processed {
+                pos: SourcePos {
+                    topic: Arc::from("v"),
+                    partition: 0,
+                    offset: (first.len() + i) as i64,
+                },
+                origin: None,
+                headers: Default::default(),
+                outcome: Outcome::Valid(Event::Video(v.clone())),
+            })
+            .collect();
+        let e = s
+            .apply("ns", prepare::prepare_with(records, &t))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rollup compaction") && e.contains("restart the daemon"),
+            "{e}"
+        );
+        assert_eq!(s.next_offset("ns", "v", 0), Some(first.len() as i64));
+        check_answers(&s, &first, &t, "after the refused batch");
+    }
+    // The restart replays the held batch from the event log and takes the
+    // refused one; every event counts once.
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_rollup_tuning(tuning()).unwrap();
+    assert_eq!(s.rollup_status().replayed_events, first.len() as u64);
+    apply_with(&mut s, first.len() as i64, &second, &t);
+    settle(&s);
+    let all: Vec<VideoEvent> = first.iter().chain(&second).cloned().collect();
+    check_answers(&s, &all, &t, "after the restart");
+    assert!(s.rollup_status().compactions >= 1);
+}
+
+#[test]
 fn replayed_views_end_where_the_configured_view_length_says() {
     let dir = tempfile::tempdir().unwrap();
     // Views of up to 40 minutes: some would end later by default.
