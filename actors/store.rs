@@ -47,13 +47,6 @@ impl Actor for StoreActor {
             }
             a.rewrite_when_due();
         });
-        // What trends shows the last batch's events within this time, even
-        // when no batch follows it.
-        ctx.run_interval(crate::views::indexes::TRENDING_PUBLISH, |a, _| {
-            if let Ok(ix) = a.indexes.read() {
-                ix.publish_trending();
-            }
-        });
     }
 }
 

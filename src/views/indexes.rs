@@ -5,7 +5,7 @@
 //! through [`SharedIndexes`] without waiting on the store's writes.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 
@@ -24,19 +24,11 @@ pub struct Indexes {
     /// Time-decayed popularity, fed with every batch by the store's writer
     /// (behind a lock of its own, which only the writer takes: video batches
     /// feed it without the indexes' write lock).
-    trending: Mutex<TrendingFeed>,
-    /// What requests read ([`Indexes::trending`]): the scores in rank order,
-    /// published by the writer. A request never waits on the writer, which
-    /// runs at background priority and may hold its lock for a whole batch.
+    trending: Mutex<Trending>,
+    /// What requests read ([`Indexes::trending`]): the scores as of the last
+    /// batch, published by the writer. A request never waits on the writer,
+    /// which runs at background priority and holds its lock for a whole batch.
     trending_view: ArcSwap<TrendingView>,
-}
-
-/// The writer's side of the trending scores.
-struct TrendingFeed {
-    scores: Trending,
-    /// Events observed since the last publication.
-    dirty: bool,
-    published: Option<Instant>,
 }
 
 impl Default for Indexes {
@@ -44,12 +36,6 @@ impl Default for Indexes {
         Indexes::with_trending(Trending::new(Duration::from_secs(3600)))
     }
 }
-
-/// The least time between two publications of the trending scores while
-/// batches arrive: ranking every scope's items costs a few ms at 200k entries.
-/// (The store's writer also publishes on a timer, so the last batch shows
-/// within this time too; see [`Indexes::publish_trending`].)
-pub const TRENDING_PUBLISH: Duration = Duration::from_millis(250);
 
 /// Events read back at start to seed the trending scores (the newest).
 const TRENDING_SEED_EVENTS: usize = 500_000;
@@ -107,51 +93,32 @@ impl Indexes {
             graph: MusicGraph::default(),
             titles: CatalogIndex::default(),
             trending_view: ArcSwap::from_pointee(scores.view()),
-            trending: Mutex::new(TrendingFeed {
-                scores,
-                dirty: false,
-                published: Some(Instant::now()),
-            }),
+            trending: Mutex::new(scores),
         }
     }
 
-    /// The trending scores as last published (see [`TRENDING_PUBLISH`]).
+    /// The trending scores as of the last batch.
     pub fn trending(&self) -> Guard<Arc<TrendingView>> {
         self.trending_view.load()
     }
 
-    /// Feeds the trending scores with one committed batch's new events, and
-    /// publishes them when the last publication is [`TRENDING_PUBLISH`] old.
+    /// Feeds the trending scores with one committed batch's new events and
+    /// publishes them: a request made once the batch is stored sees it.
     pub fn observe_trending(&self, records: &[Processed], fresh: &[bool], now_ms: i64) {
         let Ok(mut t) = self.trending.lock() else {
             return;
         };
+        let mut observed = false;
         for (r, _) in records.iter().zip(fresh).filter(|(_, f)| **f) {
             if let Outcome::Valid(e @ (Event::Video(_) | Event::Music(_))) = &r.outcome {
-                t.scores.observe(e, now_ms, |track| {
+                t.observe(e, now_ms, |track| {
                     self.graph.track_genre(track).map(str::to_string)
                 });
-                t.dirty = true;
+                observed = true;
             }
         }
-        if t.published.is_none_or(|p| p.elapsed() >= TRENDING_PUBLISH) {
-            self.publish(&mut t);
-        }
-    }
-
-    /// Publishes what the trending scores observed since their last
-    /// publication, if anything (the store's writer calls it on a timer).
-    pub fn publish_trending(&self) {
-        if let Ok(mut t) = self.trending.lock() {
-            self.publish(&mut t);
-        }
-    }
-
-    fn publish(&self, t: &mut TrendingFeed) {
-        if t.dirty {
-            self.trending_view.store(Arc::new(t.scores.view()));
-            t.dirty = false;
-            t.published = Some(Instant::now());
+        if observed {
+            self.trending_view.store(Arc::new(t.view()));
         }
     }
 
@@ -194,6 +161,7 @@ mod tests {
     use super::*;
     use crate::domain::record::{FormatHeaders, SourcePos};
     use crate::synth::generate::{VideoGen, World};
+    use crate::views::trending::TrendingItem;
 
     fn batch(video: &str, n: usize) -> Vec<Processed> {
         let mut g = VideoGen::new(World::new(5, 5, 1), 1, 1_735_689_600_000, 50);
@@ -224,33 +192,33 @@ mod tests {
     }
 
     #[test]
-    fn trending_is_published_at_most_every_interval_and_on_the_timer_after() {
+    fn each_batch_is_published_and_a_loaded_view_stays_as_it_was() {
         let now = 1_800_000_000_000i64;
         let ix = Indexes::default();
         let held = ix.trending();
-        // Published when the last publication is old enough.
-        ix.trending.lock().unwrap().published = None;
-        let first = batch("first", 3);
-        ix.observe_trending(&first, &[true, true, true], now);
+        ix.observe_trending(&batch("first", 3), &[true; 3], now);
         assert_eq!(top(&ix, now), [("first".to_string(), 3.0)]);
         // A reader holding the view it loaded keeps it whole.
         assert!(held
             .top(crate::domain::event::Domain::Video, None, None, 10, now)
             .is_empty());
-        // Within the interval a batch is observed, not yet published; a
-        // redelivered record (not fresh) counts nowhere.
-        let second = batch("second", 5);
-        ix.observe_trending(&second, &[true, true, true, true, false], now);
-        assert_eq!(top(&ix, now), [("first".to_string(), 3.0)]);
-        // The timer's publication shows it.
-        ix.publish_trending();
+        let first = ix.trending();
+        // A redelivered record (not fresh) counts nowhere.
+        ix.observe_trending(&batch("second", 5), &[true, true, true, true, false], now);
         assert_eq!(
             top(&ix, now),
             [("second".to_string(), 4.0), ("first".to_string(), 3.0)]
         );
-        // Nothing new: the timer leaves the view as it is.
+        assert_eq!(
+            first.top(crate::domain::event::Domain::Video, None, None, 10, now),
+            [TrendingItem {
+                item: "first".into(),
+                score: 3.0
+            }]
+        );
+        // A batch with nothing to rank publishes nothing new.
         let before = Arc::as_ptr(&ix.trending_view.load_full());
-        ix.publish_trending();
+        ix.observe_trending(&batch("third", 2), &[false; 2], now);
         assert_eq!(before, Arc::as_ptr(&ix.trending_view.load_full()));
     }
 }

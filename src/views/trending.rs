@@ -8,13 +8,15 @@
 //! from the event segments written in the last few half-lives. Bounded: past
 //! [`MAX_ENTRIES`] entries of a domain, the lower-scored half is dropped.
 //!
-//! Requests read a [`TrendingView`]: every scope's items in rank order, made
-//! by the writer and published whole (see `views::indexes`), so a request
-//! never waits for the writer and answers a top-k from a list's head.
+//! Requests read a [`TrendingView`]: the scores as of a batch, published by
+//! the writer (see `views::indexes`), so a request never waits for it. A
+//! view shares each scope's scores with the writer until the writer next
+//! changes that scope, which then copies it once (`Arc::make_mut`): a
+//! publication costs no copy, and a batch copies the scopes it touches once.
 
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::domain::event::{Domain, Event, MusicAction};
 
@@ -29,28 +31,37 @@ enum Scope<'a> {
     Genre(&'a str),
 }
 
-/// Item → score, per scope (looked up by `&str`: a view that adds to items
-/// already held allocates nothing).
-#[derive(Debug, Default)]
+/// Item → score in one scope (looked up by `&str`: a view that adds to an
+/// item already held allocates nothing), shared with the views published
+/// since the writer last changed it.
+type ScopeScores = Arc<FxHashMap<Arc<str>, f64>>;
+
+/// The scores of every scope of a domain.
+#[derive(Debug, Default, Clone)]
 struct Scores {
-    overall: FxHashMap<String, f64>,
-    region: FxHashMap<String, FxHashMap<String, f64>>,
-    genre: FxHashMap<String, FxHashMap<String, f64>>,
+    overall: ScopeScores,
+    region: FxHashMap<String, ScopeScores>,
+    genre: FxHashMap<String, ScopeScores>,
     entries: usize,
 }
 
 /// The scores of scope `k`, made when missing.
-fn nested<'m>(
-    m: &'m mut FxHashMap<String, FxHashMap<String, f64>>,
-    k: &str,
-) -> Option<&'m mut FxHashMap<String, f64>> {
+fn nested<'m>(m: &'m mut FxHashMap<String, ScopeScores>, k: &str) -> Option<&'m mut ScopeScores> {
     if !m.contains_key(k) {
-        m.insert(k.to_string(), FxHashMap::default());
+        m.insert(k.to_string(), ScopeScores::default());
     }
     m.get_mut(k)
 }
 
 impl Scores {
+    fn get(&self, scope: Scope<'_>) -> Option<&FxHashMap<Arc<str>, f64>> {
+        match scope {
+            Scope::Overall => Some(&self.overall),
+            Scope::Region(r) => self.region.get(r).map(|m| &**m),
+            Scope::Genre(g) => self.genre.get(g).map(|m| &**m),
+        }
+    }
+
     fn add(&mut self, scope: Scope<'_>, item: &str, w: f64) {
         let map = match scope {
             Scope::Overall => Some(&mut self.overall),
@@ -58,20 +69,31 @@ impl Scores {
             Scope::Genre(g) => nested(&mut self.genre, g),
         };
         let Some(map) = map else { return };
+        // Copied here if a published view still shares it.
+        let map = Arc::make_mut(map);
         match map.get_mut(item) {
             Some(x) => *x += w,
             None => {
-                map.insert(item.to_string(), w);
+                map.insert(Arc::from(item), w);
                 self.entries += 1;
             }
         }
     }
 
     /// Every score map.
-    fn maps_mut(&mut self) -> impl Iterator<Item = &mut FxHashMap<String, f64>> {
+    fn maps(&self) -> impl Iterator<Item = &FxHashMap<Arc<str>, f64>> {
+        std::iter::once(&self.overall)
+            .chain(self.region.values())
+            .chain(self.genre.values())
+            .map(|m| &**m)
+    }
+
+    /// Every score map, to change (each copied if a view shares it).
+    fn maps_mut(&mut self) -> impl Iterator<Item = &mut FxHashMap<Arc<str>, f64>> {
         std::iter::once(&mut self.overall)
             .chain(self.region.values_mut())
             .chain(self.genre.values_mut())
+            .map(Arc::make_mut)
     }
 
     /// Keeps the scores `keep` answers true for; drops scopes left empty.
@@ -152,7 +174,7 @@ impl Trending {
             s.add(scope, item, w);
         }
         if s.entries > MAX_ENTRIES {
-            let mut v: Vec<f64> = s.maps_mut().flat_map(|m| m.values().copied()).collect();
+            let mut v: Vec<f64> = s.maps().flat_map(|m| m.values().copied()).collect();
             let mid = v.len() / 2;
             v.select_nth_unstable_by(mid, f64::total_cmp);
             let cut = v[mid];
@@ -189,13 +211,14 @@ impl Trending {
         }
     }
 
-    /// Every scope's items in rank order, as of the last event observed.
+    /// The scores as of now, for readers: no copy is made here (see the
+    /// module docs).
     pub fn view(&self) -> TrendingView {
         TrendingView {
             lambda: self.lambda,
             t0: self.t0,
-            video: Ranked::of(&self.video),
-            music: Ranked::of(&self.music),
+            video: self.video.clone(),
+            music: self.music.clone(),
         }
     }
 
@@ -209,68 +232,15 @@ impl Trending {
     }
 }
 
-/// A scope's items, best first: score (relative to the reference time)
-/// descending, ties by name.
-type RankedList = Vec<(Arc<str>, f64)>;
-
-/// One domain's scores in rank order (see [`TrendingView`]).
-#[derive(Debug, Default)]
-struct Ranked {
-    overall: RankedList,
-    region: FxHashMap<String, RankedList>,
-    genre: FxHashMap<String, RankedList>,
-    /// The items of each genre (a region's list filtered by a genre).
-    genre_items: FxHashMap<String, FxHashSet<Arc<str>>>,
-}
-
-impl Ranked {
-    fn of(s: &Scores) -> Ranked {
-        // One allocation per item, shared by every scope listing it.
-        fn list<'s>(
-            m: &'s FxHashMap<String, f64>,
-            names: &mut FxHashMap<&'s str, Arc<str>>,
-        ) -> RankedList {
-            let mut l: RankedList = m
-                .iter()
-                .map(|(item, v)| {
-                    let name = names
-                        .entry(item.as_str())
-                        .or_insert_with(|| Arc::from(item.as_str()))
-                        .clone();
-                    (name, *v)
-                })
-                .collect();
-            l.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            l
-        }
-        let mut names: FxHashMap<&str, Arc<str>> = FxHashMap::default();
-        let mut list = |m| list(m, &mut names);
-        let overall = list(&s.overall);
-        let region = s.region.iter().map(|(r, m)| (r.clone(), list(m))).collect();
-        let genre: FxHashMap<String, RankedList> =
-            s.genre.iter().map(|(g, m)| (g.clone(), list(m))).collect();
-        let genre_items = genre
-            .iter()
-            .map(|(g, l)| (g.clone(), l.iter().map(|(i, _)| i.clone()).collect()))
-            .collect();
-        Ranked {
-            overall,
-            region,
-            genre,
-            genre_items,
-        }
-    }
-}
-
 /// The trending scores as requests read them: made by [`Trending::view`]
 /// and never changed after, so any number of readers share one without a
-/// lock; a top-k is the head of a list.
+/// lock.
 #[derive(Debug)]
 pub struct TrendingView {
     lambda: f64,
     t0: i64,
-    video: Ranked,
-    music: Ranked,
+    video: Scores,
+    music: Scores,
 }
 
 impl Default for TrendingView {
@@ -296,22 +266,39 @@ impl TrendingView {
             Domain::Music => &self.music,
         };
         let scale = (-self.lambda * (now - self.t0).max(0) as f64).exp();
-        let list = match (region, genre) {
-            (Some(r), _) => s.region.get(r),
-            (None, Some(g)) => s.genre.get(g),
-            (None, None) => Some(&s.overall),
+        let scope = match (region, genre) {
+            (Some(r), _) => Scope::Region(r),
+            (None, Some(g)) => Scope::Genre(g),
+            (None, None) => Scope::Overall,
         };
-        let in_genre = match (region, genre) {
-            (Some(_), Some(g)) => Some(s.genre_items.get(g)),
+        let genre_scores = match (region, genre) {
+            (Some(_), Some(g)) => Some(s.get(Scope::Genre(g))),
             _ => None,
         };
-        list.into_iter()
+        let in_genre = |item: &str| match genre_scores {
+            Some(g) => g.is_some_and(|g| g.contains_key(item)),
+            None => true,
+        };
+        if k == 0 {
+            return Vec::new();
+        }
+        // The best k by reference (a partial selection), then only those copied.
+        let mut all: Vec<(&Arc<str>, f64)> = s
+            .get(scope)
+            .into_iter()
             .flatten()
-            .filter(|(item, _)| match in_genre {
-                Some(items) => items.is_some_and(|i| i.contains(item)),
-                None => true,
-            })
-            .take(k)
+            .filter(|(item, _)| in_genre(item))
+            .map(|(item, v)| (item, *v))
+            .collect();
+        let order = |a: &(&Arc<str>, f64), b: &(&Arc<str>, f64)| {
+            b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0))
+        };
+        if all.len() > k {
+            all.select_nth_unstable_by(k - 1, order);
+            all.truncate(k);
+        }
+        all.sort_by(order);
+        all.into_iter()
             .map(|(item, v)| TrendingItem {
                 item: item.to_string(),
                 score: v * scale,
