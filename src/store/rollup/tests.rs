@@ -36,10 +36,9 @@ fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
     apply_with(s, first_offset, evs, &Tuning::default());
 }
 
-/// [`apply`] with the rollups summed under `t` (as the daemon's prepare does).
-fn apply_with(s: &mut Store, first_offset: i64, evs: &[VideoEvent], t: &Tuning) {
-    let records: Vec<Processed> = evs
-        .iter()
+/// `evs` as records of topic "v", partition 0, from `first_offset` on.
+fn records(first_offset: i64, evs: &[VideoEvent]) -> Vec<Processed> {
+    evs.iter()
         .enumerate()
         .map(|(i, v)| Processed {
             pos: SourcePos {
@@ -51,8 +50,13 @@ fn apply_with(s: &mut Store, first_offset: i64, evs: &[VideoEvent], t: &Tuning) 
             headers: Default::default(),
             outcome: Outcome::Valid(Event::Video(v.clone())),
         })
-        .collect();
-    s.apply("ns", prepare::prepare_with(records, t)).unwrap();
+        .collect()
+}
+
+/// [`apply`] with the rollups summed under `t` (as the daemon's prepare does).
+fn apply_with(s: &mut Store, first_offset: i64, evs: &[VideoEvent], t: &Tuning) {
+    s.apply("ns", prepare::prepare_with(records(first_offset, evs), t))
+        .unwrap();
 }
 
 /// Waits (bounded) until the compactor holds no run.
@@ -471,22 +475,9 @@ fn a_failed_compaction_stops_ingest_before_it_writes_and_the_held_rows_still_ans
         // store), and the refused batch is not stored: it comes again after
         // the restart.
         s.set_limits(Default::default());
-        let records: Vec<Processed> = second
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Processed {
-                pos: SourcePos {
-                    topic: Arc::from("v"),
-                    partition: 0,
-                    offset: (first.len() + i) as i64,
-                },
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Valid(Event::Video(v.clone())),
-            })
-            .collect();
+        let refused = records(first.len() as i64, &second);
         let e = s
-            .apply("ns", prepare::prepare_with(records, &t))
+            .apply("ns", prepare::prepare_with(refused, &t))
             .unwrap_err()
             .to_string();
         assert!(
