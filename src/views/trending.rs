@@ -221,15 +221,6 @@ impl Trending {
             music: self.music.clone(),
         }
     }
-
-    /// Entries held (video, music).
-    pub fn len(&self) -> (usize, usize) {
-        (self.video.entries, self.music.entries)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.video.entries == 0 && self.music.entries == 0
-    }
 }
 
 /// The trending scores as requests read them: made by [`Trending::view`]
@@ -241,12 +232,6 @@ pub struct TrendingView {
     t0: i64,
     video: Scores,
     music: Scores,
-}
-
-impl Default for TrendingView {
-    fn default() -> Self {
-        Trending::new(std::time::Duration::from_secs(3600)).view()
-    }
 }
 
 impl TrendingView {
