@@ -360,6 +360,9 @@ pub enum BenchCommand {
         rate: f64,
         #[arg(long, default_value_t = 50_000.0)]
         ingest: f64,
+        /// Listening events/s ingested besides, on a topic of their own (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        music: f64,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
         #[arg(long, default_value_t = 8)]

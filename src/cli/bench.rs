@@ -274,6 +274,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Serve {
             rate,
             ingest,
+            music,
             seconds,
             connections,
             stream,
@@ -285,6 +286,9 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 bail!("--rate {rate}: give requests/s in [1, 100000]");
             }
             stream.check("--ingest", ingest)?;
+            if music != 0.0 {
+                stream.check("--music", music)?;
+            }
             if !(1..=3_600).contains(&seconds) || !(1..=256).contains(&connections) {
                 bail!("--seconds 1 to 3600, --connections 1 to 256");
             }
@@ -293,6 +297,7 @@ pub fn bench(which: BenchCommand) -> anyhow::Result<()> {
                 &bench::serve::ServeBenchArgs {
                     rate,
                     ingest,
+                    music,
                     seconds,
                     connections,
                     warmup_events: stream.warmup_events,

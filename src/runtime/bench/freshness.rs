@@ -158,7 +158,7 @@ pub fn freshness(
     system.block_on(async move {
         let t_start = Instant::now();
         let (daemon, champion) =
-            super::warm_champion(&cfg, stream, args.rate, args.warmup_events).await?;
+            super::warm_champion(&cfg, stream, args.rate, args.warmup_events, Vec::new()).await?;
         let warmup_seconds = t_start.elapsed().as_secs_f64();
         let admin = Admin::new(daemon.handles(), cfg.clone()).await?;
         let producer = crate::kafka::producer(&daemon.bootstrap, &cfg.kafka)?;

@@ -120,19 +120,20 @@ pub fn one_model_config(data_dir: &std::path::Path, partitions: i32, warmup_even
 
 /// Starts the daemon on `cfg` ingesting `stream` at full speed, waits for
 /// `warmup_events` stored (at most 600 s), sets the rate to `rate` events/s
-/// and trains once: the daemon and the champion it serves.
+/// and trains once: the daemon and the champion it serves. `extra` feeds
+/// (other kinds) run at their own rates throughout.
 pub async fn warm_champion(
     cfg: &Config,
     stream: crate::synth::produce::VideoStream,
     rate: f64,
     warmup_events: u64,
+    extra: crate::runtime::daemon::ExtraFeeds,
 ) -> anyhow::Result<(Daemon, std::sync::Arc<crate::ml::serve::Champion>)> {
     let t_start = Instant::now();
     // The warm-up goes at full speed; the measured rate starts after it.
-    let daemon = Daemon::start(
-        cfg,
-        vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)],
-    )?;
+    let mut feeds = vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)];
+    feeds.extend(extra);
+    let daemon = Daemon::start(cfg, feeds)?;
     while daemon.progress.done() < warmup_events {
         if t_start.elapsed() > Duration::from_secs(600) {
             anyhow::bail!(
@@ -143,7 +144,7 @@ pub async fn warm_champion(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (_, p) in &daemon.producers {
+    for (_, p) in daemon.producers.iter().filter(|(k, _)| *k == Kind::Video) {
         p.send(crate::actors::messages::ProducerControl::Rate(rate))
             .await?;
     }

@@ -4,7 +4,9 @@
 //! `ingest` events/s; once its first champion serves, a load generator on a
 //! thread of its own sends `rate` requests/s over keep-alive connections to
 //! `/api/recommend` (users the champion knows), `/api/similar` (its items) and
-//! `/api/trending`, in turn. The schedule is open-loop: each request has its
+//! `/api/trending`, in turn. With `music`, listening events stream in too
+//! (a topic of their own), so the store's writer also feeds the listening
+//! graph while requests are answered. The schedule is open-loop: each request has its
 //! time, and its latency counts from that time (a request that waits for a
 //! busy connection counts its wait), so a stall shows in the quantiles
 //! instead of slowing the load.
@@ -15,9 +17,11 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::quantile;
+use crate::actors::producer::Feed;
 use crate::admin::context::Admin;
 use crate::admin::gate::Gate;
-use crate::synth::produce::VideoStream;
+use crate::domain::event::Kind;
+use crate::synth::produce::{Synth, SynthSpec, VideoStream};
 
 #[derive(Debug, Clone)]
 pub struct ServeBenchArgs {
@@ -25,6 +29,9 @@ pub struct ServeBenchArgs {
     pub rate: f64,
     /// Events/s the daemon ingests throughout.
     pub ingest: f64,
+    /// Listening events/s ingested besides (a topic of their own, the
+    /// tracks' catalog first), from the start; 0: none.
+    pub music: f64,
     pub seconds: u64,
     pub connections: usize,
     pub warmup_events: u64,
@@ -56,6 +63,7 @@ pub struct ServeReport {
     pub bench: &'static str,
     pub rate: f64,
     pub ingest: f64,
+    pub music: f64,
     pub seconds: f64,
     pub connections: usize,
     /// Requests answered per second, and events stored per second, meanwhile.
@@ -198,11 +206,26 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
     }
     let events = args.warmup_events + (args.ingest * (args.seconds as f64 + 120.0)) as u64;
     let stream = VideoStream::new(args.users, args.videos, args.seed, events, 0.0);
+    let mut extra: crate::runtime::daemon::ExtraFeeds = Vec::new();
+    if args.music > 0.0 {
+        cfg.kafka
+            .topics
+            .insert(Kind::Music, "bench.music".to_string());
+        let spec = SynthSpec {
+            users: args.users,
+            videos: args.videos,
+            tracks: cfg.producers.tracks as usize,
+            seed: args.seed,
+            start_ms: None,
+        };
+        let music = Synth::new(Kind::Music, &spec);
+        extra.push((Kind::Music, Feed::Synth(Box::new(music)), args.music));
+    }
     let system = actix::System::new();
     let args = args.clone();
     system.block_on(async move {
         let (daemon, champion) =
-            super::warm_champion(&cfg, stream, args.ingest, args.warmup_events).await?;
+            super::warm_champion(&cfg, stream, args.ingest, args.warmup_events, extra).await?;
         let admin = std::sync::Arc::new(Admin::new(daemon.handles(), cfg.clone()).await?);
         let gate = std::sync::Arc::new(Gate::new(cfg.clone()));
         gate.ready(admin);
@@ -270,6 +293,7 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
             bench: "serve",
             rate: args.rate,
             ingest: args.ingest,
+            music: args.music,
             seconds,
             connections: args.connections,
             fold_in_threads: cfg.models.fold_in_solvers(),
