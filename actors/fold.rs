@@ -306,7 +306,7 @@ impl Worker {
         let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
         let closing = &self.closing;
         let read = {
-            let Ok(ix) = self.indexes.read() else {
+            let Ok(graph) = self.indexes.graph() else {
                 tracing::error!("the indexes are poisoned: fold-in stops");
                 return Flow::Stop;
             };
@@ -318,7 +318,7 @@ impl Worker {
                     if closing.load(Ordering::Relaxed) {
                         return None;
                     }
-                    match live::user_pairs_by_domain(&self.view, &ix.graph, u, self.weights) {
+                    match live::user_pairs_by_domain(&self.view, &graph, u, self.weights) {
                         Ok(p) => Some((u.clone(), p)),
                         Err(e) => {
                             tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");

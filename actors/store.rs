@@ -17,7 +17,7 @@ use crate::ml::train::{snapshot, Snapshot};
 use crate::ml::TrainError;
 use crate::store::{Stats, Store, StoreError};
 use crate::views::analytics::Analytics;
-use crate::views::indexes::{Indexes, SharedIndexes};
+use crate::views::indexes::SharedIndexes;
 
 pub struct StoreActor {
     pub store: Store,
@@ -77,17 +77,11 @@ impl Handler<StoreBatch> for StoreActor {
         let result = self.store.apply(&self.namespace, msg.prepared);
         let result = match result {
             Ok(c) => {
-                // Video-only batches (most of them) leave the indexes alone:
-                // no lock taken, no reader held up.
-                if Indexes::follows_any(&c.records, &c.fresh) {
-                    if let Ok(mut ix) = self.indexes.write() {
-                        ix.observe(&self.store, &c.records, &c.fresh);
-                    }
-                }
+                // Each part of the indexes is locked only when the batch
+                // changes it: video-only batches (most of them) take none.
+                self.indexes.observe(&self.store, &c.records, &c.fresh);
                 let now = crate::domain::timefmt::now_ms();
-                if let Ok(ix) = self.indexes.read() {
-                    ix.observe_trending(&c.records, &c.fresh, now);
-                }
+                self.indexes.observe_trending(&c.records, &c.fresh, now);
                 if let Ok(mut a) = self.analytics.lock() {
                     a.observe(&c.records, &c.fresh, now);
                 }
@@ -143,11 +137,11 @@ impl Handler<TakeSnapshot> for StoreActor {
     type Result = Result<Snapshot, TrainError>;
 
     fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
-        let ix = self
+        let catalog = self
             .indexes
-            .read()
-            .map_err(|_| TrainError::Failed("the titles index is poisoned".into()))?;
-        snapshot(&self.store, &ix.titles, &msg.0)
+            .catalog()
+            .map_err(|e| TrainError::Failed(e.to_string()))?;
+        snapshot(&self.store, &catalog.titles, &msg.0)
     }
 }
 

@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
             let folded = match &champion {
                 Some(c) if store.is_folded(c.id, &ask.user)? => {
                     let weights = cfg.models.event_weights.by_action();
-                    let (pairs, _) = live::user_pairs(&store, &ix.graph, &ask.user, weights)?;
+                    let (pairs, _) = live::user_pairs(&store, &*ix.graph()?, &ask.user, weights)?;
                     let solver = live::ChampionSolver::new(c);
                     live::fold_users(c, &solver, vec![(ask.user.clone(), pairs)])
                         .pop()
@@ -177,15 +177,17 @@ fn main() -> anyhow::Result<()> {
                 folded,
                 ..Default::default()
             };
-            let Some(reply) = playpulse::ml::recommend::recommend(
-                champion.as_ref(),
-                &folded,
-                // Items folded in live are held by the daemon only.
-                None,
-                |u| store.user_profile(u),
-                &ix,
-                &ask,
-            )?
+            let Some(reply) = ix.lookup(|ix| {
+                playpulse::ml::recommend::recommend(
+                    champion.as_ref(),
+                    &folded,
+                    // Items folded in live are held by the daemon only.
+                    None,
+                    |u| store.user_profile(u),
+                    ix,
+                    &ask,
+                )
+            })??
             else {
                 bail!("no model has been trained yet in {}: let the daemon ingest models.min_events events", data_dir.display());
             };

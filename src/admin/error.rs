@@ -94,6 +94,8 @@ pub enum CommandError {
     #[error(transparent)]
     Graph(#[from] crate::views::graph::GraphError),
     #[error(transparent)]
+    Index(#[from] crate::views::indexes::Poisoned),
+    #[error(transparent)]
     Export(#[from] crate::export::csv::ExportError),
     #[error(transparent)]
     Replay(#[from] super::replay::ReplayError),
@@ -114,7 +116,7 @@ impl CommandError {
             | CommandError::Stopping(_) => 503,
             CommandError::NotFound(_) => 404,
             CommandError::Store(StoreError::Refused(_) | StoreError::BadId { .. }) => 400,
-            CommandError::Store(_) | CommandError::Worker(_) => 500,
+            CommandError::Store(_) | CommandError::Worker(_) | CommandError::Index(_) => 500,
             CommandError::Analytics(
                 crate::views::analytics::AnalyticsError::Store(_)
                 | crate::views::analytics::AnalyticsError::Unavailable,

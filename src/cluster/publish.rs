@@ -422,10 +422,11 @@ impl Publisher {
     /// not published in their current version (a peer's are left out).
     fn publish_titles(&mut self) -> Result<(), KafkaGlueError> {
         let fresh: Vec<(bool, crate::domain::event::Title)> = {
-            let Ok(ix) = self.indexes.read() else {
+            let Ok(catalog) = self.indexes.catalog() else {
                 return Ok(());
             };
-            ix.titles
+            catalog
+                .titles
                 .entries()
                 .filter(|(id, e)| self.titles_sent.get(*id) != Some(&e.title.timestamp_ms))
                 .map(|(_, e)| (e.kind == crate::views::affinity::SERIES, e.title.clone()))

@@ -334,9 +334,7 @@ impl Reader {
             ));
         }
         s.peer_titles.insert(t.id.clone(), t.timestamp_ms);
-        if let Ok(mut ix) = self.indexes.write() {
-            ix.titles.upsert(r.kind(), t);
-        }
+        self.indexes.upsert_title(r.kind(), t);
         Ok(())
     }
 

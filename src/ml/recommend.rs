@@ -14,7 +14,7 @@ use super::recent::merge_sorted;
 use super::serve::{Champion, Hints, Recommendation, Taste};
 use crate::domain::event::{Domain, UserProfile};
 use crate::views::affinity::{Prefs, Ranked};
-use crate::views::indexes::Indexes;
+use crate::views::indexes::{Catalog, Lookup};
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,19 +43,18 @@ pub struct Listed {
 }
 
 impl Listed {
-    fn of(r: Recommendation, ix: &Indexes) -> Listed {
+    fn of(r: Recommendation, catalog: &Catalog) -> Listed {
         let (artist, album) = match r.domain {
-            Domain::Music => ix
-                .graph
+            Domain::Music => catalog
                 .track_artist(&r.item)
                 .map_or((None, None), |(a, al)| {
-                    (Some(a.to_string()), al.map(str::to_string))
+                    (Some(a.to_string()), Some(al.to_string()))
                 }),
             Domain::Video => (None, None),
         };
         let title = match r.domain {
-            Domain::Video => ix.titles.get(&r.item).map(|e| e.title.title.clone()),
-            Domain::Music => ix.graph.track_title(&r.item).map(str::to_string),
+            Domain::Video => catalog.titles.get(&r.item).map(|e| e.title.title.clone()),
+            Domain::Music => catalog.track_title(&r.item).map(str::to_string),
         };
         Listed {
             title,
@@ -159,13 +158,15 @@ pub fn recommend<E>(
     live: &LiveUser,
     items: Option<&FoldedItems>,
     profile: impl FnOnce(&str) -> Result<Option<UserProfile>, E>,
-    ix: &Indexes,
+    ix: &Lookup<'_>,
     ask: &Ask,
 ) -> Result<Option<RecommendReply>, E> {
     let user = ask.user.trim().to_lowercase();
     let k = ask.k;
     let listed = |recs: Vec<Recommendation>| -> Vec<Listed> {
-        recs.into_iter().map(|r| Listed::of(r, ix)).collect()
+        recs.into_iter()
+            .map(|r| Listed::of(r, ix.catalog))
+            .collect()
     };
     let folded = live.folded.as_deref();
     let taste = champion.and_then(|c| match (folded, c.recommender.user_row(&user)) {
@@ -243,7 +244,7 @@ pub fn recommend<E>(
                             names,
                             &prefs,
                             c.affinity_weight,
-                            |i| ix.titles.get(i).map(|e| &e.title),
+                            |i| ix.catalog.titles.get(i).map(|e| &e.title),
                         )
                     })
             }
@@ -285,7 +286,7 @@ pub fn recommend<E>(
     // Not in the model: a catalog profile's content affinity (videos), else popularity.
     if domain == Domain::Video {
         if let Some(p) = profile(&user)? {
-            let ranked = ix.titles.rank(&p, k, |i| watched.contains(&i));
+            let ranked = ix.catalog.titles.rank(&p, k, |i| watched.contains(&i));
             if !ranked.is_empty() {
                 return Ok(Some(RecommendReply {
                     model: champion.map(|c| c.id),
@@ -373,7 +374,7 @@ pub struct TrendingReply {
 
 /// What trends now in exactly the scope asked.
 pub fn trending_now(
-    ix: &Indexes,
+    ix: &Lookup<'_>,
     champion: Option<&Champion>,
     domain: Domain,
     region: Option<String>,
@@ -383,7 +384,7 @@ pub fn trending_now(
 ) -> TrendingReply {
     let now = crate::domain::timefmt::now_ms();
     let top = ix
-        .trending()
+        .trending
         .top(domain, region.as_deref(), genre.as_deref(), k, now);
     let reason = trending_reason(region.as_deref(), genre.as_deref());
     let items = listed_trending(ix, champion, domain, genre.as_deref(), top, &reason);
@@ -408,7 +409,7 @@ fn trending_reason(region: Option<&str>, genre: Option<&str>) -> String {
 
 /// Trending items as listed items, with their genre and titles.
 fn listed_trending(
-    ix: &Indexes,
+    ix: &Lookup<'_>,
     champion: Option<&Champion>,
     domain: Domain,
     genre: Option<&str>,
@@ -419,8 +420,9 @@ fn listed_trending(
         let known = champion.and_then(|c| c.recommender.item_genre(item));
         match (known, domain) {
             (Some(g), _) => g.to_string(),
-            (None, Domain::Music) => ix.graph.track_genre(item).unwrap_or_default().to_string(),
+            (None, Domain::Music) => ix.catalog.track_genre(item).unwrap_or_default().to_string(),
             (None, Domain::Video) => ix
+                .catalog
                 .titles
                 .get(item)
                 .and_then(|e| e.title.genres.first().cloned())
@@ -438,7 +440,7 @@ fn listed_trending(
                 because: None,
                 reason: reason.to_string(),
             };
-            Listed::of(r, ix)
+            Listed::of(r, ix.catalog)
         })
         .collect()
 }
@@ -447,14 +449,14 @@ fn listed_trending(
 /// region, else the genre, else overall (the first of these with any item);
 /// `None` when nothing does.
 pub fn trending(
-    ix: &Indexes,
+    ix: &Lookup<'_>,
     champion: Option<&Champion>,
     domain: Domain,
     hints: &Hints,
     k: usize,
     now_ms: i64,
 ) -> Option<Vec<Listed>> {
-    let t = ix.trending();
+    let t = ix.trending;
     let (region, genre) = (hints.region.as_deref(), hints.genre.as_deref());
     let mut tries = Vec::with_capacity(4);
     if region.is_some() && genre.is_some() {
@@ -471,20 +473,27 @@ pub fn trending(
         .into_iter()
         .map(|(r, g)| ((r, g), t.top(domain, r, g, k, now_ms)))
         .find(|(_, top)| !top.is_empty())?;
-    drop(t);
     let reason = trending_reason(scope.0, scope.1);
     Some(listed_trending(ix, champion, domain, scope.1, top, &reason))
 }
 
 /// The `k` items most like `item` (`None`: the model does not have it).
-pub fn similar(champion: &Champion, ix: &Indexes, item: &str, k: usize) -> Option<SimilarReply> {
+pub fn similar(
+    champion: &Champion,
+    catalog: &Catalog,
+    item: &str,
+    k: usize,
+) -> Option<SimilarReply> {
     let item = item.trim().to_lowercase();
     let row = champion.recommender.item_row(&item)?;
     let similar = champion.recommender.similar(&item, k)?;
     Some(SimilarReply {
         model: champion.id,
         domain: champion.recommender.domain_of(row),
-        similar: similar.into_iter().map(|r| Listed::of(r, ix)).collect(),
+        similar: similar
+            .into_iter()
+            .map(|r| Listed::of(r, catalog))
+            .collect(),
         item,
     })
 }

@@ -246,10 +246,8 @@ impl Daemon {
             flight.clone(),
         );
         let view = store.view();
-        let indexes: SharedIndexes = Arc::new(std::sync::RwLock::new(Indexes::build(
-            &store,
-            cfg.analytics.trending_half_life(),
-        )?));
+        let indexes: SharedIndexes =
+            Arc::new(Indexes::build(&store, cfg.analytics.trending_half_life())?);
         let ix = indexes.clone();
         let serving = Serving::default();
         // The fold-in tells the group's publisher whom it folded in.

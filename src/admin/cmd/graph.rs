@@ -25,10 +25,8 @@ impl Graph {
 pub async fn graph(a: &Admin, req: Graph) -> Result<GraphAnswer, CommandError> {
     let indexes = a.indexes.clone();
     let answer = blocking(move || {
-        let ix = indexes
-            .read()
-            .map_err(|_| CommandError::Worker("the graph index is poisoned".into()))?;
-        Ok::<_, CommandError>(crate::views::graph::answer(&ix.graph, &req)?)
+        let graph = indexes.graph()?;
+        Ok::<_, CommandError>(crate::views::graph::answer(&graph, &req)?)
     })
     .await??;
     Ok(answer)

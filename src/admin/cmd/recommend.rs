@@ -89,21 +89,22 @@ pub async fn trending(a: &Admin, req: TrendingArgs) -> Result<TrendingReply, Com
     // Answered where it is asked, as `recommend` and `similar` are: a
     // bounded top-k under a read lock, shorter than a hand-off to the
     // blocking pool and back (two thread wake-ups on a loaded machine).
-    let ix = a
-        .indexes
-        .read()
-        .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
-    Ok(crate::ml::recommend::trending_now(
-        &ix,
-        champion.as_deref(),
-        req.domain.unwrap_or_default(),
-        req.region
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty()),
-        req.genre.filter(|s| !s.is_empty()),
-        req.k.unwrap_or(10),
-        half_life,
-    ))
+    let region = req
+        .region
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let genre = req.genre.filter(|s| !s.is_empty());
+    Ok(a.indexes.lookup(|ix| {
+        crate::ml::recommend::trending_now(
+            ix,
+            champion.as_deref(),
+            req.domain.unwrap_or_default(),
+            region,
+            genre,
+            req.k.unwrap_or(10),
+            half_life,
+        )
+    })?)
 }
 
 pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, CommandError> {
@@ -126,37 +127,34 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
     let items = live.items.clone();
     // Answered where it is asked (see `trending`).
     let view = &a.view;
-    let reply = {
-        let ix = a
-            .indexes
-            .read()
-            .map_err(|_| CommandError::Worker("the indexes are poisoned".into()))?;
-        if champion.is_none() {
-            // No model: what the user has is read from the store, for the
-            // trending list to leave out.
-            let user = ask.user.trim().to_lowercase();
-            // A store that cannot be read here costs the list that, not the list.
-            let video = view
-                .user_video_pairs(&user)
-                .map(|(v, _)| v)
-                .unwrap_or_default();
-            live.history = video.into_iter().map(|(item, _)| item).collect();
-            live.history.extend(
-                ix.graph
-                    .edges_of(&user)
-                    .into_iter()
-                    .map(|(t, _)| t.to_string()),
-            );
-        }
+    if champion.is_none() {
+        // No model: what the user has is read from the store, for the
+        // trending list to leave out.
+        let user = ask.user.trim().to_lowercase();
+        // A store that cannot be read here costs the list that, not the list.
+        let video = view
+            .user_video_pairs(&user)
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        live.history = video.into_iter().map(|(item, _)| item).collect();
+        live.history.extend(
+            a.indexes
+                .graph()?
+                .edges_of(&user)
+                .into_iter()
+                .map(|(t, _)| t.to_string()),
+        );
+    }
+    let reply = a.indexes.lookup(|ix| {
         crate::ml::recommend::recommend(
             champion.as_deref(),
             &live,
             items.as_deref(),
             |u| view.user_profile(u),
-            &ix,
+            ix,
             &ask,
-        )?
-    };
+        )
+    })??;
     reply.ok_or_else(|| a.no_champion())
 }
 
@@ -165,11 +163,8 @@ pub async fn similar(a: &Admin, req: Similar) -> Result<SimilarReply, CommandErr
     let k = req.k.unwrap_or(10);
     let item = req.item;
     let id = c.id;
-    let ix = a
-        .indexes
-        .read()
-        .map_err(|_| CommandError::Worker("the titles index is poisoned".into()))?;
-    crate::ml::recommend::similar(&c, &ix, &item, k).ok_or_else(|| {
+    let catalog = a.indexes.catalog()?;
+    crate::ml::recommend::similar(&c, &catalog, &item, k).ok_or_else(|| {
         CommandError::NotFound(format!(
             "item {:?} is not in model v{id}: list items with `recommend`",
             item.trim().to_lowercase()

@@ -157,8 +157,8 @@ pub async fn analytics(a: &Admin, req: Analytics) -> Result<Answer, CommandError
             .map_err(|_| AnalyticsError::Unavailable)?;
         live.query(&q)?
     };
-    if let Ok(ix) = a.indexes.read() {
-        answer.name_titles(|id| ix.titles.get(id).map(|e| e.title.title.clone()));
+    if let Ok(catalog) = a.indexes.catalog() {
+        answer.name_titles(|id| catalog.titles.get(id).map(|e| e.title.title.clone()));
     }
     Ok(answer)
 }

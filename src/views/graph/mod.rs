@@ -299,25 +299,6 @@ impl MusicGraph {
             .collect()
     }
 
-    /// A track's artist and album, when its catalog record is stored.
-    pub fn track_artist(&self, track: &str) -> Option<(&str, Option<&str>)> {
-        let &t = self.track_ix.get(track)?;
-        let node = &self.nodes[t as usize];
-        Some((node.artist.as_deref()?, node.album.as_deref()))
-    }
-
-    /// A track's genre, when its catalog record is stored.
-    pub fn track_genre(&self, track: &str) -> Option<&str> {
-        let &t = self.track_ix.get(track)?;
-        self.nodes[t as usize].genre.as_deref()
-    }
-
-    /// A track's title, when its catalog record has one.
-    pub fn track_title(&self, track: &str) -> Option<&str> {
-        let &t = self.track_ix.get(track)?;
-        self.nodes[t as usize].title.as_deref()
-    }
-
     /// Sets a (user, track) edge to `agg` (rebuilding from the store).
     pub fn set_edge(&mut self, user: &str, track: &str, agg: MusicAgg) {
         let (u, t) = (self.user(user), self.track(track));
