@@ -77,7 +77,9 @@ pub struct ServeReport {
     pub endpoints: std::collections::BTreeMap<&'static str, EndpointLatency>,
 }
 
-const ENDPOINTS: [&str; 3] = ["recommend", "similar", "trending"];
+/// The endpoints asked in turn; `graph` (users like me also liked, from the
+/// listening graph) only while listening events stream in.
+const ENDPOINTS: [&str; 4] = ["recommend", "similar", "trending", "graph"];
 
 /// One keep-alive HTTP/1.1 connection (blocking: each connection has a
 /// thread of its own); answers the status of a GET.
@@ -240,7 +242,8 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
         let n = (args.rate * args.seconds as f64).ceil() as usize;
         let plan: Vec<(usize, String)> = (0..n)
             .map(|i| {
-                let e = i % ENDPOINTS.len();
+                let asked = if args.music > 0.0 { 4 } else { 3 };
+                let e = i % asked;
                 let path = match ENDPOINTS[e] {
                     "recommend" => {
                         let u = &bundle.users[rng.gen_range(0..bundle.users.len())];
@@ -249,6 +252,13 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
                     "similar" => {
                         let v = &bundle.items[rng.gen_range(0..bundle.items.len())];
                         format!("/api/similar?item={v}&k=10")
+                    }
+                    "graph" => {
+                        let u = rng.gen_range(0..args.users);
+                        format!(
+                            "/api/graph?query=also_liked&user={}&limit=10",
+                            crate::synth::generate::user_id(u)
+                        )
                     }
                     _ => "/api/trending?k=10&domain=video".to_string(),
                 };
@@ -276,6 +286,9 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
             };
             let (ms, service) = (sorted(|r| r.1), sorted(|r| r.2));
             let errors = results.iter().filter(|r| r.0 == e && !r.3).count();
+            if ms.is_empty() {
+                continue;
+            }
             endpoints.insert(
                 *name,
                 EndpointLatency {
