@@ -26,6 +26,10 @@ use crate::ml::serve::Serving;
 use crate::store::{Flush, PairChange, PairChangeAgg, StoreView};
 use crate::views::indexes::SharedIndexes;
 
+/// Users whose listening edges a fold-in round copies per hold of the
+/// graph's read lock.
+const EDGES_PER_HOLD: usize = 256;
+
 /// The pair changes one durable batch committed (see
 /// [`crate::store::PairChange`]), and when it was committed.
 #[derive(Debug)]
@@ -305,29 +309,36 @@ impl Worker {
         // read whole (a read has every change committed before it).
         let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
         let closing = &self.closing;
-        let read = {
+        // Their listening edges first, from the graph (memory only, a few
+        // hundred users per hold of its lock); then the store's reads,
+        // without the lock: a writer waiting for it would hold up every
+        // graph query behind it meanwhile.
+        let mut edges = Vec::with_capacity(misses.len());
+        for chunk in misses.chunks(EDGES_PER_HOLD) {
             let Ok(graph) = self.indexes.graph() else {
                 tracing::error!("the indexes are poisoned: fold-in stops");
                 return Flow::Stop;
             };
-            misses
-                .into_par_iter()
-                .filter_map(|u| {
-                    // A stop while a long round reads (a new champion's
-                    // refold) ends the reads: see below.
-                    if closing.load(Ordering::Relaxed) {
-                        return None;
+            edges.extend(chunk.iter().map(|u| graph.edges_of(u)));
+        }
+        let read = misses
+            .into_par_iter()
+            .zip(edges)
+            .filter_map(|(u, edges)| {
+                // A stop while a long round reads (a new champion's
+                // refold) ends the reads: see below.
+                if closing.load(Ordering::Relaxed) {
+                    return None;
+                }
+                match live::user_pairs_with_edges(&self.view, edges, u, self.weights) {
+                    Ok(p) => Some((u.clone(), p)),
+                    Err(e) => {
+                        tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
+                        None
                     }
-                    match live::user_pairs_by_domain(&self.view, &graph, u, self.weights) {
-                        Ok(p) => Some((u.clone(), p)),
-                        Err(e) => {
-                            tracing::warn!("cannot read the pairs of {u:?} to fold in: {e}");
-                            None
-                        }
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
+                }
+            })
+            .collect::<Vec<_>>();
         if crate::domain::worker::inject("fold-in") {
             panic!("injected fault (PP_FAULT_PANIC_ONCE=fold-in)");
         }

@@ -858,12 +858,23 @@ pub fn user_pairs_by_domain(
     user: &str,
     music_weights: [f64; 5],
 ) -> Result<(DomainPairs, u64), StoreError> {
+    user_pairs_with_edges(view, graph.edges_of(user), user, music_weights)
+}
+
+/// As [`user_pairs_by_domain`], the user's listening edges already read from
+/// the graph (so the graph's lock need not be held across the store's reads).
+pub fn user_pairs_with_edges(
+    view: &StoreView,
+    edges: Vec<(std::sync::Arc<str>, crate::store::MusicAgg)>,
+    user: &str,
+    music_weights: [f64; 5],
+) -> Result<(DomainPairs, u64), StoreError> {
     let (video, upto) = view.user_video_pairs(user)?;
     let mut out: DomainPairs = video
         .into_iter()
         .map(|(item, a)| (item, a.weight as f32, Domain::Video))
         .collect();
-    out.extend(graph.edges_of(user).into_iter().map(|(t, a)| {
+    out.extend(edges.into_iter().map(|(t, a)| {
         let w = super::dataset::music_weight(&a, music_weights);
         (t.to_string(), w as f32, Domain::Music)
     }));

@@ -97,7 +97,17 @@ pub struct Indexes {
     /// batch, published by the writer. A request never waits on the writer,
     /// which runs at background priority and holds its lock for a whole batch.
     trending_view: ArcSwap<TrendingView>,
+    /// The thread that applies the graph's changes (see
+    /// [`Indexes::with_graph_writer`]); none: the caller applies them.
+    graph_writer: Option<std::sync::mpsc::Sender<GraphJob>>,
 }
+
+/// Listening events applied to the graph per hold of its write lock.
+const LISTENS_PER_HOLD: usize = 32;
+
+/// One batch's changes to the listening graph, applied on the graph's
+/// writer thread; it answers on the channel when they are in.
+type GraphJob = Box<dyn FnOnce() + Send>;
 
 impl Default for Indexes {
     fn default() -> Self {
@@ -166,7 +176,34 @@ impl Indexes {
             catalog: RwLock::default(),
             trending_view: ArcSwap::from_pointee(scores.view()),
             trending: Mutex::new(scores),
+            graph_writer: None,
         }
+    }
+
+    /// These indexes with a thread of their own (`graph-writer`, in the
+    /// calling thread's scheduling class) that applies each batch's changes
+    /// to the listening graph while the store's writer waits. The store's
+    /// writer runs at background priority: holding the graph's write lock
+    /// itself, it could be preempted for milliseconds by any other thread,
+    /// and every graph query would wait that long behind it. The daemon
+    /// calls this from a thread of normal priority; the thread ends with the
+    /// indexes.
+    pub fn with_graph_writer(mut self) -> std::io::Result<Indexes> {
+        let (tx, rx) = std::sync::mpsc::channel::<GraphJob>();
+        std::thread::Builder::new()
+            .name("graph-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                        tracing::error!(
+                            "applying a batch to the listening graph panicked ({}): graph queries answer with an error until a restart rebuilds it",
+                            crate::domain::worker::panic_message(p.as_ref())
+                        );
+                    }
+                }
+            })?;
+        self.graph_writer = Some(tx);
+        Ok(self)
     }
 
     /// The trending scores as of the last batch.
@@ -230,7 +267,7 @@ impl Indexes {
     /// redelivery). Each part's write lock is taken only when the batch
     /// changes that part, and only for the changes themselves: what decides
     /// them (the store's reads) comes first.
-    pub fn observe(&self, store: &Store, records: &[Processed], fresh: &[bool]) {
+    pub fn observe(self: &Arc<Self>, store: &Store, records: &[Processed], fresh: &[bool]) {
         let mut listens: Vec<&MusicEvent> = Vec::new();
         let mut tracks: Vec<&Track> = Vec::new();
         let mut titles: Vec<(&'static str, &crate::domain::event::Title)> = Vec::new();
@@ -258,16 +295,53 @@ impl Indexes {
                 }
             }
         }
-        if !(tracks.is_empty() && listens.is_empty()) {
-            if let Ok(mut g) = self.graph.write() {
-                // Tracks first: a listener joins a track's artist and genre
-                // whether the track's record came before or after the listen.
-                for t in &tracks {
-                    g.upsert_track(t);
-                }
-                for m in &listens {
-                    g.observe(m);
-                }
+        if tracks.is_empty() && listens.is_empty() {
+            return;
+        }
+        let Some(writer) = &self.graph_writer else {
+            self.apply_to_graph(tracks, listens);
+            return;
+        };
+        let tracks: Vec<Track> = tracks.into_iter().cloned().collect();
+        let listens: Vec<MusicEvent> = listens.into_iter().cloned().collect();
+        let (done, applied) = std::sync::mpsc::channel();
+        let ix = Arc::clone(self);
+        let job: GraphJob = Box::new(move || {
+            ix.apply_to_graph(&tracks, &listens);
+            let _ = done.send(());
+        });
+        match writer.send(job) {
+            // A batch counts stored once the graph has it.
+            Ok(()) => {
+                let _ = applied.recv();
+            }
+            // The thread is gone: applied here.
+            Err(std::sync::mpsc::SendError(job)) => job(),
+        }
+    }
+
+    /// One batch's tracks and listens into the graph, under its write lock.
+    fn apply_to_graph<'a>(
+        &self,
+        tracks: impl IntoIterator<Item = &'a Track>,
+        listens: impl IntoIterator<Item = &'a MusicEvent>,
+    ) {
+        // Tracks first: a listener joins a track's artist and genre whether
+        // the track's record came before or after the listen.
+        if let Ok(mut g) = self.graph.write() {
+            for t in tracks {
+                g.upsert_track(t);
+            }
+        }
+        // The listens a few at a time: a graph query waits for one hold of
+        // the lock at most, not for the batch.
+        let mut listens = listens.into_iter().peekable();
+        while listens.peek().is_some() {
+            let Ok(mut g) = self.graph.write() else {
+                return;
+            };
+            for m in listens.by_ref().take(LISTENS_PER_HOLD) {
+                g.observe(m);
             }
         }
     }
@@ -380,21 +454,29 @@ mod tests {
         let c = store
             .apply("t", crate::store::prepare::prepare(records))
             .unwrap();
-        let ix = Indexes::default();
-        ix.observe(&store, &c.records, &c.fresh);
         let track = music.track(1);
-        {
-            let cat = ix.catalog().unwrap();
-            assert_eq!(cat.track_title(&track.track_id), Some(track.title.as_str()));
-            assert_eq!(cat.track_genre(&track.track_id), Some(track.genre.as_str()));
-            assert_eq!(
-                cat.track_artist(&track.track_id),
-                Some((track.artist.as_str(), track.album.as_str()))
-            );
-            assert!(cat.titles.get(&movie).is_some());
+        // Applied by the caller, and by the graph's own writer thread: in
+        // both, the batch is in the graph once `observe` returns.
+        for ix in [
+            Arc::new(Indexes::default()),
+            Arc::new(Indexes::default().with_graph_writer().unwrap()),
+        ] {
+            ix.observe(&store, &c.records, &c.fresh);
+            {
+                let cat = ix.catalog().unwrap();
+                assert_eq!(cat.track_title(&track.track_id), Some(track.title.as_str()));
+                assert_eq!(cat.track_genre(&track.track_id), Some(track.genre.as_str()));
+                assert_eq!(
+                    cat.track_artist(&track.track_id),
+                    Some((track.artist.as_str(), track.album.as_str()))
+                );
+                assert!(cat.titles.get(&movie).is_some());
+            }
+            assert_eq!(ix.graph().unwrap().edges(), pairs.len());
+            assert_eq!(ix.graph().unwrap().tracks(), 3);
         }
-        assert_eq!(ix.graph().unwrap().edges(), pairs.len());
-        assert_eq!(ix.graph().unwrap().tracks(), 3);
+        let ix = Arc::new(Indexes::default());
+        ix.observe(&store, &c.records, &c.fresh);
 
         // While the writer holds the graph (a batch of listens), a request
         // reads the catalog and what trends: it does not wait for the graph.
