@@ -240,9 +240,10 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
         let bundle = champion.recommender.bundle();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
         let n = (args.rate * args.seconds as f64).ceil() as usize;
+        // `graph` (the last) only while listens stream in.
+        let asked = ENDPOINTS.len() - usize::from(args.music == 0.0);
         let plan: Vec<(usize, String)> = (0..n)
             .map(|i| {
-                let asked = if args.music > 0.0 { 4 } else { 3 };
                 let e = i % asked;
                 let path = match ENDPOINTS[e] {
                     "recommend" => {

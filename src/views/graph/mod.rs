@@ -44,7 +44,6 @@ struct TrackNode {
     artist: Option<Arc<str>>,
     genre: Option<Arc<str>>,
     album: Option<Arc<str>>,
-    title: Option<Arc<str>>,
     /// Every user with an edge to this track.
     listeners: FxHashSet<u32>,
 }
@@ -380,7 +379,6 @@ impl MusicGraph {
         node.artist = Some(artist.clone());
         node.genre = Some(genre.clone());
         node.album = Some(Arc::from(tr.album.as_str()));
-        node.title = (!tr.title.is_empty()).then(|| Arc::from(tr.title.as_str()));
         self.by_artist
             .entry(artist)
             .or_default()
