@@ -801,12 +801,16 @@ pub fn decode_rows(bytes: &[u8]) -> Option<Rows<'_>> {
     postcard::from_bytes(bytes).ok()
 }
 
-/// One bucket's rows of a cube in a [`Generation`]: ids → sums. The sums sit
-/// in the entry: adding a row touches one place in memory, not two. (Listing
-/// the rows of titles instead, for the compaction's sort to add up, took
-/// less on the store's thread but more in all: the sort then handles every
+/// One bucket's rows of a cube in a [`Generation`]: ids → sums, in the order
+/// they came. The table holds each row's place; the rows lie in a list,
+/// where a new one is appended. On a backfill nearly every row of titles is
+/// new: it is written at the list's end, and its probe reads only the table
+/// (8 bytes a row, which stays in cache), not rows of 128 bytes strewn over
+/// megabytes. The compactor and readers walk the list. (Listing the rows of
+/// titles without a table, for the compaction's sort to add up, took less
+/// on the store's thread but more in all: the sort then handles every
 /// event's row, not each distinct one.)
-pub type BucketRows = FxHashMap<[u32; 4], Sums>;
+pub type BucketRows = indexmap::IndexMap<[u32; 4], Sums, rustc_hash::FxBuildHasher>;
 
 /// What one [`Generation`] holds of a cube: minute (or hour) → its rows. A
 /// batch's rows fall in a few buckets, whose tables stay in cache while it
@@ -858,9 +862,28 @@ fn cube_index(c: Cube) -> usize {
     }
 }
 
-/// About the bytes a held row takes (its entry and its control byte, with
-/// the table's spare room).
-const ROW_BYTES: usize = std::mem::size_of::<([u32; 4], Sums)>() + 8;
+/// About the bytes a held row takes: its entry in the list (with its hash),
+/// and its place in the table with the table's spare room.
+const ROW_BYTES: usize = std::mem::size_of::<([u32; 4], Sums)>() + 8 + 16;
+
+/// A batch's row on its way into a [`Generation`]: cube index, bucket,
+/// the hash of its ids (what places it in the bucket's table).
+struct Placed<'d> {
+    cube: usize,
+    minute: i64,
+    hash: u64,
+    ids: [u32; 4],
+    sums: &'d Sums,
+}
+
+/// The slots of a table with room for `rows` (hashbrown's sizing: a power of
+/// two at most 7/8 full), whose low bits place a hash in it.
+fn table_buckets(rows: usize) -> u64 {
+    if rows < 8 {
+        return 8;
+    }
+    (rows.saturating_mul(8) / 7).next_power_of_two() as u64
+}
 
 impl Generation {
     fn intern(&mut self, s: &str) -> u32 {
@@ -885,18 +908,61 @@ impl Generation {
     }
 
     /// Adds a batch's deltas; `id_of(record)` names the id a record carries.
+    ///
+    /// The rows go into each bucket's table in the order of their places in
+    /// it (their hashes' low bits), not as they came: the table is walked
+    /// from one end to the other, in cache lines the prefetcher brings ahead,
+    /// where rows in the order of the events each read a line of a table
+    /// evicted since the last batch (a bucket of titles holds about a row per
+    /// view on a backfill).
     pub fn add<'r>(&mut self, d: &BatchDeltas, id_of: impl Fn(u32) -> &'r str) {
+        use std::hash::BuildHasher;
         let small: Vec<u32> = d.names.iter().map(|s| self.intern(s)).collect();
         let ids: Vec<u32> = d.ids.iter().map(|r| self.intern(id_of(*r))).collect();
         let s = |i: u16| small.get(usize::from(i)).copied().unwrap_or(0);
         let id = |n: u32| ids.get(n as usize).copied().unwrap_or(0);
-        for e in d.rows() {
-            let ids = match e.cube {
-                Cube::Dims | Cube::Anchors => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
-                Cube::Titles => [id(e.id), s(e.small[0]), s(e.small[1]), s(e.small[2])],
-                Cube::Music => [id(e.id), s(e.small[0]), 0, 0],
-            };
-            self.add_row(e.cube, e.minute, ids, e.sums);
+        let hasher = rustc_hash::FxBuildHasher;
+        let mut rows: Vec<Placed<'_>> = d
+            .rows()
+            .map(|e| {
+                let ids = match e.cube {
+                    Cube::Dims | Cube::Anchors => [s(e.small[0]), s(e.small[1]), s(e.small[2]), 0],
+                    Cube::Titles => [id(e.id), s(e.small[0]), s(e.small[1]), s(e.small[2])],
+                    Cube::Music => [id(e.id), s(e.small[0]), 0, 0],
+                };
+                Placed {
+                    cube: cube_index(e.cube),
+                    minute: e.minute,
+                    hash: hasher.hash_one(ids),
+                    ids,
+                    sums: e.sums,
+                }
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.cube, r.minute));
+        for group in rows.chunk_by_mut(|a, b| a.cube == b.cube && a.minute == b.minute) {
+            let Some(first) = group.first() else { continue };
+            let (cube, minute) = (first.cube, first.minute);
+            if group.iter().any(|r| r.sums.weight() > 0) {
+                self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
+            }
+            let c = &mut self.rows[cube];
+            let pool = &mut c.pool;
+            let table = c
+                .buckets
+                .entry(minute)
+                .or_insert_with(|| pool.pop().unwrap_or_default());
+            let mask = table_buckets(table.capacity().max(table.len() + group.len())) - 1;
+            group.sort_unstable_by_key(|r| r.hash & mask);
+            for r in group.iter() {
+                match table.entry(r.ids) {
+                    indexmap::map::Entry::Occupied(mut e) => e.get_mut().add(r.sums),
+                    indexmap::map::Entry::Vacant(e) => {
+                        e.insert(*r.sums);
+                        c.rows += 1;
+                    }
+                }
+            }
         }
     }
 
@@ -911,8 +977,8 @@ impl Generation {
             .entry(minute)
             .or_insert_with(|| pool.pop().unwrap_or_default());
         match table.entry(ids) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(sums),
-            std::collections::hash_map::Entry::Vacant(e) => {
+            indexmap::map::Entry::Occupied(mut e) => e.get_mut().add(sums),
+            indexmap::map::Entry::Vacant(e) => {
                 e.insert(*sums);
                 c.rows += 1;
             }
