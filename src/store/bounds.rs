@@ -69,10 +69,8 @@ impl Tracked {
         let other_pair = keys::join(keys::MUSIC_PAIR, &[OTHER.as_bytes(), OTHER.as_bytes()]);
         Tracked {
             videos: state
-                .small
-                .range(keys::QOE_VIDEO.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(keys::QOE_VIDEO))
-                .filter(|(k, _)| **k != other_video)
+                .small_prefix(keys::QOE_VIDEO)
+                .filter(|(k, _)| *k != &other_video[keys::QOE_VIDEO.len()..])
                 .count(),
             listening_pairs: state
                 .big

@@ -511,11 +511,7 @@ impl Store {
         &'a self,
         p: &'a [u8],
     ) -> impl Iterator<Item = (&'a [u8], &'a [f64])> + 'a {
-        self.state
-            .small
-            .range(p.to_vec()..)
-            .take_while(move |(k, _)| k.starts_with(p))
-            .map(move |(k, v)| (&k[p.len()..], &v[..]))
+        self.state.small_prefix(p)
     }
 
     pub fn qoe(&self, dim: QoeDim) -> Result<BTreeMap<String, Qoe>, StoreError> {
