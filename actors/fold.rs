@@ -603,7 +603,7 @@ mod tests {
             let records = (0..50)
                 .map(|i| {
                     let v = g.next_event();
-                    users.insert(v.user_id.clone());
+                    users.insert(v.user_id.to_string());
                     Processed {
                         pos: SourcePos {
                             topic: Arc::from("v"),

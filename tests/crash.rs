@@ -49,7 +49,11 @@ fn stream(bootstrap: String, rate: f64, stop: Arc<AtomicBool>, sent: Arc<Mutex<S
 }
 
 fn key(e: &VideoEvent) -> (String, String, i64) {
-    (e.user_id.clone(), e.video_id.clone(), e.timestamp_ms)
+    (
+        e.user_id.to_string(),
+        e.video_id.to_string(),
+        e.timestamp_ms,
+    )
 }
 
 /// The invariants of a store reopened after a crash; answers (stored, dead).

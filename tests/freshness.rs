@@ -97,8 +97,8 @@ fn wait_list(
 /// A finished view of `video` by `user`, shaped as the produced events are.
 fn view(like: &VideoEvent, user: &str, video: &str, ts_ms: i64) -> VideoEvent {
     let mut v = like.clone();
-    v.user_id = user.to_string();
-    v.video_id = video.to_string();
+    v.user_id = user.into();
+    v.video_id = video.into();
     v.timestamp_ms = ts_ms;
     v.watch_time_seconds = 3600.0;
     v.buffering_events = 0;
@@ -209,8 +209,8 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
     let title = "vid_brand_new";
     let mut watchers: Vec<String> = Vec::new();
     for v in &produced.valid {
-        if v.user_id != user && !watchers.contains(&v.user_id) {
-            watchers.push(v.user_id.clone());
+        if v.user_id != user && !watchers.iter().any(|w| *w == v.user_id) {
+            watchers.push(v.user_id.to_string());
         }
         if watchers.len() == 3 {
             break;
@@ -240,7 +240,7 @@ fn a_view_reaches_the_viewers_next_list_without_a_retrain() {
     let other = produced
         .valid
         .iter()
-        .map(|v| v.user_id.clone())
+        .map(|v| v.user_id.to_string())
         .find(|u| *u != user && !watchers.contains(u))
         .unwrap();
     let theirs = whole(&other);
@@ -428,10 +428,10 @@ fn an_item_by_item_champion_takes_a_view_into_the_next_list_at_once() {
     let cold = ctl_json(&data, &["recommend", newcomer, "5", "--domain", "video"]);
     assert_eq!(cold["cold_start"], "trending", "{cold}");
     let mine: Vec<String> = {
-        let mut seen = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
         for v in produced.valid.iter().filter(|v| v.user_id == user) {
-            if !seen.contains(&v.video_id) {
-                seen.push(v.video_id.clone());
+            if !seen.iter().any(|s| *s == v.video_id) {
+                seen.push(v.video_id.to_string());
             }
         }
         seen.truncate(3);
@@ -502,7 +502,11 @@ fn a_retrain_starts_once_new_pairs_reach_their_share_of_the_champions() {
     // Brand-new users, three views each of titles the champion knows: every
     // pair is new to it. A twentieth of its pairs, and a few more.
     let titles: Vec<String> = {
-        let mut t: Vec<String> = produced.valid.iter().map(|v| v.video_id.clone()).collect();
+        let mut t: Vec<String> = produced
+            .valid
+            .iter()
+            .map(|v| v.video_id.to_string())
+            .collect();
         t.sort();
         t.dedup();
         t

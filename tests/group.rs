@@ -400,7 +400,7 @@ fn three_members(tmp: &Path, bootstrap: &str) {
         .find(|e| e.user_id == viewer)
         .unwrap()
         .clone();
-    view.video_id = watched.clone();
+    view.video_id = watched.as_str().into();
     view.timestamp_ms = produced.valid.iter().map(|e| e.timestamp_ms).max().unwrap() + 1000;
     view.watch_time_seconds = 3600.0;
     view.skipped = false;
@@ -516,9 +516,9 @@ fn sample_users(events: &[VideoEvent], n: usize) -> Vec<String> {
     let mut seen = HashSet::new();
     events
         .iter()
-        .filter(|e| seen.insert(e.user_id.clone()))
+        .filter(|e| seen.insert(e.user_id.to_string()))
         .take(n)
-        .map(|e| e.user_id.clone())
+        .map(|e| e.user_id.to_string())
         .collect()
 }
 

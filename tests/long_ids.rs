@@ -36,7 +36,7 @@ fn long_and_nul_ids_are_refused_by_name_and_never_reach_a_key() {
         50,
     )
     .next_event();
-    video.video_id = "v".repeat(70_000);
+    video.video_id = "v".repeat(70_000).into();
     let video = playpulse::ingest::wire::to_json(&Event::Video(video));
     for payload in [
         listen("eve", "t1"),

@@ -113,7 +113,7 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
                 music_events += 1;
                 let rel = playpulse::views::graph::relation(m.event_type);
                 let e = by_action.entry(rel).or_default();
-                e.0.insert((m.user_id.clone(), m.track_id.clone()));
+                e.0.insert((m.user_id.to_string(), m.track_id.to_string()));
                 e.1 += 1;
                 let weight = match m.event_type {
                     MusicAction::Play => w.play,
@@ -123,7 +123,7 @@ fn the_parquet_lake_reads_back_in_pyarrow() {
                     MusicAction::Seek => w.seek,
                 };
                 *music_feedback
-                    .entry((m.user_id.clone(), m.track_id.clone()))
+                    .entry((m.user_id.to_string(), m.track_id.to_string()))
                     .or_default() += weight;
             }
             _ => {}

@@ -58,16 +58,16 @@ fn video() -> impl Strategy<Value = VideoEvent> {
                 (paused, skipped, genre, region, recommended, timestamp_ms),
                 (startup_time_ms, rebuffer_ms, error),
             )| VideoEvent {
-                user_id,
-                video_id,
+                user_id: user_id.into(),
+                video_id: video_id.into(),
                 watch_time_seconds,
-                resolution,
+                resolution: resolution.into(),
                 bitrate_kbps,
                 buffering_events,
                 paused,
                 skipped,
-                genre,
-                region,
+                genre: genre.into(),
+                region: region.into(),
                 recommended,
                 timestamp_ms,
                 startup_time_ms,
@@ -93,11 +93,11 @@ fn valid_video() -> impl Strategy<Value = VideoEvent> {
     )
         .prop_map(
             |(mut v, res, genre, region, (w, b, buf), ts, startup, (user, video))| {
-                v.user_id = user;
-                v.video_id = video;
-                v.resolution = res;
-                v.genre = genre;
-                v.region = region;
+                v.user_id = user.into();
+                v.video_id = video.into();
+                v.resolution = res.into();
+                v.genre = genre.into();
+                v.region = region.into();
                 v.watch_time_seconds = w;
                 v.bitrate_kbps = b;
                 v.buffering_events = buf;
@@ -198,12 +198,12 @@ fn music(
     )
         .prop_map(
             |(user_id, track_id, event_type, event_ts_ms, session_id, device)| MusicEvent {
-                user_id,
-                track_id,
+                user_id: user_id.into(),
+                track_id: track_id.into(),
                 event_type,
                 event_ts_ms,
-                session_id,
-                device,
+                session_id: session_id.into(),
+                device: device.into(),
             },
         )
 }

@@ -84,7 +84,7 @@ fn views_trend_by_arrival_and_a_new_title_serves_cold_starts_before_any_model_kn
     let burst: Vec<VideoEvent> = (0..(most as usize + 40))
         .map(|i| {
             let mut v = produced.valid[i % 50].clone();
-            v.user_id = format!("burst-{i}");
+            v.user_id = format!("burst-{i}").into();
             v.video_id = "vid_new_hit".into();
             v.region = region.clone();
             v

@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An id or a vocabulary value of an event: held inline up to 24 bytes (every
+/// id and value the producers send), so parsing an event allocates nothing
+/// for them and the store's thread frees nothing another thread allocated.
+pub type Name = compact_str::CompactString;
+
 /// The two catalogs recommendations come from: a list, similar items or a
 /// popularity ranking holds items of one of them only.
 #[derive(
@@ -108,16 +113,16 @@ impl std::fmt::Display for Kind {
 /// One viewing event (the seed schema plus optional QoE fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoEvent {
-    pub user_id: String,
-    pub video_id: String,
+    pub user_id: Name,
+    pub video_id: Name,
     pub watch_time_seconds: f64,
-    pub resolution: String,
+    pub resolution: Name,
     pub bitrate_kbps: i64,
     pub buffering_events: i64,
     pub paused: bool,
     pub skipped: bool,
-    pub genre: String,
-    pub region: String,
+    pub genre: Name,
+    pub region: Name,
     pub recommended: bool,
     /// Milliseconds since the Unix epoch, UTC.
     pub timestamp_ms: i64,
@@ -221,12 +226,12 @@ impl MusicAction {
 /// A listening event (the music seed's user_events.csv).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MusicEvent {
-    pub user_id: String,
-    pub track_id: String,
+    pub user_id: Name,
+    pub track_id: Name,
     pub event_type: MusicAction,
     pub event_ts_ms: i64,
-    pub session_id: String,
-    pub device: String,
+    pub session_id: Name,
+    pub device: Name,
 }
 
 /// Any typed event. Stored in the compact binary form of [`Event::encode`].

@@ -258,8 +258,8 @@ pub fn predict_csv(
         let engaged = classify::label(e);
         right += usize::from(engaged == p);
         w.write_record([
-            e.user_id.clone(),
-            e.video_id.clone(),
+            e.user_id.to_string(),
+            e.video_id.to_string(),
             crate::domain::timefmt::format_timestamp_ms(e.timestamp_ms),
             engaged.to_string(),
             p.to_string(),

@@ -24,7 +24,12 @@ pub struct Validator {
     max_list_entries: usize,
 }
 
-fn trim_in_place(s: &mut String) {
+/// A field's text, trimmed in place: an owned `String` or an event's [`Name`].
+trait Text: std::ops::DerefMut<Target = str> + for<'a> From<&'a str> + std::fmt::Debug {}
+impl Text for String {}
+impl Text for crate::domain::event::Name {}
+
+fn trim_in_place<T: Text>(s: &mut T) {
     // Fast path: nothing to trim when both ends are visible ASCII.
     let b = s.as_bytes();
     if let (Some(&first), Some(&last)) = (b.first(), b.last()) {
@@ -34,7 +39,7 @@ fn trim_in_place(s: &mut String) {
     }
     let t = s.trim();
     if t.len() != s.len() {
-        *s = t.to_string();
+        *s = T::from(t);
     }
 }
 
@@ -80,7 +85,7 @@ impl Validator {
         }
     }
 
-    fn id(&self, field: &str, s: &mut String) -> Result<(), Rejection> {
+    fn id<T: Text>(&self, field: &str, s: &mut T) -> Result<(), Rejection> {
         trim_in_place(s);
         if s.is_empty() {
             return Err(Rejection::field(
@@ -120,7 +125,7 @@ impl Validator {
                     s.make_ascii_lowercase();
                 }
             } else {
-                *s = s.to_lowercase();
+                *s = T::from(s.to_lowercase().as_str());
             }
         }
         Ok(())
@@ -140,7 +145,7 @@ impl Validator {
     }
 
     /// Free text: trimmed, at most `max_text_bytes`.
-    fn text(&self, field: &str, s: &mut String) -> Result<(), Rejection> {
+    fn text<T: Text>(&self, field: &str, s: &mut T) -> Result<(), Rejection> {
         trim_in_place(s);
         if s.len() > self.max_text_bytes {
             return Err(Rejection::field(
@@ -176,9 +181,9 @@ impl Validator {
         Ok(())
     }
 
-    fn one_of(field: &str, s: &mut String, set: &[String]) -> Result<(), Rejection> {
+    fn one_of<T: Text>(field: &str, s: &mut T, set: &[String]) -> Result<(), Rejection> {
         trim_in_place(s);
-        if set.iter().any(|x| x == s) {
+        if set.iter().any(|x| **x == **s) {
             return Ok(());
         }
         Err(Rejection::field(

@@ -190,7 +190,7 @@ pub(crate) fn pairs_of_events<'a>(
     for e in events {
         let fb = e.implicit_feedback();
         let a = m
-            .entry((e.user_id.clone(), e.video_id.clone()))
+            .entry((e.user_id.to_string(), e.video_id.to_string()))
             .or_insert(PairAgg {
                 weight: 0.0,
                 events: 0,

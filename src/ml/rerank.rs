@@ -217,8 +217,10 @@ pub fn fit(
     let mut views = Vec::new();
     for &ix in &order {
         let e = &events[ix];
-        let (Some(&u), Some(&i)) = (d.user_index.get(&e.user_id), d.item_index.get(&e.video_id))
-        else {
+        let (Some(&u), Some(&i)) = (
+            d.user_index.get(e.user_id.as_str()),
+            d.item_index.get(e.video_id.as_str()),
+        ) else {
             continue;
         };
         let (u, i) = (u as usize, i as usize);
@@ -438,7 +440,7 @@ mod tests {
         let events: Vec<VideoEvent> = (0..events).map(|_| g.next_event()).collect();
         let genres = events
             .iter()
-            .map(|e| (e.video_id.clone(), e.genre.clone()))
+            .map(|e| (e.video_id.to_string(), e.genre.to_string()))
             .collect();
         let pairs = crate::ml::dataset::pairs_of_events(events.iter());
         (events, pairs, genres)

@@ -461,7 +461,10 @@ mod tests {
         })
         .unwrap();
         let got = pairs::run_pairs(&entries).unwrap();
-        assert_eq!(got, vec![(v.user_id.clone(), v.video_id.clone(), d)]);
+        assert_eq!(
+            got,
+            vec![(v.user_id.to_string(), v.video_id.to_string(), d)]
+        );
         // The run names the offsets it was written with (a fragment is found by them).
         assert!(entries
             .iter()

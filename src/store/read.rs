@@ -346,7 +346,7 @@ impl StoreView {
             if let (_, Event::Video(v)) = item? {
                 let d = super::prepare::pair_delta(&v);
                 pairs
-                    .entry((v.user_id, v.video_id))
+                    .entry((v.user_id.into(), v.video_id.into()))
                     .and_modify(|agg| slots::combine(slots::PAIR, agg, &d))
                     .or_insert(d);
             }

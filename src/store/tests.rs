@@ -83,7 +83,7 @@ fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     let mut expect: std::collections::HashMap<(String, String), (f64, u64)> = Default::default();
     for e in &evs {
         let x = expect
-            .entry((e.user_id.clone(), e.video_id.clone()))
+            .entry((e.user_id.to_string(), e.video_id.to_string()))
             .or_default();
         x.0 += e.implicit_feedback();
         x.1 += 1;
@@ -142,8 +142,8 @@ fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
             track_id: "t1".into(),
             event_type: action,
             event_ts_ms: 5,
-            session_id: String::new(),
-            device: String::new(),
+            session_id: Default::default(),
+            device: Default::default(),
         })
     };
     let batch = vec![
@@ -292,7 +292,7 @@ fn video_pair_aggregates_of_an_older_checkpoint_are_dropped_and_derived_from_eve
     let mut want: std::collections::BTreeMap<(String, String), u64> = Default::default();
     for e in &evs {
         *want
-            .entry((e.user_id.clone(), e.video_id.clone()))
+            .entry((e.user_id.to_string(), e.video_id.to_string()))
             .or_default() += 1;
     }
     let want: Vec<(String, String, u64)> = want.into_iter().map(|((u, v), n)| (u, v, n)).collect();
@@ -392,7 +392,7 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let mut evs = videos(10);
     for (i, e) in evs.iter_mut().enumerate() {
-        e.video_id = format!("vid{}", i % 5);
+        e.video_id = format!("vid{}", i % 5).into();
     }
     let music: Vec<Processed> = (0..4)
         .map(|i| {
@@ -401,12 +401,12 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
                 0,
                 i,
                 Outcome::Valid(Event::Music(MusicEvent {
-                    user_id: format!("u{i}"),
+                    user_id: format!("u{i}").into(),
                     track_id: "t".into(),
                     event_type: MusicAction::Play,
                     event_ts_ms: 1_735_689_600_000,
-                    session_id: String::new(),
-                    device: String::new(),
+                    session_id: Default::default(),
+                    device: Default::default(),
                 })),
             )
         })

@@ -299,16 +299,16 @@ impl VideoGen {
             0
         };
         VideoEvent {
-            user_id: user_id(u),
-            video_id: video_id(v),
+            user_id: user_id(u).into(),
+            video_id: video_id(v).into(),
             watch_time_seconds: watch,
-            resolution: RESOLUTIONS[res].to_string(),
+            resolution: RESOLUTIONS[res].into(),
             bitrate_kbps: bitrate,
             buffering_events: buffering,
             paused,
             skipped,
-            genre: GENRES[w.video_genre[v]].to_string(),
-            region: REGIONS[region].to_string(),
+            genre: GENRES[w.video_genre[v]].into(),
+            region: REGIONS[region].into(),
             recommended,
             timestamp_ms: self.ts_ms,
             startup_time_ms: if failed { None } else { Some(startup.round()) },
@@ -510,12 +510,12 @@ impl MusicGen {
         };
         self.ts_ms += rng.gen_range(0..2000);
         Event::Music(MusicEvent {
-            user_id: user_id(u),
-            track_id: track_id(t),
+            user_id: user_id(u).into(),
+            track_id: track_id(t).into(),
             event_type: action,
             event_ts_ms: self.ts_ms,
-            session_id: format!("s_{u:05}_{}", self.ts_ms / 1_800_000),
-            device: DEVICES[u % DEVICES.len()].to_string(),
+            session_id: compact_str::format_compact!("s_{u:05}_{}", self.ts_ms / 1_800_000),
+            device: DEVICES[u % DEVICES.len()].into(),
         })
     }
 }

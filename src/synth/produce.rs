@@ -239,7 +239,7 @@ impl VideoStream {
         }
         self.left -= 1;
         let ev = self.gen.next_event();
-        let key = ev.user_id.clone().into_bytes();
+        let key = ev.user_id.as_bytes().to_vec();
         if self.rng.gen::<f64>() < self.bad_fraction {
             let (p, _) = crate::synth::corrupt::corrupt_video(&ev, &mut self.rng);
             Some((key, p, None))

@@ -442,7 +442,7 @@ mod tests {
         let pairs: std::collections::HashSet<(String, String)> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Music(m) => Some((m.user_id.clone(), m.track_id.clone())),
+                Event::Music(m) => Some((m.user_id.to_string(), m.track_id.to_string())),
                 _ => None,
             })
             .collect();

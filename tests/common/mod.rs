@@ -329,7 +329,7 @@ pub fn reference_pairs(valid: &[VideoEvent]) -> HashMap<(String, String), (f64, 
     let mut m: HashMap<(String, String), (f64, u64)> = HashMap::new();
     for e in valid {
         let x = m
-            .entry((e.user_id.clone(), e.video_id.clone()))
+            .entry((e.user_id.to_string(), e.video_id.to_string()))
             .or_default();
         x.0 += e.implicit_feedback();
         x.1 += 1;

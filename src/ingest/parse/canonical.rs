@@ -165,16 +165,16 @@ pub fn video(text: &str) -> Option<VideoEvent> {
     c.key("timestamp")?;
     let timestamp_ms = parse_timestamp_ms(c.string()?, TimePolicy::Strict)?;
     let mut ev = VideoEvent {
-        user_id: user_id.to_string(),
-        video_id: video_id.to_string(),
+        user_id: user_id.into(),
+        video_id: video_id.into(),
         watch_time_seconds,
-        resolution: resolution.to_string(),
+        resolution: resolution.into(),
         bitrate_kbps,
         buffering_events,
         paused,
         skipped,
-        genre: genre.to_string(),
-        region: region.to_string(),
+        genre: genre.into(),
+        region: region.into(),
         recommended,
         timestamp_ms,
         startup_time_ms: None,

@@ -18,16 +18,16 @@ pub(super) fn from_map(kind: Kind, f: &Fields) -> Result<Event, Rejection> {
 
 fn video(f: &Fields) -> Result<VideoEvent, Rejection> {
     Ok(VideoEvent {
-        user_id: f.req(&["user_id"], Fields::string)?,
-        video_id: f.req(&["video_id"], Fields::string)?,
+        user_id: f.req(&["user_id"], Fields::string)?.into(),
+        video_id: f.req(&["video_id"], Fields::string)?.into(),
         watch_time_seconds: f.req(&["watch_time_seconds"], Fields::f64)?,
-        resolution: f.req(&["resolution"], Fields::string)?,
+        resolution: f.req(&["resolution"], Fields::string)?.into(),
         bitrate_kbps: f.req(&["bitrate_kbps"], Fields::i64)?,
         buffering_events: f.req(&["buffering_events"], Fields::i64)?,
         paused: f.req(&["paused"], Fields::bool)?,
         skipped: f.req(&["skipped"], Fields::bool)?,
-        genre: f.req(&["genre"], Fields::string)?,
-        region: f.req(&["region"], Fields::string)?,
+        genre: f.req(&["genre"], Fields::string)?.into(),
+        region: f.req(&["region"], Fields::string)?.into(),
         recommended: f.req(&["recommended"], Fields::bool)?,
         timestamp_ms: f.req(&["timestamp"], Fields::timestamp)?,
         startup_time_ms: f.opt(&["startup_time_ms"], Fields::f64)?,
@@ -141,11 +141,17 @@ fn music_event(f: &Fields) -> Result<MusicEvent, Rejection> {
         )
     })?;
     Ok(MusicEvent {
-        user_id: f.req(&["user_id"], Fields::string)?,
-        track_id: f.req(&["track_id"], Fields::string)?,
+        user_id: f.req(&["user_id"], Fields::string)?.into(),
+        track_id: f.req(&["track_id"], Fields::string)?.into(),
         event_type,
         event_ts_ms: f.req(&["event_ts", "timestamp"], Fields::timestamp)?,
-        session_id: f.opt(&["session_id"], Fields::string)?.unwrap_or_default(),
-        device: f.opt(&["device"], Fields::string)?.unwrap_or_default(),
+        session_id: f
+            .opt(&["session_id"], Fields::string)?
+            .unwrap_or_default()
+            .into(),
+        device: f
+            .opt(&["device"], Fields::string)?
+            .unwrap_or_default()
+            .into(),
     })
 }

@@ -378,8 +378,8 @@ pub fn train_and_evaluate(
             .map(|((&i, &engaged), &predicted)| {
                 let e = &events[i];
                 Prediction {
-                    user_id: e.user_id.clone(),
-                    video_id: e.video_id.clone(),
+                    user_id: e.user_id.to_string(),
+                    video_id: e.video_id.to_string(),
                     timestamp_ms: e.timestamp_ms,
                     engaged,
                     predicted,

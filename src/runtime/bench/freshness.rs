@@ -115,8 +115,8 @@ pub struct RetrainComparison {
 /// A finished, smooth view of `video` by `user`, shaped like `like`.
 fn finished_view(like: &VideoEvent, user: &str, video: &str) -> VideoEvent {
     let mut v = like.clone();
-    v.user_id = user.to_string();
-    v.video_id = video.to_string();
+    v.user_id = user.into();
+    v.video_id = video.into();
     v.timestamp_ms = crate::domain::timefmt::now_ms();
     v.watch_time_seconds = 3600.0;
     v.buffering_events = 0;

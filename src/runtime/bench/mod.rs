@@ -261,7 +261,7 @@ pub fn ingest(
     let mut bad = 0u64;
     for _ in 0..args.events {
         let ev = gen.next_event();
-        let key = ev.user_id.clone().into_bytes();
+        let key = ev.user_id.as_bytes().to_vec();
         let payload = if brng.gen::<f64>() < args.bad_fraction {
             let (p, reason) = corrupt_video(&ev, &mut brng);
             *expected_reasons.entry(reason.to_string()).or_default() += 1;

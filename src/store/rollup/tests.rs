@@ -130,10 +130,10 @@ fn expected(evs: &[VideoEvent], q: &RangeQuery, t: &Tuning) -> Vec<(String, u64,
                 .filter(|v| (from..to).contains(&g.bucket(v.timestamp_ms)))
             {
                 let key = match q.group {
-                    Group::By(Field::Region) => v.region.clone(),
-                    Group::By(Field::Title) => v.video_id.clone(),
-                    Group::By(Field::Genre) => v.genre.clone(),
-                    Group::By(Field::Resolution) => v.resolution.clone(),
+                    Group::By(Field::Region) => v.region.to_string(),
+                    Group::By(Field::Title) => v.video_id.to_string(),
+                    Group::By(Field::Genre) => v.genre.to_string(),
+                    Group::By(Field::Resolution) => v.resolution.to_string(),
                     _ => "all".into(),
                 };
                 let e = m.entry(key).or_default();
@@ -195,7 +195,7 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             60,
             240,
             Filter {
-                genre: Some(v.genre.clone()),
+                genre: Some(v.genre.to_string()),
                 ..Filter::default()
             },
             Group::By(Field::Region),
@@ -205,7 +205,7 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             0,
             360,
             Filter {
-                region: Some(v.region.clone()),
+                region: Some(v.region.to_string()),
                 ..Filter::default()
             },
             Group::By(Field::Title),
@@ -216,7 +216,7 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             30,
             150,
             Filter {
-                resolution: Some(v.resolution.clone()),
+                resolution: Some(v.resolution.to_string()),
                 ..Filter::default()
             },
             Group::Series,
@@ -226,8 +226,8 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             0,
             480,
             Filter {
-                title: Some(v.video_id.clone()),
-                region: Some(v.region.clone()),
+                title: Some(v.video_id.to_string()),
+                region: Some(v.region.to_string()),
                 ..Filter::default()
             },
             Group::Series,
@@ -239,7 +239,7 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             0,
             480,
             Filter {
-                title: Some(v.video_id.clone()),
+                title: Some(v.video_id.to_string()),
                 ..Filter::default()
             },
             Group::Series,
@@ -257,7 +257,7 @@ fn queries(evs: &[VideoEvent]) -> Vec<RangeQuery> {
             0,
             400,
             Filter {
-                region: Some(v.region.clone()),
+                region: Some(v.region.to_string()),
                 ..Filter::default()
             },
             Group::Series,
@@ -388,7 +388,7 @@ fn viewers_in_progress_count_from_the_hour_anchors_on_a_continuous_stream() {
             125,
             190,
             Filter {
-                region: Some(v.region.clone()),
+                region: Some(v.region.to_string()),
                 ..Filter::default()
             },
         ),
@@ -397,7 +397,7 @@ fn viewers_in_progress_count_from_the_hour_anchors_on_a_continuous_stream() {
             120,
             600,
             Filter {
-                genre: Some(v.genre.clone()),
+                genre: Some(v.genre.to_string()),
                 ..Filter::default()
             },
         ),
