@@ -827,6 +827,30 @@ struct CubeRows {
     pool: Vec<BucketRows>,
 }
 
+impl CubeRows {
+    /// The table of `minute`'s rows (an emptied one from the pool when the
+    /// bucket is new), and the count of rows the cube holds.
+    fn bucket(&mut self, minute: i64) -> (&mut BucketRows, &mut usize) {
+        let pool = &mut self.pool;
+        let table = self
+            .buckets
+            .entry(minute)
+            .or_insert_with(|| pool.pop().unwrap_or_default());
+        (table, &mut self.rows)
+    }
+}
+
+/// Adds `sums` to the row `ids` of `table`, counting it in `held` when new.
+fn add_into(table: &mut BucketRows, held: &mut usize, ids: [u32; 4], sums: &Sums) {
+    match table.entry(ids) {
+        indexmap::map::Entry::Occupied(mut e) => e.get_mut().add(sums),
+        indexmap::map::Entry::Vacant(e) => {
+            e.insert(*sums);
+            *held += 1;
+        }
+    }
+}
+
 /// Most emptied bucket tables a cube keeps for its next buckets.
 const POOL_MAX: usize = 1 << 12;
 
@@ -946,22 +970,11 @@ impl Generation {
             if group.iter().any(|r| r.sums.weight() > 0) {
                 self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
             }
-            let c = &mut self.rows[cube];
-            let pool = &mut c.pool;
-            let table = c
-                .buckets
-                .entry(minute)
-                .or_insert_with(|| pool.pop().unwrap_or_default());
+            let (table, held) = self.rows[cube].bucket(minute);
             let mask = table_buckets(table.capacity().max(table.len() + group.len())) - 1;
             group.sort_unstable_by_key(|r| r.hash & mask);
             for r in group.iter() {
-                match table.entry(r.ids) {
-                    indexmap::map::Entry::Occupied(mut e) => e.get_mut().add(r.sums),
-                    indexmap::map::Entry::Vacant(e) => {
-                        e.insert(*r.sums);
-                        c.rows += 1;
-                    }
-                }
+                add_into(table, held, r.ids, r.sums);
             }
         }
     }
@@ -970,19 +983,8 @@ impl Generation {
         if sums.weight() > 0 {
             self.newest = Some(self.newest.map_or(minute, |n| n.max(minute)));
         }
-        let c = &mut self.rows[cube_index(cube)];
-        let pool = &mut c.pool;
-        let table = c
-            .buckets
-            .entry(minute)
-            .or_insert_with(|| pool.pop().unwrap_or_default());
-        match table.entry(ids) {
-            indexmap::map::Entry::Occupied(mut e) => e.get_mut().add(sums),
-            indexmap::map::Entry::Vacant(e) => {
-                e.insert(*sums);
-                c.rows += 1;
-            }
-        }
+        let (table, held) = self.rows[cube_index(cube)].bucket(minute);
+        add_into(table, held, ids, sums);
     }
 
     /// The names' numbers in the order of the strings (rank → number).
