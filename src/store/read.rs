@@ -502,16 +502,9 @@ impl Store {
     }
 
     fn small_prefix<'a>(&'a self, p: &'a [u8]) -> impl Iterator<Item = (String, &'a [f64])> + 'a {
-        self.small_prefix_raw(p)
+        self.state
+            .small_prefix(p)
             .map(move |(k, v)| (String::from_utf8_lossy(k).into_owned(), v))
-    }
-
-    /// The held aggregates under `p`: (the key after `p`, slots).
-    fn small_prefix_raw<'a>(
-        &'a self,
-        p: &'a [u8],
-    ) -> impl Iterator<Item = (&'a [u8], &'a [f64])> + 'a {
-        self.state.small_prefix(p)
     }
 
     pub fn qoe(&self, dim: QoeDim) -> Result<BTreeMap<String, Qoe>, StoreError> {
@@ -533,7 +526,7 @@ impl Store {
     pub fn item_genres(&self) -> std::collections::HashMap<String, String> {
         let mut best: std::collections::HashMap<String, (String, f64)> =
             std::collections::HashMap::new();
-        for (k, v) in self.small_prefix_raw(keys::ITEM_GENRE) {
+        for (k, v) in self.state.small_prefix(keys::ITEM_GENRE) {
             if let Some((video, genre)) = keys::split_pair(k) {
                 let e = best
                     .entry(video.to_string())
@@ -550,7 +543,7 @@ impl Store {
     pub fn item_regions(&self) -> std::collections::HashMap<String, Vec<(String, u64)>> {
         let mut out: std::collections::HashMap<String, Vec<(String, u64)>> =
             std::collections::HashMap::new();
-        for (k, v) in self.small_prefix_raw(keys::ITEM_REGION) {
+        for (k, v) in self.state.small_prefix(keys::ITEM_REGION) {
             if let Some((video, region)) = keys::split_pair(k) {
                 out.entry(region.to_string())
                     .or_default()
