@@ -38,61 +38,128 @@ impl Deltas {
             self.add(keys::COUNTER, &[name.as_bytes()], slots::COUNT, &[n]);
         }
     }
+}
 
-    fn event(&mut self, ev: &Event) {
+/// QoE slots ([`slots::QOE`]).
+type QoeSlots = [f64; 12];
+
+/// A batch's deltas as they are summed: by the events' own strings, so an
+/// event costs a few lookups of short borrowed keys and no key is built or
+/// allocated until [`Summing::finish`], once per distinct key. Each key's
+/// deltas combine in the events' order, as [`Deltas::add`] would.
+#[derive(Default)]
+struct Summing<'a> {
+    /// By title: its QoE ([`keys::QOE_VIDEO`]).
+    titles: FxHashMap<&'a str, QoeSlots>,
+    regions: FxHashMap<&'a str, QoeSlots>,
+    resolutions: FxHashMap<&'a str, QoeSlots>,
+    genres: FxHashMap<&'a str, QoeSlots>,
+    /// Views by (title, genre) and (title, region).
+    title_genres: FxHashMap<(&'a str, &'a str), f64>,
+    title_regions: FxHashMap<(&'a str, &'a str), f64>,
+    /// (user, video) pairs ([`slots::PAIR`]) and (user, track) pairs ([`slots::MUSIC`]).
+    video_pairs: FxHashMap<(&'a str, &'a str), [f64; 5]>,
+    music_pairs: FxHashMap<(&'a str, &'a str), [f64; 6]>,
+}
+
+/// Adds `delta` to `key`'s slots in `map` (`delta` itself when new).
+fn sum_into<K: std::hash::Hash + Eq, const N: usize>(
+    map: &mut FxHashMap<K, [f64; N]>,
+    key: K,
+    layout: Layout,
+    delta: &[f64; N],
+) {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            slots::combine(layout, e.get_mut(), delta)
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(*delta);
+        }
+    }
+}
+
+impl<'a> Summing<'a> {
+    fn event(&mut self, ev: &'a Event) {
         match ev {
             Event::Video(v) => {
-                // Per (user, video) aggregates: as many as the data has pairs,
-                // so not held; the plan rewrites each touched pair's row.
-                self.key.clear();
-                keys::extend_parts(
-                    &mut self.key,
-                    keys::VIDEO_PAIR,
-                    &[v.user_id.as_bytes(), v.video_id.as_bytes()],
-                );
                 let d = pair_delta(v);
-                match self.pairs.get_mut(self.key.as_slice()) {
-                    Some(p) => slots::combine(slots::PAIR, p, &d),
-                    None => {
-                        self.pairs.insert(self.key.clone(), d);
-                    }
-                }
-                let fb = v.implicit_feedback();
-                let q = video_qoe(v, fb).slots();
-                self.add(keys::QOE_VIDEO, &[v.video_id.as_bytes()], slots::QOE, &q);
-                self.add(keys::QOE_REGION, &[v.region.as_bytes()], slots::QOE, &q);
-                self.add(
-                    keys::QOE_RESOLUTION,
-                    &[v.resolution.as_bytes()],
-                    slots::QOE,
-                    &q,
+                sum_into(
+                    &mut self.video_pairs,
+                    (v.user_id.as_str(), v.video_id.as_str()),
+                    slots::PAIR,
+                    &d,
                 );
-                self.add(keys::GENRE, &[v.genre.as_bytes()], slots::QOE, &q);
-                self.add(
-                    keys::ITEM_GENRE,
-                    &[v.video_id.as_bytes(), v.genre.as_bytes()],
-                    slots::COUNT,
-                    &[1.0],
-                );
-                self.add(
-                    keys::ITEM_REGION,
-                    &[v.video_id.as_bytes(), v.region.as_bytes()],
-                    slots::COUNT,
-                    &[1.0],
-                );
+                let q = video_qoe(v, v.implicit_feedback()).slots();
+                sum_into(&mut self.titles, v.video_id.as_str(), slots::QOE, &q);
+                sum_into(&mut self.regions, v.region.as_str(), slots::QOE, &q);
+                sum_into(&mut self.resolutions, v.resolution.as_str(), slots::QOE, &q);
+                sum_into(&mut self.genres, v.genre.as_str(), slots::QOE, &q);
+                *self
+                    .title_genres
+                    .entry((v.video_id.as_str(), v.genre.as_str()))
+                    .or_default() += 1.0;
+                *self
+                    .title_regions
+                    .entry((v.video_id.as_str(), v.region.as_str()))
+                    .or_default() += 1.0;
             }
             Event::Music(m) => {
                 let mut d = [0.0; 6];
                 d[m.event_type.index()] = 1.0;
                 d[5] = m.event_ts_ms as f64;
-                self.add(
-                    keys::MUSIC_PAIR,
-                    &[m.user_id.as_bytes(), m.track_id.as_bytes()],
+                sum_into(
+                    &mut self.music_pairs,
+                    (m.user_id.as_str(), m.track_id.as_str()),
                     slots::MUSIC,
                     &d,
                 );
             }
             Event::User(_) | Event::Movie(_) | Event::Series(_) | Event::Track(_) => {}
+        }
+    }
+
+    /// The sums under their aggregate keys.
+    fn finish(self, into: &mut Deltas) {
+        let keys = self.titles.len()
+            + self.regions.len()
+            + self.resolutions.len()
+            + self.genres.len()
+            + self.title_genres.len()
+            + self.title_regions.len()
+            + self.music_pairs.len();
+        into.map.reserve(keys);
+        let map = &mut into.map;
+        let mut put = |prefix: &[u8], parts: &[&[u8]], v: &[f64]| {
+            map.insert(keys::join(prefix, parts), v.to_vec());
+        };
+        for (prefix, sums) in [
+            (keys::QOE_VIDEO, &self.titles),
+            (keys::QOE_REGION, &self.regions),
+            (keys::QOE_RESOLUTION, &self.resolutions),
+            (keys::GENRE, &self.genres),
+        ] {
+            for (k, v) in sums {
+                put(prefix, &[k.as_bytes()], v);
+            }
+        }
+        for (prefix, counts) in [
+            (keys::ITEM_GENRE, &self.title_genres),
+            (keys::ITEM_REGION, &self.title_regions),
+        ] {
+            for ((a, b), n) in counts {
+                put(prefix, &[a.as_bytes(), b.as_bytes()], &[*n]);
+            }
+        }
+        for ((u, t), v) in &self.music_pairs {
+            put(keys::MUSIC_PAIR, &[u.as_bytes(), t.as_bytes()], v);
+        }
+        into.pairs.reserve(self.video_pairs.len());
+        for ((u, v), d) in self.video_pairs {
+            into.pairs.insert(
+                keys::join(keys::VIDEO_PAIR, &[u.as_bytes(), v.as_bytes()]),
+                d,
+            );
         }
     }
 }
@@ -125,12 +192,8 @@ fn video_qoe(v: &VideoEvent, feedback: f64) -> Qoe {
 
 /// The aggregate deltas and counters of `records`.
 pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
-    let (low, high) = records.size_hint();
-    let mut d = Deltas {
-        map: FxHashMap::with_capacity_and_hasher(high.unwrap_or(low) + 64, Default::default()),
-        pairs: FxHashMap::default(),
-        key: Vec::new(),
-    };
+    let mut d = Deltas::default();
+    let mut sums = Summing::default();
     let mut per_type: Vec<(&'static str, f64)> = Vec::new();
     let mut rejected_by: FxHashMap<String, f64> = FxHashMap::default();
     let (mut stored, mut rejected) = (0.0, 0.0);
@@ -142,7 +205,7 @@ pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
                     Some((_, n)) => *n += 1.0,
                     None => per_type.push((ev.type_name(), 1.0)),
                 }
-                d.event(ev);
+                sums.event(ev);
             }
             Outcome::Rejected { rejection, .. } => {
                 rejected += 1.0;
@@ -150,6 +213,7 @@ pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
             }
         }
     }
+    sums.finish(&mut d);
     for (t, n) in per_type {
         d.count(&format!("stored/{t}"), n);
     }
