@@ -11,7 +11,7 @@
 //! busy connection counts its wait), so a stall shows in the quantiles
 //! instead of slowing the load.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -46,7 +46,11 @@ pub struct ServeBenchArgs {
 }
 
 /// Latency quantiles of one endpoint, ms: from each request's planned time
-/// (what a client sees, waits included), and from its send (the service).
+/// (what a client sees, waits included), from its send to its read by the
+/// client's thread (the service), and from its send to the reply's arrival
+/// at the client's socket (the wire: the kernel's receive time of the
+/// reply's last bytes, so without the load generator's own wait for a core,
+/// which a client on another machine would not share with the daemon).
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointLatency {
     pub requests: usize,
@@ -56,6 +60,9 @@ pub struct EndpointLatency {
     pub max_ms: f64,
     pub service_p50_ms: f64,
     pub service_p99_ms: f64,
+    pub wire_p50_ms: f64,
+    pub wire_p99_ms: f64,
+    pub wire_max_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +93,8 @@ const ENDPOINTS: [&str; 4] = ["recommend", "similar", "trending", "graph"];
 struct Conn {
     stream: std::net::TcpStream,
     buf: Vec<u8>,
+    /// The kernel's receive time of the last bytes read (`SO_TIMESTAMPNS`).
+    arrived: Option<SystemTime>,
 }
 
 impl Conn {
@@ -93,14 +102,28 @@ impl Conn {
         let stream = std::net::TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stamp_arrivals(&stream)?;
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(16 << 10),
+            arrived: None,
         })
     }
 
-    fn get(&mut self, path: &str) -> std::io::Result<u16> {
-        use std::io::{Read, Write};
+    /// Reads what has arrived into `into`, noting when the kernel received it.
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        let (n, at) = read_stamped(&self.stream, into)?;
+        if at.is_some() {
+            self.arrived = at;
+        }
+        Ok(n)
+    }
+
+    /// GETs `path`: the reply's status, and when its last bytes arrived
+    /// (`None` when the kernel gave no receive time).
+    fn get(&mut self, path: &str) -> std::io::Result<(u16, Option<SystemTime>)> {
+        use std::io::Write;
+        self.arrived = None;
         let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         self.stream.write_all(req.as_bytes())?;
         self.buf.clear();
@@ -114,7 +137,7 @@ impl Conn {
             if self.buf.len() > 64 << 10 {
                 return Err(bad("headers past 64 KiB"));
             }
-            let n = self.stream.read(&mut chunk)?;
+            let n = self.read(&mut chunk)?;
             if n == 0 {
                 return Err(bad("the server closed the connection"));
             }
@@ -133,14 +156,97 @@ impl Conn {
             .ok_or_else(|| bad("no content-length"))?;
         let mut have = self.buf.len() - end;
         while have < length {
-            let n = self.stream.read(&mut chunk)?;
+            let n = self.read(&mut chunk)?;
             if n == 0 {
                 return Err(bad("the server closed the connection mid-body"));
             }
             have += n;
         }
-        Ok(status)
+        Ok((status, self.arrived))
     }
+}
+
+/// Asks the kernel to stamp what `stream` receives with its arrival time.
+fn stamp_arrivals(stream: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and an int option of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One `recvmsg` on `stream` into `into`: the bytes read, and the kernel's
+/// receive time of them when it gave one.
+fn read_stamped(
+    stream: &std::net::TcpStream,
+    into: &mut [u8],
+) -> std::io::Result<(usize, Option<SystemTime>)> {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec {
+        iov_base: into.as_mut_ptr().cast(),
+        iov_len: into.len(),
+    };
+    // Room for a few control messages, aligned as cmsghdr wants.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let n = loop {
+        // SAFETY: the socket is valid; msg names live buffers of the sizes given.
+        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut at = None;
+    // SAFETY: the kernel filled msg's control buffer; the CMSG macros walk it
+    // within msg_controllen, and a timestamp's data is a timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                at = Some(
+                    std::time::UNIX_EPOCH
+                        + Duration::new(
+                            ts.tv_sec.max(0) as u64,
+                            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+                        ),
+                );
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n, at))
+}
+
+/// One request's latencies, ms (see [`EndpointLatency`]).
+struct Sample {
+    endpoint: usize,
+    ms: f64,
+    service_ms: f64,
+    /// `None` when the kernel gave no receive time.
+    wire_ms: Option<f64>,
+    ok: bool,
 }
 
 /// Sends the planned requests (`plan[i]`: endpoint, path) at `rate`/s over
@@ -148,13 +254,13 @@ impl Conn {
 /// each of its requests' times (a timer of the kernel's precision: an async
 /// runtime's 1 ms timer wheel would send most requests up to a millisecond
 /// late, and that lateness would count as latency); answers (endpoint,
-/// latency ms from the planned time, from the send, ok) per request.
+/// latencies per request.
 fn load(
     addr: std::net::SocketAddr,
     plan: Vec<(usize, String)>,
     rate: f64,
     connections: usize,
-) -> anyhow::Result<Vec<(usize, f64, f64, bool)>> {
+) -> anyhow::Result<Vec<Sample>> {
     let start = Instant::now() + Duration::from_millis(100);
     let plan = &plan;
     std::thread::scope(|s| {
@@ -170,16 +276,23 @@ fn load(
                             std::thread::sleep(wait);
                         }
                         let (endpoint, path) = &plan[i];
-                        let sent = Instant::now();
-                        let ok = match conn.get(path) {
-                            Ok(status) => status == 200,
+                        let (sent, sent_wall) = (Instant::now(), SystemTime::now());
+                        let (ok, arrived) = match conn.get(path) {
+                            Ok((status, arrived)) => (status == 200, arrived),
                             Err(_) => {
                                 conn = Conn::open(addr)?;
-                                false
+                                (false, None)
                             }
                         };
-                        let ms = at.elapsed().as_secs_f64() * 1000.0;
-                        out.push((*endpoint, ms, sent.elapsed().as_secs_f64() * 1000.0, ok));
+                        out.push(Sample {
+                            endpoint: *endpoint,
+                            ms: at.elapsed().as_secs_f64() * 1000.0,
+                            service_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                            wire_ms: arrived
+                                .and_then(|a| a.duration_since(sent_wall).ok())
+                                .map(|d| d.as_secs_f64() * 1000.0),
+                            ok,
+                        });
                     }
                     Ok::<_, std::io::Error>(out)
                 })
@@ -280,13 +393,19 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
 
         let mut endpoints = std::collections::BTreeMap::new();
         for (e, name) in ENDPOINTS.iter().enumerate() {
-            let sorted = |f: fn(&(usize, f64, f64, bool)) -> f64| {
-                let mut v: Vec<f64> = results.iter().filter(|r| r.0 == e).map(f).collect();
+            let sorted = |f: fn(&Sample) -> Option<f64>| {
+                let mut v: Vec<f64> = results
+                    .iter()
+                    .filter(|r| r.endpoint == e)
+                    .filter_map(f)
+                    .collect();
                 v.sort_by(f64::total_cmp);
                 v
             };
-            let (ms, service) = (sorted(|r| r.1), sorted(|r| r.2));
-            let errors = results.iter().filter(|r| r.0 == e && !r.3).count();
+            let ms = sorted(|r| Some(r.ms));
+            let service = sorted(|r| Some(r.service_ms));
+            let wire = sorted(|r| r.wire_ms);
+            let errors = results.iter().filter(|r| r.endpoint == e && !r.ok).count();
             if ms.is_empty() {
                 continue;
             }
@@ -300,6 +419,9 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
                     max_ms: ms.last().copied().unwrap_or(0.0),
                     service_p50_ms: quantile(&service, 0.5),
                     service_p99_ms: quantile(&service, 0.99),
+                    wire_p50_ms: quantile(&wire, 0.5),
+                    wire_p99_ms: quantile(&wire, 0.99),
+                    wire_max_ms: wire.last().copied().unwrap_or(0.0),
                 },
             );
         }
