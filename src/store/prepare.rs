@@ -121,14 +121,14 @@ impl<'a> Summing<'a> {
 
     /// The sums under their aggregate keys.
     fn finish(self, into: &mut Deltas) {
-        let keys = self.titles.len()
+        let distinct = self.titles.len()
             + self.regions.len()
             + self.resolutions.len()
             + self.genres.len()
             + self.title_genres.len()
             + self.title_regions.len()
             + self.music_pairs.len();
-        into.map.reserve(keys);
+        into.map.reserve(distinct);
         let map = &mut into.map;
         let mut put = |prefix: &[u8], parts: &[&[u8]], v: &[f64]| {
             map.insert(keys::join(prefix, parts), v.to_vec());

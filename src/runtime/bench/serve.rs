@@ -60,9 +60,10 @@ pub struct EndpointLatency {
     pub max_ms: f64,
     pub service_p50_ms: f64,
     pub service_p99_ms: f64,
-    pub wire_p50_ms: f64,
-    pub wire_p99_ms: f64,
-    pub wire_max_ms: f64,
+    /// `None` when the kernel gave no receive time for any reply.
+    pub wire_p50_ms: Option<f64>,
+    pub wire_p99_ms: Option<f64>,
+    pub wire_max_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,8 +94,6 @@ const ENDPOINTS: [&str; 4] = ["recommend", "similar", "trending", "graph"];
 struct Conn {
     stream: std::net::TcpStream,
     buf: Vec<u8>,
-    /// The kernel's receive time of the last bytes read (`SO_TIMESTAMPNS`).
-    arrived: Option<SystemTime>,
 }
 
 impl Conn {
@@ -106,24 +105,15 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(16 << 10),
-            arrived: None,
         })
-    }
-
-    /// Reads what has arrived into `into`, noting when the kernel received it.
-    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
-        let (n, at) = read_stamped(&self.stream, into)?;
-        if at.is_some() {
-            self.arrived = at;
-        }
-        Ok(n)
     }
 
     /// GETs `path`: the reply's status, and when its last bytes arrived
     /// (`None` when the kernel gave no receive time).
     fn get(&mut self, path: &str) -> std::io::Result<(u16, Option<SystemTime>)> {
         use std::io::Write;
-        self.arrived = None;
+        // The kernel's receive time of the last bytes read (`SO_TIMESTAMPNS`).
+        let mut arrived = None;
         let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         self.stream.write_all(req.as_bytes())?;
         self.buf.clear();
@@ -137,7 +127,8 @@ impl Conn {
             if self.buf.len() > 64 << 10 {
                 return Err(bad("headers past 64 KiB"));
             }
-            let n = self.read(&mut chunk)?;
+            let (n, at) = read_stamped(&self.stream, &mut chunk)?;
+            arrived = at.or(arrived);
             if n == 0 {
                 return Err(bad("the server closed the connection"));
             }
@@ -156,13 +147,14 @@ impl Conn {
             .ok_or_else(|| bad("no content-length"))?;
         let mut have = self.buf.len() - end;
         while have < length {
-            let n = self.read(&mut chunk)?;
+            let (n, at) = read_stamped(&self.stream, &mut chunk)?;
+            arrived = at.or(arrived);
             if n == 0 {
                 return Err(bad("the server closed the connection mid-body"));
             }
             have += n;
         }
-        Ok((status, self.arrived))
+        Ok((status, arrived))
     }
 }
 
@@ -253,8 +245,8 @@ struct Sample {
 /// `connections` connections, each on a thread of its own that sleeps to
 /// each of its requests' times (a timer of the kernel's precision: an async
 /// runtime's 1 ms timer wheel would send most requests up to a millisecond
-/// late, and that lateness would count as latency); answers (endpoint,
-/// latencies per request.
+/// late, and that lateness would count as latency); answers each request's
+/// [`Sample`].
 fn load(
     addr: std::net::SocketAddr,
     plan: Vec<(usize, String)>,
@@ -419,9 +411,9 @@ pub fn serve(args: &ServeBenchArgs, data_dir: &std::path::Path) -> anyhow::Resul
                     max_ms: ms.last().copied().unwrap_or(0.0),
                     service_p50_ms: quantile(&service, 0.5),
                     service_p99_ms: quantile(&service, 0.99),
-                    wire_p50_ms: quantile(&wire, 0.5),
-                    wire_p99_ms: quantile(&wire, 0.99),
-                    wire_max_ms: wire.last().copied().unwrap_or(0.0),
+                    wire_p50_ms: (!wire.is_empty()).then(|| quantile(&wire, 0.5)),
+                    wire_p99_ms: (!wire.is_empty()).then(|| quantile(&wire, 0.99)),
+                    wire_max_ms: wire.last().copied(),
                 },
             );
         }
