@@ -16,6 +16,8 @@ use crate::store::{ApplyReport, Prepared, Stats, StatsSection, StoreError, Store
 #[rtype(result = "()")]
 pub struct ParsedBatch {
     pub records: Vec<Parsed>,
+    /// The ownership epoch the records were read in (see [`crate::ingest::pipeline::Ownership`]).
+    pub epoch: u64,
     /// Where the store acknowledges the batch.
     pub ack: Recipient<Stored>,
 }
@@ -25,6 +27,8 @@ pub struct ParsedBatch {
 #[rtype(result = "()")]
 pub struct StoreBatch {
     pub prepared: Prepared,
+    /// The ownership epoch the records were read in.
+    pub epoch: u64,
     pub ack: Recipient<Stored>,
 }
 

@@ -12,7 +12,7 @@ use rdkafka::consumer::CommitMode;
 use tokio::sync::oneshot;
 
 use super::messages::{Drain, ParsedBatch, PauseError, Pull, SetPaused, Stored};
-use crate::ingest::pipeline::{parse_batch, Flight, Progress};
+use crate::ingest::pipeline::{parse_batch, Progress};
 use crate::kafka::{Source, TopicKinds};
 
 pub struct ParserActor {
@@ -30,7 +30,6 @@ pub struct ParserActor {
     /// Latest acknowledged next offset per partition, committed synchronously on drain.
     acked: HashMap<(String, i32), i64>,
     progress: Arc<Progress>,
-    flight: Arc<Flight>,
     fatal: Arc<crate::ingest::pipeline::Fatal>,
     /// A batch could not be stored: nothing more is read.
     failed: bool,
@@ -43,7 +42,6 @@ impl ParserActor {
         validator: Recipient<ParsedBatch>,
         ingest: &crate::config::IngestConfig,
         progress: Arc<Progress>,
-        flight: Arc<Flight>,
         fatal: Arc<crate::ingest::pipeline::Fatal>,
     ) -> ParserActor {
         ParserActor {
@@ -59,7 +57,6 @@ impl ParserActor {
             drained: Vec::new(),
             acked: HashMap::new(),
             progress,
-            flight,
             fatal,
             failed: false,
         }
@@ -102,6 +99,9 @@ impl Handler<Pull> for ParserActor {
         };
         let t = std::time::Instant::now();
         let raws = source.next_batch(self.batch_size, self.linger);
+        // Revocations happen inside the consumer's polls, on this thread:
+        // every record of the batch was read in this epoch.
+        let epoch = source.epoch();
         if !raws.is_empty() {
             Progress::time(&self.progress.poll_ns, t);
         }
@@ -113,10 +113,10 @@ impl Handler<Pull> for ParserActor {
             let records = parse_batch(&self.kinds, raws);
             Progress::time(&self.progress.parse_ns, t);
             self.in_flight += 1;
-            self.flight.sent();
             Progress::add(&self.progress.in_flight, 1);
             self.validator.do_send(ParsedBatch {
                 records,
+                epoch,
                 ack: ctx.address().recipient(),
             });
         }

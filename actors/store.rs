@@ -12,7 +12,7 @@ use actix::prelude::*;
 use super::messages::{
     Backup, CloseStore, GetCounters, GetStats, GetStoreStatus, StoreBatch, Stored, TakeSnapshot,
 };
-use crate::ingest::pipeline::{Flight, Progress};
+use crate::ingest::pipeline::{Ownership, Progress};
 use crate::ml::train::{snapshot, Snapshot};
 use crate::ml::TrainError;
 use crate::store::{Stats, Store, StoreError};
@@ -27,8 +27,9 @@ pub struct StoreActor {
     pub indexes: SharedIndexes,
     /// Live windows, fed with every durable batch.
     pub analytics: Arc<Mutex<Analytics>>,
-    /// Settled batches, for hand-overs of revoked partitions.
-    pub flight: Arc<Flight>,
+    /// The partitions revoked since a batch was read (their records are
+    /// left to their next owner).
+    pub ownership: Arc<Ownership>,
     /// The fold-in, told which users each durable batch touched (none: off).
     pub fold: Option<super::fold::FoldSender>,
     /// The group's publisher, told each durable batch's pair changes (none: no group).
@@ -74,9 +75,19 @@ impl Handler<StoreBatch> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: StoreBatch, _: &mut Context<Self>) {
-        let result = self.store.apply(&self.namespace, msg.prepared);
+        let result =
+            self.ownership
+                .write(&mut self.store, &self.namespace, msg.epoch, msg.prepared);
         let result = match result {
-            Ok(c) => {
+            Ok(w) => {
+                if w.dropped > 0 {
+                    tracing::info!(
+                        "left {} records of revoked partitions to their next owner",
+                        w.dropped
+                    );
+                    Progress::add(&self.progress.left_to_next_owner, w.dropped);
+                }
+                let c = w.committed;
                 // Each part of the indexes is locked only when the batch
                 // changes it: video-only batches (most of them) take none.
                 self.indexes.observe(&self.store, &c.records, &c.fresh);
@@ -126,7 +137,6 @@ impl Handler<StoreBatch> for StoreActor {
                 Err(e)
             }
         };
-        self.flight.settled();
         msg.ack.do_send(Stored { result });
         // After the acknowledgement: the batch is not held up by a rewrite.
         self.rewrite_when_due();

@@ -34,6 +34,7 @@ impl Handler<ParsedBatch> for ValidatorActor {
         Progress::time(&self.progress.prepare_ns, t);
         self.store.do_send(StoreBatch {
             prepared,
+            epoch: msg.epoch,
             ack: msg.ack,
         });
     }

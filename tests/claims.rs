@@ -13,7 +13,9 @@
 //!   every record exactly once;
 //! - where the brokers drop commit metadata (tansu), offsets are committed
 //!   after writes and at each hand-over, and a hand-over never moves the
-//!   group's offset back.
+//!   group's offset back;
+//! - there, a batch read before a hand-over writes none of the handed-over
+//!   partition's records: its next owner reads them, and stores them once.
 
 mod common;
 
@@ -26,7 +28,7 @@ use common::*;
 use playpulse::config::{KafkaConfig, ValidationConfig};
 use playpulse::domain::event::Kind;
 use playpulse::domain::record::RawRecord;
-use playpulse::ingest::pipeline::{parse_batch, validate_batch, Flight};
+use playpulse::ingest::pipeline::{parse_batch, validate_batch, Ownership};
 use playpulse::ingest::validate::Validator;
 use playpulse::kafka::{GroupCommit, Source, TopicKinds};
 use playpulse::store::Store;
@@ -35,21 +37,24 @@ use rdkafka::types::RDKafkaRespErr;
 const NS: &str = "claims-test";
 
 fn source(bootstrap: &str, topic: &str, group: &str, store: &Store) -> Source {
+    source_with(bootstrap, topic, group, store, Arc::default())
+}
+
+/// A source whose hand-overs fence `ownership`'s writes.
+fn source_with(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    store: &Store,
+    ownership: Arc<Ownership>,
+) -> Source {
     let cfg = KafkaConfig {
         group_id: group.into(),
         topics: [(Kind::Video, topic.to_string())].into(),
         ..KafkaConfig::default()
     };
     let kinds = TopicKinds::new(&cfg.topics).unwrap();
-    Source::new(
-        bootstrap,
-        &cfg,
-        &kinds,
-        store.view(),
-        NS,
-        Arc::new(Flight::default()),
-    )
-    .unwrap()
+    Source::new(bootstrap, &cfg, &kinds, store.view(), NS, ownership).unwrap()
 }
 
 /// The next non-empty batch (the first polls join the group).
@@ -77,14 +82,16 @@ fn positions(rs: &[RawRecord]) -> Vec<(i32, i64)> {
     rs.iter().map(|r| (r.pos.partition, r.pos.offset)).collect()
 }
 
-/// Parses, validates and stores records, as the pipeline does.
-fn store_records(store: &mut Store, rs: Vec<RawRecord>) {
+/// Parses, validates and prepares records, as the pipeline does.
+fn prepare(rs: Vec<RawRecord>) -> playpulse::store::Prepared {
     let kinds = TopicKinds::new(&[(Kind::Video, rs[0].pos.topic.to_string())].into()).unwrap();
     let v = Validator::new(&ValidationConfig::default());
-    let processed = validate_batch(&v, parse_batch(&kinds, rs));
-    store
-        .apply(NS, playpulse::store::prepare(processed))
-        .unwrap();
+    playpulse::store::prepare(validate_batch(&v, parse_batch(&kinds, rs)))
+}
+
+/// Parses, validates and stores records, as the pipeline does.
+fn store_records(store: &mut Store, rs: Vec<RawRecord>) {
+    store.apply(NS, prepare(rs)).unwrap();
 }
 
 /// Every position a store holds, as an event or a dead letter.
@@ -346,4 +353,71 @@ fn a_member_given_a_partition_back_hands_it_over_without_moving_the_group_back()
         stored_positions(&store_a).len() as i64 + stored_positions(&store_b).len() as i64,
         200
     );
+}
+
+#[test]
+fn a_batch_read_before_a_hand_over_leaves_the_partition_to_its_next_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topic, group) = ("fence.video", "fence-group");
+    let broker = Tansu::start(&tmp.path().join("tansu"), "pp-fence", &[(topic, 1)]);
+    produce_video(&broker.bootstrap, topic, 200, 0.02, 13);
+    let want = all_positions(1, &highs(&broker.bootstrap, group, topic, 1));
+    assert_eq!(want.len(), 200);
+    let watch = GroupWatch::new(&broker.bootstrap, group, &[(topic, 1)]);
+
+    // A stores its first batch; its second is on its way to the store when A
+    // hands the partition over.
+    let mut store_a = open(&tmp.path().join("a"));
+    let fence = Arc::new(Ownership::default());
+    let mut a = source_with(&broker.bootstrap, topic, group, &store_a, fence.clone());
+    let first = batch(&mut a, 60);
+    assert_eq!(a.claims.mode(), Some(GroupCommit::AfterWrite));
+    let k = first.len();
+    let w = fence
+        .write(&mut store_a, NS, a.epoch(), prepare(first))
+        .unwrap();
+    assert_eq!(
+        (
+            w.committed.report.stored + w.committed.report.rejected,
+            w.dropped
+        ),
+        (k as u64, 0)
+    );
+    let second = batch(&mut a, 60);
+    let (n2, read_in) = (second.len(), a.epoch());
+    let late = prepare(second);
+    drop(a);
+    assert_eq!(
+        watch.progress().0,
+        k as i64,
+        "A's hand-over commits what it stored"
+    );
+    let w = fence.write(&mut store_a, NS, read_in, late).unwrap();
+    assert_eq!(
+        (
+            w.dropped,
+            w.committed.report.stored + w.committed.report.rejected
+        ),
+        (n2 as u64, 0),
+        "A wrote records of a partition it had handed over"
+    );
+    assert_eq!(stored_positions(&store_a).len(), k);
+
+    // B starts at A's hand-over and stores the rest, the second batch too.
+    let mut store_b = open(&tmp.path().join("b"));
+    let mut b = source(&broker.bootstrap, topic, group, &store_b);
+    let rest = take(&mut b, 200 - k, 1000);
+    assert_eq!(
+        positions(&rest).first().map(|(_, o)| *o),
+        Some(k as i64),
+        "B starts where A's store ends"
+    );
+    store_records(&mut store_b, rest);
+    drop(b);
+    let mut all = stored_positions(&store_a);
+    all.extend(stored_positions(&store_b));
+    all.sort_unstable();
+    let unique: BTreeSet<(i32, i64)> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a record stored twice");
+    assert_eq!(unique, want, "every record stored");
 }

@@ -541,6 +541,10 @@ fn status_text(r: &StatusReply) -> String {
             r.ingest.batches_in_flight.to_string(),
         ),
         (
+            "ingest.left_to_next_owner",
+            r.ingest.left_to_next_owner.to_string(),
+        ),
+        (
             "ingest.events_per_sec_10s",
             fixed(r.ingest.events_per_sec_10s, 0),
         ),

@@ -205,6 +205,12 @@ pub async fn exposition(a: &Admin) -> String {
             "Batches between the consumer and the store.",
             &p.in_flight,
         ),
+        (
+            "playpulse_left_to_next_owner",
+            Kind::Counter,
+            "Records read, then left to their partition's next owner (handed over before they were written).",
+            &p.left_to_next_owner,
+        ),
     ] {
         e.one(name, kind, help, c(value));
     }

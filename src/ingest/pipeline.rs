@@ -11,6 +11,7 @@ use crate::domain::record::{FormatHeaders, Outcome, Processed, RawRecord, Source
 use crate::domain::reject::Rejection;
 use crate::ingest::parse::{parse_payload, Format};
 use crate::ingest::validate::Validator;
+use crate::store::{prepare_with, Committed, Prepared, Store, StoreError};
 
 /// A parsed (not yet validated) record; the raw bytes ride along for the dead-letter store.
 #[derive(Debug, Clone)]
@@ -99,6 +100,9 @@ pub struct Progress {
     pub batches: AtomicU64,
     pub bytes: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Records read, then left to their partition's next owner (revoked
+    /// before they were written).
+    pub left_to_next_owner: AtomicU64,
     /// Where the time goes, nanoseconds per stage (summed over batches).
     pub poll_ns: AtomicU64,
     pub parse_ns: AtomicU64,
@@ -143,40 +147,101 @@ impl Progress {
     }
 }
 
-/// Batches between the consumer and the store: how many the consumer handed on
-/// and how many the store has settled (written, or failed). Before a revoked
-/// partition goes to another member of the group, the consumer waits until
-/// every batch it handed on is settled and commits what the store holds, so the
-/// next owner starts exactly where this one stopped.
+/// Which partitions' records the store may still write. Where offsets are
+/// committed after writes, a revoked partition's next owner starts at the
+/// offset this member commits when it hands the partition over; records of it
+/// still on their way to the store belong to that owner then. Each batch
+/// carries the epoch it was read in. A hand-over revokes its partitions at a
+/// new epoch under the lock every write holds: a write under way ends first,
+/// so the offsets read after the revocation are final, and a batch read
+/// before it loses those partitions' records (the next owner reads them).
 #[derive(Debug, Default)]
-pub struct Flight {
-    sent: AtomicU64,
-    settled: std::sync::Mutex<u64>,
-    changed: std::sync::Condvar,
+pub struct Ownership {
+    revoked: std::sync::Mutex<Revoked>,
+    /// The epoch, readable without waiting for a write (set under the lock).
+    epoch: AtomicU64,
 }
 
-impl Flight {
-    /// One more batch handed on towards the store.
-    pub fn sent(&self) {
-        self.sent.fetch_add(1, Ordering::SeqCst);
+#[derive(Debug, Default)]
+struct Revoked {
+    epoch: u64,
+    /// The epoch each partition was last revoked in.
+    at: std::collections::HashMap<(String, i32), u64>,
+}
+
+/// A batch written through [`Ownership::write`].
+pub struct Written {
+    pub committed: Committed,
+    /// Records left out: their partition was revoked after the batch was read.
+    pub dropped: u64,
+}
+
+impl Ownership {
+    /// The epoch a batch read now is read in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
-    /// The store finished one batch.
-    pub fn settled(&self) {
-        let mut s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
-        *s += 1;
-        self.changed.notify_all();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Revoked> {
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until every batch handed on so far is settled; false on timeout.
-    pub fn wait_settled(&self, timeout: std::time::Duration) -> bool {
-        let target = self.sent.load(Ordering::SeqCst);
-        let s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
-        let (s, _) = self
-            .changed
-            .wait_timeout_while(s, timeout, |s| *s < target)
-            .unwrap_or_else(|e| e.into_inner());
-        *s >= target
+    /// Revokes `parts`: batches read before now write none of their records.
+    /// Returns once the write under way (if any) has ended.
+    pub fn revoke(&self, parts: &[(String, i32)]) {
+        let mut r = self.lock();
+        r.epoch += 1;
+        let epoch = r.epoch;
+        for p in parts {
+            r.at.insert(p.clone(), epoch);
+        }
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// Writes a batch read in `epoch`, without the records of partitions
+    /// revoked since (their sums are made again without them).
+    pub fn write(
+        &self,
+        store: &mut Store,
+        namespace: &str,
+        epoch: u64,
+        prepared: Prepared,
+    ) -> Result<Written, StoreError> {
+        let r = self.lock();
+        if r.epoch == epoch {
+            return Ok(Written {
+                committed: store.apply(namespace, prepared)?,
+                dropped: 0,
+            });
+        }
+        let revoked = |pos: &SourcePos| {
+            r.at.get(&(pos.topic.to_string(), pos.partition))
+                .is_some_and(|&at| at > epoch)
+        };
+        let before = prepared.records.len();
+        let kept: Vec<Processed> = prepared
+            .records
+            .into_iter()
+            .filter(|p| !revoked(&p.pos))
+            .collect();
+        let dropped = (before - kept.len()) as u64;
+        if dropped == 0 {
+            // Nothing of it was revoked: the sums stand as they are.
+            let prepared = Prepared {
+                records: kept,
+                ..prepared
+            };
+            return Ok(Written {
+                committed: store.apply(namespace, prepared)?,
+                dropped,
+            });
+        }
+        let committed = if kept.is_empty() {
+            Committed::default()
+        } else {
+            store.apply(namespace, prepare_with(kept, &store.rollup_tuning()))?
+        };
+        Ok(Written { committed, dropped })
     }
 }
 
@@ -241,5 +306,93 @@ impl StageSeconds {
             ("store_write", self.store_write),
             ("store_flush", self.store_flush),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::prepare;
+    use crate::synth::generate::{VideoGen, World};
+
+    /// Video records over partitions 0 and 1 of topic `v`, alternating.
+    fn records(n: usize) -> Vec<Processed> {
+        let mut g = VideoGen::new(World::new(20, 10, 9), 9, 1_735_689_600_000, 50);
+        (0..n)
+            .map(|i| Processed {
+                pos: SourcePos {
+                    topic: Arc::from("v"),
+                    partition: (i % 2) as i32,
+                    offset: (i / 2) as i64,
+                },
+                origin: None,
+                headers: Default::default(),
+                outcome: Outcome::Valid(Event::Video(g.next_event())),
+            })
+            .collect()
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(dir, 16).unwrap()
+    }
+
+    #[test]
+    fn a_revoked_partition_loses_its_records_of_batches_read_before_and_the_sums_follow() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut fenced, mut alone) = (open(&tmp.path().join("f")), open(&tmp.path().join("a")));
+        let own = Ownership::default();
+        let all = records(200);
+
+        // Read before the revocation: partition 1's records are left out.
+        let read_in = own.epoch();
+        own.revoke(&[("v".to_string(), 1), ("other".to_string(), 0)]);
+        assert_eq!(own.epoch(), read_in + 1);
+        let w = own
+            .write(&mut fenced, "ns", read_in, prepare(all.clone()))
+            .unwrap();
+        assert_eq!((w.dropped, w.committed.report.stored), (100, 100));
+        assert_eq!(
+            w.committed.report.offsets,
+            vec![("v".to_string(), 0, 100)],
+            "only partition 0's offset moves"
+        );
+        assert!(w.committed.records.iter().all(|r| r.pos.partition == 0));
+
+        // The same as a store given only partition 0's records.
+        let kept: Vec<Processed> = all
+            .iter()
+            .filter(|r| r.pos.partition == 0)
+            .cloned()
+            .collect();
+        alone.apply("ns", prepare(kept)).unwrap();
+        // (Size on disk is sled's layout, not the data: left out.)
+        let stats = |s: &Store| crate::store::Stats {
+            size_on_disk_bytes: None,
+            ..s.stats(None).unwrap()
+        };
+        assert_eq!(stats(&fenced), stats(&alone));
+        assert_eq!(fenced.counters().unwrap(), alone.counters().unwrap());
+        assert_eq!(fenced.next_offset("ns", "v", 1), None);
+
+        // A batch read after the revocation (the partition came back) is whole.
+        let w = own
+            .write(&mut fenced, "ns", own.epoch(), prepare(records(200)))
+            .unwrap();
+        assert_eq!(w.dropped, 0);
+        assert_eq!(fenced.next_offset("ns", "v", 1), Some(100));
+
+        // Every record of a batch revoked: nothing is written, nothing moves.
+        let before = fenced.counters().unwrap();
+        let read_in = own.epoch();
+        own.revoke(&[("v".to_string(), 0), ("v".to_string(), 1)]);
+        let w = own
+            .write(&mut fenced, "ns", read_in, prepare(records(300)))
+            .unwrap();
+        assert_eq!((w.dropped, w.committed.report.stored), (300, 0));
+        assert!(w.committed.report.offsets.is_empty());
+        assert_eq!(fenced.counters().unwrap(), before);
+        assert_eq!(fenced.next_offset("ns", "v", 0), Some(100));
     }
 }

@@ -18,7 +18,7 @@ use super::group::{group_commits, Claims, Membership, COMMITTED_TIMEOUT};
 use super::orphan::{waiting, OrphanWatch};
 use super::*;
 use crate::domain::record::{RawRecord, SourcePos};
-use crate::ingest::pipeline::Flight;
+use crate::ingest::pipeline::Ownership;
 use crate::store::StoreView;
 
 /// The consumer: batches of raw records, each claimed before it goes on (or,
@@ -33,6 +33,7 @@ pub struct Source {
     /// Set when the daemon stops: a wait on the brokers gives up.
     stopping: Arc<AtomicBool>,
     revocations: Arc<AtomicU64>,
+    ownership: Arc<Ownership>,
     /// Records this member claimed before it last stopped and its store lacks:
     /// read (before anything else) by a consumer outside the group.
     recovery: Option<Recovery>,
@@ -219,7 +220,7 @@ impl Source {
         kinds: &TopicKinds,
         store: StoreView,
         namespace: &str,
-        flight: Arc<Flight>,
+        ownership: Arc<Ownership>,
     ) -> Result<Source, KafkaGlueError> {
         let assignment: Assignment = Arc::default();
         let paused = Arc::new(AtomicBool::new(false));
@@ -244,7 +245,7 @@ impl Source {
                 namespace: namespace.to_string(),
                 assignment: assignment.clone(),
                 paused: paused.clone(),
-                flight,
+                ownership: ownership.clone(),
                 revocations: revocations.clone(),
                 starts: Mutex::default(),
             },
@@ -283,6 +284,7 @@ impl Source {
             paused,
             stopping: Arc::new(AtomicBool::new(false)),
             revocations,
+            ownership,
             recovery,
             subscription: subs,
             orphan: OrphanWatch::default(),
@@ -356,6 +358,12 @@ impl Source {
         if let Err(e) = self.consumer.subscribe(&refs) {
             tracing::error!("cannot subscribe again to {refs:?} after leaving the group: {e}");
         }
+    }
+
+    /// The ownership epoch of the records read so far: a hand-over after it
+    /// fences the batch's records of its partitions off (see [`Ownership`]).
+    pub fn epoch(&self) -> u64 {
+        self.ownership.epoch()
     }
 
     /// Set when the daemon stops: waits on the brokers give up.

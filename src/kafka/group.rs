@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::claims::Chain;
 use super::config::KafkaConfig;
 use super::*;
-use crate::ingest::pipeline::Flight;
+use crate::ingest::pipeline::Ownership;
 use crate::store::StoreView;
 
 /// How this member commits its progress to the group (see [`crate::kafka::claims`]).
@@ -191,8 +191,6 @@ fn probe_commit_metadata(
         .is_some_and(|e| metadata_of(&e) == marker))
 }
 
-/// How long a revocation waits for the batches in flight to reach the store.
-pub(super) const REVOKE_SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an assignment waits for the group's committed offsets.
 pub(super) const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -200,9 +198,10 @@ pub(super) const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// next offset stored in sled and the group's committed offset (another member
 /// of the group may have stored or claimed past this store), else at the
 /// beginning, and its owner chain is read from the commit's metadata. Where
-/// offsets are committed after writes, before a partition is revoked every batch
-/// consumed from it is settled in the store and the store's offset committed, so
-/// its next owner starts exactly there.
+/// offsets are committed after writes, a revoked partition is fenced off in the
+/// store (batches read before write none of its records, see [`Ownership`])
+/// and the store's offset committed at once, so its next owner starts exactly
+/// where this store stopped.
 pub struct Membership {
     pub(super) claims: Arc<Claims>,
     /// Where the stored offsets are read.
@@ -210,7 +209,8 @@ pub struct Membership {
     pub(super) namespace: String,
     pub(super) assignment: Assignment,
     pub(super) paused: Arc<AtomicBool>,
-    pub(super) flight: Arc<Flight>,
+    /// Batches read before a hand-over write none of its partitions' records.
+    pub(super) ownership: Arc<Ownership>,
     /// Revocations so far: records a poll fetched before one are checked against
     /// the assignment before they go on.
     pub(super) revocations: Arc<AtomicU64>,
@@ -268,26 +268,27 @@ impl Membership {
             .collect()
     }
 
-    /// Where offsets are committed after writes: settles the batches in flight
-    /// and commits the store's offsets of `parts` (synchronously) before they go
-    /// to another member. Where batches are claimed, nothing is left to do.
+    /// Where offsets are committed after writes: fences `parts` off in the
+    /// store (the records of them still on their way are left to the next
+    /// owner), then commits the store's offsets of them, synchronously. The
+    /// sooner the commit lands the better: a coordinator that assigns a
+    /// partition before its last owner has rejoined (tansu's does) has the next
+    /// owner start at the group's commit as it is then. Where batches are
+    /// claimed, nothing is left to do.
     fn hand_over<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, parts: &[(String, i32)]) {
         if self.claims.claiming() {
             // Every batch read was claimed before it went on: the next owner
             // starts after the claims; this store writes what it claimed.
             return;
         }
+        // Waits for the write under way; nothing of `parts` is written after.
+        self.ownership.revoke(parts);
         if consumer.assignment_lost() {
             tracing::warn!(
                 "partitions {parts:?} were lost (this member missed its session): records stored \
                  since the last commit may be stored again by their next owner"
             );
             return;
-        }
-        if !self.flight.wait_settled(REVOKE_SETTLE_TIMEOUT) {
-            tracing::error!(
-                "batches still in flight after {REVOKE_SETTLE_TIMEOUT:?} while handing over {parts:?}; committing what is stored"
-            );
         }
         let started = self.starts.lock().map(|s| s.clone()).unwrap_or_default();
         let mut tpl = TopicPartitionList::new();

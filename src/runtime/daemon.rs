@@ -18,7 +18,7 @@ use crate::actors::validator::ValidatorActor;
 use crate::cluster::Cluster;
 use crate::config::{Config, ProducerMode};
 use crate::domain::event::Kind;
-use crate::ingest::pipeline::{Flight, Progress};
+use crate::ingest::pipeline::{Ownership, Progress};
 use crate::ingest::topics::TopicSpec;
 use crate::ingest::validate::Validator;
 use crate::kafka::{self, Embedded, KafkaGlueError, Source, TopicKinds};
@@ -207,7 +207,7 @@ impl Daemon {
             (None, b, ns)
         };
         let progress = Arc::new(Progress::default());
-        let flight = Arc::new(Flight::default());
+        let ownership = Arc::new(Ownership::default());
         // The ingest clients' threads (librdkafka's) run at background
         // priority, as ingest's own stages do.
         let source = crate::domain::worker::in_background(|| {
@@ -217,7 +217,7 @@ impl Daemon {
                 &kinds,
                 store.view(),
                 &namespace,
-                flight.clone(),
+                ownership.clone(),
             )
         })?;
         let paused = source.paused_flag();
@@ -243,7 +243,7 @@ impl Daemon {
             progress.clone(),
             namespace.clone(),
             analytics.clone(),
-            flight.clone(),
+            ownership.clone(),
         );
         let view = store.view();
         // The graph's writer thread starts here, in this thread's (normal)
@@ -319,7 +319,7 @@ impl Daemon {
             progress: p,
             indexes: ix,
             analytics: an,
-            flight: fl,
+            ownership: fl,
             fold,
             share,
         });
@@ -338,7 +338,7 @@ impl Daemon {
         let (ingest, p, vr) = (cfg.ingest.clone(), progress.clone(), validator.recipient());
         let fatal_for_parser = fatal.clone();
         let parser = ParserActor::start_in_arbiter(&parser_arb.handle(), move |_| {
-            ParserActor::new(source, kinds, vr, &ingest, p, flight, fatal_for_parser)
+            ParserActor::new(source, kinds, vr, &ingest, p, fatal_for_parser)
         });
 
         let run_synth = match cfg.producers.mode {

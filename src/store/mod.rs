@@ -138,7 +138,7 @@ type Registration = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A committed batch: what it wrote, and its records with whether each was new
 /// (`fresh[i]`), for the views fed after the commit.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Committed {
     pub report: ApplyReport,
     pub records: Vec<Processed>,
@@ -620,6 +620,11 @@ impl Store {
         }
         self.view.rollups.changed.notify_all();
         Ok(())
+    }
+
+    /// How the rollups are kept now.
+    pub fn rollup_tuning(&self) -> rollup::Tuning {
+        self.view.rollups.lock().tuning
     }
 
     /// Bounds the ids held from now on (see [`bounds`]).

@@ -30,6 +30,10 @@ pub struct IngestStatus {
     pub rejected: u64,
     pub duplicates_skipped: u64,
     pub batches_in_flight: u64,
+    /// Records read, then left to their partition's next owner: it was
+    /// handed over before they were written.
+    #[serde(default)]
+    pub left_to_next_owner: u64,
     pub events_per_sec_10s: f64,
     pub events_per_sec_60s: f64,
     /// Records in the brokers not yet stored, over the owned partitions.
@@ -332,6 +336,7 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             rejected: Progress::get(&p.rejected),
             duplicates_skipped: Progress::get(&p.duplicates_skipped),
             batches_in_flight: Progress::get(&p.in_flight),
+            left_to_next_owner: Progress::get(&p.left_to_next_owner),
             events_per_sec_10s: r10,
             events_per_sec_60s: r60,
             lag: lag_total,
