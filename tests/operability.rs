@@ -98,6 +98,30 @@ fn thread_classes(pid: u32) -> Vec<(String, i64)> {
     out
 }
 
+/// The scheduler slice (ns) of each thread named `name` of process `pid`,
+/// from `/proc/PID/task/TID/sched` (none where the kernel shows none).
+#[cfg(target_os = "linux")]
+fn thread_slices(pid: u32, name: &str) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(sched) = std::fs::read_to_string(e.unwrap().path().join("sched")) else {
+            continue;
+        };
+        // The first line is "NAME (TID, #threads: N)".
+        if !sched.starts_with(&format!("{name} (")) {
+            continue;
+        }
+        out.push(
+            sched
+                .lines()
+                .find(|l| l.starts_with("se.slice"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse().ok()),
+        );
+    }
+    out
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn requests_are_answered_above_the_background_work() {
@@ -124,6 +148,16 @@ fn requests_are_answered_above_the_background_work() {
         http.iter().all(|p| *p == libc::SCHED_OTHER as i64),
         "{threads:?}"
     );
+    // With a short slice of their own where the kernel shows slices (a
+    // request preempts a normal-class thread's longer slice).
+    let slices = thread_slices(d.child.id(), "http");
+    assert_eq!(slices.len(), http.len(), "{slices:?}");
+    if slices.iter().any(Option::is_some) {
+        assert!(
+            slices.iter().all(|s| *s == Some(100_000)),
+            "http threads' slices: {slices:?}"
+        );
+    }
     // Throughput work in the idle class (SCHED_IDLE, 5): the fold-in's
     // solves and the compactors.
     for name in ["fold-in-0", "pair-compactor", "rollup-compacto"] {

@@ -124,6 +124,8 @@ impl Drop for Server {
 /// a request waits neither for that thread's other work (the control
 /// socket, timers) nor for another request, and it is answered in 2
 /// thread wake-ups (connection, worker) where the system thread took 4.
+/// The workers ask for a short scheduler slice (see
+/// [`crate::domain::worker::request_priority`]).
 pub fn spawn(
     listener: std::net::TcpListener,
     admin: Arc<Gate>,
@@ -134,6 +136,9 @@ pub fn spawn(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("http")
+        .on_thread_start(|| {
+            crate::domain::worker::request_priority();
+        })
         .enable_all()
         .build()?;
     let listener = {
