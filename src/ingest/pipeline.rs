@@ -311,28 +311,9 @@ impl StageSeconds {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
+    use crate::store::pairs::tests::records;
     use crate::store::prepare;
-    use crate::synth::generate::{VideoGen, World};
-
-    /// Video records over partitions 0 and 1 of topic `v`, alternating.
-    fn records(n: usize) -> Vec<Processed> {
-        let mut g = VideoGen::new(World::new(20, 10, 9), 9, 1_735_689_600_000, 50);
-        (0..n)
-            .map(|i| Processed {
-                pos: SourcePos {
-                    topic: Arc::from("v"),
-                    partition: (i % 2) as i32,
-                    offset: (i / 2) as i64,
-                },
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Valid(Event::Video(g.next_event())),
-            })
-            .collect()
-    }
 
     fn open(dir: &std::path::Path) -> Store {
         Store::open(dir, 16).unwrap()

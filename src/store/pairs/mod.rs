@@ -565,7 +565,7 @@ impl Iterator for Scan<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod unit {

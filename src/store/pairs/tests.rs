@@ -13,7 +13,8 @@ use crate::synth::generate::{VideoGen, World};
 
 type Row = (String, String, u64, u64, String);
 
-fn records(n: usize) -> Vec<Processed> {
+/// Video records over partitions 0 and 1 of topic `v`, alternating.
+pub(crate) fn records(n: usize) -> Vec<Processed> {
     let mut g = VideoGen::new(World::new(60, 40, 5), 5, 1_735_689_600_000, 50);
     (0..n)
         .map(|i| Processed {
