@@ -68,6 +68,19 @@ pub fn lower_priority(class: Background) {
     let _ = class;
 }
 
+/// (scheduling policy, nice value) of the calling thread.
+#[cfg(target_os = "linux")]
+fn class_now() -> (i32, i32) {
+    // SAFETY: queries of the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        (
+            libc::sched_getscheduler(tid),
+            libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
+        )
+    }
+}
+
 /// The scheduler slice a request thread asks for: 100 µs, the shortest the
 /// kernel takes.
 pub const REQUEST_SLICE_NS: u64 = 100_000;
@@ -96,29 +109,25 @@ pub fn request_priority() -> bool {
             util_min: u32,
             util_max: u32,
         }
-        // SAFETY: queries and a system call on the calling thread (id 0)
-        // with an attribute that lives across the call and names its size.
-        unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
-            let policy = libc::sched_getscheduler(tid);
-            if policy != libc::SCHED_OTHER {
-                return false;
-            }
-            let nice = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-            let attr = SchedAttr {
-                size: std::mem::size_of::<SchedAttr>() as u32,
-                policy: libc::SCHED_OTHER as u32,
-                flags: 0,
-                nice,
-                priority: 0,
-                runtime: REQUEST_SLICE_NS,
-                deadline: 0,
-                period: 0,
-                util_min: 0,
-                util_max: 0,
-            };
-            libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0
+        let (policy, nice) = class_now();
+        if policy != libc::SCHED_OTHER {
+            return false;
         }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: libc::SCHED_OTHER as u32,
+            flags: 0,
+            nice,
+            priority: 0,
+            runtime: REQUEST_SLICE_NS,
+            deadline: 0,
+            period: 0,
+            util_min: 0,
+            util_max: 0,
+        };
+        // SAFETY: a system call on the calling thread (id 0) with an
+        // attribute that lives across the call and names its size.
+        unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0 }
     }
     #[cfg(not(target_os = "linux"))]
     false
@@ -246,18 +255,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    /// (scheduling policy, nice value) of the calling thread.
     #[cfg(target_os = "linux")]
-    fn class_now() -> (i32, i32) {
-        // SAFETY: queries of the calling thread's own id.
-        unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
-            (
-                libc::sched_getscheduler(tid),
-                libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
-            )
-        }
-    }
+    use super::class_now;
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -2,6 +2,7 @@
 //! of raw records, validate a batch of parsed ones; plus the shared progress
 //! counters the actors publish and the monitor reads.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -157,17 +158,16 @@ impl Progress {
 /// before it loses those partitions' records (the next owner reads them).
 #[derive(Debug, Default)]
 pub struct Ownership {
-    revoked: std::sync::Mutex<Revoked>,
-    /// The epoch, readable without waiting for a write (set under the lock).
+    /// Every write holds this lock.
+    revoked: std::sync::Mutex<Revocations>,
+    /// The epoch, readable without waiting for a write (changed under the
+    /// lock).
     epoch: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Revoked {
-    epoch: u64,
-    /// The epoch each partition was last revoked in.
-    at: std::collections::HashMap<(String, i32), u64>,
-}
+/// topic → partition → the epoch it was last revoked in (looked up by the
+/// records' borrowed topics).
+type Revocations = HashMap<String, HashMap<i32, u64>>;
 
 /// A batch written through [`Ownership::write`].
 pub struct Written {
@@ -182,7 +182,7 @@ impl Ownership {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Revoked> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Revocations> {
         self.revoked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -190,10 +190,11 @@ impl Ownership {
     /// Returns once the write under way (if any) has ended.
     pub fn revoke(&self, parts: &[(String, i32)]) {
         let mut r = self.lock();
-        r.epoch += 1;
-        let epoch = r.epoch;
-        for p in parts {
-            r.at.insert(p.clone(), epoch);
+        let epoch = self.epoch() + 1;
+        for (topic, partition) in parts {
+            r.entry(topic.clone())
+                .or_default()
+                .insert(*partition, epoch);
         }
         self.epoch.store(epoch, Ordering::SeqCst);
     }
@@ -208,16 +209,20 @@ impl Ownership {
         prepared: Prepared,
     ) -> Result<Written, StoreError> {
         let r = self.lock();
-        if r.epoch == epoch {
+        let current = self.epoch() == epoch;
+        let revoked = |pos: &SourcePos| {
+            !current
+                && r.get(&*pos.topic)
+                    .and_then(|parts| parts.get(&pos.partition))
+                    .is_some_and(|&at| at > epoch)
+        };
+        if !prepared.records.iter().any(|p| revoked(&p.pos)) {
+            // Nothing of it was revoked: the sums stand as they are.
             return Ok(Written {
                 committed: store.apply(namespace, prepared)?,
                 dropped: 0,
             });
         }
-        let revoked = |pos: &SourcePos| {
-            r.at.get(&(pos.topic.to_string(), pos.partition))
-                .is_some_and(|&at| at > epoch)
-        };
         let before = prepared.records.len();
         let kept: Vec<Processed> = prepared
             .records
@@ -225,17 +230,6 @@ impl Ownership {
             .filter(|p| !revoked(&p.pos))
             .collect();
         let dropped = (before - kept.len()) as u64;
-        if dropped == 0 {
-            // Nothing of it was revoked: the sums stand as they are.
-            let prepared = Prepared {
-                records: kept,
-                ..prepared
-            };
-            return Ok(Written {
-                committed: store.apply(namespace, prepared)?,
-                dropped,
-            });
-        }
         let committed = if kept.is_empty() {
             Committed::default()
         } else {
