@@ -26,8 +26,9 @@ use crate::ml::serve::Serving;
 use crate::store::{Flush, PairChange, PairChangeAgg, StoreView};
 use crate::views::indexes::SharedIndexes;
 
-/// Users whose listening edges a fold-in round copies per hold of the
-/// graph's read lock.
+/// Users whose listening edges a fold-in round copies per read of the
+/// graph: the graph's writer waits for a read under way before it publishes
+/// a batch, so a read stays short.
 const EDGES_PER_HOLD: usize = 256;
 
 /// The pair changes one durable batch committed (see
@@ -310,16 +311,17 @@ impl Worker {
         let misses: Vec<&String> = users.iter().filter(|u| !self.pairs.holds(u)).collect();
         let closing = &self.closing;
         // Their listening edges first, from the graph (memory only, a few
-        // hundred users per hold of its lock); then the store's reads,
-        // without the lock: a writer waiting for it would hold up every
-        // graph query behind it meanwhile.
+        // hundred users per read); then the store's reads, outside the
+        // graph's read: the graph's writer would wait for them.
         let mut edges = Vec::with_capacity(misses.len());
         for chunk in misses.chunks(EDGES_PER_HOLD) {
-            let Ok(graph) = self.indexes.graph() else {
+            let read = self.indexes.with_graph(|graph| {
+                edges.extend(chunk.iter().map(|u| graph.edges_of(u)));
+            });
+            if read.is_err() {
                 tracing::error!("the indexes are poisoned: fold-in stops");
                 return Flow::Stop;
-            };
-            edges.extend(chunk.iter().map(|u| graph.edges_of(u)));
+            }
         }
         let read = misses
             .into_par_iter()

@@ -165,7 +165,8 @@ fn main() -> anyhow::Result<()> {
             let folded = match &champion {
                 Some(c) if store.is_folded(c.id, &ask.user)? => {
                     let weights = cfg.models.event_weights.by_action();
-                    let (pairs, _) = live::user_pairs(&store, &*ix.graph()?, &ask.user, weights)?;
+                    let (pairs, _) =
+                        ix.with_graph(|g| live::user_pairs(&store, g, &ask.user, weights))??;
                     let solver = live::ChampionSolver::new(c);
                     live::fold_users(c, &solver, vec![(ask.user.clone(), pairs)])
                         .pop()

@@ -246,16 +246,8 @@ impl Daemon {
             ownership.clone(),
         );
         let view = store.view();
-        // The graph's writer thread starts here, in this thread's (normal)
-        // scheduling class, not in the store's (background) one.
-        let indexes: SharedIndexes = Arc::new(
-            Indexes::build(&store, cfg.analytics.trending_half_life())?
-                .with_graph_writer()
-                .map_err(|source| DaemonError::Thread {
-                    what: "listening graph's writer",
-                    source,
-                })?,
-        );
+        let indexes: SharedIndexes =
+            Arc::new(Indexes::build(&store, cfg.analytics.trending_half_life())?);
         let ix = indexes.clone();
         let serving = Serving::default();
         // The fold-in tells the group's publisher whom it folded in.

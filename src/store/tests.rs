@@ -445,9 +445,8 @@ fn ids_past_the_bounds_add_up_under_other_and_stay_out_of_the_graph() {
             assert_eq!(
                 crate::views::indexes::Indexes::build(s, std::time::Duration::from_secs(3600))
                     .unwrap()
-                    .graph()
-                    .unwrap()
-                    .edges(),
+                    .with_graph(|g| g.edges())
+                    .unwrap(),
                 2
             );
             // Every event is stored whole.

@@ -4,11 +4,10 @@
 //! in lists; every track's title, artist, album and genre) and what trends.
 //! Built from the store at start and fed after every committed batch.
 //!
-//! Each part has a lock of its own, and the store's writer (at background
-//! priority) takes only what a batch changes. Listening events change the
-//! graph alone, so a request (which reads the catalog and what trends, never
-//! the graph) does not wait behind a batch of them; only graph queries and
-//! the fold-in read the graph.
+//! Each part is shared on its own terms, and the store's writer (at
+//! background priority) changes only what a batch changes: the catalog
+//! behind a lock, what trends as a published view, the listening graph as
+//! two copies a read never waits on (see [`SharedGraph`]).
 
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use arc_swap::{ArcSwap, Guard};
 use rustc_hash::FxHashMap;
 
 use super::affinity::CatalogIndex;
-use super::graph::MusicGraph;
+use super::graph::{GraphOp, MusicGraph, SharedGraph};
 use super::trending::{Trending, TrendingView};
 use crate::domain::event::{Event, MusicEvent, Track};
 use crate::domain::record::{Outcome, Processed};
@@ -83,10 +82,10 @@ pub struct Lookup<'a> {
 pub struct Poisoned(pub &'static str);
 
 pub struct Indexes {
-    /// The listening graph's index over the stored edges: graph queries and
-    /// the fold-in read it; the writer takes it for batches with listening
-    /// events or tracks.
-    pub graph: RwLock<MusicGraph>,
+    /// The listening graph's index over the stored edges: graph queries,
+    /// recommendations and the fold-in read it without waiting; the writer
+    /// changes it for batches with listening events or tracks.
+    graph: SharedGraph,
     /// Movies, series and tracks' names: requests read it; the writer takes
     /// it for batches with catalog records only.
     catalog: RwLock<Catalog>,
@@ -97,17 +96,7 @@ pub struct Indexes {
     /// batch, published by the writer. A request never waits on the writer,
     /// which runs at background priority and holds its lock for a whole batch.
     trending_view: ArcSwap<TrendingView>,
-    /// The thread that applies the graph's changes (see
-    /// [`Indexes::with_graph_writer`]); none: the caller applies them.
-    graph_writer: Option<std::sync::mpsc::Sender<GraphJob>>,
 }
-
-/// Listening events applied to the graph per hold of its write lock.
-const LISTENS_PER_HOLD: usize = 32;
-
-/// One batch's changes to the listening graph, applied on the graph's
-/// writer thread; it answers on the channel when they are in.
-type GraphJob = Box<dyn FnOnce() + Send>;
 
 impl Default for Indexes {
     fn default() -> Self {
@@ -163,7 +152,7 @@ impl Indexes {
             }
         }
         Ok(Indexes {
-            graph: RwLock::new(graph),
+            graph: SharedGraph::new(graph),
             catalog: RwLock::new(catalog),
             ..Indexes::with_trending(trending)
         })
@@ -172,38 +161,11 @@ impl Indexes {
     /// Empty indexes over the trending scores `scores`, published.
     fn with_trending(scores: Trending) -> Indexes {
         Indexes {
-            graph: RwLock::default(),
+            graph: SharedGraph::default(),
             catalog: RwLock::default(),
             trending_view: ArcSwap::from_pointee(scores.view()),
             trending: Mutex::new(scores),
-            graph_writer: None,
         }
-    }
-
-    /// These indexes with a thread of their own (`graph-writer`, in the
-    /// calling thread's scheduling class) that applies each batch's changes
-    /// to the listening graph while the store's writer waits. The store's
-    /// writer runs at background priority: holding the graph's write lock
-    /// itself, it could be preempted for milliseconds by any other thread,
-    /// and every graph query would wait that long behind it. The daemon
-    /// calls this from a thread of normal priority; the thread ends with the
-    /// indexes.
-    pub fn with_graph_writer(mut self) -> std::io::Result<Indexes> {
-        let (tx, rx) = std::sync::mpsc::channel::<GraphJob>();
-        std::thread::Builder::new()
-            .name("graph-writer".into())
-            .spawn(move || {
-                for job in rx {
-                    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-                        tracing::error!(
-                            "applying a batch to the listening graph panicked ({}): graph queries answer with an error until a restart rebuilds it",
-                            crate::domain::worker::panic_message(p.as_ref())
-                        );
-                    }
-                }
-            })?;
-        self.graph_writer = Some(tx);
-        Ok(self)
     }
 
     /// The trending scores as of the last batch.
@@ -216,9 +178,9 @@ impl Indexes {
         self.catalog.read().map_err(|_| Poisoned("catalog"))
     }
 
-    /// The listening graph, read.
-    pub fn graph(&self) -> Result<RwLockReadGuard<'_, MusicGraph>, Poisoned> {
-        self.graph.read().map_err(|_| Poisoned("listening graph"))
+    /// `f` over the listening graph as of the last applied batch.
+    pub fn with_graph<R>(&self, f: impl FnOnce(&MusicGraph) -> R) -> Result<R, Poisoned> {
+        self.graph.read(f).ok_or(Poisoned("listening graph"))
     }
 
     /// `f` over what a request reads: the catalog and what trends.
@@ -267,7 +229,7 @@ impl Indexes {
     /// redelivery). Each part's write lock is taken only when the batch
     /// changes that part, and only for the changes themselves: what decides
     /// them (the store's reads) comes first.
-    pub fn observe(self: &Arc<Self>, store: &Store, records: &[Processed], fresh: &[bool]) {
+    pub fn observe(&self, store: &Store, records: &[Processed], fresh: &[bool]) {
         let mut listens: Vec<&MusicEvent> = Vec::new();
         let mut tracks: Vec<&Track> = Vec::new();
         let mut titles: Vec<(&'static str, &crate::domain::event::Title)> = Vec::new();
@@ -295,54 +257,13 @@ impl Indexes {
                 }
             }
         }
-        if tracks.is_empty() && listens.is_empty() {
-            return;
-        }
-        let Some(writer) = &self.graph_writer else {
-            self.apply_to_graph(tracks, listens);
-            return;
-        };
-        let tracks: Vec<Track> = tracks.into_iter().cloned().collect();
-        let listens: Vec<MusicEvent> = listens.into_iter().cloned().collect();
-        let (done, applied) = std::sync::mpsc::channel();
-        let ix = Arc::clone(self);
-        let job: GraphJob = Box::new(move || {
-            ix.apply_to_graph(&tracks, &listens);
-            let _ = done.send(());
-        });
-        match writer.send(job) {
-            // A batch counts stored once the graph has it.
-            Ok(()) => {
-                let _ = applied.recv();
-            }
-            // The thread is gone: applied here.
-            Err(std::sync::mpsc::SendError(job)) => job(),
-        }
-    }
-
-    /// One batch's tracks and listens into the graph, under its write lock.
-    fn apply_to_graph<'a>(
-        &self,
-        tracks: impl IntoIterator<Item = &'a Track>,
-        listens: impl IntoIterator<Item = &'a MusicEvent>,
-    ) {
         // Tracks first: a listener joins a track's artist and genre whether
-        // the track's record came before or after the listen.
-        if let Ok(mut g) = self.graph.write() {
-            for t in tracks {
-                g.upsert_track(t);
-            }
-        }
-        // The listens a few at a time: a graph query waits for one hold of
-        // the lock at most, not for the batch.
-        let mut listens = listens.into_iter().peekable();
-        while listens.peek().is_some() {
-            let Ok(mut g) = self.graph.write() else {
-                return;
-            };
-            for m in listens.by_ref().take(LISTENS_PER_HOLD) {
-                g.observe(m);
-            }
+        // the track's record came before or after the listen. The batch
+        // counts stored once the graph has it.
+        if !(tracks.is_empty() && listens.is_empty()) {
+            let tracks = tracks.into_iter().cloned().map(GraphOp::Track);
+            self.graph
+                .apply(tracks.chain(listens.into_iter().cloned().map(GraphOp::Listen)));
         }
     }
 }
@@ -455,48 +376,20 @@ mod tests {
             .apply("t", crate::store::prepare::prepare(records))
             .unwrap();
         let track = music.track(1);
-        // Applied by the caller, and by the graph's own writer thread: in
-        // both, the batch is in the graph once `observe` returns.
-        for ix in [
-            Arc::new(Indexes::default()),
-            Arc::new(Indexes::default().with_graph_writer().unwrap()),
-        ] {
-            ix.observe(&store, &c.records, &c.fresh);
-            {
-                let cat = ix.catalog().unwrap();
-                assert_eq!(cat.track_title(&track.track_id), Some(track.title.as_str()));
-                assert_eq!(cat.track_genre(&track.track_id), Some(track.genre.as_str()));
-                assert_eq!(
-                    cat.track_artist(&track.track_id),
-                    Some((track.artist.as_str(), track.album.as_str()))
-                );
-                assert!(cat.titles.get(&movie).is_some());
-            }
-            assert_eq!(ix.graph().unwrap().edges(), pairs.len());
-            assert_eq!(ix.graph().unwrap().tracks(), 3);
-        }
-        let ix = Arc::new(Indexes::default());
+        // The batch is in the graph once `observe` returns.
+        let ix = Indexes::default();
         ix.observe(&store, &c.records, &c.fresh);
-
-        // While the writer holds the graph (a batch of listens), a request
-        // reads the catalog and what trends: it does not wait for the graph.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            let held = ix.graph.write().unwrap();
-            s.spawn(|| {
-                let genre =
-                    ix.lookup(|l| l.catalog.track_genre(&track.track_id).map(str::to_string));
-                tx.send(genre.unwrap()).unwrap();
-            });
-            // A deadlock detector, not a timing: the answer needs no lock the
-            // writer holds, so it comes at once or never.
-            let got = rx.recv_timeout(Duration::from_secs(60));
-            drop(held);
-            assert_eq!(
-                got,
-                Ok(Some(track.genre.clone())),
-                "a request waited on the graph's writer"
-            );
-        });
+        let cat = ix.catalog().unwrap();
+        assert_eq!(cat.track_title(&track.track_id), Some(track.title.as_str()));
+        assert_eq!(cat.track_genre(&track.track_id), Some(track.genre.as_str()));
+        assert_eq!(
+            cat.track_artist(&track.track_id),
+            Some((track.artist.as_str(), track.album.as_str()))
+        );
+        assert!(cat.titles.get(&movie).is_some());
+        assert_eq!(
+            ix.with_graph(|g| (g.edges(), g.tracks())).unwrap(),
+            (pairs.len(), 3)
+        );
     }
 }

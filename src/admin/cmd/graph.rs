@@ -25,8 +25,8 @@ impl Graph {
 pub async fn graph(a: &Admin, req: Graph) -> Result<GraphAnswer, CommandError> {
     let indexes = a.indexes.clone();
     let answer = blocking(move || {
-        let graph = indexes.graph()?;
-        Ok::<_, CommandError>(crate::views::graph::answer(&graph, &req)?)
+        let answer = indexes.with_graph(|g| crate::views::graph::answer(g, &req))?;
+        Ok::<_, CommandError>(answer?)
     })
     .await??;
     Ok(answer)

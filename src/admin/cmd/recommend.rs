@@ -137,13 +137,9 @@ pub async fn recommend(a: &Admin, req: Recommend) -> Result<RecommendReply, Comm
             .map(|(v, _)| v)
             .unwrap_or_default();
         live.history = video.into_iter().map(|(item, _)| item).collect();
-        live.history.extend(
-            a.indexes
-                .graph()?
-                .edges_of(&user)
-                .into_iter()
-                .map(|(t, _)| t.to_string()),
-        );
+        let edges = a.indexes.with_graph(|g| g.edges_of(&user))?;
+        live.history
+            .extend(edges.into_iter().map(|(t, _)| t.to_string()));
     }
     let reply = a.indexes.lookup(|ix| {
         crate::ml::recommend::recommend(

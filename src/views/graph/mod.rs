@@ -54,7 +54,7 @@ type Ranked = BTreeSet<(Reverse<u64>, Arc<str>, Arc<str>)>;
 /// Users per artist (or genre) and artists (or genres) per user, each with how
 /// many of the user's tracks carry it: neighbourhoods walk these, not edges.
 /// Names are interned to dense ids so a walk only hashes integers.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Facet {
     ids: FxHashMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
@@ -165,7 +165,7 @@ impl Facet {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct MusicGraph {
     user_ix: FxHashMap<Arc<str>, u32>,
     users: Vec<Arc<str>>,
@@ -542,7 +542,9 @@ impl MusicGraph {
 }
 
 mod request;
+mod shared;
 pub use request::{answer, GraphAnswer, GraphError, GraphItems, GraphRequest, MAX_LIMIT, QUERIES};
+pub use shared::{GraphOp, SharedGraph};
 
 #[cfg(test)]
 mod tests;
