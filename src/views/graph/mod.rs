@@ -132,14 +132,17 @@ impl Facet {
     }
 
     /// For each other name, how many of `name`'s users also have it.
-    fn neighbours(&self, name: &str) -> FxHashMap<Arc<str>, u64> {
-        let Some(&n) = self.ids.get(name) else {
-            return FxHashMap::default();
-        };
-        self.co[n as usize]
-            .iter()
-            .map(|(&m, &c)| (self.names[m as usize].clone(), c))
-            .collect()
+    fn neighbours(&self, name: &str) -> impl Iterator<Item = (&str, u64)> {
+        let row = self.ids.get(name).map(|&n| &self.co[n as usize]);
+        row.into_iter()
+            .flatten()
+            .map(|(&m, &c)| (&*self.names[m as usize], c))
+    }
+
+    /// Other names sharing users with `name` (what [`Facet::neighbours`]
+    /// reads).
+    fn row_len(&self, name: &str) -> usize {
+        self.ids.get(name).map_or(0, |&n| self.co[n as usize].len())
     }
 
     /// [`Facet::neighbours`] by walking the name's users (what the kept
@@ -243,16 +246,31 @@ fn s(a: &Option<Arc<str>>) -> Option<String> {
 }
 
 /// Highest score first, then name.
-fn rank(scores: FxHashMap<Arc<str>, u64>) -> Vec<Scored> {
-    let mut v: Vec<Scored> = scores
-        .into_iter()
-        .map(|(n, score)| Scored {
-            name: n.to_string(),
-            score,
-        })
-        .collect();
-    v.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.name.cmp(&b.name)));
-    v
+/// The page of `scores` ranked highest first, then by name: only the names
+/// up to the page's end are sorted, and only the page's are copied.
+fn ranked_page<'a>(
+    scores: impl Iterator<Item = (&'a str, u64)>,
+    offset: usize,
+    limit: usize,
+) -> Page<Scored> {
+    let mut v: Vec<(&str, u64)> = scores.collect();
+    let order = |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+    let end = offset.saturating_add(limit).min(v.len());
+    if end < v.len() && end > 0 {
+        v.select_nth_unstable_by(end - 1, order);
+    }
+    v[..end].sort_unstable_by(order);
+    Page {
+        total: v.len(),
+        offset,
+        items: v[offset.min(end)..end]
+            .iter()
+            .map(|&(name, score)| Scored {
+                name: name.to_string(),
+                score,
+            })
+            .collect(),
+    }
 }
 
 impl MusicGraph {
@@ -517,33 +535,81 @@ impl MusicGraph {
                 }
             }
         }
-        let mut scores: FxHashMap<Arc<str>, u64> = FxHashMap::default();
+        let mut scores: FxHashMap<u32, u64> = FxHashMap::default();
         for &u in &peers {
             for (&t, e) in &self.out[u as usize] {
                 if e.counts[like] > 0 && !mine.contains(&t) {
-                    *scores.entry(self.tracks[t as usize].clone()).or_default() += 1;
+                    *scores.entry(t).or_default() += 1;
                 }
             }
         }
-        page(rank(scores), offset, limit)
+        let named = scores
+            .into_iter()
+            .map(|(t, c)| (&*self.tracks[t as usize], c));
+        ranked_page(named, offset, limit)
+    }
+
+    /// Entries [`MusicGraph::also_liked`] visits for `user`, counted up to
+    /// `budget + 1` (a peer reached through two tracks counts twice): the
+    /// count stops as soon as it is over.
+    pub fn also_liked_work(&self, user: &str, budget: usize) -> usize {
+        let like = MusicAction::Like.index();
+        let Some(&me) = self.user_ix.get(user) else {
+            return 0;
+        };
+        let mut work = self.out[me as usize].len();
+        for (&t, e) in &self.out[me as usize] {
+            if work > budget {
+                break;
+            }
+            if e.counts[like] == 0 {
+                continue;
+            }
+            for &u in &self.nodes[t as usize].listeners {
+                work += 1 + self.out[u as usize].len();
+                if work > budget {
+                    break;
+                }
+            }
+        }
+        work.min(budget + 1)
+    }
+
+    /// Tracks `user` has an edge to.
+    pub fn degree(&self, user: &str) -> usize {
+        self.user_ix
+            .get(user)
+            .map_or(0, |&u| self.out[u as usize].len())
+    }
+
+    /// Other artists sharing listeners with `artist`.
+    pub fn artist_row(&self, artist: &str) -> usize {
+        self.artist_facet.row_len(artist)
+    }
+
+    /// Other genres sharing listeners with `genre`.
+    pub fn genre_row(&self, genre: &str) -> usize {
+        self.genre_facet.row_len(genre)
     }
 
     /// Artists or genres sharing listeners with `name`: for each other one, how
     /// many users have an edge to a track of both.
     /// Artists sharing listeners with an artist.
     pub fn artist_neighbours(&self, artist: &str, offset: usize, limit: usize) -> Page<Scored> {
-        page(rank(self.artist_facet.neighbours(artist)), offset, limit)
+        ranked_page(self.artist_facet.neighbours(artist), offset, limit)
     }
 
     /// Genres sharing listeners with a genre.
     pub fn genre_neighbours(&self, genre: &str, offset: usize, limit: usize) -> Page<Scored> {
-        page(rank(self.genre_facet.neighbours(genre)), offset, limit)
+        ranked_page(self.genre_facet.neighbours(genre), offset, limit)
     }
 }
 
 mod request;
 mod shared;
-pub use request::{answer, GraphAnswer, GraphError, GraphItems, GraphRequest, MAX_LIMIT, QUERIES};
+pub use request::{
+    answer, within, GraphAnswer, GraphError, GraphItems, GraphRequest, MAX_LIMIT, QUERIES,
+};
 pub use shared::{GraphOp, SharedGraph};
 
 #[cfg(test)]

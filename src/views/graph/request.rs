@@ -136,6 +136,23 @@ fn answered<T>(query: &str, p: Page<T>, items: impl FnOnce(Vec<T>) -> GraphItems
 }
 
 /// Answers a graph query: one page of it.
+/// Whether answering `r` visits at most about `budget` of the graph's
+/// entries (edges, listeners, neighbours, skipped ones), found with no more
+/// visits than that: a request that fails validation answers at once.
+pub fn within(g: &MusicGraph, r: &GraphRequest, budget: usize) -> bool {
+    let page = r.offset.unwrap_or(0).saturating_add(r.limit.unwrap_or(20));
+    let user = || r.user.as_deref().map(str::to_lowercase).unwrap_or_default();
+    let work = match r.query.trim() {
+        "user_tracks" => g.degree(&user()),
+        "artist_tracks" | "genre_tracks" | "top" => page,
+        "also_liked" => g.also_liked_work(&user(), budget),
+        "artist_neighbours" => g.artist_row(r.artist.as_deref().unwrap_or_default()),
+        "genre_neighbours" => g.genre_row(r.genre.as_deref().unwrap_or_default()),
+        _ => 0,
+    };
+    work <= budget
+}
+
 pub fn answer(g: &MusicGraph, r: &GraphRequest) -> Result<GraphAnswer, GraphError> {
     let (offset, limit) = (r.offset.unwrap_or(0), r.limit.unwrap_or(20));
     if limit == 0 || limit > MAX_LIMIT {

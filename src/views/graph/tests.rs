@@ -86,6 +86,26 @@ fn queries_follow_the_edges_both_ways() {
         names(&g.also_liked("u1", 0, 10)),
         vec![("t3", 2), ("t4", 1)]
     );
+    // What that visits: u1's 2 edges, then for t1 (its one like) each
+    // listener and their edges: u1 (2), u2 (3), u3 (3).
+    assert_eq!(g.also_liked_work("u1", 100), 2 + 3 + 4 + 4);
+    // Counted no further than one past the budget.
+    assert_eq!(g.also_liked_work("u1", 5), 6);
+    let ask = |query: &str, user: &str| GraphRequest {
+        query: query.into(),
+        user: Some(user.into()),
+        action: None,
+        artist: None,
+        genre: None,
+        offset: None,
+        limit: None,
+    };
+    assert!(within(&g, &ask("also_liked", "U1"), 13));
+    assert!(!within(&g, &ask("also_liked", "u1"), 12));
+    assert!(within(&g, &ask("user_tracks", "u1"), 2));
+    assert!(!within(&g, &ask("user_tracks", "u1"), 1));
+    // A request that fails validation answers at once.
+    assert!(within(&g, &ask("no_such_query", "u1"), 0));
     // Listeners of A (t1, t2): u1, u2, u3; u2 and u3 reach B, u2 reaches C.
     assert_eq!(
         names(&g.artist_neighbours("A", 0, 10)),
@@ -157,11 +177,9 @@ fn kept_neighbour_counts_equal_a_walk_of_the_listeners() {
             (&g.genre_facet, &g.genre_facet.names),
         ] {
             for name in names {
-                assert_eq!(
-                    facet.neighbours(name),
-                    facet.neighbours_by_walk(name),
-                    "{name}"
-                );
+                let kept: FxHashMap<Arc<str>, u64> =
+                    facet.neighbours(name).map(|(n, c)| (n.into(), c)).collect();
+                assert_eq!(kept, facet.neighbours_by_walk(name), "{name}");
             }
         }
     };
@@ -183,4 +201,28 @@ fn kept_neighbour_counts_equal_a_walk_of_the_listeners() {
     check(&g);
     // Something was shared, so the check compared real counts.
     assert!(g.genre_facet.co.iter().any(|row| !row.is_empty()));
+}
+
+#[test]
+fn a_ranked_page_is_its_slice_of_the_whole_ranking() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let ids: Vec<String> = (0..60).map(|i| format!("n{i:02}")).collect();
+    // Many ties in score, so the name decides often.
+    let scores: Vec<(&str, u64)> = ids
+        .iter()
+        .map(|n| (n.as_str(), rng.gen_range(0..6)))
+        .collect();
+    let mut whole = scores.clone();
+    whole.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for offset in [0, 1, 7, 30, 59, 60, 61, 500] {
+        for limit in [1, 5, 20, 100] {
+            let p = ranked_page(scores.iter().copied(), offset, limit);
+            assert_eq!(p.total, 60);
+            assert_eq!(p.offset, offset);
+            let want: Vec<(&str, u64)> = whole.iter().skip(offset).take(limit).copied().collect();
+            assert_eq!(names(&p), want, "offset {offset} limit {limit}");
+        }
+    }
+    assert_eq!(ranked_page(std::iter::empty(), 0, 10).items, vec![]);
 }
