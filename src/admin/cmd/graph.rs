@@ -26,9 +26,9 @@ impl Graph {
 /// `recommend` is: a hand-over to the blocking pool costs two thread
 /// wake-ups, which on a loaded machine take up to milliseconds. A larger
 /// one goes to the pool, so an HTTP worker is never held long. Measured
-/// with `bench graph` (1M listens): also_liked visits an entry in about
-/// 2.4 ns, so 30,000 is about 0.1 ms (p99 103 us of the 30 % of its queries
-/// within it); a neighbour row entry takes about 10 ns.
+/// with `bench graph` (1M listens): every also_liked query is within it
+/// (p99 45 us); a neighbour row entry takes about 10 ns, so a row at the
+/// budget would take about 0.3 ms.
 pub const INLINE_WORK: usize = 30_000;
 
 pub async fn graph(a: &Admin, req: Graph) -> Result<GraphAnswer, CommandError> {

@@ -46,6 +46,8 @@ struct TrackNode {
     album: Option<Arc<str>>,
     /// Every user with an edge to this track.
     listeners: FxHashSet<u32>,
+    /// The users who liked it, in the order of their first like.
+    likers: Vec<u32>,
 }
 
 /// Edges ordered by count (highest first), then user and track id.
@@ -176,6 +178,9 @@ pub struct MusicGraph {
     tracks: Vec<Arc<str>>,
     /// user → track → edge.
     out: Vec<FxHashMap<u32, MusicAgg>>,
+    /// user → the tracks they liked, in the order of their first like: what
+    /// "also liked" walks, instead of every edge of every user it meets.
+    liked: Vec<Vec<u32>>,
     nodes: Vec<TrackNode>,
     by_artist: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     by_genre: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
@@ -293,6 +298,7 @@ impl MusicGraph {
         let (i, new) = Self::intern(&mut self.user_ix, &mut self.users, name);
         if new {
             self.out.push(FxHashMap::default());
+            self.liked.push(Vec::new());
         }
         i
     }
@@ -322,6 +328,21 @@ impl MusicGraph {
         let old = self.out[u as usize].insert(t, agg);
         self.reindex(u, t, old.as_ref(), Some(&agg));
         self.listen(u, t);
+        let like = MusicAction::Like.index();
+        match (old.map_or(0, |o| o.counts[like]) > 0, agg.counts[like] > 0) {
+            (false, true) => self.like(u, t),
+            (true, false) => {
+                self.liked[u as usize].retain(|&x| x != t);
+                self.nodes[t as usize].likers.retain(|&x| x != u);
+            }
+            _ => {}
+        }
+    }
+
+    /// `u` liked `t` for the first time.
+    fn like(&mut self, u: u32, t: u32) {
+        self.liked[u as usize].push(t);
+        self.nodes[t as usize].likers.push(u);
     }
 
     /// Marks `u` a listener of `t`; a new listener joins the track's artist and genre.
@@ -347,6 +368,10 @@ impl MusicGraph {
         let new = *edge;
         self.reindex(u, t, Some(&old), Some(&new));
         self.listen(u, t);
+        let like = MusicAction::Like.index();
+        if old.counts[like] == 0 && new.counts[like] > 0 {
+            self.like(u, t);
+        }
     }
 
     fn reindex(&mut self, u: u32, t: u32, old: Option<&MusicAgg>, new: Option<&MusicAgg>) {
@@ -518,28 +543,19 @@ impl MusicGraph {
     /// this user liked, scored by how many such users, without the user's own
     /// liked tracks.
     pub fn also_liked(&self, user: &str, offset: usize, limit: usize) -> Page<Scored> {
-        let like = MusicAction::Like.index();
         let Some(&me) = self.user_ix.get(user) else {
             return page(Vec::new(), offset, limit);
         };
-        let mine: FxHashSet<u32> = self.out[me as usize]
-            .iter()
-            .filter(|(_, e)| e.counts[like] > 0)
-            .map(|(&t, _)| t)
-            .collect();
+        let mine: FxHashSet<u32> = self.liked[me as usize].iter().copied().collect();
         let mut peers: FxHashSet<u32> = FxHashSet::default();
         for &t in &mine {
-            for &u in &self.nodes[t as usize].listeners {
-                if u != me && self.out[u as usize][&t].counts[like] > 0 {
-                    peers.insert(u);
-                }
-            }
+            peers.extend(self.nodes[t as usize].likers.iter().filter(|&&u| u != me));
         }
         let mut scores: FxHashMap<u32, u64> = FxHashMap::default();
         for &u in &peers {
-            for (&t, e) in &self.out[u as usize] {
-                if e.counts[like] > 0 && !mine.contains(&t) {
-                    *scores.entry(t).or_default() += 1;
+            for t in &self.liked[u as usize] {
+                if !mine.contains(t) {
+                    *scores.entry(*t).or_default() += 1;
                 }
             }
         }
@@ -553,20 +569,16 @@ impl MusicGraph {
     /// `budget + 1` (a peer reached through two tracks counts twice): the
     /// count stops as soon as it is over.
     pub fn also_liked_work(&self, user: &str, budget: usize) -> usize {
-        let like = MusicAction::Like.index();
         let Some(&me) = self.user_ix.get(user) else {
             return 0;
         };
-        let mut work = self.out[me as usize].len();
-        for (&t, e) in &self.out[me as usize] {
+        let mut work = self.liked[me as usize].len();
+        for &t in &self.liked[me as usize] {
             if work > budget {
                 break;
             }
-            if e.counts[like] == 0 {
-                continue;
-            }
-            for &u in &self.nodes[t as usize].listeners {
-                work += 1 + self.out[u as usize].len();
+            for &u in &self.nodes[t as usize].likers {
+                work += 1 + self.liked[u as usize].len();
                 if work > budget {
                     break;
                 }
