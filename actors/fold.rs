@@ -29,7 +29,7 @@ use crate::views::indexes::SharedIndexes;
 /// Users whose listening edges a fold-in round copies per read of the
 /// graph: the graph's writer waits for a read under way before it publishes
 /// a batch, so a read stays short.
-const EDGES_PER_HOLD: usize = 256;
+const EDGES_PER_READ: usize = 256;
 
 /// The pair changes one durable batch committed (see
 /// [`crate::store::PairChange`]), and when it was committed.
@@ -314,7 +314,7 @@ impl Worker {
         // hundred users per read); then the store's reads, outside the
         // graph's read: the graph's writer would wait for them.
         let mut edges = Vec::with_capacity(misses.len());
-        for chunk in misses.chunks(EDGES_PER_HOLD) {
+        for chunk in misses.chunks(EDGES_PER_READ) {
             let read = self.indexes.with_graph(|graph| {
                 edges.extend(chunk.iter().map(|u| graph.edges_of(u)));
             });

@@ -387,9 +387,50 @@ mod tests {
             Some((track.artist.as_str(), track.album.as_str()))
         );
         assert!(cat.titles.get(&movie).is_some());
+        drop(cat);
         assert_eq!(
             ix.with_graph(|g| (g.edges(), g.tracks())).unwrap(),
             (pairs.len(), 3)
         );
+
+        // While the writer is in a batch (waiting for a long graph read to
+        // leave the copy it takes back), a request reads the catalog and the
+        // graph as of the last batch: it does not wait for the writer.
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let ix = &ix;
+            let long = s.spawn(move || {
+                ix.with_graph(|_| {
+                    entered_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+            });
+            entered.recv().unwrap();
+            // The first batch after the read began goes to the other copy;
+            // the second waits for the read.
+            ix.observe(&store, &c.records, &c.fresh);
+            let writer = s.spawn(|| ix.observe(&store, &c.records, &c.fresh));
+            s.spawn(move || {
+                let genre =
+                    ix.lookup(|l| l.catalog.track_genre(&track.track_id).map(str::to_string));
+                tx.send((genre.unwrap(), ix.with_graph(|g| g.edges()).unwrap()))
+                    .unwrap();
+            });
+            // A deadlock detector, not a timing: the answer waits for
+            // nothing the writer holds, so it comes at once or never.
+            let got = rx.recv_timeout(Duration::from_secs(60));
+            let writer_waited = !writer.is_finished();
+            release.send(()).unwrap();
+            assert_eq!(
+                got,
+                Ok((Some(track.genre.clone()), pairs.len())),
+                "a request waited on the graph's writer"
+            );
+            assert!(writer_waited, "the writer did not wait for the long read");
+            long.join().unwrap().unwrap();
+            writer.join().unwrap();
+        });
     }
 }

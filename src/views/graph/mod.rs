@@ -250,7 +250,6 @@ fn s(a: &Option<Arc<str>>) -> Option<String> {
     a.as_deref().map(str::to_string)
 }
 
-/// Highest score first, then name.
 /// The page of `scores` ranked highest first, then by name: only the names
 /// up to the page's end are sorted, and only the page's are copied.
 fn ranked_page<'a>(

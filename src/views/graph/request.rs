@@ -135,12 +135,12 @@ fn answered<T>(query: &str, p: Page<T>, items: impl FnOnce(Vec<T>) -> GraphItems
     }
 }
 
-/// Answers a graph query: one page of it.
 /// Whether answering `r` visits at most about `budget` of the graph's
 /// entries (edges, listeners, neighbours, skipped ones), found with no more
 /// visits than that: a request that fails validation answers at once.
 pub fn within(g: &MusicGraph, r: &GraphRequest, budget: usize) -> bool {
-    let page = r.offset.unwrap_or(0).saturating_add(r.limit.unwrap_or(20));
+    let (offset, limit) = r.paging();
+    let page = offset.saturating_add(limit);
     let user = || r.user.as_deref().map(str::to_lowercase).unwrap_or_default();
     let work = match r.query.trim() {
         "user_tracks" => g.degree(&user()),
@@ -153,8 +153,16 @@ pub fn within(g: &MusicGraph, r: &GraphRequest, budget: usize) -> bool {
     work <= budget
 }
 
+impl GraphRequest {
+    /// (offset, limit) with their defaults.
+    fn paging(&self) -> (usize, usize) {
+        (self.offset.unwrap_or(0), self.limit.unwrap_or(20))
+    }
+}
+
+/// Answers a graph query: one page of it.
 pub fn answer(g: &MusicGraph, r: &GraphRequest) -> Result<GraphAnswer, GraphError> {
-    let (offset, limit) = (r.offset.unwrap_or(0), r.limit.unwrap_or(20));
+    let (offset, limit) = r.paging();
     if limit == 0 || limit > MAX_LIMIT {
         return Err(GraphError::Limit(limit));
     }
