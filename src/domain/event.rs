@@ -258,6 +258,16 @@ impl Event {
         postcard::to_stdvec(self).unwrap_or_default()
     }
 
+    /// Appends [`Event::encode`]'s bytes to `out` (a batch's events in one
+    /// buffer: no allocation, nor its growth, per event).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        if postcard::serialize_with_flavor(self, Append(out)).is_err() {
+            // Cannot happen (plain data into a Vec): leave nothing half written.
+            out.truncate(start);
+        }
+    }
+
     /// Reads [`Event::encode`]'s form, or the one stores kept before tracks
     /// had a title (those read back with an empty title).
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -319,6 +329,27 @@ mod untitled {
         Series(super::Title),
         Track(Track),
         Music(super::MusicEvent),
+    }
+}
+
+/// A postcard flavor that appends to a `Vec` it borrows.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

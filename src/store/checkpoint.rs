@@ -153,7 +153,7 @@ impl Store {
         let mut events = 0u64;
         let mut chunk = Vec::with_capacity(50_000);
         let flush = |chunk: &mut Vec<Processed>, st: &mut state::State| {
-            let d = prepare::deltas_of(chunk.iter());
+            let d = prepare::deltas_of(chunk.iter().enumerate().map(|(i, r)| (i as u32, r)));
             for (k, v) in &d.map {
                 st.merge(k, v);
             }

@@ -800,7 +800,7 @@ impl Store {
             now_ms: crate::domain::timefmt::now_ms(),
             rollup: self.view.rollups.lock().tuning,
         };
-        let p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree()))?;
+        let mut p = plan::plan(&reads, prepared, &mut TreeRows(&self.tree()))?;
         self.check_space(p.bytes as u64)?;
         self.rewrites.written += p.bytes as u64;
         let mut batch = sled::Batch::default();
@@ -836,7 +836,7 @@ impl Store {
         let t2 = std::time::Instant::now();
         self.view.guard(tree.db().flush())?;
         drop((tree, write));
-        let mut report = p.report;
+        let mut report = std::mem::take(&mut p.report);
         report.prepare_ns = (t1 - t0).as_nanos() as u64;
         report.write_ns = (t2 - t1).as_nanos() as u64;
         report.flush_ns = t2.elapsed().as_nanos() as u64;
@@ -852,16 +852,13 @@ impl Store {
         }
         let seq = self.seq;
         let mut pairs = Vec::with_capacity(p.pairs.len());
-        for (k, delta) in &p.pairs {
-            if let Some((user, item)) = keys::split_pair(&k[keys::VIDEO_PAIR.len()..]) {
-                let agg = PairChangeAgg::Video(PairAgg::from_slots(delta));
-                pairs.push(PairChange {
-                    user,
-                    item,
-                    agg,
-                    seq,
-                });
-            }
+        for (user, item, delta) in p.pair_deltas() {
+            pairs.push(PairChange {
+                user: user.to_string(),
+                item: item.to_string(),
+                agg: PairChangeAgg::Video(PairAgg::from_slots(delta)),
+                seq,
+            });
         }
         for (k, d) in &p.deltas.map {
             self.state.merge(k, d);
@@ -885,7 +882,7 @@ impl Store {
                 .insert((namespace.to_string(), t.clone(), *q), *o);
         }
         // Readers find the batch's pair and rollup deltas in memory from now on.
-        self.view.pairs.add_batch(seq, &p.pairs)?;
+        self.view.pairs.add_batch(seq, p.pair_deltas())?;
         let records = &p.records;
         self.view.rollups.add_batch(
             &p.rollup,

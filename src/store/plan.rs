@@ -44,9 +44,10 @@ pub struct Plan {
     pub writes: Vec<(Vec<u8>, Vec<u8>)>,
     /// Merged into the in-memory aggregates once the write is durable.
     pub deltas: Deltas,
-    /// Each touched (user, video) pair's delta (key [`keys::VIDEO_PAIR`]), as
-    /// written in the batch's run (see [`super::pairs`]).
-    pub pairs: Vec<(Vec<u8>, [f64; 5])>,
+    /// Each touched (user, video) pair's delta, as written in the batch's run
+    /// (see [`super::pairs`]), in the order of their first records: the pair
+    /// is that of the record at the index ([`Plan::pair_deltas`] names them).
+    pub pairs: Vec<(u32, [f64; 5])>,
     /// The batch's rollup deltas, held once the write is durable (see [`super::rollup`]).
     pub rollup: rollup::BatchDeltas,
     /// The CPU time the rollup deltas took, from the preparation on.
@@ -59,6 +60,19 @@ pub struct Plan {
     pub bytes: usize,
     /// Counts of the batch (timings and offsets are filled in by the commit).
     pub report: ApplyReport,
+}
+
+impl Plan {
+    /// Each touched (user, video) pair and its delta, in the run's order.
+    pub fn pair_deltas(&self) -> impl Iterator<Item = (&str, &str, &[f64; 5])> + '_ {
+        self.pairs.iter().filter_map(|(i, d)| {
+            let (user, video) = self
+                .records
+                .get(*i as usize)
+                .and_then(prepare::video_pair)?;
+            Some((user, video, d))
+        })
+    }
 }
 
 /// The timestamp a catalog record is ordered by (tracks carry none: the latest
@@ -114,7 +128,8 @@ pub fn plan(
     let mut fresh = Vec::with_capacity(records.len());
     let mut bytes = 0usize;
 
-    for (r, value) in records.iter().zip(encoded) {
+    for (i, r) in records.iter().enumerate() {
+        let value = encoded.get(i);
         let topic: &str = &r.pos.topic;
         let partition = r.pos.partition;
         let next = running
@@ -139,7 +154,7 @@ pub fn plan(
                     };
                     if current.is_none_or(|c| ts >= c) {
                         catalog_pending.insert(key.clone(), ts);
-                        writes.push((key, value.clone()));
+                        writes.push((key, value.to_vec()));
                     }
                 }
                 let seg = segments
@@ -151,7 +166,7 @@ pub fn plan(
                     seg.0 = r.pos.offset;
                     seg.1 = segment::SegmentWriter::new();
                 }
-                seg.1.push(r.pos.offset, &value);
+                seg.1.push(r.pos.offset, value);
             }
             Outcome::Rejected { rejection, raw } => {
                 report.rejected += 1;
@@ -186,9 +201,10 @@ pub fn plan(
         prepare::deltas_of(
             records
                 .iter()
+                .enumerate()
                 .zip(&fresh)
                 .filter(|(_, f)| **f)
-                .map(|(r, _)| r),
+                .map(|((i, r), _)| (i as u32, r)),
         )
     } else {
         deltas
@@ -196,9 +212,13 @@ pub fn plan(
     deltas.count("duplicates_skipped", report.duplicates_skipped as f64);
     // The touched pairs' deltas: one run (see `super::pairs`), written below
     // with the offsets like the journal; no stored row is read or rewritten.
-    let mut pairs: Vec<(Vec<u8>, [f64; 5])> =
-        std::mem::take(&mut deltas.pairs).into_iter().collect();
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut pairs = std::mem::take(&mut deltas.pairs);
+    pairs.retain(|(i, _)| {
+        records
+            .get(*i as usize)
+            .and_then(prepare::video_pair)
+            .is_some()
+    });
     let mut tracked = reads.tracked;
     let (folded_videos, folded_listening) =
         bounds::fold(&mut deltas, reads.state, reads.limits, &mut tracked);
@@ -230,11 +250,12 @@ pub fn plan(
     }
     // About 80 bytes a pair: parts of at most MAX_VALUE_BYTES.
     for (part, chunk) in pairs.chunks(MAX_VALUE_BYTES / 96).enumerate() {
-        let run = state::encode_entries(
-            chunk
-                .iter()
-                .map(|(k, v)| (k.as_slice(), &v[..]))
-                .chain(offset_marks.iter().map(|(k, v)| (k.as_slice(), &v[..]))),
+        let run = pairs::encode_run(
+            chunk.iter().filter_map(|(i, d)| {
+                let (user, video) = records.get(*i as usize).and_then(prepare::video_pair)?;
+                Some((user, video, d))
+            }),
+            &offset_marks,
         );
         bytes += run.len();
         writes.push((pairs::run_key(reads.seq, part as u32), run));
@@ -449,7 +470,10 @@ mod tests {
         let d = prepare::pair_delta(&v);
         // Offset 0 was stored already: only offset 1 is in the run.
         let p = plan(&r, prepare::prepare(records), &mut Held::default()).unwrap();
-        assert_eq!(p.pairs, vec![(key, d)]);
+        assert_eq!(
+            p.pair_deltas().collect::<Vec<_>>(),
+            vec![(v.user_id.as_str(), v.video_id.as_str(), &d)]
+        );
         let (_, run) = p
             .writes
             .iter()
@@ -460,6 +484,7 @@ mod tests {
             entries.push((k.to_vec(), v.to_vec()))
         })
         .unwrap();
+        assert!(entries.iter().any(|(k, _)| *k == key), "the pair's row key");
         let got = pairs::run_pairs(&entries).unwrap();
         assert_eq!(
             got,

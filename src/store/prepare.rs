@@ -13,9 +13,11 @@ use crate::domain::record::{Outcome, Processed};
 #[derive(Default, Debug, Clone)]
 pub struct Deltas {
     pub map: FxHashMap<Vec<u8>, Vec<f64>>,
-    /// Per (user, video) pair deltas, by pair row key ([`keys::VIDEO_PAIR`]):
-    /// not held in memory, their rows are read and rewritten in the batch.
-    pub pairs: FxHashMap<Vec<u8>, [f64; 5]>,
+    /// Per (user, video) pair deltas ([`slots::PAIR`]), in the order of their
+    /// first records: each names its pair by the index of the batch's first
+    /// record of it (see [`video_pair`]), so no key is built or split on the
+    /// way to the store.
+    pub pairs: Vec<(u32, [f64; 5])>,
     key: Vec<u8>,
 }
 
@@ -57,8 +59,9 @@ struct Summing<'a> {
     /// Views by (title, genre) and (title, region).
     title_genres: FxHashMap<(&'a str, &'a str), f64>,
     title_regions: FxHashMap<(&'a str, &'a str), f64>,
-    /// (user, video) pairs ([`slots::PAIR`]) and (user, track) pairs ([`slots::MUSIC`]).
-    video_pairs: FxHashMap<(&'a str, &'a str), [f64; 5]>,
+    /// (user, video) pairs ([`slots::PAIR`]): the index of the pair's first
+    /// record, and its deltas; and (user, track) pairs ([`slots::MUSIC`]).
+    video_pairs: FxHashMap<(&'a str, &'a str), (u32, [f64; 5])>,
     music_pairs: FxHashMap<(&'a str, &'a str), [f64; 6]>,
 }
 
@@ -80,16 +83,22 @@ fn sum_into<K: std::hash::Hash + Eq, const N: usize>(
 }
 
 impl<'a> Summing<'a> {
-    fn event(&mut self, ev: &'a Event) {
+    /// Adds the event of record `index`.
+    fn event(&mut self, index: u32, ev: &'a Event) {
         match ev {
             Event::Video(v) => {
                 let d = pair_delta(v);
-                sum_into(
-                    &mut self.video_pairs,
-                    (v.user_id.as_str(), v.video_id.as_str()),
-                    slots::PAIR,
-                    &d,
-                );
+                match self
+                    .video_pairs
+                    .entry((v.user_id.as_str(), v.video_id.as_str()))
+                {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        slots::combine(slots::PAIR, &mut e.get_mut().1, &d)
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert((index, d));
+                    }
+                }
                 let q = video_qoe(v, v.implicit_feedback()).slots();
                 sum_into(&mut self.titles, v.video_id.as_str(), slots::QOE, &q);
                 sum_into(&mut self.regions, v.region.as_str(), slots::QOE, &q);
@@ -154,13 +163,10 @@ impl<'a> Summing<'a> {
         for ((u, t), v) in &self.music_pairs {
             put(keys::MUSIC_PAIR, &[u.as_bytes(), t.as_bytes()], v);
         }
-        into.pairs.reserve(self.video_pairs.len());
-        for ((u, v), d) in self.video_pairs {
-            into.pairs.insert(
-                keys::join(keys::VIDEO_PAIR, &[u.as_bytes(), v.as_bytes()]),
-                d,
-            );
-        }
+        // In the order of their first records: the passes over them read
+        // the records in order (a run's order means nothing to its readers).
+        into.pairs.extend(self.video_pairs.into_values());
+        into.pairs.sort_unstable_by_key(|(i, _)| *i);
     }
 }
 
@@ -190,14 +196,24 @@ fn video_qoe(v: &VideoEvent, feedback: f64) -> Qoe {
     }
 }
 
-/// The aggregate deltas and counters of `records`.
-pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
+/// The (user, video) of a viewing event: what a pair delta's record index
+/// names (`None` for any other record).
+pub fn video_pair(r: &Processed) -> Option<(&str, &str)> {
+    match &r.outcome {
+        Outcome::Valid(Event::Video(v)) => Some((v.user_id.as_str(), v.video_id.as_str())),
+        _ => None,
+    }
+}
+
+/// The aggregate deltas and counters of `records`, each with its index in the
+/// batch (which the pair deltas name).
+pub fn deltas_of<'a>(records: impl Iterator<Item = (u32, &'a Processed)>) -> Deltas {
     let mut d = Deltas::default();
     let mut sums = Summing::default();
     let mut per_type: Vec<(&'static str, f64)> = Vec::new();
     let mut rejected_by: FxHashMap<String, f64> = FxHashMap::default();
     let (mut stored, mut rejected) = (0.0, 0.0);
-    for r in records {
+    for (i, r) in records {
         match &r.outcome {
             Outcome::Valid(ev) => {
                 stored += 1.0;
@@ -205,7 +221,7 @@ pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
                     Some((_, n)) => *n += 1.0,
                     None => per_type.push((ev.type_name(), 1.0)),
                 }
-                sums.event(ev);
+                sums.event(i, ev);
             }
             Outcome::Rejected { rejection, .. } => {
                 rejected += 1.0;
@@ -225,12 +241,47 @@ pub fn deltas_of<'a>(records: impl Iterator<Item = &'a Processed>) -> Deltas {
     d
 }
 
+/// A batch's encoded events ([`Event::encode`]) in one buffer: record i's
+/// bytes end at `ends[i]` (a rejected record's are empty).
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    pub fn of(records: &[Processed]) -> Encoded {
+        // About 100 bytes an event: one growth or none.
+        let mut e = Encoded {
+            bytes: Vec::with_capacity(records.len() * 128),
+            ends: Vec::with_capacity(records.len()),
+        };
+        for r in records {
+            if let Outcome::Valid(ev) = &r.outcome {
+                ev.encode_into(&mut e.bytes);
+            }
+            e.ends.push(e.bytes.len());
+        }
+        e
+    }
+
+    /// Record `i`'s bytes (empty past the end).
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = match i.checked_sub(1) {
+            Some(p) => self.ends.get(p).copied().unwrap_or(usize::MAX),
+            None => 0,
+        };
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        self.bytes.get(start..end).unwrap_or_default()
+    }
+}
+
 /// A batch ready for [`super::Store::apply`].
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub records: Vec<Processed>,
     /// The encoded event per record (empty for rejected ones).
-    pub encoded: Vec<Vec<u8>>,
+    pub encoded: Encoded,
     pub deltas: Deltas,
     /// The rollup deltas (see [`super::rollup`]), as if every record were new.
     pub rollup: super::rollup::BatchDeltas,
@@ -247,14 +298,8 @@ pub fn prepare(records: Vec<Processed>) -> Prepared {
 /// Encodes the valid events and sums the batch's deltas (aggregates and
 /// rollups), off the store's thread.
 pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> Prepared {
-    let encoded = records
-        .iter()
-        .map(|r| match &r.outcome {
-            Outcome::Valid(ev) => ev.encode(),
-            Outcome::Rejected { .. } => Vec::new(),
-        })
-        .collect();
-    let deltas = deltas_of(records.iter());
+    let encoded = Encoded::of(&records);
+    let deltas = deltas_of(records.iter().enumerate().map(|(i, r)| (i as u32, r)));
     let (rollup, rollup_cpu_ns) = super::rollup::batch_of(
         records
             .iter()
@@ -272,5 +317,60 @@ pub fn prepare_with(records: Vec<Processed>, rollup: &super::rollup::Tuning) -> 
         deltas,
         rollup,
         rollup_cpu_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::reject::Rejection;
+    use crate::store::pairs::tests::records;
+
+    #[test]
+    fn a_batch_encodes_each_valid_event_as_alone_and_a_rejected_one_as_nothing() {
+        let mut rs = records(40);
+        rs[7].outcome = Outcome::Rejected {
+            rejection: Rejection::new("invalid_json", "x"),
+            raw: vec![0xff],
+        };
+        rs[39].outcome = rs[7].outcome.clone();
+        let e = Encoded::of(&rs);
+        for (i, r) in rs.iter().enumerate() {
+            let want = match &r.outcome {
+                Outcome::Valid(ev) => ev.encode(),
+                Outcome::Rejected { .. } => Vec::new(),
+            };
+            assert_eq!(e.get(i), want.as_slice(), "record {i}");
+            if let Outcome::Valid(ev) = &r.outcome {
+                assert_eq!(&Event::decode(e.get(i)).unwrap(), ev);
+            }
+        }
+        assert!(e.get(40).is_empty() && e.get(usize::MAX).is_empty());
+        assert!(Encoded::of(&[]).get(0).is_empty());
+    }
+
+    #[test]
+    fn pair_deltas_name_each_pair_by_its_first_record_in_record_order() {
+        // 60 users and 40 videos: pairs repeat within the batch.
+        let rs = records(3_000);
+        let d = deltas_of(rs.iter().enumerate().map(|(i, r)| (i as u32, r)));
+        let mut want: Vec<((&str, &str), u32, [f64; 5])> = Vec::new();
+        for (i, r) in rs.iter().enumerate() {
+            let Outcome::Valid(Event::Video(v)) = &r.outcome else {
+                unreachable!()
+            };
+            let pair = video_pair(r).unwrap();
+            match want.iter_mut().find(|(p, _, _)| *p == pair) {
+                Some((_, _, s)) => slots::combine(slots::PAIR, s, &pair_delta(v)),
+                None => want.push((pair, i as u32, pair_delta(v))),
+            }
+        }
+        assert!(want.len() < rs.len(), "some pairs repeat");
+        let got: Vec<((&str, &str), u32, [f64; 5])> = d
+            .pairs
+            .iter()
+            .map(|(i, s)| (video_pair(&rs[*i as usize]).unwrap(), *i, *s))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -120,14 +120,24 @@ fn entry_bytes(key: &[u8], slots: &[f64]) -> usize {
 pub fn encode_entries<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [f64])>) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in entries {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(k);
-        out.push(v.len() as u8);
-        for x in v {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        push_entry(&mut out, k, v);
     }
     out
+}
+
+/// One entry as [`encode_entries`] writes it.
+pub fn push_entry(out: &mut Vec<u8>, k: &[u8], v: &[f64]) {
+    out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+    out.extend_from_slice(k);
+    push_values(out, v);
+}
+
+/// An entry's values as [`encode_entries`] writes them (after its key).
+pub fn push_values(out: &mut Vec<u8>, v: &[f64]) {
+    out.push(v.len() as u8);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
 }
 
 /// How journal entries and checkpoints were encoded.

@@ -156,6 +156,30 @@ pub fn decode_chunk(key: &[u8], v: &[u8]) -> Option<Chunk> {
     (!bad).then_some(Chunk { tag, merged, pairs })
 }
 
+/// A run's bytes: each pair's delta under its row key ([`keys::VIDEO_PAIR`]
+/// user·video), then the offset marks; what [`state::encode_entries`] makes
+/// of those entries, without a key built per pair.
+pub fn encode_run<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str, &'a Slots)>,
+    marks: &[(Vec<u8>, [f64; 1])],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pairs.size_hint().0 * 80);
+    for (user, video, d) in pairs {
+        let key_len = keys::VIDEO_PAIR.len() + 4 + user.len() + video.len();
+        out.extend_from_slice(&(key_len as u32).to_le_bytes());
+        keys::extend_parts(
+            &mut out,
+            keys::VIDEO_PAIR,
+            &[user.as_bytes(), video.as_bytes()],
+        );
+        state::push_values(&mut out, d);
+    }
+    for (k, v) in marks {
+        state::push_entry(&mut out, k, v);
+    }
+    out
+}
+
 /// The pairs of one run: entries under a [`keys::VIDEO_PAIR`] key (user·video,
 /// five slots); the offset marks (`o/` key, one slot) ride along.
 pub fn run_pairs(entries: &[(Vec<u8>, Vec<f64>)]) -> Option<Vec<(String, String, Slots)>> {
@@ -306,20 +330,19 @@ impl Shared {
     /// `freeze_at` deltas, and waits while it holds four times as many and a
     /// compaction runs (deltas, not distinct pairs: those bound memory, and
     /// deltas bound the runs on disk too).
-    pub fn add_batch(&self, seq: u64, pairs: &[(Vec<u8>, Slots)]) -> Result<(), StoreError> {
+    pub fn add_batch<'a>(
+        &self,
+        seq: u64,
+        pairs: impl Iterator<Item = (&'a str, &'a str, &'a Slots)>,
+    ) -> Result<(), StoreError> {
         let tuning = self.tuning();
         let mut o = self.lock();
-        if !pairs.is_empty() {
-            for (k, d) in pairs {
-                if let Some((user, video)) = keys::split_pair_bytes(&k[keys::VIDEO_PAIR.len()..]) {
-                    let (Ok(user), Ok(video)) =
-                        (std::str::from_utf8(user), std::str::from_utf8(video))
-                    else {
-                        continue;
-                    };
-                    o.active.add(seq, user, video, d);
-                }
-            }
+        let mut any = false;
+        for (user, video, d) in pairs {
+            o.active.add(seq, user, video, d);
+            any = true;
+        }
+        if any {
             o.last = Some(seq);
         }
         if o.active.deltas >= tuning.freeze_at && o.frozen.is_none() {
@@ -629,23 +652,51 @@ mod unit {
     }
 
     #[test]
+    fn a_run_is_its_pairs_under_their_row_keys() {
+        // Users and videos of different lengths and bytes, in no key order.
+        let names = ["zz", "", "a", "b\u{e9}", "ab", "aaa", "\u{1f600}"];
+        let mut pairs = Vec::new();
+        for (i, u) in names.iter().enumerate() {
+            for (j, v) in names.iter().enumerate() {
+                pairs.push((*u, *v, s(i as f64, j as f64)));
+            }
+        }
+        let key = |u: &str, v: &str| keys::join(keys::VIDEO_PAIR, &[u.as_bytes(), v.as_bytes()]);
+        let marks = vec![(keys::offset_key("ns", "t", 3), [7.0])];
+        let run = encode_run(pairs.iter().map(|(u, v, d)| (*u, *v, d)), &marks);
+        let keyed: Vec<(Vec<u8>, Vec<f64>)> = pairs
+            .iter()
+            .map(|(u, v, d)| (key(u, v), d.to_vec()))
+            .chain(marks.iter().map(|(k, v)| (k.clone(), v.to_vec())))
+            .collect();
+        let want = state::encode_entries(keyed.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        assert_eq!(run, want);
+        let mut entries = Vec::new();
+        state::decode_entries(&run, state::Encoding::Current, |k, v| {
+            entries.push((k.to_vec(), v.to_vec()))
+        })
+        .unwrap();
+        let back = run_pairs(&entries).unwrap();
+        let owned: Vec<(String, String, Slots)> = pairs
+            .iter()
+            .map(|(u, v, d)| (u.to_string(), v.to_string(), *d))
+            .collect();
+        assert_eq!(back, owned);
+    }
+
+    #[test]
     fn the_active_layer_freezes_when_full() {
         let shared = Shared::default();
         *shared.tuning.lock().unwrap() = Tuning {
             freeze_at: 3,
             merge_at: 8,
         };
-        let key = |u: &str, v: &str| keys::join(keys::VIDEO_PAIR, &[u.as_bytes(), v.as_bytes()]);
+        let d = s(1.0, 0.0);
         shared
-            .add_batch(
-                0,
-                &[(key("a", "1"), s(1.0, 0.0)), (key("a", "2"), s(1.0, 0.0))],
-            )
+            .add_batch(0, [("a", "1", &d), ("a", "2", &d)].into_iter())
             .unwrap();
         assert!(shared.lock().frozen.is_none());
-        shared
-            .add_batch(1, &[(key("b", "1"), s(1.0, 0.0))])
-            .unwrap();
+        shared.add_batch(1, [("b", "1", &d)].into_iter()).unwrap();
         let o = shared.lock();
         let f = o.frozen.as_ref().unwrap();
         assert_eq!(
@@ -663,14 +714,12 @@ mod unit {
             freeze_at: 3,
             merge_at: 8,
         };
-        let key = keys::join(keys::VIDEO_PAIR, &[b"a", b"1"]);
+        let d = s(1.0, 0.0);
         for seq in 0..2 {
-            shared
-                .add_batch(seq, &[(key.clone(), s(1.0, 0.0))])
-                .unwrap();
+            shared.add_batch(seq, [("a", "1", &d)].into_iter()).unwrap();
         }
         assert!(shared.lock().frozen.is_none());
-        shared.add_batch(2, &[(key.clone(), s(1.0, 0.0))]).unwrap();
+        shared.add_batch(2, [("a", "1", &d)].into_iter()).unwrap();
         let o = shared.lock();
         let f = o.frozen.as_ref().unwrap();
         assert_eq!((f.entries, f.deltas, f.last), (1, 3, Some(2)));
