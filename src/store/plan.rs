@@ -65,14 +65,20 @@ pub struct Plan {
 impl Plan {
     /// Each touched (user, video) pair and its delta, in the run's order.
     pub fn pair_deltas(&self) -> impl Iterator<Item = (&str, &str, &[f64; 5])> + '_ {
-        self.pairs.iter().filter_map(|(i, d)| {
-            let (user, video) = self
-                .records
-                .get(*i as usize)
-                .and_then(prepare::video_pair)?;
-            Some((user, video, d))
-        })
+        named(&self.records, &self.pairs)
     }
+}
+
+/// `pairs`' deltas with the (user, video) of the records they name (a delta
+/// naming no viewing event is none).
+fn named<'a>(
+    records: &'a [Processed],
+    pairs: &'a [(u32, [f64; 5])],
+) -> impl Iterator<Item = (&'a str, &'a str, &'a [f64; 5])> + 'a {
+    pairs.iter().filter_map(|(i, d)| {
+        let (user, video) = records.get(*i as usize).and_then(prepare::video_pair)?;
+        Some((user, video, d))
+    })
 }
 
 /// The timestamp a catalog record is ordered by (tracks carry none: the latest
@@ -250,13 +256,7 @@ pub fn plan(
     }
     // About 80 bytes a pair: parts of at most MAX_VALUE_BYTES.
     for (part, chunk) in pairs.chunks(MAX_VALUE_BYTES / 96).enumerate() {
-        let run = pairs::encode_run(
-            chunk.iter().filter_map(|(i, d)| {
-                let (user, video) = records.get(*i as usize).and_then(prepare::video_pair)?;
-                Some((user, video, d))
-            }),
-            &offset_marks,
-        );
+        let run = pairs::encode_run(named(&records, chunk), &offset_marks);
         bytes += run.len();
         writes.push((pairs::run_key(reads.seq, part as u32), run));
     }
