@@ -141,8 +141,8 @@ impl Facet {
             .map(|(&m, &c)| (&*self.names[m as usize], c))
     }
 
-    /// Other names sharing users with `name` (what [`Facet::neighbours`]
-    /// reads).
+    /// How many other names share users with `name` (what
+    /// [`Facet::neighbours`] reads).
     fn row_len(&self, name: &str) -> usize {
         self.ids.get(name).map_or(0, |&n| self.co[n as usize].len())
     }
@@ -593,24 +593,23 @@ impl MusicGraph {
             .map_or(0, |&u| self.out[u as usize].len())
     }
 
-    /// Other artists sharing listeners with `artist`.
+    /// How many other artists share listeners with `artist`.
     pub fn artist_row(&self, artist: &str) -> usize {
         self.artist_facet.row_len(artist)
     }
 
-    /// Other genres sharing listeners with `genre`.
+    /// How many other genres share listeners with `genre`.
     pub fn genre_row(&self, genre: &str) -> usize {
         self.genre_facet.row_len(genre)
     }
 
-    /// Artists or genres sharing listeners with `name`: for each other one, how
-    /// many users have an edge to a track of both.
-    /// Artists sharing listeners with an artist.
+    /// Artists sharing listeners with `artist`: for each other one, how many
+    /// users have an edge to a track of both, most first.
     pub fn artist_neighbours(&self, artist: &str, offset: usize, limit: usize) -> Page<Scored> {
         ranked_page(self.artist_facet.neighbours(artist), offset, limit)
     }
 
-    /// Genres sharing listeners with a genre.
+    /// Genres sharing listeners with `genre`, as [`MusicGraph::artist_neighbours`].
     pub fn genre_neighbours(&self, genre: &str, offset: usize, limit: usize) -> Page<Scored> {
         ranked_page(self.genre_facet.neighbours(genre), offset, limit)
     }
