@@ -69,6 +69,12 @@ impl Plan {
     }
 }
 
+/// The (user, video) of record `i` (`None`: no such record, or not a
+/// viewing event).
+fn pair_at(records: &[Processed], i: u32) -> Option<(&str, &str)> {
+    records.get(i as usize).and_then(prepare::video_pair)
+}
+
 /// `pairs`' deltas with the (user, video) of the records they name (a delta
 /// naming no viewing event is none).
 fn named<'a>(
@@ -76,7 +82,7 @@ fn named<'a>(
     pairs: &'a [(u32, [f64; 5])],
 ) -> impl Iterator<Item = (&'a str, &'a str, &'a [f64; 5])> + 'a {
     pairs.iter().filter_map(|(i, d)| {
-        let (user, video) = records.get(*i as usize).and_then(prepare::video_pair)?;
+        let (user, video) = pair_at(records, *i)?;
         Some((user, video, d))
     })
 }
@@ -219,12 +225,7 @@ pub fn plan(
     // The touched pairs' deltas: one run (see `super::pairs`), written below
     // with the offsets like the journal; no stored row is read or rewritten.
     let mut pairs = std::mem::take(&mut deltas.pairs);
-    pairs.retain(|(i, _)| {
-        records
-            .get(*i as usize)
-            .and_then(prepare::video_pair)
-            .is_some()
-    });
+    pairs.retain(|(i, _)| pair_at(&records, *i).is_some());
     let mut tracked = reads.tracked;
     let (folded_videos, folded_listening) =
         bounds::fold(&mut deltas, reads.state, reads.limits, &mut tracked);
