@@ -83,6 +83,20 @@ fn sum_into<K: std::hash::Hash + Eq, const N: usize>(
 }
 
 impl<'a> Summing<'a> {
+    /// Room for a batch of `n` records: nearly every (user, video) pair and
+    /// (title, region) is new within a batch, so those maps would otherwise
+    /// grow by rehashing several times a batch.
+    fn with_capacity(n: usize) -> Summing<'a> {
+        let n = n.min(1 << 20);
+        Summing {
+            titles: FxHashMap::with_capacity_and_hasher(n / 4, Default::default()),
+            title_genres: FxHashMap::with_capacity_and_hasher(n / 4, Default::default()),
+            title_regions: FxHashMap::with_capacity_and_hasher(n / 2, Default::default()),
+            video_pairs: FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            ..Summing::default()
+        }
+    }
+
     /// Adds the event of record `index`.
     fn event(&mut self, index: u32, ev: &'a Event) {
         match ev {
@@ -209,7 +223,7 @@ pub fn video_pair(r: &Processed) -> Option<(&str, &str)> {
 /// batch (which the pair deltas name).
 pub fn deltas_of<'a>(records: impl Iterator<Item = (u32, &'a Processed)>) -> Deltas {
     let mut d = Deltas::default();
-    let mut sums = Summing::default();
+    let mut sums = Summing::with_capacity(records.size_hint().0);
     let mut per_type: Vec<(&'static str, f64)> = Vec::new();
     let mut rejected_by: FxHashMap<String, f64> = FxHashMap::default();
     let (mut stored, mut rejected) = (0.0, 0.0);

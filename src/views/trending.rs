@@ -13,6 +13,12 @@
 //! view shares each scope's scores with the writer until the writer next
 //! changes that scope, which then copies it once (`Arc::make_mut`): a
 //! publication costs no copy, and a batch copies the scopes it touches once.
+//!
+//! Items are numbered once per domain: a scope's scores are keyed by the
+//! number, so an event looks its item's name up once (not once a scope), and
+//! the copy of a scope a batch makes is of plain numbers, with no name's
+//! reference count to touch (as keys of names, those copies and their drops
+//! were a third of the trending's time on the store's thread).
 
 use std::sync::Arc;
 
@@ -31,14 +37,16 @@ enum Scope<'a> {
     Genre(&'a str),
 }
 
-/// Item → score in one scope (looked up by `&str`: a view that adds to an
-/// item already held allocates nothing), shared with the views published
-/// since the writer last changed it.
-type ScopeScores = Arc<FxHashMap<Arc<str>, f64>>;
+/// Item number → score in one scope, shared with the views published since
+/// the writer last changed it.
+type ScopeScores = Arc<FxHashMap<u32, f64>>;
 
-/// The scores of every scope of a domain.
+/// The scores of every scope of a domain, and the names of its items by
+/// number (shared with the views; the writer copies it only when a batch
+/// brings an item it has not numbered).
 #[derive(Debug, Default, Clone)]
 struct Scores {
+    names: Arc<Vec<Arc<str>>>,
     overall: ScopeScores,
     region: FxHashMap<String, ScopeScores>,
     genre: FxHashMap<String, ScopeScores>,
@@ -54,7 +62,7 @@ fn nested<'m>(m: &'m mut FxHashMap<String, ScopeScores>, k: &str) -> Option<&'m 
 }
 
 impl Scores {
-    fn get(&self, scope: Scope<'_>) -> Option<&FxHashMap<Arc<str>, f64>> {
+    fn get(&self, scope: Scope<'_>) -> Option<&FxHashMap<u32, f64>> {
         match scope {
             Scope::Overall => Some(&self.overall),
             Scope::Region(r) => self.region.get(r).map(|m| &**m),
@@ -62,7 +70,7 @@ impl Scores {
         }
     }
 
-    fn add(&mut self, scope: Scope<'_>, item: &str, w: f64) {
+    fn add(&mut self, scope: Scope<'_>, item: u32, w: f64) {
         let map = match scope {
             Scope::Overall => Some(&mut self.overall),
             Scope::Region(r) => nested(&mut self.region, r),
@@ -70,18 +78,17 @@ impl Scores {
         };
         let Some(map) = map else { return };
         // Copied here if a published view still shares it.
-        let map = Arc::make_mut(map);
-        match map.get_mut(item) {
-            Some(x) => *x += w,
-            None => {
-                map.insert(Arc::from(item), w);
+        match Arc::make_mut(map).entry(item) {
+            std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += w,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(w);
                 self.entries += 1;
             }
         }
     }
 
     /// Every score map.
-    fn maps(&self) -> impl Iterator<Item = &FxHashMap<Arc<str>, f64>> {
+    fn maps(&self) -> impl Iterator<Item = &FxHashMap<u32, f64>> {
         std::iter::once(&self.overall)
             .chain(self.region.values())
             .chain(self.genre.values())
@@ -89,20 +96,45 @@ impl Scores {
     }
 
     /// Every score map, to change (each copied if a view shares it).
-    fn maps_mut(&mut self) -> impl Iterator<Item = &mut FxHashMap<Arc<str>, f64>> {
+    fn maps_mut(&mut self) -> impl Iterator<Item = &mut FxHashMap<u32, f64>> {
         std::iter::once(&mut self.overall)
             .chain(self.region.values_mut())
             .chain(self.genre.values_mut())
             .map(Arc::make_mut)
     }
 
-    /// Keeps the scores `keep` answers true for; drops scopes left empty.
-    fn retain(&mut self, keep: impl Fn(f64) -> bool) {
+    /// Keeps the scores `keep` answers true for; drops scopes left empty,
+    /// and numbers the items left afresh (`numbers`: the writer's lookup),
+    /// so the names held are those of items with a score.
+    fn retain(&mut self, numbers: &mut FxHashMap<Arc<str>, u32>, keep: impl Fn(f64) -> bool) {
+        let old = std::mem::take(&mut self.names);
+        let mut renumber: Vec<u32> = vec![u32::MAX; old.len()];
+        let mut names: Vec<Arc<str>> = Vec::new();
         let mut n = 0;
         for m in self.maps_mut() {
             m.retain(|_, v| keep(*v));
             n += m.len();
+            for item in m.keys() {
+                if let (Some(r), Some(name)) =
+                    (renumber.get_mut(*item as usize), old.get(*item as usize))
+                {
+                    if *r == u32::MAX {
+                        *r = names.len() as u32;
+                        names.push(name.clone());
+                    }
+                }
+            }
         }
+        for m in self.maps_mut() {
+            let held = std::mem::take(m);
+            m.extend(held.into_iter().filter_map(|(item, v)| {
+                let r = *renumber.get(item as usize)?;
+                (r != u32::MAX).then_some((r, v))
+            }));
+        }
+        numbers.clear();
+        numbers.extend(names.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)));
+        self.names = Arc::new(names);
         self.region.retain(|_, m| !m.is_empty());
         self.genre.retain(|_, m| !m.is_empty());
         self.entries = n;
@@ -119,6 +151,9 @@ pub struct Trending {
     t0: i64,
     video: Scores,
     music: Scores,
+    /// Each domain's item numbers by name (the writer's alone).
+    video_numbers: FxHashMap<Arc<str>, u32>,
+    music_numbers: FxHashMap<Arc<str>, u32>,
 }
 
 /// One trending item: its decayed count now.
@@ -137,6 +172,8 @@ impl Trending {
             t0: 0,
             video: Scores::default(),
             music: Scores::default(),
+            video_numbers: FxHashMap::default(),
+            music_numbers: FxHashMap::default(),
         }
     }
 
@@ -155,30 +192,43 @@ impl Trending {
             return;
         }
         let f = (-x).exp();
-        for s in [&mut self.video, &mut self.music] {
+        for (s, numbers) in [
+            (&mut self.video, &mut self.video_numbers),
+            (&mut self.music, &mut self.music_numbers),
+        ] {
             s.maps_mut()
                 .for_each(|m| m.values_mut().for_each(|v| *v *= f));
             // Below a millionth of an event: nothing left to rank.
-            s.retain(|v| v > 1e-6);
+            s.retain(numbers, |v| v > 1e-6);
         }
         self.t0 = now;
     }
 
     fn add(&mut self, domain: Domain, scopes: [Option<Scope<'_>>; 3], item: &str, at: i64) {
         let w = (self.lambda * (at - self.t0) as f64).exp();
-        let s = match domain {
-            Domain::Video => &mut self.video,
-            Domain::Music => &mut self.music,
+        let (s, numbers) = match domain {
+            Domain::Video => (&mut self.video, &mut self.video_numbers),
+            Domain::Music => (&mut self.music, &mut self.music_numbers),
+        };
+        let n = match numbers.get(item) {
+            Some(n) => *n,
+            None => {
+                let n = s.names.len() as u32;
+                let name: Arc<str> = Arc::from(item);
+                Arc::make_mut(&mut s.names).push(name.clone());
+                numbers.insert(name, n);
+                n
+            }
         };
         for scope in scopes.into_iter().flatten() {
-            s.add(scope, item, w);
+            s.add(scope, n, w);
         }
         if s.entries > MAX_ENTRIES {
             let mut v: Vec<f64> = s.maps().flat_map(|m| m.values().copied()).collect();
             let mid = v.len() / 2;
             v.select_nth_unstable_by(mid, f64::total_cmp);
             let cut = v[mid];
-            s.retain(|x| x > cut);
+            s.retain(numbers, |x| x > cut);
         }
     }
 
@@ -221,6 +271,15 @@ impl Trending {
             music: self.music.clone(),
         }
     }
+
+    /// Items numbered in `domain` (what the writer holds names for).
+    #[cfg(test)]
+    fn numbered(&self, domain: Domain) -> usize {
+        match domain {
+            Domain::Video => self.video_numbers.len(),
+            Domain::Music => self.music_numbers.len(),
+        }
+    }
 }
 
 /// The trending scores as requests read them: made by [`Trending::view`]
@@ -260,8 +319,8 @@ impl TrendingView {
             (Some(_), Some(g)) => Some(s.get(Scope::Genre(g))),
             _ => None,
         };
-        let in_genre = |item: &str| match genre_scores {
-            Some(g) => g.is_some_and(|g| g.contains_key(item)),
+        let in_genre = |item: u32| match genre_scores {
+            Some(g) => g.is_some_and(|g| g.contains_key(&item)),
             None => true,
         };
         if k == 0 {
@@ -272,8 +331,8 @@ impl TrendingView {
             .get(scope)
             .into_iter()
             .flatten()
-            .filter(|(item, _)| in_genre(item))
-            .map(|(item, v)| (item, *v))
+            .filter(|(item, _)| in_genre(**item))
+            .filter_map(|(item, v)| Some((s.names.get(*item as usize)?, *v)))
             .collect();
         let order = |a: &(&Arc<str>, f64), b: &(&Arc<str>, f64)| {
             b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0))
@@ -414,5 +473,45 @@ mod tests {
         assert_eq!(names(None, None, 1)[0], ("c".to_string(), 7.0));
         let next = t.view().top(Domain::Video, None, None, 1, t0);
         assert_eq!((next[0].item.as_str(), next[0].score), ("b", 13.0));
+    }
+
+    #[test]
+    fn past_the_bound_the_lower_half_goes_and_the_items_left_keep_their_names() {
+        let t0 = 1_800_000_000_000i64;
+        let mut t = Trending::new(Duration::from_secs(3600));
+        // Ten items seen ten times each, then one view each of more items
+        // than the bound holds (three entries a view: overall, region, genre).
+        for k in 0..10 {
+            for _ in 0..10 {
+                t.observe(&view(&format!("hot-{k}"), "eu", "Drama"), t0, |_| None);
+            }
+        }
+        let cold = MAX_ENTRIES / 3 + 100;
+        for i in 0..cold {
+            t.observe(&view(&format!("cold-{i}"), "us", "Comedy"), t0, |_| None);
+        }
+        // The drop came when the entries passed the bound: every item seen
+        // once by then went, the hot ones stayed, and later ones count anew.
+        let dropped_at = (MAX_ENTRIES - 30) / 3 + 1;
+        let after = cold - dropped_at;
+        assert_eq!(t.numbered(Domain::Video), 10 + after);
+        let v = t.view();
+        let top = v.top(Domain::Video, None, None, 12, t0);
+        let names: Vec<&str> = top.iter().map(|i| i.item.as_str()).collect();
+        assert_eq!(
+            &names[..10],
+            (0..10).map(|k| format!("hot-{k}")).collect::<Vec<_>>()
+        );
+        assert!(top[..10].iter().all(|i| (i.score - 10.0).abs() < 1e-9));
+        assert!((top[10].score - 1.0).abs() < 1e-9);
+        let in_eu = v.top(Domain::Video, Some("eu"), Some("Drama"), 100, t0);
+        assert_eq!(in_eu.len(), 10, "the hot items keep their region and genre");
+        let last = format!("cold-{}", cold - 1);
+        let us = v.top(Domain::Video, Some("us"), Some("Comedy"), cold, t0);
+        assert_eq!(us.len(), after);
+        assert!(us
+            .iter()
+            .any(|i| i.item == last && (i.score - 1.0).abs() < 1e-9));
+        assert!(!us.iter().any(|i| i.item == "cold-0"));
     }
 }

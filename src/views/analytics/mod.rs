@@ -71,6 +71,17 @@ impl Dim {
         })
     }
 
+    /// Its place in [`Dim::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Dim::All => 0,
+            Dim::Video => 1,
+            Dim::Region => 2,
+            Dim::Resolution => 3,
+            Dim::Genre => 4,
+        }
+    }
+
     fn key_of(self, v: &VideoEvent) -> &str {
         match self {
             Dim::All => "all",
@@ -241,7 +252,8 @@ pub const OTHER: &str = "(other)";
 
 #[derive(Debug, Default)]
 struct Minute {
-    by: FxHashMap<Dim, FxHashMap<String, QoeSums>>,
+    /// Each dimension's keys, by [`Dim::index`].
+    by: [FxHashMap<String, QoeSums>; 5],
 }
 
 /// The live windows.
@@ -331,7 +343,7 @@ impl Analytics {
         let max_keys = self.cfg.max_keys;
         let minute = self.events.entry(m).or_default();
         for dim in Dim::ALL {
-            let keys = minute.by.entry(dim).or_default();
+            let keys = &mut minute.by[dim.index()];
             let key = dim.key_of(v);
             if let Some(s) = keys.get_mut(key) {
                 s.add_view(v);
@@ -367,11 +379,7 @@ impl Analytics {
     pub fn series(&self, dim: Dim, key: &str, minutes: u32) -> Vec<(i64, QoeMetrics)> {
         self.window(minutes)
             .map(|(m, b)| {
-                let s =
-                    b.by.get(&dim)
-                        .and_then(|k| k.get(key))
-                        .cloned()
-                        .unwrap_or_default();
+                let s = b.by[dim.index()].get(key).cloned().unwrap_or_default();
                 (*m, s.metrics())
             })
             .collect()
@@ -381,7 +389,7 @@ impl Analytics {
     pub fn summary(&self, dim: Dim, minutes: u32, limit: usize) -> Vec<(String, QoeMetrics)> {
         let mut total: HashMap<&str, QoeSums> = HashMap::new();
         for (_, b) in self.window(minutes) {
-            for (k, s) in b.by.get(&dim).into_iter().flatten() {
+            for (k, s) in &b.by[dim.index()] {
                 total.entry(k.as_str()).or_default().merge(s);
             }
         }
@@ -407,7 +415,7 @@ impl Analytics {
         let keys = self
             .events
             .values()
-            .map(|m| m.by.values().map(FxHashMap::len).sum::<usize>())
+            .map(|m| m.by.iter().map(FxHashMap::len).sum::<usize>())
             .sum();
         (self.events.len(), keys)
     }
