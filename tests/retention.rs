@@ -13,9 +13,14 @@ use common::*;
 #[test]
 fn retention_bounds_the_event_log_and_keeps_every_pair() {
     let dir = tempfile::tempdir().unwrap();
-    let topics = [("ret.video", 3)];
+    // Enough events in small batches for two rewrites: sled holds small
+    // values only (the segments, journal parts and pair runs are in files of
+    // their own) and grows by what each batch rewrites of its nodes; 40,000
+    // events in batches of 500 stayed below a second rewrite. Spread so that
+    // no partition of the embedded broker holds more than it keeps (about 5 MiB).
+    let topics = [("ret.video", 8)];
     let broker = Broker::start(&topics);
-    let p = produce_video(&broker.bootstrap, "ret.video", 40_000, 0.0, 23);
+    let p = produce_video(&broker.bootstrap, "ret.video", 100_000, 0.0, 23);
     let mut d = spawn_daemon(
         dir.path(),
         &broker.bootstrap,
@@ -23,7 +28,7 @@ fn retention_bounds_the_event_log_and_keeps_every_pair() {
         &[("video", "ret.video")],
         &[
             ("PLAYPULSE_MODELS__ENABLED", "false"),
-            ("PLAYPULSE_INGEST__BATCH_SIZE", "500"),
+            ("PLAYPULSE_INGEST__BATCH_SIZE", "100"),
             ("PLAYPULSE_STORE__RETENTION__MAX_SIZE_MB", "1"),
             ("PLAYPULSE_STORE__REWRITE_RATIO", "1.5"),
             ("PLAYPULSE_STORE__REWRITE_MIN_MB", "1"),

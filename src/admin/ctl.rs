@@ -617,11 +617,13 @@ fn status_text(r: &StatusReply) -> String {
                         )
                     });
                     format!(
-                        "{:.1} MiB (generation {}; {next}); {} rewrites, {} failed{last}",
+                        "{:.1} MiB (generation {}; {next}); {} rewrites, {} failed{last}; runs log {:.1} MiB in {} files",
                         mib(f.size_on_disk_bytes),
                         f.rewrite.generation,
                         f.rewrite.done,
-                        f.rewrite.failed
+                        f.rewrite.failed,
+                        mib(f.runs_log_bytes),
+                        f.runs_log_files
                     )
                 },
             ),

@@ -56,6 +56,10 @@ pub struct SoakReport {
     pub live_mb_by_prefix: std::collections::BTreeMap<String, f64>,
     pub sled_mb_end: f64,
     pub event_files_mb_end: f64,
+    /// The runs log's files (journal parts and pair runs), MiB, at the same
+    /// points and at the end.
+    pub runs_files_mb_samples: Vec<f64>,
+    pub runs_files_mb_end: f64,
 }
 
 fn dir_mb(dir: &std::path::Path) -> f64 {
@@ -111,15 +115,17 @@ pub fn soak(
     );
     let total = args.events;
     let files_dir = data_dir.join(crate::store::eventlog::DIR);
+    let runs_dir = data_dir.join(crate::store::eventlog::RUNS_DIR);
     let system = actix::System::new();
-    let (seconds, rss, sled, files) = system.block_on(async move {
+    let (seconds, rss, sled, files, runs) = system.block_on(async move {
         let daemon = Daemon::start(
             &cfg,
             vec![(Kind::Video, Feed::Generated(Box::new(stream)), 0.0)],
         )?;
         // From the first record stored (the embedded broker's first group join takes ~3 s).
         let mut t0 = None;
-        let (mut rss, mut sled, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rss, mut sled, mut files, mut runs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         wait_until_done(&daemon, total, "soak", |done| {
             if t0.is_none() && done > 0 {
                 t0 = Some(Instant::now());
@@ -129,12 +135,13 @@ pub fn soak(
                 rss.push(proc_status_mb("VmRSS"));
                 sled.push(store_files_mb(data_dir));
                 files.push(dir_mb(&files_dir));
+                runs.push(dir_mb(&runs_dir));
             }
         })
         .await?;
         let seconds = t0.map_or(0.0, |t| t.elapsed().as_secs_f64());
         daemon.shutdown().await;
-        Ok::<_, anyhow::Error>((seconds, rss, sled, files))
+        Ok::<_, anyhow::Error>((seconds, rss, sled, files, runs))
     })?;
 
     // Every record checked: the same seed makes the same records again; valid
@@ -176,6 +183,7 @@ pub fn soak(
     let pairs_seconds = tp.elapsed().as_secs_f64();
     let sled_mb_end = store_files_mb(data_dir);
     let event_files_mb_end = dir_mb(&data_dir.join(crate::store::eventlog::DIR));
+    let runs_files_mb_end = dir_mb(&data_dir.join(crate::store::eventlog::RUNS_DIR));
     let live_mb_by_prefix = store
         .bytes_by_prefix()?
         .into_iter()
@@ -237,6 +245,8 @@ pub fn soak(
         sled_mb_samples: sled,
         event_files_mb_samples: files,
         event_files_mb_end,
+        runs_files_mb_samples: runs,
+        runs_files_mb_end,
         live_mb_by_prefix,
         verify_seconds: t.elapsed().as_secs_f64(),
     })

@@ -52,7 +52,8 @@ impl Store {
         self.view.commit(batch)?;
         self.gen = gen;
         self.journal_bytes = 0;
-        Ok(())
+        // The journal parts are gone: the runs log's files holding only them go too.
+        self.sweep_runs()
     }
 
     /// Checkpoints and flushes (a clean shutdown makes the next open fast).
@@ -101,48 +102,20 @@ impl Store {
             |_| Ok(()),
         )?;
         db.flush()?;
-        bytes += self.copy_event_files(&dest.join(super::eventlog::DIR))?;
+        bytes += copy_log_files(
+            &self.view.log,
+            &self.log,
+            |id| self.log_live.contains_key(&id),
+            &dest.join(super::eventlog::DIR),
+        )?;
+        // The checkpoint above swept the runs log: every file left is used.
+        bytes += copy_log_files(
+            &self.view.runs,
+            &self.runs,
+            |_| true,
+            &dest.join(super::eventlog::RUNS_DIR),
+        )?;
         Ok((n, bytes))
-    }
-
-    /// Copies the event log's files into `to` (the head file up to its
-    /// committed end; the others are never written again, so a hard link does
-    /// where the disk allows); answers the bytes.
-    fn copy_event_files(&self, to: &Path) -> Result<u64, StoreError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::EventLog { path, source }
-        };
-        std::fs::create_dir_all(to).map_err(io(to))?;
-        let from = self.view.log.dir();
-        let head = self.log.head();
-        let mut bytes = 0;
-        for (id, size) in super::eventlog::list(from).map_err(io(from))? {
-            if !self.log_live.contains_key(&id) {
-                continue;
-            }
-            let (src, dst) = (
-                self.log.path_of(id),
-                to.join(super::eventlog::file_name(id)),
-            );
-            if id == head.file {
-                std::fs::copy(&src, &dst).map_err(io(&dst))?;
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&dst)
-                    .map_err(io(&dst))?;
-                f.set_len(head.len)
-                    .and_then(|()| f.sync_all())
-                    .map_err(io(&dst))?;
-                bytes += head.len;
-            } else {
-                if std::fs::hard_link(&src, &dst).is_err() {
-                    std::fs::copy(&src, &dst).map_err(io(&dst))?;
-                }
-                bytes += size;
-            }
-        }
-        Ok(bytes)
     }
 
     /// Recomputes every aggregate from the event log and the dead letters
@@ -196,4 +169,50 @@ impl Store {
         self.write_checkpoint(true)?;
         Ok(events)
     }
+}
+
+/// Copies the files of a log (`files`, appended to by `writer`) that `keep`
+/// keeps into `to`: the head file up to its committed end; the others are
+/// never written again, so a hard link does where the disk allows. Answers
+/// the bytes.
+fn copy_log_files(
+    files: &super::eventlog::LogFiles,
+    writer: &super::eventlog::LogWriter,
+    keep: impl Fn(u64) -> bool,
+    to: &Path,
+) -> Result<u64, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::EventLog { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    let from = files.dir();
+    let head = writer.head();
+    let mut bytes = 0;
+    for (id, size) in super::eventlog::list_ext(from, files.ext()).map_err(io(from))? {
+        if !keep(id) {
+            continue;
+        }
+        let (src, dst) = (
+            files.path_of(id),
+            to.join(super::eventlog::file_name_ext(id, files.ext())),
+        );
+        if id == head.file {
+            std::fs::copy(&src, &dst).map_err(io(&dst))?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&dst)
+                .map_err(io(&dst))?;
+            f.set_len(head.len)
+                .and_then(|()| f.sync_all())
+                .map_err(io(&dst))?;
+            bytes += head.len;
+        } else {
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst).map_err(io(&dst))?;
+            }
+            bytes += size;
+        }
+    }
+    Ok(bytes)
 }

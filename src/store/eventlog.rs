@@ -15,6 +15,12 @@
 //! own checksum says whether the bytes read back are the ones written.
 //!
 //! Segments written inline by earlier versions stay readable where they are.
+//!
+//! The same files, in a directory of their own ([`RUNS_DIR`]), hold the
+//! journal parts and pair runs each batch writes (see `Store::apply`): values
+//! of up to 64 KiB that made sled split its leaves and write them as blob
+//! files of their own on every batch. A file there is removed once no entry
+//! points into it (`Store::sweep_runs`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,6 +33,11 @@ use thiserror::Error;
 
 /// The log's directory, in the data dir (beside sled's `store/`).
 pub const DIR: &str = "events";
+/// The event log's files' extension.
+pub const EXT: &str = "events";
+/// The directory and extension of the journal parts' and pair runs' log.
+pub const RUNS_DIR: &str = "runs";
+pub const RUNS_EXT: &str = "runs";
 /// First byte of a pointer value (an inline segment starts with its version, 2).
 const TAG: u8 = b'P';
 const POINTER_LEN: usize = 1 + 8 + 8 + 4;
@@ -101,19 +112,30 @@ impl Head {
     }
 }
 
+/// The name of the event log's file `id`.
 pub fn file_name(id: u64) -> String {
-    format!("{id:016x}.events")
+    file_name_ext(id, EXT)
 }
 
-fn parse_name(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".events")?;
+/// The name of file `id` of a log whose files end in `.ext`.
+pub fn file_name_ext(id: u64, ext: &str) -> String {
+    format!("{id:016x}.{ext}")
+}
+
+fn parse_name(name: &str, ext: &str) -> Option<u64> {
+    let hex = name.strip_suffix(ext)?.strip_suffix('.')?;
     (hex.len() == 16)
         .then(|| u64::from_str_radix(hex, 16).ok())
         .flatten()
 }
 
-/// The log files in `dir`, by id, with their sizes.
+/// The event log's files in `dir`, by id, with their sizes.
 pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
+    list_ext(dir, EXT)
+}
+
+/// The files of a log in `dir` whose files end in `.ext`, by id, with their sizes.
+pub fn list_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -122,7 +144,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
     };
     for e in entries {
         let e = e?;
-        if let Some(id) = parse_name(&e.file_name().to_string_lossy()) {
+        if let Some(id) = parse_name(&e.file_name().to_string_lossy(), ext) {
             out.push((id, e.metadata()?.len()));
         }
     }
@@ -133,27 +155,46 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
 /// Why a segment's bytes cannot be read from the log.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LogReadError {
-    #[error("its event log file {0} is missing")]
+    #[error("its log file {0} is missing")]
     Missing(String),
-    #[error("its event log file {file} ends before the segment ({len} bytes at {at})")]
+    #[error("its log file {file} ends before the value ({len} bytes at {at})")]
     Short { file: String, at: u64, len: u32 },
-    #[error("its event log file {file} cannot be read: {why}")]
+    #[error("its log file {file} cannot be read: {why}")]
     Io { file: String, why: String },
+    #[error("its bytes in log file {file} ({len} at {at}) fail their checksum")]
+    Checksum { file: String, at: u64, len: u32 },
 }
 
 /// Reads segments from the log's files (any thread).
 #[derive(Debug)]
 pub struct LogFiles {
     dir: PathBuf,
+    ext: &'static str,
     open: Mutex<HashMap<u64, Arc<File>>>,
 }
 
 impl LogFiles {
+    /// The event log's files in `dir`.
     pub fn new(dir: PathBuf) -> LogFiles {
+        LogFiles::with_ext(dir, EXT)
+    }
+
+    /// The files in `dir` of a log whose files end in `.ext`.
+    pub fn with_ext(dir: PathBuf, ext: &'static str) -> LogFiles {
         LogFiles {
             dir,
+            ext,
             open: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn ext(&self) -> &'static str {
+        self.ext
+    }
+
+    /// The path of file `id`.
+    pub fn path_of(&self, id: u64) -> PathBuf {
+        self.dir.join(file_name_ext(id, self.ext))
     }
 
     pub fn dir(&self) -> &Path {
@@ -165,7 +206,7 @@ impl LogFiles {
         if let Some(f) = open.get(&id) {
             return Ok(f.clone());
         }
-        let path = self.dir.join(file_name(id));
+        let path = self.path_of(id);
         let f = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LogReadError::Missing(path.display().to_string()),
             _ => LogReadError::Io {
@@ -186,7 +227,7 @@ impl LogFiles {
         let f = self.handle(p.file)?;
         let mut buf = vec![0u8; p.len as usize];
         f.read_exact_at(&mut buf, p.at).map_err(|e| {
-            let file = self.dir.join(file_name(p.file)).display().to_string();
+            let file = self.path_of(p.file).display().to_string();
             match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => LogReadError::Short {
                     file,
@@ -210,6 +251,35 @@ impl LogFiles {
             Some(p) => self.read(&p).map(std::borrow::Cow::Owned),
             None => Ok(std::borrow::Cow::Borrowed(v)),
         }
+    }
+
+    /// A value [`LogWriter::append_checked`] wrote, read from these files
+    /// and its checksum verified (without it); the value itself when it is
+    /// not a pointer (written inline by earlier versions).
+    pub fn resolve_checked<'a>(
+        &self,
+        v: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, LogReadError> {
+        let Some(p) = Pointer::decode(v) else {
+            return Ok(std::borrow::Cow::Borrowed(v));
+        };
+        let mut bytes = self.read(&p)?;
+        let failed = || LogReadError::Checksum {
+            file: self.path_of(p.file).display().to_string(),
+            at: p.at,
+            len: p.len,
+        };
+        let body = bytes.len().checked_sub(4).ok_or_else(failed)?;
+        let want = bytes
+            .get(body..)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(failed)?;
+        bytes.truncate(body);
+        if crc32fast::hash(&bytes) != want {
+            return Err(failed());
+        }
+        Ok(std::borrow::Cow::Owned(bytes))
     }
 
     /// Drops the read handle of a deleted file.
@@ -262,6 +332,7 @@ impl Roll {
 #[derive(Debug)]
 pub struct LogWriter {
     dir: PathBuf,
+    ext: &'static str,
     /// The file appended to, once a batch has written to it, and when it was
     /// begun (ms since the epoch).
     file: Option<File>,
@@ -280,11 +351,20 @@ impl LogWriter {
     /// batch ever committed to the log) and answers a writer that appends to
     /// a new file, with the files kept.
     pub fn recover(dir: &Path, head: Option<Head>) -> std::io::Result<(LogWriter, Kept)> {
+        LogWriter::recover_ext(dir, EXT, head)
+    }
+
+    /// [`LogWriter::recover`] for a log whose files end in `.ext`.
+    pub fn recover_ext(
+        dir: &Path,
+        ext: &'static str,
+        head: Option<Head>,
+    ) -> std::io::Result<(LogWriter, Kept)> {
         std::fs::create_dir_all(dir)?;
         let mut kept = Vec::new();
         let mut last = head.map_or(0, |h| h.file);
-        for (id, size) in list(dir)? {
-            let path = dir.join(file_name(id));
+        for (id, size) in list_ext(dir, ext)? {
+            let path = dir.join(file_name_ext(id, ext));
             match head {
                 Some(h) if id < h.file => kept.push((id, size)),
                 Some(h) if id == h.file => {
@@ -313,6 +393,7 @@ impl LogWriter {
         Ok((
             LogWriter {
                 dir: dir.to_path_buf(),
+                ext,
                 file: None,
                 started_ms: 0,
                 id: last + 1,
@@ -340,14 +421,27 @@ impl LogWriter {
 
     /// Appends one segment; it is durable after [`LogWriter::sync`].
     pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<Pointer> {
-        let len = u32::try_from(bytes.len()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "segment past 4 GiB")
+        self.append_parts(&[bytes])
+    }
+
+    /// Appends `bytes` and their CRC-32 (a journal part or pair run carries
+    /// no checksum of its own, as a segment does): read back with
+    /// [`LogFiles::resolve_checked`].
+    pub fn append_checked(&mut self, bytes: &[u8]) -> std::io::Result<Pointer> {
+        self.append_parts(&[bytes, &crc32fast::hash(bytes).to_le_bytes()])
+    }
+
+    /// Appends `parts` as one value.
+    fn append_parts(&mut self, parts: &[&[u8]]) -> std::io::Result<Pointer> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(total).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "value past 4 GiB")
         })?;
         if self.file.is_none() {
             let f = std::fs::OpenOptions::new()
                 .create_new(true)
                 .append(true)
-                .open(self.dir.join(file_name(self.id)))?;
+                .open(self.path_of(self.id))?;
             sync_dir(&self.dir)?;
             self.file = Some(f);
             self.started_ms = crate::domain::timefmt::now_ms();
@@ -356,13 +450,15 @@ impl LogWriter {
         let Some(f) = self.file.as_mut() else {
             unreachable!("opened above")
         };
-        f.write_all(bytes)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         let p = Pointer {
             file: self.id,
             at: self.len,
             len,
         };
-        self.len += bytes.len() as u64;
+        self.len += u64::from(len);
         self.dirty = true;
         Ok(p)
     }
@@ -385,7 +481,7 @@ impl LogWriter {
     }
 
     pub fn path_of(&self, id: u64) -> PathBuf {
-        self.dir.join(file_name(id))
+        self.dir.join(file_name_ext(id, self.ext))
     }
 }
 
@@ -411,8 +507,43 @@ mod tests {
         let h = Head { file: 3, len: 99 };
         assert_eq!(Head::decode(&h.encode()), Some(h));
         assert_eq!(Head::decode(&[1, 2]), None);
-        assert_eq!(parse_name(&file_name(0xabc)), Some(0xabc));
-        assert_eq!(parse_name("x.events"), None);
+        assert_eq!(parse_name(&file_name(0xabc), EXT), Some(0xabc));
+        assert_eq!(parse_name("x.events", EXT), None);
+        assert_eq!(parse_name(&file_name_ext(7, RUNS_EXT), RUNS_EXT), Some(7));
+        assert_eq!(parse_name(&file_name(7), RUNS_EXT), None);
+    }
+
+    #[test]
+    fn a_checked_value_reads_back_whole_and_a_changed_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = LogWriter::recover_ext(dir.path(), RUNS_EXT, None).unwrap();
+        let a = w.append_checked(b"a journal part").unwrap();
+        let b = w.append_checked(b"a pair run").unwrap();
+        w.sync().unwrap();
+        assert_eq!((a.len, b.at), (14 + 4, 18));
+        let files = LogFiles::with_ext(dir.path().to_path_buf(), RUNS_EXT);
+        let read = |p: &Pointer| files.resolve_checked(&p.encode()).map(|c| c.into_owned());
+        assert_eq!(read(&a).unwrap(), b"a journal part");
+        assert_eq!(read(&b).unwrap(), b"a pair run");
+        // A value written inline by an earlier version is itself.
+        assert_eq!(&*files.resolve_checked(b"inline").unwrap(), b"inline");
+        // One byte changed on the disk.
+        let path = files.path_of(a.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read(&a),
+            Err(LogReadError::Checksum { at: 0, .. })
+        ));
+        assert_eq!(read(&b).unwrap(), b"a pair run");
+        // Shorter than a checksum: not a checked value.
+        let short = Pointer {
+            file: a.file,
+            at: 0,
+            len: 3,
+        };
+        assert!(matches!(read(&short), Err(LogReadError::Checksum { .. })));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! | `N/`   | `n/` name, `i/` number                | offset namespaces (both ways)  |
 //! | `Q/`   | a damaged segment's key               | the segment, quarantined       |
 //! | `o/`   | namespace 0 topic 0 partition         | next offset to read (be64)     |
-//! | `j/`   | sequence(be64)                        | aggregate deltas of one batch  |
-//! | `P/`   | sequence(be64) part(be32)              | a batch's pair deltas (a run)  |
+//! | `j/`   | sequence(be64) part(be32)              | where a part of one batch's aggregate deltas is in the runs log's files (see `store::eventlog`); written by earlier versions, the part itself |
+//! | `P/`   | sequence(be64) part(be32)              | where a part of a batch's pair deltas (a run) is in the runs log's files; written by earlier versions, the part itself |
 //! | `R/`   | sequence(be64) part(be32)              | a batch's rollup deltas (a run, see `store::rollup`) |
 //! | `M/`   | grain cube bucket(be64) tag(be64) part(be32) | a bucket's rollup rows (a chunk) |
 //! | `G/`   | grain cube bucket(be64) member length(be16) member part(be32) | a group peer's rollup rows of a bucket (see `store::rollup::group`) |
@@ -46,6 +46,8 @@ pub const LAYOUT_KEY: &[u8] = b"i/layout";
 pub const LAYOUT: u32 = 3;
 /// The committed end of the event log's files (see `store::eventlog::Head`).
 pub const EVENT_LOG_HEAD: &[u8] = b"i/event-log-head";
+/// The committed end of the runs log's files (the journal parts and pair runs).
+pub const RUNS_LOG_HEAD: &[u8] = b"i/runs-log-head";
 pub const OFFSET: &[u8] = b"o/";
 pub const PAIR: &[u8] = b"a/";
 /// Per (user, video) implicit-feedback rows of the layout before per-user

@@ -74,7 +74,7 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
-    #[error("cannot write the event log file {path}: {source}; check free disk space and permissions of the data dir")]
+    #[error("cannot write the log file {path}: {source}; check free disk space and permissions of the data dir")]
     EventLog {
         path: PathBuf,
         source: std::io::Error,
@@ -100,6 +100,12 @@ const MIN_CHECKPOINT_JOURNAL_BYTES: usize = 64 << 20;
 /// Largest value written, so sled keeps every value inline in its log (it writes
 /// values past ~128 KiB as one file each, which costs far more).
 const MAX_VALUE_BYTES: usize = 64 << 10;
+/// The runs log's files are this large at most: one goes once the journal
+/// parts and pair runs in it are all deleted.
+const RUNS_ROLL: eventlog::Roll = eventlog::Roll {
+    bytes: 16 << 20,
+    age_ms: 0,
+};
 
 /// What the status shows of the store (see [`Store::status`]).
 #[derive(Debug, Clone, Default)]
@@ -117,6 +123,9 @@ pub struct StoreStatus {
     /// sled's files: their size, and the rewrites that keep it level.
     pub size_on_disk: u64,
     pub rewrite: rewrite::RewriteStatus,
+    /// The runs log's files (journal parts and pair runs): how many, and
+    /// their bytes on disk.
+    pub runs_files: (u64, u64),
 }
 
 /// The video pairs not yet in chunks (see [`pairs`]) and the compactor's work.
@@ -220,6 +229,8 @@ pub struct StoreView {
     pairs: std::sync::Arc<pairs::Shared>,
     /// The event log's files (see [`eventlog`]).
     log: std::sync::Arc<eventlog::LogFiles>,
+    /// The runs log's files: the journal parts and pair runs.
+    runs: std::sync::Arc<eventlog::LogFiles>,
     /// The rollup deltas not yet in chunks, and the rollup compactor's signals.
     rollups: std::sync::Arc<rollup::Shared>,
 }
@@ -266,6 +277,10 @@ pub struct Store {
     log: eventlog::LogWriter,
     log_live: std::collections::BTreeMap<u64, u64>,
     log_roll: eventlog::Roll,
+    /// Appends the journal parts and pair runs to the runs log's files, and
+    /// when it starts a new one.
+    runs: eventlog::LogWriter,
+    runs_roll: eventlog::Roll,
 }
 
 impl Drop for Store {
@@ -525,6 +540,21 @@ impl Store {
                 source,
             }
         })?;
+        let runs_dir = dir.join(eventlog::RUNS_DIR);
+        let runs_head = match tree.get(keys::RUNS_LOG_HEAD)? {
+            Some(v) => Some(
+                eventlog::Head::decode(&v).ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(keys::RUNS_LOG_HEAD).into_owned(),
+                    message: "the runs log's head has the wrong length".into(),
+                })?,
+            ),
+            None => None,
+        };
+        let (runs, _) = eventlog::LogWriter::recover_ext(&runs_dir, eventlog::RUNS_EXT, runs_head)
+            .map_err(|source| StoreError::EventLog {
+                path: runs_dir.clone(),
+                source,
+            })?;
         let mut store = Store {
             view: StoreView {
                 current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
@@ -535,6 +565,10 @@ impl Store {
                 failed: Default::default(),
                 pairs: Default::default(),
                 log: std::sync::Arc::new(eventlog::LogFiles::new(log_dir)),
+                runs: std::sync::Arc::new(eventlog::LogFiles::with_ext(
+                    runs_dir,
+                    eventlog::RUNS_EXT,
+                )),
                 rollups: Default::default(),
             },
             path,
@@ -559,6 +593,8 @@ impl Store {
             log,
             log_live: Default::default(),
             log_roll: eventlog::Roll::default(),
+            runs,
+            runs_roll: RUNS_ROLL,
         };
         store.drop_fragments()?;
         store.count_log_files()?;
@@ -566,6 +602,7 @@ impl Store {
         migrate::pair_chunks(&store.view, store.seq)?;
         compact::undo_unfinished(&store.view)?;
         store.load_pair_runs()?;
+        store.sweep_runs()?;
         store.load_rollups(rollup::Tuning::default())?;
         store.retained = retention::load(&store.view, crate::domain::timefmt::now_ms())?;
         store.load_rewrite_base()?;
@@ -677,6 +714,54 @@ impl Store {
         })
     }
 
+    /// A runs log write's result; its failure stops the store's writes, as
+    /// the event log's does ([`Store::log_io`]).
+    fn runs_io<T>(&self, r: std::io::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|source| {
+            let e = StoreError::EventLog {
+                path: self.runs.path_of(self.runs.current()),
+                source,
+            };
+            self.view.poison(&e);
+            e
+        })
+    }
+
+    /// Removes the runs log's files no journal part or pair run points into
+    /// any more (a checkpoint deleted the parts, a pair compaction the runs),
+    /// but never the file appended to. Only the store's thread adds entries
+    /// that point there, so a file found unused stays unused.
+    pub(super) fn sweep_runs(&mut self) -> Result<(), StoreError> {
+        let mut used = std::collections::BTreeSet::new();
+        for prefix in [state::JOURNAL, pairs::RUN] {
+            for item in self.tree().scan_prefix(prefix) {
+                let Ok((_, v)) = item else {
+                    tracing::warn!(
+                        "part of the journal or the pair runs cannot be read: every runs log file is kept"
+                    );
+                    return Ok(());
+                };
+                if let Some(p) = eventlog::Pointer::decode(&v) {
+                    used.insert(p.file);
+                }
+            }
+        }
+        let dir = self.view.runs.dir();
+        for (id, _) in eventlog::list_ext(dir, eventlog::RUNS_EXT).unwrap_or_default() {
+            if id >= self.runs.current() || used.contains(&id) {
+                continue;
+            }
+            let path = self.runs.path_of(id);
+            self.view.runs.forget(id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!("removed {}: nothing points into it", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+        Ok(())
+    }
+
     /// Counts the segments each event log file holds, and removes the files
     /// that hold none (retention deleted their segments, and the process
     /// stopped before the files went).
@@ -733,6 +818,13 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
         }
+    }
+
+    /// The runs log's files: how many, and their bytes on disk.
+    pub fn runs_files(&self) -> (u64, u64) {
+        let files =
+            eventlog::list_ext(self.view.runs.dir(), eventlog::RUNS_EXT).unwrap_or_default();
+        (files.len() as u64, files.iter().map(|(_, b)| b).sum())
     }
 
     /// The event log's files: how many, and their bytes on disk.
@@ -810,6 +902,8 @@ impl Store {
         let (mut segments, mut segment_bytes) = (0u64, 0u64);
         let mut files: Vec<(u64, u64)> = Vec::new();
         self.log.roll_past(self.log_roll, write_ms);
+        self.runs.roll_past(self.runs_roll, write_ms);
+        let mut runs = false;
         for (k, v) in registration.iter().chain(&p.writes) {
             if k.starts_with(keys::EVENT) {
                 let at = self.log.append(v);
@@ -820,14 +914,40 @@ impl Store {
                 batch.insert(retention::index_key(write_ms, k), &size.to_be_bytes());
                 segments += 1;
                 segment_bytes += size;
+            } else if k.starts_with(state::JOURNAL) || k.starts_with(pairs::RUN) {
+                // Journal parts and pair runs go to the runs log's files (see
+                // `eventlog`), their entries point at them.
+                let at = self.runs.append_checked(v);
+                let at = self.runs_io(at)?;
+                batch.insert(k.as_slice(), &at.encode());
+                runs = true;
             } else {
                 batch.insert(k.as_slice(), v.as_slice());
             }
         }
+        // Both logs' appends are made durable at once (each sync waits on
+        // the disk: one after the other held the store's thread for both).
+        let (log, runs_log) = (&mut self.log, &mut self.runs);
+        let (log_synced, runs_synced) = match (segments > 0, runs) {
+            (true, true) => std::thread::scope(|scope| {
+                let other = scope.spawn(|| runs_log.sync());
+                let synced = log.sync();
+                let other = other
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the runs log's sync panicked")));
+                (synced, other)
+            }),
+            (true, false) => (log.sync(), Ok(())),
+            (false, true) => (Ok(()), runs_log.sync()),
+            (false, false) => (Ok(()), Ok(())),
+        };
+        self.log_io(log_synced)?;
+        self.runs_io(runs_synced)?;
         if segments > 0 {
-            let synced = self.log.sync();
-            self.log_io(synced)?;
             batch.insert(keys::EVENT_LOG_HEAD, &self.log.head().encode());
+        }
+        if runs {
+            batch.insert(keys::RUNS_LOG_HEAD, &self.runs.head().encode());
         }
         let t1 = std::time::Instant::now();
         let write = self.view.write_gate();
@@ -939,6 +1059,7 @@ impl Store {
                 }
             },
             size_on_disk: self.size_on_disk(),
+            runs_files: self.runs_files(),
             rewrite: self.rewrite_status(),
         }
     }

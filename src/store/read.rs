@@ -470,6 +470,8 @@ pub fn entry_name(k: &[u8]) -> String {
         }
     } else if let Some((user, tag)) = super::pairs::parse_chunk_key(k) {
         format!("pair chunk {tag} of user {user:?}")
+    } else if k.starts_with(super::state::JOURNAL) {
+        format!("journal part {}", super::state::journal_seq(k))
     } else if let Some(seq) = k
         .starts_with(super::pairs::RUN)
         .then(|| super::pairs::run_seq(k))

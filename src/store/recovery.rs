@@ -75,6 +75,12 @@ impl Store {
             if covered.is_some_and(|c| seq <= c) {
                 continue;
             }
+            let v = self.view.runs.resolve_checked(&v).map_err(|e| StoreError::Corrupt {
+                key: format!("j/{seq}"),
+                message: format!(
+                    "the journal part cannot be read: {e} (`playpulse check --repair` recomputes the aggregates from the events)"
+                ),
+            })?;
             let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();
             state::decode_entries(&v, encoding, |key, slots| {
                 entries.push((key.to_vec(), slots.to_vec()))
@@ -295,6 +301,11 @@ impl Store {
                 key: super::read::entry_name(&k),
                 message: message.into(),
             };
+            let v = self.view.runs.resolve_checked(&v).map_err(|e| {
+                corrupt(&format!(
+                    "the pair run cannot be read: {e} (`playpulse check --repair` keeps it apart)"
+                ))
+            })?;
             let seq = pairs::run_seq(&k)
                 .ok_or_else(|| corrupt("a pair run's key has no sequence number"))?;
             let mut entries: Vec<(Vec<u8>, Vec<f64>)> = Vec::new();

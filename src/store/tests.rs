@@ -913,3 +913,195 @@ fn batches_written_while_a_rewrite_copies_are_in_the_new_generation() {
     assert!(left.iter().all(|id| !removed.contains(id)));
     assert!(s.tree().get(b"i/rewrite-mark").unwrap().is_none());
 }
+
+/// The ids of the runs log's files.
+fn runs_files(s: &Store) -> Vec<u64> {
+    eventlog::list_ext(s.view.runs.dir(), eventlog::RUNS_EXT)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Events summed over every (user, video) pair.
+fn pair_events(s: &Store) -> u64 {
+    s.pair_aggregates().map(|p| p.unwrap().2.events).sum()
+}
+
+/// Waits (bounded) until the pair overlay holds nothing frozen.
+fn pairs_settled(s: &Store) {
+    let t = std::time::Instant::now();
+    while s.view.pairs.held().1 > 0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn video_batch(evs: &[crate::domain::event::VideoEvent], from: usize, to: usize) -> Vec<Processed> {
+    (from..to)
+        .map(|i| {
+            rec(
+                "v",
+                0,
+                i as i64,
+                Outcome::Valid(Event::Video(evs[i].clone())),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn journal_parts_and_pair_runs_live_in_the_runs_log_and_a_file_goes_once_nothing_points_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(300);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    // A file per batch; no pair compaction yet.
+    s.runs_roll = eventlog::Roll {
+        bytes: 1,
+        age_ms: 0,
+    };
+    s.set_pair_tuning(pairs::Tuning {
+        freeze_at: 1 << 30,
+        merge_at: 3,
+    });
+    for b in 0..3 {
+        apply(&mut s, "ns", video_batch(&evs, b * 100, (b + 1) * 100)).unwrap();
+    }
+    let files = runs_files(&s);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for prefix in [state::JOURNAL, pairs::RUN] {
+        let values: Vec<sled::IVec> = s
+            .tree()
+            .scan_prefix(prefix)
+            .map(|kv| kv.unwrap().1)
+            .collect();
+        assert!(values.len() >= 3);
+        assert!(
+            values
+                .iter()
+                .all(|v| eventlog::Pointer::decode(v).is_some()),
+            "sled holds where the part is, not it"
+        );
+    }
+    let head = eventlog::Head::decode(&s.tree().get(keys::RUNS_LOG_HEAD).unwrap().unwrap());
+    assert_eq!(head.map(|h| h.file), files.last().copied());
+    assert_eq!(pair_events(&s), 300);
+
+    // Reopened (no checkpoint: the process died), the journal and the runs
+    // are read back from the files.
+    drop(s);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.counter("stored").unwrap(), 300);
+    assert_eq!(pair_events(&s), 300);
+    assert_eq!(runs_files(&s), files, "every file is still pointed into");
+
+    // A checkpoint deletes the journal parts, but the runs still point into
+    // each file; once a pair compaction holds the runs, the next sweep
+    // removes the files.
+    s.checkpoint().unwrap();
+    assert_eq!(runs_files(&s), files);
+    s.set_pair_tuning(pairs::Tuning {
+        freeze_at: 40,
+        merge_at: 3,
+    });
+    apply(&mut s, "ns", video_batch(&evs, 300, 300)).unwrap();
+    let more = videos(400);
+    apply(&mut s, "ns", video_batch(&more, 300, 400)).unwrap();
+    pairs_settled(&s);
+    s.checkpoint().unwrap();
+    let left = runs_files(&s);
+    assert!(
+        left.iter().all(|id| !files.contains(id)),
+        "the files of the compacted runs and deleted parts went: {left:?}"
+    );
+    assert_eq!(s.counter("stored").unwrap(), 400);
+    assert_eq!(pair_events(&s), 400);
+
+    // A snapshot copies the runs log; the copy reads the same.
+    let snap = tempfile::tempdir().unwrap();
+    s.backup(snap.path()).unwrap();
+    drop(s);
+    let copy = Store::open(snap.path(), 16).unwrap();
+    assert_eq!(copy.counter("stored").unwrap(), 400);
+    assert_eq!(pair_events(&copy), 400);
+}
+
+#[test]
+fn a_torn_runs_append_is_cut_off_and_a_damaged_or_missing_runs_file_is_named_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let evs = videos(200);
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    s.set_pair_tuning(pairs::Tuning {
+        freeze_at: 1 << 30,
+        merge_at: 3,
+    });
+    apply(&mut s, "ns", video_batch(&evs, 0, 100)).unwrap();
+    let files = runs_files(&s);
+    assert_eq!(files.len(), 1);
+    drop(s);
+
+    // What a batch that never committed leaves: bytes past the head, a file
+    // past it. Both are cut off when the store opens.
+    let runs_dir = dir.path().join(eventlog::RUNS_DIR);
+    let path = |id: u64| runs_dir.join(eventlog::file_name_ext(id, eventlog::RUNS_EXT));
+    let committed = std::fs::metadata(path(files[0])).unwrap().len();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path(files[0]))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"a journal part of a batch never committed").unwrap();
+    std::fs::write(path(files[0] + 1), b"a pair run never committed").unwrap();
+    let mut s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(std::fs::metadata(path(files[0])).unwrap().len(), committed);
+    assert!(!path(files[0] + 1).exists());
+    assert_eq!(pair_events(&s), 100);
+    apply(&mut s, "ns", video_batch(&evs, 100, 200)).unwrap();
+    assert_eq!(pair_events(&s), 200);
+    drop(s);
+
+    // A byte changed on the disk: its checksum catches it at open.
+    let ids = runs_files(&Store::open(dir.path(), 16).unwrap());
+    let first = path(ids[0]);
+    let good = std::fs::read(&first).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 1;
+    std::fs::write(&first, &bad).unwrap();
+    let err = Store::open(dir.path(), 16)
+        .err()
+        .expect("open refuses")
+        .to_string();
+    assert!(err.contains("fail their checksum"), "{err}");
+    std::fs::write(&first, &good).unwrap();
+    assert_eq!(pair_events(&Store::open(dir.path(), 16).unwrap()), 200);
+
+    // The files lost (a disk fault): opening says which entry cannot be
+    // read and how to go on; `check` names it; `check --repair` rebuilds
+    // the store, which then opens with every event.
+    for id in ids {
+        std::fs::remove_file(path(id)).unwrap();
+    }
+    let err = Store::open(dir.path(), 16)
+        .err()
+        .expect("open refuses")
+        .to_string();
+    assert!(err.contains("cannot be read"), "{err}");
+    assert!(err.contains("check --repair"), "{err}");
+    let report = check::check(dir.path(), false).unwrap();
+    assert!(
+        report
+            .damaged
+            .iter()
+            .any(|d| d.what.starts_with("journal part") && d.why.contains("is missing")),
+        "{:?}",
+        report.damaged
+    );
+    assert!(report
+        .damaged
+        .iter()
+        .any(|d| d.what.starts_with("pair run")));
+    let repaired = check::check(dir.path(), true).unwrap();
+    assert!(repaired.repaired.is_some());
+    let s = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(s.events().count(), 200);
+    assert_eq!(s.counter("stored").unwrap(), 200);
+}

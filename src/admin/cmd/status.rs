@@ -84,6 +84,11 @@ pub struct EventLog {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreFiles {
     pub size_on_disk_bytes: u64,
+    /// The runs log's files (the journal parts and pair runs, beside sled's).
+    #[serde(default)]
+    pub runs_log_files: u64,
+    #[serde(default)]
+    pub runs_log_bytes: u64,
     #[serde(flatten)]
     pub rewrite: crate::store::rewrite::RewriteStatus,
 }
@@ -233,6 +238,8 @@ pub async fn status(a: &Admin) -> Result<StatusReply, CommandError> {
             };
             let files = StoreFiles {
                 size_on_disk_bytes: s.size_on_disk,
+                runs_log_files: s.runs_files.0,
+                runs_log_bytes: s.runs_files.1,
                 rewrite: s.rewrite,
             };
             let (o, d, q) = (s.offsets, s.damage, s.quarantined);
