@@ -438,6 +438,46 @@ fn list_ids(files: &eventlog::LogFiles) -> std::collections::BTreeMap<u64, u64> 
         .collect()
 }
 
+/// The writer of the log in `dir` (files ending in `.ext`), its files cut
+/// back to the committed end `tree` holds under `head_key`.
+fn recover_log(
+    tree: &sled::Tree,
+    dir: &Path,
+    ext: &'static str,
+    head_key: &[u8],
+) -> Result<eventlog::LogWriter, StoreError> {
+    let head = match tree.get(head_key)? {
+        Some(v) => Some(
+            eventlog::Head::decode(&v).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(head_key).into_owned(),
+                message: format!(
+                    "the head of the log in {} has the wrong length",
+                    dir.display()
+                ),
+            })?,
+        ),
+        None => None,
+    };
+    let (log, _) = eventlog::LogWriter::recover_ext(dir, ext, head).map_err(|source| {
+        StoreError::EventLog {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(log)
+}
+
+/// Removes file `id` of a log (and its read handle); `why` goes to the debug log.
+fn remove_file_of(files: &eventlog::LogFiles, id: u64, why: &str) {
+    let path = files.path_of(id);
+    files.forget(id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::debug!("removed {}: {why}", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
 /// Opens a generation's sled files (see [`open_waiting_for_lock`]). Every
 /// write is flushed by the store itself, never in the background: after a
 /// failed write nothing more may reach the disk (see `StoreView::poison`).
@@ -525,36 +565,9 @@ impl Store {
         }
         let namespaces = migrate::namespaces(&tree)?;
         let log_dir = dir.join(eventlog::DIR);
-        let head = match tree.get(keys::EVENT_LOG_HEAD)? {
-            Some(v) => Some(
-                eventlog::Head::decode(&v).ok_or_else(|| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(keys::EVENT_LOG_HEAD).into_owned(),
-                    message: "the event log's head has the wrong length".into(),
-                })?,
-            ),
-            None => None,
-        };
-        let (log, _) = eventlog::LogWriter::recover(&log_dir, head).map_err(|source| {
-            StoreError::EventLog {
-                path: log_dir.clone(),
-                source,
-            }
-        })?;
+        let log = recover_log(&tree, &log_dir, eventlog::EXT, keys::EVENT_LOG_HEAD)?;
         let runs_dir = dir.join(eventlog::RUNS_DIR);
-        let runs_head = match tree.get(keys::RUNS_LOG_HEAD)? {
-            Some(v) => Some(
-                eventlog::Head::decode(&v).ok_or_else(|| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(keys::RUNS_LOG_HEAD).into_owned(),
-                    message: "the runs log's head has the wrong length".into(),
-                })?,
-            ),
-            None => None,
-        };
-        let (runs, _) = eventlog::LogWriter::recover_ext(&runs_dir, eventlog::RUNS_EXT, runs_head)
-            .map_err(|source| StoreError::EventLog {
-                path: runs_dir.clone(),
-                source,
-            })?;
+        let runs = recover_log(&tree, &runs_dir, eventlog::RUNS_EXT, keys::RUNS_LOG_HEAD)?;
         let mut store = Store {
             view: StoreView {
                 current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
@@ -704,22 +717,24 @@ impl Store {
     /// An event log write's result; its failure stops the store's writes (the
     /// bytes appended are cut off when it opens again: no head names them).
     fn log_io<T>(&self, r: std::io::Result<T>) -> Result<T, StoreError> {
-        r.map_err(|source| {
-            let e = StoreError::EventLog {
-                path: self.log.path_of(self.log.current()),
-                source,
-            };
-            self.view.poison(&e);
-            e
-        })
+        self.written(&self.log, r)
     }
 
-    /// A runs log write's result; its failure stops the store's writes, as
-    /// the event log's does ([`Store::log_io`]).
+    /// A runs log write's result, as [`Store::log_io`].
     fn runs_io<T>(&self, r: std::io::Result<T>) -> Result<T, StoreError> {
+        self.written(&self.runs, r)
+    }
+
+    /// The result of a write to `log`: a failure names the file and stops
+    /// the store's writes.
+    fn written<T>(
+        &self,
+        log: &eventlog::LogWriter,
+        r: std::io::Result<T>,
+    ) -> Result<T, StoreError> {
         r.map_err(|source| {
             let e = StoreError::EventLog {
-                path: self.runs.path_of(self.runs.current()),
+                path: log.path_of(log.current()),
                 source,
             };
             self.view.poison(&e);
@@ -751,13 +766,7 @@ impl Store {
             if id >= self.runs.current() || used.contains(&id) {
                 continue;
             }
-            let path = self.runs.path_of(id);
-            self.view.runs.forget(id);
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::debug!("removed {}: nothing points into it", path.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-            }
+            remove_file_of(&self.view.runs, id, "nothing points into it");
         }
         Ok(())
     }
@@ -811,13 +820,7 @@ impl Store {
     }
 
     fn remove_log_file(&mut self, id: u64) {
-        let path = self.log.path_of(id);
-        self.view.log.forget(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::debug!("removed {}: none of its segments is kept", path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-        }
+        remove_file_of(&self.view.log, id, "none of its segments is kept");
     }
 
     /// The runs log's files: how many, and their bytes on disk.

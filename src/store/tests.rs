@@ -35,6 +35,20 @@ fn videos(n: usize) -> Vec<crate::domain::event::VideoEvent> {
     (0..n).map(|_| g.next_event()).collect()
 }
 
+/// Records `from..to` of `evs`, at those offsets of partition 0 of topic `v`.
+fn video_batch(evs: &[crate::domain::event::VideoEvent], from: usize, to: usize) -> Vec<Processed> {
+    (from..to)
+        .map(|i| {
+            rec(
+                "v",
+                0,
+                i as i64,
+                Outcome::Valid(Event::Video(evs[i].clone())),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn batch_writes_events_aggregates_dead_letters_and_offsets() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,18 +187,7 @@ fn catalog_upserts_keep_the_latest_and_music_counts_actions() {
 fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let evs = videos(900);
-    let batch = |from: usize, to: usize| -> Vec<Processed> {
-        (from..to)
-            .map(|i| {
-                rec(
-                    "v",
-                    0,
-                    i as i64,
-                    Outcome::Valid(Event::Video(evs[i].clone())),
-                )
-            })
-            .collect()
-    };
+    let batch = |from: usize, to: usize| video_batch(&evs, from, to);
     let snapshot = |s: &Store| {
         let mut pairs: Vec<(String, String, u64, u64)> = s
             .pair_aggregates()
@@ -231,18 +234,7 @@ fn aggregates_survive_checkpoints_journal_replay_and_unfinished_checkpoints() {
 fn a_batch_overlapping_stored_offsets_counts_only_its_new_records() {
     let dir = tempfile::tempdir().unwrap();
     let evs = videos(300);
-    let batch = |from: usize, to: usize| -> Vec<Processed> {
-        (from..to)
-            .map(|i| {
-                rec(
-                    "v",
-                    0,
-                    i as i64,
-                    Outcome::Valid(Event::Video(evs[i].clone())),
-                )
-            })
-            .collect()
-    };
+    let batch = |from: usize, to: usize| video_batch(&evs, from, to);
     let mut s = Store::open(dir.path(), 16).unwrap();
     apply(&mut s, "ns", batch(0, 200)).unwrap();
     let r = apply(&mut s, "ns", batch(100, 300)).unwrap();
@@ -630,18 +622,7 @@ fn log_files(s: &Store) -> Vec<u64> {
 fn segments_live_in_the_event_files_and_a_file_goes_with_its_last_segment() {
     let dir = tempfile::tempdir().unwrap();
     let evs = videos(600);
-    let batch = |from: usize, to: usize| -> Vec<Processed> {
-        (from..to)
-            .map(|i| {
-                rec(
-                    "v",
-                    0,
-                    i as i64,
-                    Outcome::Valid(Event::Video(evs[i].clone())),
-                )
-            })
-            .collect()
-    };
+    let batch = |from: usize, to: usize| video_batch(&evs, from, to);
     let mut s = Store::open(dir.path(), 16).unwrap();
     // A file per batch.
     s.log_roll = eventlog::Roll {
@@ -935,19 +916,6 @@ fn pairs_settled(s: &Store) {
         assert!(t.elapsed() < std::time::Duration::from_secs(20));
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-}
-
-fn video_batch(evs: &[crate::domain::event::VideoEvent], from: usize, to: usize) -> Vec<Processed> {
-    (from..to)
-        .map(|i| {
-            rec(
-                "v",
-                0,
-                i as i64,
-                Outcome::Valid(Event::Video(evs[i].clone())),
-            )
-        })
-        .collect()
 }
 
 #[test]
