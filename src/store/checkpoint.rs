@@ -189,13 +189,13 @@ fn copy_log_files(
     let from = files.dir();
     let head = writer.head();
     let mut bytes = 0;
-    for (id, size) in super::eventlog::list_ext(from, files.ext()).map_err(io(from))? {
+    for (id, size) in files.list().map_err(io(from))? {
         if !keep(id) {
             continue;
         }
         let (src, dst) = (
             files.path_of(id),
-            to.join(super::eventlog::file_name_ext(id, files.ext())),
+            to.join(super::eventlog::file_name(id, files.ext())),
         );
         if id == head.file {
             std::fs::copy(&src, &dst).map_err(io(&dst))?;

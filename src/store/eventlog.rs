@@ -112,13 +112,8 @@ impl Head {
     }
 }
 
-/// The name of the event log's file `id`.
-pub fn file_name(id: u64) -> String {
-    file_name_ext(id, EXT)
-}
-
 /// The name of file `id` of a log whose files end in `.ext`.
-pub fn file_name_ext(id: u64, ext: &str) -> String {
+pub fn file_name(id: u64, ext: &str) -> String {
     format!("{id:016x}.{ext}")
 }
 
@@ -129,13 +124,8 @@ fn parse_name(name: &str, ext: &str) -> Option<u64> {
         .flatten()
 }
 
-/// The event log's files in `dir`, by id, with their sizes.
-pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
-    list_ext(dir, EXT)
-}
-
 /// The files of a log in `dir` whose files end in `.ext`, by id, with their sizes.
-pub fn list_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(u64, u64)>> {
+pub fn list(dir: &Path, ext: &str) -> std::io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -192,9 +182,20 @@ impl LogFiles {
         self.ext
     }
 
+    /// This log's files, by id, with their sizes.
+    pub fn list(&self) -> std::io::Result<Vec<(u64, u64)>> {
+        list(&self.dir, self.ext)
+    }
+
+    /// How many files this log has, and their bytes on disk.
+    pub fn on_disk(&self) -> (u64, u64) {
+        let files = self.list().unwrap_or_default();
+        (files.len() as u64, files.iter().map(|(_, b)| b).sum())
+    }
+
     /// The path of file `id`.
     pub fn path_of(&self, id: u64) -> PathBuf {
-        self.dir.join(file_name_ext(id, self.ext))
+        self.dir.join(file_name(id, self.ext))
     }
 
     pub fn dir(&self) -> &Path {
@@ -350,12 +351,7 @@ impl LogWriter {
     /// Cuts the files in `dir` back to `head` (the committed end; `None`: no
     /// batch ever committed to the log) and answers a writer that appends to
     /// a new file, with the files kept.
-    pub fn recover(dir: &Path, head: Option<Head>) -> std::io::Result<(LogWriter, Kept)> {
-        LogWriter::recover_ext(dir, EXT, head)
-    }
-
-    /// [`LogWriter::recover`] for a log whose files end in `.ext`.
-    pub fn recover_ext(
+    pub fn recover(
         dir: &Path,
         ext: &'static str,
         head: Option<Head>,
@@ -363,8 +359,8 @@ impl LogWriter {
         std::fs::create_dir_all(dir)?;
         let mut kept = Vec::new();
         let mut last = head.map_or(0, |h| h.file);
-        for (id, size) in list_ext(dir, ext)? {
-            let path = dir.join(file_name_ext(id, ext));
+        for (id, size) in list(dir, ext)? {
+            let path = dir.join(file_name(id, ext));
             match head {
                 Some(h) if id < h.file => kept.push((id, size)),
                 Some(h) if id == h.file => {
@@ -481,7 +477,7 @@ impl LogWriter {
     }
 
     pub fn path_of(&self, id: u64) -> PathBuf {
-        self.dir.join(file_name_ext(id, self.ext))
+        self.dir.join(file_name(id, self.ext))
     }
 }
 
@@ -507,16 +503,16 @@ mod tests {
         let h = Head { file: 3, len: 99 };
         assert_eq!(Head::decode(&h.encode()), Some(h));
         assert_eq!(Head::decode(&[1, 2]), None);
-        assert_eq!(parse_name(&file_name(0xabc), EXT), Some(0xabc));
+        assert_eq!(parse_name(&file_name(0xabc, EXT), EXT), Some(0xabc));
         assert_eq!(parse_name("x.events", EXT), None);
-        assert_eq!(parse_name(&file_name_ext(7, RUNS_EXT), RUNS_EXT), Some(7));
-        assert_eq!(parse_name(&file_name(7), RUNS_EXT), None);
+        assert_eq!(parse_name(&file_name(7, RUNS_EXT), RUNS_EXT), Some(7));
+        assert_eq!(parse_name(&file_name(7, EXT), RUNS_EXT), None);
     }
 
     #[test]
     fn a_checked_value_reads_back_whole_and_a_changed_byte_is_caught() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, _) = LogWriter::recover_ext(dir.path(), RUNS_EXT, None).unwrap();
+        let (mut w, _) = LogWriter::recover(dir.path(), RUNS_EXT, None).unwrap();
         let a = w.append_checked(b"a journal part").unwrap();
         let b = w.append_checked(b"a pair run").unwrap();
         w.sync().unwrap();
@@ -549,7 +545,7 @@ mod tests {
     #[test]
     fn recovery_cuts_back_to_the_committed_head() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, kept) = LogWriter::recover(dir.path(), None).unwrap();
+        let (mut w, kept) = LogWriter::recover(dir.path(), EXT, None).unwrap();
         assert!(kept.is_empty());
         let a = w.append(b"first").unwrap();
         w.sync().unwrap();
@@ -566,18 +562,18 @@ mod tests {
         assert_eq!((a.file, b.file, c.file), (1, 1, 2));
         drop(w);
 
-        let (w, kept) = LogWriter::recover(dir.path(), Some(committed)).unwrap();
+        let (w, kept) = LogWriter::recover(dir.path(), EXT, Some(committed)).unwrap();
         assert_eq!(kept, vec![(1, 5)]);
         assert_eq!(w.current(), 3, "appends go to a file past every one seen");
-        assert!(!dir.path().join(file_name(2)).exists());
+        assert!(!dir.path().join(file_name(2, EXT)).exists());
         let files = LogFiles::new(dir.path().to_path_buf());
         assert_eq!(files.read(&a).unwrap(), b"first");
         assert!(matches!(files.read(&b), Err(LogReadError::Short { .. })));
         assert!(matches!(files.read(&c), Err(LogReadError::Missing(_))));
 
         // No head: nothing was ever committed.
-        let (_, kept) = LogWriter::recover(dir.path(), None).unwrap();
+        let (_, kept) = LogWriter::recover(dir.path(), EXT, None).unwrap();
         assert!(kept.is_empty());
-        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(list(dir.path(), EXT).unwrap().is_empty());
     }
 }

@@ -431,7 +431,8 @@ impl StoreView {
 /// The ids of the event log's files, each counted as holding more segments
 /// than can be deleted (so that none is removed).
 fn list_ids(files: &eventlog::LogFiles) -> std::collections::BTreeMap<u64, u64> {
-    eventlog::list(files.dir())
+    files
+        .list()
         .unwrap_or_default()
         .into_iter()
         .map(|(id, _)| (id, u64::MAX))
@@ -458,12 +459,11 @@ fn recover_log(
         ),
         None => None,
     };
-    let (log, _) = eventlog::LogWriter::recover_ext(dir, ext, head).map_err(|source| {
-        StoreError::EventLog {
+    let (log, _) =
+        eventlog::LogWriter::recover(dir, ext, head).map_err(|source| StoreError::EventLog {
             path: dir.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     Ok(log)
 }
 
@@ -761,8 +761,7 @@ impl Store {
                 }
             }
         }
-        let dir = self.view.runs.dir();
-        for (id, _) in eventlog::list_ext(dir, eventlog::RUNS_EXT).unwrap_or_default() {
+        for (id, _) in self.view.runs.list().unwrap_or_default() {
             if id >= self.runs.current() || used.contains(&id) {
                 continue;
             }
@@ -825,15 +824,12 @@ impl Store {
 
     /// The runs log's files: how many, and their bytes on disk.
     pub fn runs_files(&self) -> (u64, u64) {
-        let files =
-            eventlog::list_ext(self.view.runs.dir(), eventlog::RUNS_EXT).unwrap_or_default();
-        (files.len() as u64, files.iter().map(|(_, b)| b).sum())
+        self.view.runs.on_disk()
     }
 
     /// The event log's files: how many, and their bytes on disk.
     pub fn event_files(&self) -> (u64, u64) {
-        let files = eventlog::list(self.view.log.dir()).unwrap_or_default();
-        (files.len() as u64, files.iter().map(|(_, b)| b).sum())
+        self.view.log.on_disk()
     }
 
     pub fn path(&self) -> &Path {
@@ -929,20 +925,20 @@ impl Store {
             }
         }
         // Both logs' appends are made durable at once (each sync waits on
-        // the disk: one after the other held the store's thread for both).
+        // the disk: one after the other held the store's thread for both). A
+        // log with nothing appended has nothing to sync.
         let (log, runs_log) = (&mut self.log, &mut self.runs);
-        let (log_synced, runs_synced) = match (segments > 0, runs) {
-            (true, true) => std::thread::scope(|scope| {
+        let (log_synced, runs_synced) = if segments > 0 && runs {
+            std::thread::scope(|scope| {
                 let other = scope.spawn(|| runs_log.sync());
                 let synced = log.sync();
                 let other = other
                     .join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("the runs log's sync panicked")));
                 (synced, other)
-            }),
-            (true, false) => (log.sync(), Ok(())),
-            (false, true) => (Ok(()), runs_log.sync()),
-            (false, false) => (Ok(()), Ok(())),
+            })
+        } else {
+            (log.sync(), runs_log.sync())
         };
         self.log_io(log_synced)?;
         self.runs_io(runs_synced)?;

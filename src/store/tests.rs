@@ -611,7 +611,9 @@ fn segment_bytes(s: &Store) -> u64 {
 
 /// The ids of the event log's files.
 fn log_files(s: &Store) -> Vec<u64> {
-    eventlog::list(s.view.log.dir())
+    s.view
+        .log
+        .list()
         .unwrap()
         .into_iter()
         .map(|(id, _)| id)
@@ -671,14 +673,20 @@ fn segments_live_in_the_event_files_and_a_file_goes_with_its_last_segment() {
     // are cut off when the store opens.
     let log_dir = dir.path().join(eventlog::DIR);
     let last = *files.last().unwrap();
-    let size = |id: u64| std::fs::metadata(log_dir.join(eventlog::file_name(id))).map(|m| m.len());
+    let size = |id: u64| {
+        std::fs::metadata(log_dir.join(eventlog::file_name(id, eventlog::EXT))).map(|m| m.len())
+    };
     let committed = size(last).unwrap();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
-        .open(log_dir.join(eventlog::file_name(last)))
+        .open(log_dir.join(eventlog::file_name(last, eventlog::EXT)))
         .unwrap();
     std::io::Write::write_all(&mut f, b"a segment of a batch never committed").unwrap();
-    std::fs::write(log_dir.join(eventlog::file_name(last + 1)), b"another").unwrap();
+    std::fs::write(
+        log_dir.join(eventlog::file_name(last + 1, eventlog::EXT)),
+        b"another",
+    )
+    .unwrap();
     let mut s = Store::open(dir.path(), 16).unwrap();
     assert_eq!(size(last).unwrap(), committed);
     assert!(size(last + 1).is_err());
@@ -897,7 +905,9 @@ fn batches_written_while_a_rewrite_copies_are_in_the_new_generation() {
 
 /// The ids of the runs log's files.
 fn runs_files(s: &Store) -> Vec<u64> {
-    eventlog::list_ext(s.view.runs.dir(), eventlog::RUNS_EXT)
+    s.view
+        .runs
+        .list()
         .unwrap()
         .into_iter()
         .map(|(id, _)| id)
@@ -1011,7 +1021,7 @@ fn a_torn_runs_append_is_cut_off_and_a_damaged_or_missing_runs_file_is_named_and
     // What a batch that never committed leaves: bytes past the head, a file
     // past it. Both are cut off when the store opens.
     let runs_dir = dir.path().join(eventlog::RUNS_DIR);
-    let path = |id: u64| runs_dir.join(eventlog::file_name_ext(id, eventlog::RUNS_EXT));
+    let path = |id: u64| runs_dir.join(eventlog::file_name(id, eventlog::RUNS_EXT));
     let committed = std::fs::metadata(path(files[0])).unwrap().len();
     let mut f = std::fs::OpenOptions::new()
         .append(true)

@@ -253,7 +253,7 @@ pub const OTHER: &str = "(other)";
 #[derive(Debug, Default)]
 struct Minute {
     /// Each dimension's keys, by [`Dim::index`].
-    by: [FxHashMap<String, QoeSums>; 5],
+    by: [FxHashMap<String, QoeSums>; Dim::ALL.len()],
 }
 
 /// The live windows.
