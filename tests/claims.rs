@@ -267,9 +267,12 @@ fn a_daemon_claiming_through_a_broker_outage_stores_every_record_exactly_once() 
         "{}",
         d.log_text()
     );
-    // Claims were tried while it was down, and settled once it was back.
+    // Claims were tried while it was down, and settled once it was back: a
+    // claim the group holds keeps its records, one it does not is read again
+    // (which of the two depends on when the broker went; the records are
+    // stored once either way, as the check below shows).
     assert!(
-        log.contains("asking whether it landed") && log.contains("whose claim did not land"),
+        log.contains("asking whether it landed") && log.contains("claims settled"),
         "{log}"
     );
     let mut all = first;

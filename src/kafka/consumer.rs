@@ -405,7 +405,15 @@ impl Source {
                     "claim of {} partitions failed ({e}); asking whether it landed",
                     ranges.len()
                 );
-                self.landed_claims(&ranges)
+                let landed = self.landed_claims(&ranges);
+                // A claim whose answer was lost can land before a retry is
+                // refused: the group's commits, not the error, decide.
+                tracing::info!(
+                    "claims settled: the group holds {} of the {} asked about",
+                    landed.len(),
+                    ranges.len()
+                );
+                landed
             }
         };
         for (((t, p), (from, _)), chain) in ranges.iter().zip(chains) {
