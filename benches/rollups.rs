@@ -3,13 +3,15 @@
 //! thread), on 20,000-event batches of the bench's synthetic views. `step`
 //! is the mean spacing of the events' times: 50 ms spreads a batch over about
 //! 17 minutes of event time (as `bench ingest` does: a backfill), 0 puts
-//! every event in one minute (a live stream).
+//! every event in one minute (a live stream). `encode_titles` times the
+//! compactor's writing of those views' titles rows (about a row per view on
+//! a backfill) as chunk parts.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use playpulse::domain::event::Event;
-use playpulse::store::rollup::{deltas_of, Generation, Tuning};
+use playpulse::store::rollup::{chunk, deltas_of, Generation, Sums, Tuning};
 use playpulse::synth::generate::{VideoGen, World};
 
 const BATCH: usize = 20_000;
@@ -74,6 +76,27 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    // The titles rows of the step-50 views, summed by tuple and sorted as a
+    // compaction hands them to the encoder.
+    let data = batches(50);
+    let mut by: std::collections::BTreeMap<[&str; 4], Sums> = Default::default();
+    for e in data.iter().flatten() {
+        if let Event::Video(v) = e {
+            let mut s = Sums::default();
+            s.0[0] = 1;
+            s.0[1] = (v.watch_time_seconds * 1000.0) as u64;
+            s.0[2] = v.rebuffer_ms.unwrap_or(0.0) as u64;
+            s.0[4] = v.startup_time_ms.unwrap_or(0.0) as u64;
+            s.0[8] = v.bitrate_kbps.max(0) as u64 * s.0[1] / 1000;
+            let t = [&*v.video_id, &*v.genre, &*v.region, &*v.resolution];
+            by.entry(t).or_default().add(&s);
+        }
+    }
+    let rows: Vec<([&str; 4], Sums)> = by.into_iter().collect();
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    group.bench_function("encode_titles", |b| {
+        b.iter(|| black_box(chunk::encode(&rows, false)))
+    });
     group.finish();
 }
 

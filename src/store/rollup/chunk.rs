@@ -47,8 +47,10 @@ pub const PART_BYTES: usize = 7 << 10;
 pub fn encode(rows: &[(Tuple<&str>, Sums)], facets: bool) -> Vec<(u32, Vec<u8>)> {
     let limit = PART_BYTES;
     let mut parts = Vec::new();
-    let mut groups: Vec<(&str, Vec<u8>)> = Vec::new();
-    // The rows of the part being filled, for its facets.
+    // The groups of the part being filled (lead, body length), their bodies
+    // end to end, and where its rows start (for its facets).
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    let mut bodies: Vec<u8> = Vec::with_capacity(limit);
     let mut from = 0;
     let mut size = HEAD;
     let mut i = 0;
@@ -60,16 +62,19 @@ pub fn encode(rows: &[(Tuple<&str>, Sums)], facets: bool) -> Vec<(u32, Vec<u8>)>
             total.add(&rows[j].1);
             j += 1;
         }
-        let rest: Vec<([&str; 3], Sums)> = rows[i..j]
-            .iter()
-            .map(|(t, s)| ([t[1], t[2], t[3]], *s))
-            .collect();
-        let body = postcard::to_stdvec(&(total, rest)).unwrap_or_default();
+        let start = bodies.len();
+        write_body(&mut bodies, &total, &rows[i..j]);
+        let body = bodies.len() - start;
         // Room for the facets: at most one entry per row.
-        let n = ENTRY + lead.len() + body.len() + if facets { body.len() } else { 0 };
+        let n = ENTRY + lead.len() + body + if facets { body } else { 0 };
         if !groups.is_empty() && size + n > limit {
-            parts.push(finish(&groups, &facets_of(&rows[from..i], facets)));
+            parts.push(finish(
+                &groups,
+                &bodies[..start],
+                &facets_of(&rows[from..i], facets),
+            ));
             groups.clear();
+            bodies.drain(..start);
             from = i;
             size = HEAD;
         }
@@ -78,13 +83,27 @@ pub fn encode(rows: &[(Tuple<&str>, Sums)], facets: bool) -> Vec<(u32, Vec<u8>)>
         i = j;
     }
     if !groups.is_empty() {
-        parts.push(finish(&groups, &facets_of(&rows[from..], facets)));
+        parts.push(finish(&groups, &bodies, &facets_of(&rows[from..], facets)));
     }
     parts
         .into_iter()
         .enumerate()
         .map(|(p, v)| (p as u32 | GROUPED, v))
         .collect()
+}
+
+/// Appends a group's body as postcard writes `(total, rows)` with each row
+/// `([&str; 3], Sums)`: its values past the lead (what [`Grouped::rows`]
+/// reads), without a list of them built first.
+fn write_body(out: &mut Vec<u8>, total: &Sums, rows: &[(Tuple<&str>, Sums)]) {
+    total.write(out);
+    put_varint(out, rows.len() as u64);
+    for (t, s) in rows {
+        for v in &t[1..] {
+            put_str(out, v);
+        }
+        s.write(out);
+    }
 }
 
 /// The totals of each non-empty value at positions 1..=3 of `rows`.
@@ -106,29 +125,28 @@ fn facets_of<'a>(rows: &[(Tuple<&'a str>, Sums)], on: bool) -> Facets<'a> {
         .collect()
 }
 
-fn finish(groups: &[(&str, Vec<u8>)], facets: &Facets) -> Vec<u8> {
+/// A part: its table, the groups' leads, their bodies (`bodies`, end to
+/// end in the order of `groups`, each of the length it names), the facets.
+fn finish(groups: &[(&str, usize)], bodies: &[u8], facets: &Facets) -> Vec<u8> {
     let table = HEAD + groups.len() * ENTRY;
     let leads: usize = groups.iter().map(|(l, _)| l.len()).sum();
-    let bodies: usize = groups.iter().map(|(_, b)| b.len()).sum();
     let facets = postcard::to_stdvec(facets).unwrap_or_default();
-    let mut v = Vec::with_capacity(table + leads + bodies + facets.len());
+    let mut v = Vec::with_capacity(table + leads + bodies.len() + facets.len());
     v.extend_from_slice(&(groups.len() as u32).to_le_bytes());
-    v.extend_from_slice(&((table + leads + bodies) as u32).to_le_bytes());
+    v.extend_from_slice(&((table + leads + bodies.len()) as u32).to_le_bytes());
     v.extend_from_slice(&(facets.len() as u32).to_le_bytes());
     let (mut lead_at, mut body_at) = (table, table + leads);
     for (l, b) in groups {
-        for x in [lead_at, l.len(), body_at, b.len()] {
+        for x in [lead_at, l.len(), body_at, *b] {
             v.extend_from_slice(&(x as u32).to_le_bytes());
         }
         lead_at += l.len();
-        body_at += b.len();
+        body_at += b;
     }
     for (l, _) in groups {
         v.extend_from_slice(l.as_bytes());
     }
-    for (_, b) in groups {
-        v.extend_from_slice(b);
-    }
+    v.extend_from_slice(bodies);
     v.extend_from_slice(&facets);
     v
 }
@@ -280,4 +298,48 @@ pub fn all_rows<'a>(k: &[u8], v: &'a [u8]) -> Option<Rows<'a>> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn a_body_is_written_as_postcard_writes_its_total_and_rows() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        // Empty values, multi-byte text, and lengths past one varint byte.
+        let words = [
+            "",
+            "US",
+            "1080p",
+            "Drame étranger",
+            &"x".repeat(200),
+            "日本",
+        ];
+        for n in [0usize, 1, 3, 40, 300] {
+            let rows: Vec<(Tuple<&str>, Sums)> = (0..n)
+                .map(|_| {
+                    let mut s = Sums::default();
+                    for v in s.0.iter_mut() {
+                        *v = rng.gen::<u64>() >> rng.gen_range(0..64);
+                    }
+                    let mut w = || words[rng.gen_range(0..words.len())];
+                    let t = ["lead", w(), w(), w()];
+                    (t, s)
+                })
+                .collect();
+            let mut total = Sums::default();
+            for (_, s) in &rows {
+                total.add(s);
+            }
+            let rest: Vec<([&str; 3], Sums)> =
+                rows.iter().map(|(t, s)| ([t[1], t[2], t[3]], *s)).collect();
+            let mut written = b"before".to_vec();
+            write_body(&mut written, &total, &rows);
+            let mut want = b"before".to_vec();
+            want.extend(postcard::to_stdvec(&(total, rest)).unwrap());
+            assert_eq!(written, want, "{n} rows");
+        }
+    }
 }

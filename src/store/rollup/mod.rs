@@ -231,10 +231,35 @@ impl Sums {
         Some((s, bytes.get(at..)?))
     }
 
+    /// Appends these sums as postcard writes them (13 varints): what
+    /// [`Sums::read`] reads. A compaction writes a row per view on a
+    /// backfill; this is several times faster than serde's path.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        for v in self.0 {
+            put_varint(out, v);
+        }
+    }
+
     /// Views started (video cubes) or events (music): what "most" ranks by.
     pub fn weight(&self) -> u64 {
         self.0[slot::VIEWS]
     }
+}
+
+/// Appends `v` as postcard writes a u64 or a length (LEB128: seven bits a
+/// byte, low first, the top bit set on all but the last).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends `s` as postcard writes a string (its length, then its bytes).
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// A row's dimension values: dims (genre, region, resolution, ""), titles

@@ -910,6 +910,9 @@ fn sums_read_as_postcard_reads_them() {
             *v = rng.gen::<u64>() >> rng.gen_range(0..64);
         }
         let mut bytes = postcard::to_stdvec(&s).unwrap();
+        let mut written = Vec::new();
+        s.write(&mut written);
+        assert_eq!(written, bytes, "{s:?}");
         bytes.extend_from_slice(b"rest");
         let (read, rest) = Sums::read(&bytes).unwrap();
         assert_eq!(read, s);
