@@ -1,14 +1,20 @@
 //! Parse + validate throughput on one core (goal ≥ 1.5M events/s for JSON video events):
 //! canonical records (the specialised decoder), reordered keys (the general decoder), legacy lines.
+//! `aggregate_deltas`: what the validator's thread sums next for the store (aggregate and pair
+//! deltas of a 20,000-event batch, `store::prepare::deltas_of`).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use playpulse::config::ValidationConfig;
+use std::sync::Arc;
+
 use playpulse::domain::event::{Event, Kind};
+use playpulse::domain::record::{Outcome, Processed, SourcePos};
 use playpulse::ingest::parse::{parse_payload, Format};
 use playpulse::ingest::validate::Validator;
 use playpulse::ingest::wire;
+use playpulse::store::prepare::deltas_of;
 use playpulse::synth::generate::{VideoGen, World};
 
 fn bench(c: &mut Criterion) {
@@ -60,6 +66,27 @@ fn bench(c: &mut Criterion) {
                     .and_then(|e| v.validate_at(e, now));
                 black_box(ev.is_ok());
             }
+        })
+    });
+    let processed: Vec<Processed> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Processed {
+            pos: SourcePos {
+                topic: Arc::from("bench.video"),
+                partition: (i % 32) as i32,
+                offset: (i / 32) as i64,
+            },
+            origin: None,
+            headers: Default::default(),
+            outcome: Outcome::Valid(Event::Video(e.clone())),
+        })
+        .collect();
+    group.bench_function("aggregate_deltas", |b| {
+        b.iter(|| {
+            black_box(deltas_of(
+                processed.iter().enumerate().map(|(i, r)| (i as u32, r)),
+            ))
         })
     });
     group.finish();

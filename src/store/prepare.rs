@@ -3,6 +3,7 @@
 //! recomputes them in the rare batch that holds redelivered records).
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::keys;
 use super::slots::{self, Layout, Qoe};
@@ -51,18 +52,37 @@ type QoeSlots = [f64; 12];
 /// deltas combine in the events' order, as [`Deltas::add`] would.
 #[derive(Default)]
 struct Summing<'a> {
-    /// By title: its QoE ([`keys::QOE_VIDEO`]).
-    titles: FxHashMap<&'a str, QoeSlots>,
+    /// Each title's number in the batch, and its sums by number: one lookup
+    /// of a title an event adds its QoE and its views by genre and region.
+    title_numbers: FxHashMap<&'a str, u32>,
+    titles: Vec<(&'a str, TitleSums<'a>)>,
     regions: FxHashMap<&'a str, QoeSlots>,
     resolutions: FxHashMap<&'a str, QoeSlots>,
     genres: FxHashMap<&'a str, QoeSlots>,
-    /// Views by (title, genre) and (title, region).
-    title_genres: FxHashMap<(&'a str, &'a str), f64>,
-    title_regions: FxHashMap<(&'a str, &'a str), f64>,
     /// (user, video) pairs ([`slots::PAIR`]): the index of the pair's first
     /// record, and its deltas; and (user, track) pairs ([`slots::MUSIC`]).
     video_pairs: FxHashMap<(&'a str, &'a str), (u32, [f64; 5])>,
     music_pairs: FxHashMap<(&'a str, &'a str), [f64; 6]>,
+}
+
+/// One title's sums in a batch: its QoE ([`keys::QOE_VIDEO`]) and its views
+/// by genre ([`keys::ITEM_GENRE`]) and by region ([`keys::ITEM_REGION`]). A
+/// title has one genre and a few regions in a batch: short lists, no map.
+struct TitleSums<'a> {
+    qoe: QoeSlots,
+    genres: SmallVec<[(&'a str, f64); 1]>,
+    regions: SmallVec<[(&'a str, f64); 4]>,
+}
+
+/// Counts one more under `key` in `list`.
+fn count_in<const N: usize>(list: &mut SmallVec<[(&str, f64); N]>, key: &str) -> bool {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => {
+            *n += 1.0;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Adds `delta` to `key`'s slots in `map` (`delta` itself when new).
@@ -89,9 +109,8 @@ impl<'a> Summing<'a> {
     fn with_capacity(n: usize) -> Summing<'a> {
         let n = n.min(1 << 20);
         Summing {
-            titles: FxHashMap::with_capacity_and_hasher(n / 4, Default::default()),
-            title_genres: FxHashMap::with_capacity_and_hasher(n / 4, Default::default()),
-            title_regions: FxHashMap::with_capacity_and_hasher(n / 2, Default::default()),
+            title_numbers: FxHashMap::with_capacity_and_hasher(n / 4, Default::default()),
+            titles: Vec::with_capacity(n / 4),
             video_pairs: FxHashMap::with_capacity_and_hasher(n, Default::default()),
             ..Summing::default()
         }
@@ -114,18 +133,10 @@ impl<'a> Summing<'a> {
                     }
                 }
                 let q = video_qoe(v, v.implicit_feedback()).slots();
-                sum_into(&mut self.titles, v.video_id.as_str(), slots::QOE, &q);
+                self.title(v.video_id.as_str(), v.genre.as_str(), v.region.as_str(), &q);
                 sum_into(&mut self.regions, v.region.as_str(), slots::QOE, &q);
                 sum_into(&mut self.resolutions, v.resolution.as_str(), slots::QOE, &q);
                 sum_into(&mut self.genres, v.genre.as_str(), slots::QOE, &q);
-                *self
-                    .title_genres
-                    .entry((v.video_id.as_str(), v.genre.as_str()))
-                    .or_default() += 1.0;
-                *self
-                    .title_regions
-                    .entry((v.video_id.as_str(), v.region.as_str()))
-                    .or_default() += 1.0;
             }
             Event::Music(m) => {
                 let mut d = [0.0; 6];
@@ -142,36 +153,78 @@ impl<'a> Summing<'a> {
         }
     }
 
+    /// Adds a view of `title` (of `genre`, in `region`) with QoE `q`.
+    fn title(&mut self, title: &'a str, genre: &'a str, region: &'a str, q: &QoeSlots) {
+        let titles = &mut self.titles;
+        let n = *self.title_numbers.entry(title).or_insert_with(|| {
+            titles.push((
+                title,
+                TitleSums {
+                    qoe: [0.0; 12],
+                    genres: SmallVec::new(),
+                    regions: SmallVec::new(),
+                },
+            ));
+            // A batch holds far fewer titles than u32 counts.
+            (titles.len() - 1) as u32
+        });
+        let Some((_, t)) = self.titles.get_mut(n as usize) else {
+            return;
+        };
+        if t.genres.is_empty() {
+            // A first delta is the delta itself (as [`sum_into`] keeps it).
+            t.qoe = *q;
+        } else {
+            slots::combine(slots::QOE, &mut t.qoe, q);
+        }
+        if !count_in(&mut t.genres, genre) {
+            t.genres.push((genre, 1.0));
+        }
+        if !count_in(&mut t.regions, region) {
+            t.regions.push((region, 1.0));
+        }
+    }
+
     /// The sums under their aggregate keys.
     fn finish(self, into: &mut Deltas) {
-        let distinct = self.titles.len()
+        let distinct = self
+            .titles
+            .iter()
+            .map(|(_, t)| 1 + t.genres.len() + t.regions.len())
+            .sum::<usize>()
             + self.regions.len()
             + self.resolutions.len()
             + self.genres.len()
-            + self.title_genres.len()
-            + self.title_regions.len()
             + self.music_pairs.len();
         into.map.reserve(distinct);
         let map = &mut into.map;
         let mut put = |prefix: &[u8], parts: &[&[u8]], v: &[f64]| {
             map.insert(keys::join(prefix, parts), v.to_vec());
         };
+        for (title, t) in &self.titles {
+            put(keys::QOE_VIDEO, &[title.as_bytes()], &t.qoe);
+            for (genre, n) in &t.genres {
+                put(
+                    keys::ITEM_GENRE,
+                    &[title.as_bytes(), genre.as_bytes()],
+                    &[*n],
+                );
+            }
+            for (region, n) in &t.regions {
+                put(
+                    keys::ITEM_REGION,
+                    &[title.as_bytes(), region.as_bytes()],
+                    &[*n],
+                );
+            }
+        }
         for (prefix, sums) in [
-            (keys::QOE_VIDEO, &self.titles),
             (keys::QOE_REGION, &self.regions),
             (keys::QOE_RESOLUTION, &self.resolutions),
             (keys::GENRE, &self.genres),
         ] {
             for (k, v) in sums {
                 put(prefix, &[k.as_bytes()], v);
-            }
-        }
-        for (prefix, counts) in [
-            (keys::ITEM_GENRE, &self.title_genres),
-            (keys::ITEM_REGION, &self.title_regions),
-        ] {
-            for ((a, b), n) in counts {
-                put(prefix, &[a.as_bytes(), b.as_bytes()], &[*n]);
             }
         }
         for ((u, t), v) in &self.music_pairs {
@@ -339,6 +392,59 @@ mod tests {
     use super::*;
     use crate::domain::reject::Rejection;
     use crate::store::pairs::tests::records;
+
+    #[test]
+    fn a_titles_qoe_and_views_by_genre_and_region_sum_as_one_key_at_a_time_would() {
+        // 40 titles over 3,000 views: each title in every region (past the
+        // short list's inline room), and some titles under a second genre.
+        let mut rs = records(3_000);
+        for (i, r) in rs.iter_mut().enumerate() {
+            if let Outcome::Valid(Event::Video(v)) = &mut r.outcome {
+                if i % 7 == 0 {
+                    v.genre = "Other genre".into();
+                }
+            }
+        }
+        let got = deltas_of(rs.iter().enumerate().map(|(i, r)| (i as u32, r)));
+        let mut want = Deltas::default();
+        for r in &rs {
+            let Outcome::Valid(Event::Video(v)) = &r.outcome else {
+                unreachable!()
+            };
+            let t = v.video_id.as_bytes();
+            let q = video_qoe(v, v.implicit_feedback()).slots();
+            want.add(keys::QOE_VIDEO, &[t], slots::QOE, &q);
+            want.add(
+                keys::ITEM_GENRE,
+                &[t, v.genre.as_bytes()],
+                slots::COUNT,
+                &[1.0],
+            );
+            want.add(
+                keys::ITEM_REGION,
+                &[t, v.region.as_bytes()],
+                slots::COUNT,
+                &[1.0],
+            );
+        }
+        let of = |d: &Deltas| {
+            let mut v: Vec<(Vec<u8>, Vec<f64>)> = d
+                .map
+                .iter()
+                .filter(|(k, _)| {
+                    [keys::QOE_VIDEO, keys::ITEM_GENRE, keys::ITEM_REGION]
+                        .iter()
+                        .any(|p| k.starts_with(p))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let (got, want) = (of(&got), of(&want));
+        assert!(want.len() > 40 * 5, "{} keys", want.len());
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn a_batch_encodes_each_valid_event_as_alone_and_a_rejected_one_as_nothing() {
