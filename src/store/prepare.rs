@@ -67,7 +67,9 @@ struct Summing<'a> {
 
 /// One title's sums in a batch: its QoE ([`keys::QOE_VIDEO`]) and its views
 /// by genre ([`keys::ITEM_GENRE`]) and by region ([`keys::ITEM_REGION`]). A
-/// title has one genre and a few regions in a batch: short lists, no map.
+/// title has one genre and a few regions in a batch: short lists, no map
+/// (validation keeps both to the configured `validation.genres` and
+/// `validation.regions`, so a list is never longer than those).
 struct TitleSums<'a> {
     qoe: QoeSlots,
     genres: SmallVec<[(&'a str, f64); 1]>,
