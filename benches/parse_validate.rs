@@ -7,8 +7,6 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use playpulse::config::ValidationConfig;
-use std::sync::Arc;
-
 use playpulse::domain::event::{Event, Kind};
 use playpulse::domain::record::{Outcome, Processed, SourcePos};
 use playpulse::ingest::parse::{parse_payload, Format};
@@ -71,15 +69,11 @@ fn bench(c: &mut Criterion) {
     let processed: Vec<Processed> = events
         .iter()
         .enumerate()
-        .map(|(i, e)| Processed {
-            pos: SourcePos {
-                topic: Arc::from("bench.video"),
-                partition: (i % 32) as i32,
-                offset: (i / 32) as i64,
-            },
-            origin: None,
-            headers: Default::default(),
-            outcome: Outcome::Valid(Event::Video(e.clone())),
+        .map(|(i, e)| {
+            Processed::at(
+                SourcePos::new("bench.video", (i % 32) as i32, (i / 32) as i64),
+                Outcome::Valid(Event::Video(e.clone())),
+            )
         })
         .collect();
     group.bench_function("aggregate_deltas", |b| {

@@ -14,6 +14,17 @@ pub struct SourcePos {
     pub offset: i64,
 }
 
+impl SourcePos {
+    /// `topic`/`partition`@`offset`.
+    pub fn new(topic: &str, partition: i32, offset: i64) -> SourcePos {
+        SourcePos {
+            topic: Arc::from(topic),
+            partition,
+            offset,
+        }
+    }
+}
+
 /// One record as consumed.
 #[derive(Debug, Clone)]
 pub struct RawRecord {
@@ -73,4 +84,18 @@ pub struct Processed {
     pub origin: Option<String>,
     pub headers: FormatHeaders,
     pub outcome: Outcome,
+}
+
+impl Processed {
+    /// The record at `pos` with `outcome`, of no named source and sent
+    /// without format headers (what the store reads back of itself, and
+    /// what tests and benches make).
+    pub fn at(pos: SourcePos, outcome: Outcome) -> Processed {
+        Processed {
+            pos,
+            origin: None,
+            headers: FormatHeaders::default(),
+            outcome,
+        }
+    }
 }

@@ -135,30 +135,19 @@ impl Store {
         for item in self.view.event_log() {
             let e = item?;
             events += 1;
-            chunk.push(Processed {
-                pos: e.pos,
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Valid(e.event),
-            });
+            chunk.push(Processed::at(e.pos, Outcome::Valid(e.event)));
             if chunk.len() == chunk.capacity() {
                 flush(&mut chunk, &mut st);
             }
         }
         for d in self.view.dead_letters()? {
-            chunk.push(Processed {
-                pos: crate::domain::record::SourcePos {
-                    topic: d.topic.as_str().into(),
-                    partition: d.partition,
-                    offset: d.offset,
-                },
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Rejected {
+            chunk.push(Processed::at(
+                crate::domain::record::SourcePos::new(&d.topic, d.partition, d.offset),
+                Outcome::Rejected {
                     rejection: d.rejection,
                     raw: Vec::new(),
                 },
-            });
+            ));
             if chunk.len() == chunk.capacity() {
                 flush(&mut chunk, &mut st);
             }

@@ -341,16 +341,14 @@ mod tests {
     }
 
     fn valid(offset: i64, ev: Event) -> Processed {
-        Processed {
-            pos: SourcePos {
+        Processed::at(
+            SourcePos {
                 topic: "t".into(),
                 partition: 0,
                 offset,
             },
-            origin: None,
-            headers: Default::default(),
-            outcome: Outcome::Valid(ev),
-        }
+            Outcome::Valid(ev),
+        )
     }
 
     fn video(offset: i64) -> Processed {

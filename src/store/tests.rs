@@ -18,16 +18,7 @@ fn apply(
 }
 
 fn rec(topic: &str, partition: i32, offset: i64, outcome: Outcome) -> Processed {
-    Processed {
-        pos: SourcePos {
-            topic: Arc::from(topic),
-            partition,
-            offset,
-        },
-        origin: None,
-        headers: Default::default(),
-        outcome,
-    }
+    Processed::at(SourcePos::new(topic, partition, offset), outcome)
 }
 
 fn videos(n: usize) -> Vec<crate::domain::event::VideoEvent> {

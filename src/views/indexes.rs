@@ -271,7 +271,7 @@ impl Indexes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::record::{FormatHeaders, SourcePos};
+    use crate::domain::record::SourcePos;
     use crate::synth::generate::{VideoGen, World};
     use crate::views::trending::TrendingItem;
 
@@ -281,16 +281,10 @@ mod tests {
             .map(|i| {
                 let mut v = g.next_event();
                 v.video_id = video.into();
-                Processed {
-                    pos: SourcePos {
-                        topic: Arc::from("views"),
-                        partition: 0,
-                        offset: i as i64,
-                    },
-                    origin: None,
-                    headers: FormatHeaders::default(),
-                    outcome: Outcome::Valid(Event::Video(v)),
-                }
+                Processed::at(
+                    SourcePos::new("views", 0, i as i64),
+                    Outcome::Valid(Event::Video(v)),
+                )
             })
             .collect()
     }
@@ -335,16 +329,7 @@ mod tests {
     }
 
     fn at(offset: usize, e: Event) -> Processed {
-        Processed {
-            pos: SourcePos {
-                topic: Arc::from("music"),
-                partition: 0,
-                offset: offset as i64,
-            },
-            origin: None,
-            headers: FormatHeaders::default(),
-            outcome: Outcome::Valid(e),
-        }
+        Processed::at(SourcePos::new("music", 0, offset as i64), Outcome::Valid(e))
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! kind (p50/p99), in one JSON line.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -94,15 +93,11 @@ pub fn run(args: &AnalyticsBenchArgs) -> Result<AnalyticsBenchReport, AnalyticsB
     while written < args.events {
         let n = (args.events - written).min(20_000);
         let records: Vec<Processed> = (0..n)
-            .map(|i| Processed {
-                pos: SourcePos {
-                    topic: Arc::from("bench.video"),
-                    partition: 0,
-                    offset: offset + i as i64,
-                },
-                origin: None,
-                headers: Default::default(),
-                outcome: Outcome::Valid(Event::Video(gen.next_event())),
+            .map(|i| {
+                Processed::at(
+                    SourcePos::new("bench.video", 0, offset + i as i64),
+                    Outcome::Valid(Event::Video(gen.next_event())),
+                )
             })
             .collect();
         store.apply("bench", prepare_with(records, &tuning))?;

@@ -17,15 +17,11 @@ type Row = (String, String, u64, u64, String);
 pub(crate) fn records(n: usize) -> Vec<Processed> {
     let mut g = VideoGen::new(World::new(60, 40, 5), 5, 1_735_689_600_000, 50);
     (0..n)
-        .map(|i| Processed {
-            pos: SourcePos {
-                topic: Arc::from("v"),
-                partition: (i % 2) as i32,
-                offset: (i / 2) as i64,
-            },
-            origin: None,
-            headers: Default::default(),
-            outcome: Outcome::Valid(Event::Video(g.next_event())),
+        .map(|i| {
+            Processed::at(
+                SourcePos::new("v", (i % 2) as i32, (i / 2) as i64),
+                Outcome::Valid(Event::Video(g.next_event())),
+            )
         })
         .collect()
 }

@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -40,15 +39,11 @@ fn apply(s: &mut Store, first_offset: i64, evs: &[VideoEvent]) {
 fn records(first_offset: i64, evs: &[VideoEvent]) -> Vec<Processed> {
     evs.iter()
         .enumerate()
-        .map(|(i, v)| Processed {
-            pos: SourcePos {
-                topic: Arc::from("v"),
-                partition: 0,
-                offset: first_offset + i as i64,
-            },
-            origin: None,
-            headers: Default::default(),
-            outcome: Outcome::Valid(Event::Video(v.clone())),
+        .map(|(i, v)| {
+            Processed::at(
+                SourcePos::new("v", 0, first_offset + i as i64),
+                Outcome::Valid(Event::Video(v.clone())),
+            )
         })
         .collect()
 }

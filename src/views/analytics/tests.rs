@@ -1,6 +1,5 @@
 use super::*;
 use crate::domain::record::SourcePos;
-use std::sync::Arc;
 
 fn view(min: i64, video: &str, region: &str, watch_s: f64) -> VideoEvent {
     VideoEvent {
@@ -23,16 +22,7 @@ fn view(min: i64, video: &str, region: &str, watch_s: f64) -> VideoEvent {
 }
 
 fn rec(v: VideoEvent) -> Processed {
-    Processed {
-        pos: SourcePos {
-            topic: Arc::from("t"),
-            partition: 0,
-            offset: 0,
-        },
-        origin: None,
-        headers: Default::default(),
-        outcome: Outcome::Valid(Event::Video(v)),
-    }
+    Processed::at(SourcePos::new("t", 0, 0), Outcome::Valid(Event::Video(v)))
 }
 
 #[test]
