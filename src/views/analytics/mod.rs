@@ -323,43 +323,58 @@ impl Analytics {
             }
         }
         let future_from = now_ms.saturating_add(i64::from(self.cfg.future_skew_seconds) * 1000);
-        for v in views {
-            if v.timestamp_ms > future_from {
-                self.future_events += 1;
-                continue;
-            }
-            self.add_view(v);
-        }
+        let before = views.len();
+        views.retain(|v| v.timestamp_ms <= future_from);
+        self.future_events += (before - views.len()) as u64;
+        self.add_views(&views);
         let keep_from = minute_of(now_ms) - i64::from(self.cfg.retention_minutes) * MINUTE_MS;
         self.pipeline = self.pipeline.split_off(&keep_from);
     }
 
-    fn add_view(&mut self, v: &VideoEvent) {
-        let m = minute_of(v.timestamp_ms);
-        if m < self.horizon() {
-            self.late_events += 1;
-            return;
-        }
+    /// Adds views in their order, a run of one minute at a time: the
+    /// minute and the horizon are looked up once a run (a batch's views
+    /// fall in a minute or two), as adding them one by one would decide.
+    fn add_views(&mut self, views: &[&VideoEvent]) {
         let max_keys = self.cfg.max_keys;
-        let minute = self.events.entry(m).or_default();
-        for dim in Dim::ALL {
-            let keys = &mut minute.by[dim.index()];
-            let key = dim.key_of(v);
-            if let Some(s) = keys.get_mut(key) {
-                s.add_view(v);
+        let mut rest = views;
+        while let Some(first) = rest.first() {
+            let m = minute_of(first.timestamp_ms);
+            let run = rest
+                .iter()
+                .position(|v| minute_of(v.timestamp_ms) != m)
+                .unwrap_or(rest.len());
+            let (same, next) = rest.split_at(run);
+            rest = next;
+            // The horizon moves only when a newer minute comes: never
+            // within a run, so its views are all late or none is.
+            if m < self.horizon() {
+                self.late_events += same.len() as u64;
                 continue;
             }
-            let key = if keys.len() < max_keys { key } else { OTHER };
-            keys.entry(key.to_string()).or_default().add_view(v);
-        }
-        let horizon = self.horizon();
-        if self
-            .events
-            .keys()
-            .next()
-            .is_some_and(|&first| first < horizon)
-        {
-            self.events = self.events.split_off(&horizon);
+            let minute = self.events.entry(m).or_default();
+            for v in same {
+                let mut one = QoeSums::default();
+                one.add_view(v);
+                for dim in Dim::ALL {
+                    let keys = &mut minute.by[dim.index()];
+                    let key = dim.key_of(v);
+                    if let Some(s) = keys.get_mut(key) {
+                        s.merge(&one);
+                        continue;
+                    }
+                    let key = if keys.len() < max_keys { key } else { OTHER };
+                    keys.entry(key.to_string()).or_default().merge(&one);
+                }
+            }
+            let horizon = self.horizon();
+            if self
+                .events
+                .keys()
+                .next()
+                .is_some_and(|&first| first < horizon)
+            {
+                self.events = self.events.split_off(&horizon);
+            }
         }
     }
 

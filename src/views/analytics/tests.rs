@@ -108,6 +108,61 @@ fn windows_by_minute_with_bounded_memory() {
     assert_eq!(a.late_events, 1);
 }
 
+/// A batch's views count as they would one batch each: the same windows,
+/// keys past `max_keys` under `(other)`, late and future events, whatever
+/// the order of their minutes.
+#[test]
+fn a_batch_counts_its_views_as_one_batch_each_would() {
+    let cfg = AnalyticsConfig {
+        retention_minutes: 4,
+        max_keys: 3,
+        ..AnalyticsConfig::default()
+    };
+    let now = 1_767_225_600_000 + 40 * MINUTE_MS;
+    // Minutes going back and forth, a jump that makes earlier ones late,
+    // one 20 h ahead of the clock, five videos over three keys.
+    let minutes = [0, 0, 1, 0, 2, 2, 9, 1, 5, 9, 9, 1200, 6, 10, 3, 10, 10, 7];
+    let views: Vec<VideoEvent> = minutes
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| {
+            let region = ["US", "DE", "BR"][i % 3];
+            let mut v = view(m, &format!("v{}", i % 5), region, (i * 7 % 50) as f64);
+            v.rebuffer_ms = Some((i * 13 % 900) as f64);
+            v.skipped = i % 4 == 0;
+            v
+        })
+        .collect();
+    let batch: Vec<Processed> = views.iter().cloned().map(rec).collect();
+    let mut fresh = vec![true; batch.len()];
+    fresh[4] = false;
+    let mut whole = Analytics::new(cfg.clone());
+    whole.observe(&batch, &fresh, now);
+    let mut one_by_one = Analytics::new(cfg);
+    for (r, f) in batch.iter().zip(&fresh) {
+        one_by_one.observe(std::slice::from_ref(r), &[*f], now);
+    }
+    assert_eq!(
+        (whole.late_events, whole.future_events),
+        (one_by_one.late_events, one_by_one.future_events)
+    );
+    assert!(whole.late_events > 0 && whole.future_events == 1);
+    assert_eq!(whole.size(), one_by_one.size());
+    assert_eq!(whole.latest_minute(), one_by_one.latest_minute());
+    for dim in Dim::ALL {
+        assert_eq!(
+            whole.summary(dim, 60, 100),
+            one_by_one.summary(dim, 60, 100)
+        );
+        for (key, _) in whole.summary(dim, 60, 100) {
+            assert_eq!(
+                whole.series(dim, &key, 60),
+                one_by_one.series(dim, &key, 60)
+            );
+        }
+    }
+}
+
 #[test]
 fn rejections_count_by_reason_and_latency_quantiles() {
     let mut a = Analytics::default();
