@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::domain::event::Domain;
+use crate::domain::event::{Domain, Name};
 use crate::ml::config::ModelsConfig;
 use crate::ml::item_fold::ItemFold;
 use crate::ml::live::{self, ChampionSolver, FoldResult, PairRows};
@@ -61,7 +61,7 @@ struct Worker {
     member: Option<String>,
     /// The last batch that changed each user's pairs (the users held, and
     /// those of the rounds since).
-    last_batch: FxHashMap<String, u64>,
+    last_batch: FxHashMap<Name, u64>,
     /// The group's publisher, told each round's users (none: no group).
     share: Option<crate::cluster::UserFeed>,
     /// Set once the store's actor has dropped its sender (the daemon stops):
@@ -232,8 +232,15 @@ impl Worker {
             mut oldest,
             batches,
         } = round;
+        // Until a first champion serves, no user is held and nothing is
+        // noted: the first champion refolds the users it finds held with no
+        // note (none then), so notes taken before it would be dropped
+        // unread. (A champion, once set, is only ever replaced.)
+        let Some(champion) = self.serving.get() else {
+            return Flow::Go;
+        };
         for c in &changes {
-            match self.last_batch.get_mut(&c.user) {
+            match self.last_batch.get_mut(c.user.as_str()) {
                 Some(b) => *b = (*b).max(c.seq),
                 None => {
                     self.last_batch.insert(c.user.clone(), c.seq);
@@ -243,11 +250,8 @@ impl Worker {
         if self.last_batch.len() > 2 * self.max_users.max(1) {
             // Bounded: only the users held need it.
             let held: FxHashSet<String> = self.serving.live().user_ids().into_iter().collect();
-            self.last_batch.retain(|u, _| held.contains(u));
+            self.last_batch.retain(|u, _| held.contains(u.as_str()));
         }
-        let Some(champion) = self.serving.get() else {
-            return Flow::Go;
-        };
         if self.solver.as_ref().map(|s| s.model) != Some(champion.id) {
             // A new champion (or the first since the start): the users held
             // against the one before, and those recorded as folded against
@@ -259,10 +263,14 @@ impl Worker {
             let held = self.serving.live().user_ids();
             let mut again: FxHashSet<String> = held
                 .into_iter()
-                .filter(|u| self.last_batch.get(u).is_none_or(|b| *b >= covered))
+                .filter(|u| {
+                    self.last_batch
+                        .get(u.as_str())
+                        .is_none_or(|b| *b >= covered)
+                })
                 .collect();
             self.last_batch
-                .retain(|u, b| *b >= covered && again.contains(u));
+                .retain(|u, b| *b >= covered && again.contains(u.as_str()));
             match self.view.folded_users(champion.id) {
                 Ok(stored) => again.extend(stored),
                 Err(e) => tracing::warn!("cannot read the users folded in before: {e}"),
@@ -521,8 +529,8 @@ impl Round {
     fn take(&mut self, t: Touched) {
         self.oldest = Some(self.oldest.map_or(t.committed, |o| o.min(t.committed)));
         for c in &t.changes {
-            if !self.users.contains(&c.user) {
-                self.users.insert(c.user.clone());
+            if !self.users.contains(c.user.as_str()) {
+                self.users.insert(c.user.to_string());
             }
         }
         self.changes.extend(t.changes);

@@ -192,10 +192,14 @@ impl Publisher {
             self.through = self.through.max(c.seq + 1);
             match c.agg {
                 PairChangeAgg::Video(_) => {
-                    self.video.entry(c.user).or_default().insert(c.item);
+                    self.video
+                        .entry(c.user.into_string())
+                        .or_default()
+                        .insert(c.item.into_string());
                 }
                 PairChangeAgg::Music(a) => {
-                    self.music.insert((c.user, c.item), a);
+                    self.music
+                        .insert((c.user.into_string(), c.item.into_string()), a);
                 }
             }
         }

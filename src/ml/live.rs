@@ -763,7 +763,7 @@ impl PairRows {
         change: &PairChange,
         music_weights: [f64; 5],
     ) {
-        let Some(held) = self.users.get_mut(&change.user) else {
+        let Some(held) = self.users.get_mut(change.user.as_str()) else {
             return;
         };
         let Some(row) = item_row(c, items, &change.item) else {

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::domain::event::Event;
+use crate::domain::event::{Event, Name};
 use crate::domain::record::{Outcome, Processed};
 
 pub use prepare::{prepare, prepare_with, Prepared};
@@ -162,8 +162,8 @@ pub struct Committed {
 /// first it does not reflect: [`pairs::UserPairs::upto`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairChange {
-    pub user: String,
-    pub item: String,
+    pub user: Name,
+    pub item: Name,
     pub agg: PairChangeAgg,
     pub seq: u64,
 }
@@ -973,8 +973,8 @@ impl Store {
         let mut pairs = Vec::with_capacity(p.pairs.len());
         for (user, item, delta) in p.pair_deltas() {
             pairs.push(PairChange {
-                user: user.to_string(),
-                item: item.to_string(),
+                user: user.into(),
+                item: item.into(),
                 agg: PairChangeAgg::Video(PairAgg::from_slots(delta)),
                 seq,
             });
@@ -986,8 +986,8 @@ impl Store {
                 if let (Some((user, item)), Some(agg)) = (keys::split_pair(rest), held) {
                     let agg = PairChangeAgg::Music(agg);
                     pairs.push(PairChange {
-                        user,
-                        item,
+                        user: user.into(),
+                        item: item.into(),
                         agg,
                         seq,
                     });
