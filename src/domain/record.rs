@@ -29,7 +29,8 @@ impl SourcePos {
 #[derive(Debug, Clone)]
 pub struct RawRecord {
     pub pos: SourcePos,
-    pub payload: Vec<u8>,
+    /// Its slice of the batch's payload buffer (see `kafka::payloads`).
+    pub payload: bytes::Bytes,
     /// `pp-format` header.
     pub format: Option<String>,
     /// `pp-columns` header.
@@ -52,7 +53,6 @@ impl RawRecord {
         let size = self.payload.len();
         if size > limit {
             self.payload.truncate(OVERSIZED_KEPT_BYTES.min(limit));
-            self.payload.shrink_to_fit();
             self.oversized = Some((size, limit));
         }
     }

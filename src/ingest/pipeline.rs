@@ -22,7 +22,8 @@ pub struct Parsed {
     /// The record's format headers, kept so a dead letter can be replayed as it came.
     pub headers: FormatHeaders,
     pub result: Result<Event, Rejection>,
-    pub raw: Vec<u8>,
+    /// Its slice of the batch's payload buffer: copied out only if rejected.
+    pub raw: bytes::Bytes,
 }
 
 /// Parses one raw record.
@@ -72,12 +73,12 @@ pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
                     Ok(()) => Outcome::Valid(ev),
                     Err(rejection) => Outcome::Rejected {
                         rejection,
-                        raw: p.raw,
+                        raw: p.raw.to_vec(),
                     },
                 },
                 Err(rejection) => Outcome::Rejected {
                     rejection,
-                    raw: p.raw,
+                    raw: p.raw.to_vec(),
                 },
             };
             Processed {

@@ -20,6 +20,7 @@ mod context;
 mod embedded;
 mod group;
 mod orphan;
+mod payloads;
 mod producer;
 mod topics;
 mod watermarks;
