@@ -900,8 +900,10 @@ impl Store {
         let write_ms = crate::domain::timefmt::now_ms();
         let (mut segments, mut segment_bytes) = (0u64, 0u64);
         let mut files: Vec<(u64, u64)> = Vec::new();
-        self.log.roll_past(self.log_roll, write_ms);
-        self.runs.roll_past(self.runs_roll, write_ms);
+        let rolled = self.log.roll_past(self.log_roll, write_ms);
+        self.log_io(rolled)?;
+        let rolled = self.runs.roll_past(self.runs_roll, write_ms);
+        self.runs_io(rolled)?;
         let mut runs = false;
         for (k, v) in registration.iter().chain(&p.writes) {
             if k.starts_with(keys::EVENT) {
