@@ -17,8 +17,9 @@ use crate::domain::record::{RawRecord, SourcePos};
 /// Buffers kept for the batches to come: the parser fills one while the
 /// batches before it are validated and stored.
 const POOLED: usize = 4;
-/// A buffer grown past this (a batch of very large records) is freed, not kept.
-const POOLED_MAX_BYTES: usize = 64 << 20;
+/// A buffer grown past this (a batch of very large records) is freed, not
+/// kept: idle buffers hold at most 64 MiB.
+const POOLED_MAX_BYTES: usize = 16 << 20;
 
 /// Payload buffers whose batches are done with them.
 #[derive(Debug, Default)]
