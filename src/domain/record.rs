@@ -29,8 +29,7 @@ impl SourcePos {
 #[derive(Debug, Clone)]
 pub struct RawRecord {
     pub pos: SourcePos,
-    /// Its slice of the batch's payload buffer (see `kafka::payloads`).
-    pub payload: bytes::Bytes,
+    pub payload: Vec<u8>,
     /// `pp-format` header.
     pub format: Option<String>,
     /// `pp-columns` header.
@@ -53,6 +52,7 @@ impl RawRecord {
         let size = self.payload.len();
         if size > limit {
             self.payload.truncate(OVERSIZED_KEPT_BYTES.min(limit));
+            self.payload.shrink_to_fit();
             self.oversized = Some((size, limit));
         }
     }

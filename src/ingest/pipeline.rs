@@ -22,8 +22,7 @@ pub struct Parsed {
     /// The record's format headers, kept so a dead letter can be replayed as it came.
     pub headers: FormatHeaders,
     pub result: Result<Event, Rejection>,
-    /// Its slice of the batch's payload buffer: copied out only if rejected.
-    pub raw: bytes::Bytes,
+    pub raw: Vec<u8>,
 }
 
 /// Parses one raw record.
@@ -73,12 +72,12 @@ pub fn validate_batch(v: &Validator, parsed: Vec<Parsed>) -> Vec<Processed> {
                     Ok(()) => Outcome::Valid(ev),
                     Err(rejection) => Outcome::Rejected {
                         rejection,
-                        raw: p.raw.to_vec(),
+                        raw: p.raw,
                     },
                 },
                 Err(rejection) => Outcome::Rejected {
                     rejection,
-                    raw: p.raw.to_vec(),
+                    raw: p.raw,
                 },
             };
             Processed {

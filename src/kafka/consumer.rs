@@ -9,16 +9,15 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::KafkaConfig;
 use super::context::StoreSeekContext;
 use super::group::{group_commits, Claims, Membership, COMMITTED_TIMEOUT};
 use super::orphan::{waiting, OrphanWatch};
-use super::payloads::{Batch, PayloadPool};
 use super::*;
-use crate::domain::record::RawRecord;
+use crate::domain::record::{RawRecord, SourcePos};
 use crate::ingest::pipeline::Ownership;
 use crate::store::StoreView;
 
@@ -41,8 +40,6 @@ pub struct Source {
     subscription: Vec<String>,
     /// Notices a group that settled with this member's share unassigned.
     orphan: OrphanWatch,
-    /// The buffers batches copy their payloads into.
-    payloads: Arc<PayloadPool>,
 }
 
 /// How long a debt recovery may go without reading a record.
@@ -55,6 +52,42 @@ struct Recovery {
     until: HashMap<(String, i32), i64>,
     read: u64,
     last_progress: Instant,
+}
+
+/// Builds a raw record from a consumed message (topic names shared per batch).
+fn raw_record(m: &BorrowedMessage<'_>, topics: &mut Vec<Arc<str>>) -> RawRecord {
+    let topic = match topics.iter().find(|t| ***t == *m.topic()) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(m.topic());
+            topics.push(t.clone());
+            t
+        }
+    };
+    let (mut format, mut columns, mut origin) = (None, None, None);
+    if let Some(hs) = m.headers() {
+        for h in hs.iter() {
+            match h.key {
+                crate::ingest::parse::HEADER_FORMAT => format = header_str(&h),
+                crate::ingest::parse::HEADER_COLUMNS => columns = header_str(&h),
+                crate::ingest::parse::HEADER_SOURCE => origin = header_str(&h),
+                _ => {}
+            }
+        }
+    }
+    RawRecord {
+        pos: SourcePos {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+        },
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        format,
+        columns,
+        origin,
+        kafka_ts_ms: m.timestamp().to_millis(),
+        oversized: None,
+    }
 }
 
 impl Recovery {
@@ -115,9 +148,10 @@ impl Recovery {
     }
 
     /// Up to `max` owed records (waits up to `linger` for the first).
-    fn poll(&mut self, max: usize, linger: Duration, pool: &Arc<PayloadPool>) -> Vec<RawRecord> {
+    fn poll(&mut self, max: usize, linger: Duration) -> Vec<RawRecord> {
         let deadline = Instant::now() + linger;
-        let mut out = Batch::new(pool, 0);
+        let mut out = Vec::new();
+        let mut topics: Vec<Arc<str>> = Vec::new();
         while out.len() < max && !self.until.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.consumer.poll(left) {
@@ -127,7 +161,7 @@ impl Recovery {
                         continue;
                     };
                     if m.offset() < to {
-                        out.push(&m);
+                        out.push(raw_record(&m, &mut topics));
                     }
                     if m.offset() + 1 >= to {
                         self.until.remove(&key);
@@ -169,8 +203,14 @@ impl Recovery {
             );
             self.until.clear();
         }
-        out.finish()
+        out
     }
+}
+
+fn header_str(h: &Header<'_, &[u8]>) -> Option<String> {
+    h.value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
 }
 
 impl Source {
@@ -248,7 +288,6 @@ impl Source {
             recovery,
             subscription: subs,
             orphan: OrphanWatch::default(),
-            payloads: Arc::default(),
         })
     }
 
@@ -266,7 +305,7 @@ impl Source {
 
     fn next_records(&mut self, max: usize, linger: Duration) -> Vec<RawRecord> {
         if let Some(r) = &mut self.recovery {
-            let out = r.poll(max, linger, &self.payloads);
+            let out = r.poll(max, linger);
             self.claims
                 .recovered
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -472,7 +511,8 @@ impl Source {
     /// buffered until `max` or `linger` runs out.
     fn poll_batch(&self, max: usize, linger: Duration) -> Vec<RawRecord> {
         let deadline = Instant::now() + linger;
-        let mut out = Batch::new(&self.payloads, max.min(65_536));
+        let mut out = Vec::with_capacity(max.min(65_536));
+        let mut topics: Vec<Arc<str>> = Vec::new();
         let mut revocations = self.revocations.load(Ordering::SeqCst);
         while out.len() < max {
             // One clock read a record: the deadline ends a batch that has records.
@@ -493,7 +533,7 @@ impl Source {
                 revocations = now_revoked;
                 if let Ok(a) = self.assignment.lock() {
                     let before = out.len();
-                    out.retain(|r| {
+                    out.retain(|r: &RawRecord| {
                         a.iter()
                             .any(|(t, p)| *p == r.pos.partition && t.as_str() == &*r.pos.topic)
                     });
@@ -506,7 +546,7 @@ impl Source {
                 }
             }
             match polled {
-                Some(Ok(m)) => out.push(&m),
+                Some(Ok(m)) => out.push(raw_record(&m, &mut topics)),
                 Some(Err(e)) => {
                     tracing::warn!("consume error: {e}");
                     if out.is_empty() && Instant::now() >= deadline {
@@ -520,7 +560,7 @@ impl Source {
                 }
             }
         }
-        out.finish()
+        out
     }
 
     /// Commits next offsets after their durable write (when the group's brokers

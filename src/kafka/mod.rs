@@ -20,7 +20,6 @@ mod context;
 mod embedded;
 mod group;
 mod orphan;
-mod payloads;
 mod producer;
 mod topics;
 mod watermarks;
