@@ -282,6 +282,12 @@ impl Analytics {
         }
     }
 
+    fn horizon(&self) -> i64 {
+        self.events.keys().next_back().map_or(i64::MIN, |m| {
+            m - i64::from(self.cfg.retention_minutes) * MINUTE_MS
+        })
+    }
+
     /// Takes in a durable batch: `fresh[i]` says whether record i was stored
     /// (false: a redelivered duplicate, skipped); `now_ms` is the write time.
     pub fn observe(&mut self, records: &[Processed], fresh: &[bool], now_ms: i64) {
@@ -317,74 +323,36 @@ impl Analytics {
             }
         }
         let future_from = now_ms.saturating_add(i64::from(self.cfg.future_skew_seconds) * 1000);
-        let before = views.len();
-        views.retain(|v| v.timestamp_ms <= future_from);
-        self.future_events += (before - views.len()) as u64;
-        self.add_views(&views);
+        for v in views {
+            if v.timestamp_ms > future_from {
+                self.future_events += 1;
+                continue;
+            }
+            self.add_view(v);
+        }
         let keep_from = minute_of(now_ms) - i64::from(self.cfg.retention_minutes) * MINUTE_MS;
         self.pipeline = self.pipeline.split_off(&keep_from);
     }
 
-    /// Adds views as one at a time in their order would: a view is late when
-    /// its minute is past the retention behind the newest minute before it,
-    /// and a minute the newest leaves behind is dropped. The views kept are
-    /// then added a minute at a time (each minute's keys stay in cache; a
-    /// batch's views interleave a dozen minutes of its partitions), each
-    /// minute's in their order, so its sums and its first keys come out the same.
-    fn add_views(&mut self, views: &[&VideoEvent]) {
-        let retention = i64::from(self.cfg.retention_minutes) * MINUTE_MS;
+    fn add_view(&mut self, v: &VideoEvent) {
+        let m = minute_of(v.timestamp_ms);
+        if m < self.horizon() {
+            self.late_events += 1;
+            return;
+        }
         let max_keys = self.cfg.max_keys;
-        let mut latest = self.latest_minute();
-        let mut kept: Vec<(i64, u32)> = Vec::with_capacity(views.len());
-        for (i, v) in views.iter().enumerate() {
-            let m = minute_of(v.timestamp_ms);
-            if latest.is_some_and(|l| m < l - retention) {
-                self.late_events += 1;
+        let minute = self.events.entry(m).or_default();
+        for dim in Dim::ALL {
+            let keys = &mut minute.by[dim.index()];
+            let key = dim.key_of(v);
+            if let Some(s) = keys.get_mut(key) {
+                s.add_view(v);
                 continue;
             }
-            latest = Some(latest.map_or(m, |l| l.max(m)));
-            kept.push((m, i as u32));
+            let key = if keys.len() < max_keys { key } else { OTHER };
+            keys.entry(key.to_string()).or_default().add_view(v);
         }
-        let Some(latest) = latest else { return };
-        let horizon = latest - retention;
-        // (minute, index) pairs are distinct: in each minute, the views' order.
-        kept.sort_unstable();
-        // A new minute's keys start with room for as many as the newest
-        // minute has (no table grown step by step to a few thousand keys).
-        let room: [usize; Dim::ALL.len()] = self
-            .events
-            .values()
-            .next_back()
-            .map_or([0; Dim::ALL.len()], |n| {
-                std::array::from_fn(|d| n.by[d].len())
-            });
-        for run in kept.chunk_by(|a, b| a.0 == b.0) {
-            let m = run[0].0;
-            if m < horizon {
-                // Left behind by a newer minute of the batch.
-                continue;
-            }
-            let minute = self.events.entry(m).or_insert_with(|| Minute {
-                by: room.map(|n| FxHashMap::with_capacity_and_hasher(n, Default::default())),
-            });
-            for &(_, i) in run {
-                let Some(v) = views.get(i as usize) else {
-                    continue;
-                };
-                let mut one = QoeSums::default();
-                one.add_view(v);
-                for dim in Dim::ALL {
-                    let keys = &mut minute.by[dim.index()];
-                    let key = dim.key_of(v);
-                    if let Some(s) = keys.get_mut(key) {
-                        s.merge(&one);
-                        continue;
-                    }
-                    let key = if keys.len() < max_keys { key } else { OTHER };
-                    keys.entry(key.to_string()).or_default().merge(&one);
-                }
-            }
-        }
+        let horizon = self.horizon();
         if self
             .events
             .keys()
