@@ -588,12 +588,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 20);
         let files = LogFiles::new(dir.path().to_path_buf());
         assert_eq!(files.read(&a).unwrap(), b"one segment");
-        assert_eq!(
-            &*LogFiles::with_ext(dir.path().to_path_buf(), EXT)
-                .resolve_checked(&b.encode())
-                .unwrap(),
-            b"a run"
-        );
+        assert_eq!(&*files.resolve_checked(&b.encode()).unwrap(), b"a run");
         // Past the bound, the values held are written without a sync.
         let big = vec![b'x'; WRITE_AT];
         let c = w.append(&big).unwrap();
